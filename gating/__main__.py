@@ -1,0 +1,5 @@
+import sys
+
+from gating.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""`gating diff [BASE [HEAD]] [--json]`: the semantic diff of the LLM system."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gating.commands.common import WORKTREE, default_base, empty_snapshot, reader, repo
+from gating.diff import ChangeSet, diff_snapshots
+from gating.git import Git
+from gating.manifest import MANIFEST_PATH
+from gating.report import render_diff_markdown
+from gating.snapshot import build_snapshot
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="semantic diff of the LLM system between two revisions")
+    p.add_argument("base", nargs="?", help="base revision (default: merge-base of HEAD and the default branch)")
+    p.add_argument("head", nargs="?", default="HEAD", help=f"head revision (default HEAD; {WORKTREE} for the work tree)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.set_defaults(func=run)
+
+
+def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) -> ChangeSet:
+    """Diff two revisions; a base without a manifest counts as an empty system."""
+    base_reader = reader(g, base)
+    if base_reader.read_many([manifest_path])[manifest_path] is None:
+        base_snap = empty_snapshot()
+    else:
+        base_snap = build_snapshot(base_reader, manifest_path)
+    head_snap = build_snapshot(reader(g, head), manifest_path)
+    return diff_snapshots(base_snap, head_snap, base, head)
+
+
+def run(args: argparse.Namespace) -> int:
+    g = repo(args)
+    base = args.base or default_base(g)
+    cs = compute(g, base, args.head, args.config)
+    if args.json:
+        json.dump(cs.to_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_diff_markdown(cs))
+    if cs.has_errors:
+        print("gating: policy error: " + "; ".join(c.summary for c in cs.changes if c.risk == "error"),
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,460 @@
+"""Semantic diff of two snapshots: what a change does to the LLM system, with a risk for each part.
+
+deepdiff finds the changed leaves of the structured settings; the rules here turn them into
+statements a reviewer can act on (a model re-pin, a breaking tool change, a loosened threshold).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from gating.snapshot import Snapshot
+
+RISKS = ["info", "low", "medium", "high", "breaking", "error"]
+ALL = "*"
+
+_PINNED = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8}|-\d{4}|-v\d+(\.\d+)*|@sha256:[0-9a-f]{16,}|:[0-9a-f]{12,})$")
+
+
+def is_pinned(model: dict[str, Any]) -> bool:
+    """A model id is pinned when it names a dated snapshot or a digest; `-latest` never is."""
+    if "pinned" in model:
+        return bool(model["pinned"])
+    name = str(model.get("model", ""))
+    if name.endswith("latest"):
+        return False
+    return bool(_PINNED.search(name))
+
+
+@dataclass(frozen=True)
+class Change:
+    category: str
+    path: str
+    kind: str  # added | removed | changed | renamed
+    before: Any
+    after: Any
+    risk: str
+    summary: str
+    detail: str = ""
+    affects: tuple[str, ...] = ()
+    lines_added: int = 0
+    lines_removed: int = 0
+    file: str | None = None
+    changed_lines: tuple[int, ...] = ()  # 1-based lines of `file` at head that the change touched
+
+
+@dataclass
+class ChangeSet:
+    base: str
+    head: str
+    base_digest: str | None
+    head_digest: str | None
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def has_errors(self) -> bool:
+        return any(c.risk == "error" for c in self.changes)
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({c.category for c in self.changes})
+
+    @property
+    def max_risk(self) -> str:
+        return max((c.risk for c in self.changes), key=RISKS.index, default="info")
+
+    @property
+    def full_reeval(self) -> bool:
+        return any(ALL in c.affects for c in self.changes)
+
+    def affected_prompts(self) -> set[str] | None:
+        """Prompt names whose eval cases must re-run; None means every case."""
+        if self.full_reeval:
+            return None
+        return {a for c in self.changes for a in c.affects}
+
+    def paths(self) -> list[str]:
+        return [c.path for c in self.changes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "head": self.head,
+            "base_digest": self.base_digest,
+            "head_digest": self.head_digest,
+            "empty": self.is_empty,
+            "max_risk": self.max_risk,
+            "full_reevaluation": self.full_reeval,
+            "affected_prompts": None if self.affected_prompts() is None else sorted(self.affected_prompts() or []),
+            "changes": [
+                {**asdict(c), "affects": list(c.affects), "changed_lines": list(c.changed_lines)} for c in self.changes
+            ],
+        }
+
+
+def _leaves(a: Any, b: Any) -> list[tuple[list[str | int], str, Any, Any]]:
+    """(path, kind, before, after) for every changed leaf between two plain structures."""
+    dd = DeepDiff(a, b, view="tree", verbose_level=2)
+    out = []
+    kinds = {
+        "values_changed": "changed",
+        "type_changes": "changed",
+        "dictionary_item_added": "added",
+        "dictionary_item_removed": "removed",
+        "iterable_item_added": "added",
+        "iterable_item_removed": "removed",
+    }
+    for report, kind in kinds.items():
+        for level in dd.tree.get(report, []):
+            before = None if kind == "added" else level.t1
+            after = None if kind == "removed" else level.t2
+            out.append((level.path(output_format="list"), kind, before, after))
+    out.sort(key=lambda x: [str(p) for p in x[0]])
+    return out
+
+
+def _dotted(*parts: Any) -> str:
+    s = ""
+    for p in parts:
+        if isinstance(p, int):
+            s += f"[{p}]"
+        else:
+            s += ("." if s else "") + str(p)
+    return s
+
+
+def _short(v: Any) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _prompt_users(snap: Snapshot, name: str) -> tuple[str, ...]:
+    """A prompt change affects the prompt and every prompt that uses it as its system prompt."""
+    users = {name} | {n for n, p in snap.components["prompts"].items() if p.get("system") == name}
+    return tuple(sorted(users))
+
+
+def _model_users(snap: Snapshot, model: str) -> tuple[str, ...]:
+    prompts = snap.components["prompts"]
+    judge = (snap.data.get("evals") or {}).get("judge")
+    if judge == model:
+        return (ALL,)
+    return tuple(sorted(n for n, p in prompts.items() if p.get("model") == model))
+
+
+def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines: int = 16):
+    a, b = before.splitlines(), after.splitlines()
+    added = removed = 0
+    changed_lines: list[int] = []
+    sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for tag, _i1, _i2, j1, j2 in sm.get_opcodes():
+        if tag in ("replace", "insert"):
+            changed_lines.extend(range(j1 + 1, j2 + 1))
+        if tag in ("replace", "delete"):
+            removed += _i2 - _i1
+        if tag in ("replace", "insert"):
+            added += j2 - j1
+    udiff = list(difflib.unified_diff(a, b, f"a/{path_a}", f"b/{path_b}", n=1, lineterm=""))[2:]
+    excerpt = udiff[:excerpt_lines]
+    if len(udiff) > excerpt_lines:
+        excerpt.append(f"... ({len(udiff) - excerpt_lines} more diff lines)")
+    return added, removed, "\n".join(excerpt), tuple(changed_lines)
+
+
+def _models(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    bm, hm = base.components["models"], head.components["models"]
+    for name in sorted(set(bm) | set(hm)):
+        path = f"components.models.{name}"
+        if name not in bm:
+            m = hm[name]
+            risk, note = ("error", " (unpinned alias: pin a dated snapshot)") if not is_pinned(m) else ("medium", "")
+            out.append(Change("model", path, "added", None, m, risk, f"model `{name}` added: {m['model']}{note}",
+                              affects=_model_users(head, name)))
+            continue
+        if name not in hm:
+            out.append(Change("model", path, "removed", bm[name], None, "high", f"model `{name}` removed",
+                              affects=_model_users(base, name)))
+            continue
+        affects = tuple(sorted(set(_model_users(base, name)) | set(_model_users(head, name))))
+        for lp, kind, before, after in _leaves(bm[name], hm[name]):
+            leaf = _dotted(path, *lp)
+            if lp == ["model"]:
+                if not is_pinned(hm[name]) and is_pinned(bm[name]):
+                    out.append(Change("model", leaf, kind, before, after, "error",
+                                      f"unpinned alias introduced: `{name}` moves from {before} to {after}; "
+                                      "pin a dated snapshot", affects=affects))
+                else:
+                    out.append(Change("model", leaf, kind, before, after, "high",
+                                      f"model pin changed: `{name}` {before} → {after}", affects=affects))
+            elif lp == ["provider"]:
+                out.append(Change("model", leaf, kind, before, after, "high",
+                                  f"provider changed: `{name}` {before} → {after}", affects=affects))
+            else:
+                out.append(Change("model", leaf, kind, before, after, "medium",
+                                  f"model `{name}` setting {_dotted(*lp)}: {_short(before)} → {_short(after)}",
+                                  affects=affects))
+    return out
+
+
+def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    bp, hp = base.components["prompts"], head.components["prompts"]
+    for name in sorted(set(bp) | set(hp)):
+        path = f"components.prompts.{name}"
+        if name not in bp:
+            p = hp[name]
+            lines = head.text(p["file"]).count("\n")
+            out.append(Change("prompt", path, "added", None, p["file"], "medium",
+                              f"prompt `{name}` added ({p['file']}, {lines} lines)", affects=(name,),
+                              lines_added=lines, file=p["file"]))
+            continue
+        if name not in hp:
+            out.append(Change("prompt", path, "removed", bp[name]["file"], None, "high",
+                              f"prompt `{name}` removed ({bp[name]['file']})", affects=_prompt_users(base, name)))
+            continue
+        b, h = bp[name], hp[name]
+        affects = _prompt_users(head, name)
+        if b["file"] != h["file"] and b["sha256"] == h["sha256"]:
+            out.append(Change("prompt", f"{path}.file", "renamed", b["file"], h["file"], "low",
+                              f"prompt `{name}` file renamed {b['file']} → {h['file']} (content unchanged)",
+                              affects=()))
+        elif b["sha256"] != h["sha256"]:
+            added, removed, excerpt, lines = _text_diff(
+                base.text(b["file"]), head.text(h["file"]), b["file"], h["file"]
+            )
+            moved = f" (renamed from {b['file']})" if b["file"] != h["file"] else ""
+            out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "medium",
+                              f"prompt `{name}` changed: +{added} −{removed} lines in {h['file']}{moved}",
+                              detail=excerpt, affects=affects, lines_added=added, lines_removed=removed,
+                              file=h["file"], changed_lines=lines))
+        for key in ("model", "system"):
+            if b.get(key) != h.get(key):
+                out.append(Change("prompt", f"{path}.{key}", "changed", b.get(key), h.get(key), "high",
+                                  f"prompt `{name}` now uses {key} {h.get(key)!r} (was {b.get(key)!r})",
+                                  affects=affects))
+    return out
+
+
+def _retrieval(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    for lp, kind, before, after in _leaves(base.components["retrieval"], head.components["retrieval"]):
+        leaf = _dotted("components.retrieval", *lp)
+        what = "embedding model" if lp == ["embedding_model"] else _dotted(*lp)
+        out.append(Change("retrieval", leaf, kind, before, after, "high",
+                          f"retrieval {what}: {_short(before)} → {_short(after)}; requires full re-evaluation",
+                          affects=(ALL,)))
+    return out
+
+
+def _tool_params(schema: Any) -> tuple[dict[str, Any], set[str]]:
+    if not isinstance(schema, dict):
+        return {}, set()
+    params = schema.get("parameters") or schema.get("input_schema") or (schema.get("function") or {}).get(
+        "parameters"
+    ) or {}
+    if not isinstance(params, dict):
+        return {}, set()
+    return dict(params.get("properties") or {}), set(params.get("required") or [])
+
+
+def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    bt, ht = base.components["tools"], head.components["tools"]
+    for name in sorted(set(bt) | set(ht)):
+        path = f"components.tools.{name}"
+        if name not in bt:
+            out.append(Change("tool", path, "added", None, ht[name]["file"], "medium",
+                              f"tool `{name}` added ({ht[name]['file']})", affects=(ALL,)))
+            continue
+        if name not in ht:
+            out.append(Change("tool", path, "removed", bt[name]["file"], None, "breaking",
+                              f"tool `{name}` removed: breaking for callers", affects=(ALL,)))
+            continue
+        if bt[name]["sha256"] == ht[name]["sha256"]:
+            continue
+        bprops, breq = _tool_params(bt[name]["config"])
+        hprops, hreq = _tool_params(ht[name]["config"])
+        for p in sorted(set(bprops) - set(hprops)):
+            out.append(Change("tool", f"{path}.parameters.{p}", "removed", bprops[p], None, "breaking",
+                              f"tool `{name}`: parameter `{p}` removed (breaking)", affects=(ALL,)))
+        for p in sorted(hreq - breq):
+            out.append(Change("tool", f"{path}.parameters.{p}", "changed", False, True, "breaking",
+                              f"tool `{name}`: parameter `{p}` is newly required (breaking)", affects=(ALL,)))
+        for p in sorted(set(hprops) - set(bprops)):
+            if p not in hreq:
+                out.append(Change("tool", f"{path}.parameters.{p}", "added", None, hprops[p], "low",
+                                  f"tool `{name}`: optional parameter `{p}` added", affects=(ALL,)))
+        for p in sorted(breq - hreq):
+            out.append(Change("tool", f"{path}.parameters.{p}", "changed", True, False, "low",
+                              f"tool `{name}`: parameter `{p}` no longer required", affects=(ALL,)))
+        reported = {c.path for c in out}
+        for lp, kind, before, after in _leaves(bt[name]["config"], ht[name]["config"]):
+            leaf = _dotted(path, *lp)
+            if any(leaf.startswith(r) for r in reported) or "required" in lp:
+                continue
+            if len(lp) >= 3 and lp[-3] == "properties" and isinstance(lp[-2], str) and lp[-1] != "description":
+                risk = "medium"
+            else:
+                risk = "medium" if "description" in lp else "low"
+            out.append(Change("tool", leaf, kind, before, after, risk,
+                              f"tool `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}", affects=(ALL,)))
+        if b_file := (bt[name]["file"] if bt[name]["file"] != ht[name]["file"] else None):
+            out.append(Change("tool", f"{path}.file", "renamed", b_file, ht[name]["file"], "info",
+                              f"tool `{name}` file moved {b_file} → {ht[name]['file']}"))
+    return out
+
+
+def _configs(base: Snapshot, head: Snapshot, section: str, category: str) -> list[Change]:
+    out = []
+    b, h = base.components[section], head.components[section]
+    label = category
+    for name in sorted(set(b) | set(h)):
+        path = f"components.{section}.{name}"
+        if name not in b:
+            out.append(Change(category, path, "added", None, h[name]["file"], "medium",
+                              f"{label} `{name}` added ({h[name]['file']})", affects=(ALL,)))
+        elif name not in h:
+            out.append(Change(category, path, "removed", b[name]["file"], None, "high",
+                              f"{label} `{name}` removed", affects=(ALL,)))
+        elif b[name]["sha256"] != h[name]["sha256"]:
+            leaves = _leaves(b[name]["config"], h[name]["config"])
+            if not leaves:
+                out.append(Change(category, path, "changed", b[name]["sha256"], h[name]["sha256"], "low",
+                                  f"{label} `{name}` reformatted (same settings)"))
+            for lp, kind, before, after in leaves:
+                out.append(Change(category, _dotted(path, *lp), kind, before, after, "medium",
+                                  f"{label} `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}",
+                                  affects=(ALL,)))
+    return out
+
+
+def _orchestration(base: Snapshot, head: Snapshot) -> list[Change]:
+    return [
+        Change("orchestration", _dotted("components.orchestration", *lp), kind, before, after, "medium",
+               f"orchestration {_dotted(*lp)}: {_short(before)} → {_short(after)}", affects=(ALL,))
+        for lp, kind, before, after in _leaves(base.components["orchestration"], head.components["orchestration"])
+    ]
+
+
+_THRESH = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
+
+
+def _looser(before: str | None, after: str | None) -> bool | None:
+    """True when `after` admits more than `before`; None when incomparable."""
+    if after is None:
+        return True
+    if before is None:
+        return False
+    mb, ma = _THRESH.match(before), _THRESH.match(after)
+    if not mb or not ma or mb.group(1)[0] != ma.group(1)[0]:
+        return None
+    vb, va = float(mb.group(2)), float(ma.group(2))
+    if mb.group(1).startswith(">"):
+        return va < vb
+    if mb.group(1).startswith("<"):
+        return va > vb
+    return None
+
+
+def _evals(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    be, he = base.data.get("evals") or {}, head.data.get("evals") or {}
+    for lp, kind, before, after in _leaves(be, he):
+        leaf = _dotted("evals", *lp)
+        risk, summary = "medium", f"evals {_dotted(*lp)}: {_short(before)} → {_short(after)}"
+        affects: tuple[str, ...] = ()
+        if lp and lp[0] == "thresholds":
+            name = lp[1] if len(lp) > 1 else None
+            pairs = [(name, before, after)] if name else [
+                (k, (before or {}).get(k), (after or {}).get(k)) for k in set(before or {}) | set(after or {})
+            ]
+            for n, b, a in pairs:
+                loose = _looser(b, a)
+                if loose:
+                    out.append(Change("evals", _dotted("evals.thresholds", n), kind, b, a, "high",
+                                      f"threshold loosened: {n} {b} → {a or '(removed)'}"))
+                else:
+                    out.append(Change("evals", _dotted("evals.thresholds", n), kind, b, a, "low",
+                                      f"threshold {n}: {b or '(none)'} → {a}"))
+            continue
+        if lp == ["regression", "max_drop"] and (after is None or (before is not None and after > before)):
+            risk, summary = "high", f"regression rule loosened: max_drop {before} → {after}"
+        elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
+            risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
+        elif lp and lp[0] == "dataset_digests":
+            risk, summary, affects = "medium", f"eval dataset {lp[1] if len(lp) > 1 else ''} changed", (ALL,)
+        elif lp and lp[0] in ("target", "judge", "repeat"):
+            affects = (ALL,)
+        out.append(Change("evals", leaf, kind, before, after, risk, summary, affects=affects))
+    return out
+
+
+def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in rules}
+
+
+_LOOSENING = {
+    ("options", "allow_author"): (False, True),
+    ("options", "invalidate_on_push"): (True, False),
+    ("options", "require_evidence"): (True, False),
+    ("options", "ignore_bots"): (True, False),
+}
+
+
+def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
+    out = []
+    br, hr = _rules_by_name(base.data.get("approvals") or []), _rules_by_name(head.data.get("approvals") or [])
+    for name in sorted(set(br) | set(hr)):
+        path = f"approvals.{name}"
+        if name not in hr:
+            out.append(Change("policy", path, "removed", br[name], None, "high",
+                              f"approval rule loosened: `{name}` removed"))
+            continue
+        if name not in br:
+            out.append(Change("policy", path, "added", None, hr[name], "low", f"approval rule `{name}` added"))
+            continue
+        for lp, kind, before, after in _leaves(br[name], hr[name]):
+            leaf = _dotted(path, *lp)
+            risk, summary = "medium", f"approval rule `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}"
+            key = tuple(lp[:2])
+            if lp[:2] == ["requires", "count"] and (after or 0) < (before or 0):
+                risk, summary = "high", f"approval rule loosened: `{name}` needs {after} approvals (was {before})"
+            elif key in _LOOSENING:
+                frm, to = _LOOSENING[key]
+                if (before if before is not None else frm) == frm and after == to:
+                    risk, summary = "high", f"approval rule loosened: `{name}` {lp[1]} {before} → {after}"
+            elif lp[:1] == ["requires"] and kind == "removed":
+                risk, summary = "high", f"approval rule loosened: `{name}` no longer requires {_dotted(*lp[1:])}"
+            out.append(Change("policy", leaf, kind, before, after, risk, summary))
+    for lp, kind, before, after in _leaves(base.data.get("rollback") or {}, head.data.get("rollback") or {}):
+        out.append(Change("policy", _dotted("rollback", *lp), kind, before, after, "medium",
+                          f"rollback {_dotted(*lp)}: {_short(before)} → {_short(after)}"))
+    return out
+
+
+def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", head_label: str = "head") -> ChangeSet:
+    """Every change from base to head, models first, policy last."""
+    cs = ChangeSet(base_label, head_label, base.digest, head.digest)
+    if base.digest == head.digest:
+        return cs
+    cs.changes = (
+        _models(base, head)
+        + _prompts(base, head)
+        + _retrieval(base, head)
+        + _tools(base, head)
+        + _configs(base, head, "guardrails", "guardrail")
+        + _orchestration(base, head)
+        + _evals(base, head)
+        + _policy(base, head)
+    )
+    return cs

@@ -1,0 +1,40 @@
+"""The bundled example repository (examples/support-bot) and the pull-request-like change the demo makes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from gating.git import Git, commit_all, init_repo
+
+EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support-bot"
+
+
+def example_dir() -> Path:
+    if not (EXAMPLE_DIR / "gating.yml").is_file():
+        raise FileNotFoundError(f"the bundled example is missing: {EXAMPLE_DIR}/gating.yml")
+    return EXAMPLE_DIR
+
+
+def make_example_repo(dest: str | Path, source: Path | None = None) -> Git:
+    """A fresh git repository holding the example, committed on `main`."""
+    dest = Path(dest)
+    shutil.copytree(source or example_dir(), dest, dirs_exist_ok=True)
+    g = init_repo(dest)
+    commit_all(g, "Support bot: initial LLM system")
+    return g
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if old not in text:
+        raise ValueError(f"{path}: expected text not found: {old!r}")
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def apply_demo_change(root: Path) -> None:
+    """A prompt edit, a model re-pin and a retrieval tweak: the kind of PR that breaks production."""
+    edit(root / "prompts/answer.md", "Cite the article title in brackets.",
+         "Be concise and friendly. Cite the article title in brackets.")
+    edit(root / "gating.yml", "model: gpt-4o-2024-08-06", "model: gpt-4o-2024-11-20")
+    edit(root / "gating.yml", "top_k: 5", "top_k: 8")

@@ -1,0 +1,241 @@
+"""The one place that runs git.
+
+Everything goes through real `git` subprocesses. Reading many files at one revision uses a single
+`git cat-file --batch` process, so a snapshot of thousands of files costs one fork, not thousands.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message carries git's own stderr."""
+
+    def __init__(self, args: Sequence[str], returncode: int, stderr: str):
+        self.args_ = list(args)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        super().__init__(f"git {' '.join(args)} failed ({returncode}): {self.stderr}")
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    type: str
+    sha: str
+    path: str
+
+
+class Git:
+    """A repository on disk, driven by subprocess git."""
+
+    def __init__(self, root: str | os.PathLike[str], env: dict[str, str] | None = None):
+        self.root = Path(root)
+        self.env = env
+
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("GIT_TERMINAL_PROMPT", "0")
+        if self.env:
+            env.update(self.env)
+        if extra:
+            env.update(extra)
+        return env
+
+    def run_bytes(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> bytes:
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=self.root,
+            input=input,
+            capture_output=True,
+            env=self._env(env),
+        )
+        if check and proc.returncode != 0:
+            raise GitError(args, proc.returncode, proc.stderr.decode("utf-8", "replace"))
+        return proc.stdout
+
+    def run(self, *args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None) -> str:
+        data = self.run_bytes(*args, input=input.encode() if input is not None else None, check=check, env=env)
+        return data.decode("utf-8", "replace").strip()
+
+    def try_run(self, *args: str, env: dict[str, str] | None = None) -> str | None:
+        """Run and return stdout, or None when git exits non-zero (a missing ref, say)."""
+        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, env=self._env(env))
+        if proc.returncode != 0:
+            return None
+        return proc.stdout.decode("utf-8", "replace").strip()
+
+    # -- revisions -------------------------------------------------------------------------------
+
+    def is_repo(self) -> bool:
+        return self.try_run("rev-parse", "--git-dir") is not None
+
+    def toplevel(self) -> Path:
+        return Path(self.run("rev-parse", "--show-toplevel"))
+
+    def rev_parse(self, rev: str) -> str:
+        out = self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        if not out:
+            raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}")
+        return out
+
+    def resolve(self, rev: str) -> str | None:
+        return self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
+
+    def merge_base(self, a: str, b: str) -> str:
+        return self.run("merge-base", a, b)
+
+    def default_branch(self, remote: str = "origin") -> str | None:
+        """The default branch: origin/HEAD if known, else main or master if they exist."""
+        head = self.try_run("symbolic-ref", "--quiet", "--short", f"refs/remotes/{remote}/HEAD")
+        if head:
+            return head
+        for name in (f"{remote}/main", f"{remote}/master", "main", "master"):
+            if self.resolve(name):
+                return name
+        return None
+
+    def current_branch(self) -> str | None:
+        return self.try_run("symbolic-ref", "--quiet", "--short", "HEAD") or None
+
+    def commit_time(self, rev: str) -> int:
+        return int(self.run("show", "-s", "--format=%ct", rev))
+
+    def log_subjects(self, rev_range: str) -> list[tuple[str, str]]:
+        out = self.run("log", "--format=%H%x00%s", rev_range)
+        return [tuple(line.split("\x00", 1)) for line in out.splitlines() if line]  # type: ignore[misc]
+
+    # -- trees and blobs -------------------------------------------------------------------------
+
+    def ls_tree(self, rev: str, paths: Sequence[str] = ()) -> list[TreeEntry]:
+        """Every blob in the tree of `rev` (recursive), optionally limited to paths."""
+        out = self.run_bytes("ls-tree", "-r", "-z", "--full-tree", rev, "--", *paths)
+        entries = []
+        for rec in out.split(b"\0"):
+            if not rec:
+                continue
+            meta, path = rec.split(b"\t", 1)
+            mode, typ, sha = meta.decode().split()
+            entries.append(TreeEntry(mode, typ, sha, path.decode("utf-8", "surrogateescape")))
+        return entries
+
+    def read_blobs(self, specs: Iterable[str]) -> dict[str, bytes | None]:
+        """Read many objects (`REV:path` or a sha) through one `git cat-file --batch` process."""
+        specs = list(specs)
+        if not specs:
+            return {}
+        for spec in specs:
+            if "\n" in spec:
+                raise ValueError(f"object name contains a newline: {spec!r}")
+        proc = subprocess.run(
+            ["git", "cat-file", "--batch"],
+            cwd=self.root,
+            input=("\n".join(specs) + "\n").encode("utf-8", "surrogateescape"),
+            capture_output=True,
+            env=self._env(),
+        )
+        if proc.returncode != 0:
+            raise GitError(["cat-file", "--batch"], proc.returncode, proc.stderr.decode("utf-8", "replace"))
+        data = proc.stdout
+        result: dict[str, bytes | None] = {}
+        pos = 0
+        for spec in specs:
+            nl = data.index(b"\n", pos)
+            header = data[pos:nl].decode("utf-8", "surrogateescape")
+            pos = nl + 1
+            if header.endswith(" missing") or header.endswith(" ambiguous"):
+                result[spec] = None
+                continue
+            _sha, typ, size_s = header.rsplit(" ", 2)
+            size = int(size_s)
+            body = data[pos : pos + size]
+            pos += size + 1
+            result[spec] = body if typ == "blob" else None
+        return result
+
+    def show_file(self, rev: str, path: str) -> bytes | None:
+        return self.read_blobs([f"{rev}:{path}"])[f"{rev}:{path}"]
+
+    def hash_object(self, data: bytes, write: bool = True) -> str:
+        args = ["hash-object", "--stdin"] + (["-w"] if write else [])
+        return self.run_bytes(*args, input=data).decode().strip()
+
+    # -- notes -----------------------------------------------------------------------------------
+
+    def notes_show(self, ref: str, commit: str) -> bytes | None:
+        """The note text attached to `commit` in notes ref `ref`, or None."""
+        proc = subprocess.run(
+            ["git", "notes", "--ref", ref, "show", commit],
+            cwd=self.root,
+            capture_output=True,
+            env=self._env(),
+        )
+        if proc.returncode != 0:
+            return None
+        return proc.stdout
+
+    def notes_list(self, ref: str) -> list[tuple[str, str]]:
+        """(note blob sha, annotated commit sha) pairs in `ref`."""
+        if not self.resolve(ref if ref.startswith("refs/") else f"refs/notes/{ref}"):
+            return []
+        out = self.run("notes", "--ref", ref, "list")
+        return [tuple(line.split()) for line in out.splitlines() if line]  # type: ignore[misc]
+
+    def notes_add(self, ref: str, commit: str, data: bytes, force: bool = True) -> None:
+        """Set the note of `commit` to `data` (one notes commit)."""
+        blob = self.hash_object(data)
+        args = ["notes", "--ref", ref, "add", "-C", blob, commit]
+        if force:
+            args.insert(4, "-f")
+        self.run(*args)
+
+    def fetch(self, remote: str, *refspecs: str, env: dict[str, str] | None = None) -> bool:
+        proc = subprocess.run(
+            ["git", "fetch", "--quiet", remote, *refspecs],
+            cwd=self.root,
+            capture_output=True,
+            env=self._env(env),
+        )
+        return proc.returncode == 0
+
+    def push(self, remote: str, *refspecs: str, env: dict[str, str] | None = None) -> tuple[bool, str]:
+        proc = subprocess.run(
+            ["git", "push", "--porcelain", remote, *refspecs],
+            cwd=self.root,
+            capture_output=True,
+            env=self._env(env),
+        )
+        return proc.returncode == 0, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+
+
+def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Git:
+    """Create a repository with a fixed identity, as tests and the demo need."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    args = ["git", "init", "--quiet", f"--initial-branch={branch}"] + (["--bare"] if bare else [])
+    subprocess.run([*args, str(path)], check=True, capture_output=True)
+    g = Git(path)
+    if not bare:
+        g.run("config", "user.name", "gating")
+        g.run("config", "user.email", "gating@example.invalid")
+        g.run("config", "commit.gpgsign", "false")
+    return g
+
+
+def commit_all(g: Git, message: str, env: dict[str, str] | None = None) -> str:
+    """Stage everything in the work tree and commit; returns the new commit sha."""
+    g.run("add", "-A")
+    g.run("commit", "--quiet", "--allow-empty", "-m", message, env=env)
+    return g.rev_parse("HEAD")

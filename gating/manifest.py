@@ -1,0 +1,358 @@
+"""Load and validate gating.yml, and resolve the files its components name.
+
+Pure: takes bytes and a listing of the revision's files; errors carry file:line:column so a user
+can jump straight to the bad key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from gating.manifest_schema import MANIFEST_SCHEMA
+
+MANIFEST_PATH = "gating.yml"
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the manifest, at a place in a file (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class ManifestError(Exception):
+    """The manifest cannot be used; `problems` lists every reason found."""
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: plain data plus where each key was written."""
+
+    data: dict[str, Any]
+    source: str = MANIFEST_PATH
+    positions: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return self.data.get("components") or {}
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        return self.components.get("models") or {}
+
+    @property
+    def prompts(self) -> dict[str, dict[str, Any]]:
+        return self.components.get("prompts") or {}
+
+    @property
+    def evals(self) -> dict[str, Any]:
+        return self.data.get("evals") or {}
+
+    @property
+    def approvals(self) -> list[dict[str, Any]]:
+        return self.data.get("approvals") or []
+
+    @property
+    def rollback(self) -> dict[str, Any]:
+        return self.data.get("rollback") or {}
+
+    def position(self, path: Sequence[str | int]) -> tuple[int, int]:
+        """1-based (line, column) of the deepest known prefix of `path`."""
+        key = tuple(path)
+        while key:
+            if key in self.positions:
+                return self.positions[key]
+            key = key[:-1]
+        return (1, 1)
+
+    def problem(self, path: Sequence[str | int], message: str) -> Problem:
+        line, col = self.position(path)
+        return Problem(self.source, line, col, message)
+
+
+def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
+    """ruamel nodes -> plain dicts/lists, recording each key's and item's position on the way."""
+    if isinstance(node, CommentedMap):
+        out = {}
+        for k, v in node.items():
+            try:
+                line, col = node.lc.value(k) if not isinstance(v, (CommentedMap, CommentedSeq)) else node.lc.key(k)
+                kline, kcol = node.lc.key(k)
+            except (KeyError, TypeError):
+                line, col = kline, kcol = (0, 0)
+            positions[(*path, str(k), "<key>")] = (kline + 1, kcol + 1)
+            positions[(*path, str(k))] = (line + 1, col + 1)
+            out[str(k)] = _plain(v, (*path, str(k)), positions)
+        return out
+    if isinstance(node, CommentedSeq):
+        out_list = []
+        for i, v in enumerate(node):
+            try:
+                line, col = node.lc.item(i)
+                positions[(*path, i)] = (line + 1, col + 1)
+            except (KeyError, TypeError):
+                pass
+            out_list.append(_plain(v, (*path, i), positions))
+        return out_list
+    if node is None or isinstance(node, (bool, int, float)):
+        return node
+    if isinstance(node, str):
+        return str(node)
+    return str(node)
+
+
+def _fmt_path(path: Sequence[str | int]) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else ("." + p if parts else p))
+    return "".join(parts) or "(top level)"
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "nothing"
+    if isinstance(value, (int, float)):
+        return f"{value!r} (a number)"
+    return f"{value!r} (a string)"
+
+
+def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
+    path = list(err.absolute_path)
+    where = _fmt_path(path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
+        key = extra[0] if extra else "?"
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        msg = f"unknown key {key!r} in {where}"
+        msg += f" (did you mean {hint[0]!r}?)" if hint else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        return m.problem([*path, key, "<key>"], msg)
+    if v == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return m.problem(path, f"{where}: missing required key {missing!r}")
+    if v == "type":
+        want = err.validator_value
+        wants = [want] if isinstance(want, str) else list(want)
+        return m.problem(
+            path, f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}"
+        )
+    if v == "enum":
+        return m.problem(path, f"{where}: {err.instance!r} is not one of: {', '.join(map(str, err.validator_value))}")
+    if v == "const":
+        return m.problem(path, f"{where}: must be {err.validator_value!r}, got {err.instance!r}")
+    if v == "pattern" and path and path[-2:-1] == ["thresholds"]:
+        return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '>= 0.9' or '<= 3000'")
+    if v == "propertyNames":
+        bad = err.instance
+        return m.problem([*path[:-1]] if path else [], f"{where}: name {bad!r} may only use letters, digits, _ . -")
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return m.problem(path, f"{where}: {err.message}")
+    if v in ("minItems", "minLength"):
+        return m.problem(path, f"{where}: must not be empty")
+    return m.problem(path, f"{where}: {err.message}")
+
+
+def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
+    """Parse and schema-check manifest bytes; raises ManifestError with positions."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            [Problem(source, 1, 1, f"file is {len(data):,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}")]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ManifestError([Problem(source, line, col, "file is not UTF-8 text")]) from None
+    if "\x00" in text:
+        raise ManifestError([Problem(source, 1, 1, "file is binary (contains NUL bytes), not YAML")])
+    if not text.strip():
+        raise ManifestError([Problem(source, 1, 1, "file is empty; expected a mapping with version, name and components")])
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        node = yaml.load(io.StringIO(text))
+    except DuplicateKeyError as e:
+        mark = e.problem_mark
+        key = str(e.problem).split('"')[1] if '"' in str(e.problem) else "?"
+        raise ManifestError(
+            [Problem(source, mark.line + 1, mark.column + 1, f"duplicate key {key!r} (each name may appear once)")]
+        ) from None
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = (e.problem or e.context or "invalid YAML").strip()
+        raise ManifestError([Problem(source, line, col, f"invalid YAML: {what}")]) from None
+    except YAMLError as e:
+        raise ManifestError([Problem(source, 1, 1, f"invalid YAML: {e}")]) from None
+    if not isinstance(node, CommentedMap):
+        raise ManifestError(
+            [Problem(source, 1, 1, f"expected a mapping at the top level, got {_describe(_plain(node, (), {}))}")]
+        )
+    positions: dict[tuple[str | int, ...], tuple[int, int]] = {}
+    plain = _plain(node, (), positions)
+    m = Manifest(plain, source, positions)
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    errors = sorted(validator.iter_errors(plain), key=lambda e: m.position(list(e.absolute_path)))
+    if errors:
+        raise ManifestError([_schema_problem(m, _leaf(e)) for e in errors])
+    problems = _reference_problems(m)
+    if problems:
+        raise ManifestError(problems)
+    return m
+
+
+def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For anyOf/oneOf-style errors, report the most specific cause."""
+    if err.context:
+        return jsonschema.exceptions.best_match(err.context)
+    return err
+
+
+def _reference_problems(m: Manifest) -> list[Problem]:
+    """Names that point at other components must exist."""
+    problems = []
+    models, prompts = m.models, m.prompts
+    for name, p in prompts.items():
+        if "model" in p and p["model"] not in models:
+            problems.append(
+                m.problem(["components", "prompts", name, "model"], _unknown("model", p["model"], models))
+            )
+        if "system" in p and p["system"] not in prompts:
+            problems.append(
+                m.problem(["components", "prompts", name, "system"], _unknown("prompt", p["system"], prompts))
+            )
+    judge = m.evals.get("judge")
+    if judge and judge not in models:
+        problems.append(m.problem(["evals", "judge"], _unknown("model", judge, models)))
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(m.approvals):
+        if rule["name"] in seen:
+            problems.append(m.problem(["approvals", i, "name"], f"duplicate approval rule name {rule['name']!r}"))
+        seen[rule["name"]] = i
+    return problems
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    hint = difflib.get_close_matches(name, known, n=1)
+    msg = f"unknown {kind} {name!r}"
+    if hint:
+        return msg + f" (did you mean {hint[0]!r}?)"
+    return msg + (f"; defined: {', '.join(known)}" if known else f"; no {kind}s are defined")
+
+
+# -- resolving files ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One file of the system, with the component that names it."""
+
+    path: str
+    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals
+    component: str  # e.g. "answer" for a prompt, the glob for tools
+    key: tuple[str | int, ...]  # manifest path of the reference, for error positions
+
+
+def _glob(pattern: str, files: Sequence[str]) -> list[str]:
+    if not any(c in pattern for c in "*?["):
+        return [pattern] if pattern in files else []
+    return sorted(f for f in files if fnmatch.fnmatchcase(f, pattern) and _same_depth_ok(pattern, f))
+
+
+def _same_depth_ok(pattern: str, path: str) -> bool:
+    """`*` does not cross `/`, `**` does, as in gitignore-style globs."""
+    if "**" in pattern:
+        return True
+    return pattern.count("/") == path.count("/")
+
+
+def file_refs(m: Manifest) -> list[tuple[str, str, str, tuple[str | int, ...]]]:
+    """(pattern, category, component, key) for every file reference in the manifest."""
+    refs: list[tuple[str, str, str, tuple[str | int, ...]]] = []
+    for name, p in m.prompts.items():
+        refs.append((p["file"], "prompt", name, ("components", "prompts", name, "file")))
+    comps = m.components
+    for cat, section in (("tool", "tools"), ("guardrail", "guardrails")):
+        for i, pat in enumerate((comps.get(section) or {}).get("files", [])):
+            refs.append((pat, cat, section, ("components", section, "files", i)))
+    for cat, section in (("retrieval", "retrieval"), ("orchestration", "orchestration")):
+        for i, pat in enumerate((comps.get(section) or {}).get("files", []) or []):
+            refs.append((pat, cat, section, ("components", section, "files", i)))
+    for i, pat in enumerate(m.evals.get("datasets", [])):
+        refs.append((pat, "evals", "datasets", ("evals", "datasets", i)))
+    return refs
+
+
+def resolve_files(m: Manifest, files: Sequence[str] | set[str]) -> list[FileRef]:
+    """Expand every reference against the revision's file list; missing files are errors."""
+    listing = sorted(files)
+    fileset = set(listing)
+    out: list[FileRef] = []
+    problems: list[Problem] = []
+    for pattern, cat, comp, key in file_refs(m):
+        if pattern.startswith("/") or ".." in pattern.split("/"):
+            problems.append(m.problem(key, f"{pattern!r} must be a path inside the repository"))
+            continue
+        matched = _glob(pattern, listing) if any(c in pattern for c in "*?[") else (
+            [pattern] if pattern in fileset else []
+        )
+        if not matched:
+            if any(c in pattern for c in "*?["):
+                problems.append(m.problem(key, f"{_fmt_path(key)}: glob {pattern!r} matches no file"))
+            else:
+                hint = difflib.get_close_matches(pattern, listing, n=1)
+                msg = f"{_fmt_path(key)}: file {pattern!r} does not exist"
+                problems.append(m.problem(key, msg + (f" (did you mean {hint[0]!r}?)" if hint else "")))
+            continue
+        for path in matched:
+            out.append(FileRef(path, cat, comp, key))
+    if problems:
+        raise ManifestError(problems)
+    return out

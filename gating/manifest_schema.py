@@ -1,0 +1,235 @@
+"""JSON Schema of gating.yml, one constant per section so each section can grow on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CATEGORIES = ["model", "prompt", "retrieval", "tool", "guardrail", "orchestration", "evals", "policy"]
+PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google"]
+PERMISSIONS = ["read", "triage", "write", "maintain", "admin"]
+
+_str_list: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_file_globs: dict[str, Any] = {
+    "type": "object",
+    "properties": {"files": {**_str_list, "minItems": 1}},
+    "required": ["files"],
+    "additionalProperties": False,
+}
+_name = {"type": "string", "pattern": "^[A-Za-z0-9_.-]+$"}
+
+MODELS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": _name,
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "provider": {"type": "string", "enum": PROVIDERS},
+            "model": {"type": "string", "minLength": 1},
+            "params": {"type": "object"},
+            "base_url": {"type": "string"},
+            "api_key_env": {"type": "string"},
+            "pinned": {"type": "boolean"},
+        },
+        "required": ["provider", "model"],
+        "additionalProperties": False,
+    },
+}
+
+PROMPTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": _name,
+    "additionalProperties": {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "minLength": 1},
+            "model": {"type": "string"},
+            "system": {"type": "string"},
+            "description": {"type": "string"},
+        },
+        "required": ["file"],
+        "additionalProperties": False,
+    },
+}
+
+RETRIEVAL_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "embedding_model": {"type": "string"},
+        "chunk_size": {"type": "integer", "minimum": 1},
+        "chunk_overlap": {"type": "integer", "minimum": 0},
+        "top_k": {"type": "integer", "minimum": 1},
+        "score_threshold": {"type": "number"},
+        "reranker": {"type": "string"},
+        "index": {"type": "string"},
+        "files": _str_list,
+        "params": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+
+ORCHESTRATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "retries": {"type": "integer", "minimum": 0},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "fallback": _str_list,
+        "files": _str_list,
+    },
+    "additionalProperties": True,
+}
+
+EVALS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "datasets": {**_str_list, "minItems": 1},
+        "target": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": ["prompt", "command", "http"]},
+                "run": {"type": "string"},
+                "url": {"type": "string"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+            },
+            "required": ["type"],
+            "additionalProperties": False,
+        },
+        "judge": {"type": "string"},
+        "thresholds": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "pattern": r"^\s*(>=|<=|>|<|==)\s*-?[0-9.]+\s*$"},
+        },
+        "regression": {
+            "type": "object",
+            "properties": {
+                "max_drop": {"type": "number", "minimum": 0, "maximum": 1},
+                "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            },
+            "additionalProperties": False,
+        },
+        "traffic": {
+            "type": "object",
+            "properties": {"requests_per_day": {"type": "number", "minimum": 0}},
+            "additionalProperties": False,
+        },
+        "concurrency": {"type": "integer", "minimum": 1},
+        "repeat": {"type": "integer", "minimum": 1},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "cache": {"type": "boolean"},
+        "prices": {"type": "string"},
+        "calibration": {
+            "type": "object",
+            "properties": {
+                "ratings": {"type": "string"},
+                "min_agreement": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "required": ["datasets"],
+    "additionalProperties": False,
+}
+
+_condition: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "changed_files": _str_list,
+        "ignore": _str_list,
+        "manifest_paths": _str_list,
+        "categories": {"type": "array", "items": {"type": "string", "enum": CATEGORIES}},
+        "labels": _str_list,
+        "target_branches": _str_list,
+        "authors": {
+            "type": "object",
+            "properties": {"users": _str_list, "teams": _str_list},
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+
+APPROVAL_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "if": _condition,
+        "requires": {
+            "type": "object",
+            "properties": {
+                "count": {"type": "integer", "minimum": 0},
+                "users": _str_list,
+                "teams": _str_list,
+                "permission": {"type": "string", "enum": PERMISSIONS},
+            },
+            "additionalProperties": False,
+        },
+        "options": {
+            "type": "object",
+            "properties": {
+                "allow_author": {"type": "boolean"},
+                "invalidate_on_push": {"type": "boolean"},
+                "ignore_bots": {"type": "boolean"},
+                "require_evidence": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "and": {"type": "array", "items": {"$ref": "#/$defs/rule"}, "minItems": 1},
+        "or": {"type": "array", "items": {"$ref": "#/$defs/rule"}, "minItems": 1},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+APPROVALS_SCHEMA: dict[str, Any] = {"type": "array", "items": {"$ref": "#/$defs/rule"}}
+
+ROLLBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "who": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "mode": {"type": "string", "enum": ["pull_request", "direct"]},
+        "on_deploy_failure": {"type": "boolean"},
+        "environments": _str_list,
+        "on_alert": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "match": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "repository": {"type": "string"},
+                    "target": {"type": "string"},
+                },
+                "required": ["match"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "version": {"const": 1},
+        "name": {"type": "string", "minLength": 1},
+        "components": {
+            "type": "object",
+            "properties": {
+                "models": MODELS_SCHEMA,
+                "prompts": PROMPTS_SCHEMA,
+                "retrieval": RETRIEVAL_SCHEMA,
+                "tools": _file_globs,
+                "guardrails": _file_globs,
+                "orchestration": ORCHESTRATION_SCHEMA,
+            },
+            "additionalProperties": False,
+        },
+        "evals": EVALS_SCHEMA,
+        "approvals": APPROVALS_SCHEMA,
+        "rollback": ROLLBACK_SCHEMA,
+    },
+    "required": ["version", "name", "components"],
+    "additionalProperties": False,
+    "$defs": {"rule": APPROVAL_RULE_SCHEMA},
+}

@@ -1,0 +1,86 @@
+"""The seam between "a revision of the repository" and the code that reads it.
+
+Snapshots, evals and rollback plans read files through a `RevisionReader`, so the same code runs on
+a git commit (one `git cat-file --batch` per read), the working tree, or an in-memory mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from gating.git import Git
+
+
+class RevisionReader(Protocol):
+    label: str
+
+    def list_files(self) -> list[str]: ...
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]: ...
+
+
+class GitRevision:
+    """Files of one commit, read from git objects without a checkout."""
+
+    def __init__(self, git: Git, rev: str):
+        self.git = git
+        self.rev = rev
+        self.commit = git.rev_parse(rev)
+        self.label = rev
+        self._files: list[str] | None = None
+
+    def list_files(self) -> list[str]:
+        if self._files is None:
+            self._files = [e.path for e in self.git.ls_tree(self.commit) if e.type == "blob"]
+        return self._files
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        paths = list(paths)
+        got = self.git.read_blobs(f"{self.commit}:{p}" for p in paths)
+        return {p: got[f"{self.commit}:{p}"] for p in paths}
+
+
+class WorkTree:
+    """Files as they are on disk now (tracked and untracked, minus ignored), uncommitted edits included."""
+
+    label = "working tree"
+
+    def __init__(self, root: str | os.PathLike[str], git: Git | None = None):
+        self.root = Path(root)
+        self.git = git
+
+    def list_files(self) -> list[str]:
+        if self.git is not None and self.git.is_repo():
+            out = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+            names = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
+            return sorted(n for n in names if (self.root / n).is_file())
+        files = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            for f in filenames:
+                files.append(os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/"))
+        return sorted(files)
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        out: dict[str, bytes | None] = {}
+        for p in paths:
+            fp = self.root / p
+            out[p] = fp.read_bytes() if fp.is_file() else None
+        return out
+
+
+class MemoryRevision:
+    """A revision held in a dict, for tests and for plans computed before they are committed."""
+
+    def __init__(self, files: Mapping[str, bytes], label: str = "memory"):
+        self.files = dict(files)
+        self.label = label
+
+    def list_files(self) -> list[str]:
+        return sorted(self.files)
+
+    def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
+        return {p: self.files.get(p) for p in paths}

@@ -1,0 +1,179 @@
+"""The resolved LLM system at one revision: every component's settings and every file's sha256.
+
+The canonical JSON form (sorted keys, no spaces, UTF-8) is what gets hashed, locked, noted and
+signed, so two clones that agree on the system agree on the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from gating.manifest import (
+    MANIFEST_PATH,
+    MAX_FILE_BYTES,
+    FileRef,
+    Manifest,
+    ManifestError,
+    Problem,
+    parse_manifest,
+    resolve_files,
+)
+from gating.revision import RevisionReader
+
+SNAPSHOT_VERSION = 1
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Snapshot:
+    """`data` is the canonical, hashable part; `contents` keeps file bytes for diffs and restores."""
+
+    data: dict[str, Any]
+    manifest: Manifest
+    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
+    refs: list[FileRef] = field(default_factory=list, repr=False)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + sha256_hex(canonical_json(self.data))
+
+    @property
+    def files(self) -> dict[str, str]:
+        """path -> sha256 of every file in the system, gating.yml included."""
+        return self.data["files"]
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return self.data["components"]
+
+    def to_json(self, pretty: bool = False) -> str:
+        doc = {"digest": self.digest, **self.data}
+        if pretty:
+            return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return canonical_json(doc).decode()
+
+    def text(self, path: str) -> str:
+        return self.contents[path].decode("utf-8")
+
+
+def _parse_structured(path: str, data: bytes) -> Any:
+    """Tool schemas and guardrails are JSON or YAML; parse them so the diff is semantic."""
+    text = data.decode("utf-8")
+    ext = posixpath.splitext(path)[1].lower()
+    if ext == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ManifestError([Problem(path, e.lineno, e.colno, f"invalid JSON: {e.msg}")]) from None
+    if ext in (".yml", ".yaml"):
+        try:
+            return YAML(typ="safe").load(text)
+        except YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            what = getattr(e, "problem", None) or str(e)
+            raise ManifestError([Problem(path, line, col, f"invalid YAML: {what}")]) from None
+    return None
+
+
+def _check_text(path: str, data: bytes | None) -> Problem | None:
+    if data is None:
+        return Problem(path, 1, 1, "file could not be read")
+    if len(data) > MAX_FILE_BYTES:
+        return Problem(path, 1, 1, f"file is {len(data):,} bytes; a system file may be at most {MAX_FILE_BYTES:,}")
+    if b"\x00" in data:
+        return Problem(path, 1, 1, "file is binary (contains NUL bytes); system files must be UTF-8 text")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        return Problem(path, line, col, "file is not UTF-8 text")
+    return None
+
+
+def load_manifest_at(reader: RevisionReader, path: str = MANIFEST_PATH) -> Manifest:
+    data = reader.read_many([path])[path]
+    if data is None:
+        raise ManifestError([Problem(path, 1, 1, f"no {path} at {reader.label}")])
+    return parse_manifest(data, path)
+
+
+def build_snapshot(reader: RevisionReader, manifest_path: str = MANIFEST_PATH) -> Snapshot:
+    """Read the manifest and every file it names at one revision; raises ManifestError."""
+    listing = reader.list_files()
+    manifest_bytes = reader.read_many([manifest_path])[manifest_path]
+    if manifest_bytes is None:
+        raise ManifestError([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
+    m = parse_manifest(manifest_bytes, manifest_path)
+    refs = resolve_files(m, listing)
+    wanted = sorted({r.path for r in refs})
+    blobs = reader.read_many(wanted)
+    problems = [p for p in (_check_text(path, blobs[path]) for path in wanted) if p]
+    if problems:
+        raise ManifestError(problems)
+    contents: dict[str, bytes] = {manifest_path: manifest_bytes}
+    contents.update({p: b for p, b in blobs.items() if b is not None})
+    files = {p: sha256_hex(b) for p, b in contents.items()}
+
+    comps = m.components
+    components: dict[str, Any] = {
+        "models": comps.get("models") or {},
+        "prompts": {
+            name: {**p, "sha256": files[p["file"]]} for name, p in (comps.get("prompts") or {}).items()
+        },
+        "retrieval": comps.get("retrieval") or {},
+        "orchestration": comps.get("orchestration") or {},
+        "tools": {},
+        "guardrails": {},
+    }
+    problems = []
+    for cat, section in (("tool", "tools"), ("guardrail", "guardrails")):
+        seen: dict[str, FileRef] = {}
+        for ref in (r for r in refs if r.category == cat):
+            parsed = _parse_structured(ref.path, contents[ref.path])
+            name = _component_name(ref.path, parsed)
+            if name in seen and seen[name].path != ref.path:
+                problems.append(
+                    Problem(ref.path, 1, 1, f"duplicate {cat} name {name!r}: also defined in {seen[name].path}")
+                )
+                continue
+            seen[name] = ref
+            components[section][name] = {"file": ref.path, "sha256": files[ref.path], "config": parsed}
+    if problems:
+        raise ManifestError(problems)
+    datasets = {r.path: files[r.path] for r in refs if r.category == "evals"}
+    data = {
+        "version": SNAPSHOT_VERSION,
+        "name": m.name,
+        "manifest": {"path": manifest_path, "sha256": files[manifest_path]},
+        "components": components,
+        "evals": {**m.evals, "dataset_digests": datasets} if m.evals else {},
+        "approvals": m.approvals,
+        "rollback": m.rollback,
+        "files": dict(sorted(files.items())),
+    }
+    return Snapshot(data=data, manifest=m, contents=contents, refs=refs)
+
+
+def _component_name(path: str, parsed: Any) -> str:
+    if isinstance(parsed, dict):
+        fn = parsed.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else parsed.get("name")
+        if isinstance(name, str) and name:
+            return name
+    return posixpath.splitext(posixpath.basename(path))[0]
