@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +168,10 @@ class Git:
             result[spec] = body if typ == "blob" else None
         return result
 
+    def batch(self) -> CatFileBatch:
+        """A long-lived `git cat-file --batch` process for several rounds of reads."""
+        return CatFileBatch(self)
+
     def show_file(self, rev: str, path: str) -> bytes | None:
         return self.read_blobs([f"{rev}:{path}"])[f"{rev}:{path}"]
 
@@ -219,6 +225,67 @@ class Git:
             env=self._env(env),
         )
         return proc.returncode == 0, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+
+
+class CatFileBatch:
+    """One `git cat-file --batch` process answering many rounds of object reads.
+
+    A snapshot needs two rounds (the manifest, then the files it names); keeping one process for both
+    keeps the cost at one fork per snapshot whatever the number of files.
+    """
+
+    def __init__(self, git: Git):
+        self.proc = subprocess.Popen(
+            ["git", "cat-file", "--batch"],
+            cwd=git.root,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=git._env(),
+        )
+        self._finalizer = weakref.finalize(self, CatFileBatch._stop, self.proc)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        if proc.stdin and not proc.stdin.closed:
+            proc.stdin.close()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def read(self, specs: Iterable[str]) -> dict[str, bytes | None]:
+        specs = list(specs)
+        for spec in specs:
+            if "\n" in spec:
+                raise ValueError(f"object name contains a newline: {spec!r}")
+        assert self.proc.stdin and self.proc.stdout
+        writer = threading.Thread(
+            target=self._write, args=(("".join(s + "\n" for s in specs)).encode("utf-8", "surrogateescape"),)
+        )
+        writer.start()
+        out: dict[str, bytes | None] = {}
+        stdout = self.proc.stdout
+        for spec in specs:
+            header = stdout.readline().decode("utf-8", "surrogateescape").rstrip("\n")
+            if not header:
+                raise GitError(["cat-file", "--batch"], -1, "git cat-file ended early")
+            if header.endswith(" missing") or header.endswith(" ambiguous"):
+                out[spec] = None
+                continue
+            _sha, typ, size_s = header.rsplit(" ", 2)
+            body = stdout.read(int(size_s))
+            stdout.read(1)
+            out[spec] = body if typ == "blob" else None
+        writer.join()
+        return out
+
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
 
 
 def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Git:

@@ -103,7 +103,9 @@ def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
         out = {}
         for k, v in node.items():
             try:
-                line, col = node.lc.value(k) if not isinstance(v, (CommentedMap, CommentedSeq)) else node.lc.key(k)
+                line, col = (
+                    node.lc.value(k) if not isinstance(v, (CommentedMap, CommentedSeq)) else node.lc.key(k)
+                )
                 kline, kcol = node.lc.key(k)
             except (KeyError, TypeError):
                 line, col = kline, kcol = (0, 0)
@@ -170,7 +172,11 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
         key = extra[0] if extra else "?"
         hint = difflib.get_close_matches(key, allowed, n=1)
         msg = f"unknown key {key!r} in {where}"
-        msg += f" (did you mean {hint[0]!r}?)" if hint else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        msg += (
+            f" (did you mean {hint[0]!r}?)"
+            if hint
+            else (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        )
         return m.problem([*path, key, "<key>"], msg)
     if v == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
@@ -179,17 +185,23 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
         want = err.validator_value
         wants = [want] if isinstance(want, str) else list(want)
         return m.problem(
-            path, f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}"
+            path,
+            f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}",
         )
     if v == "enum":
-        return m.problem(path, f"{where}: {err.instance!r} is not one of: {', '.join(map(str, err.validator_value))}")
+        options = [str(o) for o in err.validator_value]
+        hint = difflib.get_close_matches(str(err.instance), options, n=1)
+        msg = f"{where}: {err.instance!r} is not one of: {', '.join(options)}"
+        return m.problem(path, msg + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     if v == "const":
         return m.problem(path, f"{where}: must be {err.validator_value!r}, got {err.instance!r}")
     if v == "pattern" and path and path[-2:-1] == ["thresholds"]:
         return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '>= 0.9' or '<= 3000'")
     if v == "propertyNames":
         bad = err.instance
-        return m.problem([*path[:-1]] if path else [], f"{where}: name {bad!r} may only use letters, digits, _ . -")
+        return m.problem(
+            [*path[:-1]] if path else [], f"{where}: name {bad!r} may only use letters, digits, _ . -"
+        )
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return m.problem(path, f"{where}: {err.message}")
     if v in ("minItems", "minLength"):
@@ -201,7 +213,14 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
     """Parse and schema-check manifest bytes; raises ManifestError with positions."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(
-            [Problem(source, 1, 1, f"file is {len(data):,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}")]
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    f"file is {len(data):,} bytes; a manifest may be at most {MAX_MANIFEST_BYTES:,}",
+                )
+            ]
         )
     try:
         text = data.decode("utf-8")
@@ -212,7 +231,9 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
     if "\x00" in text:
         raise ManifestError([Problem(source, 1, 1, "file is binary (contains NUL bytes), not YAML")])
     if not text.strip():
-        raise ManifestError([Problem(source, 1, 1, "file is empty; expected a mapping with version, name and components")])
+        raise ManifestError(
+            [Problem(source, 1, 1, "file is empty; expected a mapping with version, name and components")]
+        )
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
@@ -221,7 +242,14 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
         mark = e.problem_mark
         key = str(e.problem).split('"')[1] if '"' in str(e.problem) else "?"
         raise ManifestError(
-            [Problem(source, mark.line + 1, mark.column + 1, f"duplicate key {key!r} (each name may appear once)")]
+            [
+                Problem(
+                    source,
+                    mark.line + 1,
+                    mark.column + 1,
+                    f"duplicate key {key!r} (each name may appear once)",
+                )
+            ]
         ) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -230,9 +258,27 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
         raise ManifestError([Problem(source, line, col, f"invalid YAML: {what}")]) from None
     except YAMLError as e:
         raise ManifestError([Problem(source, 1, 1, f"invalid YAML: {e}")]) from None
+    if node is None:
+        raise ManifestError(
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    "file has no content (only comments); expected a mapping with version, name and components",
+                )
+            ]
+        )
     if not isinstance(node, CommentedMap):
         raise ManifestError(
-            [Problem(source, 1, 1, f"expected a mapping at the top level, got {_describe(_plain(node, (), {}))}")]
+            [
+                Problem(
+                    source,
+                    1,
+                    1,
+                    f"expected a mapping at the top level, got {_describe(_plain(node, (), {}))}",
+                )
+            ]
         )
     positions: dict[tuple[str | int, ...], tuple[int, int]] = {}
     plain = _plain(node, (), positions)
@@ -273,7 +319,9 @@ def _reference_problems(m: Manifest) -> list[Problem]:
     seen: dict[str, int] = {}
     for i, rule in enumerate(m.approvals):
         if rule["name"] in seen:
-            problems.append(m.problem(["approvals", i, "name"], f"duplicate approval rule name {rule['name']!r}"))
+            problems.append(
+                m.problem(["approvals", i, "name"], f"duplicate approval rule name {rule['name']!r}")
+            )
         seen[rule["name"]] = i
     return problems
 
@@ -340,8 +388,10 @@ def resolve_files(m: Manifest, files: Sequence[str] | set[str]) -> list[FileRef]
         if pattern.startswith("/") or ".." in pattern.split("/"):
             problems.append(m.problem(key, f"{pattern!r} must be a path inside the repository"))
             continue
-        matched = _glob(pattern, listing) if any(c in pattern for c in "*?[") else (
-            [pattern] if pattern in fileset else []
+        matched = (
+            _glob(pattern, listing)
+            if any(c in pattern for c in "*?[")
+            else ([pattern] if pattern in fileset else [])
         )
         if not matched:
             if any(c in pattern for c in "*?["):

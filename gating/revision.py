@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from gating.git import Git
+from gating.git import CatFileBatch, Git
 
 
 class RevisionReader(Protocol):
@@ -31,6 +31,7 @@ class GitRevision:
         self.commit = git.rev_parse(rev)
         self.label = rev
         self._files: list[str] | None = None
+        self._batch: CatFileBatch | None = None
 
     def list_files(self) -> list[str]:
         if self._files is None:
@@ -39,8 +40,15 @@ class GitRevision:
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
-        got = self.git.read_blobs(f"{self.commit}:{p}" for p in paths)
+        if self._batch is None:
+            self._batch = self.git.batch()
+        got = self._batch.read(f"{self.commit}:{p}" for p in paths)
         return {p: got[f"{self.commit}:{p}"] for p in paths}
+
+    def close(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
 
 
 class WorkTree:
