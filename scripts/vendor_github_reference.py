@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Regenerate the GitHub reference subset the emulator checks itself against.
+
+Writes gating/testing/data/openapi-subset.json.gz (only the operations gating uses, with every
+component they reference, documentation stripped) and gating/testing/data/webhook-examples.json.gz
+(one real example payload per event/action the emulator sends).
+
+Sources, in order of preference:
+  --from DIR   a folder holding api.github.com.json[.gz] and webhook-examples.json[.gz], or the
+               unpacked npm packages (package/generated/api.github.com.json,
+               package/api.github.com/index.json) in any sub-folders
+  (default)    `npm pack @octokit/openapi@VERSION @octokit/webhooks-examples@VERSION` in a temp dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+OPENAPI_PACKAGE = "@octokit/openapi@23.0.2"
+EXAMPLES_PACKAGE = "@octokit/webhooks-examples@7.6.1"
+DATA_DIR = Path(__file__).resolve().parent.parent / "gating" / "testing" / "data"
+
+R = "/repos/{owner}/{repo}"
+OPERATIONS: list[tuple[str, str]] = [
+    ("get", "/app"),
+    ("get", "/app/installations"),
+    ("get", "/app/installations/{installation_id}"),
+    ("post", "/app/installations/{installation_id}/access_tokens"),
+    ("get", "/installation/repositories"),
+    ("get", "/rate_limit"),
+    ("get", "/user"),
+    ("get", "/users/{username}"),
+    ("get", "/orgs/{org}/teams/{team_slug}/memberships/{username}"),
+    ("get", "/orgs/{org}/teams/{team_slug}/members"),
+    ("get", R),
+    ("get", R + "/installation"),
+    ("get", R + "/branches"),
+    ("get", R + "/branches/{branch}"),
+    ("get", R + "/contents/{path}"),
+    ("get", R + "/commits"),
+    ("get", R + "/commits/{ref}"),
+    ("get", R + "/compare/{basehead}"),
+    ("post", R + "/merges"),
+    ("get", R + "/collaborators/{username}/permission"),
+    ("post", R + "/git/blobs"),
+    ("get", R + "/git/blobs/{file_sha}"),
+    ("post", R + "/git/trees"),
+    ("get", R + "/git/trees/{tree_sha}"),
+    ("post", R + "/git/commits"),
+    ("get", R + "/git/commits/{commit_sha}"),
+    ("get", R + "/git/ref/{ref}"),
+    ("get", R + "/git/matching-refs/{ref}"),
+    ("post", R + "/git/refs"),
+    ("patch", R + "/git/refs/{ref}"),
+    ("delete", R + "/git/refs/{ref}"),
+    ("get", R + "/pulls"),
+    ("post", R + "/pulls"),
+    ("get", R + "/pulls/{pull_number}"),
+    ("patch", R + "/pulls/{pull_number}"),
+    ("get", R + "/pulls/{pull_number}/files"),
+    ("get", R + "/pulls/{pull_number}/commits"),
+    ("get", R + "/pulls/{pull_number}/reviews"),
+    ("post", R + "/pulls/{pull_number}/reviews"),
+    ("get", R + "/pulls/{pull_number}/reviews/{review_id}"),
+    ("put", R + "/pulls/{pull_number}/reviews/{review_id}/dismissals"),
+    ("put", R + "/pulls/{pull_number}/merge"),
+    ("get", R + "/issues/{issue_number}"),
+    ("get", R + "/issues/{issue_number}/comments"),
+    ("post", R + "/issues/{issue_number}/comments"),
+    ("get", R + "/issues/comments/{comment_id}"),
+    ("patch", R + "/issues/comments/{comment_id}"),
+    ("get", R + "/issues/comments/{comment_id}/reactions"),
+    ("post", R + "/issues/comments/{comment_id}/reactions"),
+    ("get", R + "/issues/{issue_number}/reactions"),
+    ("post", R + "/issues/{issue_number}/reactions"),
+    ("get", R + "/issues/{issue_number}/labels"),
+    ("post", R + "/issues/{issue_number}/labels"),
+    ("post", R + "/check-runs"),
+    ("get", R + "/check-runs/{check_run_id}"),
+    ("patch", R + "/check-runs/{check_run_id}"),
+    ("get", R + "/check-runs/{check_run_id}/annotations"),
+    ("get", R + "/commits/{ref}/check-runs"),
+    ("get", R + "/commits/{ref}/check-suites"),
+    ("get", R + "/deployments"),
+    ("post", R + "/deployments"),
+    ("get", R + "/deployments/{deployment_id}"),
+    ("get", R + "/deployments/{deployment_id}/statuses"),
+    ("post", R + "/deployments/{deployment_id}/statuses"),
+]
+
+WEBHOOKS: dict[str, list[str | None]] = {
+    "pull_request": ["opened", "synchronize", "closed", "reopened", "labeled", "edited", "ready_for_review"],
+    "pull_request_review": ["submitted", "dismissed", "edited"],
+    "issue_comment": ["created", "edited"],
+    "check_run": ["completed", "created"],
+    "deployment_status": ["created"],
+    "push": [None],
+    "installation": ["created"],
+    "ping": [None],
+}
+
+DROP_KEYS = {"summary", "externalDocs", "tags", "examples", "example", "x-github",
+             "x-octokit", "x-github-breaking-changes", "x-multi-segment", "x-stainless-skip"}
+
+
+def strip_docs(node: Any, in_properties: bool = False) -> Any:
+    """Drop documentation-only keys (blank the descriptions, which responses require); never touch a
+    property that happens to be called `description`."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if not in_properties and k in DROP_KEYS:
+                continue
+            if not in_properties and k == "description" and isinstance(v, str):
+                out[k] = ""  # required on responses, useless to us
+                continue
+            out[k] = strip_docs(v, in_properties=(k == "properties" and not in_properties))
+        return out
+    if isinstance(node, list):
+        return [strip_docs(v) for v in node]
+    return node
+
+
+def refs_in(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str):
+                found.add(v)
+            else:
+                found |= refs_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            found |= refs_in(v)
+    return found
+
+
+def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for method, path in OPERATIONS:
+        item = spec["paths"].get(path)
+        if item is None or method not in item:
+            raise SystemExit(f"operation {method.upper()} {path} is missing from the OpenAPI description")
+        dest = paths.setdefault(path, {})
+        if "parameters" in item:
+            dest["parameters"] = item["parameters"]
+        dest[method] = item[method]
+    paths = strip_docs(paths)
+    components: dict[str, dict[str, Any]] = {}
+    todo = sorted(refs_in(paths))
+    seen: set[str] = set()
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        _hash, _components, kind, name = ref.split("/", 3)
+        value = strip_docs(spec["components"][kind][name], in_properties=False)
+        components.setdefault(kind, {})[name] = value
+        todo.extend(sorted(refs_in(value) - seen))
+    return {
+        "openapi": spec["openapi"],
+        "info": {"title": spec["info"]["title"], "version": spec["info"]["version"],
+                 "x-subset-of": OPENAPI_PACKAGE},
+        "servers": spec["servers"],
+        "paths": paths,
+        "components": {k: dict(sorted(v.items())) for k, v in sorted(components.items())},
+    }
+
+
+def subset_examples(examples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    by_name = {e["name"]: e for e in examples}
+    out: dict[str, dict[str, Any]] = {}
+    for event, actions in WEBHOOKS.items():
+        candidates = by_name[event]["examples"]
+        for action in actions:
+            matching = [x for x in candidates if x.get("action") == action]
+            if matching:
+                best = next((x for x in matching if "installation" in x), matching[0])
+            else:
+                best = derive_example(event, action, candidates)
+            out.setdefault(event, {})[action or ""] = best
+    return out
+
+
+def derive_example(event: str, action: str | None, candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """No published example for this action (pull_request.edited, say): take the richest one of the
+    same event and give it the action and the `changes` object GitHub sends with edits."""
+    if action != "edited":
+        raise SystemExit(f"no example payload for {event}.{action}")
+    base = next((x for x in candidates if x.get("action") == "opened" and "installation" in x),
+                next(x for x in candidates if "installation" in x))
+    derived = dict(base, action=action, changes={"title": {"from": "An earlier title"}})
+    derived["x-derived-from"] = f"{event}.{base.get('action')}"
+    return derived
+
+
+def load_json(path: Path) -> Any:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def find_source(root: Path, names: list[str]) -> Path:
+    for name in names:
+        hits = sorted(root.rglob(name))
+        if hits:
+            return hits[0]
+    raise SystemExit(f"none of {names} found under {root}")
+
+
+def npm_pack(dest: Path) -> Path:
+    """Fetch the two npm packages with the ordinary npm client and unpack them under dest."""
+    subprocess.run(["npm", "pack", "--silent", OPENAPI_PACKAGE, EXAMPLES_PACKAGE], cwd=dest, check=True,
+                   stdout=subprocess.DEVNULL)
+    for i, tgz in enumerate(sorted(dest.glob("*.tgz"))):
+        with tarfile.open(tgz) as tf:
+            tf.extractall(dest / f"pkg{i}", filter="data")
+    return dest
+
+
+def write_gz(path: Path, data: Any) -> int:
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(raw)
+    return path.stat().st_size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="source", type=Path, help="folder with the reference files")
+    ap.add_argument("--out", type=Path, default=DATA_DIR, help=f"output folder (default {DATA_DIR})")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.source or npm_pack(Path(tmp))
+        spec = load_json(find_source(root, ["api.github.com.json.gz", "api.github.com.json"]))
+        examples_path = find_source(root, ["webhook-examples.json.gz", "webhook-examples.json", "index.json"])
+        examples = load_json(examples_path)
+    n1 = write_gz(args.out / "openapi-subset.json.gz", subset_openapi(spec))
+    n2 = write_gz(args.out / "webhook-examples.json.gz", subset_examples(examples))
+    print(f"wrote {args.out}/openapi-subset.json.gz ({n1} bytes, {len(OPERATIONS)} operations)")
+    print(f"wrote {args.out}/webhook-examples.json.gz ({n2} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
