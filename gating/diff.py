@@ -103,7 +103,7 @@ class ChangeSet:
 
 def _leaves(a: Any, b: Any) -> list[tuple[list[str | int], str, Any, Any]]:
     """(path, kind, before, after) for every changed leaf between two plain structures."""
-    dd = DeepDiff(a, b, view="tree", verbose_level=2)
+    dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
     out = []
     kinds = {
         "values_changed": "changed",
@@ -297,10 +297,11 @@ def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
         for p in sorted(breq - hreq):
             out.append(Change("tool", f"{path}.parameters.{p}", "changed", True, False, "low",
                               f"tool `{name}`: parameter `{p}` no longer required", affects=(ALL,)))
-        reported = {c.path for c in out}
+        reported = (set(bprops) ^ set(hprops)) | (breq ^ hreq)
         for lp, kind, before, after in _leaves(bt[name]["config"], ht[name]["config"]):
             leaf = _dotted(path, *lp)
-            if any(leaf.startswith(r) for r in reported) or "required" in lp:
+            in_reported = any(a == "properties" and b in reported for a, b in zip(lp, lp[1:], strict=False))
+            if in_reported or "required" in lp:
                 continue
             if len(lp) >= 3 and lp[-3] == "properties" and isinstance(lp[-2], str) and lp[-1] != "description":
                 risk = "medium"

@@ -1,0 +1,204 @@
+"""Semantic diff between two real git revisions of the example system."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gating.cli import main
+from gating.commands.diff import compute
+from gating.diff import is_pinned
+from gating.example import edit
+from gating.git import Git, commit_all
+
+
+def change(repo: Git, message: str, fn) -> tuple[str, str]:
+    base = repo.rev_parse("HEAD")
+    fn(repo.root)
+    return base, commit_all(repo, message)
+
+
+def summaries(repo: Git, base: str, head: str) -> list[tuple[str, str, str]]:
+    return [(c.category, c.risk, c.summary) for c in compute(repo, base, head).changes]
+
+
+def test_model_repin(example_repo: Git) -> None:
+    base, head = change(example_repo, "repin", lambda r: edit(r / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"))
+    cs = compute(example_repo, base, head)
+    assert [(c.category, c.path, c.before, c.after, c.risk) for c in cs.changes] == [
+        ("model", "components.models.answer.model", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "high")
+    ]
+    assert cs.changes[0].summary == "model pin changed: `answer` gpt-4o-2024-08-06 → gpt-4o-2024-11-20"
+    assert cs.affected_prompts() == {"answer", "classify"}
+
+
+def test_unpinned_alias_is_an_error_and_exit_1(example_repo: Git, capsys) -> None:
+    base, head = change(example_repo, "alias", lambda r: edit(r / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o"))
+    assert main(["-C", str(example_repo.root), "diff", base, head]) == 1
+    out, err = capsys.readouterr()
+    assert "**Policy error:** unpinned alias introduced: `answer` moves from gpt-4o-2024-08-06 to gpt-4o" in out
+    assert err.startswith("gating: policy error: unpinned alias introduced")
+
+
+@pytest.mark.parametrize(
+    ("model", "pinned"),
+    [("gpt-4o-2024-08-06", True), ("gpt-4o", False), ("claude-3-5-sonnet-20241022", True),
+     ("claude-3-5-sonnet-latest", False), ("gpt-4-0613", True), ("llama3@sha256:" + "a" * 64, True),
+     ("mistral-large-latest", False)],
+)
+def test_is_pinned(model: str, pinned: bool) -> None:
+    assert is_pinned({"model": model}) is pinned
+
+
+def test_retrieval_change_requires_full_reevaluation(example_repo: Git) -> None:
+    base, head = change(example_repo, "emb", lambda r: edit(r / "gating.yml", "text-embedding-3-large", "text-embedding-3-small"))
+    cs = compute(example_repo, base, head)
+    assert summaries(example_repo, base, head) == [
+        ("retrieval", "high",
+         "retrieval embedding model: text-embedding-3-large → text-embedding-3-small; requires full re-evaluation")
+    ]
+    assert cs.affected_prompts() is None and cs.full_reeval
+
+
+def test_prompt_change_lines_and_excerpt(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        edit(r / "prompts/system.md", "Keep answers under 120 words", "Keep answers under 60 words")
+        with (r / "prompts/system.md").open("a") as f:
+            f.write("Always greet the customer by name.\n")
+
+    base, head = change(example_repo, "prompt", fn)
+    [c] = compute(example_repo, base, head).changes
+    assert (c.category, c.risk, c.lines_added, c.lines_removed) == ("prompt", "medium", 2, 1)
+    assert c.summary == "prompt `system` changed: +2 −1 lines in prompts/system.md"
+    assert c.affects == ("answer", "system")  # answer uses system as its system prompt
+    assert "-Keep answers under 120 words and use the customer's language." in c.detail
+    assert "+Always greet the customer by name." in c.detail
+    assert c.changed_lines == (5, 6)
+
+
+def test_renamed_prompt_file(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        (r / "prompts/answer.md").rename(r / "prompts/answer_v2.md")
+        edit(r / "gating.yml", "file: prompts/answer.md", "file: prompts/answer_v2.md")
+
+    base, head = change(example_repo, "rename", fn)
+    assert summaries(example_repo, base, head) == [
+        ("prompt", "low", "prompt `answer` file renamed prompts/answer.md → prompts/answer_v2.md (content unchanged)")
+    ]
+    assert compute(example_repo, base, head).affected_prompts() == set()
+
+
+def test_tool_breaking_changes(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        doc = json.loads((r / "tools/lookup_order.json").read_text())
+        del doc["parameters"]["properties"]["include_items"]
+        doc["parameters"]["properties"]["email"] = {"type": "string"}
+        doc["parameters"]["required"].append("email")
+        (r / "tools/lookup_order.json").write_text(json.dumps(doc, indent=2))
+        doc2 = json.loads((r / "tools/open_ticket.json").read_text())
+        doc2["parameters"]["properties"]["tags"] = {"type": "array"}
+        (r / "tools/open_ticket.json").write_text(json.dumps(doc2))
+
+    base, head = change(example_repo, "tools", fn)
+    assert summaries(example_repo, base, head) == [
+        ("tool", "breaking", "tool `lookup_order`: parameter `include_items` removed (breaking)"),
+        ("tool", "breaking", "tool `lookup_order`: parameter `email` is newly required (breaking)"),
+        ("tool", "low", "tool `open_ticket`: optional parameter `tags` added"),
+    ]
+
+
+def test_tool_removed_and_component_removed(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        (r / "tools/open_ticket.json").unlink()
+        text = (r / "gating.yml").read_text()
+        text = text.replace("    classify: {file: prompts/classify.yml, model: answer}\n", "")
+        (r / "gating.yml").write_text(text)
+        (r / "prompts/classify.yml").unlink()
+        (r / "evals/golden.jsonl").write_text(
+            "\n".join(line for line in (r / "evals/golden.jsonl").read_text().splitlines() if "classify" not in line)
+            + "\n"
+        )
+
+    base, head = change(example_repo, "remove", fn)
+    got = summaries(example_repo, base, head)
+    assert ("prompt", "high", "prompt `classify` removed (prompts/classify.yml)") in got
+    assert ("tool", "breaking", "tool `open_ticket` removed: breaking for callers") in got
+    assert ("evals", "medium", "eval dataset evals/golden.jsonl changed") in got
+
+
+def test_guardrail_and_orchestration(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        edit(r / "guardrails/pii.yml", "action: redact", "action: block")
+        edit(r / "gating.yml", "retries: 2", "retries: 0")
+
+    base, head = change(example_repo, "guard", fn)
+    assert summaries(example_repo, base, head) == [
+        ("guardrail", "medium", "guardrail `pii` action: redact → block"),
+        ("orchestration", "medium", "orchestration retries: 2 → 0"),
+    ]
+
+
+def test_loosened_thresholds_and_rules(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        edit(r / "gating.yml", 'pass_rate: ">= 0.80"', 'pass_rate: ">= 0.60"')
+        edit(r / "gating.yml", 'latency_p95_ms: "<= 3000"', 'latency_p95_ms: "<= 2000"')
+        edit(r / "gating.yml", "max_drop: 0.05", "max_drop: 0.2")
+        edit(r / "gating.yml", "options: {invalidate_on_push: true}", "options: {invalidate_on_push: false}")
+        edit(r / "gating.yml", "requires: {count: 1, teams: [\"acme/ml-platform\"]}", "requires: {count: 0, teams: [\"acme/ml-platform\"]}")
+
+    base, head = change(example_repo, "loosen", fn)
+    got = summaries(example_repo, base, head)
+    assert ("evals", "high", "threshold loosened: pass_rate >= 0.80 → >= 0.60") in got
+    assert ("evals", "low", "threshold latency_p95_ms: <= 3000 → <= 2000") in got
+    assert ("evals", "high", "regression rule loosened: max_drop 0.05 → 0.2") in got
+    assert ("policy", "high", "approval rule loosened: `model-owners` needs 0 approvals (was 1)") in got
+    assert ("policy", "high", "approval rule loosened: `prompt-review` invalidate_on_push True → False") in got
+
+
+def test_no_changes_is_explicit(example_repo: Git, capsys) -> None:
+    base, head = change(example_repo, "readme", lambda r: (r / "README.md").write_text("docs only\n"))
+    assert main(["-C", str(example_repo.root), "diff", base, head]) == 0
+    assert capsys.readouterr().out.startswith("### LLM system: no changes")
+    assert main(["-C", str(example_repo.root), "diff", base, head, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["empty"] is True and doc["changes"] == []
+
+
+def test_default_base_is_merge_base_with_default_branch(example_repo: Git, capsys) -> None:
+    g = example_repo
+    fork_point = g.rev_parse("HEAD")
+    g.run("checkout", "-q", "-b", "feature")
+    edit(g.root / "gating.yml", "top_k: 5", "top_k: 6")
+    commit_all(g, "feature: top_k")
+    g.run("checkout", "-q", "main")
+    edit(g.root / "prompts/system.md", "Acme's", "ACME's")
+    commit_all(g, "main moves on")
+    g.run("checkout", "-q", "feature")
+    assert main(["-C", str(g.root), "diff", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["base"] == fork_point
+    assert [c["path"] for c in doc["changes"]] == ["components.retrieval.top_k"]  # main's prompt edit is not ours
+
+
+def test_manifest_invalid_only_at_head(example_repo: Git, capsys) -> None:
+    base, head = change(example_repo, "break", lambda r: edit(r / "gating.yml", "top_k: 5", "top_k: five"))
+    assert main(["-C", str(example_repo.root), "diff", base, head]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "gating.yml:20:12: components.retrieval.top_k: expected a whole number, got 'five' (a string)"
+    )
+
+
+def test_base_without_manifest_counts_as_empty_system(git_repo: Git, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from gating.example import example_dir
+
+    (git_repo.root / "README.md").write_text("app\n")
+    base = commit_all(git_repo, "before gating")
+    shutil.copytree(example_dir(), git_repo.root, dirs_exist_ok=True)
+    head = commit_all(git_repo, "adopt gating")
+    cs = compute(git_repo, base, head)
+    assert {c.kind for c in cs.changes} == {"added"}, [c for c in cs.changes if c.kind != "added"]
+    assert ("prompt", "components.prompts.answer") in [(c.category, c.path) for c in cs.changes]
