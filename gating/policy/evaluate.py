@@ -1,0 +1,274 @@
+"""Evaluate parsed rules against a pull request's facts: pure, no I/O beyond the facts seam."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+
+from gating.manifest_schema import PERMISSIONS
+from gating.policy.facts import PullFacts, Review
+from gating.policy.result import Override, Result, ReviewNote, Status, all_of, any_of
+from gating.policy.rules import POLICY_CHANGE_RULE, Condition, Policy, Requires, Rule
+
+EVAL_CHECK = "gating / eval"
+_OVERRIDE = re.compile(r"^/gating\s+override\b[ \t]*(.*)$", re.MULTILINE)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """CODEOWNERS-style globs: `*` stays within a folder, `**` crosses folders, a pattern without
+    a slash matches at any depth, and a pattern naming a folder covers everything under it."""
+    anchored = "/" in pattern.rstrip("/")
+    p = pattern.lstrip("/")
+    out, i = "", 0
+    while i < len(p):
+        if p.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif p.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif p[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif p[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(p[i]), i + 1
+    last = p.rstrip("/").rsplit("/", 1)[-1]
+    below = "" if any(c in last for c in "*?") else "(?:/.*)?"
+    return re.compile(("" if anchored else "(?:.*/)?") + out.rstrip("/") + below + r"\Z")
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    return bool(_glob_regex(pattern).match(path))
+
+
+def manifest_path_match(pattern: str, path: str) -> bool:
+    """`components.models.*.model` matches that leaf, its descendants, and an ancestor that was
+    added or removed whole (a new model brings its pin with it). `*` is one segment, `**` any."""
+    if "**" in pattern:
+        rx = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", r"[^.]*")
+        return bool(re.match(rx + r"(?:\..*)?\Z", path))
+    ps, xs = pattern.split("."), path.split(".")
+    return all(fnmatch.fnmatchcase(x, p) for p, x in zip(ps, xs, strict=False))
+
+
+def _cond(name: str, ok: bool, sentence: str) -> Result:
+    return Result(name, Status.APPROVED if ok else Status.SKIPPED, sentence, kind="condition")
+
+
+def _conditions(c: Condition, facts: PullFacts) -> list[Result]:
+    out: list[Result] = []
+    if c.changed_files or c.ignore:
+        pats = c.changed_files or ("**",)
+        hits = [f for f in facts.changed_files
+                if any(glob_match(p, f) for p in pats) and not any(glob_match(i, f) for i in c.ignore)]
+        shown = ", ".join(pats)
+        out.append(_cond("changed_files", bool(hits), f"{_few(hits)} match {shown}" if hits
+                         else f"no changed file matches {shown}" + (f" (ignoring {', '.join(c.ignore)})" if c.ignore else "")))
+    if c.manifest_paths:
+        hits = [p for p in facts.manifest_paths if any(manifest_path_match(m, p) for m in c.manifest_paths)]
+        out.append(_cond("manifest_paths", bool(hits), f"{_few(hits)} changed" if hits
+                         else f"no change to {', '.join(c.manifest_paths)}"))
+    if c.categories:
+        hits = [x for x in c.categories if x in facts.categories]
+        have = ", ".join(facts.categories) or "none"
+        out.append(_cond("categories", bool(hits), f"{', '.join(hits)} changed" if hits
+                         else f"no {' or '.join(c.categories)} change (changes: {have})"))
+    if c.labels:
+        hits = [x for x in c.labels if x.lower() in {lb.lower() for lb in facts.labels}]
+        out.append(_cond("labels", bool(hits), f"labelled {', '.join(hits)}" if hits
+                         else f"not labelled {' or '.join(c.labels)}"))
+    if c.target_branches:
+        ok = any(fnmatch.fnmatchcase(facts.base_branch, b) for b in c.target_branches)
+        out.append(_cond("target_branches", ok, f"targets {facts.base_branch}" if ok
+                         else f"targets {facts.base_branch}, not {' or '.join(c.target_branches)}"))
+    if c.author_users or c.author_teams:
+        login = facts.author.login
+        team = next((t for t in c.author_teams if facts.is_team_member(t, login)), None)
+        listed = login.lower() in {u.lower() for u in c.author_users}
+        ok = listed or team is not None
+        why = f"author @{login} is listed" if listed else f"author @{login} is a member of {team}"
+        out.append(_cond("authors", ok, why if ok else f"author @{login} is not one of the listed authors"))
+    return out
+
+
+def _few(items: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# -- approvals and evidence -----------------------------------------------------------------------
+
+_RANK = {p: i for i, p in enumerate(PERMISSIONS)}
+
+
+def has_permission(have: str, need: str) -> bool:
+    return _RANK.get(have, -1) >= _RANK[need]
+
+
+def latest_reviews(reviews: Iterable[Review]) -> dict[str, Review]:
+    """Each reviewer's standing review, as GitHub counts it: a comment-only review neither grants
+    nor withdraws an approval; a dismissal withdraws it."""
+    out: dict[str, Review] = {}
+    for r in reviews:
+        key = r.user.login.lower()
+        if r.state in ("APPROVED", "CHANGES_REQUESTED"):
+            out[key] = r
+        elif r.state == "DISMISSED":
+            out.pop(key, None)
+    return out
+
+
+def _eligible(login: str, req: Requires, facts: PullFacts) -> bool:
+    if not (req.users or req.teams or req.permission):
+        return True
+    if login.lower() in {u.lower() for u in req.users}:
+        return True
+    if any(facts.is_team_member(t, login) for t in req.teams):
+        return True
+    return bool(req.permission and has_permission(facts.permission(login), req.permission))
+
+
+def _who(req: Requires, exclude: set[str]) -> str:
+    parts = [f"@{u}" for u in req.users if u.lower() not in exclude]
+    parts += [f"a member of {t}" for t in req.teams]
+    if req.permission:
+        parts.append(f"anyone with {req.permission} permission" + ("" if req.permission == "admin" else " or higher"))
+    if not parts:
+        return "anyone with access to the repository"
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
+
+
+def _approvals(rule: Rule, facts: PullFacts) -> Result:
+    req, opts, head, author = rule.requires, rule.options, facts.head_sha, facts.author.login.lower()
+    notes: list[ReviewNote] = []
+    for login, r in sorted(latest_reviews(facts.reviews).items()):
+        state = r.state.lower()
+        note = ""
+        if login == author and not opts.allow_author:
+            note = "the author's own review does not count"
+        elif opts.ignore_bots and r.user.is_bot:
+            note = "reviews by bots do not count"
+        elif not _eligible(r.user.login, req, facts):
+            note = "not an eligible approver for this rule"
+        elif state == "approved" and opts.invalidate_on_push and r.commit_id != head:
+            note = "approved before the last push"
+        notes.append(ReviewNote(r.user.login, state, r.commit_id, not note, note))
+    blockers = [n for n in notes if n.counted and n.state == "changes_requested"]
+    got = [n for n in notes if n.counted and n.state == "approved"]
+    if blockers:
+        who = ", ".join(f"@{n.login}" for n in blockers)
+        return Result("approvals", Status.BLOCKED, f"changes requested by {who}", kind="approvals",
+                      reviews=tuple(notes), missing=f"{who} to approve or dismiss their review")
+    if len(got) >= req.count:
+        sentence = ("no approval required" if req.count == 0
+                    else "approved by " + ", ".join(f"@{n.login}" for n in got))
+        return Result("approvals", Status.APPROVED, sentence, kind="approvals", reviews=tuple(notes))
+    exclude = {n.login.lower() for n in got} | (set() if opts.allow_author else {author})
+    need = req.count - len(got)
+    missing = f"{need} approval{'s' if need != 1 else ''} from {_who(req, exclude)}"
+    return Result("approvals", Status.PENDING, f"has {len(got)} of {req.count} approvals; needs {missing}",
+                  kind="approvals", reviews=tuple(notes), missing=missing)
+
+
+def _evidence(facts: PullFacts) -> Result:
+    sha = facts.head_sha[:7]
+    check = facts.checks.get(EVAL_CHECK)
+    name = f"`{EVAL_CHECK}`"
+    if check is None or check.head_sha != facts.head_sha:
+        return Result("evidence", Status.PENDING, f"waiting for {name} on {sha}", kind="evidence",
+                      missing=f"{name} to succeed on {sha}")
+    if check.status != "completed":
+        return Result("evidence", Status.PENDING, f"{name} is {check.status.replace('_', ' ')} on {sha}",
+                      kind="evidence", missing=f"{name} to succeed on {sha}")
+    if check.conclusion == "success":
+        return Result("evidence", Status.APPROVED, f"{name} succeeded on {sha}", kind="evidence")
+    return Result("evidence", Status.BLOCKED, f"{name} concluded {check.conclusion} on {sha}", kind="evidence",
+                  missing=f"{name} to succeed on {sha} (or an admin's `/gating override <reason>`)")
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def _eval_rule(rule: Rule, facts: PullFacts) -> Result:
+    conds = _conditions(rule.condition, facts) if rule.condition else []
+    failed = next((c for c in conds if c.status == Status.SKIPPED), None)
+    if failed:
+        return Result(rule.name, Status.SKIPPED, f"does not apply: {failed.description}", tuple(conds))
+    if rule.op:
+        kids = [_eval_rule(r, facts) for r in rule.children]
+        status = (all_of if rule.op == "and" else any_of)(k.status for k in kids)
+        sentence = _composite_sentence(rule.op, status, kids)
+        sep = " or " if rule.op == "or" and status == Status.PENDING else "; "
+        missing = sep.join(k.missing for k in kids if k.status == status and k.missing)
+        return Result(rule.name, status, sentence, (*conds, *kids), missing=missing)
+    parts = [_approvals(rule, facts)]
+    if rule.options.require_evidence:
+        parts.append(_evidence(facts))
+    status = all_of(p.status for p in parts)
+    if status == Status.APPROVED:
+        sentence = "; ".join(p.description for p in parts)
+    else:
+        sentence = "; ".join(p.description for p in parts if p.status == status)
+    missing = "; ".join(p.missing for p in parts if p.missing and p.status >= Status.PENDING and p.status == status)
+    return Result(rule.name, status, sentence, (*conds, *parts), missing=missing)
+
+
+def _composite_sentence(op: str, status: Status, kids: Sequence[Result]) -> str:
+    names = lambda st: ", ".join(k.name for k in kids if k.status == st)  # noqa: E731
+    if status == Status.SKIPPED:
+        return f"does not apply: none of {', '.join(k.name for k in kids)} applies"
+    if status == Status.BLOCKED:
+        return f"blocked by {names(Status.BLOCKED)}"
+    if status == Status.APPROVED:
+        return f"approved by way of {names(Status.APPROVED)}"
+    return f"needs one of: {names(Status.PENDING)}" if op == "or" else f"waiting on {names(Status.PENDING)}"
+
+
+def find_overrides(facts: PullFacts) -> tuple[Override | None, list[Result]]:
+    """The latest `/gating override <reason>` by an admin, and a note for each ignored attempt."""
+    found: Override | None = None
+    ignored: list[Result] = []
+    for c in facts.comments:
+        for m in _OVERRIDE.finditer(c.body):
+            reason = m.group(1).strip()
+            login = c.user.login
+            if not reason:
+                ignored.append(Result("override", Status.SKIPPED, f"override by @{login} ignored: it needs a reason",
+                                      kind="override"))
+                continue
+            perm = facts.permission(login)
+            if perm != "admin":
+                ignored.append(Result("override", Status.SKIPPED,
+                                      f"override by @{login} ignored: needs admin permission (has {perm})",
+                                      kind="override"))
+                continue
+            found = Override(login, reason, c.created_at, c.url)
+    return found, ignored
+
+
+def evaluate(policy: Policy, facts: PullFacts) -> Result:
+    """The whole verdict for one pull request at its head SHA."""
+    results = [_eval_rule(r, facts) for r in policy.rules]
+    if "policy" in facts.categories and all(r.status == Status.SKIPPED for r in results):
+        results.append(_eval_rule(POLICY_CHANGE_RULE, facts))
+    status = all_of(r.status for r in results)
+    override, ignored = find_overrides(facts)
+    children = tuple(results) + tuple(ignored)
+    missing = "; ".join(f"{r.name}: {r.missing}" for r in results if r.status == status and r.missing)
+    sentence = _verdict(status, results)
+    if override and status != Status.APPROVED:
+        return Result("policy", Status.APPROVED, f"overridden by @{override.login}: {override.reason} "
+                      f"(rules alone: {status.label})", children, kind="policy", override=override)
+    return Result("policy", status, sentence, children, kind="policy", missing=missing, override=override)
+
+
+def _verdict(status: Status, results: Sequence[Result]) -> str:
+    applicable = [r for r in results if r.status != Status.SKIPPED]
+    if status == Status.SKIPPED:
+        return "no approval rule applies to this pull request"
+    if status == Status.APPROVED:
+        n = len(applicable)
+        return f"{'all ' if n > 1 else ''}{n} applicable rule{'s' if n != 1 else ''} approved"
+    hit = [r for r in results if r.status == status]
+    head = "; ".join(f"{r.name}: {r.description}" for r in hit[:2])
+    return head + (f" (and {len(hit) - 2} more)" if len(hit) > 2 else "")

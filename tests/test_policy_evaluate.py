@@ -1,0 +1,329 @@
+"""Evaluating approval rules against plain-data facts: every verdict a reviewer would see."""
+
+from __future__ import annotations
+
+import pytest
+
+from gating.policy import (
+    EVAL_CHECK,
+    Actor,
+    CheckState,
+    Comment,
+    Facts,
+    Review,
+    Status,
+    evaluate,
+    glob_match,
+    manifest_path_match,
+    parse_policy,
+)
+
+HEAD = "h" * 40
+OLD = "0" * 40
+EVAL_OK = {EVAL_CHECK: CheckState(EVAL_CHECK, "completed", "success", HEAD)}
+MODEL_OWNERS = {"name": "model-owners", "if": {"manifest_paths": ["components.models.*.model"]},
+                "requires": {"count": 1, "teams": ["acme/ml-platform"]}}
+PROMPT_REVIEW = {"name": "prompt-review", "if": {"categories": ["prompt", "retrieval", "tool", "guardrail"]},
+                 "requires": {"count": 1, "permission": "write"}, "options": {"invalidate_on_push": True}}
+
+
+def approve(login: str, sha: str = HEAD, state: str = "APPROVED", type: str = "User") -> Review:
+    return Review(Actor(login, type), state, sha, "2024-05-01T10:00:00Z")
+
+
+def facts(**kw) -> Facts:
+    base = dict(author=Actor("alice"), head_sha=HEAD, manifest_paths=["components.models.answer.model"],
+                categories=["model"], checks=dict(EVAL_OK), teams={"acme/ml-platform": ["carol", "alice"]},
+                permissions={"carol": "write", "dave": "write", "erin": "read", "root": "admin", "bob": "write"})
+    base.update(kw)
+    return Facts(**base)
+
+
+def run(rules, **kw):
+    return evaluate(parse_policy(rules), facts(**kw))
+
+
+def rule_result(result, name):
+    return next(r for r in result.walk() if r.name == name and r.kind == "rule")
+
+
+def test_rule_that_does_not_apply_is_skipped_and_says_why():
+    r = run([MODEL_OWNERS], manifest_paths=["components.prompts.answer.file"], categories=["prompt"])
+    assert r.status == Status.SKIPPED
+    assert rule_result(r, "model-owners").description == \
+        "does not apply: no change to components.models.*.model"
+    assert r.description == "no approval rule applies to this pull request"
+
+
+def test_no_review_is_pending_and_names_who_can_approve():
+    r = run([MODEL_OWNERS], reviews=[])
+    rule = rule_result(r, "model-owners")
+    assert rule.status == Status.PENDING
+    assert rule.description == "has 0 of 1 approvals; needs 1 approval from a member of acme/ml-platform"
+    assert rule.missing == "1 approval from a member of acme/ml-platform"
+    assert r.description == ("model-owners: has 0 of 1 approvals; needs 1 approval from a member of "
+                             "acme/ml-platform")
+
+
+def test_review_by_a_non_member_does_not_count():
+    r = run([MODEL_OWNERS], reviews=[approve("dave")])
+    rule = rule_result(r, "model-owners")
+    assert rule.status == Status.PENDING
+    (note,) = next(c for c in rule.children if c.kind == "approvals").reviews
+    assert (note.login, note.counted, note.note) == ("dave", False, "not an eligible approver for this rule")
+
+
+def test_team_member_approval_waits_for_eval_evidence():
+    pending = {EVAL_CHECK: CheckState(EVAL_CHECK, "in_progress", None, HEAD)}
+    rule = rule_result(run([MODEL_OWNERS], reviews=[approve("carol")], checks=pending), "model-owners")
+    assert rule.status == Status.PENDING
+    assert rule.description == "`gating / eval` is in progress on hhhhhhh"
+    assert rule.missing == "`gating / eval` to succeed on hhhhhhh"
+
+
+@pytest.mark.parametrize("checks, status, sentence", [
+    pytest.param({}, Status.PENDING, "waiting for `gating / eval` on hhhhhhh", id="missing"),
+    pytest.param({EVAL_CHECK: CheckState(EVAL_CHECK, "completed", "success", OLD)}, Status.PENDING,
+                 "waiting for `gating / eval` on hhhhhhh", id="success-on-an-older-sha"),
+    pytest.param({EVAL_CHECK: CheckState(EVAL_CHECK, "queued", None, HEAD)}, Status.PENDING,
+                 "`gating / eval` is queued on hhhhhhh", id="queued"),
+    pytest.param({EVAL_CHECK: CheckState(EVAL_CHECK, "completed", "failure", HEAD)}, Status.BLOCKED,
+                 "`gating / eval` concluded failure on hhhhhhh", id="failure"),
+    pytest.param({EVAL_CHECK: CheckState(EVAL_CHECK, "completed", "neutral", HEAD)}, Status.BLOCKED,
+                 "`gating / eval` concluded neutral on hhhhhhh", id="neutral-is-not-success"),
+    pytest.param(EVAL_OK, Status.APPROVED, "approved by @carol; `gating / eval` succeeded on hhhhhhh",
+                 id="success"),
+])
+def test_eval_evidence(checks, status, sentence):
+    rule = rule_result(run([MODEL_OWNERS], reviews=[approve("carol")], checks=checks), "model-owners")
+    assert (rule.status, rule.description) == (status, sentence)
+
+
+def test_rule_may_waive_the_evidence():
+    rules = [{**MODEL_OWNERS, "options": {"require_evidence": False}}]
+    r = run(rules, reviews=[approve("carol")], checks={})
+    assert r.status == Status.APPROVED
+    assert rule_result(r, "model-owners").description == "approved by @carol"
+
+
+def test_push_invalidates_approvals_when_the_rule_says_so():
+    reviews = [approve("bob", sha=OLD)]
+    kw = dict(manifest_paths=["components.prompts.answer.file"], categories=["prompt"], reviews=reviews)
+    rule = rule_result(run([PROMPT_REVIEW], **kw), "prompt-review")
+    assert rule.status == Status.PENDING
+    note = next(c for c in rule.children if c.kind == "approvals").reviews[0]
+    assert (note.sha, note.note) == (OLD, "approved before the last push")
+    kept = rule_result(run([{**PROMPT_REVIEW, "options": {}}], **kw), "prompt-review")
+    assert kept.status == Status.APPROVED
+
+
+def test_author_approving_their_own_pull_request_does_not_count():
+    r = run([MODEL_OWNERS], reviews=[approve("alice")])
+    rule = rule_result(r, "model-owners")
+    assert rule.status == Status.PENDING
+    note = next(c for c in rule.children if c.kind == "approvals").reviews[0]
+    assert note.note == "the author's own review does not count"
+    allowed = run([{**MODEL_OWNERS, "options": {"allow_author": True}}], reviews=[approve("alice")])
+    assert allowed.status == Status.APPROVED
+
+
+def test_bots_are_ignored_unless_the_rule_says_otherwise():
+    rules = [{"name": "any", "requires": {"count": 1}}]
+    assert run(rules, reviews=[approve("renovate[bot]", type="Bot")]).status == Status.PENDING
+    rules[0]["options"] = {"ignore_bots": False}
+    assert run(rules, reviews=[approve("renovate[bot]", type="Bot")]).status == Status.APPROVED
+
+
+def test_changes_requested_by_a_required_approver_blocks():
+    r = run([MODEL_OWNERS], reviews=[approve("dave"), approve("carol", state="CHANGES_REQUESTED")])
+    assert r.status == Status.BLOCKED
+    rule = rule_result(r, "model-owners")
+    assert rule.description == "changes requested by @carol"
+    assert rule.missing == "@carol to approve or dismiss their review"
+
+
+def test_changes_requested_by_someone_not_required_does_not_block():
+    r = run([MODEL_OWNERS], reviews=[approve("carol"), approve("erin", state="CHANGES_REQUESTED")])
+    assert r.status == Status.APPROVED
+
+
+@pytest.mark.parametrize("later, status", [
+    pytest.param("APPROVED", Status.APPROVED, id="re-approved"),
+    pytest.param("COMMENTED", Status.BLOCKED, id="comment-keeps-the-block"),
+    pytest.param("DISMISSED", Status.PENDING, id="dismissed"),
+])
+def test_latest_review_per_reviewer_counts(later, status):
+    reviews = [approve("carol", state="CHANGES_REQUESTED"), approve("carol", state=later)]
+    assert run([MODEL_OWNERS], reviews=reviews).status == status
+
+
+def test_minimum_permission():
+    rules = [{"name": "admins", "requires": {"permission": "maintain"}}]
+    assert run(rules, reviews=[approve("bob")]).status == Status.PENDING
+    assert run(rules, reviews=[approve("root")]).status == Status.APPROVED
+
+
+def test_count_counts_distinct_eligible_reviewers():
+    rules = [{"name": "two", "requires": {"count": 2, "users": ["bob", "carol", "dave"]}}]
+    r = run(rules, reviews=[approve("bob"), approve("bob")])
+    assert rule_result(r, "two").description == ("has 1 of 2 approvals; needs 1 approval from @carol or @dave")
+    assert run(rules, reviews=[approve("bob"), approve("dave")]).status == Status.APPROVED
+
+
+@pytest.mark.parametrize("op, reviews, status", [
+    pytest.param("and", ["carol"], Status.PENDING, id="and-needs-both"),
+    pytest.param("and", ["carol", "root"], Status.APPROVED, id="and-both"),
+    pytest.param("or", ["root"], Status.APPROVED, id="or-either"),
+    pytest.param("or", [], Status.PENDING, id="or-none"),
+])
+def test_and_or_composition(op, reviews, status):
+    rules = [{"name": "combo", op: [{"name": "ml", "requires": {"teams": ["acme/ml-platform"]}},
+                                    {"name": "admin", "requires": {"permission": "admin"}}]}]
+    assert run(rules, reviews=[approve(x) for x in reviews]).status == status
+
+
+def test_composite_sentences_say_what_is_missing():
+    rules = [{"name": "combo", "or": [{"name": "ml", "requires": {"teams": ["acme/ml-platform"]}},
+                                      {"name": "admin", "requires": {"permission": "admin"}}]}]
+    combo = rule_result(run(rules), "combo")
+    assert combo.description == "needs one of: ml, admin"
+    assert combo.missing == "1 approval from a member of acme/ml-platform or 1 approval from anyone with admin permission"
+    combo = rule_result(run(rules, reviews=[approve("root")]), "combo")
+    assert combo.description == "approved by way of admin"
+    rules[0]["and"] = rules[0].pop("or")
+    assert rule_result(run(rules, reviews=[approve("root")]), "combo").description == "waiting on ml"
+
+
+def test_block_inside_or_still_blocks():
+    rules = [{"name": "combo", "or": [{"name": "ml", "requires": {"teams": ["acme/ml-platform"]}},
+                                      {"name": "admin", "requires": {"permission": "admin"}}]}]
+    r = run(rules, reviews=[approve("root"), approve("carol", state="CHANGES_REQUESTED")])
+    assert r.status == Status.BLOCKED
+    assert rule_result(r, "combo").description == "blocked by ml"
+
+
+@pytest.mark.parametrize("cond, kw, applies", [
+    pytest.param({"changed_files": ["prompts/**"]}, {"changed_files": ["prompts/a/b.md"]}, True, id="glob-deep"),
+    pytest.param({"changed_files": ["prompts/*"]}, {"changed_files": ["prompts/a/b.md"]}, False, id="glob-shallow"),
+    pytest.param({"changed_files": ["*.md"], "ignore": ["docs/**"]}, {"changed_files": ["docs/x.md"]}, False,
+                 id="ignored"),
+    pytest.param({"changed_files": ["*.md"], "ignore": ["docs/**"]}, {"changed_files": ["docs/x.md", "a/y.md"]},
+                 True, id="one-not-ignored"),
+    pytest.param({"labels": ["cost-review"]}, {"labels": ["Cost-Review"]}, True, id="label-any-case"),
+    pytest.param({"labels": ["cost-review"]}, {"labels": ["bug"]}, False, id="label-missing"),
+    pytest.param({"target_branches": ["release/*"]}, {"base_branch": "release/2"}, True, id="branch-glob"),
+    pytest.param({"target_branches": ["main"]}, {"base_branch": "dev"}, False, id="branch-other"),
+    pytest.param({"authors": {"users": ["@Alice"]}}, {}, True, id="author-user"),
+    pytest.param({"authors": {"teams": ["acme/ml-platform"]}}, {}, True, id="author-team"),
+    pytest.param({"authors": {"users": ["bob"]}}, {}, False, id="author-other"),
+    pytest.param({"categories": ["tool"], "labels": ["x"]}, {"categories": ["tool"], "labels": ["x"]}, True,
+                 id="all-conditions"),
+    pytest.param({"categories": ["tool"], "labels": ["x"]}, {"categories": ["tool"]}, False,
+                 id="one-condition-fails"),
+])
+def test_conditions(cond, kw, applies):
+    r = run([{"name": "r", "if": cond, "requires": {"count": 0}}], **kw)
+    assert (r.status != Status.SKIPPED) == applies
+
+
+def test_condition_sentences():
+    r = run([{"name": "r", "if": {"labels": ["a", "b"]}}])
+    assert rule_result(r, "r").description == "does not apply: not labelled a or b"
+    r = run([{"name": "r", "if": {"target_branches": ["main"]}}], base_branch="dev")
+    assert rule_result(r, "r").description == "does not apply: targets dev, not main"
+    r = run([{"name": "r", "if": {"categories": ["tool"]}}], categories=["model", "prompt"])
+    assert rule_result(r, "r").description == "does not apply: no tool change (changes: model, prompt)"
+
+
+@pytest.mark.parametrize("pattern, path, expected", [
+    ("prompts/**", "prompts/a.md", True),
+    ("prompts/", "prompts/x/a.md", True),
+    ("prompts", "prompts/a.md", True),
+    ("*.md", "a/b/c.md", True),
+    ("/README.md", "docs/README.md", False),
+    ("tools/*.json", "tools/a.json", True),
+    ("tools/*.json", "tools/x/a.json", False),
+    ("prompts/*", "prompts/a/b.md", False),
+    ("**/*.json", "a.json", True),
+    ("src/**/test_*.py", "src/a/b/test_x.py", True),
+])
+def test_glob_match(pattern, path, expected):
+    assert glob_match(pattern, path) is expected
+
+
+@pytest.mark.parametrize("pattern, path, expected", [
+    ("components.models.*.model", "components.models.answer.model", True),
+    ("components.models.*.model", "components.models.answer.params.temperature", False),
+    ("components.models.*.model", "components.models.answer", True),  # a model added whole
+    ("components.models", "components.models.judge.provider", True),
+    ("components.prompts.*", "components.models.answer.model", False),
+    ("approvals.**", "approvals.prompt-review.requires.count", True),
+    ("**.thresholds.*", "evals.thresholds.pass_rate", True),
+])
+def test_manifest_path_match(pattern, path, expected):
+    assert manifest_path_match(pattern, path) is expected
+
+
+def comment(login: str, body: str) -> Comment:
+    return Comment(Actor(login), body, "2024-05-01T11:00:00Z", f"https://example.test/c/{login}")
+
+
+def test_admin_override_passes_and_keeps_the_reason():
+    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", "Outage.\n/gating override hotfix for INC-7")])
+    assert r.status == Status.APPROVED
+    assert r.override.login == "root" and r.override.reason == "hotfix for INC-7"
+    assert r.description == "overridden by @root: hotfix for INC-7 (rules alone: pending)"
+
+
+@pytest.mark.parametrize("login, body, note", [
+    pytest.param("bob", "/gating override trust me", "override by @bob ignored: needs admin permission (has write)",
+                 id="not-admin"),
+    pytest.param("root", "/gating override", "override by @root ignored: it needs a reason", id="no-reason"),
+])
+def test_override_attempts_that_do_not_count(login, body, note):
+    r = run([MODEL_OWNERS], reviews=[], comments=[comment(login, body)])
+    assert r.status == Status.PENDING and r.override is None
+    assert [c.description for c in r.children if c.kind == "override"] == [note]
+
+
+def test_quoted_override_is_not_an_override():
+    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", "> /gating override x\nno")])
+    assert r.override is None and r.status == Status.PENDING
+
+
+def test_rule_change_with_no_applicable_rule_needs_an_admin():
+    kw = dict(manifest_paths=["approvals.model-owners.requires.count"], categories=["policy"])
+    r = run([MODEL_OWNERS], reviews=[approve("bob")], **kw)
+    assert r.status == Status.PENDING
+    builtin = rule_result(r, "policy-change (built in)")
+    assert builtin.missing == "1 approval from anyone with admin permission"
+    assert run([MODEL_OWNERS], reviews=[approve("root")], **kw).status == Status.APPROVED
+
+
+def test_rule_change_covered_by_a_configured_rule_uses_that_rule():
+    rules = [MODEL_OWNERS, {"name": "policy", "if": {"categories": ["policy"]}, "requires": {"users": ["bob"]}}]
+    r = run(rules, reviews=[approve("bob")], manifest_paths=["approvals.x"], categories=["policy"])
+    assert r.status == Status.APPROVED
+    assert [c.name for c in r.children] == ["model-owners", "policy"]
+
+
+def test_several_rules_all_must_approve():
+    kw = dict(manifest_paths=["components.models.answer.model", "components.prompts.answer.file"],
+              categories=["model", "prompt"])
+    r = run([MODEL_OWNERS, PROMPT_REVIEW], reviews=[approve("carol")], **kw)
+    assert r.status == Status.APPROVED  # carol is in the team and has write
+    r = run([MODEL_OWNERS, PROMPT_REVIEW], reviews=[approve("dave")], **kw)
+    assert r.status == Status.PENDING
+    assert r.description.startswith("model-owners: has 0 of 1 approvals")
+    r = run([MODEL_OWNERS, PROMPT_REVIEW], reviews=[approve("carol"), approve("dave")], **kw)
+    assert r.description == "all 2 applicable rules approved"
+
+
+def test_result_tree_serialises_for_the_audit_trail():
+    d = run([MODEL_OWNERS], reviews=[approve("carol")]).to_dict()
+    assert d["status"] == "approved"
+    rule = d["children"][0]
+    assert rule["name"] == "model-owners"
+    approvals = next(c for c in rule["children"] if c["kind"] == "approvals")
+    assert approvals["reviews"] == [{"login": "carol", "state": "approved", "sha": HEAD, "counted": True,
+                                     "note": ""}]
