@@ -226,6 +226,73 @@ class Git:
         )
         return proc.returncode == 0, (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
+    # -- notes store plumbing (audit log; used by gating/notes.py) -------------------------------
+    # Notes are written with plumbing rather than `git notes add` so that the local backend and the
+    # GitHub API backend place a note at the same path and so produce identical trees.
+
+    def ls_tree_level(self, tree: str) -> list[TreeEntry]:
+        """One level of a tree (no recursion); `path` is the entry's name."""
+        out = self.run_bytes("ls-tree", "-z", tree)
+        entries = []
+        for rec in out.split(b"\0"):
+            if rec:
+                meta, name = rec.split(b"\t", 1)
+                mode, typ, sha = meta.decode().split()
+                entries.append(TreeEntry(mode, typ, sha, name.decode("utf-8", "surrogateescape")))
+        return entries
+
+    def write_tree_with(self, base: str | None, blobs: dict[str, str]) -> str:
+        """The tree of `base` (tree or commit; None: empty) with blobs set at paths, via a throwaway index."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gating-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            self.run("read-tree", *([base] if base else ["--empty"]), env=env)
+            info = "".join(f"100644 {sha}\t{path}\n" for path, sha in blobs.items())
+            self.run("update-index", "--index-info", input=info, env=env)
+            return self.run("write-tree", env=env)
+
+    def commit_tree(self, tree: str, parents: Sequence[str], message: str,
+                    env: dict[str, str] | None = None) -> str:
+        args = ["commit-tree", tree]
+        for p in parents:
+            args += ["-p", p]
+        return self.run(*args, input=message, env=env)
+
+    def update_ref(self, ref: str, new: str, old: str | None) -> bool:
+        """Compare-and-swap: move `ref` to `new` only if it is at `old` (None: only if it does not exist)."""
+        proc = subprocess.run(
+            ["git", "update-ref", ref, new, old or "0" * 40],
+            cwd=self.root, capture_output=True, env=self._env(),
+        )
+        return proc.returncode == 0
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        proc = subprocess.run(
+            ["git", "merge-base", "--is-ancestor", ancestor, descendant],
+            cwd=self.root, capture_output=True, env=self._env(),
+        )
+        return proc.returncode == 0
+
+    def raw_history(self, rev: str) -> list[tuple[str, list[str], list[tuple[str, str, str]]]]:
+        """Oldest first: (commit, parents, [(old blob, new blob, path)]) for every commit, one `git log`."""
+        out = self.run("log", "--reverse", "--root", "-r", "--raw", "--no-abbrev", "--no-renames",
+                       "--format=@%H %P", rev)
+        history: list[tuple[str, list[str], list[tuple[str, str, str]]]] = []
+        for line in out.splitlines():
+            if line.startswith("@"):
+                sha, *parents = line[1:].split()
+                history.append((sha, parents, []))
+            elif line.startswith(":"):
+                meta, path = line.split("\t", 1)
+                _m1, _m2, old, new, _status = meta[1:].split()
+                history[-1][2].append((old, new, path))
+        return history
+
+    def fast_import(self, stream: bytes) -> None:
+        """Feed a `git fast-import` stream (bulk history, as the benchmarks build it)."""
+        self.run_bytes("fast-import", "--quiet", "--force", input=stream)
+
 
 class CatFileBatch:
     """One `git cat-file --batch` process answering many rounds of object reads.

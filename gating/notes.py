@@ -1,0 +1,348 @@
+"""The notes store: audit entries as lines of git notes in refs/notes/gating/audit.
+
+One algorithm, three backends. `append_entry` reads the tip, looks for an entry with the same
+idempotency key on the commit's note, chains the new entry to the line the tip commit added, and
+writes one notes commit whose parent is the observed tip; a moved ref (RefConflict) means re-read and
+retry, so redeliveries and racing writers never duplicate or fork the log. The backends differ only
+in how they read trees and blobs and how they move the ref:
+
+- LocalNotes: plumbing in a local repository, compare-and-swap `update-ref` (the CLI, tests).
+- GitDatabaseNotes (gating/github.py): the GitHub Git Database API, ref update with force: false.
+- PushNotes: a local mirror plus a plain (fast-forward only) `git push` of the notes ref over HTTPS.
+
+All of them place a note where the tree already keeps it, else by the tree's existing fanout, so the
+same appends produce the same trees whichever backend wrote them.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from gating import audit
+from gating.audit import Entry, EntryError, EntryFacts, NotesChange, NotesCommit, Report
+from gating.git import Git, init_repo
+
+AUDIT_REF = "refs/notes/gating/audit"
+EVALS_REF = "refs/notes/gating/evals"
+IDENTITY = ("gating", "gating@users.noreply.github.com")
+
+
+class RefConflict(Exception):
+    """Another writer moved the notes ref since we read it: re-read and retry."""
+
+
+class TransientError(Exception):
+    """The host failed (5xx, reset); the write may or may not have happened: re-read and retry."""
+
+
+class AppendError(RuntimeError):
+    """The entry could not be written within the attempt budget."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One entry of a tree object."""
+
+    mode: str
+    type: str
+    sha: str
+    name: str
+
+
+class NotesBackend(Protocol):
+    ref: str
+
+    def tip(self) -> str | None: ...
+    def commit(self, sha: str) -> tuple[str, list[str]]: ...  # (tree, parents)
+    def tree(self, sha: str) -> list[Item]: ...
+    def blobs(self, shas: Iterable[str]) -> dict[str, bytes]: ...
+    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str: ...
+    def all_notes(self, tip: str) -> dict[str, bytes]: ...
+
+
+# -- tree layout -----------------------------------------------------------------------------------
+
+
+def _is_fanout_dir(item: Item) -> bool:
+    return item.type == "tree" and len(item.name) == 2 and all(c in "0123456789abcdef" for c in item.name)
+
+
+def find_note(store: NotesBackend, tree: str | None, commit: str) -> tuple[str, str | None]:
+    """(path, blob) of `commit`'s note; for a new note, the path git's existing fanout implies."""
+    prefix, rest = "", commit
+    while tree is not None:
+        items = store.tree(tree)
+        for it in items:
+            if it.name == rest and it.type == "blob":
+                return prefix + rest, it.sha
+        sub = next((it for it in items if it.name == rest[:2] and _is_fanout_dir(it)), None)
+        if sub is None and not any(_is_fanout_dir(it) for it in items):
+            break
+        prefix, rest = prefix + rest[:2] + "/", rest[2:]
+        tree = sub.sha if sub else None
+    return prefix + rest, None
+
+
+def _blobs_under(store: NotesBackend, item: Item, prefix: str) -> list[tuple[str, str]]:
+    if item.type == "blob":
+        return [(prefix + item.name, item.sha)]
+    out = []
+    for it in store.tree(item.sha):
+        out += _blobs_under(store, it, prefix + item.name + "/")
+    return out
+
+
+def tree_notes(store: NotesBackend, tree: str) -> dict[str, str]:
+    """annotated commit -> note blob, for every note under a notes tree."""
+    out: dict[str, str] = {}
+    for it in store.tree(tree):
+        for path, sha in _blobs_under(store, it, ""):
+            out[path.replace("/", "")] = sha
+    return out
+
+
+def _diff(store: NotesBackend, a: str | None, b: str, prefix: str = "") -> dict[str, list[str | None]]:
+    """object -> [old blob, new blob] for notes that differ between two notes trees."""
+    ea = {it.name: it for it in store.tree(a)} if a else {}
+    eb = {it.name: it for it in store.tree(b)}
+    out: dict[str, list[str | None]] = {}
+    for name in sorted(ea.keys() | eb.keys()):
+        x, y = ea.get(name), eb.get(name)
+        if x and y and x.sha == y.sha:
+            continue
+        if x and y and x.type == y.type == "tree":
+            for obj, (old, new) in _diff(store, x.sha, y.sha, prefix + name + "/").items():
+                out.setdefault(obj, [None, None])
+                out[obj] = [old or out[obj][0], new or out[obj][1]]
+            continue
+        for side, item in ((0, x), (1, y)):
+            for path, sha in _blobs_under(store, item, prefix) if item else []:
+                out.setdefault(path.replace("/", ""), [None, None])[side] = sha
+    return {obj: pair for obj, pair in out.items() if pair[0] != pair[1]}
+
+
+def last_line(store: NotesBackend, tip: str | None) -> bytes | None:
+    """The line the tip notes commit added: the entry with the highest seq in a well-formed log."""
+    if tip is None:
+        return None
+    tree, parents = store.commit(tip)
+    parent_tree = store.commit(parents[0])[0] if parents else None
+    changed = _diff(store, parent_tree, tree)
+    if len(changed) == 1:
+        ((obj, (old, new)),) = changed.items()
+        data = store.blobs([s for s in (old, new) if s])
+        before, after = data.get(old or "", b""), data.get(new or "", b"")
+        lines = audit.split_lines(after)
+        if new and after.startswith(before) and len(lines) == len(audit.split_lines(before)) + 1:
+            try:
+                audit.parse_line(lines[-1], obj)
+                return lines[-1]
+            except EntryError:
+                pass
+    # Not a one-line append (a log edited by hand): fall back to the highest seq anywhere.
+    best: tuple[int, bytes] | None = None
+    for commit, note in store.all_notes(tip).items():
+        for line in audit.split_lines(note):
+            try:
+                seq = audit.parse_line(line, commit).seq
+            except EntryError:
+                continue
+            if best is None or seq > best[0]:
+                best = (seq, line)
+    return best[1] if best else None
+
+
+# -- reading and appending -------------------------------------------------------------------------
+
+
+def read_note(store: NotesBackend, commit: str, tip: str | None = None) -> bytes | None:
+    tip = tip or store.tip()
+    if tip is None:
+        return None
+    _path, blob = find_note(store, store.commit(tip)[0], commit)
+    return store.blobs([blob])[blob] if blob else None
+
+
+def read_log(store: NotesBackend, keys: Mapping[str, Ed25519PublicKey] | None = None) -> list[Entry]:
+    """Every parsed entry, by seq; with `keys`, only those a trusted key signed. Bad lines are skipped
+    here; `gating audit verify` is what reports them."""
+    tip = store.tip()
+    if tip is None:
+        return []
+    entries = []
+    for commit, note in store.all_notes(tip).items():
+        for line in audit.split_lines(note):
+            try:
+                e = audit.parse_line(line, commit)
+            except EntryError:
+                continue
+            if keys is None or audit.signature_problem(e, keys) is None:
+                entries.append(e)
+    return sorted(entries, key=lambda e: e.seq)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    entry: Entry
+    created: bool  # False: an entry with the same key was already there (redelivery, another replica)
+    attempts: int
+
+
+def append_entry(
+    store: NotesBackend,
+    facts: EntryFacts,
+    key: Ed25519PrivateKey,
+    now: datetime,
+    max_attempts: int = 8,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AppendResult:
+    """Add one signed entry to the note of facts.commit, exactly once."""
+    written: set[bytes] = set()
+    for attempt in range(1, max_attempts + 1):
+        try:
+            tip = store.tip()
+            path, blob = find_note(store, store.commit(tip)[0] if tip else None, facts.commit)
+            current = store.blobs([blob])[blob] if blob else b""
+            for line in audit.split_lines(current):
+                try:
+                    e = audit.parse_line(line, facts.commit)
+                except EntryError:
+                    continue
+                if e.key == facts.key:
+                    return AppendResult(e, created=line in written, attempts=attempt)
+            last = last_line(store, tip)
+            seq = audit.parse_line(last, "").seq + 1 if last else 1
+            line = audit.make_line(facts, now, seq, audit.sha256_line(last) if last else None, key)
+            written.add(line)
+            sep = b"\n" if current and not current.endswith(b"\n") else b""
+            message = f"audit: {facts.event} seq {seq} on {facts.commit}\n"
+            store.write(tip, path, current + sep + line + b"\n", message, now)
+            return AppendResult(audit.parse_line(line, facts.commit), created=True, attempts=attempt)
+        except RefConflict:
+            continue
+        except TransientError:
+            sleep(min(0.05 * 2**attempt, 1.0))
+    raise AppendError(f"could not append the {facts.event} entry for {facts.commit[:12]} to {store.ref} "
+                      f"after {max_attempts} attempts")
+
+
+# -- local git -------------------------------------------------------------------------------------
+
+
+class LocalNotes:
+    """The notes ref of a repository on disk."""
+
+    def __init__(self, git: Git, ref: str = AUDIT_REF, identity: tuple[str, str] = IDENTITY):
+        self.git, self.ref, self.identity = git, ref, identity
+
+    def tip(self) -> str | None:
+        return self.git.resolve(self.ref)
+
+    def commit(self, sha: str) -> tuple[str, list[str]]:
+        tree, *parents = self.git.run("log", "-1", "--format=%T %P", sha).split()
+        return tree, parents
+
+    def tree(self, sha: str) -> list[Item]:
+        return [Item(e.mode, e.type, e.sha, e.path) for e in self.git.ls_tree_level(sha)]
+
+    def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        return {k: v for k, v in self.git.read_blobs(set(shas)).items() if v is not None}
+
+    def all_notes(self, tip: str) -> dict[str, bytes]:
+        paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip)}
+        data = self.blobs(paths.values())
+        return {obj: data[sha] for obj, sha in paths.items()}
+
+    def _make_commit(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
+        blob = self.git.hash_object(data)
+        tree = self.git.write_tree_with(tip, {path: blob})
+        name, email = self.identity
+        date = f"{int(now.timestamp())} +0000"
+        env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date,
+               "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date}
+        return self.git.commit_tree(tree, [tip] if tip else [], message, env=env)
+
+    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
+        new = self._make_commit(tip, path, data, message, now)
+        if not self.git.update_ref(self.ref, new, tip):
+            raise RefConflict(f"{self.ref} moved")
+        return new
+
+    def history(self, tip: str) -> list[NotesCommit]:
+        """Every notes commit, oldest first, with each note's bytes before and after."""
+        raw = self.git.raw_history(tip)
+        zero = "0" * 40
+        data = self.blobs({s for _c, _p, ch in raw for o, n, _ in ch for s in (o, n) if s != zero})
+        out = []
+        for sha, parents, changes in raw:
+            by_obj: dict[str, list[bytes | None]] = {}
+            for old, new, path in changes:
+                pair = by_obj.setdefault(path.replace("/", ""), [None, None])
+                if old != zero:
+                    pair[0] = data.get(old)
+                if new != zero:
+                    pair[1] = data.get(new)
+            out.append(NotesCommit(sha, tuple(parents), tuple(
+                NotesChange(obj, old, new) for obj, (old, new) in by_obj.items() if old != new)))
+        return out
+
+
+def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
+    """`gating audit verify` on a local notes ref: entries, chain and history."""
+    tip = store.tip()
+    if tip is None:
+        return Report(entries=[], findings=[])
+    return audit.verify_log(store.all_notes(tip), keys, store.history(tip))
+
+
+# -- git push over HTTPS ---------------------------------------------------------------------------
+
+
+def token_env(token: str | None) -> dict[str, str]:
+    """Send the installation token as a header, never in a URL or on disk."""
+    if not token:
+        return {}
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
+
+
+class PushNotes(LocalNotes):
+    """A bare mirror of the notes ref; writes are plain pushes, which the server takes fast-forward only.
+
+    For hosts whose REST API refuses refs under refs/notes/.
+    """
+
+    def __init__(self, workdir: str | Path, url: str, token: str | None = None, ref: str = AUDIT_REF,
+                 identity: tuple[str, str] = IDENTITY):
+        workdir = Path(workdir)
+        git = Git(workdir) if (workdir / "HEAD").exists() else init_repo(workdir, bare=True)
+        super().__init__(git, ref, identity)
+        self.url, self.token = url, token
+
+    def tip(self) -> str | None:
+        ok = self.git.fetch(self.url, f"+{self.ref}:{self.ref}", env=token_env(self.token))
+        if not ok:
+            listed = self.git.try_run("ls-remote", self.url, self.ref, env=token_env(self.token))
+            if listed is None or listed:
+                raise TransientError(f"cannot fetch {self.ref} from {self.url}")
+            self.git.try_run("update-ref", "-d", self.ref)  # the remote has no notes ref yet
+        return super().tip()
+
+    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
+        new = self._make_commit(tip, path, data, message, now)
+        ok, out = self.git.push(self.url, f"{new}:{self.ref}", env=token_env(self.token))
+        if not ok:
+            if "[rejected]" in out or "non-fast-forward" in out or "fetch first" in out:
+                raise RefConflict(f"{self.ref} moved on {self.url}")
+            raise TransientError(f"push to {self.url} failed: {out.strip()[-300:]}")
+        self.git.update_ref(self.ref, new, tip)
+        return new
