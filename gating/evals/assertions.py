@@ -1,0 +1,204 @@
+"""Deterministic assertions on one answer, and the spec checks the dataset loader runs up front.
+
+Every type may be negated with a `not-` prefix. Model-graded types (rubric, factuality) are graded
+in judge.py; they are listed here so the loader can validate them with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from gating.evals.records import AssertionResult
+
+MODEL_GRADED = {"rubric": "rubric", "llm-rubric": "rubric", "factuality": "factuality"}
+_CONTAINS = {f"{i}contains{s}" for i in ("", "i") for s in ("", "-all", "-any")}
+DETERMINISTIC = {"equals", "regex", "is-json", "json-schema", "max-tokens", "refusal", "latency", "cost", *_CONTAINS}
+ALL_TYPES = sorted(DETERMINISTIC | set(MODEL_GRADED))
+SPEC_KEYS = {"type", "value", "name", "weight", "threshold"}
+
+REFUSAL_PATTERNS = re.compile(
+    r"\b(i\s*(?:'m| am)\s+(?:sorry|afraid|unable|not able)|i\s+(?:can(?:'|no)?t|cannot|won't|will not|must decline)"
+    r"\s+(?:help|assist|provide|share|do|comply|answer|reveal|disclose|give)|as an ai\b|i\s+do(?:n't| not)\s+feel "
+    r"comfortable|against (?:my|our) (?:policy|policies|guidelines))",
+    re.I,
+)
+
+
+@dataclass
+class Observation:
+    """What the target produced for one case (one repeat)."""
+
+    output: str
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    cost_usd: float | None = None
+    error: str | None = None  # a content_filter refusal is an observation, not a crash
+
+
+def base_type(t: str) -> str:
+    return t[4:] if t.startswith("not-") else t
+
+
+def default_name(spec: dict[str, Any]) -> str:
+    if spec.get("name"):
+        return str(spec["name"])
+    t = spec["type"]
+    prefix = "not-" if t.startswith("not-") else ""
+    return prefix + MODEL_GRADED.get(base_type(t), base_type(t))
+
+
+def _str_or_list(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v))
+
+
+def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
+    """Why this assertion spec is unusable, or None. The message names the allowed values."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        return "an assertion is a mapping with a `type`"
+    t = base_type(spec["type"])
+    if t not in DETERMINISTIC and t not in MODEL_GRADED:
+        import difflib
+
+        hint = difflib.get_close_matches(t, ALL_TYPES, n=1)
+        return f"unknown assertion type {spec['type']!r}" + (
+            f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(ALL_TYPES)} (each also as not-TYPE)")
+    extra = sorted(set(spec) - SPEC_KEYS)
+    if extra:
+        return f"unknown key {extra[0]!r} in {spec['type']}; allowed: {', '.join(sorted(SPEC_KEYS))}"
+    v = spec.get("value")
+    if "weight" in spec and (not isinstance(spec["weight"], (int, float)) or spec["weight"] < 0):
+        return "`weight` must be a number >= 0"
+    if "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or not 0 <= spec["threshold"] <= 1):
+        return "`threshold` must be a number between 0 and 1"
+    if t == "equals" and "value" not in spec:
+        return "equals needs a `value`"
+    if t in _CONTAINS and not _str_or_list(v):
+        return f"{t} needs a `value`: a string or a non-empty list of strings"
+    if t == "regex":
+        if not isinstance(v, str):
+            return "regex needs a `value` pattern"
+        try:
+            re.compile(v)
+        except re.error as e:
+            return f"invalid regular expression {v!r}: {e}"
+    if t == "json-schema":
+        if not isinstance(v, dict):
+            return "json-schema needs a `value` that is a JSON Schema object"
+        try:
+            jsonschema.Draft202012Validator.check_schema(v)
+        except jsonschema.SchemaError as e:
+            return f"invalid JSON Schema: {e.message}"
+    if t == "max-tokens" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+        return "max-tokens needs a whole-number `value`"
+    if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+        return f"{t} needs a numeric `value` ({'milliseconds' if t == 'latency' else 'US dollars'})"
+    if t == "refusal" and v is not None and not isinstance(v, bool):
+        return "refusal `value` is true (should refuse, the default) or false (should answer)"
+    if t in ("rubric", "llm-rubric") and (not isinstance(v, str) or not v.strip()):
+        return f"{t} needs a `value`: the rubric text"
+    if t == "factuality" and not isinstance(v, str) and case.get("expected") is None:
+        return "factuality needs a reference answer: a `value` or the case's `expected`"
+    return None
+
+
+def _fold(s: str, ci: bool) -> str:
+    return s.casefold() if ci else s
+
+
+def _contains(t: str, output: str, value: Any) -> tuple[bool, str]:
+    ci = t.startswith("i")
+    needles = [value] if isinstance(value, str) else list(value)
+    mode = "any" if t.endswith("-any") else "all"
+    hay = _fold(output, ci)
+    found = [n for n in needles if _fold(n, ci) in hay]
+    missing = [n for n in needles if n not in found]
+    if mode == "any":
+        ok = bool(found)
+        return ok, (f"found {found[0]!r}" if ok else f"none of {needles!r} found")
+    if not missing:
+        return True, f"found {needles[0]!r}" if len(needles) == 1 else f"found all of {needles!r}"
+    more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    return False, f"missing {missing[0]!r}{more}"
+
+
+def _equals(output: str, value: Any) -> tuple[bool, str]:
+    if isinstance(value, (dict, list)):
+        try:
+            ok = json.loads(output) == value
+        except ValueError:
+            return False, "output is not JSON, expected a JSON value"
+        return ok, "JSON equal" if ok else "JSON differs from the expected value"
+    ok = output.strip() == str(value).strip()
+    return ok, "equal" if ok else f"expected {str(value).strip()!r}, got {_short(output.strip())!r}"
+
+
+def _short(s: str, n: int = 80) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _json(output: str) -> tuple[bool, str, Any]:
+    try:
+        return True, "valid JSON", json.loads(output)
+    except ValueError as e:
+        return False, f"not valid JSON: {e}", None
+
+
+def is_refusal(obs: Observation) -> bool:
+    return obs.error == "content_filter" or bool(REFUSAL_PATTERNS.search(obs.output))
+
+
+def _check(t: str, v: Any, obs: Observation) -> tuple[bool, str]:
+    if t == "equals":
+        return _equals(obs.output, v)
+    if t in _CONTAINS:
+        return _contains(t, obs.output, v)
+    if t == "regex":
+        m = re.search(v, obs.output)
+        return bool(m), f"matched {m.group(0)!r}" if m else f"no match for /{v}/"
+    if t == "is-json":
+        ok, why, _ = _json(obs.output)
+        return ok, why
+    if t == "json-schema":
+        ok, why, doc = _json(obs.output)
+        if not ok:
+            return False, why
+        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(v).iter_errors(doc))
+        if err is None:
+            return True, "matches the schema"
+        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        return False, f"schema violation at {where}: {err.message}"
+    if t == "max-tokens":
+        if obs.tokens_out is None:
+            return False, "output token count unknown (the provider reported no usage)"
+        return obs.tokens_out <= v, f"{obs.tokens_out} output tokens (max {v})"
+    if t == "refusal":
+        want = True if v is None else v
+        got = is_refusal(obs)
+        what = "refused" if got else "answered"
+        return got == want, f"{what} (should {'refuse' if want else 'answer'})"
+    if t == "latency":
+        ms = obs.latency_ms.get("total")
+        if ms is None:
+            return False, "latency unknown"
+        return ms <= v, f"{ms:.0f} ms (max {v:g} ms)"
+    if t == "cost":
+        if obs.cost_usd is None:
+            return False, "cost unknown (no price for this model)"
+        return obs.cost_usd <= v, f"${obs.cost_usd:.6f} (max ${v:g})"
+    raise ValueError(f"not a deterministic assertion: {t}")
+
+
+def evaluate(spec: dict[str, Any], obs: Observation) -> AssertionResult:
+    """Run one deterministic assertion; `not-` flips the outcome and says so."""
+    t = spec["type"]
+    negate = t.startswith("not-")
+    ok, why = _check(base_type(t), spec.get("value"), obs)
+    if negate:
+        ok, why = not ok, f"not: {why}"
+    return AssertionResult(t, ok, 1.0 if ok else 0.0, why, default_name(spec), float(spec.get("weight", 1.0)))

@@ -1,0 +1,102 @@
+"""Model-graded assertions: a judge model scores an answer 1-5 against a rubric or a reference.
+
+The judge must reply with JSON `{"score": 1-5, "reason": "..."}` (a fenced block or JSON inside prose
+is accepted). Anything else is a JudgeParseError, which fails the case with category `parse`: a judge
+that cannot be read never counts as a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name
+from gating.evals.llm import LLM
+from gating.evals.records import AssertionResult
+from gating.evals.targets import chat_request
+
+SCALE = (1, 2, 3, 4, 5)
+DEFAULT_THRESHOLD = 0.75  # normalised score; 4 of 5 passes
+
+JUDGE_SYSTEM = (
+    "You are a strict evaluator of a customer-facing AI system. Grade the ANSWER on a 1-5 scale: "
+    "5 = fully meets the criterion, 4 = meets it with minor issues, 3 = partly, 2 = mostly not, 1 = not at all. "
+    'Reply with only a JSON object: {"score": <1-5>, "reason": "<one sentence>"}.'
+)
+
+_JSON_OBJ = re.compile(r"\{.*\}", re.S)
+
+
+class JudgeParseError(ValueError):
+    pass
+
+
+def rubric_messages(rubric: str, question: str, answer: str) -> tuple[tuple[str, str], ...]:
+    user = f"CRITERION:\n{rubric.strip()}\n\nINPUT:\n{question.strip()}\n\nANSWER:\n{answer.strip()}"
+    return (("system", JUDGE_SYSTEM), ("user", user))
+
+
+def factuality_messages(reference: str, question: str, answer: str) -> tuple[tuple[str, str], ...]:
+    crit = ("The ANSWER is factually consistent with the REFERENCE: it states no fact that contradicts or is "
+            "missing from the reference, and it contains the reference's key facts.")
+    user = (f"CRITERION:\n{crit}\n\nINPUT:\n{question.strip()}\n\nREFERENCE:\n{reference.strip()}\n\n"
+            f"ANSWER:\n{answer.strip()}")
+    return (("system", JUDGE_SYSTEM), ("user", user))
+
+
+def parse_judgement(text: str) -> tuple[int, str]:
+    """(score 1-5, reason) from the judge's reply; raises JudgeParseError."""
+    t = text.strip()
+    fenced = re.search(r"```(?:json)?\s*(\{.*?\})\s*```", t, re.S)
+    candidate = fenced.group(1) if fenced else (t if t.startswith("{") else None)
+    if candidate is None:
+        m = _JSON_OBJ.search(t)
+        candidate = m.group(0) if m else None
+    if candidate is None:
+        raise JudgeParseError(f"judge reply has no JSON object: {t[:120]!r}")
+    try:
+        d = json.loads(candidate)
+    except ValueError as e:
+        raise JudgeParseError(f"judge reply is not valid JSON ({e.msg}): {candidate[:120]!r}") from None
+    if not isinstance(d, dict):
+        raise JudgeParseError("judge reply is not a JSON object")
+    score = d.get("score")
+    if isinstance(score, str) and score.strip().isdigit():
+        score = int(score.strip())
+    if isinstance(score, float) and score.is_integer():
+        score = int(score)
+    if not isinstance(score, int) or isinstance(score, bool) or score not in SCALE:
+        raise JudgeParseError(f"judge score must be a whole number 1-5, got {d.get('score')!r}")
+    return score, str(d.get("reason", "")).strip()
+
+
+def judge_messages(spec: Mapping[str, Any], question: str, answer: str, expected: Any) -> tuple[tuple[str, str], ...]:
+    kind = MODEL_GRADED[base_type(spec["type"])]
+    if kind == "rubric":
+        return rubric_messages(str(spec["value"]), question, answer)
+    ref = spec.get("value") if isinstance(spec.get("value"), str) else expected
+    return factuality_messages(ref if isinstance(ref, str) else json.dumps(ref), question, answer)
+
+
+async def judge_score(llm: LLM, judge_model: Mapping[str, Any], messages: tuple[tuple[str, str], ...],
+                      dataset: str = "") -> tuple[int, str, Any]:
+    """Ask the judge; returns (score, reason, completion). Raises ProviderError or JudgeParseError."""
+    req = chat_request(judge_model, messages, extra_params={"temperature": 0})
+    got = await llm.complete(req, dataset)
+    score, reason = parse_judgement(got.text)
+    return score, reason, got
+
+
+async def grade(spec: Mapping[str, Any], obs: Observation, question: str, expected: Any, llm: LLM,
+                judge_model: Mapping[str, Any], dataset: str = "") -> tuple[AssertionResult, Any]:
+    """One model-graded assertion; `not-` flips pass/fail and the score."""
+    score, reason, got = await judge_score(llm, judge_model, judge_messages(spec, question, obs.output, expected),
+                                           dataset)
+    norm = (score - 1) / (len(SCALE) - 1)
+    ok = norm >= float(spec.get("threshold", DEFAULT_THRESHOLD))
+    why = f"judge {score}/5: {reason}" if reason else f"judge {score}/5"
+    if spec["type"].startswith("not-"):
+        ok, norm, why = not ok, 1 - norm, f"not: {why}"
+    return AssertionResult(spec["type"], ok, norm, why, default_name(dict(spec)), float(spec.get("weight", 1.0))), got

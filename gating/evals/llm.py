@@ -1,0 +1,98 @@
+"""Model access for a run: response cache, then cassettes (replay) or the live provider (with retries).
+
+Modes: `live` calls providers; `replay` serves cassettes only; `record` calls providers and keeps
+every answer for the cassettes. `auto` (GATING_PROVIDER unset) is replay when the revision has
+cassettes for its datasets, else live. Errors are never cached or recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gating.evals.cache import ResponseCache, cassette_entry, request_key
+from gating.evals.providers import (
+    ChatRequest,
+    ClientPool,
+    Completion,
+    ProviderError,
+    RetryPolicy,
+    call_with_retries,
+)
+
+MODES = ("auto", "live", "replay", "record")
+
+
+def resolve_mode(env: Mapping[str, str], record: bool, have_cassettes: bool) -> str:
+    if record:
+        return "record"
+    mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
+    if mode == "auto":
+        return "replay" if have_cassettes else "live"
+    return mode
+
+
+@dataclass
+class Stats:
+    requests: int = 0  # HTTP requests sent to providers, retries included
+    live: int = 0  # answers obtained live
+    cache_hits: int = 0
+    replayed: int = 0
+    retries: dict[str, int] = field(default_factory=dict)  # category -> count
+    waited_s: float = 0.0  # total backoff sleep
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "live": self.live, "cache_hits": self.cache_hits,
+                "replayed": self.replayed, "retries": dict(sorted(self.retries.items())),
+                "waited_s": round(self.waited_s, 3)}
+
+
+class LLM:
+    def __init__(self, mode: str, env: Mapping[str, str], pool: ClientPool | None, policy: RetryPolicy,
+                 cache: ResponseCache | None, cassettes: Mapping[str, dict[str, Any]], timeout_s: float | None):
+        self.mode = mode
+        self.env = env
+        self.pool = pool
+        self.policy = policy
+        self.cache = cache
+        self.cassettes = cassettes
+        self.timeout_s = timeout_s
+        self.stats = Stats()
+        self.recorded: dict[str, dict[str, dict[str, Any]]] = {}  # dataset path -> key -> entry
+
+    async def complete(self, req: ChatRequest, dataset: str = "") -> Completion:
+        key = request_key(req)
+        if self.cache is not None and self.mode != "record":
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return hit
+        if self.mode == "replay" or req.provider == "replay":
+            entry = self.cassettes.get(key)
+            if entry is None:
+                raise ProviderError(
+                    "provider",
+                    f"no recorded response for this request to {req.provider}/{req.model} in the cassettes "
+                    f"(key {key[:12]}); record it with `gating eval --record` against a live provider",
+                )
+            self.stats.replayed += 1
+            return Completion.from_dict(entry["response"], "replay")
+        if self.pool is None:
+            raise ProviderError("provider", "live calls are not available in this run")
+        self.stats.requests += 1
+
+        def on_retry(err: ProviderError, wait: float) -> None:
+            self.stats.retries[err.category] = self.stats.retries.get(err.category, 0) + 1
+            self.stats.waited_s += wait
+            self.stats.requests += 1
+
+        got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
+        self.stats.live += 1
+        if self.cache is not None:
+            self.cache.put(key, got)
+        if self.mode == "record":
+            self.recorded.setdefault(dataset, {})[key] = cassette_entry(key, req, got)
+        return got

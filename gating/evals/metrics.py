@@ -1,0 +1,94 @@
+"""Run-level metrics as one flat name -> number map, and costs from a price table kept as data.
+
+Flat names are what `evals.thresholds` in gating.yml refers to (`pass_rate`, `score:factuality`,
+`latency_p95_ms`, ...). A value of None means "unknown" (e.g. a model without a price), which a
+threshold treats as not met rather than as zero.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from gating.evals.records import ERROR_CATEGORIES, CaseResult
+from gating.evals.stats import percentile
+
+PRICES_PATH = Path(__file__).with_name("prices.json")
+Prices = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+@lru_cache(maxsize=1)
+def default_prices() -> dict[str, dict[str, dict[str, float]]]:
+    data = json.loads(PRICES_PATH.read_text(encoding="utf-8"))
+    return {k: v for k, v in data.items() if not k.startswith("_")}
+
+
+def merge_prices(base: Prices, extra: Mapping[str, Any] | None) -> dict[str, dict[str, dict[str, float]]]:
+    out = {p: dict(models) for p, models in base.items()}
+    for provider, models in (extra or {}).items():
+        if provider.startswith("_") or not isinstance(models, dict):
+            continue
+        out.setdefault(provider, {}).update(models)
+    return out
+
+
+def cost_usd(provider: str | None, model: str | None, tokens_in: int | None, tokens_out: int | None,
+             prices: Prices) -> float | None:
+    """Cost of one request; None when the model has no price or the token counts are unknown."""
+    price = (prices.get(provider or "") or {}).get(model or "")
+    if price is None or tokens_in is None or tokens_out is None:
+        return None
+    return (tokens_in * float(price["input"]) + tokens_out * float(price["output"])) / 1_000_000
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
+    """Every metric of a run. Latency and token figures are per request, over cases that answered."""
+    n = len(cases)
+    m: dict[str, Any] = {"cases": n, "passed": sum(c.passed for c in cases)}
+    m["pass_rate"] = m["passed"] / n if n else None
+    errors = Counter(c.error for c in cases if c.error)
+    m["errors"] = sum(errors.values())
+    m["error_rate"] = m["errors"] / n if n else None
+    for cat in ERROR_CATEGORIES:
+        if errors.get(cat):
+            m[f"error_rate:{cat}"] = errors[cat] / n
+    names: dict[str, list[float]] = {}
+    for c in cases:
+        for name, score in c.scores.items():
+            names.setdefault(name, []).append(score)
+    for name in sorted(names):
+        m[f"score:{name}"] = _mean(names[name])
+    m["score"] = _mean([c.score for c in cases])
+    answered = [c for c in cases if c.error is None or c.output]
+    stages = sorted({s for c in answered for s in c.latency_ms})
+    for stage in stages:
+        vals = [c.latency_ms[stage] for c in answered if stage in c.latency_ms]
+        suffix = "" if stage == "total" else f":{stage}"
+        m[f"latency_p50_ms{suffix}"] = percentile(vals, 50)
+        m[f"latency_p95_ms{suffix}"] = percentile(vals, 95)
+    tin = [c.tokens_in for c in answered if c.tokens_in is not None]
+    tout = [c.tokens_out for c in answered if c.tokens_out is not None]
+    m["tokens_in_per_request"] = _mean(tin)
+    m["tokens_out_per_request"] = _mean(tout)
+    costs = [c.cost_usd for c in answered]
+    m["cost_per_request_usd"] = None if not costs or any(x is None for x in costs) else _mean(costs)
+    m["cached"] = sum(c.cached for c in cases)
+    return m
+
+
+def latency_table(cases: Sequence[CaseResult]) -> dict[str, dict[str, float | None]]:
+    """stage -> {p50, p95} in ms, "total" first."""
+    stages = sorted({s for c in cases for s in c.latency_ms}, key=lambda s: (s != "total", s))
+    return {
+        s: {"p50": percentile([c.latency_ms[s] for c in cases if s in c.latency_ms], 50),
+            "p95": percentile([c.latency_ms[s] for c in cases if s in c.latency_ms], 95)}
+        for s in stages
+    }

@@ -1,0 +1,268 @@
+"""The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages.
+
+Transport: a pool of httpx.AsyncClient shards, each capped at 16 connections. One client's
+connection pool scans all its connections on every request and release, which makes it degrade
+steeply above ~16 concurrent requests; spreading the load over shards keeps each pool small
+(bench/eval_throughput.py measures it). Every failure becomes a ProviderError with a category.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+SHARD_CONNECTIONS = 16
+DEFAULT_TIMEOUT_S = 60.0
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+ENV_NAMES = {"openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"), "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
+# Providers that speak the OpenAI chat-completions dialect.
+OPENAI_DIALECT = {"openai", "azure", "ollama", "vllm", "litellm"}
+
+
+class ProviderError(Exception):
+    """A request that did not produce an answer; `category` is one of records.ERROR_CATEGORIES."""
+
+    def __init__(self, category: str, message: str, *, retry_after: float | None = None,
+                 status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.category = category
+        self.message = message
+        self.retry_after = retry_after
+        self.status = status
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A rendered request to one model: what the cache and cassettes are keyed on."""
+
+    provider: str
+    model: str
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    params: tuple[tuple[str, Any], ...] = ()
+    base_url: str | None = None  # from the manifest; not part of the key
+    api_key_env: str | None = None
+    repeat: int = 0  # repeat index > 0 makes an otherwise identical request a distinct sample
+
+    def key_material(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "params": dict(self.params),
+            "messages": [list(m) for m in self.messages],
+        }
+        if self.repeat:
+            d["repeat"] = self.repeat
+        return d
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_ms: float
+    source: str = "live"  # live | cache | replay
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+                "latency_ms": round(self.latency_ms, 3)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], source: str) -> Completion:
+        return cls(str(d["text"]), d.get("tokens_in"), d.get("tokens_out"), float(d.get("latency_ms", 0.0)), source)
+
+
+def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
+             env: Mapping[str, str]) -> tuple[str, str | None]:
+    """(base URL, API key): manifest first, then the SDK environment variables, then the default."""
+    dialect = "openai" if provider in OPENAI_DIALECT else provider
+    url_env, key_env = ENV_NAMES.get(dialect, ("", ""))
+    url = base_url or env.get(url_env) or DEFAULT_BASE_URLS.get(dialect)
+    if not url:
+        raise ProviderError("provider", f"no base URL for provider {provider!r}: set base_url in gating.yml")
+    key = env.get(api_key_env) if api_key_env else env.get(key_env)
+    return url.rstrip("/"), key
+
+
+class ClientPool:
+    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins."""
+
+    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S):
+        n = max(1, -(-concurrency // SHARD_CONNECTIONS))
+        limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
+        self.timeout_s = timeout_s
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s)) for _ in range(n)]
+        self.busy = [0] * n
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str],
+                   timeout_s: float | None = None) -> httpx.Response:
+        i = self.busy.index(min(self.busy))
+        self.busy[i] += 1
+        try:
+            kw: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s)} if timeout_s else {}
+            return await self.clients[i].post(url, content=body, headers=headers, **kw)
+        finally:
+            self.busy[i] -= 1
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), or retry-after-ms; None when absent or bad."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    v = headers.get("retry-after")
+    if not v:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(v).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+    except (ValueError, AttributeError):
+        msg = None
+    return f"HTTP {resp.status_code}" + (f": {msg}" if msg else "")
+
+
+def classify_status(resp: httpx.Response) -> ProviderError:
+    s = resp.status_code
+    msg = _error_message(resp)
+    if s == 429:
+        return ProviderError("rate_limit", msg, retry_after=retry_after_seconds(resp.headers), status=s,
+                             retryable=True)
+    if s in (408, 504):
+        return ProviderError("timeout", msg, status=s, retryable=True)
+    if s == 400 and ("content_filter" in resp.text or "content_policy" in resp.text):
+        return ProviderError("content_filter", msg, status=s)
+    if s >= 500 or s == 409:
+        return ProviderError("provider", msg, retry_after=retry_after_seconds(resp.headers), status=s,
+                             retryable=True)
+    return ProviderError("provider", msg, status=s)
+
+
+def build_body(req: ChatRequest) -> dict[str, Any]:
+    params = dict(req.params)
+    if req.provider == "anthropic":
+        system = "\n\n".join(c for r, c in req.messages if r == "system")
+        body: dict[str, Any] = {"model": req.model, "max_tokens": params.pop("max_tokens", 1024), **params,
+                                "messages": [{"role": r, "content": c} for r, c in req.messages if r != "system"]}
+        if system:
+            body["system"] = system
+        return body
+    return {"model": req.model, **params, "messages": [{"role": r, "content": c} for r, c in req.messages]}
+
+
+def parse_response(provider: str, data: Any) -> tuple[str, int | None, int | None]:
+    """(text, tokens in, tokens out) from a provider's JSON; refusals raise content_filter."""
+    try:
+        if provider == "anthropic":
+            if data.get("stop_reason") == "refusal":
+                raise ProviderError("content_filter", "the provider refused (stop_reason: refusal)")
+            text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
+            usage = data.get("usage") or {}
+            return text, usage.get("input_tokens"), usage.get("output_tokens")
+        choice = data["choices"][0]
+        if choice.get("finish_reason") == "content_filter":
+            raise ProviderError("content_filter", "the provider filtered the answer (finish_reason: content_filter)")
+        text = choice["message"].get("content") or ""
+        usage = data.get("usage") or {}
+        return text, usage.get("prompt_tokens"), usage.get("completion_tokens")
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ProviderError("parse", f"unexpected response shape: missing {e}") from None
+
+
+async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
+                    timeout_s: float | None = None) -> Completion:
+    """One HTTP request, no retries. Raises ProviderError."""
+    base, key = endpoint(req.provider, req.base_url, req.api_key_env, env)
+    headers = {"content-type": "application/json"}
+    if req.provider == "anthropic":
+        url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+        if key:
+            headers["x-api-key"] = key
+    elif req.provider in OPENAI_DIALECT:
+        url = base + "/chat/completions"
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+    else:
+        raise ProviderError("provider", f"provider {req.provider!r} is not supported for live calls")
+    body = json.dumps(build_body(req)).encode()
+    t0 = time.perf_counter()
+    try:
+        resp = await pool.post(url, body, headers, timeout_s)
+    except httpx.TimeoutException as e:
+        raise ProviderError("timeout", f"no answer within {timeout_s or pool.timeout_s:g} s ({type(e).__name__})",
+                            retryable=True) from None
+    except httpx.HTTPError as e:
+        raise ProviderError("transport", f"{type(e).__name__}: {e}", retryable=True) from None
+    latency = (time.perf_counter() - t0) * 1000
+    if resp.status_code != 200:
+        raise classify_status(resp)
+    try:
+        data = json.loads(resp.content)
+    except ValueError:
+        raise ProviderError("parse", f"response body is not JSON ({len(resp.content)} bytes)") from None
+    text, tin, tout = parse_response(req.provider, data)
+    return Completion(text, tin, tout, latency)
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with full jitter; a server's Retry-After wins when it is given."""
+
+    max_retries: int = 3
+    base_s: float = 0.5
+    max_delay_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int, err: ProviderError) -> float | None:
+        """Seconds to wait before retry `attempt` (1-based), or None to give up."""
+        if not err.retryable or attempt > self.max_retries:
+            return None
+        if err.retry_after is not None:
+            return err.retry_after if err.retry_after <= self.max_retry_after_s else None
+        cap = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1))
+        return cap / 2 + self.rng.uniform(0, cap / 2)
+
+
+async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str, str], policy: RetryPolicy,
+                            timeout_s: float | None = None, on_retry: Any = None) -> Completion:
+    attempt = 0
+    while True:
+        try:
+            return await call_live(pool, req, env, timeout_s)
+        except ProviderError as err:
+            attempt += 1
+            wait = policy.delay(attempt, err)
+            if wait is None:
+                raise
+            if on_retry:
+                on_retry(err, wait)
+            await asyncio.sleep(wait)

@@ -1,0 +1,272 @@
+"""Run a revision's eval cases: asyncio workers under a concurrency bound, one CaseResult per case.
+
+`run_evals` is the synchronous entry point the CLI and the Action call. Everything is read through
+the snapshot and the RevisionReader of the same revision, so a base revision runs without checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evaluate
+from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
+from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
+from gating.evals.judge import JudgeParseError, grade
+from gating.evals.llm import LLM, resolve_mode
+from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
+from gating.evals.records import AssertionResult, CaseResult, RunResult
+from gating.evals.targets import (
+    CommandTarget,
+    HttpTarget,
+    PromptLibrary,
+    PromptTarget,
+    RenderError,
+    TargetOutput,
+)
+from gating.revision import RevisionReader
+from gating.snapshot import Snapshot
+
+DEFAULT_CONCURRENCY = 16
+
+
+def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None = None,
+              concurrency: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
+              env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
+              rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
+              retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None) -> RunResult:
+    """Evaluate one revision. Raises DatasetError for a bad dataset, ValueError for bad settings."""
+    return asyncio.run(run_evals_async(
+        snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
+        env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
+        timeout_s=timeout_s, retry=retry, record_root=record_root))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _expects_refusal(case: Case) -> bool:
+    return any(base_type(a["type"]) == "refusal" for a in case.asserts)
+
+
+class _Run:
+    def __init__(self, snapshot: Snapshot, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
+        self.snapshot = snapshot
+        self.target = target
+        self.llm = llm
+        self.prices = prices
+        self.judge_model = judge_model
+        self.repeat = repeat
+
+    async def case(self, case: Case) -> CaseResult:
+        reps: list[tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]] = []
+        for r in range(self.repeat):
+            rep = await self._one(case, r)
+            reps.append(rep)
+            if rep[2] == "render":
+                break
+        return self._aggregate(case, reps)
+
+    async def _one(self, case: Case, r: int) -> tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]:
+        try:
+            out: TargetOutput | None = await self.target.run(case, r)
+            obs = Observation(out.output, out.tokens_in, out.tokens_out, out.latency_ms)
+        except RenderError as e:
+            return None, [], "render", str(e), 0.0
+        except ProviderError as e:
+            if not (e.category == "content_filter" and _expects_refusal(case)):
+                return None, [], e.category, e.message, 0.0
+            out, obs = TargetOutput(""), Observation("", error="content_filter")
+        if out.cost_usd is None:
+            out.cost_usd = cost_usd(out.provider, out.model, out.tokens_in, out.tokens_out, self.prices)
+        obs.cost_usd = out.cost_usd
+        results: list[AssertionResult] = []
+        error, message, judge_ms = None, "", 0.0
+        question = next((c for role, c in reversed(out.messages) if role == "user"), None) \
+            or json.dumps(case.vars, ensure_ascii=False)
+        for spec in case.asserts:
+            if base_type(spec["type"]) not in MODEL_GRADED:
+                results.append(evaluate(spec, obs))
+                continue
+            try:
+                res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file)
+                judge_ms += got.latency_ms
+                results.append(res)
+            except (JudgeParseError, ProviderError) as e:
+                cat = "parse" if isinstance(e, JudgeParseError) else e.category
+                msg = str(e) if isinstance(e, JudgeParseError) else e.message
+                error, message = error or cat, message or f"judge: {msg}"
+                results.append(AssertionResult(spec["type"], False, 0.0, f"judge error ({cat}): {msg}",
+                                               spec.get("name") or MODEL_GRADED[base_type(spec["type"])],
+                                               float(spec.get("weight", 1.0))))
+        return out, results, error, message, judge_ms
+
+    def _aggregate(self, case: Case, reps: list) -> CaseResult:
+        passed_list, scores_list = [], []
+        for out, results, error, _msg, _j in reps:
+            ok = out is not None and error is None and all(a.passed for a in results)
+            wsum = sum(a.weight for a in results)
+            score = (sum(a.score * a.weight for a in results) / wsum if wsum else 1.0) if out is not None else 0.0
+            passed_list.append(ok)
+            scores_list.append(0.0 if error else score)
+        n = len(reps)
+        passed = sum(passed_list) * 2 > n
+        first_bad = next((rep for rep, ok in zip(reps, passed_list, strict=True) if not ok), None)
+        shown = first_bad if (not passed and first_bad) else reps[0]
+        outs = [rep[0] for rep in reps if rep[0] is not None]
+        by_name: dict[str, list[float]] = {}
+        for _o, results, *_ in reps:
+            for a in results:
+                by_name.setdefault(a.name, []).append(a.score)
+        stages: dict[str, list[float]] = {}
+        for o in outs:
+            for s, ms in o.latency_ms.items():
+                stages.setdefault(s, []).append(ms)
+        latency = {s: round(sum(v) / len(v), 3) for s, v in stages.items()}
+        judge = [rep[4] for rep in reps if rep[4]]
+        if judge:
+            latency["judge"] = round(sum(judge) / len(judge), 3)
+        err = next((rep for rep in reps if rep[2]), None)
+        mean = (lambda xs: None if not xs or any(x is None for x in xs) else sum(xs) / len(xs))  # noqa: E731
+        tin, tout = mean([o.tokens_in for o in outs]), mean([o.tokens_out for o in outs])
+        o0 = outs[0] if outs else None
+        return CaseResult(
+            id=case.id, prompt=case.prompt, passed=passed, score=sum(scores_list) / n,
+            scores={k: sum(v) / len(v) for k, v in by_name.items()}, assertions=shown[1],
+            output=(shown[0].output if shown[0] else ""), error=err[2] if err else None,
+            error_message=err[3] if err else "", latency_ms=latency,
+            tokens_in=None if tin is None else round(tin), tokens_out=None if tout is None else round(tout),
+            cost_usd=mean([o.cost_usd for o in outs]), cached=bool(outs) and all(o.cached for o in outs),
+            repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
+            tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
+        )
+
+
+def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, dict[str, Any]]:
+    paths = [cassette_path(p) for p in datasets]
+    blobs = reader.read_many(paths)
+    merged: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        if blobs.get(p) is not None:
+            try:
+                merged.update(parse_cassette(p, blobs[p] or b""))
+            except ValueError as e:
+                raise DatasetError([str(e)]) from None
+    return merged
+
+
+def _prices(snapshot: Snapshot, reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
+    path = ev.get("prices")
+    if not path:
+        return default_prices()
+    data = reader.read_many([path])[path]
+    if data is None:
+        raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
+    try:
+        return merge_prices(default_prices(), json.loads(data))
+    except ValueError as e:
+        raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
+
+
+async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
+                          concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
+                          progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
+                          retry: RetryPolicy | None, record_root: Any) -> RunResult:
+    started = _now()
+    m = snapshot.manifest
+    ev = m.evals
+    if not ev:
+        raise DatasetError([f"{m.source}:1: no `evals` section: nothing to evaluate"])
+    digests: dict[str, str] = dict((snapshot.data.get("evals") or {}).get("dataset_digests") or {})
+    target_cfg = ev.get("target") or {"type": "prompt"}
+    judge_model = m.models.get(ev["judge"]) if ev.get("judge") else None
+    cases = load_datasets({p: snapshot.contents[p] for p in digests}, m.prompts,
+                          prompt_required=target_cfg["type"] == "prompt", has_judge=judge_model is not None)
+    if target_cfg["type"] == "prompt":
+        bad = [f"{c.where}: case {c.id!r}: prompt {c.prompt!r} names no model to call (set `model:` on it)"
+               for c in cases if c.prompt and not m.prompts[c.prompt].get("model")]
+        if bad:
+            raise DatasetError(bad)
+    selected = [c for c in cases if only_prompts is None or c.prompt is None or c.prompt in only_prompts]
+    conc = max(1, concurrency or ev.get("concurrency") or DEFAULT_CONCURRENCY)
+    n_repeat = max(1, repeat or ev.get("repeat") or 1)
+    tmo = timeout_s or ev.get("timeout_s") or target_cfg.get("timeout_s") or DEFAULT_TIMEOUT_S
+    cassettes = _load_cassettes(reader, list(digests))
+    mode = resolve_mode(env, record, bool(cassettes))
+    if mode == "record":
+        root = record_root or getattr(reader, "root", None)
+        if root is None:
+            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+    needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
+    pool = ClientPool(conc, tmo) if needs_pool else None
+    cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None
+    policy = retry or RetryPolicy(rng=random.Random())
+    llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
+    library = PromptLibrary(m.prompts, m.models, snapshot.contents)
+    if target_cfg["type"] == "prompt":
+        target: Any = PromptTarget(library, llm)
+    elif target_cfg["type"] == "command":
+        if not target_cfg.get("run"):
+            raise DatasetError([f"{m.source}:1: evals.target of type command needs `run`"])
+        cwd = getattr(reader, "root", None)
+        target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
+    else:
+        if not target_cfg.get("url") or pool is None:
+            raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
+        target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
+    run = _Run(snapshot, target, llm, _prices(snapshot, reader, ev), judge_model, n_repeat)
+    results: list[CaseResult | None] = [None] * len(selected)
+    work = iter(enumerate(selected))
+    bar = _progress(progress, env, len(selected))
+
+    async def worker() -> None:
+        for i, case in work:
+            results[i] = await run.case(case)
+            if bar:
+                bar[0].advance(bar[1])
+
+    try:
+        if bar:
+            bar[0].start()
+        await asyncio.gather(*(worker() for _ in range(min(conc, len(selected)) or 1)))
+    finally:
+        if bar:
+            bar[0].stop()
+        if pool is not None:
+            await pool.aclose()
+    written = {}
+    if mode == "record":
+        for ds, entries in llm.recorded.items():
+            if ds:
+                written[cassette_path(ds)] = write_cassette(Path(root) / cassette_path(ds), entries)
+    done = [r for r in results if r is not None]
+    return RunResult(
+        rev=rev or getattr(reader, "commit", None) or reader.label, snapshot_digest=snapshot.digest,
+        dataset_digest=dataset_digest(digests), cases=done, metrics=compute_metrics(done), started_at=started,
+        finished_at=_now(), datasets=digests,
+        config={"target": target_cfg["type"], "mode": mode, "concurrency": conc, "repeat": n_repeat,
+                "timeout_s": tmo, "cache": cache is not None,
+                "only_prompts": None if only_prompts is None else sorted(only_prompts)},
+        stats={**llm.stats.to_dict(), "cassettes_written": written},
+    )
+
+
+def _progress(enabled: bool, env: Mapping[str, str], total: int) -> tuple[Any, Any] | None:
+    """A rich progress bar on a terminal; nothing in CI or when output is piped."""
+    if not enabled or env.get("CI") or not sys.stderr.isatty() or total == 0:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    p = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 console=Console(stderr=True), transient=True)
+    return p, p.add_task("eval", total=total)

@@ -1,0 +1,271 @@
+"""A local OpenAI- and Anthropic-compatible LLM server for tests, benchmarks and recording cassettes.
+
+Real HTTP/1.1 with keep-alive on loopback, served by asyncio (one event loop, so hundreds of
+concurrent slow requests cost no threads). Answers are deterministic: an `answer` function of the
+request, else a `[[answer: ...]]` directive in the messages, else an echo of the last user message.
+Faults are injected by directives in the messages, so a dataset can provoke them:
+
+    [[fault:429 retry_after=0.3 times=2]]   429 with Retry-After for the first 2 requests of this prompt
+    [[fault:500 times=1]]                   500 once, then normal answers
+    [[fault:slow delay=2]]                  answer after 2 s (for client timeouts)
+    [[fault:malformed]]                     200 with a truncated JSON body
+    [[fault:content_filter]]                the provider's content-filter refusal
+
+`times` counts per distinct request body; without it the fault is permanent. Run standalone with
+`python -m gating.testing.llm_server --latency 0.1` (prints the URL, serves until killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import re
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Answer = Callable[[str, dict[str, Any]], "str | None"]  # (api, request body) -> text or None
+
+_DIRECTIVE = re.compile(r"\[\[(answer|fault):\s*(.*?)\]\]", re.S)
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+@dataclass
+class Fault:
+    kind: str  # 429 | 500 | slow | malformed | content_filter
+    retry_after: float | None = None
+    delay: float = 0.0
+    times: int | None = None
+
+
+def parse_fault(spec: str) -> Fault:
+    kind, *opts = spec.split()
+    kv = dict(o.split("=", 1) for o in opts if "=" in o)
+    return Fault(
+        kind=kind,
+        retry_after=float(kv["retry_after"]) if "retry_after" in kv else None,
+        delay=float(kv.get("delay", 0)),
+        times=int(kv["times"]) if "times" in kv else None,
+    )
+
+
+def _texts(api: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, text) of every message, the Anthropic `system` included."""
+    out: list[tuple[str, str]] = []
+    if api == "anthropic" and body.get("system"):
+        sys_ = body["system"]
+        out.append(("system", sys_ if isinstance(sys_, str) else " ".join(b.get("text", "") for b in sys_)))
+    for m in body.get("messages") or []:
+        c = m.get("content")
+        if isinstance(c, list):
+            c = " ".join(b.get("text", "") for b in c if isinstance(b, dict))
+        out.append((str(m.get("role")), str(c or "")))
+    return out
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic stand-in for a tokenizer: words and punctuation marks."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def default_answer(api: str, body: dict[str, Any]) -> str:
+    texts = _texts(api, body)
+    for _role, t in reversed(texts):
+        for kind, arg in _DIRECTIVE.findall(t):
+            if kind == "answer":
+                return arg.strip()
+    last_user = next((t for r, t in reversed(texts) if r == "user"), "")
+    return "echo: " + _DIRECTIVE.sub("", last_user).strip()
+
+
+@dataclass
+class LLMServer:
+    """Start with `.start()` (background thread) or use as a context manager; `.url` is the base."""
+
+    latency: float = 0.0
+    answer: Answer | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    keep_log: bool = True
+    _seen: dict[str, int] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.AbstractServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.url + "/v1"
+
+    def env(self) -> dict[str, str]:
+        """Environment that points both SDK conventions at this server."""
+        return {
+            "OPENAI_BASE_URL": self.openai_base_url,
+            "OPENAI_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": self.url,
+            "ANTHROPIC_API_KEY": "test-key",
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LLMServer:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+            self._server.close()
+            self._loop.run_until_complete(self._server.wait_closed())
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="llm-server", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("the test LLM server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._thread:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._thread = None
+
+    def __enter__(self) -> LLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def serve_forever(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        print(f"listening on {self.url}", flush=True)
+        async with self._server:
+            await self._server.serve_forever()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line.strip():
+                    break
+                method, path, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+                status, extra, payload = await self._respond(method, path.split("?")[0], body)
+                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+                        "content-type: application/json", f"content-length: {len(payload)}"]
+                head += [f"{k}: {v}" for k, v in extra.items()]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def _respond(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+        if method == "GET" and path == "/stats":
+            return 200, {}, json.dumps({"requests": self.requests}).encode()
+        if method != "POST" or not (path.endswith("/chat/completions") or path.endswith("/messages")):
+            return 404, {}, b'{"error": {"message": "not found"}}'
+        api = "openai" if path.endswith("/chat/completions") else "anthropic"
+        self.requests += 1
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, {}, b'{"error": {"message": "request body is not JSON"}}'
+        if self.keep_log:
+            self.log.append({"api": api, "path": path, "body": body})
+        fault = self._fault(api, body, raw)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault:
+            if fault.kind == "429":
+                hdr = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                return 429, hdr, json.dumps({"error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
+            if fault.kind == "500":
+                return 500, {}, json.dumps({"error": {"type": "server_error", "message": "boom"}}).encode()
+            if fault.kind == "slow":
+                await asyncio.sleep(fault.delay)
+            if fault.kind == "malformed":
+                return 200, {}, b'{"id": "x", "choices": [{"message": {"content": "trunc'
+        text = (self.answer(api, body) if self.answer else None)
+        if text is None:
+            text = default_answer(api, body)
+        filtered = bool(fault and fault.kind == "content_filter")
+        tin = sum(count_tokens(t) + 3 for _, t in _texts(api, body))
+        tout = 0 if filtered else count_tokens(text)
+        return 200, {}, json.dumps(self._body(api, body, text, tin, tout, filtered)).encode()
+
+    def _fault(self, api: str, body: dict[str, Any], raw: bytes) -> Fault | None:
+        for _role, t in _texts(api, body):
+            for kind, arg in _DIRECTIVE.findall(t):
+                if kind != "fault":
+                    continue
+                f = parse_fault(arg)
+                if f.times is None:
+                    return f
+                key = hashlib.sha256(raw).hexdigest()
+                n = self._seen.get(key, 0)
+                self._seen[key] = n + 1
+                return f if n < f.times else None
+        return None
+
+    @staticmethod
+    def _body(api: str, req: dict[str, Any], text: str, tin: int, tout: int, filtered: bool) -> dict[str, Any]:
+        model = req.get("model", "test-model")
+        if api == "openai":
+            return {
+                "id": "chatcmpl-local", "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "finish_reason": "content_filter" if filtered else "stop",
+                             "message": {"role": "assistant", "content": None if filtered else text}}],
+                "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout},
+            }
+        return {
+            "id": "msg_local", "type": "message", "role": "assistant", "model": model,
+            "content": [] if filtered else [{"type": "text", "text": text}],
+            "stop_reason": "refusal" if filtered else "end_turn",
+            "usage": {"input_tokens": tin, "output_tokens": tout},
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="local OpenAI/Anthropic-compatible test LLM server")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    ap.add_argument("--no-log", action="store_true", help="do not keep request bodies in memory")
+    args = ap.parse_args(argv)
+    server = LLMServer(latency=args.latency, port=args.port, keep_log=not args.no_log)
+    try:
+        asyncio.run(server.serve_forever())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
