@@ -137,18 +137,31 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _prompt_users(snap: Snapshot, name: str) -> tuple[str, ...]:
+def _system_users(snap: Snapshot) -> dict[str, set[str]]:
+    """system prompt name -> prompts that use it."""
+    users: dict[str, set[str]] = {}
+    for n, p in snap.components["prompts"].items():
+        if p.get("system"):
+            users.setdefault(p["system"], set()).add(n)
+    return users
+
+
+def _prompt_users(users: dict[str, set[str]], name: str) -> tuple[str, ...]:
     """A prompt change affects the prompt and every prompt that uses it as its system prompt."""
-    users = {name} | {n for n, p in snap.components["prompts"].items() if p.get("system") == name}
-    return tuple(sorted(users))
+    return tuple(sorted({name} | users.get(name, set())))
 
 
-def _model_users(snap: Snapshot, model: str) -> tuple[str, ...]:
-    prompts = snap.components["prompts"]
+def _model_index(snap: Snapshot) -> dict[str, tuple[str, ...]]:
+    """model name -> prompts that call it; the judge model affects every case."""
+    users: dict[str, list[str]] = {}
+    for n, p in snap.components["prompts"].items():
+        if p.get("model"):
+            users.setdefault(p["model"], []).append(n)
+    out = {m: tuple(sorted(ps)) for m, ps in users.items()}
     judge = (snap.data.get("evals") or {}).get("judge")
-    if judge == model:
-        return (ALL,)
-    return tuple(sorted(n for n, p in prompts.items() if p.get("model") == model))
+    if judge:
+        out[judge] = (ALL,)
+    return out
 
 
 def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines: int = 16):
@@ -173,19 +186,22 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
 def _models(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bm, hm = base.components["models"], head.components["models"]
+    base_users, head_users = _model_index(base), _model_index(head)
     for name in sorted(set(bm) | set(hm)):
+        if bm.get(name) == hm.get(name):
+            continue
         path = f"components.models.{name}"
         if name not in bm:
             m = hm[name]
             risk, note = ("error", " (unpinned alias: pin a dated snapshot)") if not is_pinned(m) else ("medium", "")
             out.append(Change("model", path, "added", None, m, risk, f"model `{name}` added: {m['model']}{note}",
-                              affects=_model_users(head, name)))
+                              affects=head_users.get(name, ())))
             continue
         if name not in hm:
             out.append(Change("model", path, "removed", bm[name], None, "high", f"model `{name}` removed",
-                              affects=_model_users(base, name)))
+                              affects=base_users.get(name, ())))
             continue
-        affects = tuple(sorted(set(_model_users(base, name)) | set(_model_users(head, name))))
+        affects = tuple(sorted(set(base_users.get(name, ())) | set(head_users.get(name, ()))))
         for lp, kind, before, after in _leaves(bm[name], hm[name]):
             leaf = _dotted(path, *lp)
             if lp == ["model"]:
@@ -209,6 +225,10 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
 def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bp, hp = base.components["prompts"], head.components["prompts"]
+    base_users, head_users = _system_users(base), _system_users(head)
+    changed = [n for n in set(bp) & set(hp) if bp[n]["sha256"] != hp[n]["sha256"]]
+    base.preload([bp[n]["file"] for n in changed])
+    head.preload([hp[n]["file"] for n in changed] + [hp[n]["file"] for n in set(hp) - set(bp)])
     for name in sorted(set(bp) | set(hp)):
         path = f"components.prompts.{name}"
         if name not in bp:
@@ -220,10 +240,12 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
             continue
         if name not in hp:
             out.append(Change("prompt", path, "removed", bp[name]["file"], None, "high",
-                              f"prompt `{name}` removed ({bp[name]['file']})", affects=_prompt_users(base, name)))
+                              f"prompt `{name}` removed ({bp[name]['file']})", affects=_prompt_users(base_users, name)))
             continue
         b, h = bp[name], hp[name]
-        affects = _prompt_users(head, name)
+        if b == h:
+            continue
+        affects = _prompt_users(head_users, name)
         if b["file"] != h["file"] and b["sha256"] == h["sha256"]:
             out.append(Change("prompt", f"{path}.file", "renamed", b["file"], h["file"], "low",
                               f"prompt `{name}` file renamed {b['file']} → {h['file']} (content unchanged)",

@@ -11,6 +11,8 @@ import fnmatch
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache, cached_property
 from typing import Any
 
 import jsonschema
@@ -49,11 +51,20 @@ class ManifestError(Exception):
 
 @dataclass(frozen=True)
 class Manifest:
-    """A validated manifest: plain data plus where each key was written."""
+    """A validated manifest: plain data, plus where each key was written (found lazily, on error)."""
 
     data: dict[str, Any]
     source: str = MANIFEST_PATH
-    positions: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict, compare=False)
+    text: str = field(default="", repr=False, compare=False)
+
+    @cached_property
+    def positions(self) -> dict[tuple[str | int, ...], tuple[int, int]]:
+        """Key -> (line, column); the slower round-trip parse runs only when a message needs it."""
+        if not self.text:
+            return {}
+        positions: dict[tuple[str | int, ...], tuple[int, int]] = {}
+        _plain(_rt_yaml().load(io.StringIO(self.text)), (), positions)
+        return positions
 
     @property
     def name(self) -> str:
@@ -234,22 +245,66 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
         raise ManifestError(
             [Problem(source, 1, 1, "file is empty; expected a mapping with version, name and components")]
         )
+    try:
+        node = _fast_yaml().load(text)
+    except YAMLError:
+        node = _rt_parse(text, source)  # slower, but its messages and marks are the ones users see
+    if node is None:
+        raise ManifestError(
+            [Problem(source, 1, 1, "file has no content (only comments); expected a mapping with version, name and components")]
+        )
+    if not isinstance(node, dict):
+        raise ManifestError([Problem(source, 1, 1, f"expected a mapping at the top level, got {_describe(node)}")])
+    m = Manifest(_jsonable(node), source, text)
+    plain = m.data
+    errors = sorted(_validator().iter_errors(plain), key=lambda e: m.position(list(e.absolute_path)))
+    if errors:
+        raise ManifestError([_schema_problem(m, _leaf(e)) for e in errors])
+    problems = _reference_problems(m)
+    if problems:
+        raise ManifestError(problems)
+    return m
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+
+
+def _rt_yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _fast_yaml() -> YAML:
+    yaml = YAML(typ="safe", pure=False)  # libyaml when ruamel.yaml.clib is present
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _jsonable(node: Any) -> Any:
+    """Plain JSON-like data: YAML dates and other scalars become strings, keys become strings."""
+    if isinstance(node, dict):
+        return {str(k): _jsonable(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_jsonable(v) for v in node]
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, (date, datetime)):
+        return node.isoformat()
+    return str(node)
+
+
+def _rt_parse(text: str, source: str) -> Any:
+    """Parse with the round-trip loader; raise ManifestError with its position on bad YAML."""
     try:
-        node = yaml.load(io.StringIO(text))
+        return _rt_yaml().load(io.StringIO(text))
     except DuplicateKeyError as e:
         mark = e.problem_mark
         key = str(e.problem).split('"')[1] if '"' in str(e.problem) else "?"
         raise ManifestError(
-            [
-                Problem(
-                    source,
-                    mark.line + 1,
-                    mark.column + 1,
-                    f"duplicate key {key!r} (each name may appear once)",
-                )
-            ]
+            [Problem(source, mark.line + 1, mark.column + 1, f"duplicate key {key!r} (each name may appear once)")]
         ) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -258,39 +313,6 @@ def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
         raise ManifestError([Problem(source, line, col, f"invalid YAML: {what}")]) from None
     except YAMLError as e:
         raise ManifestError([Problem(source, 1, 1, f"invalid YAML: {e}")]) from None
-    if node is None:
-        raise ManifestError(
-            [
-                Problem(
-                    source,
-                    1,
-                    1,
-                    "file has no content (only comments); expected a mapping with version, name and components",
-                )
-            ]
-        )
-    if not isinstance(node, CommentedMap):
-        raise ManifestError(
-            [
-                Problem(
-                    source,
-                    1,
-                    1,
-                    f"expected a mapping at the top level, got {_describe(_plain(node, (), {}))}",
-                )
-            ]
-        )
-    positions: dict[tuple[str | int, ...], tuple[int, int]] = {}
-    plain = _plain(node, (), positions)
-    m = Manifest(plain, source, positions)
-    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
-    errors = sorted(validator.iter_errors(plain), key=lambda e: m.position(list(e.absolute_path)))
-    if errors:
-        raise ManifestError([_schema_problem(m, _leaf(e)) for e in errors])
-    problems = _reference_problems(m)
-    if problems:
-        raise ManifestError(problems)
-    return m
 
 
 def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:

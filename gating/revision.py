@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from gating.git import CatFileBatch, Git
+from gating.git import CatFileBatch, Git, GitError
 
 
 class RevisionReader(Protocol):
@@ -28,22 +28,39 @@ class GitRevision:
     def __init__(self, git: Git, rev: str):
         self.git = git
         self.rev = rev
-        self.commit = git.rev_parse(rev)
+        if rev.startswith("-"):
+            raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}")
+        out = (git.try_run("rev-parse", f"{rev}^{{commit}}", f"{rev}^{{tree}}", "--") or "").split()[:2]
+        if len(out) != 2:
+            git.rev_parse(rev)  # raises the usual "unknown revision" error
+        self.commit, self.tree = out
+        self._known: dict[str, str] = {}
         self.label = rev
-        self._files: list[str] | None = None
+        self._files: dict[str, str] | None = None
         self._batch: CatFileBatch | None = None
 
     def list_files(self) -> list[str]:
+        return list(self.blob_ids())
+
+    def blob_ids(self) -> dict[str, str]:
+        """path -> git blob id, from one `git ls-tree`."""
         if self._files is None:
-            self._files = [e.path for e in self.git.ls_tree(self.commit) if e.type == "blob"]
+            self._files = {e.path: e.sha for e in self.git.ls_tree(self.commit) if e.type == "blob"}
         return self._files
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
         if self._batch is None:
             self._batch = self.git.batch()
-        got = self._batch.read(f"{self.commit}:{p}" for p in paths)
-        return {p: got[f"{self.commit}:{p}"] for p in paths}
+        # Ask by blob id where known: `commit:path` makes git walk the tree once per file.
+        ids = self._files if self._files is not None else self._known
+        specs = {p: ids.get(p) or f"{self.commit}:{p}" for p in paths}
+        got = self._batch.read(specs.values())
+        return {p: got[specs[p]] for p in paths}
+
+    def seed_ids(self, ids: dict[str, str]) -> None:
+        """Blob ids already known (from a cached snapshot), so reading them needs no `ls-tree`."""
+        self._known.update(ids)
 
     def close(self) -> None:
         if self._batch is not None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Protocol
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -30,6 +32,14 @@ from gating.revision import RevisionReader
 SNAPSHOT_VERSION = 1
 
 
+class SnapshotCache(Protocol):
+    def key(self, tree: str, manifest_path: str) -> str: ...
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
+
+
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -44,11 +54,12 @@ class Snapshot:
 
     data: dict[str, Any]
     manifest: Manifest
-    contents: dict[str, bytes] = field(default_factory=dict, repr=False)
+    contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     refs: list[FileRef] = field(default_factory=list, repr=False)
 
-    @property
+    @cached_property
     def digest(self) -> str:
+        """sha256 of the canonical JSON; `data` is never changed after a snapshot is built."""
         return "sha256:" + sha256_hex(canonical_json(self.data))
 
     @property
@@ -68,6 +79,10 @@ class Snapshot:
 
     def text(self, path: str) -> str:
         return self.contents[path].decode("utf-8")
+
+    def preload(self, paths: list[str]) -> None:
+        if isinstance(self.contents, LazyContents):
+            self.contents.preload(paths)
 
 
 def _parse_structured(path: str, data: bytes) -> Any:
@@ -106,20 +121,77 @@ def _check_text(path: str, data: bytes | None) -> Problem | None:
     return None
 
 
+class NoManifest(ManifestError):
+    """The revision has no manifest at all (before the repository adopted gating, say)."""
+
+
 def load_manifest_at(reader: RevisionReader, path: str = MANIFEST_PATH) -> Manifest:
     data = reader.read_many([path])[path]
     if data is None:
-        raise ManifestError([Problem(path, 1, 1, f"no {path} at {reader.label}")])
+        raise NoManifest([Problem(path, 1, 1, f"no {path} at {reader.label}")])
     return parse_manifest(data, path)
 
 
-def build_snapshot(reader: RevisionReader, manifest_path: str = MANIFEST_PATH) -> Snapshot:
-    """Read the manifest and every file it names at one revision; raises ManifestError."""
-    listing = reader.list_files()
+class LazyContents(Mapping[str, bytes]):
+    """File bytes of a snapshot's files, read through the revision only when first asked for."""
+
+    def __init__(self, reader: RevisionReader, paths: list[str]):
+        self._reader, self._paths, self._data = reader, paths, {}
+
+    def preload(self, paths: list[str]) -> None:
+        """Read many files in one round instead of one round per file."""
+        missing = [p for p in paths if p not in self._data]
+        if missing:
+            self._data.update({p: b for p, b in self._reader.read_many(missing).items() if b is not None})
+
+    def __getitem__(self, path: str) -> bytes:
+        if path not in self._data:
+            self.preload([path])
+        return self._data[path]
+
+    def __iter__(self):
+        return iter(self._paths)
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+
+def build_snapshot(
+    reader: RevisionReader, manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None
+) -> Snapshot:
+    """Read the manifest and every file it names at one revision; raises ManifestError.
+
+    With a cache and a reader that names its git tree, a snapshot already built for that tree is
+    reused: a snapshot is a pure function of the tree's content, so the cache can never be stale.
+    """
+    key = None
+    tree = getattr(reader, "tree", None)
+    if cache is not None and tree:
+        key = cache.key(tree, manifest_path)
+        hit = cache.get(key)
+        if hit is not None:
+            m = Manifest(hit["manifest"], manifest_path)
+            if hasattr(reader, "seed_ids"):
+                reader.seed_ids(hit.get("oids") or {})
+            refs = [FileRef(r[0], r[1], r[2], tuple(r[3])) for r in hit["refs"]]
+            snap = Snapshot(hit["data"], m, LazyContents(reader, list(hit["data"]["files"])), refs)
+            snap.__dict__["digest"] = hit["digest"]  # the cached_property, already computed once
+            return snap
+    snap = _build(reader, manifest_path)
+    if key is not None and cache is not None:
+        oids = getattr(reader, "blob_ids", dict)()
+        cache.put(key, {"manifest": snap.manifest.data, "data": snap.data, "digest": snap.digest,
+                        "oids": {p: oids[p] for p in snap.files if p in oids},
+                        "refs": [[r.path, r.category, r.component, list(r.key)] for r in snap.refs]})
+    return snap
+
+
+def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:
     manifest_bytes = reader.read_many([manifest_path])[manifest_path]
     if manifest_bytes is None:
-        raise ManifestError([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
+        raise NoManifest([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
     m = parse_manifest(manifest_bytes, manifest_path)
+    listing = reader.list_files()
     refs = resolve_files(m, listing)
     wanted = sorted({r.path for r in refs})
     blobs = reader.read_many(wanted)

@@ -84,4 +84,4 @@ def test_one_cat_file_process_per_snapshot(example_repo: Git, monkeypatch) -> No
     build_snapshot(GitRevision(example_repo, "HEAD"))
     batch = [c for c in calls if c[:2] == ["git", "cat-file"]]
     assert batch == [["git", "cat-file", "--batch"]]  # one process answers every read
-    assert len(calls) == 3  # rev-parse, ls-tree, cat-file
+    assert len(calls) == 3  # rev-parse (commit and tree), ls-tree, cat-file

@@ -8,6 +8,7 @@ from gating.git import Git, GitError
 from gating.manifest import MANIFEST_PATH, Manifest
 from gating.revision import GitRevision, RevisionReader, WorkTree
 from gating.snapshot import Snapshot, build_snapshot
+from gating.snapshot_cache import DiskSnapshotCache
 
 WORKTREE = "WORKTREE"
 
@@ -27,7 +28,7 @@ def reader(g: Git, rev: str | None) -> RevisionReader:
 
 
 def snapshot_at(g: Git, rev: str | None, manifest_path: str = MANIFEST_PATH) -> Snapshot:
-    return build_snapshot(reader(g, rev), manifest_path)
+    return build_snapshot(reader(g, rev), manifest_path, DiskSnapshotCache.for_repo(g))
 
 
 def empty_snapshot(name: str = "(none)") -> Snapshot:

@@ -11,7 +11,8 @@ from gating.diff import ChangeSet, diff_snapshots
 from gating.git import Git
 from gating.manifest import MANIFEST_PATH
 from gating.report import render_diff_markdown
-from gating.snapshot import build_snapshot
+from gating.snapshot import NoManifest, build_snapshot
+from gating.snapshot_cache import DiskSnapshotCache
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) -> ChangeSet:
     """Diff two revisions; a base without a manifest counts as an empty system."""
-    base_reader = reader(g, base)
-    if base_reader.read_many([manifest_path])[manifest_path] is None:
+    cache = DiskSnapshotCache.for_repo(g)
+    try:
+        base_snap = build_snapshot(reader(g, base), manifest_path, cache)
+    except NoManifest:
         base_snap = empty_snapshot()
-    else:
-        base_snap = build_snapshot(base_reader, manifest_path)
-    head_snap = build_snapshot(reader(g, head), manifest_path)
+    head_snap = build_snapshot(reader(g, head), manifest_path, cache)
     return diff_snapshots(base_snap, head_snap, base, head)
 
 

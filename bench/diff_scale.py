@@ -1,0 +1,90 @@
+"""Snapshot + semantic diff of a 5,000-component system, as a ratio to `git diff --stat`.
+
+Builds a repository whose manifest names 5,000 prompts (each its own file) and models, commits a base,
+edits 1% of the prompts, a model pin and retrieval, commits a head, then times
+`gating diff BASE HEAD` (in-process: two snapshots from git objects + diff) against
+`git diff --stat BASE HEAD`. Target: under 3x.
+
+    .venv/bin/python bench/diff_scale.py [--components 5000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gating.commands.diff import compute  # noqa: E402
+from gating.git import commit_all, init_repo  # noqa: E402
+
+
+def build(root: Path, n: int) -> tuple:
+    g = init_repo(root)
+    (root / "prompts").mkdir()
+    models = max(1, n // 50)
+    lines = ["version: 1", "name: scale", "components:", "  models:"]
+    for m in range(models):
+        lines.append(f"    m{m}: {{provider: openai, model: gpt-4o-2024-08-06, params: {{temperature: 0.{m % 10}}}}}")
+    lines.append("  prompts:")
+    for i in range(n):
+        lines.append(f"    p{i}: {{file: prompts/p{i}.md, model: m{i % models}}}")
+        (root / "prompts" / f"p{i}.md").write_text(
+            f"You are prompt {i}.\n" + "".join(f"Rule {k}: be precise about topic {i}-{k}.\n" for k in range(20)) +
+            "{{ question }}\n"
+        )
+    lines += ["  retrieval: {embedding_model: text-embedding-3-large, chunk_size: 800, top_k: 5}", ""]
+    (root / "gating.yml").write_text("\n".join(lines))
+    base = commit_all(g, "base")
+    for i in range(0, n, 100):
+        p = root / "prompts" / f"p{i}.md"
+        p.write_text(p.read_text().replace("Rule 3:", "Rule three:"))
+    text = (root / "gating.yml").read_text().replace("m0: {provider: openai, model: gpt-4o-2024-08-06",
+                                                     "m0: {provider: openai, model: gpt-4o-2024-11-20", 1)
+    (root / "gating.yml").write_text(text.replace("top_k: 5", "top_k: 6"))
+    head = commit_all(g, "head")
+    return g, base, head
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--components", type=int, default=5000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        g, base, head = build(Path(tmp) / "repo", args.components)
+        git_t = best(lambda: subprocess.run(["git", "diff", "--stat", base, head], cwd=g.root,
+                                            capture_output=True, check=True), args.repeat)
+        cache_dir = g.root / ".git" / "gating" / "snapshots"
+
+        def cold() -> None:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            compute(g, base, head)
+
+        cold_t = best(cold, args.repeat)
+        ours = best(lambda: compute(g, base, head), args.repeat)
+        cs = compute(g, base, head)
+        print(f"components: {args.components} prompts + {max(1, args.components // 50)} models; "
+              f"changes found: {len(cs.changes)}")
+        print(f"git diff --stat: {git_t * 1000:.0f} ms")
+        print(f"gating, cold (no snapshot cache): {cold_t * 1000:.0f} ms = {cold_t / git_t:.1f}x")
+        print(f"gating, warm (snapshots cached by tree id): {ours * 1000:.0f} ms")
+        print(f"ratio (gating warm / git diff --stat): {ours / git_t:.2f}x  (target < 3x)")
+
+
+if __name__ == "__main__":
+    main()

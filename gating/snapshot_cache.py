@@ -1,0 +1,62 @@
+"""Snapshots cached on disk by git tree id, inside the repository's git directory.
+
+The key is the tree id plus a fingerprint of the code that builds snapshots, so a cached entry is
+exactly what building it again would give. Writes are atomic (write, then rename), so two processes
+sharing a repository never read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gating
+from gating.git import Git
+
+_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py")
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256(gating.__version__.encode())
+    here = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+FINGERPRINT = _fingerprint()
+
+
+class DiskSnapshotCache:
+    def __init__(self, directory: str | os.PathLike[str]):
+        self.dir = Path(directory)
+
+    @classmethod
+    def for_repo(cls, git: Git) -> DiskSnapshotCache:
+        common = Path(git.run("rev-parse", "--git-common-dir"))
+        if not common.is_absolute():
+            common = git.root / common
+        return cls(common / "gating" / "snapshots")
+
+    def key(self, tree: str, manifest_path: str) -> str:
+        return hashlib.sha256(f"{FINGERPRINT}\0{tree}\0{manifest_path}".encode()).hexdigest()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.dir / f"{key}.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(value, separators=(",", ":")).encode())
+            os.replace(tmp, self.dir / f"{key}.json")
+        except OSError:
+            pass  # a cache that cannot be written only costs time
