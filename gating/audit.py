@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -318,20 +319,29 @@ def split_lines(note: bytes | None) -> list[bytes]:
     return lines
 
 
-def _loose(line: bytes) -> dict[str, Any] | None:
-    """The predicate of a line without any checks, to name an entry even when it is damaged."""
+def _loose(line: bytes) -> tuple[int | None, str | None]:
+    """(seq, event) of a line without any checks, to name an entry even when it is damaged."""
     try:
-        pred = json.loads(base64.b64decode(json.loads(line)["payload"]))["predicate"]
-        return pred if isinstance(pred, dict) and isinstance(pred.get("seq"), int) else None
+        payload = base64.b64decode(json.loads(line)["payload"])
     except Exception:
-        return None
+        return None, None
+    try:
+        pred = json.loads(payload)["predicate"]
+        if isinstance(pred, dict) and isinstance(pred.get("seq"), int):
+            return pred["seq"], str(pred.get("event"))
+    except Exception:
+        pass
+    m = re.search(rb'"seq":(\d+)[,}]', payload)  # a damaged payload usually keeps its seq readable
+    return (int(m.group(1)), None) if m else (None, None)
 
 
 def _name(line: bytes, commit: str, line_no: int) -> tuple[str, int | None]:
-    pred = _loose(line)
-    if pred is None:
+    seq, event = _loose(line)
+    if seq is None:
         return f"line {line_no} of the note on commit {commit[:12]}", None
-    return f"seq {pred['seq']} ({pred.get('event')}) on commit {commit[:12]}", pred["seq"]
+    if event is None:
+        return f"seq {seq} on commit {commit[:12]} (line {line_no} of its note)", seq
+    return f"seq {seq} ({event}) on commit {commit[:12]}", seq
 
 
 def _finding(line: bytes, commit: str, line_no: int, message: str) -> Finding:

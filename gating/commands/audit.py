@@ -1,0 +1,229 @@
+"""`gating audit log|show|verify|backfill` and `gating keygen`: the audit trail from any clone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from gating import keys as keymod
+from gating import notes
+from gating.audit import Entry, EntryError, parse_line, rewrite_findings, signature_problem, split_lines
+from gating.cli import UsageError
+from gating.commands.common import repo
+from gating.git import Git
+
+VERIFIED_REF = "refs/gating/audit-verified"
+PUBLISHED_KEY = ".gating/audit.pub"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="the signed audit trail in refs/notes/gating/audit")
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+
+    def fetch_opts(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--remote", default="origin", help="remote to fetch the notes ref from (default origin)")
+        q.add_argument("--no-fetch", action="store_true", help="use the local notes ref as it is")
+
+    q = asub.add_parser("log", help="one line per entry, oldest first")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    fetch_opts(q)
+    q.set_defaults(func=run_log)
+
+    q = asub.add_parser("show", help="the entries recorded on one commit, readable")
+    q.add_argument("rev", help="commit (merge commit, deployed commit)")
+    q.add_argument("--json", action="store_true", help="print the statements as JSON")
+    q.add_argument("--key", action="append", metavar="PUB.pem", help="check signatures with this public key")
+    fetch_opts(q)
+    q.set_defaults(func=run_show)
+
+    q = asub.add_parser("verify", help="check every signature, the seq/prev chain and the notes history")
+    q.add_argument("--key", action="append", metavar="PUB.pem",
+                   help=f"trusted public key (repeatable; default: {PUBLISHED_KEY} at HEAD)")
+    fetch_opts(q)
+    q.set_defaults(func=run_verify)
+
+    k = sub.add_parser("keygen", help="write an Ed25519 key pair for signing audit entries")
+    k.add_argument("private", nargs="?", default="gating-audit.key",
+                   help="private key file, written with mode 0600 (default gating-audit.key)")
+    k.add_argument("--public", help="public key file (default: PRIVATE.pub)")
+    k.add_argument("--force", action="store_true", help="replace existing files")
+    k.set_defaults(func=run_keygen)
+
+
+# -- shared ----------------------------------------------------------------------------------------
+
+
+def fetch(g: Git, args: argparse.Namespace) -> None:
+    """Bring the notes ref up to date with the remote's (forced: a rewrite must be seen, not skipped)."""
+    if args.no_fetch or args.remote not in g.run("remote").split():
+        return
+    if not g.fetch(args.remote, f"+{notes.AUDIT_REF}:{notes.AUDIT_REF}"):
+        print(f"gating: note: could not fetch {notes.AUDIT_REF} from {args.remote}; using the local copy",
+              file=sys.stderr)
+
+
+def load_keys(g: Git, paths: list[str] | None) -> dict[str, Ed25519PublicKey]:
+    try:
+        found: list[tuple[bytes, str]] = [(keymod.read_file(p), p) for p in paths or []]
+        if not found:
+            data = g.show_file("HEAD", PUBLISHED_KEY) if g.resolve("HEAD") else None
+            if data is None:
+                raise UsageError(f"no public key: pass --key PUB.pem (or commit it as {PUBLISHED_KEY})")
+            found = [(data, f"{PUBLISHED_KEY} at HEAD")]
+        pubs = [keymod.load_public(data, source) for data, source in found]
+    except keymod.KeyError_ as e:
+        raise UsageError(str(e)) from None
+    return {keymod.keyid(pub): pub for pub in pubs}
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+def summary(e: Entry) -> dict[str, Any]:
+    p = e.predicate
+    return {"seq": e.seq, "time": p.get("timestamp"), "event": e.event, "commit": e.commit,
+            "repository": p.get("repository"), "pull_request": p.get("pull_request"), "actor": p.get("actor"),
+            "verdict": (p.get("evals") or {}).get("verdict"), "backfilled": bool(p.get("backfilled")),
+            "key": e.key, "digest": e.digest, "keyids": e.keyids, "predicate": p}
+
+
+def log_line(e: Entry) -> str:
+    p = e.predicate
+    pr = f"#{p['pull_request']}" if p.get("pull_request") else "-"
+    extra = []
+    if p.get("evals"):
+        extra.append(f"evals {p['evals'].get('verdict')}")
+    if p.get("deployment"):
+        extra.append(f"env {p['deployment'].get('environment')}")
+    if p.get("overrides"):
+        extra.append(f"{len(p['overrides'])} override(s)")
+    if p.get("backfilled"):
+        extra.append("backfilled")
+    return (f"{e.seq:>5}  {p.get('timestamp')}  {e.event:<13}  {_short(e.commit)}  {pr:>6}  "
+            f"{p.get('actor')}" + (f"  ({', '.join(extra)})" if extra else ""))
+
+
+# -- log / show ------------------------------------------------------------------------------------
+
+
+def run_log(args: argparse.Namespace) -> int:
+    g = repo(args)
+    fetch(g, args)
+    entries = notes.read_log(notes.LocalNotes(g))
+    for e in entries:
+        print(json.dumps(summary(e), sort_keys=True) if args.json else log_line(e))
+    if not entries and not args.json:
+        print(f"no audit entries in {notes.AUDIT_REF}", file=sys.stderr)
+    return 0
+
+
+def show_text(e: Entry, signature: str) -> str:
+    p = e.predicate
+    rows = [("commit", e.commit), ("repository", p.get("repository") or "-"),
+            ("pull request", f"#{p['pull_request']}" if p.get("pull_request") else "-"),
+            ("actor", p.get("actor") or "-")]
+    snap = p.get("snapshot")
+    files = f"  ({len(snap.get('files', {}))} files)" if isinstance(snap, dict) else ""
+    rows.append(("snapshot", (p.get("snapshot_digest") or "-") + files))
+    ev = p.get("evals")
+    if ev:
+        metrics = ", ".join(f"{k} {v}" for k, v in sorted((ev.get("metrics") or {}).items()))
+        rows.append(("evals", f"{ev.get('verdict')} (dataset {ev.get('dataset_digest')}; from the "
+                              f"{ev.get('source')})" + (f": {metrics}" if metrics else "")))
+    else:
+        rows.append(("evals", "-"))
+    for i, a in enumerate(p.get("approvals") or [{}]):
+        text = f"{a['reviewer']} {a['state']} at {a['time']} on {_short(a['sha'])}" if a else "-"
+        rows.append(("approvals" if i == 0 else "", text))
+    for i, o in enumerate(p.get("overrides") or [{}]):
+        text = f"{o['actor']} at {o['time']} ({o.get('scope')}): {o['reason']}" if o else "-"
+        rows.append(("overrides" if i == 0 else "", text))
+    rows.append(("known-good before", _short((p.get("rollback") or {}).get("previous_known_good"))))
+    dep = p.get("deployment")
+    if dep:
+        rows.append(("deployment", ", ".join(f"{k} {v}" for k, v in sorted(dep.items()))))
+    rows.append(("chain", f"seq {e.seq}, prev {p.get('prev') or '-'}"))
+    rows.append(("signature", signature))
+    head = f"entry seq {e.seq}: {e.event} at {p.get('timestamp')}" + ("  [backfilled]" if p.get("backfilled") else "")
+    return "\n".join([head] + [f"  {k:<18} {v}" for k, v in rows])
+
+
+def run_show(args: argparse.Namespace) -> int:
+    g = repo(args)
+    fetch(g, args)
+    commit = g.resolve(args.rev)
+    if commit is None:
+        raise UsageError(f"unknown revision {args.rev!r}")
+    store = notes.LocalNotes(g)
+    note = notes.read_note(store, commit)
+    if not note:
+        print(f"gating: no audit entry on commit {commit[:12]}", file=sys.stderr)
+        return 1
+    trusted = load_keys(g, args.key) if args.key else None
+    out = []
+    for i, line in enumerate(split_lines(note), 1):
+        try:
+            e = parse_line(line, commit)
+        except EntryError as ex:
+            out.append(f"line {i} of the note on {commit[:12]}: {ex}")
+            continue
+        if args.json:
+            out.append(json.dumps(e.statement, sort_keys=True, indent=2))
+            continue
+        sig = "keyid " + ", ".join(e.keyids)
+        if trusted is not None:
+            problem = signature_problem(e, trusted)
+            sig += "  (verified)" if problem is None else f"  (NOT VERIFIED: {problem})"
+        out.append(show_text(e, sig))
+    print("\n\n".join(out))
+    return 0
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    g = repo(args)
+    trusted = load_keys(g, args.key)
+    fetch(g, args)
+    store = notes.LocalNotes(g)
+    tip = store.tip()
+    if tip is None:
+        print(f"gating: no audit entries in {notes.AUDIT_REF}")
+        return 0
+    report = notes.verify(store, trusted)
+    findings = list(report.findings)
+    seen = g.resolve(VERIFIED_REF)
+    if seen and not g.is_ancestor(seen, tip):
+        findings = rewrite_findings(store.all_notes(seen), store.all_notes(tip), seen, tip) + findings
+    if findings:
+        for f in findings:
+            print(f"BAD  {f}")
+        first = findings[0]
+        print(f"gating: audit log verification failed: first bad entry: {first.where} ({len(findings)} "
+              f"problem{'s' if len(findings) != 1 else ''})", file=sys.stderr)
+        return 1
+    g.update_ref(VERIFIED_REF, tip, seen)
+    n = len(report.entries)
+    print(f"ok: {n} entr{'y' if n == 1 else 'ies'} (seq 1..{n}), {report.notes_commits} notes commits; "
+          f"every signature verifies ({', '.join(k[:16] for k in trusted)}), the chain is unbroken and "
+          f"no notes commit removed or changed a line")
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    private = Path(args.private)
+    public = Path(args.public) if args.public else private.with_name(private.name + ".pub")
+    try:
+        key = keymod.write_keypair(private, public, force=args.force)
+    except keymod.KeyError_ as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {private} (private, mode 0600) and {public} (public)")
+    print(f"keyid {keymod.keyid(key)}")
+    return 0
