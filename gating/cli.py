@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "gating.commands.snapshot",
     "gating.commands.diff",
     "gating.commands.demo",
+    "gating.commands.eval",
     "gating.commands.audit",
 ]
 

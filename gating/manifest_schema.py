@@ -122,6 +122,7 @@ EVALS_SCHEMA: dict[str, Any] = {
             "properties": {
                 "ratings": {"type": "string"},
                 "min_agreement": {"type": "number", "minimum": 0, "maximum": 1},
+                "metric": {"type": "string", "enum": ["exact", "within_one", "kappa"]},
             },
             "additionalProperties": False,
         },

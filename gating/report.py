@@ -41,3 +41,205 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
                 lines += ["", f"<details><summary>{_cell(c.summary)}</summary>", "", "```diff", c.detail, "```",
                           "", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+# -- eval results (gating.evals) -----------------------------------------------------------------
+# Renderers of RunResult / Comparison / Calibration records: Markdown for the check run and job
+# summary, JUnit XML for CI test reporters, JSON with a stable, versioned schema.
+
+MAX_MARKDOWN = 65_000  # GitHub caps check-run summary and text at 65,535 characters
+VERDICT_BADGE = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive"}
+STATUS_BADGE = {"ok": "ok", "fail": "**fail**", "regressed": "**regressed**", "improved": "improved",
+                "inconclusive": "inconclusive", "info": ""}
+
+
+def _num(v, metric: str = "") -> str:
+    if v is None:
+        return "unknown"
+    if metric.startswith("cost") or metric.endswith("_usd"):
+        return f"${v:.6f}" if abs(v) < 1 else f"${v:,.2f}"
+    if "latency" in metric or metric.startswith("tokens"):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
+    return f"{v:.3f}"
+
+
+def _signed(v, metric: str = "") -> str:
+    if v is None:
+        return ""
+    s = _num(abs(v), metric)
+    return ("+" if v > 0 else "−" if v < 0 else "±") + s
+
+
+def _short_rev(rev: str) -> str:
+    return rev[:7] if len(rev) == 40 else rev
+
+
+def render_eval_markdown(cmp, heading: str = "###", max_cases: int = 50, title: str = "gating / eval") -> str:
+    """The Comparison as a reviewer reads it: verdict and reasons first, then the score table,
+    flipped cases, cost at the configured traffic, latency per stage and errors by category."""
+    lines = [f"{heading} {title}: {VERDICT_BADGE.get(cmp.verdict, cmp.verdict)}", ""]
+    lines += [f"- {_cell(r)}" for r in cmp.reasons] + [""]
+    extra = []
+    if cmp.added:
+        extra.append(f"{len(cmp.added)} new")
+    if cmp.removed:
+        extra.append(f"{len(cmp.removed)} removed")
+    if cmp.base_rev:
+        where = f"Base `{_short_rev(cmp.base_rev)}` → head `{_short_rev(cmp.head_rev)}` · {cmp.paired} paired cases" \
+            + (f" ({', '.join(extra)})" if extra else "")
+    else:
+        where = f"Head `{_short_rev(cmp.head_rev)}` (no baseline)"
+    lines += [f"{where} · dataset `{cmp.dataset_digest[:19]}`", ""]
+    lines += ["| Metric | Base | Head | Δ | Interval | Threshold | Status |", "|---|---|---|---|---|---|---|"]
+    for r in cmp.rows:
+        iv = f"[{_signed(r.interval[0], r.metric)}, {_signed(r.interval[1], r.metric)}]" if r.interval else ""
+        lines.append(f"| `{r.metric}` | {_num(r.base, r.metric) if cmp.base_rev else ''} | {_num(r.head, r.metric)} "
+                     f"| {_signed(r.delta, r.metric)} | {iv} | {_cell(r.threshold or '')} "
+                     f"| {STATUS_BADGE.get(r.status, r.status)} |")
+    if cmp.mcnemar:
+        m = cmp.mcnemar
+        lines += ["", f"McNemar exact test on {m.get('n', cmp.paired)} paired cases: {m['b']} pass→fail, "
+                  f"{m['c']} fail→pass, p = {m['p_value']:.3g}."]
+    worse = [f for f in cmp.flipped if f.after != "pass"]
+    better = [f for f in cmp.flipped if f.after == "pass"]
+    for name, group in (("Regressions", worse), ("Fixed", better)):
+        if not group:
+            continue
+        lines += ["", f"{heading}# {name} ({len(group)})", "", "| Case | Prompt | Before | After | Why |",
+                  "|---|---|---|---|---|"]
+        for f in group[:max_cases]:
+            lines.append(f"| `{_cell(f.id)}` | {_cell(f.prompt or '')} | {f.before} | {f.after} | {_cell(f.reason)[:300]} |")
+        if len(group) > max_cases:
+            lines.append(f"| … {len(group) - max_cases} more | | | | |")
+    c = cmp.cost
+    if c:
+        rpd = c.get("requests_per_day")
+        lines += ["", f"{heading}# Tokens and cost", "", "| | Base | Head | Δ |", "|---|---|---|---|"]
+        lines.append(f"| tokens / request | {_num(c.get('base_tokens_per_request'), 'tokens')} "
+                     f"| {_num(c.get('head_tokens_per_request'), 'tokens')} "
+                     f"| {_signed(c.get('delta_tokens_per_request'), 'tokens')} |")
+        lines.append(f"| cost / request | {_num(c.get('base_per_request_usd'), 'cost')} "
+                     f"| {_num(c.get('head_per_request_usd'), 'cost')} | {_signed(c.get('delta_per_request_usd'), 'cost')} |")
+        if rpd is not None:
+            lines.append(f"| cost / day at {rpd:,.0f} requests | {_num(c.get('base_per_day_usd'), 'cost')} "
+                         f"| {_num(c.get('head_per_day_usd'), 'cost')} "
+                         f"| {_signed(c.get('projected_delta_per_day_usd'), 'cost')} |")
+    if cmp.latency:
+        lines += ["", f"{heading}# Latency (ms)", "", "| Stage | Base p50 | Base p95 | Head p50 | Head p95 |",
+                  "|---|---|---|---|---|"]
+        for stage, v in cmp.latency.items():
+            b50, b95 = (_num(v["base_p50"], "latency"), _num(v["base_p95"], "latency")) if cmp.base_rev else ("", "")
+            lines.append(f"| {stage} | {b50} | {b95} | {_num(v['head_p50'], 'latency')} "
+                         f"| {_num(v['head_p95'], 'latency')} |")
+    cats = sorted({*cmp.errors.get("base", {}), *cmp.errors.get("head", {})})
+    if cats:
+        lines += ["", f"{heading}# Errors", "", "| Category | Base | Head |", "|---|---|---|"]
+        for k in cats:
+            lines.append(f"| {k} | {cmp.errors.get('base', {}).get(k, 0)} | {cmp.errors.get('head', {}).get(k, 0)} |")
+    text = "\n".join(lines) + "\n"
+    if len(text) > MAX_MARKDOWN:
+        text = text[: MAX_MARKDOWN - 80].rsplit("\n", 1)[0] + "\n\n… (truncated; the full report is in the JSON)\n"
+    return text
+
+
+def render_run_markdown(run, heading: str = "###", max_cases: int = 50) -> str:
+    """One run on its own: pass rate, metrics, and the failing cases with their reasons."""
+    m = run.metrics
+    lines = [f"{heading} Eval at `{_short_rev(run.rev)}`: {m.get('passed', 0)}/{m.get('cases', 0)} passed", ""]
+    lines += ["| Metric | Value |", "|---|---|"]
+    for k, v in m.items():
+        if k in ("cases", "passed"):
+            continue
+        lines.append(f"| `{k}` | {_num(v, k) if isinstance(v, (int, float)) or v is None else v} |")
+    bad = [c for c in run.cases if not c.passed]
+    if bad:
+        lines += ["", f"{heading}# Failing cases ({len(bad)})", "", "| Case | Prompt | Why |", "|---|---|---|"]
+        for c in bad[:max_cases]:
+            reason = f"{c.error}: {c.error_message}" if c.error else next(
+                (f"{a.type}: {a.reason}" for a in c.assertions if not a.passed), "")
+            lines.append(f"| `{_cell(c.id)}` | {_cell(c.prompt or '')} | {_cell(reason)[:300]} |")
+        if len(bad) > max_cases:
+            lines.append(f"| … {len(bad) - max_cases} more | | |")
+    return "\n".join(lines) + "\n"
+
+
+def render_junit(obj, suite: str = "gating eval") -> str:
+    """JUnit XML: a RunResult gives one testcase per eval case; a Comparison one per metric check
+    (thresholds and regression rules) plus one per flipped case."""
+    from xml.sax.saxutils import quoteattr
+
+    cases: list[tuple[str, str, float, str | None, str | None, str]] = []  # class, name, secs, kind, msg, detail
+    if hasattr(obj, "cases"):
+        for c in obj.cases:
+            secs = (c.latency_ms.get("total") or 0.0) / 1000
+            if c.error:
+                cases.append((c.prompt or "eval", c.id, secs, "error", f"{c.error}: {c.error_message}", c.output))
+            elif not c.passed:
+                bad = [a for a in c.assertions if not a.passed]
+                msg = "; ".join(f"{a.type}: {a.reason}" for a in bad) or "failed"
+                cases.append((c.prompt or "eval", c.id, secs, "failure", msg, c.output))
+            else:
+                cases.append((c.prompt or "eval", c.id, secs, None, None, ""))
+    else:
+        for r in obj.rows:
+            if r.threshold is None and r.status not in ("regressed", "inconclusive"):
+                continue
+            kind = "failure" if r.status in ("fail", "regressed") else None
+            msg = f"{r.metric}: head {r.head} (base {r.base}), threshold {r.threshold}, status {r.status}"
+            cases.append(("metrics", r.metric, 0.0, kind, msg if kind else None, ""))
+        for f in obj.flipped:
+            kind = None if f.after == "pass" else "failure"
+            cases.append(("flipped", f.id, 0.0, kind, f"{f.before} → {f.after}: {f.reason}" if kind else None, ""))
+    failures = sum(1 for c in cases if c[3] == "failure")
+    errors = sum(1 for c in cases if c[3] == "error")
+    total = sum(c[2] for c in cases)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f"<testsuites name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" errors=\"{errors}\">",
+           f"  <testsuite name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" "
+           f"errors=\"{errors}\" time=\"{total:.3f}\">"]
+    for cls, name, secs, kind, msg, detail in cases:
+        attrs = f"classname={quoteattr(cls)} name={quoteattr(name)} time=\"{secs:.3f}\""
+        if kind is None:
+            out.append(f"    <testcase {attrs}/>")
+            continue
+        body = _xml_text(detail)
+        out.append(f"    <testcase {attrs}>")
+        out.append(f"      <{kind} message={quoteattr(_xml_clean(msg or ''))}>{body}</{kind}>")
+        out.append("    </testcase>")
+    out += ["  </testsuite>", "</testsuites>"]
+    return "\n".join(out) + "\n"
+
+
+def _xml_clean(s: str) -> str:
+    return "".join(ch for ch in s if ch in "\t\n\r" or ord(ch) >= 0x20)
+
+
+def _xml_text(s: str) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(_xml_clean(s))
+
+
+def eval_to_json(obj) -> str:
+    """Stable JSON of a RunResult, Comparison or Calibration (sorted keys, schema field included)."""
+    import json
+
+    return json.dumps(obj.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_calibration_markdown(cal, heading: str = "###") -> str:
+    state = "calibrated" if cal.calibrated else "**not calibrated**"
+    lines = [f"{heading} Judge calibration: {state}", "",
+             f"Judge `{cal.judge}` on {cal.n} human-rated examples (`{cal.ratings_path}`).", "",
+             "| Statistic | Value |", "|---|---|",
+             f"| exact agreement | {cal.exact:.3f} |", f"| within-one agreement | {cal.within_one:.3f} |",
+             f"| quadratic weighted kappa | {cal.kappa:.3f} |",
+             f"| required ({cal.metric}) | >= {cal.min_agreement:g} |"]
+    if cal.unparsed:
+        lines.append(f"| judge replies not parsed | {cal.unparsed} |")
+    k = len(cal.confusion)
+    lines += ["", "Confusion matrix (rows: human, columns: judge):", "",
+              "| human \\ judge | " + " | ".join(str(i + 1) for i in range(k)) + " |", "|---" * (k + 1) + "|"]
+    for i, r in enumerate(cal.confusion):
+        lines.append(f"| {i + 1} | " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(lines) + "\n"

@@ -91,6 +91,7 @@ class LLM:
 
         got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
         self.stats.live += 1
+        got.latency_ms = round(got.latency_ms, 3)  # as stored, so record and replay agree exactly
         if self.cache is not None:
             self.cache.put(key, got)
         if self.mode == "record":

@@ -91,6 +91,9 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
     if not url:
         raise ProviderError("provider", f"no base URL for provider {provider!r}: set base_url in gating.yml")
     key = env.get(api_key_env) if api_key_env else env.get(key_env)
+    if not key and url == DEFAULT_BASE_URLS.get(dialect):
+        raise ProviderError("provider", f"no API key for {provider}: set {api_key_env or key_env} (or a base_url "
+                            f"for a local server), or run on recorded cassettes")
     return url.rstrip("/"), key
 
 

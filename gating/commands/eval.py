@@ -1,0 +1,154 @@
+"""`gating eval` and `gating calibrate`: run the golden cases of a revision, calibrate the judge.
+
+Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail / the judge is not
+calibrated, 2 bad input (dataset, manifest, options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from gating.cli import UsageError
+from gating.commands.common import WORKTREE, reader, repo
+from gating.evals.calibrate import calibrate
+from gating.evals.compare import compare
+from gating.evals.dataset import DatasetError
+from gating.evals.runner import run_evals
+from gating.manifest import MANIFEST_PATH
+from gating.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
+from gating.snapshot import build_snapshot
+
+REPORT_SCHEMA = "gating.eval.report/1"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="run the eval cases of a revision (default: the working tree)")
+    p.add_argument("--rev", help=f"revision to evaluate without checking it out (default: {WORKTREE})")
+    p.add_argument("--base", help="also evaluate this revision and compare (paired by case id)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight (default: evals.concurrency or 16)")
+    p.add_argument("--repeat", type=int, metavar="N", help="run each case N times (majority pass, mean score)")
+    p.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds (default 60)")
+    p.add_argument("--only", metavar="PROMPT", action="append", help="only cases of this prompt (repeatable)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    p.add_argument("--record", action="store_true", help="call live providers and write cassettes beside the datasets")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to this file")
+    p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.set_defaults(func=run)
+
+    c = sub.add_parser("calibrate", help="measure the judge model's agreement with human ratings")
+    c.add_argument("--ratings", metavar="PATH", help="human ratings JSONL (default: evals.calibration.ratings)")
+    c.add_argument("--rev", help=f"revision to read (default: {WORKTREE})")
+    c.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    c.add_argument("--record", action="store_true", help="call the live judge and write its cassette")
+    c.add_argument("--json", metavar="PATH", help="write the calibration report as JSON")
+    c.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    c.set_defaults(func=run_calibrate)
+
+
+def _cache_dir(args: argparse.Namespace, root: Path) -> Path | None:
+    if args.no_cache:
+        return None
+    return Path(os.environ.get("GATING_CACHE_DIR") or root / ".gating" / "cache")
+
+
+def _check(args: argparse.Namespace) -> None:
+    for name in ("concurrency", "repeat"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise UsageError(f"--{name} must be at least 1, got {v}")
+    if getattr(args, "timeout", None) is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+    if args.record and args.rev not in (None, WORKTREE):
+        raise UsageError("--record writes cassettes into the working tree; it cannot be combined with --rev")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check(args)
+    g = repo(args)
+    cache = _cache_dir(args, g.root)
+    only = set(args.only) if args.only else None
+    common = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
+                  progress=True, repeat=args.repeat, timeout_s=args.timeout)
+    t0 = time.monotonic()
+    try:
+        head_reader = reader(g, args.rev)
+        snap = build_snapshot(head_reader, args.config)
+        head = run_evals(snap, head_reader, record=args.record, **common)
+        base = None
+        if args.base:
+            base_reader = reader(g, args.base)
+            base = run_evals(build_snapshot(base_reader, args.config), base_reader, **common)
+    except DatasetError as e:
+        raise UsageError("invalid eval dataset:\n" + str(e)) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    cmp = compare(base, head, snap.manifest.evals)
+    md = render_eval_markdown(cmp) + _failing(head)
+    sys.stdout.write(md)
+    s = head.stats
+    print(f"gating: {len(head.cases)} cases in {time.monotonic() - t0:.1f} s ({head.config['mode']}): "
+          f"{s['requests']} requests, {s['cache_hits']} cache hits, {s['replayed']} replayed"
+          + (f", cassettes written: {', '.join(s['cassettes_written'])}" if s.get("cassettes_written") else ""),
+          file=sys.stderr)
+    if args.json:
+        doc = {"schema": REPORT_SCHEMA, "head": head.to_dict(), "base": base.to_dict() if base else None,
+               "comparison": cmp.to_dict()}
+        Path(args.json).write_text(json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+    if args.junit:
+        Path(args.junit).write_text(render_junit(head), encoding="utf-8")
+    if args.markdown:
+        Path(args.markdown).write_text(md, encoding="utf-8")
+    if cmp.verdict == "inconclusive":
+        print("gating: the verdict is inconclusive: " + "; ".join(cmp.reasons), file=sys.stderr)
+    return 1 if cmp.verdict == "fail" else 0
+
+
+def _failing(run) -> str:  # noqa: ANN001
+    bad = [c for c in run.cases if not c.passed]
+    if not bad:
+        return ""
+    lines = ["", f"#### Failing cases at head ({len(bad)})", "", "| Case | Prompt | Why |", "|---|---|---|"]
+    for c in bad[:50]:
+        why = f"{c.error}: {c.error_message}" if c.error else next(
+            (f"{a.type}: {a.reason}" for a in c.assertions if not a.passed), "")
+        lines.append(f"| `{c.id}` | {c.prompt or ''} | {why.replace('|', '/')[:300]} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    _check(args)
+    g = repo(args)
+    rd = reader(g, args.rev)
+    snap = build_snapshot(rd, args.config)
+    path = args.ratings or (snap.manifest.evals.get("calibration") or {}).get("ratings")
+    if not path:
+        raise UsageError("no ratings file: pass --ratings PATH or set evals.calibration.ratings in gating.yml")
+    root = g.root.resolve()
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            path = p.resolve().relative_to(root).as_posix()
+        except ValueError:
+            raise UsageError(f"--ratings {path}: the ratings file must be inside the repository") from None
+    try:
+        cal = calibrate(snap, rd, path, env=os.environ, cache_dir=_cache_dir(args, g.root), record=args.record)
+    except DatasetError as e:
+        raise UsageError("invalid ratings:\n" + str(e)) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    sys.stdout.write(render_calibration_markdown(cal))
+    if args.json:
+        Path(args.json).write_text(eval_to_json(cal), encoding="utf-8")
+    if not cal.calibrated:
+        print(f"gating: the judge is not calibrated: {cal.metric} agreement {cal.agreement:.3f} "
+              f"< {cal.min_agreement:g}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,242 @@
+"""Base vs head: paired by case id, thresholds and the regression rule decide a verdict.
+
+- thresholds (`evals.thresholds`): each names a flat metric of the head run (`pass_rate >= 0.95`);
+- regression (`evals.regression`: max_drop, alpha): a pass-rate drop larger than max_drop fails when
+  the exact McNemar test on flipped cases has p < alpha, and is inconclusive otherwise; a mean-score
+  drop larger than max_drop fails when the paired bootstrap interval (level 1 - alpha) lies below zero.
+Cases that could not be evaluated (rate limits, timeouts, transport or provider errors) are not
+evidence: a threshold that fails only because of them makes the verdict inconclusive, not fail.
+Pure: takes records and the evals config, returns a Comparison.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from gating.evals.metrics import latency_table
+from gating.evals.records import CaseResult, Comparison, FlippedCase, MetricRow, RunResult
+from gating.evals.stats import mcnemar_exact, paired_bootstrap
+
+INFRA_ERRORS = {"rate_limit", "timeout", "transport", "provider"}
+DEFAULT_MAX_DROP = 0.02
+DEFAULT_ALPHA = 0.05
+_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
+SHOWN = ("pass_rate", "error_rate", "latency_p50_ms", "latency_p95_ms", "tokens_in_per_request",
+         "tokens_out_per_request", "cost_per_request_usd")
+
+
+def parse_threshold(text: str) -> tuple[str, float]:
+    m = _THRESHOLD.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a threshold like '>= 0.9' or '<= 3000'")
+    return m.group(1), float(m.group(2))
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "unknown"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def outcome(c: CaseResult | None) -> str:
+    if c is None:
+        return "absent"
+    if c.error:
+        return f"error:{c.error}"
+    return "pass" if c.passed else "fail"
+
+
+def why(c: CaseResult) -> str:
+    if c.error:
+        return f"{c.error}: {c.error_message}"
+    bad = next((a for a in c.assertions if not a.passed), None)
+    return f"{bad.type}: {bad.reason}" if bad else "all assertions passed"
+
+
+def _optimistic_pass_rate(cases: list[CaseResult]) -> float | None:
+    if not cases:
+        return None
+    return sum(1 for c in cases if c.passed or c.error in INFRA_ERRORS) / len(cases)
+
+
+def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, Any]) -> Comparison:
+    """The verdict for head, against base when there is one (None: thresholds only)."""
+    cfg = evals_config or {}
+    reg = cfg.get("regression") or {}
+    max_drop = float(reg.get("max_drop", DEFAULT_MAX_DROP))
+    alpha = float(reg.get("alpha", DEFAULT_ALPHA))
+    fails: list[str] = []
+    unsure: list[str] = []
+    rows: dict[str, MetricRow] = {}
+    bm = base.metrics if base else {}
+    hm = head.metrics
+
+    def row(metric: str) -> MetricRow:
+        if metric not in rows:
+            b, h = bm.get(metric), hm.get(metric)
+            d = h - b if isinstance(b, (int, float)) and isinstance(h, (int, float)) else None
+            rows[metric] = MetricRow(metric, b if base else None, h, d)
+        return rows[metric]
+
+    for metric in (*SHOWN, *sorted(k for k in {*bm, *hm} if k.startswith("score:"))):
+        if metric in hm or metric in bm:
+            row(metric)
+
+    # -- thresholds ----------------------------------------------------------------------------
+    infra = Counter(c.error for c in head.cases if c.error in INFRA_ERRORS)
+    for metric, text in (cfg.get("thresholds") or {}).items():
+        r = row(metric)
+        r.threshold = text
+        op, limit = parse_threshold(text)
+        value = hm.get(metric)
+        if value is None:
+            r.status = "inconclusive"
+            r.note = "not measured" if metric not in hm else "unknown"
+            unsure.append(f"{metric} {text}: {r.note} in this run")
+            continue
+        if _OPS[op](value, limit):
+            r.status = "ok"
+            continue
+        optimistic = _optimistic_pass_rate(head.cases) if metric == "pass_rate" else value
+        if infra and optimistic is not None and _OPS[op](optimistic, limit):
+            r.status = "inconclusive"
+            errs = ", ".join(f"{k} {v}" for k, v in sorted(infra.items()))
+            unsure.append(f"{metric} is {_fmt(value)} (threshold {text}), but {sum(infra.values())} cases could "
+                          f"not be evaluated ({errs}); it is {_fmt(optimistic)} if they pass")
+            continue
+        r.status = "fail"
+        failing = [c.id for c in head.cases if not c.passed]
+        detail = f"; failing cases: {', '.join(failing[:10])}" + (" …" if len(failing) > 10 else "") \
+            if metric == "pass_rate" and failing else ""
+        fails.append(f"{metric} is {_fmt(value)}, threshold {text}{detail}")
+
+    # -- paired regression -----------------------------------------------------------------------
+    flipped: list[FlippedCase] = []
+    mcn: dict[str, Any] = {}
+    paired: list[tuple[CaseResult, CaseResult]] = []
+    added: list[str] = []
+    removed: list[str] = []
+    if base is not None:
+        by_id = {c.id: c for c in base.cases}
+        head_ids = {c.id for c in head.cases}
+        paired = [(by_id[c.id], c) for c in head.cases if c.id in by_id]
+        added = [c.id for c in head.cases if c.id not in by_id]
+        removed = [c.id for c in base.cases if c.id not in head_ids]
+        for b, h in paired:
+            if b.passed != h.passed or (b.error is None) != (h.error is None):
+                flipped.append(FlippedCase(h.id, outcome(b), outcome(h), why(h) if not h.passed else why(b),
+                                           h.prompt, b.score, h.score))
+        flipped.sort(key=lambda f: (f.after == "pass", f.id))
+        evidence = [(b, h) for b, h in paired if b.error not in INFRA_ERRORS and h.error not in INFRA_ERRORS]
+        test = mcnemar_exact(sum(b.passed and not h.passed for b, h in evidence),
+                             sum(h.passed and not b.passed for b, h in evidence))
+        mcn = {**test.to_dict(), "n": len(evidence)}
+        if evidence:
+            bp = [1.0 if b.passed else 0.0 for b, _ in evidence]
+            hp = [1.0 if h.passed else 0.0 for _, h in evidence]
+            iv = paired_bootstrap(bp, hp, level=1 - alpha)
+            r = row("pass_rate")
+            r.interval, r.p_value = [iv.low, iv.high], test.p_value
+            drop = -iv.delta
+            regressed = [b.id for b, h in evidence if b.passed and not h.passed]
+            if drop > max_drop:
+                msg = (f"pass rate fell by {drop:.3g} on {len(evidence)} paired cases (more than max_drop {max_drop:g}); "
+                       f"McNemar exact p = {test.p_value:.3g} ({test.b} pass→fail, {test.c} fail→pass)")
+                if test.p_value < alpha:
+                    r.status = "regressed" if r.status != "fail" else r.status
+                    fails.append(f"{msg} < alpha {alpha:g}; regressed: {', '.join(regressed[:10])}")
+                else:
+                    r.status = r.status if r.status == "fail" else "inconclusive"
+                    unsure.append(f"{msg} ≥ alpha {alpha:g}: not significant; add cases or repeats")
+            elif -drop > max_drop and test.p_value < alpha and r.status in ("info", "ok"):
+                r.note = "improved"
+        names = sorted({k for b, h in evidence for k in b.scores if k in h.scores})
+        for name in names:
+            pairs = [(b.scores[name], h.scores[name]) for b, h in evidence if name in b.scores and name in h.scores]
+            iv = paired_bootstrap([p[0] for p in pairs], [p[1] for p in pairs], level=1 - alpha)
+            r = row(f"score:{name}")
+            r.interval = [iv.low, iv.high]
+            if iv.delta < -max_drop:
+                msg = (f"mean score:{name} fell by {-iv.delta:.3g} (more than max_drop {max_drop:g}); "
+                       f"{int(100 * (1 - alpha))}% interval [{iv.low:.3g}, {iv.high:.3g}]")
+                if iv.high < 0:
+                    r.status = r.status if r.status == "fail" else "regressed"
+                    fails.append(msg)
+                else:
+                    r.status = r.status if r.status == "fail" else "inconclusive"
+                    unsure.append(msg + " includes no change")
+            elif iv.delta > max_drop and iv.low > 0 and r.status in ("info", "ok"):
+                r.note = "improved"
+
+    if not head.cases:
+        unsure.append("no eval cases were run")
+    for r in rows.values():
+        if r.note == "improved" and r.status == "info":
+            r.status = "improved"
+
+    verdict = "fail" if fails else "inconclusive" if unsure else "pass"
+    if verdict == "pass":
+        n_thr = len(cfg.get("thresholds") or {})
+        basis = f"{len(paired)} paired cases, no significant regression" if base is not None else "no baseline"
+        reasons = [f"all {n_thr} thresholds met; {basis}"]
+    else:
+        reasons = fails + unsure
+    return Comparison(
+        verdict=verdict, reasons=reasons, rows=list(rows.values()), flipped=flipped,
+        base_rev=base.rev if base else "", head_rev=head.rev,
+        base_snapshot=base.snapshot_digest if base else "", head_snapshot=head.snapshot_digest,
+        dataset_digest=head.dataset_digest, base_dataset_digest=base.dataset_digest if base else "",
+        paired=len(paired), added=added, removed=removed, mcnemar=mcn,
+        cost=_cost(bm if base else None, hm, cfg),
+        latency=_latency(base, head), errors={"base": _errors(base), "head": _errors(head)},
+        failing=[c.id for c in head.cases if not c.passed],
+    )
+
+
+def _errors(run: RunResult | None) -> dict[str, int]:
+    if run is None:
+        return {}
+    return dict(sorted(Counter(c.error for c in run.cases if c.error).items()))
+
+
+def _latency(base: RunResult | None, head: RunResult) -> dict[str, dict[str, float | None]]:
+    bt = latency_table(base.cases) if base else {}
+    ht = latency_table(head.cases)
+    out = {}
+    for stage in [*ht, *(s for s in bt if s not in ht)]:
+        out[stage] = {"base_p50": bt.get(stage, {}).get("p50"), "base_p95": bt.get(stage, {}).get("p95"),
+                      "head_p50": ht.get(stage, {}).get("p50"), "head_p95": ht.get(stage, {}).get("p95")}
+    return out
+
+
+def _cost(bm: Mapping[str, Any] | None, hm: Mapping[str, Any], cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-request cost and tokens, and what the difference means at the configured traffic."""
+    rpd = (cfg.get("traffic") or {}).get("requests_per_day")
+    out: dict[str, Any] = {"requests_per_day": rpd}
+    for side, m in (("base", bm), ("head", hm)):
+        if m is None:
+            continue
+        out[f"{side}_per_request_usd"] = m.get("cost_per_request_usd")
+        out[f"{side}_tokens_per_request"] = _sum(m.get("tokens_in_per_request"), m.get("tokens_out_per_request"))
+        c = m.get("cost_per_request_usd")
+        out[f"{side}_per_day_usd"] = c * rpd if c is not None and rpd is not None else None
+    if bm is not None:
+        bc, hc = out.get("base_per_request_usd"), out.get("head_per_request_usd")
+        out["delta_per_request_usd"] = hc - bc if bc is not None and hc is not None else None
+        bt, ht = out.get("base_tokens_per_request"), out.get("head_tokens_per_request")
+        out["delta_tokens_per_request"] = ht - bt if bt is not None and ht is not None else None
+        if rpd is not None:
+            d = out["delta_per_request_usd"]
+            out["projected_delta_per_day_usd"] = d * rpd if d is not None else None
+            dt = out["delta_tokens_per_request"]
+            out["projected_delta_tokens_per_day"] = dt * rpd if dt is not None else None
+    return out
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
