@@ -1,0 +1,146 @@
+"""`gating audit log|show|verify` on a clone that fetches the notes itself, and `gating keygen`."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gating import keys
+from gating.audit import Approval, EntryFacts
+from gating.cli import main
+from gating.git import Git, commit_all, init_repo
+from gating.notes import AUDIT_REF, LocalNotes, append_entry
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    """origin (bare) with 3 merges and their entries; a fresh clone; the public key file."""
+    origin = init_repo(tmp_path / "origin.git", bare=True)
+    work = init_repo(tmp_path / "work")
+    key = keys.generate()
+    pub = tmp_path / "audit.pub"
+    pub.write_bytes(keys.public_pem(key))
+    shas = []
+    for i in range(3):
+        (work.root / "prompt.md").write_text(f"version {i}\n")
+        shas.append(commit_all(work, f"merge {i}"))
+    store = LocalNotes(work)
+    for i, c in enumerate(shas):
+        append_entry(store, EntryFacts("merged", c, "acme/support-bot", "alice", pull_request=10 + i,
+                                       evals={"verdict": "pass", "dataset_digest": "sha256:d1",
+                                              "metrics": {"pass_rate": 0.97}, "source": "eval note"},
+                                       approvals=[Approval("bob", "APPROVED", "2024-05-01T11:00:00Z", c)]),
+                     key, NOW + timedelta(minutes=i))
+    append_entry(store, EntryFacts("known_good", shas[1], "acme/support-bot", "deploy-bot",
+                                   deployment={"environment": "production", "id": 7},
+                                   discriminator="deployment 7"), key, NOW + timedelta(minutes=5))
+    work.run("remote", "add", "origin", str(origin.root))
+    work.run("push", "-q", "origin", "main", f"{AUDIT_REF}:{AUDIT_REF}")
+    clone_dir = tmp_path / "clone"
+    Git(tmp_path).run("clone", "-q", str(origin.root), str(clone_dir))
+    clone = Git(clone_dir)
+    clone.run("config", "user.name", "dev")
+    clone.run("config", "user.email", "dev@example.invalid")
+    return {"work": work, "clone": clone, "shas": shas, "key": key, "pub": str(pub), "tmp": tmp_path}
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_log_fetches_the_notes_and_prints_one_line_per_entry(world, capsys):
+    clone = world["clone"]
+    assert clone.resolve(AUDIT_REF) is None  # git clone does not fetch notes
+    code, out, _ = run(capsys, "-C", str(clone.root), "audit", "log")
+    s = world["shas"]
+    assert code == 0
+    assert out.splitlines() == [
+        f"    1  2024-05-01T12:00:00Z  merged         {s[0][:12]}     #10  alice  (evals pass)",
+        f"    2  2024-05-01T12:01:00Z  merged         {s[1][:12]}     #11  alice  (evals pass)",
+        f"    3  2024-05-01T12:02:00Z  merged         {s[2][:12]}     #12  alice  (evals pass)",
+        f"    4  2024-05-01T12:05:00Z  known_good     {s[1][:12]}       -  deploy-bot  (env production)",
+    ]
+
+
+def test_log_json_is_one_object_per_line(world, capsys):
+    code, out, _ = run(capsys, "-C", str(world["clone"].root), "audit", "log", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [r["seq"] for r in rows] == [1, 2, 3, 4]
+    assert rows[3]["event"] == "known_good" and rows[3]["commit"] == world["shas"][1]
+    assert rows[0]["verdict"] == "pass" and rows[0]["predicate"]["approvals"][0]["reviewer"] == "bob"
+
+
+def test_show_prints_the_entries_of_a_commit(world, capsys):
+    s = world["shas"]
+    code, out, _ = run(capsys, "-C", str(world["clone"].root), "audit", "show", s[1], "--key", world["pub"])
+    assert code == 0
+    first, second = out.split("\n\n")
+    assert first.splitlines()[0] == "entry seq 2: merged at 2024-05-01T12:01:00Z"
+    assert "  pull request       #11" in first
+    assert f"  approvals          bob APPROVED at 2024-05-01T11:00:00Z on {s[1][:12]}" in first
+    assert "  evals              pass (dataset sha256:d1; from the eval note): pass_rate 0.97" in first
+    assert first.endswith(f"keyid {keys.keyid(world['key'])}  (verified)")
+    assert second.splitlines()[0] == "entry seq 4: known_good at 2024-05-01T12:05:00Z"
+    assert "  deployment         environment production, id 7" in second
+
+
+def test_show_a_commit_without_entries(world, capsys):
+    clone = world["clone"]
+    (clone.root / "x").write_text("x")
+    sha = commit_all(clone, "unaudited")
+    assert run(capsys, "-C", str(clone.root), "audit", "show", sha) == (
+        1, "", f"gating: no audit entry on commit {sha[:12]}\n")
+    code, _, err = run(capsys, "-C", str(clone.root), "audit", "show", "no-such-rev")
+    assert code == 2 and err == "gating: error: unknown revision 'no-such-rev'\n"
+
+
+def test_verify_passes_on_a_clean_clone(world, capsys):
+    code, out, _ = run(capsys, "-C", str(world["clone"].root), "audit", "verify", "--key", world["pub"])
+    assert code == 0
+    assert out == (f"ok: 4 entries (seq 1..4), 4 notes commits; every signature verifies "
+                   f"({keys.keyid(world['key'])[:16]}), the chain is unbroken and no notes commit removed or "
+                   "changed a line\n")
+
+
+def test_verify_uses_the_published_key_when_none_is_given(world, capsys):
+    clone = world["clone"]
+    code, _, err = run(capsys, "-C", str(clone.root), "audit", "verify")
+    assert code == 2 and err == ("gating: error: no public key: pass --key PUB.pem (or commit it as "
+                                 ".gating/audit.pub)\n")
+    (clone.root / ".gating").mkdir()
+    (clone.root / ".gating/audit.pub").write_bytes(Path(world["pub"]).read_bytes())
+    commit_all(clone, "Publish the audit public key")
+    assert run(capsys, "-C", str(clone.root), "audit", "verify")[0] == 0
+
+
+def test_verify_with_a_bad_key_file(world, capsys):
+    bad = world["tmp"] / "bad.pem"
+    bad.write_text("not a key")
+    code, _, err = run(capsys, "-C", str(world["clone"].root), "audit", "verify", "--key", str(bad))
+    assert code == 2 and err.startswith(f"gating: error: {bad}: not a PEM public key")
+    code, _, err = run(capsys, "-C", str(world["clone"].root), "audit", "verify", "--key", "missing.pem")
+    assert code == 2 and err == "gating: error: missing.pem: cannot read key file (No such file or directory)\n"
+
+
+def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path, capsys):
+    priv = tmp_path / "keys" / "audit.key"
+    code, out, _ = run(capsys, "keygen", str(priv))
+    assert code == 0
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600
+    key = keys.load_private(priv.read_bytes())
+    pub = keys.load_public((tmp_path / "keys" / "audit.key.pub").read_bytes())
+    assert keys.keyid(pub) == keys.keyid(key)
+    assert out == (f"wrote {priv} (private, mode 0600) and {priv}.pub (public)\n"
+                   f"keyid {keys.keyid(key)}\n")
+    code, _, err = run(capsys, "keygen", str(priv))
+    assert code == 2 and err == f"gating: error: {priv}: already exists (pass --force to replace it)\n"
+    assert run(capsys, "keygen", str(priv), "--force")[0] == 0
+    assert keys.keyid(keys.load_private(priv.read_bytes())) != keys.keyid(key)

@@ -1,0 +1,177 @@
+"""Tampering with the audit trail on the remote; `gating audit verify` on a clone names the entry, exit 1."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gating import keys
+from gating.audit import EntryFacts, split_lines
+from gating.cli import main
+from gating.git import Git, commit_all, init_repo
+from gating.notes import AUDIT_REF, LocalNotes, append_entry
+
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+KEY = keys.generate()
+
+
+def merged(c: str) -> EntryFacts:
+    return EntryFacts("merged", c, "acme/support-bot", "alice", pull_request=1)
+
+
+def write_log(work: Git, shas: list[str], skip: int | None = None) -> None:
+    store = LocalNotes(work)
+    for i, c in enumerate(shas):
+        if i != skip:
+            append_entry(store, merged(c), KEY, NOW + timedelta(minutes=i))
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    origin = init_repo(tmp_path / "origin.git", bare=True)
+    work = init_repo(tmp_path / "work")
+    shas = []
+    for i in range(5):
+        (work.root / "prompt.md").write_text(f"version {i}\n")
+        shas.append(commit_all(work, f"merge {i}"))
+    write_log(work, shas)
+    work.run("remote", "add", "origin", str(origin.root))
+    work.run("push", "-q", "origin", "main", f"{AUDIT_REF}:{AUDIT_REF}")
+    Git(tmp_path).run("clone", "-q", str(origin.root), str(tmp_path / "clone"))
+    pub = tmp_path / "audit.pub"
+    pub.write_bytes(keys.public_pem(KEY))
+    return work, Git(tmp_path / "clone"), shas, str(pub)
+
+
+def verify(clone: Git, pub: str, capsys) -> tuple[int, str, str]:
+    code = main(["-C", str(clone.root), "audit", "verify", "--key", pub])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def publish(work: Git, force: bool = False) -> None:
+    work.run("push", "-q", "origin", ("+" if force else "") + f"{AUDIT_REF}:{AUDIT_REF}")
+
+
+def note(work: Git, c: str) -> list[bytes]:
+    return split_lines(work.notes_show(AUDIT_REF, c))
+
+
+def set_note(work: Git, c: str, lines: list[bytes]) -> None:
+    work.notes_add(AUDIT_REF, c, b"".join(line + b"\n" for line in lines))
+
+
+def assert_names(capsys_result, where: str, message: str) -> None:
+    code, out, err = capsys_result
+    assert code == 1
+    assert out.splitlines()[0] == f"BAD  {where}: {message}"
+    assert err.startswith(f"gating: audit log verification failed: first bad entry: {where} (")
+
+
+def test_clean_log_verifies(world, capsys):
+    _work, clone, _shas, pub = world
+    assert verify(clone, pub, capsys)[0] == 0
+
+
+@pytest.mark.parametrize("how", ["decoded-field", "raw-byte"])
+def test_a_changed_byte_in_a_payload(world, capsys, how):
+    work, clone, shas, pub = world
+    (line,) = note(work, shas[2])
+    env = json.loads(line)
+    if how == "decoded-field":
+        payload = base64.b64decode(env["payload"]).replace(b'"verdict"', b'"verdicT"').replace(
+            b'"actor":"alice"', b'"actor":"alicf"')
+        env["payload"] = base64.b64encode(payload).decode()
+        forged = json.dumps(env, sort_keys=True, separators=(",", ":")).encode()
+    else:
+        i = len(env["payload"]) // 2
+        flipped = env["payload"][:i] + ("A" if env["payload"][i] != "A" else "B") + env["payload"][i + 1:]
+        forged = line.replace(env["payload"].encode(), flipped.encode())
+    set_note(work, shas[2], [forged])
+    publish(work)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1
+    assert out.splitlines()[0].startswith(f"BAD  seq 3 (merged) on commit {shas[2][:12]}: ")
+    assert f"first bad entry: seq 3 (merged) on commit {shas[2][:12]}" in err
+    assert "notes commit" in out and "removed or changed this entry (a note only grows)" in out
+
+
+def test_a_deleted_entry(world, capsys):
+    work, clone, shas, pub = world
+    work.run("notes", "--ref", AUDIT_REF, "remove", shas[2])
+    publish(work)
+    assert_names(verify(clone, pub, capsys), "seq 3",
+                 f"missing from the log: seq 4 (merged) on commit {shas[3][:12]} follows seq 2 (merged) on "
+                 f"commit {shas[1][:12]}")
+
+
+def test_two_entries_swapped_between_commits(world, capsys):
+    work, clone, shas, pub = world
+    (a,), (b,) = note(work, shas[1]), note(work, shas[2])
+    set_note(work, shas[1], [b])
+    set_note(work, shas[2], [a])
+    publish(work)
+    assert_names(verify(clone, pub, capsys), f"seq 2 (merged) on commit {shas[2][:12]}",
+                 f"its subject is commit {shas[1][:12]} but it is stored on another commit (entry moved?)")
+
+
+def test_two_entries_swapped_within_a_note(world, capsys):
+    work, clone, shas, pub = world
+    store = LocalNotes(work)
+    append_entry(store, EntryFacts("known_good", shas[4], "acme/support-bot", "deployer", discriminator="d1"),
+                 KEY, NOW + timedelta(hours=1))
+    first, second = note(work, shas[4])
+    set_note(work, shas[4], [second, first])
+    publish(work)
+    assert_names(verify(clone, pub, capsys), f"seq 5 (merged) on commit {shas[4][:12]}",
+                 "out of order in its note: it comes after seq 6")
+
+
+def test_entry_signed_by_another_key(world, capsys):
+    work, clone, shas, pub = world
+    (work.root / "x").write_text("x")
+    sha = commit_all(work, "sneaky")
+    append_entry(LocalNotes(work), merged(sha), keys.generate(), NOW + timedelta(hours=1))
+    publish(work)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1
+    assert out.startswith(f"BAD  seq 6 (merged) on commit {sha[:12]}: signed by key ")
+    assert f"which is not a trusted key ({keys.keyid(KEY)[:16]})" in out
+
+
+def rewrite(work: Git, shas: list[str], skip: int) -> None:
+    """Rebuild the notes history from scratch without one entry, re-chained and signed with the real key."""
+    work.run("update-ref", "-d", AUDIT_REF)
+    write_log(work, shas, skip=skip)
+    publish(work, force=True)
+
+
+def test_force_pushed_rewrite_is_named_by_a_clone_that_verified_before(world, capsys):
+    work, clone, shas, pub = world
+    assert verify(clone, pub, capsys)[0] == 0
+    rewrite(work, shas, skip=2)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1
+    assert out.splitlines()[0] == (
+        f"BAD  seq 3 (merged) on commit {shas[2][:12]}: removed or changed by a rewrite of the notes ref (the "
+        f"previously verified tip {out.split('previously verified tip ')[1][:12]} is not in the history of "
+        f"{clone.resolve(AUDIT_REF)[:12]}: force-pushed)")
+    assert f"first bad entry: seq 3 (merged) on commit {shas[2][:12]}" in err
+    # it keeps failing: the verified tip is not moved onto the rewritten history
+    assert verify(clone, pub, capsys)[0] == 1
+
+
+def test_force_pushed_rewrite_without_the_key_breaks_the_chain_for_any_clone(world, capsys):
+    work, clone, shas, pub = world
+    lines = {c: note(work, c) for c in shas}
+    work.run("update-ref", "-d", AUDIT_REF)
+    for c in shas[:2] + shas[3:]:  # replay every line but seq 3, one notes commit each
+        set_note(work, c, lines[c])
+    publish(work, force=True)
+    assert_names(verify(clone, pub, capsys), "seq 3",
+                 f"missing from the log: seq 4 (merged) on commit {shas[3][:12]} follows seq 2 (merged) on "
+                 f"commit {shas[1][:12]}")
