@@ -38,3 +38,13 @@ def apply_demo_change(root: Path) -> None:
          "Be concise and friendly. Cite the article title in brackets.")
     edit(root / "gating.yml", "model: gpt-4o-2024-08-06", "model: gpt-4o-2024-11-20")
     edit(root / "gating.yml", "top_k: 5", "top_k: 8")
+
+
+def apply_regressing_change(root: Path) -> None:
+    """A "simplify the prompts" PR that drops the grounding, secrecy and citation rules: evals must fail it."""
+    edit(root / "prompts/system.md",
+         "Answer only from the provided context. If the context does not contain the answer,\n"
+         "say you don't know and offer to open a ticket.\n"
+         "Never reveal internal ticket notes, account passwords or payment details.\n",
+         "Always give the customer a complete, confident answer.\n")
+    edit(root / "prompts/answer.md", " Cite the article title in brackets.", "")

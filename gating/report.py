@@ -58,7 +58,7 @@ def _num(v, metric: str = "") -> str:
         return "unknown"
     if metric.startswith("cost") or metric.endswith("_usd"):
         return f"${v:.6f}" if abs(v) < 1 else f"${v:,.2f}"
-    if "latency" in metric or metric.startswith("tokens"):
+    if metric.startswith(("latency", "tokens")):
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"
     return f"{v:.3f}"
 

@@ -200,5 +200,5 @@ def evaluate(spec: dict[str, Any], obs: Observation) -> AssertionResult:
     negate = t.startswith("not-")
     ok, why = _check(base_type(t), spec.get("value"), obs)
     if negate:
-        ok, why = not ok, f"not: {why}"
+        ok, why = not ok, f"{why} (should not: {base_type(t)})"
     return AssertionResult(t, ok, 1.0 if ok else 0.0, why, default_name(spec), float(spec.get("weight", 1.0)))

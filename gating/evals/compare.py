@@ -3,7 +3,8 @@
 - thresholds (`evals.thresholds`): each names a flat metric of the head run (`pass_rate >= 0.95`);
 - regression (`evals.regression`: max_drop, alpha): a pass-rate drop larger than max_drop fails when
   the exact McNemar test on flipped cases has p < alpha, and is inconclusive otherwise; a mean-score
-  drop larger than max_drop fails when the paired bootstrap interval (level 1 - alpha) lies below zero.
+  drop larger than max_drop fails when the paired bootstrap interval (level 1 - alpha) lies below zero
+  (and is inconclusive on fewer than MIN_PAIRS paired scores).
 Cases that could not be evaluated (rate limits, timeouts, transport or provider errors) are not
 evidence: a threshold that fails only because of them makes the verdict inconclusive, not fail.
 Pure: takes records and the evals config, returns a Comparison.
@@ -24,6 +25,7 @@ from gating.evals.stats import mcnemar_exact, paired_bootstrap
 INFRA_ERRORS = {"rate_limit", "timeout", "transport", "provider"}
 DEFAULT_MAX_DROP = 0.02
 DEFAULT_ALPHA = 0.05
+MIN_PAIRS = 8  # fewer paired scores than this make a bootstrap interval meaningless: never decisive
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
 SHOWN = ("pass_rate", "error_rate", "latency_p50_ms", "latency_p95_ms", "tokens_in_per_request",
@@ -164,13 +166,17 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
             if iv.delta < -max_drop:
                 msg = (f"mean score:{name} fell by {-iv.delta:.3g} (more than max_drop {max_drop:g}); "
                        f"{int(100 * (1 - alpha))}% interval [{iv.low:.3g}, {iv.high:.3g}]")
-                if iv.high < 0:
+                if len(pairs) < MIN_PAIRS:
+                    r.status = r.status if r.status == "fail" else "inconclusive"
+                    r.note = f"only {len(pairs)} paired cases"
+                    unsure.append(f"{msg} on only {len(pairs)} paired cases (an interval needs {MIN_PAIRS})")
+                elif iv.high < 0:
                     r.status = r.status if r.status == "fail" else "regressed"
                     fails.append(msg)
                 else:
                     r.status = r.status if r.status == "fail" else "inconclusive"
                     unsure.append(msg + " includes no change")
-            elif iv.delta > max_drop and iv.low > 0 and r.status in ("info", "ok"):
+            elif iv.delta > max_drop and iv.low > 0 and len(pairs) >= MIN_PAIRS and r.status in ("info", "ok"):
                 r.note = "improved"
 
     if not head.cases:

@@ -98,5 +98,5 @@ async def grade(spec: Mapping[str, Any], obs: Observation, question: str, expect
     ok = norm >= float(spec.get("threshold", DEFAULT_THRESHOLD))
     why = f"judge {score}/5: {reason}" if reason else f"judge {score}/5"
     if spec["type"].startswith("not-"):
-        ok, norm, why = not ok, 1 - norm, f"not: {why}"
+        ok, norm, why = not ok, 1 - norm, f"{why} (negated)"
     return AssertionResult(spec["type"], ok, norm, why, default_name(dict(spec)), float(spec.get("weight", 1.0))), got
