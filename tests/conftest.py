@@ -10,6 +10,8 @@ import pytest
 from gating.example import make_example_repo
 from gating.git import Git, init_repo
 
+pytest_plugins = ["gating.testing.pytest_plugin"]
+
 os.environ.setdefault("GIT_CONFIG_GLOBAL", os.devnull)
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
 

@@ -1,0 +1,29 @@
+"""A local GitHub for tests and the offline demo: REST API, git smart HTTP, webhooks (see README.md).
+
+Names are imported lazily, so `gating.testing.<module>` imports stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AppIdentity": "gating.testing.emulator_auth",
+    "Delivery": "gating.testing.webhooks",
+    "Emulator": "gating.testing.github_emulator",
+    "Fault": "gating.testing.faults",
+    "Faults": "gating.testing.faults",
+    "RecordedRequest": "gating.testing.github_emulator",
+    "RepoHandle": "gating.testing.emulator_repo",
+    "start_emulator": "gating.testing.github_emulator",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gating.testing' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,67 @@
+"""Per-route fault injection, so clients' retry and backoff code is tested against real failures."""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+KINDS = ("5xx", "secondary_rate_limit", "latency", "reset")
+SECONDARY_RATE_LIMIT_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you "
+    "reach out to GitHub Support for help, please include the request ID."
+)
+
+
+@dataclass
+class Fault:
+    kind: str
+    method: str | None = None
+    path: str | None = None  # regex searched in the request path (without the API prefix)
+    times: int | None = 1  # None: every matching request
+    status: int = 502
+    retry_after: int = 1
+    delay: float = 0.2
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return self.path is None or re.search(self.path, path) is not None
+
+
+class Faults:
+    """The faults armed on one emulator; the first matching fault with uses left fires."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, method: str | None = None, path: str | None = None, kind: str = "5xx", times: int | None = 1,
+            status: int = 502, retry_after: int = 1, delay: float = 0.2) -> Fault:
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; choose from {', '.join(KINDS)}")
+        if kind == "5xx" and not 500 <= status <= 599:
+            raise ValueError(f"a 5xx fault needs a 5xx status, not {status}")
+        if path is not None:
+            re.compile(path)
+        fault = Fault(kind, method, path, times, status, retry_after, delay)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path) and (fault.times is None or fault.hits < fault.times):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for f in self._faults if f.times is None or f.hits < f.times)
