@@ -7,6 +7,7 @@ the App implements it over the GitHub API, tests and the CLI with the `Facts` da
 
 from gating.policy.evaluate import (
     EVAL_CHECK,
+    OVERRIDE_COMMAND,
     evaluate,
     find_overrides,
     glob_match,
@@ -20,7 +21,7 @@ from gating.policy.result import Override, Result, ReviewNote, Status, all_of, a
 from gating.policy.rules import MAX_DEPTH, POLICY_CHANGE_RULE, Policy, PolicyError, Rule, parse_policy
 
 __all__ = [
-    "APPROVAL_CHECK", "EVAL_CHECK", "MAX_DEPTH", "POLICY_CHANGE_RULE", "Actor", "CheckOutput", "CheckState",
+    "APPROVAL_CHECK", "EVAL_CHECK", "MAX_DEPTH", "OVERRIDE_COMMAND", "POLICY_CHANGE_RULE", "Actor", "CheckOutput", "CheckState",
     "Comment", "Facts", "Override", "Policy", "PolicyError", "PullFacts", "Result", "Review", "ReviewNote",
     "Rule", "Status", "all_of", "any_of", "evaluate", "find_overrides", "glob_match", "has_permission",
     "latest_reviews", "manifest_path_match", "parse_policy", "render_check",

@@ -12,7 +12,7 @@ from gating.policy.result import Override, Result, ReviewNote, Status, all_of, a
 from gating.policy.rules import POLICY_CHANGE_RULE, Condition, Policy, Requires, Rule
 
 EVAL_CHECK = "gating / eval"
-_OVERRIDE = re.compile(r"^/gating\s+override\b[ \t]*(.*)$", re.MULTILINE)
+OVERRIDE_COMMAND = re.compile(r"^/gating\s+override\b[ \t]*(.*)$", re.MULTILINE)
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -229,7 +229,7 @@ def find_overrides(facts: PullFacts) -> tuple[Override | None, list[Result]]:
     found: Override | None = None
     ignored: list[Result] = []
     for c in facts.comments:
-        for m in _OVERRIDE.finditer(c.body):
+        for m in OVERRIDE_COMMAND.finditer(c.body):
             reason = m.group(1).strip()
             login = c.user.login
             if not reason:

@@ -1,0 +1,75 @@
+"""The gating GitHub App: a thin Flask door that turns webhooks into durable jobs on gating/.
+
+`create_app(settings)` is the only way in (no module-level app except app.wsgi for gunicorn).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app import webhooks
+from app.handlers import JobContext, Registry, load_registry
+from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
+from app.settings import Settings
+from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
+
+
+@dataclass
+class AppState:
+    """Everything a request or a job needs, kept in `app.extensions["gating"]`."""
+
+    settings: Settings
+    queue: JobQueue
+    registry: Registry
+    github: GitHubApp
+    worker: Worker = field(init=False)
+    blobs: BlobCache = field(default_factory=BlobCache)
+
+    def run_job(self, job: Job) -> None:
+        handler = self.registry.get(job.event, job.handler)
+        if handler is None:
+            raise PermanentError(f"no handler {job.handler!r} for {job.event} in this version of the App")
+        try:
+            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs))
+        except RateLimited as e:
+            raise RetryLater(str(e), e.retry_after) from e
+        except GitHubError as e:
+            if e.status in (401, 403, 404, 410, 422):
+                raise PermanentError(str(e)) from e
+            raise
+
+
+def open_queue(settings: Settings) -> JobQueue:
+    return JobQueue(settings.db_path, max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds,
+                    retry_base=settings.retry_base_seconds, retry_max=settings.retry_max_seconds,
+                    keep_done_seconds=settings.keep_done_days * 86400)
+
+
+def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: Registry | None = None) -> Flask:
+    """Build the App; `settings` is a Settings or a mapping of overrides on top of the environment."""
+    if not isinstance(settings, Settings):
+        settings = Settings.load(settings)
+    settings.check()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
+    state = AppState(settings, open_queue(settings), registry or load_registry(settings.handler_modules), github)
+    state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds)
+    app.extensions["gating"] = state
+    app.register_blueprint(webhooks.bp)
+    app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log
+        return jsonify({"error": e.description}), e.code
+
+    app.before_request(state.worker.ensure_started)  # after a gunicorn fork, threads start on first request
+    state.worker.ensure_started()
+    return app

@@ -1,0 +1,113 @@
+"""The dispatch table: which handler runs, as a background job, for which event and action.
+
+Each handler module has a `register(registry)` function and is listed once in
+`app.settings.HANDLER_MODULES` (or GATING_HANDLERS). Inside it:
+
+    def register(registry: Registry) -> None:
+        registry.on("pull_request", "closed", key=pull_key, when=lambda p: p["pull_request"]["merged"])(on_merge)
+
+`key` groups jobs that must not run at the same time (one pull request: "owner/repo#12"); `when`
+filters on the payload before a job is queued. A handler receives a `JobContext` and must be
+idempotent: the same delivery twice changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.jobs import Job, PermanentError
+from app.settings import Settings
+from gating.github import BlobCache, GitHubApp, GitHubClient, Repo
+
+Payload = dict[str, Any]
+
+
+@dataclass
+class JobContext:
+    """What a running handler may use: the job and its payload, settings, and GitHub as the App."""
+
+    job: Job
+    payload: Payload
+    settings: Settings
+    github: GitHubApp
+    blobs: BlobCache = field(default_factory=BlobCache)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("gating.app.handlers"))
+
+    def installation(self) -> GitHubClient:
+        inst = (self.payload.get("installation") or {}).get("id")
+        if not isinstance(inst, int):
+            raise PermanentError(f"{self.job.event} delivery {self.job.delivery} names no App installation")
+        return self.github.installation(inst)
+
+    def repo(self) -> Repo:
+        full = (self.payload.get("repository") or {}).get("full_name")
+        if not isinstance(full, str) or "/" not in full:
+            raise PermanentError(f"{self.job.event} delivery {self.job.delivery} names no repository")
+        return Repo(self.installation(), full)
+
+
+HandlerFunc = Callable[[JobContext], None]
+
+
+@dataclass(frozen=True)
+class Handler:
+    name: str
+    event: str
+    actions: frozenset[str]  # empty: every action
+    func: HandlerFunc
+    key: Callable[[Payload], str | None]
+    when: Callable[[Payload], bool]
+
+    def matches(self, event: str, payload: Payload) -> bool:
+        if event != self.event:
+            return False
+        if self.actions and payload.get("action") not in self.actions:
+            return False
+        return bool(self.when(payload))
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.handlers: list[Handler] = []
+
+    def on(self, event: str, *actions: str, key: Callable[[Payload], str | None] | None = None,
+           when: Callable[[Payload], bool] | None = None, name: str | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
+        def add(func: HandlerFunc) -> HandlerFunc:
+            hname = name or f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
+            if self.get(event, hname):
+                raise ValueError(f"handler {hname!r} is registered twice for {event}")
+            self.handlers.append(Handler(hname, event, frozenset(actions), func, key or (lambda _p: None),
+                                         when or (lambda _p: True)))
+            return func
+        return add
+
+    def match(self, event: str, payload: Payload) -> list[Handler]:
+        return [h for h in self.handlers if h.matches(event, payload)]
+
+    def get(self, event: str, name: str) -> Handler | None:
+        return next((h for h in self.handlers if h.event == event and h.name == name), None)
+
+    def events(self) -> dict[str, list[str]]:
+        """event -> actions handled (for the App manifest and the docs)."""
+        out: dict[str, set[str]] = {}
+        for h in self.handlers:
+            out.setdefault(h.event, set()).update(h.actions or {"*"})
+        return {e: sorted(a) for e, a in sorted(out.items())}
+
+
+def load_registry(modules: Sequence[str]) -> Registry:
+    registry = Registry()
+    for name in modules:
+        importlib.import_module(name).register(registry)
+    return registry
+
+
+def pull_key(payload: Payload) -> str | None:
+    """"owner/repo#N" for events about one pull request (or an issue comment on one)."""
+    repo = (payload.get("repository") or {}).get("full_name")
+    number = (payload.get("pull_request") or payload.get("issue") or {}).get("number")
+    return f"{repo}#{number}" if repo and number else None

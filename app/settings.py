@@ -1,0 +1,129 @@
+"""The App's settings: one dataclass, loaded from environment variables and an optional mapping.
+
+Names follow Probot where it has one (APP_ID, PRIVATE_KEY_PATH or PRIVATE_KEY, WEBHOOK_SECRET,
+WEBHOOK_PATH, LOG_LEVEL), GITHUB_API_URL as in Actions, and GATING_* for the rest. A mapping passed
+to `load` (tests, `create_app({...})`) wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
+
+HANDLER_MODULES = ("app.handlers.approvals",)
+
+
+class SettingsError(ValueError):
+    """The App cannot start with these settings; `problems` names each variable at fault."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _env(name: str, doc: str, default: Any = None, **kw: Any) -> Any:
+    meta = {"env": name, "doc": doc}
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata=meta, repr=kw.get("repr", True))
+    return field(default=default, metadata=meta, repr=kw.get("repr", True))
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = _env("APP_ID", "the GitHub App's id")
+    private_key_path: str | None = _env("PRIVATE_KEY_PATH", "path of the App's private key (.pem)")
+    private_key: str | None = _env("PRIVATE_KEY", "the private key itself (PEM, `\\n`-escaped or base64)",
+                                   repr=False)
+    webhook_secret: str = _env("WEBHOOK_SECRET", "the webhook secret; deliveries without a valid "
+                               "X-Hub-Signature-256 are refused", "", repr=False)
+    webhook_path: str = _env("WEBHOOK_PATH", "where GitHub posts webhooks", "/webhooks")
+    github_api_url: str = _env("GITHUB_API_URL", "REST API base (GitHub Enterprise: https://HOST/api/v3)",
+                               DEFAULT_API_URL)
+    log_level: str = _env("LOG_LEVEL", "logging level", "INFO")
+    db_path: str = _env("GATING_DB", "SQLite file of the job queue (shared by all workers)", "gating-app.sqlite3")
+    max_body_bytes: int = _env("GATING_MAX_BODY_BYTES", "largest webhook body accepted (413 above)",
+                               25 * 1024 * 1024)
+    job_threads: int = _env("GATING_JOB_THREADS", "job worker threads per process (0: only enqueue)", 2)
+    poll_seconds: float = _env("GATING_POLL_SECONDS", "how often an idle worker looks for due jobs", 1.0)
+    lease_seconds: float = _env("GATING_LEASE_SECONDS", "a running job whose worker stopped heart-beating "
+                                "this long is picked up again", 60.0)
+    max_attempts: int = _env("GATING_MAX_ATTEMPTS", "attempts before a job is kept as failed", 5)
+    retry_base_seconds: float = _env("GATING_RETRY_BASE_SECONDS", "first retry delay; doubles each attempt", 5.0)
+    retry_max_seconds: float = _env("GATING_RETRY_MAX_SECONDS", "longest retry delay", 600.0)
+    keep_done_days: float = _env("GATING_KEEP_DONE_DAYS", "finished jobs (and the delivery ids that "
+                                 "de-duplicate redeliveries) are kept this long", 7.0)
+    manifest_path: str = _env("GATING_MANIFEST", "manifest path in the repository", "gating.yml")
+    handler_modules: tuple[str, ...] = _env("GATING_HANDLERS", "comma-separated handler modules",
+                                            default_factory=lambda: HANDLER_MODULES)
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None,
+             environ: Mapping[str, str] | None = None) -> Settings:
+        """Environment first, then `overrides` (keys are the variable names or the field names)."""
+        env = os.environ if environ is None else environ
+        by_env = {f.metadata["env"]: f for f in fields(cls)}
+        by_name = {f.name: f for f in fields(cls)}
+        raw: dict[str, Any] = {f.name: env[f.metadata["env"]] for f in fields(cls) if f.metadata["env"] in env}
+        for k, v in (overrides or {}).items():
+            f = by_env.get(k) or by_name.get(k)
+            if f is None:
+                raise SettingsError([f"unknown setting {k!r}; known: {', '.join(sorted(by_env))}"])
+            raw[f.name] = v
+        values, problems = {}, []
+        for name, v in raw.items():
+            f = by_name[name]
+            try:
+                values[name] = _convert(f.type, v)
+            except ValueError:
+                problems.append(f"{f.metadata['env']}: expected {f.type}, got {v!r}")
+        if problems:
+            raise SettingsError(problems)
+        return cls(**values)
+
+    def check(self) -> None:
+        """Fail closed at start-up: no secret, no App id or no usable key is an error, not a warning."""
+        problems = []
+        if not self.webhook_secret:
+            problems.append("WEBHOOK_SECRET is not set; the App refuses unsigned webhooks, so it needs one")
+        if not self.app_id:
+            problems.append("APP_ID is not set")
+        try:
+            self.key()
+        except PrivateKeyError as e:
+            problems.append(str(e))
+        if not self.webhook_path.startswith("/"):
+            problems.append(f"WEBHOOK_PATH must start with '/', got {self.webhook_path!r}")
+        if self.max_body_bytes < 1024:
+            problems.append("GATING_MAX_BODY_BYTES must be at least 1024")
+        if problems:
+            raise SettingsError(problems)
+
+    def key(self) -> str:
+        return load_private_key(self.private_key_path, self.private_key)
+
+
+def _convert(typ: Any, v: Any) -> Any:
+    t = str(typ)
+    if isinstance(v, str):
+        v = v.strip()
+    if t == "int":
+        return int(v)
+    if t == "float":
+        return float(v)
+    if t.startswith("tuple"):
+        items = v.split(",") if isinstance(v, str) else list(v)
+        return tuple(i.strip() for i in items if i.strip())
+    return None if v in (None, "") and "None" in t else str(v)
+
+
+def documented() -> list[tuple[str, str, Any]]:
+    """(variable, meaning, default) for the README and `gating app serve --help`."""
+    out = []
+    for f in fields(Settings):
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        out.append((f.metadata["env"], f.metadata["doc"], default))
+    return out

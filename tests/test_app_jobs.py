@@ -1,0 +1,200 @@
+"""The durable job queue: de-duplication, leases, retries with backoff, failures kept visible,
+several processes claiming from one SQLite file, and a restart picking up where it stopped."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from app.jobs import JobQueue, PermanentError, RetryLater, Worker
+
+
+class Clock:
+    def __init__(self, t: float = 1_700_000_000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(tmp_path: Path, clock: Clock) -> JobQueue:
+    return JobQueue(str(tmp_path / "jobs.db"), max_attempts=3, lease_seconds=30, retry_base=5, retry_max=60,
+                    clock=clock)
+
+
+def put(q: JobQueue, delivery: str = "d1", handlers=(("h", None),)) -> list[int]:
+    return q.enqueue(delivery, "pull_request", "opened", '{"n": 1}', list(handlers))
+
+
+def test_the_database_is_in_wal_mode(queue: JobQueue):
+    assert sqlite3.connect(queue.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_redelivered_delivery_queues_nothing_new(queue: JobQueue):
+    assert put(queue) == [1]
+    assert put(queue) == []
+    assert put(queue, handlers=(("h", None), ("other", None))) == [2]  # a new handler for a known delivery
+    assert queue.counts()["queued"] == 2
+
+
+def test_claim_complete(queue: JobQueue):
+    put(queue)
+    job = queue.claim("w1")
+    assert (job.status, job.attempts, job.payload) == ("running", 1, {"n": 1})
+    assert queue.claim("w2") is None
+    queue.complete(job, "w1")
+    assert queue.counts() == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+
+
+def test_failures_back_off_then_stay_failed_and_visible(queue: JobQueue, clock: Clock):
+    put(queue)
+    job = queue.claim("w")
+    assert queue.fail(job, "w", "RuntimeError: GitHub 502") == "queued"
+    assert queue.get(job.id).run_after == clock.t + 5
+    assert queue.claim("w") is None  # not due yet
+    clock.t += 5
+    job = queue.claim("w")
+    assert job.attempts == 2
+    assert queue.fail(job, "w", "boom 2") == "queued"
+    assert queue.get(job.id).run_after == clock.t + 10  # doubled
+    clock.t += 10
+    job = queue.claim("w")
+    assert queue.fail(job, "w", "boom 3") == "failed"
+    failed = queue.list("failed")
+    assert [(j.id, j.attempts, j.last_error) for j in failed] == [(1, 3, "boom 3")]
+    assert queue.last_error() == {"job": 1, "handler": "h", "error": "boom 3", "at": "2023-11-14T22:13:35Z"}
+    assert queue.retry() == 1
+    job = queue.claim("w")
+    assert (job.status, job.attempts) == ("running", 1)
+
+
+def test_retry_after_is_honoured(queue: JobQueue, clock: Clock):
+    put(queue)
+    job = queue.claim("w")
+    queue.fail(job, "w", "rate limited", after=45)
+    assert queue.get(job.id).run_after == clock.t + 45
+
+
+def test_permanent_failure_does_not_retry(queue: JobQueue):
+    put(queue)
+    job = queue.claim("w")
+    assert queue.fail(job, "w", "no installation", permanent=True) == "failed"
+
+
+def test_expired_lease_is_picked_up_again_and_the_late_owner_cannot_finish_it(queue: JobQueue, clock: Clock):
+    put(queue)
+    job = queue.claim("dead-worker")
+    clock.t += 29
+    assert queue.claim("w2") is None
+    clock.t += 2
+    again = queue.claim("w2")
+    assert (again.id, again.attempts) == (job.id, 2)
+    queue.complete(job, "dead-worker")  # too late: no longer its job
+    assert queue.get(job.id).status == "running"
+    queue.complete(again, "w2")
+    assert queue.get(job.id).status == "done"
+
+
+def test_heartbeat_keeps_a_long_job_leased(queue: JobQueue, clock: Clock):
+    put(queue)
+    queue.claim("w1")
+    for _ in range(4):
+        clock.t += 20
+        queue.heartbeat(["w1"])
+        assert queue.claim("w2") is None
+
+
+def test_a_job_that_keeps_killing_its_worker_ends_up_failed(queue: JobQueue, clock: Clock):
+    put(queue)
+    for _ in range(3):
+        assert queue.claim("w") is not None
+        clock.t += 31
+    assert queue.claim("w") is None
+    (job,) = queue.list("failed")
+    assert job.last_error == "worker stopped while running it (3 attempts)"
+
+
+def test_jobs_of_one_pull_request_run_one_at_a_time_in_order(queue: JobQueue):
+    put(queue, "d1", (("h", "acme/x#1"),))
+    put(queue, "d2", (("h", "acme/x#1"),))
+    put(queue, "d3", (("h", "acme/x#2"),))
+    first = queue.claim("a")
+    other = queue.claim("b")
+    assert (first.delivery, other.delivery) == ("d1", "d3")
+    assert queue.claim("c") is None
+    queue.complete(first, "a")
+    assert queue.claim("c").delivery == "d2"
+
+
+def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
+    path = str(tmp_path / "jobs.db")
+    q1 = JobQueue(path, clock=clock)
+    put(q1)
+    del q1
+    q2 = JobQueue(path, clock=clock)
+    assert q2.claim("w").delivery == "d1"
+
+
+def _claim_all(path: str, name: str, out: str) -> None:
+    q = JobQueue(path, lease_seconds=600)
+    got = []
+    while (job := q.claim(name)) is not None:
+        got.append(job.id)
+        q.complete(job, name)
+    Path(out).write_text("\n".join(map(str, got)))
+
+
+def test_several_processes_never_run_one_job_twice(tmp_path: Path):
+    path = str(tmp_path / "jobs.db")
+    q = JobQueue(path)
+    for i in range(300):
+        q.enqueue(f"d{i}", "e", None, "{}", [("h", None)])
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_claim_all, args=(path, f"p{i}", str(tmp_path / f"out{i}"))) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    claimed = [int(x) for i in range(4) for x in (tmp_path / f"out{i}").read_text().split()]
+    assert sorted(claimed) == list(range(1, 301))
+    assert q.counts()["done"] == 300
+
+
+def test_worker_threads_run_retry_and_fail_jobs(tmp_path: Path):
+    q = JobQueue(str(tmp_path / "jobs.db"), max_attempts=2, retry_base=0.01, retry_max=0.01)
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def run(job):
+        seen.append((job.delivery, job.attempts))
+        if job.delivery == "flaky" and job.attempts == 1:
+            raise RuntimeError("GitHub 502")
+        if job.delivery == "bad":
+            raise PermanentError("payload names no installation")
+        if job.delivery == "later":
+            raise RetryLater("secondary rate limit", after=0.01)
+        if len(seen) >= 5:
+            done.set()
+
+    w = Worker(q, run, threads=2, poll=0.05)
+    w.ensure_started()
+    for d in ("ok", "flaky", "bad", "later"):
+        q.enqueue(d, "e", None, "{}", [("h", None)])
+        w.wake()
+    assert q.wait_idle(5)
+    w.stop()
+    assert sorted(seen) == [("bad", 1), ("flaky", 1), ("flaky", 2), ("later", 1), ("later", 2), ("ok", 1)]
+    assert {j.delivery: j.status for j in q.list()} == {"ok": "done", "flaky": "done", "bad": "failed",
+                                                        "later": "failed"}
+    assert q.get(3).last_error == "PermanentError: payload names no installation"

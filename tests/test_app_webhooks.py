@@ -1,0 +1,262 @@
+"""POST /webhooks and GET /healthz: refusing what is not GitHub's, acknowledging the rest at once."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from app_support import SECRET, app_settings, serve_in_thread, signed
+
+from app import create_app
+from app.handlers import Registry
+from app.settings import SettingsError
+from app.webhooks import signature, verify_signature
+
+PR = {"action": "opened", "number": 7, "pull_request": {"number": 7}, "repository": {"full_name": "acme/bot"},
+      "installation": {"id": 1}}
+
+
+@pytest.fixture
+def runs() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def app(tmp_path: Path, runs: list[str]):
+    registry = Registry()
+    done = threading.Event()
+
+    @registry.on("pull_request", "opened", "synchronize", key=lambda p: f"{p['repository']['full_name']}#{p['number']}")
+    def record(ctx):
+        runs.append(ctx.job.delivery)
+        done.set()
+
+    @registry.on("issues", when=lambda p: p["issue"]["pull_request"] is not None)
+    def strict(ctx):
+        pass
+
+    app = create_app(app_settings(tmp_path, GATING_MAX_BODY_BYTES=4096), registry=registry)
+    yield app
+    app.extensions["gating"].worker.stop()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, body: bytes, headers: dict[str, str]):
+    return client.post("/webhooks", data=body, headers=headers)
+
+
+def test_signature_helpers():
+    sig = signature("It's a Secret to Everybody", b"Hello, World!")
+    # the example from GitHub's documentation on validating deliveries
+    assert sig == "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+    assert verify_signature("It's a Secret to Everybody", b"Hello, World!", sig)
+    assert not verify_signature("", b"Hello, World!", sig)
+    assert not verify_signature("x", b"Hello, World!", None)
+
+
+def test_unsigned_delivery_is_refused(client, runs):
+    body, headers = signed(PR, "pull_request")
+    del headers["X-Hub-Signature-256"]
+    r = post(client, body, headers)
+    assert r.status_code == 401
+    assert r.json == {"error": "missing X-Hub-Signature-256: deliveries must be signed with the webhook secret"}
+
+
+@pytest.mark.parametrize("tamper", [
+    pytest.param(lambda b, h: (b, {**h, "X-Hub-Signature-256": signature("wrong secret", b)}), id="wrong-secret"),
+    pytest.param(lambda b, h: (b.replace(b'"opened"', b'"closed"'), h), id="forged-body"),
+    pytest.param(lambda b, h: (b[:-10], h), id="truncated-body"),
+    pytest.param(lambda b, h: (b, {**h, "X-Hub-Signature-256": "sha1=" + h["X-Hub-Signature-256"][7:]}), id="sha1"),
+    pytest.param(lambda b, h: (b, {**h, "X-Hub-Signature-256": "sha256=zz"}), id="garbage"),
+])
+def test_bad_signature_is_refused(client, runs, tamper):
+    body, headers = tamper(*signed(PR, "pull_request"))
+    r = post(client, body, headers)
+    assert r.status_code == 401
+    assert r.json == {"error": "X-Hub-Signature-256 does not match the body"}
+    assert client.get("/healthz").json["queue"]["depth"] == 0
+
+
+def test_oversized_body_is_refused_before_it_is_read(client):
+    body, headers = signed({"x": "a" * 5000}, "pull_request")
+    r = post(client, body, headers)
+    assert r.status_code == 413
+    assert r.json == {"error": "body of 5009 bytes is over the limit of 4096"}
+
+
+@pytest.mark.parametrize("body, message", [
+    pytest.param(b'{"action": "opened"', "body is not a JSON webhook payload: Expecting ',' delimiter: "
+                 "line 1 column 20 (char 19)", id="truncated-json"),
+    pytest.param(b"[1, 2]", "body is not a JSON object", id="not-an-object"),
+    pytest.param(b"\xff\xfe", "body is not a JSON webhook payload: 'utf-8' codec can't decode byte 0xff in "
+                 "position 0: invalid start byte", id="not-utf8"),
+])
+def test_signed_but_malformed_json_is_refused(client, body, message):
+    r = post(client, *signed(body, "pull_request"))
+    assert (r.status_code, r.json) == (400, {"error": message})
+
+
+def test_missing_event_headers_are_refused(client):
+    body, headers = signed(PR, "pull_request")
+    del headers["X-GitHub-Delivery"]
+    r = post(client, body, headers)
+    assert (r.status_code, r.json) == (400, {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"})
+
+
+def test_payload_that_does_not_fit_its_event_is_refused(client):
+    r = post(client, *signed({"action": "opened", "issue": {}}, "issues"))
+    assert r.status_code == 400
+    assert r.json == {"error": "payload does not look like a issues event: KeyError: 'pull_request'"}
+
+
+def test_unhandled_events_and_actions_are_accepted_and_ignored(client):
+    r = post(client, *signed({"zen": "Keep it logically awesome."}, "ping"))
+    assert (r.status_code, r.json) == (202, {"status": "ignored", "event": "ping", "action": None})
+    r = post(client, *signed({**PR, "action": "closed"}, "pull_request"))
+    assert (r.status_code, r.json) == (202, {"status": "ignored", "event": "pull_request", "action": "closed"})
+
+
+def test_handled_event_is_queued_run_once_and_a_redelivery_does_nothing_new(app, client, runs):
+    body, headers = signed(PR, "pull_request", delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
+    r = post(client, body, headers)
+    assert (r.status_code, r.json) == (202, {"status": "queued", "jobs": [1]})
+    assert app.extensions["gating"].queue.wait_idle(5)
+    r = post(client, body, headers)
+    assert (r.status_code, r.json) == (200, {"status": "duplicate", "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})
+    assert app.extensions["gating"].queue.wait_idle(5)
+    assert runs == ["72d3162e-cc78-11e3-81ab-4c9367dc0958"]
+    (job,) = app.extensions["gating"].queue.list()
+    assert (job.handler, job.event, job.action, job.key, job.status) == (
+        "test_app_webhooks.record", "pull_request", "opened", "acme/bot#7", "done")
+
+
+def test_form_encoded_deliveries_are_accepted(app, client, runs):
+    body = urlencode({"payload": json.dumps(PR)}).encode()
+    _, headers = signed(body, "pull_request", delivery="form-1")
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    r = post(client, body, headers)
+    assert (r.status_code, r.json) == (202, {"status": "queued", "jobs": [1]})
+    assert app.extensions["gating"].queue.wait_idle(5)
+    assert runs == ["form-1"]
+
+
+def test_healthz_reports_queue_depth_and_last_error(tmp_path: Path):
+    registry = Registry()
+
+    @registry.on("pull_request")
+    def broken(ctx):
+        raise RuntimeError("GitHub 502 Bad Gateway")
+
+    app = create_app(app_settings(tmp_path, GATING_MAX_ATTEMPTS=1, GATING_JOB_THREADS=0), registry=registry)
+    client = app.test_client()
+    assert client.get("/healthz").json["queue"] == {"depth": 0, "queued": 0, "running": 0, "done": 0, "failed": 0}
+    assert client.get("/healthz").json["last_error"] is None
+    post(client, *signed(PR, "pull_request"))
+    post(client, *signed(PR, "pull_request"))
+    assert client.get("/healthz").json["queue"]["depth"] == 2
+    state = app.extensions["gating"]
+    state.worker.threads = 1
+    state.worker.ensure_started()
+    assert state.queue.wait_idle(5)
+    state.worker.stop()
+    health = client.get("/healthz").json
+    assert health["status"] == "ok"
+    assert health["queue"] == {"depth": 0, "queued": 0, "running": 0, "done": 0, "failed": 2}
+    assert health["last_error"]["error"] == "RuntimeError: GitHub 502 Bad Gateway"
+    assert health["last_error"]["handler"] == "test_app_webhooks.broken"
+
+
+def test_webhook_path_is_configurable_and_other_methods_are_refused(tmp_path: Path):
+    app = create_app(app_settings(tmp_path, WEBHOOK_PATH="/api/github/webhooks"), registry=Registry())
+    client = app.test_client()
+    assert client.post("/api/github/webhooks", data=b"{}").status_code == 401
+    assert client.post("/webhooks", data=b"{}").status_code == 404
+    r = client.get("/api/github/webhooks")
+    assert r.status_code == 405 and r.json["error"].startswith("The method is not allowed")
+    app.extensions["gating"].worker.stop()
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    pytest.param({"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET is not set; the App refuses unsigned webhooks, so it needs one",
+                 id="no-secret"),
+    pytest.param({"PRIVATE_KEY": "not a key"}, "PRIVATE_KEY is neither PEM text nor base64-encoded PEM", id="bad-key"),
+    pytest.param({"PRIVATE_KEY": None, "PRIVATE_KEY_PATH": "/nonexistent.pem"},
+                 "cannot read the private key file /nonexistent.pem: No such file or directory", id="missing-key-file"),
+    pytest.param({"APP_ID": ""}, "APP_ID is not set", id="no-app-id"),
+])
+def test_the_app_refuses_to_start_without_what_it_needs(tmp_path: Path, overrides, problem):
+    with pytest.raises(SettingsError) as e:
+        create_app(app_settings(tmp_path, **overrides), registry=Registry())
+    assert problem in e.value.problems
+    assert "BEGIN" not in str(e.value)
+
+
+# -- under a real WSGI server -----------------------------------------------------------------------
+
+
+def raw_request(url: str, head: bytes, body: bytes, close_write: bool = True) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(head + body)
+        if close_write:
+            s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_real_server_acknowledges_and_refuses(app, runs):
+    with serve_in_thread(app) as url:
+        body, headers = signed(PR, "pull_request", delivery="real-1")
+        r = httpx.post(url + "/webhooks", content=body, headers=headers)
+        assert (r.status_code, r.json()) == (202, {"status": "queued", "jobs": [1]})
+        assert httpx.post(url + "/webhooks", content=body, headers=headers).json()["status"] == "duplicate"
+        forged = httpx.post(url + "/webhooks", content=body.replace(b"7", b"8"), headers=headers)
+        assert forged.status_code == 401
+        assert app.extensions["gating"].queue.wait_idle(5)
+        assert runs == ["real-1"]
+        health = httpx.get(url + "/healthz").json()
+        assert health["queue"]["done"] == 1
+
+
+def test_real_server_refuses_a_delivery_cut_off_mid_body(app, runs):
+    body, headers = signed(PR, "pull_request", delivery="cut-1")
+    head = (f"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    with serve_in_thread(app) as url:
+        reply = raw_request(url, head, body[: len(body) // 2])
+    assert reply.split(b"\r\n", 1)[0] in (b"HTTP/1.1 400 BAD REQUEST", b"HTTP/1.1 401 UNAUTHORIZED")
+    assert app.extensions["gating"].queue.counts()["queued"] == 0
+    assert runs == []
+
+
+def test_real_server_refuses_an_oversized_body_without_waiting_for_it(app):
+    body, headers = signed({"x": "a" * 10}, "pull_request")
+    head = (f"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {10 * 1024 * 1024}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    with serve_in_thread(app) as url:
+        reply = raw_request(url, head, body, close_write=False)
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert b'"error":"body of 10485760 bytes is over the limit of 4096"' in reply
+
+
+def test_real_server_refuses_an_oversized_chunked_body(app):
+    body, headers = signed({"x": "a" * 8000}, "pull_request")
+
+    def chunks():
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    with serve_in_thread(app) as url:
+        r = httpx.post(url + "/webhooks", content=chunks(), headers=headers)
+    assert r.status_code == 413
