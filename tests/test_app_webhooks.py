@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from app_support import SECRET, app_settings, serve_in_thread, signed
+from app_support import app_settings, serve_in_thread, signed
 
 from app import create_app
 from app.handlers import Registry
