@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "gating.commands.demo",
     "gating.commands.eval",
     "gating.commands.audit",
+    "gating.commands.rollback",
 ]
 
 

@@ -293,6 +293,22 @@ class Git:
         """Feed a `git fast-import` stream (bulk history, as the benchmarks build it)."""
         self.run_bytes("fast-import", "--quiet", "--force", input=stream)
 
+    # -- rollback: a restore as one commit, without touching the work tree or the index -----------
+
+    def tree_of(self, rev: str) -> str:
+        return self.run("rev-parse", f"{rev}^{{tree}}")
+
+    def write_tree_changes(self, base: str, changes: dict[str, tuple[str, str] | None]) -> str:
+        """The tree of commit `base` with path -> (mode, blob) set, or removed where None."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gating-index-") as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            self.run("read-tree", base, env=env)
+            info = "".join(f"{c[0]} {c[1]}\t{p}\n" if c else f"0 {'0' * 40}\t{p}\n" for p, c in changes.items())
+            self.run("update-index", "--index-info", input=info, env=env)
+            return self.run("write-tree", env=env)
+
 
 class CatFileBatch:
     """One `git cat-file --batch` process answering many rounds of object reads.

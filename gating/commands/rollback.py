@@ -1,0 +1,143 @@
+"""`gating rollback --to last-good|previous|SHA`: the App's rollback plan, as a branch in a local clone.
+
+The plan is the one `/rollback` builds (gating.rollback.make_plan); only the reading (local git)
+and the writing (one commit on a new branch, made with plumbing: the work tree is not touched) differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+from gating import keys as keymod
+from gating import notes
+from gating.cli import UsageError
+from gating.commands.audit import fetch, load_keys
+from gating.commands.common import repo
+from gating.git import Git
+from gating.manifest import MANIFEST_PATH
+from gating.report import render_diff_markdown
+from gating.revision import GitRevision
+from gating.rollback import (
+    LAST_GOOD,
+    Refusal,
+    Request,
+    RestorePlan,
+    commit_message,
+    files_table,
+    make_plan,
+    rolled_back_facts,
+)
+from gating.snapshot_cache import DiskSnapshotCache
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollback", help="restore the LLM system of the last known-good state as a new branch")
+    p.add_argument("--to", default=LAST_GOOD, metavar="TARGET",
+                   help="last-good (default), previous, or the SHA of an audited merge")
+    p.add_argument("--branch", metavar="NAME", help="branch to create (default gating/rollback-<sha>)")
+    p.add_argument("--onto", metavar="REV", help="compute the restore against this revision "
+                   "(default: the default branch, origin/HEAD)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the diff; create nothing")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--reason", default="", help="why (recorded in the commit message and the audit entry)")
+    p.add_argument("--key", action="append", metavar="PUB.pem",
+                   help="trusted public key for the audit log (default: .gating/audit.pub at HEAD)")
+    p.add_argument("--sign", metavar="PRIVATE.pem",
+                   help="also record a signed rolled_back entry in the local notes ref")
+    p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.add_argument("--remote", default="origin", help="remote to fetch the notes ref from (default origin)")
+    p.add_argument("--no-fetch", action="store_true", help="use the local notes ref as it is")
+    p.set_defaults(func=run)
+
+
+def _onto(g: Git, rev: str | None) -> tuple[str, str]:
+    """(commit, branch name as people say it) of the revision the restore applies to."""
+    name = rev or g.default_branch()
+    if name is None:
+        raise UsageError("no default branch found (origin/HEAD, main or master); pass --onto REV")
+    sha = g.resolve(name)
+    if sha is None:
+        raise UsageError(f"unknown revision {name!r} (--onto)")
+    return sha, name.split("/", 1)[1] if name.startswith("origin/") else name
+
+
+def build(g: Git, args: argparse.Namespace) -> RestorePlan:
+    trusted = load_keys(g, args.key)
+    fetch(g, args)
+    entries = notes.read_log(notes.LocalNotes(g), trusted)
+    tip, branch = _onto(g, args.onto)
+    return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
+                     args.config, DiskSnapshotCache.for_repo(g))
+
+
+def write_branch(g: Git, plan: RestorePlan, name: str, message: str) -> str:
+    """One commit on top of the tip that restores the plan's files; the branch must not exist yet."""
+    modes = {e.path: (e.mode, e.sha) for e in g.ls_tree(plan.resolution.commit, sorted(plan.writes))}
+    changes: dict[str, tuple[str, str] | None] = {p: modes.get(p) or ("100644", g.hash_object(b))
+                                                   for p, b in plan.writes.items()}
+    changes.update({p: None for p in plan.deletes})
+    tree = g.write_tree_changes(plan.tip, changes)
+    if tree == g.tree_of(plan.tip):
+        raise Refusal("nothing_to_restore", f"nothing to restore: the files of {plan.resolution.short} are "
+                      f"already on {plan.branch} ({plan.tip[:7]}).")
+    commit = g.commit_tree(tree, [plan.tip], message)
+    if not g.update_ref(f"refs/heads/{name}", commit, None):
+        raise UsageError(f"branch {name!r} already exists; pass --branch NAME")
+    return commit
+
+
+def _actor(g: Git) -> str:
+    return g.try_run("config", "user.email") or g.try_run("config", "user.name") or "gating rollback"
+
+
+def run(args: argparse.Namespace) -> int:
+    g = repo(args)
+    if args.branch and g.try_run("check-ref-format", f"refs/heads/{args.branch}") is None:
+        raise UsageError(f"--branch {args.branch!r} is not a valid branch name")
+    try:
+        plan = build(g, args)
+    except Refusal as r:
+        print(f"gating: rollback refused: {r.message}", file=sys.stderr)
+        return 2 if r.code == "unknown_target" else 1
+    req = Request(_actor(g), args.reason, "gating rollback")
+    name = args.branch or plan.branch_name
+    if args.json:
+        json.dump(plan.to_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(f"{plan.title}: {len(plan.changes)} file(s) on {plan.branch} ({plan.tip[:7]})")
+        print(f"current deployed state: {plan.resolution.current.describe()}")
+        for n in plan.notes:
+            print(f"note: {n}")
+        print("\n" + "\n".join(files_table(plan)) + "\n")
+        sys.stdout.write(render_diff_markdown(plan.changeset))
+    if args.dry_run:
+        print("\ndry run: no branch created", file=sys.stderr)
+        return 0
+    try:
+        commit = write_branch(g, plan, name, commit_message(plan, req))
+    except Refusal as r:
+        print(f"gating: rollback refused: {r.message}", file=sys.stderr)
+        return 1
+    print(f"\ncreated branch {name} at {commit[:12]} (one commit on {plan.branch}); open a pull request from it:"
+          f"\n  git push {args.remote} {name}", file=sys.stderr)
+    if args.sign:
+        try:
+            key = keymod.load_private(keymod.read_file(args.sign), args.sign)
+        except keymod.KeyError_ as e:
+            raise UsageError(str(e)) from None
+        facts = rolled_back_facts(plan, commit, _repository(g, args.remote), req, datetime.now(UTC))
+        res = notes.append_entry(notes.LocalNotes(g), facts, key, datetime.now(UTC))
+        print(f"recorded rolled_back entry seq {res.entry.seq} on {commit[:12]} in {notes.AUDIT_REF}; "
+              f"push it with: git push {args.remote} {notes.AUDIT_REF}", file=sys.stderr)
+    return 0
+
+
+def _repository(g: Git, remote: str) -> str:
+    """owner/name from the remote's URL, as the App names the repository in its entries."""
+    url = (g.try_run("remote", "get-url", remote) or "").removesuffix(".git").rstrip("/")
+    parts = url.replace(":", "/").split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 and url else g.root.name
