@@ -129,6 +129,20 @@ def strip_docs(node: Any, in_properties: bool = False) -> Any:
     return node
 
 
+def allow_null_in_enums(node: Any) -> Any:
+    """OpenAPI 3.0.3 says a nullable enum must list null itself; GitHub's description leaves it out
+    (check-run `conclusion` is null while a run is in progress), so add it where nullable is true."""
+    if isinstance(node, dict):
+        if node.get("nullable") is True and isinstance(node.get("enum"), list) and None not in node["enum"]:
+            node["enum"] = [*node["enum"], None]
+        for v in node.values():
+            allow_null_in_enums(v)
+    elif isinstance(node, list):
+        for v in node:
+            allow_null_in_enums(v)
+    return node
+
+
 def refs_in(node: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(node, dict):
@@ -166,14 +180,14 @@ def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         value = strip_docs(spec["components"][kind][name], in_properties=False)
         components.setdefault(kind, {})[name] = value
         todo.extend(sorted(refs_in(value) - seen))
-    return {
+    return allow_null_in_enums({
         "openapi": spec["openapi"],
         "info": {"title": spec["info"]["title"], "version": spec["info"]["version"],
                  "x-subset-of": OPENAPI_PACKAGE},
         "servers": spec["servers"],
         "paths": paths,
         "components": {k: dict(sorted(v.items())) for k, v in sorted(components.items())},
-    }
+    })
 
 
 def subset_examples(examples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -248,6 +248,12 @@ class ApiDescription:
             else:
                 return None
         if alternatives and value is not None:
+            disc = schema.get("discriminator")
+            if disc and isinstance(value, dict):
+                mapping = disc.get("mapping", {})
+                key = value.setdefault(disc["propertyName"], next(iter(mapping), None))
+                if key in mapping:
+                    return self.complete(value, {"$ref": mapping[key]}, url_base, name, depth + 1)
             return self.complete(value, self._pick(alternatives, value), url_base, name, depth + 1)
         if isinstance(value, dict):
             props = schema.get("properties", {})

@@ -55,7 +55,8 @@ def public_user(emu: Emulator, login: str) -> dict[str, Any]:
     u = user(emu, login) or {}
     return u | {"public_repos": 0, "public_gists": 0, "followers": 0, "following": 0,
                 "created_at": iso(emu.started_at), "updated_at": iso(emu.started_at),
-                "bio": None, "blog": "", "company": None, "location": None, "hireable": None}
+                "bio": None, "blog": "", "company": None, "location": None, "hireable": None,
+                "user_view_type": "public"}
 
 
 def repo(emu: Emulator, r: Repo, permission: str | None = None) -> dict[str, Any]:

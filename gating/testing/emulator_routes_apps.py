@@ -93,7 +93,7 @@ def get_me(ctx: Ctx) -> Reply:
         raise ApiError(403, "Resource not accessible by integration")
     data = render.public_user(ctx.emu, ctx.actor.login)
     data |= {"private_gists": 0, "total_private_repos": 0, "owned_private_repos": 0, "disk_usage": 0,
-             "collaborators": 0, "two_factor_authentication": True}
+             "collaborators": 0, "two_factor_authentication": True, "user_view_type": "private"}
     return Reply(200, data)
 
 

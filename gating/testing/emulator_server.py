@@ -333,7 +333,8 @@ class EmulatorApp:
 
 def serve(emu: Emulator) -> tuple[Any, threading.Thread]:
     server = make_server("127.0.0.1", 0, EmulatorApp(emu), threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="github-emulator", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="github-emulator", daemon=True)
     thread.start()
     return server, thread
 
