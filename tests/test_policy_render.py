@@ -56,8 +56,7 @@ def test_blocked_is_failure():
     out = render(facts([Review(Actor("carol"), "APPROVED", HEAD), Review(Actor("dave"), "APPROVED", HEAD)],
                       conclusion="failure"))
     assert (out.status, out.conclusion) == ("completed", "failure")
-    assert out.title == "Blocked: model-owners: `gating / eval` concluded failure on 1234567; " \
-                        "prompt-review: `gating / eval` concluded failure on 1234567"
+    assert out.title == "Blocked: model-owners: `gating / eval` concluded failure on 1234567 (and 1 more rule blocked)"
 
 
 def test_override_is_success_marked_overridden_with_the_reason():

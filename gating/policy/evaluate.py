@@ -270,5 +270,6 @@ def _verdict(status: Status, results: Sequence[Result]) -> str:
         n = len(applicable)
         return f"{'all ' if n > 1 else ''}{n} applicable rule{'s' if n != 1 else ''} approved"
     hit = [r for r in results if r.status == status]
-    head = "; ".join(f"{r.name}: {r.description}" for r in hit[:2])
-    return head + (f" (and {len(hit) - 2} more)" if len(hit) > 2 else "")
+    more = len(hit) - 1
+    return f"{hit[0].name}: {hit[0].description}" + (
+        f" (and {more} more rule{'s' if more > 1 else ''} {status.label})" if more else "")

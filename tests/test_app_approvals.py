@@ -1,0 +1,223 @@
+"""The approval check end to end: the App under a real WSGI server on loopback, driven by the
+emulator's webhooks (built from real example payloads) as people review, push and comment."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from app_support import serve_in_thread
+
+from app import create_app
+from gating.policy import APPROVAL_CHECK, EVAL_CHECK
+from gating.testing.pytest_plugin import EXAMPLE
+
+MANIFEST = (EXAMPLE / "gating.yml").read_text()
+NEW_PIN = MANIFEST.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
+PROMPT = (EXAMPLE / "prompts" / "answer.md").read_text()
+
+
+class World:
+    """The emulator, the repository with its people, and the App listening for its webhooks."""
+
+    def __init__(self, emu: Any, repo: Any, app: Any, url: str):
+        self.emu, self.repo, self.app, self.url = emu, repo, app, url
+        self.queue = app.extensions["gating"].queue
+
+    def settle(self, timeout: float = 15.0) -> None:
+        """Until every webhook is delivered and every job done (jobs cause webhooks and vice versa)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.emu.wait_for_deliveries(timeout=deadline - time.monotonic())
+            assert self.queue.wait_idle(max(0.1, deadline - time.monotonic()))
+            if self.emu.wait_for_deliveries(timeout=0.05) and self.queue.counts()["queued"] == 0:
+                failed = self.queue.list("failed")
+                assert not failed, [j.last_error for j in failed]
+                return
+        raise AssertionError("the App did not settle")
+
+    def open_pull(self, files: dict[str, str], author: str = "alice", branch: str = "change") -> dict[str, Any]:
+        self.emu.push(self.repo, branch, files, "Change the LLM system", user=author)
+        return self.emu.create_pull(self.repo, branch, "main", "Change the LLM system", author)
+
+    def head(self, number: int) -> str:
+        return self.emu.get_pull(self.repo, number)["head"]["sha"]
+
+    def approval(self, number: int) -> dict[str, Any]:
+        runs = [r for r in self.emu.list_check_runs(self.repo, self.head(number)) if r["name"] == APPROVAL_CHECK]
+        assert runs, "no gating / approval check run on the head SHA"
+        return max(runs, key=lambda r: r["id"])
+
+    def eval_check(self, number: int, conclusion: str | None) -> None:
+        """Post `gating / eval` on the head SHA as the Action would, through the REST API."""
+        api = httpx.Client(base_url=self.emu.api_url, headers={
+            "Authorization": f"token {self.emu.installation_token()}", "Accept": "application/vnd.github+json"})
+        run = api.post(f"/repos/{self.repo.full_name}/check-runs",
+                       json={"name": EVAL_CHECK, "head_sha": self.head(number), "status": "in_progress"})
+        assert run.status_code == 201, run.text
+        if conclusion:
+            r = api.patch(f"/repos/{self.repo.full_name}/check-runs/{run.json()['id']}",
+                          json={"status": "completed", "conclusion": conclusion})
+            assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def world(github, github_repo, tmp_path: Path):
+    emu = github
+    emu.add_team_member("acme", "ml-platform", "carol")
+    emu.add_team_member("acme", "ml-platform", "alice")
+    for login, perm in [("alice", "write"), ("carol", "write"), ("dave", "write"), ("erin", "read"),
+                        ("root", "admin")]:
+        emu.add_collaborator(github_repo, login, perm)
+    app = create_app({"APP_ID": emu.app.app_id, "PRIVATE_KEY": emu.app.private_key_pem,
+                      "WEBHOOK_SECRET": emu.app.webhook_secret, "GITHUB_API_URL": emu.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05})
+    with serve_in_thread(app) as url:
+        emu.webhook_url = url + "/webhooks"
+        yield World(emu, github_repo, app, url)
+        emu.webhook_url = None
+    app.extensions["gating"].worker.stop()
+
+
+def rows(run: dict[str, Any]) -> dict[str, str]:
+    """Rule name -> its table row, from the check run summary."""
+    out = {}
+    for line in run["output"]["summary"].splitlines():
+        if line.startswith("| ") and not line.startswith(("| Rule", "|---")):
+            out[line.split(" | ")[0][2:].strip()] = line
+    return out
+
+
+def test_review_road_from_open_to_approved_and_back_after_a_push(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN, "prompts/answer.md": PROMPT + "\nBe brief.\n"})
+    n = pr["number"]
+    world.settle()
+    run = world.approval(n)
+    sha = world.head(n)[:7]
+    assert (run["status"], run["conclusion"]) == ("in_progress", None)
+    assert run["output"]["title"] == (
+        "Pending: model-owners: has 0 of 1 approvals; needs 1 approval from a member of acme/ml-platform; "
+        f"waiting for `gating / eval` on {sha} (and 1 more rule pending)")
+    assert "| Rule | Status | Detail | Reviews | Missing (and who can give it) |" in run["output"]["summary"]
+
+    world.emu.add_review(world.repo, n, "dave", "APPROVED")  # write access, not in the team
+    world.settle()
+    run = world.approval(n)
+    assert run["status"] == "in_progress"
+    assert f"~~@dave on `{sha}`~~ (not an eligible approver for this rule)" in rows(run)["model-owners"]
+    assert rows(run)["prompt-review"].startswith(
+        f"| prompt-review | ⏳ pending | waiting for `gating / eval` on {sha} | @dave on `{sha}` |")
+
+    world.emu.add_review(world.repo, n, "carol", "APPROVED")  # in the team, but the evals have not run
+    world.eval_check(n, None)
+    world.settle()
+    run = world.approval(n)
+    assert run["status"] == "in_progress"
+    assert run["output"]["title"] == (f"Pending: model-owners: `gating / eval` is in progress on {sha} "
+                                      "(and 1 more rule pending)")
+
+    world.eval_check(n, "success")
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert run["output"]["title"] == "Approved: all 2 applicable rules approved"
+    assert rows(run)["model-owners"].startswith(
+        f"| model-owners | ✅ approved | approved by @carol; `gating / eval` succeeded on {sha} |")
+
+    world.emu.push(world.repo, "change", {"prompts/answer.md": PROMPT + "\nBe very brief.\n"}, "Tighten", user="alice")
+    world.settle()
+    new = world.head(n)[:7]
+    run = world.approval(n)
+    assert run["status"] == "in_progress"
+    world.eval_check(n, "success")
+    world.settle()
+    run = world.approval(n)
+    assert run["output"]["title"] == ("Pending: prompt-review: has 0 of 1 approvals; needs 1 approval from "
+                                      "anyone with write permission or higher")
+    assert f"~~@dave on `{sha}`~~ (approved before the last push)" in rows(run)["prompt-review"]
+    assert rows(run)["model-owners"].startswith("| model-owners | ✅ approved |")  # no invalidate_on_push
+
+    world.emu.add_review(world.repo, n, "dave", "APPROVED")
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"], run["head_sha"][:7]) == ("completed", "success", new)
+
+
+def test_the_author_approving_their_own_pull_request_does_not_count(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN})  # alice is in acme/ml-platform herself
+    world.eval_check(pr["number"], "success")
+    world.emu.add_review(world.repo, pr["number"], "alice", "APPROVED")
+    world.settle()
+    run = world.approval(pr["number"])
+    assert run["status"] == "in_progress"
+    assert "(the author's own review does not count)" in rows(run)["model-owners"]
+    assert rows(run)["model-owners"].endswith("| 1 approval from a member of acme/ml-platform |")
+
+
+def test_a_rule_change_inside_the_pull_request_has_no_effect_on_it(world: World):
+    loosened = NEW_PIN.replace("requires: {count: 1, teams: [\"acme/ml-platform\"]}", "requires: {count: 0}")
+    assert loosened != NEW_PIN
+    pr = world.open_pull({"gating.yml": loosened})
+    world.eval_check(pr["number"], "success")
+    world.settle()
+    run = world.approval(pr["number"])
+    main = world.repo.head("main")[:7]
+    assert run["status"] == "in_progress"
+    assert run["output"]["title"] == ("Pending: model-owners: has 0 of 1 approvals; needs 1 approval from a "
+                                      "member of acme/ml-platform")
+    assert f"with the rules from `gating.yml` on `main` at `{main}`" in run["output"]["summary"]
+
+
+def test_changes_requested_by_a_required_approver_blocks(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN})
+    world.eval_check(pr["number"], "success")
+    world.emu.add_review(world.repo, pr["number"], "carol", "CHANGES_REQUESTED")
+    world.settle()
+    run = world.approval(pr["number"])
+    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    assert run["output"]["title"] == "Blocked: model-owners: changes requested by @carol"
+
+
+def test_an_admin_override_passes_the_check_and_keeps_the_reason(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN})
+    world.eval_check(pr["number"], "failure")
+    world.emu.add_comment(world.repo, pr["number"], "dave", "/gating override let me")
+    world.settle()
+    run = world.approval(pr["number"])
+    assert run["conclusion"] == "failure"
+    assert "Note: override by @dave ignored: needs admin permission (has write)" in run["output"]["summary"]
+    comment = world.emu.add_comment(world.repo, pr["number"], "root", "/gating override eval infra down, see INC-42")
+    world.settle()
+    run = world.approval(pr["number"])
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert run["output"]["title"] == "Overridden by @root: eval infra down, see INC-42"
+    assert f"Override recorded by @root ({comment['html_url']}): eval infra down, see INC-42" in run["output"]["summary"]
+
+
+def test_a_redelivery_does_nothing_new_and_an_unchanged_verdict_writes_nothing(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN})
+    world.settle()
+    opened = next(d for d, _ in world.emu.deliveries if d.headers["X-GitHub-Event"] == "pull_request")
+    before = len(world.emu.list_check_runs(world.repo))
+    world.emu.reset_requests()
+    r = world.emu.deliver(world.url + "/webhooks", opened)
+    assert (r.status_code, r.json()["status"]) == (200, "duplicate")
+    world.settle()
+    assert world.emu.requests == []
+    fresh = world.emu.webhook("pull_request", "labeled", world.repo, number=pr["number"])
+    assert world.emu.deliver(world.url + "/webhooks", fresh).status_code == 202
+    world.settle()
+    writes = [r.operation for r in world.emu.requests if r.method != "GET"]
+    assert writes == []
+    assert len(world.emu.list_check_runs(world.repo)) == before
+
+
+def test_a_pull_request_no_rule_covers_is_approved_at_once(world: World):
+    pr = world.open_pull({"README.md": "# support bot\n"})
+    world.settle()
+    run = world.approval(pr["number"])
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert run["output"]["title"] == "Skipped: no approval rule applies to this pull request"
