@@ -135,6 +135,10 @@ def test_no_known_good_state_yet():
 def test_previous_is_the_deployment_before():
     entries = log(("merged", A), ("deployed", A), ("merged", C), ("merged", B), ("deployed", B))
     assert resolve_target(entries, "previous", TIP).commit == A
+    with pytest.raises(Refusal) as e:
+        resolve_target(log(("merged", A), ("deployed", A)), "previous", TIP)
+    assert e.value.message == ("no earlier deployment to go back to: the audit log has nothing deployed before "
+                               f"the current deployed state, {A[:7]} (deployed, audit seq 2).")
     # with no deployment at all, previous is the audited merge before the tip
     assert resolve_target(log(("merged", A), ("merged", TIP)), "previous", TIP).commit == A
 
