@@ -89,31 +89,37 @@ class BareRepo:
     def tree_of(self, commit: str) -> str:
         return self.git.run("rev-parse", f"{commit}^{{tree}}")
 
+    def _flat(self, tree: str) -> dict[str, tuple[str, str]]:
+        """path -> (mode, sha) for every blob and gitlink under `tree`."""
+        out = self.git.run_bytes("ls-tree", "-r", "-z", "--full-tree", tree)
+        flat = {}
+        for rec in out.split(b"\0"):
+            if rec:
+                meta, path = rec.split(b"\t", 1)
+                mode, _t, sha = meta.decode().split()
+                flat[path.decode("utf-8", "surrogateescape")] = (mode, sha)
+        return flat
+
     def write_tree(self, entries: list[dict], base_tree: str | None) -> str:
-        """GitHub's create-tree: entries with path/mode/type and sha (None deletes) or content."""
+        """GitHub's create-tree: entries with path/mode/type and sha (None deletes) or content; paths
+        may be nested (`a/b/c.txt`), a tree entry replaces a whole directory."""
+        flat = self._flat(base_tree) if base_tree else {}
+        for e in entries:
+            path, mode = e["path"].strip("/"), e["mode"]
+            sha = self.write_blob(e["content"].encode("utf-8")) if e.get("content") is not None else e.get("sha")
+            for p in [p for p in flat if p == path or p.startswith(path + "/")]:
+                del flat[p]
+            if sha is None:
+                continue
+            if mode == "040000":
+                flat.update({f"{path}/{p}": v for p, v in self._flat(sha).items()})
+            else:
+                flat[path] = (mode, sha)
         with tempfile.TemporaryDirectory(prefix="emu-index-") as tmp:
             env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-            if base_tree:
-                self.git.run("read-tree", base_tree, env=env)
-            else:
-                self.git.run("read-tree", "--empty", env=env)
-            lines = []
-            for e in entries:
-                path, mode = e["path"], e["mode"]
-                if "content" in e and e["content"] is not None:
-                    sha = self.write_blob(e["content"].encode("utf-8"))
-                else:
-                    sha = e.get("sha")
-                if sha is None:
-                    self.git.run("update-index", "--force-remove", "--", path, env=env)
-                    continue
-                if mode == "040000":
-                    self.git.run("update-index", "--force-remove", "--", path, env=env)
-                    self.git.run("read-tree", f"--prefix={path}/", sha, env=env)
-                    continue
-                lines.append(f"{mode} {sha}\t{path}")
-            if lines:
-                self.git.run("update-index", "--add", "--index-info", input="\n".join(lines) + "\n", env=env)
+            lines = "".join(f"{mode} {sha}\t{path}\n" for path, (mode, sha) in sorted(flat.items()))
+            self.git.run_bytes("update-index", "--add", "-z", "--index-info",
+                               input=lines.replace("\n", "\0").encode("utf-8", "surrogateescape"), env=env)
             return self.git.run("write-tree", env=env)
 
     def tree_from_dir(self, directory: Path) -> str:
@@ -269,4 +275,6 @@ def init_bare(path: Path, default_branch: str) -> BareRepo:
     repo = BareRepo(path)
     repo.git.run("config", "http.receivepack", "true")
     repo.git.run("config", "core.logAllRefUpdates", "false")
+    repo.git.run("config", "user.name", "gating-emulator")  # for tests that write into the bare repo
+    repo.git.run("config", "user.email", "emulator@example.invalid")
     return repo
