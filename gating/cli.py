@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "gating.commands.diff",
     "gating.commands.demo",
     "gating.commands.eval",
+    "gating.commands.check",
     "gating.commands.audit",
     "gating.commands.rollback",
 ]

@@ -388,3 +388,167 @@ class ApiRevision:
                 self.blobs.put(sha, data)
             out[p] = data
         return out
+
+
+# == gating check (the Action): check runs and the pull request comment ===========================
+# The Action's GITHUB_TOKEN is an installation token of GitHub Actions' own App: a plain token
+# client, the check run it creates (in_progress at once, completed at the end) and, when asked, one
+# sticky comment on the pull request. Annotations go 50 per request, GitHub's limit.
+
+ANNOTATIONS_PER_REQUEST = 50
+COMMENT_MARKER = "<!-- gating:eval -->"
+
+
+def token_client(api_url: str, token: str, http: httpx.Client | None = None,
+                 retry: RetryPolicy | None = None) -> GitHubClient:
+    """A client authenticated by a token (the workflow's GITHUB_TOKEN), with the usual retries."""
+    return GitHubClient(api_url, lambda _force: f"token {token}",
+                        http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)), retry)
+
+
+def start_check_run(repo: Repo, name: str, head_sha: str, *, started_at: str, title: str, summary: str,
+                    details_url: str | None = None, external_id: str | None = None) -> int:
+    """Create the check run in_progress; returns its id."""
+    body: dict[str, Any] = {"name": name, "head_sha": head_sha, "status": "in_progress", "started_at": started_at,
+                            "output": {"title": title, "summary": summary}}
+    if details_url:
+        body["details_url"] = details_url
+    if external_id:
+        body["external_id"] = external_id
+    return int(repo.create_check_run(body)["id"])
+
+
+def _batches(items: list[dict[str, Any]], size: int = ANNOTATIONS_PER_REQUEST) -> list[list[dict[str, Any]]]:
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
+def finish_check_run(repo: Repo, check_run_id: int | None, *, name: str, head_sha: str, conclusion: str,
+                     completed_at: str, title: str, summary: str, text: str = "",
+                     annotations: list[dict[str, Any]] | None = None, details_url: str | None = None) -> int:
+    """Complete the check run (creating it when `check_run_id` is None); returns its id.
+
+    Annotations beyond the first 50 are added by further updates (GitHub appends them), so n
+    annotations cost ceil(n / 50) requests; the last request carries the conclusion.
+    """
+    batches = _batches(list(annotations or []))
+
+    def output(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"title": title, "summary": summary}
+        if text:
+            out["text"] = text
+        if batch:
+            out["annotations"] = batch
+        return out
+
+    final = {"status": "completed", "conclusion": conclusion, "completed_at": completed_at}
+    if check_run_id is None:
+        body: dict[str, Any] = {"name": name, "head_sha": head_sha, **final, "output": output(batches[0])}
+        if details_url:
+            body["details_url"] = details_url
+        check_run_id = int(repo.create_check_run(body)["id"])
+        for batch in batches[1:]:
+            repo.update_check_run(check_run_id, {"output": output(batch)})
+        return check_run_id
+    for batch in batches[:-1]:
+        repo.update_check_run(check_run_id, {"output": output(batch)})
+    repo.update_check_run(check_run_id, {**final, "output": output(batches[-1])})
+    return check_run_id
+
+
+def upsert_comment(repo: Repo, number: int, body: str, marker: str = COMMENT_MARKER) -> int:
+    """Keep one comment per pull request: update the bot's comment carrying `marker`, else create it."""
+    text = f"{marker}\n{body}"
+    for c in repo.issue_comments(number):
+        if marker in (c.get("body") or "") and (c.get("user") or {}).get("type") == "Bot":
+            repo.client.request("PATCH", f"{repo.path}/issues/comments/{c['id']}", json={"body": text})
+            return int(c["id"])
+    made = repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": text}).json()
+    return int(made["id"])
+
+
+# -- rollback: a restore as a branch and commit (Git Database API), its pull request, replies -------
+# The rollback handlers write through these; each call is safe to repeat, so a redelivered or
+# concurrent request meets the branch and pull request the first one made.
+
+
+def repository(repo: Repo) -> dict[str, Any]:
+    return repo.client.get(repo.path)
+
+
+def commit_sha(repo: Repo, ref: str) -> str | None:
+    """The full SHA a commit prefix (or ref) names in the repository, or None when there is none."""
+    try:
+        return repo.client.get(f"{repo.path}/commits/{_q(ref)}")["sha"]
+    except GitHubError as e:
+        if e.status in (404, 422):  # unknown, or an ambiguous prefix
+            return None
+        raise
+
+
+def ref_sha(repo: Repo, ref: str) -> str | None:
+    """The commit `refs/<ref>` points at (ref like "heads/main"), or None when the ref does not exist."""
+    try:
+        return repo.client.get(f"{repo.path}/git/ref/{quote(ref, safe='/')}")["object"]["sha"]
+    except NotFound:
+        return None
+
+
+def commit_tree(repo: Repo, sha: str) -> str:
+    return repo.client.get(f"{repo.path}/git/commits/{sha}")["tree"]["sha"]
+
+
+def create_tree(repo: Repo, base_tree: str, entries: list[dict[str, Any]]) -> str:
+    """A tree on top of `base_tree`; an entry with "sha": None removes that path."""
+    body = {"base_tree": base_tree, "tree": entries}
+    return repo.client.request("POST", f"{repo.path}/git/trees", json=body).json()["sha"]
+
+
+def create_commit(repo: Repo, message: str, tree: str, parents: list[str]) -> str:
+    body = {"message": message, "tree": tree, "parents": parents}
+    return repo.client.request("POST", f"{repo.path}/git/commits", json=body).json()["sha"]
+
+
+def create_ref(repo: Repo, ref: str, sha: str) -> bool:
+    """Create `refs/<ref>`; False when it exists already (someone else made it first)."""
+    try:
+        repo.client.request("POST", f"{repo.path}/git/refs", json={"ref": f"refs/{ref}", "sha": sha})
+    except GitHubError as e:
+        if e.status == 422 and "already exists" in str(e):
+            return False
+        raise
+    return True
+
+
+def update_ref(repo: Repo, ref: str, sha: str, force: bool = False) -> None:
+    """Move `refs/<ref>`; without force GitHub refuses anything but a fast-forward (422)."""
+    repo.client.request("PATCH", f"{repo.path}/git/refs/{quote(ref, safe='/')}", json={"sha": sha, "force": force})
+
+
+def open_pull_for(repo: Repo, branch: str) -> dict[str, Any] | None:
+    owner = repo.full_name.split("/", 1)[0]
+    pulls = repo.client.get(f"{repo.path}/pulls", head=f"{owner}:{branch}", state="open")
+    return pulls[0] if pulls else None
+
+
+def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tuple[dict[str, Any], bool]:
+    """(pull request, created); an open pull request from `head` already there is returned as it is."""
+    try:
+        made = repo.client.request("POST", f"{repo.path}/pulls",
+                                   json={"title": title, "head": head, "base": base, "body": body}).json()
+        return made, True
+    except GitHubError as e:
+        if e.status != 422:
+            raise
+        existing = open_pull_for(repo, head)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def comment(repo: Repo, number: int, body: str) -> dict[str, Any]:
+    return repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": body}).json()
+
+
+def react(repo: Repo, comment_id: int, content: str) -> None:
+    """A reaction (eyes, rocket, confused, ...) on an issue comment; reacting twice is harmless."""
+    repo.client.request("POST", f"{repo.path}/issues/comments/{comment_id}/reactions", json={"content": content})

@@ -1,0 +1,380 @@
+"""`gating check`: the build half of the road, for one pull request (or push) at a time.
+
+It places the run (base = merge-base with the pull request's base, head = its head), opens the
+`gating / eval` check run at once, diffs the two LLM systems, runs the eval cases the change affects
+on head against a baseline (the eval note on the base commit, else a re-run of base that the
+response cache makes cheap), decides a verdict, completes the check run (always, a crash included),
+writes the job summary, JSON and JUnit files, and stores the results as git notes.
+
+`decide` is pure; `Poster` is the one door to GitHub (through gating/github.py); git goes through
+gating/git.py, models through gating/evals.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gating import check_notes
+from gating import check_output as out
+from gating.check_context import CHECK_NAME, CheckContext, ContextError, Settings
+from gating.check_output import CheckResult
+from gating.commands.diff import compute
+from gating.diff import ChangeSet
+from gating.evals.compare import compare
+from gating.evals.metrics import compute_metrics
+from gating.evals.records import Comparison, RunResult, carry_over
+from gating.evals.runner import run_evals
+from gating.git import Git, GitError
+from gating.github import GitHubError, Repo, finish_check_run, start_check_run, token_client, upsert_comment
+from gating.revision import GitRevision
+from gating.snapshot import NoManifest, Snapshot, build_snapshot
+from gating.snapshot_cache import DiskSnapshotCache
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- deciding (pure) -------------------------------------------------------------------------------
+
+
+def conclude(verdict: str, threshold_missed: bool, fail_on: str) -> str:
+    """The check run's conclusion. fail-on regression: a missed threshold or a significant regression
+    fails the check; fail-on threshold: only a missed threshold (or a policy error) does, a regression
+    is reported; fail-on never: the check reports and never blocks (neutral)."""
+    if verdict == "pass":
+        return "success"
+    blocking = verdict == "fail" and (fail_on == "regression" or (fail_on == "threshold" and threshold_missed))
+    return "failure" if blocking else "neutral"
+
+
+def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, str, list[str]]:
+    """(verdict, conclusion, reasons) from the comparison (None: no evals configured) and the diff's
+    policy errors (an unpinned model alias fails whatever the scores say)."""
+    policy = [f"policy error: {c.summary}" for c in cs.changes if c.risk == "error"]
+    if cmp is None:
+        verdict, reasons = "pass", ["gating.yml has no `evals` section, so nothing was evaluated"]
+    else:
+        verdict, reasons = cmp.verdict, list(cmp.reasons)
+    if policy:
+        reasons = policy + (reasons if verdict != "pass" else [])
+        verdict = "fail"
+    missed = bool(policy) or any(r.status == "fail" for r in (cmp.rows if cmp else []))
+    return verdict, conclude(verdict, missed, fail_on), reasons
+
+
+def usable_note(run: RunResult | None, snap: Snapshot) -> bool:
+    """A stored run is a valid result for this commit when it evaluated the same system and datasets."""
+    return run is not None and run.snapshot_digest == snap.digest and bool(run.cases)
+
+
+# -- GitHub ----------------------------------------------------------------------------------------
+
+
+class Poster:
+    """The check run (and optional comment) for one head commit; a refusal turns posting off, not the job."""
+
+    def __init__(self, ctx: CheckContext, repo: Repo, clock: Callable[[], float]):
+        self.ctx, self.repo, self.clock = ctx, repo, clock
+        self.check_run_id: int | None = None
+        self.refused: str | None = None  # why GitHub would not take our writes (403 on a read-only token)
+        self.messages: list[str] = []
+
+    @classmethod
+    def open(cls, ctx: CheckContext, clock: Callable[[], float]) -> Poster | None:
+        if not ctx.can_post:
+            return None
+        assert ctx.repository and ctx.token
+        return cls(ctx, Repo(token_client(ctx.api_url, ctx.token), ctx.repository), clock)
+
+    def _failed(self, what: str, e: GitHubError) -> None:
+        if e.status in (401, 403, 404):
+            self.refused = (f"GitHub refused to {what} ({e.status}: {str(e).split(': ', 1)[-1]}); the token is "
+                            "probably read-only (grant `checks: write` in the workflow's permissions)")
+        else:
+            self.messages.append(f"could not {what}: {e}")
+
+    def start(self, head_sha: str) -> None:
+        try:
+            self.check_run_id = start_check_run(
+                self.repo, CHECK_NAME, head_sha, started_at=iso(self.clock()), title="Evaluating the LLM system…",
+                summary="Diffing the LLM system and running the affected eval cases.",
+                details_url=self.ctx.details_url)
+        except GitHubError as e:
+            self._failed("create the check run", e)
+
+    def finish(self, r: CheckResult) -> None:
+        if self.refused:
+            return
+        try:
+            self.check_run_id = finish_check_run(
+                self.repo, self.check_run_id, name=CHECK_NAME, head_sha=r.head_sha, conclusion=r.conclusion,
+                completed_at=iso(self.clock()), title=out.title(r), summary=out.fit(out.summary_markdown(r)),
+                text=out.fit(out.details_text(r)), annotations=out.annotations(r), details_url=self.ctx.details_url)
+        except GitHubError as e:
+            self._failed("complete the check run", e)
+
+    def comment(self, r: CheckResult) -> None:
+        if self.refused or not self.ctx.pull_number:
+            return
+        try:
+            upsert_comment(self.repo, self.ctx.pull_number, out.fit(out.summary_markdown(r), 65_000))
+        except GitHubError as e:
+            self.messages.append(f"could not comment on the pull request: {e}")
+
+
+# -- git -------------------------------------------------------------------------------------------
+
+
+def ensure_commit(g: Git, rev: str, remote: str | None) -> str:
+    """The full sha of `rev`, fetching it from the remote when the clone does not have it yet."""
+    sha = g.resolve(rev)
+    if sha is None and remote and _SHA.match(rev):
+        g.fetch(remote, "--no-tags", rev)
+        sha = g.resolve(rev)
+    if sha is None:
+        raise ContextError(f"commit {rev} is not in this clone and could not be fetched "
+                           "(check out with `fetch-depth: 0`)")
+    return sha
+
+
+def resolve_base(g: Git, base_tip: str | None, head: str, remote: str | None) -> str:
+    """merge-base(base tip, head): what a pull request is compared with."""
+    if base_tip is None:
+        branch = g.default_branch(remote or "origin")
+        if branch is None:
+            raise ContextError("no base to compare with: no default branch found; pass --base")
+        base_tip = branch
+    tip = ensure_commit(g, base_tip, remote)
+    try:
+        return g.merge_base(tip, head)
+    except GitError:
+        if remote and g.try_run("rev-parse", "--is-shallow-repository") == "true":
+            g.fetch(remote, "--unshallow", "--no-tags")
+            return g.merge_base(tip, head)
+        raise ContextError(f"{tip[:12]} and {head[:12]} have no common history (shallow clone? use "
+                           "`fetch-depth: 0`)") from None
+
+
+# -- evaluating ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    result: CheckResult
+    notes: dict[str, bytes] = field(default_factory=dict)  # commit -> note to store
+
+
+class Evaluator:
+    def __init__(self, g: Git, settings: Settings, env: Mapping[str, str]):
+        self.g, self.settings, self.env = g, settings, env
+        self.requests = self.cache_hits = self.replayed = 0
+        cache = settings.cache_dir
+        if cache is None:
+            cache = env.get("GATING_CACHE_DIR") or str(g.root / ".gating" / "cache")
+        self.cache_dir: str | None = cache or None
+
+    def snapshot(self, rev: str) -> Snapshot:
+        return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
+
+    def run(self, snap: Snapshot, rev: str, only: set[str] | None) -> RunResult:
+        res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
+                        cache_dir=self.cache_dir, env=self.env, rev=rev)
+        self.requests += int(res.stats.get("requests", 0))
+        self.cache_hits += int(res.stats.get("cache_hits", 0))
+        self.replayed += int(res.stats.get("replayed", 0))
+        return res
+
+    def evaluate(self, base: str, head: str) -> Evaluation:
+        s = self.settings
+        cs = compute(self.g, base, head, s.config)
+        if cs.is_empty:
+            return Evaluation(CheckResult("unchanged", "success", [f"nothing in the LLM system changed between "
+                                                                   f"{base[:7]} and {head[:7]}"],
+                                          head, base, s.fail_on, changes=cs))
+        head_snap = self.snapshot(head)
+        if not head_snap.manifest.evals:
+            verdict, conclusion, reasons = decide(None, cs, s.fail_on)
+            return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
+        try:
+            base_snap: Snapshot | None = self.snapshot(base)
+        except NoManifest:
+            base_snap = None
+        notes: dict[str, bytes] = {}
+        base_run: RunResult | None = None
+        if s.baseline == "none":
+            baseline = "none (thresholds only)"
+        elif base_snap is None or not base_snap.manifest.evals:
+            baseline = f"none: base {base[:7]} has no evals to compare with"
+        else:
+            stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
+            if usable_note(stored, base_snap):
+                base_run, baseline = stored, f"eval note on base `{base[:7]}`"
+            else:
+                base_run = self.run(base_snap, base, None)
+                why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
+                baseline = f"re-ran base `{base[:7]}` ({why})"
+                if check_notes.read_run(self.g, base) is None:
+                    notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
+        head_run, head_source, ran = self._head(cs, head_snap, head, base_run)
+        cmp = compare(base_run, head_run, head_snap.manifest.evals)
+        verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
+        if ran:
+            notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
+                                                    comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
+                                                                "base_rev": cmp.base_rev})
+        result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
+                             head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source)
+        return Evaluation(result, notes)
+
+    def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None) -> tuple[RunResult, str, bool]:
+        if self.settings.baseline == "notes":
+            stored = check_notes.read_run(self.g, head)
+            if usable_note(stored, snap):
+                assert stored is not None
+                return stored, "eval note on head (this commit was evaluated before)", False
+        only = cs.affected_prompts() if base_run is not None else None
+        part = self.run(snap, head, only)
+        if only is None or base_run is None:
+            return part, f"ran all {len(part.cases)} cases", True
+        full = carry_over(base_run, part)
+        full.metrics = compute_metrics(full.cases)
+        carried = len(full.cases) - len(part.cases)
+        scope = ", ".join(sorted(only)) or "none"
+        return full, f"ran {len(part.cases)} affected cases (prompts: {scope}), carried {carried} from base", True
+
+
+# -- the whole check -------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckRun:
+    """What one `gating check` did, for the command to report."""
+
+    result: CheckResult
+    check_run_id: int | None
+    notes: dict[str, Any]
+    read_only_reason: str | None
+    files: dict[str, str]  # output name -> path written
+
+
+def _remote(g: Git, name: str) -> str | None:
+    return name if name in (g.try_run("remote") or "").split() else None
+
+
+def _crash(head: str, base: str | None, fail_on: str, e: BaseException) -> CheckResult:
+    cancelled = isinstance(e, KeyboardInterrupt)
+    problems = getattr(e, "problems", None)
+    detail = "\n".join(str(p) for p in problems) if problems else str(e)
+    msg = f"{type(e).__name__}: {detail}" if not cancelled else "the job was cancelled"
+    return CheckResult("cancelled" if cancelled else "error", "cancelled" if cancelled else "failure",
+                       [msg], head, base, fail_on, error=msg)
+
+
+def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str], *,
+              clock: Callable[[], float] = time.time) -> CheckRun:
+    """Run the check end to end; the check run is completed whatever happens (then the error propagates)."""
+    t0 = time.monotonic()
+    remote = _remote(g, settings.remote)
+    head = ensure_commit(g, ctx.head_sha, remote)
+    poster = Poster.open(ctx, clock) if settings.post else None
+    if poster:
+        poster.start(head)
+    base: str | None = None
+    try:
+        if remote:
+            check_notes.fetch_notes(g, remote)
+        base = resolve_base(g, ctx.base, head, remote)
+        ev = Evaluator(g, settings, env)
+        evaluation = ev.evaluate(base, head)
+        result = evaluation.result
+        result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
+    except BaseException as e:
+        result = _crash(head, base, settings.fail_on, e)
+        result.elapsed_s = time.monotonic() - t0
+        if poster:
+            poster.finish(result)
+        write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
+        raise
+    notes = store_notes(g, ctx, settings, remote, evaluation.notes)
+    if notes.get("message"):
+        result.messages.append(notes["message"])
+    result.elapsed_s = time.monotonic() - t0
+    if poster:
+        poster.finish(result)
+        if settings.comment:
+            poster.comment(result)
+        result.messages.extend(poster.messages)
+    files = write_files(ctx, settings, result, poster, notes)
+    return CheckRun(result, poster.check_run_id if poster else None, notes, _read_only(ctx, settings, poster), files)
+
+
+def _read_only(ctx: CheckContext, settings: Settings, poster: Poster | None) -> str | None:
+    if poster and poster.refused:
+        return poster.refused
+    if not settings.post:
+        return "posting was turned off (--no-post)"
+    return ctx.read_only_reason
+
+
+def store_notes(g: Git, ctx: CheckContext, settings: Settings, remote: str | None,
+                notes: dict[str, bytes]) -> dict[str, Any]:
+    """Write the eval notes locally and, when the token may write, push them."""
+    mode = settings.notes
+    if mode == "auto":
+        mode = "push" if ctx.in_actions and ctx.can_post and settings.post else "off"
+    if not notes or mode == "off":
+        reason = "nothing to store" if not notes else ctx.read_only_reason or "notes are off for local runs"
+        return {"written": False, "pushed": False, "commits": [], "reason": reason}
+    if mode == "local" or remote is None:
+        check_notes.write_local(g, notes)
+        return {"written": True, "pushed": False, "commits": sorted(notes)}
+    pushed = check_notes.push_notes(g, remote, notes)
+    doc: dict[str, Any] = {"written": True, "pushed": pushed.ok, "commits": sorted(notes), "attempts": pushed.attempts}
+    if not pushed.ok:
+        first = pushed.message.splitlines()[0] if pushed.message else "unknown error"
+        doc["message"] = f"the eval note was not pushed to {check_notes.EVALS_REF}: {first}"
+    return doc
+
+
+def write_files(ctx: CheckContext, settings: Settings, r: CheckResult, poster: Poster | None,
+                notes: dict[str, Any]) -> dict[str, str]:
+    """JSON report, JUnit, the job summary and the step outputs (best effort: never hides the verdict)."""
+    from gating.report import render_junit
+
+    check_id = poster.check_run_id if poster else None
+    files: dict[str, str] = {}
+    if settings.json_path:
+        doc = out.report_document(r, repository=ctx.repository, pull_number=ctx.pull_number,
+                                  check_run_id=check_id, notes=notes)
+        _write(settings.json_path, out.to_json(doc))
+        files["report-json"] = settings.json_path
+    if settings.junit_path and r.head_run is not None:
+        _write(settings.junit_path, render_junit(r.head_run, suite=CHECK_NAME))
+        files["junit"] = settings.junit_path
+    if ctx.step_summary:
+        url = f"{ctx.server_url}/{ctx.repository}/runs/{check_id}" if check_id and ctx.server_url else None
+        with open(ctx.step_summary, "a", encoding="utf-8") as f:
+            f.write(out.job_summary(r, _read_only(ctx, settings, poster), url))
+    if ctx.output_file:
+        values = {"verdict": r.verdict, "conclusion": r.conclusion, "report-json": files.get("report-json", ""),
+                  "junit": files.get("junit", ""), "check-run-id": check_id or ""}
+        with open(ctx.output_file, "a", encoding="utf-8") as f:
+            f.write(out.output_lines(values))
+    return files
+
+
+def _write(path: str, text: str) -> None:
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        os.makedirs(p.parent, exist_ok=True)
+    p.write_text(text, encoding="utf-8")

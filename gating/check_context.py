@@ -1,0 +1,151 @@
+"""Where `gating check` runs: which repository, which commits, which token, what it may write.
+
+In GitHub Actions everything comes from the event payload (GITHUB_EVENT_PATH) and the GITHUB_*
+variables; locally it comes from flags. Pure: the command reads the environment and the event file
+and hands both in as plain mappings, so every combination is a table-driven test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CHECK_NAME = "gating / eval"
+BASELINES = ("notes", "rerun", "none")
+FAIL_ON = ("regression", "threshold", "never")
+NOTES_MODES = ("auto", "push", "local", "off")
+DEFAULT_API_URL = "https://api.github.com"
+ZERO_SHA = "0" * 40
+PR_EVENTS = ("pull_request", "pull_request_target")
+
+
+class ContextError(ValueError):
+    """The run cannot be placed: no head commit, a bad input value. A user error (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user chose (action inputs or flags); validated once here."""
+
+    config: str = "gating.yml"
+    baseline: str = "notes"  # notes | rerun | none
+    fail_on: str = "regression"  # regression | threshold | never
+    concurrency: int | None = None
+    comment: bool = False
+    post: bool = True  # talk to GitHub at all (check run, comment)
+    notes: str = "auto"  # auto (push in Actions when the token may write, else off) | push | local | off
+    remote: str = "origin"
+    cache_dir: str | None = None  # None: <repo>/.gating/cache; "" disables the cache
+    json_path: str | None = None
+    junit_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.baseline not in BASELINES:
+            raise ContextError(f"baseline {self.baseline!r} is not one of: {', '.join(BASELINES)}")
+        if self.fail_on not in FAIL_ON:
+            raise ContextError(f"fail-on {self.fail_on!r} is not one of: {', '.join(FAIL_ON)}")
+        if self.notes not in NOTES_MODES:
+            raise ContextError(f"notes {self.notes!r} is not one of: {', '.join(NOTES_MODES)}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ContextError(f"concurrency must be a positive number, not {self.concurrency}")
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    event_name: str  # pull_request, push, workflow_dispatch, ... or "local"
+    repository: str | None  # owner/name
+    api_url: str
+    token: str | None = field(repr=False)
+    head_sha: str  # the commit evaluated and the check run's head_sha (a sha or, locally, a rev)
+    base: str | None  # base tip (PR base sha, push `before`) or a rev; merge-base is taken with head
+    base_ref: str | None = None  # base branch name, for messages and fetching
+    pull_number: int | None = None
+    fork: bool = False
+    in_actions: bool = False
+    details_url: str | None = None  # the workflow run, linked from the check run
+    server_url: str | None = None  # GITHUB_SERVER_URL, for links
+    step_summary: str | None = None  # GITHUB_STEP_SUMMARY
+    output_file: str | None = None  # GITHUB_OUTPUT
+
+    @property
+    def can_post(self) -> bool:
+        """Whether GitHub can be asked at all: a repository, a token and not a fork's read-only token."""
+        return bool(self.repository and self.token and not self.fork)
+
+    @property
+    def read_only_reason(self) -> str | None:
+        if self.fork:
+            return ("this pull request comes from a fork: its GITHUB_TOKEN is read-only and repository "
+                    "secrets are withheld, so no check run, comment or eval note was written")
+        if not self.repository or not self.token:
+            return "no GitHub repository or token was given, so nothing was posted"
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def is_fork(pull: Mapping[str, Any]) -> bool:
+    """A pull request whose head lives in another repository (GitHub withholds secrets and write access)."""
+    head_repo = (pull.get("head") or {}).get("repo")
+    base_repo = (pull.get("base") or {}).get("repo") or {}
+    if head_repo is None:  # the fork was deleted
+        return True
+    if head_repo.get("full_name") and base_repo.get("full_name"):
+        return head_repo["full_name"] != base_repo["full_name"]
+    return bool(head_repo.get("fork"))
+
+
+def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, head: str | None = None,
+                  base: str | None = None, repository: str | None = None, pull_number: int | None = None,
+                  api_url: str | None = None) -> CheckContext:
+    """The context from the Actions environment and event payload; explicit arguments win."""
+    event = event or {}
+    in_actions = env.get("GITHUB_ACTIONS") == "true" or bool(env.get("GITHUB_EVENT_PATH"))
+    event_name = env.get("GITHUB_EVENT_NAME") or ("local" if not event else "")
+    repo_name = repository or env.get("GITHUB_REPOSITORY") or (event.get("repository") or {}).get("full_name")
+    pull = event.get("pull_request") if isinstance(event.get("pull_request"), Mapping) else None
+    if not event_name:
+        event_name = "pull_request" if pull else "push" if "after" in event else "local"
+    ev_head = ev_base = ev_base_ref = None
+    fork = False
+    number = pull_number
+    if pull:
+        ev_head = (pull.get("head") or {}).get("sha")
+        ev_base = (pull.get("base") or {}).get("sha")
+        ev_base_ref = (pull.get("base") or {}).get("ref")
+        number = number or _int(pull.get("number")) or _int(event.get("number"))
+        fork = is_fork(pull)
+    elif event.get("after"):
+        ev_head = event.get("after")
+        before = event.get("before")
+        ev_base = before if before and before != ZERO_SHA else None
+        ref = str(event.get("ref") or "")
+        ev_base_ref = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
+    head_sha = head or ev_head or env.get("GITHUB_SHA") or ("HEAD" if not in_actions else None)
+    if not head_sha:
+        raise ContextError("no head commit: GITHUB_SHA is unset and the event names none; pass --head")
+    server = (env.get("GITHUB_SERVER_URL") or "").rstrip("/")
+    run_id = env.get("GITHUB_RUN_ID")
+    details = f"{server}/{repo_name}/actions/runs/{run_id}" if server and repo_name and run_id else None
+    return CheckContext(
+        event_name=event_name,
+        repository=repo_name,
+        api_url=(api_url or env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/"),
+        token=env.get("GITHUB_TOKEN") or env.get("GH_TOKEN") or None,
+        head_sha=head_sha,
+        base=base or ev_base,
+        base_ref=ev_base_ref or env.get("GITHUB_BASE_REF") or None,
+        pull_number=number,
+        fork=fork,
+        in_actions=in_actions,
+        details_url=details,
+        server_url=server or None,
+        step_summary=env.get("GITHUB_STEP_SUMMARY") or None,
+        output_file=env.get("GITHUB_OUTPUT") or None,
+    )

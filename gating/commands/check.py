@@ -1,0 +1,142 @@
+"""`gating check`: the `gating / eval` check for a pull request, in GitHub Actions or locally.
+
+In Actions everything comes from GITHUB_EVENT_PATH and the GITHUB_* variables; locally, flags say
+which commits to compare and GitHub is left alone unless a repository and token are given.
+Exit codes: 0 the check concluded success or neutral, 1 failure (or the job was cancelled), 2 bad
+input (manifest, dataset, flags, a commit that is not in the clone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from gating.check import run_check
+from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
+from gating.check_output import summary_markdown, title
+from gating.cli import UsageError
+from gating.commands.common import repo
+from gating.evals.dataset import DatasetError
+from gating.manifest import MANIFEST_PATH
+
+
+def _bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("true", "yes", "1", "on"):
+        return True
+    if v in ("false", "no", "0", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _opt_int(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="the `gating / eval` check: diff, affected evals, verdict, check run, notes")
+    p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.add_argument("--base", help="base revision (default: the pull request's base, else the default branch); "
+                                  "the merge-base with head is used")
+    p.add_argument("--head", help="head revision (default: the pull request's head, else GITHUB_SHA, else HEAD)")
+    p.add_argument("--event", metavar="PATH", help="event payload (default: $GITHUB_EVENT_PATH)")
+    p.add_argument("--repository", metavar="OWNER/NAME", help="repository to post to (default: $GITHUB_REPOSITORY)")
+    p.add_argument("--pr", type=int, metavar="N", help="pull request number (default: from the event)")
+    p.add_argument("--api-url", help="GitHub API URL (default: $GITHUB_API_URL or https://api.github.com)")
+    p.add_argument("--baseline", choices=BASELINES, default="notes",
+                   help="notes: the eval note on the base commit, else re-run base (default); "
+                        "rerun: always re-run base; none: thresholds only")
+    p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
+                   help="regression: thresholds or a significant regression fail the check (default); "
+                        "threshold: only thresholds; never: report only")
+    p.add_argument("--concurrency", type=_opt_int, metavar="N", help="requests in flight (default: evals.concurrency or 16)")
+    p.add_argument("--comment", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="also keep one summary comment on the pull request (needs pull-requests: write)")
+    p.add_argument("--no-post", action="store_true", help="do not talk to GitHub (no check run, no comment)")
+    p.add_argument("--notes", choices=NOTES_MODES, default="auto",
+                   help="store results in refs/notes/gating/evals: auto (push in Actions when the token may "
+                        "write; default), push, local, off")
+    p.add_argument("--remote", default="origin", help="remote for notes and missing commits (default: origin)")
+    p.add_argument("--cache-dir", help="response cache (default: $GATING_CACHE_DIR or .gating/cache)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
+    p.add_argument("--quiet", action="store_true", help="print only the title, not the summary")
+    p.set_defaults(func=run)
+
+
+def _event(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read the event payload {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise UsageError(f"the event payload {path} is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"the event payload {path} is not a JSON object")
+    return data
+
+
+@contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """A cancelled Actions job gets SIGTERM: turn it into KeyboardInterrupt so the check run completes."""
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    try:
+        settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on,
+                            concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
+                            notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
+                            json_path=args.json, junit_path=args.junit)
+        ctx = build_context(env, _event(args.event or env.get("GITHUB_EVENT_PATH")), head=args.head, base=args.base,
+                            repository=args.repository, pull_number=args.pr, api_url=args.api_url)
+    except ContextError as e:
+        raise UsageError(str(e)) from None
+    g = repo(args)
+    try:
+        with _term_as_interrupt():
+            done = run_check(ctx, settings, g, env)
+    except ContextError as e:
+        raise UsageError(str(e)) from None
+    except DatasetError as e:
+        raise UsageError("bad eval dataset:\n  " + "\n  ".join(e.problems)) from None
+    except KeyboardInterrupt:
+        print("gating: cancelled; the check run was completed as cancelled", file=sys.stderr)
+        return 130
+    r = done.result
+    print(f"gating / eval: {title(r)}")
+    if not args.quiet:
+        print()
+        print(summary_markdown(r))
+    if done.read_only_reason and ctx.in_actions:
+        print(f"gating: nothing posted: {done.read_only_reason}", file=sys.stderr)
+    for m in r.messages:
+        print(f"gating: warning: {m}", file=sys.stderr)
+    return r.exit_code
