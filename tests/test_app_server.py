@@ -1,0 +1,140 @@
+"""The App as deployed: `gunicorn app.wsgi:app` in a subprocess, configured by environment variables.
+
+Kills it with SIGKILL between acknowledging a delivery and finishing its job, restarts it, and
+checks the job completes; runs several workers at once and checks no job runs twice.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from app_support import SECRET, Gunicorn, private_key_pem, signed
+
+from gating.policy import APPROVAL_CHECK
+from gating.testing.pytest_plugin import EXAMPLE
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def env(tmp_path: Path, **extra) -> dict[str, object]:
+    return {"APP_ID": "1", "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": SECRET,
+            "GATING_DB": tmp_path / "jobs.db", "GATING_HANDLERS": "app_support", "APP_TEST_RUNS": tmp_path / "runs",
+            "GATING_POLL_SECONDS": "0.05", "GITHUB_API_URL": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING", **extra}
+
+
+def runs(tmp_path: Path) -> list[tuple[str, str, str]]:
+    path = tmp_path / "runs"
+    return [tuple(line.split()) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def ping(url: str, delivery: str, **kw) -> httpx.Response:
+    body, headers = signed({"zen": "Anything added dilutes everything else.", "hook_id": 1}, "ping", delivery)
+    return httpx.post(url + "/webhooks", content=body, headers=headers, timeout=10, **kw)
+
+
+def test_gunicorn_refuses_what_is_not_github_and_acknowledges_the_rest(tmp_path: Path):
+    server = Gunicorn(env(tmp_path, GATING_MAX_BODY_BYTES="4096"), log=tmp_path / "gunicorn.log").start()
+    try:
+        assert ping(server.url, "d-1").json() == {"status": "queued", "jobs": [1]}
+        assert ping(server.url, "d-1").json() == {"status": "duplicate", "delivery": "d-1"}
+        body, headers = signed({"zen": "x"}, "ping", "d-2")
+        assert httpx.post(server.url + "/webhooks", content=body + b" ", headers=headers).status_code == 401
+        unsigned = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
+        assert httpx.post(server.url + "/webhooks", content=body, headers=unsigned).status_code == 401
+        big, big_headers = signed({"x": "y" * 5000}, "ping", "d-3")
+        r = httpx.post(server.url + "/webhooks", content=big, headers=big_headers)
+        assert (r.status_code, r.json()) == (413, {"error": "body of 5009 bytes is over the limit of 4096"})
+        head = (f"POST /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(head + body[:5])
+            s.shutdown(socket.SHUT_WR)
+            reply = s.recv(4096)
+        assert reply.split(b" ")[1] in (b"400", b"401")
+        wait_for(lambda: [r[0] for r in runs(tmp_path)] == ["start", "done"])
+        health = httpx.get(server.url + "/healthz").json()
+        assert health["queue"] == {"depth": 0, "queued": 0, "running": 0, "done": 1, "failed": 0}
+    finally:
+        server.stop()
+    assert [r[1] for r in runs(tmp_path)] == ["d-1", "d-1"]
+
+
+def test_a_job_cut_off_by_a_kill_is_completed_after_a_restart(tmp_path: Path):
+    hang = tmp_path / "hang"
+    hang.touch()
+    e = env(tmp_path, APP_TEST_HANG=hang, GATING_LEASE_SECONDS="1")
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        assert ping(server.url, "cut-1").status_code == 202
+        wait_for(lambda: len(runs(tmp_path)) == 1)  # the job started and hangs
+    finally:
+        server.kill()
+    (start,) = runs(tmp_path)
+    hang.unlink()
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        wait_for(lambda: any(r[0] == "done" for r in runs(tmp_path)))
+        health = httpx.get(server.url + "/healthz").json()
+        assert health["queue"]["done"] == 1 and health["queue"]["depth"] == 0
+    finally:
+        server.stop()
+    first, again, done = runs(tmp_path)
+    assert first == start and again[:2] == ("start", "cut-1") and done[:2] == ("done", "cut-1")
+    assert again[2] != first[2]  # a different process picked it up
+
+
+def test_several_workers_run_every_job_exactly_once(tmp_path: Path):
+    server = Gunicorn(env(tmp_path), workers=3, threads=4, log=tmp_path / "gunicorn.log").start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda i: ping(server.url, f"many-{i}").status_code, range(120)))
+        assert codes == [202] * 120
+        wait_for(lambda: sum(1 for r in runs(tmp_path) if r[0] == "done") >= 120, timeout=30)
+    finally:
+        server.stop()
+    started = [r[1] for r in runs(tmp_path) if r[0] == "start"]
+    assert sorted(started) == sorted(f"many-{i}" for i in range(120))
+    assert len({r[2] for r in runs(tmp_path)}) > 1  # more than one worker process did the work
+
+
+def test_approval_job_acknowledged_before_a_kill_completes_after_a_restart(github, github_repo, tmp_path: Path):
+    emu = github
+    e = {"APP_ID": emu.app.app_id, "PRIVATE_KEY": emu.app.private_key_pem, "WEBHOOK_SECRET": emu.app.webhook_secret,
+         "GITHUB_API_URL": emu.api_url, "GATING_DB": tmp_path / "jobs.db", "GATING_POLL_SECONDS": "0.05",
+         "LOG_LEVEL": "WARNING"}
+    text = (EXAMPLE / "gating.yml").read_text().replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
+    emu.push(github_repo, "bump", {"gating.yml": text}, "Bump the model", user="alice")
+    pr = emu.create_pull(github_repo, "bump", "main", "Bump the model", "alice")
+    opened = emu.webhook("pull_request", "opened", github_repo, number=pr["number"])
+    server = Gunicorn({**e, "GATING_JOB_THREADS": "0"}, log=tmp_path / "gunicorn.log").start()
+    try:
+        r = emu.deliver(server.url + "/webhooks", opened)
+        assert (r.status_code, r.json()) == (202, {"status": "queued", "jobs": [1]})
+    finally:
+        server.kill()
+    assert [c for c in emu.list_check_runs(github_repo) if c["name"] == APPROVAL_CHECK] == []
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        wait_for(lambda: httpx.get(server.url + "/healthz").json()["queue"]["done"] == 1)
+        assert emu.deliver(server.url + "/webhooks", opened).json()["status"] == "duplicate"
+    finally:
+        server.stop()
+    (run,) = [c for c in emu.list_check_runs(github_repo) if c["name"] == APPROVAL_CHECK]
+    assert run["head_sha"] == pr["head"]["sha"] and run["status"] == "in_progress"
+    assert run["output"]["title"].startswith("Pending: model-owners: has 0 of 1 approvals")
+    assert json.loads(opened.body_bytes)["pull_request"]["number"] == pr["number"]
