@@ -83,9 +83,7 @@ def _schema_errors(exc: BaseException) -> list[str]:
                 walk(sub)
             schema_errors = getattr(e, "schema_errors", None)
             if schema_errors:
-                for se in schema_errors:
-                    where = "/".join(str(p) for p in getattr(se, "absolute_path", [])) or "(root)"
-                    messages.append(f"For '{where}', {getattr(se, 'message', se)}")
+                messages.extend(_describe(se) for se in schema_errors)
                 return
             if not getattr(e, "errors", None):
                 nxt = e.__cause__ or e.__context__
@@ -97,6 +95,22 @@ def _schema_errors(exc: BaseException) -> list[str]:
 
     walk(exc)
     return messages or [str(exc)]
+
+
+def _describe(error: Any) -> str:
+    """One jsonschema error in GitHub's words where GitHub has them; long values are shortened."""
+    validator, instance = getattr(error, "validator", None), getattr(error, "instance", None)
+    if validator == "maxLength" and isinstance(instance, str):
+        return f"Only {error.validator_value} characters are allowed; {len(instance)} were supplied."
+    if validator == "maxItems" and isinstance(instance, list):
+        path = list(getattr(error, "absolute_path", []))
+        what = path[-1] if path and isinstance(path[-1], str) else "items"
+        return f"Only {error.validator_value} {what} are allowed per request; {len(instance)} were supplied."
+    where = "/".join(str(p) for p in getattr(error, "absolute_path", [])) or "(root)"
+    message = str(getattr(error, "message", error))
+    if len(message) > 300:
+        message = message[:160] + " ... " + message[-100:]
+    return f"For '{where}', {message}"
 
 
 class ApiDescription:
