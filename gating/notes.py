@@ -17,8 +17,10 @@ same appends produce the same trees whichever backend wrote them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -178,14 +180,15 @@ def read_log(store: NotesBackend, keys: Mapping[str, Ed25519PublicKey] | None = 
     if tip is None:
         return []
     entries = []
-    for commit, note in store.all_notes(tip).items():
-        for line in audit.split_lines(note):
-            try:
-                e = audit.parse_line(line, commit)
-            except EntryError:
-                continue
-            if keys is None or audit.signature_problem(e, keys) is None:
-                entries.append(e)
+    with audit.no_gc():
+        for commit, note in store.all_notes(tip).items():
+            for line in audit.split_lines(note):
+                try:
+                    e = audit.parse_line(line, commit)
+                except EntryError:
+                    continue
+                if keys is None or audit.signature_problem(e, keys) is None:
+                    entries.append(e)
     return sorted(entries, key=lambda e: e.seq)
 
 
@@ -254,7 +257,11 @@ class LocalNotes:
         return [Item(e.mode, e.type, e.sha, e.path) for e in self.git.ls_tree_level(sha)]
 
     def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        return {k: v for k, v in self.git.read_blobs(set(shas)).items() if v is not None}
+        batch = self.git.batch()  # streams: cheaper than one buffered read for large histories
+        try:
+            return {k: v for k, v in batch.read(set(shas)).items() if v is not None}
+        finally:
+            batch.close()
 
     def all_notes(self, tip: str) -> dict[str, bytes]:
         paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip)}
@@ -276,23 +283,53 @@ class LocalNotes:
             raise RefConflict(f"{self.ref} moved")
         return new
 
-    def history(self, tip: str) -> list[NotesCommit]:
-        """Every notes commit, oldest first, with each note's bytes before and after."""
-        raw = self.git.raw_history(tip)
-        zero = "0" * 40
-        data = self.blobs({s for _c, _p, ch in raw for o, n, _ in ch for s in (o, n) if s != zero})
-        out = []
+    def history(self, tip: str, notes: Mapping[str, bytes] | None = None,
+                raw: list[tuple[str, list[str], list[tuple[str, str, str]]]] | None = None) -> list[NotesCommit]:
+        """Every notes commit, oldest first, with how each note changed.
+
+        A step whose blobs are the first j and j+1 lines of the tip's note (compared by blob id, as git
+        hashes them) is an append of line j+1, known without reading it; only other steps are read.
+        """
+        raw = self.git.raw_history(tip) if raw is None else raw
+        notes = self.all_notes(tip) if notes is None else notes
+        zero = "0" * len(tip)
+        algo = hashlib.sha1 if len(tip) == 40 else hashlib.sha256
+        lines = {obj: audit.split_lines(data) for obj, data in notes.items()}
+        prefixes: dict[str, tuple[str, int]] = {}  # blob id of a tip note's first j lines -> (object, j)
+        for obj, data in notes.items():
+            end, view = 0, memoryview(data)
+            for j, line in enumerate(lines[obj], 1):
+                end += len(line) + 1
+                h = algo(b"blob %d\0" % end)
+                h.update(view[:end])
+                prefixes[h.hexdigest()] = (obj, j)
+        steps: list[tuple[str, list[str], list[tuple[str, str | None, str | None]]]] = []
+        unknown: set[str] = set()
         for sha, parents, changes in raw:
-            by_obj: dict[str, list[bytes | None]] = {}
+            by_obj: dict[str, list[str | None]] = {}
             for old, new, path in changes:
                 pair = by_obj.setdefault(path.replace("/", ""), [None, None])
-                if old != zero:
-                    pair[0] = data.get(old)
-                if new != zero:
-                    pair[1] = data.get(new)
+                pair[0] = old if old != zero else pair[0]
+                pair[1] = new if new != zero else pair[1]
+            steps.append((sha, parents, [(obj, o, n) for obj, (o, n) in by_obj.items() if o != n]))
+            for obj, o, n in steps[-1][2]:
+                if not self._is_append(prefixes, obj, o, n):
+                    unknown |= {s for s in (o, n) if s}
+        data = self.blobs(unknown) if unknown else {}
+        out = []
+        for sha, parents, changed in steps:
             out.append(NotesCommit(sha, tuple(parents), tuple(
-                NotesChange(obj, old, new) for obj, (old, new) in by_obj.items() if old != new)))
+                NotesChange(obj, None, None, lines[obj][prefixes[n][1] - 1], prefixes[n][1])  # type: ignore[index]
+                if self._is_append(prefixes, obj, o, n)
+                else NotesChange(obj, data.get(o) if o else None, data.get(n) if n else None)
+                for obj, o, n in changed)))
         return out
+
+    @staticmethod
+    def _is_append(prefixes: Mapping[str, tuple[str, int]], obj: str, old: str | None, new: str | None) -> bool:
+        before = prefixes.get(old) if old else (obj, 0)
+        after = prefixes.get(new) if new else None
+        return bool(before and after and before[0] == after[0] == obj and after[1] == before[1] + 1)
 
 
 def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
@@ -300,7 +337,11 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
     tip = store.tip()
     if tip is None:
         return Report(entries=[], findings=[])
-    return audit.verify_log(store.all_notes(tip), keys, store.history(tip))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # `git log` runs while the tip's notes are read
+        raw = pool.submit(store.git.raw_history, tip)
+        notes = store.all_notes(tip)
+        history = store.history(tip, notes, raw.result())
+    return audit.verify_log(notes, keys, history)
 
 
 # -- git push over HTTPS ---------------------------------------------------------------------------

@@ -140,7 +140,14 @@ def test_history_walks_every_notes_commit_in_one_pass(git_repo, commits):
     store = LocalNotes(git_repo)
     for c in commits[:3]:
         append_entry(store, merged(c), KEY, NOW)
+    append_entry(store, EntryFacts("known_good", commits[0], "r", "a", discriminator="1"), KEY, NOW)
     hist = store.history(store.tip())
-    assert [len(h.changes) for h in hist] == [1, 1, 1]
-    assert [h.changes[0].commit for h in hist] == commits[:3]
-    assert hist[0].changes[0].old is None and hist[2].changes[0].new.count(b"\n") == 1
+    assert [len(h.changes) for h in hist] == [1, 1, 1, 1]
+    assert [h.changes[0].commit for h in hist] == commits[:3] + commits[:1]
+    lines = audit.split_lines(git_repo.notes_show(AUDIT_REF, commits[0]))
+    # appends are recognised by blob id: the line and its number, no need to read each version
+    assert (hist[3].changes[0].appended, hist[3].changes[0].line_no) == (lines[1], 2)
+    # a step that is not an append of the tip's note comes with both versions, read from git
+    git_repo.notes_add(AUDIT_REF, commits[0], lines[1] + b"\n")
+    last = store.history(store.tip())[-1].changes[0]
+    assert (last.old, last.new, last.appended) == (lines[0] + b"\n" + lines[1] + b"\n", lines[1] + b"\n", None)
