@@ -1,6 +1,7 @@
 """The gating GitHub App: a thin Flask door that turns webhooks into durable jobs on gating/.
 
-`create_app(settings)` is the only way in (no module-level app except app.wsgi for gunicorn).
+`create_app(settings)` is the only way in (no module-level app except app.wsgi for gunicorn). Flask
+is imported inside it, so `gating app jobs` can read the queue without loading a web framework.
 """
 
 from __future__ import annotations
@@ -8,16 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException
-
-from app import webhooks
 from app.handlers import JobContext, Registry, load_registry
 from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from app.settings import Settings
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 @dataclass
@@ -53,6 +53,11 @@ def open_queue(settings: Settings) -> JobQueue:
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: Registry | None = None) -> Flask:
     """Build the App; `settings` is a Settings or a mapping of overrides on top of the environment."""
+    from flask import Flask, jsonify
+    from werkzeug.exceptions import HTTPException
+
+    from app import webhooks
+
     if not isinstance(settings, Settings):
         settings = Settings.load(settings)
     settings.check()

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "gating.commands.check",
     "gating.commands.audit",
     "gating.commands.rollback",
+    "gating.commands.app",
 ]
 
 

@@ -1,0 +1,133 @@
+"""`gating app serve | jobs | retry`: run the GitHub App and look after its job queue.
+
+This is the App's door on the command line, so it is the one place in gating/ that reaches into app/,
+lazily and never into Flask: `serve` hands over to gunicorn, `jobs` and `retry` only open the SQLite
+queue the running App shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from gating.cli import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="run the GitHub App and manage its background jobs")
+    app_sub = p.add_subparsers(dest="app_command", metavar="ACTION", required=True)
+
+    s = app_sub.add_parser("serve", help="serve the App with gunicorn (settings from the environment)")
+    default_bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
+    s.add_argument("--bind", default=default_bind, help=f"address:port (default {default_bind}, from HOST and PORT)")
+    s.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    s.add_argument("--threads", type=int, default=4, help="request threads per worker (default 4)")
+    s.add_argument("--check", action="store_true", help="only check the settings and print them, then exit")
+    s.set_defaults(func=serve)
+
+    j = app_sub.add_parser("jobs", help="list jobs (failed ones by default)")
+    j.add_argument("--status", default="failed", choices=["failed", "queued", "running", "done", "all"])
+    j.add_argument("--limit", type=int, default=50)
+    j.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    j.add_argument("--db", help="job queue file (default: $GATING_DB or gating-app.sqlite3)")
+    j.set_defaults(func=jobs)
+
+    r = app_sub.add_parser("retry", help="queue failed jobs again")
+    r.add_argument("ids", nargs="*", type=int, help="job ids (see `gating app jobs`)")
+    r.add_argument("--all-failed", action="store_true", help="every failed job")
+    r.add_argument("--db", help="job queue file (default: $GATING_DB or gating-app.sqlite3)")
+    r.set_defaults(func=retry)
+
+
+def _settings(args: argparse.Namespace | None = None) -> Any:
+    from app.settings import Settings, SettingsError
+
+    try:
+        overrides = {"GATING_DB": args.db} if args is not None and getattr(args, "db", None) else None
+        return Settings.load(overrides)
+    except SettingsError as e:
+        raise UsageError("; ".join(e.problems)) from None
+
+
+def _queue(args: argparse.Namespace) -> Any:
+    from app import open_queue
+
+    settings = _settings(args)
+    if not os.path.exists(settings.db_path):
+        raise UsageError(f"no job queue at {settings.db_path} (set GATING_DB or pass --db)")
+    return open_queue(settings)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from app.settings import SettingsError, documented
+
+    settings = _settings()
+    try:
+        settings.check()
+    except SettingsError as e:
+        raise UsageError("the App cannot start: " + "; ".join(e.problems)) from None
+    if args.check:
+        secret = {"PRIVATE_KEY", "WEBHOOK_SECRET"}
+        for (env, _doc, _default), value in zip(documented(), vars(settings).values(), strict=True):
+            shown = "(set)" if env in secret and value else value
+            print(f"{env}={shown if not isinstance(shown, tuple) else ','.join(shown)}")
+        return 0
+    argv = [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", args.bind, "--workers", str(args.workers),
+            "--threads", str(args.threads), "--worker-class", "gthread", "--access-logfile", "-"]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def jobs(args: argparse.Namespace) -> int:
+    q = _queue(args)
+    listed = q.list(None if args.status == "all" else args.status, args.limit)
+    if args.json:
+        for j in listed:
+            print(json.dumps({"id": j.id, "status": j.status, "attempts": j.attempts, "event": j.event,
+                              "action": j.action, "handler": j.handler, "delivery": j.delivery, "key": j.key,
+                              "updated": _when(j.updated_at), "last_error": j.last_error}))
+        return 0
+    if not listed:
+        print(f"no {'' if args.status == 'all' else args.status + ' '}jobs")
+        return 0
+    print(f"{'id':>5}  {'status':<8} {'tries':>5}  {'event':<28} {'handler':<26} {'updated (UTC)':<19}  last error")
+    for j in listed:
+        event = f"{j.event}.{j.action}" if j.action else j.event
+        err = (j.last_error or "").replace("\n", " ")
+        print(f"{j.id:>5}  {j.status:<8} {j.attempts:>5}  {event:<28} {j.handler:<26} {_when(j.updated_at):<19}  "
+              f"{err[:100]}")
+    counts = q.counts()
+    print(f"queue: {counts['queued']} queued, {counts['running']} running, {counts['failed']} failed, "
+          f"{counts['done']} done")
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    if not args.ids and not args.all_failed:
+        raise UsageError("name the job ids to retry, or pass --all-failed")
+    q = _queue(args)
+    if args.all_failed:
+        n = q.retry()
+        print(f"queued {n} failed job{'s' if n != 1 else ''} again")
+        return 0
+    problems = []
+    for i in args.ids:
+        job = q.get(i)
+        if job is None:
+            problems.append(f"job {i} does not exist")
+        elif job.status != "failed":
+            problems.append(f"job {i} is {job.status}, not failed")
+    if problems:
+        raise UsageError("; ".join(problems))
+    n = q.retry(args.ids)
+    print(f"queued {n} failed job{'s' if n != 1 else ''} again: {', '.join(map(str, args.ids))}")
+    return 0
