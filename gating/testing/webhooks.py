@@ -71,6 +71,21 @@ def _overlay(example: Any, ours: dict[str, Any]) -> dict[str, Any]:
     return (dict(example) if isinstance(example, dict) else {}) | ours
 
 
+def _rebase(value: Any, emu: Emulator, r: Any, example_repo: str | None = None) -> Any:
+    """Point the example's leftover URLs and names at the emulator (its repository, its hosts)."""
+    if example_repo is None and isinstance(value, dict):
+        example_repo = (value.get("repository") or {}).get("full_name") or "Codertocat/Hello-World"
+    if isinstance(value, dict):
+        return {k: _rebase(v, emu, r, example_repo) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, emu, r, example_repo) for v in value]
+    if isinstance(value, str) and "://" in value:
+        if r is not None and example_repo:
+            value = value.replace(f"/{example_repo}", f"/{r.full_name}")
+        return value.replace("https://api.github.com", emu.api_url).replace("https://github.com", emu.web_url)
+    return value
+
+
 def _latest(records: list[Any], what: str) -> Any:
     if not records:
         raise ValueError(f"no {what} to build the webhook from")
@@ -85,9 +100,9 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
     if by_event is None or (action or "") not in by_event:
         known = sorted(f"{e}.{a}" if a else e for e, acts in examples().items() for a in acts)
         raise ValueError(f"no vendored example for {event}{'.' + action if action else ''}; have: {', '.join(known)}")
-    payload = copy.deepcopy(by_event[action or ""])
-    payload.pop("x-derived-from", None)
     r = emu.repo_record(repo) if repo is not None else (next(iter(emu.repos.values())) if emu.repos else None)
+    payload = _rebase(copy.deepcopy(by_event[action or ""]), emu, r)
+    payload.pop("x-derived-from", None)
     who: str | None = None
     if r is not None:
         payload["repository"] = _overlay(payload.get("repository"), render.repo(emu, r))
