@@ -1,0 +1,247 @@
+"""`gating check` end to end: the GitHub emulator, real git over smart HTTP, the local test LLM server.
+
+Every request the check makes is validated against GitHub's OpenAPI description by the emulator;
+the `github` fixture fails a test on any violation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from check_support import ANSWER_CASES, GREET_CASES, Harness, answer_prompt, greet_prompt, write_system
+
+from gating.evals.records import load_run
+from gating.notes import EVALS_REF
+from gating.testing.llm_server import LLMServer
+
+ALL_CASES = len(ANSWER_CASES) + len(GREET_CASES)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with LLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
+    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+    return Harness(github, repo, llm, tmp_path, monkeypatch)
+
+
+def test_prompt_edit_posts_the_check_run_with_diff_and_deltas(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr)
+    assert ran.rc == 0, ran.stderr
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert (run["name"], run["status"], run["conclusion"]) == ("gating / eval", "completed", "success")
+    summary = run["output"]["summary"]
+    assert summary.splitlines()[0].startswith("✅ **Pass**: all 1 thresholds met; 12 paired cases")
+    assert "### LLM system: 1 change (highest risk: medium)" in summary
+    assert "| prompt | prompt `greet` changed: +1 −1 lines in prompts/greet.md |" in summary
+    assert "| Metric | Base | Head | Δ | Interval | Threshold | Status |" in summary
+    assert "| `pass_rate` | 1.000 | 1.000 | ±0.000 |" in summary
+    assert "| `tokens_out_per_request` |" in summary and "#### Tokens and cost" in summary
+    assert "| cost / day at 1,000 requests |" in summary and "#### Latency (ms)" in summary
+    assert "| total |" in summary
+    # the check run is opened in_progress at once and completed at the end, by the same token
+    create, *updates = [r for r in h.emu.requests if r.operation in ("checks/create", "checks/update")]
+    assert create.json["status"] == "in_progress" and create.json["head_sha"] == pr["head"]["sha"]
+    assert create.json["details_url"].endswith("/acme/tiny-bot/actions/runs/4242")
+    assert [u.json.get("conclusion") for u in updates] == ["success"]
+    assert "### Cases (12)" in run["output"]["text"] and "carried from base" in run["output"]["text"]
+    # only the greet cases ran on head; base was re-run in full (no note yet)
+    assert ran.llm_requests == ALL_CASES + len(GREET_CASES)
+    assert ran.outputs["verdict"] == "pass" and ran.outputs["conclusion"] == "success"
+    assert ran.outputs["check-run-id"] == str(run["id"])
+    assert ran.outputs["report-json"].endswith("/report.json") and ran.outputs["junit"].endswith("/junit.xml")
+    assert ran.report["verdict"] == "pass" and ran.report["check_run_id"] == run["id"]
+    assert ran.report["changes"]["affected_prompts"] == ["greet"]
+    assert ran.junit.count("<testcase ") == ALL_CASES
+    assert ran.summary.startswith("## gating / eval: Pass: all 1 thresholds met")
+    assert ran.stdout.startswith("gating / eval: Pass: ")
+
+
+def test_regression_beyond_max_drop_fails_and_names_the_flipped_cases(h: Harness):
+    pr = h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    ran = h.run(pr)
+    assert ran.rc == 1
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "failure"
+    assert run["output"]["title"] == ("Fail: 10 cases regressed (answer-01, answer-02, answer-03, answer-04, "
+                                      "answer-05 and 5 more)")
+    summary = run["output"]["summary"]
+    assert "pass rate fell by 0.833 on 12 paired cases (more than max_drop 0.05); McNemar exact p = 0.00195" in summary
+    assert "#### Regressions (10)" in summary
+    for cid in ANSWER_CASES:
+        assert f"| `{cid}` | answer | pass | fail | icontains: " in summary
+    [note_req] = [r for r in h.requests("checks/update") if r.json.get("conclusion")]
+    [ann] = note_req.json["output"]["annotations"]
+    assert (ann["path"], ann["start_line"], ann["end_line"], ann["annotation_level"]) == \
+        ("prompts/answer.md", 2, 2, "failure")
+    assert ann["title"] == "10 eval cases regressed after this change"
+    assert ann["message"].startswith("answer-01 (answer): pass → fail: icontains: ")
+    assert ran.outputs["verdict"] == "fail" and ran.outputs["conclusion"] == "failure"
+    assert 'failures="10"' in ran.junit
+
+
+def test_fail_on_threshold_reports_a_regression_without_blocking(h: Harness):
+    pr = h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    ran = h.run(pr, args=("--fail-on", "threshold"))
+    assert ran.rc == 0
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "neutral"
+    assert run["output"]["title"].startswith("Fail (not blocking: fail-on threshold): 10 cases regressed")
+    [update] = [r for r in h.requests("checks/update") if r.json.get("conclusion")]
+    assert update.json["output"]["annotations"][0]["annotation_level"] == "warning"
+
+
+def test_improvement_concludes_success(h: Harness):
+    h.repo.commit_files("main", {"prompts/answer.md": answer_prompt("no idea")}, "Worse answers on main")
+    pr = h.open_pr("fix-answers", {"prompts/answer.md": answer_prompt("yes, it is")}, "Fix answers")
+    ran = h.run(pr)
+    assert ran.rc == 0
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "success"
+    summary = run["output"]["summary"]
+    assert "| `pass_rate` | 0.167 | 1.000 | +0.833 |" in summary
+    assert "#### Fixed (10)" in summary and "#### Regressions" not in summary
+    assert "| improved |" in summary
+
+
+def test_readme_only_pull_request_is_a_quick_success_without_llm_calls(h: Harness):
+    pr = h.open_pr("docs", {"README.md": "# tiny-bot\n\nNow with docs.\n"}, "Docs")
+    ran = h.run(pr)
+    assert ran.rc == 0
+    assert ran.seconds < 2.0
+    assert ran.llm_requests == 0
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert (run["conclusion"], run["output"]["title"]) == ("success", "No LLM system changes")
+    assert run["output"]["summary"].startswith("✅ **No LLM system changes** · conclusion `success`")
+    assert "### LLM system: no changes" in run["output"]["summary"]
+    assert ran.outputs["verdict"] == "unchanged"
+    assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None
+
+
+def test_second_run_of_the_same_pull_request_makes_no_llm_calls(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    first = h.run(pr)
+    assert first.llm_requests == ALL_CASES + len(GREET_CASES)
+    again = h.run(pr, action="synchronize", clone=first.clone)  # same runner: cache and notes
+    assert again.llm_requests == 0 and again.rc == 0
+    fresh = h.run(pr, action="synchronize")  # a new runner: no cache, the notes alone
+    assert fresh.llm_requests == 0 and fresh.rc == 0
+    assert fresh.report["baseline"] == f"eval note on base `{pr['base']['sha'][:7]}`"
+    assert fresh.report["head_source"] == "eval note on head (this commit was evaluated before)"
+    assert [r["conclusion"] for r in h.check_runs(pr["head"]["sha"])] == ["success"] * 3
+
+
+def test_rerun_baseline_uses_the_cache_for_zero_calls(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    first = h.run(pr, args=("--baseline", "rerun"))
+    again = h.run(pr, args=("--baseline", "rerun"), clone=first.clone)
+    assert first.llm_requests == ALL_CASES + len(GREET_CASES)
+    assert again.llm_requests == 0
+    assert again.report["comparison"]["verdict"] == "pass"
+    assert again.report["baseline"].startswith("re-ran base") and "(baseline: rerun)" in again.report["baseline"]
+
+
+def test_base_with_an_eval_note_is_not_reevaluated_and_without_one_it_is(h: Harness):
+    base = h.repo.head("main")
+    first = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(first)
+    assert ran.report["baseline"] == f"re-ran base `{base[:7]}` (no eval note on it)"
+    assert ran.llm_requests == ALL_CASES + len(GREET_CASES)
+    note = json.loads(h.repo.note(EVALS_REF, base))
+    assert note["role"] == "base" and len(note["cases"]) == ALL_CASES
+    second = h.open_pr("answer-more", {"prompts/answer.md": answer_prompt("yes indeed")}, "Answer more")
+    ran2 = h.run(second)
+    assert ran2.report["baseline"] == f"eval note on base `{base[:7]}`"
+    assert ran2.llm_requests == len(ANSWER_CASES)
+    assert ran2.report["head_source"] == "ran 10 affected cases (prompts: answer), carried 2 from base"
+
+
+def test_head_note_is_the_run_result_with_verdict_and_digests_on_top(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr)
+    data = h.repo.note(EVALS_REF, pr["head"]["sha"])
+    doc = json.loads(data)
+    assert doc["verdict"] == "pass" and doc["role"] == "head" and doc["compared_with"] == pr["base"]["sha"]
+    assert doc["dataset_digest"].startswith("sha256:") and doc["snapshot_digest"].startswith("sha256:")
+    assert doc["metrics"]["pass_rate"] == 1.0 and doc["metrics"]["cases"] == ALL_CASES
+    run = load_run(data)
+    assert run.rev == pr["head"]["sha"] and {c.id for c in run.cases if c.carried} == set(ANSWER_CASES)
+    assert ran.report["notes"] == {"written": True, "pushed": True, "attempts": 1,
+                                   "commits": sorted([pr["head"]["sha"], pr["base"]["sha"]])}
+    assert data == json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def test_fork_pull_request_writes_nothing_and_says_why(h: Harness):
+    pr = h.open_pr("from-fork", {"prompts/answer.md": answer_prompt("no")}, "Fork change", user="mallory")
+    ran = h.run(pr, token=h.emu.read_only_token(), fork=True)
+    assert ran.rc == 1  # the exit code carries the verdict
+    assert h.check_runs(pr["head"]["sha"]) == []
+    assert h.requests("checks/create") == [] and h.requests("checks/update") == []
+    assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None and h.repo.note(EVALS_REF, pr["base"]["sha"]) is None
+    assert ("> **Nothing was posted to the pull request:** this pull request comes from a fork: its GITHUB_TOKEN "
+            "is read-only and repository secrets are withheld, so no check run, comment or eval note was "
+            "written. This job's exit code carries the verdict (1).") in ran.summary
+    assert "#### Regressions (10)" in ran.summary
+    assert ran.outputs["verdict"] == "fail" and ran.outputs["check-run-id"] == ""
+    assert "gating: nothing posted: this pull request comes from a fork" in ran.stderr
+
+
+def test_read_only_token_on_a_same_repo_pull_request_degrades_without_crashing(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr, token=h.emu.read_only_token())
+    assert ran.rc == 0, ran.stderr
+    assert [r.status for r in h.requests("checks/create")] == [403]
+    assert h.requests("checks/update") == []
+    assert "GitHub refused to create the check run (403" in ran.summary
+    assert "grant `checks: write`" in ran.summary
+    assert ran.report["notes"]["pushed"] is False
+    assert "the eval note was not pushed to refs/notes/gating/evals" in ran.summary
+
+
+def test_crash_still_completes_the_check_run_with_the_error(h: Harness):
+    pr = h.open_pr("bad-data", {"evals/cases.jsonl": "{not json\n"}, "Broken dataset")
+    ran = h.run(pr)
+    assert ran.rc == 2
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    assert run["output"]["title"].startswith("Error: DatasetError: evals/cases.jsonl:1: ")
+    assert run["output"]["summary"].startswith("💥 **Error**: DatasetError: evals/cases.jsonl:1: ")
+    assert "gating: error: bad eval dataset:\n  evals/cases.jsonl:1: " in ran.stderr
+    assert ran.outputs["verdict"] == "error" and ran.outputs["conclusion"] == "failure"
+
+
+def test_huge_summary_is_cut_with_a_note_and_120_annotations_go_in_3_requests(h: Harness):
+    # a prompt of 240 lines of which every other one changes: 120 changed blocks, all regressing;
+    # plus 300 more prompts with long names, all changed: the diff table alone is over 65,535 characters
+    long_base = "".join(f"line {i}: keep\n" for i in range(239)) + "[[answer: yes]] {{ n }}\n"
+    long_head = "".join(f"line {i}: {'keep' if i % 2 else 'changed'}\n" for i in range(239)) + "[[answer: no]] {{ n }}\n"
+    names = [f"reply_template_number_{i:03d}_for_the_support_flow" for i in range(300)]
+    extra = "".join(f"    {n}: {{file: prompts/support/flows/{n}.md, model: bot}}\n" for n in names)
+    manifest = h.repo.git.show_file("main", "gating.yml").decode().replace(
+        "    greet: {file: prompts/greet.md, model: bot}\n", "    greet: {file: prompts/greet.md, model: bot}\n" + extra)
+    files = {f"prompts/support/flows/{n}.md": f"prompt {n}\n" for n in names}
+    h.repo.commit_files("main", {**files, "gating.yml": manifest, "prompts/answer.md": long_base}, "Many prompts")
+    changed = {f"prompts/support/flows/{n}.md": f"prompt {n}, reworded\n" for n in names}
+    pr = h.open_pr("rewrite-all", {**changed, "prompts/answer.md": long_head}, "Rewrite every prompt")
+    ran = h.run(pr)
+    assert ran.rc == 1
+    [run] = h.check_runs(pr["head"]["sha"])
+    summary, text = run["output"]["summary"], run["output"]["text"]
+    assert len(summary.encode()) <= 65_535 and len(text.encode()) <= 65_535
+    assert summary.startswith("❌ **Fail**: 10 cases regressed")
+    assert "✂️ **Truncated**: showing " in summary and "the full report is in the job summary and the JSON report" \
+        in summary
+    assert len(ran.report["changes"]["changes"]) == 301  # the JSON report keeps everything
+    updates = [r for r in h.requests("checks/update")]
+    assert [len(u.json["output"].get("annotations", [])) for u in updates] == [50, 50, 20]
+    assert [u.json.get("conclusion") for u in updates] == [None, None, "failure"]
+    assert all(u.status == 200 for u in updates)
+    starts = [a["start_line"] for u in updates for a in u.json["output"]["annotations"]]
+    assert starts == list(range(1, 240, 2))  # the last block is lines 239-240
