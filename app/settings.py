@@ -7,14 +7,17 @@ to `load` (tests, `create_app({...})`) wins over the environment.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
-HANDLER_MODULES = ("app.handlers.approvals",)
+HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.handlers.deployments")
 
 
 class SettingsError(ValueError):
@@ -59,6 +62,17 @@ class Settings:
     manifest_path: str = _env("GATING_MANIFEST", "manifest path in the repository", "gating.yml")
     handler_modules: tuple[str, ...] = _env("GATING_HANDLERS", "comma-separated handler modules",
                                             default_factory=lambda: HANDLER_MODULES)
+    # audit trail (gating/AUDIT.md)
+    audit_key_path: str | None = _env("GATING_AUDIT_KEY_PATH", "the Ed25519 key that signs audit entries "
+                                      "(`gating keygen`; mode 0600)")
+    audit_key_pem: str | None = _env("GATING_AUDIT_KEY", "the audit signing key itself (PEM, `\\n`-escaped "
+                                     "or base64)", repr=False)
+    audit_backend: str = _env("GATING_AUDIT_BACKEND", "api (Git Database API) or push (git push of the "
+                              "notes ref, for hosts whose API refuses refs/notes/)", "api")
+    audit_push_dir: str = _env("GATING_AUDIT_PUSH_DIR", "where the push backend keeps its notes mirrors",
+                               "gating-audit-mirrors")
+    audit_reconcile_seconds: float = _env("GATING_AUDIT_RECONCILE_SECONDS", "how often the App backfills "
+                                          "merges with no audit entry (0: never)", 3600.0)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
@@ -104,6 +118,22 @@ class Settings:
 
     def key(self) -> str:
         return load_private_key(self.private_key_path, self.private_key)
+
+    def audit_key(self) -> Ed25519PrivateKey:
+        """The audit signing key; a missing or bad key fails the job that needs it, naming the variable."""
+        from gating import keys
+
+        if self.audit_key_path:
+            return keys.load_private(keys.read_file(self.audit_key_path), self.audit_key_path)
+        if not self.audit_key_pem:
+            raise keys.KeyError_("no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY")
+        text = self.audit_key_pem.replace("\\n", "\n").strip()
+        if "-----BEGIN" not in text:
+            try:
+                text = base64.b64decode(text, validate=True).decode("utf-8")
+            except ValueError:
+                raise keys.KeyError_("GATING_AUDIT_KEY is neither PEM text nor base64-encoded PEM") from None
+        return keys.load_private(text.encode("utf-8"), "GATING_AUDIT_KEY")
 
 
 def _convert(typ: Any, v: Any) -> Any:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from gating.audit import Entry, EntryError, parse_line, rewrite_findings, signat
 from gating.cli import UsageError
 from gating.commands.common import repo
 from gating.git import Git
+from gating.github import DEFAULT_API_URL
 
 VERIFIED_REF = "refs/gating/audit-verified"
 PUBLISHED_KEY = ".gating/audit.pub"
@@ -46,6 +49,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"trusted public key (repeatable; default: {PUBLISHED_KEY} at HEAD)")
     fetch_opts(q)
     q.set_defaults(func=run_verify)
+
+    q = asub.add_parser("backfill", help="write a backfilled merged entry for every merged pull request "
+                        "that has none (through the GitHub API)")
+    q.add_argument("--repo", dest="github_repo", required=True, metavar="OWNER/NAME", help="the GitHub repository")
+    q.add_argument("--key", required=True, metavar="PRIVATE.pem", help="the audit signing key")
+    q.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
+                   help="REST API base (default $GITHUB_API_URL or GitHub's)")
+    q.add_argument("--limit", type=int, default=1000, help="closed pull requests to look at (newest first)")
+    q.set_defaults(func=run_backfill)
 
     k = sub.add_parser("keygen", help="write an Ed25519 key pair for signing audit entries")
     k.add_argument("private", nargs="?", default="gating-audit.key",
@@ -226,4 +238,29 @@ def run_keygen(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"wrote {private} (private, mode 0600) and {public} (public)")
     print(f"keyid {keymod.keyid(key)}")
+    return 0
+
+
+def run_backfill(args: argparse.Namespace) -> int:
+    from gating import audit_record
+    from gating.github import GitDatabaseNotes, GitHubError, Repo, token_client
+
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
+    if not token:
+        raise UsageError("backfill needs a token with contents: write in GITHUB_TOKEN (or GH_TOKEN)")
+    try:
+        key = keymod.load_private(keymod.read_file(args.key), args.key)
+    except keymod.KeyError_ as e:
+        raise UsageError(str(e)) from None
+    repo = Repo(token_client(args.api_url, token), args.github_repo)
+    try:
+        written = audit_record.backfill(repo, GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
+    except GitHubError as e:
+        print(f"gating: error: {e}", file=sys.stderr)
+        return 1
+    for r in written:
+        p = r.entry.predicate
+        print(f"backfilled seq {r.entry.seq}: merged #{p['pull_request']} at {_short(r.entry.commit)}")
+    print(f"{len(written)} merged pull request{'s' if len(written) != 1 else ''} had no audit entry"
+          + ("" if written else "; the trail is complete"))
     return 0

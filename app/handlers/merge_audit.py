@@ -1,0 +1,78 @@
+"""On merge, write the signed `merged` audit entry on the merge commit; now and then, backfill merges
+that have none (a lost webhook, an App outage), so no merge is ever missing from the trail.
+
+Redelivered events and racing replicas are safe: the entry's idempotency key (`merged:<sha>`) is
+looked up on the commit's note after every re-read of the notes ref (gating.notes.append_entry).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.handlers import JobContext, Registry
+from app.jobs import PermanentError
+from gating import audit_record, notes
+from gating.github import GitDatabaseNotes, Repo
+from gating.keys import KeyError_
+
+RECONCILE_RECENT = 30  # merged pull requests looked at by the periodic reconciliation
+_last_reconcile: dict[str, float] = {}
+_lock = threading.Lock()
+
+
+def register(registry: Registry) -> None:
+    registry.on("pull_request", "closed", key=_merge_key,
+                when=lambda p: bool((p.get("pull_request") or {}).get("merged")))(on_merged)
+
+
+def _merge_key(p: dict) -> str | None:
+    """One writer per repository at a time in this process; other replicas are handled by the ref."""
+    repo = (p.get("repository") or {}).get("full_name")
+    return f"{repo}#audit" if repo else None
+
+
+def signing_key(ctx: JobContext):
+    try:
+        return ctx.settings.audit_key()
+    except KeyError_ as e:
+        raise PermanentError(str(e)) from e
+
+
+def audit_store(ctx: JobContext, repo: Repo) -> notes.NotesBackend:
+    """The Git Database API, or (GATING_AUDIT_BACKEND=push) a mirror pushed with the installation token."""
+    if ctx.settings.audit_backend == "push":
+        url = (ctx.payload.get("repository") or {}).get("clone_url")
+        if not url:
+            raise PermanentError("the push audit backend needs repository.clone_url in the event")
+        inst = ctx.payload["installation"]["id"]
+        mirror = Path(ctx.settings.audit_push_dir) / repo.full_name.replace("/", "__")
+        return notes.PushNotes(mirror, url, ctx.github.token(inst).token)
+    return GitDatabaseNotes(repo)
+
+
+def on_merged(ctx: JobContext) -> None:
+    repo = ctx.repo()
+    number = int(ctx.payload["pull_request"]["number"])
+    key = signing_key(ctx)
+    store = audit_store(ctx, repo)
+    res = audit_record.record_merge(repo, store, key, number, datetime.now(UTC), ctx.blobs,
+                                    ctx.settings.manifest_path)
+    ctx.log.info("%s#%d: merged entry seq %d on %s (%s)", repo.full_name, number, res.entry.seq,
+                 res.entry.commit[:12], "written" if res.created else "already there")
+    reconcile_if_due(ctx, repo, store, key)
+
+
+def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key) -> None:
+    every = ctx.settings.audit_reconcile_seconds
+    with _lock:
+        if every <= 0 or time.monotonic() - _last_reconcile.get(repo.full_name, -every) < every:
+            return
+        _last_reconcile[repo.full_name] = time.monotonic()
+    written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path,
+                                    limit=RECONCILE_RECENT)
+    for r in written:
+        ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
+                        repo.full_name, r.entry.commit[:12], r.entry.seq)

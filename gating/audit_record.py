@@ -1,0 +1,153 @@
+"""Audit entries from GitHub facts: a merged pull request, a deployment status, and the reconciliation
+that backfills merges with no entry. Shared by the App's handlers and `gating audit backfill`.
+
+Reads go through gating/github.py; writes through a notes backend (notes.append_entry), so the same
+code records a merge whether a webhook or a backfill run found it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from gating import notes
+from gating.audit import Approval, EntryError, EntryFacts, Override, eval_summary, parse_line, split_lines
+from gating.github import ApiRevision, BlobCache, GitDatabaseNotes, Repo
+from gating.keys import keyid
+from gating.manifest import MANIFEST_PATH, ManifestError
+from gating.policy import EVAL_CHECK, Actor, Comment, Facts, find_overrides
+from gating.snapshot import build_snapshot
+
+REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "DISMISSED")
+
+
+def snapshot_at(repo: Repo, sha: str, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> dict | None:
+    """The system at a commit, or None when it has no (valid) manifest: the merge is recorded anyway."""
+    reader = ApiRevision(repo, sha, blobs)
+    if reader.read_many([manifest_path])[manifest_path] is None:
+        return None
+    try:
+        return build_snapshot(reader, manifest_path).data
+    except ManifestError:
+        return None
+
+
+def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
+    """The eval note on the head commit, else the `gating / eval` check run's conclusion."""
+    data = notes.read_note(GitDatabaseNotes(repo, notes.EVALS_REF), head)
+    if data:
+        try:
+            doc = json.loads(data)
+            if isinstance(doc, dict) and "verdict" in doc:
+                return eval_summary(doc, "eval note")
+        except ValueError:
+            pass
+    runs = [r for r in repo.check_runs(head, EVAL_CHECK) if r.get("name") == EVAL_CHECK]
+    if not runs:
+        return None
+    run = max(runs, key=lambda r: r["id"])
+    verdict = {"success": "pass", "failure": "fail", "neutral": "neutral"}.get(run.get("conclusion") or "",
+                                                                              run.get("conclusion"))
+    return eval_summary({"verdict": verdict, "dataset_digest": None,
+                         "metrics": {"check_title": (run.get("output") or {}).get("title")}},
+                        f"{EVAL_CHECK} check run")
+
+
+def approvals(repo: Repo, number: int) -> list[Approval]:
+    return [Approval(r["user"]["login"], r["state"], r.get("submitted_at") or "", r.get("commit_id") or "")
+            for r in repo.reviews(number) if r.get("user") and r.get("state") in REVIEW_STATES]
+
+
+def overrides(repo: Repo, number: int) -> list[Override]:
+    """The admin `/gating override <reason>` that counted (the approval check's own rule)."""
+    comments = [Comment(Actor((c.get("user") or {}).get("login") or "ghost"), c.get("body") or "",
+                         c.get("created_at") or "", c.get("html_url") or "") for c in repo.issue_comments(number)]
+    who = {c.user.login for c in comments if "/gating" in c.body}
+    found, _ignored = find_overrides(Facts(comments=comments, permissions={w: repo.permission(w) for w in who}))
+    return [Override(found.login, found.reason, found.created_at, "approvals and evals")] if found else []
+
+
+def merge_facts(repo: Repo, pr: dict[str, Any], blobs: BlobCache, manifest_path: str = MANIFEST_PATH,
+                backfilled: bool = False, previous_known_good: str | None = None) -> EntryFacts:
+    commit = pr["merge_commit_sha"]
+    return EntryFacts(
+        event="merged", commit=commit, repository=repo.full_name,
+        actor=(pr.get("merged_by") or {}).get("login") or "unknown", pull_request=pr["number"],
+        snapshot=snapshot_at(repo, commit, blobs, manifest_path), evals=eval_evidence(repo, pr["head"]["sha"]),
+        approvals=approvals(repo, pr["number"]), overrides=overrides(repo, pr["number"]),
+        previous_known_good=previous_known_good, backfilled=backfilled)
+
+
+def last_known_good(store: notes.NotesBackend, key: Ed25519PrivateKey) -> str | None:
+    """The rollback pointer: the newest known_good commit among entries this key signed."""
+    good = [e for e in notes.read_log(store, {keyid(key): key.public_key()}) if e.event == "known_good"]
+    return good[-1].commit if good else None
+
+
+def record_merge(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, number: int, now: datetime,
+                 blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
+                 backfilled: bool = False) -> notes.AppendResult:
+    pr = repo.pull(number)
+    if not pr.get("merged") and not pr.get("merged_at"):
+        raise ValueError(f"pull request #{number} is not merged")
+    facts = merge_facts(repo, pr, blobs or BlobCache(), manifest_path, backfilled, last_known_good(store, key))
+    return notes.append_entry(store, facts, key, now)
+
+
+def deployment_facts(repository: str, deployment: dict[str, Any], status: dict[str, Any],
+                     actor: str) -> EntryFacts | None:
+    """known_good for a successful deployment of a SHA, deploy_failed for a failed one; None otherwise."""
+    event = {"success": "known_good", "failure": "deploy_failed", "error": "deploy_failed"}.get(status["state"])
+    if event is None:
+        return None
+    return EntryFacts(
+        event=event, commit=deployment["sha"], repository=repository, actor=actor,
+        deployment={"id": deployment["id"], "environment": deployment.get("environment"),
+                    "status": status["state"], "status_id": status.get("id"),
+                    "url": status.get("environment_url") or status.get("target_url") or None},
+        discriminator=f"deployment {deployment['id']}")
+
+
+def merged_pulls(repo: Repo, base: str | None = None, limit: int = 1000) -> Iterator[dict[str, Any]]:
+    """Merged pull requests, newest first (closed ones without a merge are skipped)."""
+    params: dict[str, Any] = {"state": "closed", "sort": "updated", "direction": "desc"}
+    if base:
+        params["base"] = base
+    for pr in repo.client.paginate(f"{repo.path}/pulls", limit=limit, **params):
+        if pr.get("merged_at") and pr.get("merge_commit_sha"):
+            yield pr
+
+
+def has_entry(store: notes.NotesBackend, key: str, commit: str) -> bool:
+    """Whether the note of `commit` holds an entry with this idempotency key (one note read, not the log)."""
+    for line in split_lines(notes.read_note(store, commit)):
+        try:
+            if parse_line(line, commit).key == key:
+                return True
+        except EntryError:
+            continue
+    return False
+
+
+def backfill(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, now: datetime,
+             blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
+             limit: int = 1000) -> list[notes.AppendResult]:
+    """Write a `merged` entry, marked backfilled, for each of the last `limit` merged pull requests
+    that has none, oldest first. Safe beside the App: the idempotency key is the same."""
+    blobs = blobs or BlobCache()
+    written = []
+    for pr in sorted(merged_pulls(repo, limit=limit), key=lambda p: p["merged_at"]):
+        if has_entry(store, f"merged:{pr['merge_commit_sha']}", pr["merge_commit_sha"]):
+            continue
+        facts = merge_facts(repo, pr, blobs, manifest_path, backfilled=True)  # no pointer: that was then
+        written.append(notes.append_entry(store, facts, key, now))
+    return written
+
+
+def replace_pointer(facts: EntryFacts, previous_known_good: str | None) -> EntryFacts:
+    return dataclasses.replace(facts, previous_known_good=previous_known_good)

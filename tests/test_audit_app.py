@@ -1,0 +1,181 @@
+"""The audit trail end to end: the App (real WSGI server) writes entries on merge and on deployment
+statuses from the emulator's webhooks; a clone verifies them; redelivery and backfill add nothing twice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_support import serve_in_thread
+
+from app import create_app
+from gating import keys
+from gating.audit import parse_line, split_lines
+from gating.cli import main
+from gating.notes import AUDIT_REF, EVALS_REF
+
+EVAL_NOTE = {"verdict": "pass", "dataset_digest": "sha256:" + "e" * 64, "metrics": {"pass_rate": 0.96},
+             "cases": [{"id": "refund-1", "passed": True}]}
+
+
+class World:
+    def __init__(self, emu: Any, repo: Any, app: Any, key_dir: Path):
+        self.emu, self.repo, self.app, self.key_dir = emu, repo, app, key_dir
+        self.queue = app.extensions["gating"].queue
+
+    def settle(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.emu.wait_for_deliveries(timeout=deadline - time.monotonic())
+            assert self.queue.wait_idle(max(0.1, deadline - time.monotonic()))
+            if self.emu.wait_for_deliveries(timeout=0.05) and self.queue.counts()["queued"] == 0:
+                failed = self.queue.list("failed")
+                assert not failed, [j.last_error for j in failed]
+                return
+        raise AssertionError("the App did not settle")
+
+    def merged_pull(self, branch: str, text: str, eval_note: bool = True) -> tuple[int, str, str]:
+        """A pull request changing the prompt, approved by bob, evaluated, merged by carol."""
+        self.emu.push(self.repo, branch, {"prompts/answer.md": text}, "Tune the answer prompt", user="alice")
+        n = self.emu.create_pull(self.repo, branch, "main", "Tune the answer prompt", "alice")["number"]
+        head = self.emu.get_pull(self.repo, n)["head"]["sha"]
+        if eval_note:  # what the Action leaves on the head commit
+            self.repo.git.notes_add(EVALS_REF, head, json.dumps(EVAL_NOTE, sort_keys=True).encode() + b"\n")
+        self.emu.add_review(self.repo, n, "bob", "APPROVED")
+        merge = self.emu.merge_pull(self.repo, n, "carol")
+        return n, head, merge
+
+    def entries(self, commit: str) -> list:
+        return [parse_line(line, commit) for line in split_lines(self.repo.note(AUDIT_REF, commit))]
+
+
+@pytest.fixture
+def world(github, github_repo, tmp_path: Path):
+    for login, perm in [("alice", "write"), ("bob", "write"), ("carol", "maintain")]:
+        github.add_collaborator(github_repo, login, perm)
+    key_dir = tmp_path / "keys"
+    keys.write_keypair(key_dir / "audit.key", key_dir / "audit.pub")
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
+                      "GATING_HANDLERS": "app.handlers.merge_audit,app.handlers.deployments",
+                      "GATING_AUDIT_KEY_PATH": str(key_dir / "audit.key"),
+                      "GATING_AUDIT_RECONCILE_SECONDS": 0.01})
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key_dir)
+        w.url = url
+        yield w
+        github.webhook_url = None
+    app.extensions["gating"].worker.stop()
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_merge_writes_one_signed_entry_a_clone_verifies_and_deployment_adds_known_good(world, tmp_path, capsys):
+    n, head, merge = world.merged_pull("tune", "Answer briefly.\n")
+    world.settle()
+    (entry,) = world.entries(merge)
+    p = entry.predicate
+    assert (p["event"], p["pull_request"], p["actor"], p["commit"], p["backfilled"]) == (
+        "merged", n, "carol", merge, False)
+    assert p["evals"] == {"verdict": "pass", "dataset_digest": "sha256:" + "e" * 64,
+                          "metrics": {"pass_rate": 0.96}, "source": "eval note"}
+    assert [(a["reviewer"], a["state"], a["sha"]) for a in p["approvals"]] == [("bob", "APPROVED", head)]
+    assert p["snapshot"]["files"]["prompts/answer.md"] and p["snapshot_digest"].startswith("sha256:")
+    assert entry.statement["subject"][0]["digest"] == {"gitCommit": merge}
+
+    clone = world.repo.clone(tmp_path / "clone", world.emu.installation_token())
+    pub = str(world.key_dir / "audit.pub")
+    code, out, _ = cli(capsys, "-C", str(clone.root), "audit", "verify", "--key", pub)
+    assert code == 0 and out.startswith("ok: 1 entry (seq 1..1), 1 notes commits;")
+
+    dep = world.emu.create_deployment(world.repo, merge, environment="production", user="carol")
+    world.emu.add_deployment_status(world.repo, dep["id"], "success", user="carol")
+    world.settle()
+    merged, good = world.entries(merge)
+    assert (good.event, good.seq, good.prev, good.predicate["deployment"]["environment"]) == (
+        "known_good", 2, merged.digest, "production")
+    code, out, _ = cli(capsys, "-C", str(clone.root), "audit", "log")
+    assert [line.split()[2] for line in out.splitlines()] == ["merged", "known_good"]
+    assert cli(capsys, "-C", str(clone.root), "audit", "verify", "--key", pub)[0] == 0
+
+    # the next deployment fails: deploy_failed, pointing back at the known-good commit
+    n2, _head2, merge2 = world.merged_pull("tune-2", "Answer very briefly.\n")
+    dep2 = world.emu.create_deployment(world.repo, merge2, environment="production", user="carol")
+    world.emu.add_deployment_status(world.repo, dep2["id"], "failure", user="carol")
+    world.settle()
+    merged2, failed = world.entries(merge2)
+    assert merged2.predicate["rollback"] == {"previous_known_good": merge}
+    assert (failed.event, failed.seq, failed.predicate["rollback"]["previous_known_good"]) == (
+        "deploy_failed", 4, merge)
+
+
+def test_redelivered_merge_event_leaves_one_entry(world):
+    n, _head, merge = world.merged_pull("tune", "Answer briefly.\n")
+    world.settle()
+    delivery = world.emu.webhook("pull_request", "closed", world.repo, number=n)
+    for _ in range(2):  # a fresh delivery id each time gets past the queue's de-duplication
+        fresh = world.emu.webhook("pull_request", "closed", world.repo, number=n)
+        assert world.emu.deliver(world.url + "/webhooks", fresh).status_code == 202
+    assert world.emu.deliver(world.url + "/webhooks", delivery).status_code == 202
+    world.settle()
+    assert [e.event for e in world.entries(merge)] == ["merged"]
+    assert world.repo.git.run("rev-list", "--count", AUDIT_REF) == "1"
+
+
+def test_a_merge_the_app_missed_is_backfilled(world, tmp_path, capsys, monkeypatch):
+    world.emu.webhook_url = None  # the App is down for this merge
+    n1, _h1, merge1 = world.merged_pull("missed", "Answer briefly.\n", eval_note=False)
+    assert world.repo.note(AUDIT_REF, merge1) is None
+    monkeypatch.setenv("GITHUB_TOKEN", world.emu.installation_token())
+    args = ["audit", "backfill", "--repo", world.repo.full_name, "--key", str(world.key_dir / "audit.key"),
+            "--api-url", world.emu.api_url]
+    code, out, _ = cli(capsys, *args)
+    assert code == 0
+    assert out.splitlines() == [f"backfilled seq 1: merged #{n1} at {merge1[:12]}",
+                                "1 merged pull request had no audit entry"]
+    (entry,) = world.entries(merge1)
+    assert entry.predicate["backfilled"] is True and entry.predicate["evals"] is None
+    assert cli(capsys, *args)[1] == "0 merged pull requests had no audit entry; the trail is complete\n"
+
+
+def test_the_app_reconciles_missed_merges_on_its_own(world):
+    world.emu.webhook_url = None
+    _n1, _h1, merge1 = world.merged_pull("missed", "Answer briefly.\n")
+    world.emu.webhook_url = world.url + "/webhooks"
+    _n2, _h2, merge2 = world.merged_pull("seen", "Answer very briefly.\n")
+    world.settle()
+    (late,) = world.entries(merge1)
+    (seen,) = world.entries(merge2)
+    assert (seen.seq, seen.predicate["backfilled"]) == (1, False)
+    assert (late.seq, late.predicate["backfilled"]) == (2, True)
+
+
+def test_a_missing_signing_key_fails_the_job_naming_the_variable(github, github_repo, tmp_path):
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
+                      "GATING_HANDLERS": "app.handlers.merge_audit"})
+    try:
+        with serve_in_thread(app) as url:
+            github.webhook_url = url + "/webhooks"
+            github.push(github_repo, "b", {"prompts/answer.md": "x\n"}, "x", user="alice")
+            n = github.create_pull(github_repo, "b", "main", "x", "alice")["number"]
+            github.merge_pull(github_repo, n, "alice")
+            github.wait_for_deliveries()
+            queue = app.extensions["gating"].queue
+            queue.wait_idle(10)
+            (job,) = queue.list("failed")
+            assert "no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY" in job.last_error
+            github.webhook_url = None
+    finally:
+        app.extensions["gating"].worker.stop()
+    assert github_repo.git.resolve(AUDIT_REF) is None
