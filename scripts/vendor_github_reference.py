@@ -143,6 +143,24 @@ def allow_null_in_enums(node: Any) -> Any:
     return node
 
 
+def drop_array_discriminators(node: Any, components: dict[str, Any]) -> Any:
+    """A discriminator needs object alternatives; GitHub's get-content one maps "array" to the
+    directory listing (an array), which no validator can apply, so that discriminator is dropped
+    (oneOf alone still tells the four shapes apart)."""
+    if isinstance(node, dict):
+        disc = node.get("discriminator")
+        if isinstance(disc, dict):
+            targets = [components["schemas"].get(ref.rsplit("/", 1)[-1], {}) for ref in disc.get("mapping", {}).values()]
+            if any(t.get("type", "object") != "object" for t in targets):
+                del node["discriminator"]
+        for v in node.values():
+            drop_array_discriminators(v, components)
+    elif isinstance(node, list):
+        for v in node:
+            drop_array_discriminators(v, components)
+    return node
+
+
 def refs_in(node: Any) -> set[str]:
     found: set[str] = set()
     if isinstance(node, dict):
@@ -167,7 +185,7 @@ def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
         if "parameters" in item:
             dest["parameters"] = item["parameters"]
         dest[method] = item[method]
-    paths = strip_docs(paths)
+    paths = drop_array_discriminators(strip_docs(paths), spec["components"])
     components: dict[str, dict[str, Any]] = {}
     todo = sorted(refs_in(paths))
     seen: set[str] = set()

@@ -187,7 +187,7 @@ def pull(emu: Emulator, r: Repo, i: Issue, full: bool = True) -> dict[str, Any]:
 def label(emu: Emulator, r: Repo, name: str) -> dict[str, Any]:
     ident = int(hashlib.sha256(f"{r.id}:{name}".encode()).hexdigest()[:8], 16)
     return {"id": ident, "node_id": node_id("Label", ident), "url": f"{emu.api_url}/repos/{r.full_name}/labels/{name}",
-            "name": name, "description": None, "color": "ededed", "default": False}
+            "name": name, "description": "", "color": "ededed", "default": False}
 
 
 def issue(emu: Emulator, r: Repo, i: Issue) -> dict[str, Any]:
