@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from github import Auth, Github, GithubException, InputGitTreeElement
+from github import Auth, Github, GithubException, GithubIntegration, InputGitTreeElement
 
 from gating.testing import Emulator, RepoHandle
 
@@ -197,3 +197,49 @@ def test_requests_are_recorded(github: Emulator, github_repo: RepoHandle) -> Non
                      ("POST", "/repos/acme/support-bot/check-runs", 201, "checks/create")]
     assert github.requests[1].json == {"name": "lint", "head_sha": github_repo.head(), "status": "queued"}
     assert "Authorization" not in github.requests[1].headers
+
+
+def test_the_rest_of_the_subset_through_pygithub(github: Emulator, github_repo: RepoHandle, pr: dict) -> None:
+    """Every response here is validated against the description (the fixture fails on a violation)."""
+    github.add_label(github_repo, pr["number"], "llm")
+    comment = github.add_comment(github_repo, pr["number"], "bob", "hi")
+    client = gh(github)
+    repo = client.get_repo("acme/support-bot")
+    assert [p.number for p in repo.get_pulls(state="all", base="main")] == [pr["number"]]
+    assert [b.name for b in repo.get_branches()] == ["main", "tune"]
+    assert [c.commit.message for c in repo.get_commits(sha="tune")] == ["Tune answers", "Initial commit"]
+    issue = repo.get_issue(pr["number"])
+    issue.add_to_labels("risky")
+    assert [label.name for label in repo.get_issue(pr["number"]).labels] == ["llm", "risky"]
+    issue.get_comment(comment["id"]).create_reaction("+1")
+    issue.create_reaction("eyes")
+    assert [x.content for x in issue.get_reactions()] == ["eyes"]
+    mine = issue.create_comment("mine")
+    mine.edit("mine, edited")
+    assert issue.get_comment(mine.id).body == "mine, edited"
+    assert [x.path for x in repo.get_contents("prompts")] == ["prompts/answer.md", "prompts/classify.yml",
+                                                              "prompts/system.md"]
+    assert [x.ref for x in repo.get_git_matching_refs("heads/")] == ["refs/heads/main", "refs/heads/tune"]
+    repo.create_git_ref("refs/heads/tmp", github_repo.head()).delete()
+    assert github_repo.git.try_run("rev-parse", "--verify", "refs/heads/tmp") is None
+    run = repo.create_check_run("lint", github_repo.head(), status="completed", conclusion="failure", output={
+        "title": "t", "summary": "s", "annotations": [{"path": "prompts/answer.md", "start_line": 1, "end_line": 1,
+                                                       "annotation_level": "failure", "message": "too long"}]})
+    assert [a.message for a in run.get_annotations()] == ["too long"]
+    assert [s.conclusion for s in repo.get_commit(github_repo.head()).get_check_suites()] == ["failure"]
+    pull = repo.get_pull(pr["number"])
+    pull.edit(title="Tune answers, v2")
+    assert github.get_pull(github_repo, pr["number"])["title"] == "Tune answers, v2"
+    review = pull.create_review(body="looks fine", event="COMMENT")
+    assert pull.get_review(review.id).state == "COMMENTED"
+    assert client.get_rate_limit().resources.core.limit == 5000
+    merged = repo.merge("main", "tune", "Merge tune")
+    assert github_repo.head() == merged.sha
+    integration = GithubIntegration(auth=Auth.AppAuth(github.app.app_id, github.app.private_key_pem),
+                                    base_url=github.api_url, seconds_between_requests=0, seconds_between_writes=0)
+    assert [i.id for i in integration.get_installations()] == [github.app.installation_id]
+    assert [r.full_name for r in integration.get_installations()[0].get_repos()] == ["acme/support-bot"]
+    tree = repo.get_git_tree(github_repo.head(), recursive=True)
+    assert "prompts/answer.md" in [e.path for e in tree.tree]
+    assert repo.get_git_blob(repo.get_contents("gating.yml").sha).encoding == "base64"
+    assert client.get_user("alice").login == "alice"
