@@ -1,7 +1,7 @@
 """Response cache and cassettes: both keyed by the rendered request, never holding errors.
 
-The cache is one small JSON file per key, written to a temporary file and renamed into place, so
-two processes sharing a cache directory never read a half-written entry. Cassettes are committed
+The cache is a set of append-only segment files, one per writing process, so two processes sharing
+a cache directory never write the same file and never read a half-written entry. Cassettes are committed
 JSONL files beside a dataset (`evals/cassettes/<dataset stem>.jsonl`), one sorted line per key, so a
 re-recording diffs cleanly in review.
 """
@@ -13,6 +13,8 @@ import json
 import os
 import posixpath
 import tempfile
+import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,16 +31,78 @@ def request_key(req: ChatRequest) -> str:
 
 
 class ResponseCache:
+    """Append-only segment files: `seg-<id>.jsonl`, one `<key> <json>` line per response.
+
+    Each process appends to a segment of its own, so writers never share a file; a reader indexes
+    every segment at open and skips a torn last line (a writer still busy, or one that crashed).
+    One file per entry would cost a file creation per response, which on some filesystems is a
+    millisecond of kernel time; appending a line costs microseconds. Old segments are merged into
+    one (written to a temporary file and renamed) when they pile up.
+    """
+
+    MERGE_AT = 16  # segments
+    MERGE_AGE_S = 60.0  # only segments nobody has written to for this long are merged
+
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
-        self._made: set[Path] = set()
+        self.index: dict[str, tuple[Path, int, int]] = {}
+        self._fds: dict[Path, int] = {}
+        self._out: Any = None
+        self._out_path: Path | None = None
+        if self.root.is_dir():
+            segs = sorted(self.root.glob("seg-*.jsonl"), key=lambda p: p.stat().st_mtime)
+            if len(segs) >= self.MERGE_AT:
+                segs = self._merge(segs)
+            for seg in segs:
+                self._scan(seg)
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def _scan(self, seg: Path) -> None:
+        try:
+            data = seg.read_bytes()
+        except OSError:
+            return
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break  # torn last line
+            if nl - pos > 66 and data[pos + 64 : pos + 65] == b" ":
+                self.index[data[pos : pos + 64].decode("ascii", "replace")] = (seg, pos + 65, nl - pos - 65)
+            pos = nl + 1
+
+    def _merge(self, segs: list[Path]) -> list[Path]:
+        now = time.time()
+        old = [p for p in segs if now - p.stat().st_mtime > self.MERGE_AGE_S]
+        if len(old) < 2:
+            return segs
+        lines: dict[bytes, bytes] = {}
+        for seg in old:
+            try:
+                data = seg.read_bytes()
+            except OSError:
+                continue
+            for line in data.split(b"\n")[:-1]:
+                if len(line) > 66 and line[64:65] == b" ":
+                    lines[line[:64]] = line
+        merged = self.root / f"seg-{uuid.uuid4().hex}.jsonl"
+        _atomic_write(merged, b"".join(v + b"\n" for v in lines.values()))
+        for seg in old:
+            try:
+                seg.unlink()
+            except OSError:
+                pass
+        return [merged] + [p for p in segs if p not in old]
 
     def get(self, key: str) -> Completion | None:
+        where = self.index.get(key)
+        if where is None:
+            return None
+        seg, off, length = where
         try:
-            data = json.loads(self._path(key).read_bytes())
+            fd = self._fds.get(seg)
+            if fd is None:
+                fd = self._fds[seg] = os.open(seg, os.O_RDONLY)
+            data = json.loads(os.pread(fd, length, off))
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or "text" not in data:
@@ -46,18 +110,31 @@ class ResponseCache:
         return Completion.from_dict(data, "cache")
 
     def put(self, key: str, completion: Completion) -> None:
-        path = self._path(key)
-        if path.parent not in self._made:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._made.add(path.parent)
+        if self._out is None:
+            self.root.mkdir(parents=True, exist_ok=True)
             ignore = self.root / ".gitignore"
             if not ignore.exists():
                 _atomic_write(ignore, b"# response cache of gating eval\n*\n")
-        _atomic_write(path, json.dumps(completion.to_dict(), sort_keys=True).encode())
+            self._out_path = self.root / f"seg-{uuid.uuid4().hex}.jsonl"
+            self._out = open(self._out_path, "ab")  # noqa: SIM115 - closed in close()
+        body = json.dumps(completion.to_dict(), sort_keys=True).encode()
+        off = self._out.tell() + 65
+        self._out.write(key.encode("ascii") + b" " + body + b"\n")
+        self._out.flush()
+        self.index[key] = (self._out_path, off, len(body))  # type: ignore[assignment]
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    """Write to a temporary file beside `path`, then rename: readers see the old or the new file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -149,8 +149,8 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
     mode = resolve_mode(env, record, bool(cassettes))
     tmo = timeout_s or ev.get("timeout_s") or DEFAULT_TIMEOUT_S
     pool = ClientPool(concurrency, tmo) if mode in ("live", "record") else None
-    llm = LLM(mode, env, pool, RetryPolicy(rng=random.Random()), ResponseCache(cache_dir) if cache_dir else None,
-              cassettes, tmo)
+    cache = ResponseCache(cache_dir) if cache_dir else None
+    llm = LLM(mode, env, pool, RetryPolicy(rng=random.Random()), cache, cassettes, tmo)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(r: Rating) -> tuple[int | None, str]:
@@ -170,6 +170,8 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
     finally:
         if pool is not None:
             await pool.aclose()
+        if cache is not None:
+            cache.close()
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:

@@ -1,9 +1,11 @@
 """The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages.
 
-Transport: a pool of httpx.AsyncClient shards, each capped at 16 connections. One client's
-connection pool scans all its connections on every request and release, which makes it degrade
-steeply above ~16 concurrent requests; spreading the load over shards keeps each pool small
-(bench/eval_throughput.py measures it). Every failure becomes a ProviderError with a category.
+Transport: a pool of small httpx.AsyncClient shards (SHARD_CONNECTIONS connections each), and each
+request goes to the least busy shard. One client's connection pool re-scans every connection (with
+a socket poll per idle one) each time a request starts or ends, so its CPU cost per request grows
+with its size: at concurrency 64, 2,000 requests cost ~10 ms of CPU each through one client, ~1.8
+ms through 16-connection shards and ~1 ms through 4-connection shards (bench/eval_throughput.py
+--compare-single). Every failure becomes a ProviderError with a category.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import asyncio
 import email.utils
 import json
 import random
+import ssl
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +23,14 @@ from typing import Any
 
 import httpx
 
-SHARD_CONNECTIONS = 16
+try:
+    import sniffio  # noqa: F401
+except ImportError:
+    # httpcore imports sniffio on every lock it takes; Python does not cache a failed import, so each
+    # attempt searches sys.path again (about a millisecond of CPU per request). Record the absence once.
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+SHARD_CONNECTIONS = 4
 DEFAULT_TIMEOUT_S = 60.0
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
@@ -104,7 +115,9 @@ class ClientPool:
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
         self.timeout_s = timeout_s
-        self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s)) for _ in range(n)]
+        tls = ssl.create_default_context()  # one trust store for all shards (loading it costs ~30 ms each)
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
+                        for _ in range(n)]
         self.busy = [0] * n
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],

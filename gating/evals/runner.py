@@ -243,6 +243,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             bar[0].stop()
         if pool is not None:
             await pool.aclose()
+        if cache is not None:
+            cache.close()
     written = {}
     if mode == "record":
         for ds, entries in llm.recorded.items():
