@@ -12,6 +12,7 @@ gating/git.py, models through gating/evals.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -72,9 +73,10 @@ def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, st
     return verdict, conclude(verdict, missed, fail_on), reasons
 
 
-def usable_note(run: RunResult | None, snap: Snapshot) -> bool:
-    """A stored run is a valid result for this commit when it evaluated the same system and datasets."""
-    return run is not None and run.snapshot_digest == snap.digest and bool(run.cases)
+def usable_note(run: RunResult | None, digest: str | None) -> bool:
+    """A stored run is a valid result for a commit whose system has this snapshot digest (the digest
+    covers every prompt, model, setting and dataset, so the same digest means the same evaluation)."""
+    return run is not None and digest is not None and run.snapshot_digest == digest and bool(run.cases)
 
 
 # -- GitHub ----------------------------------------------------------------------------------------
@@ -196,11 +198,18 @@ class Evaluator:
 
     def evaluate(self, base: str, head: str) -> Evaluation:
         s = self.settings
-        cs = compute(self.g, base, head, s.config)
+        try:
+            cs = compute(self.g, base, head, s.config)
+        except NoManifest:
+            if self.g.show_file(base, s.config) is not None:
+                raise  # the pull request removes the manifest: say so, loudly
+            return Evaluation(CheckResult("unchanged", "success", [f"there is no {s.config} at base or head, so "
+                                                                   "there is no LLM system to check"],
+                                          head, base, s.fail_on))
         if cs.is_empty:
-            return Evaluation(CheckResult("unchanged", "success", [f"nothing in the LLM system changed between "
-                                                                   f"{base[:7]} and {head[:7]}"],
-                                          head, base, s.fail_on, changes=cs))
+            r = CheckResult("unchanged", "success", [f"nothing in the LLM system changed between {base[:7]} and "
+                                                     f"{head[:7]}"], head, base, s.fail_on, changes=cs)
+            return Evaluation(r, self._same_system_note(base, head, cs.head_digest))
         head_snap = self.snapshot(head)
         if not head_snap.manifest.evals:
             verdict, conclusion, reasons = decide(None, cs, s.fail_on)
@@ -217,7 +226,7 @@ class Evaluator:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
             stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
-            if usable_note(stored, base_snap):
+            if usable_note(stored, base_snap.digest):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
                 base_run = self.run(base_snap, base, None)
@@ -236,10 +245,22 @@ class Evaluator:
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source)
         return Evaluation(result, notes)
 
+    def _same_system_note(self, base: str, head: str, digest: str | None) -> dict[str, bytes]:
+        """Head's system is base's: base's eval note holds for head too (so notes follow main for free)."""
+        if self.settings.baseline != "notes" or check_notes.read_run(self.g, head) is not None:
+            return {}
+        data = self.g.notes_show(check_notes.EVALS_REF, base)
+        stored = check_notes.parse_note(data)
+        if not usable_note(stored, digest):
+            return {}
+        assert stored is not None and data is not None
+        verdict = json.loads(data).get("verdict")
+        return {head: check_notes.note_document(stored, verdict=verdict, role="same-system", base=base)}
+
     def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
             stored = check_notes.read_run(self.g, head)
-            if usable_note(stored, snap):
+            if usable_note(stored, snap.digest):
                 assert stored is not None
                 return stored, "eval note on head (this commit was evaluated before)", False
         only = cs.affected_prompts() if base_run is not None else None

@@ -1,0 +1,121 @@
+"""action.yml and the workflows: the inputs, outputs and pins users rely on, and the composite's
+`gating check` step run for real (bash, the installed `gating` console script, the GitHub emulator)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from check_support import Harness, clean_env, greet_prompt, parse_outputs, write_system
+from ruamel.yaml import YAML
+
+from gating.testing.llm_server import LLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+def load(path: Path) -> dict:
+    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def action() -> dict:
+    return load(ROOT / "action.yml")
+
+
+def step(action: dict, step_id: str) -> dict:
+    return next(s for s in action["runs"]["steps"] if s.get("id") == step_id)
+
+
+def test_action_inputs_outputs_and_branding(action: dict):
+    inputs = action["inputs"]
+    assert {k: v.get("default") for k, v in inputs.items()} == {
+        "config": "gating.yml", "github-token": "${{ github.token }}", "concurrency": "", "baseline": "notes",
+        "fail-on": "regression", "comment": "false", "working-directory": ".", "args": ""}
+    assert {k: v["value"] for k, v in action["outputs"].items()} == {
+        name: f"${{{{ steps.check.outputs.{name} }}}}"
+        for name in ("verdict", "conclusion", "report-json", "junit", "check-run-id")}
+    assert action["branding"] == {"icon": "shield", "color": "purple"}
+    assert action["runs"]["using"] == "composite"
+    assert not [k for k in inputs if "key" in k.lower()], "provider keys travel only through env"
+
+
+def test_action_pins_python_installs_itself_and_never_splices_inputs_into_scripts(action: dict):
+    setup = step(action, "python")
+    assert PINNED.match(setup["uses"]) and setup["uses"].startswith("actions/setup-python@")
+    assert re.fullmatch(r"3\.11\.\d+", setup["with"]["python-version"])
+    install = next(s for s in action["runs"]["steps"] if s.get("name") == "Install gating")
+    assert install["env"]["GATING_ACTION_PATH"] == "${{ github.action_path }}"
+    assert 'pip install --quiet --disable-pip-version-check "$GATING_ACTION_PATH"' in install["run"]
+    for s in action["runs"]["steps"]:
+        if "run" in s:
+            assert "${{" not in s["run"], f"step {s.get('name')!r} splices an expression into its script"
+        if "uses" in s:
+            assert PINNED.match(s["uses"]), s["uses"]
+    assert set(step(action, "check")["env"]) == {"GITHUB_TOKEN", "INPUT_CONFIG", "INPUT_CONCURRENCY",
+                                                 "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_COMMENT", "INPUT_ARGS"}
+
+
+def test_example_workflow_has_the_right_permissions_and_no_paths_filter():
+    wf = load(ROOT / "examples" / "workflows" / "gating.yml")
+    assert wf["permissions"] == {"checks": "write", "contents": "write", "pull-requests": "read"}
+    assert "pull_request" in wf["on"] and not (wf["on"]["pull_request"] or {})  # no paths: filter
+    steps = wf["jobs"]["eval"]["steps"]
+    checkout = steps[0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
+    gating = next(s for s in steps if s.get("id") == "gating")
+    assert set(gating["env"]) == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert set(gating["with"]) <= set(load(ROOT / "action.yml")["inputs"])
+    for s in steps:
+        if "uses" in s and s is not gating:
+            assert PINNED.match(s["uses"]), s["uses"]
+
+
+def test_the_projects_own_workflow_runs_the_local_action_on_the_example():
+    wf = load(ROOT / ".github" / "workflows" / "gating.yml")
+    steps = wf["jobs"]["example"]["steps"]
+    local = next(s for s in steps if s.get("uses") == "./")
+    assert local["env"] == {"GATING_PROVIDER": "replay"}
+    assert set(local["with"]) <= set(load(ROOT / "action.yml")["inputs"])
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    return EXPR.sub(lambda m: values[m.group(1)], text)
+
+
+def test_the_composite_check_step_runs_gating_check_with_the_inputs(github, tmp_path: Path, monkeypatch,
+                                                                     action: dict):
+    """The real console script, through the action's own bash, against the emulator."""
+    with LLMServer() as llm:
+        repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+        h = Harness(github, repo, llm, tmp_path, monkeypatch)
+        pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+        clone = h.clone()
+        runner_temp = tmp_path / "runner-temp"
+        runner_temp.mkdir()
+        (runner_temp / "gating-venv").symlink_to(Path(sys.prefix))  # what the install step builds
+        event = tmp_path / "event.json"
+        event.write_text(__import__("json").dumps(h.event(pr)), encoding="utf-8")
+        env = {**clean_env(), **h.env(pr, h.token, event, tmp_path), "RUNNER_TEMP": str(runner_temp)}
+        (tmp_path / "step-summary.md").touch()
+        values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
+        values["inputs.github-token"] = h.token
+        check = step(action, "check")
+        env.update({k: _expand(str(v), values) for k, v in check["env"].items()})
+        cwd = clone.root / _expand(check["working-directory"], values)
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", check["run"]],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("gating / eval: Pass: all 1 thresholds met")
+    outputs = parse_outputs((tmp_path / "output.txt").read_text(encoding="utf-8"))
+    assert set(action["outputs"]) <= set(outputs)
+    assert outputs["report-json"] == str(runner_temp / "gating-report" / "report.json")
+    assert os.path.isfile(outputs["report-json"]) and os.path.isfile(outputs["junit"])
+    [run] = github.list_check_runs(repo, head_sha=pr["head"]["sha"])
+    assert (run["conclusion"], str(run["id"])) == ("success", outputs["check-run-id"])
