@@ -6,15 +6,43 @@ a clone sees exactly what the API wrote, and the API sees exactly what a push wr
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gating.git import Git, GitError
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+SHA_SPEC = re.compile(r"^[0-9a-f]{40}(\.\.[0-9a-f]{40})?$")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def content_addressed(fn: F) -> F:
+    """Memoise a read whose arguments are all full SHAs: git objects never change, so neither does
+    the answer (a None answer is not kept: the object may be written later)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: BareRepo, *args: Any, **kwargs: Any) -> Any:
+        if not all(isinstance(a, str) and SHA_SPEC.match(a) for a in args):
+            return fn(self, *args, **kwargs)
+        key = (fn.__name__, args, tuple(sorted(kwargs.items())))
+        if key in self._memo:
+            value = self._memo[key]
+        else:
+            value = fn(self, *args, **kwargs)
+            if value is None:
+                return None
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            self._memo[key] = value
+        return list(value) if isinstance(value, list) else value
+
+    return wrapper  # type: ignore[return-value]
 LOG_FORMAT = "%H%x00%T%x00%P%x00%an%x00%ae%x00%at%x00%cn%x00%ce%x00%ct%x00%B%x1e"
 
 
@@ -56,9 +84,11 @@ class BareRepo:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.git = Git(self.path)
+        self._memo: dict[tuple, Any] = {}
 
     # -- objects ----------------------------------------------------------------------------------
 
+    @content_addressed
     def object_type(self, sha: str) -> str | None:
         return self.git.try_run("cat-file", "-t", sha)
 
@@ -70,6 +100,7 @@ class BareRepo:
             return None
         return self.git.run_bytes("cat-file", "blob", sha)
 
+    @content_addressed
     def read_tree(self, sha: str, recursive: bool = False) -> list[tuple[str, str, str, int | None, str]] | None:
         """(mode, type, sha, size, path) entries, or None when `sha` names no tree (or commit)."""
         typ = self.object_type(sha)
@@ -86,6 +117,7 @@ class BareRepo:
             entries.append((mode, otype, osha, None if size == "-" else int(size), path.decode("utf-8", "replace")))
         return entries
 
+    @content_addressed
     def tree_of(self, commit: str) -> str:
         return self.git.run("rev-parse", f"{commit}^{{tree}}")
 
@@ -145,6 +177,7 @@ class BareRepo:
         }
         return self.git.run_bytes(*args, input=message.encode("utf-8"), env=env).decode().strip()
 
+    @content_addressed
     def commits(self, *revs: str, max_count: int | None = None, paths: tuple[str, ...] = (),
                 no_walk: bool = False) -> list[CommitInfo]:
         args = ["log", f"--format={LOG_FORMAT}"]
@@ -165,6 +198,7 @@ class BareRepo:
                                     Person(cn, ce, int(ct)), body))
         return infos
 
+    @content_addressed
     def commit(self, sha: str) -> CommitInfo | None:
         if self.object_type(sha) != "commit":
             return None
@@ -188,6 +222,12 @@ class BareRepo:
         rows = [tuple(line.split(" ")) for line in out.splitlines() if line]
         return [r for r in rows if r[0].startswith(prefix)]  # type: ignore[misc]
 
+    def refs_of(self, *names: str) -> dict[str, str]:
+        """Several exact ref names to SHAs in one git call (missing ones are left out)."""
+        out = self.git.run("for-each-ref", "--format=%(refname) %(objectname)", *names)
+        found = dict(line.split(" ", 1) for line in out.splitlines() if line)
+        return {n: found[n] for n in names if n in found}
+
     def ref(self, name: str) -> str | None:
         out = self.git.try_run("rev-parse", "--verify", "--quiet", name)
         return out or None
@@ -208,9 +248,11 @@ class BareRepo:
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         return self.git.try_run("merge-base", "--is-ancestor", ancestor, descendant) is not None
 
+    @content_addressed
     def merge_base(self, a: str, b: str) -> str | None:
         return self.git.try_run("merge-base", a, b) or None
 
+    @content_addressed
     def count(self, rev_range: str) -> int:
         return int(self.git.run("rev-list", "--count", rev_range))
 
@@ -224,6 +266,7 @@ class BareRepo:
 
     # -- diffs ------------------------------------------------------------------------------------
 
+    @content_addressed
     def diff(self, base: str, head: str) -> list[FileChange]:
         """The files changed from `base` to `head`, as GitHub's pull/compare file lists show them."""
         raw = self.git.run_bytes("diff", "--raw", "-z", "-M", "--no-abbrev", base, head).decode("utf-8", "replace")

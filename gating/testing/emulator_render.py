@@ -172,12 +172,12 @@ def pull(emu: Emulator, r: Repo, i: Issue, full: bool = True) -> dict[str, Any]:
         "author_association": emu.association(r, i.user), "auto_merge": None, "draft": i.draft,
     }
     if full:
-        files = emu.pull_files(r, i)
+        files = emu.pull_files(r, i, (head_sha, base_sha))
         data |= {
             "merged": i.merged, "mergeable": None if i.merged else True, "rebaseable": None,
             "mergeable_state": "unknown" if i.merged else "clean", "merged_by": user(emu, i.merged_by),
             "comments": sum(1 for c in r.comments.values() if c.number == i.number), "review_comments": 0,
-            "maintainer_can_modify": False, "commits": len(emu.pull_commits(r, i)),
+            "maintainer_can_modify": False, "commits": len(emu.pull_commits(r, i, (head_sha, base_sha))),
             "additions": sum(f.additions for f in files), "deletions": sum(f.deletions for f in files),
             "changed_files": len(files),
         }

@@ -290,24 +290,25 @@ class Emulator:
     # -- pull request facts -----------------------------------------------------------------------
 
     def pull_shas(self, r: Repo, i: Issue) -> tuple[str, str]:
-        bare = self.bare(r)
+        """(head, base) SHAs: live branch tips while open, frozen once merged or closed."""
         if i.state == "closed" and i.closed_head_sha:
-            return i.closed_head_sha, i.closed_base_sha or bare.ref(f"refs/heads/{i.base_ref}") or ""
-        head = bare.ref(f"refs/heads/{i.head_ref}") or i.closed_head_sha or ""
-        return head, bare.ref(f"refs/heads/{i.base_ref}") or ""
+            return i.closed_head_sha, i.closed_base_sha or ""
+        head, base = f"refs/heads/{i.head_ref}", f"refs/heads/{i.base_ref}"
+        tips = self.bare(r).refs_of(head, base)
+        return tips.get(head) or i.closed_head_sha or "", tips.get(base, "")
 
-    def _pull_range(self, r: Repo, i: Issue) -> tuple[str | None, str]:
-        head, base = self.pull_shas(r, i)
+    def _pull_range(self, r: Repo, i: Issue, shas: tuple[str, str] | None = None) -> tuple[str | None, str]:
+        head, base = shas or self.pull_shas(r, i)
         if not head or not base:
             return None, head
         return self.bare(r).merge_base(base, head), head
 
-    def pull_files(self, r: Repo, i: Issue) -> list[FileChange]:
-        mb, head = self._pull_range(r, i)
+    def pull_files(self, r: Repo, i: Issue, shas: tuple[str, str] | None = None) -> list[FileChange]:
+        mb, head = self._pull_range(r, i, shas)
         return self.bare(r).diff(mb, head) if mb else []
 
-    def pull_commits(self, r: Repo, i: Issue) -> list[CommitInfo]:
-        mb, head = self._pull_range(r, i)
+    def pull_commits(self, r: Repo, i: Issue, shas: tuple[str, str] | None = None) -> list[CommitInfo]:
+        mb, head = self._pull_range(r, i, shas)
         if not mb:
             return []
         return list(reversed(self.bare(r).commits(f"{mb}..{head}", max_count=250)))

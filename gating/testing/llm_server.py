@@ -24,6 +24,7 @@ import json
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -174,7 +175,7 @@ class LLMServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, extra, payload = await self._respond(method, path.split("?")[0], body)
+                status, extra, payload = await self._respond(method, path.split("?")[0], body, headers)
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
                         "content-type: application/json", f"content-length: {len(payload)}"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -187,7 +188,8 @@ class LLMServer:
         finally:
             writer.close()
 
-    async def _respond(self, method: str, path: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    async def _respond(self, method: str, path: str, raw: bytes,
+                       headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         if method == "GET" and path == "/stats":
             return 200, {}, json.dumps({"requests": self.requests}).encode()
         if method != "POST" or not (path.endswith("/chat/completions") or path.endswith("/messages")):
@@ -199,7 +201,7 @@ class LLMServer:
         except ValueError:
             return 400, {}, b'{"error": {"message": "request body is not JSON"}}'
         if self.keep_log:
-            self.log.append({"api": api, "path": path, "body": body})
+            self.log.append({"api": api, "path": path, "body": body, "headers": headers, "t": time.monotonic()})
         fault = self._fault(api, body, raw)
         if self.latency:
             await asyncio.sleep(self.latency)
