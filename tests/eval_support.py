@@ -1,0 +1,74 @@
+"""Helpers for the eval tests: small LLM-system repositories on disk and the local test LLM server."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from gating.evals.providers import RetryPolicy
+from gating.revision import WorkTree
+from gating.snapshot import Snapshot, build_snapshot
+from gating.testing.llm_server import LLMServer
+
+MODELS = {
+    "m": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+    "j": {"provider": "anthropic", "model": "claude-3-5-haiku-20241022"},
+}
+PROMPTS = {"p": {"file": "prompts/p.md", "model": "m"}}
+PROMPT_FILES = {"prompts/p.md": "{{ q }}\n"}
+
+
+def a(q: str) -> str:
+    """A question whose answer the test server gives verbatim."""
+    return f"[[answer: {q}]]"
+
+
+def write_repo(root: Path, cases: list[dict[str, Any]] | str, *, models: dict | None = None,
+               prompts: dict | None = None, files: dict[str, str] | None = None,
+               evals: dict[str, Any] | None = None, dataset: str = "evals/cases.jsonl") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "version": 1,
+        "name": "t",
+        "components": {"models": models or MODELS, "prompts": prompts or PROMPTS},
+        "evals": {"datasets": [dataset], "target": {"type": "prompt"}, "judge": "j", **(evals or {})},
+    }
+    buf = io.StringIO()
+    YAML().dump(manifest, buf)
+    (root / "gating.yml").write_text(buf.getvalue(), encoding="utf-8")
+    all_files = {**PROMPT_FILES, **(files or {})}
+    if isinstance(cases, str):
+        all_files[dataset] = cases
+    else:
+        all_files[dataset] = "".join(json.dumps(c) + "\n" for c in cases)
+    for path, text in all_files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text, encoding="utf-8")
+    return root
+
+
+def load(root: Path) -> tuple[Snapshot, WorkTree]:
+    reader = WorkTree(root)
+    return build_snapshot(reader), reader
+
+
+def fast_retries(n: int = 3) -> RetryPolicy:
+    import random
+
+    return RetryPolicy(max_retries=n, base_s=0.01, max_delay_s=0.05, rng=random.Random(1))
+
+
+@pytest.fixture
+def llm() -> Iterator[LLMServer]:
+    with LLMServer() as server:
+        yield server
+
+
+def live_env(server: LLMServer) -> dict[str, str]:
+    return {**server.env(), "GATING_PROVIDER": "live"}
