@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+import traceback
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,7 @@ class EmulatorApp:
             elif fault.kind == "reset":
                 self._record(request, rel, 0, None, t0, "fault/reset")
                 self._reset(environ)
-                return []
+                raise ConnectionResetError("injected fault: connection reset")  # werkzeug drops it quietly
             else:
                 response = self._fault_response(fault)
                 self._record(request, rel, response.status_code, None, t0, f"fault/{fault.kind}")
@@ -190,6 +191,9 @@ class EmulatorApp:
                 reply = handler(ctx)
         except ApiError as e:
             reply = Reply(e.status, e.body(), e.headers)
+        except Exception:  # an emulator bug: fail the test loudly, answer like GitHub's 500
+            emu.problem(f"{request.method} {rel}: the emulator failed:\n{traceback.format_exc()}")
+            reply = Reply(500, {"message": "Server Error"})
         return self._finish(request, rel, op, reply, actor, body, t0)
 
     def _authenticate(self, request: Request, op_id: str) -> Actor:
