@@ -230,7 +230,8 @@ def derive_example(event: str, action: str | None, candidates: list[dict[str, An
         raise SystemExit(f"no example payload for {event}.{action}")
     base = next((x for x in candidates if x.get("action") == "opened" and "installation" in x),
                 next(x for x in candidates if "installation" in x))
-    derived = dict(base, action=action, changes={"title": {"from": "An earlier title"}})
+    field = "title" if event == "pull_request" else "body"
+    derived = dict(base, action=action, changes={field: {"from": f"An earlier {field}"}})
     derived["x-derived-from"] = f"{event}.{base.get('action')}"
     return derived
 
