@@ -118,12 +118,12 @@ class Harness:
         self._n += 1
         return self.repo.clone(self.tmp / f"ci-{self._n}", token or self.token)
 
-    def env(self, pr: dict[str, Any], token: str, event_path: Path, work: Path) -> dict[str, str]:
+    def env(self, sha: str, token: str, event_path: Path, work: Path, event_name: str = "pull_request") -> dict[str, str]:
         return {
-            "GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_EVENT_NAME": "pull_request",
+            "GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_EVENT_NAME": event_name,
             "GITHUB_EVENT_PATH": str(event_path), "GITHUB_API_URL": self.emu.api_url,
             "GITHUB_SERVER_URL": self.emu.web_url, "GITHUB_REPOSITORY": self.repo.full_name,
-            "GITHUB_SHA": pr["head"]["sha"], "GITHUB_TOKEN": token, "GITHUB_RUN_ID": "4242",
+            "GITHUB_SHA": sha, "GITHUB_TOKEN": token, "GITHUB_RUN_ID": "4242",
             "GITHUB_STEP_SUMMARY": str(work / "step-summary.md"), "GITHUB_OUTPUT": str(work / "output.txt"),
             **self.llm.env(),
         }
@@ -137,16 +137,21 @@ class Harness:
 
     def run(self, pr: dict[str, Any], *, args: tuple[str, ...] = (), token: str | None = None, fork: bool = False,
             action: str = "opened", clone: Git | None = None) -> Ran:
+        return self.run_event("pull_request", self.event(pr, action, fork), pr["head"]["sha"], args=args,
+                              token=token, clone=clone)
+
+    def run_event(self, event_name: str, payload: dict[str, Any], sha: str, *, args: tuple[str, ...] = (),
+                  token: str | None = None, clone: Git | None = None) -> Ran:
         token = token or self.token
         clone = clone or self.clone(token)
         self._n += 1
         work = self.tmp / f"run-{self._n}"
         work.mkdir()
         event_path = work / "event.json"
-        event_path.write_text(json.dumps(self.event(pr, action, fork)), encoding="utf-8")
+        event_path.write_text(json.dumps(payload), encoding="utf-8")
         for k in ("GATING_CACHE_DIR", "GATING_PROVIDER", "GH_TOKEN", "GITHUB_BASE_REF", "RUNNER_TEMP"):
             self.mp.delenv(k, raising=False)
-        for k, v in self.env(pr, token, event_path, work).items():
+        for k, v in self.env(sha, token, event_path, work, event_name).items():
             self.mp.setenv(k, v)
         report, junit = work / "report.json", work / "junit.xml"
         before = self.llm.requests

@@ -102,7 +102,7 @@ def test_the_composite_check_step_runs_gating_check_with_the_inputs(github, tmp_
         (runner_temp / "gating-venv").symlink_to(Path(sys.prefix))  # what the install step builds
         event = tmp_path / "event.json"
         event.write_text(__import__("json").dumps(h.event(pr)), encoding="utf-8")
-        env = {**clean_env(), **h.env(pr, h.token, event, tmp_path), "RUNNER_TEMP": str(runner_temp)}
+        env = {**clean_env(), **h.env(pr["head"]["sha"], h.token, event, tmp_path), "RUNNER_TEMP": str(runner_temp)}
         (tmp_path / "step-summary.md").touch()
         values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
         values["inputs.github-token"] = h.token

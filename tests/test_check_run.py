@@ -245,3 +245,76 @@ def test_huge_summary_is_cut_with_a_note_and_120_annotations_go_in_3_requests(h:
     assert all(u.status == 200 for u in updates)
     starts = [a["start_line"] for u in updates for a in u.json["output"]["annotations"]]
     assert starts == list(range(1, 240, 2))  # the last block is lines 239-240
+
+
+def test_comment_true_keeps_one_summary_comment_on_the_pull_request(h: Harness):
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    first = h.run(pr, args=("--comment", "true"))
+    h.run(pr, args=("--comment", "true"), action="synchronize", clone=first.clone)
+    [comment] = h.emu.list_comments(h.repo, pr["number"])
+    assert comment["body"].startswith("<!-- gating:eval -->\n✅ **Pass**: all 1 thresholds met")
+    assert [r.operation for r in h.emu.requests if r.operation.startswith("issues/")] == \
+        ["issues/list-comments", "issues/create-comment", "issues/list-comments", "issues/update-comment"]
+
+
+def test_push_to_main_evaluates_the_pushed_commit_against_the_one_before(h: Harness):
+    before = h.repo.head("main")
+    after = h.repo.commit_files("main", {"prompts/greet.md": greet_prompt("hello, friend")}, "Friendlier")
+    payload = h.emu.webhook("push", repo=h.repo, ref="refs/heads/main", before=before, after=after).payload
+    ran = h.run_event("push", payload, after)
+    assert ran.rc == 0, ran.stderr
+    assert (ran.report["base"], ran.report["head"], ran.report["pull_request"]) == (before, after, None)
+    [run] = h.check_runs(after)
+    assert run["conclusion"] == "success"
+    assert json.loads(h.repo.note(EVALS_REF, after))["verdict"] == "pass"
+
+
+def test_an_unchanged_system_inherits_the_base_note(h: Harness):
+    first = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    h.run(first)  # leaves an eval note on main's tip (its baseline)
+    docs = h.open_pr("docs", {"README.md": "# tiny-bot\n\nDocs.\n"}, "Docs")
+    ran = h.run(docs)
+    assert ran.llm_requests == 0 and ran.outputs["verdict"] == "unchanged"
+    base_note, head_note = (json.loads(h.repo.note(EVALS_REF, docs[k]["sha"])) for k in ("base", "head"))
+    assert head_note["role"] == "same-system" and head_note["compared_with"] == docs["base"]["sha"]
+    assert head_note["cases"] == base_note["cases"] and head_note["snapshot_digest"] == base_note["snapshot_digest"]
+
+
+def test_removing_the_manifest_is_an_error_and_no_manifest_anywhere_is_nothing_to_check(h: Harness):
+    gone = h.open_pr("drop", {"gating.yml": None}, "Drop the manifest")
+    ran = h.run(gone)
+    assert ran.rc == 2 and "gating.yml:1:1: no gating.yml at " in ran.stderr
+    assert h.check_runs(gone["head"]["sha"])[0]["conclusion"] == "failure"
+    h.repo.commit_files("main", {"gating.yml": None}, "No manifest on main either")
+    later = h.open_pr("docs", {"README.md": "docs\n"}, "Docs")
+    ran = h.run(later)
+    assert ran.rc == 0
+    assert h.check_runs(later["head"]["sha"])[0]["output"]["summary"].startswith(
+        "✅ **No LLM system changes** · conclusion `success`")
+    assert ran.report["reasons"] == ["there is no gating.yml at base or head, so there is no LLM system to check"]
+
+
+@pytest.mark.parametrize("verdict, rows, policy, fail_on, want", [
+    ("pass", [], False, "regression", ("pass", "success")),
+    ("fail", ["regressed"], False, "regression", ("fail", "failure")),
+    ("fail", ["regressed"], False, "threshold", ("fail", "neutral")),
+    ("fail", ["fail"], False, "threshold", ("fail", "failure")),
+    ("fail", ["fail"], False, "never", ("fail", "neutral")),
+    ("inconclusive", ["inconclusive"], False, "regression", ("inconclusive", "neutral")),
+    ("pass", [], True, "threshold", ("fail", "failure")),
+    ("pass", [], True, "never", ("fail", "neutral")),
+], ids=["pass", "regression", "regression-threshold-only", "threshold", "never", "inconclusive", "policy",
+        "policy-never"])
+def test_decide(verdict: str, rows: list[str], policy: bool, fail_on: str, want: tuple[str, str]):
+    from gating.check import decide
+    from gating.diff import Change, ChangeSet
+    from gating.evals.records import Comparison, MetricRow
+
+    cmp = Comparison(verdict, ["why"], [MetricRow(f"m{i}", 1, 0, -1, status=s) for i, s in enumerate(rows)], [],
+                     "b", "h", "s1", "s2", "d")
+    changes = [Change("model", "components.models.a.model", "changed", "x-2024-01-01", "x", "error",
+                      "unpinned alias introduced")] if policy else []
+    got_verdict, conclusion, reasons = decide(cmp, ChangeSet("b", "h", "s1", "s2", changes), fail_on)
+    assert (got_verdict, conclusion) == want
+    if policy:
+        assert reasons[0] == "policy error: unpinned alias introduced"
