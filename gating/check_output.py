@@ -121,6 +121,8 @@ def summary_markdown(r: CheckResult) -> str:
         out.append(render_diff_markdown(r.changes, excerpts=False))
     if r.comparison is not None:
         out.append(render_eval_markdown(r.comparison, title="Evals"))
+        if not any(r.comparison.errors.values()):
+            out.append("#### Errors\n\nNone: every case of base and head was evaluated.\n")
     return "\n".join(out)
 
 

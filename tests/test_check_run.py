@@ -46,6 +46,7 @@ def test_prompt_edit_posts_the_check_run_with_diff_and_deltas(h: Harness):
     assert "| `tokens_out_per_request` |" in summary and "#### Tokens and cost" in summary
     assert "| cost / day at 1,000 requests |" in summary and "#### Latency (ms)" in summary
     assert "| total |" in summary
+    assert "#### Errors\n\nNone: every case of base and head was evaluated." in summary
     # the check run is opened in_progress at once and completed at the end, by the same token
     create, *updates = [r for r in h.emu.requests if r.operation in ("checks/create", "checks/update")]
     assert create.json["status"] == "in_progress" and create.json["head_sha"] == pr["head"]["sha"]
@@ -318,3 +319,15 @@ def test_decide(verdict: str, rows: list[str], policy: bool, fail_on: str, want:
     assert (got_verdict, conclusion) == want
     if policy:
         assert reasons[0] == "policy error: unpinned alias introduced"
+
+
+def test_provider_errors_are_counted_by_category_and_make_the_verdict_inconclusive(h: Harness):
+    pr = h.open_pr("filtered", {"prompts/greet.md": "Say hello to {{ name }}.\n[[fault:content_filter]]\n"},
+                   "Trip the content filter")
+    ran = h.run(pr)
+    assert ran.rc == 0
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "neutral" and run["output"]["title"].startswith("Inconclusive: ")
+    summary = run["output"]["summary"]
+    assert "#### Errors\n\n| Category | Base | Head |\n|---|---|---|\n| content_filter | 0 | 2 |" in summary
+    assert "| `greet-1` | greet | pass | error:content_filter |" in summary
