@@ -6,7 +6,7 @@ on head against a baseline (the eval note on the base commit, else a re-run of b
 response cache makes cheap), decides a verdict, completes the check run (always, a crash included),
 writes the job summary, JSON and JUnit files, and stores the results as git notes.
 
-`decide` is pure; `Poster` is the one door to GitHub (through gating/github.py); git goes through
+`decide` is pure; `Poster` (check_post.py) is the door to GitHub, through gating/github.py; git goes through
 gating/git.py, models through gating/evals.
 """
 
@@ -18,7 +18,6 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from gating import check_notes
 from gating import check_output as out
 from gating.check_context import CHECK_NAME, CheckContext, ContextError, Settings
 from gating.check_output import CheckResult
+from gating.check_post import Poster
 from gating.commands.diff import compute
 from gating.diff import ChangeSet
 from gating.evals.compare import compare
@@ -33,16 +33,11 @@ from gating.evals.metrics import compute_metrics
 from gating.evals.records import Comparison, RunResult, carry_over
 from gating.evals.runner import run_evals
 from gating.git import Git, GitError
-from gating.github import GitHubError, Repo, finish_check_run, start_check_run, token_client, upsert_comment
 from gating.revision import GitRevision
 from gating.snapshot import NoManifest, Snapshot, build_snapshot
 from gating.snapshot_cache import DiskSnapshotCache
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # -- deciding (pure) -------------------------------------------------------------------------------
@@ -77,61 +72,6 @@ def usable_note(run: RunResult | None, digest: str | None) -> bool:
     """A stored run is a valid result for a commit whose system has this snapshot digest (the digest
     covers every prompt, model, setting and dataset, so the same digest means the same evaluation)."""
     return run is not None and digest is not None and run.snapshot_digest == digest and bool(run.cases)
-
-
-# -- GitHub ----------------------------------------------------------------------------------------
-
-
-class Poster:
-    """The check run (and optional comment) for one head commit; a refusal turns posting off, not the job."""
-
-    def __init__(self, ctx: CheckContext, repo: Repo, clock: Callable[[], float]):
-        self.ctx, self.repo, self.clock = ctx, repo, clock
-        self.check_run_id: int | None = None
-        self.refused: str | None = None  # why GitHub would not take our writes (403 on a read-only token)
-        self.messages: list[str] = []
-
-    @classmethod
-    def open(cls, ctx: CheckContext, clock: Callable[[], float]) -> Poster | None:
-        if not ctx.can_post:
-            return None
-        assert ctx.repository and ctx.token
-        return cls(ctx, Repo(token_client(ctx.api_url, ctx.token), ctx.repository), clock)
-
-    def _failed(self, what: str, e: GitHubError) -> None:
-        if e.status in (401, 403, 404):
-            self.refused = (f"GitHub refused to {what} ({e.status}: {str(e).split(': ', 1)[-1]}); the token is "
-                            "probably read-only (grant `checks: write` in the workflow's permissions)")
-        else:
-            self.messages.append(f"could not {what}: {e}")
-
-    def start(self, head_sha: str) -> None:
-        try:
-            self.check_run_id = start_check_run(
-                self.repo, CHECK_NAME, head_sha, started_at=iso(self.clock()), title="Evaluating the LLM system…",
-                summary="Diffing the LLM system and running the affected eval cases.",
-                details_url=self.ctx.details_url)
-        except GitHubError as e:
-            self._failed("create the check run", e)
-
-    def finish(self, r: CheckResult) -> None:
-        if self.refused:
-            return
-        try:
-            self.check_run_id = finish_check_run(
-                self.repo, self.check_run_id, name=CHECK_NAME, head_sha=r.head_sha, conclusion=r.conclusion,
-                completed_at=iso(self.clock()), title=out.title(r), summary=out.fit(out.summary_markdown(r)),
-                text=out.fit(out.details_text(r)), annotations=out.annotations(r), details_url=self.ctx.details_url)
-        except GitHubError as e:
-            self._failed("complete the check run", e)
-
-    def comment(self, r: CheckResult) -> None:
-        if self.refused or not self.ctx.pull_number:
-            return
-        try:
-            upsert_comment(self.repo, self.ctx.pull_number, out.fit(out.summary_markdown(r), 65_000))
-        except GitHubError as e:
-            self.messages.append(f"could not comment on the pull request: {e}")
 
 
 # -- git -------------------------------------------------------------------------------------------

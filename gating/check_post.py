@@ -1,0 +1,71 @@
+"""The check run and the pull request comment of one `gating check`, through gating/github.py.
+
+A refusal from GitHub (401/403/404: a read-only token, a fork) turns posting off for the rest of the
+run and is explained in the job summary; it never fails the job. Other errors become warnings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from gating import check_output as out
+from gating.check_context import CHECK_NAME, CheckContext
+from gating.check_output import CheckResult
+from gating.github import GitHubError, Repo, finish_check_run, start_check_run, token_client, upsert_comment
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class Poster:
+    """The check run (and optional comment) for one head commit; a refusal turns posting off, not the job."""
+
+    def __init__(self, ctx: CheckContext, repo: Repo, clock: Callable[[], float]):
+        self.ctx, self.repo, self.clock = ctx, repo, clock
+        self.check_run_id: int | None = None
+        self.refused: str | None = None  # why GitHub would not take our writes (403 on a read-only token)
+        self.messages: list[str] = []
+
+    @classmethod
+    def open(cls, ctx: CheckContext, clock: Callable[[], float]) -> Poster | None:
+        if not ctx.can_post:
+            return None
+        assert ctx.repository and ctx.token
+        return cls(ctx, Repo(token_client(ctx.api_url, ctx.token), ctx.repository), clock)
+
+    def _failed(self, what: str, e: GitHubError) -> None:
+        if e.status in (401, 403, 404):
+            self.refused = (f"GitHub refused to {what} ({e.status}: {str(e).split(': ', 1)[-1]}); the token is "
+                            "probably read-only (grant `checks: write` in the workflow's permissions)")
+        else:
+            self.messages.append(f"could not {what}: {e}")
+
+    def start(self, head_sha: str) -> None:
+        try:
+            self.check_run_id = start_check_run(
+                self.repo, CHECK_NAME, head_sha, started_at=iso(self.clock()), title="Evaluating the LLM system…",
+                summary="Diffing the LLM system and running the affected eval cases.",
+                details_url=self.ctx.details_url)
+        except GitHubError as e:
+            self._failed("create the check run", e)
+
+    def finish(self, r: CheckResult) -> None:
+        if self.refused:
+            return
+        try:
+            self.check_run_id = finish_check_run(
+                self.repo, self.check_run_id, name=CHECK_NAME, head_sha=r.head_sha, conclusion=r.conclusion,
+                completed_at=iso(self.clock()), title=out.title(r), summary=out.fit(out.summary_markdown(r)),
+                text=out.fit(out.details_text(r)), annotations=out.annotations(r), details_url=self.ctx.details_url)
+        except GitHubError as e:
+            self._failed("complete the check run", e)
+
+    def comment(self, r: CheckResult) -> None:
+        if self.refused or not self.ctx.pull_number:
+            return
+        try:
+            upsert_comment(self.repo, self.ctx.pull_number, out.fit(out.summary_markdown(r), 65_000))
+        except GitHubError as e:
+            self.messages.append(f"could not comment on the pull request: {e}")
