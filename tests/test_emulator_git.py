@@ -136,3 +136,19 @@ def test_commit_helpers_make_real_commits(github: Emulator, github_repo: RepoHan
     (d / "only" / "file.md").write_text("hello\n")
     sha2 = github_repo.push_dir(d, "main", "Replace everything")
     assert [e.path for e in github_repo.git.ls_tree(sha2)] == ["only/file.md"]
+
+
+def test_pushing_a_pull_requests_head_into_its_base_marks_it_merged(github: Emulator, github_repo: RepoHandle,
+                                                                      tmp_path: Path) -> None:
+    github_repo.commit_files("tune", {"a.txt": "1\n"}, "a")
+    pr = github.create_pull(github_repo, "tune", "main", "Tune", "alice")
+    clone = github_repo.clone(tmp_path / "c", token=github.installation_token())
+    clone.run("fetch", "-q", "origin", "tune")
+    clone.run("merge", "-q", "--no-ff", "-m", "Merge tune by hand", "FETCH_HEAD")
+    ok, out = clone.push("origin", "main")
+    assert ok, out
+    merged = github.get_pull(github_repo, pr["number"])
+    assert (merged["state"], merged["merged"], merged["merge_commit_sha"]) == ("closed", True, clone.rev_parse("HEAD"))
+    assert merged["merged_by"]["login"] == "gating-emulated[bot]"
+    record = github.repo_record(github_repo)
+    assert [f.filename for f in github.pull_files(record, record.issues[pr["number"]])] == ["a.txt"]

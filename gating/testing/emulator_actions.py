@@ -39,15 +39,31 @@ class EmulatorActions:
             self._dispatcher.submit(self.webhook_url, webhooks.build(self, event, action, r, **kw))
 
     def after_push(self: Emulator, r: Repo, ref: str, old: str | None, new: str | None, login: str | None) -> None:
-        """A ref moved (API, merge or git push): push webhook, and synchronize for open PRs on it."""
+        """A ref moved (API, merge or git push): push webhook, synchronize for open PRs from that
+        branch, and, as GitHub does, an open PR into that branch whose head is now contained in it
+        becomes merged (a merge made outside the PR's merge button)."""
         if not ref.startswith(("refs/heads/", "refs/tags/")):
             return
         self._emit("push", None, r, ref=ref, before=old or ZERO, after=new or ZERO, sender=login)
+        if not ref.startswith("refs/heads/") or not new:
+            return
         branch = ref[len("refs/heads/"):]
+        bare = self.bare(r)
         for i in r.issues.values():
-            if i.is_pull and i.state == "open" and i.head_ref == branch and new:
+            if not i.is_pull or i.state != "open":
+                continue
+            if i.head_ref == branch:
                 i.updated_at = self.now()
                 self._emit("pull_request", "synchronize", r, number=i.number, before=old or ZERO, sender=login)
+            elif i.base_ref == branch:
+                head = self.pull_shas(r, i)[0]
+                if head and old and not bare.is_ancestor(head, old) and bare.is_ancestor(head, new):
+                    now = self.now()
+                    i.closed_head_sha, i.closed_base_sha = head, old
+                    i.merged, i.merged_at, i.merge_commit_sha = True, now, new
+                    i.merged_by = self.user_record(login or self.app.bot_login).login
+                    i.state, i.closed_at, i.updated_at = "closed", now, now
+                    self._emit("pull_request", "closed", r, number=i.number, sender=i.merged_by)
 
     def push(self: Emulator, repo: Any, branch: str, files: dict[str, Any], message: str, user: str | None = None) -> str:
         r = self.repo_record(repo)
