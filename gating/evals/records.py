@@ -123,6 +123,7 @@ class RunResult:
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         _check_schema(d, RUN_SCHEMA)
         kw = _pick(cls, d)
+        kw.pop("schema", None)  # re-serialised as the version this code writes
         kw["cases"] = [CaseResult.from_dict(c) for c in d.get("cases", [])]
         return cls(**kw)
 
@@ -199,6 +200,7 @@ class Comparison:
     def from_dict(cls, d: dict[str, Any]) -> Comparison:
         _check_schema(d, COMPARISON_SCHEMA)
         kw = _pick(cls, d)
+        kw.pop("schema", None)
         kw["rows"] = [MetricRow.from_dict(r) for r in d.get("rows", [])]
         kw["flipped"] = [FlippedCase.from_dict(f) for f in d.get("flipped", [])]
         return cls(**kw)
@@ -217,10 +219,11 @@ def carry_over(base: RunResult, head: RunResult) -> RunResult:
     baseline's outcome, so head-level metrics cover the whole dataset. Metrics are not recomputed
     here; call gating.evals.metrics.compute_metrics on the result.
     """
-    have = {c.id for c in head.cases}
-    extra = [CaseResult.from_dict({**c.to_dict(), "carried": True}) for c in base.cases if c.id not in have]
     out = RunResult.from_dict(head.to_dict())
-    out.cases = sorted(out.cases + extra, key=lambda c: c.id)
+    fresh = {c.id: c for c in out.cases}
+    base_ids = {c.id for c in base.cases}
+    merged = [fresh.get(c.id) or CaseResult.from_dict({**c.to_dict(), "carried": True}) for c in base.cases]
+    out.cases = merged + [c for c in out.cases if c.id not in base_ids]
     return out
 
 

@@ -1,0 +1,101 @@
+"""`gating eval`: exit codes, report files, clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from eval_support import a, llm, write_repo  # noqa: F401
+
+from gating.cli import main
+from gating.evals.records import Comparison, RunResult
+from gating.git import Git, commit_all, init_repo
+from gating.testing.llm_server import LLMServer
+
+CASES = [{"id": "one", "prompt": "p", "vars": {"q": a("yes")}, "assert": [{"type": "equals", "value": "yes"}]},
+         {"id": "two", "prompt": "p", "vars": {"q": a("no")}, "assert": [{"type": "equals", "value": "yes"}]}]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Git:
+    g = init_repo(tmp_path / "repo")
+    write_repo(g.root, CASES, evals={"thresholds": {"pass_rate": ">= 0.5"}})
+    commit_all(g, "evals")
+    return g
+
+
+@pytest.fixture
+def live(monkeypatch: pytest.MonkeyPatch, llm: LLMServer, tmp_path: Path) -> LLMServer:  # noqa: F811
+    for k, v in llm.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("GATING_PROVIDER", "live")
+    monkeypatch.setenv("GATING_CACHE_DIR", str(tmp_path / "cache"))
+    return llm
+
+
+def test_eval_writes_json_junit_and_markdown(repo: Git, live: LLMServer, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    args = ["-C", str(repo.root), "eval", "--json", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"),
+            "--markdown", str(tmp_path / "r.md"), "--concurrency", "4"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("### gating / eval: ✅ pass\n")
+    assert "| `two` | p | equals: expected 'yes', got 'no' |" in out
+    assert err.startswith("gating: 2 cases in ") and err.endswith("(live): 2 requests, 0 cache hits, 0 replayed\n")
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["schema"] == "gating.eval.report/1" and doc["base"] is None
+    head = RunResult.from_dict(doc["head"])
+    assert [c.id for c in head.cases] == ["one", "two"] and head.config["concurrency"] == 4
+    assert Comparison.from_dict(doc["comparison"]).verdict == "pass"
+    assert ET.fromstring((tmp_path / "r.xml").read_text()).find("testsuite").get("failures") == "1"
+    assert (tmp_path / "r.md").read_text() == out
+    # again: every answer comes from the cache
+    assert main(args) == 0
+    assert capsys.readouterr().err.endswith("(live): 0 requests, 2 cache hits, 0 replayed\n")
+    assert live.requests == 2
+
+
+def test_failing_verdict_exits_1(repo: Git, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
+    manifest = repo.root / "gating.yml"
+    manifest.write_text(manifest.read_text().replace(">= 0.5", ">= 0.9"))
+    assert main(["-C", str(repo.root), "eval", "--no-cache"]) == 1
+    assert capsys.readouterr().out.startswith("### gating / eval: ❌ fail\n\n- pass_rate is 0.5, threshold >= 0.9; "
+                                              "failing cases: two\n")
+
+
+def test_compare_with_a_base_revision(repo: Git, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
+    (repo.root / "prompts/p.md").write_text("[[answer: yes]] {{ q }}\n")
+    commit_all(repo, "make every answer yes")
+    assert main(["-C", str(repo.root), "eval", "--rev", "HEAD", "--base", "HEAD~1", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "#### Fixed (1)" in out and "| `two` | p | fail | pass | equals: expected 'yes', got 'no' |" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--concurrency", "0"], "gating: error: --concurrency must be at least 1, got 0\n"),
+    (["--record", "--rev", "HEAD"], "gating: error: --record writes cassettes into the working tree; "
+                                    "it cannot be combined with --rev\n"),
+])
+def test_bad_options_exit_2(repo: Git, args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["-C", str(repo.root), "eval", *args]) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_bad_dataset_exits_2_with_file_and_line(repo: Git, capsys: pytest.CaptureFixture) -> None:
+    with open(repo.root / "evals/cases.jsonl", "a") as f:
+        f.write('{"id": "one", "prompt": "p"}\n')
+    assert main(["-C", str(repo.root), "eval"]) == 2
+    assert capsys.readouterr().err == ("gating: error: invalid eval dataset:\n"
+                                       "evals/cases.jsonl:3: duplicate id 'one' (first defined at "
+                                       "evals/cases.jsonl:1)\n")
+
+
+def test_console_script_without_a_terminal_prints_no_progress_bar(repo: Git, live: LLMServer) -> None:
+    proc = subprocess.run([sys.executable, "-m", "gating", "-C", str(repo.root), "eval", "--no-cache"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert proc.stderr.count("\n") == 1 and "\r" not in proc.stderr  # one summary line, no bar

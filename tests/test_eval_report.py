@@ -1,0 +1,85 @@
+"""Eval renderers: the Markdown a reviewer reads, JUnit XML for CI, versioned JSON."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+from gating.evals.compare import compare
+from gating.evals.metrics import compute_metrics
+from gating.evals.records import AssertionResult, CaseResult, RunResult
+from gating.report import MAX_MARKDOWN, eval_to_json, render_eval_markdown, render_junit, render_run_markdown
+
+
+def case(cid: str, passed: bool, error: str | None = None, out: str = "answer") -> CaseResult:
+    asserts = [] if error else [AssertionResult("icontains", passed, float(passed),
+                                                "found '30 days'" if passed else "missing '30 days'", "icontains")]
+    return CaseResult(cid, "answer", passed, float(passed), {"icontains": float(passed)} if not error else {},
+                      asserts, out, error, "no answer within 60 s" if error else "", {"llm": 500.0, "total": 500.0},
+                      90, 12, 0.00035)
+
+
+def run(cases: list[CaseResult], rev: str) -> RunResult:
+    return RunResult(rev, "sha256:" + "a" * 64, "sha256:" + "b" * 64, cases, compute_metrics(cases))
+
+
+CFG = {"thresholds": {"pass_rate": ">= 0.9"}, "regression": {"max_drop": 0.05, "alpha": 0.05},
+       "traffic": {"requests_per_day": 100000}}
+
+
+def test_markdown_leads_with_the_verdict_and_lists_regressions() -> None:
+    base = run([case(f"c{i}", True) for i in range(10)], "1" * 40)
+    head = run([case(f"c{i}", i >= 2) for i in range(10)], "2" * 40)
+    md = render_eval_markdown(compare(base, head, CFG))
+    lines = md.splitlines()
+    assert lines[0] == "### gating / eval: ❌ fail"
+    assert lines[2] == "- pass_rate is 0.8, threshold >= 0.9; failing cases: c0, c1"
+    assert "Base `1111111` → head `2222222` · 10 paired cases · dataset `sha256:bbbbbbbbbbbb`" in lines
+    assert "| `pass_rate` | 1.000 | 0.800 | −0.200 | [−0.500, ±0.000] | >= 0.9 | **fail** |" in lines
+    assert "#### Regressions (2)" in lines
+    assert "| `c0` | answer | pass | fail | icontains: missing '30 days' |" in lines
+    assert "| cost / day at 100,000 requests | $35.00 | $35.00 | ±$0.000000 |" in lines
+    assert "| total | 500 | 500 | 500 | 500 |" in lines
+
+
+def test_markdown_is_capped_for_check_runs() -> None:
+    head = run([case(f"case-{i:05d}-" + "x" * 200, False) for i in range(3000)], "h")
+    base = run([case(f"case-{i:05d}-" + "x" * 200, True) for i in range(3000)], "b")
+    md = render_eval_markdown(compare(base, head, CFG), max_cases=3000)
+    assert len(md) <= MAX_MARKDOWN
+    assert md.endswith("… (truncated; the full report is in the JSON)\n")
+
+
+def test_junit_from_a_run() -> None:
+    head = run([case("ok", True), case("bad", False), case("slow", False, error="timeout", out="")], "h")
+    xml = render_junit(head)
+    root = ET.fromstring(xml)
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    cases = {tc.get("name"): tc for tc in suite.iter("testcase")}
+    assert cases["ok"].get("classname") == "answer" and cases["ok"].get("time") == "0.500"
+    assert cases["bad"].find("failure").get("message") == "icontains: missing '30 days'"
+    assert cases["slow"].find("error").get("message") == "timeout: no answer within 60 s"
+
+
+def test_junit_from_a_comparison_has_one_test_per_check() -> None:
+    base = run([case(f"c{i}", True) for i in range(10)], "b")
+    head = run([case(f"c{i}", i != 3) for i in range(10)], "h")
+    root = ET.fromstring(render_junit(compare(base, head, CFG)))
+    names = [(tc.get("classname"), tc.get("name"), tc.find("failure") is not None) for tc in root.iter("testcase")]
+    assert names == [("metrics", "pass_rate", False), ("metrics", "score:icontains", False), ("flipped", "c3", True)]
+
+
+def test_json_is_sorted_and_versioned() -> None:
+    head = run([case("a", True)], "h")
+    text = eval_to_json(head)
+    doc = json.loads(text)
+    assert doc["schema"] == "gating.eval.run/1"
+    assert list(doc) == sorted(doc)
+    assert text == eval_to_json(RunResult.from_dict(doc))
+
+
+def test_run_markdown_lists_failing_cases() -> None:
+    md = render_run_markdown(run([case("a", True), case("b", False)], "f" * 40))
+    assert md.startswith("### Eval at `fffffff`: 1/2 passed\n")
+    assert "| `b` | answer | icontains: missing '30 days' |" in md
