@@ -3,7 +3,9 @@
 Starts the server in its own process, then runs 2,000 cases through `run_evals` (each run in a fresh
 process, so CPU time and peak RSS belong to that run alone) at concurrency 16 and 64, and prints
 wall time / ideal (ideal = cases x latency / concurrency), requests per second, CPU seconds per case
-and peak RSS. A second run on the warm cache must send zero requests. `--compare-single` adds the
+and peak RSS (plus the server's CPU per request and the machine's load average, since the wall
+time of a run on a shared machine depends on both). A second run on the warm cache must send zero
+requests. `--compare-single` adds the
 same load through one httpx.AsyncClient (no sharding) to show why the transport is sharded.
 
     python bench/eval_throughput.py [--cases 2000] [--latency 0.1] [--compare-single]
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -67,17 +70,21 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def server_requests(url: str) -> int:
+def server_stats(url: str) -> dict:
     with urllib.request.urlopen(url + "/stats", timeout=5) as r:
-        return json.loads(r.read())["requests"]
+        return json.loads(r.read())
 
 
 def measure(repo: Path, url: str, conc: int, cache: str, single: bool = False) -> dict:
-    before = server_requests(url)
+    before = server_stats(url)
+    load0 = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--child", "--repo", str(repo), "--concurrency", str(conc), "--cache", cache]
     out = subprocess.run(cmd + (["--single"] if single else []), capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["server_requests"] = server_requests(url) - before
+    after = server_stats(url)
+    res["server_requests"] = after["requests"] - before["requests"]
+    res["server_cpu"] = after["cpu_s"] - before["cpu_s"]
+    res["load"] = max(load0, os.getloadavg()[0])
     return res
 
 
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             make_repo(repo, args.cases, url + "/v1")
             print(f"{args.cases} cases, server latency {args.latency * 1000:.0f} ms, {url}")
             print(f"{'run':<28}{'wall s':>8}{'ideal s':>9}{'ratio':>7}{'req/s':>8}{'cpu ms/case':>13}"
-                  f"{'peak RSS MB':>13}{'requests':>10}")
+                  f"{'peak RSS MB':>13}{'requests':>10}{'server cpu ms/req':>19}{'load avg':>10}")
             runs = [(f"concurrency {c}", c, str(Path(tmp) / f"cache{c}"), False) for c in TARGETS]
             runs.append(("concurrency 64, warm cache", 64, str(Path(tmp) / "cache64"), False))
             if args.compare_single:
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = r["wall"] / ideal
                 rps = r["server_requests"] / r["wall"] if r["wall"] else 0.0
                 print(f"{label:<28}{r['wall']:>8.2f}{ideal:>9.2f}{ratio:>7.2f}{rps:>8.0f}"
-                      f"{1000 * r['cpu'] / r['cases']:>13.2f}{r['rss_mb']:>13.1f}{r['server_requests']:>10}")
+                      f"{1000 * r['cpu'] / r['cases']:>13.2f}{r['rss_mb']:>13.1f}{r['server_requests']:>10}"
+                      f"{1000 * r['server_cpu'] / max(1, r['server_requests']):>19.2f}{r['load']:>10.1f}")
                 if r["passed"] != args.cases:
                     print(f"  !! {args.cases - r['passed']} cases failed ({r['errors']} errors): {r['stats']}")
                     ok = False

@@ -196,7 +196,7 @@ class LLMServer:
     async def _respond(self, method: str, path: str, raw: bytes,
                        headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         if method == "GET" and path == "/stats":
-            return 200, {}, json.dumps({"requests": self.requests}).encode()
+            return 200, {}, json.dumps({"requests": self.requests, "cpu_s": time.process_time()}).encode()
         if method != "POST" or not (path.endswith("/chat/completions") or path.endswith("/messages")):
             return 404, {}, b'{"error": {"message": "not found"}}'
         api = "openai" if path.endswith("/chat/completions") else "anthropic"
