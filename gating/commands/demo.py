@@ -7,6 +7,11 @@
    committed beside the dataset. Each check run is read back from the API and printed as GitHub
    shows it.
 
+3. the rest of the road, with the App (approval, audit and rollback handlers) receiving the
+   emulator's webhooks: the passing pull request is approved, merged (a signed `merged` entry),
+   deployed and marked known good; a later bad merge is deployed and rolled back with a `/rollback`
+   comment; `gating audit verify` passes on a fresh clone.
+
 Later steps of the road continue from `DemoState` (the emulator, the repository and its pulls).
 """
 
@@ -92,6 +97,7 @@ class DemoState:
     token: str
     pulls: dict[str, dict[str, Any]] = field(default_factory=dict)  # branch -> pull request
     checks: dict[str, CheckRun] = field(default_factory=dict)  # branch -> the check's outcome
+    audit_key: Any = None  # the App's audit signing key (Ed25519), once the App runs
 
     @property
     def api(self) -> Repo:
@@ -172,4 +178,141 @@ def check_step(state: DemoState) -> None:
             print(show_check_run(state, done.check_run_id))
 
 
-STEPS: list[Callable[[DemoState], None]] = [check_step]
+# -- 3. review, merge, deploy, roll back: the App on the emulated GitHub ------------------------------
+
+APP_HANDLERS = "app.handlers.approvals,app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command"
+REFUND_TOOL = (
+    '{"name": "issue_refund", "description": "Refund an order in full, at once.",\n'
+    ' "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}\n')
+
+
+@contextmanager
+def running_app(state: DemoState) -> Iterator[Callable[[], None]]:
+    """The App (its approval, audit and rollback handlers) on loopback, receiving the emulator's webhooks;
+    yields `settle`, which waits until every webhook is delivered and every job is done."""
+    import logging
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from gating import keys
+
+    state.audit_key = keys.generate()
+    app = create_app({"APP_ID": state.emu.app.app_id, "PRIVATE_KEY": state.emu.app.private_key_pem,
+                      "WEBHOOK_SECRET": state.emu.app.webhook_secret, "GITHUB_API_URL": state.emu.api_url,
+                      "GATING_DB": str(state.work / "app-jobs.sqlite3"), "GATING_POLL_SECONDS": 0.05,
+                      "GATING_AUDIT_KEY": keys.private_pem(state.audit_key).decode(),
+                      "GATING_HANDLERS": APP_HANDLERS, "LOG_LEVEL": "WARNING"})
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.emu.webhook_url = f"http://127.0.0.1:{server.server_port}/webhooks"
+    queue = app.extensions["gating"].queue
+
+    def settle(timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state.emu.wait_for_deliveries(timeout=max(0.1, deadline - time.monotonic()))
+            queue.wait_idle(max(0.1, deadline - time.monotonic()))
+            if state.emu.wait_for_deliveries(timeout=0.05) and queue.counts()["queued"] == 0:
+                failed = queue.list("failed")
+                if failed:
+                    raise RuntimeError("the App failed a job: " + "; ".join(str(j.last_error) for j in failed))
+                return
+        raise RuntimeError("the App did not finish its work in time")
+
+    try:
+        yield settle
+    finally:
+        state.emu.webhook_url = None
+        server.shutdown()
+        thread.join(5)
+        app.extensions["gating"].worker.stop()
+
+
+def approval_line(state: DemoState, sha: str) -> str:
+    runs = [r for r in state.emu.list_check_runs(state.repo, sha) if r["name"] == "gating / approval"]
+    run = max(runs, key=lambda r: r["id"])
+    return f"{run['name']}: {CONCLUSION_ICON.get(run['conclusion'] or '', '')} {run['conclusion']}: " \
+           f"{run['output']['title']}"
+
+
+def merge_and_deploy(state: DemoState, settle: Callable[[], None], number: int, reviewer: str) -> str:
+    """Approve, merge (the App writes the `merged` entry), deploy (the App writes `known_good`)."""
+    emu, repo = state.emu, state.repo
+    head = emu.get_pull(repo, number)["head"]["sha"]
+    emu.add_review(repo, number, reviewer, "APPROVED")
+    settle()
+    print(f"{reviewer} approved #{number}; {approval_line(state, head)}")
+    sha = emu.merge_pull(repo, number, "root")
+    settle()
+    d = emu.create_deployment(repo, sha, "production", user="deployer")
+    emu.add_deployment_status(repo, d["id"], "success", user="deployer")
+    settle()
+    print(f"merged #{number} as {sha[:7]} and deployed it to production: the App recorded it in the audit log")
+    return sha
+
+
+def audit_log_lines(state: DemoState) -> list[str]:
+    from gating import notes
+    from gating.commands.audit import log_line
+    from gating.github import GitDatabaseNotes
+    from gating.keys import keyid
+
+    pub = state.audit_key.public_key()
+    return [log_line(e) for e in notes.read_log(GitDatabaseNotes(state.api), {keyid(pub): pub})]
+
+
+def road_step(state: DemoState) -> None:
+    """The passing pull request is approved, merged, deployed and known good; a later bad merge is
+    rolled back with `/rollback`; the audit trail verifies on a fresh clone."""
+    from gating import keys
+    from gating.cli import main as gating_main
+
+    emu, repo = state.emu, state.repo
+    emu.add_team_member("acme", "ml-platform", "carol")
+    for login, permission in [("alice", "write"), ("carol", "write"), ("dave", "write"), ("root", "admin")]:
+        emu.add_collaborator(repo, login, permission)
+    with running_app(state) as settle:
+        good = state.pulls["tune-answers"]["number"]
+        say(f"review and merge #{good} tune-answers (evals passed; a model re-pin needs acme/ml-platform)")
+        m1 = merge_and_deploy(state, settle, good, "carol")
+
+        say("a later pull request adds a refund tool; its evals pass, it is approved, merged and deployed")
+        emu.push(repo, "refund-tool", {"tools/issue_refund.json": REFUND_TOOL}, "Let the bot issue refunds",
+                 user="alice")
+        bad = emu.create_pull(repo, "refund-tool", repo.default_branch, "Let the bot issue refunds", "alice")
+        state.pulls["refund-tool"] = bad
+        done = check_pull(state, "refund-tool")
+        if done.check_run_id is not None:
+            print("\n".join(show_check_run(state, done.check_run_id).splitlines()[:3]))
+        merge_and_deploy(state, settle, bad["number"], "carol")
+
+        say("in production the bot refunds orders nobody asked about: dave comments /rollback")
+        issue = emu.create_issue(repo, "The bot refunds orders nobody asked about", "dave")
+        comment = emu.add_comment(repo, issue["number"], "dave",
+                                  "/rollback last-good the bot refunds orders nobody asked about")
+        settle()
+        reactions = " ".join({"eyes": "👀", "rocket": "🚀", "confused": "😕"}.get(r["content"], r["content"])
+                             for r in emu.list_reactions(repo, comment_id=comment["id"]))
+        reply = [c for c in emu.list_comments(repo, issue["number"]) if c["user"]["login"] == emu.app.bot_login][-1]
+        print(f"reactions on the comment: {reactions}\nthe App replied:\n\n{reply['body']}")
+        rollback = [p for p in state.api.client.get(f"{state.api.path}/pulls")
+                    if p["head"]["ref"].startswith("gating/rollback-")][0]
+        print(f"pull request #{rollback['number']}: {rollback['title']}")
+        files = repo.git.run("ls-tree", "-r", "--name-only", rollback["head"]["sha"], "tools/").splitlines()
+        print(f"tools/ on the rollback branch: {', '.join(files)} (the snapshot of {m1[:7]})")
+
+        say("the audit log, and `gating audit verify` on a fresh clone")
+        print("\n".join(audit_log_lines(state)))
+    clone = repo.clone(state.work / "verify", state.token)
+    pub = state.work / "audit.pub"
+    pub.write_bytes(keys.public_pem(state.audit_key))
+    code = gating_main(["-C", str(clone.root), "audit", "verify", "--key", str(pub)])
+    if code != 0:
+        raise RuntimeError("gating audit verify failed")
+
+
+STEPS: list[Callable[[DemoState], None]] = [check_step, road_step]
