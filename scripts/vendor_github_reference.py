@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Regenerate the GitHub reference subset the emulator checks itself against.
 
-Writes gating/testing/data/openapi-subset.json.gz (only the operations gating uses, with every
-component they reference, documentation stripped) and gating/testing/data/webhook-examples.json.gz
+Writes gating/testing/data/openapi-subset.json.gz (only the operations gating uses and the payload
+schemas of the webhooks the emulator sends, with every component they reference, documentation
+stripped) and gating/testing/data/webhook-examples.json.gz
 (one real example payload per event/action the emulator sends).
 
 Sources, in order of preference:
@@ -107,6 +108,11 @@ WEBHOOKS: dict[str, list[str | None]] = {
     "ping": [None],
 }
 
+def webhook_schema_name(event: str, action: str | None) -> str:
+    """The x-webhooks key GitHub's description uses for an event/action (pull-request-opened)."""
+    return f"{event}-{action}".replace("_", "-") if action else event.replace("_", "-")
+
+
 DROP_KEYS = {"summary", "externalDocs", "tags", "examples", "example", "x-github",
              "x-octokit", "x-github-breaking-changes", "x-multi-segment", "x-stainless-skip"}
 
@@ -186,8 +192,15 @@ def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
             dest["parameters"] = item["parameters"]
         dest[method] = item[method]
     paths = drop_array_discriminators(strip_docs(paths), spec["components"])
+    hooks: dict[str, Any] = {}
+    for event, actions in WEBHOOKS.items():
+        for action in actions:
+            name = webhook_schema_name(event, action)
+            schema = spec["x-webhooks"][name]["post"]["requestBody"]["content"]["application/json"]["schema"]
+            hooks[name] = {"post": {"requestBody": {"required": True, "content": {"application/json": {
+                "schema": strip_docs(schema)}}}, "responses": {"200": {"description": ""}}}}
     components: dict[str, dict[str, Any]] = {}
-    todo = sorted(refs_in(paths))
+    todo = sorted(refs_in(paths) | refs_in(hooks))
     seen: set[str] = set()
     while todo:
         ref = todo.pop()
@@ -204,6 +217,7 @@ def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
                  "x-subset-of": OPENAPI_PACKAGE},
         "servers": spec["servers"],
         "paths": paths,
+        "x-webhooks": hooks,
         "components": {k: dict(sorted(v.items())) for k, v in sorted(components.items())},
     })
 

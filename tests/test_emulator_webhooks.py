@@ -141,7 +141,7 @@ def test_state_changes_emit_webhooks_to_the_configured_url(github: Emulator, git
     by_event = {e: p for e, p, _ok in receiver.received}
     assert by_event["pull_request.closed"]["pull_request"]["merged"] is True
     assert by_event["pull_request.closed"]["pull_request"]["merge_commit_sha"] == merge_sha
-    assert by_event["pull_request_review.submitted"]["review"]["state"] == "approved".upper()
+    assert by_event["pull_request_review.submitted"]["review"]["state"] == "approved"  # lower case in webhooks
     assert by_event["check_run.completed"]["check_run"]["conclusion"] == "success"
     assert by_event["check_run.completed"]["check_run"]["pull_requests"][0]["number"] == pr["number"]
     assert by_event["deployment_status.created"]["deployment"]["sha"] == merge_sha
@@ -164,3 +164,18 @@ def test_git_push_over_smart_http_emits_push_and_synchronize(github: Emulator, g
     assert receiver.events() == ["push", "pull_request.synchronize"]  # notes refs send no push event
     sync = receiver.received[1][1]
     assert sync["number"] == pr["number"] and sync["after"] == clone.rev_parse("HEAD")
+
+
+def test_payloads_are_checked_against_githubs_documented_webhook_schemas(github: Emulator, github_repo: RepoHandle,
+                                                                        pr: dict) -> None:
+    review = github.add_review(github_repo, pr["number"], "bob", "APPROVED")
+    d = github.webhook("pull_request_review", "submitted", github_repo, review_id=review["id"])
+    assert d.payload["review"]["state"] == "approved"
+    assert d.payload["repository"]["owner"]["followers_url"]  # the long tail a schema requires is there
+    assert github.problems == []
+    run = github.new_check_run(github.repo_record(github_repo), github_repo.head(), "gating / eval")
+    run.status, run.conclusion = "completed", "exploded"
+    github.webhook("check_run", "completed", github_repo, check_run_id=run.id)
+    problems = github.take_problems()
+    assert problems and all(p.startswith("webhook check_run.completed: payload violates the documented schema: ")
+                            and "'exploded' is not one of" in p for p in problems)

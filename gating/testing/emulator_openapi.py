@@ -16,6 +16,7 @@ from typing import Any
 
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
+from openapi_schema_validator import OAS30Validator
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -126,6 +127,7 @@ class ApiDescription:
         self.url_map = Map(rules, merge_slashes=False, strict_slashes=False)
         self._adapter = self.url_map.bind("api.github.com")
         self._lock = threading.Lock()
+        self._webhook_validators: dict[str, Any] = {}
 
     # -- routing ----------------------------------------------------------------------------------
 
@@ -165,6 +167,23 @@ class ApiDescription:
         for err in self.openapi.iter_apicall_response_errors(req, resp):
             errors.extend(_schema_errors(err))
         return errors
+
+    def webhook_schema(self, name: str) -> dict[str, Any] | None:
+        hook = self.spec.get("x-webhooks", {}).get(name)
+        return hook["post"]["requestBody"]["content"]["application/json"]["schema"] if hook else None
+
+    def webhook_errors(self, name: str, payload: dict[str, Any]) -> list[str]:
+        """Where a webhook payload departs from GitHub's documented schema for it (x-webhooks)."""
+        with self._lock:
+            validator = self._webhook_validators.get(name)
+            if validator is None:
+                if name not in self.spec.get("x-webhooks", {}):
+                    return [f"no payload schema for webhook {name}"]
+                pointer = f"#/x-webhooks/{name}/post/requestBody/content/application~1json/schema"
+                validator = OAS30Validator({"$ref": pointer, "components": self.spec["components"],
+                                            "x-webhooks": self.spec["x-webhooks"]})
+                self._webhook_validators[name] = validator
+        return [_describe(e) for e in validator.iter_errors(payload)]
 
     def documents_status(self, op: Operation, status: int) -> bool:
         responses = self.spec["paths"][op.template][op.method]["responses"]

@@ -287,7 +287,8 @@ def check_suite(emu: Emulator, r: Repo, s: CheckSuite) -> dict[str, Any]:
     conclusion = None
     if status == "completed":
         order = ["action_required", "cancelled", "timed_out", "failure", "neutral", "skipped", "stale", "success"]
-        conclusion = min((c.conclusion or "success" for c in runs), key=order.index)
+        conclusion = min((c.conclusion or "success" for c in runs),
+                         key=lambda x: order.index(x) if x in order else len(order))
     api = f"{emu.api_url}/repos/{r.full_name}"
     commit_info = emu.bare(r).commit(s.head_sha)
     head_commit = None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from gating.testing import emulator_render as render
-from gating.testing.emulator_openapi import DATA_DIR
+from gating.testing.emulator_openapi import DATA_DIR, api_description
 
 if TYPE_CHECKING:
     from gating.testing.github_emulator import Emulator
@@ -134,7 +134,9 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
     elif event == "pull_request_review":
         reviews = [v for v in r.reviews.values() if number is None or v.number == number]
         v = r.reviews[review_id] if review_id is not None else _latest(reviews, "review")
-        payload["review"] = _overlay(payload.get("review"), render.review(emu, r, v))
+        review = render.review(emu, r, v)
+        review["state"] = review["state"].lower()  # webhooks say "approved" where REST says "APPROVED"
+        payload["review"] = _overlay(payload.get("review"), review)
         payload["pull_request"] = _overlay(payload.get("pull_request"), render.pull(emu, r, r.issues[v.number], full=False))
         who = v.user
     elif event == "issue_comment":
@@ -146,6 +148,8 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
     elif event == "check_run":
         run = r.check_runs[check_run_id] if check_run_id is not None else _latest(list(r.check_runs.values()), "check run")
         data = render.check_run(emu, r, run)
+        data["details_url"] = data["details_url"] or ""  # strings, never null, in the webhook
+        data["external_id"] = data["external_id"] or ""
         suite = render.check_suite(emu, r, r.check_suites[run.suite_id])
         data["check_suite"] = _overlay(payload.get("check_run", {}).get("check_suite"), suite)
         payload["check_run"] = _overlay(payload.get("check_run"), data)
@@ -170,6 +174,7 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         who = emu.app_owner
     who = sender or who or (r.owner if r else emu.app_owner)
     payload["sender"] = render.user(emu, who)
+    check_payload(emu, event, action, payload)
     deep_merge(payload, fields)
     body = json.dumps(payload).encode()
     key = secret if secret is not None else emu.app.webhook_secret
@@ -182,6 +187,16 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         "X-Hub-Signature-256": sign(key, body),
     }
     return Delivery(event, action, headers, body, payload)
+
+
+def check_payload(emu: Emulator, event: str, action: str | None, payload: dict[str, Any]) -> None:
+    """Complete the payload from GitHub's documented webhook schema, then validate it; a departure is
+    an emulator problem (the test fails), caught before the caller's own overrides are merged in."""
+    desc = api_description()
+    name = f"{event}-{action}".replace("_", "-") if action else event.replace("_", "-")
+    desc.complete(payload, desc.webhook_schema(name), emu.api_url)
+    for err in desc.webhook_errors(name, payload):
+        emu.problem(f"webhook {event}{'.' + action if action else ''}: payload violates the documented schema: {err}")
 
 
 def push_payload(emu: Emulator, r: Any, ref: str | None, before: str | None, after: str | None) -> dict[str, Any]:
