@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 rps = r["server_requests"] / r["wall"] if r["wall"] else 0.0
                 print(f"{label:<28}{r['wall']:>8.2f}{ideal:>9.2f}{ratio:>7.2f}{rps:>8.0f}"
                       f"{1000 * r['cpu'] / r['cases']:>13.2f}{r['rss_mb']:>13.1f}{r['server_requests']:>10}"
-                      f"{1000 * r['server_cpu'] / max(1, r['server_requests']):>19.2f}{r['load']:>10.1f}")
+                      + (f"{1000 * r['server_cpu'] / r['server_requests']:>19.2f}" if r["server_requests"]
+                         else f"{'-':>19}") + f"{r['load']:>10.1f}")
                 if r["passed"] != args.cases:
                     print(f"  !! {args.cases - r['passed']} cases failed ({r['errors']} errors): {r['stats']}")
                     ok = False

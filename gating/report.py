@@ -115,15 +115,17 @@ def render_eval_markdown(cmp, heading: str = "###", max_cases: int = 50, title: 
     if c:
         rpd = c.get("requests_per_day")
         lines += ["", f"{heading}# Tokens and cost", "", "| | Base | Head | Δ |", "|---|---|---|---|"]
-        lines.append(f"| tokens / request | {_num(c.get('base_tokens_per_request'), 'tokens')} "
-                     f"| {_num(c.get('head_tokens_per_request'), 'tokens')} "
-                     f"| {_signed(c.get('delta_tokens_per_request'), 'tokens')} |")
-        lines.append(f"| cost / request | {_num(c.get('base_per_request_usd'), 'cost')} "
-                     f"| {_num(c.get('head_per_request_usd'), 'cost')} | {_signed(c.get('delta_per_request_usd'), 'cost')} |")
+        has_base = bool(cmp.base_rev)
+
+        def cost_row(label: str, key: str, delta: str, kind: str) -> str:
+            b = _num(c.get(f"base_{key}"), kind) if has_base else ""
+            return f"| {label} | {b} | {_num(c.get(f'head_{key}'), kind)} | {_signed(c.get(delta), kind)} |"
+
+        lines.append(cost_row("tokens / request", "tokens_per_request", "delta_tokens_per_request", "tokens"))
+        lines.append(cost_row("cost / request", "per_request_usd", "delta_per_request_usd", "cost"))
         if rpd is not None:
-            lines.append(f"| cost / day at {rpd:,.0f} requests | {_num(c.get('base_per_day_usd'), 'cost')} "
-                         f"| {_num(c.get('head_per_day_usd'), 'cost')} "
-                         f"| {_signed(c.get('projected_delta_per_day_usd'), 'cost')} |")
+            lines.append(cost_row(f"cost / day at {rpd:,.0f} requests", "per_day_usd", "projected_delta_per_day_usd",
+                                  "cost"))
     if cmp.latency:
         lines += ["", f"{heading}# Latency (ms)", "", "| Stage | Base p50 | Base p95 | Head p50 | Head p95 |",
                   "|---|---|---|---|---|"]
