@@ -186,7 +186,7 @@ def on_alert(ctx: JobContext) -> None:
         matched += 1
         try:
             out = execute(repo, app_audit(ctx, repo), rule.target, req, datetime.now(UTC), ctx.blobs,
-                          ctx.settings.manifest_path)
+                          ctx.settings.manifest_path, cfg)
         except Refusal as r:
             ctx.log.warning("%s: alert %s matched rule %s; rollback refused (%s): %s", repo.full_name,
                             alert["fingerprint"], rule.name, r.code, r.message)
@@ -214,7 +214,7 @@ def on_deployment_failure(ctx: JobContext) -> None:
               f"{state.get('state')}" + (f": {state['description']}" if state.get("description") else ""))
     req = Request("gating (on_deploy_failure)", reason, state.get("log_url") or state.get("target_url") or "")
     try:
-        out = execute(repo, audit, LAST_GOOD, req, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path)
+        out = execute(repo, audit, LAST_GOOD, req, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path, cfg)
     except Refusal as r:
         ctx.log.warning("%s: deployment %s failed; rollback refused (%s): %s", repo.full_name, dep.get("id"),
                         r.code, r.message)

@@ -128,10 +128,11 @@ def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH
 
 
 def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, blobs: BlobCache,
-            manifest_path: str = MANIFEST_PATH) -> Outcome:
-    """Plan against the current tip and write it; raises Refusal when there is nothing to do."""
+            manifest_path: str = MANIFEST_PATH, config: Config | None = None) -> Outcome:
+    """Plan against the current tip and write it; raises Refusal when there is nothing to do.
+    `config` is the caller's fresh read of the default branch, if it has one."""
     for attempt in range(1, ATTEMPTS + 1):
-        cfg = load_config(repo, blobs, manifest_path)
+        cfg = config if config is not None and attempt == 1 else load_config(repo, blobs, manifest_path)
         plan = make_plan(audit.entries(), target, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
                          lambda prefix: gh.commit_sha(repo, prefix), manifest_path)
         tree = _write_tree(repo, plan)
@@ -228,7 +229,8 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
                           f"{who_text(who)}, and @{login} has {permission} permission.")
         source = f"comment {comment.get('html_url') or f'on #{number}'}"
         req = Request(f"@{login}", cmd.reason, source)
-        outcome = execute(repo, app_audit(ctx, repo), cmd.target, req, now(), ctx.blobs, ctx.settings.manifest_path)
+        outcome = execute(repo, app_audit(ctx, repo), cmd.target, req, now(), ctx.blobs, ctx.settings.manifest_path,
+                          cfg)
     except Refusal as r:
         gh.comment(repo, number, refusal_reply(r, cmd.target))
         gh.react(repo, cid, "confused")
