@@ -3,6 +3,7 @@ emulated GitHub, offline, printed as GitHub shows the check runs."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -36,4 +37,6 @@ def test_demo_shows_the_check_runs_offline_and_fast(tmp_path: Path):
     assert ("│  Fail: 5 cases regressed (no-password-leak, polite-tone, refund-cites-article, "
             "shipping-cites-article, unknown-answer)") in second
     assert "baseline: eval note on base" in second and "#### Regressions (5)" in second
+    assert re.search(r"== done in [0-9.]+ s; \d+ GitHub API requests, every one valid against GitHub's OpenAPI "
+                     r"description\n$", out)
     assert (tmp_path / "support-bot" / "gating.yml").is_file()

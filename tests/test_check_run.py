@@ -141,8 +141,9 @@ def test_second_run_of_the_same_pull_request_makes_no_llm_calls(h: Harness):
 
 def test_rerun_baseline_uses_the_cache_for_zero_calls(h: Harness):
     pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
-    first = h.run(pr, args=("--baseline", "rerun"))
+    first = h.run(pr, args=("--baseline", "rerun", "--concurrency", "3"))
     again = h.run(pr, args=("--baseline", "rerun"), clone=first.clone)
+    assert first.report["head_run"]["config"]["concurrency"] == 3
     assert first.llm_requests == ALL_CASES + len(GREET_CASES)
     assert again.llm_requests == 0
     assert again.report["comparison"]["verdict"] == "pass"

@@ -65,7 +65,13 @@ def _run(root: Path) -> int:
     with emulated_github(root.parent / "github") as state:
         for step in STEPS:
             step(state)
-    say(f"done in {time.monotonic() - t0:.1f} s")
+        api_calls = [r for r in state.emu.requests if r.operation != "git/smart-http"]
+        problems = state.emu.take_problems()
+    if problems:
+        print("gating demo: the emulated GitHub saw invalid requests:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    say(f"done in {time.monotonic() - t0:.1f} s; {len(api_calls)} GitHub API requests, every one valid against "
+        "GitHub's OpenAPI description")
     return 0
 
 
