@@ -9,7 +9,8 @@ label matchers match, runs the same rollback as `/rollback` with the alert as th
 
 A failed deployment (deployment_status failure or error) rolls back to the last known-good state
 when gating.yml says rollback.on_deploy_failure: true, once its deploy_failed audit entry is in the
-log (written by the deployments handler; until it appears the job retries).
+log (written by the deployments handler, whose jobs share this one's key and so run first; should
+the entry still be missing, the job retries).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from app.handlers import JobContext, Payload, Registry
-from app.handlers.rollback_command import app_audit, execute, load_config, rollback_key
+from app.handlers.rollback_command import app_audit, execute, load_config
 from app.jobs import PermanentError, RetryLater
 from gating.github import GitHubError, Repo
 from gating.rollback import LAST_GOOD, Refusal, Request, current_state, matching_rule
@@ -33,7 +34,7 @@ ALERT_EVENT = "alertmanager"
 MAX_ALERTS = 500  # Alertmanager's max_alerts is unbounded by default; refuse absurd batches
 MAX_REPOSITORIES = 100  # candidate repositories looked at for one alert when none is named
 FAILED_STATES = ("failure", "error")
-DEPLOY_RETRY_SECONDS = 2.0
+DEPLOY_RETRY_SECONDS = 1.0
 
 bp = Blueprint("gating_alerts", __name__)
 
@@ -44,7 +45,13 @@ class PayloadError(ValueError):
 
 def register(registry: Registry) -> None:
     registry.on(ALERT_EVENT, "firing", key=lambda p: p.get("key"))(on_alert)
-    registry.on("deployment_status", "created", key=rollback_key, when=_failed)(on_deployment_failure)
+    # the deployments handler's key: queued after it for the same delivery, this job finds its entry
+    registry.on("deployment_status", "created", key=_audit_key, when=_failed)(on_deployment_failure)
+
+
+def _audit_key(payload: Payload) -> str | None:
+    repo = (payload.get("repository") or {}).get("full_name")
+    return f"{repo}#audit" if repo else None
 
 
 def _failed(payload: Payload) -> bool:
