@@ -152,3 +152,22 @@ def test_pushing_a_pull_requests_head_into_its_base_marks_it_merged(github: Emul
     assert merged["merged_by"]["login"] == "gating-emulated[bot]"
     record = github.repo_record(github_repo)
     assert [f.filename for f in github.pull_files(record, record.issues[pr["number"]])] == ["a.txt"]
+
+
+def test_create_tree_nested_paths_folder_deletes_and_exact_messages(github: Emulator, github_repo: RepoHandle) -> None:
+    with api(github, github.installation_token()) as c:
+        base = c.get(f"/repos/acme/support-bot/git/commits/{github_repo.head()}").json()["tree"]["sha"]
+        tree = c.post("/repos/acme/support-bot/git/trees", json={"base_tree": base, "tree": [
+            {"path": "prompts", "mode": "040000", "type": "tree", "sha": None},
+            {"path": "new/deep/file.txt", "mode": "100644", "type": "blob", "content": "deep\n"},
+            {"path": "gating.yml/was-a-file.txt", "mode": "100644", "type": "blob", "content": "x"},
+        ]}).json()
+        top = {e["path"]: e["type"] for e in tree["tree"]}
+        assert "prompts" not in top and top["new"] == "tree" and top["gating.yml"] == "tree"
+        commit = c.post("/repos/acme/support-bot/git/commits", json={
+            "message": "subject\n\nbody\n", "tree": tree["sha"], "parents": [github_repo.head()],
+            "author": {"name": "Ada", "email": "ada@example.invalid", "date": "2024-05-01T12:00:00Z"}}).json()
+    assert commit["message"] == "subject\n\nbody\n"
+    assert github_repo.git.run("log", "-1", "--format=%an <%ae> %aI", commit["sha"]) == \
+        "Ada <ada@example.invalid> 2024-05-01T12:00:00+00:00"
+    assert github_repo.git.show_file(commit["sha"], "new/deep/file.txt") == b"deep\n"

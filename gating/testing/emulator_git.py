@@ -139,8 +139,9 @@ class BareRepo:
         for e in entries:
             path, mode = e["path"].strip("/"), e["mode"]
             sha = self.write_blob(e["content"].encode("utf-8")) if e.get("content") is not None else e.get("sha")
-            for p in [p for p in flat if p == path or p.startswith(path + "/")]:
-                del flat[p]
+            parents = {"/".join(path.split("/")[:k]) for k in range(1, path.count("/") + 1)}
+            for p in [p for p in flat if p == path or p.startswith(path + "/") or p in parents]:
+                del flat[p]  # the entry itself, what was under it, and files where its folders go
             if sha is None:
                 continue
             if mode == "040000":
