@@ -36,7 +36,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 ENV_NAMES = {"openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"), "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
 # Providers that speak the OpenAI chat-completions dialect.
-OPENAI_DIALECT = {"openai", "azure", "ollama", "vllm", "litellm"}
+OPENAI_DIALECT = {"openai", "ollama", "vllm", "litellm"}
 
 
 class ProviderError(Exception):
