@@ -99,3 +99,53 @@ def test_console_script_without_a_terminal_prints_no_progress_bar(repo: Git, liv
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert proc.stderr.count("\n") == 1 and "\r" not in proc.stderr  # one summary line, no bar
+
+
+def _run_on_pty(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(60), b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["terminal", "ci"])
+def test_progress_bar_on_a_terminal_only(repo: Git, live: LLMServer, ci: bool) -> None:
+    import os
+
+    live.latency = 0.3
+    env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "true"} if ci else {})
+    code, screen = _run_on_pty([sys.executable, "-m", "gating", "-C", str(repo.root), "eval", "--no-cache",
+                                "--concurrency", "1"], env)
+    assert code == 0
+    assert ("━" in screen) is not ci  # rich's bar
+    assert "gating: 2 cases in " in screen
+
+
+def test_only_runs_the_cases_of_the_named_prompts(repo: Git, live: LLMServer, tmp_path: Path) -> None:
+    assert main(["-C", str(repo.root), "eval", "--no-cache", "--only", "other", "--json", str(tmp_path / "r.json")]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["head"]["cases"] == [] and doc["head"]["config"]["only_prompts"] == ["other"]
+    assert doc["comparison"]["verdict"] == "inconclusive" and live.requests == 0
+
+
+def test_price_table_from_the_repository(repo: Git, live: LLMServer, tmp_path: Path) -> None:
+    (repo.root / "prices.json").write_text(json.dumps({"openai": {"gpt-4o-mini-2024-07-18":
+                                                                   {"input": 1000000, "output": 0}}}))
+    manifest = repo.root / "gating.yml"
+    manifest.write_text(manifest.read_text().replace("evals:\n", "evals:\n  prices: prices.json\n"))
+    assert main(["-C", str(repo.root), "eval", "--no-cache", "--json", str(tmp_path / "r.json")]) == 0
+    head = json.loads((tmp_path / "r.json").read_text())["head"]
+    assert [c["cost_usd"] for c in head["cases"]] == [c["tokens_in"] for c in head["cases"]]  # $1 per input token
