@@ -103,3 +103,16 @@ def test_two_processes_share_a_cache_directory(tmp_path: Path) -> None:
     for who in "ab":
         for i in range(300):
             assert cache.get(f"{who}{i:063x}").text == f"{who}-{i}" * 20
+
+
+def test_identical_requests_in_flight_are_sent_once(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    llm.latency = 0.2
+    cases = [{"id": f"same{i}", "prompt": "p", "vars": {"q": a("same")}} for i in range(5)]
+    cases.append({"id": "broken", "prompt": "p", "vars": {"q": "[[fault:malformed]]"}})
+    cases.append({"id": "broken2", "prompt": "p", "vars": {"q": "[[fault:malformed]]"}})
+    snap, reader = load(write_repo(tmp_path / "r", cases))
+    run = run_evals(snap, reader, env=live_env(llm), concurrency=8)
+    assert llm.requests == 2
+    assert [c.output for c in run.cases[:5]] == ["same"] * 5
+    assert [c.error for c in run.cases[5:]] == ["parse", "parse"]
+    assert run.stats["cache_hits"] == 5

@@ -7,6 +7,7 @@ cassettes for its datasets, else live. Errors are never cached or recorded.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class LLM:
         self.timeout_s = timeout_s
         self.stats = Stats()
         self.recorded: dict[str, dict[str, dict[str, Any]]] = {}  # dataset path -> key -> entry
+        self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
     async def complete(self, req: ChatRequest, dataset: str = "") -> Completion:
         key = request_key(req)
@@ -82,6 +84,29 @@ class LLM:
             return Completion.from_dict(entry["response"], "replay")
         if self.pool is None:
             raise ProviderError("provider", "live calls are not available in this run")
+        pending = self._inflight.get(key)
+        if pending is not None:  # an identical request is on its way: share its answer (or its error)
+            self.stats.cache_hits += 1
+            got = await asyncio.shield(pending)
+            return Completion(got.text, got.tokens_in, got.tokens_out, got.latency_ms, "cache")
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            got = await self._live(req, key, dataset)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            fut.set_result(got)
+        finally:
+            del self._inflight[key]
+        return got
+
+    async def _live(self, req: ChatRequest, key: str, dataset: str) -> Completion:
         self.stats.requests += 1
 
         def on_retry(err: ProviderError, wait: float) -> None:

@@ -142,8 +142,8 @@ class _Run:
         return CaseResult(
             id=case.id, prompt=case.prompt, passed=passed, score=sum(scores_list) / n,
             scores={k: sum(v) / len(v) for k, v in by_name.items()}, assertions=shown[1],
-            output=(shown[0].output if shown[0] else ""), error=err[2] if err else None,
-            error_message=err[3] if err else "", latency_ms=latency,
+            output=(shown[0].output if shown[0] else ""), error=err[2] if err and not passed else None,
+            error_message=err[3] if err and not passed else "", latency_ms=latency,
             tokens_in=None if tin is None else round(tin), tokens_out=None if tout is None else round(tout),
             cost_usd=mean([o.cost_usd for o in outs]), cached=bool(outs) and all(o.cached for o in outs),
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
