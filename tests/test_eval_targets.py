@@ -164,3 +164,18 @@ def test_repeat_runs_each_case_n_times_with_majority(tmp_path: Path, llm: LLMSer
     assert llm.requests == 3  # each repeat is its own sample, not a cache hit of the first
     again = run_evals(snap, reader, env=live_env(llm), repeat=3, cache_dir=tmp_path / "c")
     assert llm.requests == 3 and again.cases[0].cached
+
+
+def test_repeat_majority_and_mean_over_a_flaky_answer(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    from eval_support import fast_retries
+
+    cases = [{"id": "flaky", "prompt": "p", "vars": {"q": a("yes") + "[[fault:500 times=1]]"},
+              "assert": [{"type": "equals", "value": "yes"}]},
+             {"id": "down", "prompt": "p", "vars": {"q": a("yes") + "[[fault:500 times=2]]"},
+              "assert": [{"type": "equals", "value": "yes"}]}]
+    snap, reader = load(write_repo(tmp_path / "r", cases))
+    run = run_evals(snap, reader, env=live_env(llm), repeat=3, concurrency=1, retry=fast_retries(0))
+    flaky, down = run.cases
+    assert (flaky.repeat_passed, flaky.passed, flaky.error) == ([False, True, True], True, None)
+    assert flaky.score == pytest.approx(2 / 3)
+    assert (down.repeat_passed, down.passed, down.error) == ([False, False, True], False, "provider")
