@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gating.diff import ChangeSet
 
 RISK_BADGE = {
@@ -44,6 +46,10 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
 
 
 # -- eval results (gating.evals) -----------------------------------------------------------------
+if TYPE_CHECKING:
+    from gating.evals.calibrate import Calibration
+    from gating.evals.records import Comparison, RunResult
+
 # Renderers of RunResult / Comparison / Calibration records: Markdown for the check run and job
 # summary, JUnit XML for CI test reporters, JSON with a stable, versioned schema.
 
@@ -53,7 +59,7 @@ STATUS_BADGE = {"ok": "ok", "fail": "**fail**", "regressed": "**regressed**", "i
                 "inconclusive": "inconclusive", "info": ""}
 
 
-def _num(v, metric: str = "") -> str:
+def _num(v: float | None, metric: str = "") -> str:
     if v is None:
         return "unknown"
     if metric.startswith("cost") or metric.endswith("_usd"):
@@ -63,7 +69,7 @@ def _num(v, metric: str = "") -> str:
     return f"{v:.3f}"
 
 
-def _signed(v, metric: str = "") -> str:
+def _signed(v: float | None, metric: str = "") -> str:
     if v is None:
         return ""
     s = _num(abs(v), metric)
@@ -74,7 +80,7 @@ def _short_rev(rev: str) -> str:
     return rev[:7] if len(rev) == 40 else rev
 
 
-def render_eval_markdown(cmp, heading: str = "###", max_cases: int = 50, title: str = "gating / eval") -> str:
+def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int = 50, title: str = "gating / eval") -> str:
     """The Comparison as a reviewer reads it: verdict and reasons first, then the score table,
     flipped cases, cost at the configured traffic, latency per stage and errors by category."""
     lines = [f"{heading} {title}: {VERDICT_BADGE.get(cmp.verdict, cmp.verdict)}", ""]
@@ -144,7 +150,7 @@ def render_eval_markdown(cmp, heading: str = "###", max_cases: int = 50, title: 
     return text
 
 
-def render_run_markdown(run, heading: str = "###", max_cases: int = 50) -> str:
+def render_run_markdown(run: RunResult, heading: str = "###", max_cases: int = 50) -> str:
     """One run on its own: pass rate, metrics, and the failing cases with their reasons."""
     m = run.metrics
     lines = [f"{heading} Eval at `{_short_rev(run.rev)}`: {m.get('passed', 0)}/{m.get('cases', 0)} passed", ""]
@@ -165,7 +171,7 @@ def render_run_markdown(run, heading: str = "###", max_cases: int = 50) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_junit(obj, suite: str = "gating eval") -> str:
+def render_junit(obj: RunResult | Comparison, suite: str = "gating eval") -> str:
     """JUnit XML: a RunResult gives one testcase per eval case; a Comparison one per metric check
     (thresholds and regression rules) plus one per flipped case."""
     from xml.sax.saxutils import quoteattr
@@ -222,14 +228,17 @@ def _xml_text(s: str) -> str:
     return escape(_xml_clean(s))
 
 
-def eval_to_json(obj) -> str:
+def eval_to_json(obj: RunResult | Comparison | Calibration) -> str:
     """Stable JSON of a RunResult, Comparison or Calibration (sorted keys, schema field included)."""
     import json
 
     return json.dumps(obj.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_calibration_markdown(cal, heading: str = "###") -> str:
+to_json = eval_to_json  # the name the other renderers' callers use
+
+
+def render_calibration_markdown(cal: Calibration, heading: str = "###") -> str:
     state = "calibrated" if cal.calibrated else "**not calibrated**"
     lines = [f"{heading} Judge calibration: {state}", "",
              f"Judge `{cal.judge}` on {cal.n} human-rated examples (`{cal.ratings_path}`).", "",
