@@ -18,6 +18,7 @@ from gating.commands.common import WORKTREE, reader, repo
 from gating.evals.calibrate import calibrate
 from gating.evals.compare import compare
 from gating.evals.dataset import DatasetError
+from gating.evals.records import RunResult
 from gating.evals.runner import run_evals
 from gating.manifest import MANIFEST_PATH
 from gating.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     return 1 if cmp.verdict == "fail" else 0
 
 
-def _failing(run) -> str:  # noqa: ANN001
+def _failing(run: RunResult) -> str:
     bad = [c for c in run.cases if not c.passed]
     if not bad:
         return ""

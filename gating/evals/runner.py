@@ -59,8 +59,7 @@ def _expects_refusal(case: Case) -> bool:
 
 
 class _Run:
-    def __init__(self, snapshot: Snapshot, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
-        self.snapshot = snapshot
+    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
         self.target = target
         self.llm = llm
         self.prices = prices
@@ -164,7 +163,7 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     return merged
 
 
-def _prices(snapshot: Snapshot, reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
+def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
     path = ev.get("prices")
     if not path:
         return default_prices()
@@ -223,7 +222,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if not target_cfg.get("url") or pool is None:
             raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
         target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
-    run = _Run(snapshot, target, llm, _prices(snapshot, reader, ev), judge_model, n_repeat)
+    run = _Run(target, llm, _prices(reader, ev), judge_model, n_repeat)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
     bar = _progress(progress, env, len(selected))
