@@ -76,6 +76,14 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log
         return jsonify({"error": e.description}), e.code
 
-    app.before_request(state.worker.ensure_started)  # after a gunicorn fork, threads start on first request
+    @app.before_request
+    def _before() -> None:
+        state.worker.ensure_started()  # after a gunicorn fork, threads start on the first request
+        state.worker.request_started()
+
+    @app.teardown_request
+    def _after(_exc: BaseException | None) -> None:
+        state.worker.request_finished()
+
     state.worker.ensure_started()
     return app

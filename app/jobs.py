@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import sqlite3
 import threading
@@ -97,21 +98,29 @@ class JobQueue:
         self.retry_base, self.retry_max, self.keep_done_seconds = retry_base, retry_max, keep_done_seconds
         self.clock = clock
         self._local = threading.local()
-        with self._conn() as c:
-            c.executescript(_SCHEMA)
+        self._write_lock = threading.Lock()  # one writer per process: no busy-waiting among our threads
+        self._completed = 0
+        with self._tx() as c:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms; _retry waits far less.
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, fast commits
-            conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     def _tx(self) -> _Tx:
-        return _Tx(self._conn())
+        return _Tx(self._conn(), self._write_lock)
+
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        return _retry(lambda: conn.execute(sql, args).fetchall())
 
     # -- producing ---------------------------------------------------------------------------------
 
@@ -135,6 +144,9 @@ class JobQueue:
     def claim(self, owner: str) -> Job | None:
         """The next due job, now leased to `owner`; jobs whose lease ran out count as due."""
         now = self.clock()
+        if not self._read("SELECT 1 FROM jobs WHERE (status = 'queued' AND run_after <= ?) OR "
+                          "(status = 'running' AND lease_until < ?) LIMIT 1", (now, now)):
+            return None  # nothing due: no write lock taken
         with self._tx() as c:
             while True:
                 row = c.execute(
@@ -169,7 +181,9 @@ class JobQueue:
         with self._tx() as c:
             c.execute("UPDATE jobs SET status = 'done', owner = NULL, lease_until = NULL, updated_at = ? "
                       "WHERE id = ? AND owner = ? AND status = 'running'", (now, job.id, owner))
-            c.execute("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (now - self.keep_done_seconds,))
+            self._completed += 1
+            if self._completed % 500 == 1:  # now and then, forget old finished jobs (and their delivery ids)
+                c.execute("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (now - self.keep_done_seconds,))
 
     def fail(self, job: Job, owner: str, error: str, permanent: bool = False, after: float | None = None) -> str:
         """Record a failure; the job is queued again after a backoff, or kept as failed. Returns its status."""
@@ -188,13 +202,12 @@ class JobQueue:
     # -- looking and fixing ------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job | None:
-        row = self._conn().execute(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job(*row) if row else None
+        rows = self._read(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,))
+        return Job(*rows[0]) if rows else None
 
     def list(self, status: str | None = None, limit: int = 50) -> list[Job]:
         where, args = ("WHERE status = ?", (status,)) if status else ("", ())
-        rows = self._conn().execute(f"SELECT {_COLS} FROM jobs {where} ORDER BY id DESC LIMIT ?",
-                                    (*args, limit)).fetchall()
+        rows = self._read(f"SELECT {_COLS} FROM jobs {where} ORDER BY id DESC LIMIT ?", (*args, limit))
         return [Job(*r) for r in rows]
 
     def retry(self, ids: Sequence[int] | None = None) -> int:
@@ -211,14 +224,15 @@ class JobQueue:
             return cur.rowcount
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {s: 0 for s in STATUSES} | dict(rows)
 
     def last_error(self) -> dict[str, Any] | None:
-        row = self._conn().execute("SELECT id, handler, last_error, error_at FROM jobs WHERE error_at IS NOT NULL "
-                                   "ORDER BY error_at DESC LIMIT 1").fetchone()
-        if not row:
+        rows = self._read("SELECT id, handler, last_error, error_at FROM jobs WHERE error_at IS NOT NULL "
+                          "ORDER BY error_at DESC LIMIT 1")
+        if not rows:
             return None
+        row = rows[0]
         return {"job": row[0], "handler": row[1], "error": row[2],
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row[3]))}
 
@@ -236,22 +250,60 @@ class JobQueue:
 class _Tx:
     """`BEGIN IMMEDIATE` ... COMMIT: takes the write lock up front, so claims never race."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock):
+        self.conn, self.lock = conn, lock
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.lock.acquire()
+        try:
+            _retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+        except BaseException:
+            self.lock.release()
+            raise
         return self.conn
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if exc_type:
+                self.conn.execute("ROLLBACK")
+            else:
+                _retry(lambda: self.conn.execute("COMMIT"))
+        finally:
+            self.lock.release()
+
+
+def _retry(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Run `fn`, waiting out another process's write lock in short, jittered steps (0.1 ms to 5 ms)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.0001
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as e:
+            msg = str(e)
+            if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, 0.005)
 
 
 class Worker:
-    """Background threads in one process that run due jobs; `wake()` skips the poll wait."""
+    """Background threads in one process that run due jobs; `wake()` skips the poll wait.
 
-    def __init__(self, queue: JobQueue, run: Callable[[Job], None], threads: int = 2, poll: float = 1.0):
+    Acknowledging webhooks comes first: before taking its next job, a job thread waits until this
+    process has had no request in flight for `QUIET` seconds (but never longer than `yield_seconds`),
+    so a burst of deliveries is acknowledged at full speed and worked off right after.
+    """
+
+    QUIET = 0.005
+
+    def __init__(self, queue: JobQueue, run: Callable[[Job], None], threads: int = 2, poll: float = 1.0,
+                 yield_seconds: float = 0.1):
         self.queue, self.run, self.threads, self.poll = queue, run, threads, poll
+        self.yield_seconds = yield_seconds
+        self._requests = 0
+        self._last_request = 0.0
+        self._quiet = threading.Condition()
         self._pid: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Condition()
@@ -284,6 +336,22 @@ class Worker:
             self._pending_wakes += n
             self._wake.notify(n)
 
+    def request_started(self) -> None:
+        with self._quiet:
+            self._requests += 1
+
+    def request_finished(self) -> None:
+        with self._quiet:
+            self._requests = max(0, self._requests - 1)
+            self._last_request = time.monotonic()
+
+    def _yield_to_requests(self) -> None:
+        deadline = time.monotonic() + self.yield_seconds
+        with self._quiet:
+            while (self._requests or time.monotonic() - self._last_request < self.QUIET) \
+                    and time.monotonic() < deadline:
+                self._quiet.wait(self.QUIET)
+
     def _wait(self) -> None:
         with self._wake:
             if self._pending_wakes == 0:
@@ -301,6 +369,7 @@ class Worker:
 
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():
+            self._yield_to_requests()
             try:
                 job = self.queue.claim(owner)
             except sqlite3.Error:
