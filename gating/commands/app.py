@@ -63,7 +63,9 @@ def _queue(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from app.settings import SettingsError, documented
+    from dataclasses import fields
+
+    from app.settings import SettingsError
 
     settings = _settings()
     try:
@@ -71,10 +73,10 @@ def serve(args: argparse.Namespace) -> int:
     except SettingsError as e:
         raise UsageError("the App cannot start: " + "; ".join(e.problems)) from None
     if args.check:
-        secret = {"PRIVATE_KEY", "WEBHOOK_SECRET"}
-        for (env, _doc, _default), value in zip(documented(), vars(settings).values(), strict=True):
-            shown = "(set)" if env in secret and value else value
-            print(f"{env}={shown if not isinstance(shown, tuple) else ','.join(shown)}")
+        for f in fields(settings):  # a field kept out of repr is a secret: say whether it is set, never what
+            value = getattr(settings, f.name)
+            shown = ("(set)" if value else "(not set)") if not f.repr else value
+            print(f"{f.metadata['env']}={','.join(shown) if isinstance(shown, tuple) else shown}")
         return 0
     argv = [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", args.bind, "--workers", str(args.workers),
             "--threads", str(args.threads), "--worker-class", "gthread", "--access-logfile", "-"]
