@@ -31,6 +31,10 @@ class AppState:
     worker: Worker = field(init=False)
     blobs: BlobCache = field(default_factory=BlobCache)
 
+    def coalesces(self, job: Job) -> bool:
+        handler = self.registry.get(job.event, job.handler)
+        return bool(handler and handler.coalesce)
+
     def run_job(self, job: Job) -> None:
         handler = self.registry.get(job.event, job.handler)
         if handler is None:
@@ -67,7 +71,8 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
     state = AppState(settings, open_queue(settings), registry or load_registry(settings.handler_modules), github)
-    state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds)
+    state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
+                          coalesce=state.coalesces)
     app.extensions["gating"] = state
     app.register_blueprint(webhooks.bp)
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   owner TEXT,
   last_error TEXT,
   error_at REAL,
+  coalesced_into INTEGER,
   created_at REAL NOT NULL,
   updated_at REAL NOT NULL,
   UNIQUE (delivery, handler)
@@ -77,6 +78,7 @@ class Job:
     last_error: str | None
     created_at: float
     updated_at: float
+    coalesced_into: int | None = None  # done because job N ran for the same key after it was queued
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -84,7 +86,7 @@ class Job:
 
 
 _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, run_after, last_error, " \
-        "created_at, updated_at"
+        "created_at, updated_at, coalesced_into"
 
 
 class JobQueue:
@@ -141,8 +143,9 @@ class JobQueue:
 
     # -- consuming ---------------------------------------------------------------------------------
 
-    def claim(self, owner: str) -> Job | None:
-        """The next due job, now leased to `owner`; jobs whose lease ran out count as due."""
+    def claim(self, owner: str, coalesce: Callable[[Job], bool] | None = None) -> Job | None:
+        """The next due job, now leased to `owner`; jobs whose lease ran out count as due. When
+        `coalesce(job)` is true, the queued jobs of its handler and key are done as part of it."""
         now = self.clock()
         if not self._read("SELECT 1 FROM jobs WHERE (status = 'queued' AND run_after <= ?) OR "
                           "(status = 'running' AND lease_until < ?) LIMIT 1", (now, now)):
@@ -165,6 +168,10 @@ class JobQueue:
                     continue
                 c.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
                           "updated_at = ? WHERE id = ?", (owner, now + self.lease_seconds, now, job.id))
+                if job.key is not None and coalesce is not None and coalesce(job):
+                    c.execute("UPDATE jobs SET status = 'done', coalesced_into = ?, updated_at = ? "
+                              "WHERE status = 'queued' AND key = ? AND handler = ? AND id != ?",
+                              (job.id, now, job.key, job.handler, job.id))
                 return Job(*row[:7], "running", job.attempts + 1, *row[9:])
 
     def heartbeat(self, owners: Iterable[str]) -> None:
@@ -298,8 +305,9 @@ class Worker:
     QUIET = 0.005
 
     def __init__(self, queue: JobQueue, run: Callable[[Job], None], threads: int = 2, poll: float = 1.0,
-                 yield_seconds: float = 0.1):
+                 yield_seconds: float = 0.1, coalesce: Callable[[Job], bool] | None = None):
         self.queue, self.run, self.threads, self.poll = queue, run, threads, poll
+        self.coalesce = coalesce
         self.yield_seconds = yield_seconds
         self._requests = 0
         self._last_request = 0.0
@@ -371,7 +379,7 @@ class Worker:
         while not self._stop.is_set():
             self._yield_to_requests()
             try:
-                job = self.queue.claim(owner)
+                job = self.queue.claim(owner, self.coalesce)
             except sqlite3.Error:
                 log.exception("claiming a job failed")
                 self._stop.wait(self.poll)

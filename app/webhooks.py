@@ -63,8 +63,15 @@ def _read_body(limit: int) -> bytes | None:
 
 
 def receive() -> tuple[Response, int]:
-    state = current_app.extensions["gating"]
+    """The webhook endpoint; `Server-Timing: app;dur=<ms>` says how long the App itself took."""
     t0 = time.perf_counter()
+    resp, status = _receive(t0)
+    resp.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.2f}"
+    return resp, status
+
+
+def _receive(t0: float) -> tuple[Response, int]:
+    state = current_app.extensions["gating"]
     if request.content_length is not None and request.content_length > state.settings.max_body_bytes:
         return _error(413, f"body of {request.content_length} bytes is over the limit of "
                       f"{state.settings.max_body_bytes}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -328,11 +329,13 @@ class Repo:
 
 
 class BlobCache:
-    """Blobs are immutable, so one process can share them across jobs (bounded by total bytes)."""
+    """Git objects are immutable, so one process shares them across jobs: blobs (bounded by total
+    bytes), and trees and values derived from them, keyed by SHAs (`memo`, bounded by entries)."""
 
-    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024, max_entries: int = 512):
+        self.max_bytes, self.max_entries = max_bytes, max_entries
         self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._memo: OrderedDict[Any, Any] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
@@ -353,6 +356,22 @@ class BlobCache:
                 _, old = self._items.popitem(last=False)
                 self._size -= len(old)
 
+    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per key; the key must name immutable inputs (SHAs, not branch names)."""
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+        value = compute()
+        with self._lock:
+            self._memo[key] = value
+            while len(self._memo) > self.max_entries:
+                self._memo.popitem(last=False)
+        return value
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
 
 class ApiRevision:
     """A `RevisionReader` at one commit, read through the git trees and blobs API (no clone)."""
@@ -365,11 +384,17 @@ class ApiRevision:
 
     def _tree(self) -> dict[str, str]:
         if self._shas is None:
-            body = self.repo.tree(self.sha)
-            if body.get("truncated"):
-                raise GitHubError(200, f"the tree of {self.sha[:12]} is too large for one API call (truncated)")
-            self._shas = {e["path"]: e["sha"] for e in body.get("tree", []) if e.get("type") == "blob"}
+            if _SHA.match(self.sha):
+                self._shas = self.blobs.memo(("tree", self.repo.full_name, self.sha), self._fetch_tree)
+            else:  # a branch or tag name moves: never cached
+                self._shas = self._fetch_tree()
         return self._shas
+
+    def _fetch_tree(self) -> dict[str, str]:
+        body = self.repo.tree(self.sha)
+        if body.get("truncated"):
+            raise GitHubError(200, f"the tree of {self.sha[:12]} is too large for one API call (truncated)")
+        return {e["path"]: e["sha"] for e in body.get("tree", []) if e.get("type") == "blob"}
 
     def list_files(self) -> list[str]:
         return sorted(self._tree())

@@ -111,8 +111,9 @@ def test_review_road_from_open_to_approved_and_back_after_a_push(world: World):
     assert rows(run)["prompt-review"].startswith(
         f"| prompt-review | ⏳ pending | waiting for `gating / eval` on {sha} | @dave on `{sha}` |")
 
-    world.emu.add_review(world.repo, n, "carol", "APPROVED")  # in the team, but the evals have not run
-    world.eval_check(n, None)
+    world.eval_check(n, None)  # the evals are running...
+    world.settle()
+    world.emu.add_review(world.repo, n, "carol", "APPROVED")  # ...when a team member approves
     world.settle()
     run = world.approval(n)
     assert run["status"] == "in_progress"
@@ -221,3 +222,23 @@ def test_a_pull_request_no_rule_covers_is_approved_at_once(world: World):
     run = world.approval(pr["number"])
     assert (run["status"], run["conclusion"]) == ("completed", "success")
     assert run["output"]["title"] == "Skipped: no approval rule applies to this pull request"
+
+
+def test_a_burst_of_deliveries_about_one_pull_request_costs_one_evaluation(world: World):
+    pr = world.open_pull({"gating.yml": NEW_PIN})
+    world.settle()
+    state = world.app.extensions["gating"]
+    state.worker.stop()
+    time.sleep(0.1)
+    world.emu.reset_requests()
+    for label in ("a", "b", "c"):
+        world.emu.add_label(world.repo, pr["number"], label)
+    world.emu.wait_for_deliveries()
+    assert state.queue.counts()["queued"] == 3
+    state.worker._pid = None  # start the job threads again
+    state.worker.ensure_started()
+    world.settle()
+    labeled = [j for j in state.queue.list() if j.action == "labeled"]
+    assert sorted((j.status, j.coalesced_into is not None) for j in labeled) == [
+        ("done", False), ("done", True), ("done", True)]
+    assert sum(1 for r in world.emu.requests if r.operation == "pulls/get") == 1

@@ -267,5 +267,8 @@ def test_api_revision_builds_the_same_snapshot_as_git(github, github_repo):
     assert over_api.read_many(["nope.txt"]) == {"nope.txt": None}
     github.reset_requests()
     again = ApiRevision(repo, sha, over_api.blobs)
-    build_snapshot(again)
-    assert [r.operation for r in github.requests] == ["git/get-tree"]  # blobs came from the cache
+    assert build_snapshot(again).digest == build_snapshot(from_git).digest
+    assert github.requests == []  # the tree and the blobs of a SHA never change: both came from the cache
+    by_name = ApiRevision(repo, "main", over_api.blobs)
+    by_name.list_files()
+    assert [r.operation for r in github.requests] == ["git/get-tree"]  # a branch moves: read again

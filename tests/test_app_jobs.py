@@ -136,6 +136,25 @@ def test_jobs_of_one_pull_request_run_one_at_a_time_in_order(queue: JobQueue):
     assert queue.claim("c").delivery == "d2"
 
 
+def test_a_run_covers_the_queued_jobs_of_its_handler_and_key(queue: JobQueue):
+    put(queue, "d1", (("approvals", "acme/x#1"),))
+    put(queue, "d2", (("approvals", "acme/x#1"),))
+    put(queue, "d3", (("audit", "acme/x#1"),))  # another handler: not covered
+    put(queue, "d4", (("approvals", "acme/x#2"),))  # another pull request: not covered
+    job = queue.claim("w", coalesce=lambda j: j.handler == "approvals")
+    assert job.delivery == "d1"
+    assert [(j.delivery, j.status, j.coalesced_into) for j in queue.list()] == [
+        ("d4", "queued", None), ("d3", "queued", None), ("d2", "done", 1), ("d1", "running", None)]
+    assert queue.claim("w2", coalesce=lambda j: False).delivery == "d4"
+
+
+def test_jobs_are_not_coalesced_unless_the_handler_says_so(queue: JobQueue):
+    put(queue, "d1", (("h", "k"),))
+    put(queue, "d2", (("h", "k"),))
+    queue.complete(queue.claim("w"), "w")
+    assert queue.claim("w").delivery == "d2"
+
+
 def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
     path = str(tmp_path / "jobs.db")
     q1 = JobQueue(path, clock=clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from pathlib import Path
@@ -129,6 +130,7 @@ def test_handled_event_is_queued_run_once_and_a_redelivery_does_nothing_new(app,
     body, headers = signed(PR, "pull_request", delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958")
     r = post(client, body, headers)
     assert (r.status_code, r.json) == (202, {"status": "queued", "jobs": [1]})
+    assert re.fullmatch(r"app;dur=\d+\.\d\d", r.headers["Server-Timing"])
     assert app.extensions["gating"].queue.wait_idle(5)
     r = post(client, body, headers)
     assert (r.status_code, r.json) == (200, {"status": "duplicate", "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958"})

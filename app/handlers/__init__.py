@@ -7,8 +7,10 @@ Each handler module has a `register(registry)` function and is listed once in
         registry.on("pull_request", "closed", key=pull_key, when=lambda p: p["pull_request"]["merged"])(on_merge)
 
 `key` groups jobs that must not run at the same time (one pull request: "owner/repo#12"); `when`
-filters on the payload before a job is queued. A handler receives a `JobContext` and must be
-idempotent: the same delivery twice changes nothing twice.
+filters on the payload before a job is queued; `coalesce=True` says a run of the handler covers
+every job of the same handler and key queued before it started (it reads the current state, not
+the payload), so a burst of deliveries about one pull request costs one run. A handler receives a
+`JobContext` and must be idempotent: the same delivery twice changes nothing twice.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Handler:
     func: HandlerFunc
     key: Callable[[Payload], str | None]
     when: Callable[[Payload], bool]
+    coalesce: bool = False  # one run covers the queued jobs of this handler with the same key
 
     def matches(self, event: str, payload: Payload) -> bool:
         if event != self.event:
@@ -75,13 +78,14 @@ class Registry:
         self.handlers: list[Handler] = []
 
     def on(self, event: str, *actions: str, key: Callable[[Payload], str | None] | None = None,
-           when: Callable[[Payload], bool] | None = None, name: str | None = None) -> Callable[[HandlerFunc], HandlerFunc]:
+           when: Callable[[Payload], bool] | None = None, name: str | None = None,
+           coalesce: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
         def add(func: HandlerFunc) -> HandlerFunc:
             hname = name or f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
             if self.get(event, hname):
                 raise ValueError(f"handler {hname!r} is registered twice for {event}")
             self.handlers.append(Handler(hname, event, frozenset(actions), func, key or (lambda _p: None),
-                                         when or (lambda _p: True)))
+                                         when or (lambda _p: True), coalesce))
             return func
         return add
 

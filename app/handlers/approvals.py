@@ -41,12 +41,15 @@ REVIEW_ACTIONS = ("submitted", "edited", "dismissed")
 
 
 def register(registry: Registry) -> None:
-    registry.on("pull_request", *PULL_ACTIONS, key=pull_key)(on_pull_event)
-    registry.on("pull_request_review", *REVIEW_ACTIONS, key=pull_key)(on_pull_event)
-    registry.on("check_run", "completed", key=_check_key, when=_is_check(EVAL_CHECK))(on_check_run)
+    # Every handler here re-reads the pull request's current state, so one run covers all the
+    # deliveries for the same pull request that were queued before it started (coalesce).
+    registry.on("pull_request", *PULL_ACTIONS, key=pull_key, coalesce=True)(on_pull_event)
+    registry.on("pull_request_review", *REVIEW_ACTIONS, key=pull_key, coalesce=True)(on_pull_event)
+    registry.on("check_run", "completed", key=_check_key, when=_is_check(EVAL_CHECK), coalesce=True)(on_check_run)
     registry.on("check_run", "rerequested", key=_check_key, when=_is_check(APPROVAL_CHECK),
-                name="approvals.on_rerequest")(on_check_run)
-    registry.on("issue_comment", "created", "edited", "deleted", key=pull_key, when=_is_override)(on_pull_event)
+                name="approvals.on_rerequest", coalesce=True)(on_check_run)
+    registry.on("issue_comment", "created", "edited", "deleted", key=pull_key, when=_is_override,
+                coalesce=True)(on_pull_event)
 
 
 def _is_check(name: str):
@@ -147,21 +150,23 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
     blobs = blobs or BlobCache()
     rules_sha = repo.branch_sha(base_ref)
     source = f"`{manifest_path}` on `{base_ref}` at `{rules_sha[:7]}`"
+    name = repo.full_name  # what depends only on SHAs is computed once per process (BlobCache.memo)
     try:
-        policy = _load_policy(ApiRevision(repo, rules_sha, blobs), manifest_path)
+        policy = blobs.memo(("rules", name, rules_sha, manifest_path),
+                            lambda: _load_policy(ApiRevision(repo, rules_sha, blobs), manifest_path))
     except (ManifestError, PolicyError) as e:
         problems = "; ".join(str(p) for p in getattr(e, "problems", [e]))
         return Evaluation(pr, head, source, _failed("rules", f"the rules on {base_ref} cannot be read: {problems}"))
-    merge_base = repo.merge_base(base_ref, head)
+    merge_base = blobs.memo(("merge-base", name, rules_sha, head), lambda: repo.merge_base(rules_sha, head))
     try:
-        changes = diff_snapshots(_snapshot(ApiRevision(repo, merge_base, blobs), manifest_path),
-                                 _snapshot(ApiRevision(repo, head, blobs), manifest_path), merge_base, head)
+        changes = blobs.memo(("diff", name, merge_base, head, manifest_path), lambda: diff_snapshots(
+            _snapshot(ApiRevision(repo, merge_base, blobs), manifest_path),
+            _snapshot(ApiRevision(repo, head, blobs), manifest_path), merge_base, head))
     except ManifestError as e:
         problems = "; ".join(str(p) for p in e.problems)
         return Evaluation(pr, head, source, _failed("semantic-diff", f"cannot compute the semantic diff: {problems}"))
-    files: list[str] = []
-    for f in repo.pull_files(number):
-        files += [f["filename"]] + ([f["previous_filename"]] if f.get("previous_filename") else [])
+    files: list[str] = blobs.memo(("files", name, number, merge_base, head), lambda: [
+        path for f in repo.pull_files(number) for path in (f["filename"], f.get("previous_filename")) if path])
     runs = [r for r in repo.check_runs(head, EVAL_CHECK) if r.get("name") == EVAL_CHECK]
     checks = {}
     if runs:

@@ -96,7 +96,8 @@ def jobs(args: argparse.Namespace) -> int:
         for j in listed:
             print(json.dumps({"id": j.id, "status": j.status, "attempts": j.attempts, "event": j.event,
                               "action": j.action, "handler": j.handler, "delivery": j.delivery, "key": j.key,
-                              "updated": _when(j.updated_at), "last_error": j.last_error}))
+                              "updated": _when(j.updated_at), "last_error": j.last_error,
+                              "coalesced_into": j.coalesced_into}))
         return 0
     if not listed:
         print(f"no {'' if args.status == 'all' else args.status + ' '}jobs")
@@ -105,6 +106,8 @@ def jobs(args: argparse.Namespace) -> int:
     for j in listed:
         event = f"{j.event}.{j.action}" if j.action else j.event
         err = (j.last_error or "").replace("\n", " ")
+        if j.coalesced_into:
+            err = f"(covered by job {j.coalesced_into})"
         print(f"{j.id:>5}  {j.status:<8} {j.attempts:>5}  {event:<28} {j.handler:<26} {_when(j.updated_at):<19}  "
               f"{err[:100]}")
     counts = q.counts()
