@@ -287,3 +287,17 @@ def test_direct_mode_commits_to_the_default_branch(world: World):
     assert world.files(after)["gating.yml"] == world.files(world.shas["M2"])["gating.yml"]
     rolled = [e for e in world.entries() if e.event == "rolled_back"]
     assert rolled[-1].commit == after and rolled[-1].predicate["pull_request"] is None
+
+
+@pytest.mark.parametrize("status, message, protected", [
+    (422, "Protected branch update failed for refs/heads/main.", True),
+    (403, "Resource not accessible by integration", True),
+    (422, "Update is not a fast forward", False),
+    (500, "Server Error", False),
+], ids=["protected", "forbidden", "not-fast-forward", "server-error"])
+def test_which_refusals_of_a_direct_commit_fall_back_to_a_pull_request(status, message, protected):
+    from app.handlers.rollback_command import _protected
+    from gating.github import GitHubError
+
+    assert _protected(GitHubError(status, message, "PATCH", "/repos/acme/support-bot/git/refs/heads/main")) \
+        is protected
