@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.handlers import JobContext, Registry, load_registry
+from app.handlers import JobContext, Registry, blueprints, load_registry
 from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from app.settings import Settings
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
@@ -75,6 +75,8 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
                           coalesce=state.coalesces)
     app.extensions["gating"] = state
     app.register_blueprint(webhooks.bp)
+    for bp in blueprints(settings.handler_modules):
+        app.register_blueprint(bp)
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
 
     @app.errorhandler(HTTPException)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Blueprint, current_app
 from werkzeug.serving import make_server
 
 from app.webhooks import signature
@@ -122,10 +123,21 @@ class Gunicorn:
 
 # -- a handler module for subprocess tests ----------------------------------------------------------
 
+blueprint = Blueprint("app_support", __name__)
+
 
 def register(registry: Any) -> None:
     """GATING_HANDLERS=app_support: `ping` deliveries run `record_ping`."""
     registry.on("ping")(record_ping)
+
+
+@blueprint.post("/support-ping/<delivery>")
+def support_ping(delivery: str) -> tuple[Any, int]:
+    """An HTTP endpoint of a handler module that queues work without a GitHub webhook."""
+    state = current_app.extensions["gating"]
+    ids = state.queue.enqueue(delivery, "ping", None, "{}", [("app_support.record_ping", None)])
+    state.worker.wake(len(ids))
+    return {"jobs": ids}, 202
 
 
 def record_ping(ctx: Any) -> None:

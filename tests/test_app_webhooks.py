@@ -262,3 +262,14 @@ def test_real_server_refuses_an_oversized_chunked_body(app):
     with serve_in_thread(app) as url:
         r = httpx.post(url + "/webhooks", content=chunks(), headers=headers)
     assert r.status_code == 413
+
+
+def test_handler_modules_can_add_http_endpoints(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("APP_TEST_RUNS", str(tmp_path / "runs"))
+    app = create_app(app_settings(tmp_path, GATING_HANDLERS="app_support"))
+    client = app.test_client()
+    r = client.post("/support-ping/from-elsewhere")
+    assert (r.status_code, r.json) == (202, {"jobs": [1]})
+    assert app.extensions["gating"].queue.wait_idle(5)
+    app.extensions["gating"].worker.stop()
+    assert (tmp_path / "runs").read_text().split()[:2] == ["start", "from-elsewhere"]

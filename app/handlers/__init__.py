@@ -6,6 +6,10 @@ Each handler module has a `register(registry)` function and is listed once in
     def register(registry: Registry) -> None:
         registry.on("pull_request", "closed", key=pull_key, when=lambda p: p["pull_request"]["merged"])(on_merge)
 
+A module that also serves HTTP (an endpoint other systems post to, like POST /alerts) defines a
+Flask Blueprint named `blueprint`; its views enqueue work with
+`current_app.extensions["gating"].queue.enqueue(...)` and `.worker.wake()`, like /webhooks does.
+
 `key` groups jobs that must not run at the same time (one pull request: "owner/repo#12"); `when`
 filters on the payload before a job is queued; `coalesce=True` says a run of the handler covers
 every job of the same handler and key queued before it started (it reads the current state, not
@@ -108,6 +112,13 @@ def load_registry(modules: Sequence[str]) -> Registry:
     for name in modules:
         importlib.import_module(name).register(registry)
     return registry
+
+
+def blueprints(modules: Sequence[str]) -> list[Any]:
+    """The Flask blueprints handler modules define as `blueprint` (HTTP endpoints beside /webhooks,
+    such as POST /alerts); `create_app` registers them."""
+    found = (getattr(importlib.import_module(name), "blueprint", None) for name in modules)
+    return [bp for bp in found if bp is not None]
 
 
 def pull_key(payload: Payload) -> str | None:
