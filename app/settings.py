@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
-HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.handlers.deployments")
+HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.handlers.deployments",
+                   "app.handlers.rollback_command", "app.handlers.alerts")
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,9 @@ class Settings:
                                "gating-audit-mirrors")
     audit_reconcile_seconds: float = _env("GATING_AUDIT_RECONCILE_SECONDS", "how often the App backfills "
                                           "merges with no audit entry (0: never)", 3600.0)
+    # rollback (gating/ROLLBACK.md)
+    alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
+                             "(unset: every alert is refused)", "", repr=False)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from app_support import serve_in_thread
-from test_rollback_app import ANSWER, MANIFEST, REFUND, World
-
-from app import create_app
-from app.handlers import alerts
-from app.settings import Settings, _env
-from gating import keys as keymod
+from test_rollback_app import ANSWER, MANIFEST, REFUND, World, make_world
 
 TOKEN = "alert-token-for-tests"
 HANDLERS = "app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command,app.handlers.alerts"
@@ -51,24 +45,8 @@ ALERT = {
 }
 
 
-@dataclass(frozen=True)
-class _AlertSettings(Settings):  # TEMPORARY until app/settings.py has GATING_ALERTS_TOKEN
-    alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token of POST /alerts", "", repr=False)
-
-
 def alert_app(github, github_repo, tmp_path: Path):
-    for login, perm in [("alice", "write"), ("erin", "read"), ("root", "admin")]:
-        github.add_collaborator(github_repo, login, perm)
-    key = keymod.generate()
-    settings = _AlertSettings.load({
-        "APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
-        "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
-        "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
-        "GATING_AUDIT_KEY": keymod.private_pem(key).decode(), "GATING_HANDLERS": HANDLERS,
-        "GATING_ALERTS_TOKEN": TOKEN})
-    app = create_app(settings)
-    app.register_blueprint(alerts.bp)
-    return app, key
+    return make_world(github, github_repo, tmp_path, GATING_HANDLERS=HANDLERS, GATING_ALERTS_TOKEN=TOKEN)
 
 
 @pytest.fixture
@@ -186,3 +164,17 @@ def test_a_failed_deployment_rolls_back_when_the_manifest_says_so(world: World):
     assert "ended in failure" in pr["body"]
     events = [e.event for e in world.entries()]
     assert events[-2:] == ["deploy_failed", "rolled_back"]
+
+
+def test_the_default_app_handles_rollbacks_and_refuses_alerts_without_a_token(github, tmp_path: Path):
+    from app import create_app
+
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db")})
+    names = {h.name for h in app.extensions["gating"].registry.handlers}
+    assert {"rollback_command.on_comment", "alerts.on_alert", "alerts.on_deployment_failure"} <= names
+    with serve_in_thread(app) as url:
+        r = httpx.post(url + "/alerts", json=ALERT, headers={"Authorization": "Bearer anything"})
+    assert (r.status_code, r.json()) == (401, {"error": "alerts are not accepted: the App has no "
+                                                        "GATING_ALERTS_TOKEN"})

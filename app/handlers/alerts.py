@@ -36,7 +36,7 @@ MAX_REPOSITORIES = 100  # candidate repositories looked at for one alert when no
 FAILED_STATES = ("failure", "error")
 DEPLOY_RETRY_SECONDS = 1.0
 
-bp = Blueprint("gating_alerts", __name__)
+blueprint = Blueprint("gating_alerts", __name__)  # create_app registers it
 
 
 class PayloadError(ValueError):
@@ -115,7 +115,7 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
-@bp.post("/alerts")
+@blueprint.post("/alerts")
 def receive_alerts() -> tuple[Response, int]:
     state = current_app.extensions["gating"]
     token = state.settings.alerts_token
