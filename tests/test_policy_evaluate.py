@@ -286,6 +286,13 @@ def test_override_attempts_that_do_not_count(login, body, note):
     assert [c.description for c in r.children if c.kind == "override"] == [note]
 
 
+def test_an_override_the_rules_did_not_need_is_only_noted():
+    r = run([MODEL_OWNERS], reviews=[approve("carol")], comments=[comment("root", "/gating override just in case")])
+    assert (r.status, r.override) == (Status.APPROVED, None)
+    assert [c.description for c in r.children if c.kind == "override"] == [
+        "override by @root not needed: just in case"]
+
+
 def test_quoted_override_is_not_an_override():
     r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", "> /gating override x\nno")])
     assert r.override is None and r.status == Status.PENDING

@@ -209,19 +209,19 @@ def _eval_rule(rule: Rule, facts: PullFacts) -> Result:
         sentence = "; ".join(p.description for p in parts)
     else:
         sentence = "; ".join(p.description for p in parts if p.status == status)
-    missing = "; ".join(p.missing for p in parts if p.missing and p.status >= Status.PENDING and p.status == status)
+    missing = "; ".join(p.missing for p in parts if p.missing and p.status == status)
     return Result(rule.name, status, sentence, (*conds, *parts), missing=missing)
 
 
 def _composite_sentence(op: str, status: Status, kids: Sequence[Result]) -> str:
-    names = lambda st: ", ".join(k.name for k in kids if k.status == st)  # noqa: E731
     if status == Status.SKIPPED:
         return f"does not apply: none of {', '.join(k.name for k in kids)} applies"
+    names = ", ".join(k.name for k in kids if k.status == status)
     if status == Status.BLOCKED:
-        return f"blocked by {names(Status.BLOCKED)}"
+        return f"blocked by {names}"
     if status == Status.APPROVED:
-        return f"approved by way of {names(Status.APPROVED)}"
-    return f"needs one of: {names(Status.PENDING)}" if op == "or" else f"waiting on {names(Status.PENDING)}"
+        return f"approved by way of {names}"
+    return f"needs one of: {names}" if op == "or" else f"waiting on {names}"
 
 
 def find_overrides(facts: PullFacts) -> tuple[Override | None, list[Result]]:
@@ -255,11 +255,13 @@ def evaluate(policy: Policy, facts: PullFacts) -> Result:
     override, ignored = find_overrides(facts)
     children = tuple(results) + tuple(ignored)
     missing = "; ".join(f"{r.name}: {r.missing}" for r in results if r.status == status and r.missing)
-    sentence = _verdict(status, results)
-    if override and status != Status.APPROVED:
+    if override and status in (Status.PENDING, Status.BLOCKED):  # `override` is set only when it decides
         return Result("policy", Status.APPROVED, f"overridden by @{override.login}: {override.reason} "
                       f"(rules alone: {status.label})", children, kind="policy", override=override)
-    return Result("policy", status, sentence, children, kind="policy", missing=missing, override=override)
+    if override:
+        children += (Result("override", Status.SKIPPED, f"override by @{override.login} not needed: "
+                            f"{override.reason}", kind="override"),)
+    return Result("policy", status, _verdict(status, results), children, kind="policy", missing=missing)
 
 
 def _verdict(status: Status, results: Sequence[Result]) -> str:

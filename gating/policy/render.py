@@ -73,7 +73,7 @@ def _tree(r: Result, depth: int = 0) -> list[str]:
 def render_check(result: Result, head_sha: str, rules_source: str) -> CheckOutput:
     """`rules_source` says where the rules came from, e.g. "gating.yml on main at 1a2b3c4"."""
     status = result.status
-    if result.override and status == Status.APPROVED and result.description.startswith("overridden"):
+    if result.override:
         verdict = f"Overridden by @{result.override.login}: {result.override.reason}"
     else:
         verdict = f"{status.label.capitalize()}: {result.description}"

@@ -67,7 +67,7 @@ class Result:
     kind: str = "rule"  # policy | rule | condition | approvals | evidence | override
     reviews: tuple[ReviewNote, ...] = ()
     missing: str = ""
-    override: Override | None = None
+    override: Override | None = None  # on the policy result, when an admin's override decided it
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "status": self.status.label,
