@@ -63,7 +63,7 @@ class Settings:
     manifest_path: str = _env("GATING_MANIFEST", "manifest path in the repository", "gating.yml")
     handler_modules: tuple[str, ...] = _env("GATING_HANDLERS", "comma-separated handler modules",
                                             default_factory=lambda: HANDLER_MODULES)
-    # audit trail (gating/AUDIT.md)
+    # audit trail (README: Audit trail)
     audit_key_path: str | None = _env("GATING_AUDIT_KEY_PATH", "the Ed25519 key that signs audit entries "
                                       "(`gating keygen`; mode 0600)")
     audit_key_pem: str | None = _env("GATING_AUDIT_KEY", "the audit signing key itself (PEM, `\\n`-escaped "
@@ -74,7 +74,7 @@ class Settings:
                                "gating-audit-mirrors")
     audit_reconcile_seconds: float = _env("GATING_AUDIT_RECONCILE_SECONDS", "how often the App backfills "
                                           "merges with no audit entry (0: never)", 3600.0)
-    # rollback (gating/ROLLBACK.md)
+    # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)
 

@@ -87,7 +87,7 @@ def test_image_command_is_a_valid_serve_command(tmp_path: Path):
     assert "WEBHOOK_SECRET=(set)" in out.stdout.splitlines()
 
 
-def test_every_setting_is_documented_in_the_app_readme():
-    readme = (ROOT / "app" / "README.md").read_text()
+def test_every_setting_is_documented_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
     missing = [env for env, _, _ in documented() if f"`{env}`" not in readme]
-    assert not missing, f"add these settings to the table in app/README.md: {', '.join(missing)}"
+    assert not missing, f"add these settings to the settings table in README.md: {', '.join(missing)}"
