@@ -186,10 +186,11 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
 def _models(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bm, hm = base.components["models"], head.components["models"]
+    differing = sorted(n for n in bm.keys() | hm.keys() if bm.get(n) != hm.get(n))
+    if not differing:
+        return out
     base_users, head_users = _model_index(base), _model_index(head)
-    for name in sorted(set(bm) | set(hm)):
-        if bm.get(name) == hm.get(name):
-            continue
+    for name in differing:
         path = f"components.models.{name}"
         if name not in bm:
             m = hm[name]
@@ -225,11 +226,13 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
 def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bp, hp = base.components["prompts"], head.components["prompts"]
+    differing = sorted(n for n in bp.keys() | hp.keys() if bp.get(n) != hp.get(n))
+    if not differing:
+        return out
     base_users, head_users = _system_users(base), _system_users(head)
-    changed = [n for n in set(bp) & set(hp) if bp[n]["sha256"] != hp[n]["sha256"]]
-    base.preload([bp[n]["file"] for n in changed])
-    head.preload([hp[n]["file"] for n in changed] + [hp[n]["file"] for n in set(hp) - set(bp)])
-    for name in sorted(set(bp) | set(hp)):
+    base.preload([bp[n]["file"] for n in differing if n in bp and n in hp])
+    head.preload([hp[n]["file"] for n in differing if n in hp])
+    for name in differing:
         path = f"components.prompts.{name}"
         if name not in bp:
             p = hp[name]
@@ -243,8 +246,6 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
                               f"prompt `{name}` removed ({bp[name]['file']})", affects=_prompt_users(base_users, name)))
             continue
         b, h = bp[name], hp[name]
-        if b == h:
-            continue
         affects = _prompt_users(head_users, name)
         if b["file"] != h["file"] and b["sha256"] == h["sha256"]:
             out.append(Change("prompt", f"{path}.file", "renamed", b["file"], h["file"], "low",

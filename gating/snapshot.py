@@ -10,7 +10,6 @@ import hashlib
 import json
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -48,14 +47,29 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@dataclass
 class Snapshot:
-    """`data` is the canonical, hashable part; `contents` keeps file bytes for diffs and restores."""
+    """`data` is the canonical, hashable part; `contents` keeps file bytes for diffs and restores.
 
-    data: dict[str, Any]
-    manifest: Manifest
-    contents: Mapping[str, bytes] = field(default_factory=dict, repr=False)
-    refs: list[FileRef] = field(default_factory=list, repr=False)
+    A snapshot taken from the cache parses its manifest again only if someone asks for it.
+    """
+
+    def __init__(
+        self,
+        data: dict[str, Any],
+        manifest: Manifest | None = None,
+        contents: Mapping[str, bytes] | None = None,
+        manifest_path: str = MANIFEST_PATH,
+    ):
+        self.data = data
+        self.contents: Mapping[str, bytes] = contents if contents is not None else {}
+        self._manifest = manifest
+        self._manifest_path = manifest_path
+
+    @property
+    def manifest(self) -> Manifest:
+        if self._manifest is None:
+            self._manifest = parse_manifest(self.contents[self._manifest_path], self._manifest_path)
+        return self._manifest
 
     @cached_property
     def digest(self) -> str:
@@ -170,19 +184,16 @@ def build_snapshot(
         key = cache.key(tree, manifest_path)
         hit = cache.get(key)
         if hit is not None:
-            m = Manifest(hit["manifest"], manifest_path)
             if hasattr(reader, "seed_ids"):
                 reader.seed_ids(hit.get("oids") or {})
-            refs = [FileRef(r[0], r[1], r[2], tuple(r[3])) for r in hit["refs"]]
-            snap = Snapshot(hit["data"], m, LazyContents(reader, list(hit["data"]["files"])), refs)
+            snap = Snapshot(hit["data"], None, LazyContents(reader, list(hit["data"]["files"])), manifest_path)
             snap.__dict__["digest"] = hit["digest"]  # the cached_property, already computed once
             return snap
     snap = _build(reader, manifest_path)
     if key is not None and cache is not None:
         oids = getattr(reader, "blob_ids", dict)()
-        cache.put(key, {"manifest": snap.manifest.data, "data": snap.data, "digest": snap.digest,
-                        "oids": {p: oids[p] for p in snap.files if p in oids},
-                        "refs": [[r.path, r.category, r.component, list(r.key)] for r in snap.refs]})
+        cache.put(key, {"data": snap.data, "digest": snap.digest,
+                        "oids": {p: oids[p] for p in snap.files if p in oids}})
     return snap
 
 
@@ -239,7 +250,7 @@ def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:
         "rollback": m.rollback,
         "files": dict(sorted(files.items())),
     }
-    return Snapshot(data=data, manifest=m, contents=contents, refs=refs)
+    return Snapshot(data, m, contents, manifest_path)
 
 
 def _component_name(path: str, parsed: Any) -> str:

@@ -2,14 +2,16 @@
 
 The key is the tree id plus a fingerprint of the code that builds snapshots, so a cached entry is
 exactly what building it again would give. Writes are atomic (write, then rename), so two processes
-sharing a repository never read half a file.
+sharing a repository never read half a file. Entries are `marshal` data (plain dicts, lists and
+strings; loading them runs no code), several times faster to load than JSON for a large system.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import marshal
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ _SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py")
 
 
 def _fingerprint() -> str:
-    h = hashlib.sha256(gating.__version__.encode())
+    h = hashlib.sha256(f"{gating.__version__} {sys.version_info[:2]} marshal {marshal.version}".encode())
     here = Path(__file__).resolve().parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
@@ -47,16 +49,17 @@ class DiskSnapshotCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
-            return json.loads((self.dir / f"{key}.json").read_bytes())
-        except (OSError, ValueError):
+            value = marshal.loads((self.dir / f"{key}.snap").read_bytes())
+        except (OSError, ValueError, EOFError, TypeError):
             return None
+        return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(value, separators=(",", ":")).encode())
-            os.replace(tmp, self.dir / f"{key}.json")
+                f.write(marshal.dumps(value))
+            os.replace(tmp, self.dir / f"{key}.snap")
         except OSError:
             pass  # a cache that cannot be written only costs time
