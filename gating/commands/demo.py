@@ -252,7 +252,7 @@ def merge_and_deploy(state: DemoState, settle: Callable[[], None], number: int, 
     emu.add_review(repo, number, reviewer, "APPROVED")
     settle()
     print(f"{reviewer} approved #{number}; {approval_line(state, head)}")
-    sha = emu.merge_pull(repo, number, "root")
+    sha = emu.merge_pull(repo, number, "maya")
     settle()
     d = emu.create_deployment(repo, sha, "production", user="deployer")
     emu.add_deployment_status(repo, d["id"], "success", user="deployer")
@@ -279,7 +279,7 @@ def road_step(state: DemoState) -> None:
 
     emu, repo = state.emu, state.repo
     emu.add_team_member("acme", "ml-platform", "carol")
-    for login, permission in [("alice", "write"), ("carol", "write"), ("dave", "write"), ("root", "admin")]:
+    for login, permission in [("alice", "write"), ("carol", "write"), ("dave", "write"), ("maya", "admin")]:
         emu.add_collaborator(repo, login, permission)
     with running_app(state) as settle:
         good = state.pulls["tune-answers"]["number"]
