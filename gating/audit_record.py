@@ -1,7 +1,7 @@
 """Audit entries from GitHub facts: a merged pull request, a deployment status, and the reconciliation
 that backfills merges with no entry. Shared by the App's handlers and `gating audit backfill`.
 
-Reads go through gating/github.py; writes through a notes backend (notes.append_entry), so the same
+Reads go through gating/github/; writes through a notes backend (notes.append_entry), so the same
 code records a merge whether a webhook or a backfill run found it.
 """
 

@@ -6,7 +6,7 @@ on head against a baseline (the eval note on the base commit, else a re-run of b
 response cache makes cheap), decides a verdict, completes the check run (always, a crash included),
 writes the job summary, JSON and JUnit files, and stores the results as git notes.
 
-`decide` is pure; `Poster` (check_post.py) is the door to GitHub, through gating/github.py; git goes through
+`decide` is pure; `Poster` (check_post.py) is the door to GitHub, through gating/github/; git goes through
 gating/git.py, models through gating/evals.
 """
 

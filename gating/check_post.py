@@ -1,4 +1,4 @@
-"""The check run and the pull request comment of one `gating check`, through gating/github.py.
+"""The check run and the pull request comment of one `gating check`, through gating/github/.
 
 A refusal from GitHub (401/403/404: a read-only token, a fork) turns posting off for the rest of the
 run and is explained in the job summary; it never fails the job. Other errors become warnings.

@@ -7,7 +7,7 @@ retry, so redeliveries and racing writers never duplicate or fork the log. The b
 in how they read trees and blobs and how they move the ref:
 
 - LocalNotes: plumbing in a local repository, compare-and-swap `update-ref` (the CLI, tests).
-- GitDatabaseNotes (gating/github.py): the GitHub Git Database API, ref update with force: false.
+- GitDatabaseNotes (gating/github/notes.py): the GitHub Git Database API, ref update with force: false.
 - PushNotes: a local mirror plus a plain (fast-forward only) `git push` of the notes ref over HTTPS.
 
 All of them place a note where the tree already keeps it, else by the tree's existing fanout, so the

@@ -1,4 +1,4 @@
-"""gating/github.py: the App's JWT, installation tokens, retries, and reading a revision over the API."""
+"""gating/github/: the App's JWT, installation tokens, retries, and reading a revision over the API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The check-run and comment calls of gating/github.py, against the emulator (OpenAPI-validated)."""
+"""The check-run and comment calls of gating/github/checks.py, against the emulator (OpenAPI-validated)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,260 @@
+"""The HTTP side of GitHub: App authentication and a client that retries.
+
+App authentication is a short RS256 JWT, installation tokens cached until shortly before they expire
+and one refresh on 401; the client retries 5xx, transport errors and rate limits with backoff and
+hands a long Retry-After back as `RateLimited` for the job queue. Secrets never reach a log line or
+a repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+log = logging.getLogger("gating.github")
+
+DEFAULT_API_URL = "https://api.github.com"
+API_VERSION = "2022-11-28"
+TOKEN_REFRESH_MARGIN = 120.0  # seconds before expires_at when a cached token is renewed
+JWT_BACKDATE = 60  # iat this far in the past absorbs clock drift between us and GitHub
+JWT_LIFETIME = 540  # exp 9 minutes from now: GitHub refuses more than 10
+
+
+class GitHubError(RuntimeError):
+    """GitHub answered with an error (or could not be reached: status 0)."""
+
+    def __init__(self, status: int, message: str, method: str = "", path: str = ""):
+        self.status, self.method, self.path = status, method, path
+        where = f" ({method} {path})" if method else ""
+        super().__init__(f"GitHub {status or 'unreachable'}{where}: {message}")
+
+
+class NotFound(GitHubError):
+    pass
+
+
+class RateLimited(GitHubError):
+    """Still limited after the client's own retries; `retry_after` says when to try again."""
+
+    def __init__(self, status: int, message: str, retry_after: float, method: str = "", path: str = ""):
+        super().__init__(status, message, method, path)
+        self.retry_after = retry_after
+
+
+# -- App authentication ---------------------------------------------------------------------------
+
+
+class PrivateKeyError(ValueError):
+    """The App's private key is missing or unusable (the message never contains the key)."""
+
+
+def load_private_key(path: str | None = None, value: str | None = None) -> str:
+    """The PEM text of the App's RSA key, from a file or an environment value; a value may have its
+    newlines escaped as `\\n` or be base64-encoded, as Probot accepts."""
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise PrivateKeyError(f"cannot read the private key file {path}: {e.strerror}") from None
+        where = f"the private key file {path}"
+    elif value:
+        text = value.replace("\\n", "\n").strip()
+        if "-----BEGIN" not in text:
+            try:
+                text = base64.b64decode(text, validate=True).decode("utf-8")
+            except ValueError:
+                raise PrivateKeyError("PRIVATE_KEY is neither PEM text nor base64-encoded PEM") from None
+        where = "PRIVATE_KEY"
+    else:
+        raise PrivateKeyError("no private key: set PRIVATE_KEY_PATH (a .pem file) or PRIVATE_KEY")
+    try:
+        key = load_pem_private_key(text.encode("utf-8"), password=None)
+    except (ValueError, TypeError):
+        raise PrivateKeyError(f"{where} does not hold a PEM private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise PrivateKeyError(f"{where} is not an RSA key; GitHub Apps sign with RS256")
+    return text
+
+
+def app_jwt(app_id: str | int, private_key: str, now: float) -> str:
+    """The JWT that authenticates as the App itself (to mint installation tokens)."""
+    iat = int(now) - JWT_BACKDATE
+    return jwt.encode({"iat": iat, "exp": int(now) + JWT_LIFETIME, "iss": str(app_id)}, private_key, algorithm="RS256")
+
+
+def _parse_time(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class Token:
+    token: str = field(repr=False)
+    expires_at: float
+
+
+# -- the HTTP client ------------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 3  # extra attempts after the first, for 5xx, transport errors and rate limits
+    backoff: float = 0.5  # seconds; doubles each attempt
+    backoff_cap: float = 8.0
+    max_wait: float = 30.0  # a longer Retry-After is handed back as RateLimited for the job queue
+    secondary_wait: float = 60.0  # GitHub's advice when a secondary limit gives no Retry-After
+
+
+class GitHubClient:
+    """Authenticated REST calls with retries; `auth(force)` returns the Authorization header value."""
+
+    def __init__(self, base_url: str, auth: Callable[[bool], str] | None, http: httpx.Client,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, refreshable: bool = False):
+        self.base_url = base_url.rstrip("/")
+        self.auth, self.http, self.retry = auth, http, retry or RetryPolicy()
+        self.sleep, self.clock, self.refreshable = sleep, clock, refreshable
+
+    def __repr__(self) -> str:
+        return f"GitHubClient({self.base_url!r})"
+
+    def _wait_for(self, resp: httpx.Response, attempt: int) -> tuple[float, bool] | None:
+        """(seconds, is_rate_limit) when the response is worth retrying, else None."""
+        code = resp.status_code
+        after = resp.headers.get("retry-after")
+        backoff = min(self.retry.backoff * 2**attempt, self.retry.backoff_cap)
+        if code >= 500:
+            return (float(after) if after and after.isdigit() else backoff), False
+        if code not in (403, 429):
+            return None
+        if after and after.isdigit():
+            return float(after), True
+        if resp.headers.get("x-ratelimit-remaining") == "0" and resp.headers.get("x-ratelimit-reset", "").isdigit():
+            return max(0.0, float(resp.headers["x-ratelimit-reset"]) - self.clock()) + 1.0, True
+        if code == 429 or "secondary rate limit" in resp.text.lower():
+            return self.retry.secondary_wait, True
+        return None
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None,
+                accept: str = "application/vnd.github+json") -> httpx.Response:
+        url = path if path.startswith("http") else self.base_url + path
+        refreshed = False
+        attempt = 0
+        while True:
+            headers = {"Accept": accept, "X-GitHub-Api-Version": API_VERSION, "User-Agent": "gating-app"}
+            if self.auth:
+                headers["Authorization"] = self.auth(False)
+            t0 = time.monotonic()
+            try:
+                resp = self.http.request(method, url, params=params, json=json, headers=headers)
+            except httpx.TransportError as e:
+                if attempt >= self.retry.retries:
+                    raise GitHubError(0, f"{type(e).__name__}: {e}", method, path) from None
+                self.sleep(min(self.retry.backoff * 2**attempt, self.retry.backoff_cap))
+                attempt += 1
+                continue
+            log.debug("%s %s -> %d in %.0f ms", method, path, resp.status_code, (time.monotonic() - t0) * 1000)
+            if resp.status_code == 401 and self.refreshable and not refreshed and self.auth:
+                refreshed = True
+                self.auth(True)
+                continue
+            wait = self._wait_for(resp, attempt)
+            if wait is not None:
+                seconds, limited = wait
+                if limited and (seconds > self.retry.max_wait or attempt >= self.retry.retries):
+                    raise RateLimited(resp.status_code, _message(resp), seconds, method, path)
+                if attempt < self.retry.retries:
+                    self.sleep(seconds)
+                    attempt += 1
+                    continue
+            if resp.status_code == 404:
+                raise NotFound(404, _message(resp), method, path)
+            if resp.status_code >= 400:
+                raise GitHubError(resp.status_code, _message(resp), method, path)
+            return resp
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None).json()
+
+    def paginate(self, path: str, key: str | None = None, limit: int = 3000, **params: Any) -> Iterator[Any]:
+        """Every item across pages (following Link: rel="next"), up to `limit`."""
+        url: str | None = path
+        query: dict[str, Any] | None = {"per_page": 100, **params}
+        n = 0
+        while url:
+            resp = self.request("GET", url, params=query)
+            body = resp.json()
+            for item in body[key] if key else body:
+                yield item
+                n += 1
+                if n >= limit:
+                    return
+            url, query = resp.links.get("next", {}).get("url"), None
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text[:200] or resp.reason_phrase
+    return str(body.get("message", body))[:500] if isinstance(body, dict) else str(body)[:200]
+
+
+class GitHubApp:
+    """The App's identity: mints and caches installation tokens, hands out clients per installation."""
+
+    def __init__(self, app_id: str | int, private_key: str, base_url: str = DEFAULT_API_URL,
+                 http: httpx.Client | None = None, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, retry: RetryPolicy | None = None):
+        self.app_id = str(app_id)
+        self._key = private_key
+        self.base_url = base_url.rstrip("/")
+        self.http = http or httpx.Client(timeout=httpx.Timeout(20.0, connect=5.0))
+        self.clock, self.sleep, self.retry = clock, sleep, retry
+        self._tokens: dict[int, Token] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GitHubApp(app_id={self.app_id!r}, base_url={self.base_url!r})"
+
+    def jwt(self) -> str:
+        return app_jwt(self.app_id, self._key, self.clock())
+
+    def app_client(self) -> GitHubClient:
+        return GitHubClient(self.base_url, lambda _force: f"Bearer {self.jwt()}", self.http, self.retry,
+                            self.sleep, self.clock)
+
+    def token(self, installation_id: int, force: bool = False) -> Token:
+        """A cached installation token, renewed shortly before expires_at (or when forced after a 401)."""
+        with self._lock:
+            cached = self._tokens.get(installation_id)
+            if cached and not force and cached.expires_at - TOKEN_REFRESH_MARGIN > self.clock():
+                return cached
+            body = self.app_client().request("POST", f"/app/installations/{installation_id}/access_tokens").json()
+            tok = Token(body["token"], _parse_time(body["expires_at"]))
+            self._tokens[installation_id] = tok
+            log.info("installation %s: new token, expires %s", installation_id, body["expires_at"])
+            return tok
+
+    def installation(self, installation_id: int) -> GitHubClient:
+        def auth(force: bool) -> str:
+            return f"token {self.token(installation_id, force).token}"
+        return GitHubClient(self.base_url, auth, self.http, self.retry, self.sleep, self.clock, refreshable=True)
+
+
+def token_client(api_url: str, token: str, http: httpx.Client | None = None,
+                 retry: RetryPolicy | None = None) -> GitHubClient:
+    """A client authenticated by a token (the workflow's GITHUB_TOKEN), with the usual retries."""
+    return GitHubClient(api_url, lambda _force: f"token {token}",
+                        http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)), retry)

@@ -1,0 +1,95 @@
+"""Audit notes over the Git Database API: the GitHub backend of gating/notes.py."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from gating.github.client import GitHubError
+from gating.github.gitdb import create_ref, ref_sha, update_ref
+from gating.github.repo import Repo
+
+
+class GitDatabaseNotes:
+    """A notes ref written through the Git Database API, for the App (no clone needed).
+
+    An append is a blob, a tree on the tip's tree as `base_tree` (so the note lands where the tree
+    already keeps notes: same fanout, same path), a commit whose only parent is the observed tip, and a
+    ref update with force: false: a 422 means another writer won, and notes.append_entry re-reads.
+    Git objects are immutable, so trees and commits are cached by sha.
+    """
+
+    def __init__(self, repo: Repo, ref: str = "refs/notes/gating/audit",
+                 identity: tuple[str, str] = ("gating", "gating@users.noreply.github.com")):
+        self.repo, self.ref, self.identity = repo, ref, identity
+        self._trees: dict[str, list[Any]] = {}
+        self._commits: dict[str, tuple[str, list[str]]] = {}
+
+    def __repr__(self) -> str:
+        return f"GitDatabaseNotes({self.repo.full_name!r}, {self.ref!r})"
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        from gating.notes import TransientError
+
+        try:
+            return fn()
+        except GitHubError as e:
+            if e.status == 0 or e.status >= 500:
+                raise TransientError(str(e)) from e
+            raise
+
+    def tip(self) -> str | None:
+        return self._call(lambda: ref_sha(self.repo, self.ref.removeprefix("refs/")))
+
+    def commit(self, sha: str) -> tuple[str, list[str]]:
+        if sha not in self._commits:
+            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/commits/{sha}"))
+            self._commits[sha] = (body["tree"]["sha"], [p["sha"] for p in body.get("parents") or []])
+        return self._commits[sha]
+
+    def tree(self, sha: str) -> list[Any]:
+        from gating.notes import Item
+
+        if sha not in self._trees:
+            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))
+            self._trees[sha] = [Item(e["mode"], e["type"], e["sha"], e["path"]) for e in body["tree"]]
+        return self._trees[sha]
+
+    def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        return {s: self._call(lambda s=s: self.repo.blob(s)) for s in set(shas)}
+
+    def all_notes(self, tip: str) -> dict[str, bytes]:
+        body = self._call(lambda: self.repo.tree(self.commit(tip)[0]))  # one recursive listing
+        paths = {e["path"].replace("/", ""): e["sha"] for e in body["tree"] if e["type"] == "blob"}
+        data = self.blobs(paths.values())
+        return {obj: data[sha] for obj, sha in paths.items()}
+
+    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
+        from gating.notes import RefConflict
+
+        client, base = self.repo.client, self.repo.path
+        blob = self._call(lambda: client.request("POST", f"{base}/git/blobs", json={
+            "content": base64.b64encode(data).decode(), "encoding": "base64"}).json()["sha"])
+        tree_body: dict[str, Any] = {"tree": [{"path": path, "mode": "100644", "type": "blob", "sha": blob}]}
+        if tip:
+            tree_body["base_tree"] = self.commit(tip)[0]
+        tree = self._call(lambda: client.request("POST", f"{base}/git/trees", json=tree_body).json()["sha"])
+        from gating.audit import timestamp
+
+        who = {"name": self.identity[0], "email": self.identity[1], "date": timestamp(now)}
+        new = self._call(lambda: client.request("POST", f"{base}/git/commits", json={
+            "message": message, "tree": tree, "parents": [tip] if tip else [], "author": who,
+            "committer": who}).json()["sha"])
+        ref = self.ref.removeprefix("refs/")
+        try:
+            if tip:
+                self._call(lambda: update_ref(self.repo, ref, new, force=False))
+            elif not self._call(lambda: create_ref(self.repo, ref, new)):
+                raise RefConflict(f"{self.ref} was created by another writer")
+        except GitHubError as e:
+            if e.status == 422:
+                raise RefConflict(f"{self.ref} moved: {e}") from e
+            raise
+        return new

@@ -1,0 +1,57 @@
+"""Rollback: the repository, a commit prefix, the restore's pull request, and the replies.
+
+The restore itself is a branch and a commit written through gating/github/gitdb.py. The rollback
+handlers write through these; each call is safe to repeat, so a redelivered or concurrent request
+meets the branch and pull request the first one made.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gating.github.client import GitHubError
+from gating.github.repo import Repo, _q
+
+
+def repository(repo: Repo) -> dict[str, Any]:
+    return repo.client.get(repo.path)
+
+
+def commit_sha(repo: Repo, ref: str) -> str | None:
+    """The full SHA a commit prefix (or ref) names in the repository, or None when there is none."""
+    try:
+        return repo.client.get(f"{repo.path}/commits/{_q(ref)}")["sha"]
+    except GitHubError as e:
+        if e.status in (404, 422):  # unknown, or an ambiguous prefix
+            return None
+        raise
+
+
+def open_pull_for(repo: Repo, branch: str) -> dict[str, Any] | None:
+    owner = repo.full_name.split("/", 1)[0]
+    pulls = repo.client.get(f"{repo.path}/pulls", head=f"{owner}:{branch}", state="open")
+    return pulls[0] if pulls else None
+
+
+def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tuple[dict[str, Any], bool]:
+    """(pull request, created); an open pull request from `head` already there is returned as it is."""
+    try:
+        made = repo.client.request("POST", f"{repo.path}/pulls",
+                                   json={"title": title, "head": head, "base": base, "body": body}).json()
+        return made, True
+    except GitHubError as e:
+        if e.status != 422:
+            raise
+        existing = open_pull_for(repo, head)
+        if existing is None:
+            raise
+        return existing, False
+
+
+def comment(repo: Repo, number: int, body: str) -> dict[str, Any]:
+    return repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": body}).json()
+
+
+def react(repo: Repo, comment_id: int, content: str) -> None:
+    """A reaction (eyes, rocket, confused, ...) on an issue comment; reacting twice is harmless."""
+    repo.client.request("POST", f"{repo.path}/issues/comments/{comment_id}/reactions", json={"content": content})
