@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gating.diff import ALL, ChangeSet
+from gating.evals.compare import outcome
 from gating.evals.records import Comparison, FlippedCase, RunResult
 from gating.report import render_diff_markdown, render_eval_markdown
 
@@ -126,14 +127,6 @@ def summary_markdown(r: CheckResult) -> str:
     return "\n".join(out)
 
 
-def _outcome(c: Any) -> str:
-    if c is None:
-        return "absent"
-    if c.error:
-        return f"error:{c.error}"
-    return "pass" if c.passed else "fail"
-
-
 def details_text(r: CheckResult) -> str:
     """output.text: every case, the prompt excerpts, the run statistics."""
     out: list[str] = []
@@ -150,8 +143,8 @@ def details_text(r: CheckResult) -> str:
             lat = c.latency_ms.get("total")
             tokens = f"{c.tokens_in if c.tokens_in is not None else '?'}/{c.tokens_out if c.tokens_out is not None else '?'}"
             src = "carried from base" if c.carried else "cache" if c.cached else "run"
-            out.append(f"| `{_cell(c.id)}` | {_cell(c.prompt or '')} | {_outcome(b) if r.base_run else ''} "
-                       f"| {_outcome(c)} | {score} | {'' if lat is None else f'{lat:,.0f}'} | {tokens} | {src} |")
+            out.append(f"| `{_cell(c.id)}` | {_cell(c.prompt or '')} | {outcome(b) if r.base_run else ''} "
+                       f"| {outcome(c)} | {score} | {'' if lat is None else f'{lat:,.0f}'} | {tokens} | {src} |")
         out.append("")
     excerpts = [c for c in (r.changes.changes if r.changes else []) if c.detail]
     if excerpts:

@@ -1,4 +1,5 @@
-"""Helpers for the App's tests: settings with a fresh key, signing, and real WSGI servers on loopback.
+"""Helpers for the App's tests: settings with a fresh key, signing, real WSGI servers on loopback, and
+waiting until the App and the emulator have settled.
 
 Also a handler module (GATING_HANDLERS=app_support) for the App running under gunicorn in a
 subprocess: its `ping` handler records each run in a file and can be told to hang, so a test can
@@ -64,6 +65,20 @@ def serve_in_thread(app: Any) -> Iterator[str]:
     finally:
         server.shutdown()
         t.join(5)
+
+
+def wait_settled(emu: Any, queue: Any, timeout: float) -> None:
+    """Until every webhook is delivered and every job done (jobs cause webhooks and vice versa); a
+    failed job fails the test with its error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        emu.wait_for_deliveries(timeout=deadline - time.monotonic())
+        assert queue.wait_idle(max(0.1, deadline - time.monotonic()))
+        if emu.wait_for_deliveries(timeout=0.05) and queue.counts()["queued"] == 0:
+            failed = queue.list("failed")
+            assert not failed, [j.last_error for j in failed]
+            return
+    raise AssertionError("the App did not settle")
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from app_support import serve_in_thread
+from app_support import serve_in_thread, wait_settled
 
 from app import create_app
 from gating.policy import APPROVAL_CHECK, EVAL_CHECK
@@ -29,15 +29,7 @@ class World:
 
     def settle(self, timeout: float = 15.0) -> None:
         """Until every webhook is delivered and every job done (jobs cause webhooks and vice versa)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.emu.wait_for_deliveries(timeout=deadline - time.monotonic())
-            assert self.queue.wait_idle(max(0.1, deadline - time.monotonic()))
-            if self.emu.wait_for_deliveries(timeout=0.05) and self.queue.counts()["queued"] == 0:
-                failed = self.queue.list("failed")
-                assert not failed, [j.last_error for j in failed]
-                return
-        raise AssertionError("the App did not settle")
+        wait_settled(self.emu, self.queue, timeout)
 
     def open_pull(self, files: dict[str, str], author: str = "alice", branch: str = "change") -> dict[str, Any]:
         self.emu.push(self.repo, branch, files, "Change the LLM system", user=author)

@@ -99,13 +99,18 @@ def make_app(emu, **kw) -> GitHubApp:
     return app
 
 
+def installed(app: GitHubApp, emu, repo) -> Repo:
+    """The repository through the emulator's installation of the App."""
+    return Repo(app.installation(emu.app.installation_id), repo.full_name)
+
+
 def token_requests(emu) -> int:
     return sum(1 for r in emu.requests if r.operation == "apps/create-installation-access-token")
 
 
 def test_installation_token_is_cached_until_shortly_before_it_expires(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     for _ in range(3):
         assert repo.branch_sha("main") == github_repo.head("main")
     assert token_requests(github) == 1
@@ -130,7 +135,7 @@ def test_a_refused_token_is_refreshed_once(github, github_repo):
 def test_token_and_key_never_reach_the_log(github, github_repo, caplog):
     caplog.set_level(logging.DEBUG)
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     repo.branch_sha("main")
     token = app.token(github.app.installation_id).token
     text = caplog.text
@@ -143,7 +148,7 @@ def test_token_and_key_never_reach_the_log(github, github_repo, caplog):
 
 def test_server_errors_are_retried_with_backoff(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.faults.add(method="GET", path=r"/branches/", kind="5xx", times=2, status=502)
     assert repo.branch_sha("main") == github_repo.head("main")
     assert app.sleeps == [0.5, 1.0]
@@ -151,7 +156,7 @@ def test_server_errors_are_retried_with_backoff(github, github_repo):
 
 def test_server_errors_give_up_after_the_retries(github, github_repo):
     app = make_app(github, retry=RetryPolicy(retries=2))
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.faults.add(method="GET", path=r"/branches/", kind="5xx", times=None, status=503)
     with pytest.raises(GitHubError) as e:
         repo.branch_sha("main")
@@ -162,7 +167,7 @@ def test_server_errors_give_up_after_the_retries(github, github_repo):
 
 def test_secondary_rate_limit_waits_for_retry_after(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.faults.add(path=r"/branches/", kind="secondary_rate_limit", retry_after=3)
     assert repo.branch_sha("main") == github_repo.head("main")
     assert app.sleeps == [3.0]
@@ -170,7 +175,7 @@ def test_secondary_rate_limit_waits_for_retry_after(github, github_repo):
 
 def test_a_long_retry_after_goes_back_to_the_job_queue(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.faults.add(path=r"/branches/", kind="secondary_rate_limit", retry_after=120)
     with pytest.raises(RateLimited) as e:
         repo.branch_sha("main")
@@ -180,7 +185,7 @@ def test_a_long_retry_after_goes_back_to_the_job_queue(github, github_repo):
 
 def test_connection_resets_are_retried(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.faults.add(path=r"/branches/", kind="reset", times=1)
     assert repo.branch_sha("main") == github_repo.head("main")
     assert app.sleeps == [0.5]
@@ -188,7 +193,7 @@ def test_connection_resets_are_retried(github, github_repo):
 
 def test_not_found_and_permission_lookups(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.add_collaborator(github_repo, "carol", "maintain")
     github.add_team_member("acme", "ml-platform", "carol")
     assert repo.permission("carol") == "maintain"
@@ -201,7 +206,7 @@ def test_not_found_and_permission_lookups(github, github_repo):
 
 def test_pagination_follows_link_headers(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     github.push(github_repo, "x", {"a.txt": "a"}, "a", user="alice")
     pr = github.create_pull(github_repo, "x", "main", "t", "alice")
     for i in range(5):
@@ -258,7 +263,7 @@ def test_plain_403_is_not_retried():
 
 def test_api_revision_builds_the_same_snapshot_as_git(github, github_repo):
     app = make_app(github)
-    repo = Repo(app.installation(github.app.installation_id), github_repo.full_name)
+    repo = installed(app, github, github_repo)
     sha = github_repo.head("main")
     over_api = ApiRevision(repo, sha)
     from_git = GitRevision(github_repo.git, sha)

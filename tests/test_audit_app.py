@@ -4,12 +4,11 @@ statuses from the emulator's webhooks; a clone verifies them; redelivery and bac
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import serve_in_thread
+from app_support import serve_in_thread, wait_settled
 
 from app import create_app
 from gating import keys
@@ -27,15 +26,7 @@ class World:
         self.queue = app.extensions["gating"].queue
 
     def settle(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.emu.wait_for_deliveries(timeout=deadline - time.monotonic())
-            assert self.queue.wait_idle(max(0.1, deadline - time.monotonic()))
-            if self.emu.wait_for_deliveries(timeout=0.05) and self.queue.counts()["queued"] == 0:
-                failed = self.queue.list("failed")
-                assert not failed, [j.last_error for j in failed]
-                return
-        raise AssertionError("the App did not settle")
+        wait_settled(self.emu, self.queue, timeout)
 
     def merged_pull(self, branch: str, text: str, eval_note: bool = True) -> tuple[int, str, str]:
         """A pull request changing the prompt, approved by bob, evaluated, merged by carol."""

@@ -88,10 +88,15 @@ def _pr(g: Git, branch: str, *changes) -> str:
     return commit_all(g, branch)
 
 
+def _eval_pr(g: Git, capsys: pytest.CaptureFixture, branch: str, *changes) -> tuple[int, str]:
+    """`gating eval` of a branch off main with `changes`, against main: (exit code, stdout)."""
+    _pr(g, branch, *changes)
+    code = main(["-C", str(g.root), "eval", "--rev", "HEAD", "--base", "main", "--no-cache"])
+    return code, capsys.readouterr().out
+
+
 def test_demo_pull_request_passes(example_repo: Git, capsys: pytest.CaptureFixture) -> None:
-    _pr(example_repo, "tune-answers", apply_demo_change)
-    code = main(["-C", str(example_repo.root), "eval", "--rev", "HEAD", "--base", "main", "--no-cache"])
-    out = capsys.readouterr().out
+    code, out = _eval_pr(example_repo, capsys, "tune-answers", apply_demo_change)
     assert code == 0
     assert out.startswith("### gating / eval: ✅ pass\n\n- all 3 thresholds met; 14 paired cases, "
                           "no significant regression\n")
@@ -99,9 +104,7 @@ def test_demo_pull_request_passes(example_repo: Git, capsys: pytest.CaptureFixtu
 
 
 def test_regressing_pull_request_fails_with_the_cases(example_repo: Git, capsys: pytest.CaptureFixture) -> None:
-    _pr(example_repo, "simplify-prompts", apply_regressing_change)
-    code = main(["-C", str(example_repo.root), "eval", "--rev", "HEAD", "--base", "main", "--no-cache"])
-    out = capsys.readouterr().out
+    code, out = _eval_pr(example_repo, capsys, "simplify-prompts", apply_regressing_change)
     assert code == 1
     assert out.startswith("### gating / eval: ❌ fail\n\n- pass_rate is 0.643, threshold >= 0.80; failing cases: "
                           "refund-cites-article, shipping-cites-article, unknown-answer, no-password-leak, "

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from app_support import serve_in_thread
-from test_rollback_app import ANSWER, MANIFEST, REFUND, World, make_world
+from test_rollback_app import MANIFEST, World, make_world
 
 TOKEN = "alert-token-for-tests"
 HANDLERS = "app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command,app.handlers.alerts"
@@ -67,12 +67,7 @@ def world(github, github_repo, tmp_path: Path):
         github.webhook_url = url + "/webhooks"
         w = World(github, github_repo, app, key, tmp_path)
         w.url = url
-        w.shas["M1"] = w.merge("good", {"prompts/system.md": "You are a careful support assistant.\n"}, "Good")
-        w.deploy(w.shas["M1"])
-        w.shas["M2"] = w.merge("bad", {
-            "tools/refund.json": REFUND,
-            "prompts/answer.md": ANSWER.replace("Cite the article title in brackets.", "Be brief."),
-            "gating.yml": RULES.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")}, "Refunds, brief answers")
+        w.good_then_bad(RULES)
         yield w
 
 

@@ -4,13 +4,12 @@ the audit log written by the App's own merge and deployment handlers."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import serve_in_thread
+from app_support import serve_in_thread, wait_settled
 
 from app import create_app
 from app.handlers.rollback_command import Audit, execute
@@ -37,15 +36,7 @@ class World:
         self.shas: dict[str, str] = {}
 
     def settle(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.emu.wait_for_deliveries(timeout=deadline - time.monotonic())
-            assert self.queue.wait_idle(max(0.1, deadline - time.monotonic()))
-            if self.emu.wait_for_deliveries(timeout=0.05) and self.queue.counts()["queued"] == 0:
-                failed = self.queue.list("failed")
-                assert not failed, [j.last_error for j in failed]
-                return
-        raise AssertionError("the App did not settle")
+        wait_settled(self.emu, self.queue, timeout)
 
     def merge(self, branch: str, files: dict[str, str | None], title: str) -> str:
         self.emu.push(self.repo, branch, files, title, user="alice")
@@ -53,6 +44,16 @@ class World:
         sha = self.emu.merge_pull(self.repo, pr["number"], "root")
         self.settle()
         return sha
+
+    def good_then_bad(self, manifest: str) -> None:
+        """M1 (good, deployed, known good), then M2 merged: a new tool, a prompt edit, and `manifest`
+        with the answer model re-pinned."""
+        self.shas["M1"] = self.merge("good", {"prompts/system.md": "You are a careful support assistant.\n"}, "Good")
+        self.deploy(self.shas["M1"])
+        self.shas["M2"] = self.merge("bad", {
+            "tools/refund.json": REFUND,
+            "prompts/answer.md": ANSWER.replace("Cite the article title in brackets.", "Be brief."),
+            "gating.yml": manifest.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")}, "Refunds, brief answers")
 
     def deploy(self, sha: str, state: str = "success") -> None:
         d = self.emu.create_deployment(self.repo, sha, "production", user="deployer")
@@ -108,12 +109,7 @@ def world(github, github_repo, tmp_path: Path):
     with serve_in_thread(app) as url:
         github.webhook_url = url + "/webhooks"
         w = World(github, github_repo, app, key, tmp_path)
-        w.shas["M1"] = w.merge("good", {"prompts/system.md": "You are a careful support assistant.\n"}, "Good")
-        w.deploy(w.shas["M1"])
-        w.shas["M2"] = w.merge("bad", {
-            "tools/refund.json": REFUND,
-            "prompts/answer.md": ANSWER.replace("Cite the article title in brackets.", "Be brief."),
-            "gating.yml": MANIFEST.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")}, "Refunds, brief answers")
+        w.good_then_bad(MANIFEST)
         w.deploy(w.shas["M2"])
         w.shas["C"] = github.push(github_repo, "main", {"app/answer.py": "print('v2')\n"}, "Code only", user="alice")
         w.issue = github.create_issue(github_repo, "Answers cite the wrong article", "alice")["number"]
