@@ -5,7 +5,7 @@
 #     -e APP_ID=123456 -e WEBHOOK_SECRET=... -e PRIVATE_KEY_PATH=/run/secrets/app.pem \
 #     -v "$PWD/app.pem:/run/secrets/app.pem:ro" gating-app
 #
-# Settings are environment variables (app/README.md). The job queue lives in /data: keep it on a
+# Settings are environment variables (README.md, "Settings"). The job queue lives in /data: keep it on a
 # volume so queued work survives a restart.
 
 FROM python:3.11-slim AS build
