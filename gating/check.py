@@ -253,7 +253,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
     base: str | None = None
     try:
         if remote:
-            check_notes.fetch_notes(g, remote)
+            check_notes.fetch_notes(g, remote, ctx.token)
         base = resolve_base(g, ctx.base, head, remote)
         ev = Evaluator(g, settings, env)
         evaluation = ev.evaluate(base, head)
@@ -299,7 +299,7 @@ def store_notes(g: Git, ctx: CheckContext, settings: Settings, remote: str | Non
     if mode == "local" or remote is None:
         check_notes.write_local(g, notes)
         return {"written": True, "pushed": False, "commits": sorted(notes)}
-    pushed = check_notes.push_notes(g, remote, notes)
+    pushed = check_notes.push_notes(g, remote, notes, token=ctx.token)
     doc: dict[str, Any] = {"written": True, "pushed": pushed.ok, "commits": sorted(notes), "attempts": pushed.attempts}
     if not pushed.ok:
         first = pushed.message.splitlines()[0] if pushed.message else "unknown error"

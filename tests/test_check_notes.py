@@ -7,7 +7,7 @@ import os
 import stat
 from pathlib import Path
 
-from gating.check_notes import fetch_notes, note_document, parse_note, push_notes, read_run
+from gating.check_notes import auth_env, fetch_notes, note_document, parse_note, push_notes, read_run
 from gating.evals.records import CaseResult, RunResult
 from gating.git import Git, commit_all, init_repo
 from gating.notes import EVALS_REF
@@ -89,3 +89,14 @@ def test_fetch_and_read_a_note_from_the_remote(tmp_path: Path):
     assert fetch_notes(a, "origin")
     assert read_run(a, c1).rev == c1
     assert os.path.isdir(a.root / ".git")
+
+
+def test_the_token_header_is_keyed_by_the_remote_url_without_its_credentials(tmp_path: Path):
+    g = init_repo(tmp_path / "r")
+    g.run("remote", "add", "origin", "https://x-access-token:old@github.example/acme/bot.git")
+    g.run("remote", "add", "local", str(tmp_path / "elsewhere.git"))
+    env = auth_env(g, "origin", "tok")
+    key = "http.https://github.example/acme/bot.git.extraheader"
+    assert env == {"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": key, "GIT_CONFIG_VALUE_0": "",
+                   "GIT_CONFIG_KEY_1": key, "GIT_CONFIG_VALUE_1": "Authorization: Basic eC1hY2Nlc3MtdG9rZW46dG9r"}
+    assert auth_env(g, "origin", None) == {} and auth_env(g, "local", "tok") == {}

@@ -6,6 +6,7 @@ the `github` fixture fails a test on any violation.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from check_support import ANSWER_CASES, GREET_CASES, Harness, answer_prompt, greet_prompt, write_system
 
 from gating.evals.records import load_run
+from gating.git import Git
 from gating.notes import EVALS_REF
 from gating.testing.llm_server import LLMServer
 
@@ -205,6 +207,61 @@ def test_read_only_token_on_a_same_repo_pull_request_degrades_without_crashing(h
     assert "grant `checks: write`" in ran.summary
     assert ran.report["notes"]["pushed"] is False
     assert "the eval note was not pushed to refs/notes/gating/evals" in ran.summary
+
+
+def credential_free_clone(h: Harness, name: str) -> Git:
+    """A checkout as `actions/checkout` leaves it with `persist-credentials: false`: nothing stored."""
+    g = h.repo.clone(h.tmp / name, h.token)
+    g.run("remote", "set-url", "origin", h.repo.clone_url)
+    return g
+
+
+def assert_token_not_kept(ran, token: str) -> None:
+    config = (ran.clone.root / ".git" / "config").read_text(encoding="utf-8")
+    assert token not in config and "extraheader" not in config.lower()
+    for text in (ran.stdout, ran.stderr, ran.summary, json.dumps(ran.report)):
+        assert token not in text
+
+
+def test_the_given_token_fetches_and_pushes_the_notes_from_a_clone_without_credentials(github, llm, tmp_path,
+                                                                                          monkeypatch):
+    repo = github.create_repo("acme/private-bot", source_dir=write_system(tmp_path / "src"), private=True)
+    h = Harness(github, repo, llm, tmp_path, monkeypatch)
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr, clone=credential_free_clone(h, "checkout-1"))
+    assert ran.rc == 0, ran.stderr
+    assert ran.report["notes"]["pushed"] is True
+    assert "not pushed" not in ran.summary
+    assert json.loads(h.repo.note(EVALS_REF, pr["head"]["sha"]))["verdict"] == "pass"
+    assert_token_not_kept(ran, h.token)
+    # a new runner, no stored credentials either: the notes are fetched with the token, no model call
+    again = h.run(pr, action="synchronize", clone=credential_free_clone(h, "checkout-2"))
+    assert again.rc == 0 and again.llm_requests == 0
+    assert again.report["head_source"] == "eval note on head (this commit was evaluated before)"
+
+
+def test_the_given_token_outranks_a_read_only_header_the_checkout_persisted(h: Harness):
+    clone = credential_free_clone(h, "checkout")
+    basic = base64.b64encode(f"x-access-token:{h.emu.read_only_token()}".encode()).decode()
+    clone.run("config", "--local", f"http.{h.emu.web_url}/.extraheader", f"AUTHORIZATION: basic {basic}")
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr, clone=clone)
+    assert ran.rc == 0, ran.stderr
+    assert ran.report["notes"]["pushed"] is True
+    assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is not None
+
+
+def test_a_read_only_token_from_a_clone_without_credentials_degrades_as_before(h: Harness):
+    token = h.emu.read_only_token()
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr, token=token, clone=credential_free_clone(h, "checkout"))
+    assert ran.rc == 0, ran.stderr
+    assert ran.report["notes"]["pushed"] is False
+    assert ran.report["notes"]["attempts"] == 1
+    assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None
+    assert ("> the eval note was not pushed to refs/notes/gating/evals: remote: Permission to "
+            "acme/tiny-bot.git denied to gating-emulated[bot].") in ran.summary.splitlines()
+    assert_token_not_kept(ran, token)
 
 
 def test_crash_still_completes_the_check_run_with_the_error(h: Harness):
