@@ -50,8 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = len(e.problems)
         print(f"gating: {n} problem{'s' if n != 1 else ''} in the LLM system manifest", file=sys.stderr)
         return 2
-    except (GitError, UsageError, FileNotFoundError) as e:
+    except (GitError, UsageError) as e:
         print(f"gating: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the user named cannot be read or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"gating: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -457,6 +457,18 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
                 frm, to = _LOOSENING[key]
                 if (before if before is not None else frm) == frm and after == to:
                     risk, summary = "high", f"approval rule loosened: `{name}` {lp[1]} {before} → {after}"
+            elif lp[:1] == ["if"]:
+                # Conditions are ANDed and each list is ORed: a new condition or a dropped item makes
+                # the rule apply to fewer changes.
+                narrower = (kind == "added" and len(lp) == 2) or (kind == "removed" and len(lp) >= 3)
+                if narrower or kind == "changed":
+                    risk = "high"
+                    summary = (f"approval rule loosened: `{name}` applies to fewer changes "
+                               f"({_dotted(*lp)}: {_short(before)} → {_short(after)})")
+                elif kind == "removed":
+                    summary = f"approval rule `{name}` applies more widely: condition {_dotted(*lp)} removed"
+                else:
+                    risk = "low"
             elif lp[:1] == ["requires"] and kind == "removed":
                 risk, summary = "high", f"approval rule loosened: `{name}` no longer requires {_dotted(*lp[1:])}"
             out.append(Change("policy", leaf, kind, before, after, risk, summary))

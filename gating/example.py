@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sysconfig
 from pathlib import Path
 
 from gating.git import Git, commit_all, init_repo
@@ -11,9 +12,12 @@ EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support-bot
 
 
 def example_dir() -> Path:
-    if not (EXAMPLE_DIR / "gating.yml").is_file():
-        raise FileNotFoundError(f"the bundled example is missing: {EXAMPLE_DIR}/gating.yml")
-    return EXAMPLE_DIR
+    """The example beside the source tree (a checkout), else the copy a wheel installed under share/."""
+    installed = Path(sysconfig.get_path("data")) / "share" / "gating" / "examples" / "support-bot"
+    for candidate in (EXAMPLE_DIR, installed):
+        if (candidate / "gating.yml").is_file():
+            return candidate
+    raise FileNotFoundError(f"the bundled example is missing: looked for gating.yml in {EXAMPLE_DIR} and {installed}")
 
 
 def make_example_repo(dest: str | Path, source: Path | None = None) -> Git:

@@ -98,7 +98,13 @@ class Git:
         return self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
 
     def merge_base(self, a: str, b: str) -> str:
-        return self.run("merge-base", a, b)
+        out = self.try_run("merge-base", a, b)
+        if not out:
+            for rev in (a, b):
+                self.rev_parse(rev)  # an unknown revision says so
+            raise GitError(["merge-base", a, b], 1, f"{a} and {b} have no common ancestor (unrelated histories); "
+                           "pass BASE explicitly")
+        return out
 
     def default_branch(self, remote: str = "origin") -> str | None:
         """The default branch: origin/HEAD if known, else main or master if they exist."""

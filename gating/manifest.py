@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from typing import Any
 
 import jsonschema
@@ -221,7 +222,20 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
 
 
 def parse_manifest(data: bytes, source: str = MANIFEST_PATH) -> Manifest:
-    """Parse and schema-check manifest bytes; raises ManifestError with positions."""
+    """Parse and schema-check manifest bytes; raises ManifestError with positions.
+
+    The same bytes give the same manifest, so base and head of a pull request that leaves
+    gating.yml alone share one parse.
+    """
+    return _parse_manifest_cached(hashlib.sha256(data).digest(), source, data)
+
+
+@lru_cache(maxsize=16)
+def _parse_manifest_cached(_digest: bytes, source: str, data: bytes) -> Manifest:
+    return _parse_manifest(data, source)
+
+
+def _parse_manifest(data: bytes, source: str) -> Manifest:
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError(
             [
@@ -335,6 +349,13 @@ def _reference_problems(m: Manifest) -> list[Problem]:
             problems.append(
                 m.problem(["components", "prompts", name, "system"], _unknown("prompt", p["system"], prompts))
             )
+    orchestration = m.components.get("orchestration") or {}
+    for i, name in enumerate(orchestration.get("fallback") or []):
+        if name not in models and name not in prompts:
+            problems.append(
+                m.problem(["components", "orchestration", "fallback", i],
+                          _unknown("model or prompt", name, set(models) | set(prompts)))
+            )
     judge = m.evals.get("judge")
     if judge and judge not in models:
         problems.append(m.problem(["evals", "judge"], _unknown("model", judge, models)))
@@ -418,6 +439,9 @@ def resolve_files(m: Manifest, files: Sequence[str] | set[str]) -> list[FileRef]
         if not matched:
             if any(c in pattern for c in "*?["):
                 problems.append(m.problem(key, f"{_fmt_path(key)}: glob {pattern!r} matches no file"))
+            elif any(f.startswith(pattern.rstrip("/") + "/") for f in listing):
+                problems.append(m.problem(key, f"{_fmt_path(key)}: {pattern!r} is a directory, not a file "
+                                               f"(to name the files in it, use '{pattern.rstrip('/')}/*')"))
             else:
                 hint = difflib.get_close_matches(pattern, listing, n=1)
                 msg = f"{_fmt_path(key)}: file {pattern!r} does not exist"

@@ -25,7 +25,15 @@ MODELS_SCHEMA: dict[str, Any] = {
         "properties": {
             "provider": {"type": "string", "enum": PROVIDERS},
             "model": {"type": "string", "minLength": 1},
-            "params": {"type": "object"},
+            "params": {
+                "type": "object",
+                "properties": {
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                    "max_tokens": {"type": "integer", "minimum": 1},
+                    "seed": {"type": "integer"},
+                },
+            },
             "base_url": {"type": "string"},
             "api_key_env": {"type": "string"},
             "pinned": {"type": "boolean"},

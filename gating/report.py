@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from gating.diff import ChangeSet
@@ -16,6 +17,11 @@ RISK_BADGE = {
 }
 
 
+def short_rev(rev: str) -> str:
+    """A full commit id shortened as GitHub shows it; anything else (a branch, HEAD) as given."""
+    return rev[:7] if re.fullmatch(r"[0-9a-f]{40}", rev) else rev
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -23,7 +29,8 @@ def _cell(text: str) -> str:
 def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = True) -> str:
     """The semantic diff as a reviewer reads it: a table of changes, then prompt excerpts."""
     if cs.is_empty:
-        return f"{heading} LLM system: no changes\n\nNothing in the LLM system changed between `{cs.base}` and `{cs.head}`.\n"
+        return (f"{heading} LLM system: no changes\n\nNothing in the LLM system changed between "
+                f"`{short_rev(cs.base)}` and `{short_rev(cs.head)}`.\n")
     n = len(cs.changes)
     lines = [
         f"{heading} LLM system: {n} change{'s' if n != 1 else ''} (highest risk: {cs.max_risk})",
@@ -31,9 +38,13 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
     ]
     if cs.has_errors:
         lines += ["> **Policy error:** " + "; ".join(c.summary for c in cs.changes if c.risk == "error"), ""]
-    scope = "every eval case (full re-evaluation)" if cs.full_reeval else (
-        "cases of prompts " + ", ".join(f"`{p}`" for p in sorted(cs.affected_prompts() or [])) or "no eval cases"
-    )
+    affected = sorted(cs.affected_prompts() or [])
+    if cs.full_reeval:
+        scope = "every eval case (full re-evaluation)"
+    elif affected:
+        scope = "cases of prompts " + ", ".join(f"`{p}`" for p in affected)
+    else:
+        scope = "no eval cases (nothing evaluated changed)"
     lines += [f"Re-evaluate: {scope}.", "", "| Category | Change | Path | Risk |", "|---|---|---|---|"]
     for c in cs.changes:
         lines.append(f"| {c.category} | {_cell(c.summary)} | `{_cell(c.path)}` | {RISK_BADGE[c.risk]} |")

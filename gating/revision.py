@@ -81,7 +81,7 @@ class WorkTree:
         if self.git is not None and self.git.is_repo():
             out = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard")
             names = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
-            return sorted(n for n in names if (self.root / n).is_file())
+            return sorted(n for n in names if (self.root / n).is_file() or (self.root / n).is_symlink())
         files = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d != ".git"]
@@ -93,7 +93,11 @@ class WorkTree:
         out: dict[str, bytes | None] = {}
         for p in paths:
             fp = self.root / p
-            out[p] = fp.read_bytes() if fp.is_file() else None
+            if fp.is_symlink():
+                # As git stores it: the link's target path, never the file it points at.
+                out[p] = os.fsencode(os.readlink(fp))
+            else:
+                out[p] = fp.read_bytes() if fp.is_file() else None
         return out
 
 

@@ -202,3 +202,38 @@ def test_base_without_manifest_counts_as_empty_system(git_repo: Git, tmp_path: P
     cs = compute(git_repo, base, head)
     assert {c.kind for c in cs.changes} == {"added"}, [c for c in cs.changes if c.kind != "added"]
     assert ("prompt", "components.prompts.answer") in [(c.category, c.path) for c in cs.changes]
+
+
+def test_no_change_names_short_revisions(example_repo: Git) -> None:
+    from gating.report import render_diff_markdown
+
+    base, head = change(example_repo, "readme", lambda r: (r / "README.md").write_text("docs\n"))
+    text = render_diff_markdown(compute(example_repo, base, head))
+    assert text.endswith(f"Nothing in the LLM system changed between `{base[:7]}` and `{head[:7]}`.\n")
+
+
+def test_change_that_affects_no_eval_case_says_so(example_repo: Git) -> None:
+    from gating.report import render_diff_markdown
+
+    base, head = change(example_repo, "spare model", lambda r: edit(
+        r / "gating.yml", "    judge:\n", "    spare: {provider: openai, model: gpt-4o-mini-2024-07-18}\n    judge:\n"))
+    text = render_diff_markdown(compute(example_repo, base, head))
+    assert "Re-evaluate: no eval cases (nothing evaluated changed)." in text
+
+
+def test_narrowed_approval_condition_is_loosening(example_repo: Git) -> None:
+    base, head = change(example_repo, "narrow", lambda r: edit(
+        r / "gating.yml", 'manifest_paths: ["components.models.*.model"]',
+        'manifest_paths: ["components.models.*.model"], labels: [models]'))
+    assert summaries(example_repo, base, head) == [
+        ("policy", "high", "approval rule loosened: `model-owners` applies to fewer changes (if.labels: None → ['models'])")
+    ]
+
+
+def test_unrelated_histories_say_so(example_repo: Git, capsys) -> None:
+    g = example_repo
+    g.run("checkout", "-q", "--orphan", "other")
+    commit_all(g, "unrelated root")
+    assert main(["-C", str(g.root), "diff"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("HEAD and main have no common ancestor (unrelated histories); pass BASE explicitly")

@@ -75,6 +75,23 @@ CASES = [
         "gating.yml:5:65: evals.thresholds.pass_rate: 'most' is not a threshold like '>= 0.9' or '<= 3000'",
     ),
     (
+        "unknown-fallback",
+        GOOD_HEAD + "  models:\n    answer: {provider: openai, model: m-2024-01-01}\n"
+        "  orchestration: {fallback: [answr]}\n",
+        "gating.yml:6:30: unknown model or prompt 'answr' (did you mean 'answer'?)",
+    ),
+    (
+        "param-wrong-type",
+        GOOD_HEAD + "  models:\n    a: {provider: openai, model: m-2024-01-01, params: {temperature: hot}}\n",
+        "gating.yml:5:70: components.models.a.params.temperature: expected a number, got 'hot' (a string)",
+    ),
+    (
+        "directory-named-as-file",
+        GOOD_HEAD + "  prompts:\n    p: {file: prompts}\n",
+        "gating.yml:5:15: components.prompts.p.file: 'prompts' is a directory, not a file "
+        "(to name the files in it, use 'prompts/*')",
+    ),
+    (
         "path-escapes-repo",
         GOOD_HEAD + "  prompts:\n    p: {file: ../secrets.md}\n",
         "gating.yml:5:15: '../secrets.md' must be a path inside the repository",
@@ -168,3 +185,9 @@ def test_not_a_git_repository(tmp_path: Path, capsys) -> None:
 def test_unknown_revision(example_repo: Git, capsys) -> None:
     assert main(["-C", str(example_repo.root), "diff", "nope", "HEAD"]) == 2
     assert "unknown revision 'nope'" in capsys.readouterr().err
+
+
+def test_lock_file_that_is_a_directory(example_repo: Git, tmp_path: Path, capsys) -> None:
+    assert main(["-C", str(example_repo.root), "snapshot", "--lock", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"gating: error: {tmp_path}: Is a directory"

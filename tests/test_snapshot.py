@@ -85,3 +85,15 @@ def test_one_cat_file_process_per_snapshot(example_repo: Git, monkeypatch) -> No
     batch = [c for c in calls if c[:2] == ["git", "cat-file"]]
     assert batch == [["git", "cat-file", "--batch"]]  # one process answers every read
     assert len(calls) == 3  # rev-parse (commit and tree), ls-tree, cat-file
+
+
+def test_symlinked_prompt_reads_the_same_from_work_tree_and_git(example_repo: Git) -> None:
+    root = example_repo.root
+    (root / "prompts/link.md").symlink_to("/etc/passwd")
+    text = (root / "gating.yml").read_text().replace(
+        "    system: {file: prompts/system.md}", "    system: {file: prompts/system.md}\n    linked: {file: prompts/link.md}")
+    (root / "gating.yml").write_text(text)
+    work = build_snapshot(WorkTree(root, example_repo))
+    assert work.contents["prompts/link.md"] == b"/etc/passwd"  # the link, never the file outside the repo
+    commit_all(example_repo, "linked prompt")
+    assert build_snapshot(GitRevision(example_repo, "HEAD")).digest == work.digest
