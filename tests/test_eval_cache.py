@@ -116,3 +116,15 @@ def test_identical_requests_in_flight_are_sent_once(tmp_path: Path, llm: LLMServ
     assert [c.output for c in run.cases[:5]] == ["same"] * 5
     assert [c.error for c in run.cases[5:]] == ["parse", "parse"]
     assert run.stats["cache_hits"] == 5
+
+
+def test_two_servers_never_share_cache_entries(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    snap, reader = load(write_repo(tmp_path / "r", CASES[:3]))
+    run_evals(snap, reader, env=live_env(llm), cache_dir=tmp_path / "cache")
+    with LLMServer(answer=lambda api, body: "from the other server") as other:
+        run = run_evals(snap, reader, env=live_env(other), cache_dir=tmp_path / "cache")
+        assert other.requests == 3 and run.stats["cache_hits"] == 0
+    assert [c.output for c in run.cases] == ["from the other server"] * 3
+    again = run_evals(snap, reader, env=live_env(llm), cache_dir=tmp_path / "cache")
+    assert llm.requests == 3 and again.stats["cache_hits"] == 3
+    assert [c.output for c in again.cases] == ["answer 0", "answer 1", "answer 2"]

@@ -131,3 +131,35 @@ def test_committed_cassettes_are_reproducible() -> None:
     script = EXAMPLE_DIR.parent.parent / "scripts" / "record_example_cassettes.py"
     proc = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_replay_serves_the_cassettes_even_when_the_cache_has_other_answers(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "r", CASES)
+    snap, reader = load(root)
+    with LLMServer(answer=judge) as server:
+        recorded = run_evals(snap, reader, env=live_env(server), record=True)
+    # a live run against another server that answers differently fills the local cache
+    def other(api: str, body: dict) -> str:
+        return json.dumps({"score": 1, "reason": "bad"}) if api == "anthropic" else "Berlin"
+
+    with LLMServer(answer=other) as server:
+        live = run_evals(snap, reader, env=live_env(server), cache_dir=tmp_path / "cache")
+    assert [c.output for c in live.cases] == ["Berlin"] * 3
+    replayed = run_evals(snap, reader, env={"GATING_PROVIDER": "replay"}, cache_dir=tmp_path / "cache")
+    assert (replayed.stats["requests"], replayed.stats["cache_hits"], replayed.stats["replayed"]) == (0, 0, 4)
+    assert [c.output for c in replayed.cases] == [c.output for c in recorded.cases] == ["Paris", "Lyon", "Nice"]
+
+
+def test_example_replays_its_cassettes_after_a_live_run_filled_the_cache(
+        example_repo: Git, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATING_CACHE_DIR", str(example_repo.root.parent / "cache"))
+    with LLMServer() as server:
+        for k, v in live_env(server).items():
+            monkeypatch.setenv(k, v)
+        assert main(["-C", str(example_repo.root), "eval"]) == 1  # the echo server is not the support bot
+        assert "(live): 17 requests, 0 cache hits, 0 replayed" in capsys.readouterr().err
+    for k in server.env():
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("GATING_PROVIDER", "replay")
+    assert main(["-C", str(example_repo.root), "eval"]) == 0
+    assert "(replay): 0 requests, 0 cache hits, 17 replayed" in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """Response cache and cassettes: both keyed by the rendered request, never holding errors.
 
+Cassettes are the committed truth that replay serves; the cache is a local accelerator for live calls
+only, keyed also by the server's base URL.
+
 The cache is a set of append-only segment files, one per writing process, so two processes sharing
 a cache directory never write the same file and never read a half-written entry. Cassettes are committed
 JSONL files beside a dataset (`evals/cassettes/<dataset stem>.jsonl`), one sorted line per key, so a
@@ -25,7 +28,16 @@ CACHE_VERSION = 1
 
 
 def request_key(req: ChatRequest) -> str:
-    material = {"v": CACHE_VERSION, **req.key_material()}
+    """The cassette key: the rendered request alone, so a recording replays wherever it is run."""
+    return _digest({"v": CACHE_VERSION, **req.key_material()})
+
+
+def cache_key(req: ChatRequest, base_url: str | None) -> str:
+    """The response-cache key: the request and the server it went to, so two servers never share answers."""
+    return _digest({"v": CACHE_VERSION, **req.key_material(), "endpoint": base_url or ""})
+
+
+def _digest(material: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":"),
                                      ensure_ascii=False).encode()).hexdigest()
 

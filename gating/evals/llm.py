@@ -1,8 +1,10 @@
-"""Model access for a run: response cache, then cassettes (replay) or the live provider (with retries).
+"""Model access for a run: cassettes (replay), or the response cache then the live provider (with retries).
 
 Modes: `live` calls providers; `replay` serves cassettes only; `record` calls providers and keeps
 every answer for the cassettes. `auto` (GATING_PROVIDER unset) is replay when the revision has
-cassettes for its datasets, else live. Errors are never cached or recorded.
+cassettes for its datasets, else live. Replay never reads the cache: the committed cassettes are the
+truth, the cache only spares live calls (and is keyed by the server, so two servers never share it).
+Errors are never cached or recorded.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.evals.cache import ResponseCache, cassette_entry, request_key
+from gating.evals.cache import ResponseCache, cache_key, cassette_entry, request_key
 from gating.evals.providers import (
     ChatRequest,
     ClientPool,
     Completion,
     ProviderError,
     RetryPolicy,
+    base_url_of,
     call_with_retries,
 )
 
@@ -66,22 +69,14 @@ class LLM:
         self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
     async def complete(self, req: ChatRequest, dataset: str = "") -> Completion:
-        key = request_key(req)
+        if self.mode == "replay" or req.provider == "replay":
+            return self._replay(req)
+        key = cache_key(req, base_url_of(req.provider, req.base_url, self.env))
         if self.cache is not None and self.mode != "record":
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
                 return hit
-        if self.mode == "replay" or req.provider == "replay":
-            entry = self.cassettes.get(key)
-            if entry is None:
-                raise ProviderError(
-                    "provider",
-                    f"no recorded response for this request to {req.provider}/{req.model} in the cassettes "
-                    f"(key {key[:12]}); record it with `gating eval --record` against a live provider",
-                )
-            self.stats.replayed += 1
-            return Completion.from_dict(entry["response"], "replay")
         if self.pool is None:
             raise ProviderError("provider", "live calls are not available in this run")
         pending = self._inflight.get(key)
@@ -106,6 +101,18 @@ class LLM:
             del self._inflight[key]
         return got
 
+    def _replay(self, req: ChatRequest) -> Completion:
+        key = request_key(req)
+        entry = self.cassettes.get(key)
+        if entry is None:
+            raise ProviderError(
+                "provider",
+                f"no recorded response for this request to {req.provider}/{req.model} in the cassettes "
+                f"(key {key[:12]}); record it with `gating eval --record` against a live provider",
+            )
+        self.stats.replayed += 1
+        return Completion.from_dict(entry["response"], "replay")
+
     async def _live(self, req: ChatRequest, key: str, dataset: str) -> Completion:
         self.stats.requests += 1
 
@@ -120,5 +127,6 @@ class LLM:
         if self.cache is not None:
             self.cache.put(key, got)
         if self.mode == "record":
-            self.recorded.setdefault(dataset, {})[key] = cassette_entry(key, req, got)
+            rkey = request_key(req)
+            self.recorded.setdefault(dataset, {})[rkey] = cassette_entry(rkey, req, got)
         return got

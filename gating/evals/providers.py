@@ -60,7 +60,7 @@ class ChatRequest:
     model: str
     messages: tuple[tuple[str, str], ...]  # (role, content)
     params: tuple[tuple[str, Any], ...] = ()
-    base_url: str | None = None  # from the manifest; not part of the key
+    base_url: str | None = None  # from the manifest; not part of the cassette key (the cache key has it)
     api_key_env: str | None = None
     repeat: int = 0  # repeat index > 0 makes an otherwise identical request a distinct sample
 
@@ -93,19 +93,27 @@ class Completion:
         return cls(str(d["text"]), d.get("tokens_in"), d.get("tokens_out"), float(d.get("latency_ms", 0.0)), source)
 
 
+def base_url_of(provider: str, base_url: str | None, env: Mapping[str, str]) -> str | None:
+    """The base URL a request goes to: manifest first, then the SDK environment variable, then the default."""
+    dialect = "openai" if provider in OPENAI_DIALECT else provider
+    url_env = ENV_NAMES.get(dialect, ("", ""))[0]
+    url = base_url or env.get(url_env) or DEFAULT_BASE_URLS.get(dialect)
+    return url.rstrip("/") if url else None
+
+
 def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
              env: Mapping[str, str]) -> tuple[str, str | None]:
     """(base URL, API key): manifest first, then the SDK environment variables, then the default."""
     dialect = "openai" if provider in OPENAI_DIALECT else provider
-    url_env, key_env = ENV_NAMES.get(dialect, ("", ""))
-    url = base_url or env.get(url_env) or DEFAULT_BASE_URLS.get(dialect)
+    key_env = ENV_NAMES.get(dialect, ("", ""))[1]
+    url = base_url_of(provider, base_url, env)
     if not url:
         raise ProviderError("provider", f"no base URL for provider {provider!r}: set base_url in gating.yml")
     key = env.get(api_key_env) if api_key_env else env.get(key_env)
     if not key and url == DEFAULT_BASE_URLS.get(dialect):
         raise ProviderError("provider", f"no API key for {provider}: set {api_key_env or key_env} (or a base_url "
                             f"for a local server), or run on recorded cassettes")
-    return url.rstrip("/"), key
+    return url, key
 
 
 class ClientPool:
