@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,13 @@ def test_readme_only_pull_request_is_a_quick_success_without_llm_calls(h: Harnes
     [run] = h.check_runs(pr["head"]["sha"])
     assert (run["conclusion"], run["output"]["title"]) == ("success", "No LLM system changes")
     assert run["output"]["summary"].startswith("✅ **No LLM system changes** · conclusion `success`")
-    assert "### LLM system: no changes" in run["output"]["summary"]
+    base, head = pr["base"]["sha"][:7], pr["head"]["sha"][:7]
+    lines = run["output"]["summary"].splitlines()
+    assert re.fullmatch(rf"<sub>base `{base}` → head `{head}` · \d+\.\d s</sub>", lines[2])
+    assert lines[3:] == ["", "### LLM system: no changes", "",
+                         f"Nothing in the LLM system changed between `{base}` and `{head}`."]
+    for text in (run["output"]["summary"], run["output"]["text"], ran.summary, ran.stdout):
+        assert not re.search(r"[0-9a-f]{40}", text)  # commits as 7 characters, as everywhere else
     assert ran.outputs["verdict"] == "unchanged"
     assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None
 
