@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,30 @@ def test_two_servers_never_share_cache_entries(tmp_path: Path, llm: LLMServer) -
     again = run_evals(snap, reader, env=live_env(llm), cache_dir=tmp_path / "cache")
     assert llm.requests == 3 and again.stats["cache_hits"] == 3
     assert [c.output for c in again.cases] == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_a_judge_reply_that_fails_to_parse_is_never_cached(tmp_path: Path) -> None:
+    cases = [{"id": "graded", "prompt": "p", "vars": {"q": a("Paris")},
+              "assert": [{"type": "rubric", "value": "Names a city."}]}]
+    snap, reader = load(write_repo(tmp_path / "r", cases))
+    replies = iter(["I would say it is fine.", json.dumps({"score": 5, "reason": "a city"})])
+    with LLMServer(answer=lambda api, body: next(replies) if api == "anthropic" else None) as server:
+        first = run_evals(snap, reader, env=live_env(server), cache_dir=tmp_path / "cache")
+        assert (first.cases[0].error, server.requests) == ("parse", 2)
+        second = run_evals(snap, reader, env=live_env(server), cache_dir=tmp_path / "cache")
+        assert server.requests == 3  # the answer from the cache, the judge asked again
+        assert (second.stats["cache_hits"], second.stats["requests"]) == (1, 1)
+        assert second.cases[0].passed and second.cases[0].error is None
+        third = run_evals(snap, reader, env=live_env(server), cache_dir=tmp_path / "cache")
+        assert server.requests == 3 and third.stats["cache_hits"] == 2 and third.cases[0].passed
+
+
+def test_an_unparsable_judge_reply_is_not_recorded(tmp_path: Path) -> None:
+    cases = [{"id": "graded", "prompt": "p", "vars": {"q": a("Paris")},
+              "assert": [{"type": "rubric", "value": "Names a city."}]}]
+    root = write_repo(tmp_path / "r", cases)
+    snap, reader = load(root)
+    with LLMServer(answer=lambda api, body: "no verdict" if api == "anthropic" else None) as server:
+        run = run_evals(snap, reader, env=live_env(server), record=True)
+    assert run.cases[0].error == "parse" and run.stats["cassettes_written"] == {"evals/cassettes/cases.jsonl": 1}
+    assert len((root / "evals/cassettes/cases.jsonl").read_text().splitlines()) == 1  # the answer only

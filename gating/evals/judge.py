@@ -84,7 +84,7 @@ async def judge_score(llm: LLM, judge_model: Mapping[str, Any], messages: tuple[
                       dataset: str = "") -> tuple[int, str, Any]:
     """Ask the judge; returns (score, reason, completion). Raises ProviderError or JudgeParseError."""
     req = chat_request(judge_model, messages, extra_params={"temperature": 0})
-    got = await llm.complete(req, dataset)
+    got = await llm.complete(req, dataset, check=parse_judgement)  # an unreadable reply is never cached
     score, reason = parse_judgement(got.text)
     return score, reason, got
 

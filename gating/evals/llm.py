@@ -4,13 +4,14 @@ Modes: `live` calls providers; `replay` serves cassettes only; `record` calls pr
 every answer for the cassettes. `auto` (GATING_PROVIDER unset) is replay when the revision has
 cassettes for its datasets, else live. Replay never reads the cache: the committed cassettes are the
 truth, the cache only spares live calls (and is keyed by the server, so two servers never share it).
-Errors are never cached or recorded.
+Errors are never cached or recorded, and neither is an answer its caller cannot use (a judge reply
+that does not parse): `complete(..., check=)` vets it first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,13 +69,16 @@ class LLM:
         self.recorded: dict[str, dict[str, dict[str, Any]]] = {}  # dataset path -> key -> entry
         self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
-    async def complete(self, req: ChatRequest, dataset: str = "") -> Completion:
+    async def complete(self, req: ChatRequest, dataset: str = "",
+                       check: Callable[[str], object] | None = None) -> Completion:
+        """The answer to `req`. `check(text)` raises when the caller cannot use an answer: such an
+        answer is an error, so it is neither cached nor recorded (and a cached one is not served)."""
         if self.mode == "replay" or req.provider == "replay":
             return self._replay(req)
         key = cache_key(req, base_url_of(req.provider, req.base_url, self.env))
         if self.cache is not None and self.mode != "record":
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and _usable(hit, check):
                 self.stats.cache_hits += 1
                 return hit
         if self.pool is None:
@@ -87,7 +91,7 @@ class LLM:
         fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
-            got = await self._live(req, key, dataset)
+            got = await self._live(req, key, dataset, check)
         except asyncio.CancelledError:
             fut.cancel()
             raise
@@ -113,7 +117,8 @@ class LLM:
         self.stats.replayed += 1
         return Completion.from_dict(entry["response"], "replay")
 
-    async def _live(self, req: ChatRequest, key: str, dataset: str) -> Completion:
+    async def _live(self, req: ChatRequest, key: str, dataset: str,
+                    check: Callable[[str], object] | None) -> Completion:
         self.stats.requests += 1
 
         def on_retry(err: ProviderError, wait: float) -> None:
@@ -124,9 +129,22 @@ class LLM:
         got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
         self.stats.live += 1
         got.latency_ms = round(got.latency_ms, 3)  # as stored, so record and replay agree exactly
+        if check is not None:
+            check(got.text)  # raises: an unusable answer is an error, kept nowhere
         if self.cache is not None:
             self.cache.put(key, got)
         if self.mode == "record":
             rkey = request_key(req)
             self.recorded.setdefault(dataset, {})[rkey] = cassette_entry(rkey, req, got)
         return got
+
+
+def _usable(got: Completion, check: Callable[[str], object] | None) -> bool:
+    """A cached answer the caller can use (an older cache may hold one it cannot)."""
+    if check is None:
+        return True
+    try:
+        check(got.text)
+    except Exception:
+        return False
+    return True
