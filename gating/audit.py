@@ -59,6 +59,22 @@ class Override:
     scope: str = "evals"
 
 
+ROLLBACK_TRIGGERS = ("comment", "alert", "deploy_failure", "cli")
+
+
+@dataclass(frozen=True)
+class RollbackRecord:
+    """What a rolled_back entry says about the rollback itself, kept beside the rollback pointer: the
+    commit whose LLM system was restored, the target as asked for, who asked and why, and what asked."""
+
+    target: str  # the full sha restored
+    target_ref: str  # as requested: last-good, previous or a commit sha (prefix)
+    requested_by: str
+    reason: str  # "" when none was given
+    trigger: str  # one of ROLLBACK_TRIGGERS
+    source: str = ""  # where the request came from: the comment's URL, the alert, the deployment's log
+
+
 @dataclass(frozen=True)
 class EntryFacts:
     """What an entry says, before it gets its place in the chain (seq, prev) and a signature."""
@@ -73,6 +89,7 @@ class EntryFacts:
     approvals: Sequence[Approval] = ()
     overrides: Sequence[Override] = ()
     previous_known_good: str | None = None
+    rollback: RollbackRecord | None = None  # on rolled_back entries
     deployment: Mapping[str, Any] | None = None
     backfilled: bool = False
     discriminator: str = ""
@@ -111,6 +128,12 @@ def eval_summary(record: Mapping[str, Any], source: str) -> dict[str, Any]:
 def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None) -> dict[str, Any]:
     if facts.event not in EVENTS:
         raise ValueError(f"unknown audit event {facts.event!r}; allowed: {', '.join(EVENTS)}")
+    rollback: dict[str, Any] = {"previous_known_good": facts.previous_known_good}
+    if facts.rollback is not None:
+        if facts.rollback.trigger not in ROLLBACK_TRIGGERS:
+            raise ValueError(f"unknown rollback trigger {facts.rollback.trigger!r}; allowed: "
+                             f"{', '.join(ROLLBACK_TRIGGERS)}")
+        rollback.update(vars(facts.rollback))
     subject: list[dict[str, Any]] = [{"name": f"{facts.repository}@{facts.commit}",
                                       "digest": {"gitCommit": facts.commit}}]
     digest = snapshot_digest(facts.snapshot) if facts.snapshot is not None else None
@@ -128,7 +151,7 @@ def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None
         "evals": dict(facts.evals) if facts.evals is not None else None,
         "approvals": [vars(a) for a in facts.approvals],
         "overrides": [vars(o) for o in facts.overrides],
-        "rollback": {"previous_known_good": facts.previous_known_good},
+        "rollback": rollback,
         "deployment": dict(facts.deployment) if facts.deployment is not None else None,
         "backfilled": facts.backfilled,
         "key": facts.key,

@@ -14,10 +14,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from gating.audit import Entry, EntryFacts, Override, timestamp
+from gating.audit import Entry, EntryFacts, RollbackRecord
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
 from gating.manifest import MANIFEST_PATH, ManifestError
@@ -290,11 +289,13 @@ def make_plan(entries: Sequence[Entry], target: str, tip: str, branch: str,
 
 @dataclass(frozen=True)
 class Request:
-    """Who asked, why, and from where (a comment's URL, an alert's name)."""
+    """Who asked, why, from where (a comment's URL, an alert's name), and what asked: one of
+    gating.audit.ROLLBACK_TRIGGERS (comment, alert, deploy_failure, cli)."""
 
     actor: str
     reason: str
     source: str
+    trigger: str
 
 
 def commit_message(plan: RestorePlan, req: Request) -> str:
@@ -364,13 +365,15 @@ def refusal_reply(refusal: Refusal, target: str = "") -> str:
     return f"Rollback{what} refused: {refusal.message}\n"
 
 
-def rolled_back_facts(plan: RestorePlan, commit: str, repository: str, req: Request, now: datetime,
+def rolled_back_facts(plan: RestorePlan, commit: str, repository: str, req: Request,
                       pull_request: int | None = None) -> EntryFacts:
-    """The audit entry of a rollback: on the commit that restores, with the target's full snapshot."""
-    override = Override(req.actor, req.reason or f"rollback to {plan.resolution.target}", timestamp(now), "rollback")
+    """The audit entry of a rollback: on the commit that restores, with the target's full snapshot and
+    the request (target, who, why, what asked) in the predicate's `rollback`."""
+    r = plan.resolution
+    record = RollbackRecord(r.commit, r.target, req.actor, req.reason, req.trigger, req.source)
     return EntryFacts(event="rolled_back", commit=commit, repository=repository, actor=req.actor,
-                      pull_request=pull_request, snapshot=plan.target.data, overrides=(override,),
-                      previous_known_good=plan.resolution.commit, discriminator=f"to {plan.resolution.commit}")
+                      pull_request=pull_request, snapshot=plan.target.data, previous_known_good=r.commit,
+                      rollback=record, discriminator=f"to {r.commit}")
 
 
 # -- automatic rollback --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gating import keys
-from gating.audit import Approval, EntryFacts
+from gating.audit import Approval, EntryFacts, Override, RollbackRecord
 from gating.cli import main
 from gating.git import Git, commit_all, init_repo
 from gating.notes import AUDIT_REF, LocalNotes, append_entry
@@ -90,6 +90,44 @@ def test_show_prints_the_entries_of_a_commit(world, capsys):
     assert first.endswith(f"keyid {keys.keyid(world['key'])}  (verified)")
     assert second.splitlines()[0] == "entry seq 4: known_good at 2024-05-01T12:05:00Z"
     assert "  deployment         environment production, id 7" in second
+
+
+def test_rollbacks_read_as_rollbacks_not_overrides(world, capsys):
+    """A rolled_back entry shows where to, as asked, by whom, via what and why; one written before the
+    predicate had rollback fields (the request kept as an override with scope `rollback`) reads the same
+    way and still verifies; a real override is still counted."""
+    work, s = world["work"], world["shas"]
+    store = LocalNotes(work)
+    url = "https://github.example/acme/support-bot/issues/7#issuecomment-1"
+    append_entry(store, EntryFacts("rolled_back", s[2], "acme/support-bot", "@alice", pull_request=13,
+                                   previous_known_good=s[1], discriminator=f"to {s[1]}",
+                                   rollback=RollbackRecord(s[1], "last-good", "@alice",
+                                                           "answers cite the wrong article", "comment",
+                                                           f"comment {url}")),
+                 world["key"], NOW + timedelta(minutes=10))
+    append_entry(store, EntryFacts("rolled_back", s[0], "acme/support-bot", "@bob", previous_known_good=s[0],
+                                   overrides=[Override("@bob", "rollback to previous", "2024-05-01T12:11:00Z",
+                                                       "rollback")], discriminator=f"to {s[0]}"),
+                 world["key"], NOW + timedelta(minutes=11))
+    append_entry(store, EntryFacts("override", s[2], "acme/support-bot", "carol",
+                                   overrides=[Override("carol", "hotfix for incident 12", "2024-05-01T12:12:00Z")]),
+                 world["key"], NOW + timedelta(minutes=12))
+    code, out, _ = run(capsys, "-C", str(work.root), "audit", "log", "--no-fetch")
+    assert code == 0
+    assert out.splitlines()[4:] == [
+        f"    5  2024-05-01T12:10:00Z  rolled_back    {s[2][:12]}     #13  @alice  "
+        f"(to {s[1][:12]} (last-good) by @alice via comment: answers cite the wrong article)",
+        f"    6  2024-05-01T12:11:00Z  rolled_back    {s[0][:12]}       -  @bob  "
+        f"(to {s[0][:12]} by @bob: rollback to previous)",
+        f"    7  2024-05-01T12:12:00Z  override       {s[2][:12]}       -  carol  (1 override(s))",
+    ]
+    code, out, _ = run(capsys, "-C", str(work.root), "audit", "show", s[2], "--no-fetch")
+    rolled = out.split("\n\n")[1]
+    assert rolled.splitlines()[0] == "entry seq 5: rolled_back at 2024-05-01T12:10:00Z"
+    assert "  overrides          -\n" in rolled
+    assert (f"  rollback           to {s[1][:12]} (last-good) by @alice via comment: answers cite the wrong "
+            f"article\n  requested from     comment {url}\n") in rolled
+    assert run(capsys, "-C", str(work.root), "audit", "verify", "--key", world["pub"], "--no-fetch")[0] == 0
 
 
 def test_show_a_commit_without_entries(world, capsys):

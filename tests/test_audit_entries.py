@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gating import audit, keys
-from gating.audit import Approval, EntryFacts, NotesChange, NotesCommit, Override
+from gating.audit import Approval, EntryFacts, NotesChange, NotesCommit, Override, RollbackRecord
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.load_private(keys.private_pem(keys.generate()))
@@ -80,6 +80,22 @@ def test_statement_is_in_toto_v1_about_the_commit_and_the_snapshot():
     assert p["rollback"] == {"previous_known_good": commit(0)}
     assert (p["seq"], p["prev"], p["key"], p["backfilled"]) == (7, "sha256:" + "0" * 64, f"merged:{commit(1)}",
                                                                 False)
+
+
+def test_a_rolled_back_entry_keeps_the_request_beside_the_rollback_pointer():
+    record = RollbackRecord(commit(0), "last-good", "@alice", "answers cite the wrong article", "comment",
+                            "comment https://github.example/acme/support-bot/issues/7#issuecomment-1")
+    p = audit.build_statement(facts(1, "rolled_back", previous_known_good=commit(0), rollback=record),
+                              NOW, 1, None)["predicate"]
+    assert p["rollback"] == {"previous_known_good": commit(0), "target": commit(0), "target_ref": "last-good",
+                             "requested_by": "@alice", "reason": "answers cite the wrong article",
+                             "trigger": "comment",
+                             "source": "comment https://github.example/acme/support-bot/issues/7#issuecomment-1"}
+    assert p["overrides"] == []
+    bad = RollbackRecord(commit(0), "last-good", "@alice", "", "pager")
+    with pytest.raises(ValueError, match="unknown rollback trigger 'pager'; allowed: comment, alert, "
+                                         "deploy_failure, cli"):
+        audit.build_statement(facts(1, "rolled_back", rollback=bad), NOW, 1, None)
 
 
 def test_pae_matches_the_dsse_spec_example():

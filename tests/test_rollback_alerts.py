@@ -92,6 +92,9 @@ def test_a_firing_alert_rolls_back_once(world: World):
     assert "tools/refund.json" not in world.files(pr["head"]["sha"])
     (rolled,) = [e for e in world.entries() if e.event == "rolled_back"]
     assert rolled.predicate["actor"] == "alertmanager" and rolled.predicate["rollback"]["previous_known_good"] == m1
+    assert {k: rolled.predicate["rollback"][k] for k in ("target", "target_ref", "requested_by", "trigger", "source")} \
+        == {"target": m1, "target_ref": "last-good", "requested_by": "alertmanager", "trigger": "alert",
+            "source": "http://prometheus.invalid:9090/graph?g0.expr=factuality"}
 
     again = post(world, ALERT)  # Alertmanager's repeat_interval: the same firing again
     assert (again.status_code, again.json()) == (200, {"status": "nothing to do", "jobs": [], "duplicates": 1,
@@ -159,6 +162,10 @@ def test_a_failed_deployment_rolls_back_when_the_manifest_says_so(world: World):
     assert "ended in failure" in pr["body"]
     events = [e.event for e in world.entries()]
     assert events[-2:] == ["deploy_failed", "rolled_back"]
+    rb = world.entries()[-1].predicate["rollback"]
+    assert (rb["target"], rb["requested_by"], rb["trigger"]) == (world.shas["M1"], "gating (on_deploy_failure)",
+                                                                 "deploy_failure")
+    assert "ended in failure" in rb["reason"]
 
 
 def test_the_default_app_handles_rollbacks_and_refuses_alerts_without_a_token(github, tmp_path: Path):

@@ -150,7 +150,10 @@ def test_rollback_comment_restores_the_last_known_good_snapshot(world: World, tm
     assert (p["actor"], p["pull_request"], p["rollback"]["previous_known_good"]) == ("@alice", pr["number"], m1)
     assert p["snapshot_digest"] == [e for e in world.entries() if e.event == "merged" and e.commit == m1][0] \
         .predicate["snapshot_digest"]
-    assert p["overrides"][0]["reason"] == "answers cite the wrong article"
+    assert p["overrides"] == []
+    assert p["rollback"] == {"previous_known_good": m1, "target": m1, "target_ref": "last-good",
+                             "requested_by": "@alice", "reason": "answers cite the wrong article",
+                             "trigger": "comment", "source": f"comment {comment['html_url']}"}
 
     # a second request for the same state meets the same pull request, and records nothing new
     again = world.say("root", "/rollback")
@@ -249,7 +252,7 @@ def test_two_rollbacks_at_once_give_one_pull_request(world: World):
         try:
             store = GitDatabaseNotes(world.api())
             audit = Audit(store, audit_key, {keymod.keyid(audit_key): audit_key.public_key()})
-            results.append(execute(world.api(), audit, "last-good", Request(who, "", "test"),
+            results.append(execute(world.api(), audit, "last-good", Request(who, "", "test", "comment"),
                                    datetime.now(UTC), BlobCache()))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)

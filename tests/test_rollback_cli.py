@@ -138,6 +138,14 @@ def test_sign_records_a_rolled_back_entry_that_verifies(world, capsys):
     assert "recorded rolled_back entry seq 5 on " in err
     entries = notes.read_log(notes.LocalNotes(world["g"]))
     last = entries[-1]
-    assert last.event == "rolled_back" and last.predicate["rollback"] == {"previous_known_good": world["a"]}
-    assert last.predicate["overrides"][0]["reason"] == "bad refunds"
+    assert last.event == "rolled_back" and last.predicate["rollback"] == {
+        "previous_known_good": world["a"], "target": world["a"], "target_ref": "last-good",
+        "requested_by": "gating@example.invalid", "reason": "bad refunds", "trigger": "cli",
+        "source": "gating rollback"}
+    assert last.predicate["overrides"] == []
     assert main(["-C", str(world["g"].root), "audit", "verify", "--key", world["pub"], "--no-fetch"]) == 0
+    capsys.readouterr()
+    assert main(["-C", str(world["g"].root), "audit", "log", "--no-fetch"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.endswith(f"  rolled_back    {last.commit[:12]}       -  gating@example.invalid  "
+                         f"(to {world['a'][:12]} (last-good) by gating@example.invalid via cli: bad refunds)")

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gating import audit
-from gating.audit import EntryFacts
+from gating.audit import EntryFacts, RollbackRecord
 from gating.example import example_dir
 from gating.revision import MemoryRevision
 from gating.rollback import (
@@ -201,7 +201,7 @@ def test_a_tip_without_manifest_restores_everything():
 
 def test_texts_people_read():
     plan = _plan(files_a(), files_b())
-    req = Request("@oncall-bob", "answers cite the wrong article", "comment on #7")
+    req = Request("@oncall-bob", "answers cite the wrong article", "comment on #7", "comment")
     body = pr_body(plan, req)
     assert body.startswith(f"Rolls the LLM system back to `{A[:12]}` (last-good), snapshot `{plan.target.digest}`.")
     assert "- Requested by: @oncall-bob (comment on #7)\n- Reason: answers cite the wrong article\n" in body
@@ -211,9 +211,11 @@ def test_texts_people_read():
     assert reply.startswith(f"Opened #9 to roll the LLM system back to `{A[:7]}` (last-good): http://x/pull/9\n")
     assert done_reply(plan, "http://x/pull/9", 9, existing=True).startswith(
         f"A rollback to `{A[:7]}` (last-good) is already open: #9 http://x/pull/9\n")
-    facts = rolled_back_facts(plan, C, "acme/support-bot", req, NOW, pull_request=9)
+    facts = rolled_back_facts(plan, C, "acme/support-bot", req, pull_request=9)
     assert (facts.event, facts.commit, facts.previous_known_good, facts.pull_request) == ("rolled_back", C, A, 9)
-    assert facts.snapshot == plan.target.data and facts.overrides[0].reason == "answers cite the wrong article"
+    assert facts.snapshot == plan.target.data and facts.overrides == ()
+    assert facts.rollback == RollbackRecord(A, "last-good", "@oncall-bob", "answers cite the wrong article", "comment",
+                                            "comment on #7")
     assert facts.key == f"rolled_back:{C}:to {A}"
 
 

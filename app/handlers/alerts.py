@@ -183,7 +183,7 @@ def candidate_repos(ctx: JobContext, alert: dict[str, Any]) -> Iterator[Repo]:
 def on_alert(ctx: JobContext) -> None:
     alert = ctx.payload["alert"]
     source = f"alert {alert['labels'].get('alertname', '')} ({alert['fingerprint']})".replace(" ()", "")
-    req = Request("alertmanager", _reason(alert), alert.get("generatorURL") or source)
+    req = Request("alertmanager", _reason(alert), alert.get("generatorURL") or source, "alert")
     matched = 0
     for repo in candidate_repos(ctx, alert):
         cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
@@ -219,7 +219,8 @@ def on_deployment_failure(ctx: JobContext) -> None:
     state = ctx.payload["deployment_status"]
     reason = (f"deployment {dep.get('id')} of {dep['sha'][:12]} to {dep.get('environment')} ended in "
               f"{state.get('state')}" + (f": {state['description']}" if state.get("description") else ""))
-    req = Request("gating (on_deploy_failure)", reason, state.get("log_url") or state.get("target_url") or "")
+    req = Request("gating (on_deploy_failure)", reason, state.get("log_url") or state.get("target_url") or "",
+                  "deploy_failure")
     try:
         out = execute(repo, audit, LAST_GOOD, req, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path, cfg)
     except Refusal as r:

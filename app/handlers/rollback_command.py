@@ -199,7 +199,7 @@ def _branch(repo: Repo, plan: RestorePlan, tree: str, message: str) -> str:
 
 
 def _record(audit: Audit, repo: Repo, outcome: Outcome, req: Request, now: datetime) -> Outcome:
-    facts = rolled_back_facts(outcome.plan, outcome.commit, repo.full_name, req, now, outcome.number)
+    facts = rolled_back_facts(outcome.plan, outcome.commit, repo.full_name, req, outcome.number)
     res = notes.append_entry(audit.store, facts, audit.key, now)
     log.info("%s: rollback to %s -> %s (audit seq %d%s)", repo.full_name, outcome.plan.resolution.commit[:12],
              outcome.url, res.entry.seq, "" if res.created else ", already recorded")
@@ -228,7 +228,7 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
             raise Refusal("no_permission", f"@{login} may not roll back {repo.full_name}: rollback.who allows "
                           f"{who_text(who)}, and @{login} has {permission} permission.")
         source = f"comment {comment.get('html_url') or f'on #{number}'}"
-        req = Request(f"@{login}", cmd.reason, source)
+        req = Request(f"@{login}", cmd.reason, source, "comment")
         outcome = execute(repo, app_audit(ctx, repo), cmd.target, req, now(), ctx.blobs, ctx.settings.manifest_path,
                           cfg)
     except Refusal as r:

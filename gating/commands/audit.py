@@ -97,6 +97,38 @@ def _short(sha: str | None) -> str:
     return sha[:12] if sha else "-"
 
 
+def rollback_of(e: Entry) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the rollback a rolled_back entry records, the entry's real overrides). Entries written before
+    the predicate had rollback fields kept the request as an override with scope `rollback`: it is read
+    back as the rollback (its target is the rollback pointer), not counted as an override."""
+    p = e.predicate
+    overrides = list(p.get("overrides") or [])
+    if e.event != "rolled_back":
+        return None, overrides
+    rb = p.get("rollback") or {}
+    legacy = [o for o in overrides if o.get("scope") == "rollback"]
+    overrides = [o for o in overrides if o.get("scope") != "rollback"]
+    if rb.get("target"):
+        return rb, overrides
+    if not legacy:
+        return None, overrides
+    o = legacy[0]
+    return {"target": rb.get("previous_known_good"), "requested_by": o.get("actor"), "reason": o.get("reason")}, overrides
+
+
+def rollback_text(rb: dict[str, Any]) -> str:
+    """`to a1b2c3d4e5f6 (last-good) by @alice via comment: answers cite the wrong article`."""
+    target, ref = rb.get("target") or "", rb.get("target_ref") or ""
+    text = f"to {_short(target)}"
+    if ref and not target.startswith(ref):
+        text += f" ({ref})"
+    if rb.get("requested_by"):
+        text += f" by {rb['requested_by']}"
+    if rb.get("trigger"):
+        text += f" via {rb['trigger']}"
+    return text + (f": {rb['reason']}" if rb.get("reason") else "")
+
+
 def summary(e: Entry) -> dict[str, Any]:
     p = e.predicate
     return {"seq": e.seq, "time": p.get("timestamp"), "event": e.event, "commit": e.commit,
@@ -113,10 +145,13 @@ def log_line(e: Entry) -> str:
         extra.append(f"evals {p['evals'].get('verdict')}")
     if p.get("deployment"):
         extra.append(f"env {p['deployment'].get('environment')}")
-    if p.get("overrides"):
-        extra.append(f"{len(p['overrides'])} override(s)")
+    rollback, overrides = rollback_of(e)
+    if overrides:
+        extra.append(f"{len(overrides)} override(s)")
     if p.get("backfilled"):
         extra.append("backfilled")
+    if rollback:
+        extra.append(rollback_text(rollback))
     return (f"{e.seq:>5}  {p.get('timestamp')}  {e.event:<13}  {_short(e.commit)}  {pr:>6}  "
             f"{p.get('actor')}" + (f"  ({', '.join(extra)})" if extra else ""))
 
@@ -153,9 +188,14 @@ def show_text(e: Entry, signature: str) -> str:
     for i, a in enumerate(p.get("approvals") or [{}]):
         text = f"{a['reviewer']} {a['state']} at {a['time']} on {_short(a['sha'])}" if a else "-"
         rows.append(("approvals" if i == 0 else "", text))
-    for i, o in enumerate(p.get("overrides") or [{}]):
+    rollback, overrides = rollback_of(e)
+    for i, o in enumerate(overrides or [{}]):
         text = f"{o['actor']} at {o['time']} ({o.get('scope')}): {o['reason']}" if o else "-"
         rows.append(("overrides" if i == 0 else "", text))
+    if rollback:
+        rows.append(("rollback", rollback_text(rollback)))
+        if rollback.get("source"):
+            rows.append(("requested from", rollback["source"]))
     rows.append(("known-good before", _short((p.get("rollback") or {}).get("previous_known_good"))))
     dep = p.get("deployment")
     if dep:

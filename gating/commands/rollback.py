@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     except Refusal as r:
         print(f"gating: rollback refused: {r.message}", file=sys.stderr)
         return 2 if r.code == "unknown_target" else 1
-    req = Request(_actor(g), args.reason, "gating rollback")
+    req = Request(_actor(g), args.reason, "gating rollback", "cli")
     name = args.branch or plan.branch_name
     if args.json:
         json.dump(plan.to_dict(), sys.stdout, indent=2, default=str)
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
             key = keymod.load_private(keymod.read_file(args.sign), args.sign)
         except keymod.KeyError_ as e:
             raise UsageError(str(e)) from None
-        facts = rolled_back_facts(plan, commit, _repository(g, args.remote), req, datetime.now(UTC))
+        facts = rolled_back_facts(plan, commit, _repository(g, args.remote), req)
         res = notes.append_entry(notes.LocalNotes(g), facts, key, datetime.now(UTC))
         print(f"recorded rolled_back entry seq {res.entry.seq} on {commit[:12]} in {notes.AUDIT_REF}; "
               f"push it with: git push {args.remote} {notes.AUDIT_REF}", file=sys.stderr)
