@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from eval_support import a, llm, write_repo  # noqa: F401
+from eval_support import PROMPTS, a, llm, write_repo  # noqa: F401
 
 from gating.cli import main
 from gating.evals.records import Comparison, RunResult
@@ -134,11 +134,58 @@ def test_progress_bar_on_a_terminal_only(repo: Git, live: LLMServer, ci: bool) -
     assert "gating: 2 cases in " in screen
 
 
-def test_only_runs_the_cases_of_the_named_prompts(repo: Git, live: LLMServer, tmp_path: Path) -> None:
-    assert main(["-C", str(repo.root), "eval", "--no-cache", "--only", "other", "--json", str(tmp_path / "r.json")]) == 0
+def test_only_runs_the_cases_of_the_named_prompts(live: LLMServer, tmp_path: Path) -> None:
+    g = init_repo(tmp_path / "two")
+    other = {"id": "three", "prompt": "other", "vars": {"q": a("yes")}, "assert": [{"type": "equals", "value": "yes"}]}
+    write_repo(g.root, [*CASES, other], prompts={**PROMPTS, "other": {"file": "prompts/p.md", "model": "m"}})
+    commit_all(g, "evals")
+    assert main(["-C", str(g.root), "eval", "--no-cache", "--only", "other", "--json", str(tmp_path / "r.json")]) == 0
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["head"]["cases"] == [] and doc["head"]["config"]["only_prompts"] == ["other"]
-    assert doc["comparison"]["verdict"] == "inconclusive" and live.requests == 0
+    assert [c["id"] for c in doc["head"]["cases"]] == ["three"] and doc["head"]["config"]["only_prompts"] == ["other"]
+    assert doc["comparison"]["verdict"] == "pass" and live.requests == 1
+
+
+@pytest.mark.parametrize(("only", "message"), [
+    (["nosuch"], "gating: error: --only nosuch: unknown prompt 'nosuch'; known prompts: p\n"),
+    (["p", "pp"], "gating: error: --only pp: unknown prompt 'pp' (did you mean 'p'?); known prompts: p\n"),
+], ids=["unknown", "did-you-mean"])
+def test_only_an_unknown_prompt_exits_2_before_anything_runs(repo: Git, live: LLMServer, only: list[str],
+                                                              message: str, capsys: pytest.CaptureFixture) -> None:
+    args = [a for name in only for a in ("--only", name)]
+    assert main(["-C", str(repo.root), "eval", "--no-cache", *args]) == 2
+    assert capsys.readouterr() == ("", message)
+    assert live.requests == 0
+
+
+def test_only_accepts_a_prompt_that_exists_only_at_the_base(repo: Git, live: LLMServer) -> None:
+    manifest = repo.root / "gating.yml"
+    manifest.write_text(manifest.read_text().replace("    p:\n", "    q:\n").replace("prompt: p", "prompt: q"))
+    cases = repo.root / "evals/cases.jsonl"
+    cases.write_text(cases.read_text().replace('"prompt": "p"', '"prompt": "q"'))
+    commit_all(repo, "rename the prompt")
+    assert main(["-C", str(repo.root), "eval", "--rev", "HEAD", "--base", "HEAD~1", "--no-cache", "--only", "p"]) == 0
+    assert live.requests == 2  # the base's two cases; the head has none of prompt p
+
+
+@pytest.mark.parametrize("flag", ["--json", "--junit", "--markdown"])
+def test_unwritable_report_paths_exit_2_before_the_eval_runs(repo: Git, live: LLMServer, tmp_path: Path, flag: str,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "r.out"
+    assert main(["-C", str(repo.root), "eval", "--no-cache", flag, str(missing)]) == 2
+    assert capsys.readouterr() == ("", f"gating: error: {flag} {missing}: directory {missing.parent} "
+                                       "does not exist\n")
+    assert main(["-C", str(repo.root), "eval", "--no-cache", flag, str(tmp_path)]) == 2
+    assert capsys.readouterr() == ("", f"gating: error: {flag} {tmp_path}: is a directory, not a file\n")
+    (tmp_path / "plain").write_text("")
+    assert main(["-C", str(repo.root), "eval", "--no-cache", flag, str(tmp_path / "plain" / "r.out")]) == 2
+    assert capsys.readouterr() == ("", f"gating: error: {flag} {tmp_path / 'plain' / 'r.out'}: "
+                                       f"{tmp_path / 'plain'} is not a directory\n")
+    assert live.requests == 0
+
+
+def test_calibrate_json_to_a_directory_exits_2(repo: Git, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["-C", str(repo.root), "calibrate", "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr() == ("", f"gating: error: --json {tmp_path}: is a directory, not a file\n")
 
 
 def test_price_table_from_the_repository(repo: Git, live: LLMServer, tmp_path: Path) -> None:

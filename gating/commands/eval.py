@@ -7,6 +7,7 @@ calibrated, 2 bad input (dataset, manifest, options).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -68,6 +69,38 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
     if args.record and args.rev not in (None, WORKTREE):
         raise UsageError("--record writes cassettes into the working tree; it cannot be combined with --rev")
+    for flag in ("json", "junit", "markdown"):
+        if getattr(args, flag, None):
+            _check_output(f"--{flag}", getattr(args, flag))
+
+
+def _check_output(flag: str, path: str) -> None:
+    """A report path must be writable before the eval spends its calls, not found out after."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory, not a file")
+    parent = p.parent
+    if not parent.exists():
+        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UsageError(f"{flag} {path}: permission denied")
+
+
+def _check_only(only: list[str], prompts: set[str]) -> None:
+    for name in dict.fromkeys(only):
+        if name not in prompts:
+            hint = difflib.get_close_matches(name, sorted(prompts), n=1)
+            raise UsageError(f"--only {name}: unknown prompt {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; known prompts: {', '.join(sorted(prompts)) or 'none'}")
+
+
+def _write(flag: str, path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"{flag} {path}: cannot write: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         head_reader = reader(g, args.rev)
         snap = build_snapshot(head_reader, args.config)
+        base_reader = reader(g, args.base) if args.base else None
+        base_snap = build_snapshot(base_reader, args.config) if base_reader else None
+        if args.only:  # a prompt of either revision: one may have added or removed it
+            _check_only(args.only, set(snap.manifest.prompts) | set(base_snap.manifest.prompts if base_snap else ()))
         head = run_evals(snap, head_reader, record=args.record, **common)
-        base = None
-        if args.base:
-            base_reader = reader(g, args.base)
-            base = run_evals(build_snapshot(base_reader, args.config), base_reader, **common)
+        base = run_evals(base_snap, base_reader, **common) if base_snap and base_reader else None
     except DatasetError as e:
         raise UsageError("invalid eval dataset:\n" + str(e)) from None
     except ValueError as e:
@@ -101,12 +135,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {"schema": REPORT_SCHEMA, "head": head.to_dict(), "base": base.to_dict() if base else None,
                "comparison": cmp.to_dict()}
-        Path(args.json).write_text(json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n",
-                                   encoding="utf-8")
+        _write("--json", args.json, json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
     if args.junit:
-        Path(args.junit).write_text(render_junit(head), encoding="utf-8")
+        _write("--junit", args.junit, render_junit(head))
     if args.markdown:
-        Path(args.markdown).write_text(md, encoding="utf-8")
+        _write("--markdown", args.markdown, md)
     if cmp.verdict == "inconclusive":
         print("gating: the verdict is inconclusive: " + "; ".join(cmp.reasons), file=sys.stderr)
     return 1 if cmp.verdict == "fail" else 0
@@ -147,7 +180,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     sys.stdout.write(render_calibration_markdown(cal))
     if args.json:
-        Path(args.json).write_text(eval_to_json(cal), encoding="utf-8")
+        _write("--json", args.json, eval_to_json(cal))
     if not cal.calibrated:
         print(f"gating: the judge is not calibrated: {cal.metric} agreement {cal.agreement:.3f} "
               f"< {cal.min_agreement:g}", file=sys.stderr)
