@@ -30,6 +30,8 @@ from gating.revision import RevisionReader
 
 SNAPSHOT_VERSION = 1
 
+_SHA_BY_OID: dict[str, str] = {}  # git blob id -> sha256 of its bytes; ids name content, so never stale
+
 
 class SnapshotCache(Protocol):
     def key(self, tree: str, manifest_path: str) -> str: ...
@@ -149,8 +151,8 @@ def load_manifest_at(reader: RevisionReader, path: str = MANIFEST_PATH) -> Manif
 class LazyContents(Mapping[str, bytes]):
     """File bytes of a snapshot's files, read through the revision only when first asked for."""
 
-    def __init__(self, reader: RevisionReader, paths: list[str]):
-        self._reader, self._paths, self._data = reader, paths, {}
+    def __init__(self, reader: RevisionReader, paths: list[str], data: dict[str, bytes] | None = None):
+        self._reader, self._paths, self._data = reader, paths, dict(data or {})
 
     def preload(self, paths: list[str]) -> None:
         """Read many files in one round instead of one round per file."""
@@ -205,13 +207,21 @@ def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:
     listing = reader.list_files()
     refs = resolve_files(m, listing)
     wanted = sorted({r.path for r in refs})
-    blobs = reader.read_many(wanted)
-    problems = [p for p in (_check_text(path, blobs[path]) for path in wanted) if p]
+    # A blob already hashed (the same file at the other side of a diff) is not read again: its git
+    # id fixes its content. Tool and guardrail files are always read, since they are parsed.
+    oids: dict[str, str] = reader.blob_ids() if hasattr(reader, "blob_ids") else {}
+    parsed_paths = {r.path for r in refs if r.category in ("tool", "guardrail")}
+    known = {p: _SHA_BY_OID[oids[p]] for p in wanted if p not in parsed_paths and oids.get(p) in _SHA_BY_OID}
+    blobs = reader.read_many([p for p in wanted if p not in known])
+    problems = [p for p in (_check_text(path, blob) for path, blob in blobs.items()) if p]
     if problems:
         raise ManifestError(problems)
-    contents: dict[str, bytes] = {manifest_path: manifest_bytes}
-    contents.update({p: b for p, b in blobs.items() if b is not None})
-    files = {p: sha256_hex(b) for p, b in contents.items()}
+    read = {manifest_path: manifest_bytes, **{p: b for p, b in blobs.items() if b is not None}}
+    files = {**known, **{p: sha256_hex(b) for p, b in read.items()}}
+    if len(_SHA_BY_OID) > 500_000:
+        _SHA_BY_OID.clear()
+    _SHA_BY_OID.update({oids[p]: files[p] for p in read if p in oids})
+    contents: Mapping[str, bytes] = read if not known else LazyContents(reader, sorted(files), read)
 
     comps = m.components
     components: dict[str, Any] = {
