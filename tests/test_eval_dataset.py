@@ -57,6 +57,20 @@ def test_invalid_json_line_is_reported_with_its_line() -> None:
         "evals/g.jsonl:2: invalid JSON at column 12: Expecting property name enclosed in double quotes"]
 
 
+def test_every_invalid_json_line_and_every_other_problem_reported_at_once() -> None:
+    data = jsonl('{"id": "a", "prompt": "answer"}',
+                 '{"id": "b",',
+                 '{"id": "a", "prompt": "answer"}',
+                 "not json",
+                 '{"id": "c", "prompt": "anwser"}')
+    assert problems("evals/g.jsonl", data) == [
+        "evals/g.jsonl:2: invalid JSON at column 12: Expecting property name enclosed in double quotes",
+        "evals/g.jsonl:3: duplicate id 'a' (first defined at evals/g.jsonl:1)",
+        "evals/g.jsonl:4: invalid JSON at column 1: Expecting value",
+        "evals/g.jsonl:5: case 'c': unknown prompt 'anwser' (did you mean 'answer'?)",
+    ]
+
+
 def test_duplicates_across_datasets_and_all_files_reported_together() -> None:
     files = {"evals/a.jsonl": jsonl('{"id": "x", "prompt": "answer"}'),
              "evals/b.jsonl": jsonl('{"id": "x", "prompt": "answer"}', '{"id": "y", "prompt": "nope"}')}

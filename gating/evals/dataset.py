@@ -59,8 +59,15 @@ def dataset_digest(datasets: Mapping[str, str]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class _BadLine:
+    """A JSONL line that does not parse: reported in its place, the other lines still checked."""
+
+    problem: str
+
+
 def _rows(path: str, data: bytes) -> Iterable[tuple[int, Any]]:
-    """(line, raw case) pairs; syntax errors raise DatasetError with the line."""
+    """(line, raw case) pairs; a bad JSONL line is a _BadLine, other syntax errors raise DatasetError."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -74,7 +81,7 @@ def _rows(path: str, data: bytes) -> Iterable[tuple[int, Any]]:
             try:
                 out.append((n, json.loads(line)))
             except json.JSONDecodeError as e:
-                raise DatasetError([f"{path}:{n}: invalid JSON at column {e.colno}: {e.msg}"]) from None
+                out.append((n, _BadLine(f"{path}:{n}: invalid JSON at column {e.colno}: {e.msg}")))
         return out
     if ext in (".yml", ".yaml", ".json"):
         yaml = YAML(typ="rt")
@@ -110,6 +117,9 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
     cases: list[Case] = []
     for line, raw in _rows(path, data):
         where = f"{path}:{line}"
+        if isinstance(raw, _BadLine):
+            problems.append(raw.problem)
+            continue
         if not isinstance(raw, dict):
             problems.append(f"{where}: a case must be a mapping, got {type(raw).__name__}")
             continue
