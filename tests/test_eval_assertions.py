@@ -59,6 +59,10 @@ TABLE = [
     ("factuality-fail", "Lyon. score=1", {"type": "factuality", "value": "The capital is Paris."}, False),
 ]
 
+# A model-graded score is the judge's 1-5 normalised to 0-1 ((n - 1) / 4), flipped by `not-`.
+JUDGED_SCORES = {"rubric-pass": 1.0, "rubric-fail": 0.25, "rubric-threshold-pass": 0.5, "not-rubric-pass": 1.0,
+                 "factuality-pass": 1.0, "factuality-fail": 0.0}
+
 
 def judge_or_answer(api: str, body: dict) -> str | None:
     """The judge (Anthropic API) reads `score=N` from the graded answer; `judge-garbage` gets prose."""
@@ -95,8 +99,7 @@ def test_assertion_kind(results: dict, cid: str, answer: str, spec: dict, should
     assert case.output == answer
     assert case.passed is should_pass, case.assertions[0].reason
     assert case.assertions[0].passed is should_pass
-    assert case.assertions[0].score == (1.0 if should_pass else 0.0) or spec["type"].endswith("rubric") \
-        or spec["type"] == "factuality"
+    assert case.assertions[0].score == JUDGED_SCORES.get(cid, 1.0 if should_pass else 0.0)
 
 
 def test_reasons_say_what_was_found(results: dict) -> None:
