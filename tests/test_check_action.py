@@ -112,7 +112,7 @@ def test_the_composite_check_step_runs_gating_check_with_the_inputs(github, tmp_
         proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", check["run"]],
                               cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("gating / eval: Pass: all 1 thresholds met")
+    assert proc.stdout.startswith("gating / eval: Pass: the 1 threshold met")
     outputs = parse_outputs((tmp_path / "output.txt").read_text(encoding="utf-8"))
     assert set(action["outputs"]) <= set(outputs)
     assert outputs["report-json"] == str(runner_temp / "gating-report" / "report.json")

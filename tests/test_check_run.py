@@ -41,7 +41,7 @@ def test_prompt_edit_posts_the_check_run_with_diff_and_deltas(h: Harness):
     [run] = h.check_runs(pr["head"]["sha"])
     assert (run["name"], run["status"], run["conclusion"]) == ("gating / eval", "completed", "success")
     summary = run["output"]["summary"]
-    assert summary.splitlines()[0].startswith("✅ **Pass**: all 1 thresholds met; 12 paired cases")
+    assert summary.splitlines()[0].startswith("✅ **Pass**: the 1 threshold met; 12 paired cases")
     assert "### LLM system: 1 change (highest risk: medium)" in summary
     assert "| prompt | prompt `greet` changed: +1 −1 lines in prompts/greet.md |" in summary
     assert "| Metric | Base | Head | Δ | Interval | Threshold | Status |" in summary
@@ -64,7 +64,7 @@ def test_prompt_edit_posts_the_check_run_with_diff_and_deltas(h: Harness):
     assert ran.report["verdict"] == "pass" and ran.report["check_run_id"] == run["id"]
     assert ran.report["changes"]["affected_prompts"] == ["greet"]
     assert ran.junit.count("<testcase ") == ALL_CASES
-    assert ran.summary.startswith("## gating / eval: Pass: all 1 thresholds met")
+    assert ran.summary.startswith("## gating / eval: Pass: the 1 threshold met")
     assert ran.stdout.startswith("gating / eval: Pass: ")
 
 
@@ -318,7 +318,7 @@ def test_comment_true_keeps_one_summary_comment_on_the_pull_request(h: Harness):
     first = h.run(pr, args=("--comment", "true"))
     h.run(pr, args=("--comment", "true"), action="synchronize", clone=first.clone)
     [comment] = h.emu.list_comments(h.repo, pr["number"])
-    assert comment["body"].startswith("<!-- gating:eval -->\n✅ **Pass**: all 1 thresholds met")
+    assert comment["body"].startswith("<!-- gating:eval -->\n✅ **Pass**: the 1 threshold met")
     assert [r.operation for r in h.emu.requests if r.operation.startswith("issues/")] == \
         ["issues/list-comments", "issues/create-comment", "issues/list-comments", "issues/update-comment"]
 

@@ -64,8 +64,18 @@ def test_unchanged_results_pass() -> None:
     cases = [case(f"c{i}", i != 0) for i in range(10)]
     cmp = compare(run(cases, "base"), run(cases), CFG)
     assert cmp.verdict == "pass"
-    assert cmp.reasons == ["all 1 thresholds met; 10 paired cases, no significant regression"]
+    assert cmp.reasons == ["the 1 threshold met; 10 paired cases, no significant regression"]
     assert cmp.flipped == [] and cmp.paired == 10
+
+
+@pytest.mark.parametrize(("thresholds", "reason"), [
+    ({}, "no thresholds set; no baseline"),
+    ({"pass_rate": ">= 0.5"}, "the 1 threshold met; no baseline"),
+    ({"pass_rate": ">= 0.5", "errors": "<= 0", "score:contains": ">= 0.9"}, "all 3 thresholds met; no baseline"),
+], ids=["none", "one", "three"])
+def test_a_pass_counts_its_thresholds_in_words(thresholds: dict, reason: str) -> None:
+    cmp = compare(None, run([case(f"c{i}", True) for i in range(3)]), {"thresholds": thresholds})
+    assert (cmp.verdict, cmp.reasons) == ("pass", [reason])
 
 
 def test_infrastructure_errors_make_a_threshold_failure_inconclusive() -> None:

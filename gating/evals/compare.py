@@ -189,7 +189,8 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
     if verdict == "pass":
         n_thr = len(cfg.get("thresholds") or {})
         basis = f"{len(paired)} paired cases, no significant regression" if base is not None else "no baseline"
-        reasons = [f"all {n_thr} thresholds met; {basis}"]
+        met = "no thresholds set" if n_thr == 0 else "the 1 threshold met" if n_thr == 1 else f"all {n_thr} thresholds met"
+        reasons = [f"{met}; {basis}"]
     else:
         reasons = fails + unsure
     return Comparison(
