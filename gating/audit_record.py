@@ -37,6 +37,18 @@ def snapshot_at(repo: Repo, sha: str, blobs: BlobCache, manifest_path: str = MAN
         return None
 
 
+# The app whose token the Action posts `gating / eval` with by default: a workflow's GITHUB_TOKEN.
+EVAL_CHECK_APP = "github-actions"
+
+
+def eval_check_run(runs: list[dict[str, Any]], app: str = EVAL_CHECK_APP) -> dict[str, Any] | None:
+    """The `gating / eval` run that counts: the newest posted by `app`; when that app posted none, the
+    newest of any app (any app with checks: write can post a run under that name)."""
+    runs = [r for r in runs if r.get("name") == EVAL_CHECK]
+    expected = [r for r in runs if (r.get("app") or {}).get("slug") == app]
+    return max(expected or runs, key=lambda r: r["id"], default=None)
+
+
 def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
     """The eval note on the head commit, else the `gating / eval` check run's conclusion."""
     data = notes.read_note(GitDatabaseNotes(repo, notes.EVALS_REF), head)
@@ -47,15 +59,15 @@ def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
                 return eval_summary(doc, "eval note")
         except ValueError:
             pass
-    runs = [r for r in repo.check_runs(head, EVAL_CHECK) if r.get("name") == EVAL_CHECK]
-    if not runs:
+    run = eval_check_run(repo.check_runs(head, EVAL_CHECK))
+    if run is None:
         return None
-    run = max(runs, key=lambda r: r["id"])
     verdict = {"success": "pass", "failure": "fail", "neutral": "neutral"}.get(run.get("conclusion") or "",
                                                                               run.get("conclusion"))
+    slug = (run.get("app") or {}).get("slug")
     return eval_summary({"verdict": verdict, "dataset_digest": None,
                          "metrics": {"check_title": (run.get("output") or {}).get("title")}},
-                        f"{EVAL_CHECK} check run")
+                        f"{EVAL_CHECK} check run" + (f" by {slug}" if slug else ""))
 
 
 def approvals(repo: Repo, number: int) -> list[Approval]:

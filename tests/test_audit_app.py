@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from app_support import serve_in_thread, wait_settled
 
@@ -107,6 +108,61 @@ def test_merge_writes_one_signed_entry_a_clone_verifies_and_deployment_adds_know
     assert merged2.predicate["rollback"] == {"previous_known_good": merge}
     assert (failed.event, failed.seq, failed.predicate["rollback"]["previous_known_good"]) == (
         "deploy_failed", 4, merge)
+
+
+def post_eval_check(world, token: str, head: str, conclusion: str, title: str) -> None:
+    """A completed `gating / eval` check run on `head`, as the Action posts it with `token`."""
+    r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                   headers={"Authorization": f"Bearer {token}"},
+                   json={"name": "gating / eval", "head_sha": head, "status": "completed", "conclusion": conclusion,
+                         "output": {"title": title, "summary": title}})
+    assert r.status_code == 201, r.text
+
+
+def unmerged_pull(world, branch: str) -> tuple[int, str]:
+    world.emu.push(world.repo, branch, {"prompts/answer.md": "Answer briefly.\n"}, "Tune the answer prompt",
+                   user="alice")
+    n = world.emu.create_pull(world.repo, branch, "main", "Tune the answer prompt", "alice")["number"]
+    return n, world.emu.get_pull(world.repo, n)["head"]["sha"]
+
+
+def test_without_an_eval_note_the_merged_entry_takes_the_evidence_from_the_check_run(world):
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.actions_token(), head, "success",
+                    "Pass: all 1 thresholds met; 12 paired cases, no significant regression")
+    world.emu.add_review(world.repo, n, "bob", "APPROVED")
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    assert world.repo.note(EVALS_REF, head) is None
+    (entry,) = world.entries(merge)
+    assert entry.predicate["evals"] == {
+        "verdict": "pass", "dataset_digest": None, "source": "gating / eval check run by github-actions",
+        "metrics": {"check_title": "Pass: all 1 thresholds met; 12 paired cases, no significant regression"}}
+
+
+def test_the_check_run_of_github_actions_is_preferred_over_a_newer_one_from_another_app(world):
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.actions_token(), head, "failure", "Fail: 3 cases regressed (a, b, c)")
+    # a later run of the same name from another app that may write checks: not the Action's verdict
+    post_eval_check(world, world.emu.installation_token(), head, "success", "Pass: all good")
+    world.emu.add_review(world.repo, n, "bob", "APPROVED")
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    (entry,) = world.entries(merge)
+    evals = entry.predicate["evals"]
+    assert (evals["verdict"], evals["metrics"], evals["source"]) == (
+        "fail", {"check_title": "Fail: 3 cases regressed (a, b, c)"}, "gating / eval check run by github-actions")
+
+
+def test_with_no_check_run_of_github_actions_the_newest_of_any_app_counts_and_says_whose(world):
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.installation_token(), head, "failure", "Fail: 1 case regressed (a)")
+    post_eval_check(world, world.emu.installation_token(), head, "success", "Pass: re-run")
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    (entry,) = world.entries(merge)
+    evals = entry.predicate["evals"]
+    assert (evals["verdict"], evals["source"]) == ("pass", "gating / eval check run by gating-emulated")
 
 
 def test_redelivered_merge_event_leaves_one_entry(world):

@@ -93,6 +93,21 @@ def test_read_only_token_cannot_create_check_runs(github: Emulator, github_repo:
     assert repo.get_branch("main").commit.sha == github_repo.head()  # reading still works
 
 
+def test_a_check_run_posted_with_github_token_belongs_to_github_actions(github: Emulator,
+                                                                         github_repo: RepoHandle) -> None:
+    actions, app = github.actions_token(), github.installation_token()
+    body = {"name": "gating / eval", "head_sha": github_repo.head(), "status": "completed", "conclusion": "success"}
+    ours = call(github, "POST", "/repos/acme/support-bot/check-runs", actions, json=body).json()
+    assert (ours["app"]["slug"], ours["app"]["name"]) == ("github-actions", "GitHub Actions")
+    theirs = call(github, "POST", "/repos/acme/support-bot/check-runs", app, json=body).json()
+    assert theirs["app"]["slug"] == "gating-emulated" and theirs["check_suite"] != ours["check_suite"]
+    listed = call(github, "GET", f"/repos/acme/support-bot/commits/{github_repo.head()}/check-runs", app,
+                  params={"check_name": "gating / eval", "filter": "all"}).json()["check_runs"]
+    assert [r["app"]["slug"] for r in listed] == ["gating-emulated", "github-actions"]
+    r = call(github, "PATCH", f"/repos/acme/support-bot/check-runs/{ours['id']}", app, json={"conclusion": "failure"})
+    assert r.status_code == 403 and "can only be modified by the GitHub App that created it" in r.json()["message"]
+
+
 def test_tokens_are_checked_on_every_call(github: Emulator, github_repo: RepoHandle) -> None:
     token = github.installation_token()
     assert call(github, "GET", "/app", token).status_code == 401  # the App's endpoints want the JWT

@@ -229,13 +229,14 @@ class EmulatorActions:
             r.reactions.append(x)
             return render.reaction(self, x)
 
-    def new_check_run(self: Emulator, r: Repo, head_sha: str, name: str) -> CheckRun:
-        suite = next((s for s in r.check_suites.values() if s.head_sha == head_sha and s.app_id == self.app.app_id), None)
+    def new_check_run(self: Emulator, r: Repo, head_sha: str, name: str, app_id: int | None = None) -> CheckRun:
+        app_id = app_id or self.app.app_id
+        suite = next((s for s in r.check_suites.values() if s.head_sha == head_sha and s.app_id == app_id), None)
         if suite is None:
             branch = next((x[0][len("refs/heads/"):] for x in self.bare(r).refs("refs/heads/") if x[1] == head_sha), None)
-            suite = CheckSuite(self.ids(), head_sha, branch, self.app.app_id, self.now())
+            suite = CheckSuite(self.ids(), head_sha, branch, app_id, self.now())
             r.check_suites[suite.id] = suite
-        run = CheckRun(self.ids(), head_sha, name, self.app.app_id, suite.id, started_at=self.now())
+        run = CheckRun(self.ids(), head_sha, name, app_id, suite.id, started_at=self.now())
         r.check_runs[run.id] = run
         return run
 

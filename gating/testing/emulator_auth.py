@@ -130,6 +130,12 @@ def generate_key_pair() -> tuple[str, str]:
     return private, public
 
 
+# GitHub Actions is an app too: a workflow's GITHUB_TOKEN is an installation token of it, so the
+# check runs an Action posts with that token belong to it, not to the emulated App.
+ACTIONS_APP_ID = 15368
+ACTIONS_APP_SLUG = "github-actions"
+
+
 def new_app_identity(app_id: int = 424242, installation_id: int = 4242001) -> AppIdentity:
     private, public = _process_key()
     return AppIdentity(app_id=app_id, slug="gating-emulated", private_key_pem=private, public_key_pem=public,
@@ -145,6 +151,7 @@ class Token:
     permissions: dict[str, str] = field(default_factory=dict)
     repositories: list[str] | None = None  # repository names (not full names); None = all
     login: str | None = None
+    app_id: int | None = None  # the app an installation token belongs to; None = the emulated App
 
 
 class AuthError(Exception):

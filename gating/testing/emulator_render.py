@@ -11,6 +11,7 @@ import hashlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gating.testing.emulator_auth import ACTIONS_APP_ID, ACTIONS_APP_SLUG
 from gating.testing.emulator_git import CommitInfo, FileChange
 from gating.testing.emulator_state import (
     CheckRun,
@@ -254,7 +255,16 @@ def reaction(emu: Emulator, x: Reaction) -> dict[str, Any]:
             "created_at": iso(x.created_at)}
 
 
-def app(emu: Emulator) -> dict[str, Any]:
+def app(emu: Emulator, app_id: int | None = None) -> dict[str, Any]:
+    """The emulated App, or (app_id ACTIONS_APP_ID) GitHub Actions, whose token posted a check run."""
+    if app_id == ACTIONS_APP_ID:
+        return {
+            "id": ACTIONS_APP_ID, "slug": ACTIONS_APP_SLUG, "node_id": node_id("Integration", ACTIONS_APP_ID),
+            "owner": user(emu, "github"), "name": "GitHub Actions", "description": "Automate your workflow",
+            "external_url": f"{emu.web_url}/features/actions", "html_url": f"{emu.web_url}/apps/{ACTIONS_APP_SLUG}",
+            "created_at": iso(emu.started_at), "updated_at": iso(emu.started_at),
+            "permissions": dict(emu.installation_permissions), "events": ["check_run", "pull_request", "push"],
+        }
     a = emu.app
     return {
         "id": a.app_id, "slug": a.slug, "node_id": node_id("Integration", a.app_id), "client_id": a.client_id,
@@ -300,7 +310,7 @@ def check_suite(emu: Emulator, r: Repo, s: CheckSuite) -> dict[str, Any]:
     return {
         "id": s.id, "node_id": node_id("CheckSuite", s.id), "head_branch": s.head_branch, "head_sha": s.head_sha,
         "status": status, "conclusion": conclusion, "url": f"{api}/check-suites/{s.id}", "before": None,
-        "after": s.head_sha, "pull_requests": [], "app": app(emu), "repository": repo(emu, r),
+        "after": s.head_sha, "pull_requests": [], "app": app(emu, s.app_id), "repository": repo(emu, r),
         "created_at": iso(s.created_at), "updated_at": iso(s.created_at), "head_commit": head_commit,
         "latest_check_runs_count": len(runs), "check_runs_url": f"{api}/check-suites/{s.id}/check-runs",
         "rerequestable": True, "runs_rerequestable": True,
@@ -318,7 +328,7 @@ def check_run(emu: Emulator, r: Repo, c: CheckRun) -> dict[str, Any]:
         "output": {"title": out.get("title"), "summary": out.get("summary"), "text": out.get("text"),
                    "annotations_count": len(c.annotations),
                    "annotations_url": f"{api}/check-runs/{c.id}/annotations"},
-        "check_suite": {"id": c.suite_id}, "app": app(emu),
+        "check_suite": {"id": c.suite_id}, "app": app(emu, c.app_id),
         "pull_requests": [pull_minimal(emu, r, i) for i in r.issues.values()
                           if i.is_pull and i.state == "open" and emu.pull_shas(r, i)[0] == c.head_sha],
     }

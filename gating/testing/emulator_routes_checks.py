@@ -53,6 +53,12 @@ def _apply(run: CheckRun, ctx: Ctx, now: float) -> None:
         run.completed_at = ctx.emu.parse_time(body["completed_at"]) if body.get("completed_at") else now
 
 
+def _app_id(ctx: Ctx) -> int:
+    """The app the installation token belongs to: the emulated App, or GitHub Actions (GITHUB_TOKEN)."""
+    token = ctx.actor.token
+    return (token.app_id if token else None) or ctx.emu.app.app_id
+
+
 def _run(ctx: Ctx) -> CheckRun:
     run = ctx.require_repo().check_runs.get(ctx.int_param("check_run_id"))
     if run is None:
@@ -69,7 +75,7 @@ def create_check_run(ctx: Ctx) -> Reply:
     if ctx.emu.bare(r).commit(head_sha) is None:
         raise ApiError(422, "No commit found for SHA: " + head_sha)
     _check_output(ctx.arg("output"))
-    run = ctx.emu.new_check_run(r, head_sha, ctx.arg("name"))
+    run = ctx.emu.new_check_run(r, head_sha, ctx.arg("name"), _app_id(ctx))
     _apply(run, ctx, ctx.emu.now())
     ctx.emu.check_run_changed(r, run, created=True)
     return Reply(201, render.check_run(ctx.emu, r, run),
@@ -82,8 +88,8 @@ def update_check_run(ctx: Ctx) -> Reply:
     if ctx.actor.kind != "installation":
         raise ApiError(403, "You must authenticate via a GitHub App.")
     run = _run(ctx)
-    if run.app_id != ctx.emu.app.app_id:
-        raise ApiError(403, f"Invalid app_id `{ctx.emu.app.app_id}` - check run can only be modified by "
+    if run.app_id != _app_id(ctx):
+        raise ApiError(403, f"Invalid app_id `{_app_id(ctx)}` - check run can only be modified by "
                             "the GitHub App that created it.")
     _check_output(ctx.arg("output"))
     was = run.status

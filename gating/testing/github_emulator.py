@@ -16,6 +16,8 @@ from typing import Any
 from gating.testing import webhooks
 from gating.testing.emulator_actions import EmulatorActions
 from gating.testing.emulator_auth import (
+    ACTIONS_APP_ID,
+    ACTIONS_APP_SLUG,
     DEFAULT_PERMISSIONS,
     READ_ONLY_PERMISSIONS,
     TOKEN_LIFETIME,
@@ -205,6 +207,18 @@ class Emulator(EmulatorActions):
 
     def read_only_token(self, repositories: list[str] | None = None) -> str:
         return self.installation_token(dict(READ_ONLY_PERMISSIONS), repositories)
+
+    def actions_token(self, permissions: dict[str, str] | None = None) -> str:
+        """A workflow's GITHUB_TOKEN: an installation token of the GitHub Actions app, so what it posts
+        (check runs) belongs to that app and not to the emulated App."""
+        now = self.now()
+        self.add_user("github", type="Organization")  # the app's owner
+        tok = Token(new_token_value("ghs_"), "installation", now, now + TOKEN_LIFETIME,
+                    dict(permissions or self.installation_permissions) | {"metadata": "read"}, None,
+                    self.add_user(f"{ACTIONS_APP_SLUG}[bot]", type="Bot").login, ACTIONS_APP_ID)
+        with self.lock:
+            self.tokens[tok.value] = tok
+        return tok.value
 
     def user_token(self, login: str) -> str:
         self.add_user(login)
