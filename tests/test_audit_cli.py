@@ -62,11 +62,11 @@ def test_log_fetches_the_notes_and_prints_one_line_per_entry(world, capsys):
     code, out, _ = run(capsys, "-C", str(clone.root), "audit", "log")
     s = world["shas"]
     assert code == 0
-    assert out.splitlines() == [
-        f"    1  2024-05-01T12:00:00Z  merged         {s[0][:12]}     #10  alice  (evals pass)",
-        f"    2  2024-05-01T12:01:00Z  merged         {s[1][:12]}     #11  alice  (evals pass)",
-        f"    3  2024-05-01T12:02:00Z  merged         {s[2][:12]}     #12  alice  (evals pass)",
-        f"    4  2024-05-01T12:05:00Z  known_good     {s[1][:12]}       -  deploy-bot  (env production)",
+    assert out.splitlines() == [  # GitHub accounts as @login, as a /rollback comment's requester is
+        f"    1  2024-05-01T12:00:00Z  merged         {s[0][:12]}     #10  @alice  (evals pass)",
+        f"    2  2024-05-01T12:01:00Z  merged         {s[1][:12]}     #11  @alice  (evals pass)",
+        f"    3  2024-05-01T12:02:00Z  merged         {s[2][:12]}     #12  @alice  (evals pass)",
+        f"    4  2024-05-01T12:05:00Z  known_good     {s[1][:12]}       -  @deploy-bot  (env production)",
     ]
 
 
@@ -119,7 +119,7 @@ def test_rollbacks_read_as_rollbacks_not_overrides(world, capsys):
         f"(to {s[1][:12]} (last-good) by @alice via comment: answers cite the wrong article)",
         f"    6  2024-05-01T12:11:00Z  rolled_back    {s[0][:12]}       -  @bob  "
         f"(to {s[0][:12]} by @bob: rollback to previous)",
-        f"    7  2024-05-01T12:12:00Z  override       {s[2][:12]}       -  carol  (1 override(s))",
+        f"    7  2024-05-01T12:12:00Z  override       {s[2][:12]}       -  @carol  (1 override(s))",
     ]
     code, out, _ = run(capsys, "-C", str(work.root), "audit", "show", s[2], "--no-fetch")
     rolled = out.split("\n\n")[1]

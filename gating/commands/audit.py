@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,20 @@ def summary(e: Entry) -> dict[str, Any]:
             "key": e.key, "digest": e.digest, "keyids": e.keyids, "predicate": p}
 
 
+# Merges and deployments record the bare login of the GitHub account behind them (`maya`); a
+# `/rollback` comment records `@dave`. The log shows every GitHub account one way: @login.
+_LOGIN_EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "override")
+_LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?")
+
+
+def actor_text(e: Entry) -> str:
+    """Who, as the log shows it: `@maya`; anything not a GitHub login (`alertmanager`, an email) as recorded."""
+    actor = str(e.predicate.get("actor") or "-")
+    if e.event in _LOGIN_EVENTS and actor != "unknown" and _LOGIN.fullmatch(actor):
+        return f"@{actor}"
+    return actor
+
+
 def log_line(e: Entry) -> str:
     p = e.predicate
     pr = f"#{p['pull_request']}" if p.get("pull_request") else "-"
@@ -153,7 +168,7 @@ def log_line(e: Entry) -> str:
     if rollback:
         extra.append(rollback_text(rollback))
     return (f"{e.seq:>5}  {p.get('timestamp')}  {e.event:<13}  {_short(e.commit)}  {pr:>6}  "
-            f"{p.get('actor')}" + (f"  ({', '.join(extra)})" if extra else ""))
+            f"{actor_text(e)}" + (f"  ({', '.join(extra)})" if extra else ""))
 
 
 # -- log / show ------------------------------------------------------------------------------------
