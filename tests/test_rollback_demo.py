@@ -13,18 +13,23 @@ def test_demo_walks_the_road_to_a_rollback(tmp_path: Path, capsys, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     assert main(["demo", "--keep", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    road = out[out.index("== review and merge #1 tune-answers"):]
+    road = out[out.index("== review and merge #1 “Friendlier answers”"):]
+    assert "❌ failure" in out[:out.index("== review and merge")]  # the regression came first
     assert "carol approved #1; gating / approval: ✅ success: Approved: all 2 applicable rules approved\n" in road
     m1 = re.search(r"merged #1 as ([0-9a-f]{7}) and deployed it to production", road).group(1)
-    assert "┌─ gating / eval · completed · ✅ success · " in road
-    assert re.search(r"merged #3 as [0-9a-f]{7} and deployed it to production", road)
-    assert "reactions on the comment: 👀 🚀\n" in road
-    assert re.search(rf"Opened #5 to roll the LLM system back to `{m1}` \(last-good\): http://127\.0\.0\.1:\d+/"
-                     r"acme/support-bot/pull/5\n", road)
+    assert ("== a later pull request #2 “Let the bot issue refunds” adds a refund tool; its evals pass, it is "
+            "approved, merged and deployed\n┌─ gating / eval · completed · ✅ success · ") in road
+    assert re.search(r"merged #2 as [0-9a-f]{7} and deployed it to production", road)
+    assert ("== in production the bot refunds orders nobody asked for: dave opens issue #3 “The bot refunds orders "
+            "nobody asked for” and comments `/rollback last-good the bot refunds orders nobody asked for` on it\n"
+            "reactions on the comment: 👀 🚀\n") in road
+    assert re.search(rf"Opened #4 to roll the LLM system back to `{m1}` \(last-good\): http://127\.0\.0\.1:\d+/"
+                     r"acme/support-bot/pull/4\n", road)
     assert "| tool | tool `issue_refund` removed: breaking for callers |" in road
-    assert f"pull request #5: Rollback LLM system to {m1} (last-good)\n" in road
+    assert f"pull request #4: Rollback LLM system to {m1} (last-good)\n" in road
     assert f"tools/ on the rollback branch: tools/lookup_order.json, tools/open_ticket.json (the snapshot of {m1})" \
         in road
-    events = re.findall(r"^\s+\d+  \S+  (\w+)\s", road, re.MULTILINE)
-    assert events == ["merged", "known_good", "merged", "known_good", "rolled_back"]
+    log = re.findall(r"^\s+\d+  \S+  (\w+)\s+[0-9a-f]{12}\s+\S+  (\S+)", road, re.MULTILINE)
+    assert log == [("merged", "@maya"), ("known_good", "@deployer"), ("merged", "@maya"),
+                   ("known_good", "@deployer"), ("rolled_back", "@dave")]  # every GitHub account as @login
     assert re.search(r"^ok: 5 entries \(seq 1\.\.5\), 5 notes commits; every signature verifies", road, re.MULTILINE)

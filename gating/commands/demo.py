@@ -1,16 +1,17 @@
 """`gating demo`: the road on the bundled example, offline, in throwaway repositories.
 
-1. the semantic diff of the demo's pull request, in a local repository;
-2. the `gating / eval` check on that pull request, and on a regressing one, run exactly as the Action
-   runs it: a local GitHub emulator (real git over smart HTTP, the REST API checked against GitHub's
-   OpenAPI description), the pull request event payload, the models replayed from the cassettes
-   committed beside the dataset. Each check run is read back from the API and printed as GitHub
-   shows it.
+Everything runs against a local GitHub emulator (real git over smart HTTP, the REST API checked
+against GitHub's OpenAPI description) with the models replayed from the cassettes committed beside
+the example's dataset:
 
-3. the rest of the road, with the App (approval, audit and rollback handlers) receiving the
-   emulator's webhooks: the passing pull request is approved, merged (a signed `merged` entry),
-   deployed and marked known good; a later bad merge is deployed and rolled back with a `/rollback`
-   comment; `gating audit verify` passes on a fresh clone.
+1. a pull request whose first commit drops the grounding rules fails the `gating / eval` check, run
+   exactly as the Action runs it (the pull request event payload, a clone over HTTP); the flipped
+   cases are named. A fix pushed to the same pull request passes. Each check run is read back from
+   the API and printed as GitHub shows it.
+2. the App (approval, audit and rollback handlers) receives the emulator's webhooks: the fixed pull
+   request is approved, merged (a signed `merged` entry), deployed and marked known good; a later
+   bad merge is deployed and rolled back with a `/rollback` comment on an issue; `gating audit
+   verify` passes on a fresh clone.
 
 Later steps of the road continue from `DemoState` (the emulator, the repository and its pulls).
 """
@@ -32,11 +33,9 @@ from typing import Any
 
 from gating.check import CheckRun, run_check
 from gating.check_context import CHECK_NAME, Settings, build_context
-from gating.commands.diff import compute
-from gating.example import apply_demo_change, apply_regressing_change, example_dir, make_example_repo
-from gating.git import Git, commit_all
+from gating.example import apply_demo_change, apply_regressing_change, example_dir
+from gating.git import Git
 from gating.github import Repo, token_client
-from gating.report import render_diff_markdown
 
 REPO_NAME = "acme/support-bot"
 CONCLUSION_ICON = {"success": "✅", "failure": "❌", "neutral": "⚪", "cancelled": "⏹️"}
@@ -54,15 +53,14 @@ def say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.keep:
-        return _run(Path(args.keep).resolve() / "support-bot")
+        return _run(Path(args.keep).resolve())
     with tempfile.TemporaryDirectory(prefix="gating-demo-") as tmp:
-        return _run(Path(tmp) / "support-bot")
+        return _run(Path(tmp))
 
 
-def _run(root: Path) -> int:
+def _run(where: Path) -> int:
     t0 = time.monotonic()
-    diff_step(root)
-    with emulated_github(root.parent / "github") as state:
+    with emulated_github(where / "github") as state:
         for step in STEPS:
             step(state)
         api_calls = [r for r in state.emu.requests if r.operation != "git/smart-http"]
@@ -75,22 +73,7 @@ def _run(root: Path) -> int:
     return 0
 
 
-# -- 1. the semantic diff --------------------------------------------------------------------------
-
-
-def diff_step(root: Path) -> None:
-    say(f"building the example repository in {root}")
-    g = make_example_repo(root)
-    base = g.rev_parse("HEAD")
-    g.run("checkout", "--quiet", "-b", "tune-answers")
-    apply_demo_change(root)
-    head = commit_all(g, "Tune answers: friendlier prompt, newer model, more context")
-    say(f"pull request tune-answers: {base[:7]}..{head[:7]}")
-    cs = compute(g, base, head)
-    sys.stdout.write(render_diff_markdown(cs))
-
-
-# -- 2. the check on pull requests, against the emulated GitHub ------------------------------------
+# -- 1. the check on a pull request, against the emulated GitHub -----------------------------------
 
 
 @dataclass
@@ -102,7 +85,8 @@ class DemoState:
     repo: Any  # gating.testing.RepoHandle
     token: str
     pulls: dict[str, dict[str, Any]] = field(default_factory=dict)  # branch -> pull request
-    checks: dict[str, CheckRun] = field(default_factory=dict)  # branch -> the check's outcome
+    checks: dict[str, CheckRun] = field(default_factory=dict)  # branch -> its latest check's outcome
+    runs: list[CheckRun] = field(default_factory=list)  # every check run, in order
     audit_key: Any = None  # the App's audit signing key (Ed25519), once the App runs
 
     @property
@@ -123,33 +107,59 @@ def emulated_github(work: Path) -> Iterator[DemoState]:
         emu.stop()
 
 
-def open_pull(state: DemoState, branch: str, title: str, change: Callable[[Path], None], user: str) -> dict[str, Any]:
-    """Commit `change` to the example on a new branch and open a pull request for it."""
-    tree = state.work / f"tree-{branch}"
+def example_tree(state: DemoState, name: str, change: Callable[[Path], None]) -> Path:
+    """The example with `change` applied, in a directory of its own."""
+    tree = state.work / f"tree-{name}"
     shutil.copytree(example_dir(), tree)
     change(tree)
-    state.repo.push_dir(tree, branch, title)
+    return tree
+
+
+def open_pull(state: DemoState, branch: str, title: str, change: Callable[[Path], None], user: str,
+              message: str | None = None) -> dict[str, Any]:
+    """Commit `change` to the example on a new branch and open a pull request for it."""
+    state.repo.push_dir(example_tree(state, branch, change), branch, message or title, author=user)
     pr = state.emu.create_pull(state.repo, branch, state.repo.default_branch, title, user)
     state.pulls[branch] = pr
     return pr
 
 
-def check_pull(state: DemoState, branch: str) -> CheckRun:
-    """Run `gating check` as the Action would on the pull request's `opened` event."""
+def push_change(state: DemoState, branch: str, before: Callable[[Path], None], after: Callable[[Path], None],
+                message: str, user: str) -> dict[str, Any]:
+    """Push one commit to the pull request's branch that turns the example with `before` applied into the
+    example with `after` applied; returns the pull request as it is now."""
+    old, new = example_tree(state, f"{branch}-before", before), example_tree(state, f"{branch}-after", after)
+    files: dict[str, Any] = {}
+    for path in sorted(p for p in new.rglob("*") if p.is_file()):
+        rel = path.relative_to(new).as_posix()
+        if not (old / rel).is_file() or (old / rel).read_bytes() != path.read_bytes():
+            files[rel] = path.read_bytes()
+    files.update({p.relative_to(old).as_posix(): None for p in old.rglob("*")
+                  if p.is_file() and not (new / p.relative_to(old)).exists()})
+    state.emu.push(state.repo, branch, files, message, user=user)
+    pr = state.emu.get_pull(state.repo, state.pulls[branch]["number"])
+    state.pulls[branch] = pr
+    return pr
+
+
+def check_pull(state: DemoState, branch: str, action: str = "opened") -> CheckRun:
+    """Run `gating check` as the Action would on the pull request's `opened` (or `synchronize`) event."""
     pr = state.pulls[branch]
-    event = state.emu.webhook("pull_request", "opened", repo=state.repo, number=pr["number"]).payload
-    ci = state.work / f"ci-{branch}"
-    event_path = state.work / f"event-{branch}.json"
+    n = len(state.runs) + 1
+    event = state.emu.webhook("pull_request", action, repo=state.repo, number=pr["number"]).payload
+    ci = state.work / f"ci-{n}"
+    event_path = state.work / f"event-{n}.json"
     event_path.write_text(json.dumps(event), encoding="utf-8")
     clone: Git = state.repo.clone(ci, state.token)
     actions = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(event_path),
                "GITHUB_API_URL": state.emu.api_url, "GITHUB_SERVER_URL": state.emu.web_url,
                "GITHUB_REPOSITORY": state.repo.full_name, "GITHUB_SHA": pr["head"]["sha"],
-               "GITHUB_TOKEN": state.token, "GITHUB_RUN_ID": str(pr["number"])}
+               "GITHUB_TOKEN": state.token, "GITHUB_RUN_ID": str(1000 + n)}
     ctx = build_context(actions, event)
     env = {**os.environ, **actions, "GATING_PROVIDER": "replay"}
-    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{branch}.json")), clone, env)
+    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env)
     state.checks[branch] = done
+    state.runs.append(done)
     return done
 
 
@@ -166,25 +176,39 @@ def show_check_run(state: DemoState, check_run_id: int) -> str:
     return "\n".join(lines)
 
 
+PULL = ("friendlier-answers", "Friendlier answers")
+FIX = "Keep the grounding, secrecy and citation rules; friendlier wording, newer model, more context"
+
+
+def report_check(state: DemoState, branch: str, action: str) -> CheckRun:
+    t0 = time.monotonic()
+    done = check_pull(state, branch, action)
+    r = done.result
+    stored = "eval note pushed to refs/notes/gating/evals" if done.notes.get("pushed") else "no eval note pushed"
+    print(f"check finished in {time.monotonic() - t0:.1f} s: {r.llm_requests} LLM requests, {r.replayed} "
+          f"replayed, {r.cache_hits} from cache; {stored}\n")
+    if done.check_run_id is not None:
+        print(show_check_run(state, done.check_run_id))
+    return done
+
+
 def check_step(state: DemoState) -> None:
-    """The demo's pull request passes; a pull request that drops the grounding rules fails."""
-    pulls = [("tune-answers", "Tune answers: friendlier prompt, newer model, more context", apply_demo_change, "alice"),
-             ("simplify-prompts", "Simplify the prompts", apply_regressing_change, "mallory")]
-    for branch, title, change, user in pulls:
-        pr = open_pull(state, branch, title, change, user)
-        say(f"pull request #{pr['number']} {branch} on {state.repo.full_name} (GitHub emulated at "
-            f"{state.emu.api_url}; models replayed from the example's cassettes): {CHECK_NAME}")
-        t0 = time.monotonic()
-        done = check_pull(state, branch)
-        r = done.result
-        stored = "eval note pushed to refs/notes/gating/evals" if done.notes.get("pushed") else "no eval note pushed"
-        print(f"check finished in {time.monotonic() - t0:.1f} s: {r.llm_requests} LLM requests, {r.replayed} "
-              f"replayed, {r.cache_hits} from cache; {stored}\n")
-        if done.check_run_id is not None:
-            print(show_check_run(state, done.check_run_id))
+    """A pull request that drops the grounding rules fails; the fix pushed to it passes."""
+    branch, title = PULL
+    say(f"{state.repo.full_name} on a GitHub emulated at {state.emu.api_url}; the models are replayed from "
+        "the example's cassettes: nothing leaves this machine")
+    pr = open_pull(state, branch, title, apply_regressing_change, "alice",
+                   "Simplify the prompts: drop the stiff rules")
+    say(f"alice opens pull request #{pr['number']} “{title}”; its first commit drops the grounding, secrecy "
+        f"and citation rules from the prompts. {CHECK_NAME}:")
+    report_check(state, branch, "opened")
+    pr = push_change(state, branch, apply_regressing_change, apply_demo_change, FIX, "alice")
+    say(f"alice pushes a fix to #{pr['number']} ({pr['head']['sha'][:7]}): {FIX[0].lower() + FIX[1:]}. "
+        f"{CHECK_NAME} runs again:")
+    report_check(state, branch, "synchronize")
 
 
-# -- 3. review, merge, deploy, roll back: the App on the emulated GitHub ------------------------------
+# -- 2. review, merge, deploy, roll back: the App on the emulated GitHub ------------------------------
 
 APP_HANDLERS = "app.handlers.approvals,app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command"
 REFUND_TOOL = (
@@ -272,8 +296,8 @@ def audit_log_lines(state: DemoState) -> list[str]:
 
 
 def road_step(state: DemoState) -> None:
-    """The passing pull request is approved, merged, deployed and known good; a later bad merge is
-    rolled back with `/rollback`; the audit trail verifies on a fresh clone."""
+    """The fixed pull request is approved, merged, deployed and known good; a later bad merge is
+    rolled back with `/rollback` on an issue; the audit trail verifies on a fresh clone."""
     from gating import keys
     from gating.cli import main as gating_main
 
@@ -282,24 +306,27 @@ def road_step(state: DemoState) -> None:
     for login, permission in [("alice", "write"), ("carol", "write"), ("dave", "write"), ("maya", "admin")]:
         emu.add_collaborator(repo, login, permission)
     with running_app(state) as settle:
-        good = state.pulls["tune-answers"]["number"]
-        say(f"review and merge #{good} tune-answers (evals passed; a model re-pin needs acme/ml-platform)")
+        good = state.pulls[PULL[0]]["number"]
+        say(f"review and merge #{good} “{PULL[1]}” (its evals pass now; the model re-pin needs acme/ml-platform)")
         m1 = merge_and_deploy(state, settle, good, "carol")
 
-        say("a later pull request adds a refund tool; its evals pass, it is approved, merged and deployed")
         emu.push(repo, "refund-tool", {"tools/issue_refund.json": REFUND_TOOL}, "Let the bot issue refunds",
                  user="alice")
         bad = emu.create_pull(repo, "refund-tool", repo.default_branch, "Let the bot issue refunds", "alice")
         state.pulls["refund-tool"] = bad
+        say(f"a later pull request #{bad['number']} “{bad['title']}” adds a refund tool; its evals pass, it is "
+            "approved, merged and deployed")
         done = check_pull(state, "refund-tool")
         if done.check_run_id is not None:
             print("\n".join(show_check_run(state, done.check_run_id).splitlines()[:3]))
         merge_and_deploy(state, settle, bad["number"], "carol")
 
-        say("in production the bot refunds orders nobody asked about: dave comments /rollback")
-        issue = emu.create_issue(repo, "The bot refunds orders nobody asked about", "dave")
-        comment = emu.add_comment(repo, issue["number"], "dave",
-                                  "/rollback last-good the bot refunds orders nobody asked about")
+        complaint = "The bot refunds orders nobody asked for"
+        command = f"/rollback last-good {complaint[0].lower() + complaint[1:]}"
+        issue = emu.create_issue(repo, complaint, "dave")
+        say(f"in production the bot refunds orders nobody asked for: dave opens issue #{issue['number']} "
+            f"“{complaint}” and comments `{command}` on it")
+        comment = emu.add_comment(repo, issue["number"], "dave", command)
         settle()
         reactions = " ".join({"eyes": "👀", "rocket": "🚀", "confused": "😕"}.get(r["content"], r["content"])
                              for r in emu.list_reactions(repo, comment_id=comment["id"]))
@@ -313,7 +340,7 @@ def road_step(state: DemoState) -> None:
 
         say("the audit log, and `gating audit verify` on a fresh clone")
         print("\n".join(audit_log_lines(state)))
-    clone = repo.clone(state.work / "verify", state.token)
+    clone = repo.clone(state.work.parent / "support-bot", state.token)  # what --keep leaves to look at
     pub = state.work / "audit.pub"
     pub.write_bytes(keys.public_pem(state.audit_key))
     code = gating_main(["-C", str(clone.root), "audit", "verify", "--key", str(pub)])
