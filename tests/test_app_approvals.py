@@ -43,10 +43,11 @@ class World:
         assert runs, "no gating / approval check run on the head SHA"
         return max(runs, key=lambda r: r["id"])
 
-    def eval_check(self, number: int, conclusion: str | None) -> None:
+    def eval_check(self, number: int, conclusion: str | None, token: str | None = None) -> None:
         """Post `gating / eval` on the head SHA as the Action would, through the REST API."""
         api = httpx.Client(base_url=self.emu.api_url, headers={
-            "Authorization": f"token {self.emu.installation_token()}", "Accept": "application/vnd.github+json"})
+            "Authorization": f"token {token or self.emu.installation_token()}",
+            "Accept": "application/vnd.github+json"})
         run = api.post(f"/repos/{self.repo.full_name}/check-runs",
                        json={"name": EVAL_CHECK, "head_sha": self.head(number), "status": "in_progress"})
         assert run.status_code == 201, run.text
@@ -234,3 +235,14 @@ def test_a_burst_of_deliveries_about_one_pull_request_costs_one_evaluation(world
     assert sorted((j.status, j.coalesced_into is not None) for j in labeled) == [
         ("done", False), ("done", True), ("done", True)]
     assert sum(1 for r in world.emu.requests if r.operation == "pulls/get") == 1
+
+
+def test_the_actions_eval_check_outranks_a_newer_one_from_another_app(world: World):
+    n = world.open_pull({"prompts/answer.md": PROMPT + "\nBe brief.\n"})["number"]
+    world.emu.add_review(world.repo, n, "dave", "APPROVED")
+    world.eval_check(n, "failure", token=world.emu.actions_token())
+    world.eval_check(n, "success")  # posted later under the same name by another app with checks: write
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"]) == ("completed", "failure")
+    assert "`gating / eval`" in run["output"]["title"]

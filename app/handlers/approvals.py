@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.handlers import JobContext, Payload, Registry, pull_key
+from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
 from gating.github import ApiRevision, BlobCache, Repo
@@ -167,10 +168,9 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
         return Evaluation(pr, head, source, _failed("semantic-diff", f"cannot compute the semantic diff: {problems}"))
     files: list[str] = blobs.memo(("files", name, number, merge_base, head), lambda: [
         path for f in repo.pull_files(number) for path in (f["filename"], f.get("previous_filename")) if path])
-    runs = [r for r in repo.check_runs(head, EVAL_CHECK) if r.get("name") == EVAL_CHECK]
     checks = {}
-    if runs:
-        r = max(runs, key=lambda r: r["id"])
+    r = eval_check_run(repo.check_runs(head, EVAL_CHECK))  # the Action's run before another app's
+    if r is not None:
         checks[EVAL_CHECK] = CheckState(EVAL_CHECK, r["status"], r.get("conclusion"), r["head_sha"],
                                         r.get("html_url") or "")
     facts = ApiFacts(
