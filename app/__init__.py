@@ -52,7 +52,8 @@ class AppState:
 def open_queue(settings: Settings) -> JobQueue:
     return JobQueue(settings.db_path, max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds,
                     retry_base=settings.retry_base_seconds, retry_max=settings.retry_max_seconds,
-                    keep_done_seconds=settings.keep_done_days * 86400)
+                    keep_done_seconds=settings.keep_done_days * 86400,
+                    checkpoint_on_commit=settings.job_threads <= 0)  # else the Worker's thread checkpoints
 
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: Registry | None = None) -> Flask:

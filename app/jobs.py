@@ -1,14 +1,21 @@
 """Durable background work: an embedded SQLite queue (WAL) shared by every worker process.
 
 A webhook is acknowledged as soon as its job row is committed; worker threads claim jobs with
-`BEGIN IMMEDIATE` and a lease, so two gunicorn workers never run one job at once, and a job whose
-worker died (its lease ran out) is picked up again. Failures retry with exponential backoff; a job
-that keeps failing stays visible as `failed` until someone retries it. Jobs with the same `key`
-(one pull request) run one at a time, in order.
+a lease, so two gunicorn workers never run one job at once, and a job whose worker died (its lease
+ran out) is picked up again. Failures retry with exponential backoff; a job that keeps failing stays
+visible as `failed` until someone retries it. Jobs with the same `key` (one pull request) run one at
+a time, in order.
+
+Every write is one SQL statement in its own transaction. SQLite then holds its write lock only
+inside that one call, which runs without the GIL; with BEGIN ... COMMIT it would also hold it while
+the thread waits for the GIL between statements, and a busy process would stretch every other
+writer's wait. A claim reads the next due job, then takes it with an UPDATE that checks it is still
+due; if another worker was faster, it reads again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -89,23 +96,33 @@ _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, r
         "created_at, updated_at, coalesced_into"
 
 
+# Due: queued and its time has come, or running under a lease that ran out (and attempts are left);
+# and no other job of its key is running under a live lease. Parameters: now, now, max_attempts, now.
+_DUE = ("((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ? AND attempts < ?)) "
+        "AND (key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' AND lease_until >= ? "
+        "AND key IS NOT NULL))")
+
+
 class JobQueue:
     """The queue in one SQLite file; each thread (and each forked process) gets its own connection."""
 
+    # When a Worker checkpoints, a commit still does past this many pages (~200 MB of WAL: more than a
+    # burst of deliveries adds between two checkpoints), and the WAL file is cut back to 64 MB after.
+    SAFETY_CHECKPOINT_PAGES = 50000
+
     def __init__(self, path: str, *, max_attempts: int = 5, lease_seconds: float = 60.0,
                  retry_base: float = 5.0, retry_max: float = 600.0, keep_done_seconds: float = 7 * 86400,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, checkpoint_on_commit: bool = True):
         self.path = path
+        self.checkpoint_on_commit = checkpoint_on_commit
         self.max_attempts, self.lease_seconds = max_attempts, lease_seconds
         self.retry_base, self.retry_max, self.keep_done_seconds = retry_base, retry_max, keep_done_seconds
         self.clock = clock
         self._local = threading.local()
-        self._write_lock = threading.Lock()  # one writer per process: no busy-waiting among our threads
         self._completed = 0
-        with self._tx() as c:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    c.execute(stmt)
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                self._write(stmt)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -113,12 +130,28 @@ class JobQueue:
             # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms; _retry waits far less.
             conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes, fast commits
+            # NORMAL: a commit is in the WAL (the OS's page cache) when it returns, so it survives a killed
+            # process; only a power cut can lose the last commits. FULL would fsync every acknowledgement.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # A checkpoint (copying the WAL into the database file, with an fsync) takes milliseconds. By
+            # default SQLite runs one in whichever commit passes 1000 pages: a request's. A process with
+            # a Worker leaves them to its background thread (Worker.CHECKPOINT_SECONDS) instead.
+            if not self.checkpoint_on_commit:
+                conn.execute(f"PRAGMA wal_autocheckpoint={self.SAFETY_CHECKPOINT_PAGES}")
+                conn.execute(f"PRAGMA journal_size_limit={64 << 20}")
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    def _tx(self) -> _Tx:
-        return _Tx(self._conn(), self._write_lock)
+    def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run one statement as its own transaction (autocommit), without RETURNING: SQLite then holds
+        the write lock only inside this one call, which does not need the GIL. No lock of our own:
+        a thread holding one while it waits for the GIL would hold up every other writer."""
+        conn = self._conn()
+        return _retry(lambda: conn.execute(sql, args))
+
+    def _write_returning(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
+        return _retry(lambda: conn.execute(sql, args).fetchall())
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = self._conn()
@@ -128,18 +161,20 @@ class JobQueue:
 
     def enqueue(self, delivery: str, event: str, action: str | None, payload_text: str,
                 handlers: Sequence[tuple[str, str | None]]) -> list[int]:
-        """One job per (handler, key); returns the new ids, or [] when the delivery was seen before."""
+        """One job per (handler, key), all in one transaction; returns the new ids, or [] when the
+        delivery was seen before. When this returns the rows are committed to the WAL: a process
+        killed after it loses nothing."""
+        if not handlers:
+            return []
         now = self.clock()
-        ids = []
-        with self._tx() as c:
-            for handler, key in handlers:
-                cur = c.execute(
-                    "INSERT OR IGNORE INTO jobs (delivery, handler, event, action, key, payload, run_after, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (delivery, handler, event, action, key, payload_text, now, now, now))
-                if cur.rowcount:
-                    ids.append(int(cur.lastrowid or 0))
-        return ids
+        values = [v for handler, key in handlers
+                  for v in (delivery, handler, event, action, key, payload_text, now, now, now)]
+        sql = ("INSERT OR IGNORE INTO jobs (delivery, handler, event, action, key, payload, run_after, created_at, "
+               "updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(handlers)))
+        if len(handlers) == 1:  # the usual case: without RETURNING the statement is done in one call
+            cur = self._write(sql, values)
+            return [int(cur.lastrowid or 0)] if cur.rowcount == 1 else []
+        return sorted(int(r[0]) for r in self._write_returning(sql + " RETURNING id", values))
 
     # -- consuming ---------------------------------------------------------------------------------
 
@@ -147,50 +182,49 @@ class JobQueue:
         """The next due job, now leased to `owner`; jobs whose lease ran out count as due. When
         `coalesce(job)` is true, the queued jobs of its handler and key are done as part of it."""
         now = self.clock()
-        if not self._read("SELECT 1 FROM jobs WHERE (status = 'queued' AND run_after <= ?) OR "
-                          "(status = 'running' AND lease_until < ?) LIMIT 1", (now, now)):
-            return None  # nothing due: no write lock taken
-        with self._tx() as c:
-            while True:
-                row = c.execute(
-                    f"SELECT {_COLS} FROM jobs WHERE "
-                    "((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ?)) "
-                    "AND (key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' "
-                    "AND lease_until >= ? AND key IS NOT NULL)) ORDER BY run_after, id LIMIT 1",
-                    (now, now, now)).fetchone()
-                if row is None:
-                    return None
-                job = Job(*row)
-                if job.status == "running" and job.attempts >= self.max_attempts:
-                    c.execute("UPDATE jobs SET status = 'failed', owner = NULL, lease_until = NULL, "
-                              "last_error = ?, error_at = ?, updated_at = ? WHERE id = ?",
-                              (f"worker stopped while running it ({job.attempts} attempts)", now, now, job.id))
-                    continue
-                c.execute("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
-                          "updated_at = ? WHERE id = ?", (owner, now + self.lease_seconds, now, job.id))
-                if job.key is not None and coalesce is not None and coalesce(job):
-                    c.execute("UPDATE jobs SET status = 'done', coalesced_into = ?, updated_at = ? "
-                              "WHERE status = 'queued' AND key = ? AND handler = ? AND id != ?",
-                              (job.id, now, job.key, job.handler, job.id))
-                return Job(*row[:7], "running", job.attempts + 1, *row[9:])
+        if self._read("SELECT 1 FROM jobs WHERE status = 'running' AND lease_until < ? AND attempts >= ? LIMIT 1",
+                      (now, self.max_attempts)):  # its worker died on every attempt: keep it as failed
+            self._write("UPDATE jobs SET status = 'failed', owner = NULL, lease_until = NULL, last_error = "
+                        "'worker stopped while running it (' || attempts || ' attempts)', error_at = ?, "
+                        "updated_at = ? WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
+                        (now, now, now, self.max_attempts))
+        for _ in range(100):  # another thread or process may take the candidate first: pick again
+            rows = self._read(f"SELECT id FROM jobs WHERE {_DUE} ORDER BY run_after, id LIMIT 1",
+                              (now, now, self.max_attempts, now))
+            if not rows:
+                return None  # nothing due: no write lock taken
+            job_id = rows[0][0]
+            cur = self._write("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
+                              f"updated_at = ? WHERE id = ? AND {_DUE}",
+                              (owner, now + self.lease_seconds, now, job_id, now, now, self.max_attempts, now))
+            if cur.rowcount == 1:
+                break
+        else:
+            return None
+        job = Job(*self._read(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,))[0])
+        if job.key is not None and coalesce is not None and coalesce(job):
+            # A separate statement is enough: no one else claims this key while the job is leased,
+            # and after a crash here the job is claimed again and covers them then.
+            self._write("UPDATE jobs SET status = 'done', coalesced_into = ?, updated_at = ? "
+                        "WHERE status = 'queued' AND key = ? AND handler = ? AND id != ?",
+                        (job.id, now, job.key, job.handler, job.id))
+        return job
 
     def heartbeat(self, owners: Iterable[str]) -> None:
         owners = list(owners)
         if not owners:
             return
         now = self.clock()
-        with self._tx() as c:
-            c.execute(f"UPDATE jobs SET lease_until = ? WHERE status = 'running' AND owner IN "
-                      f"({','.join('?' * len(owners))})", (now + self.lease_seconds, *owners))
+        self._write(f"UPDATE jobs SET lease_until = ? WHERE status = 'running' AND owner IN "
+                    f"({','.join('?' * len(owners))})", (now + self.lease_seconds, *owners))
 
     def complete(self, job: Job, owner: str) -> None:
         now = self.clock()
-        with self._tx() as c:
-            c.execute("UPDATE jobs SET status = 'done', owner = NULL, lease_until = NULL, updated_at = ? "
-                      "WHERE id = ? AND owner = ? AND status = 'running'", (now, job.id, owner))
-            self._completed += 1
-            if self._completed % 500 == 1:  # now and then, forget old finished jobs (and their delivery ids)
-                c.execute("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (now - self.keep_done_seconds,))
+        self._write("UPDATE jobs SET status = 'done', owner = NULL, lease_until = NULL, updated_at = ? "
+                    "WHERE id = ? AND owner = ? AND status = 'running'", (now, job.id, owner))
+        self._completed += 1
+        if self._completed % 500 == 1:  # now and then, forget old finished jobs (and their delivery ids)
+            self._write("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (now - self.keep_done_seconds,))
 
     def fail(self, job: Job, owner: str, error: str, permanent: bool = False, after: float | None = None) -> str:
         """Record a failure; the job is queued again after a backoff, or kept as failed. Returns its status."""
@@ -200,11 +234,16 @@ class JobQueue:
         if after is not None:
             delay = max(delay, after)
         status = "failed" if final else "queued"
-        with self._tx() as c:
-            c.execute("UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, last_error = ?, error_at = ?, "
-                      "run_after = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'running'",
-                      (status, error[:2000], now, now + (0 if final else delay), now, job.id, owner))
+        self._write("UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, last_error = ?, error_at = ?, "
+                    "run_after = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'running'",
+                    (status, error[:2000], now, now + (0 if final else delay), now, job.id, owner))
         return status
+
+    def checkpoint(self) -> None:
+        """Copy committed WAL pages into the database file. PASSIVE: it waits for no reader or writer,
+        so it runs while requests commit, and the GIL is released while it copies."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     # -- looking and fixing ------------------------------------------------------------------------
 
@@ -220,15 +259,10 @@ class JobQueue:
     def retry(self, ids: Sequence[int] | None = None) -> int:
         """Queue failed jobs again (all of them when `ids` is None), with a fresh attempt count."""
         now = self.clock()
-        with self._tx() as c:
-            if ids is None:
-                cur = c.execute("UPDATE jobs SET status = 'queued', attempts = 0, run_after = ?, updated_at = ? "
-                                "WHERE status = 'failed'", (now, now))
-            else:
-                marks = ",".join("?" * len(ids))
-                cur = c.execute(f"UPDATE jobs SET status = 'queued', attempts = 0, run_after = ?, updated_at = ? "
-                                f"WHERE status = 'failed' AND id IN ({marks})", (now, now, *ids))
-            return cur.rowcount
+        sql = "UPDATE jobs SET status = 'queued', attempts = 0, run_after = ?, updated_at = ? WHERE status = 'failed'"
+        if ids is None:
+            return self._write(sql, (now, now)).rowcount
+        return self._write(sql + f" AND id IN ({','.join('?' * len(ids))})", (now, now, *ids)).rowcount
 
     def counts(self) -> dict[str, int]:
         rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
@@ -254,33 +288,9 @@ class JobQueue:
         return False
 
 
-class _Tx:
-    """`BEGIN IMMEDIATE` ... COMMIT: takes the write lock up front, so claims never race."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock):
-        self.conn, self.lock = conn, lock
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            _retry(lambda: self.conn.execute("BEGIN IMMEDIATE"))
-        except BaseException:
-            self.lock.release()
-            raise
-        return self.conn
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        try:
-            if exc_type:
-                self.conn.execute("ROLLBACK")
-            else:
-                _retry(lambda: self.conn.execute("COMMIT"))
-        finally:
-            self.lock.release()
-
-
 def _retry(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Run `fn`, waiting out another process's write lock in short, jittered steps (0.1 ms to 5 ms)."""
+    """Run `fn`, waiting out another writer's lock in short, jittered steps (0.1 ms to 5 ms): a write
+    holds it for a fraction of a millisecond."""
     deadline = time.monotonic() + timeout
     delay = 0.0001
     while True:
@@ -297,21 +307,24 @@ def _retry(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
 class Worker:
     """Background threads in one process that run due jobs; `wake()` skips the poll wait.
 
-    Acknowledging webhooks comes first: before taking its next job, a job thread waits until this
-    process has had no request in flight for `QUIET` seconds (but never longer than `yield_seconds`),
-    so a burst of deliveries is acknowledged at full speed and worked off right after.
+    Acknowledging webhooks comes first. A job shares the GIL (and the CPU) with the requests of its
+    process, and a checkpoint of the WAL shares the disk and the CPU, so both wait for a lull: no
+    request in flight in this process for `QUIET` seconds. They wait `yield_seconds` at most, so
+    under endless load they still make progress. A burst of deliveries is acknowledged at full
+    speed and worked off right after it.
     """
 
-    QUIET = 0.005
+    QUIET = 0.05
+    CHECKPOINT_SECONDS = 0.5
 
     def __init__(self, queue: JobQueue, run: Callable[[Job], None], threads: int = 2, poll: float = 1.0,
-                 yield_seconds: float = 0.1, coalesce: Callable[[Job], bool] | None = None):
+                 yield_seconds: float = 2.0, coalesce: Callable[[Job], bool] | None = None):
         self.queue, self.run, self.threads, self.poll = queue, run, threads, poll
         self.coalesce = coalesce
         self.yield_seconds = yield_seconds
         self._requests = 0
         self._last_request = 0.0
-        self._quiet = threading.Condition()
+        self._quiet = threading.Lock()
         self._pid: int | None = None
         self._stop = threading.Event()
         self._wake = threading.Condition()
@@ -353,12 +366,15 @@ class Worker:
             self._requests = max(0, self._requests - 1)
             self._last_request = time.monotonic()
 
+    def _lull_in(self) -> float:
+        """Seconds until this process will have been without a request for QUIET (0: it has)."""
+        with self._quiet:
+            return self.QUIET if self._requests else max(0.0, self._last_request + self.QUIET - time.monotonic())
+
     def _yield_to_requests(self) -> None:
         deadline = time.monotonic() + self.yield_seconds
-        with self._quiet:
-            while (self._requests or time.monotonic() - self._last_request < self.QUIET) \
-                    and time.monotonic() < deadline:
-                self._quiet.wait(self.QUIET)
+        while (wait := min(self._lull_in(), deadline - time.monotonic())) > 0 and not self._stop.wait(wait):
+            pass
 
     def _wait(self) -> None:
         with self._wake:
@@ -367,13 +383,22 @@ class Worker:
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
     def _beat(self) -> None:
-        while not self._stop.wait(max(0.05, self.queue.lease_seconds / 3)):
+        """Keep the leases of running jobs alive, and checkpoint the WAL in a lull, off the requests' time."""
+        every = max(0.05, self.queue.lease_seconds / 3)
+        last_checkpoint = time.monotonic()
+        next_beat = last_checkpoint + every
+        while not self._stop.wait(min(self.CHECKPOINT_SECONDS, every)):
             try:
-                with self._busy_lock:
-                    owners = list(self._busy)
-                self.queue.heartbeat(owners)
+                if self._lull_in() == 0 or time.monotonic() - last_checkpoint >= self.yield_seconds:
+                    self.queue.checkpoint()
+                    last_checkpoint = time.monotonic()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + every
+                    with self._busy_lock:
+                        owners = list(self._busy)
+                    self.queue.heartbeat(owners)
             except sqlite3.Error:
-                log.exception("heartbeat failed")
+                log.exception("heartbeat or checkpoint failed")
 
     def _loop(self, owner: str) -> None:
         while not self._stop.is_set():

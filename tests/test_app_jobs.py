@@ -3,9 +3,12 @@ several processes claiming from one SQLite file, and a restart picking up where 
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -217,3 +220,64 @@ def test_worker_threads_run_retry_and_fail_jobs(tmp_path: Path):
     assert {j.delivery: j.status for j in q.list()} == {"ok": "done", "flaky": "done", "bad": "failed",
                                                         "later": "failed"}
     assert q.get(3).last_error == "PermanentError: payload names no installation"
+
+
+def _wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_jobs_wait_for_a_lull_in_requests(tmp_path: Path):
+    q = JobQueue(str(tmp_path / "jobs.db"))
+    started: list[float] = []
+    w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=10)
+    w.request_started()  # a delivery is being acknowledged
+    w.ensure_started()
+    put(q)
+    w.wake()
+    time.sleep(0.2)
+    assert started == []
+    finished = time.monotonic()
+    w.request_finished()
+    assert q.wait_idle(5)
+    w.stop()
+    assert started[0] - finished >= Worker.QUIET
+
+
+def test_jobs_wait_for_requests_no_longer_than_yield_seconds(tmp_path: Path):
+    q = JobQueue(str(tmp_path / "jobs.db"))
+    started: list[float] = []
+    w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=0.3)
+    w.request_started()  # and never finished: endless load
+    t0 = time.monotonic()
+    w.ensure_started()
+    put(q)
+    w.wake()
+    assert q.wait_idle(5)
+    w.stop()
+    assert 0.3 <= started[0] - t0 < 2
+
+
+def _fill(q: JobQueue, n: int = 400) -> None:
+    for i in range(n):  # ~8 KB each: a few WAL pages per delivery
+        q.enqueue(f"d{i}", "pull_request", "opened", json.dumps({"x": "y" * 8000}), [("h", None)])
+
+
+def test_commits_checkpoint_the_wal_unless_a_worker_does(tmp_path: Path):
+    plain = JobQueue(str(tmp_path / "plain.db"))
+    _fill(plain)
+    assert os.path.getsize(plain.path) > 2_000_000  # SQLite's own checkpoints copied the WAL in
+    quiet = JobQueue(str(tmp_path / "worker.db"), checkpoint_on_commit=False)
+    _fill(quiet)
+    assert os.path.getsize(quiet.path) < 100_000  # everything is still in the WAL only
+    assert quiet.counts()["queued"] == 400
+    w = Worker(quiet, lambda job: None, threads=1, poll=0.05)
+    w.request_started()
+    w.request_finished()
+    w.ensure_started()  # its background thread checkpoints once requests have paused
+    assert _wait_until(lambda: os.path.getsize(quiet.path) > 2_000_000)
+    w.stop()
