@@ -93,5 +93,6 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     def _after(_exc: BaseException | None) -> None:
         state.worker.request_finished()
 
+    app.wsgi_app = webhooks.FastPath(app.wsgi_app, state)  # type: ignore[method-assign]
     state.worker.ensure_started()
     return app
