@@ -1,8 +1,12 @@
 """Webhook acknowledgement latency and job throughput of the App under gunicorn on loopback.
 
 Sends N signed deliveries (real `pull_request` payloads from the vendored webhook examples, adapted
-by the GitHub emulator) over C concurrent connections to `gunicorn app.wsgi:app`, and prints the
-acknowledgement latency percentiles (target: p99 under 50 ms) and the time until every job is done.
+by the GitHub emulator) over C concurrent connections to `gunicorn app.wsgi:app` (as `gating app
+serve` runs it), and prints the acknowledgement latency percentiles (target: p99 under 50 ms) and
+the time until every job is done. The client is a closed loop: C connections in flight, each
+delivery on a new one, as GitHub sends them. It runs in one thread on non-blocking sockets, because
+it shares the machine's CPU with the server; it prints its own CPU time per delivery next to the
+server's, and the load average before the run.
 
 Two job kinds:
   approvals (default)  the real handler: each job reads the pull request through the emulator's REST
@@ -15,18 +19,24 @@ Two job kinds:
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
+import errno
 import multiprocessing
 import os
+import selectors
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from gating.commands.app import THREADS, WORKERS, gunicorn_argv
 
 WARMUP = 3  # rounds of GET /healthz on every client before the timed deliveries
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,47 +89,83 @@ def github_process(conn, root: str, prs: int, n: int) -> None:
 # -- the load ------------------------------------------------------------------------------------------
 
 
-async def send_all(port: int, deliveries: list[tuple[bytes, dict[str, str]]],
-                   concurrency: int, server: list[float]) -> tuple[list[float], float]:
-    """`concurrency` clients, each sending its next delivery as soon as the previous one is
-    acknowledged, one connection per delivery as GitHub does; requests are serialised up front so the
-    client spends almost no CPU per request. Returns latencies (ms) and when the first one was sent."""
-    requests = [b"POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n"
-                b"%s\r\n%s" % (len(body), "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode(), body)
-                for body, headers in deliveries]
-    latencies: list[float] = []
-    codes: dict[bytes, int] = {}
+def serialise(deliveries: list[tuple[bytes, dict[str, str]]]) -> list[bytes]:
+    """Each delivery as the bytes of one HTTP/1.1 request on its own connection, as GitHub sends it."""
+    return [b"POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: %d\r\n"
+            b"%s\r\n%s" % (len(body), "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode(), body)
+            for body, headers in deliveries]
+
+
+@dataclass
+class _Exchange:
+    started: float
+    unsent: memoryview
+    received: bytearray = field(default_factory=bytearray)
+
+
+def send_all(port: int, requests: list[bytes], concurrency: int) -> tuple[list[float], list[bytes], float]:
+    """A closed loop of `concurrency` clients: each sends its next request on a new connection as soon
+    as the previous response is complete. One thread and non-blocking sockets, so the client costs
+    little of the CPU it shares with the server. A latency runs from just before the connection is
+    opened to the last byte of the response. Returns latencies (ms), response heads, and the start."""
+    sel = selectors.DefaultSelector()
     todo = iter(requests)
+    latencies: list[float] = []
+    heads: list[bytes] = []
 
-    async def post(req: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(req)
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
-        writer.close()
-        return head
+    def connect() -> None:
+        req = next(todo, None)
+        if req is None:
+            return
+        t0 = time.perf_counter()
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        if (err := s.connect_ex(("127.0.0.1", port))) not in (0, errno.EINPROGRESS):
+            raise OSError(err, f"cannot connect to 127.0.0.1:{port}: {os.strerror(err)}")
+        sel.register(s, selectors.EVENT_WRITE, _Exchange(t0, memoryview(req)))
 
-    async def client() -> None:
-        await ready.wait()
-        for req in todo:
-            t0 = time.perf_counter()
-            head = await post(req)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            server.append(float(head.split(b"app;dur=")[1].split(b"\r\n")[0]))
-            code = head.split(b" ", 2)[1]
-            codes[code] = codes.get(code, 0) + 1
-
-    ready = asyncio.Event()
-    clients = [asyncio.create_task(client()) for _ in range(concurrency)]
-    for _ in range(WARMUP):  # every server thread opens its database connection before timing starts
-        await asyncio.gather(*(post(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                               for _ in range(concurrency)))
     started = time.perf_counter()
-    ready.set()
-    await asyncio.gather(*clients)
-    if set(codes) != {b"202"}:
-        print(f"responses by status: {codes}")
-    return latencies, started
+    for _ in range(concurrency):
+        connect()
+    while sel.get_map():
+        for key, _mask in sel.select():
+            s, ex = key.fileobj, key.data
+            if ex.unsent:
+                with contextlib.suppress(BlockingIOError):
+                    ex.unsent = ex.unsent[s.send(ex.unsent):]
+                if not ex.unsent:
+                    sel.modify(s, selectors.EVENT_READ, ex)
+                continue
+            data = s.recv(65536)
+            ex.received += data
+            end = ex.received.find(b"\r\n\r\n")
+            if data and (end < 0 or len(ex.received) < end + 4 + _content_length(ex.received[:end])):
+                continue
+            if end < 0:
+                raise RuntimeError(f"the server closed a connection without an answer: {bytes(ex.received)!r}")
+            latencies.append((time.perf_counter() - ex.started) * 1000)
+            heads.append(bytes(ex.received[:end]))
+            sel.unregister(s)
+            s.close()
+            connect()
+    sel.close()
+    return latencies, heads, started
+
+
+def _content_length(head: bytes | bytearray) -> int:
+    for line in bytes(head).split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -133,9 +179,9 @@ def main() -> int:
     ap.add_argument("-c", type=int, default=50, help="concurrent connections (default 50)")
     ap.add_argument("--jobs", choices=["approvals", "noop"], default="approvals")
     ap.add_argument("--prs", type=int, default=10, help="open pull requests the deliveries are about")
-    ap.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    ap.add_argument("--threads", type=int, default=4, help="request threads per worker (default 4)")
-    ap.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
+    ap.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn workers (default {WORKERS}, as serve)")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help=f"request threads per worker (default {THREADS}, as serve)")
     ap.add_argument("--job-threads", type=int, default=2, help="job threads per worker (default 2)")
     args = ap.parse_args()
 
@@ -152,24 +198,38 @@ def main() -> int:
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     if args.jobs == "noop":
         env["GATING_HANDLERS"] = "webhook_ack"
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "app.wsgi:app", "-b", f"127.0.0.1:{port}",
-                               "-w", str(args.workers), "--threads", str(args.threads), "-k", args.worker_class,
-                               "--backlog", "2048"], env=env, cwd=ROOT)
+    server = subprocess.Popen(gunicorn_argv(f"127.0.0.1:{port}", args.workers, args.threads), env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(base)
         deliveries = world["deliveries"]
-        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn {args.worker_class} "
+        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn gthread "
               f"{args.workers} workers x {args.threads} threads, {args.job_threads} job threads each, jobs: {args.jobs}")
-        server_ms: list[float] = []
-        lat, t0 = asyncio.run(send_all(port, deliveries, args.c, server_ms))
+        requests = serialise(deliveries)
+        for _ in range(WARMUP):  # every server thread opens its database connection before timing starts
+            send_all(port, [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"] * args.c,
+                     args.c)
+        pids = _process_tree(server.pid)
+        load = os.getloadavg()
+        cpu0, own0 = _cpu_seconds(pids), time.process_time()
+        lat, heads, t0 = send_all(port, requests, args.c)
         sent = time.perf_counter() - t0
+        cpu, own = _cpu_seconds(pids) - cpu0, time.process_time() - own0
+        server_ms = [float((_header(h, b"server-timing") or b"app;dur=0").split(b"dur=")[1]) for h in heads]
+        codes: dict[bytes, int] = {}
+        for h in heads:
+            codes[h.split(b" ", 2)[1]] = codes.get(h.split(b" ", 2)[1], 0) + 1
+        if set(codes) != {b"202"}:
+            print(f"responses by status: {codes}")
         print(f"acknowledged {len(lat)} in {sent:.2f} s ({len(lat) / sent:.0f}/s)")
         print(f"ack latency ms: p50 {pct(lat, 50):.1f}  p90 {pct(lat, 90):.1f}  p99 {pct(lat, 99):.1f}  "
               f"max {max(lat):.1f}  mean {statistics.mean(lat):.1f}   (target p99 < 50 ms: "
               f"{'met' if pct(lat, 99) < 50 else 'NOT met'})")
         print(f"  of which inside the App (Server-Timing): p50 {pct(server_ms, 50):.1f}  p99 {pct(server_ms, 99):.1f}"
-              f"  max {max(server_ms):.1f}; the rest is waiting for a free worker thread and the CPU", flush=True)
+              f"  max {max(server_ms):.1f}; the rest is waiting for a free worker thread and the CPU")
+        print(f"  CPU per delivery: gunicorn {cpu / len(lat) * 1e6:.0f} us (its job threads included), this client "
+              f"{own / len(lat) * 1e6:.0f} us; load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+              flush=True)
         if args.job_threads > 0:
             failed = _wait_done(base)
             done = time.perf_counter() - t0
@@ -188,9 +248,22 @@ def main() -> int:
     return 0
 
 
-def _free_port() -> int:
-    import socket
+def _process_tree(pid: int) -> list[int]:
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *map(int, kids)]
 
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -104,12 +104,13 @@ def test_serve_runs_gunicorn(tmp_path):
         deadline = time.monotonic() + 20
         while True:
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+                r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.1)
-        assert health["status"] == "ok" and health["queue"]["depth"] == 0
+        assert r.json()["status"] == "ok" and r.json()["queue"]["depth"] == 0
+        assert r.headers["Connection"] == "close"  # no keep-alive: GitHub opens a connection per delivery
     finally:
         proc.terminate()
         proc.wait(10)

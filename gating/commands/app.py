@@ -16,6 +16,19 @@ from typing import Any
 
 from gating.cli import UsageError
 
+WORKERS, THREADS = 2, 4
+
+
+def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
+    """The server `gating app serve` runs (bench/webhook_ack.py measures the same one).
+
+    Threads, so a slow client holds one thread and not a whole process; 4 per worker, because with
+    8 the acknowledgements of a burst spent longer waiting for the GIL than waiting in the queue.
+    Keep-alive is off: GitHub sends each delivery on a new connection.
+    """
+    return [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", bind, "--workers", str(workers),
+            "--threads", str(threads), "--worker-class", "gthread", "--keep-alive", "0", "--backlog", "2048"]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="run the GitHub App and manage its background jobs")
@@ -24,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = app_sub.add_parser("serve", help="serve the App with gunicorn (settings from the environment)")
     default_bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
     s.add_argument("--bind", default=default_bind, help=f"address:port (default {default_bind}, from HOST and PORT)")
-    s.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    s.add_argument("--threads", type=int, default=4, help="request threads per worker (default 4)")
+    s.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn worker processes (default {WORKERS})")
+    s.add_argument("--threads", type=int, default=THREADS, help=f"request threads per worker (default {THREADS})")
     s.add_argument("--check", action="store_true", help="only check the settings and print them, then exit")
     s.set_defaults(func=serve)
 
@@ -78,8 +91,7 @@ def serve(args: argparse.Namespace) -> int:
             shown = ("(set)" if value else "(not set)") if not f.repr else value
             print(f"{f.metadata['env']}={','.join(shown) if isinstance(shown, tuple) else shown}")
         return 0
-    argv = [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", args.bind, "--workers", str(args.workers),
-            "--threads", str(args.threads), "--worker-class", "gthread", "--access-logfile", "-"]
+    argv = gunicorn_argv(args.bind, args.workers, args.threads) + ["--access-logfile", "-"]
     sys.stdout.flush()
     os.execv(sys.executable, argv)
     return 0  # not reached
