@@ -16,15 +16,16 @@ from typing import Any
 
 from gating.cli import UsageError
 
-WORKERS, THREADS = 2, 4
+WORKERS, THREADS = 2, 2
 
 
 def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
     """The server `gating app serve` runs (bench/webhook_ack.py measures the same one).
 
-    Threads, so a slow client holds one thread and not a whole process; 4 per worker, because with
-    8 the acknowledgements of a burst spent longer waiting for the GIL than waiting in the queue.
-    Keep-alive is off: GitHub sends each delivery on a new connection.
+    Threads, so a slow client holds one thread and not a whole process. Only 2 per worker: a burst
+    of deliveries is bound by the CPU, not by threads, and every extra thread in a process makes
+    the others wait longer for the GIL (the benchmark's p99 was 38-51 ms with 4, 39-43 ms with 2,
+    worse with 8). Keep-alive is off: GitHub sends each delivery on a new connection.
     """
     return [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--keep-alive", "0", "--backlog", "2048"]
