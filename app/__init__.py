@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.handlers import JobContext, Registry, blueprints, load_registry
 from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
+from app.schedule import Scheduler
 from app.settings import Settings
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
 
@@ -29,6 +30,7 @@ class AppState:
     registry: Registry
     github: GitHubApp
     worker: Worker = field(init=False)
+    scheduler: Scheduler = field(init=False)
     blobs: BlobCache = field(default_factory=BlobCache)
 
     def coalesces(self, job: Job) -> bool:
@@ -74,6 +76,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     state = AppState(settings, open_queue(settings), registry or load_registry(settings.handler_modules), github)
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
                           coalesce=state.coalesces)
+    state.scheduler = Scheduler(state.queue, state.registry, settings, state.worker.wake)
     app.extensions["gating"] = state
     app.register_blueprint(webhooks.bp)
     for bp in blueprints(settings.handler_modules):
@@ -87,6 +90,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     @app.before_request
     def _before() -> None:
         state.worker.ensure_started()  # after a gunicorn fork, threads start on the first request
+        state.scheduler.ensure_started()
         state.worker.request_started()
 
     @app.teardown_request
@@ -95,4 +99,6 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
 
     app.wsgi_app = webhooks.FastPath(app.wsgi_app, state)  # type: ignore[method-assign]
     state.worker.ensure_started()
+    if settings.job_threads > 0:
+        state.scheduler.ensure_started()
     return app

@@ -72,8 +72,11 @@ class Settings:
                               "notes ref, for hosts whose API refuses refs/notes/)", "api")
     audit_push_dir: str = _env("GATING_AUDIT_PUSH_DIR", "where the push backend keeps its notes mirrors",
                                "gating-audit-mirrors")
-    audit_reconcile_seconds: float = _env("GATING_AUDIT_RECONCILE_SECONDS", "how often the App backfills "
-                                          "merges with no audit entry (0: never)", 3600.0)
+    audit_reconcile_seconds: float = _env("GATING_AUDIT_RECONCILE_SECONDS", "after a merge, how long since the "
+                                          "last backfill of merges with no audit entry before another (0: never)",
+                                          3600.0)
+    audit_schedule_seconds: float = _env("GATING_AUDIT_SCHEDULE_SECONDS", "how often, with no event at all, "
+                                         "the App backfills every installed repository (0: never)", 86400.0)
     # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)

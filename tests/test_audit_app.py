@@ -4,6 +4,7 @@ statuses from the emulator's webhooks; a clone verifies them; redelivery and bac
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,32 @@ def test_a_missing_signing_key_fails_the_job_naming_the_variable(github, github_
     finally:
         app.extensions["gating"].worker.stop()
     assert github_repo.git.resolve(AUDIT_REF) is None
+
+
+def test_a_missed_merge_is_backfilled_on_the_schedule_with_no_event(github, github_repo, tmp_path):
+    key_dir = tmp_path / "keys"
+    keys.write_keypair(key_dir / "audit.key", key_dir / "audit.pub")
+    github.add_collaborator(github_repo, "alice", "write")
+    github.push(github_repo, "quiet", {"prompts/answer.md": "Answer briefly.\n"}, "Tune", user="alice")
+    n = github.create_pull(github_repo, "quiet", "main", "Tune", "alice")["number"]
+    merge = github.merge_pull(github_repo, n, "alice")  # no App listening: the event is lost
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
+                      "GATING_HANDLERS": "app.handlers.merge_audit",
+                      "GATING_AUDIT_KEY_PATH": str(key_dir / "audit.key"),
+                      "GATING_AUDIT_SCHEDULE_SECONDS": 0.3})
+    try:
+        deadline = time.monotonic() + 15
+        while github_repo.note(AUDIT_REF, merge) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        note = github_repo.note(AUDIT_REF, merge)
+        assert note is not None, "the scheduled reconciliation never wrote the missed merge"
+        (entry,) = [parse_line(line, merge) for line in split_lines(note)]
+        assert (entry.event, entry.predicate["backfilled"], entry.seq) == ("merged", True, 1)
+        queue = app.extensions["gating"].queue
+        jobs = [j for j in queue.list() if j.event == "schedule"]
+        assert jobs and all(j.delivery.startswith("schedule:audit_reconcile:") for j in jobs)
+    finally:
+        app.extensions["gating"].scheduler.stop()
+        app.extensions["gating"].worker.stop()

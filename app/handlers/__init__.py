@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,9 +77,27 @@ class Handler:
         return bool(self.when(payload))
 
 
+SCHEDULE = "schedule"  # the event of timed jobs; GitHub never sends it
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    seconds: Callable[[Any], float]  # settings -> period (0: off)
+
+
 class Registry:
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
+        self.schedules: list[Schedule] = []
+
+    def every(self, name: str, seconds: Callable[[Any], float]) -> Callable[[HandlerFunc], HandlerFunc]:
+        """A job queued once per period of `seconds(settings)` (see app.schedule), with no webhook."""
+        def add(func: HandlerFunc) -> HandlerFunc:
+            self.on(SCHEDULE, name, key=lambda _p: f"{SCHEDULE}:{name}", coalesce=True)(func)
+            self.schedules.append(Schedule(name, seconds))
+            return func
+        return add
 
     def on(self, event: str, *actions: str, key: Callable[[Payload], str | None] | None = None,
            when: Callable[[Payload], bool] | None = None, name: str | None = None,
@@ -103,7 +121,8 @@ class Registry:
         """event -> actions handled (for the App manifest and the docs)."""
         out: dict[str, set[str]] = {}
         for h in self.handlers:
-            out.setdefault(h.event, set()).update(h.actions or {"*"})
+            if h.event != SCHEDULE:
+                out.setdefault(h.event, set()).update(h.actions or {"*"})
         return {e: sorted(a) for e, a in sorted(out.items())}
 
 
@@ -119,6 +138,18 @@ def blueprints(modules: Sequence[str]) -> list[Any]:
     such as POST /alerts); `create_app` registers them."""
     found = (getattr(importlib.import_module(name), "blueprint", None) for name in modules)
     return [bp for bp in found if bp is not None]
+
+
+def installed_repos(ctx: JobContext, limit: int) -> Iterator[Repo]:
+    """Every repository the App is installed on (at most `limit`), each with its installation's token."""
+    n = 0
+    for inst in ctx.github.app_client().paginate("/app/installations", limit=limit):
+        client = ctx.github.installation(int(inst["id"]))
+        for r in client.paginate("/installation/repositories", key="repositories", limit=limit):
+            yield Repo(client, r["full_name"])
+            n += 1
+            if n >= limit:
+                return
 
 
 def pull_key(payload: Payload) -> str | None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.handlers import JobContext, Payload, Registry
+from app.handlers import JobContext, Payload, Registry, installed_repos
 from app.handlers.rollback_command import app_audit, execute, load_config
 from app.jobs import PermanentError, RetryLater
 from gating.github import GitHubError, Repo
@@ -170,14 +170,7 @@ def candidate_repos(ctx: JobContext, alert: dict[str, Any]) -> Iterator[Repo]:
             raise PermanentError(f"alert names repository {named!r}, where the App is not installed: {e}") from None
         yield Repo(ctx.github.installation(int(inst)), named)
         return
-    n = 0
-    for inst in app_client.paginate("/app/installations", limit=MAX_REPOSITORIES):
-        client = ctx.github.installation(int(inst["id"]))
-        for r in client.paginate("/installation/repositories", key="repositories", limit=MAX_REPOSITORIES):
-            yield Repo(client, r["full_name"])
-            n += 1
-            if n >= MAX_REPOSITORIES:
-                return
+    yield from installed_repos(ctx, MAX_REPOSITORIES)
 
 
 def on_alert(ctx: JobContext) -> None:

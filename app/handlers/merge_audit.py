@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.handlers import JobContext, Registry
+from app.handlers import JobContext, Registry, installed_repos
 from app.jobs import PermanentError
 from gating import audit_record, notes
 from gating.github import GitDatabaseNotes, Repo
@@ -26,6 +26,7 @@ _lock = threading.Lock()
 def register(registry: Registry) -> None:
     registry.on("pull_request", "closed", key=_merge_key,
                 when=lambda p: bool((p.get("pull_request") or {}).get("merged")))(on_merged)
+    registry.every("audit_reconcile", lambda settings: settings.audit_schedule_seconds)(on_schedule)
 
 
 def _merge_key(p: dict) -> str | None:
@@ -44,12 +45,14 @@ def signing_key(ctx: JobContext):
 def audit_store(ctx: JobContext, repo: Repo) -> notes.NotesBackend:
     """The Git Database API, or (GATING_AUDIT_BACKEND=push) a mirror pushed with the installation token."""
     if ctx.settings.audit_backend == "push":
-        url = (ctx.payload.get("repository") or {}).get("clone_url")
+        url = (ctx.payload.get("repository") or {}).get("clone_url") or repo.client.get(
+            f"/repos/{repo.full_name}").get("clone_url")
         if not url:
             raise PermanentError("the push audit backend needs repository.clone_url in the event")
-        inst = ctx.payload["installation"]["id"]
+        inst = (ctx.payload.get("installation") or {}).get("id") or ctx.github.app_client().get(
+            f"/repos/{repo.full_name}/installation")["id"]
         mirror = Path(ctx.settings.audit_push_dir) / repo.full_name.replace("/", "__")
-        return notes.PushNotes(mirror, url, ctx.github.token(inst).token)
+        return notes.PushNotes(mirror, url, ctx.github.token(int(inst)).token)
     return GitDatabaseNotes(repo)
 
 
@@ -76,3 +79,14 @@ def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key
     for r in written:
         ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
                         repo.full_name, r.entry.commit[:12], r.entry.seq)
+
+
+def on_schedule(ctx: JobContext) -> None:
+    """With no event at all (a quiet repository, webhooks lost in an outage): backfill every repository."""
+    key = signing_key(ctx)
+    for repo in installed_repos(ctx, limit=1000):
+        written = audit_record.backfill(repo, audit_store(ctx, repo), key, datetime.now(UTC), ctx.blobs,
+                                        ctx.settings.manifest_path, limit=RECONCILE_RECENT)
+        for r in written:
+            ctx.log.warning("%s: backfilled the merged entry of %s (seq %d) on the App's schedule",
+                            repo.full_name, r.entry.commit[:12], r.entry.seq)
