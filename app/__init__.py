@@ -33,6 +33,11 @@ class AppState:
     scheduler: Scheduler = field(init=False)
     blobs: BlobCache = field(default_factory=BlobCache)
 
+    def ensure_started(self) -> None:
+        """Start this process's background threads; again after a gunicorn fork, which they do not survive."""
+        self.worker.ensure_started()
+        self.scheduler.ensure_started()
+
     def coalesces(self, job: Job) -> bool:
         handler = self.registry.get(job.event, job.handler)
         return bool(handler and handler.coalesce)
@@ -89,8 +94,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
 
     @app.before_request
     def _before() -> None:
-        state.worker.ensure_started()  # after a gunicorn fork, threads start on the first request
-        state.scheduler.ensure_started()
+        state.ensure_started()  # after a gunicorn fork, threads start on the first request
         state.worker.request_started()
 
     @app.teardown_request

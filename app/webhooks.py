@@ -161,8 +161,8 @@ class FastPath:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != self.path:
             return self.app(environ, start_response)
+        self.state.ensure_started()  # after a gunicorn fork, threads start on the first request
         worker = self.state.worker
-        worker.ensure_started()  # after a gunicorn fork, threads start on the first request
         worker.request_started()
         try:
             status, headers, body = respond(self.state, environ)

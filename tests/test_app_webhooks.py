@@ -301,6 +301,19 @@ def test_the_flask_view_answers_like_the_fast_path(app, client, runs):
     assert runs == ["via-flask"]
 
 
+def test_a_delivery_starts_the_background_threads_as_any_request_does(tmp_path: Path):
+    """After a gunicorn fork (--preload) no thread is running; the first request starts them, and the
+    first request is usually a delivery, which does not pass through Flask."""
+    registry = Registry()
+    registry.every("tidy", lambda settings: 60.0)(lambda ctx: None)
+    app = create_app(app_settings(tmp_path, GATING_JOB_THREADS=0), registry=registry)
+    state = app.extensions["gating"]
+    assert state.scheduler._thread is None
+    assert post(app.test_client(), *signed(PR, "pull_request")).status_code == 202
+    assert state.scheduler._thread.is_alive()
+    state.scheduler.stop()
+
+
 def test_handler_modules_can_add_http_endpoints(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("APP_TEST_RUNS", str(tmp_path / "runs"))
     app = create_app(app_settings(tmp_path, GATING_HANDLERS="app_support"))
