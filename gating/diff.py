@@ -183,10 +183,15 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
     return added, removed, "\n".join(excerpt), tuple(changed_lines)
 
 
+def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Names whose entry was added, removed or changed, sorted; untouched entries cost one comparison."""
+    return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+
+
 def _models(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bm, hm = base.components["models"], head.components["models"]
-    differing = sorted(n for n in bm.keys() | hm.keys() if bm.get(n) != hm.get(n))
+    differing = _differing(bm, hm)
     if not differing:
         return out
     base_users, head_users = _model_index(base), _model_index(head)
@@ -226,7 +231,7 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
 def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bp, hp = base.components["prompts"], head.components["prompts"]
-    differing = sorted(n for n in bp.keys() | hp.keys() if bp.get(n) != hp.get(n))
+    differing = _differing(bp, hp)
     if not differing:
         return out
     base_users, head_users = _system_users(base), _system_users(head)
