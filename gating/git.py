@@ -145,34 +145,11 @@ class Git:
         specs = list(specs)
         if not specs:
             return {}
-        for spec in specs:
-            if "\n" in spec:
-                raise ValueError(f"object name contains a newline: {spec!r}")
-        proc = subprocess.run(
-            ["git", "cat-file", "--batch"],
-            cwd=self.root,
-            input=("\n".join(specs) + "\n").encode("utf-8", "surrogateescape"),
-            capture_output=True,
-            env=self._env(),
-        )
-        if proc.returncode != 0:
-            raise GitError(["cat-file", "--batch"], proc.returncode, proc.stderr.decode("utf-8", "replace"))
-        data = proc.stdout
-        result: dict[str, bytes | None] = {}
-        pos = 0
-        for spec in specs:
-            nl = data.index(b"\n", pos)
-            header = data[pos:nl].decode("utf-8", "surrogateescape")
-            pos = nl + 1
-            if header.endswith(" missing") or header.endswith(" ambiguous"):
-                result[spec] = None
-                continue
-            _sha, typ, size_s = header.rsplit(" ", 2)
-            size = int(size_s)
-            body = data[pos : pos + size]
-            pos += size + 1
-            result[spec] = body if typ == "blob" else None
-        return result
+        batch = self.batch()
+        try:
+            return batch.read(specs)
+        finally:
+            batch.close()
 
     def batch(self) -> CatFileBatch:
         """A long-lived `git cat-file --batch` process for several rounds of reads."""

@@ -141,13 +141,6 @@ class NoManifest(ManifestError):
     """The revision has no manifest at all (before the repository adopted gating, say)."""
 
 
-def load_manifest_at(reader: RevisionReader, path: str = MANIFEST_PATH) -> Manifest:
-    data = reader.read_many([path])[path]
-    if data is None:
-        raise NoManifest([Problem(path, 1, 1, f"no {path} at {reader.label}")])
-    return parse_manifest(data, path)
-
-
 class LazyContents(Mapping[str, bytes]):
     """File bytes of a snapshot's files, read through the revision only when first asked for."""
 
