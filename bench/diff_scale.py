@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gating import manifest, snapshot  # noqa: E402
 from gating.commands.diff import compute  # noqa: E402
-from gating.git import commit_all, init_repo  # noqa: E402
+from gating.git import Git, commit_all, init_repo  # noqa: E402
 
 
 def build(root: Path, n: int) -> tuple:
@@ -76,10 +76,10 @@ def main() -> None:
             shutil.rmtree(cache_dir, ignore_errors=True)
             manifest._parse_manifest_cached.cache_clear()  # as a fresh process would start
             snapshot._SHA_BY_OID.clear()
-            compute(g, base, head)
+            compute(Git(g.root), base, head)
 
         cold_t = best(cold, args.repeat)
-        ours = best(lambda: compute(g, base, head), args.repeat)
+        ours = best(lambda: compute(Git(g.root), base, head), args.repeat)  # a fresh Git, as a new process has
         cs = compute(g, base, head)
         print(f"components: {args.components} prompts + {max(1, args.components // 50)} models; "
               f"changes found: {len(cs.changes)}")

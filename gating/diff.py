@@ -13,7 +13,7 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from gating.snapshot import Snapshot
+from gating.snapshot import Snapshot, differing, differing_prompts
 
 RISKS = ["info", "low", "medium", "high", "breaking", "error"]
 ALL = "*"
@@ -137,31 +137,16 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _system_users(snap: Snapshot) -> dict[str, set[str]]:
-    """system prompt name -> prompts that use it."""
-    users: dict[str, set[str]] = {}
-    for n, p in snap.components["prompts"].items():
-        if p.get("system"):
-            users.setdefault(p["system"], set()).add(n)
-    return users
-
-
-def _prompt_users(users: dict[str, set[str]], name: str) -> tuple[str, ...]:
+def _prompt_users(users: dict[str, list[str]], name: str) -> tuple[str, ...]:
     """A prompt change affects the prompt and every prompt that uses it as its system prompt."""
-    return tuple(sorted({name} | users.get(name, set())))
+    return tuple(sorted({name, *users.get(name, ())}))
 
 
-def _model_index(snap: Snapshot) -> dict[str, tuple[str, ...]]:
-    """model name -> prompts that call it; the judge model affects every case."""
-    users: dict[str, list[str]] = {}
-    for n, p in snap.components["prompts"].items():
-        if p.get("model"):
-            users.setdefault(p["model"], []).append(n)
-    out = {m: tuple(sorted(ps)) for m, ps in users.items()}
-    judge = (snap.data.get("evals") or {}).get("judge")
-    if judge:
-        out[judge] = (ALL,)
-    return out
+def _model_users(snap: Snapshot, model: str) -> tuple[str, ...]:
+    """Prompts that call the model; the judge model affects every case."""
+    if model == (snap.outline.get("evals") or {}).get("judge"):
+        return (ALL,)
+    return tuple(sorted(snap.prompt_users("model").get(model, ())))
 
 
 def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines: int = 16):
@@ -183,31 +168,22 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
     return added, removed, "\n".join(excerpt), tuple(changed_lines)
 
 
-def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Names whose entry was added, removed or changed, sorted; untouched entries cost one comparison."""
-    return sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
-
-
 def _models(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    bm, hm = base.components["models"], head.components["models"]
-    differing = _differing(bm, hm)
-    if not differing:
-        return out
-    base_users, head_users = _model_index(base), _model_index(head)
-    for name in differing:
+    bm, hm = base.outline["components"]["models"], head.outline["components"]["models"]
+    for name in differing(bm, hm):
         path = f"components.models.{name}"
         if name not in bm:
             m = hm[name]
             risk, note = ("error", " (unpinned alias: pin a dated snapshot)") if not is_pinned(m) else ("medium", "")
             out.append(Change("model", path, "added", None, m, risk, f"model `{name}` added: {m['model']}{note}",
-                              affects=head_users.get(name, ())))
+                              affects=_model_users(head, name)))
             continue
         if name not in hm:
             out.append(Change("model", path, "removed", bm[name], None, "high", f"model `{name}` removed",
-                              affects=base_users.get(name, ())))
+                              affects=_model_users(base, name)))
             continue
-        affects = tuple(sorted(set(base_users.get(name, ())) | set(head_users.get(name, ()))))
+        affects = tuple(sorted(set(_model_users(base, name)) | set(_model_users(head, name))))
         for lp, kind, before, after in _leaves(bm[name], hm[name]):
             leaf = _dotted(path, *lp)
             if lp == ["model"]:
@@ -230,14 +206,13 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
 
 def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    bp, hp = base.components["prompts"], head.components["prompts"]
-    differing = _differing(bp, hp)
-    if not differing:
+    bp, hp, names = differing_prompts(base, head)
+    if not names:
         return out
-    base_users, head_users = _system_users(base), _system_users(head)
-    base.preload([bp[n]["file"] for n in differing if n in bp and n in hp])
-    head.preload([hp[n]["file"] for n in differing if n in hp])
-    for name in differing:
+    base_users, head_users = base.prompt_users("system"), head.prompt_users("system")
+    base.preload([bp[n]["file"] for n in names if n in bp and n in hp])
+    head.preload([hp[n]["file"] for n in names if n in hp])
+    for name in names:
         path = f"components.prompts.{name}"
         if name not in bp:
             p = hp[name]
@@ -275,7 +250,7 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
 
 def _retrieval(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    for lp, kind, before, after in _leaves(base.components["retrieval"], head.components["retrieval"]):
+    for lp, kind, before, after in _leaves(base.outline["components"]["retrieval"], head.outline["components"]["retrieval"]):
         leaf = _dotted("components.retrieval", *lp)
         what = "embedding model" if lp == ["embedding_model"] else _dotted(*lp)
         out.append(Change("retrieval", leaf, kind, before, after, "high",
@@ -297,7 +272,7 @@ def _tool_params(schema: Any) -> tuple[dict[str, Any], set[str]]:
 
 def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    bt, ht = base.components["tools"], head.components["tools"]
+    bt, ht = base.outline["components"]["tools"], head.outline["components"]["tools"]
     for name in sorted(set(bt) | set(ht)):
         path = f"components.tools.{name}"
         if name not in bt:
@@ -345,7 +320,7 @@ def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
 
 def _configs(base: Snapshot, head: Snapshot, section: str, category: str) -> list[Change]:
     out = []
-    b, h = base.components[section], head.components[section]
+    b, h = base.outline["components"][section], head.outline["components"][section]
     label = category
     for name in sorted(set(b) | set(h)):
         path = f"components.{section}.{name}"
@@ -371,7 +346,7 @@ def _orchestration(base: Snapshot, head: Snapshot) -> list[Change]:
     return [
         Change("orchestration", _dotted("components.orchestration", *lp), kind, before, after, "medium",
                f"orchestration {_dotted(*lp)}: {_short(before)} → {_short(after)}", affects=(ALL,))
-        for lp, kind, before, after in _leaves(base.components["orchestration"], head.components["orchestration"])
+        for lp, kind, before, after in _leaves(base.outline["components"]["orchestration"], head.outline["components"]["orchestration"])
     ]
 
 
@@ -397,7 +372,7 @@ def _looser(before: str | None, after: str | None) -> bool | None:
 
 def _evals(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    be, he = base.data.get("evals") or {}, head.data.get("evals") or {}
+    be, he = base.outline.get("evals") or {}, head.outline.get("evals") or {}
     for lp, kind, before, after in _leaves(be, he):
         leaf = _dotted("evals", *lp)
         risk, summary = "medium", f"evals {_dotted(*lp)}: {_short(before)} → {_short(after)}"
@@ -442,7 +417,7 @@ _LOOSENING = {
 
 def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    br, hr = _rules_by_name(base.data.get("approvals") or []), _rules_by_name(head.data.get("approvals") or [])
+    br, hr = _rules_by_name(base.outline.get("approvals") or []), _rules_by_name(head.outline.get("approvals") or [])
     for name in sorted(set(br) | set(hr)):
         path = f"approvals.{name}"
         if name not in hr:
@@ -477,7 +452,7 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
             elif lp[:1] == ["requires"] and kind == "removed":
                 risk, summary = "high", f"approval rule loosened: `{name}` no longer requires {_dotted(*lp[1:])}"
             out.append(Change("policy", leaf, kind, before, after, risk, summary))
-    for lp, kind, before, after in _leaves(base.data.get("rollback") or {}, head.data.get("rollback") or {}):
+    for lp, kind, before, after in _leaves(base.outline.get("rollback") or {}, head.outline.get("rollback") or {}):
         out.append(Change("policy", _dotted("rollback", *lp), kind, before, after, "medium",
                           f"rollback {_dotted(*lp)}: {_short(before)} → {_short(after)}"))
     return out

@@ -12,6 +12,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -96,6 +97,34 @@ class Git:
 
     def resolve(self, rev: str) -> str | None:
         return self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
+
+    @cached_property
+    def common_dir(self) -> Path:
+        """The git directory that all worktrees of this repository share."""
+        return self._absolute(self.run("rev-parse", "--git-common-dir"))
+
+    def _absolute(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def commits_and_trees(self, revs: Sequence[str]) -> list[tuple[str, str]]:
+        """(commit, tree) of each revision from one `git rev-parse`, which also tells `common_dir`.
+
+        Reading two revisions then costs one process instead of one each (plus one for the git dir).
+        """
+        for rev in revs:
+            if rev.startswith("-"):
+                raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}")
+        specs = [s for rev in revs for s in (f"{rev}^{{commit}}", f"{rev}^{{tree}}")]
+        out = (self.try_run("rev-parse", "--git-common-dir", *specs, "--") or "").splitlines()
+        if out[-1:] == ["--"]:
+            out.pop()
+        if len(out) != 1 + len(specs):
+            for rev in revs:
+                self.rev_parse(rev)  # raises the usual "unknown revision" error for the first bad one
+            raise GitError(["rev-parse", *revs], 128, "git rev-parse gave unexpected output")
+        self.__dict__.setdefault("common_dir", self._absolute(out[0]))
+        return [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(len(revs))]
 
     def merge_base(self, a: str, b: str) -> str:
         out = self.try_run("merge-base", a, b)
@@ -297,19 +326,31 @@ class CatFileBatch:
     """One `git cat-file --batch` process answering many rounds of object reads.
 
     A snapshot needs two rounds (the manifest, then the files it names); keeping one process for both
-    keeps the cost at one fork per snapshot whatever the number of files.
+    keeps the cost at one fork per snapshot whatever the number of files. The process starts at the
+    first read, so a batch that is never read from costs nothing.
     """
 
     def __init__(self, git: Git):
-        self.proc = subprocess.Popen(
-            ["git", "cat-file", "--batch"],
-            cwd=git.root,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=git._env(),
-        )
-        self._finalizer = weakref.finalize(self, CatFileBatch._stop, self.proc)
+        self._git = git
+        self._proc: subprocess.Popen | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._closed = False
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        if self._closed:
+            raise GitError(["cat-file", "--batch"], -1, "the git cat-file process was already closed")
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                ["git", "cat-file", "--batch"],
+                cwd=self._git.root,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=self._git._env(),
+            )
+            self._finalizer = weakref.finalize(self, CatFileBatch._stop, self._proc)
+        return self._proc
 
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
@@ -320,13 +361,21 @@ class CatFileBatch:
             proc.stdout.close()
 
     def close(self) -> None:
-        self._finalizer()
+        self._closed = True
+        if self._finalizer is not None:
+            self._finalizer()
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed
 
     def read(self, specs: Iterable[str]) -> dict[str, bytes | None]:
         specs = list(specs)
         for spec in specs:
             if "\n" in spec:
                 raise ValueError(f"object name contains a newline: {spec!r}")
+        if not specs:
+            return {}
         assert self.proc.stdin and self.proc.stdout
         writer = threading.Thread(
             target=self._write, args=(("".join(s + "\n" for s in specs)).encode("utf-8", "surrogateescape"),)

@@ -269,7 +269,7 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
         )
     if not isinstance(node, dict):
         raise ManifestError([Problem(source, 1, 1, f"expected a mapping at the top level, got {_describe(node)}")])
-    m = Manifest(_jsonable(node), source, text)
+    m = Manifest(jsonable(node), source, text)
     plain = m.data
     errors = sorted(_validator().iter_errors(plain), key=lambda e: m.position(list(e.absolute_path)))
     if errors:
@@ -297,12 +297,12 @@ def _fast_yaml() -> YAML:
     return yaml
 
 
-def _jsonable(node: Any) -> Any:
+def jsonable(node: Any) -> Any:
     """Plain JSON-like data: YAML dates and other scalars become strings, keys become strings."""
     if isinstance(node, dict):
-        return {str(k): _jsonable(v) for k, v in node.items()}
+        return {str(k): jsonable(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_jsonable(v) for v in node]
+        return [jsonable(v) for v in node]
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     if isinstance(node, (date, datetime)):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from gating.git import CatFileBatch, Git, GitError
+from gating.git import CatFileBatch, Git
 
 
 class RevisionReader(Protocol):
@@ -25,19 +25,22 @@ class RevisionReader(Protocol):
 class GitRevision:
     """Files of one commit, read from git objects without a checkout."""
 
-    def __init__(self, git: Git, rev: str):
+    def __init__(self, git: Git, rev: str, resolved: tuple[str, str] | None = None,
+                 batch: CatFileBatch | None = None):
         self.git = git
         self.rev = rev
-        if rev.startswith("-"):
-            raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}")
-        out = (git.try_run("rev-parse", f"{rev}^{{commit}}", f"{rev}^{{tree}}", "--") or "").split()[:2]
-        if len(out) != 2:
-            git.rev_parse(rev)  # raises the usual "unknown revision" error
-        self.commit, self.tree = out
-        self._known: dict[str, str] = {}
+        self.commit, self.tree = resolved or git.commits_and_trees([rev])[0]
+        self._seeds: list[Mapping[str, str]] = []
         self.label = rev
         self._files: dict[str, str] | None = None
-        self._batch: CatFileBatch | None = None
+        self._batch = batch
+
+    @classmethod
+    def many(cls, git: Git, revs: list[str]) -> list[GitRevision]:
+        """Several revisions resolved by one `rev-parse` and read through one `cat-file` process."""
+        pairs = git.commits_and_trees(revs)
+        batch = git.batch()
+        return [cls(git, rev, pair, batch) for rev, pair in zip(revs, pairs, strict=True)]
 
     def list_files(self) -> list[str]:
         return list(self.blob_ids())
@@ -50,17 +53,24 @@ class GitRevision:
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
-        if self._batch is None:
+        if self._batch is None or not self._batch.alive:
             self._batch = self.git.batch()
         # Ask by blob id where known: `commit:path` makes git walk the tree once per file.
-        ids = self._files if self._files is not None else self._known
-        specs = {p: ids.get(p) or f"{self.commit}:{p}" for p in paths}
+        specs = {p: self._blob_id(p) or f"{self.commit}:{p}" for p in paths}
         got = self._batch.read(specs.values())
         return {p: got[specs[p]] for p in paths}
 
-    def seed_ids(self, ids: dict[str, str]) -> None:
+    def _blob_id(self, path: str) -> str | None:
+        if self._files is not None:
+            return self._files.get(path)
+        for ids in self._seeds:
+            if oid := ids.get(path):
+                return oid
+        return None
+
+    def seed_ids(self, ids: Mapping[str, str]) -> None:
         """Blob ids already known (from a cached snapshot), so reading them needs no `ls-tree`."""
-        self._known.update(ids)
+        self._seeds.append(ids)
 
     def close(self) -> None:
         if self._batch is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import posixpath
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, Protocol
 
@@ -23,12 +25,14 @@ from gating.manifest import (
     Manifest,
     ManifestError,
     Problem,
+    jsonable,
     parse_manifest,
     resolve_files,
 )
 from gating.revision import RevisionReader
 
 SNAPSHOT_VERSION = 1
+BUCKETS = 1024  # large maps of a stored snapshot are split by a stable hash of their keys
 
 _SHA_BY_OID: dict[str, str] = {}  # git blob id -> sha256 of its bytes; ids name content, so never stale
 
@@ -52,20 +56,78 @@ def sha256_hex(data: bytes) -> str:
 class Snapshot:
     """`data` is the canonical, hashable part; `contents` keeps file bytes for diffs and restores.
 
-    A snapshot taken from the cache parses its manifest again only if someone asks for it.
+    A snapshot taken from the cache parses its manifest again only if someone asks for it, and
+    unpacks its prompt entries only if someone reads `data`: a diff of two stored snapshots reads
+    `outline`, the prompt buckets that differ and the prompt users, so its cost follows the size of
+    the change rather than the size of the system.
     """
 
     def __init__(
         self,
-        data: dict[str, Any],
+        data: dict[str, Any] | None,
         manifest: Manifest | None = None,
         contents: Mapping[str, bytes] | None = None,
         manifest_path: str = MANIFEST_PATH,
     ):
-        self.data = data
+        self._data = data
         self.contents: Mapping[str, bytes] = contents if contents is not None else {}
         self._manifest = manifest
         self._manifest_path = manifest_path
+        self._stored: dict[str, Any] | None = None
+        self._users: dict[str, dict[str, list[str]]] = {}
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any], reader: RevisionReader, manifest_path: str) -> Snapshot:
+        """The inverse of `stored()`; nothing large is unpacked yet."""
+        snap = cls(None, None, None, manifest_path)
+        snap.contents = LazyContents(reader, lambda: list(snap.files))
+        snap._stored = stored
+        snap.__dict__["digest"] = stored["digest"]  # the cached_property, already computed once
+        return snap
+
+    def stored(self, oids: dict[str, str]) -> dict[str, Any]:
+        """The form kept in the snapshot cache: plain values only, so `marshal` can hold it."""
+        prompts = self.data["components"]["prompts"]
+        return {
+            "digest": self.digest,
+            "data": marshal.dumps(self.data),
+            "outline": self.outline,
+            "buckets": Buckets.pack({n: {k: p[k] for k in sorted(p)} for n, p in prompts.items()}),
+            "users": {k: marshal.dumps(self.prompt_users(k)) for k in ("model", "system")},
+            "oids": Buckets.pack(oids),
+        }
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            assert self._stored is not None
+            self._data = marshal.loads(self._stored["data"])
+        return self._data
+
+    @cached_property
+    def outline(self) -> dict[str, Any]:
+        """`data` without prompt entries and file hashes (which may or may not be present): cheap."""
+        if self._data is None and self._stored is not None:
+            return self._stored["outline"]
+        d = self.data
+        return {**d, "components": {**d["components"], "prompts": {}}, "files": {}}
+
+    @cached_property
+    def prompt_buckets(self) -> Buckets | None:
+        return Buckets(self._stored["buckets"]) if self._stored is not None else None
+
+    def prompt_users(self, key: str) -> dict[str, list[str]]:
+        """`model` or `system` name -> the prompts that name it."""
+        if key not in self._users:
+            if self._stored is not None:
+                self._users[key] = marshal.loads(self._stored["users"][key])
+            else:
+                index: dict[str, list[str]] = {}
+                for name, p in self.data["components"]["prompts"].items():
+                    if p.get(key):
+                        index.setdefault(p[key], []).append(name)
+                self._users[key] = index
+        return self._users[key]
 
     @property
     def manifest(self) -> Manifest:
@@ -112,13 +174,79 @@ def _parse_structured(path: str, data: bytes) -> Any:
             raise ManifestError([Problem(path, e.lineno, e.colno, f"invalid JSON: {e.msg}")]) from None
     if ext in (".yml", ".yaml"):
         try:
-            return YAML(typ="safe").load(text)
+            return jsonable(YAML(typ="safe").load(text))  # a date stays the text it was
         except YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             what = getattr(e, "problem", None) or str(e)
             raise ManifestError([Problem(path, line, col, f"invalid YAML: {what}")]) from None
     return None
+
+
+class Buckets(Mapping[str, Any]):
+    """A dict kept as `marshal` buckets by a stable hash of its keys.
+
+    A lookup unpacks one bucket, and two such maps compare bucket by bucket: equal bytes mean equal
+    entries, because version 2 of marshal writes no back-references and keys are packed sorted.
+    """
+
+    def __init__(self, raw: list[bytes]):
+        self.raw = raw
+        self._open: dict[int, dict[str, Any]] = {}
+
+    @staticmethod
+    def index(key: str) -> int:
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % BUCKETS
+
+    @staticmethod
+    def pack(d: Mapping[str, Any]) -> list[bytes]:
+        buckets: list[dict[str, Any]] = [{} for _ in range(BUCKETS)]
+        for key in sorted(d):
+            buckets[Buckets.index(key)][key] = d[key]
+        return [marshal.dumps(b, 2) for b in buckets]
+
+    def bucket(self, i: int) -> dict[str, Any]:
+        if i not in self._open:
+            self._open[i] = marshal.loads(self.raw[i])
+        return self._open[i]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.bucket(self.index(key))[key]
+
+    def __iter__(self):
+        for i in range(len(self.raw)):
+            yield from self.bucket(i)
+
+    def __len__(self) -> int:
+        return sum(len(self.bucket(i)) for i in range(len(self.raw)))
+
+
+def differing_prompts(base: Snapshot, head: Snapshot) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """(base entries, head entries, names that differ); the entries hold at least those names.
+
+    Two stored snapshots are compared bucket by bucket, and only the buckets whose bytes differ are
+    unpacked; otherwise the whole prompt sections are compared.
+    """
+    bb, hb = base.prompt_buckets, head.prompt_buckets
+    if bb is None or hb is None:
+        bp, hp = base.data["components"]["prompts"], head.data["components"]["prompts"]
+        return bp, hp, differing(bp, hp)
+    bp, hp = {}, {}
+    for i, (b, h) in enumerate(zip(bb.raw, hb.raw, strict=True)):
+        if b != h:
+            bp.update(bb.bucket(i))
+            hp.update(hb.bucket(i))
+    return bp, hp, differing(bp, hp)
+
+
+def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Names whose entry was added, removed or changed, sorted; untouched entries cost one comparison."""
+    out = [n for n, v in a.items() if b.get(n, _ABSENT) != v]
+    out += [n for n in b if n not in a]
+    return sorted(out)
+
+
+_ABSENT = object()
 
 
 def _check_text(path: str, data: bytes | None) -> Problem | None:
@@ -144,8 +272,15 @@ class NoManifest(ManifestError):
 class LazyContents(Mapping[str, bytes]):
     """File bytes of a snapshot's files, read through the revision only when first asked for."""
 
-    def __init__(self, reader: RevisionReader, paths: list[str], data: dict[str, bytes] | None = None):
+    def __init__(self, reader: RevisionReader, paths: list[str] | Callable[[], list[str]],
+                 data: dict[str, bytes] | None = None):
         self._reader, self._paths, self._data = reader, paths, dict(data or {})
+
+    @property
+    def paths(self) -> list[str]:
+        if callable(self._paths):
+            self._paths = self._paths()
+        return self._paths
 
     def preload(self, paths: list[str]) -> None:
         """Read many files in one round instead of one round per file."""
@@ -159,10 +294,10 @@ class LazyContents(Mapping[str, bytes]):
         return self._data[path]
 
     def __iter__(self):
-        return iter(self._paths)
+        return iter(self.paths)
 
     def __len__(self) -> int:
-        return len(self._paths)
+        return len(self.paths)
 
 
 def build_snapshot(
@@ -178,18 +313,22 @@ def build_snapshot(
     if cache is not None and tree:
         key = cache.key(tree, manifest_path)
         hit = cache.get(key)
-        if hit is not None:
+        if hit is not None and hit.keys() >= _STORED_KEYS:
             if hasattr(reader, "seed_ids"):
-                reader.seed_ids(hit.get("oids") or {})
-            snap = Snapshot(hit["data"], None, LazyContents(reader, list(hit["data"]["files"])), manifest_path)
-            snap.__dict__["digest"] = hit["digest"]  # the cached_property, already computed once
-            return snap
+                reader.seed_ids(Buckets(hit["oids"]))
+            return Snapshot.from_stored(hit, reader, manifest_path)
     snap = _build(reader, manifest_path)
     if key is not None and cache is not None:
         oids = getattr(reader, "blob_ids", dict)()
-        cache.put(key, {"data": snap.data, "digest": snap.digest,
-                        "oids": {p: oids[p] for p in snap.files if p in oids}})
+        try:
+            stored = snap.stored({p: oids[p] for p in snap.files if p in oids})
+        except ValueError:  # a setting marshal cannot hold (a YAML timestamp, say): build it each time
+            return snap
+        cache.put(key, stored)
     return snap
+
+
+_STORED_KEYS = {"digest", "data", "outline", "buckets", "users", "oids"}
 
 
 def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:

@@ -19,7 +19,7 @@ from typing import Any
 import gating
 from gating.git import Git
 
-_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py")
+_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py", "snapshot_cache.py")
 
 
 def _fingerprint() -> str:
@@ -39,10 +39,7 @@ class DiskSnapshotCache:
 
     @classmethod
     def for_repo(cls, git: Git) -> DiskSnapshotCache:
-        common = Path(git.run("rev-parse", "--git-common-dir"))
-        if not common.is_absolute():
-            common = git.root / common
-        return cls(common / "gating" / "snapshots")
+        return cls(git.common_dir / "gating" / "snapshots")
 
     def key(self, tree: str, manifest_path: str) -> str:
         return hashlib.sha256(f"{FINGERPRINT}\0{tree}\0{manifest_path}".encode()).hexdigest()
@@ -58,8 +55,11 @@ class DiskSnapshotCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(value))
-            os.replace(tmp, self.dir / f"{key}.snap")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(marshal.dumps(value))
+                os.replace(tmp, self.dir / f"{key}.snap")
+            except ValueError:  # a value marshal cannot hold: leave it uncached
+                os.unlink(tmp)
         except OSError:
             pass  # a cache that cannot be written only costs time

@@ -97,3 +97,13 @@ def test_symlinked_prompt_reads_the_same_from_work_tree_and_git(example_repo: Gi
     assert work.contents["prompts/link.md"] == b"/etc/passwd"  # the link, never the file outside the repo
     commit_all(example_repo, "linked prompt")
     assert build_snapshot(GitRevision(example_repo, "HEAD")).digest == work.digest
+
+
+def test_yaml_dates_in_guardrails_stay_text(example_repo: Git, capsys) -> None:
+    with (example_repo.root / "guardrails/pii.yml").open("a") as f:
+        f.write("reviewed: 2024-01-01\n")
+    commit_all(example_repo, "dated guardrail")
+    snap = build_snapshot(GitRevision(example_repo, "HEAD"))
+    assert snap.components["guardrails"]["pii"]["config"]["reviewed"] == "2024-01-01"
+    assert main(["-C", str(example_repo.root), "snapshot", "HEAD", "--digest"]) == 0
+    assert capsys.readouterr().out.strip() == snap.digest

@@ -27,6 +27,13 @@ def reader(g: Git, rev: str | None) -> RevisionReader:
     return GitRevision(g, rev)
 
 
+def readers(g: Git, revs: list[str | None]) -> list[RevisionReader]:
+    """Readers for several revisions at once: commits share one `rev-parse` and one `cat-file`."""
+    commits = [r for r in revs if r is not None and r != WORKTREE]
+    opened = dict(zip(commits, GitRevision.many(g, commits), strict=True)) if commits else {}
+    return [opened[r] if r in opened else reader(g, r) for r in revs]
+
+
 def snapshot_at(g: Git, rev: str | None, manifest_path: str = MANIFEST_PATH) -> Snapshot:
     return build_snapshot(reader(g, rev), manifest_path, DiskSnapshotCache.for_repo(g))
 

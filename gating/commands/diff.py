@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gating.commands.common import WORKTREE, default_base, empty_snapshot, reader, repo
+from gating.commands.common import WORKTREE, default_base, empty_snapshot, readers, repo
 from gating.diff import ChangeSet, diff_snapshots
 from gating.git import Git
 from gating.manifest import MANIFEST_PATH
@@ -26,12 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) -> ChangeSet:
     """Diff two revisions; a base without a manifest counts as an empty system."""
+    base_reader, head_reader = readers(g, [base, head])
     cache = DiskSnapshotCache.for_repo(g)
     try:
-        base_snap = build_snapshot(reader(g, base), manifest_path, cache)
+        base_snap = build_snapshot(base_reader, manifest_path, cache)
     except NoManifest:
         base_snap = empty_snapshot()
-    head_snap = build_snapshot(reader(g, head), manifest_path, cache)
+    head_snap = build_snapshot(head_reader, manifest_path, cache)
     return diff_snapshots(base_snap, head_snap, base, head)
 
 
