@@ -26,3 +26,20 @@ def git_repo(tmp_path: Path) -> Git:
 def example_repo(tmp_path: Path) -> Git:
     """The bundled support-bot example, committed once on main."""
     return make_example_repo(tmp_path / "support-bot")
+
+
+@pytest.fixture
+def spawned(monkeypatch) -> list[list[str]]:
+    """The argument lists of every process started from now on, in order."""
+    import subprocess
+
+    calls: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    class SpyPopen(real_popen):
+        def __init__(self, args, *a, **kw):
+            calls.append(list(args))
+            super().__init__(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", SpyPopen)
+    return calls

@@ -69,22 +69,11 @@ def test_cli_snapshot_lock_file(example_repo: Git, tmp_path: Path, capsys) -> No
     assert "wrote" in capsys.readouterr().err
 
 
-def test_one_cat_file_process_per_snapshot(example_repo: Git, monkeypatch) -> None:
-    import subprocess
-
-    calls: list[list[str]] = []
-    real_popen = subprocess.Popen
-
-    class SpyPopen(real_popen):
-        def __init__(self, args, *a, **kw):
-            calls.append(list(args))
-            super().__init__(args, *a, **kw)
-
-    monkeypatch.setattr(subprocess, "Popen", SpyPopen)
+def test_one_cat_file_process_per_snapshot(example_repo: Git, spawned: list[list[str]]) -> None:
     build_snapshot(GitRevision(example_repo, "HEAD"))
-    batch = [c for c in calls if c[:2] == ["git", "cat-file"]]
+    batch = [c for c in spawned if c[:2] == ["git", "cat-file"]]
     assert batch == [["git", "cat-file", "--batch"]]  # one process answers every read
-    assert len(calls) == 3  # rev-parse (commit and tree), ls-tree, cat-file
+    assert len(spawned) == 3  # rev-parse (commit and tree), ls-tree, cat-file
 
 
 def test_symlinked_prompt_reads_the_same_from_work_tree_and_git(example_repo: Git) -> None:

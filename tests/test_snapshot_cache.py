@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
+import marshal
 from pathlib import Path
 
 import pytest
 
+from gating.commands.common import WORKTREE
 from gating.commands.diff import compute
 from gating.diff import diff_snapshots
 from gating.example import edit
-from gating.git import Git, commit_all
+from gating.git import Git, GitError, commit_all
 from gating.revision import GitRevision, WorkTree
 from gating.snapshot import build_snapshot, differing_prompts
 from gating.snapshot_cache import DiskSnapshotCache
@@ -103,20 +104,12 @@ def test_stored_diff_unpacks_only_the_buckets_that_changed(changed) -> None:
     assert a._data is None and b._data is None  # nothing else of either snapshot was unpacked
 
 
-def test_warm_diff_runs_two_git_processes(changed, monkeypatch) -> None:
+def test_warm_diff_runs_two_git_processes(changed, spawned: list[list[str]]) -> None:
     repo, base, head = changed
     compute(repo, base, head)
-    calls: list[list[str]] = []
-    real_popen = subprocess.Popen
-
-    class SpyPopen(real_popen):
-        def __init__(self, args, *a, **kw):
-            calls.append(list(args))
-            super().__init__(args, *a, **kw)
-
-    monkeypatch.setattr(subprocess, "Popen", SpyPopen)
+    spawned.clear()
     compute(Git(repo.root), base, head)
-    assert [c[:2] for c in calls] == [["git", "rev-parse"], ["git", "cat-file"]]
+    assert [c[:2] for c in spawned] == [["git", "rev-parse"], ["git", "cat-file"]]
 
 
 def test_damaged_or_foreign_store_entries_are_rebuilt(changed) -> None:
@@ -124,8 +117,6 @@ def test_damaged_or_foreign_store_entries_are_rebuilt(changed) -> None:
     expected = compute(repo, base, head).to_dict()
     entries = sorted(DiskSnapshotCache.for_repo(repo).dir.glob("*.snap"))
     entries[0].write_bytes(b"\x00garbage")
-    import marshal
-
     entries[1].write_bytes(marshal.dumps({"data": {}, "digest": "sha256:0"}))  # an older layout
     assert compute(Git(repo.root), base, head).to_dict() == expected
     assert compute(Git(repo.root), base, head).to_dict() == expected  # and stored again, whole
@@ -135,8 +126,6 @@ def test_diff_against_the_work_tree_mixes_stored_and_fresh(changed) -> None:
     repo, base, head = changed
     compute(repo, base, head)
     edit(repo.root / "prompts/gen/g7.md", "be exact", "be vague")
-    from gating.commands.common import WORKTREE
-
     cs = compute(Git(repo.root), head, WORKTREE)
     assert [c.summary for c in cs.changes] == ["prompt `g7` changed: +1 −1 lines in prompts/gen/g7.md"]
     work = build_snapshot(WorkTree(repo.root, repo))
@@ -144,8 +133,6 @@ def test_diff_against_the_work_tree_mixes_stored_and_fresh(changed) -> None:
 
 
 def test_unknown_revision_is_named(example_repo: Git) -> None:
-    from gating.git import GitError
-
     with pytest.raises(GitError, match="unknown revision 'nope'"):
         compute(example_repo, "nope", "HEAD")
     with pytest.raises(GitError, match="unknown revision 'nope'"):
