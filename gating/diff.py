@@ -150,22 +150,39 @@ def _model_users(snap: Snapshot, model: str) -> tuple[str, ...]:
 
 
 def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines: int = 16):
+    """(lines added, lines removed, unified excerpt, changed head lines) from one line matcher."""
     a, b = before.splitlines(), after.splitlines()
     added = removed = 0
     changed_lines: list[int] = []
     sm = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    for tag, _i1, _i2, j1, j2 in sm.get_opcodes():
-        if tag in ("replace", "insert"):
-            changed_lines.extend(range(j1 + 1, j2 + 1))
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
         if tag in ("replace", "delete"):
-            removed += _i2 - _i1
+            removed += i2 - i1
         if tag in ("replace", "insert"):
             added += j2 - j1
-    udiff = list(difflib.unified_diff(a, b, f"a/{path_a}", f"b/{path_b}", n=1, lineterm=""))[2:]
+            changed_lines.extend(range(j1 + 1, j2 + 1))
+    udiff: list[str] = []
+    for group in sm.get_grouped_opcodes(1):  # hunks as `diff -U1` prints them
+        (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
+        udiff.append(f"@@ -{_hunk_range(i1, i2)} +{_hunk_range(j1, j2)} @@")
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                udiff.extend(" " + line for line in a[i1:i2])
+                continue
+            udiff.extend("-" + line for line in a[i1:i2] if tag != "insert")
+            udiff.extend("+" + line for line in b[j1:j2] if tag != "delete")
     excerpt = udiff[:excerpt_lines]
     if len(udiff) > excerpt_lines:
         excerpt.append(f"... ({len(udiff) - excerpt_lines} more diff lines)")
     return added, removed, "\n".join(excerpt), tuple(changed_lines)
+
+
+def _hunk_range(start: int, stop: int) -> str:
+    """A hunk header's `line,count` (`line` alone for one line), as unified diffs write it."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
 
 
 def _models(base: Snapshot, head: Snapshot) -> list[Change]:

@@ -237,3 +237,32 @@ def test_unrelated_histories_say_so(example_repo: Git, capsys) -> None:
     assert main(["-C", str(g.root), "diff"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("HEAD and main have no common ancestor (unrelated histories); pass BASE explicitly")
+
+
+def test_prompt_excerpt_is_a_unified_diff_with_one_line_of_context() -> None:
+    import difflib
+    import random
+
+    from gating.diff import _text_diff
+
+    rng = random.Random(7)
+    for _ in range(500):
+        a = [rng.choice("abcde") for _ in range(rng.randint(0, 25))]
+        b = list(a)
+        for _ in range(rng.randint(0, 5)):
+            i = rng.randint(0, len(b))
+            op = rng.random()
+            if op < 0.4:
+                b.insert(i, rng.choice("abcdefg"))
+            elif b:
+                j = min(i, len(b) - 1)
+                if op < 0.7:
+                    del b[j]
+                else:
+                    b[j] = rng.choice("xyz")
+        added, removed, excerpt, lines = _text_diff("\n".join(a), "\n".join(b), "p.md", "p.md", excerpt_lines=10**6)
+        expected = list(difflib.unified_diff(a, b, "a/p.md", "b/p.md", n=1, lineterm=""))[2:]
+        assert excerpt == "\n".join(expected), (a, b)
+        assert added == sum(1 for x in expected if x.startswith("+"))
+        assert removed == sum(1 for x in expected if x.startswith("-"))
+        assert [b[n - 1] for n in lines] == [x[1:] for x in expected if x.startswith("+")]
