@@ -89,10 +89,12 @@ def main() -> None:
         cold_t = best(cold, args.repeat)
         compute(Git(g.root), base, head)
         cache = DiskSnapshotCache.for_repo(g)
-        head_entry = cache.dir / f"{cache.key(g.tree_of(head), MANIFEST_PATH)}.snap"
+        base_entry = cache.dir / f"{cache.key(g.tree_of(base), MANIFEST_PATH)}.snap"
 
         def head_new() -> None:
-            head_entry.unlink()
+            for entry in cache.dir.iterdir():  # all but the base's snapshot: its manifest is new too
+                if entry != base_entry:
+                    entry.unlink()
             manifest._parse_manifest_cached.cache_clear()
             snapshot._SHA_BY_OID.clear()
             compute(Git(g.root), base, head)

@@ -227,8 +227,9 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
     if not names:
         return out
     base_users, head_users = base.prompt_users("system"), head.prompt_users("system")
-    base.preload([bp[n]["file"] for n in names if n in bp and n in hp])
-    head.preload([hp[n]["file"] for n in names if n in hp])
+    texts = [n for n in names if n not in bp or (n in hp and bp[n]["sha256"] != hp[n]["sha256"])]
+    base.preload([bp[n]["file"] for n in texts if n in bp])
+    head.preload([hp[n]["file"] for n in texts])
     for name in names:
         path = f"components.prompts.{name}"
         if name not in bp:

@@ -74,12 +74,15 @@ class Snapshot:
         self._manifest = manifest
         self._manifest_path = manifest_path
         self._stored: dict[str, Any] | None = None
+        self._cache: SnapshotCache | None = None
         self._users: dict[str, dict[str, list[str]]] = {}
 
     @classmethod
-    def from_stored(cls, stored: dict[str, Any], reader: RevisionReader, manifest_path: str) -> Snapshot:
+    def from_stored(cls, stored: dict[str, Any], reader: RevisionReader, manifest_path: str,
+                    cache: SnapshotCache | None = None) -> Snapshot:
         """The inverse of `stored()`; nothing large is unpacked yet."""
         snap = cls(None, None, None, manifest_path)
+        snap._cache = cache
         snap.contents = LazyContents(reader, lambda: list(snap.files))
         snap._stored = stored
         snap.__dict__["digest"] = stored["digest"]  # the cached_property, already computed once
@@ -113,6 +116,11 @@ class Snapshot:
         return {**d, "components": {**d["components"], "prompts": {}}, "files": {}}
 
     @cached_property
+    def blob_ids(self) -> Mapping[str, str]:
+        """path -> git blob id of a stored snapshot's files (empty for one built here)."""
+        return Buckets(self._stored["oids"]) if self._stored is not None else {}
+
+    @cached_property
     def prompt_buckets(self) -> Buckets | None:
         return Buckets(self._stored["buckets"]) if self._stored is not None else None
 
@@ -132,7 +140,7 @@ class Snapshot:
     @property
     def manifest(self) -> Manifest:
         if self._manifest is None:
-            self._manifest = parse_manifest(self.contents[self._manifest_path], self._manifest_path)
+            self._manifest = load_manifest(self.contents[self._manifest_path], self._manifest_path, self._cache)
         return self._manifest
 
     @cached_property
@@ -301,12 +309,15 @@ class LazyContents(Mapping[str, bytes]):
 
 
 def build_snapshot(
-    reader: RevisionReader, manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None
+    reader: RevisionReader, manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None,
+    like: Snapshot | None = None,
 ) -> Snapshot:
     """Read the manifest and every file it names at one revision; raises ManifestError.
 
     With a cache and a reader that names its git tree, a snapshot already built for that tree is
     reused: a snapshot is a pure function of the tree's content, so the cache can never be stale.
+    `like` is a stored snapshot of a nearby revision (the other side of a diff): a file with the same
+    git blob id there is not read and hashed again.
     """
     key = None
     tree = getattr(reader, "tree", None)
@@ -314,10 +325,11 @@ def build_snapshot(
         key = cache.key(tree, manifest_path)
         hit = cache.get(key)
         if hit is not None and hit.keys() >= _STORED_KEYS:
+            snap = Snapshot.from_stored(hit, reader, manifest_path, cache)
             if hasattr(reader, "seed_ids"):
-                reader.seed_ids(Buckets(hit["oids"]))
-            return Snapshot.from_stored(hit, reader, manifest_path)
-    snap = _build(reader, manifest_path)
+                reader.seed_ids(snap.blob_ids)
+            return snap
+    snap = _build(reader, manifest_path, like, cache)
     if key is not None and cache is not None:
         oids = getattr(reader, "blob_ids", dict)()
         try:
@@ -331,11 +343,27 @@ def build_snapshot(
 _STORED_KEYS = {"digest", "data", "outline", "buckets", "users", "oids"}
 
 
-def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:
+def load_manifest(data: bytes, path: str, cache: SnapshotCache | None) -> Manifest:
+    """parse_manifest, remembered in the cache by the manifest's bytes: parsing and validating a
+    large manifest costs far more than reading it back, and a pull request that only edits prompts
+    leaves the manifest as it was."""
+    if cache is None:
+        return parse_manifest(data, path)
+    key = cache.key(f"manifest {sha256_hex(data)}", path)
+    hit = cache.get(key)
+    if hit is not None and isinstance(hit.get("manifest"), dict):
+        return Manifest(hit["manifest"], path, data.decode("utf-8"))
+    m = parse_manifest(data, path)
+    cache.put(key, {"manifest": m.data})
+    return m
+
+
+def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = None,
+           cache: SnapshotCache | None = None) -> Snapshot:
     manifest_bytes = reader.read_many([manifest_path])[manifest_path]
     if manifest_bytes is None:
         raise NoManifest([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
-    m = parse_manifest(manifest_bytes, manifest_path)
+    m = load_manifest(manifest_bytes, manifest_path, cache)
     listing = reader.list_files()
     refs = resolve_files(m, listing)
     wanted = sorted({r.path for r in refs})
@@ -344,6 +372,10 @@ def _build(reader: RevisionReader, manifest_path: str) -> Snapshot:
     oids: dict[str, str] = reader.blob_ids() if hasattr(reader, "blob_ids") else {}
     parsed_paths = {r.path for r in refs if r.category in ("tool", "guardrail")}
     known = {p: _SHA_BY_OID[oids[p]] for p in wanted if p not in parsed_paths and oids.get(p) in _SHA_BY_OID}
+    if like is not None and like.blob_ids:
+        same = [p for p in wanted if p not in parsed_paths and p not in known and oids.get(p)
+                and like.blob_ids.get(p) == oids[p]]
+        known.update({p: like.files[p] for p in same})
     blobs = reader.read_many([p for p in wanted if p not in known])
     problems = [p for p in (_check_text(path, blob) for path, blob in blobs.items()) if p]
     if problems:

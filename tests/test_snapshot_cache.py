@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gating import manifest, snapshot
 from gating.commands.common import WORKTREE
 from gating.commands.diff import compute
 from gating.diff import diff_snapshots
@@ -62,8 +63,10 @@ def fresh(repo: Git, base: str, head: str):
 
 def test_diff_of_stored_snapshots_equals_diff_of_fresh_ones(changed) -> None:
     repo, base, head = changed
-    cold = compute(repo, base, head).to_dict()  # builds and stores both snapshots
-    assert len(list(DiskSnapshotCache.for_repo(repo).dir.glob("*.snap"))) == 2
+    cold = compute(repo, base, head).to_dict()  # builds and stores both snapshots and both manifests
+    cache = DiskSnapshotCache.for_repo(repo)
+    assert all((cache.dir / f"{cache.key(repo.tree_of(rev), 'gating.yml')}.snap").is_file() for rev in (base, head))
+    assert len(list(cache.dir.glob("*.snap"))) == 4
     warm = compute(Git(repo.root), base, head).to_dict()  # reads both from the store
     assert warm == cold == fresh(repo, base, head).to_dict()
     summaries = [c["summary"] for c in warm["changes"]]
@@ -115,7 +118,8 @@ def test_warm_diff_runs_two_git_processes(changed, spawned: list[list[str]]) -> 
 def test_damaged_or_foreign_store_entries_are_rebuilt(changed) -> None:
     repo, base, head = changed
     expected = compute(repo, base, head).to_dict()
-    entries = sorted(DiskSnapshotCache.for_repo(repo).dir.glob("*.snap"))
+    cache = DiskSnapshotCache.for_repo(repo)
+    entries = [cache.dir / f"{cache.key(repo.tree_of(rev), 'gating.yml')}.snap" for rev in (base, head)]
     entries[0].write_bytes(b"\x00garbage")
     entries[1].write_bytes(marshal.dumps({"data": {}, "digest": "sha256:0"}))  # an older layout
     assert compute(Git(repo.root), base, head).to_dict() == expected
@@ -137,3 +141,40 @@ def test_unknown_revision_is_named(example_repo: Git) -> None:
         compute(example_repo, "nope", "HEAD")
     with pytest.raises(GitError, match="unknown revision 'nope'"):
         compute(example_repo, "HEAD", "nope")
+
+
+def test_a_new_head_reads_only_what_differs_from_the_stored_base(changed, monkeypatch) -> None:
+    repo, base, head = changed
+    expected = compute(repo, base, head).to_dict()
+    cache = DiskSnapshotCache.for_repo(repo)
+    (cache.dir / f"{cache.key(repo.tree_of(head), 'gating.yml')}.snap").unlink()
+    snapshot._SHA_BY_OID.clear()  # as in a new process
+    reads: list[str] = []
+    real = GitRevision.read_many
+
+    def spy(self, paths):
+        paths = list(paths)
+        if self.rev == head:
+            reads.extend(paths)
+        return real(self, paths)
+
+    monkeypatch.setattr(GitRevision, "read_many", spy)
+    assert compute(Git(repo.root), base, head).to_dict() == expected
+    tools_and_guardrails = ["guardrails/pii.yml", "tools/lookup_order.json", "tools/open_ticket.json"]
+    assert sorted(set(reads)) == sorted(["gating.yml", "prompts/fresh.md", "prompts/system.md",
+                                         "prompts/gen/g1.md", "prompts/gen/g14.md", "prompts/gen/g200.md",
+                                         *tools_and_guardrails])
+
+
+def test_a_parsed_manifest_is_stored_by_its_bytes(changed) -> None:
+    repo, base, head = changed
+    expected = compute(repo, base, head).to_dict()
+    cache = DiskSnapshotCache.for_repo(repo)
+    for rev in (base, head):
+        (cache.dir / f"{cache.key(repo.tree_of(rev), 'gating.yml')}.snap").unlink()
+    manifest._parse_manifest_cached.cache_clear()
+    assert compute(Git(repo.root), base, head).to_dict() == expected
+    assert manifest._parse_manifest_cached.cache_info().misses == 0  # both manifests came from the store
+    snap = build_snapshot(GitRevision(Git(repo.root), head), cache=cache)
+    line = (repo.root / "gating.yml").read_text().splitlines().index("    top_k: 8") + 1
+    assert snap.manifest.position(["components", "retrieval", "top_k"])[0] == line  # positions still found

@@ -32,7 +32,7 @@ def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) ->
         base_snap = build_snapshot(base_reader, manifest_path, cache)
     except NoManifest:
         base_snap = empty_snapshot()
-    head_snap = build_snapshot(head_reader, manifest_path, cache)
+    head_snap = build_snapshot(head_reader, manifest_path, cache, like=base_snap)
     return diff_snapshots(base_snap, head_snap, base, head)
 
 
