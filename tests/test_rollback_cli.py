@@ -149,3 +149,20 @@ def test_sign_records_a_rolled_back_entry_that_verifies(world, capsys):
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.endswith(f"  rolled_back    {last.commit[:12]}       -  gating@example.invalid  "
                          f"(to {world['a'][:12]} (last-good) by gating@example.invalid via cli: bad refunds)")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "audit.key: cannot read key file (No such file or directory)"),
+    (b"not a key\n", "audit.key: not a PEM private key"),
+], ids=["missing", "not-a-key"])
+def test_a_bad_signing_key_is_refused_before_the_branch_is_created(world, capsys, content, message):
+    priv = world["priv"]
+    if content is not None:
+        priv.write_bytes(content)
+    g = world["g"]
+    branches = g.run("branch", "--list")
+    assert run(world, "--sign", str(priv), "--reason", "bad refunds") == 2
+    err = capsys.readouterr().err
+    assert f"gating: error: {priv.parent}/{message}" in err and "created branch" not in err
+    assert g.run("branch", "--list") == branches  # nothing half done: a corrected re-run can still create it
+    assert len(notes.read_log(notes.LocalNotes(g))) == 4

@@ -11,6 +11,8 @@ import json
 import sys
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from gating import keys as keymod
 from gating import notes
 from gating.cli import UsageError
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     g = repo(args)
     if args.branch and g.try_run("check-ref-format", f"refs/heads/{args.branch}") is None:
         raise UsageError(f"--branch {args.branch!r} is not a valid branch name")
+    signer = _signing_key(args.sign) if args.sign else None  # a bad key must stop us before the branch exists
     try:
         plan = build(g, args)
     except Refusal as r:
@@ -124,16 +127,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"\ncreated branch {name} at {commit[:12]} (one commit on {plan.branch}); open a pull request from it:"
           f"\n  git push {args.remote} {name}", file=sys.stderr)
-    if args.sign:
-        try:
-            key = keymod.load_private(keymod.read_file(args.sign), args.sign)
-        except keymod.KeyError_ as e:
-            raise UsageError(str(e)) from None
+    if signer is not None:
         facts = rolled_back_facts(plan, commit, _repository(g, args.remote), req)
-        res = notes.append_entry(notes.LocalNotes(g), facts, key, datetime.now(UTC))
+        res = notes.append_entry(notes.LocalNotes(g), facts, signer, datetime.now(UTC))
         print(f"recorded rolled_back entry seq {res.entry.seq} on {commit[:12]} in {notes.AUDIT_REF}; "
               f"push it with: git push {args.remote} {notes.AUDIT_REF}", file=sys.stderr)
     return 0
+
+
+def _signing_key(path: str) -> Ed25519PrivateKey:
+    try:
+        return keymod.load_private(keymod.read_file(path), path)
+    except keymod.KeyError_ as e:
+        raise UsageError(str(e)) from None
 
 
 def _repository(g: Git, remote: str) -> str:
