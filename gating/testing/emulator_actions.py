@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gating.testing import emulator_render as render
+from gating.testing import emulator_routes_protection as protection
 from gating.testing import webhooks
 from gating.testing.emulator_git import RefConflict
 from gating.testing.emulator_http import Actor, ApiError
@@ -245,6 +246,26 @@ class EmulatorActions:
             self._emit("check_run", "created", r, check_run_id=run.id)
         if run.status == "completed" and (created or was != "completed"):
             self._emit("check_run", "completed", r, check_run_id=run.id)
+
+    def protect_branch(self: Emulator, repo: Any, branch: str, required_reviews: int | None = None,
+                       contexts: list[str] | None = None, enforce_admins: bool = False,
+                       allow_force_pushes: bool = False, allow_deletions: bool = False) -> dict[str, Any]:
+        """What PUT .../branches/{branch}/protection does, without HTTP; returns the rule as GET shows it."""
+        body = {"required_pull_request_reviews": None if required_reviews is None else
+                {"required_approving_review_count": required_reviews},
+                "required_status_checks": None if contexts is None else {"strict": False, "contexts": contexts},
+                "enforce_admins": enforce_admins, "restrictions": None,
+                "allow_force_pushes": allow_force_pushes, "allow_deletions": allow_deletions}
+        r = self.repo_record(repo)
+        with self.lock:
+            if self.bare(r).ref(f"refs/heads/{branch}") is None:
+                raise KeyError(f"{r.full_name} has no branch {branch}")
+            rule = r.protections[branch] = protection.from_body(body)
+            return protection.protection_json(self, r, branch, rule)
+
+    def unprotect_branch(self: Emulator, repo: Any, branch: str) -> None:
+        with self.lock:
+            self.repo_record(repo).protections.pop(branch, None)
 
     def create_deployment(self: Emulator, repo: Any, ref: str, environment: str = "production", user: str | None = None,
                           task: str = "deploy", payload: Any = None, description: str | None = None,

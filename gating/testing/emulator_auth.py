@@ -28,6 +28,9 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "repos/get": [("metadata", _R)],
     "repos/list-branches": [("contents", _R)],
     "repos/get-branch": [("contents", _R)],
+    "repos/get-branch-protection": [("administration", _R)],
+    "repos/update-branch-protection": [("administration", _W)],
+    "repos/delete-branch-protection": [("administration", _W)],
     "repos/get-content": [("contents", _R)],
     "repos/list-commits": [("contents", _R)],
     "repos/get-commit": [("contents", _R)],
@@ -206,7 +209,8 @@ def missing_permission(op_id: str, granted: dict[str, str]) -> str | None:
 def user_permissions(repo_permission: str) -> dict[str, str]:
     """What a person's role on a repository lets their token do, in App permission terms."""
     if repo_permission in ("admin", "maintain", "write"):
-        return {k: "write" for k in DEFAULT_PERMISSIONS} | {"metadata": "read", "members": "read"}
+        admin = {"administration": "write"} if repo_permission == "admin" else {}
+        return {k: "write" for k in DEFAULT_PERMISSIONS} | {"metadata": "read", "members": "read"} | admin
     if repo_permission in ("triage", "read"):
         return dict(READ_ONLY_PERMISSIONS)
     return {}

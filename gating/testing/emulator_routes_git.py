@@ -6,6 +6,7 @@ import base64
 import binascii
 
 from gating.testing import emulator_render as render
+from gating.testing import emulator_routes_protection as protection
 from gating.testing.emulator_git import SHA_RE, Person, RefConflict
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
 
@@ -34,10 +35,10 @@ def _branch_json(ctx: Ctx, name: str, sha: str) -> dict:
     info = ctx.emu.bare(r).commit(sha)
     assert info is not None
     api = f"{ctx.emu.api_url}/repos/{r.full_name}"
-    return {"name": name, "commit": render.commit(ctx.emu, r, info), "protected": False,
+    rule = r.protections.get(name)
+    return {"name": name, "commit": render.commit(ctx.emu, r, info), "protected": rule is not None,
             "_links": {"self": f"{api}/branches/{name}", "html": f"{ctx.emu.web_url}/{r.full_name}/tree/{name}"},
-            "protection": {"enabled": False, "required_status_checks": {"enforcement_level": "off", "contexts": []}},
-            "protection_url": f"{api}/branches/{name}/protection"}
+            "protection": protection.summary(rule), "protection_url": f"{api}/branches/{name}/protection"}
 
 
 @handles("repos/list-branches")
@@ -45,8 +46,15 @@ def list_branches(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
     rows = ctx.emu.bare(r).refs("refs/heads/")
     api = f"{ctx.emu.api_url}/repos/{r.full_name}"
-    items = [{"name": name[len("refs/heads/"):], "protected": False,
-              "commit": {"sha": sha, "url": f"{api}/commits/{sha}"}} for name, sha, _t in rows]
+    items = []
+    for ref, sha, _t in rows:
+        name = ref[len("refs/heads/"):]
+        rule = r.protections.get(name)
+        items.append({"name": name, "protected": rule is not None, "commit": {"sha": sha, "url": f"{api}/commits/{sha}"},
+                      "protection": protection.summary(rule), "protection_url": f"{api}/branches/{name}/protection"})
+    wanted = ctx.query.get("protected")
+    if wanted in ("true", "false"):
+        items = [b for b in items if b["protected"] == (wanted == "true")]
     return ctx.paginate(items)
 
 
@@ -354,7 +362,9 @@ def update_ref(ctx: Ctx) -> Reply:
         raise ApiError(422, "Reference does not exist")
     if not SHA_RE.match(sha) or bare.object_type(sha) is None:
         raise ApiError(422, "Object does not exist")
-    if not force and not bare.is_ancestor(old, sha):
+    fast_forward = bare.is_ancestor(old, sha)
+    protection.check_update(ctx.emu, r, name, ctx.actor, sha, fast_forward)
+    if not force and not fast_forward:
         raise ApiError(422, "Update is not a fast forward")
     try:
         bare.update_ref(name, sha, old)
@@ -373,6 +383,7 @@ def delete_ref(ctx: Ctx) -> Reply:
     old = bare.ref(name)
     if old is None:
         raise ApiError(422, "Reference does not exist")
+    protection.check_delete(ctx.emu, r, name, ctx.actor)
     try:
         bare.delete_ref(name, old)
     except RefConflict as e:

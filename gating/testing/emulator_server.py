@@ -26,6 +26,7 @@ from gating.testing import (  # noqa: F401  (importing the route modules registe
     emulator_routes_apps,
     emulator_routes_checks,
     emulator_routes_git,
+    emulator_routes_protection,
     emulator_routes_pulls,
 )
 from gating.testing.emulator_auth import (
@@ -52,7 +53,9 @@ RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
 
 # Request shapes GitHub accepts that the description leaves out; each is validated in its documented form.
 # issues/add-labels: a bare JSON array of names (PyGithub's Issue.add_to_labels sends this).
-DOCUMENTED_FORM = {"issues/add-labels": lambda body: {"labels": body} if isinstance(body, list) else body}
+# repos/update-branch-protection: nulls for the optional switches, `checks` without `contexts` (PyGithub).
+DOCUMENTED_FORM = {"issues/add-labels": lambda body: {"labels": body} if isinstance(body, list) else body,
+                   "repos/update-branch-protection": emulator_routes_protection.documented_form}
 
 
 class _QuietHandler(WSGIRequestHandler):

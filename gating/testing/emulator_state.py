@@ -146,6 +146,25 @@ class Deployment:
 
 
 @dataclass
+class BranchProtection:
+    """A classic branch protection rule, as PUT .../branches/{branch}/protection set it.
+
+    Ref updates through the API are checked against `required_reviews`, `contexts` (with `check_apps`)
+    and `allow_force_pushes` / `allow_deletions`; the rest is kept to be shown back."""
+
+    required_reviews: dict[str, Any] | None = None  # required_pull_request_reviews (None: not required)
+    strict: bool = False
+    contexts: list[str] | None = None  # required status checks (None: none required)
+    check_apps: dict[str, int | None] = field(default_factory=dict)  # context -> app_id that must report it
+    enforce_admins: bool = False
+    restrictions: dict[str, list[str]] | None = None  # users, teams allowed to push (not enforced)
+    flags: dict[str, bool] = field(default_factory=dict)  # allow_force_pushes, allow_deletions, ...
+
+    def flag(self, name: str) -> bool:
+        return bool(self.flags.get(name))
+
+
+@dataclass
 class Repo:
     id: int
     owner: str
@@ -162,6 +181,7 @@ class Repo:
     check_runs: dict[int, CheckRun] = field(default_factory=dict)
     check_suites: dict[int, CheckSuite] = field(default_factory=dict)
     deployments: dict[int, Deployment] = field(default_factory=dict)
+    protections: dict[str, BranchProtection] = field(default_factory=dict)  # branch name -> rule
     next_number: int = 1
 
     @property
