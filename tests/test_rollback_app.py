@@ -288,15 +288,22 @@ def test_direct_mode_commits_to_the_default_branch(world: World):
     assert rolled[-1].commit == after and rolled[-1].predicate["pull_request"] is None
 
 
-@pytest.mark.parametrize("status, message, protected", [
-    (422, "Protected branch update failed for refs/heads/main.", True),
-    (403, "Resource not accessible by integration", True),
-    (422, "Update is not a fast forward", False),
-    (500, "Server Error", False),
-], ids=["protected", "forbidden", "not-fast-forward", "server-error"])
-def test_which_refusals_of_a_direct_commit_fall_back_to_a_pull_request(status, message, protected):
+@pytest.mark.parametrize("status, message, repo, protected", [
+    (422, "Protected branch update failed for refs/heads/main.", "acme/support-bot", True),
+    (403, "Resource not accessible by integration", "acme/support-bot", True),
+    (422, "Changes must be made through a pull request.", "acme/support-bot", True),
+    (422, 'Required status check "gating / eval" is expected.', "acme/support-bot", True),
+    (422, "2 of 3 required status checks are expected.", "acme/support-bot", True),
+    (422, "Repository rule violations found\n\nChanges must be made through a pull request.\n\n",
+     "acme/support-bot", True),
+    (422, "Update is not a fast forward", "acme/support-bot", False),
+    (422, "Update is not a fast forward", "acme/protected-bot", False),
+    (500, "Server Error", "acme/support-bot", False),
+    (502, "Server Error", "acme/protected-bot", False),
+], ids=["protected", "forbidden", "pull-request-required", "status-check", "status-checks", "ruleset",
+        "not-fast-forward", "not-fast-forward-in-a-repo-named-protected", "server-error", "bad-gateway"])
+def test_which_refusals_of_a_direct_commit_fall_back_to_a_pull_request(status, message, repo, protected):
     from app.handlers.rollback_command import _protected
     from gating.github import GitHubError
 
-    assert _protected(GitHubError(status, message, "PATCH", "/repos/acme/support-bot/git/refs/heads/main")) \
-        is protected
+    assert _protected(GitHubError(status, message, "PATCH", f"/repos/{repo}/git/refs/heads/main")) is protected

@@ -158,8 +158,16 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
     raise RuntimeError("unreachable")
 
 
+# GitHub's 422s for a ref update that branch protection or a ruleset forbids. Phrases, not words:
+# the error text also holds the request path, and a repository may be called "protected-...".
+PROTECTION_REFUSALS = ("protected branch", "through a pull request", "required status check",
+                       "repository rule violation")
+
+
 def _protected(e: GitHubError) -> bool:
-    return e.status == 403 or (e.status == 422 and "protected" in str(e).lower())
+    """Branch protection refused the direct commit, so a pull request is the way in."""
+    text = str(e).lower()
+    return e.status == 403 or (e.status == 422 and any(phrase in text for phrase in PROTECTION_REFUSALS))
 
 
 def _web(repo: Repo) -> str:
