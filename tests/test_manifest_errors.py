@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,16 @@ def test_lock_file_that_is_a_directory(example_repo: Git, tmp_path: Path, capsys
     assert main(["-C", str(example_repo.root), "snapshot", "--lock", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"gating: error: {tmp_path}: Is a directory"
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_output_into_a_closed_pipe_is_quiet(example_repo: Git, unbuffered: str) -> None:
+    """`gating snapshot | head -1`: the reader going away is not an error worth a message (git exits the same way)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+    proc = subprocess.Popen([sys.executable, "-m", "gating", "snapshot"], cwd=example_repo.root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait() == 141  # 128 + SIGPIPE, as a shell reports `git log | head -1` under pipefail
+    assert err == b""
