@@ -205,3 +205,24 @@ def test_output_into_a_closed_pipe_is_quiet(example_repo: Git, unbuffered: str) 
     proc.stderr.close()
     assert proc.wait() == 141  # 128 + SIGPIPE, as a shell reports `git log | head -1` under pipefail
     assert err == b""
+
+
+@pytest.mark.parametrize("argv", [
+    ["snapshot", "HEAD"], ["snapshot"], ["diff", "HEAD", "HEAD"], ["eval", "--rev", "HEAD"], ["calibrate"],
+    ["check", "--base", "HEAD", "--head", "HEAD"],
+], ids=["snapshot-rev", "snapshot-worktree", "diff", "eval", "calibrate", "check"])
+@pytest.mark.parametrize("config", ["../gating.yml", "/etc/passwd"], ids=["dotdot", "absolute"])
+def test_config_outside_the_repository(example_repo: Git, capsys, argv: list[str], config: str) -> None:
+    assert main(["-C", str(example_repo.root), *argv, "--config", config]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"gating: error: --config {config}: the manifest must be a file inside the repository\n"
+
+
+def test_config_spelled_differently_is_the_same_system(example_repo: Git, capsys) -> None:
+    root = example_repo.root
+    digests = set()
+    for config in ["gating.yml", "./gating.yml", str(root / "gating.yml"), "prompts/../gating.yml"]:
+        for rev in (["HEAD"], []):
+            assert main(["-C", str(root), "snapshot", *rev, "--config", config, "--digest"]) == 0
+            digests.add(capsys.readouterr().out)
+    assert len(digests) == 1

@@ -110,6 +110,7 @@ def _term_as_interrupt() -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
+    g = repo(args)
     try:
         settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on,
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
@@ -119,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
     except ContextError as e:
         raise UsageError(str(e)) from None
-    g = repo(args)
     try:
         with _term_as_interrupt():
             done = run_check(ctx, settings, g, env)

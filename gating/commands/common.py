@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import posixpath
+from pathlib import Path, PurePosixPath
 
 from gating.git import Git, GitError
 from gating.manifest import MANIFEST_PATH, Manifest
@@ -14,10 +16,30 @@ WORKTREE = "WORKTREE"
 
 
 def repo(args: argparse.Namespace) -> Git:
+    """The repository the command runs in; a `--config` it was given becomes a path from its root."""
     g = Git(getattr(args, "repo", "."))
     if not g.is_repo():
         raise GitError(["rev-parse"], 128, f"{g.root.resolve()} is not a git repository")
-    return Git(g.toplevel())
+    top = Git(g.toplevel())
+    if getattr(args, "config", None):
+        args.config = manifest_path(top, args.config)
+    return top
+
+
+def manifest_path(g: Git, path: str) -> str:
+    """`--config` as the path a revision's tree knows: `./gating.yml`, `a/../gating.yml` and the absolute
+    path are one file (and so one snapshot digest); a path outside the repository is refused."""
+    from gating.cli import UsageError
+
+    root = g.root.resolve()
+    p = Path(path)
+    rel = p.resolve().relative_to(root) if p.is_absolute() and p.resolve().is_relative_to(root) else None
+    if rel is None and not p.is_absolute():
+        normal = PurePosixPath(posixpath.normpath(p.as_posix()))
+        rel = None if normal.parts[:1] == ("..",) else normal
+    if rel is None or rel.as_posix() in ("", "."):
+        raise UsageError(f"--config {path}: the manifest must be a file inside the repository")
+    return rel.as_posix()
 
 
 def reader(g: Git, rev: str | None) -> RevisionReader:
