@@ -288,6 +288,32 @@ def test_direct_mode_commits_to_the_default_branch(world: World):
     assert rolled[-1].commit == after and rolled[-1].predicate["pull_request"] is None
 
 
+def test_direct_mode_opens_a_pull_request_when_branch_protection_refuses(world: World):
+    direct = MANIFEST.replace("mode: pull_request", "mode: direct")
+    m3 = world.merge("direct", {"gating.yml": direct.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")},
+                     "Emergency mode")
+    world.deploy(m3)
+    world.emu.protect_branch(world.repo, "main", required_reviews=1)
+    before, m2 = world.repo.head(), world.shas["M2"]
+    comment = world.say("alice", "/rollback previous")
+    assert world.repo.head() == before  # nothing landed on main
+    assert world.reactions(comment) == ["eyes", "rocket"]
+    (pr,) = world.rollback_pulls()
+    assert (pr["title"], pr["head"]["ref"], pr["base"]["ref"], pr["state"]) == (
+        f"Rollback LLM system to {m2[:7]} (previous)", f"gating/rollback-{m2[:12]}", "main", "open")
+    head = pr["head"]["sha"]
+    assert world.repo.git.run("rev-parse", f"{head}^") == before
+    assert world.files(head)["gating.yml"] == world.files(m2)["gating.yml"]
+    assert world.replies()[-1].startswith(
+        f"Opened #{pr['number']} to roll the LLM system back to `{m2[:7]}` (previous): {pr['html_url']}\n\n"
+        "Branch protection on main refused a direct commit from the App (GitHub 422 (PATCH "
+        "/repos/acme/support-bot/git/refs/heads/main): Changes must be made through a pull request.); "
+        "opened a pull request instead.\n\n")
+    rolled = [e for e in world.entries() if e.event == "rolled_back"]
+    assert len(rolled) == 1 and rolled[0].commit == head
+    assert (rolled[0].predicate["pull_request"], rolled[0].predicate["rollback"]["target"]) == (pr["number"], m2)
+
+
 @pytest.mark.parametrize("status, message, repo, protected", [
     (422, "Protected branch update failed for refs/heads/main.", "acme/support-bot", True),
     (403, "Resource not accessible by integration", "acme/support-bot", True),
