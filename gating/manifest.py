@@ -160,6 +160,9 @@ _TYPE_NAMES = {
 }
 
 
+_SHOWN_CHARS = 60  # of a wrong value, in a message
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
@@ -171,6 +174,9 @@ def _describe(value: Any) -> str:
         return "nothing"
     if isinstance(value, (int, float)):
         return f"{value!r} (a number)"
+    text = str(value)
+    if len(text) > _SHOWN_CHARS:  # a whole file read as one scalar: name it, do not print it
+        return f"{text[:_SHOWN_CHARS] + '...'!r} (a string of {len(text):,} characters)"
     return f"{value!r} (a string)"
 
 

@@ -226,3 +226,12 @@ def test_config_spelled_differently_is_the_same_system(example_repo: Git, capsys
             assert main(["-C", str(root), "snapshot", *rev, "--config", config, "--digest"]) == 0
             digests.add(capsys.readouterr().out)
     assert len(digests) == 1
+
+
+def test_a_long_wrong_value_is_shortened_in_the_message(example_repo: Git, capsys) -> None:
+    """A file that is not a manifest at all (one long plain scalar) is named, not printed whole."""
+    _write(example_repo.root, "root:x:0:0:root:/root:/bin/bash\n" * 200)
+    assert main(["-C", str(example_repo.root), "snapshot"]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first == ("gating.yml:1:1: expected a mapping at the top level, got 'root:x:0:0:root:/root:/bin/bash "
+                     "root:x:0:0:root:/root:/bin/b...' (a string of 6,399 characters)")
