@@ -182,3 +182,14 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read(tmp_path, capsys):
     assert code == 2 and err == f"gating: error: {priv}: already exists (pass --force to replace it)\n"
     assert run(capsys, "keygen", str(priv), "--force")[0] == 0
     assert keys.keyid(keys.load_private(priv.read_bytes())) != keys.keyid(key)
+
+
+@pytest.mark.parametrize("action", [["log"], ["verify", "--key", "PUB"], ["show", "HEAD"]], ids=["log", "verify", "show"])
+def test_a_remote_that_does_not_exist_is_an_error_not_the_local_copy(world, capsys, action):
+    """A mistyped --remote must not read as "no audit entries" (verify would exit 0 on an empty log)."""
+    clone = world["clone"]
+    argv = [world["pub"] if a == "PUB" else a for a in action]
+    code, out, err = run(capsys, "-C", str(clone.root), "audit", *argv, "--remote", "upstrem")
+    assert (code, out) == (2, "")
+    assert err == "gating: error: no remote 'upstrem' in this repository (remotes: origin); pass --remote NAME\n"
+    assert clone.resolve(AUDIT_REF) is None

@@ -72,9 +72,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def fetch(g: Git, args: argparse.Namespace) -> None:
-    """Bring the notes ref up to date with the remote's (forced: a rewrite must be seen, not skipped)."""
-    if args.no_fetch or args.remote not in g.run("remote").split():
+    """Bring the notes ref up to date with the remote's (forced: a rewrite must be seen, not skipped).
+    A clone with no `origin` reads its local ref; a remote named by --remote must exist."""
+    if args.no_fetch:
         return
+    remotes = g.run("remote").split()
+    if args.remote not in remotes:
+        if args.remote == "origin":
+            return
+        raise UsageError(f"no remote {args.remote!r} in this repository (remotes: {', '.join(remotes) or 'none'}); "
+                         "pass --remote NAME")
     if not g.fetch(args.remote, f"+{notes.AUDIT_REF}:{notes.AUDIT_REF}"):
         print(f"gating: note: could not fetch {notes.AUDIT_REF} from {args.remote}; using the local copy",
               file=sys.stderr)
