@@ -83,9 +83,13 @@ def ensure_commit(g: Git, rev: str, remote: str | None) -> str:
     if sha is None and remote and _SHA.match(rev):
         g.fetch(remote, "--no-tags", rev)
         sha = g.resolve(rev)
-    if sha is None:
-        raise ContextError(f"commit {rev} is not in this clone and could not be fetched "
-                           "(check out with `fetch-depth: 0`)")
+        if sha is None:
+            raise ContextError(f"commit {rev} is not in this clone and could not be fetched "
+                               "(check out with `fetch-depth: 0`)")
+    if sha is None:  # a name is never fetched: a shallow clone is not the likely cause
+        if rev == "HEAD":
+            raise ContextError("HEAD: the current branch has no commits yet")
+        raise ContextError(f"unknown revision {rev!r}: no such branch, tag or commit in this clone")
     return sha
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from check_support import ANSWER_CASES, GREET_CASES, Harness, answer_prompt, greet_prompt, write_system
 
+from gating.cli import main
 from gating.evals.records import load_run
-from gating.git import Git
+from gating.git import Git, init_repo
 from gating.notes import EVALS_REF
 from gating.testing.llm_server import LLMServer
 
@@ -396,3 +397,19 @@ def test_provider_errors_are_counted_by_category_and_make_the_verdict_inconclusi
     summary = run["output"]["summary"]
     assert "#### Errors\n\n| Category | Base | Head |\n|---|---|---|\n| content_filter | 0 | 2 |" in summary
     assert "| `greet-1` | greet | pass | error:content_filter |" in summary
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--base", "v1.4"], "gating: error: unknown revision 'v1.4': no such branch, tag or commit in this clone\n"),
+    (["--head", "nosuch"], "gating: error: unknown revision 'nosuch': no such branch, tag or commit in this clone\n"),
+], ids=["base", "head"])
+def test_local_check_names_a_revision_that_does_not_exist(example_repo: Git, capsys, argv, message):
+    """A name is not fetched (only a sha is), so `fetch-depth: 0` is not the advice to give."""
+    assert main(["-C", str(example_repo.root), "check", *argv]) == 2
+    assert capsys.readouterr().err == message
+
+
+def test_local_check_in_a_repository_without_commits(tmp_path: Path, capsys):
+    g = init_repo(tmp_path / "new")
+    assert main(["-C", str(g.root), "check"]) == 2
+    assert capsys.readouterr().err == "gating: error: HEAD: the current branch has no commits yet\n"
