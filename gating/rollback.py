@@ -365,6 +365,16 @@ def refusal_reply(refusal: Refusal, target: str = "") -> str:
     return f"Rollback{what} refused: {refusal.message}\n"
 
 
+def failure_reply(target: str, status: int, message: str) -> str:
+    """The reply when GitHub refused a request the rollback needs, which running it again won't fix."""
+    hint = ""
+    if status in (401, 403):
+        hint = (" The App's installation needs contents: write and pull requests: write on this repository "
+                "(and issues: write to reply).")
+    what = f" to `{target}`" if target else ""
+    return f"Rollback{what} failed: GitHub refused a request it needs ({message}).{hint}\n"
+
+
 def rolled_back_facts(plan: RestorePlan, commit: str, repository: str, req: Request,
                       pull_request: int | None = None) -> EntryFacts:
     """The audit entry of a rollback: on the commit that restores, with the target's full snapshot and

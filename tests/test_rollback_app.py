@@ -314,6 +314,27 @@ def test_direct_mode_opens_a_pull_request_when_branch_protection_refuses(world: 
     assert (rolled[0].predicate["pull_request"], rolled[0].predicate["rollback"]["target"]) == (pr["number"], m2)
 
 
+def test_a_permission_the_app_lacks_is_one_reply_not_silent_retries(world: World):
+    for token in world.emu.tokens.values():  # the installation's grant is cut to read-only contents
+        if token.kind == "installation":
+            token.permissions["contents"] = "read"
+    world.emu.installation_permissions["contents"] = "read"
+    entries, before = len(world.entries()), world.repo.head()
+    comment = world.emu.add_comment(world.repo, world.issue, "alice", "/rollback previous")
+    world.emu.wait_for_deliveries(timeout=20)
+    assert world.queue.wait_idle(20)
+    (failed,) = world.queue.list("failed")
+    assert failed.attempts == 1 and "403" in failed.last_error  # failed at once: a retry cannot help
+    (reply,) = world.replies()
+    assert reply.startswith("Rollback to `previous` failed: GitHub refused a request it needs (GitHub 403 (POST "
+                            "/repos/acme/support-bot/git/")
+    assert reply.endswith("Resource not accessible by integration). The App's installation needs contents: write "
+                          "and pull requests: write on this repository (and issues: write to reply).\n")
+    assert world.reactions(comment) == ["eyes", "confused"]
+    assert world.repo.head() == before and world.rollback_pulls() == []
+    assert len(world.entries()) == entries  # nothing recorded
+
+
 @pytest.mark.parametrize("status, message, repo, protected", [
     (422, "Protected branch update failed for refs/heads/main.", "acme/support-bot", True),
     (403, "Resource not accessible by integration", "acme/support-bot", True),

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from app.handlers import JobContext, Payload, Registry
 from app.handlers.merge_audit import audit_store, signing_key
+from app.jobs import PermanentError
 from gating import github as gh
 from gating import notes
-from gating.github import ApiRevision, BlobCache, GitHubError, Repo
+from gating.github import ApiRevision, BlobCache, GitHubError, RateLimited, Repo
 from gating.keys import keyid
 from gating.manifest import MANIFEST_PATH, ManifestError, parse_manifest
 from gating.rollback import (
@@ -31,6 +32,7 @@ from gating.rollback import (
     RestorePlan,
     commit_message,
     done_reply,
+    failure_reply,
     make_plan,
     parse_command,
     pr_body,
@@ -244,6 +246,16 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
         gh.react(repo, cid, "confused")
         ctx.log.info("%s#%d: rollback refused (%s): %s", repo.full_name, number, r.code, r.message)
         return
+    except GitHubError as e:
+        if isinstance(e, RateLimited) or not 400 <= e.status < 500:
+            raise  # GitHub down or asking us to slow down: the job runs again later
+        try:  # a missing permission or a vanished repository: say so once rather than retry in silence
+            gh.comment(repo, number, failure_reply(cmd.target, e.status, str(e)))
+            gh.react(repo, cid, "confused")
+        except GitHubError as reply_error:
+            ctx.log.warning("%s#%d: could not reply that the rollback failed: %s", repo.full_name, number,
+                            reply_error)
+        raise PermanentError(str(e)) from e
     gh.comment(repo, number, done_reply(outcome.plan, outcome.url, outcome.number, outcome.existing,
                                         outcome.fallback))
     gh.react(repo, cid, "rocket")
