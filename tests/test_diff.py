@@ -266,3 +266,9 @@ def test_prompt_excerpt_is_a_unified_diff_with_one_line_of_context() -> None:
         assert added == sum(1 for x in expected if x.startswith("+"))
         assert removed == sum(1 for x in expected if x.startswith("-"))
         assert [b[n - 1] for n in lines] == [x[1:] for x in expected if x.startswith("+")]
+
+
+def test_no_default_branch_asks_for_base(example_repo: Git, capsys) -> None:
+    example_repo.run("branch", "-m", "main", "work")
+    assert main(["-C", str(example_repo.root), "diff"]) == 2
+    assert capsys.readouterr().err == "gating: error: no default branch found (origin/HEAD, main or master); pass BASE\n"

@@ -6,6 +6,7 @@ import argparse
 import posixpath
 from pathlib import Path, PurePosixPath
 
+from gating.cli import UsageError
 from gating.git import Git, GitError
 from gating.manifest import MANIFEST_PATH, Manifest
 from gating.revision import GitRevision, RevisionReader, WorkTree
@@ -29,8 +30,6 @@ def repo(args: argparse.Namespace) -> Git:
 def manifest_path(g: Git, path: str) -> str:
     """`--config` as the path a revision's tree knows: `./gating.yml`, `a/../gating.yml` and the absolute
     path are one file (and so one snapshot digest); a path outside the repository is refused."""
-    from gating.cli import UsageError
-
     root = g.root.resolve()
     p = Path(path)
     rel = p.resolve().relative_to(root) if p.is_absolute() and p.resolve().is_relative_to(root) else None
@@ -79,5 +78,5 @@ def default_base(g: Git) -> str:
     """Merge-base of HEAD and the default branch, as a pull request would be compared."""
     branch = g.default_branch()
     if branch is None:
-        raise GitError(["merge-base"], 128, "no default branch found (origin/HEAD, main or master); pass BASE")
+        raise UsageError("no default branch found (origin/HEAD, main or master); pass BASE")
     return g.merge_base("HEAD", branch)
