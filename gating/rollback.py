@@ -35,18 +35,30 @@ _COMMAND = re.compile(r"^\s*/rollback(?:[ \t]+(?P<rest>.*))?$", re.MULTILINE)
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 USAGE = ("Use `/rollback last-good`, `/rollback previous` or `/rollback <commit sha>`, "
          "optionally followed by a reason.")
+# What to do next, as each door spells it: a comment names targets one way, the command line another.
+HINTS = {
+    "usage": {"comment": USAGE, "cli": "Use `--to last-good`, `--to previous` or `--to <commit sha>`."},
+    "name_a_commit": {"comment": "Mark a deployment known good first, or name a commit: `/rollback <commit sha>`.",
+                      "cli": "Mark a deployment known good first, or name a commit: `--to <commit sha>`."},
+}
 
 
 class Refusal(Exception):
-    """Why a rollback will not happen; `code` is stable, `message` is what the requester reads."""
+    """Why a rollback will not happen; `code` is stable, `message` is what a commenter reads and
+    `text("cli")` what a command-line user reads."""
 
     CODES = ("no_permission", "unknown_target", "no_known_good", "not_audited", "nothing_to_restore",
              "bad_manifest")
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, hint: str | None = None):
         assert code in self.CODES, code
-        super().__init__(message)
-        self.code, self.message = code, message
+        assert hint is None or hint in HINTS, hint
+        self.code, self.reason, self.hint = code, message, hint
+        self.message = self.text("comment")
+        super().__init__(self.message)
+
+    def text(self, door: str) -> str:
+        return f"{self.reason} {HINTS[self.hint][door]}" if self.hint else self.reason
 
 
 # -- the request -----------------------------------------------------------------------------------
@@ -77,7 +89,7 @@ def check_target(word: str) -> str:
         return word
     if _SHA.match(word):
         return word.lower()
-    raise Refusal("unknown_target", f"unknown target `{word}`. {USAGE}")
+    raise Refusal("unknown_target", f"unknown target `{word}`.", "usage")
 
 
 def is_sha(target: str) -> bool:
@@ -160,8 +172,7 @@ def resolve_target(entries: Sequence[Entry], target: str, tip: str, commit: str 
         chosen = _older(entries, ("known_good",), cur)
         if chosen is None:
             raise Refusal("no_known_good", "no known-good state yet: the audit log has no known_good entry "
-                          f"older than the current deployed state, {cur.describe()}. Mark a deployment "
-                          "known good first, or name a commit: `/rollback <commit sha>`.")
+                          f"older than the current deployed state, {cur.describe()}.", "name_a_commit")
         commit = chosen.commit
     elif target == PREVIOUS:
         chosen = _older(entries, ("deployed", "known_good"), cur)
@@ -172,7 +183,7 @@ def resolve_target(entries: Sequence[Entry], target: str, tip: str, commit: str 
                           f"deployed before the current deployed state, {cur.describe()}.")
         commit = chosen.commit
     elif commit is None:
-        raise Refusal("unknown_target", f"unknown target `{target}`: no such commit in this repository. {USAGE}")
+        raise Refusal("unknown_target", f"unknown target `{target}`: no such commit in this repository.", "usage")
     merged = [e for e in entries if e.event == "merged" and e.commit == commit]
     if not merged:
         raise Refusal("not_audited", f"{commit[:7]} is not an audited merge: the audit log has no merged "

@@ -95,13 +95,23 @@ def test_rollback_to_a_sha_and_branch_name(world, capsys):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--to", "yesterday"], 2, "gating: rollback refused: unknown target `yesterday`. Use `/rollback last-good`"),
-    (["--to", "0123456789"], 2, "unknown target `0123456789`: no such commit in this repository"),
+    (["--to", "yesterday"], 2, "gating: rollback refused: unknown target `yesterday`. Use `--to last-good`, "
+                               "`--to previous` or `--to <commit sha>`.\n"),
+    (["--to", "0123456789"], 2, "gating: rollback refused: unknown target `0123456789`: no such commit in this "
+                                "repository. Use `--to last-good`, `--to previous` or `--to <commit sha>`.\n"),
     (["--branch", "bad..name"], 2, "gating: error: --branch 'bad..name' is not a valid branch name"),
 ], ids=["unknown-word", "unknown-sha", "bad-branch"])
 def test_refusals(world, capsys, args, code, message):
     assert run(world, *args) == code
     assert message in capsys.readouterr().err
+
+
+def test_no_known_good_state_names_a_commit_the_command_line_way(world, capsys):
+    record(world["g"], world["key"], "deployed", world["a"], 5)  # A redeployed: nothing known good is older
+    assert run(world, "--to", "last-good", "--dry-run") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gating: rollback refused: no known-good state yet: the audit log has no known_good entry")
+    assert err.endswith("Mark a deployment known good first, or name a commit: `--to <commit sha>`.\n")
 
 
 def test_previous_and_nothing_to_restore(world, capsys):

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = build(g, args)
     except Refusal as r:
-        print(f"gating: rollback refused: {r.message}", file=sys.stderr)
+        print(f"gating: rollback refused: {r.text('cli')}", file=sys.stderr)
         return 2 if r.code == "unknown_target" else 1
     req = Request(_actor(g), args.reason, "gating rollback", "cli")
     name = args.branch or plan.branch_name
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         commit = write_branch(g, plan, name, commit_message(plan, req))
     except Refusal as r:
-        print(f"gating: rollback refused: {r.message}", file=sys.stderr)
+        print(f"gating: rollback refused: {r.text('cli')}", file=sys.stderr)
         return 1
     print(f"\ncreated branch {name} at {commit[:12]} (one commit on {plan.branch}); open a pull request from it:"
           f"\n  git push {args.remote} {name}", file=sys.stderr)
