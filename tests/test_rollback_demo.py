@@ -33,3 +33,5 @@ def test_demo_walks_the_road_to_a_rollback(tmp_path: Path, capsys, monkeypatch):
     assert log == [("merged", "@maya"), ("known_good", "@deployer"), ("merged", "@maya"),
                    ("known_good", "@deployer"), ("rolled_back", "@dave")]  # every GitHub account as @login
     assert re.search(r"^ok: 5 entries \(seq 1\.\.5\), 5 notes commits; every signature verifies", road, re.MULTILINE)
+    configs = [p.read_text() for p in tmp_path.rglob("config") if p.parent.name == ".git"]
+    assert len(configs) >= 3 and not [c for c in configs if "x-access-token" in c or "ghs_" in c]  # no tokens left

@@ -158,6 +158,7 @@ def check_pull(state: DemoState, branch: str, action: str = "opened") -> CheckRu
     ctx = build_context(actions, event)
     env = {**os.environ, **actions, "GATING_PROVIDER": "replay"}
     done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env)
+    clone.run("remote", "set-url", "origin", state.repo.clone_url)  # the job's token leaves with the job
     state.checks[branch] = done
     state.runs.append(done)
     return done
@@ -344,6 +345,7 @@ def road_step(state: DemoState) -> None:
     pub = state.work / "audit.pub"
     pub.write_bytes(keys.public_pem(state.audit_key))
     code = gating_main(["-C", str(clone.root), "audit", "verify", "--key", str(pub)])
+    clone.run("remote", "set-url", "origin", repo.clone_url)  # the clone --keep leaves holds no token
     if code != 0:
         raise RuntimeError("gating audit verify failed")
 
