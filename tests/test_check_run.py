@@ -413,3 +413,18 @@ def test_local_check_in_a_repository_without_commits(tmp_path: Path, capsys):
     g = init_repo(tmp_path / "new")
     assert main(["-C", str(g.root), "check"]) == 2
     assert capsys.readouterr().err == "gating: error: HEAD: the current branch has no commits yet\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["check", "--repository", "notarepo"],
+    ["check", "--repository", "acme/"],
+    ["audit", "backfill", "--repo", "acme bot/x", "--key", "audit.key"],
+], ids=["check-no-slash", "check-no-name", "backfill-space"])
+def test_a_repository_that_is_not_owner_name_is_refused_before_any_request(example_repo: Git, capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(["-C", str(example_repo.root), *argv])
+    assert e.value.code == 2
+    flag = "--repository" if argv[0] == "check" else "--repo"
+    value = argv[argv.index(flag) + 1]
+    assert capsys.readouterr().err.endswith(f"error: argument {flag}: {value!r} is not a GitHub repository; "
+                                            "expected OWNER/NAME, e.g. acme/support-bot\n")

@@ -17,7 +17,7 @@ from gating import keys as keymod
 from gating import notes
 from gating.audit import Entry, EntryError, parse_line, rewrite_findings, signature_problem, split_lines
 from gating.cli import UsageError
-from gating.commands.common import repo
+from gating.commands.common import owner_name, repo
 from gating.git import Git
 from gating.github import DEFAULT_API_URL
 
@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = asub.add_parser("backfill", help="write a backfilled merged entry for every merged pull request "
                         "that has none (through the GitHub API)")
-    q.add_argument("--repo", dest="github_repo", required=True, metavar="OWNER/NAME", help="the GitHub repository")
+    q.add_argument("--repo", dest="github_repo", required=True, metavar="OWNER/NAME", type=owner_name,
+                   help="the GitHub repository")
     q.add_argument("--key", required=True, metavar="PRIVATE.pem", help="the audit signing key")
     q.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
                    help="REST API base (default $GITHUB_API_URL or GitHub's)")

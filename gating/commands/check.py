@@ -21,7 +21,7 @@ from gating.check import run_check
 from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
 from gating.check_output import summary_markdown, title
 from gating.cli import UsageError
-from gating.commands.common import repo
+from gating.commands.common import owner_name, repo
 from gating.evals.dataset import DatasetError
 from gating.manifest import MANIFEST_PATH
 
@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "the merge-base with head is used")
     p.add_argument("--head", help="head revision (default: the pull request's head, else GITHUB_SHA, else HEAD)")
     p.add_argument("--event", metavar="PATH", help="event payload (default: $GITHUB_EVENT_PATH)")
-    p.add_argument("--repository", metavar="OWNER/NAME", help="repository to post to (default: $GITHUB_REPOSITORY)")
+    p.add_argument("--repository", metavar="OWNER/NAME", type=owner_name,
+                   help="repository to post to (default: $GITHUB_REPOSITORY)")
     p.add_argument("--pr", type=int, metavar="N", help="pull request number (default: from the event)")
     p.add_argument("--api-url", help="GitHub API URL (default: $GITHUB_API_URL or https://api.github.com)")
     p.add_argument("--baseline", choices=BASELINES, default="notes",

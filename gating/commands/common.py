@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import posixpath
+import re
 from pathlib import Path, PurePosixPath
 
 from gating.cli import UsageError
@@ -14,6 +15,15 @@ from gating.snapshot import Snapshot, build_snapshot
 from gating.snapshot_cache import DiskSnapshotCache
 
 WORKTREE = "WORKTREE"
+_OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+
+
+def owner_name(value: str) -> str:
+    """An argparse type for a GitHub repository, so a typo is refused before any request is made."""
+    if not _OWNER_NAME.match(value) or value.split("/", 1)[1] in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a GitHub repository; expected OWNER/NAME, "
+                                         "e.g. acme/support-bot")
+    return value
 
 
 def repo(args: argparse.Namespace) -> Git:
