@@ -334,7 +334,7 @@ def build_snapshot(
         oids = getattr(reader, "blob_ids", dict)()
         try:
             stored = snap.stored({p: oids[p] for p in snap.files if p in oids})
-        except ValueError:  # a setting marshal cannot hold (a YAML timestamp, say): build it each time
+        except ValueError:  # a value marshal cannot hold: build this one each time rather than fail
             return snap
         cache.put(key, stored)
     return snap
