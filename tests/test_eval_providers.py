@@ -184,3 +184,62 @@ def test_pool_spreads_concurrent_requests_over_small_shards(llm: LLMServer) -> N
 
     llm.latency = 0.05
     asyncio.run(go())
+
+
+# -- answers whose shape is unusual: real HTTP from a server that replies with a fixed body ---------
+
+SHAPED = {
+    "parts": {"choices": [{"finish_reason": "stop", "message": {"content": [{"type": "text", "text": "hel"},
+                                                                            {"type": "text", "text": "lo"}]}}]},
+    "number": {"choices": [{"finish_reason": "stop", "message": {"content": 42}}]},
+    "text-usage": {"choices": [{"finish_reason": "stop", "message": {"content": "ok"}}],
+                   "usage": {"prompt_tokens": "5", "completion_tokens": "many"}},
+    "array": [1, 2],
+    "openai-error": {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota"}},
+    "anthropic-error": {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+}
+
+
+class ShapedServer(LLMServer):
+    """Replies 200 with SHAPED[name] to a message holding `<<name>>`."""
+
+    async def _respond(self, method, path, raw, headers):  # type: ignore[no-untyped-def]
+        for name, body in SHAPED.items():
+            if f"<<{name}>>".encode() in raw:
+                self.requests += 1
+                return 200, {}, __import__("json").dumps(body).encode()
+        return await super()._respond(method, path, raw, headers)
+
+
+@pytest.mark.parametrize(("name", "provider", "category", "message"), [
+    ("number", "openai", "parse", "unexpected response shape: `content` is int, not text"),
+    ("array", "openai", "parse", "unexpected response shape: the body is a JSON list, not an object"),
+    ("openai-error", "openai", "provider", "the provider answered 200 with an error: You exceeded your current quota"),
+    ("anthropic-error", "anthropic", "provider", "the provider answered 200 with an error: Overloaded"),
+], ids=["content-number", "json-array", "openai-error-body", "anthropic-error-body"])
+def test_unusable_answers_are_classified_with_a_readable_message(name: str, provider: str, category: str,
+                                                                 message: str) -> None:
+    with ShapedServer() as server, pytest.raises(ProviderError) as e:
+        call(server, f"<<{name}>>", provider=provider)
+    assert (e.value.category, e.value.message) == (category, message)
+
+
+def test_content_parts_are_joined_and_unreadable_usage_is_unknown() -> None:
+    with ShapedServer() as server:
+        got = call(server, "<<parts>>")
+        assert (got.text, got.tokens_in, got.tokens_out) == ("hello", None, None)
+        got = call(server, "<<text-usage>>")
+        assert (got.text, got.tokens_in, got.tokens_out) == ("ok", None, None)
+
+
+def test_a_run_survives_odd_answers_and_prices_only_what_it_can(tmp_path: Path) -> None:
+    names = ["parts", "number", "text-usage", "array", "openai-error"]
+    cases = [{"id": n, "prompt": "p", "vars": {"q": f"<<{n}>>"}, "assert": [{"type": "icontains", "value": "o"}]}
+             for n in names]
+    snap, reader = load(write_repo(tmp_path / "r", cases))
+    with ShapedServer() as server:
+        run = run_evals(snap, reader, env=live_env(server), retry=fast_retries(1))
+    got = {c.id: (c.passed, c.error, c.cost_usd) for c in run.cases}
+    assert got == {"parts": (True, None, None), "number": (False, "parse", None),
+                   "text-usage": (True, None, None), "array": (False, "parse", None),
+                   "openai-error": (False, "provider", None)}

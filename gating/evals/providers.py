@@ -201,23 +201,55 @@ def build_body(req: ChatRequest) -> dict[str, Any]:
     return {"model": req.model, **params, "messages": [{"role": r, "content": c} for r, c in req.messages]}
 
 
+def _tokens(v: Any) -> int | None:
+    """A usage count, or None when the server reported something that is not one."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+
+def _text(content: Any) -> str:
+    """The answer text: a string, or a list of content parts (as some OpenAI-compatible servers send)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(str(p.get("text") or "") for p in content if p.get("type", "text") == "text")
+    raise ProviderError("parse", f"unexpected response shape: `content` is {type(content).__name__}, not text")
+
+
 def parse_response(provider: str, data: Any) -> tuple[str, int | None, int | None]:
-    """(text, tokens in, tokens out) from a provider's JSON; refusals raise content_filter."""
+    """(text, tokens in, tokens out) from a provider's JSON; refusals raise content_filter, an error
+    body sent with 200 (some gateways do) is a provider error with the server's message."""
+    if not isinstance(data, dict):
+        raise ProviderError("parse", f"unexpected response shape: the body is a JSON {_json_kind(data)}, not an object")
+    err = data.get("error")
+    if err and "choices" not in data and "content" not in data:
+        msg = err.get("message") if isinstance(err, dict) else err
+        kind = str(err.get("type") or err.get("code") or "") if isinstance(err, dict) else ""
+        raise ProviderError("rate_limit" if "rate_limit" in kind else "provider",
+                            f"the provider answered 200 with an error: {msg or kind or 'no message'}")
     try:
         if provider == "anthropic":
             if data.get("stop_reason") == "refusal":
                 raise ProviderError("content_filter", "the provider refused (stop_reason: refusal)")
-            text = "".join(b.get("text", "") for b in data["content"] if b.get("type") == "text")
-            usage = data.get("usage") or {}
-            return text, usage.get("input_tokens"), usage.get("output_tokens")
+            text = "".join(str(b.get("text") or "") for b in data["content"] if b.get("type") == "text")
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            return text, _tokens(usage.get("input_tokens")), _tokens(usage.get("output_tokens"))
         choice = data["choices"][0]
         if choice.get("finish_reason") == "content_filter":
             raise ProviderError("content_filter", "the provider filtered the answer (finish_reason: content_filter)")
-        text = choice["message"].get("content") or ""
-        usage = data.get("usage") or {}
-        return text, usage.get("prompt_tokens"), usage.get("completion_tokens")
-    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        text = _text(choice["message"].get("content"))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return text, _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
+    except KeyError as e:
         raise ProviderError("parse", f"unexpected response shape: missing {e}") from None
+    except (IndexError, TypeError, AttributeError):
+        raise ProviderError("parse", "unexpected response shape: no answer in "
+                            + json.dumps(data, ensure_ascii=False)[:120]) from None
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(v), "null")
 
 
 async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
