@@ -105,3 +105,23 @@ def test_dataset_digest_is_stable_and_order_independent() -> None:
     assert d1 == dataset_digest({"b.jsonl": "22", "a.jsonl": "11"})
     assert d1 != dataset_digest({"a.jsonl": "11", "b.jsonl": "23"})
     assert d1.startswith("sha256:") and len(d1) == 71
+
+
+def test_a_prompt_that_is_not_a_name_is_a_problem_not_a_crash() -> None:
+    data = jsonl('{"id": "a", "prompt": ["answer"]}', '{"id": "b", "prompt": {"name": "answer"}}')
+    assert problems("evals/g.jsonl", data) == [
+        "evals/g.jsonl:1: case 'a': `prompt` must be the name of a prompt component, got ['answer']",
+        "evals/g.jsonl:2: case 'b': `prompt` must be the name of a prompt component, got {'name': 'answer'}",
+    ]
+
+
+def test_a_jsonl_saved_with_a_byte_order_mark_loads() -> None:
+    data = "\ufeff".encode() + jsonl('{"id": "a", "prompt": "answer"}', '{"id": "b", "prompt": "answer"}')
+    assert [(c.id, c.line) for c in load_cases("evals/g.jsonl", data, PROMPTS)] == [("a", 1), ("b", 2)]
+
+
+def test_yaml_dates_become_iso_text() -> None:
+    """YAML reads 2024-01-01 as a date; a case is JSON-like data (sent to commands, judges, notes)."""
+    text = b"- id: a\n  prompt: answer\n  vars: {day: 2024-01-01, at: 2024-01-01 10:00:00}\n  expected: 2024-01-02\n"
+    [case] = load_cases("evals/g.yml", text, PROMPTS)
+    assert (case.vars, case.expected) == ({"day": "2024-01-01", "at": "2024-01-01T10:00:00"}, "2024-01-02")

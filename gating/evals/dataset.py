@@ -6,6 +6,7 @@ its assertions and tags. Everything wrong with a dataset is reported at once, ea
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import io
@@ -69,7 +70,7 @@ class _BadLine:
 def _rows(path: str, data: bytes) -> Iterable[tuple[int, Any]]:
     """(line, raw case) pairs; a bad JSONL line is a _BadLine, other syntax errors raise DatasetError."""
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte order mark (Windows editors) is not part of line 1
     except UnicodeDecodeError:
         raise DatasetError([f"{path}:1: dataset is not UTF-8 text"]) from None
     ext = posixpath.splitext(path)[1].lower()
@@ -106,6 +107,8 @@ def _plain(node: Any) -> Any:
         return [_plain(v) for v in node]
     if isinstance(node, str):
         return str(node)
+    if isinstance(node, datetime.date):  # YAML timestamps: a case stays JSON-like data
+        return node.isoformat()
     return node
 
 
@@ -140,6 +143,8 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
         prompt = raw.get("prompt")
         if prompt is None and prompt_required:
             problems.append(f"{where}: case {cid!r} has no `prompt` (which prompt component it exercises)")
+        elif prompt is not None and not isinstance(prompt, str):
+            problems.append(f"{where}: case {cid!r}: `prompt` must be the name of a prompt component, got {prompt!r}")
         elif prompt is not None and prompt not in prompts:
             hint = difflib.get_close_matches(str(prompt), sorted(prompts), n=1)
             known = ", ".join(sorted(prompts)) or "none"
