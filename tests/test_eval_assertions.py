@@ -146,9 +146,25 @@ def test_unknown_price_fails_a_cost_assertion_instead_of_counting_zero() -> None
     ({"type": "json-schema", "value": {"type": 5}}, "invalid JSON Schema"),
     ({"type": "factuality"}, "factuality needs a reference answer"),
     ({"type": "equals", "value": "x", "valu": 1}, "unknown key 'valu' in equals"),
-], ids=["unknown-type", "bad-regex", "max-tokens", "json-schema", "factuality-reference", "unknown-key"])
+    ({"type": "json-schema", "value": {"$ref": "#/$defs/missing"}},
+     "invalid JSON Schema: $ref '#/$defs/missing' does not resolve within the schema"),
+    ({"type": "json-schema", "value": {"properties": {"a": {"$ref": "https://example.com/a.json"}}}},
+     "invalid JSON Schema: $ref 'https://example.com/a.json' does not resolve within the schema (schemas are "
+     "never fetched: put it under $defs)"),
+    ({"type": "latency", "value": float("nan")}, "latency needs a numeric `value` (milliseconds)"),
+    ({"type": "cost", "value": float("inf")}, "cost needs a numeric `value` (US dollars)"),
+], ids=["unknown-type", "bad-regex", "max-tokens", "json-schema", "factuality-reference", "unknown-key",
+        "schema-ref-missing", "schema-ref-remote", "latency-nan", "cost-infinite"])
 def test_bad_specs_are_explained(spec: dict, message: str) -> None:
     assert (check_spec(spec, {}) or "").startswith(message)
+
+
+def test_a_schema_with_a_local_ref_validates() -> None:
+    schema = {"$defs": {"name": {"type": "string"}}, "type": "object", "properties": {"n": {"$ref": "#/$defs/name"}}}
+    spec = {"type": "json-schema", "value": schema}
+    assert check_spec(spec, {}) is None
+    assert evaluate(spec, Observation('{"n": "Ada"}')).passed
+    assert evaluate(spec, Observation('{"n": 1}')).reason == "schema violation at n: 1 is not of type 'string'"
 
 
 def test_server_echoes_without_a_directive(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ in judge.py; they are listed here so the loader can validate them with the rest.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from gating.evals.records import AssertionResult
 
@@ -94,9 +98,14 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
             jsonschema.Draft202012Validator.check_schema(v)
         except jsonschema.SchemaError as e:
             return f"invalid JSON Schema: {e.message}"
+        bad = _unresolved_ref(v)
+        if bad:
+            hint = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
+            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{hint}"
     if t == "max-tokens" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
         return "max-tokens needs a whole-number `value`"
-    if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+    if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+                                     or v < 0):
         return f"{t} needs a numeric `value` ({'milliseconds' if t == 'latency' else 'US dollars'})"
     if t == "refusal" and v is not None and not isinstance(v, bool):
         return "refusal `value` is true (should refuse, the default) or false (should answer)"
@@ -104,6 +113,26 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
         return f"{t} needs a `value`: the rubric text"
     if t == "factuality" and not isinstance(v, str) and case.get("expected") is None:
         return "factuality needs a reference answer: a `value` or the case's `expected`"
+    return None
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def _unresolved_ref(schema: dict[str, Any]) -> str | None:
+    """The first $ref that cannot be resolved without fetching anything (validation would crash on it)."""
+    resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except referencing.exceptions.Unresolvable:
+            return ref
     return None
 
 
