@@ -28,6 +28,15 @@ def test_mcnemar_exact_hand_computed(b: int, c: int, p: float) -> None:
     assert mcnemar_exact(b, c).p_value == pytest.approx(p, abs=1e-12)
 
 
+def test_mcnemar_exact_on_thousands_of_discordant_pairs() -> None:
+    """A 10,000-case dataset can flip more than 1,074 cases: 2^-n is below the smallest float there."""
+    assert mcnemar_exact(600, 600).p_value == 1.0
+    # the normal approximation with continuity correction: z = (1000.5 - 1050) / sqrt(2100 / 4) = -2.1603
+    assert mcnemar_exact(1000, 1100).p_value == pytest.approx(0.03075, abs=0.001)
+    assert mcnemar_exact(1100, 1000).p_value == mcnemar_exact(1000, 1100).p_value
+    assert 0.0 <= mcnemar_exact(5000, 0).p_value < 1e-300
+
+
 def test_mcnemar_counts_flips_from_pairs() -> None:
     before = [True, True, True, False, False, True]
     after = [False, True, False, True, False, True]

@@ -28,6 +28,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def binom_cdf(k: int, n: int, p: float = 0.5) -> float:
+    """P(X <= k), X ~ Binomial(n, p). For p = 1/2 (McNemar) exactly, in integers: floats overflow
+    (C(n, i)) and underflow (2^-n) beyond about a thousand discordant pairs."""
+    if p == 0.5:
+        total, term = 0, 1
+        for i in range(k + 1):
+            total += term
+            term = term * (n - i) // (i + 1)
+        return total / 2**n
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 
