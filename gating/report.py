@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,8 @@ def _num(v: float | None, metric: str = "") -> str:
     if v is None:
         return "unknown"
     if metric.startswith("cost") or metric.endswith("_usd"):
+        if 0 < abs(v) < 0.0001:  # a cheap model's cost per request: three significant digits, never $0.000000
+            return f"${v:.{2 - math.floor(math.log10(abs(v)))}f}"
         return f"${v:.6f}" if abs(v) < 1 else f"${v:,.2f}"
     if metric.startswith(("latency", "tokens")):
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"

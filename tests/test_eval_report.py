@@ -83,3 +83,17 @@ def test_run_markdown_lists_failing_cases() -> None:
     md = render_run_markdown(run([case("a", True), case("b", False)], "f" * 40))
     assert md.startswith("### Eval at `fffffff`: 1/2 passed\n")
     assert "| `b` | answer | icontains: missing '30 days' |" in md
+
+
+def test_a_cheap_model_cost_is_never_printed_as_zero() -> None:
+    """gpt-4o-mini answers cost a few millionths of a dollar: six decimals would print $0.000000."""
+    def cheap(cid: str, cost: float) -> CaseResult:
+        c = case(cid, True)
+        c.cost_usd = cost
+        return c
+
+    base = run([cheap(f"c{i}", 3.225e-6) for i in range(4)], "1" * 40)
+    head = run([cheap(f"c{i}", 3.5e-6) for i in range(4)], "2" * 40)
+    lines = render_eval_markdown(compare(base, head, CFG)).splitlines()
+    assert "| cost / request | $0.00000323 | $0.00000350 | +$0.000000275 |" in lines
+    assert "| cost / day at 100,000 requests | $0.322500 | $0.350000 | +$0.027500 |" in lines
