@@ -250,8 +250,15 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
     """Run the check end to end; the check run is completed whatever happens (then the error propagates)."""
     t0 = time.monotonic()
     remote = _remote(g, settings.remote)
-    head = ensure_commit(g, ctx.head_sha, remote)
     poster = Poster.open(ctx, clock) if settings.post else None
+    try:
+        head = ensure_commit(g, ctx.head_sha, remote)
+    except ContextError as e:  # still complete a check run on the event's commit, and write the outputs
+        result = _crash(ctx.head_sha, None, settings.fail_on, e)
+        if poster and _SHA.match(ctx.head_sha):
+            poster.finish(result)
+        write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
+        raise
     if poster:
         poster.start(head)
     base: str | None = None

@@ -428,3 +428,20 @@ def test_a_repository_that_is_not_owner_name_is_refused_before_any_request(examp
     value = argv[argv.index(flag) + 1]
     assert capsys.readouterr().err.endswith(f"error: argument {flag}: {value!r} is not a GitHub repository; "
                                             "expected OWNER/NAME, e.g. acme/support-bot\n")
+
+
+def test_a_head_commit_that_cannot_be_fetched_still_writes_the_outputs_and_the_report(h: Harness):
+    """The Action's outputs say `error` (not nothing) and the job summary says why."""
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    payload = h.event(pr)
+    gone = "1234567" * 5 + "12345"
+    payload["pull_request"]["head"]["sha"] = gone
+    ran = h.run_event("pull_request", payload, gone)
+    message = (f"commit {gone} is not in this clone and could not be fetched (check out with `fetch-depth: 0`)")
+    assert (ran.rc, ran.stderr) == (2, f"gating: error: {message}\n")
+    assert (ran.outputs["verdict"], ran.outputs["conclusion"], ran.outputs["junit"]) == ("error", "failure", "")
+    assert ran.outputs["report-json"].endswith("/report.json")
+    assert (ran.report["verdict"], ran.report["head"], ran.report["error"]) == ("error", gone, f"ContextError: {message}")
+    assert f"ContextError: {message}" in ran.summary
+    assert [r.operation for r in h.emu.requests][-1] == "checks/create"  # tried; GitHub refuses an unknown sha
+    assert h.check_runs(gone) == []
