@@ -119,3 +119,54 @@ def test_the_composite_check_step_runs_gating_check_with_the_inputs(github, tmp_
     assert os.path.isfile(outputs["report-json"]) and os.path.isfile(outputs["junit"])
     [run] = github.list_check_runs(repo, head_sha=pr["head"]["sha"])
     assert (run["conclusion"], str(run["id"])) == ("success", outputs["check-run-id"])
+
+
+def _run_check_step(github, tmp_path: Path, monkeypatch, action: dict, inputs: dict[str, str],
+                    checkout_path: str = "") -> tuple[subprocess.CompletedProcess, dict[str, str], Harness, dict]:
+    """The composite's check step, with some inputs set as a workflow's `with:` would set them."""
+    llm = LLMServer().start()
+    try:
+        repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+        h = Harness(github, repo, llm, tmp_path, monkeypatch)
+        pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+        h.repo.clone(tmp_path / "workspace" / checkout_path, h.token)  # actions/checkout with `path:`
+        runner_temp = tmp_path / "runner-temp"
+        runner_temp.mkdir()
+        (runner_temp / "gating-venv").symlink_to(Path(sys.prefix))
+        event = tmp_path / "event.json"
+        event.write_text(__import__("json").dumps(h.event(pr)), encoding="utf-8")
+        env = {**clean_env(), **h.env(pr["head"]["sha"], h.token, event, tmp_path), "RUNNER_TEMP": str(runner_temp)}
+        values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
+        values["inputs.github-token"] = h.token
+        values.update({f"inputs.{k}": v for k, v in inputs.items()})
+        check = step(action, "check")
+        env.update({k: _expand(str(v), values) for k, v in check["env"].items()})
+        cwd = tmp_path / "workspace" / _expand(check["working-directory"], values)
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", check["run"]],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        llm.stop()
+    outputs = parse_outputs((tmp_path / "output.txt").read_text(encoding="utf-8")) \
+        if (tmp_path / "output.txt").exists() else {}
+    return proc, outputs, h, pr
+
+
+def test_args_written_on_several_lines_all_reach_gating_check(github, tmp_path: Path, monkeypatch, action: dict):
+    """`args: |` with one flag per line is how workflows are usually written."""
+    proc, outputs, h, pr = _run_check_step(github, tmp_path, monkeypatch, action,
+                                           {"args": "--quiet\n--no-post\n"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "gating / eval: Pass: the 1 threshold met; 12 paired cases, no significant regression\n"
+    assert h.check_runs(pr["head"]["sha"]) == [] and outputs["check-run-id"] == ""
+
+
+def test_working_directory_config_and_fail_on_inputs_are_used(github, tmp_path: Path, monkeypatch, action: dict):
+    proc, outputs, h, pr = _run_check_step(github, tmp_path, monkeypatch, action,
+                                           {"working-directory": "bot", "config": "./gating.yml", "fail-on": "never",
+                                            "concurrency": "2", "baseline": "none"},
+                                           checkout_path="bot")
+    assert proc.returncode == 0, proc.stderr
+    assert "baseline: none (thresholds only)" in proc.stdout
+    assert (outputs["verdict"], outputs["conclusion"]) == ("pass", "success")
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert str(run["id"]) == outputs["check-run-id"]
