@@ -89,6 +89,10 @@ def test_backoff_without_retry_after_is_exponential_with_jitter() -> None:
     assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0 and 1.5 <= waits[2] <= 3.0 and 1.5 <= waits[3] <= 3.0
     assert waits[4] is None  # gave up after max_retries
     assert p.delay(1, ProviderError("provider", "HTTP 400")) is None  # not retryable
+    limited = ProviderError("rate_limit", "HTTP 429", retry_after=120.0, retryable=True)
+    assert p.delay(1, limited) == 120.0  # the server's wait, exactly
+    limited.retry_after = 3600.0
+    assert p.delay(1, limited) is None  # an hour: give up rather than stall the run
 
 
 def test_server_error_is_retried_then_succeeds(llm: LLMServer) -> None:  # noqa: F811

@@ -290,7 +290,8 @@ async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with full jitter; a server's Retry-After wins when it is given."""
+    """Exponential backoff, each wait jittered between half and all of its step; a server's Retry-After
+    wins when it is given (one over max_retry_after_s gives up rather than stall the run)."""
 
     max_retries: int = 3
     base_s: float = 0.5
