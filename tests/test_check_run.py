@@ -445,3 +445,43 @@ def test_a_head_commit_that_cannot_be_fetched_still_writes_the_outputs_and_the_r
     assert f"ContextError: {message}" in ran.summary
     assert [r.operation for r in h.emu.requests][-1] == "checks/create"  # tried; GitHub refuses an unknown sha
     assert h.check_runs(gone) == []
+
+
+def test_a_cancelled_job_completes_the_check_run_as_cancelled_and_says_so_in_the_outputs(h: Harness):
+    """Actions cancels a job with SIGTERM: the check run must not keep spinning."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from check_support import clean_env, parse_outputs
+
+    pr = h.open_pr("slow", {"prompts/greet.md": "Say hello to {{ name }}.\n[[fault:slow delay=30]]\n"}, "Slow model")
+    clone = h.clone()
+    work = h.tmp / "cancel"
+    work.mkdir()
+    event = work / "event.json"
+    event.write_text(json.dumps(h.event(pr)), encoding="utf-8")
+    env = {**clean_env(), **h.env(pr["head"]["sha"], h.token, event, work)}
+    before = h.llm.requests
+    proc = subprocess.Popen([sys.executable, "-m", "gating", "-C", str(clone.root), "check", "--json",
+                             str(work / "report.json")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (h.check_runs(pr["head"]["sha"]) and h.llm.requests > before):  # evaluating, check run open
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.endswith("gating: cancelled; the check run was completed as cancelled\n")
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert (run["status"], run["conclusion"]) == ("completed", "cancelled")
+    outputs = parse_outputs((work / "output.txt").read_text(encoding="utf-8"))
+    assert (outputs["verdict"], outputs["conclusion"]) == ("cancelled", "cancelled")
+    assert json.loads((work / "report.json").read_text(encoding="utf-8"))["verdict"] == "cancelled"
