@@ -204,14 +204,25 @@ SHAPED = {
 }
 
 
+REFUSED = {  # status, body of a provider's refusal to answer at all
+    "anthropic-blocked": (400, {"type": "error", "error": {"type": "invalid_request_error",
+                                                           "message": "Output blocked by content filtering policy"}}),
+    "azure-filtered": (400, {"error": {"code": "content_filter", "message": "The response was filtered"}}),
+}
+
+
 class ShapedServer(LLMServer):
-    """Replies 200 with SHAPED[name] to a message holding `<<name>>`."""
+    """Replies 200 with SHAPED[name] (or REFUSED[name]) to a message holding `<<name>>`."""
 
     async def _respond(self, method, path, raw, headers):  # type: ignore[no-untyped-def]
         for name, body in SHAPED.items():
             if f"<<{name}>>".encode() in raw:
                 self.requests += 1
                 return 200, {}, __import__("json").dumps(body).encode()
+        for name, (status, body) in REFUSED.items():
+            if f"<<{name}>>".encode() in raw:
+                self.requests += 1
+                return status, {}, __import__("json").dumps(body).encode()
         return await super()._respond(method, path, raw, headers)
 
 
@@ -220,7 +231,10 @@ class ShapedServer(LLMServer):
     ("array", "openai", "parse", "unexpected response shape: the body is a JSON list, not an object"),
     ("openai-error", "openai", "provider", "the provider answered 200 with an error: You exceeded your current quota"),
     ("anthropic-error", "anthropic", "provider", "the provider answered 200 with an error: Overloaded"),
-], ids=["content-number", "json-array", "openai-error-body", "anthropic-error-body"])
+    ("anthropic-blocked", "anthropic", "content_filter", "HTTP 400: Output blocked by content filtering policy"),
+    ("azure-filtered", "openai", "content_filter", "HTTP 400: The response was filtered"),
+], ids=["content-number", "json-array", "openai-error-body", "anthropic-error-body", "anthropic-blocked",
+        "azure-filtered"])
 def test_unusable_answers_are_classified_with_a_readable_message(name: str, provider: str, category: str,
                                                                  message: str) -> None:
     with ShapedServer() as server, pytest.raises(ProviderError) as e:

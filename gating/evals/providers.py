@@ -14,6 +14,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import ssl
 import sys
 import time
@@ -173,6 +174,10 @@ def _error_message(resp: httpx.Response) -> str:
     return f"HTTP {resp.status_code}" + (f": {msg}" if msg else "")
 
 
+# OpenAI `content_policy_violation`, Azure `content_filter`, Anthropic "blocked by content filtering policy".
+_FILTERED = re.compile(r"content[_ ](?:filter|policy)", re.I)
+
+
 def classify_status(resp: httpx.Response) -> ProviderError:
     s = resp.status_code
     msg = _error_message(resp)
@@ -181,7 +186,7 @@ def classify_status(resp: httpx.Response) -> ProviderError:
                              retryable=True)
     if s in (408, 504):
         return ProviderError("timeout", msg, status=s, retryable=True)
-    if s == 400 and ("content_filter" in resp.text or "content_policy" in resp.text):
+    if s == 400 and _FILTERED.search(resp.text):
         return ProviderError("content_filter", msg, status=s)
     if s >= 500 or s == 409:
         return ProviderError("provider", msg, retry_after=retry_after_seconds(resp.headers), status=s,
