@@ -330,7 +330,7 @@ def write_files(ctx: CheckContext, settings: Settings, r: CheckResult, poster: P
                                   check_run_id=check_id, notes=notes)
         _write(settings.json_path, out.to_json(doc))
         files["report-json"] = settings.json_path
-    if settings.junit_path and r.head_run is not None:
+    if settings.junit_path:  # no eval ran (nothing changed, or an error): an empty suite, not a missing file
         _write(settings.junit_path, render_junit(r.head_run, suite=CHECK_NAME))
         files["junit"] = settings.junit_path
     if ctx.step_summary:

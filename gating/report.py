@@ -185,13 +185,13 @@ def render_run_markdown(run: RunResult, heading: str = "###", max_cases: int = 5
     return "\n".join(lines) + "\n"
 
 
-def render_junit(obj: RunResult | Comparison, suite: str = "gating eval") -> str:
+def render_junit(obj: RunResult | Comparison | None, suite: str = "gating eval") -> str:
     """JUnit XML: a RunResult gives one testcase per eval case; a Comparison one per metric check
-    (thresholds and regression rules) plus one per flipped case."""
+    (thresholds and regression rules) plus one per flipped case; None (nothing ran) an empty suite."""
     from xml.sax.saxutils import quoteattr
 
     cases: list[tuple[str, str, float, str | None, str | None, str]] = []  # class, name, secs, kind, msg, detail
-    if hasattr(obj, "cases"):
+    if obj is not None and hasattr(obj, "cases"):
         for c in obj.cases:
             secs = (c.latency_ms.get("total") or 0.0) / 1000
             if c.error:
@@ -202,7 +202,7 @@ def render_junit(obj: RunResult | Comparison, suite: str = "gating eval") -> str
                 cases.append((c.prompt or "eval", c.id, secs, "failure", msg, c.output))
             else:
                 cases.append((c.prompt or "eval", c.id, secs, None, None, ""))
-    else:
+    elif obj is not None:
         for r in obj.rows:
             if r.threshold is None and r.status not in ("regressed", "inconclusive"):
                 continue

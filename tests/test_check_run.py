@@ -133,6 +133,7 @@ def test_readme_only_pull_request_is_a_quick_success_without_llm_calls(h: Harnes
     for text in (run["output"]["summary"], run["output"]["text"], ran.summary, ran.stdout):
         assert not re.search(r"[0-9a-f]{40}", text)  # commits as 7 characters, as everywhere else
     assert ran.outputs["verdict"] == "unchanged"
+    assert ran.outputs["junit"].endswith("/junit.xml") and 'tests="0"' in ran.junit  # a reporter finds a file
     assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None
 
 
@@ -439,8 +440,9 @@ def test_a_head_commit_that_cannot_be_fetched_still_writes_the_outputs_and_the_r
     ran = h.run_event("pull_request", payload, gone)
     message = (f"commit {gone} is not in this clone and could not be fetched (check out with `fetch-depth: 0`)")
     assert (ran.rc, ran.stderr) == (2, f"gating: error: {message}\n")
-    assert (ran.outputs["verdict"], ran.outputs["conclusion"], ran.outputs["junit"]) == ("error", "failure", "")
-    assert ran.outputs["report-json"].endswith("/report.json")
+    assert (ran.outputs["verdict"], ran.outputs["conclusion"]) == ("error", "failure")
+    assert ran.outputs["report-json"].endswith("/report.json") and ran.outputs["junit"].endswith("/junit.xml")
+    assert 'tests="0" failures="0" errors="0"' in ran.junit  # no eval ran: an empty suite, not a missing file
     assert (ran.report["verdict"], ran.report["head"], ran.report["error"]) == ("error", gone, f"ContextError: {message}")
     assert f"ContextError: {message}" in ran.summary
     assert [r.operation for r in h.emu.requests][-1] == "checks/create"  # tried; GitHub refuses an unknown sha
