@@ -79,6 +79,9 @@ def test_compare_with_a_base_revision(repo: Git, live: LLMServer, capsys: pytest
     (["--concurrency", "0"], "gating: error: --concurrency must be at least 1, got 0\n"),
     (["--record", "--rev", "HEAD"], "gating: error: --record writes cassettes into the working tree; "
                                     "it cannot be combined with --rev\n"),
+    (["--timeout", "0"], "gating: error: --timeout must be a positive, finite number of seconds, got 0\n"),
+    (["--timeout", "nan"], "gating: error: --timeout must be a positive, finite number of seconds, got nan\n"),
+    (["--timeout", "inf"], "gating: error: --timeout must be a positive, finite number of seconds, got inf\n"),
 ])
 def test_bad_options_exit_2(repo: Git, args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["-C", str(repo.root), "eval", *args]) == 2

@@ -66,7 +66,7 @@ def _check(args: argparse.Namespace) -> None:
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be at least 1, got {v}")
     if getattr(args, "timeout", None) is not None and not 0 < args.timeout < float("inf"):
-        raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
+        raise UsageError(f"--timeout must be a positive, finite number of seconds, got {args.timeout:g}")
     if args.record and args.rev not in (None, WORKTREE):
         raise UsageError("--record writes cassettes into the working tree; it cannot be combined with --rev")
     for flag in ("json", "junit", "markdown"):
