@@ -487,3 +487,14 @@ def test_a_cancelled_job_completes_the_check_run_as_cancelled_and_says_so_in_the
     outputs = parse_outputs((work / "output.txt").read_text(encoding="utf-8"))
     assert (outputs["verdict"], outputs["conclusion"]) == ("cancelled", "cancelled")
     assert json.loads((work / "report.json").read_text(encoding="utf-8"))["verdict"] == "cancelled"
+
+
+def test_an_input_refused_before_the_check_runs_still_sets_the_outputs(h: Harness):
+    """`concurrency: 0` in the workflow: exit 2, and the step outputs and job summary say so."""
+    pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+    ran = h.run(pr, args=("--concurrency", "0"))
+    assert (ran.rc, ran.stderr) == (2, "gating: error: concurrency must be a positive number, not 0\n")
+    assert ran.outputs == {"verdict": "error", "conclusion": "failure", "report-json": "", "junit": "",
+                           "check-run-id": ""}
+    assert ran.summary == "## gating / eval: error\n\nThe check did not run: concurrency must be a positive number, not 0\n"
+    assert h.check_runs(pr["head"]["sha"]) == []

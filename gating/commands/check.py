@@ -19,7 +19,7 @@ from typing import Any
 
 from gating.check import run_check
 from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
-from gating.check_output import summary_markdown, title
+from gating.check_output import output_lines, summary_markdown, title
 from gating.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.evals.dataset import DatasetError
@@ -109,6 +109,19 @@ def _term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def _refused(env: dict[str, str], message: str) -> UsageError:
+    """An input refused before the check could run still reaches the workflow: its step outputs say
+    `error` and its job summary says why, instead of being empty."""
+    if env.get("GITHUB_OUTPUT"):
+        with open(env["GITHUB_OUTPUT"], "a", encoding="utf-8") as f:
+            f.write(output_lines({"verdict": "error", "conclusion": "failure", "report-json": "", "junit": "",
+                                  "check-run-id": ""}))
+    if env.get("GITHUB_STEP_SUMMARY"):
+        with open(env["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as f:
+            f.write(f"## gating / eval: error\n\nThe check did not run: {message}\n")
+    return UsageError(message)
+
+
 def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     g = repo(args)
@@ -120,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         ctx = build_context(env, _event(args.event or env.get("GITHUB_EVENT_PATH")), head=args.head, base=args.base,
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
     except ContextError as e:
-        raise UsageError(str(e)) from None
+        raise _refused(env, str(e)) from None
+    except UsageError as e:
+        raise _refused(env, str(e)) from None
     try:
         with _term_as_interrupt():
             done = run_check(ctx, settings, g, env)
