@@ -166,6 +166,13 @@ def test_no_key_for_a_public_endpoint_fails_before_sending() -> None:
     assert e.value.message.startswith("no API key for openai: set OPENAI_API_KEY")
 
 
+def test_a_retry_after_too_long_to_take_says_so(llm: LLMServer) -> None:  # noqa: F811
+    with pytest.raises(ProviderError) as e:
+        call(llm, a("never") + "[[fault:429 retry_after=500]]", policy=fast_retries())
+    assert e.value.category == "rate_limit"
+    assert e.value.message.endswith("(the server asked to wait 500 s; a request waits at most 120 s)")
+
+
 def test_retry_after_forms() -> None:
     assert retry_after_seconds(httpx.Headers({"retry-after": "2"})) == 2.0
     assert retry_after_seconds(httpx.Headers({"retry-after-ms": "250"})) == 0.25

@@ -324,6 +324,11 @@ async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str
             attempt += 1
             wait = policy.delay(attempt, err)
             if wait is None:
+                if err.retryable and err.retry_after is not None and err.retry_after > policy.max_retry_after_s:
+                    raise ProviderError(err.category, f"{err.message} (the server asked to wait "
+                                        f"{err.retry_after:g} s; a request waits at most "
+                                        f"{policy.max_retry_after_s:g} s)", retry_after=err.retry_after,
+                                        status=err.status) from err
                 raise
             if on_retry:
                 on_retry(err, wait)
