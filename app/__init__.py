@@ -7,6 +7,7 @@ is imported inside it, so `gating app jobs` can read the queue without loading a
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from app.handlers import JobContext, Registry, blueprints, load_registry
 from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from app.schedule import Scheduler
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
 
 if TYPE_CHECKING:
@@ -78,7 +79,11 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
-    state = AppState(settings, open_queue(settings), registry or load_registry(settings.handler_modules), github)
+    try:
+        queue = open_queue(settings)
+    except sqlite3.Error as e:
+        raise SettingsError([f"GATING_DB: cannot open the job queue {settings.db_path}: {e}"]) from None
+    state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
                           coalesce=state.coalesces)
     state.scheduler = Scheduler(state.queue, state.registry, settings, state.worker.wake)

@@ -21,6 +21,10 @@ HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.ha
                    "app.handlers.rollback_command", "app.handlers.alerts")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+AUDIT_BACKENDS = ("api", "push")
+
+
 class SettingsError(ValueError):
     """The App cannot start with these settings; `problems` names each variable at fault."""
 
@@ -116,12 +120,45 @@ class Settings:
             self.key()
         except PrivateKeyError as e:
             problems.append(str(e))
+        if self.app_id and not self.app_id.isdigit():
+            problems.append(f"APP_ID must be the GitHub App's numeric id, got {self.app_id!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.audit_backend not in AUDIT_BACKENDS:
+            problems.append(f"GATING_AUDIT_BACKEND must be {' or '.join(AUDIT_BACKENDS)}, got {self.audit_backend!r}")
+        if self.audit_key_path or self.audit_key_pem:  # unset is allowed: audit jobs fail and say so
+            from gating.keys import KeyError_
+
+            try:
+                self.audit_key()
+            except KeyError_ as e:
+                problems.append(f"GATING_AUDIT_KEY_PATH: {e}" if self.audit_key_path else str(e))
+        problems += self._handler_problems()
+        folder = os.path.dirname(os.path.abspath(self.db_path))
+        if not os.path.isdir(folder):
+            problems.append(f"GATING_DB: cannot open the job queue {self.db_path}: the folder {folder} does not exist")
         if not self.webhook_path.startswith("/"):
             problems.append(f"WEBHOOK_PATH must start with '/', got {self.webhook_path!r}")
         if self.max_body_bytes < 1024:
             problems.append("GATING_MAX_BODY_BYTES must be at least 1024")
         if problems:
             raise SettingsError(problems)
+
+    def _handler_problems(self) -> list[str]:
+        """A handler module that cannot be imported, or is not one, stops the App here rather than
+        in every worker process gunicorn starts."""
+        import importlib
+
+        problems = []
+        for name in self.handler_modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as e:
+                problems.append(f"GATING_HANDLERS: cannot load the handler module {name!r}: {e}")
+                continue
+            if not callable(getattr(module, "register", None)):
+                problems.append(f"GATING_HANDLERS: the handler module {name!r} has no register(registry) function")
+        return problems
 
     def key(self) -> str:
         return load_private_key(self.private_key_path, self.private_key)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from app_support import SECRET, Gunicorn, private_key_pem, signed
+from app_support import ROOT, SECRET, Gunicorn, private_key_pem, signed
 
 from gating.policy import APPROVAL_CHECK
 from gating.testing.pytest_plugin import EXAMPLE
@@ -141,3 +143,17 @@ def test_approval_job_acknowledged_before_a_kill_completes_after_a_restart(githu
     assert run["head_sha"] == pr["head"]["sha"] and run["status"] == "in_progress"
     assert run["output"]["title"].startswith("Pending: model-owners: has 0 of 1 approvals")
     assert json.loads(opened.body_bytes)["pull_request"]["number"] == pr["number"]
+
+
+def test_gunicorn_with_bad_settings_stops_with_one_line_naming_them(tmp_path: Path):
+    server = Gunicorn(env(tmp_path, APP_ID="gating-app", GATING_HANDLERS="app_support,app.handlers.nope"))
+    proc = subprocess.run(  # one worker: when two fail at once, gunicorn's master itself may print a traceback
+        [sys.executable, "-m", "gunicorn", "app.wsgi:app", "-b", f"127.0.0.1:{server.port}", "-w", "1",
+         "-k", "gthread"], env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4  # gunicorn's "App failed to load": no worker is booted again
+    assert "Traceback" not in proc.stderr
+    problem = ("gating app: cannot start: APP_ID must be the GitHub App's numeric id, got 'gating-app'; "
+               "GATING_HANDLERS: cannot load the handler module 'app.handlers.nope': "
+               "No module named 'app.handlers.nope'")
+    assert problem in proc.stderr.splitlines()
+    assert not (tmp_path / "jobs.db").exists()

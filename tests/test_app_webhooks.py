@@ -196,11 +196,35 @@ def test_webhook_path_is_configurable_and_other_methods_are_refused(tmp_path: Pa
     pytest.param({"PRIVATE_KEY": None, "PRIVATE_KEY_PATH": "/nonexistent.pem"},
                  "cannot read the private key file /nonexistent.pem: No such file or directory", id="missing-key-file"),
     pytest.param({"APP_ID": ""}, "APP_ID is not set", id="no-app-id"),
+    pytest.param({"APP_ID": "gating-app"}, "APP_ID must be the GitHub App's numeric id, got 'gating-app'",
+                 id="app-id-not-a-number"),
+    pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'",
+                 id="unknown-log-level"),
+    pytest.param({"GATING_HANDLERS": "app.handlers.approvals,app.handlers.nope"},
+                 "GATING_HANDLERS: cannot load the handler module 'app.handlers.nope': "
+                 "No module named 'app.handlers.nope'", id="unknown-handler-module"),
+    pytest.param({"GATING_HANDLERS": "json"},
+                 "GATING_HANDLERS: the handler module 'json' has no register(registry) function",
+                 id="not-a-handler-module"),
+    pytest.param({"GATING_DB": "{tmp}/missing/jobs.db"},
+                 "GATING_DB: cannot open the job queue {tmp}/missing/jobs.db: the folder {tmp}/missing does not exist",
+                 id="db-folder-missing"),
+    pytest.param({"GATING_DB": "{tmp}/not-a-db"},
+                 "GATING_DB: cannot open the job queue {tmp}/not-a-db: file is not a database", id="db-not-sqlite"),
+    pytest.param({"GATING_AUDIT_KEY": "not a key"}, "GATING_AUDIT_KEY is neither PEM text nor base64-encoded PEM",
+                 id="bad-audit-key"),
+    pytest.param({"GATING_AUDIT_KEY_PATH": "/nonexistent/audit.key"},
+                 "GATING_AUDIT_KEY_PATH: /nonexistent/audit.key: cannot read key file (No such file or directory)",
+                 id="missing-audit-key-file"),
+    pytest.param({"GATING_AUDIT_BACKEND": "git"}, "GATING_AUDIT_BACKEND must be api or push, got 'git'",
+                 id="unknown-audit-backend"),
 ])
 def test_the_app_refuses_to_start_without_what_it_needs(tmp_path: Path, overrides, problem):
+    (tmp_path / "not-a-db").write_bytes(b"these are not the jobs you are looking for" * 100)
+    overrides = {k: v.replace("{tmp}", str(tmp_path)) if v else v for k, v in overrides.items()}
     with pytest.raises(SettingsError) as e:
         create_app(app_settings(tmp_path, **overrides), registry=Registry())
-    assert problem in e.value.problems
+    assert problem.replace("{tmp}", str(tmp_path)) in e.value.problems
     assert "BEGIN" not in str(e.value)
 
 
