@@ -49,12 +49,29 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(signature(secret, body).encode(), header.strip().encode("utf-8", "replace"))
 
 
+# The object each handled event carries; a delivery without it cannot be handled, so it is refused
+# at the door (400) rather than queued to fail its retries one by one.
+EVENT_OBJECTS = {"pull_request": ("pull_request",), "pull_request_review": ("pull_request", "review"),
+                 "issue_comment": ("issue", "comment"), "check_run": ("check_run",),
+                 "deployment_status": ("deployment_status", "deployment")}
+
+
 def _parse(body: bytes, content_type: str) -> tuple[Any, str]:
     """(payload, its JSON text): GitHub sends JSON, or a form whose `payload` field holds the JSON."""
     text = body.decode("utf-8")
     if content_type.startswith("application/x-www-form-urlencoded"):
-        text = parse_qs(text, strict_parsing=True)["payload"][0]
-    return json.loads(text), text
+        fields = parse_qs(text, strict_parsing=True) if text else {}
+        if "payload" not in fields:
+            raise ValueError("the form has no payload field")
+        text = fields["payload"][0]
+    try:
+        return json.loads(text), text
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _an(word: str) -> str:
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
 class _Refused(Exception):
@@ -120,7 +137,10 @@ def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, An
     try:
         handlers = [(h.name, h.key(payload)) for h in state.registry.match(event, payload)]
     except (KeyError, TypeError, AttributeError) as e:
-        return 400, {"error": f"payload does not look like a {event} event: {type(e).__name__}: {e}"}
+        return 400, {"error": f"payload does not look like {_an(event)} event: {type(e).__name__}: {e}"}
+    missing = next((k for k in EVENT_OBJECTS.get(event, ()) if not isinstance(payload.get(k), dict)), None)
+    if handlers and missing:
+        return 400, {"error": f"payload does not look like {_an(event)} event: it has no {missing} object"}
     what = f"{event}.{action}" if action else event
     if not handlers:
         log.info("delivery %s %s: not handled", delivery, what)

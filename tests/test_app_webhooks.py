@@ -102,6 +102,8 @@ def test_oversized_body_is_refused_before_it_is_read(client):
     pytest.param(b"[1, 2]", "body is not a JSON object", id="not-an-object"),
     pytest.param(b"\xff\xfe", "body is not a JSON webhook payload: 'utf-8' codec can't decode byte 0xff in "
                  "position 0: invalid start byte", id="not-utf8"),
+    pytest.param(b"[" * 2000 + b"]" * 2000, "body is not a JSON webhook payload: nested too deeply",
+                 id="nested-too-deeply"),
 ])
 def test_signed_but_malformed_json_is_refused(client, body, message):
     r = post(client, *signed(body, "pull_request"))
@@ -118,7 +120,29 @@ def test_missing_event_headers_are_refused(client):
 def test_payload_that_does_not_fit_its_event_is_refused(client):
     r = post(client, *signed({"action": "opened", "issue": {}}, "issues"))
     assert r.status_code == 400
-    assert r.json == {"error": "payload does not look like a issues event: KeyError: 'pull_request'"}
+    assert r.json == {"error": "payload does not look like an issues event: KeyError: 'pull_request'"}
+
+
+@pytest.mark.parametrize("payload, error", [
+    pytest.param({k: v for k, v in PR.items() if k != "pull_request"},
+                 "payload does not look like a pull_request event: it has no pull_request object", id="no-object"),
+    pytest.param({**PR, "pull_request": None},
+                 "payload does not look like a pull_request event: it has no pull_request object", id="null-object"),
+    pytest.param({**PR, "pull_request": [7]},
+                 "payload does not look like a pull_request event: it has no pull_request object", id="list-object"),
+])
+def test_a_handled_event_without_its_object_is_refused_not_queued(app, client, runs, payload, error):
+    r = post(client, *signed(payload, "pull_request"))
+    assert (r.status_code, r.json) == (400, {"error": error})
+    assert app.extensions["gating"].queue.list() == []
+
+
+def test_a_form_without_a_payload_field_is_refused(client):
+    _, headers = signed(b"zen=x", "pull_request")
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    r = post(client, b"zen=x", headers)
+    assert (r.status_code, r.json) == (400, {"error": "body is not a JSON webhook payload: the form has no "
+                                                      "payload field"})
 
 
 def test_unhandled_events_and_actions_are_accepted_and_ignored(client):
