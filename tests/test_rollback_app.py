@@ -270,6 +270,23 @@ def test_two_rollbacks_at_once_give_one_pull_request(world: World):
     assert len([e for e in world.entries() if e.event == "rolled_back"]) == 1
 
 
+def test_a_rollback_run_again_after_its_reply_failed_still_says_it_opened_the_pull_request(world: World):
+    """GitHub fails the reply until the client gives up: the job runs again, meets the pull request its
+    first run opened, and says it opened it (not that another rollback is already open)."""
+    world.queue.retry_base = 0.1
+    world.emu.faults.add(method="POST", path=r"/issues/\d+/comments$", kind="5xx", times=4, status=502)
+    comment = world.say("alice", "/rollback last-good")
+    (pr,) = world.rollback_pulls()
+    (reply,) = world.replies()
+    assert reply.startswith(f"Opened #{pr['number']} to roll the LLM system back to `{world.shas['M1'][:7]}` "
+                            f"(last-good): {pr['html_url']}\n")
+    assert world.reactions(comment) == ["eyes", "rocket"]
+    assert [e.event for e in world.entries()].count("rolled_back") == 1
+    (job,) = [j for j in world.queue.list() if j.handler == "rollback_command.on_comment"]
+    assert (job.status, job.attempts) == ("done", 2)
+    world.emu.take_problems()  # the injected 502s
+
+
 def test_direct_mode_commits_to_the_default_branch(world: World):
     direct = MANIFEST.replace("mode: pull_request", "mode: direct")
     m3 = world.merge("direct", {"gating.yml": direct.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")},

@@ -155,9 +155,16 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
                 return _record(audit, repo, Outcome(plan, commit, url, None, False), req, now)
         commit = _branch(repo, plan, tree, commit_message(plan, req))
         pr, created = gh.create_pull(repo, plan.title, plan.branch_name, plan.branch, pr_body(plan, req))
-        outcome = Outcome(plan, commit, pr["html_url"], int(pr["number"]), not created, fallback)
+        outcome = Outcome(plan, commit, pr["html_url"], int(pr["number"]), not created and not _asked_by(pr, req),
+                          fallback)
         return _record(audit, repo, outcome, req, now)
     raise RuntimeError("unreachable")
+
+
+def _asked_by(pr: Mapping[str, Any], req: Request) -> bool:
+    """The open pull request is this very request's (an earlier run of its job opened it, then failed
+    before replying), not another request's for the same target."""
+    return bool(req.source) and f"- Requested by: {req.actor} ({req.source})" in (pr.get("body") or "")
 
 
 # GitHub's 422s for a ref update that branch protection or a ruleset forbids. Phrases, not words:
