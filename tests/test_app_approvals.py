@@ -217,6 +217,18 @@ def test_a_pull_request_no_rule_covers_is_approved_at_once(world: World):
     assert run["output"]["title"] == "Skipped: no approval rule applies to this pull request"
 
 
+def test_a_pull_request_to_a_branch_without_a_manifest_says_there_are_no_rules_there(world: World):
+    bare = world.repo.commit_files("legacy", {"gating.yml": None}, "No LLM system here", base=world.repo.head("main"))
+    world.emu.push(world.repo, "tweak", {"prompts/answer.md": PROMPT + "\nBe brief.\n"}, "Tweak", user="alice")
+    n = world.emu.create_pull(world.repo, "tweak", "legacy", "Tweak the prompt", "alice")["number"]
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"]) == ("completed", "success")
+    assert run["output"]["title"] == "Skipped: no approval rule applies to this pull request"
+    assert (f"with the rules from `gating.yml` on `legacy` at `{bare[:7]}` (there is no such file there, so no "
+            "rules); a pull request cannot change its own rules.") in run["output"]["summary"]
+
+
 def test_a_burst_of_deliveries_about_one_pull_request_costs_one_evaluation(world: World):
     pr = world.open_pull({"gating.yml": NEW_PIN})
     world.settle()

@@ -134,9 +134,10 @@ def _snapshot(reader: ApiRevision, path: str) -> Snapshot:
     return build_snapshot(reader, path)
 
 
-def _load_policy(reader: ApiRevision, path: str) -> Policy:
+def _load_policy(reader: ApiRevision, path: str) -> tuple[Policy, bool]:
+    """(the rules, whether the manifest is there at all)."""
     data = reader.read_many([path])[path]
-    return parse_policy(parse_manifest(data, path).approvals) if data is not None else Policy()
+    return (parse_policy(parse_manifest(data, path).approvals), True) if data is not None else (Policy(), False)
 
 
 def _failed(name: str, sentence: str) -> Result:
@@ -153,11 +154,13 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
     source = f"`{manifest_path}` on `{base_ref}` at `{rules_sha[:7]}`"
     name = repo.full_name  # what depends only on SHAs is computed once per process (BlobCache.memo)
     try:
-        policy = blobs.memo(("rules", name, rules_sha, manifest_path),
-                            lambda: _load_policy(ApiRevision(repo, rules_sha, blobs), manifest_path))
+        policy, found = blobs.memo(("rules", name, rules_sha, manifest_path),
+                                   lambda: _load_policy(ApiRevision(repo, rules_sha, blobs), manifest_path))
     except (ManifestError, PolicyError) as e:
         problems = "; ".join(str(p) for p in getattr(e, "problems", [e]))
         return Evaluation(pr, head, source, _failed("rules", f"the rules on {base_ref} cannot be read: {problems}"))
+    if not found:
+        source += " (there is no such file there, so no rules)"
     merge_base = blobs.memo(("merge-base", name, rules_sha, head), lambda: repo.merge_base(rules_sha, head))
     try:
         changes = blobs.memo(("diff", name, merge_base, head, manifest_path), lambda: diff_snapshots(
