@@ -249,6 +249,19 @@ def test_rate_limit_forms(first, wait):
     assert sleeps == [wait]
 
 
+def test_a_server_error_asking_for_a_long_wait_goes_back_to_the_job_queue():
+    """A 503 with Retry-After beyond max_wait is not slept through in a job thread (once per retry)."""
+    wsgi = scripted([Response('{"message": "Service Unavailable"}', 503, {"Retry-After": "3600"})])
+    sleeps: list[float] = []
+    with serve_in_thread(wsgi) as url:
+        client = GitHubClient(url, None, httpx.Client(), RetryPolicy(max_wait=30), sleep=sleeps.append)
+        with pytest.raises(RateLimited) as e:
+            client.get("/x")
+    assert sleeps == []
+    assert (e.value.status, e.value.retry_after) == (503, 3600.0)
+    assert str(e.value) == "GitHub 503 (GET /x): Service Unavailable"
+
+
 def test_plain_403_is_not_retried():
     wsgi = scripted([Response('{"message": "Resource not accessible by integration"}', 403)])
     with serve_in_thread(wsgi) as url:

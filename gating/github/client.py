@@ -172,7 +172,8 @@ class GitHubClient:
             wait = self._wait_for(resp, attempt)
             if wait is not None:
                 seconds, limited = wait
-                if limited and (seconds > self.retry.max_wait or attempt >= self.retry.retries):
+                # a long wait (a 5xx's Retry-After too) goes back to the job queue, not into a job thread's sleep
+                if seconds > self.retry.max_wait or (limited and attempt >= self.retry.retries):
                     raise RateLimited(resp.status_code, _message(resp), seconds, method, path)
                 if attempt < self.retry.retries:
                     self.sleep(seconds)
