@@ -246,6 +246,16 @@ def test_condition_sentences():
     ("prompts/*", "prompts/a/b.md", False),
     ("**/*.json", "a.json", True),
     ("src/**/test_*.py", "src/a/b/test_x.py", True),
+    # a folder named with a wildcard covers what is under it; only a trailing `/*` stays in the folder
+    ("src/*-service/", "src/billing-service/api.py", True),
+    ("src/*-service", "src/billing-service/api.py", True),
+    ("docs/*", "docs/build/x.md", False),
+    ("foo/**/", "foo/a/b.md", True),
+    # a trailing slash names a folder, never a file of that name
+    ("docs/", "docs", False),
+    ("docs/", "a/docs/x.md", True),
+    ("docs", "docs", True),
+    ("/*", "a/b.md", False),
 ])
 def test_glob_match(pattern, path, expected):
     assert glob_match(pattern, path) is expected

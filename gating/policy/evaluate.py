@@ -17,9 +17,11 @@ OVERRIDE_COMMAND = re.compile(r"^/gating\s+override\b[ \t]*(.*)$", re.MULTILINE)
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
     """CODEOWNERS-style globs: `*` stays within a folder, `**` crosses folders, a pattern without
-    a slash matches at any depth, and a pattern naming a folder covers everything under it."""
+    a slash matches at any depth, and a pattern naming a folder covers everything under it (only a
+    trailing `/*` stays in the folder; a trailing `/` names a folder, never a file)."""
     anchored = "/" in pattern.rstrip("/")
-    p = pattern.lstrip("/")
+    folder = pattern.endswith("/")
+    p = pattern.strip("/")
     out, i = "", 0
     while i < len(p):
         if p.startswith("**/", i):
@@ -32,9 +34,8 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             out, i = out + "[^/]", i + 1
         else:
             out, i = out + re.escape(p[i]), i + 1
-    last = p.rstrip("/").rsplit("/", 1)[-1]
-    below = "" if any(c in last for c in "*?") else "(?:/.*)?"
-    return re.compile(("" if anchored else "(?:.*/)?") + out.rstrip("/") + below + r"\Z")
+    below = "/.*" if folder else "" if pattern.endswith("/*") else "(?:/.*)?"
+    return re.compile(("" if anchored else "(?:.*/)?") + out + below + r"\Z")
 
 
 def glob_match(pattern: str, path: str) -> bool:
