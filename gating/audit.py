@@ -266,9 +266,45 @@ def parse_line(line: bytes, commit: str) -> Entry:
     if statement.get("predicateType") != PREDICATE_TYPE:
         raise EntryError(f"predicateType is {statement.get('predicateType')!r}, not {PREDICATE_TYPE}")
     pred = statement.get("predicate")
-    if not isinstance(pred, dict) or not isinstance(pred.get("seq"), int) or pred.get("event") not in EVENTS:
+    if not isinstance(pred, dict) or type(pred.get("seq")) is not int or pred.get("event") not in EVENTS:
         raise EntryError("the predicate has no valid seq or event")
+    problem = _shape_problem(sigs, statement.get("subject"), pred)
+    if problem:
+        raise EntryError(problem)
     return Entry(commit=commit, line=line, envelope=envelope, payload=payload, statement=statement)
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+_PREDICATE_TYPES: dict[str, tuple[type, ...]] = {
+    "prev": (str, type(None)), "key": (str,), "actor": (str, type(None)), "repository": (str, type(None)),
+    "commit": (str, type(None)), "snapshot": (dict, type(None)), "evals": (dict, type(None)),
+    "deployment": (dict, type(None)), "rollback": (dict, type(None)), "approvals": (list,), "overrides": (list,),
+}
+
+
+def _shape_problem(sigs: list[dict[str, Any]], subject: Any, pred: dict[str, Any]) -> str | None:
+    """What a reader of the entry would trip over (a field of the wrong type), said once here so that
+    verify names it, and log, show and rollback skip the entry instead of crashing on it."""
+    for i, s in enumerate(sigs, 1):
+        if not isinstance(s.get("keyid"), str) or not isinstance(s.get("sig"), str):
+            return f"signature {i} of the envelope has no keyid and sig strings"
+    if not isinstance(subject, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("digest"), dict) for s in subject):
+        return "the statement's subject is not a list of objects with a digest"
+    if pred["seq"] < 1:
+        return f"seq {pred['seq']} is not a positive number"
+    if not isinstance(pred.get("timestamp"), str) or not _TIMESTAMP.fullmatch(pred["timestamp"]):
+        return f"the predicate's timestamp {pred.get('timestamp')!r} is not a UTC time (YYYY-MM-DDTHH:MM:SSZ)"
+    for name, types in _PREDICATE_TYPES.items():
+        if name in pred and not isinstance(pred[name], types):
+            return f"the predicate's {name} is {type(pred[name]).__name__}, not {' or '.join(_TYPE_NAMES[t] for t in types)}"
+    for name in ("approvals", "overrides"):
+        if not all(isinstance(x, dict) for x in pred.get(name) or ()):
+            return f"the predicate's {name} is not a list of objects"
+    return None
+
+
+_TYPE_NAMES = {str: "a string", dict: "an object", list: "a list", type(None): "null"}
 
 
 def signature_problem(entry: Entry, keys: Mapping[str, Ed25519PublicKey]) -> str | None:
@@ -372,7 +408,7 @@ def _loose(line: bytes) -> tuple[int | None, str | None]:
         return None, None
     try:
         pred = json.loads(payload)["predicate"]
-        if isinstance(pred, dict) and isinstance(pred.get("seq"), int):
+        if isinstance(pred, dict) and type(pred.get("seq")) is int:
             return pred["seq"], str(pred.get("event"))
     except Exception:
         pass

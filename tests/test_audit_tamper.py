@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gating import keys
-from gating.audit import EntryFacts, split_lines
+from gating.audit import EntryFacts, sign_statement, split_lines
 from gating.cli import main
 from gating.git import Git, commit_all, init_repo
 from gating.notes import AUDIT_REF, LocalNotes, append_entry
@@ -175,3 +175,56 @@ def test_force_pushed_rewrite_without_the_key_breaks_the_chain_for_any_clone(wor
     assert_names(verify(clone, pub, capsys), "seq 3",
                  f"missing from the log: seq 4 (merged) on commit {shas[3][:12]} follows seq 2 (merged) on "
                  f"commit {shas[1][:12]}")
+
+
+def resign(work: Git, c: str, change) -> None:
+    """Replace the entry on `c` with one whose statement `change` altered, signed with the trusted key
+    (what a buggy or compromised writer could publish): only its shape is wrong."""
+    (line,) = note(work, c)
+    statement = json.loads(base64.b64decode(json.loads(line)["payload"]))
+    change(statement)
+    set_note(work, c, [sign_statement(statement, KEY)])
+
+
+def set_pred(**fields):
+    return lambda s: s["predicate"].update(fields)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s.update(subject=5), "the statement's subject is not a list of objects with a digest"),
+    (lambda s: s.update(subject=[{"digest": "gitCommit"}]),
+     "the statement's subject is not a list of objects with a digest"),
+    (set_pred(evals="pass"), "the predicate's evals is str, not an object or null"),
+    (set_pred(deployment="production"), "the predicate's deployment is str, not an object or null"),
+    (set_pred(approvals=["bob"]), "the predicate's approvals is not a list of objects"),
+    (set_pred(rollback="x"), "the predicate's rollback is str, not an object or null"),
+    (set_pred(timestamp="yesterday"),
+     "the predicate's timestamp 'yesterday' is not a UTC time (YYYY-MM-DDTHH:MM:SSZ)"),
+], ids=["subject-int", "subject-digest-str", "evals-str", "deployment-str", "approvals-str", "rollback-str",
+        "timestamp"])
+def test_a_signed_entry_with_a_field_of_the_wrong_type_is_named_and_never_crashes_a_reader(
+        world, capsys, change, message):
+    work, clone, shas, pub = world
+    resign(work, shas[2], change)
+    publish(work)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1 and "Traceback" not in err
+    assert out.splitlines()[0] == f"BAD  seq 3 (merged) on commit {shas[2][:12]}: {message}"
+    assert main(["-C", str(clone.root), "audit", "log", "--no-fetch"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["1", "2", "4", "5"]
+    assert main(["-C", str(clone.root), "audit", "show", shas[2], "--no-fetch", "--key", pub]) == 0
+    assert capsys.readouterr().out == f"line 1 of the note on {shas[2][:12]}: {message}\n"
+
+
+@pytest.mark.parametrize("keyid", [["x"], 5, None], ids=["list", "int", "missing"])
+def test_an_envelope_whose_keyid_is_not_a_string_is_named(world, capsys, keyid):
+    work, clone, shas, pub = world
+    (line,) = note(work, shas[2])
+    env = json.loads(line)
+    env["signatures"][0]["keyid"] = keyid
+    set_note(work, shas[2], [json.dumps(env, sort_keys=True, separators=(",", ":")).encode()])
+    publish(work)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1
+    assert out.splitlines()[0] == (f"BAD  seq 3 (merged) on commit {shas[2][:12]}: signature 1 of the envelope "
+                                   "has no keyid and sig strings")

@@ -209,11 +209,11 @@ def show_text(e: Entry, signature: str) -> str:
     else:
         rows.append(("evals", "-"))
     for i, a in enumerate(p.get("approvals") or [{}]):
-        text = f"{a['reviewer']} {a['state']} at {a['time']} on {_short(a['sha'])}" if a else "-"
+        text = f"{a.get('reviewer')} {a.get('state')} at {a.get('time')} on {_short(a.get('sha'))}" if a else "-"
         rows.append(("approvals" if i == 0 else "", text))
     rollback, overrides = rollback_of(e)
     for i, o in enumerate(overrides or [{}]):
-        text = f"{o['actor']} at {o['time']} ({o.get('scope')}): {o['reason']}" if o else "-"
+        text = f"{o.get('actor')} at {o.get('time')} ({o.get('scope')}): {o.get('reason')}" if o else "-"
         rows.append(("overrides" if i == 0 else "", text))
     if rollback:
         rows.append(("rollback", rollback_text(rollback)))
