@@ -269,6 +269,13 @@ def test_glob_match(pattern, path, expected):
     ("components.prompts.*", "components.models.answer.model", False),
     ("approvals.**", "approvals.prompt-review.requires.count", True),
     ("**.thresholds.*", "evals.thresholds.pass_rate", True),
+    # list items: the diff names them `evals.datasets[1]`
+    ("evals.datasets", "evals.datasets[1]", True),
+    ("components.orchestration.fallback", "components.orchestration.fallback[0]", True),
+    ("components.orchestration.fallback[0]", "components.orchestration.fallback[0]", True),
+    ("components.orchestration.fallback[0]", "components.orchestration.fallback[1]", False),
+    ("**.datasets", "evals.datasets[0]", True),
+    ("rollback.who", "rollback.whom", False),
 ])
 def test_manifest_path_match(pattern, path, expected):
     assert manifest_path_match(pattern, path) is expected

@@ -42,14 +42,23 @@ def glob_match(pattern: str, path: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
 
 
+def _segments(path: str) -> list[str]:
+    """`evals.datasets[1]` is the segments evals, datasets, [1]: a list item is under its list."""
+    return re.sub(r"(?<=.)\[", ".[", path).split(".")
+
+
+def _segment_regex(segment: str) -> str:
+    return "".join("[^.]*" if c == "*" else "[^.]" if c == "?" else re.escape(c) for c in segment)
+
+
 def manifest_path_match(pattern: str, path: str) -> bool:
     """`components.models.*.model` matches that leaf, its descendants, and an ancestor that was
     added or removed whole (a new model brings its pin with it). `*` is one segment, `**` any."""
-    if "**" in pattern:
-        rx = re.escape(pattern).replace(r"\*\*", ".*").replace(r"\*", r"[^.]*")
-        return bool(re.match(rx + r"(?:\..*)?\Z", path))
-    ps, xs = pattern.split("."), path.split(".")
-    return all(fnmatch.fnmatchcase(x, p) for p, x in zip(ps, xs, strict=False))
+    ps, xs = _segments(pattern), _segments(path)
+    if "**" in ps:
+        rx = r"\.".join(".*" if p == "**" else _segment_regex(p) for p in ps)
+        return bool(re.match(rx + r"(?:\..*)?\Z", ".".join(xs)))
+    return all(re.fullmatch(_segment_regex(p), x) for p, x in zip(ps, xs, strict=False))
 
 
 def _cond(name: str, ok: bool, sentence: str) -> Result:
