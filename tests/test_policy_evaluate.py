@@ -213,6 +213,12 @@ def test_block_inside_or_still_blocks():
     pytest.param({"labels": ["cost-review"]}, {"labels": ["bug"]}, False, id="label-missing"),
     pytest.param({"target_branches": ["release/*"]}, {"base_branch": "release/2"}, True, id="branch-glob"),
     pytest.param({"target_branches": ["main"]}, {"base_branch": "dev"}, False, id="branch-other"),
+    # as in GitHub's branch protection rules: `*` stops at `/`, `**` does not
+    pytest.param({"target_branches": ["release/*"]}, {"base_branch": "release/2/hotfix"}, False,
+                 id="branch-star-stays-in-its-segment"),
+    pytest.param({"target_branches": ["release/**"]}, {"base_branch": "release/2/hotfix"}, True,
+                 id="branch-double-star"),
+    pytest.param({"target_branches": ["release-[0-9]*"]}, {"base_branch": "release-2"}, True, id="branch-class"),
     pytest.param({"authors": {"users": ["@Alice"]}}, {}, True, id="author-user"),
     pytest.param({"authors": {"teams": ["acme/ml-platform"]}}, {}, True, id="author-team"),
     pytest.param({"authors": {"users": ["bob"]}}, {}, False, id="author-other"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Iterable, Sequence
 
@@ -40,6 +39,24 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def glob_match(pattern: str, path: str) -> bool:
     return bool(_glob_regex(pattern).match(path))
+
+
+def branch_match(pattern: str, branch: str) -> bool:
+    """Branch globs as GitHub's branch protection rules read them: `*` and `?` stop at `/`, `**`
+    does not, `[...]` is a character class."""
+    rx = ""
+    for tok in re.split(r"(\*\*|\*|\?|\[!?\]?[^\]]*\])", pattern):
+        if tok == "**":
+            rx += ".*"
+        elif tok == "*":
+            rx += "[^/]*"
+        elif tok == "?":
+            rx += "[^/]"
+        elif tok.startswith("[") and tok.endswith("]") and len(tok) > 2:
+            rx += "[" + ("^" + tok[2:-1] if tok[1] == "!" else tok[1:-1]) + "]"
+        else:
+            rx += re.escape(tok)
+    return re.fullmatch(rx, branch) is not None
 
 
 def _segments(path: str) -> list[str]:
@@ -88,7 +105,7 @@ def _conditions(c: Condition, facts: PullFacts) -> list[Result]:
         out.append(_cond("labels", bool(hits), f"labelled {', '.join(hits)}" if hits
                          else f"not labelled {' or '.join(c.labels)}"))
     if c.target_branches:
-        ok = any(fnmatch.fnmatchcase(facts.base_branch, b) for b in c.target_branches)
+        ok = any(branch_match(b, facts.base_branch) for b in c.target_branches)
         out.append(_cond("target_branches", ok, f"targets {facts.base_branch}" if ok
                          else f"targets {facts.base_branch}, not {' or '.join(c.target_branches)}"))
     if c.author_users or c.author_teams:
