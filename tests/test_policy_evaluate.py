@@ -170,6 +170,20 @@ def test_count_counts_distinct_eligible_reviewers():
     assert run(rules, reviews=[approve("bob"), approve("dave")]).status == Status.APPROVED
 
 
+@pytest.mark.parametrize("users, count, reviews, missing", [
+    pytest.param(["alice"], 1, [], "1 approval, but no listed approver can give it (@alice is the author)",
+                 id="only-the-author-listed"),
+    pytest.param(["alice", "bob"], 2, ["bob"],
+                 "1 approval, but no listed approver can give it (@alice is the author; @bob has approved)",
+                 id="the-others-have-approved"),
+])
+def test_missing_never_says_anyone_when_only_listed_users_qualify(users, count, reviews, missing):
+    rules = [{"name": "owners", "requires": {"count": count, "users": users}}]
+    rule = rule_result(run(rules, reviews=[approve(x) for x in reviews]), "owners")
+    assert rule.status == Status.PENDING
+    assert rule.missing == missing
+
+
 @pytest.mark.parametrize("op, reviews, status", [
     pytest.param("and", ["carol"], Status.PENDING, id="and-needs-both"),
     pytest.param("and", ["carol", "root"], Status.APPROVED, id="and-both"),

@@ -193,6 +193,10 @@ def _approvals(rule: Rule, facts: PullFacts) -> Result:
     exclude = {n.login.lower() for n in got} | (set() if opts.allow_author else {author})
     need = req.count - len(got)
     missing = f"{need} approval{'s' if need != 1 else ''} from {_who(req, exclude)}"
+    if req.users and not (req.teams or req.permission) and all(u.lower() in exclude for u in req.users):
+        why = "; ".join(f"@{u} is the author" if u.lower() == author and not opts.allow_author
+                        else f"@{u} has approved" for u in req.users)
+        missing = f"{need} approval{'s' if need != 1 else ''}, but no listed approver can give it ({why})"
     return Result("approvals", Status.PENDING, f"has {len(got)} of {req.count} approvals; needs {missing}",
                   kind="approvals", reviews=tuple(notes), missing=missing)
 
