@@ -264,7 +264,9 @@ class LocalNotes:
             batch.close()
 
     def all_notes(self, tip: str) -> dict[str, bytes]:
-        paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip)}
+        """Every blob under the notes tree by the object it is named for (a submodule entry, which
+        has no blob, is not read: `verify` names it with the other entries that are not notes)."""
+        paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip) if e.type == "blob"}
         data = self.blobs(paths.values())
         return {obj: data[sha] for obj, sha in paths.items()}
 
@@ -341,7 +343,15 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
         raw = pool.submit(store.git.raw_history, tip)
         notes = store.all_notes(tip)
         history = store.history(tip, notes, raw.result())
-    return audit.verify_log(notes, keys, history)
+    foreign = [e for e in store.git.ls_tree(tip) if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
+    report = audit.verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, history)
+    report.findings[:0] = [audit.Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
+                                         f"by the full sha of a commit (this is a {e.type})") for e in foreign]
+    return report
+
+
+def _is_object_name(name: str) -> bool:
+    return len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
 
 
 # -- git push over HTTPS ---------------------------------------------------------------------------

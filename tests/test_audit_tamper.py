@@ -228,3 +228,29 @@ def test_an_envelope_whose_keyid_is_not_a_string_is_named(world, capsys, keyid):
     assert code == 1
     assert out.splitlines()[0] == (f"BAD  seq 3 (merged) on commit {shas[2][:12]}: signature 1 of the envelope "
                                    "has no keyid and sig strings")
+
+
+def add_to_notes_tree(work: Git, line: str, message: str) -> None:
+    """One notes commit whose tree gains an entry that is not a note (`mode type sha<TAB>name`)."""
+    tip = work.resolve(AUDIT_REF)
+    tree = work.run("mktree", input=work.run("ls-tree", tip) + "\n" + line + "\n")
+    work.run("update-ref", AUDIT_REF, work.commit_tree(tree, [tip], message), tip)
+
+
+@pytest.mark.parametrize("kind", ["file", "submodule"])
+def test_an_entry_of_the_notes_tree_that_is_not_a_note_is_named(world, capsys, kind):
+    work, clone, shas, pub = world
+    if kind == "file":
+        add_to_notes_tree(work, f"100644 blob {work.hash_object(b'hello')}\tREADME", "add a readme")
+        where, what = "README", "blob"
+    else:
+        add_to_notes_tree(work, f"160000 commit {shas[0]}\tvendor", "add a submodule")
+        where, what = "vendor", "commit"
+    publish(work)
+    code, out, err = verify(clone, pub, capsys)
+    assert code == 1
+    assert out.splitlines()[0] == (f"BAD  {where} in the notes tree: is not a note: a note is a file named by the "
+                                   f"full sha of a commit (this is a {what})")
+    assert f"first bad entry: {where} in the notes tree" in err
+    assert main(["-C", str(clone.root), "audit", "log", "--no-fetch"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
