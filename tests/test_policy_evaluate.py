@@ -335,6 +335,22 @@ def test_quoted_override_is_not_an_override():
     assert r.override is None and r.status == Status.PENDING
 
 
+@pytest.mark.parametrize("body", [
+    pytest.param("/gating\noverride hotfix", id="command-split-over-two-lines"),
+    pytest.param("An admin can write:\n```\n/gating override <reason>\n```", id="in-a-code-block"),
+    pytest.param("~~~text\n/gating override x\n~~~\n", id="in-a-tilde-code-block"),
+])
+def test_override_must_be_a_command_on_its_own_line(body):
+    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", body)])
+    assert r.override is None and r.status == Status.PENDING
+
+
+def test_override_after_a_closed_code_block_counts():
+    body = "Example:\r\n```\r\n/gating override x\r\n```\r\n/gating override INC-9 outage\r\n"
+    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", body)])
+    assert (r.status, r.override.reason) == (Status.APPROVED, "INC-9 outage")
+
+
 def test_rule_change_with_no_applicable_rule_needs_an_admin():
     kw = dict(manifest_paths=["approvals.model-owners.requires.count"], categories=["policy"])
     r = run([MODEL_OWNERS], reviews=[approve("bob")], **kw)

@@ -11,7 +11,8 @@ from gating.policy.result import Override, Result, ReviewNote, Status, all_of, a
 from gating.policy.rules import POLICY_CHANGE_RULE, Condition, Policy, Requires, Rule
 
 EVAL_CHECK = "gating / eval"
-OVERRIDE_COMMAND = re.compile(r"^/gating\s+override\b[ \t]*(.*)$", re.MULTILINE)
+OVERRIDE_COMMAND = re.compile(r"^/gating[ \t]+override\b[ \t]*(.*)$", re.MULTILINE)
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -255,12 +256,29 @@ def _composite_sentence(op: str, status: Status, kids: Sequence[Result]) -> str:
     return f"needs one of: {names}" if op == "or" else f"waiting on {names}"
 
 
+def _outside_code_blocks(body: str) -> str:
+    """The comment with the lines of fenced code blocks blanked: a command shown there is an example."""
+    out, fence = [], ""
+    for line in body.splitlines():
+        m = _FENCE.match(line)
+        if fence:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip(" `~"):
+                fence = ""
+            out.append("")
+        elif m:
+            fence = m.group(1)
+            out.append("")
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def find_overrides(facts: PullFacts) -> tuple[Override | None, list[Result]]:
     """The latest `/gating override <reason>` by an admin, and a note for each ignored attempt."""
     found: Override | None = None
     ignored: list[Result] = []
     for c in facts.comments:
-        for m in OVERRIDE_COMMAND.finditer(c.body):
+        for m in OVERRIDE_COMMAND.finditer(_outside_code_blocks(c.body)):
             reason = m.group(1).strip()
             login = c.user.login
             if not reason:
