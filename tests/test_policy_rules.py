@@ -70,6 +70,9 @@ def test_missing_requires_means_one_approval_from_anyone():
                  "move 'requires' into them", id="requires-on-composite"),
     pytest.param([{"name": "x"}, {"name": "x"}], "approvals: duplicate rule name 'x'", id="duplicate"),
     pytest.param([{"if": {}}], "approvals[0]: every rule needs a name", id="no-name"),
+    pytest.param([{}], "approvals[0]: every rule needs a name", id="empty-rule"),
+    pytest.param([{"name": "x", "and": [{}]}], "approvals[0] (x).and[0]: every rule needs a name",
+                 id="empty-child-rule"),
     pytest.param("rules", "approvals: expected a list of rules", id="not-a-list"),
 ])
 def test_parse_errors_name_the_place_and_the_allowed_values(rules, message):

@@ -149,9 +149,10 @@ def _parse_options(raw: Any, where: str, problems: list[str], inherited: Options
 
 
 def _parse_rule(raw: Any, where: str, depth: int, inherited: Options, problems: list[str]) -> Rule | None:
-    d = _mapping(raw, where, problems)
-    if not d:
+    if not isinstance(raw, dict):
+        _mapping(raw, where, problems)
         return None
+    d = raw
     name = d.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{where}: every rule needs a name")
