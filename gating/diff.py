@@ -18,17 +18,25 @@ from gating.snapshot import Snapshot, differing, differing_prompts
 RISKS = ["info", "low", "medium", "high", "breaking", "error"]
 ALL = "*"
 
-_PINNED = re.compile(r"(\d{4}-\d{2}-\d{2}|\d{8}|-\d{4}|-v\d+(\.\d+)*|@sha256:[0-9a-f]{16,}|:[0-9a-f]{12,})$")
+_PINNED = re.compile(
+    r"(\d{4}-\d{2}-\d{2}|\d{8}"  # dated: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022, name@20241022
+    r"|-\d{3,4}"  # gpt-4-0613, mistral-large-2407, Google's versions gemini-1.5-pro-002
+    r"|-\d{4}(-[a-z]+)?-preview|-(preview|exp)-\d{2}-\d{2}"  # gpt-4-1106-preview, gemini-2.5-pro-preview-03-25
+    r"|-v\d+(\.\d+)*(:\d+)?(:\d+k)?"  # Bedrock: -v1, -v2:0, -v0:2, -v1:0:200k
+    r"|@\d{3,}"  # Vertex partner models: mistral-large@2407, jamba-1.5-large@001
+    r"|@sha256:[0-9a-f]{16,}|:[0-9a-f]{12,})$"  # digests
+)
 
 
 def is_pinned(model: dict[str, Any]) -> bool:
-    """A model id is pinned when it names a dated snapshot or a digest; `-latest` never is."""
+    """A model id is pinned when it names a dated snapshot, a fixed version, a fine-tune or a
+    digest; `latest` never is. `pinned:` in the manifest settings it for an id this misreads."""
     if "pinned" in model:
         return bool(model["pinned"])
     name = str(model.get("model", ""))
-    if name.endswith("latest"):
+    if name.lower().endswith("latest"):
         return False
-    return bool(_PINNED.search(name))
+    return name.startswith("ft:") or bool(_PINNED.search(name))
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,28 @@ def test_is_pinned(model: str, pinned: bool) -> None:
     assert is_pinned({"model": model}) is pinned
 
 
+@pytest.mark.parametrize("model", [
+    "gpt-4-1106-preview", "gpt-4-0125-preview", "ft:gpt-4o-mini-2024-07-18:acme::9abcDEF1",
+    "anthropic.claude-3-5-sonnet-20241022-v2:0", "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+    "anthropic.claude-3-haiku-20240307-v1:0:200k", "meta.llama3-1-70b-instruct-v1:0",
+    "mistral.mistral-7b-instruct-v0:2", "amazon.nova-pro-v1:0", "claude-3-5-sonnet-v2@20241022",
+    "mistral-large@2407", "jamba-1.5-large@001", "gemini-1.5-pro-002", "gemini-2.0-flash-001",
+    "gemini-2.5-pro-preview-03-25", "mistral-large-2407", "claude-sonnet-4-20250514",
+])
+def test_real_pinned_ids_are_not_called_aliases(model: str) -> None:
+    assert is_pinned({"model": model}) is True
+
+
+@pytest.mark.parametrize("model", [
+    "gpt-4-turbo", "gpt-4-turbo-preview", "chatgpt-4o-latest", "o3-mini", "claude-opus-4-0", "claude-sonnet-4-5",
+    "gemini-1.5-pro", "gemini-2.0-flash", "gemini-flash-latest", "open-mistral-nemo", "llama3.1:8b",
+    "llama3:latest", "llama3.1:70b-instruct-q4_K_M", "gemini-pro@latest", "meta-llama/llama-3.1-70b-instruct:free",
+    "LLAMA3:LATEST",
+])
+def test_real_aliases_do_not_pass_as_pinned(model: str) -> None:
+    assert is_pinned({"model": model}) is False
+
+
 def test_retrieval_change_requires_full_reevaluation(example_repo: Git) -> None:
     base, head = change(example_repo, "emb", lambda r: edit(r / "gating.yml", "text-embedding-3-large", "text-embedding-3-small"))
     cs = compute(example_repo, base, head)
