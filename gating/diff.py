@@ -212,7 +212,7 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
         for lp, kind, before, after in _leaves(bm[name], hm[name]):
             leaf = _dotted(path, *lp)
             if lp == ["model"]:
-                if not is_pinned(hm[name]) and is_pinned(bm[name]):
+                if not is_pinned(hm[name]):  # a new alias, even in place of an old one
                     out.append(Change("model", leaf, kind, before, after, "error",
                                       f"unpinned alias introduced: `{name}` moves from {before} to {after}; "
                                       "pin a dated snapshot", affects=affects))

@@ -42,6 +42,14 @@ def test_unpinned_alias_is_an_error_and_exit_1(example_repo: Git, capsys) -> Non
     assert err.startswith("gating: policy error: unpinned alias introduced")
 
 
+def test_moving_from_one_alias_to_another_is_still_an_alias_introduced(example_repo: Git) -> None:
+    change(example_repo, "alias", lambda r: edit(r / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o"))
+    base, head = change(example_repo, "other alias", lambda r: edit(r / "gating.yml", "model: gpt-4o\n", "model: gpt-4o-mini\n"))
+    assert summaries(example_repo, base, head) == [
+        ("model", "error", "unpinned alias introduced: `answer` moves from gpt-4o to gpt-4o-mini; pin a dated snapshot")
+    ]
+
+
 @pytest.mark.parametrize(
     ("model", "pinned"),
     [("gpt-4o-2024-08-06", True), ("gpt-4o", False), ("claude-3-5-sonnet-20241022", True),
