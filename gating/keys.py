@@ -44,13 +44,32 @@ def public_pem(key: Ed25519PublicKey | Ed25519PrivateKey) -> bytes:
     return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+_ED25519_ONLY = "audit entries are signed with Ed25519 (`gating keygen` writes a pair)"
+
+
+def _not_pem(data: bytes, source: str, want: str) -> str | None:
+    """What a key file is instead, when it is a kind people mix up; None when it is none of them."""
+    if want == "private" and b"PUBLIC KEY-----" in data and b"PRIVATE KEY-----" not in data:
+        return (f"{source}: is a public key; signing needs the private key (the file `gating keygen` "
+                "wrote without .pub)")
+    if b"ENCRYPTED PRIVATE KEY-----" in data or b"Proc-Type: 4,ENCRYPTED" in data:
+        return (f"{source}: the private key is protected by a passphrase, which gating cannot ask for; "
+                "use an unencrypted PEM key kept as a secret (e.g. `openssl pkey -in KEY -out KEY.plain`)")
+    if b"OPENSSH PRIVATE KEY-----" in data or data.lstrip().startswith(b"ssh-"):
+        return f"{source}: is an OpenSSH key; gating reads PEM keys (`gating keygen` writes a pair)"
+    return None
+
+
 def load_private(data: bytes, source: str = "private key") -> Ed25519PrivateKey:
+    problem = _not_pem(data, source, "private")
+    if problem:
+        raise KeyError_(problem)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyError_(f"{source}: not a PEM private key ({e})") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{source}: not an Ed25519 key ({type(key).__name__})")
+        raise KeyError_(f"{source}: not an Ed25519 key ({type(key).__name__}); {_ED25519_ONLY}")
     return key
 
 
@@ -58,12 +77,15 @@ def load_public(data: bytes, source: str = "public key") -> Ed25519PublicKey:
     """A PEM public key; a PEM private key is accepted too (its public half is used)."""
     if b"PRIVATE KEY" in data:
         return load_private(data, source).public_key()
+    problem = _not_pem(data, source, "public")
+    if problem:
+        raise KeyError_(problem)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise KeyError_(f"{source}: not a PEM public key ({e})") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{source}: not an Ed25519 key ({type(key).__name__})")
+        raise KeyError_(f"{source}: not an Ed25519 key ({type(key).__name__}); {_ED25519_ONLY}")
     return key
 
 
@@ -76,6 +98,9 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
 
 def write_keypair(private_path: Path, public_path: Path, force: bool = False) -> Ed25519PrivateKey:
     """Write a new key pair; the private key is created with mode 0600 and never world-readable."""
+    if private_path.resolve() == public_path.resolve():
+        raise KeyError_(f"{public_path}: the public key cannot be written over the private key; "
+                        "pass another --public file")
     if not force:
         for p in (private_path, public_path):
             if p.exists():

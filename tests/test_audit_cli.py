@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gating import keys
 from gating.audit import Approval, EntryFacts, Override, RollbackRecord
@@ -193,3 +195,40 @@ def test_a_remote_that_does_not_exist_is_an_error_not_the_local_copy(world, caps
     assert (code, out) == (2, "")
     assert err == "gating: error: no remote 'upstrem' in this repository (remotes: origin); pass --remote NAME\n"
     assert clone.resolve(AUDIT_REF) is None
+
+
+def test_keygen_refuses_to_write_the_public_key_over_the_private_key(tmp_path, capsys):
+    priv = tmp_path / "audit.key"
+    code, out, err = run(capsys, "keygen", str(priv), "--public", str(tmp_path / "." / "audit.key"))
+    assert (code, out) == (2, "")
+    assert err == (f"gating: error: {tmp_path / '.' / 'audit.key'}: the public key cannot be written over the "
+                   "private key; pass another --public file\n")
+    assert not priv.exists()
+
+
+KEY_FILES = {
+    "public": lambda k: keys.public_pem(k),
+    "passphrase": lambda k: k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.BestAvailableEncryption(b"secret")),
+    "openssh": lambda k: k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                         serialization.NoEncryption()),
+    "rsa": lambda k: rsa.generate_private_key(65537, 2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+}
+KEY_MESSAGES = {
+    "public": "is a public key; signing needs the private key (the file `gating keygen` wrote without .pub)",
+    "passphrase": "the private key is protected by a passphrase, which gating cannot ask for; use an unencrypted "
+                  "PEM key kept as a secret (e.g. `openssl pkey -in KEY -out KEY.plain`)",
+    "openssh": "is an OpenSSH key; gating reads PEM keys (`gating keygen` writes a pair)",
+    "rsa": "not an Ed25519 key (RSAPrivateKey); audit entries are signed with Ed25519 (`gating keygen` writes a pair)",
+}
+
+
+@pytest.mark.parametrize("kind", list(KEY_FILES))
+def test_a_signing_key_that_is_not_an_unencrypted_ed25519_private_key_is_named(world, capsys, kind):
+    bad = world["tmp"] / f"{kind}.pem"
+    bad.write_bytes(KEY_FILES[kind](world["key"]))
+    code, out, err = run(capsys, "-C", str(world["clone"].root), "rollback", "--sign", str(bad), "--dry-run")
+    assert (code, out) == (2, "")
+    assert err == f"gating: error: {bad}: {KEY_MESSAGES[kind]}\n"
+    assert world["clone"].run("branch", "--list", "gating/*") == ""
