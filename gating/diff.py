@@ -185,6 +185,18 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
     return added, removed, "\n".join(excerpt), tuple(changed_lines)
 
 
+def _eol_change(before: str, after: str) -> str:
+    """What differs between two texts whose lines read the same: their line endings."""
+    if before.replace("\r\n", "\n") == after.replace("\r\n", "\n"):
+        if "\r\n" not in before:
+            return "line endings only (LF → CRLF)"
+        if "\r\n" not in after:
+            return "line endings only (CRLF → LF)"
+    elif before.rstrip("\r\n") == after.rstrip("\r\n"):
+        return "final newline " + ("added" if after.endswith("\n") else "removed")
+    return "line endings only"
+
+
 def _hunk_range(start: int, stop: int) -> str:
     """A hunk header's `line,count` (`line` alone for one line), as unified diffs write it."""
     length = stop - start
@@ -258,14 +270,20 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
                               f"prompt `{name}` file renamed {b['file']} → {h['file']} (content unchanged)",
                               affects=()))
         elif b["sha256"] != h["sha256"]:
-            added, removed, excerpt, lines = _text_diff(
-                base.text(b["file"]), head.text(h["file"]), b["file"], h["file"]
-            )
+            before, after = base.text(b["file"]), head.text(h["file"])
+            added, removed, excerpt, lines = _text_diff(before, after, b["file"], h["file"])
             moved = f" (renamed from {b['file']})" if b["file"] != h["file"] else ""
-            out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "medium",
-                              f"prompt `{name}` changed: +{added} −{removed} lines in {h['file']}{moved}",
-                              detail=excerpt, affects=affects, lines_added=added, lines_removed=removed,
-                              file=h["file"], changed_lines=lines))
+            if not (added or removed):
+                out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "low",
+                                  f"prompt `{name}` changed: {_eol_change(before, after)} in {h['file']}{moved}; "
+                                  "no line's text changed", affects=affects, file=h["file"]))
+            else:
+                if ("\r\n" in before) != ("\r\n" in after):
+                    moved += " (line endings also changed)"
+                out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "medium",
+                                  f"prompt `{name}` changed: +{added} −{removed} lines in {h['file']}{moved}",
+                                  detail=excerpt, affects=affects, lines_added=added, lines_removed=removed,
+                                  file=h["file"], changed_lines=lines))
         for key in ("model", "system"):
             if b.get(key) != h.get(key):
                 out.append(Change("prompt", f"{path}.{key}", "changed", b.get(key), h.get(key), "high",

@@ -108,6 +108,33 @@ def test_prompt_change_lines_and_excerpt(example_repo: Git) -> None:
     assert c.changed_lines == (5, 6)
 
 
+@pytest.mark.parametrize(("rewrite", "what"), [
+    pytest.param(lambda b: b.replace(b"\n", b"\r\n"), "line endings only (LF → CRLF)", id="to-crlf"),
+    pytest.param(lambda b: b.rstrip(b"\n"), "final newline removed", id="final-newline"),
+])
+def test_line_ending_only_prompt_change_claims_no_changed_lines(example_repo: Git, rewrite, what) -> None:
+    def fn(r: Path) -> None:
+        p = r / "prompts/system.md"
+        p.write_bytes(rewrite(p.read_bytes()))
+
+    base, head = change(example_repo, "eol", fn)
+    [c] = compute(example_repo, base, head).changes
+    assert (c.risk, c.summary) == ("low", f"prompt `system` changed: {what} in prompts/system.md; no line's text changed")
+    assert (c.lines_added, c.lines_removed, c.changed_lines, c.detail) == (0, 0, (), "")
+    assert c.affects == ("answer", "system")  # the bytes sent may differ: its cases still re-run
+
+
+def test_crlf_file_with_one_edited_line_counts_that_line(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        p = r / "prompts/system.md"
+        p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n").replace(b"120 words", b"60 words"))
+
+    base, head = change(example_repo, "eol and edit", fn)
+    [c] = compute(example_repo, base, head).changes
+    assert (c.lines_added, c.lines_removed, c.changed_lines) == (1, 1, (5,))
+    assert c.summary == "prompt `system` changed: +1 −1 lines in prompts/system.md (line endings also changed)"
+
+
 def test_renamed_prompt_file(example_repo: Git) -> None:
     def fn(r: Path) -> None:
         (r / "prompts/answer.md").rename(r / "prompts/answer_v2.md")
