@@ -242,10 +242,15 @@ class RestorePlan:
 
 
 def plan_restore(resolution: Resolution, current: Snapshot | None, target: Snapshot, tip: str,
-                 branch: str = "main") -> RestorePlan:
+                 branch: str = "main", tip_files: Mapping[str, bytes | None] | None = None) -> RestorePlan:
     """The file changes that bring the system at `tip` back to `target`; `current` is None when the
-    tip has no manifest. Raises Refusal("nothing_to_restore") when the two systems are the same."""
-    before = dict(current.files) if current is not None else {}
+    tip's manifest cannot be read, and then `tip_files` (the target's paths as they are at the tip)
+    says which of them the restore really changes. Raises Refusal("nothing_to_restore") when the two
+    systems are the same."""
+    if current is not None:
+        before = dict(current.files)
+    else:
+        before = {p: sha256_hex(b) for p, b in (tip_files or {}).items() if b is not None}
     after = dict(target.files)
     writes: dict[str, bytes] = {}
     for path, digest in after.items():
@@ -289,7 +294,8 @@ def make_plan(entries: Sequence[Entry], target: str, tip: str, branch: str,
         current = None  # no (or a broken) manifest at the tip: restore every file of the target
         note = (f"The manifest on {branch} ({tip[:7]}) cannot be read ({e.problems[0] if e.problems else 'missing'}), "
                 "so files the system gained since the target are not known and are left in place.")
-    plan = plan_restore(resolution, current, target_snap, tip, branch)
+    tip_files = reader_at(tip).read_many(sorted(target_snap.files)) if current is None else None
+    plan = plan_restore(resolution, current, target_snap, tip, branch, tip_files)
     if note:
         plan.notes.append(note)
     return plan

@@ -244,3 +244,17 @@ def test_alert_rules(labels, repo, name):
     rule = matching_rule(rollback, labels, repo)
     assert (rule.name if rule else None) == name
     assert [r.target for r in alert_rules(rollback)] == ["last-good", "previous"]
+
+
+def test_a_tip_whose_manifest_cannot_be_read_lists_only_the_files_the_restore_changes():
+    """A tip whose gating.yml is broken (here: it names a glob that matches no file any more) still has
+    most of the target's files as they were: they are not 'added back'."""
+    tip = {p: b for p, b in files_a().items() if not p.startswith("tools/")}
+    tip["gating.yml"] = files_a()["gating.yml"].replace(b"2024-08-06", b"2024-11-20")
+    plan = _plan(files_a(), tip)
+    assert "cannot be read" in plan.notes[0]
+    assert [(c.path, c.action) for c in plan.changes] == [
+        ("gating.yml", "restored"), *((p, "added back") for p in sorted(files_a()) if p.startswith("tools/"))]
+    assert plan.changes[0].before == sha256_hex(tip["gating.yml"])
+    broken = _plan(files_a(), {**files_a(), "gating.yml": b"version: 1\nname: [\n"})
+    assert [(c.path, c.action) for c in broken.changes] == [("gating.yml", "restored")]
