@@ -314,6 +314,52 @@ def _tool_params(schema: Any) -> tuple[dict[str, Any], set[str]]:
     return dict(params.get("properties") or {}), set(params.get("required") or [])
 
 
+def _type_list(schema: dict[str, Any]) -> list[Any] | None:
+    t = schema.get("type")
+    return None if t is None else list(t) if isinstance(t, list) else [t]
+
+
+def _values(vs: list[Any]) -> str:
+    return ", ".join(_short(v) for v in vs)
+
+
+def _accepted_values(tool: str, path: str, p: str, b: Any, h: Any, handled: set[tuple[str, str]]) -> list[Change]:
+    """A parameter's `type` and `enum`: accepting less than before breaks callers, more does not."""
+    if not isinstance(b, dict) or not isinstance(h, dict):
+        return []
+    out = []
+    head = f"tool `{tool}`: parameter `{p}`"
+    bt, ht = _type_list(b), _type_list(h)
+    if bt is not None and ht is not None and bt != ht:
+        handled.add((p, "type"))
+        lost, gained = [t for t in bt if t not in ht], [t for t in ht if t not in bt]
+        if lost and len(bt) == 1 and len(ht) == 1:
+            out.append(Change("tool", f"{path}.type", "changed", b["type"], h["type"], "breaking",
+                              f"{head} type changed {bt[0]} → {ht[0]} (breaking)", affects=(ALL,)))
+        elif lost:
+            out.append(Change("tool", f"{path}.type", "changed", b["type"], h["type"], "breaking",
+                              f"{head} no longer accepts type {', '.join(map(str, lost))} (breaking)", affects=(ALL,)))
+        elif gained:
+            out.append(Change("tool", f"{path}.type", "changed", b["type"], h["type"], "low",
+                              f"{head} now also accepts type {', '.join(map(str, gained))}", affects=(ALL,)))
+    be, he = b.get("enum"), h.get("enum")
+    if be != he and (be is None or isinstance(be, list)) and (he is None or isinstance(he, list)):
+        handled.add((p, "enum"))
+        if be is None:
+            out.append(Change("tool", f"{path}.enum", "added", None, he, "breaking",
+                              f"{head} now only accepts {_values(he)} (breaking)", affects=(ALL,)))
+        elif he is None:
+            out.append(Change("tool", f"{path}.enum", "removed", be, None, "low",
+                              f"{head} no longer limited to {_values(be)}", affects=(ALL,)))
+        elif lost := [v for v in be if v not in he]:
+            out.append(Change("tool", f"{path}.enum", "changed", be, he, "breaking",
+                              f"{head} no longer accepts {_values(lost)} (breaking)", affects=(ALL,)))
+        elif gained := [v for v in he if v not in be]:
+            out.append(Change("tool", f"{path}.enum", "changed", be, he, "low",
+                              f"{head} now also accepts {_values(gained)}", affects=(ALL,)))
+    return out
+
+
 def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     bt, ht = base.outline["components"]["tools"], head.outline["components"]["tools"]
@@ -344,11 +390,16 @@ def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
         for p in sorted(breq - hreq):
             out.append(Change("tool", f"{path}.parameters.{p}", "changed", True, False, "low",
                               f"tool `{name}`: parameter `{p}` no longer required", affects=(ALL,)))
+        handled: set[tuple[str, str]] = set()
+        for p in sorted(set(bprops) & set(hprops)):
+            out.extend(_accepted_values(name, f"{path}.parameters.{p}", p, bprops[p], hprops[p], handled))
         reported = (set(bprops) ^ set(hprops)) | (breq ^ hreq)
         for lp, kind, before, after in _leaves(bt[name]["config"], ht[name]["config"]):
             leaf = _dotted(path, *lp)
             in_reported = any(a == "properties" and b in reported for a, b in zip(lp, lp[1:], strict=False))
-            if in_reported or "required" in lp:
+            in_handled = any(a == "properties" and (b, c) in handled
+                             for a, b, c in zip(lp, lp[1:], lp[2:], strict=False))
+            if in_reported or in_handled or "required" in lp:
                 continue
             if len(lp) >= 3 and lp[-3] == "properties" and isinstance(lp[-2], str) and lp[-1] != "description":
                 risk = "medium"

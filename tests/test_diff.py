@@ -166,6 +166,39 @@ def test_tool_breaking_changes(example_repo: Git) -> None:
     ]
 
 
+def test_tool_parameter_narrowed_is_breaking(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        doc = json.loads((r / "tools/open_ticket.json").read_text())
+        props = doc["parameters"]["properties"]
+        props["priority"]["enum"] = ["low", "normal"]
+        props["summary"]["type"] = "integer"
+        (r / "tools/open_ticket.json").write_text(json.dumps(doc, indent=2))
+        doc = json.loads((r / "tools/lookup_order.json").read_text())
+        doc["parameters"]["properties"]["include_items"]["enum"] = [True]
+        doc["parameters"]["properties"]["order_id"]["type"] = ["string", "null"]
+        (r / "tools/lookup_order.json").write_text(json.dumps(doc, indent=2))
+
+    base, head = change(example_repo, "narrow", fn)
+    assert summaries(example_repo, base, head) == [
+        ("tool", "breaking", "tool `lookup_order`: parameter `include_items` now only accepts True (breaking)"),
+        ("tool", "low", "tool `lookup_order`: parameter `order_id` now also accepts type null"),
+        ("tool", "breaking", "tool `open_ticket`: parameter `priority` no longer accepts high (breaking)"),
+        ("tool", "breaking", "tool `open_ticket`: parameter `summary` type changed string → integer (breaking)"),
+    ]
+
+
+def test_tool_enum_widened_is_not_breaking(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        doc = json.loads((r / "tools/open_ticket.json").read_text())
+        doc["parameters"]["properties"]["priority"]["enum"].append("urgent")
+        (r / "tools/open_ticket.json").write_text(json.dumps(doc, indent=2))
+
+    base, head = change(example_repo, "widen", fn)
+    assert summaries(example_repo, base, head) == [
+        ("tool", "low", "tool `open_ticket`: parameter `priority` now also accepts urgent"),
+    ]
+
+
 def test_tool_removed_and_component_removed(example_repo: Git) -> None:
     def fn(r: Path) -> None:
         (r / "tools/open_ticket.json").unlink()
