@@ -13,6 +13,8 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from gating.manifest_schema import PERMISSIONS
+from gating.policy.rules import OPTION_DEFAULTS
 from gating.snapshot import Snapshot, differing, differing_prompts
 
 RISKS = ["info", "low", "medium", "high", "breaking", "error"]
@@ -488,6 +490,8 @@ def _evals(base: Snapshot, head: Snapshot) -> list[Change]:
             continue
         if lp == ["regression", "max_drop"] and (after is None or (before is not None and after > before)):
             risk, summary = "high", f"regression rule loosened: max_drop {before} → {after}"
+        elif lp == ["regression"] and kind == "removed":
+            risk, summary = "high", "regression rule loosened: evals.regression removed"
         elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
             risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
         elif lp and lp[0] == "dataset_digests":
@@ -502,12 +506,27 @@ def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rules}
 
 
+OPTION_KEYS = ("allow_author", "invalidate_on_push", "require_evidence", "ignore_bots")
 _LOOSENING = {
     ("options", "allow_author"): (False, True),
     ("options", "invalidate_on_push"): (True, False),
     ("options", "require_evidence"): (True, False),
     ("options", "ignore_bots"): (True, False),
 }
+
+
+def _options_loosened(lp: list[Any], before: Any, after: Any) -> list[tuple[str, Any, Any]]:
+    """Options (all of them, or one) that now take their looser value; a dropped option takes its
+    default, so dropping `invalidate_on_push: true` loosens the rule."""
+    if len(lp) == 2:
+        before, after = {lp[1]: before} if before is not None else {}, {lp[1]: after} if after is not None else {}
+    out = []
+    for k in OPTION_KEYS:
+        frm, to = _LOOSENING[("options", k)]
+        b, a = (before or {}).get(k), (after or {}).get(k)
+        if b != a and (OPTION_DEFAULTS[k] if b is None else b) == frm and (OPTION_DEFAULTS[k] if a is None else a) == to:
+            out.append((k, b, a))
+    return out
 
 
 def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
@@ -528,6 +547,13 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
             key = tuple(lp[:2])
             if lp[:2] == ["requires", "count"] and (after or 0) < (before or 0):
                 risk, summary = "high", f"approval rule loosened: `{name}` needs {after} approvals (was {before})"
+            elif lp[:1] == ["options"] and len(lp) <= 2 and (loose := _options_loosened(lp, before, after)):
+                out.extend(Change("policy", _dotted(path, "options", k), kind, b, a, "high",
+                                  f"approval rule loosened: `{name}` {k} {b} → {a}") for k, b, a in loose)
+                continue
+            elif lp == ["requires", "permission"] and before in PERMISSIONS and after in PERMISSIONS \
+                    and PERMISSIONS.index(after) < PERMISSIONS.index(before):
+                risk, summary = "high", f"approval rule loosened: `{name}` permission {before} → {after}"
             elif key in _LOOSENING:
                 frm, to = _LOOSENING[key]
                 if (before if before is not None else frm) == frm and after == to:
@@ -535,7 +561,7 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
             elif lp[:1] == ["if"]:
                 # Conditions are ANDed and each list is ORed: a new condition or a dropped item makes
                 # the rule apply to fewer changes.
-                narrower = (kind == "added" and len(lp) == 2) or (kind == "removed" and len(lp) >= 3)
+                narrower = (kind == "added" and len(lp) <= 2) or (kind == "removed" and len(lp) >= 3)
                 if narrower or kind == "changed":
                     risk = "high"
                     summary = (f"approval rule loosened: `{name}` applies to fewer changes "

@@ -247,6 +247,46 @@ def test_loosened_thresholds_and_rules(example_repo: Git) -> None:
     assert ("policy", "high", "approval rule loosened: `prompt-review` invalidate_on_push True → False") in got
 
 
+def test_regression_rule_removed_whole_is_loosened(example_repo: Git) -> None:
+    base, head = change(example_repo, "no regression rule", lambda r: edit(
+        r / "gating.yml", "  regression: {max_drop: 0.05, alpha: 0.05}\n", ""))
+    assert summaries(example_repo, base, head) == [
+        ("evals", "high", "regression rule loosened: evals.regression removed"),
+    ]
+
+
+def test_approval_rules_loosened_in_other_ways(example_repo: Git) -> None:
+    def fn(r: Path) -> None:
+        edit(r / "gating.yml", "requires: {count: 1, permission: write}", "requires: {count: 1, permission: read}")
+        edit(r / "gating.yml", "    options: {invalidate_on_push: true}\n", "")
+
+    base, head = change(example_repo, "loosen", fn)
+    assert summaries(example_repo, base, head) == [
+        ("policy", "high", "approval rule loosened: `prompt-review` invalidate_on_push True → None"),
+        ("policy", "high", "approval rule loosened: `prompt-review` permission write → read"),
+    ]
+
+
+def test_dropping_an_option_that_was_already_its_default_loosens_nothing(example_repo: Git) -> None:
+    base, head = change(example_repo, "explicit", lambda r: edit(
+        r / "gating.yml", "options: {invalidate_on_push: true}",
+        "options: {invalidate_on_push: true, allow_author: false, require_evidence: true}"))
+    base, head = head, change(example_repo, "implicit", lambda r: edit(
+        r / "gating.yml", ", allow_author: false, require_evidence: true}", "}"))[1]
+    assert [risk for _, risk, _ in summaries(example_repo, base, head)] == ["medium", "medium"]
+
+
+def test_condition_added_to_a_rule_without_one_narrows_it(example_repo: Git) -> None:
+    base, head = change(example_repo, "narrow", lambda r: edit(
+        r / "gating.yml", "  - name: model-owners\n    if: {manifest_paths: [\"components.models.*.model\"]}\n",
+        "  - name: model-owners\n"))
+    base, head = head, change(example_repo, "narrow again", lambda r: edit(
+        r / "gating.yml", "  - name: model-owners\n", "  - name: model-owners\n    if: {labels: [models]}\n"))[1]
+    assert summaries(example_repo, base, head) == [
+        ("policy", "high", "approval rule loosened: `model-owners` applies to fewer changes (if: None → {'labels': ['models']})"),
+    ]
+
+
 def test_no_changes_is_explicit(example_repo: Git, capsys) -> None:
     base, head = change(example_repo, "readme", lambda r: (r / "README.md").write_text("docs only\n"))
     assert main(["-C", str(example_repo.root), "diff", base, head]) == 0
