@@ -148,7 +148,9 @@ def _bad(**changes: Any) -> dict[str, Any]:
     (_bad(alerts__0__fingerprint=...), "alerts[0].fingerprint must be a non-empty string"),
     (_bad(alerts__0__startsAt="yesterday"), "alerts[0].startsAt is not an RFC 3339 time: 'yesterday'"),
     (_bad(alerts__0__status="pending"), "alerts[0].status must be firing or resolved, not 'pending'"),
-], ids=["not-json", "not-object", "version", "group-key", "alerts", "labels", "fingerprint", "starts-at", "status"])
+    (b"[" * 100_000, "body is not JSON: nested too deeply"),
+], ids=["not-json", "not-object", "version", "group-key", "alerts", "labels", "fingerprint", "starts-at", "status",
+        "nested"])
 def test_malformed_payloads_are_400_with_a_message(bare: World, payload, message):
     r = post(bare, payload)
     assert (r.status_code, r.json()) == (400, {"error": f"not an Alertmanager webhook payload: {message}"})

@@ -73,6 +73,8 @@ def parse_payload(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise PayloadError(f"body is not JSON: {e}") from None
+    except RecursionError:
+        raise PayloadError("body is not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise PayloadError("body must be a JSON object (an Alertmanager webhook payload)")
     if str(doc.get("version")) != "4":
