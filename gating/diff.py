@@ -111,9 +111,10 @@ class ChangeSet:
         }
 
 
-def _leaves(a: Any, b: Any) -> list[tuple[list[str | int], str, Any, Any]]:
-    """(path, kind, before, after) for every changed leaf between two plain structures."""
-    dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0)
+def _leaves(a: Any, b: Any, ignore_order: bool = False) -> list[tuple[list[str | int], str, Any, Any]]:
+    """(path, kind, before, after) for every changed leaf between two plain structures; with
+    `ignore_order`, lists are compared as sets (an approval rule's lists are: order means nothing)."""
+    dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0, ignore_order=ignore_order)
     out = []
     kinds = {
         "values_changed": "changed",
@@ -460,10 +461,11 @@ def _looser(before: str | None, after: str | None) -> bool | None:
     if not mb or not ma or mb.group(1)[0] != ma.group(1)[0]:
         return None
     vb, va = float(mb.group(2)), float(ma.group(2))
+    strict_dropped = mb.group(1) in (">", "<") and ma.group(1) in (">=", "<=")  # `> 0.8` → `>= 0.8` admits 0.8
     if mb.group(1).startswith(">"):
-        return va < vb
+        return va < vb or (va == vb and strict_dropped)
     if mb.group(1).startswith("<"):
-        return va > vb
+        return va > vb or (va == vb and strict_dropped)
     return None
 
 
@@ -541,7 +543,7 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
         if name not in br:
             out.append(Change("policy", path, "added", None, hr[name], "low", f"approval rule `{name}` added"))
             continue
-        for lp, kind, before, after in _leaves(br[name], hr[name]):
+        for lp, kind, before, after in _leaves(br[name], hr[name], ignore_order=True):
             leaf = _dotted(path, *lp)
             risk, summary = "medium", f"approval rule `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}"
             key = tuple(lp[:2])
@@ -560,8 +562,13 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
                     risk, summary = "high", f"approval rule loosened: `{name}` {lp[1]} {before} → {after}"
             elif lp[:1] == ["if"]:
                 # Conditions are ANDed and each list is ORed: a new condition or a dropped item makes
-                # the rule apply to fewer changes.
-                narrower = (kind == "added" and len(lp) <= 2) or (kind == "removed" and len(lp) >= 3)
+                # the rule apply to fewer changes. `ignore` works the other way round: an item added
+                # to it leaves fewer files that count.
+                item = len(lp) >= 3
+                if item and lp[1] == "ignore":
+                    narrower = kind == "added"
+                else:
+                    narrower = (kind == "added" and not item) or (kind == "removed" and item)
                 if narrower or kind == "changed":
                     risk = "high"
                     summary = (f"approval rule loosened: `{name}` applies to fewer changes "

@@ -360,6 +360,33 @@ def test_narrowed_approval_condition_is_loosening(example_repo: Git) -> None:
     ]
 
 
+def test_reordered_approval_lists_are_no_change(example_repo: Git) -> None:
+    base, head = change(example_repo, "reorder", lambda r: edit(
+        r / "gating.yml", "categories: [prompt, retrieval, tool, guardrail]", "categories: [tool, guardrail, prompt, retrieval]"))
+    assert compute(example_repo, base, head).is_empty
+
+
+@pytest.mark.parametrize("before, after, risk, summary", [
+    ("ignore: [docs/**]", "ignore: [docs/**, prompts/**]", "high",
+     "approval rule loosened: `prompt-review` applies to fewer changes (if.ignore[1]: None → prompts/**)"),
+    ("ignore: [docs/**, prompts/**]", "ignore: [docs/**]", "medium",
+     "approval rule `prompt-review` applies more widely: condition if.ignore[1] removed"),
+], ids=["ignore-more", "ignore-less"])
+def test_ignore_works_the_other_way_round(example_repo: Git, before: str, after: str, risk: str, summary: str) -> None:
+    rule = "if: {categories: [prompt, retrieval, tool, guardrail]"
+    edit(example_repo.root / "gating.yml", rule, f"{rule}, {before}")
+    commit_all(example_repo, "an ignore list")
+    base, head = change(example_repo, "ignore", lambda r: edit(r / "gating.yml", before, after))
+    assert summaries(example_repo, base, head) == [("policy", risk, summary)]
+
+
+def test_a_strict_threshold_made_inclusive_is_loosened(example_repo: Git) -> None:
+    edit(example_repo.root / "gating.yml", 'pass_rate: ">= 0.80"', 'pass_rate: "> 0.80"')
+    commit_all(example_repo, "strict")
+    base, head = change(example_repo, "inclusive", lambda r: edit(r / "gating.yml", '"> 0.80"', '">= 0.80"'))
+    assert summaries(example_repo, base, head) == [("evals", "high", "threshold loosened: pass_rate > 0.80 → >= 0.80")]
+
+
 def test_unrelated_histories_say_so(example_repo: Git, capsys) -> None:
     g = example_repo
     g.run("checkout", "-q", "--orphan", "other")
