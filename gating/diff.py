@@ -531,6 +531,15 @@ def _options_loosened(lp: list[Any], before: Any, after: Any) -> list[tuple[str,
     return out
 
 
+def _child_path(path: list[str | int]) -> tuple[list[str | int], list[str | int]]:
+    """(the `and`/`or` children a path goes through, the rest): `or[0].requires.count` is the
+    `requires.count` of the child `or[0]`."""
+    i = 0
+    while i + 1 < len(path) and path[i] in ("and", "or") and isinstance(path[i + 1], int):
+        i += 2
+    return path[:i], path[i:]
+
+
 def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     br, hr = _rules_by_name(base.outline.get("approvals") or []), _rules_by_name(head.outline.get("approvals") or [])
@@ -543,23 +552,37 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
         if name not in br:
             out.append(Change("policy", path, "added", None, hr[name], "low", f"approval rule `{name}` added"))
             continue
-        for lp, kind, before, after in _leaves(br[name], hr[name], ignore_order=True):
-            leaf = _dotted(path, *lp)
-            risk, summary = "medium", f"approval rule `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}"
+        for full, kind, before, after in _leaves(br[name], hr[name], ignore_order=True):
+            leaf = _dotted(path, *full)
+            risk, summary = "medium", f"approval rule `{name}` {_dotted(*full)}: {_short(before)} → {_short(after)}"
+            # A child rule of an `and`/`or` is judged like a rule of its own, and named by its path.
+            prefix, lp = _child_path(full)
+            who = f"{name}` › `{_dotted(*prefix)}" if prefix else name
             key = tuple(lp[:2])
-            if lp[:2] == ["requires", "count"] and (after or 0) < (before or 0):
-                risk, summary = "high", f"approval rule loosened: `{name}` needs {after} approvals (was {before})"
+            if prefix and not lp:
+                child = (before if kind == "removed" else after) or {}
+                what = f"{_dotted(*full)} (`{child.get('name')}`) {kind}" if isinstance(child, dict) else kind
+                wider = (prefix[-2] == "and" and kind == "removed") or (prefix[-2] == "or" and kind == "added")
+                if wider:
+                    risk = "high"
+                    summary = (f"approval rule loosened: `{name}` {what}: "
+                               + ("one fewer part must be approved" if kind == "removed"
+                                  else "one more way to be approved"))
+                else:
+                    summary = f"approval rule `{name}` {what}"
+            elif lp[:2] == ["requires", "count"] and (after or 0) < (before or 0):
+                risk, summary = "high", f"approval rule loosened: `{who}` needs {after} approvals (was {before})"
             elif lp[:1] == ["options"] and len(lp) <= 2 and (loose := _options_loosened(lp, before, after)):
-                out.extend(Change("policy", _dotted(path, "options", k), kind, b, a, "high",
-                                  f"approval rule loosened: `{name}` {k} {b} → {a}") for k, b, a in loose)
+                out.extend(Change("policy", _dotted(path, *prefix, "options", k), kind, b, a, "high",
+                                  f"approval rule loosened: `{who}` {k} {b} → {a}") for k, b, a in loose)
                 continue
             elif lp == ["requires", "permission"] and before in PERMISSIONS and after in PERMISSIONS \
                     and PERMISSIONS.index(after) < PERMISSIONS.index(before):
-                risk, summary = "high", f"approval rule loosened: `{name}` permission {before} → {after}"
+                risk, summary = "high", f"approval rule loosened: `{who}` permission {before} → {after}"
             elif key in _LOOSENING:
                 frm, to = _LOOSENING[key]
                 if (before if before is not None else frm) == frm and after == to:
-                    risk, summary = "high", f"approval rule loosened: `{name}` {lp[1]} {before} → {after}"
+                    risk, summary = "high", f"approval rule loosened: `{who}` {lp[1]} {before} → {after}"
             elif lp[:1] == ["if"]:
                 # Conditions are ANDed and each list is ORed: a new condition or a dropped item makes
                 # the rule apply to fewer changes. `ignore` works the other way round: an item added
@@ -571,14 +594,14 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
                     narrower = (kind == "added" and not item) or (kind == "removed" and item)
                 if narrower or kind == "changed":
                     risk = "high"
-                    summary = (f"approval rule loosened: `{name}` applies to fewer changes "
+                    summary = (f"approval rule loosened: `{who}` applies to fewer changes "
                                f"({_dotted(*lp)}: {_short(before)} → {_short(after)})")
                 elif kind == "removed":
-                    summary = f"approval rule `{name}` applies more widely: condition {_dotted(*lp)} removed"
+                    summary = f"approval rule `{who}` applies more widely: condition {_dotted(*lp)} removed"
                 else:
                     risk = "low"
             elif lp[:1] == ["requires"] and kind == "removed":
-                risk, summary = "high", f"approval rule loosened: `{name}` no longer requires {_dotted(*lp[1:])}"
+                risk, summary = "high", f"approval rule loosened: `{who}` no longer requires {_dotted(*lp[1:])}"
             out.append(Change("policy", leaf, kind, before, after, risk, summary))
     for lp, kind, before, after in _leaves(base.outline.get("rollback") or {}, head.outline.get("rollback") or {}):
         out.append(Change("policy", _dotted("rollback", *lp), kind, before, after, "medium",

@@ -387,6 +387,33 @@ def test_a_strict_threshold_made_inclusive_is_loosened(example_repo: Git) -> Non
     assert summaries(example_repo, base, head) == [("evals", "high", "threshold loosened: pass_rate > 0.80 → >= 0.80")]
 
 
+COMBINED = """  - name: release
+    or:
+      - {name: two-maintainers, requires: {count: 2, permission: maintain}}
+      - {name: an-owner, requires: {users: ["@alice"]}}
+"""
+
+
+@pytest.mark.parametrize("old, new, risk, summary", [
+    ("{count: 2, permission: maintain}", "{count: 1, permission: maintain}", "high",
+     "approval rule loosened: `release` › `or[0]` needs 1 approvals (was 2)"),
+    ("{count: 2, permission: maintain}", "{count: 2, permission: write}", "high",
+     "approval rule loosened: `release` › `or[0]` permission maintain → write"),
+    ('      - {name: an-owner, requires: {users: ["@alice"]}}\n',
+     '      - {name: an-owner, requires: {users: ["@alice"]}}\n      - {name: anyone, requires: {count: 1}}\n',
+     "high", "approval rule loosened: `release` or[2] (`anyone`) added: one more way to be approved"),
+    ('      - {name: an-owner, requires: {users: ["@alice"]}}\n', "", "medium",
+     "approval rule `release` or[1] (`an-owner`) removed"),
+], ids=["child-count", "child-permission", "or-child-added", "or-child-removed"])
+def test_child_rules_are_judged_like_rules(example_repo: Git, old: str, new: str, risk: str, summary: str) -> None:
+    with (example_repo.root / "gating.yml").open("r+") as f:
+        text = f.read().replace("rollback:\n", COMBINED + "rollback:\n", 1)
+        f.seek(0), f.write(text), f.truncate()
+    commit_all(example_repo, "a combined rule")
+    base, head = change(example_repo, "child", lambda r: edit(r / "gating.yml", old, new))
+    assert summaries(example_repo, base, head) == [("policy", risk, summary)]
+
+
 def test_unrelated_histories_say_so(example_repo: Git, capsys) -> None:
     g = example_repo
     g.run("checkout", "-q", "--orphan", "other")
