@@ -74,6 +74,9 @@ def test_missing_requires_means_one_approval_from_anyone():
     pytest.param([{"name": "x", "and": [{}]}], "approvals[0] (x).and[0]: every rule needs a name",
                  id="empty-child-rule"),
     pytest.param("rules", "approvals: expected a list of rules", id="not-a-list"),
+    pytest.param([{"name": "x", "requires": {"count": 2, "users": ["@bob"]}}],
+                 "approvals[0] (x).requires.count: 2 approvals can never come from 1 listed user; list more "
+                 "users, add teams or a permission, or lower the count", id="count-over-users"),
 ])
 def test_parse_errors_name_the_place_and_the_allowed_values(rules, message):
     with pytest.raises(PolicyError) as e:

@@ -127,12 +127,17 @@ def _parse_requires(raw: Any, where: str, problems: list[str]) -> Requires:
     if perm is not None and perm not in PERMISSIONS:
         problems.append(f"{where}.permission: {perm!r} is not one of: {', '.join(PERMISSIONS)}")
         perm = None
-    return Requires(
+    req = Requires(
         count=count,
         users=_strs(d.get("users", []), f"{where}.users", problems, True),
         teams=_teams(d.get("teams", []), f"{where}.teams", problems),
         permission=perm,
     )
+    if req.users and not req.teams and req.permission is None and count > len(set(req.users)):
+        problems.append(f"{where}.count: {count} approvals can never come from {len(set(req.users))} listed "
+                        f"user{'s' if len(set(req.users)) != 1 else ''}; list more users, add teams or a "
+                        "permission, or lower the count")
+    return req
 
 
 def _parse_options(raw: Any, where: str, problems: list[str], inherited: Options) -> Options:
