@@ -540,6 +540,27 @@ def _child_path(path: list[str | int]) -> tuple[list[str | int], list[str | int]
     return path[:i], path[i:]
 
 
+def _approvers_widened(b_rule: dict[str, Any], h_rule: dict[str, Any], prefix: list[str | int], kind: str,
+                       after: Any) -> str | None:
+    """Who may approve is users OR teams OR permission, and anyone when none is given: so a user or
+    team added beside another qualifier, or the last qualifier dropped, lets more people approve."""
+    try:
+        for i in range(0, len(prefix), 2):
+            b_rule, h_rule = b_rule[prefix[i]][prefix[i + 1]], h_rule[prefix[i]][prefix[i + 1]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    def anyone(rule: dict[str, Any]) -> bool:
+        req = rule.get("requires") or {}
+        return not (req.get("users") or req.get("teams") or req.get("permission"))
+    if anyone(b_rule):
+        return None  # anyone could approve before: naming people narrows it
+    if anyone(h_rule):
+        return "may now be approved by anyone (no users, teams or permission left)"
+    if kind == "added":
+        return f"may also be approved by {_short(after)}"
+    return None
+
+
 def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
     br, hr = _rules_by_name(base.outline.get("approvals") or []), _rules_by_name(head.outline.get("approvals") or [])
@@ -600,6 +621,9 @@ def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
                     summary = f"approval rule `{who}` applies more widely: condition {_dotted(*lp)} removed"
                 else:
                     risk = "low"
+            elif lp[:2] in (["requires", "users"], ["requires", "teams"]) and \
+                    (more := _approvers_widened(br[name], hr[name], prefix, kind, after)):
+                risk, summary = "high", f"approval rule loosened: `{who}` {more}"
             elif lp[:1] == ["requires"] and kind == "removed":
                 risk, summary = "high", f"approval rule loosened: `{who}` no longer requires {_dotted(*lp[1:])}"
             out.append(Change("policy", leaf, kind, before, after, risk, summary))

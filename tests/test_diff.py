@@ -414,6 +414,21 @@ def test_child_rules_are_judged_like_rules(example_repo: Git, old: str, new: str
     assert summaries(example_repo, base, head) == [("policy", risk, summary)]
 
 
+@pytest.mark.parametrize("old, new, risk, summary", [
+    ('teams: ["acme/ml-platform"]}', 'teams: ["acme/ml-platform", "acme/everyone"]}', "high",
+     "approval rule loosened: `model-owners` may also be approved by acme/everyone"),
+    ('teams: ["acme/ml-platform"]}', 'teams: ["acme/ml-platform"], users: ["@carol"]}', "high",
+     "approval rule loosened: `model-owners` may also be approved by ['@carol']"),
+    ('teams: ["acme/ml-platform"]}', 'teams: []}', "high",
+     "approval rule loosened: `model-owners` may now be approved by anyone (no users, teams or permission left)"),
+    ('teams: ["acme/ml-platform"]}', 'teams: ["acme/ml-platform-leads"]}', "medium",
+     "approval rule `model-owners` requires.teams[0]: acme/ml-platform → acme/ml-platform-leads"),
+], ids=["team-added", "users-added", "last-team-dropped", "team-swapped"])
+def test_who_may_approve_widened_is_loosening(example_repo: Git, old: str, new: str, risk: str, summary: str) -> None:
+    base, head = change(example_repo, "approvers", lambda r: edit(r / "gating.yml", old, new))
+    assert summaries(example_repo, base, head) == [("policy", risk, summary)]
+
+
 def test_unrelated_histories_say_so(example_repo: Git, capsys) -> None:
     g = example_repo
     g.run("checkout", "-q", "--orphan", "other")
