@@ -109,6 +109,9 @@ class JobQueue:
     # When a Worker checkpoints, a commit still does past this many pages (~200 MB of WAL: more than a
     # burst of deliveries adds between two checkpoints), and the WAL file is cut back to 64 MB after.
     SAFETY_CHECKPOINT_PAGES = 50000
+    # How long an acknowledgement waits for another connection's write lock. GitHub gives up on a
+    # delivery after 10 s: past that, a refusal it can show beats a commit it never hears of.
+    ENQUEUE_WAIT_SECONDS = 5.0
 
     def __init__(self, path: str, *, max_attempts: int = 5, lease_seconds: float = 60.0,
                  retry_base: float = 5.0, retry_max: float = 600.0, keep_done_seconds: float = 7 * 86400,
@@ -142,16 +145,16 @@ class JobQueue:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> sqlite3.Cursor:
         """Run one statement as its own transaction (autocommit), without RETURNING: SQLite then holds
         the write lock only inside this one call, which does not need the GIL. No lock of our own:
         a thread holding one while it waits for the GIL would hold up every other writer."""
         conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args))
+        return _retry(lambda: conn.execute(sql, args), wait)
 
-    def _write_returning(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _write_returning(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> list[tuple[Any, ...]]:
         conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args).fetchall())
+        return _retry(lambda: conn.execute(sql, args).fetchall(), wait)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = self._conn()
@@ -163,7 +166,8 @@ class JobQueue:
                 handlers: Sequence[tuple[str, str | None]]) -> list[int]:
         """One job per (handler, key), all in one transaction; returns the new ids, or [] when the
         delivery was seen before. When this returns the rows are committed to the WAL: a process
-        killed after it loses nothing."""
+        killed after it loses nothing. Raises sqlite3.OperationalError when the write lock stays
+        taken for ENQUEUE_WAIT_SECONDS."""
         if not handlers:
             return []
         now = self.clock()
@@ -172,9 +176,10 @@ class JobQueue:
         sql = ("INSERT OR IGNORE INTO jobs (delivery, handler, event, action, key, payload, run_after, created_at, "
                "updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(handlers)))
         if len(handlers) == 1:  # the usual case: without RETURNING the statement is done in one call
-            cur = self._write(sql, values)
+            cur = self._write(sql, values, self.ENQUEUE_WAIT_SECONDS)
             return [int(cur.lastrowid or 0)] if cur.rowcount == 1 else []
-        return sorted(int(r[0]) for r in self._write_returning(sql + " RETURNING id", values))
+        return sorted(int(r[0]) for r in self._write_returning(sql + " RETURNING id", values,
+                                                               self.ENQUEUE_WAIT_SECONDS))
 
     # -- consuming ---------------------------------------------------------------------------------
 

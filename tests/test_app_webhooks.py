@@ -7,6 +7,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -371,3 +372,24 @@ def test_handler_modules_can_add_http_endpoints(tmp_path: Path, monkeypatch):
     assert app.extensions["gating"].queue.wait_idle(5)
     app.extensions["gating"].worker.stop()
     assert (tmp_path / "runs").read_text().split()[:2] == ["start", "from-elsewhere"]
+
+
+def test_a_locked_queue_is_answered_before_github_gives_up_and_nothing_is_recorded(app, client, runs,
+                                                                                  tmp_path: Path):
+    """GitHub waits 10 s for an answer: a database locked by another connection for longer is a refusal
+    within that time, not an acknowledgement GitHub never sees; once the lock is gone a redelivery queues."""
+    lock = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    body, headers = signed(PR, "pull_request", delivery="while-locked")
+    try:
+        t0 = time.monotonic()
+        r = post(client, body, headers)
+        waited = time.monotonic() - t0
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert (r.status_code, r.json) == (500, {"error": "the delivery could not be queued; it was not acknowledged"})
+    assert 4 < waited < 8
+    assert app.extensions["gating"].queue.list() == []
+    r = post(client, body, headers)
+    assert (r.status_code, r.json["status"]) == (202, "queued")
