@@ -427,8 +427,9 @@ def file_refs(m: Manifest) -> list[tuple[str, str, str, tuple[str | int, ...]]]:
     return refs
 
 
-def resolve_files(m: Manifest, files: Sequence[str] | set[str]) -> list[FileRef]:
-    """Expand every reference against the revision's file list; missing files are errors."""
+def resolve_files(m: Manifest, files: Sequence[str] | set[str], submodules: Sequence[str] = ()) -> list[FileRef]:
+    """Expand every reference against the revision's file list; missing files are errors, and a file
+    under one of `submodules` (whose files another repository holds) is named as such."""
     listing = sorted(files)
     fileset = set(listing)
     out: list[FileRef] = []
@@ -443,7 +444,12 @@ def resolve_files(m: Manifest, files: Sequence[str] | set[str]) -> list[FileRef]
             else ([pattern] if pattern in fileset else [])
         )
         if not matched:
-            if any(c in pattern for c in "*?["):
+            sub = next((d for d in submodules if pattern.startswith(d.rstrip("/") + "/")), None)
+            if sub is not None:
+                problems.append(m.problem(key, f"{_fmt_path(key)}: {pattern!r} is inside the git submodule "
+                                               f"{sub.rstrip('/')!r}, whose files are not part of this "
+                                               "repository's revisions: copy the file into the repository"))
+            elif any(c in pattern for c in "*?["):
                 problems.append(m.problem(key, f"{_fmt_path(key)}: glob {pattern!r} matches no file"))
             elif any(f.startswith(pattern.rstrip("/") + "/") for f in listing):
                 problems.append(m.problem(key, f"{_fmt_path(key)}: {pattern!r} is a directory, not a file "

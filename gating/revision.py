@@ -13,6 +13,8 @@ from typing import Protocol
 
 from gating.git import CatFileBatch, Git
 
+SYMLINK_MODE = "120000"
+
 
 class RevisionReader(Protocol):
     label: str
@@ -33,6 +35,8 @@ class GitRevision:
         self._seeds: list[Mapping[str, str]] = []
         self.label = rev
         self._files: dict[str, str] | None = None
+        self._links: set[str] = set()
+        self._submodules: list[str] = []
         self._batch = batch
 
     @classmethod
@@ -48,8 +52,22 @@ class GitRevision:
     def blob_ids(self) -> dict[str, str]:
         """path -> git blob id, from one `git ls-tree`."""
         if self._files is None:
-            self._files = {e.path: e.sha for e in self.git.ls_tree(self.commit) if e.type == "blob"}
+            entries = self.git.ls_tree(self.commit)
+            self._files = {e.path: e.sha for e in entries if e.type == "blob"}
+            self._links = {e.path for e in entries if e.mode == SYMLINK_MODE}
+            self._submodules = [e.path for e in entries if e.type == "commit"]
         return self._files
+
+    def submodules(self) -> list[str]:
+        """Paths of the submodules (gitlinks) in this commit's tree."""
+        self.blob_ids()
+        return self._submodules
+
+    def links(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> link text of those paths that git stores as symbolic links."""
+        self.blob_ids()
+        found = [p for p in paths if p in self._links]
+        return {p: os.fsdecode(b or b"") for p, b in self.read_many(found).items()} if found else {}
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
@@ -86,18 +104,29 @@ class WorkTree:
     def __init__(self, root: str | os.PathLike[str], git: Git | None = None):
         self.root = Path(root)
         self.git = git
+        self._submodules: list[str] = []
 
     def list_files(self) -> list[str]:
         if self.git is not None and self.git.is_repo():
             out = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard")
             names = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
-            return sorted(n for n in names if (self.root / n).is_file() or (self.root / n).is_symlink())
+            files = sorted(n for n in names if (self.root / n).is_file() or (self.root / n).is_symlink())
+            self._submodules = sorted(n.rstrip("/") for n in set(names).difference(files) if (self.root / n).is_dir())
+            return files
         files = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if d != ".git"]
             for f in filenames:
                 files.append(os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/"))
         return sorted(files)
+
+    def submodules(self) -> list[str]:
+        """Submodules (and other repositories) inside this one, as the last `list_files` found them."""
+        return self._submodules
+
+    def links(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> link text of those paths that are symbolic links on disk."""
+        return {p: os.readlink(self.root / p) for p in paths if (self.root / p).is_symlink()}
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}

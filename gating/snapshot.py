@@ -257,6 +257,9 @@ def differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 _ABSENT = object()
 
 
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
 def _check_text(path: str, data: bytes | None) -> Problem | None:
     if data is None:
         return Problem(path, 1, 1, "file could not be read")
@@ -264,6 +267,10 @@ def _check_text(path: str, data: bytes | None) -> Problem | None:
         return Problem(path, 1, 1, f"file is {len(data):,} bytes; a system file may be at most {MAX_FILE_BYTES:,}")
     if b"\x00" in data:
         return Problem(path, 1, 1, "file is binary (contains NUL bytes); system files must be UTF-8 text")
+    if data.startswith(_LFS_POINTER) and len(data) < 1024:  # git-lfs writes pointers well under 1 KiB
+        return Problem(path, 1, 1, "file is a Git LFS pointer, not the file: gating reads system files from git "
+                       "objects, where LFS keeps only the pointer; keep system files out of LFS "
+                       f"(git lfs untrack '{path}', then git add --renormalize {path})")
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -363,10 +370,13 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
     manifest_bytes = reader.read_many([manifest_path])[manifest_path]
     if manifest_bytes is None:
         raise NoManifest([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
+    _refuse_links(reader, [manifest_path])
     m = load_manifest(manifest_bytes, manifest_path, cache)
     listing = reader.list_files()
-    refs = resolve_files(m, listing)
+    refs = resolve_files(m, listing, reader.submodules() if hasattr(reader, "submodules") else ())
     wanted = sorted({r.path for r in refs})
+    _refuse_names(wanted)
+    _refuse_links(reader, wanted)
     # A blob already hashed (the same file at the other side of a diff) is not read again: its git
     # id fixes its content. Tool and guardrail files are always read, since they are parsed.
     oids: dict[str, str] = reader.blob_ids() if hasattr(reader, "blob_ids") else {}
@@ -425,6 +435,34 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         "files": dict(sorted(files.items())),
     }
     return Snapshot(data, m, contents, manifest_path)
+
+
+def _refuse_names(paths: list[str]) -> None:
+    """A file name git holds as bytes that are not UTF-8 (matched by a glob) cannot be recorded as text."""
+    problems = []
+    for p in paths:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = p.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            problems.append(Problem(shown, 1, 1, "file name is not UTF-8; rename the file "
+                                    "(the names of system files are recorded as UTF-8 text)"))
+    if problems:
+        raise ManifestError(problems)
+
+
+def _refuse_links(reader: RevisionReader, paths: list[str]) -> None:
+    """A system file that is a symbolic link is refused, alike in the working tree and in git.
+
+    Git stores a link as the path it points to, so reading it as git does would take that path for
+    the prompt or schema, and following it could leave the repository; neither is the system.
+    """
+    links = getattr(reader, "links", None)
+    found = links(paths) if links is not None else {}
+    if found:
+        raise ManifestError([Problem(p, 1, 1, f"file is a symbolic link (to {t!r}), and git keeps only the path a "
+                                     "link points to: commit the file itself in its place, or name its target "
+                                     "in gating.yml") for p, t in sorted(found.items())])
 
 
 def _component_name(path: str, parsed: Any) -> str:
