@@ -187,6 +187,15 @@ class Git:
     def show_file(self, rev: str, path: str) -> bytes | None:
         return self.read_blobs([f"{rev}:{path}"])[f"{rev}:{path}"]
 
+    def clean_blobs(self, paths: Sequence[str]) -> dict[str, str]:
+        """path -> id of the blob `git add` would store for that working-tree file (its line endings
+        converted and clean filters run, as attributes and core.autocrlf say), written to the object store."""
+        if not paths:
+            return {}
+        out = self.run_bytes("hash-object", "-w", "--stdin-paths",
+                             input="".join(p + "\n" for p in paths).encode("utf-8", "surrogateescape"))
+        return dict(zip(paths, out.decode().split(), strict=True))
+
     def hash_object(self, data: bytes, write: bool = True) -> str:
         args = ["hash-object", "--stdin"] + (["-w"] if write else [])
         return self.run_bytes(*args, input=data).decode().strip()

@@ -105,6 +105,7 @@ class WorkTree:
         self.root = Path(root)
         self.git = git
         self._submodules: list[str] = []
+        self._conversion: bool | None = None
 
     def list_files(self) -> list[str]:
         if self.git is not None and self.git.is_repo():
@@ -137,7 +138,27 @@ class WorkTree:
                 out[p] = os.fsencode(os.readlink(fp))
             else:
                 out[p] = fp.read_bytes() if fp.is_file() else None
+        if self._converts():
+            # As `git add` would store them, so a clean CRLF checkout has the snapshot of its commit.
+            files = [p for p, b in out.items() if b is not None and "\n" not in p and not (self.root / p).is_symlink()]
+            assert self.git is not None
+            ids = self.git.clean_blobs(files)
+            blobs = self.git.read_blobs(ids.values())
+            out.update({p: blobs[oid] for p, oid in ids.items() if blobs.get(oid) is not None})
         return out
+
+    def _converts(self) -> bool:
+        """Whether git may store a file differently from its bytes on disk (core.autocrlf, attributes)."""
+        if self._conversion is None:
+            self._conversion = False
+            if self.git is not None and self.git.is_repo():
+                config = (self.git.try_run("config", "--get-regexp", r"^core\.(autocrlf|attributesfile)$") or "").lower()
+                attributes = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard",
+                                                "--", ":(glob)**/.gitattributes")
+                self._conversion = bool(
+                    "autocrlf true" in config or "autocrlf input" in config or "attributesfile" in config
+                    or attributes or (self.git.common_dir / "info" / "attributes").is_file())
+        return self._conversion
 
 
 class MemoryRevision:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from gating.cli import main
+from gating.commands.common import WORKTREE
+from gating.commands.diff import compute
 from gating.example import edit, make_example_repo
 from gating.git import Git, commit_all
 from gating.manifest import ManifestError
@@ -173,3 +175,14 @@ def test_a_file_in_a_submodule_is_named_as_such(example_repo: Git, tmp_path: Pat
     assert main(["-C", str(example_repo.root), "snapshot", "HEAD", "--digest"]) == 2
     assert capsys.readouterr().err == expected
 
+
+def test_a_crlf_checkout_has_the_snapshot_of_its_commit(example_repo: Git, tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    Git(tmp_path).run("clone", "--quiet", "-c", "core.autocrlf=true", str(example_repo.root), str(clone))
+    assert b"\r\n" in (clone / "prompts/system.md").read_bytes()  # as a Windows checkout has it
+    g = Git(clone)
+    head = build_snapshot(GitRevision(g, "HEAD"))
+    assert build_snapshot(WorkTree(clone, g)).digest == head.digest
+    edit(clone / "prompts/system.md", "Keep answers under 120 words", "Keep answers under 90 words")
+    cs = compute(g, "HEAD", WORKTREE)
+    assert [c.summary for c in cs.changes] == ["prompt `system` changed: +1 −1 lines in prompts/system.md"]
