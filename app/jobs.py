@@ -112,6 +112,7 @@ class JobQueue:
     # How long an acknowledgement waits for another connection's write lock. GitHub gives up on a
     # delivery after 10 s: past that, a refusal it can show beats a commit it never hears of.
     ENQUEUE_WAIT_SECONDS = 5.0
+    WRITE_WAIT_SECONDS = 30.0  # any other write (a claim, a job's result): no client is waiting on it
 
     def __init__(self, path: str, *, max_attempts: int = 5, lease_seconds: float = 60.0,
                  retry_base: float = 5.0, retry_max: float = 600.0, keep_done_seconds: float = 7 * 86400,
@@ -145,16 +146,16 @@ class JobQueue:
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
-    def _write(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> sqlite3.Cursor:
         """Run one statement as its own transaction (autocommit), without RETURNING: SQLite then holds
         the write lock only inside this one call, which does not need the GIL. No lock of our own:
         a thread holding one while it waits for the GIL would hold up every other writer."""
         conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args), wait)
+        return _retry(lambda: conn.execute(sql, args), self.WRITE_WAIT_SECONDS if wait is None else wait)
 
-    def _write_returning(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> list[tuple[Any, ...]]:
+    def _write_returning(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> list[tuple[Any, ...]]:
         conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args).fetchall(), wait)
+        return _retry(lambda: conn.execute(sql, args).fetchall(), self.WRITE_WAIT_SECONDS if wait is None else wait)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         conn = self._conn()
@@ -421,6 +422,8 @@ class Worker:
                 self._busy.add(owner)
             try:
                 self.run_one(job, owner)
+            except sqlite3.Error:  # its result was not recorded: it runs again when its lease runs out
+                log.exception("job %d (%s): recording its result failed", job.id, job.handler)
             finally:
                 with self._busy_lock:
                     self._busy.discard(owner)

@@ -281,3 +281,35 @@ def test_commits_checkpoint_the_wal_unless_a_worker_does(tmp_path: Path):
     w.ensure_started()  # its background thread checkpoints once requests have paused
     assert _wait_until(lambda: os.path.getsize(quiet.path) > 2_000_000)
     w.stop()
+
+
+def test_a_job_whose_result_cannot_be_written_runs_again_and_its_thread_keeps_working(tmp_path: Path):
+    """The database locked past the write wait as a job ends: the job is run again once its lease runs
+    out, and the thread that ran it goes on with other jobs instead of dying with the error."""
+    q = JobQueue(str(tmp_path / "jobs.db"), lease_seconds=0.5)
+    q.WRITE_WAIT_SECONDS = 0.2
+    release, running = threading.Event(), threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def run(job):
+        seen.append((job.delivery, job.attempts))
+        if job.attempts == 1 and job.delivery == "first":
+            running.set()
+            release.wait(5)
+
+    w = Worker(q, run, threads=1, poll=0.05)
+    w.ensure_started()
+    put(q, "first")
+    w.wake()
+    assert running.wait(5)
+    lock = sqlite3.connect(q.path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    release.set()  # the job ends while nothing can be written
+    time.sleep(0.5)
+    lock.execute("ROLLBACK")
+    lock.close()
+    put(q, "second")
+    w.wake()
+    assert _wait_until(lambda: q.counts()["done"] == 2)
+    w.stop()
+    assert sorted(seen) == [("first", 1), ("first", 2), ("second", 1)]
