@@ -89,6 +89,11 @@ class Git:
     def toplevel(self) -> Path:
         return Path(self.run("rev-parse", "--show-toplevel"))
 
+    @cached_property
+    def is_bare(self) -> bool:
+        """A bare repository has objects and refs but no working tree."""
+        return self.try_run("rev-parse", "--is-bare-repository") == "true"
+
     def rev_parse(self, rev: str) -> str:
         out = self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         if not out:

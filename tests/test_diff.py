@@ -471,3 +471,18 @@ def test_no_default_branch_asks_for_base(example_repo: Git, capsys) -> None:
     example_repo.run("branch", "-m", "main", "work")
     assert main(["-C", str(example_repo.root), "diff"]) == 2
     assert capsys.readouterr().err == "gating: error: no default branch found (origin/HEAD, main or master); pass BASE\n"
+
+
+def test_a_bare_repository_snapshots_and_diffs_revisions(example_repo: Git, tmp_path: Path, capsys) -> None:
+    base, head = change(example_repo, "repin", lambda r: edit(r / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"))
+    bare = tmp_path / "bare.git"
+    Git(tmp_path).run("clone", "--quiet", "--bare", str(example_repo.root), str(bare))
+    assert main(["-C", str(example_repo.root), "snapshot", "HEAD", "--digest"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["-C", str(bare), "snapshot", "HEAD", "--digest"]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["-C", str(bare), "diff", base, head]) == 0
+    assert "model pin changed: `answer` gpt-4o-2024-08-06 → gpt-4o-2024-11-20" in capsys.readouterr().out
+    assert main(["-C", str(bare), "snapshot"]) == 2
+    assert capsys.readouterr().err == (f"gating: error: {bare.resolve()} is a bare repository, with no working "
+                                       "tree to read: name a revision (gating snapshot HEAD)\n")

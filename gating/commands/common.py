@@ -31,7 +31,8 @@ def repo(args: argparse.Namespace) -> Git:
     g = Git(getattr(args, "repo", "."))
     if not g.is_repo():
         raise GitError(["rev-parse"], 128, f"{g.root.resolve()} is not a git repository")
-    top = Git(g.toplevel())
+    toplevel = g.try_run("rev-parse", "--show-toplevel")
+    top = Git(toplevel) if toplevel else Git(g.root.resolve()) if g.is_bare else Git(g.toplevel())
     if getattr(args, "config", None):
         args.config = manifest_path(top, args.config)
     return top
@@ -54,6 +55,9 @@ def manifest_path(g: Git, path: str) -> str:
 def reader(g: Git, rev: str | None) -> RevisionReader:
     """A revision, or the working tree when rev is None or WORKTREE."""
     if rev is None or rev == WORKTREE:
+        if g.is_bare:
+            raise UsageError(f"{g.root.resolve()} is a bare repository, with no working tree to read: name a "
+                             "revision (gating snapshot HEAD)")
         return WorkTree(g.root, g)
     return GitRevision(g, rev)
 
