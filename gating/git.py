@@ -97,7 +97,10 @@ class Git:
     def rev_parse(self, rev: str) -> str:
         out = self.try_run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         if not out:
-            raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}")
+            shallow = self.try_run("rev-parse", "--is-shallow-repository") == "true"
+            raise GitError(["rev-parse", rev], 128, f"unknown revision {rev!r}" + (
+                " (this is a shallow clone, so older commits are not here: fetch them, e.g. "
+                "git fetch --deepen=50 or git fetch --unshallow)" if shallow else ""))
         return out
 
     def resolve(self, rev: str) -> str | None:

@@ -486,3 +486,13 @@ def test_a_bare_repository_snapshots_and_diffs_revisions(example_repo: Git, tmp_
     assert main(["-C", str(bare), "snapshot"]) == 2
     assert capsys.readouterr().err == (f"gating: error: {bare.resolve()} is a bare repository, with no working "
                                        "tree to read: name a revision (gating snapshot HEAD)\n")
+
+
+def test_a_base_missing_from_a_shallow_clone_says_so(example_repo: Git, tmp_path: Path, capsys) -> None:
+    change(example_repo, "repin", lambda r: edit(r / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"))
+    shallow = tmp_path / "shallow"
+    Git(tmp_path).run("clone", "--quiet", "--depth", "1", f"file://{example_repo.root}", str(shallow))
+    assert main(["-C", str(shallow), "diff", "HEAD~1", "HEAD"]) == 2
+    assert capsys.readouterr().err == (
+        "gating: error: git rev-parse HEAD~1 failed (128): unknown revision 'HEAD~1' (this is a shallow clone, "
+        "so older commits are not here: fetch them, e.g. git fetch --deepen=50 or git fetch --unshallow)\n")
