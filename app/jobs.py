@@ -349,7 +349,9 @@ class Worker:
             self._pid = os.getpid()
             self._stop = threading.Event()
             self._busy = set()
-            base = f"{socket.gethostname()}:{os.getpid()}"
+            # A restarted container often has the same host name and pids: a per-start token keeps its
+            # heartbeats off the leases of the jobs the previous process died in.
+            base = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
             for i in range(self.threads):
                 threading.Thread(target=self._loop, args=(f"{base}:{i}",), name=f"gating-job-{i}", daemon=True).start()
             threading.Thread(target=self._beat, name="gating-job-heartbeat", daemon=True).start()

@@ -313,3 +313,35 @@ def test_a_job_whose_result_cannot_be_written_runs_again_and_its_thread_keeps_wo
     assert _wait_until(lambda: q.counts()["done"] == 2)
     w.stop()
     assert sorted(seen) == [("first", 1), ("first", 2), ("second", 1)]
+
+
+def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job_leased(tmp_path: Path):
+    """After a container restart, the host name and a worker's pid are often the same as before the
+    crash: the new process's heartbeats must not keep alive the lease of the job the old one died in."""
+    q = JobQueue(str(tmp_path / "jobs.db"), lease_seconds=0.3)
+    release = threading.Event()
+    started: list[str] = []
+
+    def run(job):
+        started.append(job.delivery)
+        release.wait(10)
+
+    before = Worker(q, run, threads=1, poll=0.05)  # the process that dies mid-job
+    before.ensure_started()
+    put(q, "cut-off")
+    before.wake()
+    assert _wait_until(lambda: started == ["cut-off"])
+    before.stop()  # no more heartbeats: as good as killed
+    after = Worker(q, run, threads=2, poll=0.05)  # the same host and pid, busy with long jobs
+    after.ensure_started()
+    put(q, "long-1")
+    put(q, "long-2")
+    after.wake(2)
+    try:
+        assert _wait_until(lambda: sorted(started) == ["cut-off", "long-1", "long-2"])
+        again: list = []
+        assert _wait_until(lambda: again.append(q.claim("probe")) or again[-1] is not None, timeout=3)
+        assert again[-1].delivery == "cut-off"
+    finally:
+        release.set()
+        after.stop()
