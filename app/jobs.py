@@ -86,6 +86,11 @@ class Job:
     created_at: float
     updated_at: float
     coalesced_into: int | None = None  # done because job N ran for the same key after it was queued
+    lease_until: float | None = None  # a running job's lease; past it, its worker is gone
+
+    def cut_off(self, now: float) -> bool:
+        """Running, but its lease ran out: the worker that ran it stopped (a kill, a crash)."""
+        return self.status == "running" and self.lease_until is not None and self.lease_until < now
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -93,7 +98,7 @@ class Job:
 
 
 _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, run_after, last_error, " \
-        "created_at, updated_at, coalesced_into"
+        "created_at, updated_at, coalesced_into, lease_until"
 
 
 # Due: queued and its time has come, or running under a lease that ran out (and attempts are left);

@@ -345,3 +345,18 @@ def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job
     finally:
         release.set()
         after.stop()
+
+
+def test_gating_app_jobs_says_a_job_that_killed_every_worker_will_fail(tmp_path: Path, clock: Clock, capsys):
+    from gating.cli import main
+
+    q = JobQueue(str(tmp_path / "jobs.db"), max_attempts=5, lease_seconds=30, clock=clock)
+    put(q)
+    for _ in range(5):
+        assert q.claim("w") is not None
+        clock.t += 31
+    assert main(["app", "jobs", "--status", "running", "--db", q.path]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[:3] == ["1", "running", "5"]
+    assert out[1].endswith("(its worker stopped on all 5 attempts: the App marks it failed)")
+    assert out[2] == "queue: 0 queued, 1 running (1 cut off), 0 failed, 0 done"

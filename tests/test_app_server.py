@@ -157,3 +157,44 @@ def test_gunicorn_with_bad_settings_stops_with_one_line_naming_them(tmp_path: Pa
                "No module named 'app.handlers.nope'")
     assert problem in proc.stderr.splitlines()
     assert not (tmp_path / "jobs.db").exists()
+
+
+def test_gating_app_jobs_tells_a_job_cut_off_by_a_kill_from_one_running(tmp_path: Path, capsys, monkeypatch):
+    """After the App is killed mid-job and before it is back, the job is `running` in the queue, but
+    nothing runs it: the listing says so, and the App runs it again once it is back."""
+    from gating.cli import main
+
+    hang = tmp_path / "hang"
+    hang.touch()
+    e = env(tmp_path, APP_TEST_HANG=hang, GATING_LEASE_SECONDS="1")
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        assert ping(server.url, "cut-1").status_code == 202
+        wait_for(lambda: len(runs(tmp_path)) == 1)
+        assert main(["app", "jobs", "--status", "running", "--db", str(tmp_path / "jobs.db")]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[1].split()[:3] == ["1", "running", "1"] and len(out[1].split()) == 7  # no note: it runs
+        assert out[2] == "queue: 0 queued, 1 running, 0 failed, 0 done"
+    finally:
+        server.kill()
+    monkeypatch.setenv("GATING_LEASE_SECONDS", "1")
+
+    def listed() -> list[str]:
+        assert main(["app", "jobs", "--status", "running", "--db", str(tmp_path / "jobs.db")]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    wait_for(lambda: "worker stopped" in listed()[1])  # once its lease has run out
+    out = listed()
+    assert out[1].split()[:3] == ["1", "running", "1"]
+    assert out[1].endswith("(its worker stopped mid-run: the App runs it again)")
+    assert out[2] == "queue: 0 queued, 1 running (1 cut off), 0 failed, 0 done"
+    assert main(["app", "jobs", "--status", "all", "--json", "--db", str(tmp_path / "jobs.db")]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["status"], row["cut_off"]) == ("running", True)
+    hang.unlink()
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        wait_for(lambda: any(r[0] == "done" for r in runs(tmp_path)))
+    finally:
+        server.stop()
+    assert listed() == ["no running jobs"]

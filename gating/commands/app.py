@@ -105,12 +105,13 @@ def _when(t: float) -> str:
 def jobs(args: argparse.Namespace) -> int:
     q = _queue(args)
     listed = q.list(None if args.status == "all" else args.status, args.limit)
+    now = time.time()
     if args.json:
         for j in listed:
             print(json.dumps({"id": j.id, "status": j.status, "attempts": j.attempts, "event": j.event,
                               "action": j.action, "handler": j.handler, "delivery": j.delivery, "key": j.key,
                               "updated": _when(j.updated_at), "last_error": j.last_error,
-                              "coalesced_into": j.coalesced_into}))
+                              "coalesced_into": j.coalesced_into, "cut_off": j.cut_off(now)}))
         return 0
     if not listed:
         print(f"no {'' if args.status == 'all' else args.status + ' '}jobs")
@@ -121,11 +122,15 @@ def jobs(args: argparse.Namespace) -> int:
         err = (j.last_error or "").replace("\n", " ")
         if j.coalesced_into:
             err = f"(covered by job {j.coalesced_into})"
+        elif j.cut_off(now):  # `running` in the file, but no live worker holds its lease
+            err = ("(its worker stopped mid-run: the App runs it again)" if j.attempts < q.max_attempts else
+                   f"(its worker stopped on all {j.attempts} attempts: the App marks it failed)")
         print(f"{j.id:>5}  {j.status:<8} {j.attempts:>5}  {event:<28} {j.handler:<26} {_when(j.updated_at):<19}  "
               f"{err[:100]}")
     counts = q.counts()
-    print(f"queue: {counts['queued']} queued, {counts['running']} running, {counts['failed']} failed, "
-          f"{counts['done']} done")
+    cut = sum(j.cut_off(now) for j in q.list("running", counts["running"])) if counts["running"] else 0
+    running = f"{counts['running']} running" + (f" ({cut} cut off)" if cut else "")
+    print(f"queue: {counts['queued']} queued, {running}, {counts['failed']} failed, {counts['done']} done")
     return 0
 
 
