@@ -18,6 +18,7 @@ import httpx
 import pytest
 from app_support import ROOT, SECRET, Gunicorn, private_key_pem, signed
 
+from app.jobs import JobQueue
 from gating.policy import APPROVAL_CHECK
 from gating.testing.pytest_plugin import EXAMPLE
 
@@ -198,3 +199,36 @@ def test_gating_app_jobs_tells_a_job_cut_off_by_a_kill_from_one_running(tmp_path
     finally:
         server.stop()
     assert listed() == ["no running jobs"]
+
+
+def test_an_approval_job_killed_while_github_creates_its_check_run_leaves_one_check_run(github, github_repo,
+                                                                                       tmp_path: Path):
+    """GitHub goes on with a request whose client died: after the restart the job runs again and finds
+    the check run the cut-off attempt created, instead of creating a second one."""
+    emu = github
+    e = {"APP_ID": emu.app.app_id, "PRIVATE_KEY": emu.app.private_key_pem, "WEBHOOK_SECRET": emu.app.webhook_secret,
+         "GITHUB_API_URL": emu.api_url, "GATING_DB": tmp_path / "jobs.db", "GATING_POLL_SECONDS": "0.05",
+         "GATING_LEASE_SECONDS": "1", "LOG_LEVEL": "WARNING"}
+    text = (EXAMPLE / "gating.yml").read_text().replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
+    emu.push(github_repo, "bump", {"gating.yml": text}, "Bump the model", user="alice")
+    pr = emu.create_pull(github_repo, "bump", "main", "Bump the model", "alice")
+    slow = emu.faults.add(method="POST", path=r"/check-runs$", kind="latency", delay=1.5, times=1)
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        r = emu.deliver(server.url + "/webhooks", emu.webhook("pull_request", "opened", github_repo,
+                                                              number=pr["number"]))
+        assert r.status_code == 202
+        wait_for(lambda: slow.hits == 1)  # the job is waiting on GitHub's answer
+    finally:
+        server.kill()
+    wait_for(lambda: any(c["name"] == APPROVAL_CHECK for c in emu.list_check_runs(github_repo)))
+    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    try:
+        wait_for(lambda: httpx.get(server.url + "/healthz").json()["queue"]["done"] == 1)
+        health = httpx.get(server.url + "/healthz").json()
+    finally:
+        server.stop()
+    assert health["queue"]["failed"] == 0 and health["queue"]["running"] == 0
+    assert JobQueue(str(tmp_path / "jobs.db")).get(1).attempts == 2  # it did run again
+    (run,) = [c for c in emu.list_check_runs(github_repo) if c["name"] == APPROVAL_CHECK]
+    assert run["output"]["title"].startswith("Pending: model-owners: has 0 of 1 approvals")
