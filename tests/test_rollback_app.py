@@ -287,6 +287,21 @@ def test_a_rollback_run_again_after_its_reply_failed_still_says_it_opened_the_pu
     world.emu.take_problems()  # the injected 502s
 
 
+def test_a_run_cut_off_after_its_reply_does_not_reply_twice(world: World):
+    comment = world.say("alice", "/rollback last-good")
+    (job,) = [j for j in world.queue.list() if j.handler == "rollback_command.on_comment"]
+    # As after a SIGKILL between the reply and the job's completion: running, its lease run out.
+    world.queue._write("UPDATE jobs SET status = 'running', owner = 'dead', lease_until = 0 WHERE id = ?", (job.id,))
+    world.app.extensions["gating"].worker.wake()
+    world.settle()
+    assert world.queue.get(job.id).attempts == 2
+    (pr,) = world.rollback_pulls()
+    (reply,) = world.replies()
+    assert reply.startswith(f"Opened #{pr['number']} to roll the LLM system back to `{world.shas['M1'][:7]}` ")
+    assert reply.endswith(f"<!-- gating: reply to comment {comment['id']} -->\n")  # invisible on GitHub
+    assert [e.event for e in world.entries()].count("rolled_back") == 1
+
+
 def test_direct_mode_commits_to_the_default_branch(world: World):
     direct = MANIFEST.replace("mode: pull_request", "mode: direct")
     m3 = world.merge("direct", {"gating.yml": direct.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")},

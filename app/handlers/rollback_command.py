@@ -263,6 +263,12 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
             ctx.log.warning("%s#%d: could not reply that the rollback failed: %s", repo.full_name, number,
                             reply_error)
         raise PermanentError(str(e)) from e
-    gh.comment(repo, number, done_reply(outcome.plan, outcome.url, outcome.number, outcome.existing,
-                                        outcome.fallback))
+    marker = f"<!-- gating: reply to comment {cid} -->"
+    if ctx.job.attempts <= 1 or not _replied(repo, number, marker):  # a run cut off after its reply
+        gh.comment(repo, number, done_reply(outcome.plan, outcome.url, outcome.number, outcome.existing,
+                                            outcome.fallback) + marker + "\n")
     gh.react(repo, cid, "rocket")
+
+
+def _replied(repo: Repo, number: int, marker: str) -> bool:
+    return any(marker in (c.get("body") or "") and is_bot(c.get("user")) for c in repo.issue_comments(number))
