@@ -31,6 +31,7 @@ from gating.github import (
     app_jwt,
     load_private_key,
 )
+from gating.manifest import ManifestError
 from gating.revision import GitRevision
 from gating.snapshot import build_snapshot
 
@@ -290,3 +291,24 @@ def test_api_revision_builds_the_same_snapshot_as_git(github, github_repo):
     by_name = ApiRevision(repo, "main", over_api.blobs)
     by_name.list_files()
     assert [r.operation for r in github.requests] == ["git/get-tree"]  # a branch moves: read again
+
+
+def test_api_revision_refuses_a_symlinked_system_file_as_git_does(github, github_repo, tmp_path: Path):
+    clone = github_repo.clone(tmp_path / "clone", github.installation_token())
+    (clone.root / "tools" / "link.json").symlink_to("open_ticket.json")
+    clone.run("add", "-A")
+    clone.run("commit", "-q", "-m", "a linked tool")
+    clone.run("push", "-q", "origin", "HEAD:main")
+    sha = github_repo.head("main")
+    over_api = ApiRevision(installed(make_app(github), github, github_repo), sha)
+    from_git = GitRevision(github_repo.git, sha)
+    assert over_api.links(["tools/link.json", "tools/open_ticket.json"]) == {"tools/link.json": "open_ticket.json"}
+    assert over_api.submodules() == from_git.submodules() == []
+    problems = []
+    for reader in (over_api, from_git):
+        with pytest.raises(ManifestError) as e:
+            build_snapshot(reader)
+        problems.append([str(p) for p in e.value.problems])
+    assert problems[0] == problems[1] == [
+        "tools/link.json:1:1: file is a symbolic link (to 'open_ticket.json'), and git keeps only the path a link "
+        "points to: commit the file itself in its place, or name its target in gating.yml"]

@@ -10,6 +10,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -130,6 +131,15 @@ class BlobCache:
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """What one tree call tells: blob ids by path, which of them are symbolic links, the submodules."""
+
+    blobs: dict[str, str]
+    links: frozenset[str]
+    submodules: tuple[str, ...]
+
+
 class ApiRevision:
     """A `RevisionReader` at one commit, read through the git trees and blobs API (no clone)."""
 
@@ -137,21 +147,36 @@ class ApiRevision:
         self.repo, self.sha = repo, sha
         self.label = sha[:12]
         self.blobs = blobs or BlobCache()
-        self._shas: dict[str, str] | None = None
+        self._listing: _Listing | None = None
+
+    def _read_tree(self) -> _Listing:
+        if self._listing is None:
+            if _SHA.match(self.sha):
+                self._listing = self.blobs.memo(("tree", self.repo.full_name, self.sha), self._fetch_tree)
+            else:  # a branch or tag name moves: never cached
+                self._listing = self._fetch_tree()
+        return self._listing
 
     def _tree(self) -> dict[str, str]:
-        if self._shas is None:
-            if _SHA.match(self.sha):
-                self._shas = self.blobs.memo(("tree", self.repo.full_name, self.sha), self._fetch_tree)
-            else:  # a branch or tag name moves: never cached
-                self._shas = self._fetch_tree()
-        return self._shas
+        return self._read_tree().blobs
 
-    def _fetch_tree(self) -> dict[str, str]:
+    def _fetch_tree(self) -> _Listing:
         body = self.repo.tree(self.sha)
         if body.get("truncated"):
             raise GitHubError(200, f"the tree of {self.sha[:12]} is too large for one API call (truncated)")
-        return {e["path"]: e["sha"] for e in body.get("tree", []) if e.get("type") == "blob"}
+        entries = body.get("tree", [])
+        return _Listing({e["path"]: e["sha"] for e in entries if e.get("type") == "blob"},
+                        frozenset(e["path"] for e in entries if e.get("type") == "blob" and e.get("mode") == "120000"),
+                        tuple(sorted(e["path"] for e in entries if e.get("type") == "commit")))
+
+    def submodules(self) -> list[str]:
+        """Paths of the submodules (gitlinks) in the tree, as `GitRevision.submodules` gives them."""
+        return list(self._read_tree().submodules)
+
+    def links(self, paths: Iterable[str]) -> dict[str, str]:
+        """path -> link text of those paths the tree stores as symbolic links."""
+        found = [p for p in paths if p in self._read_tree().links]
+        return {p: (b or b"").decode("utf-8", "surrogateescape") for p, b in self.read_many(found).items()}
 
     def list_files(self) -> list[str]:
         return sorted(self._tree())
