@@ -4,6 +4,10 @@ The key is the tree id plus a fingerprint of the code that builds snapshots, so 
 exactly what building it again would give. Writes are atomic (write, then rename), so two processes
 sharing a repository never read half a file. Entries are `marshal` data (plain dicts, lists and
 strings; loading them runs no code), several times faster to load than JSON for a large system.
+
+A hit touches its entry; entries untouched for KEEP_DAYS (those of old trees, or of an older
+version of gating) and stray temporary files are removed once per process, at its first write, so
+a store kept across CI runs does not grow for ever.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import marshal
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ def _fingerprint() -> str:
 
 
 FINGERPRINT = _fingerprint()
+KEEP_DAYS = 14
+_PRUNED: set[Path] = set()  # stores already pruned by this process
 
 
 class DiskSnapshotCache:
@@ -45,11 +52,32 @@ class DiskSnapshotCache:
         return hashlib.sha256(f"{FINGERPRINT}\0{tree}\0{manifest_path}".encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:
+        path = self.dir / f"{key}.snap"
         try:
-            value = marshal.loads((self.dir / f"{key}.snap").read_bytes())
+            value = marshal.loads(path.read_bytes())
         except (OSError, ValueError, EOFError, TypeError):
             return None
-        return value if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            return None
+        try:
+            os.utime(path)  # in use: keep it
+        except OSError:
+            pass
+        return value
+
+    def prune(self, now: float | None = None) -> int:
+        """Remove entries untouched for KEEP_DAYS and temporary files older than an hour; returns how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        for path in self.dir.glob("*"):
+            limit = KEEP_DAYS * 86400 if path.suffix == ".snap" else 3600
+            try:
+                if path.suffix in (".snap", ".tmp") and now - path.stat().st_mtime > limit:
+                    path.unlink()
+                    removed += 1
+            except OSError:
+                pass
+        return removed
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         try:
@@ -61,5 +89,8 @@ class DiskSnapshotCache:
                 os.replace(tmp, self.dir / f"{key}.snap")
             except ValueError:  # a value marshal cannot hold: leave it uncached
                 os.unlink(tmp)
+            if self.dir not in _PRUNED:
+                _PRUNED.add(self.dir)
+                self.prune()
         except OSError:
             pass  # a cache that cannot be written only costs time

@@ -178,3 +178,32 @@ def test_a_parsed_manifest_is_stored_by_its_bytes(changed) -> None:
     snap = build_snapshot(GitRevision(Git(repo.root), head), cache=cache)
     line = (repo.root / "gating.yml").read_text().splitlines().index("    top_k: 8") + 1
     assert snap.manifest.position(["components", "retrieval", "top_k"])[0] == line  # positions still found
+
+
+def test_the_store_forgets_what_nobody_used_for_two_weeks(changed) -> None:
+    import os
+    import time
+
+    from gating import snapshot_cache
+
+    repo, base, head = changed
+    compute(repo, base, head)
+    cache = DiskSnapshotCache.for_repo(repo)
+    in_use = cache.dir / f"{cache.key(repo.tree_of(head), 'gating.yml')}.snap"
+    old = time.time() - (snapshot_cache.KEEP_DAYS + 1) * 86400
+    stale = cache.dir / "0123.snap"  # an entry of an older version, or of a tree nobody asks for
+    stale.write_bytes(b"x")
+    left_over = cache.dir / "tmpabc.tmp"  # a write cut off by a killed process
+    left_over.write_bytes(b"x")
+    for path in (in_use, stale, left_over):
+        os.utime(path, (old, old))
+    assert build_snapshot(GitRevision(Git(repo.root), head), cache=cache).digest  # a hit touches its entry
+    assert time.time() - in_use.stat().st_mtime < 60
+    assert cache.prune() == 2
+    assert in_use.exists() and not stale.exists() and not left_over.exists()
+    assert len(list(cache.dir.glob("*.snap"))) == 4  # both snapshots and both manifests stay
+    stale.write_bytes(b"x")
+    os.utime(stale, (old, old))
+    snapshot_cache._PRUNED.discard(cache.dir)  # as in a new process: its first write prunes the store
+    cache.put("fresh", {"a": 1})
+    assert not stale.exists() and (cache.dir / "fresh.snap").exists()
