@@ -1,24 +1,21 @@
 """Semantic diff of two snapshots: what a change does to the LLM system, with a risk for each part.
 
-deepdiff finds the changed leaves of the structured settings; the rules here turn them into
-statements a reviewer can act on (a model re-pin, a breaking tool change, a loosened threshold).
+deepdiff finds the changed leaves of the structured settings (gating.changes); the rules here turn
+them into statements a reviewer can act on (a model re-pin, a breaking tool change); what loosens the
+gates themselves (thresholds, approval rules) is judged in gating.diff_gates.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deepdiff import DeepDiff
-
-from gating.manifest_schema import PERMISSIONS
-from gating.policy.rules import OPTION_DEFAULTS
+from gating.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
+from gating.diff_gates import evals_changes, policy_changes
 from gating.snapshot import Snapshot, differing, differing_prompts
 
-RISKS = ["info", "low", "medium", "high", "breaking", "error"]
-ALL = "*"
+__all__ = ["ALL", "RISKS", "Change", "ChangeSet", "diff_snapshots", "is_pinned"]
 
 _PINNED = re.compile(
     r"(\d{4}-\d{2}-\d{2}|\d{8}"  # dated: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022, name@20241022
@@ -39,113 +36,6 @@ def is_pinned(model: dict[str, Any]) -> bool:
     if name.lower().endswith("latest"):
         return False
     return name.startswith("ft:") or bool(_PINNED.search(name))
-
-
-@dataclass(frozen=True)
-class Change:
-    category: str
-    path: str
-    kind: str  # added | removed | changed | renamed
-    before: Any
-    after: Any
-    risk: str
-    summary: str
-    detail: str = ""
-    affects: tuple[str, ...] = ()
-    lines_added: int = 0
-    lines_removed: int = 0
-    file: str | None = None
-    changed_lines: tuple[int, ...] = ()  # 1-based lines of `file` at head that the change touched
-
-
-@dataclass
-class ChangeSet:
-    base: str
-    head: str
-    base_digest: str | None
-    head_digest: str | None
-    changes: list[Change] = field(default_factory=list)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.changes
-
-    @property
-    def has_errors(self) -> bool:
-        return any(c.risk == "error" for c in self.changes)
-
-    @property
-    def categories(self) -> list[str]:
-        return sorted({c.category for c in self.changes})
-
-    @property
-    def max_risk(self) -> str:
-        return max((c.risk for c in self.changes), key=RISKS.index, default="info")
-
-    @property
-    def full_reeval(self) -> bool:
-        return any(ALL in c.affects for c in self.changes)
-
-    def affected_prompts(self) -> set[str] | None:
-        """Prompt names whose eval cases must re-run; None means every case."""
-        if self.full_reeval:
-            return None
-        return {a for c in self.changes for a in c.affects}
-
-    def paths(self) -> list[str]:
-        return [c.path for c in self.changes]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "base": self.base,
-            "head": self.head,
-            "base_digest": self.base_digest,
-            "head_digest": self.head_digest,
-            "empty": self.is_empty,
-            "max_risk": self.max_risk,
-            "full_reevaluation": self.full_reeval,
-            "affected_prompts": None if self.affected_prompts() is None else sorted(self.affected_prompts() or []),
-            "changes": [
-                {**asdict(c), "affects": list(c.affects), "changed_lines": list(c.changed_lines)} for c in self.changes
-            ],
-        }
-
-
-def _leaves(a: Any, b: Any, ignore_order: bool = False) -> list[tuple[list[str | int], str, Any, Any]]:
-    """(path, kind, before, after) for every changed leaf between two plain structures; with
-    `ignore_order`, lists are compared as sets (an approval rule's lists are: order means nothing)."""
-    dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0, ignore_order=ignore_order)
-    out = []
-    kinds = {
-        "values_changed": "changed",
-        "type_changes": "changed",
-        "dictionary_item_added": "added",
-        "dictionary_item_removed": "removed",
-        "iterable_item_added": "added",
-        "iterable_item_removed": "removed",
-    }
-    for report, kind in kinds.items():
-        for level in dd.tree.get(report, []):
-            before = None if kind == "added" else level.t1
-            after = None if kind == "removed" else level.t2
-            out.append((level.path(output_format="list"), kind, before, after))
-    out.sort(key=lambda x: [str(p) for p in x[0]])
-    return out
-
-
-def _dotted(*parts: Any) -> str:
-    s = ""
-    for p in parts:
-        if isinstance(p, int):
-            s += f"[{p}]"
-        else:
-            s += ("." if s else "") + str(p)
-    return s
-
-
-def _short(v: Any) -> str:
-    s = repr(v) if not isinstance(v, str) else v
-    return s if len(s) <= 60 else s[:57] + "..."
 
 
 def _prompt_users(users: dict[str, list[str]], name: str) -> tuple[str, ...]:
@@ -224,8 +114,8 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
                               affects=_model_users(base, name)))
             continue
         affects = tuple(sorted(set(_model_users(base, name)) | set(_model_users(head, name))))
-        for lp, kind, before, after in _leaves(bm[name], hm[name]):
-            leaf = _dotted(path, *lp)
+        for lp, kind, before, after in leaves(bm[name], hm[name]):
+            leaf = dotted(path, *lp)
             if lp == ["model"]:
                 if not is_pinned(hm[name]):  # a new alias, even in place of an old one
                     out.append(Change("model", leaf, kind, before, after, "error",
@@ -239,7 +129,7 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
                                   f"provider changed: `{name}` {before} → {after}", affects=affects))
             else:
                 out.append(Change("model", leaf, kind, before, after, "medium",
-                                  f"model `{name}` setting {_dotted(*lp)}: {_short(before)} → {_short(after)}",
+                                  f"model `{name}` setting {dotted(*lp)}: {short(before)} → {short(after)}",
                                   affects=affects))
     return out
 
@@ -297,11 +187,11 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
 
 def _retrieval(base: Snapshot, head: Snapshot) -> list[Change]:
     out = []
-    for lp, kind, before, after in _leaves(base.outline["components"]["retrieval"], head.outline["components"]["retrieval"]):
-        leaf = _dotted("components.retrieval", *lp)
-        what = "embedding model" if lp == ["embedding_model"] else _dotted(*lp)
+    for lp, kind, before, after in leaves(base.outline["components"]["retrieval"], head.outline["components"]["retrieval"]):
+        leaf = dotted("components.retrieval", *lp)
+        what = "embedding model" if lp == ["embedding_model"] else dotted(*lp)
         out.append(Change("retrieval", leaf, kind, before, after, "high",
-                          f"retrieval {what}: {_short(before)} → {_short(after)}; requires full re-evaluation",
+                          f"retrieval {what}: {short(before)} → {short(after)}; requires full re-evaluation",
                           affects=(ALL,)))
     return out
 
@@ -323,7 +213,7 @@ def _type_list(schema: dict[str, Any]) -> list[Any] | None:
 
 
 def _values(vs: list[Any]) -> str:
-    return ", ".join(_short(v) for v in vs)
+    return ", ".join(short(v) for v in vs)
 
 
 def _accepted_values(tool: str, path: str, p: str, b: Any, h: Any, handled: set[tuple[str, str]]) -> list[Change]:
@@ -397,8 +287,8 @@ def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
         for p in sorted(set(bprops) & set(hprops)):
             out.extend(_accepted_values(name, f"{path}.parameters.{p}", p, bprops[p], hprops[p], handled))
         reported = (set(bprops) ^ set(hprops)) | (breq ^ hreq)
-        for lp, kind, before, after in _leaves(bt[name]["config"], ht[name]["config"]):
-            leaf = _dotted(path, *lp)
+        for lp, kind, before, after in leaves(bt[name]["config"], ht[name]["config"]):
+            leaf = dotted(path, *lp)
             in_reported = any(a == "properties" and b in reported for a, b in zip(lp, lp[1:], strict=False))
             in_handled = any(a == "properties" and (b, c) in handled
                              for a, b, c in zip(lp, lp[1:], lp[2:], strict=False))
@@ -409,7 +299,7 @@ def _tools(base: Snapshot, head: Snapshot) -> list[Change]:
             else:
                 risk = "medium" if "description" in lp else "low"
             out.append(Change("tool", leaf, kind, before, after, risk,
-                              f"tool `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}", affects=(ALL,)))
+                              f"tool `{name}` {dotted(*lp)}: {short(before)} → {short(after)}", affects=(ALL,)))
         if b_file := (bt[name]["file"] if bt[name]["file"] != ht[name]["file"] else None):
             out.append(Change("tool", f"{path}.file", "renamed", b_file, ht[name]["file"], "info",
                               f"tool `{name}` file moved {b_file} → {ht[name]['file']}"))
@@ -429,208 +319,23 @@ def _configs(base: Snapshot, head: Snapshot, section: str, category: str) -> lis
             out.append(Change(category, path, "removed", b[name]["file"], None, "high",
                               f"{label} `{name}` removed", affects=(ALL,)))
         elif b[name]["sha256"] != h[name]["sha256"]:
-            leaves = _leaves(b[name]["config"], h[name]["config"])
-            if not leaves:
+            found = leaves(b[name]["config"], h[name]["config"])
+            if not found:
                 out.append(Change(category, path, "changed", b[name]["sha256"], h[name]["sha256"], "low",
                                   f"{label} `{name}` reformatted (same settings)"))
-            for lp, kind, before, after in leaves:
-                out.append(Change(category, _dotted(path, *lp), kind, before, after, "medium",
-                                  f"{label} `{name}` {_dotted(*lp)}: {_short(before)} → {_short(after)}",
+            for lp, kind, before, after in found:
+                out.append(Change(category, dotted(path, *lp), kind, before, after, "medium",
+                                  f"{label} `{name}` {dotted(*lp)}: {short(before)} → {short(after)}",
                                   affects=(ALL,)))
     return out
 
 
 def _orchestration(base: Snapshot, head: Snapshot) -> list[Change]:
     return [
-        Change("orchestration", _dotted("components.orchestration", *lp), kind, before, after, "medium",
-               f"orchestration {_dotted(*lp)}: {_short(before)} → {_short(after)}", affects=(ALL,))
-        for lp, kind, before, after in _leaves(base.outline["components"]["orchestration"], head.outline["components"]["orchestration"])
+        Change("orchestration", dotted("components.orchestration", *lp), kind, before, after, "medium",
+               f"orchestration {dotted(*lp)}: {short(before)} → {short(after)}", affects=(ALL,))
+        for lp, kind, before, after in leaves(base.outline["components"]["orchestration"], head.outline["components"]["orchestration"])
     ]
-
-
-_THRESH = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
-
-
-def _looser(before: str | None, after: str | None) -> bool | None:
-    """True when `after` admits more than `before`; None when incomparable."""
-    if after is None:
-        return True
-    if before is None:
-        return False
-    mb, ma = _THRESH.match(before), _THRESH.match(after)
-    if not mb or not ma or mb.group(1)[0] != ma.group(1)[0]:
-        return None
-    vb, va = float(mb.group(2)), float(ma.group(2))
-    strict_dropped = mb.group(1) in (">", "<") and ma.group(1) in (">=", "<=")  # `> 0.8` → `>= 0.8` admits 0.8
-    if mb.group(1).startswith(">"):
-        return va < vb or (va == vb and strict_dropped)
-    if mb.group(1).startswith("<"):
-        return va > vb or (va == vb and strict_dropped)
-    return None
-
-
-def _evals(base: Snapshot, head: Snapshot) -> list[Change]:
-    out = []
-    be, he = base.outline.get("evals") or {}, head.outline.get("evals") or {}
-    for lp, kind, before, after in _leaves(be, he):
-        leaf = _dotted("evals", *lp)
-        risk, summary = "medium", f"evals {_dotted(*lp)}: {_short(before)} → {_short(after)}"
-        affects: tuple[str, ...] = ()
-        if lp and lp[0] == "thresholds":
-            name = lp[1] if len(lp) > 1 else None
-            pairs = [(name, before, after)] if name else [
-                (k, (before or {}).get(k), (after or {}).get(k)) for k in set(before or {}) | set(after or {})
-            ]
-            for n, b, a in pairs:
-                loose = _looser(b, a)
-                if loose:
-                    out.append(Change("evals", _dotted("evals.thresholds", n), kind, b, a, "high",
-                                      f"threshold loosened: {n} {b} → {a or '(removed)'}"))
-                else:
-                    out.append(Change("evals", _dotted("evals.thresholds", n), kind, b, a, "low",
-                                      f"threshold {n}: {b or '(none)'} → {a}"))
-            continue
-        if lp == ["regression", "max_drop"] and (after is None or (before is not None and after > before)):
-            risk, summary = "high", f"regression rule loosened: max_drop {before} → {after}"
-        elif lp == ["regression"] and kind == "removed":
-            risk, summary = "high", "regression rule loosened: evals.regression removed"
-        elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
-            risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
-        elif lp and lp[0] == "dataset_digests":
-            risk, summary, affects = "medium", f"eval dataset {lp[1] if len(lp) > 1 else ''} changed", (ALL,)
-        elif lp and lp[0] in ("target", "judge", "repeat"):
-            affects = (ALL,)
-        out.append(Change("evals", leaf, kind, before, after, risk, summary, affects=affects))
-    return out
-
-
-def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in rules}
-
-
-OPTION_KEYS = ("allow_author", "invalidate_on_push", "require_evidence", "ignore_bots")
-_LOOSENING = {
-    ("options", "allow_author"): (False, True),
-    ("options", "invalidate_on_push"): (True, False),
-    ("options", "require_evidence"): (True, False),
-    ("options", "ignore_bots"): (True, False),
-}
-
-
-def _options_loosened(lp: list[Any], before: Any, after: Any) -> list[tuple[str, Any, Any]]:
-    """Options (all of them, or one) that now take their looser value; a dropped option takes its
-    default, so dropping `invalidate_on_push: true` loosens the rule."""
-    if len(lp) == 2:
-        before, after = {lp[1]: before} if before is not None else {}, {lp[1]: after} if after is not None else {}
-    out = []
-    for k in OPTION_KEYS:
-        frm, to = _LOOSENING[("options", k)]
-        b, a = (before or {}).get(k), (after or {}).get(k)
-        if b != a and (OPTION_DEFAULTS[k] if b is None else b) == frm and (OPTION_DEFAULTS[k] if a is None else a) == to:
-            out.append((k, b, a))
-    return out
-
-
-def _child_path(path: list[str | int]) -> tuple[list[str | int], list[str | int]]:
-    """(the `and`/`or` children a path goes through, the rest): `or[0].requires.count` is the
-    `requires.count` of the child `or[0]`."""
-    i = 0
-    while i + 1 < len(path) and path[i] in ("and", "or") and isinstance(path[i + 1], int):
-        i += 2
-    return path[:i], path[i:]
-
-
-def _approvers_widened(b_rule: dict[str, Any], h_rule: dict[str, Any], prefix: list[str | int], kind: str,
-                       after: Any) -> str | None:
-    """Who may approve is users OR teams OR permission, and anyone when none is given: so a user or
-    team added beside another qualifier, or the last qualifier dropped, lets more people approve."""
-    try:
-        for i in range(0, len(prefix), 2):
-            b_rule, h_rule = b_rule[prefix[i]][prefix[i + 1]], h_rule[prefix[i]][prefix[i + 1]]
-    except (KeyError, IndexError, TypeError):
-        return None
-    def anyone(rule: dict[str, Any]) -> bool:
-        req = rule.get("requires") or {}
-        return not (req.get("users") or req.get("teams") or req.get("permission"))
-    if anyone(b_rule):
-        return None  # anyone could approve before: naming people narrows it
-    if anyone(h_rule):
-        return "may now be approved by anyone (no users, teams or permission left)"
-    if kind == "added":
-        return f"may also be approved by {_short(after)}"
-    return None
-
-
-def _policy(base: Snapshot, head: Snapshot) -> list[Change]:
-    out = []
-    br, hr = _rules_by_name(base.outline.get("approvals") or []), _rules_by_name(head.outline.get("approvals") or [])
-    for name in sorted(set(br) | set(hr)):
-        path = f"approvals.{name}"
-        if name not in hr:
-            out.append(Change("policy", path, "removed", br[name], None, "high",
-                              f"approval rule loosened: `{name}` removed"))
-            continue
-        if name not in br:
-            out.append(Change("policy", path, "added", None, hr[name], "low", f"approval rule `{name}` added"))
-            continue
-        for full, kind, before, after in _leaves(br[name], hr[name], ignore_order=True):
-            leaf = _dotted(path, *full)
-            risk, summary = "medium", f"approval rule `{name}` {_dotted(*full)}: {_short(before)} → {_short(after)}"
-            # A child rule of an `and`/`or` is judged like a rule of its own, and named by its path.
-            prefix, lp = _child_path(full)
-            who = f"{name}` › `{_dotted(*prefix)}" if prefix else name
-            key = tuple(lp[:2])
-            if prefix and not lp:
-                child = (before if kind == "removed" else after) or {}
-                what = f"{_dotted(*full)} (`{child.get('name')}`) {kind}" if isinstance(child, dict) else kind
-                wider = (prefix[-2] == "and" and kind == "removed") or (prefix[-2] == "or" and kind == "added")
-                if wider:
-                    risk = "high"
-                    summary = (f"approval rule loosened: `{name}` {what}: "
-                               + ("one fewer part must be approved" if kind == "removed"
-                                  else "one more way to be approved"))
-                else:
-                    summary = f"approval rule `{name}` {what}"
-            elif lp[:2] == ["requires", "count"] and (after or 0) < (before or 0):
-                risk, summary = "high", f"approval rule loosened: `{who}` needs {after} approvals (was {before})"
-            elif lp[:1] == ["options"] and len(lp) <= 2 and (loose := _options_loosened(lp, before, after)):
-                out.extend(Change("policy", _dotted(path, *prefix, "options", k), kind, b, a, "high",
-                                  f"approval rule loosened: `{who}` {k} {b} → {a}") for k, b, a in loose)
-                continue
-            elif lp == ["requires", "permission"] and before in PERMISSIONS and after in PERMISSIONS \
-                    and PERMISSIONS.index(after) < PERMISSIONS.index(before):
-                risk, summary = "high", f"approval rule loosened: `{who}` permission {before} → {after}"
-            elif key in _LOOSENING:
-                frm, to = _LOOSENING[key]
-                if (before if before is not None else frm) == frm and after == to:
-                    risk, summary = "high", f"approval rule loosened: `{who}` {lp[1]} {before} → {after}"
-            elif lp[:1] == ["if"]:
-                # Conditions are ANDed and each list is ORed: a new condition or a dropped item makes
-                # the rule apply to fewer changes. `ignore` works the other way round: an item added
-                # to it leaves fewer files that count.
-                item = len(lp) >= 3
-                if item and lp[1] == "ignore":
-                    narrower = kind == "added"
-                else:
-                    narrower = (kind == "added" and not item) or (kind == "removed" and item)
-                if narrower or kind == "changed":
-                    risk = "high"
-                    summary = (f"approval rule loosened: `{who}` applies to fewer changes "
-                               f"({_dotted(*lp)}: {_short(before)} → {_short(after)})")
-                elif kind == "removed":
-                    summary = f"approval rule `{who}` applies more widely: condition {_dotted(*lp)} removed"
-                else:
-                    risk = "low"
-            elif lp[:2] in (["requires", "users"], ["requires", "teams"]) and \
-                    (more := _approvers_widened(br[name], hr[name], prefix, kind, after)):
-                risk, summary = "high", f"approval rule loosened: `{who}` {more}"
-            elif lp[:1] == ["requires"] and kind == "removed":
-                risk, summary = "high", f"approval rule loosened: `{who}` no longer requires {_dotted(*lp[1:])}"
-            out.append(Change("policy", leaf, kind, before, after, risk, summary))
-    for lp, kind, before, after in _leaves(base.outline.get("rollback") or {}, head.outline.get("rollback") or {}):
-        out.append(Change("policy", _dotted("rollback", *lp), kind, before, after, "medium",
-                          f"rollback {_dotted(*lp)}: {_short(before)} → {_short(after)}"))
-    return out
 
 
 def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", head_label: str = "head") -> ChangeSet:
@@ -645,7 +350,7 @@ def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", hea
         + _tools(base, head)
         + _configs(base, head, "guardrails", "guardrail")
         + _orchestration(base, head)
-        + _evals(base, head)
-        + _policy(base, head)
+        + evals_changes(base, head)
+        + policy_changes(base, head)
     )
     return cs
