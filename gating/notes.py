@@ -29,7 +29,8 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gating import audit
-from gating.audit import Entry, EntryError, EntryFacts, NotesChange, NotesCommit, Report
+from gating.audit import Entry, EntryError, EntryFacts
+from gating.audit_verify import Finding, NotesChange, NotesCommit, Report, verify_log
 from gating.git import Git, init_repo
 
 AUDIT_REF = "refs/notes/gating/audit"
@@ -344,8 +345,8 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
         notes = store.all_notes(tip)
         history = store.history(tip, notes, raw.result())
     foreign = [e for e in store.git.ls_tree(tip) if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
-    report = audit.verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, history)
-    report.findings[:0] = [audit.Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
+    report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, history)
+    report.findings[:0] = [Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
                                          f"by the full sha of a commit (this is a {e.type})") for e in foreign]
     return report
 

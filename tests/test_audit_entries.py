@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gating import audit, keys
-from gating.audit import Approval, EntryFacts, NotesChange, NotesCommit, Override, RollbackRecord
+from gating.audit import Approval, EntryFacts, Override, RollbackRecord
+from gating.audit_verify import NotesChange, NotesCommit, rewrite_findings, verify_log
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.load_private(keys.private_pem(keys.generate()))
@@ -136,7 +137,7 @@ def test_timestamps_are_utc():
 
 
 def test_a_well_formed_log_verifies():
-    report = audit.verify_log(as_notes(chain(5)), TRUSTED)
+    report = verify_log(as_notes(chain(5)), TRUSTED)
     assert report.ok and [e.seq for e in report.entries] == [1, 2, 3, 4, 5]
     e = report.entries[2]
     assert (e.event, e.commit, e.time, e.predicate["actor"]) == ("merged", commit(3),
@@ -144,7 +145,7 @@ def test_a_well_formed_log_verifies():
 
 
 def first(notes, history=None, trusted=TRUSTED) -> str:
-    report = audit.verify_log(notes, trusted, history)
+    report = verify_log(notes, trusted, history)
     assert not report.ok
     return str(report.first)
 
@@ -233,7 +234,7 @@ def history_of(lines: list[tuple[str, bytes]]) -> list[NotesCommit]:
 
 def test_history_that_only_grew_passes():
     lines = chain(4)
-    assert audit.verify_log(as_notes(lines), TRUSTED, history_of(lines)).ok
+    assert verify_log(as_notes(lines), TRUSTED, history_of(lines)).ok
 
 
 def test_history_that_removed_a_line_names_the_entry():
@@ -241,7 +242,7 @@ def test_history_that_removed_a_line_names_the_entry():
     hist = history_of(lines)
     c, line = lines[1]
     hist.append(NotesCommit("f" * 40, (hist[-1].sha,), (NotesChange(c, line + b"\n", b""),)))
-    report = audit.verify_log(as_notes(lines), TRUSTED, hist)
+    report = verify_log(as_notes(lines), TRUSTED, hist)
     assert [str(f) for f in report.findings] == [
         f"seq 2 (merged) on commit {c[:12]}: notes commit ffffffffffff removed or changed this entry "
         "(a note only grows)",
@@ -261,7 +262,7 @@ def test_rewrite_names_the_first_lost_entry():
     lines = chain(4)
     old = as_notes(lines)
     new = as_notes(lines[:2] + lines[3:])
-    found = audit.rewrite_findings(old, new, "a" * 40, "b" * 40)
+    found = rewrite_findings(old, new, "a" * 40, "b" * 40)
     assert [str(f) for f in found] == [
         f"seq 3 (merged) on commit {commit(3)[:12]}: removed or changed by a rewrite of the notes ref (the "
         "previously verified tip aaaaaaaaaaaa is not in the history of bbbbbbbbbbbb: force-pushed)"]

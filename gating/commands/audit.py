@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gating import keys as keymod
 from gating import notes
-from gating.audit import Entry, EntryError, parse_line, rewrite_findings, signature_problem, split_lines
+from gating.audit import Entry, EntryError, parse_line, signature_problem, split_lines
+from gating.audit_verify import rewrite_findings
 from gating.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.git import Git
