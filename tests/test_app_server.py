@@ -13,6 +13,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,16 +81,24 @@ def test_gunicorn_refuses_what_is_not_github_and_acknowledges_the_rest(tmp_path:
     assert [r[1] for r in runs(tmp_path)] == ["d-1", "d-1"]
 
 
-def test_a_job_cut_off_by_a_kill_is_completed_after_a_restart(tmp_path: Path):
+def start_a_hanging_job(tmp_path: Path) -> tuple[Path, dict[str, Any], Gunicorn]:
+    """The App under gunicorn with one delivery whose job has started and hangs while `hang` exists."""
     hang = tmp_path / "hang"
     hang.touch()
     e = env(tmp_path, APP_TEST_HANG=hang, GATING_LEASE_SECONDS="1")
     server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
     try:
         assert ping(server.url, "cut-1").status_code == 202
-        wait_for(lambda: len(runs(tmp_path)) == 1)  # the job started and hangs
-    finally:
+        wait_for(lambda: len(runs(tmp_path)) == 1)
+    except BaseException:
         server.kill()
+        raise
+    return hang, e, server
+
+
+def test_a_job_cut_off_by_a_kill_is_completed_after_a_restart(tmp_path: Path):
+    hang, e, server = start_a_hanging_job(tmp_path)
+    server.kill()
     (start,) = runs(tmp_path)
     hang.unlink()
     server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
@@ -165,13 +174,8 @@ def test_gating_app_jobs_tells_a_job_cut_off_by_a_kill_from_one_running(tmp_path
     nothing runs it: the listing says so, and the App runs it again once it is back."""
     from gating.cli import main
 
-    hang = tmp_path / "hang"
-    hang.touch()
-    e = env(tmp_path, APP_TEST_HANG=hang, GATING_LEASE_SECONDS="1")
-    server = Gunicorn(e, log=tmp_path / "gunicorn.log").start()
+    hang, e, server = start_a_hanging_job(tmp_path)
     try:
-        assert ping(server.url, "cut-1").status_code == 202
-        wait_for(lambda: len(runs(tmp_path)) == 1)
         assert main(["app", "jobs", "--status", "running", "--db", str(tmp_path / "jobs.db")]) == 0
         out = capsys.readouterr().out.splitlines()
         assert out[1].split()[:3] == ["1", "running", "1"] and len(out[1].split()) == 7  # no note: it runs
