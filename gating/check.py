@@ -335,13 +335,9 @@ def write_files(ctx: CheckContext, settings: Settings, r: CheckResult, poster: P
         files["junit"] = settings.junit_path
     if ctx.step_summary:
         url = f"{ctx.server_url}/{ctx.repository}/runs/{check_id}" if check_id and ctx.server_url else None
-        with open(ctx.step_summary, "a", encoding="utf-8") as f:
-            f.write(out.job_summary(r, _read_only(ctx, settings, poster), url))
+        out.append_to(ctx.step_summary, out.job_summary(r, _read_only(ctx, settings, poster), url))
     if ctx.output_file:
-        values = {"verdict": r.verdict, "conclusion": r.conclusion, "report-json": files.get("report-json", ""),
-                  "junit": files.get("junit", ""), "check-run-id": check_id or ""}
-        with open(ctx.output_file, "a", encoding="utf-8") as f:
-            f.write(out.output_lines(values))
+        out.append_to(ctx.output_file, out.step_outputs(r.verdict, r.conclusion, files, check_id))
     return files
 
 

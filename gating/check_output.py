@@ -257,6 +257,20 @@ def report_document(r: CheckResult, *, repository: str | None, pull_number: int 
     }
 
 
+def step_outputs(verdict: str, conclusion: str, files: dict[str, str] | None = None,
+                 check_run_id: int | None = None) -> str:
+    """GITHUB_OUTPUT text for action.yml's outputs: every key, whatever happened."""
+    files = files or {}
+    return output_lines({"verdict": verdict, "conclusion": conclusion, "report-json": files.get("report-json", ""),
+                         "junit": files.get("junit", ""), "check-run-id": check_run_id or ""})
+
+
+def append_to(path: str, text: str) -> None:
+    """GITHUB_OUTPUT and GITHUB_STEP_SUMMARY are files each step appends to."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+
+
 def output_lines(values: dict[str, Any]) -> str:
     """GITHUB_OUTPUT text; a value with a newline uses the heredoc form."""
     out = []

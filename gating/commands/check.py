@@ -19,7 +19,7 @@ from typing import Any
 
 from gating.check import run_check
 from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
-from gating.check_output import output_lines, summary_markdown, title
+from gating.check_output import append_to, step_outputs, summary_markdown, title
 from gating.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.evals.dataset import DatasetError
@@ -113,12 +113,9 @@ def _refused(env: dict[str, str], message: str) -> UsageError:
     """An input refused before the check could run still reaches the workflow: its step outputs say
     `error` and its job summary says why, instead of being empty."""
     if env.get("GITHUB_OUTPUT"):
-        with open(env["GITHUB_OUTPUT"], "a", encoding="utf-8") as f:
-            f.write(output_lines({"verdict": "error", "conclusion": "failure", "report-json": "", "junit": "",
-                                  "check-run-id": ""}))
+        append_to(env["GITHUB_OUTPUT"], step_outputs("error", "failure"))
     if env.get("GITHUB_STEP_SUMMARY"):
-        with open(env["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as f:
-            f.write(f"## gating / eval: error\n\nThe check did not run: {message}\n")
+        append_to(env["GITHUB_STEP_SUMMARY"], f"## gating / eval: error\n\nThe check did not run: {message}\n")
     return UsageError(message)
 
 
