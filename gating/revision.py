@@ -106,11 +106,24 @@ class WorkTree:
         self.git = git
         self._submodules: list[str] = []
         self._conversion: bool | None = None
+        self._in_repo: bool | None = None
+        self._names: set[str] | None = None  # what `git ls-files` lists, tracked and untracked
+
+    def _repo(self) -> bool:
+        if self._in_repo is None:
+            self._in_repo = self.git is not None and self.git.is_repo()
+        return self._in_repo
+
+    def _listed(self) -> set[str]:
+        if self._names is None:
+            assert self.git is not None
+            out = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard")
+            self._names = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
+        return self._names
 
     def list_files(self) -> list[str]:
-        if self.git is not None and self.git.is_repo():
-            out = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard")
-            names = {p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p}
+        if self._repo():
+            names = self._listed()
             files = sorted(n for n in names if (self.root / n).is_file() or (self.root / n).is_symlink())
             self._submodules = sorted(n.rstrip("/") for n in set(names).difference(files) if (self.root / n).is_dir())
             return files
@@ -151,10 +164,10 @@ class WorkTree:
         """Whether git may store a file differently from its bytes on disk (core.autocrlf, attributes)."""
         if self._conversion is None:
             self._conversion = False
-            if self.git is not None and self.git.is_repo():
+            if self._repo():
+                assert self.git is not None
                 config = (self.git.try_run("config", "--get-regexp", r"^core\.(autocrlf|attributesfile)$") or "").lower()
-                attributes = self.git.run_bytes("ls-files", "-z", "--cached", "--others", "--exclude-standard",
-                                                "--", ":(glob)**/.gitattributes")
+                attributes = any(n == ".gitattributes" or n.endswith("/.gitattributes") for n in self._listed())
                 self._conversion = bool(
                     "autocrlf true" in config or "autocrlf input" in config or "attributesfile" in config
                     or attributes or (self.git.common_dir / "info" / "attributes").is_file())
