@@ -109,6 +109,7 @@ WEBHOOKS: dict[str, list[str | None]] = {
     "push": [None],
     "installation": ["created"],
     "ping": [None],
+    "workflow_run": ["completed"],  # the event of the privileged half of the fork pattern
 }
 
 def webhook_schema_name(event: str, action: str | None) -> str:

@@ -45,18 +45,20 @@ class EmulatorActions:
         becomes merged (a merge made outside the PR's merge button)."""
         if not ref.startswith(("refs/heads/", "refs/tags/")):
             return
-        self._emit("push", None, r, ref=ref, before=old or ZERO, after=new or ZERO, sender=login)
+        if r.parent is None:  # the App is installed on the base repository, not on contributors' forks
+            self._emit("push", None, r, ref=ref, before=old or ZERO, after=new or ZERO, sender=login)
         if not ref.startswith("refs/heads/") or not new:
             return
         branch = ref[len("refs/heads/"):]
         bare = self.bare(r)
+        for base_repo, i in self._pulls_from(r, branch):  # pull requests from this branch, forks' included
+            self._sync_pull_ref(base_repo, i)
+            i.updated_at = self.now()
+            self._emit("pull_request", "synchronize", base_repo, number=i.number, before=old or ZERO, sender=login)
         for i in r.issues.values():
             if not i.is_pull or i.state != "open":
                 continue
-            if i.head_ref == branch:
-                i.updated_at = self.now()
-                self._emit("pull_request", "synchronize", r, number=i.number, before=old or ZERO, sender=login)
-            elif i.base_ref == branch:
+            if i.base_ref == branch and not (i.head_repo is None and i.head_ref == branch):
                 head = self.pull_shas(r, i)[0]
                 if head and old and not bare.is_ancestor(head, old) and bare.is_ancestor(head, new):
                     now = self.now()
@@ -80,7 +82,15 @@ class EmulatorActions:
         r = self.repo_record(repo)
         with self.lock:
             bare = self.bare(r)
-            head_sha, base_sha = bare.ref(f"refs/heads/{head}"), bare.ref(f"refs/heads/{base}")
+            head_owner, _, head = head.rpartition(":")
+            fork = self._fork_of(r, head_owner) if head_owner and head_owner.lower() != r.owner.lower() else None
+            if fork is not None:  # the fork's commits become reachable in the base repository (refs/pull/N/head)
+                head_sha = self.bare(fork).ref(f"refs/heads/{head}")
+                if head_sha is not None:
+                    bare.git.run("fetch", "--quiet", "--no-tags", str(fork.bare_path), f"refs/heads/{head}")
+            else:
+                head_sha = bare.ref(f"refs/heads/{head}")
+            base_sha = bare.ref(f"refs/heads/{base}")
             if base_sha is None:
                 raise ApiError(422, "Validation Failed",
                                errors=[{"resource": "PullRequest", "field": "base", "code": "invalid"}])
@@ -91,17 +101,49 @@ class EmulatorActions:
                 raise ApiError(422, "Validation Failed", errors=[{"resource": "PullRequest", "code": "custom",
                                                                   "message": f"No commits between {base} and {head}"}])
             for other in r.issues.values():
-                if other.is_pull and other.state == "open" and other.head_ref == head and other.base_ref == base:
+                if (other.is_pull and other.state == "open" and other.head_ref == head and other.base_ref == base
+                        and other.head_repo == (fork.full_name if fork else None)):
                     raise ApiError(422, "Validation Failed", errors=[{
                         "resource": "PullRequest", "code": "custom",
-                        "message": f"A pull request already exists for {r.owner}:{head}."}])
+                        "message": f"A pull request already exists for {(fork or r).owner}:{head}."}])
             self.add_user(user)
             now = self.now()
             i = Issue(r.take_number(), self.ids(), title, body, self.user_record(user).login, now, now,
-                      is_pull=True, head_ref=head, base_ref=base, draft=draft)
+                      is_pull=True, head_ref=head, base_ref=base, draft=draft,
+                      head_repo=fork.full_name if fork else None)
             r.issues[i.number] = i
+            self._sync_pull_ref(r, i)
             self._emit("pull_request", "opened", r, number=i.number)
             return render.pull(self, r, i)
+
+    def _fork_of(self: Emulator, r: Repo, owner: str) -> Repo:
+        """`owner`'s fork of r, as GitHub resolves `head: "owner:branch"`."""
+        for other in self.repos.values():
+            if other.owner.lower() == owner.lower() and other.parent == r.full_name:
+                return other
+        raise ApiError(422, "Validation Failed", errors=[{"resource": "PullRequest", "field": "head", "code": "invalid"}])
+
+    def _pulls_from(self: Emulator, r: Repo, branch: str) -> list[tuple[Repo, Issue]]:
+        """Open pull requests whose head is `branch` of r: in r itself, and in the repository r forks."""
+        found = [(r, i) for i in r.issues.values() if i.is_pull and i.state == "open" and i.head_repo is None
+                 and i.head_ref == branch]
+        parent = self.repos.get(r.parent.lower()) if r.parent else None
+        if parent is not None:
+            found += [(parent, i) for i in parent.issues.values() if i.is_pull and i.state == "open"
+                      and i.head_repo == r.full_name and i.head_ref == branch]
+        return found
+
+    def _sync_pull_ref(self: Emulator, r: Repo, i: Issue) -> None:
+        """refs/pull/N/head in the base repository follows the head branch, wherever it lives (GitHub
+        keeps it for every pull request; a fork's commits are fetchable from the base only through it)."""
+        ref = f"refs/pull/{i.number}/head"
+        if i.head_repo is None:
+            sha = self.bare(r).ref(f"refs/heads/{i.head_ref}")
+            if sha:
+                self.bare(r).git.run("update-ref", ref, sha)
+            return
+        fork = self.repo_record(i.head_repo)
+        self.bare(r).git.run("fetch", "--quiet", "--no-tags", str(fork.bare_path), f"+refs/heads/{i.head_ref}:{ref}")
 
     def create_issue(self: Emulator, repo: Any, title: str, user: str, body: str = "") -> dict[str, Any]:
         r = self.repo_record(repo)
@@ -150,7 +192,8 @@ class EmulatorActions:
                 raise ApiError(405, "Pull Request is not mergeable")
             who = self.identity_person(Actor("user", self.user_record(merger).login))
             if method == "merge":
-                msg = f"{title or f'Merge pull request #{number} from {r.owner}/{i.head_ref}'}\n\n{message or i.title}\n"
+                head_owner = self.repo_record(i.head_repo).owner if i.head_repo else r.owner
+                msg = f"{title or f'Merge pull request #{number} from {head_owner}/{i.head_ref}'}\n\n{message or i.title}\n"
                 parents = [base, head]
             elif method == "squash":
                 msg = f"{title or f'{i.title} (#{number})'}\n\n{message or ''}".rstrip() + "\n"

@@ -65,7 +65,7 @@ def repo(emu: Emulator, r: Repo, permission: str | None = None) -> dict[str, Any
     data = {
         "id": r.id, "node_id": node_id("Repository", r.id), "name": r.name, "full_name": r.full_name,
         "owner": user(emu, r.owner), "private": r.private, "visibility": "private" if r.private else "public",
-        "html_url": f"{emu.web_url}/{r.full_name}", "description": None, "fork": False, "url": api,
+        "html_url": f"{emu.web_url}/{r.full_name}", "description": None, "fork": r.parent is not None, "url": api,
         "clone_url": f"{emu.web_url}/{r.full_name}.git", "git_url": f"{emu.web_url}/{r.full_name}.git",
         "ssh_url": f"{emu.web_url}/{r.full_name}.git", "svn_url": f"{emu.web_url}/{r.full_name}",
         "default_branch": r.default_branch, "created_at": iso(r.created_at), "updated_at": iso(r.created_at),
@@ -163,7 +163,8 @@ def pull(emu: Emulator, r: Repo, i: Issue, full: bool = True) -> dict[str, Any]:
         "active_lock_reason": None, "created_at": iso(i.created_at), "updated_at": iso(i.updated_at),
         "closed_at": iso(i.closed_at), "merged_at": iso(i.merged_at), "merge_commit_sha": i.merge_commit_sha,
         "assignee": None, "assignees": [], "requested_reviewers": [], "requested_teams": [],
-        "head": _branch(emu, r, i.head_ref, head_sha), "base": _branch(emu, r, i.base_ref, base_sha),
+        "head": _branch(emu, emu.repo_record(i.head_repo) if i.head_repo else r, i.head_ref, head_sha),
+        "base": _branch(emu, r, i.base_ref, base_sha),
         "_links": {k: {"href": v} for k, v in {
             "self": f"{api}/pulls/{i.number}", "html": html, "issue": f"{api}/issues/{i.number}",
             "comments": f"{api}/issues/{i.number}/comments",
@@ -329,8 +330,9 @@ def check_run(emu: Emulator, r: Repo, c: CheckRun) -> dict[str, Any]:
                    "annotations_count": len(c.annotations),
                    "annotations_url": f"{api}/check-runs/{c.id}/annotations"},
         "check_suite": {"id": c.suite_id}, "app": app(emu, c.app_id),
-        "pull_requests": [pull_minimal(emu, r, i) for i in r.issues.values()
-                          if i.is_pull and i.state == "open" and emu.pull_shas(r, i)[0] == c.head_sha],
+        # as on GitHub, pull requests from forks are never listed here
+        "pull_requests": [pull_minimal(emu, r, i) for i in r.issues.values() if i.is_pull and i.state == "open"
+                          and not i.head_repo and emu.pull_shas(r, i)[0] == c.head_sha],
     }
 
 

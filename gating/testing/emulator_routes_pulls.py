@@ -33,7 +33,8 @@ def list_pulls(ctx: Ctx) -> Reply:
             continue
         if base and i.base_ref != base:
             continue
-        if head and head.split(":", 1)[-1] != i.head_ref:
+        if head and (head.split(":", 1)[-1] != i.head_ref
+                     or ":" in head and head.split(":", 1)[0].lower() != (i.head_repo or r.full_name).split("/")[0].lower()):
             continue
         items.append(render.pull(ctx.emu, r, i, full=False))
     return ctx.paginate(items)
@@ -42,8 +43,7 @@ def list_pulls(ctx: Ctx) -> Reply:
 @handles("pulls/create")
 def create_pull(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
-    head = ctx.arg("head", "").split(":", 1)[-1]
-    data = ctx.emu.create_pull(r, head, ctx.arg("base"), ctx.arg("title") or "", _author(ctx),
+    data = ctx.emu.create_pull(r, ctx.arg("head", ""), ctx.arg("base"), ctx.arg("title") or "", _author(ctx),
                                body=ctx.arg("body") or "", draft=bool(ctx.arg("draft", False)))
     return Reply(201, data, {"Location": data["url"]})
 

@@ -80,6 +80,7 @@ class Issue:
     # pull request fields (is_pull False for plain issues)
     is_pull: bool = False
     head_ref: str = ""
+    head_repo: str | None = None  # full name of the fork holding head_ref (None: the same repository)
     base_ref: str = ""
     draft: bool = False
     merged: bool = False
@@ -183,6 +184,7 @@ class Repo:
     deployments: dict[int, Deployment] = field(default_factory=dict)
     protections: dict[str, BranchProtection] = field(default_factory=dict)  # branch name -> rule
     next_number: int = 1
+    parent: str | None = None  # full name of the repository this one is a fork of
 
     @property
     def full_name(self) -> str:

@@ -277,6 +277,16 @@ class Emulator(EmulatorActions):
             handle.push_dir(Path(source_dir), default_branch, "Initial commit")
         return handle
 
+    def fork_repo(self, source: Any, owner: str, name: str | None = None) -> RepoHandle:
+        """What POST /repos/{owner}/{repo}/forks does: a copy of every branch under another owner,
+        marked as a fork of `source` (pull requests from it get `head.repo` = the fork)."""
+        src = self.repo_record(source)
+        handle = self.create_repo(f"{owner}/{name or src.name}", default_branch=src.default_branch,
+                                  owner_type="User")
+        handle.record.parent = src.full_name
+        handle.git.run("fetch", "--quiet", "--no-tags", str(src.bare_path), "+refs/heads/*:refs/heads/*")
+        return handle
+
     def repo(self, full_name: str) -> RepoHandle:
         return RepoHandle(self, self.repo_record(full_name))
 
@@ -298,7 +308,9 @@ class Emulator(EmulatorActions):
         """(head, base) SHAs: live branch tips while open, frozen once merged or closed."""
         if i.state == "closed" and i.closed_head_sha:
             return i.closed_head_sha, i.closed_base_sha or ""
-        head, base = f"refs/heads/{i.head_ref}", f"refs/heads/{i.base_ref}"
+        # a fork's head is known to the base repository only as refs/pull/N/head
+        head = f"refs/pull/{i.number}/head" if i.head_repo else f"refs/heads/{i.head_ref}"
+        base = f"refs/heads/{i.base_ref}"
         tips = self.bare(r).refs_of(head, base)
         return tips.get(head) or i.closed_head_sha or "", tips.get(base, "")
 

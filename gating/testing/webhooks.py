@@ -166,6 +166,10 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         payload |= push_payload(emu, r, fields.pop("ref", None), fields.pop("before", None), fields.pop("after", None))
         who = sender or emu.app.bot_login
         payload["pusher"] = {"name": who, "email": emu.user_record(who).email}
+    elif event == "workflow_run":  # a pull request's workflow run finished (the fork pattern's trigger)
+        i = r.issues[number] if number is not None else _latest([x for x in r.issues.values() if x.is_pull], "pull request")
+        payload["workflow_run"] = workflow_run_of(emu, r, i, payload.get("workflow_run") or {})
+        who = i.user
     elif event == "installation":
         payload["installation"] = _overlay(payload.get("installation"), render.installation(emu))
         payload["repositories"] = [{"id": x.id, "node_id": render.node_id("Repository", x.id), "name": x.name,
@@ -197,6 +201,26 @@ def check_payload(emu: Emulator, event: str, action: str | None, payload: dict[s
     desc.complete(payload, desc.webhook_schema(name), emu.api_url)
     for err in desc.webhook_errors(name, payload):
         emu.problem(f"webhook {event}{'.' + action if action else ''}: payload violates the documented schema: {err}")
+
+
+def workflow_run_of(emu: Emulator, r: Any, i: Any, example: dict[str, Any]) -> dict[str, Any]:
+    """The run of a `pull_request` workflow on the pull request's head, as `workflow_run` reports it:
+    for a pull request from a fork, `pull_requests` is empty and `head_repository` is the fork."""
+    head_sha = emu.pull_shas(r, i)[0]
+    head_repo = emu.repo_record(i.head_repo) if i.head_repo else r
+    c = emu.bare(r).commit(head_sha)
+    head_commit = {"id": head_sha, "tree_id": c.tree if c else "", "message": c.message if c else "",
+                   "timestamp": render.iso(c.committer.date) if c else None,
+                   "author": {"name": c.author.name, "email": c.author.email} if c else None,
+                   "committer": {"name": c.committer.name, "email": c.committer.email} if c else None}
+    return _overlay(example, {
+        "event": "pull_request", "status": "completed", "conclusion": "success", "head_sha": head_sha,
+        "head_branch": i.head_ref, "head_commit": head_commit, "name": "gating collect",
+        "path": ".github/workflows/gating-collect.yml", "display_title": i.title,
+        "head_repository": _overlay(example.get("head_repository"), render.repo(emu, head_repo)),
+        "repository": _overlay(example.get("repository"), render.repo(emu, r)),
+        "pull_requests": [] if i.head_repo else [render.pull_minimal(emu, r, i)],
+        "actor": render.user(emu, i.user), "triggering_actor": render.user(emu, i.user)})
 
 
 def push_payload(emu: Emulator, r: Any, ref: str | None, before: str | None, after: str | None) -> dict[str, Any]:
