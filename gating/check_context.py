@@ -18,6 +18,12 @@ NOTES_MODES = ("auto", "push", "local", "off")
 DEFAULT_API_URL = "https://api.github.com"
 ZERO_SHA = "0" * 40
 PR_EVENTS = ("pull_request", "pull_request_target")
+# Events whose runs hold a write token and the repository's secrets even when the pull request
+# comes from a fork: its head (config, datasets, code) must never be evaluated there directly.
+PRIVILEGED_EVENTS = ("pull_request_target", "workflow_run")
+FORK_PATTERN = ("the fork pattern: `mode: collect` in an unprivileged `pull_request` workflow, then `mode: evaluate` "
+                "in a `workflow_run` workflow (examples/workflows/gating-collect.yml and gating-evaluate.yml; "
+                "README, \"Pull requests from forks\")")
 
 
 class ContextError(ValueError):
@@ -67,6 +73,7 @@ class CheckContext:
     server_url: str | None = None  # GITHUB_SERVER_URL, for links
     step_summary: str | None = None  # GITHUB_STEP_SUMMARY
     output_file: str | None = None  # GITHUB_OUTPUT
+    untrusted: str | None = None  # why this run must not evaluate the head it names (a fork under a privileged event)
 
     @property
     def can_post(self) -> bool:
@@ -110,8 +117,9 @@ def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, he
     event_name = env.get("GITHUB_EVENT_NAME") or ("local" if not event else "")
     repo_name = repository or env.get("GITHUB_REPOSITORY") or (event.get("repository") or {}).get("full_name")
     pull = event.get("pull_request") if isinstance(event.get("pull_request"), Mapping) else None
+    run = event.get("workflow_run") if isinstance(event.get("workflow_run"), Mapping) else None
     if not event_name:
-        event_name = "pull_request" if pull else "push" if "after" in event else "local"
+        event_name = "pull_request" if pull else "workflow_run" if run else "push" if "after" in event else "local"
     ev_head = ev_base = ev_base_ref = None
     fork = False
     number = pull_number
@@ -121,6 +129,15 @@ def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, he
         ev_base_ref = (pull.get("base") or {}).get("ref")
         number = number or _int(pull.get("number")) or _int(event.get("number"))
         fork = is_fork(pull)
+    elif run:  # a finished run of another workflow: its head is the commit that run was on
+        ev_head = run.get("head_sha")
+        head_repo = (run.get("head_repository") or {}).get("full_name")
+        fork = not head_repo or head_repo != repo_name
+        prs = [p for p in run.get("pull_requests") or [] if isinstance(p, Mapping)]  # empty for forks
+        if prs:
+            number = number or _int(prs[0].get("number"))
+            ev_base = (prs[0].get("base") or {}).get("sha")
+            ev_base_ref = (prs[0].get("base") or {}).get("ref")
     elif event.get("after"):
         ev_head = event.get("after")
         before = event.get("before")
@@ -130,6 +147,11 @@ def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, he
     head_sha = head or ev_head or env.get("GITHUB_SHA") or ("HEAD" if not in_actions else None)
     if not head_sha:
         raise ContextError("no head commit: GITHUB_SHA is unset and the event names none; pass --head")
+    untrusted = None
+    if fork and event_name in PRIVILEGED_EVENTS:
+        untrusted = (f"a pull request from a fork is not evaluated under `{event_name}`, which holds a write token "
+                     f"and the repository's secrets: use {FORK_PATTERN}. The head's gating.yml, datasets and code "
+                     "are written by whoever opened the pull request, so running them here would hand both to them.")
     server = (env.get("GITHUB_SERVER_URL") or "").rstrip("/")
     run_id = env.get("GITHUB_RUN_ID")
     details = f"{server}/{repo_name}/actions/runs/{run_id}" if server and repo_name and run_id else None
@@ -148,4 +170,5 @@ def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, he
         server_url=server or None,
         step_summary=env.get("GITHUB_STEP_SUMMARY") or None,
         output_file=env.get("GITHUB_OUTPUT") or None,
+        untrusted=untrusted,
     )

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "gating.commands.demo",
     "gating.commands.eval",
     "gating.commands.check",
+    "gating.commands.collect",
     "gating.commands.audit",
     "gating.commands.rollback",
     "gating.commands.app",

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from gating.check import run_check
@@ -23,6 +24,8 @@ from gating.check_output import append_to, step_outputs, summary_markdown, title
 from gating.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.evals.dataset import DatasetError
+from gating.fork_artifact import DEFAULT_MAX_BYTES
+from gating.fork_check import evaluate_artifact, refuse
 from gating.manifest import MANIFEST_PATH
 
 
@@ -74,6 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--quiet", action="store_true", help="print only the title, not the summary")
+    p.add_argument("--from-artifact", metavar="PATH", type=Path,
+                   help="in a `workflow_run` run: verify and evaluate a fork's pull request collected by "
+                        "`gating collect` (the artifact's directory or file), with this checkout's config")
+    p.add_argument("--max-artifact-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help=f"refuse a larger artifact (default: {DEFAULT_MAX_BYTES})")
     p.set_defaults(func=run)
 
 
@@ -127,15 +135,22 @@ def run(args: argparse.Namespace) -> int:
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
                             notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
                             json_path=args.json, junit_path=args.junit)
-        ctx = build_context(env, _event(args.event or env.get("GITHUB_EVENT_PATH")), head=args.head, base=args.base,
+        event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
+        ctx = build_context(env, event, head=args.head, base=args.base,
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
     except ContextError as e:
         raise _refused(env, str(e)) from None
     except UsageError as e:
         raise _refused(env, str(e)) from None
+    if ctx.untrusted and not args.from_artifact:  # a fork's head under a privileged event: never run it
+        refuse(ctx, settings, ctx.untrusted)
+        raise UsageError(ctx.untrusted)
     try:
         with _term_as_interrupt():
-            done = run_check(ctx, settings, g, env)
+            if args.from_artifact:
+                done = evaluate_artifact(ctx, settings, g, env, event, args.from_artifact, args.max_artifact_bytes)
+            else:
+                done = run_check(ctx, settings, g, env)
     except ContextError as e:
         raise UsageError(str(e)) from None
     except DatasetError as e:
