@@ -37,7 +37,8 @@ def test_action_inputs_outputs_and_branding(action: dict):
     inputs = action["inputs"]
     assert {k: v.get("default") for k, v in inputs.items()} == {
         "config": "gating.yml", "github-token": "${{ github.token }}", "concurrency": "", "baseline": "notes",
-        "fail-on": "regression", "comment": "false", "working-directory": ".", "args": ""}
+        "fail-on": "regression", "comment": "false", "working-directory": ".", "args": "", "mode": "check",
+        "artifact-name": "gating-collect"}
     assert {k: v["value"] for k, v in action["outputs"].items()} == {
         name: f"${{{{ steps.check.outputs.{name} }}}}"
         for name in ("verdict", "conclusion", "report-json", "junit", "check-run-id")}
@@ -59,7 +60,8 @@ def test_action_pins_python_installs_itself_and_never_splices_inputs_into_script
         if "uses" in s:
             assert PINNED.match(s["uses"]), s["uses"]
     assert set(step(action, "check")["env"]) == {"GITHUB_TOKEN", "INPUT_CONFIG", "INPUT_CONCURRENCY",
-                                                 "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_COMMENT", "INPUT_ARGS"}
+                                                 "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_COMMENT", "INPUT_ARGS",
+                                                 "INPUT_MODE"}
 
 
 def test_example_workflow_has_the_right_permissions_and_no_paths_filter():
@@ -170,3 +172,75 @@ def test_working_directory_config_and_fail_on_inputs_are_used(github, tmp_path: 
     assert (outputs["verdict"], outputs["conclusion"]) == ("pass", "success")
     [run] = h.check_runs(pr["head"]["sha"])
     assert str(run["id"]) == outputs["check-run-id"]
+
+
+def test_fork_pattern_workflows_keep_secrets_and_the_heads_code_apart():
+    collect = load(ROOT / "examples" / "workflows" / "gating-collect.yml")
+    evaluate = load(ROOT / "examples" / "workflows" / "gating-evaluate.yml")
+    assert list(collect["on"]) == ["pull_request"] and not collect["on"]["pull_request"]  # no paths: filter
+    assert collect["permissions"] == {"contents": "read"}
+    assert "secrets." not in (ROOT / "examples" / "workflows" / "gating-collect.yml").read_text()
+    assert evaluate["on"] == {"workflow_run": {"workflows": [collect["name"]], "types": ["completed"]}}
+    assert evaluate["permissions"] == {"actions": "read", "checks": "write", "contents": "write", "pull-requests": "read"}
+    assert "github.event.workflow_run.event == 'pull_request'" in evaluate["jobs"]["evaluate"]["if"]
+    [checkout, gating] = evaluate["jobs"]["evaluate"]["steps"]
+    assert "ref" not in checkout["with"]  # the base branch: the head is never checked out with secrets
+    assert gating["with"]["mode"] == "evaluate" and set(gating["env"]) == {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
+    assert [s["with"]["mode"] for s in collect["jobs"]["collect"]["steps"] if "with" in s and "mode" in s["with"]] \
+        == ["collect"]
+    inputs = set(load(ROOT / "action.yml")["inputs"])
+    for wf in (collect, evaluate):
+        for job in wf["jobs"].values():
+            for s in job["steps"]:
+                if s["uses"].startswith("gating-dev/"):
+                    assert set(s["with"]) <= inputs
+                else:
+                    assert PINNED.match(s["uses"]), s["uses"]
+    same_repo_only = load(ROOT / "examples" / "workflows" / "gating.yml")["jobs"]["eval"]["if"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in same_repo_only
+
+
+def test_the_composite_collects_then_evaluates_a_fork_pull_request(github, tmp_path: Path, monkeypatch, action: dict):
+    """Both halves through the action's own bash steps: `mode: collect`, then `mode: evaluate` with the
+    artifact where download-artifact puts it."""
+    import json
+
+    from check_support import answer_prompt
+
+    with LLMServer() as llm:
+        repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+        h = Harness(github, repo, llm, tmp_path, monkeypatch)
+        fork = github.fork_repo(repo, "mallory")
+        github.push(fork, "tweak", {"prompts/answer.md": answer_prompt("no")}, "From a fork", user="mallory")
+        pr = github.create_pull(repo, "mallory:tweak", "main", "From a fork", "mallory")
+        runner_temp = tmp_path / "runner-temp"
+        runner_temp.mkdir()
+        (runner_temp / "gating-venv").symlink_to(Path(sys.prefix))
+
+        def run_step(step_id: str, mode: str, token: str, event_name: str, payload: dict, sha: str, where: Path):
+            event = tmp_path / f"{mode}-event.json"
+            event.write_text(json.dumps(payload), encoding="utf-8")
+            env = {**clean_env(), **h.env(sha, token, event, tmp_path, event_name), "RUNNER_TEMP": str(runner_temp)}
+            values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
+            values |= {"inputs.github-token": token, "inputs.mode": mode}
+            s = step(action, step_id)
+            env.update({k: _expand(str(v), values) for k, v in s["env"].items()})
+            return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]], cwd=where,
+                                  env=env, capture_output=True, text=True, timeout=120)
+
+        ro = github.read_only_token()
+        collected = run_step("collect", "collect", ro, "pull_request", h.event(pr), pr["head"]["sha"],
+                             repo.clone(tmp_path / "pr-checkout", ro).root)
+        assert collected.returncode == 0, collected.stderr
+        # what upload-artifact then download-artifact do with ${{ runner.temp }}/gating-collect/
+        (runner_temp / "gating-collect").rename(runner_temp / "gating-collected")
+        token = github.actions_token()
+        payload = github.webhook("workflow_run", "completed", repo=repo, number=pr["number"]).payload
+        evaluated = run_step("check", "evaluate", token, "workflow_run", payload, repo.head(),
+                             repo.clone(tmp_path / "base-checkout", token).root)
+        assert evaluated.returncode == 1, evaluated.stderr
+        assert evaluated.stdout.startswith("gating / eval: Fail:")
+        [run] = github.list_check_runs(repo, head_sha=pr["head"]["sha"])
+        assert run["conclusion"] == "failure"
+        bad = run_step("check", "sideways", token, "workflow_run", payload, repo.head(), tmp_path / "base-checkout")
+        assert bad.returncode == 2 and "mode 'sideways' is not one of: check, collect, evaluate" in bad.stderr

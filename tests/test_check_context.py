@@ -17,6 +17,13 @@ def pull_event(head_repo: dict | None = None, number: int = 7) -> dict:
                              "base": {"sha": BASE, "ref": "main", "repo": repo}}}
 
 
+def workflow_run_event(head_repo: str, numbers: list[int]) -> dict:
+    """A finished `pull_request` run as `workflow_run` reports it (pull_requests is empty for forks)."""
+    return {"action": "completed", "repository": {"full_name": "acme/bot"},
+            "workflow_run": {"event": "pull_request", "head_sha": HEAD, "head_repository": {"full_name": head_repo},
+                             "pull_requests": [{"number": n, "base": {"sha": BASE, "ref": "main"}} for n in numbers]}}
+
+
 ACTIONS = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/bot", "GITHUB_TOKEN": "ghs_x",
            "GITHUB_API_URL": "https://ghe.example/api/v3", "GITHUB_SERVER_URL": "https://ghe.example",
            "GITHUB_RUN_ID": "99", "GITHUB_SHA": "m" * 40, "GITHUB_STEP_SUMMARY": "/tmp/s.md",
@@ -41,6 +48,14 @@ ACTIONS = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/bot", "GITHUB_TO
                  id="push-new-branch"),
     pytest.param({**ACTIONS, "GITHUB_EVENT_NAME": "workflow_dispatch"}, {"inputs": {}},
                  dict(head_sha="m" * 40, base=None), id="workflow_dispatch"),
+    pytest.param({**ACTIONS, "GITHUB_EVENT_NAME": "pull_request_target"}, pull_event(),
+                 dict(event_name="pull_request_target", head_sha=HEAD, fork=False, untrusted=None),
+                 id="pull_request_target-same-repository"),
+    pytest.param({**ACTIONS, "GITHUB_EVENT_NAME": "workflow_run"}, workflow_run_event("acme/bot", [7]),
+                 dict(event_name="workflow_run", head_sha=HEAD, base=BASE, pull_number=7, fork=False, untrusted=None),
+                 id="workflow_run-same-repository"),
+    pytest.param({**ACTIONS, "GITHUB_EVENT_NAME": "workflow_run"}, workflow_run_event("mallory/bot", []),
+                 dict(head_sha=HEAD, base=None, pull_number=None, fork=True), id="workflow_run-fork"),
     pytest.param({}, None, dict(event_name="local", head_sha="HEAD", base=None, repository=None, can_post=False,
                                 in_actions=False, api_url="https://api.github.com",
                                 read_only_reason="no GitHub repository or token was given, so nothing was posted"),
@@ -94,3 +109,22 @@ def test_is_fork_by_name_or_flag():
     assert is_fork({"head": {"repo": {"fork": True}}, "base": {"repo": {}}})
     assert not is_fork({"head": {"repo": {"full_name": "a/b"}}, "base": {"repo": {"full_name": "a/b"}}})
     assert isinstance(build_context({}, None), CheckContext)
+
+
+@pytest.mark.parametrize("event_name, event", [
+    pytest.param("pull_request_target", pull_event({"full_name": "mallory/bot", "fork": True}), id="pull_request_target"),
+    pytest.param("pull_request_target", {**pull_event(), "pull_request": {
+        **pull_event()["pull_request"], "head": {"sha": HEAD, "ref": "x", "repo": None}}}, id="deleted-fork"),
+    pytest.param("workflow_run", workflow_run_event("mallory/bot", []), id="workflow_run"),
+])
+def test_a_forks_head_under_a_privileged_event_is_untrusted_and_the_reason_names_the_pattern(event_name, event):
+    ctx = build_context({**ACTIONS, "GITHUB_EVENT_NAME": event_name}, event)
+    assert ctx.untrusted is not None
+    assert ctx.untrusted.startswith(f"a pull request from a fork is not evaluated under `{event_name}`, which holds "
+                                    "a write token and the repository's secrets: use the fork pattern")
+    assert "examples/workflows/gating-collect.yml and gating-evaluate.yml" in ctx.untrusted
+
+
+def test_a_forks_head_under_pull_request_is_not_privileged():
+    ctx = build_context({**ACTIONS, "GITHUB_EVENT_NAME": "pull_request"}, pull_event({"full_name": "mallory/bot"}))
+    assert ctx.fork and ctx.untrusted is None
