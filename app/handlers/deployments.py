@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from app.handlers import JobContext, Registry
-from app.handlers.merge_audit import audit_store, signing_key
+from app.handlers.merge_audit import audit_store, signing_key, witness
 from gating import audit_record, notes
 
 
@@ -30,3 +30,4 @@ def on_deployment_status(ctx: JobContext) -> None:
     res = notes.append_entry(store, facts, key, datetime.now(UTC))
     ctx.log.info("%s: %s entry seq %d on %s (%s)", repo.full_name, facts.event, res.entry.seq,
                  facts.commit[:12], "written" if res.created else "already there")
+    witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)
