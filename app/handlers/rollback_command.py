@@ -32,6 +32,7 @@ from gating.rollback import (
     RestorePlan,
     commit_message,
     done_reply,
+    environments_of,
     failure_reply,
     make_plan,
     parse_command,
@@ -137,7 +138,8 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
     for attempt in range(1, ATTEMPTS + 1):
         cfg = config if config is not None and attempt == 1 else load_config(repo, blobs, manifest_path)
         plan = make_plan(audit.entries(), target, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
-                         lambda prefix: gh.commit_sha(repo, prefix), manifest_path)
+                         lambda prefix: gh.commit_sha(repo, prefix), manifest_path,
+                         environments=environments_of(cfg.rollback))
         tree = _write_tree(repo, plan)
         fallback = ""
         if cfg.rollback.get("mode") == "direct":
