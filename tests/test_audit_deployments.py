@@ -3,6 +3,7 @@ branch, default production) of commits on the default branch become known-good o
 deployed state; a preview deployment changes neither. The App under a real server against the
 emulator, then `gating rollback` in a clone; and the plan's resolution on a log written before."""
 
+# ruff: noqa: F811  (the `world` fixture of test_audit_app is imported and used by name)
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def last_good_in_a_clone(w, tmp_path, capsys) -> str:
     return json.loads(out)["commit"]
 
 
-def test_a_preview_deployment_changes_neither_last_good_nor_the_deployed_state(world, tmp_path, capsys):  # noqa: F811
+def test_a_preview_deployment_changes_neither_last_good_nor_the_deployed_state(world, tmp_path, capsys):
     _n1, _h1, good = world.merged_pull("tune-1", "Answer briefly.\n")
     deploy(world, good, "production")
     _n2, _h2, newer = world.merged_pull("tune-2", "Answer very briefly.\n")
@@ -65,7 +66,7 @@ def test_a_preview_deployment_changes_neither_last_good_nor_the_deployed_state(w
     assert failed.predicate["rollback"]["previous_known_good"] == newer
 
 
-def test_rollback_environments_of_the_default_branch_decide(world, tmp_path, capsys):  # noqa: F811
+def test_rollback_environments_of_the_default_branch_decide(world, tmp_path, capsys):
     manifest = world.repo.git.run("show", "main:gating.yml")
     world.emu.push(world.repo, "main", {"gating.yml": manifest.replace("rollback:\n", "rollback:\n  environments: "
                                                                                      "[live-eu, live-us]\n")},

@@ -5,6 +5,7 @@ witness another app forged fails `gating audit verify` (exit 1) with the seq nam
 The App runs under a real server against the emulator; the attacker is a writer of the repository
 with a real clone (force-pushing the notes ref, committing another public key)."""
 
+# ruff: noqa: F811  (the `world` fixture of test_audit_app is imported and used by name)
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,7 @@ def record_of(run: dict) -> dict:
 
 
 @pytest.fixture
-def three_merges(world):  # noqa: F811
+def three_merges(world):
     """The real public key published on main, then three audited merges, each witnessed."""
     world.emu.push(world.repo, "main", {".gating/audit.pub": (world.key_dir / "audit.pub").read_text()},
                    "Publish the audit key", user="carol")
@@ -59,7 +60,7 @@ def verify(capsys, clone: Git, monkeypatch, token: str | None, *extra: str) -> t
 
 
 def test_every_entry_is_witnessed_by_a_check_run_of_the_app_on_its_commit(world, three_merges, tmp_path,
-                                                                         capsys, monkeypatch):  # noqa: F811
+                                                                         capsys, monkeypatch):
     merge = three_merges[0]
     (entry,) = world.entries(merge)
     (run,) = audit_runs(world, merge)
@@ -97,7 +98,7 @@ def move_notes_back(world, tmp_path: Path, keep: int) -> None:
 
 
 def test_a_notes_ref_moved_back_fails_verify_in_a_clone_that_never_verified(world, three_merges, tmp_path,
-                                                                            capsys, monkeypatch):  # noqa: F811
+                                                                            capsys, monkeypatch):
     move_notes_back(world, tmp_path, keep=1)
     clone = fresh_clone(world, tmp_path, "fresh")
     # without the API the truncated log looks whole, and verify says what it could not check
@@ -118,7 +119,7 @@ def test_a_notes_ref_moved_back_fails_verify_in_a_clone_that_never_verified(worl
     assert err.startswith("gating: audit log verification failed: first bad entry: seq 2 (2 problems)")
 
 
-def test_a_deleted_notes_ref_fails_verify_too(world, three_merges, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_a_deleted_notes_ref_fails_verify_too(world, three_merges, tmp_path, capsys, monkeypatch):
     attacker = fresh_clone(world, tmp_path, "attacker")
     attacker.run("push", "-q", "origin", f":{AUDIT_REF}")
     code, out, _ = verify(capsys, fresh_clone(world, tmp_path, "fresh"), monkeypatch, world.emu.read_only_token())
@@ -150,7 +151,7 @@ def resign_everything(world, tmp_path: Path, new_key) -> None:
 
 
 def test_a_swapped_key_and_a_re_signed_log_fail_verify_in_a_clone_that_never_verified(
-        world, three_merges, tmp_path, capsys, monkeypatch):  # noqa: F811
+        world, three_merges, tmp_path, capsys, monkeypatch):
     evil = keys.generate()
     resign_everything(world, tmp_path, evil)
     clone = fresh_clone(world, tmp_path, "fresh")
@@ -171,7 +172,7 @@ def test_a_swapped_key_and_a_re_signed_log_fail_verify_in_a_clone_that_never_ver
 
 
 def test_without_a_key_file_the_key_comes_from_the_newest_witness_and_says_so(world, tmp_path, capsys,
-                                                                              monkeypatch):  # noqa: F811
+                                                                              monkeypatch):
     merges = [world.merged_pull(f"tune-{i}", f"Answer in {i + 1} sentences.\n")[2] for i in range(2)]
     world.settle()
     clone = fresh_clone(world, tmp_path, "fresh")
@@ -195,7 +196,7 @@ def forge_witness(world, commit: str, record: dict) -> int:
 
 
 def test_a_witness_posted_by_a_workflow_fails_verify_naming_its_seq(world, three_merges, tmp_path, capsys,
-                                                                    monkeypatch):  # noqa: F811
+                                                                    monkeypatch):
     real = record_of(audit_runs(world, three_merges[2])[0])
     forged = forge_witness(world, three_merges[2], {**real, "seq": 4, "hash": "sha256:" + "0" * 64})
     clone = fresh_clone(world, tmp_path, "fresh")
