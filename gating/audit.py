@@ -31,7 +31,7 @@ from gating.snapshot import canonical_json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
-EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override")
+EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated")
 
 
 class EntryError(ValueError):
@@ -92,6 +92,7 @@ class EntryFacts:
     deployment: Mapping[str, Any] | None = None
     backfilled: bool = False
     discriminator: str = ""
+    key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit_keys.rotation
 
     @property
     def key(self) -> str:
@@ -154,6 +155,7 @@ def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None
         "deployment": dict(facts.deployment) if facts.deployment is not None else None,
         "backfilled": facts.backfilled,
         "key": facts.key,
+        **({"key_rotation": dict(facts.key_rotation)} if facts.key_rotation is not None else {}),
         "seq": seq,
         "prev": prev,
     }
@@ -278,6 +280,7 @@ _PREDICATE_TYPES: dict[str, tuple[type, ...]] = {
     "prev": (str, type(None)), "key": (str,), "actor": (str, type(None)), "repository": (str, type(None)),
     "commit": (str, type(None)), "snapshot": (dict, type(None)), "evals": (dict, type(None)),
     "deployment": (dict, type(None)), "rollback": (dict, type(None)), "approvals": (list,), "overrides": (list,),
+    "key_rotation": (dict,),
 }
 
 

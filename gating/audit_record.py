@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from gating.github import ApiRevision, BlobCache, GitDatabaseNotes, Repo
 from gating.keys import keyid
 from gating.manifest import MANIFEST_PATH, ManifestError
 from gating.policy import EVAL_CHECK, Actor, Comment, Facts, find_overrides
+from gating.rollback import DEFAULT_ENVIRONMENTS, is_deployment
 from gating.snapshot import build_snapshot
 
 REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "DISMISSED")
@@ -95,9 +96,11 @@ def merge_facts(repo: Repo, pr: dict[str, Any], blobs: BlobCache, manifest_path:
         previous_known_good=previous_known_good, backfilled=backfilled)
 
 
-def last_known_good(store: notes.NotesBackend, key: Ed25519PrivateKey) -> str | None:
-    """The rollback pointer: the newest known_good commit among entries this key signed."""
-    good = [e for e in notes.read_log(store, {keyid(key): key.public_key()}) if e.event == "known_good"]
+def last_known_good(store: notes.NotesBackend, key: Ed25519PrivateKey,
+                    environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> str | None:
+    """The rollback pointer: the newest known_good commit of `environments` among entries this key signed."""
+    good = [e for e in notes.read_log(store, {keyid(key): key.public_key()})
+            if e.event == "known_good" and is_deployment(e, environments)]
     return good[-1].commit if good else None
 
 

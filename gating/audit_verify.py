@@ -9,7 +9,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -63,6 +64,7 @@ class Report:
     entries: list[Entry]
     findings: list[Finding]
     notes_commits: int = 0
+    epochs: list[Any] = field(default_factory=list)  # gating.audit_keys.Epoch, oldest first
 
     @property
     def ok(self) -> bool:
@@ -107,21 +109,29 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.seq is None, f.seq or 0))
 
 
+_DEFER = "defer"
+
+
 def verify_log(
     notes: Mapping[str, bytes],
     keys: Mapping[str, Ed25519PublicKey],
     history: Sequence[NotesCommit] | None = None,
 ) -> Report:
-    """Every signature, the seq/prev chain, each entry's place, and (given history) that notes only grew.
+    """Every signature, the key rotation chain, the seq/prev chain, each entry's place, and (given
+    history) that notes only grew.
 
     `notes` maps annotated commit -> note bytes at the tip; `keys` maps keyid -> trusted public key.
+    Entries signed by a key that only the log's own key_rotated entries name are checked once all
+    are read (gating.audit_keys decides whether that chain is anchored in a trusted key).
     """
+    from gating.audit_keys import declared_keys, key_findings
+
     findings: list[Finding] = []
     entries: list[Entry] = []
     checks: list[tuple[list[Entry], Future[list[str | None]]]] = []
 
     def check(batch: list[Entry]) -> list[str | None]:
-        return [signature_problem(e, keys) for e in batch]
+        return [signature_problem(e, keys) if set(e.keyids) & keys.keys() else _DEFER for e in batch]
 
     # Ed25519 verification releases the GIL: it runs on worker threads while this one parses JSON.
     with no_gc(), ThreadPoolExecutor(max_workers=2) as pool:
@@ -147,13 +157,24 @@ def verify_log(
                                             e.seq))
                 last = e
         checks.append((batch, pool.submit(check, batch)))
+        deferred = []
         for done, future in checks:
-            findings += [Finding(e.label(), p, e.seq) for e, p in zip(done, future.result(), strict=True) if p]
+            for e, p in zip(done, future.result(), strict=True):
+                if p == _DEFER:
+                    deferred.append(e)
+                elif p:
+                    findings.append(Finding(e.label(), p, e.seq))
     entries.sort(key=lambda e: e.seq)
+    declared, bad_keys = declared_keys(entries)
+    findings += bad_keys
+    every = {**declared, **keys}
+    findings += [Finding(e.label(), p, e.seq) for e in deferred if (p := signature_problem(e, every))]
+    chain_keys, epochs = key_findings(entries, keys, {f.seq for f in findings if f.seq is not None})
+    findings += chain_keys
     findings += _chain_findings(entries)
     if history is not None:
         findings += _history_findings(history)
-    return Report(entries=entries, findings=_sorted(findings), notes_commits=len(history or ()))
+    return Report(entries=entries, findings=_sorted(findings), notes_commits=len(history or ()), epochs=epochs)
 
 
 def _chain_findings(entries: Sequence[Entry]) -> list[Finding]:

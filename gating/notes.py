@@ -175,8 +175,10 @@ def read_note(store: NotesBackend, commit: str, tip: str | None = None) -> bytes
 
 
 def read_log(store: NotesBackend, keys: Mapping[str, Ed25519PublicKey] | None = None) -> list[Entry]:
-    """Every parsed entry, by seq; with `keys`, only those a trusted key signed. Bad lines are skipped
-    here; `gating audit verify` is what reports them."""
+    """Every parsed entry, by seq; with `keys`, only those a trusted key (or a key the rotation chain
+    links to one) signed. Bad lines are skipped here; `gating audit verify` is what reports them."""
+    from gating.audit_keys import follow
+
     tip = store.tip()
     if tip is None:
         return []
@@ -185,12 +187,15 @@ def read_log(store: NotesBackend, keys: Mapping[str, Ed25519PublicKey] | None = 
         for commit, note in store.all_notes(tip).items():
             for line in audit.split_lines(note):
                 try:
-                    e = audit.parse_line(line, commit)
+                    entries.append(audit.parse_line(line, commit))
                 except EntryError:
                     continue
-                if keys is None or audit.signature_problem(e, keys) is None:
-                    entries.append(e)
-    return sorted(entries, key=lambda e: e.seq)
+    entries.sort(key=lambda e: e.seq)
+    if keys is None:
+        return entries
+    if any(e.event == "key_rotated" for e in entries):
+        keys = follow(entries, keys)
+    return [e for e in entries if audit.signature_problem(e, keys) is None]
 
 
 @dataclass(frozen=True)

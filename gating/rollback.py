@@ -26,6 +26,7 @@ from gating.snapshot import Snapshot, SnapshotCache, build_snapshot, sha256_hex
 
 LAST_GOOD, PREVIOUS = "last-good", "previous"
 DEPLOY_EVENTS = ("deployed", "known_good", "deploy_failed")
+DEFAULT_ENVIRONMENTS = ("production",)
 PERMISSION_RANK = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 DEFAULT_WHO = ("write",)
 BRANCH_PREFIX = "gating/rollback-"
@@ -148,34 +149,55 @@ class Resolution:
         return self.commit[:7]
 
 
-def current_state(entries: Sequence[Entry], tip: str) -> Deployed:
-    deployments = [e for e in entries if e.event in DEPLOY_EVENTS]
+def environments_of(rollback: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """rollback.environments of the default branch's gating.yml: the environments whose deployments
+    decide known-good and the currently deployed state (default: production)."""
+    envs = (rollback or {}).get("environments")
+    return tuple(envs) if envs else DEFAULT_ENVIRONMENTS
+
+
+def is_deployment(e: Entry, environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> bool:
+    """A deployment entry of one of `environments`; a preview (any other environment) is not. An
+    entry that names no environment (written before they were recorded) counts."""
+    if e.event not in DEPLOY_EVENTS:
+        return False
+    env = (e.predicate.get("deployment") or {}).get("environment")
+    return env is None or env in environments
+
+
+def current_state(entries: Sequence[Entry], tip: str,
+                  environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> Deployed:
+    deployments = [e for e in entries if is_deployment(e, environments)]
     if not deployments:
         return Deployed(tip, None)
     newest = max(deployments, key=lambda e: e.seq)
     return Deployed(newest.commit, newest)
 
 
-def _older(entries: Sequence[Entry], events: Sequence[str], cur: Deployed) -> Entry | None:
+def _older(entries: Sequence[Entry], events: Sequence[str], cur: Deployed,
+           environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> Entry | None:
     found = [e for e in entries if e.event in events and e.commit != cur.commit
+             and (e.event not in DEPLOY_EVENTS or is_deployment(e, environments))
              and (cur.entry is None or e.seq < cur.entry.seq)]
     return max(found, key=lambda e: e.seq) if found else None
 
 
-def resolve_target(entries: Sequence[Entry], target: str, tip: str, commit: str | None = None) -> Resolution:
+def resolve_target(entries: Sequence[Entry], target: str, tip: str, commit: str | None = None,
+                   environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> Resolution:
     """The commit a target names. `commit` is the full sha a sha target resolved to in the repository
-    (None: no such commit). The target must be an audited merge (a `merged` entry in the log)."""
+    (None: no such commit). The target must be an audited merge (a `merged` entry in the log). Only
+    deployments to `environments` are known-good or deployed."""
     target = check_target(target)
-    cur = current_state(entries, tip)
+    cur = current_state(entries, tip, environments)
     chosen: Entry | None = None
     if target == LAST_GOOD:
-        chosen = _older(entries, ("known_good",), cur)
+        chosen = _older(entries, ("known_good",), cur, environments)
         if chosen is None:
             raise Refusal("no_known_good", "no known-good state yet: the audit log has no known_good entry "
                           f"older than the current deployed state, {cur.describe()}.", "name_a_commit")
         commit = chosen.commit
     elif target == PREVIOUS:
-        chosen = _older(entries, ("deployed", "known_good"), cur)
+        chosen = _older(entries, ("deployed", "known_good"), cur, environments)
         if chosen is None and cur.entry is None:
             chosen = _older(entries, ("merged",), cur)
         if chosen is None:
@@ -189,7 +211,7 @@ def resolve_target(entries: Sequence[Entry], target: str, tip: str, commit: str 
         raise Refusal("not_audited", f"{commit[:7]} is not an audited merge: the audit log has no merged "
                       "entry for it, so there is no recorded snapshot, evidence or approval to return to.")
     involved = {e.seq: e for e in (merged[-1], chosen, cur.entry) if e is not None}
-    good = [e for e in entries if e.event == "known_good" and e.commit == commit]
+    good = [e for e in entries if e.event == "known_good" and e.commit == commit and is_deployment(e, environments)]
     if good:
         involved.setdefault(good[-1].seq, good[-1])
     return Resolution(target, commit, cur, tuple(involved[s] for s in sorted(involved)))
@@ -277,11 +299,12 @@ def plan_restore(resolution: Resolution, current: Snapshot | None, target: Snaps
 
 def make_plan(entries: Sequence[Entry], target: str, tip: str, branch: str,
               reader_at: Callable[[str], RevisionReader], find_commit: Callable[[str], str | None],
-              manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None) -> RestorePlan:
+              manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None,
+              environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> RestorePlan:
     """Resolve and plan over the RevisionReader seam: the CLI passes git revisions, the App the API."""
     target = check_target(target)
     commit = find_commit(target) if is_sha(target) else None
-    resolution = resolve_target(entries, target, tip, commit)
+    resolution = resolve_target(entries, target, tip, commit, environments)
     try:
         target_snap = build_snapshot(reader_at(resolution.commit), manifest_path, cache)
     except ManifestError as e:

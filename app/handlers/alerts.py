@@ -28,7 +28,7 @@ from app.handlers import JobContext, Payload, Registry, installed_repos
 from app.handlers.rollback_command import app_audit, execute, load_config
 from app.jobs import PermanentError, RetryLater
 from gating.github import GitHubError, Repo
-from gating.rollback import LAST_GOOD, Refusal, Request, current_state, matching_rule
+from gating.rollback import LAST_GOOD, Refusal, Request, current_state, environments_of, matching_rule
 
 ALERT_EVENT = "alertmanager"
 MAX_ALERTS = 500  # Alertmanager's max_alerts is unbounded by default; refuse absurd batches
@@ -202,11 +202,11 @@ def on_deployment_failure(ctx: JobContext) -> None:
     dep = ctx.payload["deployment"]
     repo = ctx.repo()
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
-    envs = cfg.rollback.get("environments")
-    if not cfg.rollback.get("on_deploy_failure") or (envs and dep.get("environment") not in envs):
+    envs = environments_of(cfg.rollback)
+    if not cfg.rollback.get("on_deploy_failure") or dep.get("environment") not in envs:
         return
     audit = app_audit(ctx, repo)
-    cur = current_state(audit.entries(), cfg.tip)
+    cur = current_state(audit.entries(), cfg.tip, envs)
     if cur.entry is None or cur.commit != dep["sha"] or cur.entry.event != "deploy_failed":
         if any(e.event == "deploy_failed" and e.commit == dep["sha"] for e in audit.entries()):
             return  # a later deployment superseded this failure: nothing to roll back

@@ -1,20 +1,40 @@
 """deployment_status: success makes the deployed SHA known_good, failure (or error) records
 deploy_failed, each with the rollback pointer (the previous known-good commit). One entry per
-deployment and outcome, however often GitHub delivers the event."""
+deployment and outcome, however often GitHub delivers the event.
+
+Only deployments that decide what runs count: to an environment of rollback.environments in
+gating.yml on the default branch (default: production), of a commit on the default branch. A preview
+(another environment, or the head of an unmerged pull request) records nothing, so it never becomes
+known-good or the currently deployed state.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 from app.handlers import JobContext, Registry
-from app.handlers.merge_audit import audit_store, signing_key
+from app.handlers.merge_audit import audit_store, signing_key, witness
+from app.handlers.rollback_command import load_config
 from gating import audit_record, notes
+from gating.github import GitHubError, Repo
+from gating.rollback import environments_of
 
 
 def register(registry: Registry) -> None:
     registry.on("deployment_status", "created", key=lambda p: f"{(p.get('repository') or {}).get('full_name')}#audit",
                 when=lambda p: (p.get("deployment_status") or {}).get("state") in ("success", "failure", "error"))(
         on_deployment_status)
+
+
+def on_branch(repo: Repo, branch: str, sha: str) -> bool:
+    """Whether `sha` is in the history of `branch` (GitHub's compare: the branch is ahead of it or at it)."""
+    try:
+        status = repo.client.get(f"{repo.path}/compare/{branch}...{sha}").get("status")
+    except GitHubError as e:
+        if e.status in (404, 422):
+            return False
+        raise
+    return status in ("behind", "identical")
 
 
 def on_deployment_status(ctx: JobContext) -> None:
@@ -24,9 +44,21 @@ def on_deployment_status(ctx: JobContext) -> None:
     facts = audit_record.deployment_facts(repo.full_name, p["deployment"], p["deployment_status"], actor)
     if facts is None:
         return
+    cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
+    envs = environments_of(cfg.rollback)
+    env = p["deployment"].get("environment")
+    if env not in envs:
+        ctx.log.info("%s: deployment %s to %s not recorded: rollback.environments is %s", repo.full_name,
+                     p["deployment"]["id"], env, ", ".join(envs))
+        return
+    if not on_branch(repo, cfg.branch, facts.commit):
+        ctx.log.info("%s: deployment %s of %s not recorded: the commit is not on %s (a preview)", repo.full_name,
+                     p["deployment"]["id"], facts.commit[:12], cfg.branch)
+        return
     key = signing_key(ctx)
     store = audit_store(ctx, repo)
-    facts = audit_record.replace_pointer(facts, audit_record.last_known_good(store, key))
+    facts = audit_record.replace_pointer(facts, audit_record.last_known_good(store, key, envs))
     res = notes.append_entry(store, facts, key, datetime.now(UTC))
     ctx.log.info("%s: %s entry seq %d on %s (%s)", repo.full_name, facts.event, res.entry.seq,
                  facts.commit[:12], "written" if res.created else "already there")
+    witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)

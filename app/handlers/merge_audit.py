@@ -3,6 +3,11 @@ that have none (a lost webhook, an App outage), so no merge is ever missing from
 
 Redelivered events and racing replicas are safe: the entry's idempotency key (`merged:<sha>`) is
 looked up on the commit's note after every re-read of the notes ref (gating.notes.append_entry).
+
+Every entry the App writes is also witnessed: a `gating / audit` check run on the entry's commit with
+its seq, hash and keyid (gating.audit_witness), which no writer of the repository can change, so a
+fresh clone can tell a truncated or re-signed log. A job that fails after the append witnesses on its
+retry, and the reconciliation witnesses the newest entries that have none.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from pathlib import Path
 from app.handlers import JobContext, Registry, installed_repos
 from app.jobs import PermanentError
 from gating import audit_record, notes
+from gating.audit import Entry
 from gating.github import GitDatabaseNotes, Repo
-from gating.keys import KeyError_
+from gating.github.witness import witness_entry
+from gating.keys import KeyError_, keyid
 
 RECONCILE_RECENT = 30  # merged pull requests looked at by the periodic reconciliation
+WITNESS_RECENT = 10  # newest entries the reconciliation makes sure are witnessed
 _last_reconcile: dict[str, float] = {}
 _lock = threading.Lock()
 
@@ -65,7 +73,21 @@ def on_merged(ctx: JobContext) -> None:
                                     ctx.settings.manifest_path)
     ctx.log.info("%s#%d: merged entry seq %d on %s (%s)", repo.full_name, number, res.entry.seq,
                  res.entry.commit[:12], "written" if res.created else "already there")
+    witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)
     reconcile_if_due(ctx, repo, store, key)
+
+
+def witness(repo: Repo, entry: Entry, key, app_id: int, log) -> None:
+    """The App's `gating / audit` check run for an entry it wrote (once per entry)."""
+    run_id, created = witness_entry(repo, entry, key.public_key(), app_id)
+    if created:
+        log.info("%s: witnessed seq %d on %s (check run %d)", repo.full_name, entry.seq, entry.commit[:12], run_id)
+
+
+def witness_recent(repo: Repo, store: notes.NotesBackend, key, app_id: int, log) -> None:
+    """Witness the newest entries the App's key (or a key rotated to it) signed that have no witness yet."""
+    for e in notes.read_log(store, {keyid(key): key.public_key()})[-WITNESS_RECENT:]:
+        witness(repo, e, key, app_id, log)
 
 
 def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key) -> None:
@@ -79,14 +101,17 @@ def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key
     for r in written:
         ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
                         repo.full_name, r.entry.commit[:12], r.entry.seq)
+    witness_recent(repo, store, key, int(ctx.settings.app_id), ctx.log)
 
 
 def on_schedule(ctx: JobContext) -> None:
     """With no event at all (a quiet repository, webhooks lost in an outage): backfill every repository."""
     key = signing_key(ctx)
     for repo in installed_repos(ctx, limit=1000):
-        written = audit_record.backfill(repo, audit_store(ctx, repo), key, datetime.now(UTC), ctx.blobs,
+        store = audit_store(ctx, repo)
+        written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs,
                                         ctx.settings.manifest_path, limit=RECONCILE_RECENT)
         for r in written:
             ctx.log.warning("%s: backfilled the merged entry of %s (seq %d) on the App's schedule",
                             repo.full_name, r.entry.commit[:12], r.entry.seq)
+        witness_recent(repo, store, key, int(ctx.settings.app_id), ctx.log)

@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from app.handlers import JobContext, Payload, Registry
-from app.handlers.merge_audit import audit_store, signing_key
+from app.handlers.merge_audit import audit_store, signing_key, witness
 from app.jobs import PermanentError
 from gating import github as gh
 from gating import notes
@@ -32,6 +32,7 @@ from gating.rollback import (
     RestorePlan,
     commit_message,
     done_reply,
+    environments_of,
     failure_reply,
     make_plan,
     parse_command,
@@ -76,6 +77,7 @@ class Audit:
     store: notes.NotesBackend
     key: Ed25519PrivateKey
     trusted: dict[str, Ed25519PublicKey]
+    app_id: int = 0  # whose `gating / audit` check runs witness the entries
 
     def entries(self) -> list:
         return notes.read_log(self.store, self.trusted)
@@ -90,7 +92,7 @@ def app_audit(ctx: JobContext, repo: Repo) -> Audit:
         push = ctx.settings.audit_backend == "push"
         inst = ctx.github.app_client().get(f"{repo.path}/installation")["id"] if push else 0
         ctx = replace(ctx, payload={**ctx.payload, "repository": info, "installation": {"id": inst}})
-    return Audit(audit_store(ctx, repo), key, {keyid(key): key.public_key()})
+    return Audit(audit_store(ctx, repo), key, {keyid(key): key.public_key()}, int(ctx.settings.app_id))
 
 
 # -- one rollback, from any trigger --------------------------------------------------------------
@@ -136,7 +138,8 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
     for attempt in range(1, ATTEMPTS + 1):
         cfg = config if config is not None and attempt == 1 else load_config(repo, blobs, manifest_path)
         plan = make_plan(audit.entries(), target, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
-                         lambda prefix: gh.commit_sha(repo, prefix), manifest_path)
+                         lambda prefix: gh.commit_sha(repo, prefix), manifest_path,
+                         environments=environments_of(cfg.rollback))
         tree = _write_tree(repo, plan)
         fallback = ""
         if cfg.rollback.get("mode") == "direct":
@@ -218,6 +221,7 @@ def _branch(repo: Repo, plan: RestorePlan, tree: str, message: str) -> str:
 def _record(audit: Audit, repo: Repo, outcome: Outcome, req: Request, now: datetime) -> Outcome:
     facts = rolled_back_facts(outcome.plan, outcome.commit, repo.full_name, req, outcome.number)
     res = notes.append_entry(audit.store, facts, audit.key, now)
+    witness(repo, res.entry, audit.key, audit.app_id, log)
     log.info("%s: rollback to %s -> %s (audit seq %d%s)", repo.full_name, outcome.plan.resolution.commit[:12],
              outcome.url, res.entry.seq, "" if res.created else ", already recorded")
     return Outcome(outcome.plan, outcome.commit, outcome.url, outcome.number, outcome.existing, outcome.fallback,

@@ -16,14 +16,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gating import keys as keymod
 from gating import notes
 from gating.audit import Entry, EntryError, parse_line, signature_problem, split_lines
-from gating.audit_verify import rewrite_findings
 from gating.cli import UsageError
+from gating.commands import audit_verify
 from gating.commands.common import owner_name, repo
 from gating.git import Git
 from gating.github import DEFAULT_API_URL
 
-VERIFIED_REF = "refs/gating/audit-verified"
-PUBLISHED_KEY = ".gating/audit.pub"
+VERIFIED_REF = audit_verify.VERIFIED_REF
+PUBLISHED_KEY = audit_verify.PUBLISHED_KEY
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,11 +46,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     fetch_opts(q)
     q.set_defaults(func=run_show)
 
-    q = asub.add_parser("verify", help="check every signature, the seq/prev chain and the notes history")
-    q.add_argument("--key", action="append", metavar="PUB.pem",
-                   help=f"trusted public key (repeatable; default: {PUBLISHED_KEY} at HEAD)")
+    q = asub.add_parser("verify", help="check every signature, the key rotation chain, the seq/prev chain, the "
+                        "notes history and the App's witnesses")
+    audit_verify.add_arguments(q)
     fetch_opts(q)
-    q.set_defaults(func=run_verify)
+    q.set_defaults(func=lambda args: audit_verify.run_verify(args, fetch))
+
+    q = asub.add_parser("rotate-key", help="hand the log over to a new signing key: an entry signed by the "
+                        "key in force that introduces the new one")
+    q.add_argument("--key", required=True, metavar="PRIVATE.pem", help="the signing key in force (signs this entry)")
+    q.add_argument("--new-key", required=True, metavar="PUB.pem", help="the new key (its public half is recorded)")
+    q.add_argument("--at", metavar="REV", help="the commit the entry is recorded on (default: the default branch tip)")
+    q.add_argument("--actor", help="who rotates (default: git config user.name)")
+    q.add_argument("--no-fetch", action="store_true", help="use the local notes ref as it is")
+    q.add_argument("--remote", default="origin", help="remote to fetch the notes ref from (default origin)")
+    q.set_defaults(func=run_rotate)
 
     q = asub.add_parser("backfill", help="write a backfilled merged entry for every merged pull request "
                         "that has none (through the GitHub API)")
@@ -261,35 +271,35 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- verify ----------------------------------------------------------------------------------------
+def run_rotate(args: argparse.Namespace) -> int:
+    from gating.audit_keys import key_findings, rotation_facts
 
-
-def run_verify(args: argparse.Namespace) -> int:
     g = repo(args)
-    trusted = load_keys(g, args.key)
+    try:
+        old = keymod.load_private(keymod.read_file(args.key), args.key)
+        new = keymod.load_public(keymod.read_file(args.new_key), args.new_key)
+    except keymod.KeyError_ as e:
+        raise UsageError(str(e)) from None
+    if keymod.keyid(new) == keymod.keyid(old):
+        raise UsageError(f"{args.new_key}: is the key in force already; rotate to a new key (`gating keygen`)")
     fetch(g, args)
     store = notes.LocalNotes(g)
-    tip = store.tip()
-    if tip is None:
-        print(f"gating: no audit entries in {notes.AUDIT_REF}")
-        return 0
-    report = notes.verify(store, trusted)
-    findings = list(report.findings)
-    seen = g.resolve(VERIFIED_REF)
-    if seen and not g.is_ancestor(seen, tip):
-        findings = rewrite_findings(store.all_notes(seen), store.all_notes(tip), seen, tip) + findings
-    if findings:
-        for f in findings:
-            print(f"BAD  {f}")
-        first = findings[0]
-        print(f"gating: audit log verification failed: first bad entry: {first.where} ({len(findings)} "
-              f"problem{'s' if len(findings) != 1 else ''})", file=sys.stderr)
-        return 1
-    g.update_ref(VERIFIED_REF, tip, seen)
-    n = len(report.entries)
-    print(f"ok: {n} entr{'y' if n == 1 else 'ies'} (seq 1..{n}), {report.notes_commits} notes commits; "
-          f"every signature verifies ({', '.join(k[:16] for k in trusted)}), the chain is unbroken and "
-          f"no notes commit removed or changed a line")
+    entries = notes.read_log(store)
+    _findings, epochs = key_findings(entries, {}, set())
+    if epochs and epochs[-1].keyid != keymod.keyid(old):
+        raise UsageError(f"{args.key}: is not the key in force; the log's newest entries are signed by "
+                         f"{epochs[-1].keyid[:16]} ({epochs[-1].since})")
+    rev = args.at or g.default_branch() or "HEAD"
+    commit = g.resolve(rev)
+    if commit is None:
+        raise UsageError(f"unknown revision {rev!r} (--at)")
+    name = audit_verify.repository_name(g, args.remote)
+    actor = args.actor or g.try_run("config", "user.name") or "unknown"
+    res = notes.append_entry(store, rotation_facts(commit, name, actor, old, new), old, datetime.now(UTC))
+    print(f"rotated: seq {res.entry.seq} (key_rotated) on {commit[:12]}, signed by {keymod.keyid(old)[:16]}, "
+          f"introduces {keymod.keyid(new)[:16]}")
+    print(f"next: push it (git push {args.remote} {notes.AUDIT_REF}), commit the new public key as {PUBLISHED_KEY} "
+          "and give the App the new private key (GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY)")
     return 0
 
 

@@ -19,7 +19,7 @@ from gating.cli import UsageError
 from gating.commands.audit import fetch, load_keys
 from gating.commands.common import repo
 from gating.git import Git
-from gating.manifest import MANIFEST_PATH
+from gating.manifest import MANIFEST_PATH, ManifestError, parse_manifest
 from gating.report import render_diff_markdown
 from gating.revision import GitRevision
 from gating.rollback import (
@@ -28,6 +28,7 @@ from gating.rollback import (
     Request,
     RestorePlan,
     commit_message,
+    environments_of,
     files_table,
     make_plan,
     rolled_back_facts,
@@ -72,7 +73,16 @@ def build(g: Git, args: argparse.Namespace) -> RestorePlan:
     entries = notes.read_log(notes.LocalNotes(g), trusted)
     tip, branch = _onto(g, args.onto)
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
-                     args.config, DiskSnapshotCache.for_repo(g))
+                     args.config, DiskSnapshotCache.for_repo(g), environments=_environments(g, tip, args.config))
+
+
+def _environments(g: Git, tip: str, path: str) -> tuple[str, ...]:
+    """rollback.environments of the manifest on the branch the restore applies to (default production)."""
+    data = g.show_file(tip, path)
+    try:
+        return environments_of(parse_manifest(data, path).rollback if data is not None else None)
+    except ManifestError:
+        return environments_of(None)
 
 
 def write_branch(g: Git, plan: RestorePlan, name: str, message: str) -> str:
