@@ -6,21 +6,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from check_support import clean_env
 
 
-def test_demo_shows_the_check_runs_offline_and_fast(tmp_path: Path):
+def test_demo_shows_the_check_runs_offline(tmp_path: Path):
     env = {k: v for k, v in clean_env().items() if not k.startswith(("OPENAI_", "ANTHROPIC_"))}
     gating = Path(sys.executable).with_name("gating")
-    t0 = time.monotonic()
     proc = subprocess.run([str(gating), "demo", "--keep", str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=60)
-    seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
-    assert seconds < 20
     out = proc.stdout
     # no local repository with commits of its own: the only commits shown are the emulated pull request's
     assert "== pull request tune-answers" not in out and "building the example repository" not in out
