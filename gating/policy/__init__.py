@@ -12,10 +12,10 @@ from gating.policy.evaluate import (
     find_overrides,
     glob_match,
     has_permission,
-    overrides_survive_push,
-    parse_override,
     latest_reviews,
     manifest_path_match,
+    overrides_survive_push,
+    parse_override,
 )
 from gating.policy.facts import Actor, CheckState, Facts, OverrideAct, PullFacts, Review
 from gating.policy.render import APPROVAL_CHECK, CheckOutput, render_check
