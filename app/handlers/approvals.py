@@ -45,6 +45,8 @@ REVIEW_ACTIONS = ("submitted", "edited", "dismissed")
 
 
 def register(registry: Registry) -> None:
+    # First, so a push is noted before the evaluation its delivery also queues (same key: in order).
+    registry.on("pull_request", "synchronize", key=pull_key, name="approvals.on_push")(on_push)
     # Every handler here re-reads the pull request's current state, so one run covers all the
     # deliveries for the same pull request that were queued before it started (coalesce).
     registry.on("pull_request", *PULL_ACTIONS, key=pull_key, coalesce=True)(on_pull_event)
@@ -54,7 +56,6 @@ def register(registry: Registry) -> None:
                 name="approvals.on_rerequest", coalesce=True)(on_check_run)
     # An override is recorded when its comment is seen created, and only taken away after: these run
     # for every delivery (no coalescing), in order with the rest of the pull request's jobs.
-    registry.on("pull_request", "synchronize", key=pull_key, name="approvals.on_push")(on_push)
     registry.on("issue_comment", "created", key=pull_key, when=_is_override)(on_override)
     registry.on("issue_comment", "edited", "deleted", key=pull_key, when=_is_override)(on_override_changed)
 
