@@ -48,7 +48,7 @@ class AppState:
         if handler is None:
             raise PermanentError(f"no handler {job.handler!r} for {job.event} in this version of the App")
         try:
-            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs))
+            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue))
         except RateLimited as e:
             raise RetryLater(str(e), e.retry_after) from e
         except GitHubError as e:

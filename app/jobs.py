@@ -4,7 +4,8 @@ A webhook is acknowledged as soon as its job row is committed; worker threads cl
 a lease, so two gunicorn workers never run one job at once, and a job whose worker died (its lease
 ran out) is picked up again. Failures retry with exponential backoff; a job that keeps failing stays
 visible as `failed` until someone retries it. Jobs with the same `key` (one pull request) run one at
-a time, in order.
+a time, in order. The same database keeps what must outlive finished jobs: the acts a command may
+cause only once (`first_run`) and the overrides the App saw created (app.overrides).
 
 Every write is one SQL statement in its own transaction. SQLite then holds its write lock only
 inside that one call, which runs without the GIL; with BEGIN ... COMMIT it would also hold it while
@@ -55,6 +56,34 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_after);
 CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key, status);
 CREATE INDEX IF NOT EXISTS jobs_error ON jobs (error_at);
+CREATE TABLE IF NOT EXISTS once (
+  what TEXT PRIMARY KEY,
+  job TEXT NOT NULL,
+  at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS overrides (
+  repo TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  comment_id INTEGER NOT NULL,
+  login TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  permission TEXT NOT NULL,
+  head_sha TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  url TEXT NOT NULL,
+  received REAL NOT NULL,
+  job TEXT NOT NULL,
+  void TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (repo, comment_id)
+);
+CREATE INDEX IF NOT EXISTS overrides_pull ON overrides (repo, number);
+CREATE TABLE IF NOT EXISTS pushes (
+  repo TEXT NOT NULL,
+  number INTEGER NOT NULL,
+  head_sha TEXT NOT NULL,
+  received REAL NOT NULL,
+  PRIMARY KEY (repo, number, head_sha)
+);
 """
 
 
@@ -186,6 +215,22 @@ class JobQueue:
             return [int(cur.lastrowid or 0)] if cur.rowcount == 1 else []
         return sorted(int(r[0]) for r in self._write_returning(sql + " RETURNING id", values,
                                                                self.ENQUEUE_WAIT_SECONDS))
+
+    def first_run(self, what: str, job: Job) -> bool:
+        """Whether `job` is the one that acts on `what` (say, the comment a command came in): the first
+        job to ask, or that same job run again. A redelivery of the same event under a new delivery id
+        is another job and gets False, however late it comes: unlike finished jobs, these rows are
+        never deleted."""
+        me = f"{job.delivery} {job.handler}"
+        self._write("INSERT OR IGNORE INTO once (what, job, at) VALUES (?, ?, ?)", (what, me, self.clock()))
+        return self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One write to the App's other records in this database (app.overrides), as its own transaction."""
+        return self._write(sql, args)
+
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._read(sql, args)
 
     # -- consuming ---------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from gating.audit import Approval, EntryError, EntryFacts, Override, eval_summar
 from gating.github import ApiRevision, BlobCache, GitDatabaseNotes, Repo
 from gating.keys import keyid
 from gating.manifest import MANIFEST_PATH, ManifestError
-from gating.policy import EVAL_CHECK, Actor, Comment, Facts, find_overrides
+from gating.policy import EVAL_CHECK, OverrideAct
 from gating.rollback import DEFAULT_ENVIRONMENTS, is_deployment
 from gating.snapshot import build_snapshot
 
@@ -76,23 +76,34 @@ def approvals(repo: Repo, number: int) -> list[Approval]:
             for r in repo.reviews(number) if r.get("user") and r.get("state") in REVIEW_STATES]
 
 
-def overrides(repo: Repo, number: int) -> list[Override]:
-    """The admin `/gating override <reason>` that counted (the approval check's own rule)."""
-    comments = [Comment(Actor((c.get("user") or {}).get("login") or "ghost"), c.get("body") or "",
-                         c.get("created_at") or "", c.get("html_url") or "") for c in repo.issue_comments(number)]
-    who = {c.user.login for c in comments if "/gating" in c.body}
-    found, _ignored = find_overrides(Facts(comments=comments, permissions={w: repo.permission(w) for w in who}))
-    return [Override(found.login, found.reason, found.created_at, "approvals and evals")] if found else []
+def recorded_overrides(acts: Sequence[OverrideAct], head_sha: str) -> list[Override]:
+    """The overrides a merged entry records, from what the App recorded when it saw them created (never
+    from comment bodies, which any writer may edit): each one an admin gave with a reason and that no
+    edit or deletion voided, with the SHA it was given on and whether a push came after it."""
+    out = []
+    for a in acts:
+        if a.void or not a.reason or a.permission != "admin":
+            continue
+        stale = a.head_sha != head_sha or a.pushed_after
+        scope = f"approvals and evals on {a.head_sha[:12]}" + (" (before the last push)" if stale else "")
+        out.append(Override(a.login, a.reason, a.created_at, scope))
+    return out
+
+
+# The overrides recorded on pull request N (the App's database); None where there is none (a clone).
+OverrideSource = Callable[[int], Sequence[OverrideAct]]
 
 
 def merge_facts(repo: Repo, pr: dict[str, Any], blobs: BlobCache, manifest_path: str = MANIFEST_PATH,
-                backfilled: bool = False, previous_known_good: str | None = None) -> EntryFacts:
+                backfilled: bool = False, previous_known_good: str | None = None,
+                overrides_of: OverrideSource | None = None) -> EntryFacts:
     commit = pr["merge_commit_sha"]
+    acts = overrides_of(pr["number"]) if overrides_of else ()
     return EntryFacts(
         event="merged", commit=commit, repository=repo.full_name,
         actor=(pr.get("merged_by") or {}).get("login") or "unknown", pull_request=pr["number"],
         snapshot=snapshot_at(repo, commit, blobs, manifest_path), evals=eval_evidence(repo, pr["head"]["sha"]),
-        approvals=approvals(repo, pr["number"]), overrides=overrides(repo, pr["number"]),
+        approvals=approvals(repo, pr["number"]), overrides=recorded_overrides(acts, pr["head"]["sha"]),
         previous_known_good=previous_known_good, backfilled=backfilled)
 
 
@@ -106,11 +117,12 @@ def last_known_good(store: notes.NotesBackend, key: Ed25519PrivateKey,
 
 def record_merge(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, number: int, now: datetime,
                  blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
-                 backfilled: bool = False) -> notes.AppendResult:
+                 backfilled: bool = False, overrides_of: OverrideSource | None = None) -> notes.AppendResult:
     pr = repo.pull(number)
     if not pr.get("merged") and not pr.get("merged_at"):
         raise ValueError(f"pull request #{number} is not merged")
-    facts = merge_facts(repo, pr, blobs or BlobCache(), manifest_path, backfilled, last_known_good(store, key))
+    facts = merge_facts(repo, pr, blobs or BlobCache(), manifest_path, backfilled, last_known_good(store, key),
+                        overrides_of)
     return notes.append_entry(store, facts, key, now)
 
 
@@ -151,7 +163,7 @@ def has_entry(store: notes.NotesBackend, key: str, commit: str) -> bool:
 
 def backfill(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, now: datetime,
              blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
-             limit: int = 1000) -> list[notes.AppendResult]:
+             limit: int = 1000, overrides_of: OverrideSource | None = None) -> list[notes.AppendResult]:
     """Write a `merged` entry, marked backfilled, for each of the last `limit` merged pull requests
     that has none, oldest first. Safe beside the App: the idempotency key is the same."""
     blobs = blobs or BlobCache()
@@ -159,7 +171,8 @@ def backfill(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, now:
     for pr in sorted(merged_pulls(repo, limit=limit), key=lambda p: p["merged_at"]):
         if has_entry(store, f"merged:{pr['merge_commit_sha']}", pr["merge_commit_sha"]):
             continue
-        facts = merge_facts(repo, pr, blobs, manifest_path, backfilled=True)  # no pointer: that was then
+        facts = merge_facts(repo, pr, blobs, manifest_path, backfilled=True,  # no pointer: that was then
+                            overrides_of=overrides_of)
         written.append(notes.append_entry(store, facts, key, now))
     return written
 

@@ -74,12 +74,13 @@ def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rules}
 
 
-OPTION_KEYS = ("allow_author", "invalidate_on_push", "require_evidence", "ignore_bots")
+OPTION_KEYS = ("allow_author", "invalidate_on_push", "require_evidence", "ignore_bots", "invalidate_override_on_push")
 _LOOSENING = {
     ("options", "allow_author"): (False, True),
     ("options", "invalidate_on_push"): (True, False),
     ("options", "require_evidence"): (True, False),
     ("options", "ignore_bots"): (True, False),
+    ("options", "invalidate_override_on_push"): (True, False),
 }
 
 

@@ -179,6 +179,7 @@ APPROVAL_RULE_SCHEMA: dict[str, Any] = {
                 "invalidate_on_push": {"type": "boolean"},
                 "ignore_bots": {"type": "boolean"},
                 "require_evidence": {"type": "boolean"},
+                "invalidate_override_on_push": {"type": "boolean"},
             },
             "additionalProperties": False,
         },

@@ -12,12 +12,16 @@ import pytest
 from app_support import serve_in_thread, wait_settled
 
 from app import create_app
+from gating import keys
+from gating.audit import parse_line, split_lines
+from gating.notes import AUDIT_REF
 from gating.policy import APPROVAL_CHECK, EVAL_CHECK
 from gating.testing.pytest_plugin import EXAMPLE
 
 MANIFEST = (EXAMPLE / "gating.yml").read_text()
 NEW_PIN = MANIFEST.replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
 PROMPT = (EXAMPLE / "prompts" / "answer.md").read_text()
+AUDIT_KEY = keys.generate()
 
 
 class World:
@@ -43,6 +47,21 @@ class World:
         assert runs, "no gating / approval check run on the head SHA"
         return max(runs, key=lambda r: r["id"])
 
+    def edit(self, comment: dict[str, Any], editor: str, body: str) -> None:
+        """`editor` edits someone's comment through the REST API, as anyone with write access may."""
+        r = httpx.patch(f"{self.emu.api_url}/repos/{self.repo.full_name}/issues/comments/{comment['id']}",
+                        json={"body": body}, headers={"Authorization": f"token {self.emu.user_token(editor)}"})
+        assert r.status_code == 200, r.text
+
+    def notes(self, number: int) -> list[str]:
+        return [line[len("Note: "):] for line in self.approval(number)["output"]["summary"].splitlines()
+                if line.startswith("Note: ")]
+
+    def delivery(self, event: str, action: str, **match: Any) -> Any:
+        """The last delivery the emulator sent of `event.action` whose payload has these objects' ids."""
+        return next(d for d, _ in reversed(self.emu.deliveries) if (d.event, d.action) == (event, action)
+                    and all((d.payload.get(k) or {}).get("id") == v for k, v in match.items()))
+
     def eval_check(self, number: int, conclusion: str | None, token: str | None = None) -> None:
         """Post `gating / eval` on the head SHA as the Action would, through the REST API."""
         api = httpx.Client(base_url=self.emu.api_url, headers={
@@ -67,7 +86,8 @@ def world(github, github_repo, tmp_path: Path):
         emu.add_collaborator(github_repo, login, perm)
     app = create_app({"APP_ID": emu.app.app_id, "PRIVATE_KEY": emu.app.private_key_pem,
                       "WEBHOOK_SECRET": emu.app.webhook_secret, "GITHUB_API_URL": emu.api_url,
-                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05})
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
+                      "GATING_AUDIT_KEY": keys.private_pem(AUDIT_KEY).decode()})
     with serve_in_thread(app) as url:
         emu.webhook_url = url + "/webhooks"
         yield World(emu, github_repo, app, url)
@@ -188,7 +208,8 @@ def test_an_admin_override_passes_the_check_and_keeps_the_reason(world: World):
     run = world.approval(pr["number"])
     assert (run["status"], run["conclusion"]) == ("completed", "success")
     assert run["output"]["title"] == "Overridden by @root: eval infra down, see INC-42"
-    assert f"Override recorded by @root ({comment['html_url']}): eval infra down, see INC-42" in run["output"]["summary"]
+    assert (f"Override recorded by @root on `{world.head(pr['number'])[:7]}` ({comment['html_url']}): eval infra "
+            "down, see INC-42") in run["output"]["summary"]
 
 
 def test_a_redelivery_does_nothing_new_and_an_unchanged_verdict_writes_nothing(world: World):
@@ -258,3 +279,113 @@ def test_the_actions_eval_check_outranks_a_newer_one_from_another_app(world: Wor
     run = world.approval(n)
     assert (run["status"], run["conclusion"]) == ("completed", "failure")
     assert "`gating / eval`" in run["output"]["title"]
+
+
+# -- overrides: only what the App saw created counts ------------------------------------------------
+
+
+def overridden(run: dict[str, Any]) -> bool:
+    return run["output"]["title"].startswith("Overridden")
+
+
+def test_an_admin_comment_a_writer_edits_into_an_override_is_no_override(world: World):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    old = world.emu.add_comment(world.repo, n, "root", "Looks risky, let's wait for the evals.")
+    world.settle()
+    world.edit(old, "dave", "/gating override ship it")
+    world.settle()
+    run = world.approval(n)
+    assert (run["conclusion"], overridden(run)) == ("failure", False)
+    assert world.notes(n) == ["override by @dave ignored: written into @root's comment by an edit; only a newly "
+                              "posted comment counts"]
+
+
+def test_a_writer_editing_an_admins_override_voids_it_and_cannot_change_its_reason(world: World):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    c = world.emu.add_comment(world.repo, n, "root", "/gating override eval infra down, see INC-42")
+    world.settle()
+    assert world.approval(n)["output"]["title"] == "Overridden by @root: eval infra down, see INC-42"
+    world.edit(c, "dave", "/gating override anything goes")
+    world.settle()
+    run = world.approval(n)
+    assert (run["conclusion"], overridden(run)) == ("failure", False)
+    assert world.notes(n) == ["override by @root ignored: its comment was edited by @dave after it was posted; an "
+                              "edited override never counts, so it needs a new comment"]
+
+
+def test_an_admin_editing_a_writers_comment_or_their_own_makes_no_override(world: World):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    asked = world.emu.add_comment(world.repo, n, "dave", "Could an admin override this?")
+    own = world.emu.add_comment(world.repo, n, "root", "/gating override eval flake")
+    world.settle()
+    world.edit(asked, "root", "/gating override fine by me")
+    world.edit(own, "root", "/gating override eval flake, see INC-9")
+    world.settle()
+    run = world.approval(n)
+    assert (run["conclusion"], overridden(run)) == ("failure", False)
+    assert world.notes(n) == [  # in the order the App saw them
+        "override by @root ignored: its comment was edited after it was posted; an edited override never counts, "
+        "so it needs a new comment",
+        "override by @root ignored: written into @dave's comment by an edit; only a newly posted comment counts"]
+    world.emu.add_comment(world.repo, n, "root", "/gating override eval flake, see INC-9")  # a new comment counts
+    world.settle()
+    assert world.approval(n)["output"]["title"] == "Overridden by @root: eval flake, see INC-9"
+
+
+def test_a_push_after_an_override_makes_the_check_pending_again(world: World):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    world.emu.add_comment(world.repo, n, "root", "/gating override eval infra down, see INC-42")
+    world.settle()
+    given_on = world.head(n)
+    assert overridden(world.approval(n))
+    world.emu.push(world.repo, "change", {"prompts/answer.md": PROMPT + "\nNew.\n"}, "More", user="alice")
+    world.settle()
+    run = world.approval(n)
+    head = world.head(n)
+    assert (run["status"], run["head_sha"], overridden(run)) == ("in_progress", head, False)
+    assert world.notes(n) == [f"override by @root ignored: given on `{given_on[:7]}`, before the last push; a push "
+                              f"voids an override, so it needs a new one on `{head[:7]}`"]
+    # GitHub (or anyone holding the signed body) sends the override's delivery again, under a new id
+    replay = world.delivery("issue_comment", "created").replayed()
+    assert world.emu.deliver(world.url + "/webhooks", replay).status_code == 202
+    world.settle()
+    assert world.approval(n)["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param("<!-- /gating override hidden -->\nLooks fine.", id="html-comment"),
+    pytest.param("Looks fine.\n<!--\n/gating override hidden\n-->", id="multi-line-html-comment"),
+    pytest.param("> /gating override as root said\nagreed", id="quote"),
+    pytest.param("> earlier:\n/gating override continues the quote", id="quote-continued"),
+    pytest.param("```\n/gating override example\n```", id="code-fence"),
+])
+def test_an_override_a_reader_cannot_see_as_a_command_is_ignored(world: World, body: str):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    world.emu.add_comment(world.repo, n, "root", body)
+    world.settle()
+    run = world.approval(n)
+    assert (run["conclusion"], overridden(run)) == ("failure", False)
+
+
+def test_the_merged_entry_records_the_override_the_app_saw_created(world: World):
+    n = world.open_pull({"gating.yml": NEW_PIN})["number"]
+    world.eval_check(n, "failure")
+    c = world.emu.add_comment(world.repo, n, "root", "/gating override eval infra down, see INC-42")
+    forged = world.emu.add_comment(world.repo, n, "root", "Thanks all.")
+    world.settle()
+    world.edit(forged, "dave", "/gating override forged by a writer")
+    world.edit(c, "root", "/gating override eval infra down, see INC-42")  # edits the record never reads
+    world.emu.add_comment(world.repo, n, "root", "/gating override eval infra down, see INC-42 (again)")
+    world.settle()
+    head = world.head(n)
+    merge = world.emu.merge_pull(world.repo, n, "root")
+    world.settle()
+    (entry,) = [parse_line(line, merge) for line in split_lines(world.repo.note(AUDIT_REF, merge))]
+    assert entry.predicate["overrides"] == [{
+        "actor": "root", "reason": "eval infra down, see INC-42 (again)", "time": entry.predicate["overrides"][0]["time"],
+        "scope": f"approvals and evals on {head[:12]}"}]

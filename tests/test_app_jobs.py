@@ -167,6 +167,27 @@ def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
     assert q2.claim("w").delivery == "d1"
 
 
+def test_a_command_runs_once_whatever_delivery_brings_it_even_after_a_restart_and_a_purge(tmp_path: Path,
+                                                                                           clock: Clock):
+    path = str(tmp_path / "jobs.db")
+    q1 = JobQueue(path, clock=clock, keep_done_seconds=1)
+    put(q1, "d1")
+    first = q1.claim("w")
+    assert q1.first_run("rollback comment 7", first)
+    assert q1.first_run("rollback comment 7", first)  # the same job run again (a retry) still acts
+    q1.complete(first, "w")
+    del q1
+    clock.t += 10
+    q2 = JobQueue(path, clock=clock, keep_done_seconds=1)  # a restart
+    put(q2, "d2")
+    q2.complete(q2.claim("w"), "w")  # its first completion purges old finished jobs: d1's row is gone
+    assert q2.get(first.id) is None
+    put(q2, "d3")  # the same comment, redelivered under a new delivery id
+    replay = q2.claim("w")
+    assert not q2.first_run("rollback comment 7", replay)
+    assert q2.first_run("rollback comment 8", replay)
+
+
 def _claim_all(path: str, name: str, out: str) -> None:
     q = JobQueue(path, lease_seconds=600)
     got = []

@@ -179,3 +179,28 @@ def test_payloads_are_checked_against_githubs_documented_webhook_schemas(github:
     problems = github.take_problems()
     assert problems and all(p.startswith("webhook check_run.completed: payload violates the documented schema: ")
                             and "'exploded' is not one of" in p for p in problems)
+
+
+def test_anyone_with_write_access_may_edit_anyones_comment_and_the_edit_is_sent_as_theirs(
+        github: Emulator, github_repo: RepoHandle, pr: dict, receiver: Receiver) -> None:
+    """GitHub: "You must be the author or have write access to this repository to edit this comment"."""
+    github.add_collaborator(github_repo, "root", "admin")
+    github.add_collaborator(github_repo, "dave", "write")
+    github.add_collaborator(github_repo, "erin", "read")
+    comment = github.add_comment(github_repo, pr["number"], "root", "Looks risky.")
+    github.webhook_url = receiver.url
+    url = f"{github.api_url}/repos/{github_repo.full_name}/issues/comments/{comment['id']}"
+
+    def edit(login: str, body: str) -> httpx.Response:
+        return httpx.patch(url, json={"body": body}, headers={"Authorization": f"token {github.user_token(login)}"})
+
+    refused = edit("erin", "/gating override")
+    assert refused.status_code == 403
+    assert refused.json()["message"] == ("You must be the author or have write access to this repository to edit "
+                                         "this comment.")
+    assert edit("dave", "/gating override ship it").json()["body"] == "/gating override ship it"
+    github.wait_for_deliveries()
+    (event, payload, _ok), = receiver.received
+    assert event == "issue_comment.edited"
+    assert (payload["sender"]["login"], payload["comment"]["user"]["login"]) == ("dave", "root")
+    assert payload["changes"] == {"body": {"from": "Looks risky."}}

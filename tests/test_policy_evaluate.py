@@ -8,13 +8,14 @@ from gating.policy import (
     EVAL_CHECK,
     Actor,
     CheckState,
-    Comment,
     Facts,
+    OverrideAct,
     Review,
     Status,
     evaluate,
     glob_match,
     manifest_path_match,
+    parse_override,
     parse_policy,
 )
 
@@ -301,54 +302,72 @@ def test_manifest_path_match(pattern, path, expected):
     assert manifest_path_match(pattern, path) is expected
 
 
-def comment(login: str, body: str) -> Comment:
-    return Comment(Actor(login), body, "2024-05-01T11:00:00Z", f"https://example.test/c/{login}")
+def act(login: str, reason: str, **kw) -> OverrideAct:
+    """An override as the App recorded it when it saw the comment created, on HEAD by default."""
+    base = dict(head_sha=HEAD, permission={"root": "admin"}.get(login, "write"), created_at="2024-05-01T11:00:00Z",
+                url=f"https://example.test/c/{login}")
+    return OverrideAct(login, reason, **(base | kw))
 
 
 def test_admin_override_passes_and_keeps_the_reason():
-    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", "Outage.\n/gating override hotfix for INC-7")])
+    r = run([MODEL_OWNERS], reviews=[], overrides=[act("root", "hotfix for INC-7")])
     assert r.status == Status.APPROVED
-    assert r.override.login == "root" and r.override.reason == "hotfix for INC-7"
+    assert (r.override.login, r.override.reason, r.override.head_sha) == ("root", "hotfix for INC-7", HEAD)
     assert r.description == "overridden by @root: hotfix for INC-7 (rules alone: pending)"
 
 
-@pytest.mark.parametrize("login, body, note", [
-    pytest.param("bob", "/gating override trust me", "override by @bob ignored: needs admin permission (has write)",
+@pytest.mark.parametrize("override, note", [
+    pytest.param(act("bob", "trust me"), "override by @bob ignored: needs admin permission (has write)",
                  id="not-admin"),
-    pytest.param("root", "/gating override", "override by @root ignored: it needs a reason", id="no-reason"),
+    pytest.param(act("root", ""), "override by @root ignored: it needs a reason", id="no-reason"),
+    pytest.param(act("root", "x", void="its comment was edited by @bob"),
+                 "override by @root ignored: its comment was edited by @bob", id="void"),
+    pytest.param(act("root", "x", head_sha=OLD), "override by @root ignored: given on `0000000`, before the last "
+                 "push; a push voids an override, so it needs a new one on `hhhhhhh`", id="older-head"),
+    pytest.param(act("root", "x", pushed_after=True), "override by @root ignored: given on `hhhhhhh`, before the "
+                 "last push; a push voids an override, so it needs a new one on `hhhhhhh`", id="push-received-after"),
 ])
-def test_override_attempts_that_do_not_count(login, body, note):
-    r = run([MODEL_OWNERS], reviews=[], comments=[comment(login, body)])
+def test_override_acts_that_do_not_count(override, note):
+    r = run([MODEL_OWNERS], reviews=[], overrides=[override])
     assert r.status == Status.PENDING and r.override is None
     assert [c.description for c in r.children if c.kind == "override"] == [note]
 
 
 def test_an_override_the_rules_did_not_need_is_only_noted():
-    r = run([MODEL_OWNERS], reviews=[approve("carol")], comments=[comment("root", "/gating override just in case")])
+    r = run([MODEL_OWNERS], reviews=[approve("carol")], overrides=[act("root", "just in case")])
     assert (r.status, r.override) == (Status.APPROVED, None)
     assert [c.description for c in r.children if c.kind == "override"] == [
         "override by @root not needed: just in case"]
 
 
-def test_quoted_override_is_not_an_override():
-    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", "> /gating override x\nno")])
-    assert r.override is None and r.status == Status.PENDING
+def test_a_rule_may_keep_an_override_across_pushes_but_only_if_every_rule_it_decides_does():
+    keeps = {**MODEL_OWNERS, "options": {"invalidate_override_on_push": False}}
+    stale = [act("root", "outage", head_sha=OLD)]
+    assert run([keeps], reviews=[], overrides=stale).status == Status.APPROVED
+    both = run([keeps, PROMPT_REVIEW], reviews=[], overrides=stale, categories=["model", "prompt"])
+    assert both.status == Status.PENDING and both.override is None
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param("/gating\noverride hotfix", id="command-split-over-two-lines"),
-    pytest.param("An admin can write:\n```\n/gating override <reason>\n```", id="in-a-code-block"),
-    pytest.param("~~~text\n/gating override x\n~~~\n", id="in-a-tilde-code-block"),
+@pytest.mark.parametrize("body, reason", [
+    pytest.param("Outage.\n/gating override hotfix for INC-7", "hotfix for INC-7", id="after-a-line"),
+    pytest.param("/gating override", "", id="no-reason"),
+    pytest.param("> /gating override x\nno", None, id="quoted"),
+    pytest.param("> an old comment\n/gating override x", None, id="lazy-continuation-of-a-quote"),
+    pytest.param("> quoted\n\n/gating override after the quote", "after the quote", id="after-a-quote"),
+    pytest.param("<!-- /gating override hidden -->", None, id="html-comment"),
+    pytest.param("ok <!--\n/gating override hidden\n-->\n", None, id="multi-line-html-comment"),
+    pytest.param("<!--\n/gating override never closed\n", None, id="unclosed-html-comment"),
+    pytest.param("<!-- x -->/gating override glued", None, id="after-a-comment-on-its-line"),
+    pytest.param("<!-- x -->\n/gating override seen", "seen", id="after-a-closed-comment"),
+    pytest.param("/gating\noverride hotfix", None, id="command-split-over-two-lines"),
+    pytest.param("An admin can write:\n```\n/gating override <reason>\n```", None, id="in-a-code-block"),
+    pytest.param("~~~text\n/gating override x\n~~~\n", None, id="in-a-tilde-code-block"),
+    pytest.param("    /gating override indented", None, id="indented-code"),
+    pytest.param("Example:\r\n```\r\n/gating override x\r\n```\r\n/gating override INC-9 outage\r\n", "INC-9 outage",
+                 id="after-a-closed-code-block"),
 ])
-def test_override_must_be_a_command_on_its_own_line(body):
-    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", body)])
-    assert r.override is None and r.status == Status.PENDING
-
-
-def test_override_after_a_closed_code_block_counts():
-    body = "Example:\r\n```\r\n/gating override x\r\n```\r\n/gating override INC-9 outage\r\n"
-    r = run([MODEL_OWNERS], reviews=[], comments=[comment("root", body)])
-    assert (r.status, r.override.reason) == (Status.APPROVED, "INC-9 outage")
+def test_parse_override_reads_only_what_a_reader_sees_as_a_command(body, reason):
+    assert parse_override(body) == reason
 
 
 def test_rule_change_with_no_applicable_rule_needs_an_admin():

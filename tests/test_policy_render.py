@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gating.policy import Actor, CheckState, Comment, Facts, Review, evaluate, parse_policy, render_check
+from gating.policy import Actor, CheckState, Facts, OverrideAct, Review, evaluate, parse_policy, render_check
 
 HEAD = "1234567" + "a" * 33
 OLD = "7654321" + "b" * 33
@@ -16,10 +16,10 @@ RULES = [
 SOURCE = "`gating.yml` on `main` at `abcdef0`"
 
 
-def facts(reviews=(), conclusion="success", comments=()) -> Facts:
+def facts(reviews=(), conclusion="success", overrides=()) -> Facts:
     return Facts(author=Actor("alice"), head_sha=HEAD, categories=["model", "prompt"],
                  manifest_paths=["components.models.answer.model", "components.prompts.answer.file"],
-                 reviews=list(reviews), comments=list(comments),
+                 reviews=list(reviews), overrides=list(overrides),
                  checks={"gating / eval": CheckState("gating / eval", "completed", conclusion, HEAD)},
                  teams={"acme/ml-platform": ["carol"]}, permissions={"carol": "read", "dave": "write",
                                                                      "root": "admin"})
@@ -60,11 +60,11 @@ def test_blocked_is_failure():
 
 
 def test_override_is_success_marked_overridden_with_the_reason():
-    c = Comment(Actor("root"), "/gating override eval flake, see INC-9", "t", "https://example.test/c/1")
-    out = render(facts(conclusion="failure", comments=[c]))
+    act = OverrideAct("root", "eval flake, see INC-9", HEAD, "admin", "t", "https://example.test/c/1")
+    out = render(facts(conclusion="failure", overrides=[act]))
     assert (out.status, out.conclusion) == ("completed", "success")
     assert out.title == "Overridden by @root: eval flake, see INC-9"
-    assert "Override recorded by @root (https://example.test/c/1): eval flake, see INC-9" in out.summary
+    assert "Override recorded by @root on `1234567` (https://example.test/c/1): eval flake, see INC-9" in out.summary
 
 
 def test_text_holds_the_full_tree():

@@ -56,7 +56,7 @@ def test_missing_requires_means_one_approval_from_anyone():
                  id="bad-permission"),
     pytest.param([{"name": "x", "options": {"allow_authors": True}}],
                  "approvals[0] (x).options: unknown key 'allow_authors' (allowed: allow_author, "
-                 "invalidate_on_push, ignore_bots, require_evidence)", id="unknown-option"),
+                 "invalidate_on_push, ignore_bots, require_evidence, invalidate_override_on_push)", id="unknown-option"),
     pytest.param([{"name": "x", "options": {"allow_author": "yes"}}],
                  "approvals[0] (x).options.allow_author: expected true or false, got 'yes'", id="option-type"),
     pytest.param([{"name": "x", "requires": {"count": -1}}],

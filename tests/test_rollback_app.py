@@ -235,6 +235,24 @@ def test_bots_and_edits_are_ignored(world: World):
     assert world.rollback_pulls() == []
 
 
+def test_a_rollback_delivery_replayed_under_a_new_delivery_id_does_nothing_new(world: World):
+    comment = world.say("alice", "/rollback last-good answers cite the wrong article")
+    (pr,) = world.rollback_pulls()
+    first = next(d for d, _ in world.emu.deliveries
+                 if d.event == "issue_comment" and d.payload["comment"]["id"] == comment["id"])
+    entries = len(world.entries())
+    for _ in range(2):
+        replay = first.replayed()
+        assert replay.id != first.id
+        r = world.emu.deliver(world.emu.webhook_url, replay)
+        assert (r.status_code, r.json()["status"]) == (202, "queued")  # a new id: the door cannot tell
+        world.settle()
+    assert [p["number"] for p in world.rollback_pulls()] == [pr["number"]]
+    assert len(world.replies()) == 1
+    assert world.reactions(comment) == ["eyes", "rocket"]
+    assert len(world.entries()) == entries
+
+
 def test_a_tool_added_after_the_target_is_deleted_by_a_sha_rollback(world: World):
     m1 = world.shas["M1"]
     world.say("root", f"/rollback {m1[:8]} refunds misfire")

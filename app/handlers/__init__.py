@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.jobs import Job, PermanentError
+from app.jobs import Job, JobQueue, PermanentError
 from app.settings import Settings
 from gating.github import BlobCache, GitHubApp, GitHubClient, Repo
 
@@ -42,6 +42,7 @@ class JobContext:
     github: GitHubApp
     blobs: BlobCache = field(default_factory=BlobCache)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gating.app.handlers"))
+    queue: JobQueue | None = None  # the App's database: once-only acts and recorded overrides live there
 
     def installation(self) -> GitHubClient:
         inst = (self.payload.get("installation") or {}).get("id")

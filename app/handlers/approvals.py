@@ -8,10 +8,13 @@ permissions. Posting is idempotent: an unchanged verdict writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import overrides
 from app.handlers import JobContext, Payload, Registry, pull_key
+from app.overrides import Seen
 from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
@@ -20,18 +23,18 @@ from gating.manifest import ManifestError, parse_manifest
 from gating.policy import (
     APPROVAL_CHECK,
     EVAL_CHECK,
-    OVERRIDE_COMMAND,
     Actor,
     CheckOutput,
     CheckState,
-    Comment,
     Facts,
+    OverrideAct,
     Policy,
     PolicyError,
     Result,
     Review,
     Status,
     evaluate,
+    parse_override,
     parse_policy,
     render_check,
 )
@@ -42,6 +45,8 @@ REVIEW_ACTIONS = ("submitted", "edited", "dismissed")
 
 
 def register(registry: Registry) -> None:
+    # First, so a push is noted before the evaluation its delivery also queues (same key: in order).
+    registry.on("pull_request", "synchronize", key=pull_key, name="approvals.on_push")(on_push)
     # Every handler here re-reads the pull request's current state, so one run covers all the
     # deliveries for the same pull request that were queued before it started (coalesce).
     registry.on("pull_request", *PULL_ACTIONS, key=pull_key, coalesce=True)(on_pull_event)
@@ -49,8 +54,10 @@ def register(registry: Registry) -> None:
     registry.on("check_run", "completed", key=_check_key, when=_is_check(EVAL_CHECK), coalesce=True)(on_check_run)
     registry.on("check_run", "rerequested", key=_check_key, when=_is_check(APPROVAL_CHECK),
                 name="approvals.on_rerequest", coalesce=True)(on_check_run)
-    registry.on("issue_comment", "created", "edited", "deleted", key=pull_key, when=_is_override,
-                coalesce=True)(on_pull_event)
+    # An override is recorded when its comment is seen created, and only taken away after: these run
+    # for every delivery (no coalescing), in order with the rest of the pull request's jobs.
+    registry.on("issue_comment", "created", key=pull_key, when=_is_override)(on_override)
+    registry.on("issue_comment", "edited", "deleted", key=pull_key, when=_is_override)(on_override_changed)
 
 
 def _is_check(name: str):
@@ -64,17 +71,71 @@ def _check_key(p: Payload) -> str | None:
 
 
 def _is_override(p: Payload) -> bool:
-    """Only comments on pull requests that carry (or carried) `/gating override` re-evaluate."""
+    """Comments on pull requests that carry (or carried) `/gating override` where a reader sees it."""
     issue, comment = p.get("issue") or {}, p.get("comment") or {}
-    before = ((p.get("changes") or {}).get("body") or {}).get("from") or ""
+    before = ((p.get("changes") or {}).get("body") or {}).get("from")
     return bool(issue.get("pull_request")) and any(
-        OVERRIDE_COMMAND.search(b or "") for b in (comment.get("body"), before))
+        parse_override(b) is not None for b in (comment.get("body"), before) if isinstance(b, str))
 
 
 def on_pull_event(ctx: JobContext) -> None:
     number = (ctx.payload.get("pull_request") or ctx.payload.get("issue") or {})["number"]
     outcome = evaluate_and_publish(ctx, ctx.repo(), int(number))
     ctx.log.info("%s#%s: %s", ctx.payload["repository"]["full_name"], number, outcome)
+
+
+def on_push(ctx: JobContext) -> None:
+    """Note the push, so an override the App received before it stops counting (the evaluation
+    itself runs in on_pull_event)."""
+    pr = ctx.payload["pull_request"]
+    head = ctx.payload.get("after") or pr["head"]["sha"]
+    overrides.store(ctx).record_push(ctx.payload["repository"]["full_name"], int(pr["number"]), head, ctx.job)
+
+
+def _seen(p: Payload, login: str, body: str | None) -> Seen:
+    c = p["comment"]
+    return Seen(p["repository"]["full_name"], int(p["issue"]["number"]), int(c["id"]), login,
+                parse_override(body or "") or "", c.get("created_at") or "", c.get("html_url") or "")
+
+
+def on_override(ctx: JobContext) -> None:
+    """Record `/gating override` as GitHub reports it created: the sender, their permission now, and
+    the pull request's head now. Any other delivery of this comment records nothing new."""
+    p = ctx.payload
+    login = (p.get("sender") or p["comment"].get("user") or {}).get("login") or "ghost"
+    seen = _seen(p, login, p["comment"].get("body"))
+    repo = ctx.repo()
+    permission, head = repo.permission(login), repo.pull(seen.number)["head"]["sha"]
+    if not overrides.store(ctx).record_created(seen, permission, head, ctx.job):
+        ctx.log.info("%s#%d: override comment %d was recorded before; nothing new", seen.repo, seen.number,
+                     seen.comment_id)
+        return
+    ctx.log.info("%s#%d: override by @%s (%s) recorded on %s; %s", seen.repo, seen.number, login, permission,
+                 head[:7], evaluate_and_publish(ctx, repo, seen.number))
+
+
+def on_override_changed(ctx: JobContext) -> None:
+    """An edit or a deletion never makes or keeps an override: the recorded one is void for good, and
+    a command an edit wrote in is kept as void, so the check can say why it does not count."""
+    p = ctx.payload
+    editor = (p.get("sender") or {}).get("login") or "ghost"
+    author = (p["comment"].get("user") or {}).get("login") or "ghost"
+    deleted = p.get("action") == "deleted"
+    seen = _seen(p, editor, p["comment"].get("body"))
+    if deleted:
+        why = f"its comment was deleted by @{editor}"
+    else:
+        why = (f"its comment was edited{'' if editor == author else f' by @{editor}'} after it was posted; an "
+               "edited override never counts, so it needs a new comment")
+    whose = "a comment" if editor == author else f"@{author}'s comment"
+    written_in = f"written into {whose} by an edit; only a newly posted comment counts"
+    if deleted or parse_override(p["comment"].get("body") or "") is None:
+        written_in = why  # the command was there before: the edit (or deletion) only took it away
+    if not overrides.store(ctx).void(seen, why, written_in, ctx.job):
+        ctx.log.info("%s#%d: comment %d: nothing new", seen.repo, seen.number, seen.comment_id)
+        return
+    ctx.log.info("%s#%d: override comment %d %s by @%s; %s", seen.repo, seen.number, seen.comment_id,
+                 p.get("action"), editor, evaluate_and_publish(ctx, ctx.repo(), seen.number))
 
 
 def on_check_run(ctx: JobContext) -> None:
@@ -145,9 +206,9 @@ def _failed(name: str, sentence: str) -> Result:
 
 
 def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
-           blobs: BlobCache | None = None) -> Evaluation:
+           blobs: BlobCache | None = None, overrides_on: Sequence[OverrideAct] = ()) -> Evaluation:
     """Read everything the rules may look at for pull request `pr` (as the API returns it) and
-    evaluate them; writes nothing."""
+    evaluate them, with the overrides the App recorded on it; writes nothing."""
     number, head, base_ref = pr["number"], pr["head"]["sha"], pr["base"]["ref"]
     blobs = blobs or BlobCache()
     rules_sha = repo.branch_sha(base_ref)
@@ -183,8 +244,7 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
         reviews=[Review(_actor(r.get("user")), r["state"], r.get("commit_id") or "", r.get("submitted_at") or "")
                  for r in repo.reviews(number) if r.get("user")],
         checks=checks,
-        comments=[Comment(_actor(c.get("user")), c.get("body") or "", c.get("created_at") or "", c.get("html_url") or "")
-                  for c in repo.issue_comments(number)],
+        overrides=list(overrides_on),
         repo=repo,
     )
     return Evaluation(pr, head, source, evaluate(policy, facts), facts, changes)
@@ -218,6 +278,7 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
     pr = repo.pull(number)
     if pr.get("state") != "open":
         return "closed; nothing to do"
-    ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs)
+    acts = overrides.store(ctx).acts(repo.full_name, number)
+    ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs, acts)
     out = render_check(ev.result, ev.head_sha, ev.rules_source)
     return publish(repo, ev.head_sha, out, ctx.settings.app_id)

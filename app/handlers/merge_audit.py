@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app import overrides
 from app.handlers import JobContext, Registry, installed_repos
 from app.jobs import PermanentError
 from gating import audit_record, notes
@@ -70,7 +71,7 @@ def on_merged(ctx: JobContext) -> None:
     key = signing_key(ctx)
     store = audit_store(ctx, repo)
     res = audit_record.record_merge(repo, store, key, number, datetime.now(UTC), ctx.blobs,
-                                    ctx.settings.manifest_path)
+                                    ctx.settings.manifest_path, overrides_of=overrides.source(ctx, repo.full_name))
     ctx.log.info("%s#%d: merged entry seq %d on %s (%s)", repo.full_name, number, res.entry.seq,
                  res.entry.commit[:12], "written" if res.created else "already there")
     witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)
@@ -97,7 +98,7 @@ def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key
             return
         _last_reconcile[repo.full_name] = time.monotonic()
     written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path,
-                                    limit=RECONCILE_RECENT)
+                                    limit=RECONCILE_RECENT, overrides_of=overrides.source(ctx, repo.full_name))
     for r in written:
         ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
                         repo.full_name, r.entry.commit[:12], r.entry.seq)
@@ -110,7 +111,8 @@ def on_schedule(ctx: JobContext) -> None:
     for repo in installed_repos(ctx, limit=1000):
         store = audit_store(ctx, repo)
         written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs,
-                                        ctx.settings.manifest_path, limit=RECONCILE_RECENT)
+                                        ctx.settings.manifest_path, limit=RECONCILE_RECENT,
+                                        overrides_of=overrides.source(ctx, repo.full_name))
         for r in written:
             ctx.log.warning("%s: backfilled the merged entry of %s (seq %d) on the App's schedule",
                             repo.full_name, r.entry.commit[:12], r.entry.seq)

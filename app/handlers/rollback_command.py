@@ -4,7 +4,8 @@ The App checks the commenter against rollback.who (from gating.yml on the defaul
 pull request cannot widen it), reacts 👀 at once, builds the plan of gating.rollback over the API,
 writes the restore as one commit on a branch named for the target (Git Database API), opens the
 pull request, replies with the link, reacts 🚀 and records a signed `rolled_back` audit entry.
-Every refusal is a reply that says why. `execute` is shared with the alert and deploy-failure
+Every refusal is a reply that says why. A comment's command runs once: another delivery of it (a
+redelivery under a new id) finds the comment id taken in the App's database and does nothing. `execute` is shared with the alert and deploy-failure
 triggers (app/handlers/alerts.py): one plan, one writer, one audit trail.
 """
 
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from app.handlers import JobContext, Payload, Registry
 from app.handlers.merge_audit import audit_store, signing_key, witness
-from app.jobs import PermanentError
+from app.jobs import JobQueue, PermanentError
 from gating import github as gh
 from gating import notes
 from gating.github import ApiRevision, BlobCache, GitHubError, RateLimited, Repo
@@ -237,6 +238,10 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
     login, number, cid = comment["user"]["login"], int(issue["number"]), int(comment["id"])
     cmd = parse_command(comment.get("body") or "")
     if cmd is None or is_bot(comment.get("user")):
+        return
+    queue = ctx.queue if ctx.queue is not None else JobQueue(ctx.settings.db_path)
+    if not queue.first_run(f"rollback comment {cid}", ctx.job):  # comment ids are unique across GitHub
+        ctx.log.info("comment %d: its /rollback was handled by an earlier delivery; nothing new", cid)
         return
     repo = ctx.repo()
     gh.react(repo, cid, "eyes")

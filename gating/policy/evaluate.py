@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from gating.manifest_schema import PERMISSIONS
-from gating.policy.facts import PullFacts, Review
+from gating.policy.facts import OverrideAct, PullFacts, Review
 from gating.policy.result import Override, Result, ReviewNote, Status, all_of, any_of
 from gating.policy.rules import POLICY_CHANGE_RULE, Condition, Policy, Requires, Rule
 
@@ -256,9 +256,17 @@ def _composite_sentence(op: str, status: Status, kids: Sequence[Result]) -> str:
     return f"needs one of: {names}" if op == "or" else f"waiting on {names}"
 
 
-def _outside_code_blocks(body: str) -> str:
-    """The comment with the lines of fenced code blocks blanked: a command shown there is an example."""
-    out, fence = [], ""
+_QUOTE = re.compile(r"^ {0,3}>")
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+
+
+def _visible_lines(body: str) -> str:
+    """The comment with every line a reader does not see as plain text blanked: HTML comments
+    (on one line or many, closed or not), fenced code blocks, and block quotes with the lines that
+    continue them (a line right after a quoted one is part of the quote). Indented code never
+    matches, since a command starts its line."""
+    body = _HTML_COMMENT.sub(lambda m: "\x00" + "\n" * m.group(0).count("\n"), body)
+    out, fence, quoted = [], "", False
     for line in body.splitlines():
         m = _FENCE.match(line)
         if fence:
@@ -266,32 +274,56 @@ def _outside_code_blocks(body: str) -> str:
                 fence = ""
             out.append("")
         elif m:
-            fence = m.group(1)
+            fence, quoted = m.group(1), False
+            out.append("")
+        elif _QUOTE.match(line) or (quoted and line.strip()):
+            quoted = True
             out.append("")
         else:
+            quoted = False
             out.append(line)
     return "\n".join(out)
 
 
-def find_overrides(facts: PullFacts) -> tuple[Override | None, list[Result]]:
-    """The latest `/gating override <reason>` by an admin, and a note for each ignored attempt."""
+def parse_override(body: str) -> str | None:
+    """The reason of the last `/gating override <reason>` line a reader sees in a comment ("" when it
+    gives none), or None when the comment holds no such command."""
+    found = [m.group(1).strip() for m in OVERRIDE_COMMAND.finditer(_visible_lines(body or ""))]
+    return found[-1] if found else None
+
+
+def overrides_survive_push(policy: Policy, results: Sequence[Result]) -> bool:
+    """Whether every rule an override would decide (pending or blocked) keeps an override given
+    before the last push (`invalidate_override_on_push: false`); the built-in rule never does."""
+    rules = {r.name: r for r in (*policy.rules, POLICY_CHANGE_RULE)}
+    deciding = [rules[r.name] for r in results if r.status in (Status.PENDING, Status.BLOCKED) and r.name in rules]
+    return bool(deciding) and not any(r.options.invalidate_override_on_push for r in deciding)
+
+
+def _why_not(act: OverrideAct, head_sha: str, survive_push: bool) -> str:
+    if act.void:
+        return act.void
+    if not act.reason:
+        return "it needs a reason"
+    if act.permission != "admin":
+        return f"needs admin permission (has {act.permission or 'none'})"
+    if (act.head_sha != head_sha or act.pushed_after) and not survive_push:
+        return (f"given on `{act.head_sha[:7]}`, before the last push; a push voids an override, so it needs a "
+                f"new one on `{head_sha[:7]}`")
+    return ""
+
+
+def find_overrides(facts: PullFacts, survive_push: bool = False) -> tuple[Override | None, list[Result]]:
+    """The latest override the App recorded that still counts, and a note for each that does not."""
     found: Override | None = None
     ignored: list[Result] = []
-    for c in facts.comments:
-        for m in OVERRIDE_COMMAND.finditer(_outside_code_blocks(c.body)):
-            reason = m.group(1).strip()
-            login = c.user.login
-            if not reason:
-                ignored.append(Result("override", Status.SKIPPED, f"override by @{login} ignored: it needs a reason",
-                                      kind="override"))
-                continue
-            perm = facts.permission(login)
-            if perm != "admin":
-                ignored.append(Result("override", Status.SKIPPED,
-                                      f"override by @{login} ignored: needs admin permission (has {perm})",
-                                      kind="override"))
-                continue
-            found = Override(login, reason, c.created_at, c.url)
+    for act in facts.overrides:
+        why = _why_not(act, facts.head_sha, survive_push)
+        if why:
+            ignored.append(Result("override", Status.SKIPPED, f"override by @{act.login} ignored: {why}",
+                                  kind="override"))
+        else:
+            found = Override(act.login, act.reason, act.created_at, act.url, act.head_sha)
     return found, ignored
 
 
@@ -301,7 +333,7 @@ def evaluate(policy: Policy, facts: PullFacts) -> Result:
     if "policy" in facts.categories and all(r.status == Status.SKIPPED for r in results):
         results.append(_eval_rule(POLICY_CHANGE_RULE, facts))
     status = all_of(r.status for r in results)
-    override, ignored = find_overrides(facts)
+    override, ignored = find_overrides(facts, overrides_survive_push(policy, results))
     children = tuple(results) + tuple(ignored)
     missing = "; ".join(f"{r.name}: {r.missing}" for r in results if r.status == status and r.missing)
     if override and status in (Status.PENDING, Status.BLOCKED):  # `override` is set only when it decides

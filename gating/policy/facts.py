@@ -35,11 +35,21 @@ class CheckState:
 
 
 @dataclass(frozen=True)
-class Comment:
-    user: Actor
-    body: str
+class OverrideAct:
+    """A `/gating override` as the App recorded it the moment it saw the comment created: who sent it
+    and their permission then, the pull request's head SHA then. Comment bodies are never re-read
+    (any writer may edit any comment). `void` says why it can never count (an edit or a deletion
+    of its comment, or a command written in by an edit); `pushed_after` that a push reached the App
+    after it."""
+
+    login: str
+    reason: str
+    head_sha: str
+    permission: str
     created_at: str = ""
     url: str = ""
+    void: str = ""
+    pushed_after: bool = False
 
 
 class PullFacts(Protocol):
@@ -55,7 +65,7 @@ class PullFacts(Protocol):
     categories: Sequence[str]
     reviews: Sequence[Review]
     checks: Mapping[str, CheckState]
-    comments: Sequence[Comment]
+    overrides: Sequence[OverrideAct]
 
     def is_team_member(self, team: str, login: str) -> bool: ...
 
@@ -76,7 +86,7 @@ class Facts:
     categories: Sequence[str] = ()
     reviews: Sequence[Review] = ()
     checks: Mapping[str, CheckState] = field(default_factory=dict)
-    comments: Sequence[Comment] = ()
+    overrides: Sequence[OverrideAct] = ()
     teams: Mapping[str, Iterable[str]] = field(default_factory=dict)
     permissions: Mapping[str, str] = field(default_factory=dict)
 

@@ -86,7 +86,8 @@ def render_check(result: Result, head_sha: str, rules_source: str) -> CheckOutpu
                   "|---|---|---|---|---|", *rows, ""]
     if result.override:
         o = result.override
-        lines += [f"Override recorded by @{o.login}" + (f" ({o.url})" if o.url else "") + f": {o.reason}", ""]
+        on = f" on `{o.head_sha[:7]}`" if o.head_sha else ""
+        lines += [f"Override recorded by @{o.login}{on}" + (f" ({o.url})" if o.url else "") + f": {o.reason}", ""]
     for c in result.children:
         if c.kind == "override":
             lines += [f"Note: {c.description}", ""]

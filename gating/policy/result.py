@@ -56,6 +56,7 @@ class Override:
     reason: str
     created_at: str = ""
     url: str = ""
+    head_sha: str = ""  # the head of the pull request when the App saw the override
 
 
 @dataclass(frozen=True)

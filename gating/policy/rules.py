@@ -12,7 +12,8 @@ MAX_DEPTH = 4
 RULE_KEYS = ("name", "if", "requires", "options", "and", "or")
 CONDITION_KEYS = ("changed_files", "ignore", "manifest_paths", "categories", "labels", "target_branches", "authors")
 REQUIRES_KEYS = ("count", "users", "teams", "permission")
-OPTION_DEFAULTS = {"allow_author": False, "invalidate_on_push": False, "ignore_bots": True, "require_evidence": True}
+OPTION_DEFAULTS = {"allow_author": False, "invalidate_on_push": False, "ignore_bots": True, "require_evidence": True,
+                   "invalidate_override_on_push": True}
 
 
 class PolicyError(ValueError):
@@ -49,6 +50,7 @@ class Options:
     invalidate_on_push: bool = False
     ignore_bots: bool = True
     require_evidence: bool = True
+    invalidate_override_on_push: bool = True  # false: an override given before a push still counts
 
 
 @dataclass(frozen=True)

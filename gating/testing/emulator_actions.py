@@ -257,12 +257,15 @@ class EmulatorActions:
             self._emit("issue_comment", "created", r, comment_id=c.id)
             return render.comment(self, r, c)
 
-    def edit_comment(self: Emulator, repo: Any, comment_id: int, body: str) -> dict[str, Any]:
+    def edit_comment(self: Emulator, repo: Any, comment_id: int, body: str, editor: str | None = None) -> dict[str, Any]:
+        """As the author, or as `editor` (anyone with write access may edit anyone's comment): the
+        `edited` webhook's sender is whoever edited it, its comment.user stays the author."""
         r = self.repo_record(repo)
         with self.lock:
             c = r.comments[comment_id]
             old, c.body, c.updated_at = c.body, body, self.now()
-            self._emit("issue_comment", "edited", r, comment_id=c.id, changes={"body": {"from": old}})
+            sender = self.user_record(editor).login if editor else c.user
+            self._emit("issue_comment", "edited", r, comment_id=c.id, sender=sender, changes={"body": {"from": old}})
             return render.comment(self, r, c)
 
     def add_reaction(self: Emulator, repo: Any, user: str, content: str, comment_id: int | None = None,

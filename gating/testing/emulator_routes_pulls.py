@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gating.testing import emulator_render as render
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
-from gating.testing.emulator_state import Issue
+from gating.testing.emulator_state import Issue, permission_at_least
 
 
 def _issue(ctx: Ctx, pull_only: bool = False) -> Issue:
@@ -181,9 +181,14 @@ def get_comment(ctx: Ctx) -> Reply:
 def update_comment(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
     c = _comment(ctx)
-    if ctx.actor.login != c.user:
-        raise ApiError(403, "Resource not accessible by integration")
-    return Reply(200, ctx.emu.edit_comment(r, c.id, ctx.arg("body")))
+    token = ctx.actor.token
+    if token is not None and token.kind == "installation":
+        allowed = token.permissions.get("issues") == "write" or token.permissions.get("pull_requests") == "write"
+    else:  # GitHub: "the author or write access to this repository"
+        allowed = ctx.actor.login == c.user or permission_at_least(ctx.emu.permission_of(r, ctx.actor.login), "write")
+    if not allowed:
+        raise ApiError(403, "You must be the author or have write access to this repository to edit this comment.")
+    return Reply(200, ctx.emu.edit_comment(r, c.id, ctx.arg("body"), editor=ctx.actor.login))
 
 
 @handles("issues/list-labels-on-issue")

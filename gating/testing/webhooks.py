@@ -52,6 +52,12 @@ class Delivery:
     def id(self) -> str:
         return self.headers["X-GitHub-Delivery"]
 
+    def replayed(self) -> Delivery:
+        """The same signed body under a new X-GitHub-Delivery id, as a redelivery that GitHub (or
+        anyone who captured it) sends again looks to a receiver that de-duplicates on the id alone."""
+        return Delivery(self.event, self.action, {**self.headers, "X-GitHub-Delivery": str(uuid.uuid4())},
+                        self.body_bytes, copy.deepcopy(self.payload))
+
     def verify(self, secret: str) -> bool:
         """Check X-Hub-Signature-256 the way a receiver must (constant-time, over the raw body)."""
         return hmac.compare_digest(self.headers.get("X-Hub-Signature-256", ""), sign(secret, self.body_bytes))
