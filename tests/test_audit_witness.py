@@ -39,8 +39,10 @@ def three_merges(world):
     """The real public key published on main, then three audited merges, each witnessed."""
     world.emu.push(world.repo, "main", {".gating/audit.pub": (world.key_dir / "audit.pub").read_text()},
                    "Publish the audit key", user="carol")
-    merges = [world.merged_pull(f"tune-{i}", f"Answer in {i + 1} sentences.\n")[2] for i in range(3)]
-    world.settle()
+    merges = []
+    for i in range(3):  # one at a time, so seq 1, 2, 3 are the merges in order
+        merges.append(world.merged_pull(f"tune-{i}", f"Answer in {i + 1} sentences.\n")[2])
+        world.settle()
     return merges
 
 
