@@ -172,7 +172,10 @@ def check_size(source: str, size: int, limits: Limits = DEFAULT, line: int = 1) 
 
 
 class BudgetExceeded(LimitError):
-    """A job ran past its wall-clock or memory bound."""
+    """A job ran past its wall-clock or memory bound; `file` is what it was doing then."""
+
+    def __str__(self) -> str:
+        return f"{self.message}, while reading {self.file}"
 
 
 @dataclass(frozen=True)
