@@ -20,7 +20,9 @@ BOMB = 'lol: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\
 DEEP = "[" * 10_000 + "]" * 10_000
 
 # Runs `gating` in a fresh interpreter and reports its exit code, the time main() took (the command
-# modules imported before) and the process's peak resident memory (imports included).
+# modules imported before) and the process's peak resident memory (imports included). Linux keeps
+# ru_maxrss across exec, so a child of a large test process would report the parent's size: the peak
+# of this program's own memory is VmHWM.
 MEASURE = """
 import json, resource, sys, time
 from gating.cli import build_parser, main
@@ -28,7 +30,11 @@ build_parser()
 t = time.perf_counter()
 rc = main(sys.argv[1:])
 took = time.perf_counter() - t
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
+    peak_mb = int(hwm.split()[1]) / 1024
+except (OSError, IndexError):
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rc": rc, "seconds": took, "peak_mb": peak_mb}), file=sys.stderr)
 """
 
