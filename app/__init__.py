@@ -85,7 +85,8 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         raise SettingsError([f"GATING_DB: cannot open the job queue {settings.db_path}: {e}"]) from None
     state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
-                          coalesce=state.coalesces)
+                          coalesce=state.coalesces, job_seconds=settings.job_seconds,
+                          job_max_memory_mb=settings.job_max_memory_mb)
     state.scheduler = Scheduler(state.queue, state.registry, settings, state.worker.wake)
     app.extensions["gating"] = state
     app.register_blueprint(webhooks.bp)

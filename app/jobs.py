@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gating import limits
+
 log = logging.getLogger("gating.app.jobs")
 
 STATUSES = ("queued", "running", "done", "failed")
@@ -374,8 +376,10 @@ class Worker:
     CHECKPOINT_SECONDS = 0.5
 
     def __init__(self, queue: JobQueue, run: Callable[[Job], None], threads: int = 2, poll: float = 1.0,
-                 yield_seconds: float = 2.0, coalesce: Callable[[Job], bool] | None = None):
+                 yield_seconds: float = 2.0, coalesce: Callable[[Job], bool] | None = None,
+                 job_seconds: float = 0.0, job_max_memory_mb: float = 0.0):
         self.queue, self.run, self.threads, self.poll = queue, run, threads, poll
+        self.job_seconds, self.job_max_memory_mb = job_seconds, job_max_memory_mb
         self.coalesce = coalesce
         self.yield_seconds = yield_seconds
         self._requests = 0
@@ -483,7 +487,8 @@ class Worker:
     def run_one(self, job: Job, owner: str) -> None:
         t0 = time.monotonic()
         try:
-            self.run(job)
+            with limits.budget(self.job_seconds, self.job_max_memory_mb):  # see gating.limits.check_budget
+                self.run(job)
         except PermanentError as e:
             self.queue.fail(job, owner, f"{type(e).__name__}: {e}", permanent=True)
             log.warning("job %d (%s) failed for good: %s", job.id, job.handler, e)

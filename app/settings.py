@@ -64,6 +64,10 @@ class Settings:
     retry_max_seconds: float = _env("GATING_RETRY_MAX_SECONDS", "longest retry delay", 600.0)
     keep_done_days: float = _env("GATING_KEEP_DONE_DAYS", "finished jobs (and the delivery ids that "
                                  "de-duplicate redeliveries) are kept this long", 7.0)
+    job_seconds: float = _env("GATING_JOB_SECONDS", "wall-clock bound of one job, checked at each GitHub "
+                              "call and each file parsed; past it the job is refused and says so (0: none)", 120.0)
+    job_max_memory_mb: float = _env("GATING_JOB_MAX_MEMORY_MB", "a job is refused when the App's process holds "
+                                    "more resident memory than this, checked at the same points (0: none)", 1024.0)
     manifest_path: str = _env("GATING_MANIFEST", "manifest path in the repository", "gating.yml")
     handler_modules: tuple[str, ...] = _env("GATING_HANDLERS", "comma-separated handler modules",
                                             default_factory=lambda: HANDLER_MODULES)

@@ -14,7 +14,6 @@ import base64
 import binascii
 import gc
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gating import limits
 from gating.keys import keyid as key_id
 from gating.snapshot import canonical_json
 
@@ -249,7 +249,7 @@ def _b64(value: Any, what: str) -> bytes:
 def parse_line(line: bytes, commit: str) -> Entry:
     """Decode an envelope line and its Statement; raises EntryError naming what is wrong."""
     try:
-        envelope = json.loads(line)
+        envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE)
     except (ValueError, UnicodeDecodeError):
         raise EntryError("not JSON: not a DSSE envelope") from None
     if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
@@ -259,7 +259,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
         raise EntryError("the envelope has no signatures")
     payload = _b64(envelope.get("payload"), "payload")
     try:
-        statement = json.loads(payload)
+        statement = limits.load_json(payload, f"audit note on {commit}", limits.NOTE)
     except (ValueError, UnicodeDecodeError):
         raise EntryError("the payload is not JSON (payload changed?)") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:

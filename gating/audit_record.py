@@ -8,14 +8,13 @@ code records a merge whether a webhook or a backfill run found it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gating import notes
+from gating import limits, notes
 from gating.audit import Approval, EntryError, EntryFacts, Override, eval_summary, parse_line, split_lines
 from gating.github import ApiRevision, BlobCache, GitDatabaseNotes, Repo
 from gating.keys import keyid
@@ -55,7 +54,7 @@ def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
     data = notes.read_note(GitDatabaseNotes(repo, notes.EVALS_REF), head)
     if data:
         try:
-            doc = json.loads(data)
+            doc = limits.load_json(data, f"eval note on {head}", limits.NOTE)
             if isinstance(doc, dict) and "verdict" in doc:
                 return eval_summary(doc, "eval note")
         except ValueError:

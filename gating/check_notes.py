@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from gating import limits
 from gating.evals.records import RunResult, SchemaError
 from gating.git import Git
 from gating.notes import EVALS_REF
@@ -54,7 +55,7 @@ def parse_note(data: bytes | None) -> RunResult | None:
     if not data:
         return None
     try:
-        return RunResult.from_dict(json.loads(data))
+        return RunResult.from_dict(limits.load_json(data, "eval note", limits.NOTE))
     except (ValueError, TypeError, KeyError, SchemaError):
         return None
 

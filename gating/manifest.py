@@ -22,11 +22,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from gating import limits
 from gating.manifest_schema import MANIFEST_SCHEMA
 
 MANIFEST_PATH = "gating.yml"
-MAX_MANIFEST_BYTES = 1024 * 1024
-MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_MANIFEST_BYTES = limits.MANIFEST.max_bytes
+MAX_FILE_BYTES = limits.DEFAULT.max_bytes
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,10 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
         raise ManifestError(
             [Problem(source, 1, 1, "file is empty; expected a mapping with version, name and components")]
         )
+    try:
+        limits.check_yaml(text, source, limits.MANIFEST)
+    except limits.LimitError as e:
+        raise ManifestError([Problem(source, e.line, e.column, e.message)]) from None
     try:
         node = _fast_yaml().load(text)
     except YAMLError:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, Protocol
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from gating import limits
 from gating.manifest import (
     MANIFEST_PATH,
     MAX_FILE_BYTES,
@@ -177,12 +177,16 @@ def _parse_structured(path: str, data: bytes) -> Any:
     ext = posixpath.splitext(path)[1].lower()
     if ext == ".json":
         try:
-            return json.loads(text)
+            return limits.load_json(text, path)
+        except limits.LimitError as e:
+            raise ManifestError([Problem(path, e.line, e.column, e.message)]) from None
         except json.JSONDecodeError as e:
             raise ManifestError([Problem(path, e.lineno, e.colno, f"invalid JSON: {e.msg}")]) from None
     if ext in (".yml", ".yaml"):
         try:
-            return jsonable(YAML(typ="safe").load(text))  # a date stays the text it was
+            return jsonable(limits.load_yaml(text, path))  # a date stays the text it was
+        except limits.LimitError as e:
+            raise ManifestError([Problem(path, e.line, e.column, e.message)]) from None
         except YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

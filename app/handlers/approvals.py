@@ -15,6 +15,7 @@ from typing import Any
 from app import overrides
 from app.handlers import JobContext, Payload, Registry, pull_key
 from app.overrides import Seen
+from gating import limits
 from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
@@ -275,10 +276,17 @@ def publish(repo: Repo, head_sha: str, out: CheckOutput, app_id: str) -> str:
 
 
 def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
-    pr = repo.pull(number)
-    if pr.get("state") != "open":
-        return "closed; nothing to do"
-    acts = overrides.store(ctx).acts(repo.full_name, number)
-    ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs, acts)
-    out = render_check(ev.result, ev.head_sha, ev.rules_source)
-    return publish(repo, ev.head_sha, out, ctx.settings.app_id)
+    try:
+        pr = repo.pull(number)
+        if pr.get("state") != "open":
+            return "closed; nothing to do"
+        acts = overrides.store(ctx).acts(repo.full_name, number)
+        ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs, acts)
+    except (limits.BudgetExceeded, MemoryError) as e:  # the job's bound: say so on the pull request
+        with limits.unbounded():
+            pr = repo.pull(number)
+            why = str(e) if isinstance(e, limits.BudgetExceeded) else "refused: the job ran out of memory"
+            ev = Evaluation(pr, pr["head"]["sha"], f"`{ctx.settings.manifest_path}`", _failed("limits", why))
+    with limits.unbounded():
+        out = render_check(ev.result, ev.head_sha, ev.rules_source)
+        return publish(repo, ev.head_sha, out, ctx.settings.app_id)

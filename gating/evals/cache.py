@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gating import limits
 from gating.evals.providers import ChatRequest, Completion
 
 CACHE_VERSION = 1
@@ -169,13 +170,16 @@ def cassette_path(dataset_path: str) -> str:
 def parse_cassette(path: str, data: bytes) -> dict[str, dict[str, Any]]:
     """key -> entry. A bad line is an error naming the file and line (a cassette is reviewed code)."""
     out: dict[str, dict[str, Any]] = {}
+    limits.check_size(path, len(data))
     for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = limits.load_json(line, path, limits.LINE, line=n)
             key = entry["key"]
             entry["response"]["text"]
+        except limits.LimitError:
+            raise
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}:{n}: not a cassette entry ({e})") from None
         out[key] = entry

@@ -12,7 +12,6 @@ the judge is reported as not calibrated.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gating import limits
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import DatasetError
 from gating.evals.judge import SCALE, JudgeParseError, factuality_messages, judge_score, rubric_messages
@@ -52,12 +52,18 @@ class Rating:
 
 def load_ratings(path: str, data: bytes) -> list[Rating]:
     problems, out, seen = [], [], set()
+    try:
+        limits.check_size(path, len(data))
+    except limits.LimitError as e:
+        raise DatasetError([str(e)]) from None
     for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
         try:
-            d = json.loads(line)
+            d = limits.load_json(line, path, limits.LINE, line=n)
+        except limits.LimitError as e:
+            raise DatasetError([str(e)]) from None
         except ValueError as e:
             problems.append(f"{where}: invalid JSON: {e}")
             continue

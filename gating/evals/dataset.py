@@ -9,17 +9,16 @@ from __future__ import annotations
 import datetime
 import difflib
 import hashlib
-import io
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from gating import limits
 from gating.evals.assertions import MODEL_GRADED, check_spec
 
 CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata"}
@@ -70,7 +69,10 @@ class _BadLine:
 def _rows(path: str, data: bytes) -> Iterable[tuple[int, Any]]:
     """(line, raw case) pairs; a bad JSONL line is a _BadLine, other syntax errors raise DatasetError."""
     try:
+        limits.check_size(path, len(data))
         text = data.decode("utf-8-sig")  # a byte order mark (Windows editors) is not part of line 1
+    except limits.LimitError as e:
+        raise DatasetError([str(e)]) from None
     except UnicodeDecodeError:
         raise DatasetError([f"{path}:1: dataset is not UTF-8 text"]) from None
     ext = posixpath.splitext(path)[1].lower()
@@ -80,14 +82,17 @@ def _rows(path: str, data: bytes) -> Iterable[tuple[int, Any]]:
             if not line.strip() or line.lstrip().startswith("//"):
                 continue
             try:
-                out.append((n, json.loads(line)))
+                out.append((n, limits.load_json(line, path, limits.LINE, line=n)))
+            except limits.LimitError as e:
+                raise DatasetError([str(e)]) from None
             except json.JSONDecodeError as e:
                 out.append((n, _BadLine(f"{path}:{n}: invalid JSON at column {e.colno}: {e.msg}")))
         return out
     if ext in (".yml", ".yaml", ".json"):
-        yaml = YAML(typ="rt")
         try:
-            doc = yaml.load(io.StringIO(text))
+            doc = limits.load_yaml(text, path, typ="rt")
+        except limits.LimitError as e:
+            raise DatasetError([str(e)]) from None
         except YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise DatasetError([f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: "

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gating import limits
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
@@ -171,7 +172,9 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
     if data is None:
         raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
     try:
-        return merge_prices(default_prices(), json.loads(data))
+        return merge_prices(default_prices(), limits.load_json(data, path))
+    except limits.LimitError as e:
+        raise DatasetError([str(e)]) from None
     except ValueError as e:
         raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from gating import limits
 from gating.evals.dataset import Case
 from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
@@ -62,7 +62,9 @@ def _parse_prompt_file(path: str, text: str, default_role: str) -> list[tuple[st
     if posixpath.splitext(path)[1].lower() not in (".yml", ".yaml"):
         return [(default_role, text)]
     try:
-        doc = YAML(typ="safe").load(text)
+        doc = limits.load_yaml(text, path)
+    except limits.LimitError as e:
+        raise RenderError(str(e)) from None
     except YAMLError as e:
         raise RenderError(f"{path}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(doc, list) or not doc:

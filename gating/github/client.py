@@ -22,6 +22,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from gating import limits
+
 log = logging.getLogger("gating.github")
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -152,6 +154,7 @@ class GitHubClient:
         refreshed = False
         attempt = 0
         while True:
+            limits.check_budget(f"{method} {path}")  # a job's wall-clock and memory bound, at each call
             headers = {"Accept": accept, "X-GitHub-Api-Version": API_VERSION, "User-Agent": "gating-app"}
             if self.auth:
                 headers["Authorization"] = self.auth(False)
