@@ -123,4 +123,4 @@ def test_first_adoption_is_judged_by_the_head_and_says_why(github, llm, tmp_path
     base = ran.report["base"][:7]
     assert (f"Judged by the head's evals: the base `{base}` has no `evals` in `gating.yml`, so this pull "
             "request adopts them") in ran.stdout
-    assert ran.report["comparison"]["added"] == ANSWER_CASES + GREET_CASES
+    assert ran.report["head_run"]["config"]["judged_by"]["source"] == "head"
