@@ -124,3 +124,43 @@ def test_first_adoption_is_judged_by_the_head_and_says_why(github, llm, tmp_path
     assert (f"Judged by the head's evals: the base `{base}` has no `evals` in `gating.yml`, so this pull "
             "request adopts them") in ran.stdout
     assert ran.report["head_run"]["config"]["judged_by"]["source"] == "head"
+
+
+def test_a_target_the_head_points_elsewhere_is_not_what_runs(h: Harness):
+    cheat = STRICT.replace("target: {type: prompt}", "target: {type: command, run: python3 always_yes.py}")
+    pr = h.open_pr("target", {"prompts/answer.md": answer_prompt("no"), "gating.yml": cheat,
+                              "always_yes.py": "print('{\"output\": \"yes, hello\"}')\n"}, "Another target")
+    ran = h.run(pr, args=("--no-post",))
+    assert ran.rc == 1, ran.stdout + ran.stderr
+    assert "pass_rate is 0.167, threshold >= 0.9" in ran.stdout
+    assert ran.report["head_run"]["config"]["target"] == "prompt"
+    assert "| evals | eval target target.run: None → python3 always_yes.py (what the cases run) | " \
+           "`evals.target.run` | **high** |" in ran.stdout
+
+
+def test_renaming_a_prompt_does_not_take_its_cases_along(h: Harness):
+    renamed = STRICT.replace("greet: {file: prompts/greet.md, model: bot}", "hello: {file: prompts/greet.md, model: bot}")
+    pr = h.open_pr("rename", {"gating.yml": renamed, "evals/cases.jsonl": cases_jsonl().replace('"greet"', '"hello"')},
+                   "Rename greet")
+    ran = h.run(pr, args=("--no-post",))
+    assert ran.rc == 1, ran.stdout + ran.stderr
+    failed = {c["id"]: c for c in ran.report["head_run"]["cases"] if not c["passed"]}
+    assert sorted(failed) == GREET_CASES
+    assert failed["greet-1"]["error"] == "render"
+    assert "prompt 'greet' is not defined in this revision's manifest" in failed["greet-1"]["error_message"]
+
+
+def test_a_case_the_base_has_no_judge_for_waits_for_the_merge(h: Harness):
+    with_judge = STRICT.replace("    bot: {provider: openai, model: gpt-4o-2024-08-06, params: {temperature: 0}}\n",
+                                "    bot: {provider: openai, model: gpt-4o-2024-08-06, params: {temperature: 0}}\n"
+                                "    grader: {provider: openai, model: gpt-4o-2024-08-06}\n"
+                                ).replace("  target: {type: prompt}\n", "  target: {type: prompt}\n  judge: grader\n")
+    graded = json.dumps({"id": "greet-polite", "prompt": "greet", "vars": {"name": "Ann"},
+                         "assert": [{"type": "rubric", "value": "is polite"}]})
+    pr = h.open_pr("judge", {"gating.yml": with_judge, "evals/cases.jsonl": cases_jsonl() + graded + "\n"}, "Judge")
+    ran = h.run(pr, args=("--no-post",))
+    assert ran.rc == 0, ran.stdout + ran.stderr
+    assert "greet-polite" not in {c["id"] for c in ran.report["head_run"]["cases"]}
+    assert ("1 case added by this pull request (greet-polite) needs a judge model the base does not define: "
+            "not run; judged after merge.") in ran.stdout
+    assert "| evals | judge changed: None → grader" in ran.stdout
