@@ -167,8 +167,8 @@ class Evaluator:
         except NoManifest:
             base_snap = None
         # The base decides how the head is judged (gating.evals.judging): its evals, judge and cases.
-        own = self_judging(base_snap, base, GitRevision(self.g, base)) if base_snap is not None else None
-        judging = judging_for(own, base_snap, head_snap, base, GitRevision(self.g, head))
+        own = self_judging(base_snap, base, self._prices_reader(base_snap, base)) if base_snap is not None else None
+        judging = judging_for(own, base_snap, head_snap, base, self._prices_reader(head_snap, head))
         if judging is None:
             verdict, conclusion, reasons = decide(None, cs, s.fail_on)
             return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
@@ -199,6 +199,10 @@ class Evaluator:
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
                              messages=judging_messages(judging, cs.after_merge))
         return Evaluation(result, notes)
+
+    def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
+        """The revision that holds the evals' price table, if they name one (the judging side's)."""
+        return GitRevision(self.g, rev) if snap.manifest.evals.get("prices") else None
 
     def _same_system_note(self, base: str, head: str, digest: str | None) -> dict[str, bytes]:
         """Head's system is base's: base's eval note holds for head too (so notes follow main for free)."""
