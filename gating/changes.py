@@ -11,6 +11,7 @@ from deepdiff import DeepDiff
 
 RISKS = ["info", "low", "medium", "high", "breaking", "error"]
 ALL = "*"
+AFTER_MERGE = ("evals", "policy")  # categories that decide how a pull request is judged or approved
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,12 @@ class ChangeSet:
     @property
     def max_risk(self) -> str:
         return max((c.risk for c in self.changes), key=RISKS.index, default="info")
+
+    @property
+    def after_merge(self) -> list[Change]:
+        """Changes to how pull requests are judged or approved (evals, approval rules, rollback): they
+        apply from the merge on, never to the pull request that makes them."""
+        return [c for c in self.changes if c.category in AFTER_MERGE]
 
     @property
     def full_reeval(self) -> bool:

@@ -29,6 +29,8 @@ from gating.check_post import Poster
 from gating.commands.diff import compute
 from gating.diff import ChangeSet
 from gating.evals.compare import compare
+from gating.evals.judging import Judging, judging_for, self_judging
+from gating.evals.judging import messages as judging_messages
 from gating.evals.metrics import compute_metrics
 from gating.evals.records import Comparison, RunResult, carry_over
 from gating.evals.runner import run_evals
@@ -68,10 +70,15 @@ def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, st
     return verdict, conclude(verdict, missed, fail_on), reasons
 
 
-def usable_note(run: RunResult | None, digest: str | None) -> bool:
+def usable_note(run: RunResult | None, digest: str | None, judged: str | None = None, legacy: bool = False) -> bool:
     """A stored run is a valid result for a commit whose system has this snapshot digest (the digest
-    covers every prompt, model, setting and dataset, so the same digest means the same evaluation)."""
-    return run is not None and digest is not None and run.snapshot_digest == digest and bool(run.cases)
+    covers every prompt, model, setting and dataset) when it was judged the same way (`judged`: the
+    Judging digest; `legacy`: a run that does not say was judged by the commit's own evals, and may
+    stand for that)."""
+    if run is None or digest is None or run.snapshot_digest != digest or not run.cases:
+        return False
+    by = (run.config or {}).get("judged_by")
+    return judged is None or (by.get("digest") == judged if isinstance(by, dict) else legacy)
 
 
 # -- git -------------------------------------------------------------------------------------------
@@ -132,9 +139,9 @@ class Evaluator:
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
-    def run(self, snap: Snapshot, rev: str, only: set[str] | None) -> RunResult:
+    def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None) -> RunResult:
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
-                        cache_dir=self.cache_dir, env=self.env, rev=rev)
+                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging)
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
@@ -155,39 +162,47 @@ class Evaluator:
                                                      f"{head[:7]}"], head, base, s.fail_on, changes=cs)
             return Evaluation(r, self._same_system_note(base, head, cs.head_digest))
         head_snap = self.snapshot(head)
-        if not head_snap.manifest.evals:
-            verdict, conclusion, reasons = decide(None, cs, s.fail_on)
-            return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
         try:
             base_snap: Snapshot | None = self.snapshot(base)
         except NoManifest:
             base_snap = None
+        # The base decides how the head is judged (gating.evals.judging): its evals, judge and cases.
+        own = self_judging(base_snap, base, self._prices_reader(base_snap, base)) if base_snap is not None else None
+        judging = judging_for(own, base_snap, head_snap, base, self._prices_reader(head_snap, head))
+        if judging is None:
+            verdict, conclusion, reasons = decide(None, cs, s.fail_on)
+            return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
         notes: dict[str, bytes] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
             baseline = "none (thresholds only)"
-        elif base_snap is None or not base_snap.manifest.evals:
+        elif base_snap is None or own is None:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
             stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
-            if usable_note(stored, base_snap.digest):
+            if usable_note(stored, base_snap.digest, own.digest, legacy=True):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
-                base_run = self.run(base_snap, base, None)
+                base_run = self.run(base_snap, base, None, own)
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
                     notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
-        head_run, head_source, ran = self._head(cs, head_snap, head, base_run)
-        cmp = compare(base_run, head_run, head_snap.manifest.evals)
+        head_run, head_source, ran = self._head(cs, head_snap, head, base_run, judging)
+        cmp = compare(base_run, head_run, judging.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
         if ran:
             notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
                                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
                                                                 "base_rev": cmp.base_rev})
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
-                             head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source)
+                             head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
+                             messages=judging_messages(judging, cs.after_merge))
         return Evaluation(result, notes)
+
+    def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
+        """The revision that holds the evals' price table, if they name one (the judging side's)."""
+        return GitRevision(self.g, rev) if snap.manifest.evals.get("prices") else None
 
     def _same_system_note(self, base: str, head: str, digest: str | None) -> dict[str, bytes]:
         """Head's system is base's: base's eval note holds for head too (so notes follow main for free)."""
@@ -201,14 +216,15 @@ class Evaluator:
         verdict = json.loads(data).get("verdict")
         return {head: check_notes.note_document(stored, verdict=verdict, role="same-system", base=base)}
 
-    def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None) -> tuple[RunResult, str, bool]:
+    def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None,
+              judging: Judging) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
             stored = check_notes.read_run(self.g, head)
-            if usable_note(stored, snap.digest):
+            if usable_note(stored, snap.digest, judging.digest):
                 assert stored is not None
                 return stored, "eval note on head (this commit was evaluated before)", False
         only = cs.affected_prompts() if base_run is not None else None
-        part = self.run(snap, head, only)
+        part = self.run(snap, head, only, judging)
         if only is None or base_run is None:
             return part, f"ran all {len(part.cases)} cases", True
         full = carry_over(base_run, part)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gating.changes import ALL, Change, dotted, leaves, short
+from gating.changes import Change, dotted, leaves, short
+from gating.evals.dataset_diff import CaseChange, diff_cases, read_cases
 from gating.manifest_schema import PERMISSIONS
 from gating.policy.rules import OPTION_DEFAULTS
 from gating.snapshot import Snapshot
@@ -35,19 +36,78 @@ def _looser(before: str | None, after: str | None) -> bool | None:
     return None
 
 
-def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
+def _case_risk(c: CaseChange) -> str:
+    """Removing or weakening a case is high risk, so is anything whose direction cannot be told
+    about what decides a pass (an assertion's value, the expected answer, the prompt exercised)."""
+    if c.kind == "removed" or c.weaker:
+        return "high"
+    if c.weaker is False:
+        return "low"
+    return "high" if c.where[:1] in (("prompt",), ("expected",)) or c.where[-1:] in (("value",), ("threshold",)) \
+        else "medium"
+
+
+def dataset_changes(base: Snapshot, head: Snapshot) -> list[Change]:
+    """The eval datasets case by case: only the files whose bytes differ are read."""
+    bd = (base.outline.get("evals") or {}).get("dataset_digests") or {}
+    hd = (head.outline.get("evals") or {}).get("dataset_digests") or {}
+    paths_b = sorted(p for p in bd if hd.get(p) != bd[p])
+    paths_h = sorted(p for p in hd if bd.get(p) != hd[p])
+    if not paths_b and not paths_h:
+        return []
+    base.preload(paths_b)
+    head.preload(paths_h)
+    bc, hc = read_cases({p: base.contents[p] for p in paths_b}), read_cases({p: head.contents[p] for p in paths_h})
+    found = diff_cases(bc, hc)
+    new_files = [p for p in paths_h if p not in bd]
     out = []
+    for p in new_files:  # a dataset added whole is one row, not a row per case
+        ids = [c.case for c in found if c.kind == "added" and not c.where and hc.files.get(c.case) == p]
+        prompts = sorted({c.prompt for c in found if c.case in ids and c.prompt})
+        shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        out.append(Change("evals", dotted("evals.dataset_digests", p), "added", None, hd[p], "low",
+                          f"eval dataset {p} added: {len(ids)} case{'s' if len(ids) != 1 else ''}"
+                          + (f" ({shown})" if ids else ""), affects=tuple(prompts)))
+    for p in paths_b:
+        if p not in hd:
+            out.append(Change("evals", dotted("evals.dataset_digests", p), "removed", bd[p], None, "medium",
+                              f"eval dataset {p} removed"))
+    for problem in hc.problems:
+        out.append(Change("evals", "evals.datasets", "changed", None, None, "high",
+                          f"eval dataset cannot be read at head: {problem}"))
+    for c in found:
+        if c.kind == "added" and not c.where and hc.files.get(c.case) in new_files:
+            continue
+        path = dotted("evals.cases", c.case, *c.where)
+        affects = (c.prompt,) if c.kind == "added" and not c.where and c.prompt else ()
+        out.append(Change("evals", path, c.kind, c.before, c.after, _case_risk(c), c.summary, affects=affects))
+    if not found and not hc.problems and not new_files:
+        for p in paths_h:
+            out.append(Change("evals", dotted("evals.dataset_digests", p), "changed", bd[p], hd[p], "low",
+                              f"eval dataset {p} changed: no case changed (formatting, comments or order)"))
+    return out
+
+
+def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
+    """How the gate `gating / eval` judges, as the head would set it. None of it applies to the pull
+    request itself (the base's evals judge it), so nothing here calls for a case to run again,
+    except a case the head adds."""
     be, he = base.outline.get("evals") or {}, head.outline.get("evals") or {}
+    if be and not he:
+        return [Change("evals", "evals", "removed", None, None, "high",
+                       "evals section removed: nothing would be evaluated after merge")]
+    out = []
     for lp, kind, before, after in leaves(be, he):
         leaf = dotted("evals", *lp)
         risk, summary = "medium", f"evals {dotted(*lp)}: {short(before)} → {short(after)}"
-        affects: tuple[str, ...] = ()
+        if lp and lp[0] == "dataset_digests":
+            continue  # case by case, below
         if lp and lp[0] == "thresholds":
             name = lp[1] if len(lp) > 1 else None
             pairs = [(name, before, after)] if name else [
                 (k, (before or {}).get(k), (after or {}).get(k)) for k in set(before or {}) | set(after or {})
             ]
-            for n, b, a in pairs:
+            for n, b, a in sorted(pairs, key=lambda x: str(x[0])):
                 loose = _looser(b, a)
                 if loose:
                     out.append(Change("evals", dotted("evals.thresholds", n), kind, b, a, "high",
@@ -62,12 +122,17 @@ def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
             risk, summary = "high", "regression rule loosened: evals.regression removed"
         elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
             risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
-        elif lp and lp[0] == "dataset_digests":
-            risk, summary, affects = "medium", f"eval dataset {lp[1] if len(lp) > 1 else ''} changed", (ALL,)
-        elif lp and lp[0] in ("target", "judge", "repeat"):
-            affects = (ALL,)
-        out.append(Change("evals", leaf, kind, before, after, risk, summary, affects=affects))
-    return out
+        elif lp and lp[0] == "judge" and be:
+            risk, summary = "high", f"judge changed: {short(before)} → {short(after)} (grades every model-graded case)"
+        elif lp and lp[0] == "target" and be:
+            risk, summary = "high", f"eval target {dotted(*lp)}: {short(before)} → {short(after)} (what the cases run)"
+        elif lp and lp[0] == "calibration" and lp[-1:] in (["min_agreement"], ["calibration"]) and \
+                kind != "added" and (after is None or (isinstance(before, (int, float)) and after < before)):
+            risk, summary = "high", f"judge calibration loosened: {dotted(*lp)} {short(before)} → {short(after)}"
+        elif lp and lp[0] == "repeat" and isinstance(before, int) and (after is None or after < before):
+            summary = f"evals repeat lowered: {before} → {after or 1} (less evidence per case)"
+        out.append(Change("evals", leaf, kind, before, after, risk, summary))
+    return out + dataset_changes(base, head)
 
 
 def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -46,7 +46,13 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
         scope = "cases of prompts " + ", ".join(f"`{p}`" for p in affected)
     else:
         scope = "no eval cases (nothing evaluated changed)"
-    lines += [f"Re-evaluate: {scope}.", "", "| Category | Change | Path | Risk |", "|---|---|---|---|"]
+    lines += [f"Re-evaluate: {scope}.", ""]
+    if gates := cs.after_merge:  # the base's evals and rules judge this change; these apply after it
+        n = len(gates)
+        lines += [f"> {n} change{'s' if n != 1 else ''} to how pull requests are judged or approved (evals, "
+                  "approval rules, rollback): they take effect only after merge, so the base's settings judge "
+                  "this pull request.", ""]
+    lines += ["| Category | Change | Path | Risk |", "|---|---|---|---|"]
     for c in cs.changes:
         lines.append(f"| {c.category} | {_cell(c.summary)} | `{_cell(c.path)}` | {RISK_BADGE[c.risk]} |")
     if excerpts:

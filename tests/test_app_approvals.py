@@ -181,8 +181,34 @@ def test_a_rule_change_inside_the_pull_request_has_no_effect_on_it(world: World)
     main = world.repo.head("main")[:7]
     assert run["status"] == "in_progress"
     assert run["output"]["title"] == ("Pending: model-owners: has 0 of 1 approvals; needs 1 approval from a "
-                                      "member of acme/ml-platform")
+                                      "member of acme/ml-platform (and 1 more rule pending)")
     assert f"with the rules from `gating.yml` on `main` at `{main}`" in run["output"]["summary"]
+    assert rows(run)["policy-change (built in)"].startswith("| policy-change (built in) | ⏳ pending |")
+
+
+def test_loosening_the_evals_needs_an_admin_beside_the_rule_the_change_matches(world: World):
+    """A pull request that edits the prompt, loosens its threshold and deletes eval cases: the
+    prompt-review rule applies, and the built-in policy-change rule applies as well."""
+    golden = (EXAMPLE / "evals" / "golden.jsonl").read_text().splitlines(keepends=True)
+    loosened = MANIFEST.replace('pass_rate: ">= 0.80"', 'pass_rate: ">= 0.10"')
+    pr = world.open_pull({"gating.yml": loosened, "prompts/answer.md": PROMPT + "\nBe brief.\n",
+                          "evals/golden.jsonl": "".join(golden[2:])})
+    n, sha = pr["number"], world.head(pr["number"])[:7]
+    world.eval_check(n, "success")
+    world.emu.add_review(world.repo, n, "dave", "APPROVED")  # write permission: enough for prompt-review
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"]) == ("in_progress", None)
+    assert run["output"]["title"] == ("Pending: policy-change (built in): has 0 of 1 approvals; needs 1 approval "
+                                      "from anyone with admin permission")
+    assert rows(run)["prompt-review"].startswith("| prompt-review | ✅ approved |")
+    assert rows(run)["policy-change (built in)"].startswith("| policy-change (built in) | ⏳ pending |")
+    assert "evals.thresholds.pass_rate" in run["output"]["text"]
+
+    world.emu.add_review(world.repo, n, "root", "APPROVED")
+    world.settle()
+    run = world.approval(n)
+    assert (run["status"], run["conclusion"], run["head_sha"][:7]) == ("completed", "success", sha)
 
 
 def test_changes_requested_by_a_required_approver_blocks(world: World):

@@ -215,7 +215,7 @@ def test_tool_removed_and_component_removed(example_repo: Git) -> None:
     got = summaries(example_repo, base, head)
     assert ("prompt", "high", "prompt `classify` removed (prompts/classify.yml)") in got
     assert ("tool", "breaking", "tool `open_ticket` removed: breaking for callers") in got
-    assert ("evals", "medium", "eval dataset evals/golden.jsonl changed") in got
+    assert ("evals", "high", "eval case `classify-billing` removed") in got
 
 
 def test_guardrail_and_orchestration(example_repo: Git) -> None:

@@ -379,11 +379,46 @@ def test_rule_change_with_no_applicable_rule_needs_an_admin():
     assert run([MODEL_OWNERS], reviews=[approve("root")], **kw).status == Status.APPROVED
 
 
-def test_rule_change_covered_by_a_configured_rule_uses_that_rule():
+def test_rule_change_covered_by_a_configured_rule_still_needs_an_admin_as_well():
     rules = [MODEL_OWNERS, {"name": "policy", "if": {"categories": ["policy"]}, "requires": {"users": ["bob"]}}]
-    r = run(rules, reviews=[approve("bob")], manifest_paths=["approvals.x"], categories=["policy"])
+    kw = dict(manifest_paths=["approvals.x"], categories=["policy"])
+    r = run(rules, reviews=[approve("bob")], **kw)
+    assert r.status == Status.PENDING
+    assert [c.name for c in r.children] == ["model-owners", "policy", "policy-change (built in)"]
+    assert rule_result(r, "policy").status == Status.APPROVED
+    builtin = rule_result(r, "policy-change (built in)")
+    assert builtin.status == Status.PENDING
+    assert builtin.children[0].description == "changes how pull requests are judged or approved: approvals.x"
+    assert run(rules, reviews=[approve("bob"), approve("root")], **kw).status == Status.APPROVED
+
+
+@pytest.mark.parametrize(("changed", "what"), [
+    (dict(manifest_paths=["evals.thresholds.pass_rate", "components.prompts.answer.file"],
+          categories=["evals", "prompt"]), "evals.thresholds.pass_rate"),
+    (dict(manifest_paths=["evals.cases.refund-window"], categories=["evals"]), "evals.cases.refund-window"),
+    (dict(manifest_paths=["rollback.who[0]"], categories=["policy"]), "rollback.who[0]"),
+    (dict(manifest_paths=[], categories=[], changed_files=[".gating/audit.pub"]), ".gating/audit.pub"),
+    (dict(manifest_paths=[], categories=[], changed_files=[".github/workflows/gating.yml", "README.md"]),
+     ".github/workflows/gating.yml"),
+], ids=["threshold", "eval-case", "rollback", "audit-key", "workflow"])
+def test_a_change_to_what_decides_a_gate_needs_an_admin_beside_the_matched_rules(changed, what):
+    rules = [PROMPT_REVIEW, {"name": "anything", "requires": {"count": 1, "permission": "write"}}]
+    r = run(rules, reviews=[approve("carol")], **changed)
+    assert r.status == Status.PENDING
+    builtin = rule_result(r, "policy-change (built in)")
+    assert builtin.status == Status.PENDING
+    assert builtin.children[0].description == f"changes how pull requests are judged or approved: {what}"
+    assert builtin.missing == "1 approval from anyone with admin permission"
+    assert r.missing.startswith("policy-change (built in): 1 approval from anyone with admin permission")
+    assert rule_result(r, "anything").status == Status.APPROVED
+    assert run(rules, reviews=[approve("carol"), approve("root")], **changed).status == Status.APPROVED
+
+
+def test_a_system_change_alone_does_not_call_for_the_built_in_rule():
+    r = run([PROMPT_REVIEW], reviews=[approve("carol")], manifest_paths=["components.prompts.answer.file"],
+            categories=["prompt"], changed_files=["prompts/answer.md", "docs/gating.md"])
     assert r.status == Status.APPROVED
-    assert [c.name for c in r.children] == ["model-owners", "policy"]
+    assert [c.name for c in r.children] == ["prompt-review"]
 
 
 def test_several_rules_all_must_approve():

@@ -21,6 +21,7 @@ from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evalua
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
 from gating.evals.judge import JudgeParseError, grade
+from gating.evals.judging import Judging
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
@@ -43,12 +44,14 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               concurrency: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
               env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
-              retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None) -> RunResult:
-    """Evaluate one revision. Raises DatasetError for a bad dataset, ValueError for bad settings."""
+              retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
+              judging: Judging | None = None) -> RunResult:
+    """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
+    request). Raises DatasetError for a bad dataset, ValueError for bad settings."""
     return asyncio.run(run_evals_async(
         snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
         env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
-        timeout_s=timeout_s, retry=retry, record_root=record_root))
+        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging))
 
 
 def _now() -> str:
@@ -182,20 +185,23 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
                           progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
-                          retry: RetryPolicy | None, record_root: Any) -> RunResult:
+                          retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None) -> RunResult:
     started = _now()
     m = snapshot.manifest
-    ev = m.evals
+    ev = judging.evals if judging else m.evals
     if not ev:
         raise DatasetError([f"{m.source}:1: no `evals` section: nothing to evaluate"])
-    digests: dict[str, str] = dict((snapshot.data.get("evals") or {}).get("dataset_digests") or {})
     target_cfg = ev.get("target") or {"type": "prompt"}
-    judge_model = m.models.get(ev["judge"]) if ev.get("judge") else None
-    cases = load_datasets({p: snapshot.contents[p] for p in digests}, m.prompts,
-                          prompt_required=target_cfg["type"] == "prompt", has_judge=judge_model is not None)
+    if judging:  # the base's cases and judge; a case whose prompt the head removed fails on its own
+        digests, judge_model, cases = dict(judging.datasets), judging.judge_model, list(judging.cases)
+    else:
+        digests = dict((snapshot.data.get("evals") or {}).get("dataset_digests") or {})
+        judge_model = m.models.get(ev["judge"]) if ev.get("judge") else None
+        cases = load_datasets({p: snapshot.contents[p] for p in digests}, m.prompts,
+                              prompt_required=target_cfg["type"] == "prompt", has_judge=judge_model is not None)
     if target_cfg["type"] == "prompt":
         bad = [f"{c.where}: case {c.id!r}: prompt {c.prompt!r} names no model to call (set `model:` on it)"
-               for c in cases if c.prompt and not m.prompts[c.prompt].get("model")]
+               for c in cases if c.prompt in m.prompts and not m.prompts[c.prompt].get("model")]
         if bad:
             raise DatasetError(bad)
     selected = [c for c in cases if only_prompts is None or c.prompt is None or c.prompt in only_prompts]
@@ -225,7 +231,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if not target_cfg.get("url") or pool is None:
             raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
         target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
-    run = _Run(target, llm, _prices(reader, ev), judge_model, n_repeat)
+    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
     bar = _progress(progress, env, len(selected))
@@ -259,7 +265,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         finished_at=_now(), datasets=digests,
         config={"target": target_cfg["type"], "mode": mode, "concurrency": conc, "repeat": n_repeat,
                 "timeout_s": tmo, "cache": cache is not None,
-                "only_prompts": None if only_prompts is None else sorted(only_prompts)},
+                "only_prompts": None if only_prompts is None else sorted(only_prompts),
+                **({"judged_by": judging.to_dict()} if judging else {})},
         stats={**llm.stats.to_dict(), "cassettes_written": written},
     )
 

@@ -98,7 +98,9 @@ class PromptLibrary:
                 self.prompts[name] = CompiledPrompt(name, [], model, f"prompt {name!r}: {where}{e}")
 
     def render(self, name: str, vars_: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
-        cp = self.prompts[name]
+        cp = self.prompts.get(name)
+        if cp is None:  # a case the base defines, for a prompt this revision no longer has
+            raise RenderError(f"prompt {name!r} is not defined in this revision's manifest (removed or renamed?)")
         if cp.error:
             raise RenderError(cp.error)
         try:

@@ -8,7 +8,15 @@ from collections.abc import Iterable, Sequence
 from gating.manifest_schema import PERMISSIONS
 from gating.policy.facts import OverrideAct, PullFacts, Review
 from gating.policy.result import Override, Result, ReviewNote, Status, all_of, any_of
-from gating.policy.rules import POLICY_CHANGE_RULE, Condition, Policy, Requires, Rule
+from gating.policy.rules import (
+    POLICY_CHANGE_FILES,
+    POLICY_CHANGE_PATHS,
+    POLICY_CHANGE_RULE,
+    Condition,
+    Policy,
+    Requires,
+    Rule,
+)
 
 EVAL_CHECK = "gating / eval"
 OVERRIDE_COMMAND = re.compile(r"^/gating[ \t]+override\b[ \t]*(.*)$", re.MULTILINE)
@@ -327,11 +335,29 @@ def find_overrides(facts: PullFacts, survive_push: bool = False) -> tuple[Overri
     return found, ignored
 
 
+def gate_changes(facts: PullFacts) -> list[str]:
+    """What the pull request changes of how pull requests are judged or approved: the manifest's
+    `approvals`, `evals` and `rollback`, the audit key and the workflows that set the check's options."""
+    paths = [p for p in facts.manifest_paths if any(manifest_path_match(m, p) for m in POLICY_CHANGE_PATHS)]
+    files = [f for f in facts.changed_files if any(glob_match(g, f) for g in POLICY_CHANGE_FILES)]
+    if not paths and {"policy", "evals"} & set(facts.categories):
+        paths = [c for c in ("policy", "evals") if c in facts.categories]
+    return list(dict.fromkeys(paths + files))
+
+
+def _policy_change(facts: PullFacts, changed: list[str]) -> Result:
+    """The built-in rule, with the changes that call for it as its (met) condition."""
+    r = _eval_rule(POLICY_CHANGE_RULE, facts)
+    why = _cond("gate settings", True, f"changes how pull requests are judged or approved: {_few(changed)}")
+    return Result(r.name, r.status, r.description, (why, *r.children), r.kind, r.reviews, r.missing)
+
+
 def evaluate(policy: Policy, facts: PullFacts) -> Result:
     """The whole verdict for one pull request at its head SHA."""
     results = [_eval_rule(r, facts) for r in policy.rules]
-    if "policy" in facts.categories and all(r.status == Status.SKIPPED for r in results):
-        results.append(_eval_rule(POLICY_CHANGE_RULE, facts))
+    changed = gate_changes(facts)
+    if changed:
+        results.append(_policy_change(facts, changed))
     status = all_of(r.status for r in results)
     override, ignored = find_overrides(facts, overrides_survive_push(policy, results))
     children = tuple(results) + tuple(ignored)

@@ -1,0 +1,140 @@
+"""Which revision's evals judge a change, and the cases run on the head.
+
+The base decides how the head is judged: the thresholds, the regression rule, the judge model, the
+target and every case that exists on the base, with its inputs, expected answer and assertions,
+come from the base revision. What is evaluated is the head's system (its prompts, models,
+retrieval...): that is the change under test. So a pull request cannot loosen its own threshold,
+delete the cases it fails or weaken their assertions; those changes apply after it is merged.
+Cases the head adds are run with the head's definition and reported as such. A base without
+`evals` (a repository adopting them in this pull request) leaves the head's evals to judge, and
+says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gating.changes import Change
+from gating.evals.dataset import Case, load_datasets
+from gating.revision import RevisionReader
+from gating.snapshot import Snapshot
+
+
+@dataclass(frozen=True)
+class Judging:
+    """The evals config, judge model and cases one run is judged by, and where they come from."""
+
+    source: str  # "base" | "head" | "self" (a revision judged by its own evals)
+    rev: str
+    sentence: str  # which config judged and why, for the check
+    evals: Mapping[str, Any]  # the manifest's `evals`: target, judge, thresholds, regression, ...
+    judge_model: Mapping[str, Any] | None
+    cases: tuple[Case, ...]
+    datasets: Mapping[str, str]  # path -> sha256 of the datasets the cases come from
+    added: tuple[str, ...] = ()  # case ids the head adds: run with the head's definition
+    unjudged: tuple[str, ...] = ()  # added cases that need a judge model the judging side lacks
+    reader: RevisionReader | None = field(default=None, compare=False, repr=False)  # files it names (prices)
+    prices: bytes | None = field(default=None, repr=False)
+
+    @property
+    def digest(self) -> str:
+        """What a result judged this way depends on: a stored run is reused only when it matches."""
+        doc = {"evals": self.evals, "judge": self.judge_model,
+               "prices": hashlib.sha256(self.prices).hexdigest() if self.prices is not None else None,
+               "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)] for c in self.cases]}
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "rev": self.rev, "digest": self.digest, "added": list(self.added)}
+
+
+def _evals(snap: Snapshot) -> dict[str, Any]:
+    return dict(snap.manifest.evals)
+
+
+def _datasets(snap: Snapshot) -> dict[str, str]:
+    return dict((snap.outline.get("evals") or {}).get("dataset_digests") or {})
+
+
+def _cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool) -> list[Case]:
+    """The snapshot's cases, checked against its own prompts (raises DatasetError)."""
+    paths = list(_datasets(snap))
+    snap.preload(paths)
+    target = (ev.get("target") or {"type": "prompt"})["type"]
+    return load_datasets({p: snap.contents[p] for p in paths}, snap.manifest.prompts,
+                         prompt_required=target == "prompt", has_judge=has_judge)
+
+
+def _prices(reader: RevisionReader | None, ev: Mapping[str, Any]) -> bytes | None:
+    path = ev.get("prices")
+    return reader.read_many([path])[path] if path and reader is not None else None
+
+
+def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None) -> Judging | None:
+    """A revision judged by its own evals (the baseline run of the base); None without evals."""
+    ev = _evals(snap)
+    if not ev:
+        return None
+    judge = snap.manifest.models.get(ev["judge"]) if ev.get("judge") else None
+    return Judging("self", rev, f"the evals of `{snap.manifest.source}` at `{rev[:7]}`", ev, judge,
+                   tuple(_cases(snap, ev, judge is not None)), _datasets(snap), reader=reader,
+                   prices=_prices(reader, ev))
+
+
+def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base_rev: str,
+                head_reader: RevisionReader | None = None) -> Judging | None:
+    """How the head is judged, given the base judged by its own evals (`own`, None when the base has
+    none); None when neither side has evals."""
+    head_ev = _evals(head)
+    if own is None:
+        if not head_ev:
+            return None
+        theirs = self_judging(head, "head", head_reader)
+        assert theirs is not None
+        has = f"has no `evals` in `{head.manifest.source}`" if base is not None else f"has no `{head.manifest.source}`"
+        sentence = (f"Judged by the head's evals: the base `{base_rev[:7]}` {has}, so this pull request "
+                    "adopts them (an admin approves that, by the built-in policy-change rule)")
+        return Judging("head", theirs.rev, sentence, theirs.evals, theirs.judge_model, theirs.cases,
+                       theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices)
+    known = {c.id for c in own.cases}
+    head_cases = _cases(head, {**head_ev, "target": own.evals.get("target")}, True) if head_ev else []
+    added = [c for c in head_cases if c.id not in known]
+    unjudged = [c.id for c in added if c.uses_judge and own.judge_model is None]
+    run = [c for c in added if c.id not in unjudged]
+    datasets = {**_datasets(head), **own.datasets} if added else dict(own.datasets)
+    source = base.manifest.source if base is not None else "gating.yml"
+    sentence = (f"Judged by the base's evals (`{source}` at `{base_rev[:7]}`): its thresholds, regression rule, "
+                "judge, target and the cases that exist there, with their assertions")
+    return Judging("base", base_rev, sentence, own.evals, own.judge_model, own.cases + tuple(run), datasets,
+                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices)
+
+
+def _ids(ids: Sequence[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def messages(j: Judging, after_merge: Sequence[Change]) -> list[str]:
+    """What the check says about how it judged: which config and why, what the head changed of it
+    (applied after merge), and the cases the head adds."""
+    out = [j.sentence + "."]
+    evals = [c for c in after_merge if c.category == "evals"]
+    if j.source == "base" and evals:
+        high = sum(1 for c in evals if c.risk == "high")
+        out.append(f"This pull request changes its evals ({len(evals)} change{'s' if len(evals) != 1 else ''}, "
+                   f"{high} high risk): they take effect only after merge, and the base's evals judged it.")
+    if j.source == "base" and j.added:
+        n = len(j.added)
+        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.added)}) "
+                   f"{'was' if n == 1 else 'were'} run and judged with {'its' if n == 1 else 'their'} own "
+                   "assertions from the head.")
+    if j.unjudged:
+        n = len(j.unjudged)
+        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.unjudged)}) "
+                   f"{'needs' if n == 1 else 'need'} a judge model the base does not define: not run; judged "
+                   "after merge.")
+    return out
