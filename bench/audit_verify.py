@@ -20,13 +20,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gating import audit, keys
-from gating.audit import Approval, EntryFacts
-from gating.example import example_dir
-from gating.git import init_repo
-from gating.notes import AUDIT_REF
-from gating.revision import WorkTree
-from gating.snapshot import build_snapshot
+from gating.audit import entry as audit
+from gating.audit import keys
+from gating.audit.entry import Approval, EntryFacts
+from gating.git.notes import AUDIT_REF
+from gating.git.repository import init_repo
+from gating.git.revision import WorkTree
+from gating.system.snapshot import build_snapshot
+from gating.testing.example import example_dir
 
 TARGET_S = 3.0
 

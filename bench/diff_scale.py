@@ -26,11 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gating import manifest, snapshot  # noqa: E402
 from gating.commands.diff import compute  # noqa: E402
-from gating.git import Git, commit_all, init_repo  # noqa: E402
-from gating.manifest import MANIFEST_PATH  # noqa: E402
-from gating.snapshot_cache import DiskSnapshotCache  # noqa: E402
+from gating.git.repository import Git, commit_all, init_repo  # noqa: E402
+from gating.git.snapshot_store import DiskSnapshotCache  # noqa: E402
+from gating.system import (
+    manifest,
+    snapshot,  # noqa: E402
+)
+from gating.system.manifest import MANIFEST_PATH  # noqa: E402
 
 
 def build(root: Path, n: int) -> tuple:

@@ -51,8 +51,8 @@ def child(args: argparse.Namespace) -> int:
     """One measured run in this process; prints a JSON line."""
     from gating.evals import providers
     from gating.evals.runner import run_evals
-    from gating.revision import WorkTree
-    from gating.snapshot import build_snapshot
+    from gating.git.revision import WorkTree
+    from gating.system.snapshot import build_snapshot
 
     if args.single:
         providers.SHARD_CONNECTIONS = 1_000_000  # one client holding every connection

@@ -27,13 +27,15 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from app import create_app
-from gating import keys, notes
-from gating.audit import EntryFacts
-from gating.example import example_dir
-from gating.git import commit_all, init_repo
+from gating.audit import keys
+from gating.audit import log as audit_log
+from gating.audit.entry import EntryFacts
+from gating.git import notes as git_notes
+from gating.git.repository import commit_all, init_repo
 from gating.github import Repo, token_client
+from gating.server import create_app
 from gating.testing import start_emulator
+from gating.testing.example import example_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,8 +50,8 @@ def app_runs(work: Path, runs: int) -> None:
                           "WEBHOOK_SECRET": emu.app.webhook_secret, "GITHUB_API_URL": emu.api_url,
                           "GATING_DB": str(work / "jobs.db"), "GATING_POLL_SECONDS": 0.05, "LOG_LEVEL": "WARNING",
                           "GATING_AUDIT_KEY": keys.private_pem(key).decode(),
-                          "GATING_HANDLERS": "app.handlers.merge_audit,app.handlers.deployments,"
-                                             "app.handlers.rollback_command"})
+                          "GATING_HANDLERS": "gating.server.handlers.merge_audit,gating.server.handlers.deployments,"
+                                             "gating.server.handlers.rollback_command"})
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         emu.webhook_url = f"http://127.0.0.1:{server.server_port}/webhooks"
@@ -114,11 +116,11 @@ def cli_runs(work: Path, tools: int, runs: int) -> None:
         (root / "tools" / f"t{i:05d}.json").write_text(json.dumps({"name": f"t{i}", "parameters": {}}) + "\n")
     tip = commit_all(g, "more tools")
     key = keys.generate()
-    store = notes.LocalNotes(g)
+    store = git_notes.LocalNotes(g)
     now = datetime.now(UTC)
     for n, (event, sha) in enumerate([("merged", target), ("known_good", target), ("merged", tip),
                                       ("deployed", tip)]):
-        notes.append_entry(store, EntryFacts(event, sha, "acme/support-bot", "bench", discriminator=str(n)), key, now)
+        audit_log.append_entry(store, EntryFacts(event, sha, "acme/support-bot", "bench", discriminator=str(n)), key, now)
     pub = work / "audit.pub"
     pub.write_bytes(keys.public_pem(key))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

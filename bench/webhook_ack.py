@@ -1,7 +1,7 @@
 """Webhook acknowledgement latency and job throughput of the App under gunicorn on loopback.
 
 Sends N signed deliveries (real `pull_request` payloads from the vendored webhook examples, adapted
-by the GitHub emulator) over C concurrent connections to `gunicorn app.wsgi:app` (as `gating app
+by the GitHub emulator) over C concurrent connections to `gunicorn gating.server.wsgi:app` (as `gating app
 serve` runs it), and prints the acknowledgement latency percentiles (target: p99 under 50 ms) and
 the time until every job is done. The client is a closed loop: C connections in flight, each
 delivery on a new one, as GitHub sends them. It runs in one thread on non-blocking sockets, because

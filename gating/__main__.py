@@ -1,5 +1,5 @@
 import sys
 
-from gating.cli import main
+from gating.commands.cli import main
 
 sys.exit(main())

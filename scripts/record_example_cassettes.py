@@ -28,9 +28,9 @@ from typing import Any
 from gating.evals.cache import cassette_path, parse_cassette, render_cassette
 from gating.evals.calibrate import calibrate
 from gating.evals.runner import run_evals
-from gating.example import apply_demo_change, apply_regressing_change, example_dir
-from gating.revision import WorkTree
-from gating.snapshot import build_snapshot
+from gating.git.revision import WorkTree
+from gating.system.snapshot import build_snapshot
+from gating.testing.example import apply_demo_change, apply_regressing_change, example_dir
 from gating.testing.llm_server import LLMServer, count_tokens
 
 VARIANTS = {

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, current_app
 from werkzeug.serving import make_server
 
-from app.webhooks import signature
+from gating.server.webhooks import signature
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-for-tests"
@@ -88,7 +88,7 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """`gunicorn app.wsgi:app` in a subprocess, configured only through its environment."""
+    """`gunicorn gating.server.wsgi:app` in a subprocess, configured only through its environment."""
 
     def __init__(self, env: dict[str, Any], workers: int = 2, threads: int = 4, log: Path | None = None):
         self.port = free_port()
@@ -102,7 +102,7 @@ class Gunicorn:
     def start(self, timeout: float = 20.0) -> Gunicorn:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "app.wsgi:app", "-b", f"127.0.0.1:{self.port}",
+            [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "-b", f"127.0.0.1:{self.port}",
              "-w", str(self.workers), "--threads", str(self.threads), "-k", "gthread", "--graceful-timeout", "2"],
             env=self.env, cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout

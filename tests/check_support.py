@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gating.cli import main
-from gating.git import Git
+from gating.commands.cli import main
+from gating.git.repository import Git
 
 GATING_YML = """\
 version: 1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gating.example import make_example_repo
-from gating.git import Git, init_repo
+from gating.git.repository import Git, init_repo
+from gating.testing.example import make_example_repo
 
 pytest_plugins = ["gating.testing.pytest_plugin"]
 

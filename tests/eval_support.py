@@ -12,8 +12,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from gating.evals.providers import RetryPolicy
-from gating.revision import WorkTree
-from gating.snapshot import Snapshot, build_snapshot
+from gating.git.revision import WorkTree
+from gating.system.snapshot import Snapshot, build_snapshot
 from gating.testing.llm_server import LLMServer
 
 MODELS = {

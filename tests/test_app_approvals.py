@@ -11,11 +11,11 @@ import httpx
 import pytest
 from app_support import serve_in_thread, wait_settled
 
-from app import create_app
-from gating import keys
-from gating.audit import parse_line, split_lines
-from gating.notes import AUDIT_REF
+from gating.audit import keys
+from gating.audit.entry import parse_line, split_lines
+from gating.git.notes import AUDIT_REF
 from gating.policy import APPROVAL_CHECK, EVAL_CHECK
+from gating.server import create_app
 from gating.testing.pytest_plugin import EXAMPLE
 
 MANIFEST = (EXAMPLE / "gating.yml").read_text()

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from app_support import ROOT, SECRET, free_port, private_key_pem
 
-from app.jobs import JobQueue
-from gating.cli import main
+from gating.commands.cli import main
+from gating.server.jobs import JobQueue
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_serve_check_prints_settings_without_secrets(tmp_path, monkeypatch, caps
     out = capsys.readouterr().out.splitlines()
     assert "APP_ID=42" in out and "PRIVATE_KEY=(set)" in out and "WEBHOOK_SECRET=(set)" in out
     assert "WEBHOOK_PATH=/webhooks" in out
-    assert next(x for x in out if x.startswith("GATING_HANDLERS=")).startswith("GATING_HANDLERS=app.handlers.approvals,")
+    assert next(x for x in out if x.startswith("GATING_HANDLERS=")).startswith("GATING_HANDLERS=gating.server.handlers.approvals,")
     assert not any("BEGIN" in line or SECRET in line for line in out)
 
 

@@ -15,9 +15,9 @@ import pytest
 from app_support import ROOT, SECRET, Gunicorn, free_port, private_key_pem
 from ruamel.yaml import YAML
 
-import app.handlers
-from app.handlers import load_registry
-from app.settings import documented
+import gating.server.handlers
+from gating.server.handlers import load_registry
+from gating.server.settings import documented
 from gating.testing.webhooks import examples
 
 MANIFEST = YAML(typ="safe").load((ROOT / "app" / "app.yml").read_text())
@@ -27,7 +27,7 @@ NEEDS = {"check_run": "checks", "pull_request": "pull_requests", "pull_request_r
 
 
 def github_events_handled() -> set[str]:
-    modules = [f"app.handlers.{m.name}" for m in pkgutil.iter_modules(app.handlers.__path__)]
+    modules = [f"gating.server.handlers.{m.name}" for m in pkgutil.iter_modules(gating.server.handlers.__path__)]
     return {e for e in load_registry(modules).events() if e in examples()}  # not e.g. Alertmanager's
 
 

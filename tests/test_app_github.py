@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from werkzeug.wrappers import Request, Response
 
-from app.settings import Settings
+from gating.git.revision import GitRevision
 from gating.github import (
     ApiRevision,
     GitHubApp,
@@ -31,9 +31,9 @@ from gating.github import (
     app_jwt,
     load_private_key,
 )
-from gating.manifest import ManifestError
-from gating.revision import GitRevision
-from gating.snapshot import build_snapshot
+from gating.server.settings import Settings
+from gating.system.manifest import ManifestError
+from gating.system.snapshot import build_snapshot
 
 NOW = 1_750_000_000
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.jobs import JobQueue, PermanentError, RetryLater, Worker
+from gating.server.jobs import JobQueue, PermanentError, RetryLater, Worker
 
 
 class Clock:
@@ -369,7 +369,7 @@ def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job
 
 
 def test_gating_app_jobs_says_a_job_that_killed_every_worker_will_fail(tmp_path: Path, clock: Clock, capsys):
-    from gating.cli import main
+    from gating.commands.cli import main
 
     q = JobQueue(str(tmp_path / "jobs.db"), max_attempts=5, lease_seconds=30, clock=clock)
     put(q)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from app.handlers import Registry
-from app.jobs import JobQueue
-from app.schedule import Scheduler
+from gating.server.handlers import Registry
+from gating.server.jobs import JobQueue
+from gating.server.schedule import Scheduler
 
 
 def registry() -> Registry:

@@ -1,4 +1,4 @@
-"""The App as deployed: `gunicorn app.wsgi:app` in a subprocess, configured by environment variables.
+"""The App as deployed: `gunicorn gating.server.wsgi:app` in a subprocess, configured by environment variables.
 
 Kills it with SIGKILL between acknowledging a delivery and finishing its job, restarts it, and
 checks the job completes; runs several workers at once and checks no job runs twice.
@@ -19,8 +19,8 @@ import httpx
 import pytest
 from app_support import ROOT, SECRET, Gunicorn, private_key_pem, signed
 
-from app.jobs import JobQueue
 from gating.policy import APPROVAL_CHECK
+from gating.server.jobs import JobQueue
 from gating.testing.pytest_plugin import EXAMPLE
 
 pytestmark = pytest.mark.timeout(90)
@@ -156,15 +156,15 @@ def test_approval_job_acknowledged_before_a_kill_completes_after_a_restart(githu
 
 
 def test_gunicorn_with_bad_settings_stops_with_one_line_naming_them(tmp_path: Path):
-    server = Gunicorn(env(tmp_path, APP_ID="gating-app", GATING_HANDLERS="app_support,app.handlers.nope"))
+    server = Gunicorn(env(tmp_path, APP_ID="gating-app", GATING_HANDLERS="app_support,gating.server.handlers.nope"))
     proc = subprocess.run(  # one worker: when two fail at once, gunicorn's master itself may print a traceback
-        [sys.executable, "-m", "gunicorn", "app.wsgi:app", "-b", f"127.0.0.1:{server.port}", "-w", "1",
+        [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "-b", f"127.0.0.1:{server.port}", "-w", "1",
          "-k", "gthread"], env=server.env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 4  # gunicorn's "App failed to load": no worker is booted again
     assert "Traceback" not in proc.stderr
     problem = ("gating app: cannot start: APP_ID must be the GitHub App's numeric id, got 'gating-app'; "
-               "GATING_HANDLERS: cannot load the handler module 'app.handlers.nope': "
-               "No module named 'app.handlers.nope'")
+               "GATING_HANDLERS: cannot load the handler module 'gating.server.handlers.nope': "
+               "No module named 'gating.server.handlers.nope'")
     assert problem in proc.stderr.splitlines()
     assert not (tmp_path / "jobs.db").exists()
 
@@ -172,7 +172,7 @@ def test_gunicorn_with_bad_settings_stops_with_one_line_naming_them(tmp_path: Pa
 def test_gating_app_jobs_tells_a_job_cut_off_by_a_kill_from_one_running(tmp_path: Path, capsys, monkeypatch):
     """After the App is killed mid-job and before it is back, the job is `running` in the queue, but
     nothing runs it: the listing says so, and the App runs it again once it is back."""
-    from gating.cli import main
+    from gating.commands.cli import main
 
     hang, e, server = start_a_hanging_job(tmp_path)
     try:

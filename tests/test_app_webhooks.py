@@ -16,10 +16,10 @@ import pytest
 from app_support import app_settings, serve_in_thread, signed
 from werkzeug.test import Client
 
-from app import create_app
-from app.handlers import Registry
-from app.settings import SettingsError
-from app.webhooks import signature, verify_signature
+from gating.server import create_app
+from gating.server.handlers import Registry
+from gating.server.settings import SettingsError
+from gating.server.webhooks import signature, verify_signature
 
 PR = {"action": "opened", "number": 7, "pull_request": {"number": 7}, "repository": {"full_name": "acme/bot"},
       "installation": {"id": 1}}
@@ -225,9 +225,9 @@ def test_webhook_path_is_configurable_and_other_methods_are_refused(tmp_path: Pa
                  id="app-id-not-a-number"),
     pytest.param({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'",
                  id="unknown-log-level"),
-    pytest.param({"GATING_HANDLERS": "app.handlers.approvals,app.handlers.nope"},
-                 "GATING_HANDLERS: cannot load the handler module 'app.handlers.nope': "
-                 "No module named 'app.handlers.nope'", id="unknown-handler-module"),
+    pytest.param({"GATING_HANDLERS": "gating.server.handlers.approvals,gating.server.handlers.nope"},
+                 "GATING_HANDLERS: cannot load the handler module 'gating.server.handlers.nope': "
+                 "No module named 'gating.server.handlers.nope'", id="unknown-handler-module"),
     pytest.param({"GATING_HANDLERS": "json"},
                  "GATING_HANDLERS: the handler module 'json' has no register(registry) function",
                  id="not-a-handler-module"),

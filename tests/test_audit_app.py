@@ -12,11 +12,11 @@ import httpx
 import pytest
 from app_support import serve_in_thread, wait_settled
 
-from app import create_app
-from gating import keys
-from gating.audit import parse_line, split_lines
-from gating.cli import main
-from gating.notes import AUDIT_REF, EVALS_REF
+from gating.audit import keys
+from gating.audit.entry import parse_line, split_lines
+from gating.commands.cli import main
+from gating.git.notes import AUDIT_REF, EVALS_REF
+from gating.server import create_app
 
 EVAL_NOTE = {"verdict": "pass", "dataset_digest": "sha256:" + "e" * 64, "metrics": {"pass_rate": 0.96},
              "cases": [{"id": "refund-1", "passed": True}]}
@@ -54,7 +54,7 @@ def world(github, github_repo, tmp_path: Path):
     app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
                       "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
                       "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
-                      "GATING_HANDLERS": "app.handlers.merge_audit,app.handlers.deployments",
+                      "GATING_HANDLERS": "gating.server.handlers.merge_audit,gating.server.handlers.deployments",
                       "GATING_AUDIT_KEY_PATH": str(key_dir / "audit.key"),
                       "GATING_AUDIT_RECONCILE_SECONDS": 0.01})
     with serve_in_thread(app) as url:
@@ -211,7 +211,7 @@ def test_a_missing_signing_key_fails_the_job_naming_the_variable(github, github_
     app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
                       "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
                       "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
-                      "GATING_HANDLERS": "app.handlers.merge_audit"})
+                      "GATING_HANDLERS": "gating.server.handlers.merge_audit"})
     try:
         with serve_in_thread(app) as url:
             github.webhook_url = url + "/webhooks"
@@ -239,7 +239,7 @@ def test_a_missed_merge_is_backfilled_on_the_schedule_with_no_event(github, gith
     app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
                       "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
                       "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05,
-                      "GATING_HANDLERS": "app.handlers.merge_audit",
+                      "GATING_HANDLERS": "gating.server.handlers.merge_audit",
                       "GATING_AUDIT_KEY_PATH": str(key_dir / "audit.key"),
                       "GATING_AUDIT_SCHEDULE_SECONDS": 0.3})
     try:

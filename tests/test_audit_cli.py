@@ -11,11 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gating import keys
-from gating.audit import Approval, EntryFacts, Override, RollbackRecord
-from gating.cli import main
-from gating.git import Git, commit_all, init_repo
-from gating.notes import AUDIT_REF, LocalNotes, append_entry
+from gating.audit import keys
+from gating.audit.entry import Approval, EntryFacts, Override, RollbackRecord
+from gating.audit.log import append_entry
+from gating.commands.cli import main
+from gating.git.notes import AUDIT_REF, LocalNotes
+from gating.git.repository import Git, commit_all, init_repo
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

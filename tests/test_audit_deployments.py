@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 import pytest
 from test_audit_app import cli, unmerged_pull, world  # noqa: F401  (the App under a real server)
 
-from gating import audit
-from gating.audit import EntryFacts
-from gating.notes import AUDIT_REF
-from gating.rollback import Refusal, current_state, resolve_target
+from gating.audit import entry as audit
+from gating.audit.entry import EntryFacts
+from gating.git.notes import AUDIT_REF
+from gating.rollback.plan import Refusal, current_state, resolve_target
 
 pytestmark = pytest.mark.usefixtures("world")
 

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gating import audit, keys
-from gating.audit import Approval, EntryFacts, Override, RollbackRecord
-from gating.audit_verify import NotesChange, NotesCommit, rewrite_findings, verify_log
+from gating.audit import entry as audit
+from gating.audit import keys
+from gating.audit.entry import Approval, EntryFacts, Override, RollbackRecord
+from gating.audit.verify import NotesChange, NotesCommit, rewrite_findings, verify_log
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.load_private(keys.private_pem(keys.generate()))

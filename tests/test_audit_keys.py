@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gating import keys
-from gating.audit import EntryFacts
-from gating.audit_keys import rotation_facts
-from gating.cli import main
-from gating.git import commit_all, init_repo
-from gating.notes import LocalNotes, append_entry, read_log
+from gating.audit import keys
+from gating.audit.entry import EntryFacts
+from gating.audit.log import append_entry, read_log
+from gating.audit.rotation import rotation_facts
+from gating.commands.cli import main
+from gating.git.notes import LocalNotes
+from gating.git.repository import commit_all, init_repo
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

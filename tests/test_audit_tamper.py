@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gating import keys
-from gating.audit import EntryFacts, sign_statement, split_lines
-from gating.cli import main
-from gating.git import Git, commit_all, init_repo
-from gating.notes import AUDIT_REF, LocalNotes, append_entry
+from gating.audit import keys
+from gating.audit.entry import EntryFacts, sign_statement, split_lines
+from gating.audit.log import append_entry
+from gating.commands.cli import main
+from gating.git.notes import AUDIT_REF, LocalNotes
+from gating.git.repository import Git, commit_all, init_repo
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.generate()

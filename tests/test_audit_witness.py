@@ -16,11 +16,11 @@ import httpx
 import pytest
 from test_audit_app import cli, world  # noqa: F401  (the App under a real server, and the CLI)
 
-from gating import keys
-from gating.audit import parse_line, sha256_line, sign_statement, split_lines
-from gating.audit_witness import MARKER, WITNESS_CHECK
-from gating.git import Git
-from gating.notes import AUDIT_REF
+from gating.audit import keys
+from gating.audit.entry import parse_line, sha256_line, sign_statement, split_lines
+from gating.audit.witness import MARKER, WITNESS_CHECK
+from gating.git.notes import AUDIT_REF
+from gating.git.repository import Git
 
 pytestmark = pytest.mark.usefixtures("world")
 

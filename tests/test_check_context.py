@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gating.check_context import CheckContext, ContextError, Settings, build_context, is_fork
+from gating.check.context import CheckContext, ContextError, Settings, build_context, is_fork
 
 BASE, HEAD, BEFORE = "b" * 40, "h" * 40, "f" * 40
 

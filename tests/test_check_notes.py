@@ -7,10 +7,10 @@ import os
 import stat
 from pathlib import Path
 
-from gating.check_notes import auth_env, fetch_notes, note_document, parse_note, push_notes, read_run
+from gating.check.notes import auth_env, fetch_notes, note_document, parse_note, push_notes, read_run
 from gating.evals.records import CaseResult, RunResult
-from gating.git import Git, commit_all, init_repo
-from gating.notes import EVALS_REF
+from gating.git.notes import EVALS_REF
+from gating.git.repository import Git, commit_all, init_repo
 
 
 def run_result(rev: str = "c" * 40) -> RunResult:

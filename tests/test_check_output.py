@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gating.check_output import (
+from gating.check.output import (
     CheckResult,
     annotations,
     fit,
@@ -13,7 +13,7 @@ from gating.check_output import (
     summary_markdown,
     title,
 )
-from gating.diff import ALL, Change, ChangeSet
+from gating.diff.changes import ALL, Change, ChangeSet
 from gating.evals.records import Comparison, FlippedCase, MetricRow
 
 H, B = "h" * 40, "b" * 40

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from check_support import ANSWER_CASES, GREET_CASES, Harness, answer_prompt, greet_prompt, write_system
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.evals.records import load_run
-from gating.git import Git, init_repo
-from gating.notes import EVALS_REF
+from gating.git.notes import EVALS_REF
+from gating.git.repository import Git, init_repo
 from gating.testing.llm_server import LLMServer
 
 ALL_CASES = len(ANSWER_CASES) + len(GREET_CASES)
@@ -374,8 +374,8 @@ def test_removing_the_manifest_is_an_error_and_no_manifest_anywhere_is_nothing_t
 ], ids=["pass", "regression", "regression-threshold-only", "threshold", "never", "inconclusive", "policy",
         "policy-never"])
 def test_decide(verdict: str, rows: list[str], policy: bool, fail_on: str, want: tuple[str, str]):
-    from gating.check import decide
-    from gating.diff import Change, ChangeSet
+    from gating.check.run import decide
+    from gating.diff.changes import Change, ChangeSet
     from gating.evals.records import Comparison, MetricRow
 
     cmp = Comparison(verdict, ["why"], [MetricRow(f"m{i}", 1, 0, -1, status=s) for i, s in enumerate(rows)], [],

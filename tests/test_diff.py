@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.commands.diff import compute
-from gating.diff import is_pinned
-from gating.example import edit
-from gating.git import Git, commit_all
+from gating.diff.semantic import is_pinned
+from gating.git.repository import Git, commit_all
+from gating.testing.example import edit
 
 
 def change(repo: Git, message: str, fn) -> tuple[str, str]:
@@ -323,7 +323,7 @@ def test_manifest_invalid_only_at_head(example_repo: Git, capsys) -> None:
 def test_base_without_manifest_counts_as_empty_system(git_repo: Git, tmp_path: Path, capsys) -> None:
     import shutil
 
-    from gating.example import example_dir
+    from gating.testing.example import example_dir
 
     (git_repo.root / "README.md").write_text("app\n")
     base = commit_all(git_repo, "before gating")
@@ -335,7 +335,7 @@ def test_base_without_manifest_counts_as_empty_system(git_repo: Git, tmp_path: P
 
 
 def test_no_change_names_short_revisions(example_repo: Git) -> None:
-    from gating.report import render_diff_markdown
+    from gating.diff.render import render_diff_markdown
 
     base, head = change(example_repo, "readme", lambda r: (r / "README.md").write_text("docs\n"))
     text = render_diff_markdown(compute(example_repo, base, head))
@@ -343,7 +343,7 @@ def test_no_change_names_short_revisions(example_repo: Git) -> None:
 
 
 def test_change_that_affects_no_eval_case_says_so(example_repo: Git) -> None:
-    from gating.report import render_diff_markdown
+    from gating.diff.render import render_diff_markdown
 
     base, head = change(example_repo, "spare model", lambda r: edit(
         r / "gating.yml", "    judge:\n", "    spare: {provider: openai, model: gpt-4o-mini-2024-07-18}\n    judge:\n"))
@@ -442,7 +442,7 @@ def test_prompt_excerpt_is_a_unified_diff_with_one_line_of_context() -> None:
     import difflib
     import random
 
-    from gating.diff import _text_diff
+    from gating.diff.semantic import _text_diff
 
     rng = random.Random(7)
     for _ in range(500):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.commands.diff import compute
-from gating.evals.dataset_diff import CaseChange, case_changes
-from gating.example import edit
-from gating.git import Git, commit_all
+from gating.diff.datasets import CaseChange, case_changes
+from gating.git.repository import Git, commit_all
+from gating.testing.example import edit
 
 
 def change(repo: Git, message: str, fn) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from gating.git import Git
+from gating.git.repository import Git
 
 
 def test_a_pull_request_from_a_fork(github, github_repo, tmp_path):

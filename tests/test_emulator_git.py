@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from gating.git import Git, init_repo
+from gating.git.repository import Git, init_repo
 from gating.testing import Emulator, RepoHandle
 
 NOTES = "refs/notes/gating/audit"

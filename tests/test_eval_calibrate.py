@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.evals.calibrate import Rating, load_ratings, summarize
 from gating.evals.dataset import DatasetError
-from gating.git import Git
+from gating.git.repository import Git
 
 
 def ratings(humans: list[int]) -> list[Rating]:

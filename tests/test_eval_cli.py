@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from eval_support import PROMPTS, a, llm, write_repo  # noqa: F401
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.evals.records import Comparison, RunResult
-from gating.git import Git, commit_all, init_repo
+from gating.git.repository import Git, commit_all, init_repo
 from gating.testing.llm_server import LLMServer
 
 CASES = [{"id": "one", "prompt": "p", "vars": {"q": a("yes")}, "assert": [{"type": "equals", "value": "yes"}]},

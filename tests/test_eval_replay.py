@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from eval_support import a, live_env, load, write_repo
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.evals.runner import run_evals
-from gating.example import EXAMPLE_DIR, apply_demo_change, apply_regressing_change
-from gating.git import Git, commit_all
-from gating.revision import GitRevision
-from gating.snapshot import build_snapshot
+from gating.git.repository import Git, commit_all
+from gating.git.revision import GitRevision
+from gating.system.snapshot import build_snapshot
+from gating.testing.example import EXAMPLE_DIR, apply_demo_change, apply_regressing_change
 from gating.testing.llm_server import LLMServer
 
 

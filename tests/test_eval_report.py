@@ -8,7 +8,13 @@ import xml.etree.ElementTree as ET
 from gating.evals.compare import compare
 from gating.evals.metrics import compute_metrics
 from gating.evals.records import AssertionResult, CaseResult, RunResult
-from gating.report import MAX_MARKDOWN, eval_to_json, render_eval_markdown, render_junit, render_run_markdown
+from gating.evals.report import (
+    MAX_MARKDOWN,
+    eval_to_json,
+    render_eval_markdown,
+    render_junit,
+    render_run_markdown,
+)
 
 
 def case(cid: str, passed: bool, error: str | None = None, out: str = "answer") -> CaseResult:

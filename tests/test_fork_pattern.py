@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from check_support import Harness, answer_prompt, greet_prompt, write_system
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.testing.llm_server import LLMServer
 
 

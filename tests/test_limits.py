@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gating import limits
-from gating.example import make_example_repo
-from gating.git import Git, commit_all
+from gating.git.repository import Git, commit_all
+from gating.testing.example import make_example_repo
 
 # Nine lists of nine references to the list before: 9**9 (387 million) strings once expanded.
 BOMB = 'lol: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
@@ -25,7 +25,7 @@ DEEP = "[" * 10_000 + "]" * 10_000
 # of this program's own memory is VmHWM.
 MEASURE = """
 import json, resource, sys, time
-from gating.cli import build_parser, main
+from gating.commands.cli import build_parser, main
 build_parser()
 t = time.perf_counter()
 rc = main(sys.argv[1:])

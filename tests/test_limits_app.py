@@ -12,8 +12,8 @@ import pytest
 from app_support import serve_in_thread, wait_settled
 from test_limits import BOMB
 
-from app import create_app
 from gating.policy import APPROVAL_CHECK
+from gating.server import create_app
 from gating.testing.pytest_plugin import EXAMPLE
 
 MANIFEST = (EXAMPLE / "gating.yml").read_text()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gating.cli import main
-from gating.git import Git
+from gating.commands.cli import main
+from gating.git.repository import Git
 
 GOOD_HEAD = "version: 1\nname: bot\ncomponents:\n"
 

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gating import keys, notes
-from gating.audit import EntryFacts
-from gating.git import Git, init_repo
+from gating.audit import keys
+from gating.audit import log as audit_log
+from gating.audit.entry import EntryFacts
+from gating.audit.log import append_entry, read_log
+from gating.git.notes import AUDIT_REF, LocalNotes, PushNotes
+from gating.git.repository import Git, init_repo
 from gating.github import GitDatabaseNotes, GitHubClient, Repo, RetryPolicy, token_client
-from gating.notes import AUDIT_REF, LocalNotes, PushNotes, append_entry, read_log
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.generate()
@@ -48,7 +50,7 @@ def test_api_and_local_git_write_identical_trees(github_repo, api, shas, tmp_pat
         assert tree_of(github_repo.git) == tree_of(local.git)
     assert github_repo.note(AUDIT_REF, shas[1]).count(b"\n") == 2
     assert github_repo.git.run("rev-list", "--count", AUDIT_REF) == "5"
-    assert notes.verify(LocalNotes(github_repo.git), TRUSTED).ok
+    assert audit_log.verify(LocalNotes(github_repo.git), TRUSTED).ok
     assert [e.seq for e in read_log(api, TRUSTED)] == [1, 2, 3, 4, 5]
 
 
@@ -91,7 +93,7 @@ def test_ref_update_fails_with_5xx_then_loses_the_race_and_the_entry_lands_once(
     assert result.created and result.attempts == 2 and result.entry.seq == 3
     log = read_log(LocalNotes(github_repo.git), TRUSTED)
     assert [(e.seq, e.commit) for e in log] == [(1, shas[0]), (2, shas[2]), (3, shas[1])]
-    assert notes.verify(LocalNotes(github_repo.git), TRUSTED).ok
+    assert audit_log.verify(LocalNotes(github_repo.git), TRUSTED).ok
 
 
 def test_first_entry_races_on_creating_the_ref(github_repo, api, shas):
@@ -104,7 +106,7 @@ def test_first_entry_races_on_creating_the_ref(github_repo, api, shas):
 
     result = append_entry(CreateRace(api.repo), merged(shas[0]), KEY, NOW)
     assert result.attempts == 2 and result.entry.seq == 2
-    assert notes.verify(LocalNotes(github_repo.git), TRUSTED).ok
+    assert audit_log.verify(LocalNotes(github_repo.git), TRUSTED).ok
 
 
 def test_push_backend_over_smart_http_with_the_installation_token(github_repo, shas, tmp_path):
@@ -124,7 +126,7 @@ def test_push_backend_over_smart_http_with_the_installation_token(github_repo, s
     result = append_entry(Racing(tmp_path / "replica-a", github_repo.clone_url, token), merged(shas[1]), KEY, NOW)
     assert result.attempts == 2 and result.entry.seq == 3
     assert [e.commit for e in read_log(LocalNotes(github_repo.git))] == [shas[0], shas[2], shas[1]]
-    assert notes.verify(LocalNotes(github_repo.git), TRUSTED).ok
+    assert audit_log.verify(LocalNotes(github_repo.git), TRUSTED).ok
     again = append_entry(b, merged(shas[1], "replica-b"), KEY, NOW)
     assert not again.created
     assert "x-access-token" not in (tmp_path / "replica-a" / "config").read_text()
@@ -132,6 +134,6 @@ def test_push_backend_over_smart_http_with_the_installation_token(github_repo, s
 
 def test_push_backend_without_a_token_is_refused(github_repo, shas, tmp_path):
     store = PushNotes(tmp_path / "anon", github_repo.clone_url, None)
-    with pytest.raises(notes.AppendError):
+    with pytest.raises(audit_log.AppendError):
         append_entry(store, merged(shas[0]), KEY, NOW, max_attempts=2, sleep=lambda _s: None)
     assert github_repo.git.resolve(AUDIT_REF) is None

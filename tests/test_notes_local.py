@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gating import audit, keys, notes
-from gating.audit import EntryFacts
-from gating.git import Git, commit_all
-from gating.notes import AUDIT_REF, LocalNotes, append_entry, read_log
+from gating.audit import entry as audit
+from gating.audit import keys
+from gating.audit import log as audit_log
+from gating.audit.entry import EntryFacts
+from gating.audit.log import append_entry, history, read_log
+from gating.git.notes import AUDIT_REF, LocalNotes
+from gating.git.repository import Git, commit_all
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 KEY = keys.generate()
@@ -47,7 +50,7 @@ def test_append_writes_one_line_per_notes_commit(git_repo, commits):
     assert len(notes_commits(git_repo)) == 3
     assert git_repo.run("log", "-1", "--format=%s%n%an <%ae>", AUDIT_REF) == (
         f"audit: known_good seq 3 on {commits[0]}\ngating <gating@users.noreply.github.com>")
-    assert notes.verify(store, TRUSTED).ok
+    assert audit_log.verify(store, TRUSTED).ok
 
 
 def test_same_key_twice_is_one_entry(git_repo, commits):
@@ -78,7 +81,7 @@ def test_a_racing_writer_makes_us_reread_and_chain_after_it(git_repo, commits):
     assert result.created and result.attempts == 2 and result.entry.seq == 3
     log = read_log(LocalNotes(git_repo))
     assert [(e.seq, e.commit) for e in log] == [(1, commits[0]), (2, commits[2]), (3, commits[1])]
-    assert notes.verify(LocalNotes(git_repo), TRUSTED).ok
+    assert audit_log.verify(LocalNotes(git_repo), TRUSTED).ok
 
 
 def test_a_racing_replica_with_the_same_event_leaves_one_entry(git_repo, commits):
@@ -141,7 +144,7 @@ def test_history_walks_every_notes_commit_in_one_pass(git_repo, commits):
     for c in commits[:3]:
         append_entry(store, merged(c), KEY, NOW)
     append_entry(store, EntryFacts("known_good", commits[0], "r", "a", discriminator="1"), KEY, NOW)
-    hist = store.history(store.tip())
+    hist = history(store, store.tip())
     assert [len(h.changes) for h in hist] == [1, 1, 1, 1]
     assert [h.changes[0].commit for h in hist] == commits[:3] + commits[:1]
     lines = audit.split_lines(git_repo.notes_show(AUDIT_REF, commits[0]))
@@ -149,5 +152,5 @@ def test_history_walks_every_notes_commit_in_one_pass(git_repo, commits):
     assert (hist[3].changes[0].appended, hist[3].changes[0].line_no) == (lines[1], 2)
     # a step that is not an append of the tip's note comes with both versions, read from git
     git_repo.notes_add(AUDIT_REF, commits[0], lines[1] + b"\n")
-    last = store.history(store.tip())[-1].changes[0]
+    last = history(store, store.tip())[-1].changes[0]
     assert (last.old, last.new, last.appended) == (lines[0] + b"\n" + lines[1] + b"\n", lines[1] + b"\n", None)

@@ -26,6 +26,6 @@ def test_every_file_of_the_example_is_installed_as_data() -> None:
 
 
 def test_example_dir_is_found_in_a_checkout() -> None:
-    from gating.example import example_dir
+    from gating.testing.example import example_dir
 
     assert example_dir() == ROOT / "examples" / "support-bot"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gating.example import EXAMPLE_DIR
-from gating.manifest import parse_manifest
 from gating.policy import MAX_DEPTH, PolicyError, parse_policy
 from gating.policy.rules import Options, Requires
+from gating.system.manifest import parse_manifest
+from gating.testing.example import EXAMPLE_DIR
 
 
 def test_example_rules_parse_with_defaults():

@@ -14,7 +14,7 @@ from app_support import serve_in_thread
 from test_rollback_app import MANIFEST, World, make_world
 
 TOKEN = "alert-token-for-tests"
-HANDLERS = "app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command,app.handlers.alerts"
+HANDLERS = "gating.server.handlers.merge_audit,gating.server.handlers.deployments,gating.server.handlers.rollback_command,gating.server.handlers.alerts"
 RULES = MANIFEST.replace("  mode: pull_request\n", """  mode: pull_request
   on_deploy_failure: true
   on_alert:
@@ -171,7 +171,7 @@ def test_a_failed_deployment_rolls_back_when_the_manifest_says_so(world: World):
 
 
 def test_the_default_app_handles_rollbacks_and_refuses_alerts_without_a_token(github, tmp_path: Path):
-    from app import create_app
+    from gating.server import create_app
 
     app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
                       "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,

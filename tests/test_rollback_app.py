@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from app_support import serve_in_thread, wait_settled
 
-from app import create_app
-from app.handlers.rollback_command import Audit, execute
-from gating import keys as keymod
-from gating import notes
-from gating.cli import main
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
+from gating.commands.cli import main
 from gating.github import BlobCache, GitDatabaseNotes, Repo, token_client
-from gating.rollback import Request
+from gating.rollback.plan import Request
+from gating.server import create_app
+from gating.server.rollbacks import Audit, execute
 from gating.testing.pytest_plugin import EXAMPLE
 
-HANDLERS = "app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command"
+HANDLERS = "gating.server.handlers.merge_audit,gating.server.handlers.deployments,gating.server.handlers.rollback_command"
 MANIFEST = (EXAMPLE / "gating.yml").read_text()
 ANSWER = (EXAMPLE / "prompts" / "answer.md").read_text()
 REFUND = '{"name": "refund", "description": "Refund an order.", "parameters": {"type": "object", ' \
@@ -78,7 +78,7 @@ class World:
 
     def entries(self) -> list:
         pub = self.key.public_key()
-        return notes.read_log(GitDatabaseNotes(self.api()), {keymod.keyid(pub): pub})
+        return audit_log.read_log(GitDatabaseNotes(self.api()), {keymod.keyid(pub): pub})
 
     def files(self, rev: str) -> dict[str, bytes]:
         g = self.repo.git
@@ -400,7 +400,7 @@ def test_a_permission_the_app_lacks_is_one_reply_not_silent_retries(world: World
 ], ids=["protected", "forbidden", "pull-request-required", "status-check", "status-checks", "ruleset",
         "not-fast-forward", "not-fast-forward-in-a-repo-named-protected", "server-error", "bad-gateway"])
 def test_which_refusals_of_a_direct_commit_fall_back_to_a_pull_request(status, message, repo, protected):
-    from app.handlers.rollback_command import _protected
     from gating.github import GitHubError
+    from gating.server.rollbacks import _protected
 
     assert _protected(GitHubError(status, message, "PATCH", f"/repos/{repo}/git/refs/heads/main")) is protected

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gating import keys as keymod
-from gating import notes
-from gating.audit import EntryFacts
-from gating.cli import main
-from gating.example import edit
-from gating.git import Git, commit_all
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
+from gating.audit.entry import EntryFacts
+from gating.commands.cli import main
+from gating.git import notes as git_notes
+from gating.git.repository import Git, commit_all
+from gating.testing.example import edit
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 REFUND = '{"name": "refund", "description": "Refund an order.", "parameters": {"type": "object", ' \
@@ -22,7 +23,7 @@ REFUND = '{"name": "refund", "description": "Refund an order.", "parameters": {"
 
 def record(g: Git, key, event: str, commit: str, n: int) -> None:
     facts = EntryFacts(event, commit, "acme/support-bot", "deploy-bot", discriminator=f"d{n}")
-    notes.append_entry(notes.LocalNotes(g), facts, key, NOW)
+    audit_log.append_entry(git_notes.LocalNotes(g), facts, key, NOW)
 
 
 @pytest.fixture
@@ -146,7 +147,7 @@ def test_sign_records_a_rolled_back_entry_that_verifies(world, capsys):
     assert run(world, "--sign", str(priv), "--reason", "bad refunds") == 0
     err = capsys.readouterr().err
     assert "recorded rolled_back entry seq 5 on " in err
-    entries = notes.read_log(notes.LocalNotes(world["g"]))
+    entries = audit_log.read_log(git_notes.LocalNotes(world["g"]))
     last = entries[-1]
     assert last.event == "rolled_back" and last.predicate["rollback"] == {
         "previous_known_good": world["a"], "target": world["a"], "target_ref": "last-good",
@@ -175,4 +176,4 @@ def test_a_bad_signing_key_is_refused_before_the_branch_is_created(world, capsys
     err = capsys.readouterr().err
     assert f"gating: error: {priv.parent}/{message}" in err and "created branch" not in err
     assert g.run("branch", "--list") == branches  # nothing half done: a corrected re-run can still create it
-    assert len(notes.read_log(notes.LocalNotes(g))) == 4
+    assert len(audit_log.read_log(git_notes.LocalNotes(g))) == 4

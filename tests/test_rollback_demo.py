@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gating.cli import main
+from gating.commands.cli import main
 
 
 def test_demo_walks_the_road_to_a_rollback(tmp_path: Path, capsys, monkeypatch):

@@ -6,11 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gating import audit
-from gating.audit import EntryFacts, RollbackRecord
-from gating.example import example_dir
-from gating.revision import MemoryRevision
-from gating.rollback import (
+from gating.audit import entry as audit
+from gating.audit.entry import EntryFacts, RollbackRecord
+from gating.rollback.plan import (
     Command,
     Refusal,
     Request,
@@ -27,7 +25,10 @@ from gating.rollback import (
     rolled_back_facts,
     who_allows,
 )
-from gating.snapshot import build_snapshot, sha256_hex
+from gating.system.canonical import sha256_hex
+from gating.system.revision import MemoryRevision
+from gating.system.snapshot import build_snapshot
+from gating.testing.example import example_dir
 
 KEY = audit.Ed25519PrivateKey.generate()
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

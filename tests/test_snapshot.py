@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from gating.cli import main
+from gating.commands.cli import main
 from gating.commands.common import WORKTREE
 from gating.commands.diff import compute
-from gating.example import edit, make_example_repo
-from gating.git import Git, commit_all
-from gating.manifest import ManifestError
-from gating.revision import GitRevision, WorkTree
-from gating.snapshot import build_snapshot, sha256_hex
+from gating.git.repository import Git, commit_all
+from gating.git.revision import GitRevision, WorkTree
+from gating.system.canonical import sha256_hex
+from gating.system.manifest import ManifestError
+from gating.system.snapshot import build_snapshot
+from gating.testing.example import edit, make_example_repo
 
 
 def test_snapshot_records_every_file_with_sha256(example_repo: Git) -> None:

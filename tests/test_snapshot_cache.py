@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from gating import manifest, snapshot
 from gating.commands.common import WORKTREE
 from gating.commands.diff import compute
-from gating.diff import diff_snapshots
-from gating.example import edit
-from gating.git import Git, GitError, commit_all
-from gating.revision import GitRevision, WorkTree
-from gating.snapshot import build_snapshot, differing_prompts
-from gating.snapshot_cache import DiskSnapshotCache
+from gating.diff.semantic import diff_snapshots
+from gating.git.repository import Git, GitError, commit_all
+from gating.git.revision import GitRevision, WorkTree
+from gating.git.snapshot_store import DiskSnapshotCache
+from gating.system import manifest, snapshot
+from gating.system.snapshot import build_snapshot, differing_prompts
+from gating.testing.example import edit
 
 
 def many_prompts(repo: Git, n: int) -> None:
@@ -184,7 +184,7 @@ def test_the_store_forgets_what_nobody_used_for_two_weeks(changed) -> None:
     import os
     import time
 
-    from gating import snapshot_cache
+    from gating.git import snapshot_store as snapshot_cache
 
     repo, base, head = changed
     compute(repo, base, head)

@@ -25,8 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gating import limits
-from gating.keys import keyid as key_id
-from gating.snapshot import canonical_json
+from gating.audit.keys import keyid as key_id
+from gating.system.canonical import canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -339,6 +339,20 @@ def no_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+# Deployment entries, and the environments whose deployments count when none are configured.
+DEPLOY_EVENTS = ("deployed", "known_good", "deploy_failed")
+DEFAULT_ENVIRONMENTS = ("production",)
+
+
+def is_deployment(e: Entry, environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> bool:
+    """A deployment entry of one of `environments`; a preview (any other environment) is not. An
+    entry that names no environment (written before they were recorded) counts."""
+    if e.event not in DEPLOY_EVENTS:
+        return False
+    env = (e.predicate.get("deployment") or {}).get("environment")
+    return env is None or env in environments
 
 
 def split_lines(note: bytes | None) -> list[bytes]:

@@ -1,10 +1,10 @@
-"""The notes store: audit entries as lines of git notes in refs/notes/gating/audit.
+"""The audit log: entries as lines of git notes in refs/notes/gating/audit.
 
-One algorithm, three backends. `append_entry` reads the tip, looks for an entry with the same
-idempotency key on the commit's note, chains the new entry to the line the tip commit added, and
-writes one notes commit whose parent is the observed tip; a moved ref (RefConflict) means re-read and
-retry, so redeliveries and racing writers never duplicate or fork the log. The backends differ only
-in how they read trees and blobs and how they move the ref:
+One algorithm, three backends (gating/git/notes.py, gating/github/notes.py). `append_entry` reads the
+tip, looks for an entry with the same idempotency key on the commit's note, chains the new entry to the
+line the tip commit added, and writes one notes commit whose parent is the observed tip; a moved ref
+(RefConflict) means re-read and retry, so redeliveries and racing writers never duplicate or fork the
+log. The backends differ only in how they read trees and blobs and how they move the ref:
 
 - LocalNotes: plumbing in a local repository, compare-and-swap `update-ref` (the CLI, tests).
 - GitDatabaseNotes (gating/github/notes.py): the GitHub Git Database API, ref update with force: false.
@@ -16,48 +16,24 @@ same appends produce the same trees whichever backend wrote them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gating import audit
-from gating.audit import Entry, EntryError, EntryFacts
-from gating.audit_verify import Finding, NotesChange, NotesCommit, Report, verify_log
-from gating.git import Git, init_repo
-
-AUDIT_REF = "refs/notes/gating/audit"
-EVALS_REF = "refs/notes/gating/evals"
-IDENTITY = ("gating", "gating@users.noreply.github.com")
-
-
-class RefConflict(Exception):
-    """Another writer moved the notes ref since we read it: re-read and retry."""
-
-
-class TransientError(Exception):
-    """The host failed (5xx, reset); the write may or may not have happened: re-read and retry."""
+from gating.audit import entry as audit
+from gating.audit.entry import Entry, EntryError, EntryFacts
+from gating.audit.verify import Finding, NotesChange, NotesCommit, Report, verify_log
+from gating.git.notes import Item, LocalNotes, RefConflict, TransientError
 
 
 class AppendError(RuntimeError):
     """The entry could not be written within the attempt budget."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One entry of a tree object."""
-
-    mode: str
-    type: str
-    sha: str
-    name: str
 
 
 class NotesBackend(Protocol):
@@ -177,7 +153,7 @@ def read_note(store: NotesBackend, commit: str, tip: str | None = None) -> bytes
 def read_log(store: NotesBackend, keys: Mapping[str, Ed25519PublicKey] | None = None) -> list[Entry]:
     """Every parsed entry, by seq; with `keys`, only those a trusted key (or a key the rotation chain
     links to one) signed. Bad lines are skipped here; `gating audit verify` is what reports them."""
-    from gating.audit_keys import follow
+    from gating.audit.rotation import follow
 
     tip = store.tip()
     if tip is None:
@@ -243,101 +219,52 @@ def append_entry(
                       f"after {max_attempts} attempts")
 
 
-# -- local git -------------------------------------------------------------------------------------
+def history(store: LocalNotes, tip: str, notes: Mapping[str, bytes] | None = None,
+            raw: list[tuple[str, list[str], list[tuple[str, str, str]]]] | None = None) -> list[NotesCommit]:
+    """Every notes commit of a local notes ref, oldest first, with how each note changed.
 
+    A step whose blobs are the first j and j+1 lines of the tip's note (compared by blob id, as git
+    hashes them) is an append of line j+1, known without reading it; only other steps are read.
+    """
+    raw = store.git.raw_history(tip) if raw is None else raw
+    notes = store.all_notes(tip) if notes is None else notes
+    zero = "0" * len(tip)
+    algo = hashlib.sha1 if len(tip) == 40 else hashlib.sha256
+    lines = {obj: audit.split_lines(data) for obj, data in notes.items()}
+    prefixes: dict[str, tuple[str, int]] = {}  # blob id of a tip note's first j lines -> (object, j)
+    for obj, data in notes.items():
+        end, view = 0, memoryview(data)
+        for j, line in enumerate(lines[obj], 1):
+            end += len(line) + 1
+            h = algo(b"blob %d\0" % end)
+            h.update(view[:end])
+            prefixes[h.hexdigest()] = (obj, j)
+    steps: list[tuple[str, list[str], list[tuple[str, str | None, str | None]]]] = []
+    unknown: set[str] = set()
+    for sha, parents, changes in raw:
+        by_obj: dict[str, list[str | None]] = {}
+        for old, new, path in changes:
+            pair = by_obj.setdefault(path.replace("/", ""), [None, None])
+            pair[0] = old if old != zero else pair[0]
+            pair[1] = new if new != zero else pair[1]
+        steps.append((sha, parents, [(obj, o, n) for obj, (o, n) in by_obj.items() if o != n]))
+        for obj, o, n in steps[-1][2]:
+            if not _is_append(prefixes, obj, o, n):
+                unknown |= {s for s in (o, n) if s}
+    data = store.blobs(unknown) if unknown else {}
+    out = []
+    for sha, parents, changed in steps:
+        out.append(NotesCommit(sha, tuple(parents), tuple(
+            NotesChange(obj, None, None, lines[obj][prefixes[n][1] - 1], prefixes[n][1])  # type: ignore[index]
+            if _is_append(prefixes, obj, o, n)
+            else NotesChange(obj, data.get(o) if o else None, data.get(n) if n else None)
+            for obj, o, n in changed)))
+    return out
 
-class LocalNotes:
-    """The notes ref of a repository on disk."""
-
-    def __init__(self, git: Git, ref: str = AUDIT_REF, identity: tuple[str, str] = IDENTITY):
-        self.git, self.ref, self.identity = git, ref, identity
-
-    def tip(self) -> str | None:
-        return self.git.resolve(self.ref)
-
-    def commit(self, sha: str) -> tuple[str, list[str]]:
-        tree, *parents = self.git.run("log", "-1", "--format=%T %P", sha).split()
-        return tree, parents
-
-    def tree(self, sha: str) -> list[Item]:
-        return [Item(e.mode, e.type, e.sha, e.path) for e in self.git.ls_tree_level(sha)]
-
-    def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        batch = self.git.batch()  # streams: cheaper than one buffered read for large histories
-        try:
-            return {k: v for k, v in batch.read(set(shas)).items() if v is not None}
-        finally:
-            batch.close()
-
-    def all_notes(self, tip: str) -> dict[str, bytes]:
-        """Every blob under the notes tree by the object it is named for (a submodule entry, which
-        has no blob, is not read: `verify` names it with the other entries that are not notes)."""
-        paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip) if e.type == "blob"}
-        data = self.blobs(paths.values())
-        return {obj: data[sha] for obj, sha in paths.items()}
-
-    def _make_commit(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
-        blob = self.git.hash_object(data)
-        tree = self.git.write_tree_with(tip, {path: blob})
-        name, email = self.identity
-        date = f"{int(now.timestamp())} +0000"
-        env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date,
-               "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": date}
-        return self.git.commit_tree(tree, [tip] if tip else [], message, env=env)
-
-    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
-        new = self._make_commit(tip, path, data, message, now)
-        if not self.git.update_ref(self.ref, new, tip):
-            raise RefConflict(f"{self.ref} moved")
-        return new
-
-    def history(self, tip: str, notes: Mapping[str, bytes] | None = None,
-                raw: list[tuple[str, list[str], list[tuple[str, str, str]]]] | None = None) -> list[NotesCommit]:
-        """Every notes commit, oldest first, with how each note changed.
-
-        A step whose blobs are the first j and j+1 lines of the tip's note (compared by blob id, as git
-        hashes them) is an append of line j+1, known without reading it; only other steps are read.
-        """
-        raw = self.git.raw_history(tip) if raw is None else raw
-        notes = self.all_notes(tip) if notes is None else notes
-        zero = "0" * len(tip)
-        algo = hashlib.sha1 if len(tip) == 40 else hashlib.sha256
-        lines = {obj: audit.split_lines(data) for obj, data in notes.items()}
-        prefixes: dict[str, tuple[str, int]] = {}  # blob id of a tip note's first j lines -> (object, j)
-        for obj, data in notes.items():
-            end, view = 0, memoryview(data)
-            for j, line in enumerate(lines[obj], 1):
-                end += len(line) + 1
-                h = algo(b"blob %d\0" % end)
-                h.update(view[:end])
-                prefixes[h.hexdigest()] = (obj, j)
-        steps: list[tuple[str, list[str], list[tuple[str, str | None, str | None]]]] = []
-        unknown: set[str] = set()
-        for sha, parents, changes in raw:
-            by_obj: dict[str, list[str | None]] = {}
-            for old, new, path in changes:
-                pair = by_obj.setdefault(path.replace("/", ""), [None, None])
-                pair[0] = old if old != zero else pair[0]
-                pair[1] = new if new != zero else pair[1]
-            steps.append((sha, parents, [(obj, o, n) for obj, (o, n) in by_obj.items() if o != n]))
-            for obj, o, n in steps[-1][2]:
-                if not self._is_append(prefixes, obj, o, n):
-                    unknown |= {s for s in (o, n) if s}
-        data = self.blobs(unknown) if unknown else {}
-        out = []
-        for sha, parents, changed in steps:
-            out.append(NotesCommit(sha, tuple(parents), tuple(
-                NotesChange(obj, None, None, lines[obj][prefixes[n][1] - 1], prefixes[n][1])  # type: ignore[index]
-                if self._is_append(prefixes, obj, o, n)
-                else NotesChange(obj, data.get(o) if o else None, data.get(n) if n else None)
-                for obj, o, n in changed)))
-        return out
-
-    @staticmethod
-    def _is_append(prefixes: Mapping[str, tuple[str, int]], obj: str, old: str | None, new: str | None) -> bool:
-        before = prefixes.get(old) if old else (obj, 0)
-        after = prefixes.get(new) if new else None
-        return bool(before and after and before[0] == after[0] == obj and after[1] == before[1] + 1)
+def _is_append(prefixes: Mapping[str, tuple[str, int]], obj: str, old: str | None, new: str | None) -> bool:
+    before = prefixes.get(old) if old else (obj, 0)
+    after = prefixes.get(new) if new else None
+    return bool(before and after and before[0] == after[0] == obj and after[1] == before[1] + 1)
 
 
 def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
@@ -348,9 +275,9 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
     with ThreadPoolExecutor(max_workers=1) as pool:  # `git log` runs while the tip's notes are read
         raw = pool.submit(store.git.raw_history, tip)
         notes = store.all_notes(tip)
-        history = store.history(tip, notes, raw.result())
+        steps = history(store, tip, notes, raw.result())
     foreign = [e for e in store.git.ls_tree(tip) if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
-    report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, history)
+    report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, steps)
     report.findings[:0] = [Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
                                          f"by the full sha of a commit (this is a {e.type})") for e in foreign]
     return report
@@ -358,48 +285,3 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
 
 def _is_object_name(name: str) -> bool:
     return len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
-
-
-# -- git push over HTTPS ---------------------------------------------------------------------------
-
-
-def token_env(token: str | None) -> dict[str, str]:
-    """Send the installation token as a header, never in a URL or on disk."""
-    if not token:
-        return {}
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
-
-
-class PushNotes(LocalNotes):
-    """A bare mirror of the notes ref; writes are plain pushes, which the server takes fast-forward only.
-
-    For hosts whose REST API refuses refs under refs/notes/.
-    """
-
-    def __init__(self, workdir: str | Path, url: str, token: str | None = None, ref: str = AUDIT_REF,
-                 identity: tuple[str, str] = IDENTITY):
-        workdir = Path(workdir)
-        git = Git(workdir) if (workdir / "HEAD").exists() else init_repo(workdir, bare=True)
-        super().__init__(git, ref, identity)
-        self.url, self.token = url, token
-
-    def tip(self) -> str | None:
-        ok = self.git.fetch(self.url, f"+{self.ref}:{self.ref}", env=token_env(self.token))
-        if not ok:
-            listed = self.git.try_run("ls-remote", self.url, self.ref, env=token_env(self.token))
-            if listed is None or listed:
-                raise TransientError(f"cannot fetch {self.ref} from {self.url}")
-            self.git.try_run("update-ref", "-d", self.ref)  # the remote has no notes ref yet
-        return super().tip()
-
-    def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
-        new = self._make_commit(tip, path, data, message, now)
-        ok, out = self.git.push(self.url, f"{new}:{self.ref}", env=token_env(self.token))
-        if not ok:
-            if "[rejected]" in out or "non-fast-forward" in out or "fetch first" in out:
-                raise RefConflict(f"{self.ref} moved on {self.url}")
-            raise TransientError(f"push to {self.url} failed: {out.strip()[-300:]}")
-        self.git.update_ref(self.ref, new, tip)
-        return new

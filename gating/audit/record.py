@@ -1,8 +1,9 @@
-"""Audit entries from GitHub facts: a merged pull request, a deployment status, and the reconciliation
-that backfills merges with no entry. Shared by the App's handlers and `gating audit backfill`.
+"""Audit entries from a repository's facts: a merged pull request, a deployment status, and the
+reconciliation that backfills merges with no entry. Shared by the App's handlers and `gating audit backfill`.
 
-Reads go through gating/github/; writes through a notes backend (notes.append_entry), so the same
-code records a merge whether a webhook or a backfill run found it.
+Reads go through a `Source` (on GitHub: gating.github.facts.RepoFacts, which the door builds); writes
+through a notes backend (audit_log.append_entry), so the same code records a merge whether a webhook
+or a backfill run found it.
 """
 
 from __future__ import annotations
@@ -10,25 +11,50 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gating import limits, notes
-from gating.audit import Approval, EntryError, EntryFacts, Override, eval_summary, parse_line, split_lines
-from gating.github import ApiRevision, BlobCache, GitDatabaseNotes, Repo
-from gating.keys import keyid
-from gating.manifest import MANIFEST_PATH, ManifestError
+from gating import limits
+from gating.audit import log as audit_log
+from gating.audit.entry import (
+    DEFAULT_ENVIRONMENTS,
+    Approval,
+    EntryError,
+    EntryFacts,
+    Override,
+    eval_summary,
+    is_deployment,
+    parse_line,
+    split_lines,
+)
+from gating.audit.keys import keyid
+from gating.git.notes import EVALS_REF
 from gating.policy import EVAL_CHECK, OverrideAct
-from gating.rollback import DEFAULT_ENVIRONMENTS, is_deployment
-from gating.snapshot import build_snapshot
+from gating.system.manifest import MANIFEST_PATH, ManifestError
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import build_snapshot
+
+
+class Source(Protocol):
+    """A repository as the audit trail reads it: pull requests, reviews, check runs, files and audit_log."""
+
+    full_name: str
+
+    def pull(self, number: int) -> dict[str, Any]: ...
+    def reviews(self, number: int) -> list[dict[str, Any]]: ...
+    def check_runs(self, sha: str, name: str) -> list[dict[str, Any]]: ...
+    def merged_pulls(self, limit: int) -> Iterator[dict[str, Any]]: ...  # newest first
+    def revision(self, sha: str) -> RevisionReader: ...
+    def notes(self, ref: str) -> audit_log.NotesBackend: ...
+
 
 REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "DISMISSED")
 
 
-def snapshot_at(repo: Repo, sha: str, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> dict | None:
+def snapshot_at(repo: Source, sha: str, manifest_path: str = MANIFEST_PATH) -> dict | None:
     """The system at a commit, or None when it has no (valid) manifest: the merge is recorded anyway."""
-    reader = ApiRevision(repo, sha, blobs)
+    reader = repo.revision(sha)
     if reader.read_many([manifest_path])[manifest_path] is None:
         return None
     try:
@@ -49,9 +75,9 @@ def eval_check_run(runs: list[dict[str, Any]], app: str = EVAL_CHECK_APP) -> dic
     return max(expected or runs, key=lambda r: r["id"], default=None)
 
 
-def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
+def eval_evidence(repo: Source, head: str) -> dict[str, Any] | None:
     """The eval note on the head commit, else the `gating / eval` check run's conclusion."""
-    data = notes.read_note(GitDatabaseNotes(repo, notes.EVALS_REF), head)
+    data = audit_log.read_note(repo.notes(EVALS_REF), head)
     if data:
         try:
             doc = limits.load_json(data, f"eval note on {head}", limits.NOTE)
@@ -70,7 +96,7 @@ def eval_evidence(repo: Repo, head: str) -> dict[str, Any] | None:
                         f"{EVAL_CHECK} check run" + (f" by {slug}" if slug else ""))
 
 
-def approvals(repo: Repo, number: int) -> list[Approval]:
+def approvals(repo: Source, number: int) -> list[Approval]:
     return [Approval(r["user"]["login"], r["state"], r.get("submitted_at") or "", r.get("commit_id") or "")
             for r in repo.reviews(number) if r.get("user") and r.get("state") in REVIEW_STATES]
 
@@ -93,7 +119,7 @@ def recorded_overrides(acts: Sequence[OverrideAct], head_sha: str) -> list[Overr
 OverrideSource = Callable[[int], Sequence[OverrideAct]]
 
 
-def merge_facts(repo: Repo, pr: dict[str, Any], blobs: BlobCache, manifest_path: str = MANIFEST_PATH,
+def merge_facts(repo: Source, pr: dict[str, Any], manifest_path: str = MANIFEST_PATH,
                 backfilled: bool = False, previous_known_good: str | None = None,
                 overrides_of: OverrideSource | None = None) -> EntryFacts:
     commit = pr["merge_commit_sha"]
@@ -101,28 +127,28 @@ def merge_facts(repo: Repo, pr: dict[str, Any], blobs: BlobCache, manifest_path:
     return EntryFacts(
         event="merged", commit=commit, repository=repo.full_name,
         actor=(pr.get("merged_by") or {}).get("login") or "unknown", pull_request=pr["number"],
-        snapshot=snapshot_at(repo, commit, blobs, manifest_path), evals=eval_evidence(repo, pr["head"]["sha"]),
+        snapshot=snapshot_at(repo, commit, manifest_path), evals=eval_evidence(repo, pr["head"]["sha"]),
         approvals=approvals(repo, pr["number"]), overrides=recorded_overrides(acts, pr["head"]["sha"]),
         previous_known_good=previous_known_good, backfilled=backfilled)
 
 
-def last_known_good(store: notes.NotesBackend, key: Ed25519PrivateKey,
+def last_known_good(store: audit_log.NotesBackend, key: Ed25519PrivateKey,
                     environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> str | None:
     """The rollback pointer: the newest known_good commit of `environments` among entries this key signed."""
-    good = [e for e in notes.read_log(store, {keyid(key): key.public_key()})
+    good = [e for e in audit_log.read_log(store, {keyid(key): key.public_key()})
             if e.event == "known_good" and is_deployment(e, environments)]
     return good[-1].commit if good else None
 
 
-def record_merge(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, number: int, now: datetime,
-                 blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
-                 backfilled: bool = False, overrides_of: OverrideSource | None = None) -> notes.AppendResult:
+def record_merge(repo: Source, store: audit_log.NotesBackend, key: Ed25519PrivateKey, number: int, now: datetime,
+                 manifest_path: str = MANIFEST_PATH,
+                 backfilled: bool = False, overrides_of: OverrideSource | None = None) -> audit_log.AppendResult:
     pr = repo.pull(number)
     if not pr.get("merged") and not pr.get("merged_at"):
         raise ValueError(f"pull request #{number} is not merged")
-    facts = merge_facts(repo, pr, blobs or BlobCache(), manifest_path, backfilled, last_known_good(store, key),
+    facts = merge_facts(repo, pr, manifest_path, backfilled, last_known_good(store, key),
                         overrides_of)
-    return notes.append_entry(store, facts, key, now)
+    return audit_log.append_entry(store, facts, key, now)
 
 
 def deployment_facts(repository: str, deployment: dict[str, Any], status: dict[str, Any],
@@ -139,19 +165,9 @@ def deployment_facts(repository: str, deployment: dict[str, Any], status: dict[s
         discriminator=f"deployment {deployment['id']}")
 
 
-def merged_pulls(repo: Repo, base: str | None = None, limit: int = 1000) -> Iterator[dict[str, Any]]:
-    """Merged pull requests, newest first (closed ones without a merge are skipped)."""
-    params: dict[str, Any] = {"state": "closed", "sort": "updated", "direction": "desc"}
-    if base:
-        params["base"] = base
-    for pr in repo.client.paginate(f"{repo.path}/pulls", limit=limit, **params):
-        if pr.get("merged_at") and pr.get("merge_commit_sha"):
-            yield pr
-
-
-def has_entry(store: notes.NotesBackend, key: str, commit: str) -> bool:
+def has_entry(store: audit_log.NotesBackend, key: str, commit: str) -> bool:
     """Whether the note of `commit` holds an entry with this idempotency key (one note read, not the log)."""
-    for line in split_lines(notes.read_note(store, commit)):
+    for line in split_lines(audit_log.read_note(store, commit)):
         try:
             if parse_line(line, commit).key == key:
                 return True
@@ -160,19 +176,18 @@ def has_entry(store: notes.NotesBackend, key: str, commit: str) -> bool:
     return False
 
 
-def backfill(repo: Repo, store: notes.NotesBackend, key: Ed25519PrivateKey, now: datetime,
-             blobs: BlobCache | None = None, manifest_path: str = MANIFEST_PATH,
-             limit: int = 1000, overrides_of: OverrideSource | None = None) -> list[notes.AppendResult]:
+def backfill(repo: Source, store: audit_log.NotesBackend, key: Ed25519PrivateKey, now: datetime,
+             manifest_path: str = MANIFEST_PATH,
+             limit: int = 1000, overrides_of: OverrideSource | None = None) -> list[audit_log.AppendResult]:
     """Write a `merged` entry, marked backfilled, for each of the last `limit` merged pull requests
     that has none, oldest first. Safe beside the App: the idempotency key is the same."""
-    blobs = blobs or BlobCache()
     written = []
-    for pr in sorted(merged_pulls(repo, limit=limit), key=lambda p: p["merged_at"]):
+    for pr in sorted(repo.merged_pulls(limit), key=lambda p: p["merged_at"]):
         if has_entry(store, f"merged:{pr['merge_commit_sha']}", pr["merge_commit_sha"]):
             continue
-        facts = merge_facts(repo, pr, blobs, manifest_path, backfilled=True,  # no pointer: that was then
+        facts = merge_facts(repo, pr, manifest_path, backfilled=True,  # no pointer: that was then
                             overrides_of=overrides_of)
-        written.append(notes.append_entry(store, facts, key, now))
+        written.append(audit_log.append_entry(store, facts, key, now))
     return written
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gating.audit import Entry, EntryFacts, signature_problem
-from gating.audit_verify import Finding
-from gating.keys import KeyError_, keyid, load_public, public_pem
+from gating.audit.entry import Entry, EntryFacts, signature_problem
+from gating.audit.keys import KeyError_, keyid, load_public, public_pem
+from gating.audit.verify import Finding
 
 
 def rotation(previous: Ed25519PrivateKey | Ed25519PublicKey, new: Ed25519PublicKey) -> dict[str, Any]:

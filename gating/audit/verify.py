@@ -14,7 +14,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gating.audit import (
+from gating.audit.entry import (
     Entry,
     EntryError,
     no_gc,
@@ -124,7 +124,7 @@ def verify_log(
     Entries signed by a key that only the log's own key_rotated entries name are checked once all
     are read (gating.audit_keys decides whether that chain is anchored in a trusted key).
     """
-    from gating.audit_keys import declared_keys, key_findings
+    from gating.audit.rotation import declared_keys, key_findings
 
     findings: list[Finding] = []
     entries: list[Entry] = []

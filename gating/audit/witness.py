@@ -16,13 +16,13 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gating.audit import Entry
-from gating.audit_verify import Finding
-from gating.keys import keyid, raw_public
+from gating.audit.entry import Entry
+from gating.audit.keys import keyid, raw_public
+from gating.audit.verify import Finding
 
 WITNESS_CHECK = "gating / audit"
 MARKER = "gating-audit-witness "
@@ -183,3 +183,22 @@ def cross_check(witnesses: Sequence[Witness], entries: Sequence[Entry], pin: App
     counted.sort(key=lambda w: w.seq or 0)
     findings.sort(key=lambda f: (f.seq is None, f.seq or 0))
     return CrossCheck(findings, app_id, app_text, counted)
+
+
+class Checks(Protocol):
+    """Where witnesses are posted: a repository's check runs (gating.github.Repo)."""
+
+    def check_runs(self, sha: str, name: str) -> list[dict[str, Any]]: ...
+    def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def witness_entry(repo: Checks, entry: Entry, public_key: Ed25519PublicKey, app_id: int) -> tuple[int, bool]:
+    """(check run id, created) of the App's witness of `entry` on its commit; a witness already there
+    (a redelivery, a retried job, the reconciliation) is not made twice."""
+    for run in repo.check_runs(entry.commit, WITNESS_CHECK):
+        w = parse_run(run)
+        if w.app_id == app_id and w.record and w.record["seq"] == entry.seq and w.record["hash"] == entry.digest:
+            return w.run_id, False
+    body = {"name": WITNESS_CHECK, "head_sha": entry.commit, "status": "completed", "conclusion": "success",
+            "external_id": f"gating-audit-seq-{entry.seq}", "output": output(entry, public_key)}
+    return int(repo.create_check_run(body)["id"]), True

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gating.check_context import ContextError
-from gating.git import Git
-from gating.manifest import ManifestError
-from gating.revision import GitRevision
-from gating.snapshot import build_snapshot
+from gating.check.context import ContextError
+from gating.git.repository import Git
+from gating.git.revision import GitRevision
+from gating.system.manifest import ManifestError
+from gating.system.snapshot import build_snapshot
 
 FORMAT = "gating-collect/1"
 FILE_NAME = "gating-collect.json"

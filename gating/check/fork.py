@@ -19,17 +19,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gating.check import CheckRun, _remote, resolve_base, run_check, write_files
-from gating.check_context import CheckContext, ContextError, Settings
-from gating.check_notes import auth_env
-from gating.check_output import CheckResult
-from gating.check_post import Poster
-from gating.fork_artifact import ArtifactRefused, Collected, read, system_files
-from gating.git import Git
+from gating.check.artifact import ArtifactRefused, Collected, read, system_files
+from gating.check.context import CheckContext, ContextError, Settings
+from gating.check.notes import auth_env
+from gating.check.output import CheckResult
+from gating.check.post import Poster
+from gating.check.run import CheckRun, _remote, resolve_base, run_check, write_files
+from gating.git.repository import Git
+from gating.git.revision import GitRevision
 from gating.github import GitHubError, Repo, token_client
-from gating.manifest import Manifest, ManifestError
-from gating.revision import GitRevision
-from gating.snapshot import build_snapshot
+from gating.system.manifest import Manifest, ManifestError
+from gating.system.snapshot import build_snapshot
 
 PULL_REF = "refs/gating/pull/{n}/head"  # where the head fetched from refs/pull/N/head is kept locally
 

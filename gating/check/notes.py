@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from gating import limits
 from gating.evals.records import RunResult, SchemaError
-from gating.git import Git
-from gating.notes import EVALS_REF
+from gating.git.notes import EVALS_REF
+from gating.git.repository import Git
 
 NOTE_SCHEMA = "gating.eval.note/1"
 PUSH_ATTEMPTS = 4

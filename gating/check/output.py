@@ -9,13 +9,16 @@ says that it cut, so a huge diff never turns into a 422 and a spinning check.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.diff import ALL, ChangeSet
+from gating.diff.changes import ALL, Change, ChangeSet
+from gating.diff.render import render_diff_markdown
 from gating.evals.compare import outcome
+from gating.evals.judging import Judging
 from gating.evals.records import Comparison, FlippedCase, RunResult
-from gating.report import render_diff_markdown, render_eval_markdown
+from gating.evals.report import render_eval_markdown
 
 REPORT_SCHEMA = "gating.check/1"
 GITHUB_LIMIT = 65_535  # characters of output.summary / output.text (we count UTF-8 bytes, stricter)
@@ -288,3 +291,29 @@ def output_lines(values: dict[str, Any]) -> str:
 
 def to_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+
+
+def _ids(ids: Sequence[str], n: int = 5) -> str:
+    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
+
+
+def judging_messages(j: Judging, after_merge: Sequence[Change]) -> list[str]:
+    """What the check says about how it judged: which config and why, what the head changed of it
+    (applied after merge), and the cases the head adds."""
+    out = [j.sentence + "."]
+    evals = [c for c in after_merge if c.category == "evals"]
+    if j.source == "base" and evals:
+        high = sum(1 for c in evals if c.risk == "high")
+        out.append(f"This pull request changes its evals ({len(evals)} change{'s' if len(evals) != 1 else ''}, "
+                   f"{high} high risk): they take effect only after merge, and the base's evals judged it.")
+    if j.source == "base" and j.added:
+        n = len(j.added)
+        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.added)}) "
+                   f"{'was' if n == 1 else 'were'} run and judged with {'its' if n == 1 else 'their'} own "
+                   "assertions from the head.")
+    if j.unjudged:
+        n = len(j.unjudged)
+        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.unjudged)}) "
+                   f"{'needs' if n == 1 else 'need'} a judge model the base does not define: not run; judged "
+                   "after merge.")
+    return out

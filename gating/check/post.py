@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from gating import check_output as out
-from gating.check_context import CHECK_NAME, CheckContext
-from gating.check_output import CheckResult
+from gating.check import output as out
+from gating.check.context import CHECK_NAME, CheckContext
+from gating.check.output import CheckResult
 from gating.github import GitHubError, Repo, finish_check_run, start_check_run, token_client, upsert_comment
 
 

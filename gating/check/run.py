@@ -6,8 +6,8 @@ on head against a baseline (the eval note on the base commit, else a re-run of b
 response cache makes cheap), decides a verdict, completes the check run (always, a crash included),
 writes the job summary, JSON and JUnit files, and stores the results as git notes.
 
-`decide` is pure; `Poster` (check_post.py) is the door to GitHub, through gating/github/; git goes through
-gating/git.py, models through gating/evals.
+`decide` is pure; `Poster` (post.py) is the door to GitHub, through gating/github/; git goes through
+gating/git/, models through gating/evals.
 """
 
 from __future__ import annotations
@@ -21,23 +21,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gating import check_notes
-from gating import check_output as out
-from gating.check_context import CHECK_NAME, CheckContext, ContextError, Settings
-from gating.check_output import CheckResult
-from gating.check_post import Poster
-from gating.commands.diff import compute
-from gating.diff import ChangeSet
+from gating.check import notes as check_notes
+from gating.check import output as out
+from gating.check.context import CHECK_NAME, CheckContext, ContextError, Settings
+from gating.check.output import CheckResult
+from gating.check.post import Poster
+from gating.diff.changes import ChangeSet
+from gating.diff.semantic import diff_revisions
 from gating.evals.compare import compare
 from gating.evals.judging import Judging, judging_for, self_judging
-from gating.evals.judging import messages as judging_messages
 from gating.evals.metrics import compute_metrics
 from gating.evals.records import Comparison, RunResult, carry_over
 from gating.evals.runner import run_evals
-from gating.git import Git, GitError
-from gating.revision import GitRevision
-from gating.snapshot import NoManifest, Snapshot, build_snapshot
-from gating.snapshot_cache import DiskSnapshotCache
+from gating.git.repository import Git, GitError
+from gating.git.revision import GitRevision
+from gating.git.snapshot_store import DiskSnapshotCache
+from gating.system.snapshot import NoManifest, Snapshot, build_snapshot
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -150,7 +149,8 @@ class Evaluator:
     def evaluate(self, base: str, head: str) -> Evaluation:
         s = self.settings
         try:
-            cs = compute(self.g, base, head, s.config)
+            cs = diff_revisions(*GitRevision.many(self.g, [base, head]), base, head, s.config,
+                                DiskSnapshotCache.for_repo(self.g))
         except NoManifest:
             if self.g.show_file(base, s.config) is not None:
                 raise  # the pull request removes the manifest: say so, loudly
@@ -197,7 +197,7 @@ class Evaluator:
                                                                 "base_rev": cmp.base_rev})
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
-                             messages=judging_messages(judging, cs.after_merge))
+                             messages=out.judging_messages(judging, cs.after_merge))
         return Evaluation(result, notes)
 
     def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
@@ -337,7 +337,7 @@ def store_notes(g: Git, ctx: CheckContext, settings: Settings, remote: str | Non
 def write_files(ctx: CheckContext, settings: Settings, r: CheckResult, poster: Poster | None,
                 notes: dict[str, Any]) -> dict[str, str]:
     """JSON report, JUnit, the job summary and the step outputs (best effort: never hides the verdict)."""
-    from gating.report import render_junit
+    from gating.evals.report import render_junit
 
     check_id = poster.check_run_id if poster else None
     files: dict[str, str] = {}

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from gating.cli import UsageError
+from gating.commands.cli import UsageError
 
 WORKERS, THREADS = 2, 2
 
@@ -27,7 +27,7 @@ def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> 
     the others wait longer for the GIL (the benchmark's p99 was 38-51 ms with 4, 39-43 ms with 2,
     worse with 8). Keep-alive is off: GitHub sends each delivery on a new connection.
     """
-    return [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", bind, "--workers", str(workers),
+    return [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "--bind", bind, "--workers", str(workers),
             "--threads", str(threads), "--worker-class", "gthread", "--keep-alive", "0", "--backlog", "2048"]
 
 
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace | None = None) -> Any:
-    from app.settings import Settings, SettingsError
+    from gating.server.settings import Settings, SettingsError
 
     try:
         overrides = {"GATING_DB": args.db} if args is not None and getattr(args, "db", None) else None
@@ -68,7 +68,7 @@ def _settings(args: argparse.Namespace | None = None) -> Any:
 
 
 def _queue(args: argparse.Namespace) -> Any:
-    from app import open_queue
+    from gating.server import open_queue
 
     settings = _settings(args)
     if not os.path.exists(settings.db_path):
@@ -79,7 +79,7 @@ def _queue(args: argparse.Namespace) -> Any:
 def serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from app.settings import SettingsError
+    from gating.server.settings import SettingsError
 
     settings = _settings()
     try:

@@ -13,13 +13,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gating import keys as keymod
-from gating import notes
-from gating.audit import Entry, EntryError, parse_line, signature_problem, split_lines
-from gating.cli import UsageError
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
+from gating.audit.entry import Entry, EntryError, parse_line, signature_problem, split_lines
 from gating.commands import audit_verify
+from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
-from gating.git import Git
+from gating.git import notes as git_notes
+from gating.git.repository import Git
 from gating.github import DEFAULT_API_URL
 
 VERIFIED_REF = audit_verify.VERIFIED_REF
@@ -94,8 +95,8 @@ def fetch(g: Git, args: argparse.Namespace) -> None:
             return
         raise UsageError(f"no remote {args.remote!r} in this repository (remotes: {', '.join(remotes) or 'none'}); "
                          "pass --remote NAME")
-    if not g.fetch(args.remote, f"+{notes.AUDIT_REF}:{notes.AUDIT_REF}"):
-        print(f"gating: note: could not fetch {notes.AUDIT_REF} from {args.remote}; using the local copy",
+    if not g.fetch(args.remote, f"+{git_notes.AUDIT_REF}:{git_notes.AUDIT_REF}"):
+        print(f"gating: note: could not fetch {git_notes.AUDIT_REF} from {args.remote}; using the local copy",
               file=sys.stderr)
 
 
@@ -196,11 +197,11 @@ def log_line(e: Entry) -> str:
 def run_log(args: argparse.Namespace) -> int:
     g = repo(args)
     fetch(g, args)
-    entries = notes.read_log(notes.LocalNotes(g))
+    entries = audit_log.read_log(git_notes.LocalNotes(g))
     for e in entries:
         print(json.dumps(summary(e), sort_keys=True) if args.json else log_line(e))
     if not entries and not args.json:
-        print(f"no audit entries in {notes.AUDIT_REF}", file=sys.stderr)
+        print(f"no audit entries in {git_notes.AUDIT_REF}", file=sys.stderr)
     return 0
 
 
@@ -246,8 +247,8 @@ def run_show(args: argparse.Namespace) -> int:
     commit = g.resolve(args.rev)
     if commit is None:
         raise UsageError(f"unknown revision {args.rev!r}")
-    store = notes.LocalNotes(g)
-    note = notes.read_note(store, commit)
+    store = git_notes.LocalNotes(g)
+    note = audit_log.read_note(store, commit)
     if not note:
         print(f"gating: no audit entry on commit {commit[:12]}", file=sys.stderr)
         return 1
@@ -272,7 +273,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
-    from gating.audit_keys import key_findings, rotation_facts
+    from gating.audit.rotation import key_findings, rotation_facts
 
     g = repo(args)
     try:
@@ -283,8 +284,8 @@ def run_rotate(args: argparse.Namespace) -> int:
     if keymod.keyid(new) == keymod.keyid(old):
         raise UsageError(f"{args.new_key}: is the key in force already; rotate to a new key (`gating keygen`)")
     fetch(g, args)
-    store = notes.LocalNotes(g)
-    entries = notes.read_log(store)
+    store = git_notes.LocalNotes(g)
+    entries = audit_log.read_log(store)
     _findings, epochs = key_findings(entries, {}, set())
     if epochs and epochs[-1].keyid != keymod.keyid(old):
         raise UsageError(f"{args.key}: is not the key in force; the log's newest entries are signed by "
@@ -295,10 +296,10 @@ def run_rotate(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown revision {rev!r} (--at)")
     name = audit_verify.repository_name(g, args.remote)
     actor = args.actor or g.try_run("config", "user.name") or "unknown"
-    res = notes.append_entry(store, rotation_facts(commit, name, actor, old, new), old, datetime.now(UTC))
+    res = audit_log.append_entry(store, rotation_facts(commit, name, actor, old, new), old, datetime.now(UTC))
     print(f"rotated: seq {res.entry.seq} (key_rotated) on {commit[:12]}, signed by {keymod.keyid(old)[:16]}, "
           f"introduces {keymod.keyid(new)[:16]}")
-    print(f"next: push it (git push {args.remote} {notes.AUDIT_REF}), commit the new public key as {PUBLISHED_KEY} "
+    print(f"next: push it (git push {args.remote} {git_notes.AUDIT_REF}), commit the new public key as {PUBLISHED_KEY} "
           "and give the App the new private key (GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY)")
     return 0
 
@@ -316,8 +317,9 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def run_backfill(args: argparse.Namespace) -> int:
-    from gating import audit_record
+    from gating.audit import record as audit_record
     from gating.github import GitDatabaseNotes, GitHubError, Repo, token_client
+    from gating.github.facts import RepoFacts
 
     token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
     if not token:
@@ -328,7 +330,7 @@ def run_backfill(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     repo = Repo(token_client(args.api_url, token), args.github_repo)
     try:
-        written = audit_record.backfill(repo, GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
+        written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
     except GitHubError as e:
         print(f"gating: error: {e}", file=sys.stderr)
         return 1

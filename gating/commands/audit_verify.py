@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gating import keys as keymod
-from gating import notes
-from gating.audit_verify import Finding, Report, rewrite_findings
-from gating.audit_witness import WITNESS_CHECK, AppPin, CrossCheck, Witness, cross_check
-from gating.cli import UsageError
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
+from gating.audit.verify import Finding, Report, rewrite_findings
+from gating.audit.witness import WITNESS_CHECK, AppPin, CrossCheck, Witness, cross_check, parse_run
+from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
-from gating.git import Git
+from gating.git import notes as git_notes
+from gating.git.repository import Git
 from gating.github import DEFAULT_API_URL, GitHubError, Repo, token_client
 
 VERIFIED_REF = "refs/gating/audit-verified"
@@ -132,12 +133,12 @@ def trusted_keys(g: Git, paths: list[str] | None, witnesses: CrossCheck | None
     raise UsageError(f"no public key: pass --key PUB.pem (or commit it as {PUBLISHED_KEY})")
 
 
-def read_witnesses(g: Git, source: Source, store: notes.LocalNotes, depth: int) -> list[Witness]:
-    from gating.github.witness import read_witnesses as read
+def read_witnesses(g: Git, source: Source, store: git_notes.LocalNotes, depth: int) -> list[Witness]:
+    from gating.github.witness import runs_on
 
     assert source.repo is not None
-    entries = notes.read_log(store)
-    return read(source.repo, scan_commits(g, [e.commit for e in entries], depth))
+    entries = audit_log.read_log(store)
+    return [parse_run(r) for r in runs_on(source.repo, scan_commits(g, [e.commit for e in entries], depth), WITNESS_CHECK)]
 
 
 def app_pin(g: Git, args: argparse.Namespace) -> AppPin:
@@ -154,7 +155,7 @@ def run_verify(args: argparse.Namespace, fetch) -> int:
     if args.key:
         trusted_keys(g, args.key, None)  # a bad key file is refused before anything is fetched
     fetch(g, args)
-    store = notes.LocalNotes(g)
+    store = git_notes.LocalNotes(g)
     tip = store.tip()
     source = witness_source(g, args)
     witnesses: list[Witness] = []
@@ -163,15 +164,15 @@ def run_verify(args: argparse.Namespace, fetch) -> int:
             witnesses = read_witnesses(g, source, store, args.witness_depth)
         except GitHubError as e:
             source = Source(None, f"the API could not be read ({e})")
-    checked = cross_check(witnesses, notes.read_log(store) if witnesses else [], app_pin(g, args)) \
+    checked = cross_check(witnesses, audit_log.read_log(store) if witnesses else [], app_pin(g, args)) \
         if source.repo is not None else None
     if tip is None:
         if checked and checked.findings:
             return _fail(checked.findings)
-        print(f"gating: no audit entries in {notes.AUDIT_REF}")
+        print(f"gating: no audit entries in {git_notes.AUDIT_REF}")
         return _witness_verdict(args, source, checked)
     trusted, key_source = trusted_keys(g, args.key, checked)
-    report = notes.verify(store, trusted) if tip else Report(entries=[], findings=[])
+    report = audit_log.verify(store, trusted) if tip else Report(entries=[], findings=[])
     findings = list(report.findings)
     seen = g.resolve(VERIFIED_REF)
     if tip and seen and not g.is_ancestor(seen, tip):

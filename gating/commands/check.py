@@ -18,15 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gating.check import run_check
-from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
-from gating.check_output import append_to, step_outputs, summary_markdown, title
-from gating.cli import UsageError
+from gating.check.artifact import DEFAULT_MAX_BYTES
+from gating.check.context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
+from gating.check.fork import evaluate_artifact, refuse
+from gating.check.output import append_to, step_outputs, summary_markdown, title
+from gating.check.run import run_check
+from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.evals.dataset import DatasetError
-from gating.fork_artifact import DEFAULT_MAX_BYTES
-from gating.fork_check import evaluate_artifact, refuse
-from gating.manifest import MANIFEST_PATH
+from gating.system.manifest import MANIFEST_PATH
 
 
 def _bool(text: str) -> bool:

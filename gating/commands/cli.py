@@ -9,8 +9,8 @@ import select
 import sys
 from collections.abc import Sequence
 
-from gating.git import GitError
-from gating.manifest import ManifestError
+from gating.git.repository import GitError
+from gating.system.manifest import ManifestError
 
 # Each module registers its subcommands with `register(subparsers)`.
 COMMAND_MODULES = [

@@ -12,14 +12,14 @@ import argparse
 import os
 from pathlib import Path
 
-from gating.check import _remote, ensure_commit
-from gating.check_context import ContextError, build_context
-from gating.check_output import append_to
-from gating.cli import UsageError
+from gating.check.artifact import collect, write
+from gating.check.context import ContextError, build_context
+from gating.check.output import append_to
+from gating.check.run import _remote, ensure_commit
 from gating.commands.check import _event
+from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
-from gating.fork_artifact import collect, write
-from gating.manifest import MANIFEST_PATH
+from gating.system.manifest import MANIFEST_PATH
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,12 +7,13 @@ import posixpath
 import re
 from pathlib import Path, PurePosixPath
 
-from gating.cli import UsageError
-from gating.git import Git, GitError
-from gating.manifest import MANIFEST_PATH, Manifest
-from gating.revision import GitRevision, RevisionReader, WorkTree
-from gating.snapshot import Snapshot, build_snapshot
-from gating.snapshot_cache import DiskSnapshotCache
+from gating.commands.cli import UsageError
+from gating.git.repository import Git, GitError
+from gating.git.revision import GitRevision, WorkTree
+from gating.git.snapshot_store import DiskSnapshotCache
+from gating.system.manifest import MANIFEST_PATH
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import Snapshot, build_snapshot
 
 WORKTREE = "WORKTREE"
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
@@ -71,21 +72,6 @@ def readers(g: Git, revs: list[str | None]) -> list[RevisionReader]:
 
 def snapshot_at(g: Git, rev: str | None, manifest_path: str = MANIFEST_PATH) -> Snapshot:
     return build_snapshot(reader(g, rev), manifest_path, DiskSnapshotCache.for_repo(g))
-
-
-def empty_snapshot(name: str = "(none)") -> Snapshot:
-    """The system of a revision that has no manifest yet: everything at head is 'added'."""
-    data = {
-        "version": 1,
-        "name": name,
-        "manifest": None,
-        "components": {k: {} for k in ("models", "prompts", "retrieval", "orchestration", "tools", "guardrails")},
-        "evals": {},
-        "approvals": [],
-        "rollback": {},
-        "files": {},
-    }
-    return Snapshot(data=data, manifest=Manifest({"version": 1, "name": name, "components": {}}))
 
 
 def default_base(g: Git) -> str:

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gating.check import CheckRun, run_check
-from gating.check_context import CHECK_NAME, Settings, build_context
-from gating.example import apply_demo_change, apply_regressing_change, example_dir
-from gating.git import Git
+from gating.check.context import CHECK_NAME, Settings, build_context
+from gating.check.run import CheckRun, run_check
+from gating.git.repository import Git
 from gating.github import Repo, token_client
+from gating.testing.example import apply_demo_change, apply_regressing_change, example_dir
 
 REPO_NAME = "acme/support-bot"
 CONCLUSION_ICON = {"success": "✅", "failure": "❌", "neutral": "⚪", "cancelled": "⏹️"}
@@ -211,7 +211,7 @@ def check_step(state: DemoState) -> None:
 
 # -- 2. review, merge, deploy, roll back: the App on the emulated GitHub ------------------------------
 
-APP_HANDLERS = "app.handlers.approvals,app.handlers.merge_audit,app.handlers.deployments,app.handlers.rollback_command"
+APP_HANDLERS = "gating.server.handlers.approvals,gating.server.handlers.merge_audit,gating.server.handlers.deployments,gating.server.handlers.rollback_command"
 REFUND_TOOL = (
     '{"name": "issue_refund", "description": "Refund an order in full, at once.",\n'
     ' "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}\n')
@@ -226,8 +226,8 @@ def running_app(state: DemoState) -> Iterator[Callable[[], None]]:
 
     from werkzeug.serving import make_server
 
-    from app import create_app
-    from gating import keys
+    from gating.audit import keys
+    from gating.server import create_app
 
     state.audit_key = keys.generate()
     app = create_app({"APP_ID": state.emu.app.app_id, "PRIVATE_KEY": state.emu.app.private_key_pem,
@@ -287,20 +287,20 @@ def merge_and_deploy(state: DemoState, settle: Callable[[], None], number: int, 
 
 
 def audit_log_lines(state: DemoState) -> list[str]:
-    from gating import notes
+    from gating.audit import log as audit_log
+    from gating.audit.keys import keyid
     from gating.commands.audit import log_line
     from gating.github import GitDatabaseNotes
-    from gating.keys import keyid
 
     pub = state.audit_key.public_key()
-    return [log_line(e) for e in notes.read_log(GitDatabaseNotes(state.api), {keyid(pub): pub})]
+    return [log_line(e) for e in audit_log.read_log(GitDatabaseNotes(state.api), {keyid(pub): pub})]
 
 
 def road_step(state: DemoState) -> None:
     """The fixed pull request is approved, merged, deployed and known good; a later bad merge is
     rolled back with `/rollback` on an issue; the audit trail verifies on a fresh clone."""
-    from gating import keys
-    from gating.cli import main as gating_main
+    from gating.audit import keys
+    from gating.commands.cli import main as gating_main
 
     emu, repo = state.emu, state.repo
     emu.add_team_member("acme", "ml-platform", "carol")

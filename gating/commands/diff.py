@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
-from gating.commands.common import WORKTREE, default_base, empty_snapshot, readers, repo
-from gating.diff import ChangeSet, diff_snapshots
-from gating.git import Git
-from gating.manifest import MANIFEST_PATH
-from gating.report import render_diff_markdown
-from gating.snapshot import NoManifest, build_snapshot
-from gating.snapshot_cache import DiskSnapshotCache
+from gating.commands.common import WORKTREE, default_base, readers, repo
+from gating.diff.changes import ChangeSet
+from gating.diff.render import render_diff_markdown
+from gating.diff.semantic import diff_revisions
+from gating.git.repository import Git
+from gating.git.snapshot_store import DiskSnapshotCache
+from gating.system.manifest import MANIFEST_PATH
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,15 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) -> ChangeSet:
-    """Diff two revisions; a base without a manifest counts as an empty system."""
+    """Diff two revisions (or the working tree); a base without a manifest counts as an empty system."""
     base_reader, head_reader = readers(g, [base, head])
-    cache = DiskSnapshotCache.for_repo(g)
-    try:
-        base_snap = build_snapshot(base_reader, manifest_path, cache)
-    except NoManifest:
-        base_snap = empty_snapshot()
-    head_snap = build_snapshot(head_reader, manifest_path, cache, like=base_snap)
-    return diff_snapshots(base_snap, head_snap, base, head)
+    return diff_revisions(base_reader, head_reader, base, head, manifest_path, DiskSnapshotCache.for_repo(g))
 
 
 def run(args: argparse.Namespace) -> int:

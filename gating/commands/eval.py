@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from gating.cli import UsageError
+from gating.commands.cli import UsageError
 from gating.commands.common import WORKTREE, reader, repo
 from gating.evals.calibrate import calibrate
 from gating.evals.compare import compare
 from gating.evals.dataset import DatasetError
 from gating.evals.records import RunResult
+from gating.evals.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
 from gating.evals.runner import run_evals
-from gating.manifest import MANIFEST_PATH
-from gating.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
-from gating.snapshot import build_snapshot
+from gating.system.manifest import MANIFEST_PATH
+from gating.system.snapshot import build_snapshot
 
 REPORT_SCHEMA = "gating.eval.report/1"
 

@@ -13,16 +13,17 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gating import keys as keymod
-from gating import notes
-from gating.cli import UsageError
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
 from gating.commands.audit import fetch, load_keys
+from gating.commands.cli import UsageError
 from gating.commands.common import repo
-from gating.git import Git
-from gating.manifest import MANIFEST_PATH, ManifestError, parse_manifest
-from gating.report import render_diff_markdown
-from gating.revision import GitRevision
-from gating.rollback import (
+from gating.diff.render import render_diff_markdown
+from gating.git import notes as git_notes
+from gating.git.repository import Git
+from gating.git.revision import GitRevision
+from gating.git.snapshot_store import DiskSnapshotCache
+from gating.rollback.plan import (
     LAST_GOOD,
     Refusal,
     Request,
@@ -33,7 +34,7 @@ from gating.rollback import (
     make_plan,
     rolled_back_facts,
 )
-from gating.snapshot_cache import DiskSnapshotCache
+from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +71,7 @@ def _onto(g: Git, rev: str | None) -> tuple[str, str]:
 def build(g: Git, args: argparse.Namespace) -> RestorePlan:
     trusted = load_keys(g, args.key)
     fetch(g, args)
-    entries = notes.read_log(notes.LocalNotes(g), trusted)
+    entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
     tip, branch = _onto(g, args.onto)
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
                      args.config, DiskSnapshotCache.for_repo(g), environments=_environments(g, tip, args.config))
@@ -139,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
           f"\n  git push {args.remote} {name}", file=sys.stderr)
     if signer is not None:
         facts = rolled_back_facts(plan, commit, _repository(g, args.remote), req)
-        res = notes.append_entry(notes.LocalNotes(g), facts, signer, datetime.now(UTC))
-        print(f"recorded rolled_back entry seq {res.entry.seq} on {commit[:12]} in {notes.AUDIT_REF}; "
-              f"push it with: git push {args.remote} {notes.AUDIT_REF}", file=sys.stderr)
+        res = audit_log.append_entry(git_notes.LocalNotes(g), facts, signer, datetime.now(UTC))
+        print(f"recorded rolled_back entry seq {res.entry.seq} on {commit[:12]} in {git_notes.AUDIT_REF}; "
+              f"push it with: git push {args.remote} {git_notes.AUDIT_REF}", file=sys.stderr)
     return 0
 
 

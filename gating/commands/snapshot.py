@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gating.commands.common import repo, snapshot_at
-from gating.manifest import MANIFEST_PATH
+from gating.system.manifest import MANIFEST_PATH
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gating.changes import Change, dotted, leaves, short
-from gating.evals.dataset_diff import CaseChange, diff_cases, read_cases
-from gating.manifest_schema import PERMISSIONS
+from gating.diff.changes import Change, dotted, leaves, short
+from gating.diff.datasets import CaseChange, diff_cases, read_cases
 from gating.policy.rules import OPTION_DEFAULTS
-from gating.snapshot import Snapshot
+from gating.system.schema import PERMISSIONS
+from gating.system.snapshot import Snapshot
 
 _THRESH = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
 

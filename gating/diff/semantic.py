@@ -11,9 +11,19 @@ import difflib
 import re
 from typing import Any
 
-from gating.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
-from gating.diff_gates import evals_changes, policy_changes
-from gating.snapshot import Snapshot, differing, differing_prompts
+from gating.diff.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
+from gating.diff.gates import evals_changes, policy_changes
+from gating.system.manifest import MANIFEST_PATH
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import (
+    NoManifest,
+    Snapshot,
+    SnapshotCache,
+    build_snapshot,
+    differing,
+    differing_prompts,
+    empty_snapshot,
+)
 
 __all__ = ["ALL", "RISKS", "Change", "ChangeSet", "diff_snapshots", "is_pinned"]
 
@@ -354,3 +364,14 @@ def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", hea
         + policy_changes(base, head)
     )
     return cs
+
+
+def diff_revisions(base_reader: RevisionReader, head_reader: RevisionReader, base: str, head: str,
+                   manifest_path: str = MANIFEST_PATH, cache: SnapshotCache | None = None) -> ChangeSet:
+    """Diff two revisions; a base without a manifest counts as an empty system."""
+    try:
+        base_snap = build_snapshot(base_reader, manifest_path, cache)
+    except NoManifest:
+        base_snap = empty_snapshot()
+    head_snap = build_snapshot(head_reader, manifest_path, cache, like=base_snap)
+    return diff_snapshots(base_snap, head_snap, base, head)

@@ -31,8 +31,8 @@ from gating.evals.stats import (
     quadratic_weighted_kappa,
     within_one_agreement,
 )
-from gating.revision import RevisionReader
-from gating.snapshot import Snapshot
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import Snapshot
 
 CALIBRATION_SCHEMA = "gating.eval.calibration/1"
 DEFAULT_MIN_AGREEMENT = 0.8

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.changes import Change
 from gating.evals.dataset import Case, load_datasets
-from gating.revision import RevisionReader
-from gating.snapshot import Snapshot
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -112,29 +111,3 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
                 "judge, target and the cases that exist there, with their assertions")
     return Judging("base", base_rev, sentence, own.evals, own.judge_model, own.cases + tuple(run), datasets,
                    tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices)
-
-
-def _ids(ids: Sequence[str], n: int = 5) -> str:
-    return ", ".join(ids[:n]) + (f" and {len(ids) - n} more" if len(ids) > n else "")
-
-
-def messages(j: Judging, after_merge: Sequence[Change]) -> list[str]:
-    """What the check says about how it judged: which config and why, what the head changed of it
-    (applied after merge), and the cases the head adds."""
-    out = [j.sentence + "."]
-    evals = [c for c in after_merge if c.category == "evals"]
-    if j.source == "base" and evals:
-        high = sum(1 for c in evals if c.risk == "high")
-        out.append(f"This pull request changes its evals ({len(evals)} change{'s' if len(evals) != 1 else ''}, "
-                   f"{high} high risk): they take effect only after merge, and the base's evals judged it.")
-    if j.source == "base" and j.added:
-        n = len(j.added)
-        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.added)}) "
-                   f"{'was' if n == 1 else 'were'} run and judged with {'its' if n == 1 else 'their'} own "
-                   "assertions from the head.")
-    if j.unjudged:
-        n = len(j.unjudged)
-        out.append(f"{n} case{'s' if n != 1 else ''} added by this pull request ({_ids(j.unjudged)}) "
-                   f"{'needs' if n == 1 else 'need'} a judge model the base does not define: not run; judged "
-                   "after merge.")
-    return out

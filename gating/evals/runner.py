@@ -34,8 +34,8 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
-from gating.revision import RevisionReader
-from gating.snapshot import Snapshot
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import Snapshot
 
 DEFAULT_CONCURRENCY = 16
 

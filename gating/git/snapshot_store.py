@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import gating
-from gating.git import Git
+from gating.git.repository import Git
 
-_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py", "snapshot_cache.py")
+# The code whose output is cached, as paths under gating/: a change to any of them is a new key.
+_SOURCES = ("system/manifest.py", "system/schema.py", "system/snapshot.py", "system/canonical.py",
+            "git/snapshot_store.py")
 
 
 def _fingerprint() -> str:
     h = hashlib.sha256(f"{gating.__version__} {sys.version_info[:2]} marshal {marshal.version}".encode())
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for name in _SOURCES:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]

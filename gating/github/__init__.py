@@ -7,7 +7,9 @@
 - checks.py: the Action's check runs and its sticky pull request comment.
 - gitdb.py: refs, trees and commits over the Git Database API.
 - rollback.py: the rollback's pull request, replies and reactions.
-- notes.py: `GitDatabaseNotes`, the GitHub backend of gating/notes.py.
+- notes.py: `GitDatabaseNotes`, the GitHub backend of the audit log (gating/audit/log.py).
+- facts.py: `RepoFacts`, a repository as the audit trail reads it (gating.audit.record.Source).
+- witness.py: check runs by name across commits (the App's witnesses, read back).
 
 Every public name is importable from `gating.github` itself. Secrets never reach a log line or a repr.
 """

@@ -1,12 +1,13 @@
-"""Audit notes over the Git Database API: the GitHub backend of gating/notes.py."""
+"""Audit notes over the Git Database API: the GitHub backend of the log in gating/audit/log.py."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from gating.git.notes import AUDIT_REF, IDENTITY, Item, RefConflict, TransientError
 from gating.github.client import GitHubError
 from gating.github.gitdb import create_ref, ref_sha, update_ref
 from gating.github.repo import Repo
@@ -17,12 +18,11 @@ class GitDatabaseNotes:
 
     An append is a blob, a tree on the tip's tree as `base_tree` (so the note lands where the tree
     already keeps notes: same fanout, same path), a commit whose only parent is the observed tip, and a
-    ref update with force: false: a 422 means another writer won, and notes.append_entry re-reads.
+    ref update with force: false: a 422 means another writer won, and the log's append_entry re-reads.
     Git objects are immutable, so trees and commits are cached by sha.
     """
 
-    def __init__(self, repo: Repo, ref: str = "refs/notes/gating/audit",
-                 identity: tuple[str, str] = ("gating", "gating@users.noreply.github.com")):
+    def __init__(self, repo: Repo, ref: str = AUDIT_REF, identity: tuple[str, str] = IDENTITY):
         self.repo, self.ref, self.identity = repo, ref, identity
         self._trees: dict[str, list[Any]] = {}
         self._commits: dict[str, tuple[str, list[str]]] = {}
@@ -31,7 +31,6 @@ class GitDatabaseNotes:
         return f"GitDatabaseNotes({self.repo.full_name!r}, {self.ref!r})"
 
     def _call(self, fn: Callable[[], Any]) -> Any:
-        from gating.notes import TransientError
 
         try:
             return fn()
@@ -50,7 +49,6 @@ class GitDatabaseNotes:
         return self._commits[sha]
 
     def tree(self, sha: str) -> list[Any]:
-        from gating.notes import Item
 
         if sha not in self._trees:
             body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))
@@ -67,7 +65,6 @@ class GitDatabaseNotes:
         return {obj: data[sha] for obj, sha in paths.items()}
 
     def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
-        from gating.notes import RefConflict
 
         client, base = self.repo.client, self.repo.path
         blob = self._call(lambda: client.request("POST", f"{base}/git/blobs", json={
@@ -76,9 +73,8 @@ class GitDatabaseNotes:
         if tip:
             tree_body["base_tree"] = self.commit(tip)[0]
         tree = self._call(lambda: client.request("POST", f"{base}/git/trees", json=tree_body).json()["sha"])
-        from gating.audit import timestamp
-
-        who = {"name": self.identity[0], "email": self.identity[1], "date": timestamp(now)}
+        date = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # aware: the log's clock
+        who = {"name": self.identity[0], "email": self.identity[1], "date": date}
         new = self._call(lambda: client.request("POST", f"{base}/git/commits", json={
             "message": message, "tree": tree, "parents": [tip] if tip else [], "author": who,
             "committer": who}).json()["sha"])

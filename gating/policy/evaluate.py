@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from gating.manifest_schema import PERMISSIONS
 from gating.policy.facts import OverrideAct, PullFacts, Review
 from gating.policy.result import Override, Result, ReviewNote, Status, all_of, any_of
 from gating.policy.rules import (
@@ -17,6 +16,7 @@ from gating.policy.rules import (
     Requires,
     Rule,
 )
+from gating.system.schema import PERMISSIONS
 
 EVAL_CHECK = "gating / eval"
 OVERRIDE_COMMAND = re.compile(r"^/gating[ \t]+override\b[ \t]*(.*)$", re.MULTILINE)

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gating.manifest_schema import CATEGORIES, PERMISSIONS
+from gating.system.schema import CATEGORIES, PERMISSIONS
 
 MAX_DEPTH = 4
 RULE_KEYS = ("name", "if", "requires", "options", "and", "or")

@@ -16,17 +16,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.audit import Entry, EntryFacts, RollbackRecord
-from gating.commands.common import empty_snapshot
-from gating.diff import ChangeSet, diff_snapshots
-from gating.manifest import MANIFEST_PATH, ManifestError
-from gating.report import render_diff_markdown
-from gating.revision import RevisionReader
-from gating.snapshot import Snapshot, SnapshotCache, build_snapshot, sha256_hex
+from gating.audit.entry import (
+    DEFAULT_ENVIRONMENTS,
+    DEPLOY_EVENTS,
+    Entry,
+    EntryFacts,
+    RollbackRecord,
+    is_deployment,
+)
+from gating.diff.render import render_diff_markdown
+from gating.diff.semantic import ChangeSet, diff_snapshots
+from gating.system.canonical import sha256_hex
+from gating.system.manifest import MANIFEST_PATH, ManifestError
+from gating.system.revision import RevisionReader
+from gating.system.snapshot import Snapshot, SnapshotCache, build_snapshot, empty_snapshot
 
 LAST_GOOD, PREVIOUS = "last-good", "previous"
-DEPLOY_EVENTS = ("deployed", "known_good", "deploy_failed")
-DEFAULT_ENVIRONMENTS = ("production",)
 PERMISSION_RANK = {"none": 0, "read": 1, "triage": 2, "write": 3, "maintain": 4, "admin": 5}
 DEFAULT_WHO = ("write",)
 BRANCH_PREFIX = "gating/rollback-"
@@ -154,15 +159,6 @@ def environments_of(rollback: Mapping[str, Any] | None) -> tuple[str, ...]:
     decide known-good and the currently deployed state (default: production)."""
     envs = (rollback or {}).get("environments")
     return tuple(envs) if envs else DEFAULT_ENVIRONMENTS
-
-
-def is_deployment(e: Entry, environments: Sequence[str] = DEFAULT_ENVIRONMENTS) -> bool:
-    """A deployment entry of one of `environments`; a preview (any other environment) is not. An
-    entry that names no environment (written before they were recorded) counts."""
-    if e.event not in DEPLOY_EVENTS:
-        return False
-    env = (e.predicate.get("deployment") or {}).get("environment")
-    return env is None or env in environments
 
 
 def current_state(entries: Sequence[Entry], tip: str,

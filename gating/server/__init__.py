@@ -1,6 +1,6 @@
 """The gating GitHub App: a thin Flask door that turns webhooks into durable jobs on gating/.
 
-`create_app(settings)` is the only way in (no module-level app except app.wsgi for gunicorn). Flask
+`create_app(settings)` is the only way in (no module-level app except gating.server.wsgi for gunicorn). Flask
 is imported inside it, so `gating app jobs` can read the queue without loading a web framework.
 """
 
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.handlers import JobContext, Registry, blueprints, load_registry
-from app.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
-from app.schedule import Scheduler
-from app.settings import Settings, SettingsError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
+from gating.server.handlers import JobContext, Registry, blueprints, load_registry
+from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
+from gating.server.schedule import Scheduler
+from gating.server.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -69,7 +69,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     from flask import Flask, jsonify
     from werkzeug.exceptions import HTTPException
 
-    from app import webhooks
+    from gating.server import webhooks
 
     if not isinstance(settings, Settings):
         settings = Settings.load(settings)

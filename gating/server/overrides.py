@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.jobs import Job, JobQueue
 from gating.policy import OverrideAct
+from gating.server.jobs import Job, JobQueue
 
 if TYPE_CHECKING:
-    from app.handlers import JobContext
+    from gating.server.handlers import JobContext
 
 _COLS = "login, reason, head_sha, permission, created_at, url, void"
 

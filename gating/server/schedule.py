@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from app.handlers import SCHEDULE, Registry
-from app.jobs import JobQueue
-from app.settings import Settings
+from gating.server.handlers import SCHEDULE, Registry
+from gating.server.jobs import JobQueue
+from gating.server.settings import Settings
 
 
 class Scheduler:

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
-HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.handlers.deployments",
-                   "app.handlers.rollback_command", "app.handlers.alerts")
+HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -131,7 +131,7 @@ class Settings:
         if self.audit_backend not in AUDIT_BACKENDS:
             problems.append(f"GATING_AUDIT_BACKEND must be {' or '.join(AUDIT_BACKENDS)}, got {self.audit_backend!r}")
         if self.audit_key_path or self.audit_key_pem:  # unset is allowed: audit jobs fail and say so
-            from gating.keys import KeyError_
+            from gating.audit.keys import KeyError_
 
             try:
                 self.audit_key()
@@ -169,7 +169,7 @@ class Settings:
 
     def audit_key(self) -> Ed25519PrivateKey:
         """The audit signing key; a missing or bad key fails the job that needs it, naming the variable."""
-        from gating import keys
+        from gating.audit import keys
 
         if self.audit_key_path:
             return keys.load_private(keys.read_file(self.audit_key_path), self.audit_key_path)

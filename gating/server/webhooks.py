@@ -29,7 +29,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
 if TYPE_CHECKING:
-    from app import AppState
+    from gating.server import AppState
 
 log = logging.getLogger("gating.app.webhooks")
 bp = Blueprint("gating", __name__)

@@ -1,4 +1,4 @@
-"""`gunicorn app.wsgi:app`: the App configured from the environment.
+"""`gunicorn gating.server.wsgi:app`: the App configured from the environment.
 
 This module is the server process's entry point, so it also sets the process-wide garbage
 collection for a long-lived server: everything loaded at start-up (Flask, gating, the handlers)
@@ -12,8 +12,8 @@ Settings the App cannot start with end the server with one line naming them.
 import gc
 import sys
 
-from app import create_app
-from app.settings import SettingsError
+from gating.server import create_app
+from gating.server.settings import SettingsError
 
 try:
     app = create_app()

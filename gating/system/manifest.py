@@ -23,7 +23,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gating import limits
-from gating.manifest_schema import MANIFEST_SCHEMA
+from gating.system.schema import MANIFEST_SCHEMA
 
 MANIFEST_PATH = "gating.yml"
 MAX_MANIFEST_BYTES = limits.MANIFEST.max_bytes

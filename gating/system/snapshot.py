@@ -6,7 +6,6 @@ signed, so two clones that agree on the system agree on the digest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import marshal
 import posixpath
@@ -18,7 +17,8 @@ from typing import Any, Protocol
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
-from gating.manifest import (
+from gating.system.canonical import canonical_json, sha256_hex
+from gating.system.manifest import (
     MANIFEST_PATH,
     MAX_FILE_BYTES,
     FileRef,
@@ -29,7 +29,7 @@ from gating.manifest import (
     parse_manifest,
     resolve_files,
 )
-from gating.revision import RevisionReader
+from gating.system.revision import RevisionReader
 
 SNAPSHOT_VERSION = 1
 BUCKETS = 1024  # large maps of a stored snapshot are split by a stable hash of their keys
@@ -43,14 +43,6 @@ class SnapshotCache(Protocol):
     def get(self, key: str) -> dict[str, Any] | None: ...
 
     def put(self, key: str, value: dict[str, Any]) -> None: ...
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 class Snapshot:
@@ -169,6 +161,21 @@ class Snapshot:
     def preload(self, paths: list[str]) -> None:
         if isinstance(self.contents, LazyContents):
             self.contents.preload(paths)
+
+
+def empty_snapshot(name: str = "(none)") -> Snapshot:
+    """The system of a revision that has no manifest yet: everything at head is 'added'."""
+    data = {
+        "version": 1,
+        "name": name,
+        "manifest": None,
+        "components": {k: {} for k in ("models", "prompts", "retrieval", "orchestration", "tools", "guardrails")},
+        "evals": {},
+        "approvals": [],
+        "rollback": {},
+        "files": {},
+    }
+    return Snapshot(data=data, manifest=Manifest({"version": 1, "name": name, "components": {}}))
 
 
 def _parse_structured(path: str, data: bytes) -> Any:

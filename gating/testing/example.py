@@ -6,7 +6,7 @@ import shutil
 import sysconfig
 from pathlib import Path
 
-from gating.git import Git, commit_all, init_repo
+from gating.git.repository import Git, commit_all, init_repo
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support-bot"
 

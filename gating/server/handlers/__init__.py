@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.jobs import Job, JobQueue, PermanentError
-from app.settings import Settings
 from gating.github import BlobCache, GitHubApp, GitHubClient, Repo
+from gating.server.jobs import Job, JobQueue, PermanentError
+from gating.server.settings import Settings
 
 Payload = dict[str, Any]
 

@@ -24,11 +24,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.handlers import JobContext, Payload, Registry, installed_repos
-from app.handlers.rollback_command import app_audit, execute, load_config
-from app.jobs import PermanentError, RetryLater
 from gating.github import GitHubError, Repo
-from gating.rollback import LAST_GOOD, Refusal, Request, current_state, environments_of, matching_rule
+from gating.rollback.plan import LAST_GOOD, Refusal, Request, current_state, environments_of, matching_rule
+from gating.server.handlers import JobContext, Payload, Registry, installed_repos
+from gating.server.jobs import PermanentError, RetryLater
+from gating.server.rollbacks import app_audit, execute, load_config
 
 ALERT_EVENT = "alertmanager"
 MAX_ALERTS = 500  # Alertmanager's max_alerts is unbounded by default; refuse absurd batches

@@ -12,15 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import overrides
-from app.handlers import JobContext, Payload, Registry, pull_key
-from app.overrides import Seen
 from gating import limits
-from gating.audit_record import eval_check_run
-from gating.commands.common import empty_snapshot
-from gating.diff import ChangeSet, diff_snapshots
+from gating.audit.record import eval_check_run
+from gating.diff.changes import ChangeSet
+from gating.diff.semantic import diff_snapshots
 from gating.github import ApiRevision, BlobCache, Repo
-from gating.manifest import ManifestError, parse_manifest
 from gating.policy import (
     APPROVAL_CHECK,
     EVAL_CHECK,
@@ -39,7 +35,11 @@ from gating.policy import (
     parse_policy,
     render_check,
 )
-from gating.snapshot import Snapshot, build_snapshot
+from gating.server import overrides
+from gating.server.handlers import JobContext, Payload, Registry, pull_key
+from gating.server.overrides import Seen
+from gating.system.manifest import ManifestError, parse_manifest
+from gating.system.snapshot import Snapshot, build_snapshot, empty_snapshot
 
 PULL_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review", "edited", "labeled", "unlabeled")
 REVIEW_ACTIONS = ("submitted", "edited", "dismissed")

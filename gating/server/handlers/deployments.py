@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.handlers import JobContext, Registry
-from app.handlers.merge_audit import audit_store, signing_key, witness
-from app.handlers.rollback_command import load_config
-from gating import audit_record, notes
+from gating.audit import log as audit_log
+from gating.audit import record as audit_record
 from gating.github import GitHubError, Repo
-from gating.rollback import environments_of
+from gating.rollback.plan import environments_of
+from gating.server.handlers import JobContext, Registry
+from gating.server.rollbacks import load_config
+from gating.server.trail import audit_store, signing_key, witness
 
 
 def register(registry: Registry) -> None:
@@ -58,7 +59,7 @@ def on_deployment_status(ctx: JobContext) -> None:
     key = signing_key(ctx)
     store = audit_store(ctx, repo)
     facts = audit_record.replace_pointer(facts, audit_record.last_known_good(store, key, envs))
-    res = notes.append_entry(store, facts, key, datetime.now(UTC))
+    res = audit_log.append_entry(store, facts, key, datetime.now(UTC))
     ctx.log.info("%s: %s entry seq %d on %s (%s)", repo.full_name, facts.event, res.entry.seq,
                  facts.commit[:12], "written" if res.created else "already there")
     witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)

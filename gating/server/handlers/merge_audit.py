@@ -15,16 +15,15 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-from app import overrides
-from app.handlers import JobContext, Registry, installed_repos
-from app.jobs import PermanentError
-from gating import audit_record, notes
-from gating.audit import Entry
-from gating.github import GitDatabaseNotes, Repo
-from gating.github.witness import witness_entry
-from gating.keys import KeyError_, keyid
+from gating.audit import log as audit_log
+from gating.audit import record as audit_record
+from gating.audit.keys import keyid
+from gating.github import Repo
+from gating.github.facts import RepoFacts
+from gating.server import overrides
+from gating.server.handlers import JobContext, Registry, installed_repos
+from gating.server.trail import audit_store, signing_key, witness
 
 RECONCILE_RECENT = 30  # merged pull requests looked at by the periodic reconciliation
 WITNESS_RECENT = 10  # newest entries the reconciliation makes sure are witnessed
@@ -44,33 +43,12 @@ def _merge_key(p: dict) -> str | None:
     return f"{repo}#audit" if repo else None
 
 
-def signing_key(ctx: JobContext):
-    try:
-        return ctx.settings.audit_key()
-    except KeyError_ as e:
-        raise PermanentError(str(e)) from e
-
-
-def audit_store(ctx: JobContext, repo: Repo) -> notes.NotesBackend:
-    """The Git Database API, or (GATING_AUDIT_BACKEND=push) a mirror pushed with the installation token."""
-    if ctx.settings.audit_backend == "push":
-        url = (ctx.payload.get("repository") or {}).get("clone_url") or repo.client.get(
-            f"/repos/{repo.full_name}").get("clone_url")
-        if not url:
-            raise PermanentError("the push audit backend needs repository.clone_url in the event")
-        inst = (ctx.payload.get("installation") or {}).get("id") or ctx.github.app_client().get(
-            f"/repos/{repo.full_name}/installation")["id"]
-        mirror = Path(ctx.settings.audit_push_dir) / repo.full_name.replace("/", "__")
-        return notes.PushNotes(mirror, url, ctx.github.token(int(inst)).token)
-    return GitDatabaseNotes(repo)
-
-
 def on_merged(ctx: JobContext) -> None:
     repo = ctx.repo()
     number = int(ctx.payload["pull_request"]["number"])
     key = signing_key(ctx)
     store = audit_store(ctx, repo)
-    res = audit_record.record_merge(repo, store, key, number, datetime.now(UTC), ctx.blobs,
+    res = audit_record.record_merge(RepoFacts(repo, ctx.blobs), store, key, number, datetime.now(UTC),
                                     ctx.settings.manifest_path, overrides_of=overrides.source(ctx, repo.full_name))
     ctx.log.info("%s#%d: merged entry seq %d on %s (%s)", repo.full_name, number, res.entry.seq,
                  res.entry.commit[:12], "written" if res.created else "already there")
@@ -78,26 +56,19 @@ def on_merged(ctx: JobContext) -> None:
     reconcile_if_due(ctx, repo, store, key)
 
 
-def witness(repo: Repo, entry: Entry, key, app_id: int, log) -> None:
-    """The App's `gating / audit` check run for an entry it wrote (once per entry)."""
-    run_id, created = witness_entry(repo, entry, key.public_key(), app_id)
-    if created:
-        log.info("%s: witnessed seq %d on %s (check run %d)", repo.full_name, entry.seq, entry.commit[:12], run_id)
-
-
-def witness_recent(repo: Repo, store: notes.NotesBackend, key, app_id: int, log) -> None:
+def witness_recent(repo: Repo, store: audit_log.NotesBackend, key, app_id: int, log) -> None:
     """Witness the newest entries the App's key (or a key rotated to it) signed that have no witness yet."""
-    for e in notes.read_log(store, {keyid(key): key.public_key()})[-WITNESS_RECENT:]:
+    for e in audit_log.read_log(store, {keyid(key): key.public_key()})[-WITNESS_RECENT:]:
         witness(repo, e, key, app_id, log)
 
 
-def reconcile_if_due(ctx: JobContext, repo: Repo, store: notes.NotesBackend, key) -> None:
+def reconcile_if_due(ctx: JobContext, repo: Repo, store: audit_log.NotesBackend, key) -> None:
     every = ctx.settings.audit_reconcile_seconds
     with _lock:
         if every <= 0 or time.monotonic() - _last_reconcile.get(repo.full_name, -every) < every:
             return
         _last_reconcile[repo.full_name] = time.monotonic()
-    written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs, ctx.settings.manifest_path,
+    written = audit_record.backfill(RepoFacts(repo, ctx.blobs), store, key, datetime.now(UTC), ctx.settings.manifest_path,
                                     limit=RECONCILE_RECENT, overrides_of=overrides.source(ctx, repo.full_name))
     for r in written:
         ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
@@ -110,7 +81,7 @@ def on_schedule(ctx: JobContext) -> None:
     key = signing_key(ctx)
     for repo in installed_repos(ctx, limit=1000):
         store = audit_store(ctx, repo)
-        written = audit_record.backfill(repo, store, key, datetime.now(UTC), ctx.blobs,
+        written = audit_record.backfill(RepoFacts(repo, ctx.blobs), store, key, datetime.now(UTC),
                                         ctx.settings.manifest_path, limit=RECONCILE_RECENT,
                                         overrides_of=overrides.source(ctx, repo.full_name))
         for r in written:

@@ -1,0 +1,1 @@
+"""The audit trail: signed entries, keys and their rotation, the hash-chained log, verification, witnesses."""

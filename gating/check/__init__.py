@@ -1,0 +1,1 @@
+"""`gating check`, the Action's build step: context, run loop, output, posting, eval notes, the fork pattern."""

@@ -1,0 +1,1 @@
+"""The one place that runs git: repositories, revision readers, notes backends, the snapshot store."""
