@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gating.git import Git, GitError
+from gating.git.repository import Git, GitError
 
 SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 SHA_SPEC = re.compile(r"^[0-9a-f]{40}(\.\.[0-9a-f]{40})?$")
@@ -313,7 +313,7 @@ class BareRepo:
 
 
 def init_bare(path: Path, default_branch: str) -> BareRepo:
-    from gating.git import init_repo
+    from gating.git.repository import init_repo
 
     init_repo(path, bare=True, branch=default_branch)
     repo = BareRepo(path)

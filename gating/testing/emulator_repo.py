@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gating.git import Git
+from gating.git.repository import Git
 from gating.testing.emulator_git import BareRepo, Person, RefConflict
 from gating.testing.emulator_state import Repo
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gating.git.repository import Git, commit_all, init_repo
 
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "support-bot"
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "examples" / "support-bot"
 
 
 def example_dir() -> Path:
