@@ -1,4 +1,4 @@
-# The gating GitHub App: `gating app serve` (gunicorn serving app.wsgi:app) as a non-root user.
+# The gating GitHub App: `gating app serve` (gunicorn serving gating.server.wsgi:app) as a non-root user.
 #
 #   docker build -t gating-app .
 #   docker run -p 3000:3000 -v gating-data:/data \
@@ -12,7 +12,6 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gating/ gating/
-COPY app/ app/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

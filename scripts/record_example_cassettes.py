@@ -5,7 +5,7 @@ pure function of the prompt it is sent: it answers from the context, cites the a
 prompt asks, says it doesn't know when the system prompt tells it to, and leaks an internal note
 when nothing forbids it. The judge is a rule-based grader of the same kind. So the recordings are
 reproducible, and they cover the example as committed, the demo's pull request
-(gating.example.apply_demo_change), the regressing one (apply_regressing_change) and both together.
+(gating.testing.example.apply_demo_change), the regressing one (apply_regressing_change) and both together.
 
 Latencies in the cassettes are synthetic (a fixed cost plus a per-token cost), so that re-recording
 gives byte-identical files.

@@ -1,7 +1,7 @@
 """Audit entries: in-toto Statements in DSSE envelopes, signed with Ed25519, chained by seq and prev.
 
 Sans-I/O: everything here takes bytes, dicts, keys and `now`, and returns values. The notes store
-(gating/notes.py) does the reading and writing; gating.audit_verify judges what it read.
+(gating/audit/log.py) does the reading and writing; gating.audit.verify judges what it read.
 
 One entry is one line: the canonical JSON (sorted keys, no spaces) of a DSSE envelope whose payload is
 a Statement about a commit. `seq` numbers the entries of the whole log from 1 and `prev` is the
@@ -92,7 +92,7 @@ class EntryFacts:
     deployment: Mapping[str, Any] | None = None
     backfilled: bool = False
     discriminator: str = ""
-    key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit_keys.rotation
+    key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit.rotation.rotation
 
     @property
     def key(self) -> str:
@@ -111,7 +111,7 @@ def sha256_line(line: bytes) -> str:
 
 
 def snapshot_digest(snapshot: Mapping[str, Any]) -> str:
-    """The digest gating.snapshot.Snapshot.digest gives for the same data."""
+    """The digest gating.system.snapshot.Snapshot.digest gives for the same data."""
     return "sha256:" + hashlib.sha256(canonical_json(dict(snapshot))).hexdigest()
 
 

@@ -64,7 +64,7 @@ class Report:
     entries: list[Entry]
     findings: list[Finding]
     notes_commits: int = 0
-    epochs: list[Any] = field(default_factory=list)  # gating.audit_keys.Epoch, oldest first
+    epochs: list[Any] = field(default_factory=list)  # gating.audit.rotation.Epoch, oldest first
 
     @property
     def ok(self) -> bool:
@@ -122,7 +122,7 @@ def verify_log(
 
     `notes` maps annotated commit -> note bytes at the tip; `keys` maps keyid -> trusted public key.
     Entries signed by a key that only the log's own key_rotated entries name are checked once all
-    are read (gating.audit_keys decides whether that chain is anchored in a trusted key).
+    are read (gating.audit.rotation decides whether that chain is anchored in a trusted key).
     """
     from gating.audit.rotation import declared_keys, key_findings
 

@@ -10,7 +10,7 @@ One JSON file, `gating-collect.json`:
 A fork's pull request runs the fork's own workflow files, so whoever opened it wrote this artifact.
 Reading it is therefore hostile input: its size is bounded before it is parsed, its shape and every
 path are checked, nothing in it is executed, and what it claims (the head, the pull request, every
-file) is verified elsewhere (gating/fork_check.py) against the event, the API and git.
+file) is verified elsewhere (gating/check/fork.py) against the event, the API and git.
 """
 
 from __future__ import annotations

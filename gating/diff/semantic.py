@@ -1,8 +1,8 @@
 """Semantic diff of two snapshots: what a change does to the LLM system, with a risk for each part.
 
-deepdiff finds the changed leaves of the structured settings (gating.changes); the rules here turn
+deepdiff finds the changed leaves of the structured settings (gating.diff.changes); the rules here turn
 them into statements a reviewer can act on (a model re-pin, a breaking tool change); what loosens the
-gates themselves (thresholds, approval rules) is judged in gating.diff_gates.
+gates themselves (thresholds, approval rules) is judged in gating.diff.gates.
 """
 
 from __future__ import annotations

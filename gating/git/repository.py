@@ -255,7 +255,7 @@ class Git:
         )
         return proc.returncode == 0, (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
-    # -- notes store plumbing (audit log; used by gating/notes.py) -------------------------------
+    # -- notes store plumbing (audit log; used by gating/git/notes.py) -------------------------------
     # Notes are written with plumbing rather than `git notes add` so that the local backend and the
     # GitHub API backend place a note at the same path and so produce identical trees.
 

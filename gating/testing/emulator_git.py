@@ -1,6 +1,6 @@
 """Git Database operations on an emulated repository's bare git repository.
 
-Every object the API creates is a real git object written by git itself (through gating.git.Git), so
+Every object the API creates is a real git object written by git itself (through gating.git.repository.Git), so
 a clone sees exactly what the API wrote, and the API sees exactly what a push wrote.
 """
 

@@ -2,10 +2,10 @@
 that have none (a lost webhook, an App outage), so no merge is ever missing from the trail.
 
 Redelivered events and racing replicas are safe: the entry's idempotency key (`merged:<sha>`) is
-looked up on the commit's note after every re-read of the notes ref (gating.notes.append_entry).
+looked up on the commit's note after every re-read of the notes ref (gating.audit.log.append_entry).
 
 Every entry the App writes is also witnessed: a `gating / audit` check run on the entry's commit with
-its seq, hash and keyid (gating.audit_witness), which no writer of the repository can change, so a
+its seq, hash and keyid (gating.audit.witness), which no writer of the repository can change, so a
 fresh clone can tell a truncated or re-signed log. A job that fails after the append witnesses on its
 retry, and the reconciliation witnesses the newest entries that have none.
 """
