@@ -1,7 +1,8 @@
 """What an eval case is run against: a prompt component, the user's command, or an HTTP endpoint.
 
 Prompt templates are Jinja2 in a sandbox with StrictUndefined: a variable the case does not define is
-an error, never an empty string. A prompt file is plain text (the user message) or a YAML list of
+an error, never an empty string, and whatever a template raises for one case's vars (`{{ 1/0 }}`, an
+overflowing `range`, an unknown filter) fails that case with category `render`, never the run. A prompt file is plain text (the user message) or a YAML list of
 chat messages; a prompt may name a system prompt component, rendered first. Command and HTTP
 targets receive the case as JSON and answer with JSON; the per-stage timings they report
 (embedding, retrieval, llm, post, ...) are kept.
@@ -94,6 +95,9 @@ class PromptLibrary:
             except (RenderError, jinja2.TemplateSyntaxError) as e:
                 where = f"{p['file']}:{e.lineno}: " if isinstance(e, jinja2.TemplateSyntaxError) else ""
                 self.prompts[name] = CompiledPrompt(name, [], model, f"prompt {name!r}: {where}{e}")
+            except Exception as e:  # the template compiler raising on odd input: this prompt's cases fail
+                self.prompts[name] = CompiledPrompt(name, [], model, f"prompt {name!r}: {p['file']}: the template "
+                                                    f"could not be compiled: {type(e).__name__}: {e}")
 
     def render(self, name: str, vars_: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         cp = self.prompts[name]
@@ -105,6 +109,8 @@ class PromptLibrary:
             raise RenderError(f"prompt {name!r}: {e.message} (add it to the case's vars)") from None
         except jinja2.TemplateError as e:
             raise RenderError(f"prompt {name!r}: {e}") from None
+        except Exception as e:  # raised by the template's own expressions for these vars
+            raise RenderError(f"prompt {name!r}: the template raised {type(e).__name__}: {e}") from None
 
 
 def chat_request(model: Mapping[str, Any], messages: tuple[tuple[str, str], ...], repeat: int = 0,
@@ -193,7 +199,7 @@ class CommandTarget:
                 *self.argv, cwd=self.cwd, env={**self.env, "GATING_CASE_ID": case.id},
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as e:
-            raise ProviderError("provider", f"cannot run {self.argv[0]!r}: {e.strerror or e}") from None
+            raise ProviderError("setup", f"cannot run {self.argv[0]!r} (evals.target.run): {e.strerror or e}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(payload), self.timeout_s)
         except TimeoutError:
@@ -241,8 +247,11 @@ class HttpTarget:
                     resp = await self.pool.post(self.url, body, self.headers, self.timeout_s)
                 except httpx.TimeoutException:
                     raise ProviderError("timeout", f"no answer within {self.timeout_s:g} s", retryable=True) from None
+                except httpx.ConnectError as e:
+                    raise ProviderError("transport", f"cannot connect to {self.url}: is the endpoint running, and is "
+                                        f"evals.target.url right? ({type(e).__name__}: {e})", retryable=True) from None
                 except httpx.HTTPError as e:
-                    raise ProviderError("transport", f"{type(e).__name__}: {e}", retryable=True) from None
+                    raise ProviderError("transport", f"{type(e).__name__} from {self.url}: {e}", retryable=True) from None
                 if resp.status_code >= 300:
                     raise classify_status(resp)
             except ProviderError as e:
