@@ -127,7 +127,8 @@ def test_on_error_neutral_reports_the_error_without_failing(repo, monkeypatch, c
 
 PROMPTS = {"p": {"file": "prompts/p.md", "model": "m"}, "t": {"file": "prompts/t.md", "model": "m"}}
 TEMPLATE = ("{% if kind == 'divide' %}{{ 10 // n }}{% elif kind == 'range' %}{% for i in range(n) %}.{% endfor %}"
-            "{% elif kind == 'filter' %}{{ n | no_such_filter }}{% endif %}" + a("ok") + "\n")
+            "{% elif kind == 'filter' %}{{ n | no_such_filter }}{% elif kind == 'repeat' %}{{ 'ab' * n }}"
+            "{% elif kind == 'power' %}{{ 7 ** n }}{% endif %}" + a("ok") + "\n")
 
 
 def test_a_template_or_assertion_that_raises_fails_its_case_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
@@ -136,6 +137,9 @@ def test_a_template_or_assertion_that_raises_fails_its_case_and_the_run_goes_on(
         {"id": "divide", "prompt": "t", "vars": {"kind": "divide", "n": 0}},
         {"id": "range", "prompt": "t", "vars": {"kind": "range", "n": 10 ** 9}},
         {"id": "filter", "prompt": "t", "vars": {"kind": "filter", "n": 1}},
+        {"id": "repeat", "prompt": "t", "vars": {"kind": "repeat", "n": 10 ** 9}},
+        {"id": "power", "prompt": "t", "vars": {"kind": "power", "n": 10 ** 9}},
+        {"id": "small", "prompt": "t", "vars": {"kind": "repeat", "n": 3}, "assert": [{"type": "equals", "value": "ok"}]},
         {"id": "template-ok", "prompt": "t", "vars": {"kind": "none", "n": 1}, "assert": [{"type": "equals", "value": "ok"}]},
         {"id": "deep-json", "prompt": "p", "vars": {"q": a("[" * 100_000)}, "assert": [{"type": "is-json"}]},
         {"id": "self-ref", "prompt": "p", "vars": {"q": a("{}")},
@@ -146,7 +150,7 @@ def test_a_template_or_assertion_that_raises_fails_its_case_and_the_run_goes_on(
     snap, reader = load(root)
     with LLMServer() as server:
         run = run_evals(snap, reader, env=live_env(server))
-        assert server.requests == 4  # fine, template-ok, deep-json, self-ref: the broken renders sent nothing
+        assert server.requests == 5  # fine, template-ok, small, deep-json, self-ref: broken renders send nothing
     got = {c.id: (c.passed, c.error, c.error_message) for c in run.cases}
     assert got["fine"] == (True, None, "") and got["template-ok"] == (True, None, "")
     assert got["divide"] == (False, "render", "prompt 't': the template raised ZeroDivisionError: integer division "
@@ -154,6 +158,11 @@ def test_a_template_or_assertion_that_raises_fails_its_case_and_the_run_goes_on(
     assert got["range"] == (False, "render", "prompt 't': the template raised OverflowError: Range too big. The "
                                              "sandbox blocks ranges larger than MAX_RANGE (100000).")
     assert got["filter"] == (False, "render", "prompt 't': No filter named 'no_such_filter' found.")
+    assert got["repeat"] == (False, "render", "prompt 't': the template raised OverflowError: `*` would build "
+                                              "2,000,000,000 items; a template may build at most 1,000,000")
+    assert got["power"] == (False, "render", "prompt 't': the template raised OverflowError: exponent 1,000,000,000 "
+                                             "is too large (at most 10,000 in a template)")
+    assert got["small"] == (True, None, "")
     assert got["deep-json"][:2] == (False, "assertion")
     assert got["deep-json"][2].startswith("is-json raised RecursionError: maximum recursion depth exceeded")
     assert got["self-ref"][:2] == (False, "assertion")

@@ -19,7 +19,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from gating.check import run_check
-from gating.check_context import BASELINES, FAIL_ON, NOTES_MODES, ON_ERROR, ContextError, Settings, build_context
+from gating.check_context import (
+    BASELINES,
+    FAIL_ON,
+    NOTES_MODES,
+    ON_ERROR,
+    ContextError,
+    Settings,
+    build_context,
+)
 from gating.check_output import append_to, step_outputs, summary_markdown, title
 from gating.cli import UsageError
 from gating.commands.common import owner_name, repo

@@ -229,7 +229,7 @@ def not_evaluated(base: RunResult | None, head: RunResult) -> list[str]:
     counts = Counter((c.error, c.error_message) for c in bad)
     causes = sorted(counts, key=lambda k: (INFRA_ERRORS.index(k[0]), -counts[k], k[1]))
     where = " and ".join(f"{len(cases)} of {len(run.cases)} {'cases ' if i == 0 else ''}at {name}"
-                         for i, (name, run, cases) in enumerate((s for s in sides if s[2])))
+                         for i, (name, run, cases) in enumerate(s for s in sides if s[2]))
     out = [f"{causes[0][1]} ({where} could not be evaluated)"]
     out += [f"{msg} ({counts[(cat, msg)]} case{'s' if counts[(cat, msg)] != 1 else ''})" for cat, msg in causes[1:3]]
     if len(causes) > 3:

@@ -31,7 +31,29 @@ from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
 
 ROLES = ("system", "user", "assistant")
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+MAX_REPEATED = 1_000_000  # items `*` may build in a template (a prompt is far smaller)
+MAX_EXPONENT = 10_000  # an integer `**` beyond this is CPU for nothing
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox (which already caps `range`), with `*` and `**` bounded too: one case's vars
+    cannot make a render take the runner's memory or CPU; going over fails that case."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEATED:
+                    raise OverflowError(f"`*` would build {len(seq) * n:,} items; a template may build at most "
+                                        f"{MAX_REPEATED:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                and right > MAX_EXPONENT:
+            raise OverflowError(f"exponent {right:,} is too large (at most {MAX_EXPONENT:,} in a template)")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class RenderError(Exception):
