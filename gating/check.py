@@ -28,7 +28,7 @@ from gating.check_output import CheckResult
 from gating.check_post import Poster
 from gating.commands.diff import compute
 from gating.diff import ChangeSet
-from gating.evals.compare import compare
+from gating.evals.compare import compare, unevaluated
 from gating.evals.judging import Judging, judging_for, self_judging
 from gating.evals.judging import messages as judging_messages
 from gating.evals.metrics import compute_metrics
@@ -45,19 +45,24 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # -- deciding (pure) -------------------------------------------------------------------------------
 
 
-def conclude(verdict: str, threshold_missed: bool, fail_on: str) -> str:
-    """The check run's conclusion. fail-on regression: a missed threshold or a significant regression
-    fails the check; fail-on threshold: only a missed threshold (or a policy error) does, a regression
-    is reported; fail-on never: the check reports and never blocks (neutral)."""
+def conclude(verdict: str, threshold_missed: bool, fail_on: str, on_error: str = "fail") -> str:
+    """The check run's conclusion. Fail closed: an `error` verdict (cases that could not be evaluated,
+    a crash) concludes failure; only on-error neutral reports it without blocking. fail-on regression:
+    a missed threshold or a significant regression fails the check; fail-on threshold: only a missed
+    threshold (or a policy error) does, a regression is reported; fail-on never: the check reports and
+    never blocks (neutral). fail-on never does not relax an error."""
     if verdict == "pass":
         return "success"
+    if verdict == "error":
+        return "neutral" if on_error == "neutral" else "failure"
     blocking = verdict == "fail" and (fail_on == "regression" or (fail_on == "threshold" and threshold_missed))
     return "failure" if blocking else "neutral"
 
 
-def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, str, list[str]]:
+def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str, on_error: str = "fail") -> tuple[str, str, list[str]]:
     """(verdict, conclusion, reasons) from the comparison (None: no evals configured) and the diff's
-    policy errors (an unpinned model alias fails whatever the scores say)."""
+    policy errors (an unpinned model alias fails whatever the scores say). The reasons lead with the
+    most serious true cause: policy errors, then cases not evaluated, missed thresholds, regressions."""
     policy = [f"policy error: {c.summary}" for c in cs.changes if c.risk == "error"]
     if cmp is None:
         verdict, reasons = "pass", ["gating.yml has no `evals` section, so nothing was evaluated"]
@@ -67,15 +72,27 @@ def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, st
         reasons = policy + (reasons if verdict != "pass" else [])
         verdict = "fail"
     missed = bool(policy) or any(r.status == "fail" for r in (cmp.rows if cmp else []))
-    return verdict, conclude(verdict, missed, fail_on), reasons
+    conclusion = conclude(verdict, missed, fail_on, on_error)
+    if cmp is not None and cmp.verdict == "error":  # fail-on never relaxes a policy error, never an error
+        conclusion = "failure" if conclude("error", False, fail_on, on_error) == "failure" else conclusion
+    return verdict, conclusion, reasons
+
+
+def relax(result: CheckResult, on_error: str) -> CheckResult:
+    """An evaluation that ended in `error` under on-error neutral: reported, not blocking (a crash is not relaxed)."""
+    result.on_error = on_error
+    if result.verdict == "error" and result.error is None:
+        result.conclusion = conclude("error", False, result.fail_on, on_error)
+    return result
 
 
 def usable_note(run: RunResult | None, digest: str | None, judged: str | None = None, legacy: bool = False) -> bool:
     """A stored run is a valid result for a commit whose system has this snapshot digest (the digest
     covers every prompt, model, setting and dataset) when it was judged the same way (`judged`: the
     Judging digest; `legacy`: a run that does not say was judged by the commit's own evals, and may
-    stand for that)."""
-    if run is None or digest is None or run.snapshot_digest != digest or not run.cases:
+    stand for that), unless some of its cases could not be evaluated: that run is evidence of nothing,
+    so it is re-run."""
+    if run is None or digest is None or run.snapshot_digest != digest or not run.cases or unevaluated(run):
         return False
     by = (run.config or {}).get("judged_by")
     return judged is None or (by.get("digest") == judged if isinstance(by, dict) else legacy)
@@ -284,7 +301,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         base = resolve_base(g, ctx.base, head, remote)
         ev = Evaluator(g, settings, env)
         evaluation = ev.evaluate(base, head)
-        result = evaluation.result
+        result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
     except BaseException as e:
         result = _crash(head, base, settings.fail_on, e)
@@ -293,7 +310,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
             poster.finish(result)
         write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
         raise
-    notes = store_notes(g, ctx, settings, remote, evaluation.notes)
+    complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
+    notes = store_notes(g, ctx, settings, remote, complete)
     if notes.get("message"):
         result.messages.append(notes["message"])
     result.elapsed_s = time.monotonic() - t0

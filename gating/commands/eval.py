@@ -1,7 +1,8 @@
 """`gating eval` and `gating calibrate`: run the golden cases of a revision, calibrate the judge.
 
-Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail / the judge is not
-calibrated, 2 bad input (dataset, manifest, options).
+Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail or error (cases that
+could not be evaluated: no key, a wrong base URL, provider errors; unless --on-error neutral) / the
+judge is not calibrated, 2 bad input (dataset, manifest, options).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to this file")
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.add_argument("--on-error", choices=("fail", "neutral"), default="fail",
+                   help="fail: cases that could not be evaluated exit 1 (default); neutral: warn and exit 0")
     p.set_defaults(func=run)
 
     c = sub.add_parser("calibrate", help="measure the judge model's agreement with human ratings")
@@ -142,6 +145,11 @@ def run(args: argparse.Namespace) -> int:
         _write("--markdown", args.markdown, md)
     if cmp.verdict == "inconclusive":
         print("gating: the verdict is inconclusive: " + "; ".join(cmp.reasons), file=sys.stderr)
+    if cmp.verdict == "error":
+        relaxed = args.on_error == "neutral"
+        print(f"gating: {'warning: not blocking (--on-error neutral)' if relaxed else 'error'}: "
+              + "\n  ".join(cmp.reasons), file=sys.stderr)
+        return 0 if relaxed else 1
     return 1 if cmp.verdict == "fail" else 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
-from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evaluate
+from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
 from gating.evals.judge import JudgeParseError, grade
@@ -89,6 +89,8 @@ class _Run:
             if not (e.category == "content_filter" and _expects_refusal(case)):
                 return None, [], e.category, e.message, 0.0
             out, obs = TargetOutput(""), Observation("", error="content_filter")
+        except Exception as e:  # one case's surprise is that case's error, never the run's crash
+            return None, [], "internal", f"{type(e).__name__}: {e}", 0.0
         if out.cost_usd is None:
             out.cost_usd = cost_usd(out.provider, out.model, out.tokens_in, out.tokens_out, self.prices)
         obs.cost_usd = out.cost_usd
@@ -97,10 +99,10 @@ class _Run:
         question = next((c for role, c in reversed(out.messages) if role == "user"), None) \
             or json.dumps(case.vars, ensure_ascii=False)
         for spec in case.asserts:
-            if base_type(spec["type"]) not in MODEL_GRADED:
-                results.append(evaluate(spec, obs))
-                continue
             try:
+                if base_type(spec["type"]) not in MODEL_GRADED:
+                    results.append(evaluate(spec, obs))
+                    continue
                 res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file)
                 judge_ms += got.latency_ms
                 results.append(res)
@@ -108,9 +110,11 @@ class _Run:
                 cat = "parse" if isinstance(e, JudgeParseError) else e.category
                 msg = str(e) if isinstance(e, JudgeParseError) else e.message
                 error, message = error or cat, message or f"judge: {msg}"
-                results.append(AssertionResult(spec["type"], False, 0.0, f"judge error ({cat}): {msg}",
-                                               spec.get("name") or MODEL_GRADED[base_type(spec["type"])],
-                                               float(spec.get("weight", 1.0))))
+                results.append(_failed(spec, f"judge error ({cat}): {msg}"))
+            except Exception as e:  # an assertion that raises fails its case (category `assertion`), not the run
+                why = f"{spec['type']} raised {type(e).__name__}: {e}"
+                error, message = error or "assertion", message or why
+                results.append(_failed(spec, why))
         return out, results, error, message, judge_ms
 
     def _aggregate(self, case: Case, reps: list) -> CaseResult:
@@ -152,6 +156,12 @@ class _Run:
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
         )
+
+
+def _failed(spec: dict[str, Any], reason: str) -> AssertionResult:
+    """The result of an assertion that could not be checked: failed, score 0."""
+    name = spec.get("name") or MODEL_GRADED.get(base_type(spec["type"])) or default_name(spec)
+    return AssertionResult(spec["type"], False, 0.0, reason, str(name), float(spec.get("weight", 1.0)))
 
 
 def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, dict[str, Any]]:
