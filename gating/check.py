@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gating import check_notes
+from gating import check_evidence, check_notes
 from gating import check_output as out
 from gating.check_context import CHECK_NAME, CheckContext, ContextError, Settings
 from gating.check_output import CheckResult
@@ -124,17 +124,19 @@ class Evaluator:
     def __init__(self, g: Git, settings: Settings, env: Mapping[str, str]):
         self.g, self.settings, self.env = g, settings, env
         self.requests = self.cache_hits = self.replayed = 0
-        cache = settings.cache_dir
-        if cache is None:
-            cache = env.get("GATING_CACHE_DIR") or str(g.root / ".gating" / "cache")
-        self.cache_dir: str | None = cache or None
+        cache, warning = check_evidence.response_cache(settings.cache_dir, env, g)
+        self.cache_dir: str | None = str(cache) if cache else None
+        self.messages: list[str] = [warning] if warning else []
+        self.evidence: check_evidence.EvidencePlan | None = None
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
     def run(self, snap: Snapshot, rev: str, only: set[str] | None) -> RunResult:
+        ev = self.evidence
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
-                        cache_dir=self.cache_dir, env=self.env, rev=rev)
+                        cache_dir=self.cache_dir, env=self.env, rev=rev, mode=ev.mode if ev else None,
+                        trusted_cassettes=ev.trusted if ev else None)
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
@@ -162,6 +164,8 @@ class Evaluator:
             base_snap: Snapshot | None = self.snapshot(base)
         except NoManifest:
             base_snap = None
+        self.evidence = check_evidence.plan(base_snap if base_snap and base_snap.manifest.evals else None, head_snap,
+                                            self.env, s.replay)
         notes: dict[str, bytes] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
@@ -170,23 +174,30 @@ class Evaluator:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
             stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
-            if usable_note(stored, base_snap.digest):
+            if usable_note(stored, base_snap.digest) and self.evidence.note_ok(stored):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
                 base_run = self.run(base_snap, base, None)
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
+                if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
+                    why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
                     notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
         head_run, head_source, ran = self._head(cs, head_snap, head, base_run)
         cmp = compare(base_run, head_run, head_snap.manifest.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
+        judged, reasons = self.evidence.judge(base_run, head_run, verdict, reasons)
+        if judged != verdict:  # answers obtained two ways: not comparable
+            verdict, conclusion = judged, conclude(judged, True, s.fail_on)
         if ran:
+            self.evidence.after(head_run)
             notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
                                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
                                                                 "base_rev": cmp.base_rev})
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
-                             head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source)
+                             head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
+                             messages=[*self.messages, *self.evidence.messages])
         return Evaluation(result, notes)
 
     def _same_system_note(self, base: str, head: str, digest: str | None) -> dict[str, bytes]:
@@ -204,7 +215,7 @@ class Evaluator:
     def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
             stored = check_notes.read_run(self.g, head)
-            if usable_note(stored, snap.digest):
+            if usable_note(stored, snap.digest) and self.evidence is not None and self.evidence.note_ok(stored):
                 assert stored is not None
                 return stored, "eval note on head (this commit was evaluated before)", False
         only = cs.affected_prompts() if base_run is not None else None

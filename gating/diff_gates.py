@@ -62,6 +62,8 @@ def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
             risk, summary = "high", "regression rule loosened: evals.regression removed"
         elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
             risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
+        elif lp == ["mode"]:  # where the answers come from: the cassettes or the models
+            risk, summary = "high", f"evals mode {before or 'live'} → {after or 'live'} (applies after merge)"
         elif lp and lp[0] == "dataset_digests":
             risk, summary, affects = "medium", f"eval dataset {lp[1] if len(lp) > 1 else ''} changed", (ALL,)
         elif lp and lp[0] in ("target", "judge", "repeat"):

@@ -32,6 +32,7 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
+from gating.evidence import configured_mode
 from gating.revision import RevisionReader
 from gating.snapshot import Snapshot
 
@@ -42,12 +43,17 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               concurrency: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
               env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
-              retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None) -> RunResult:
-    """Evaluate one revision. Raises DatasetError for a bad dataset, ValueError for bad settings."""
+              retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
+              mode: str | None = None, trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
+    """Evaluate one revision. Raises DatasetError for a bad dataset, ValueError for bad settings.
+
+    `mode` is the mode the judging revision chose (None: this revision's own settings decide);
+    `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
+    request, so a revision cannot rewrite an answer the base recorded."""
     return asyncio.run(run_evals_async(
         snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
         env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
-        timeout_s=timeout_s, retry=retry, record_root=record_root))
+        timeout_s=timeout_s, retry=retry, record_root=record_root, mode=mode, trusted_cassettes=trusted_cassettes))
 
 
 def _now() -> str:
@@ -179,7 +185,8 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
                           progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
-                          retry: RetryPolicy | None, record_root: Any) -> RunResult:
+                          retry: RetryPolicy | None, record_root: Any, mode: str | None = None,
+                          trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     started = _now()
     m = snapshot.manifest
     ev = m.evals
@@ -200,7 +207,9 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     n_repeat = max(1, repeat or ev.get("repeat") or 1)
     tmo = timeout_s or ev.get("timeout_s") or target_cfg.get("timeout_s") or DEFAULT_TIMEOUT_S
     cassettes = _load_cassettes(reader, list(digests))
-    mode = resolve_mode(env, record, bool(cassettes))
+    kept = sum(1 for k, e in (trusted_cassettes or {}).items() if k in cassettes and cassettes[k] != e)
+    cassettes = {**cassettes, **(trusted_cassettes or {})}
+    mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
@@ -257,7 +266,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         config={"target": target_cfg["type"], "mode": mode, "concurrency": conc, "repeat": n_repeat,
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts)},
-        stats={**llm.stats.to_dict(), "cassettes_written": written},
+        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
     )
 
 
