@@ -59,32 +59,38 @@ def _mode_phrase(mode: str) -> str:
 
 
 def plan(base: Snapshot | None, head: Snapshot, env: Mapping[str, str], replay: bool = False,
-         judge_label: str = "the base's") -> EvidencePlan:
-    """The plan for evaluating `head` against `base`; with no base, head's own settings decide."""
-    deciding = base if base is not None else head
-    configured = configured_mode(deciding.manifest.evals if deciding is not None else None)
+         judge_label: str = "the base's", own: bool = False) -> EvidencePlan:
+    """The plan for evaluating `head` against `base` (None: a base without evals). Without a base,
+    `own` lets head's settings decide (a revision evaluated on its own); otherwise nothing but a
+    flag or GATING_PROVIDER switches replay on."""
+    deciding = base if base is not None else head if own else None
+    configured = configured_mode(deciding.manifest.evals) if deciding is not None else "live"
     mode = resolve_mode(env, False, configured, replay)
     explicit = replay or (env.get("GATING_PROVIDER") or "auto").strip().lower() != "auto"
     if replay:
         why = "--replay"
     elif explicit:
         why = f"GATING_PROVIDER={env.get('GATING_PROVIDER', '').strip()}"
+    elif deciding is None:
+        why = "the base has no evals settings to judge by"
     else:
         why = f"evals.mode: {configured} in {judge_label if base is not None else 'its own'} {deciding.manifest.source}"
     p = EvidencePlan(mode, why)
-    if base is None:
+    if deciding is head:
         return p
     wanted = configured_mode(head.manifest.evals)
     if not explicit and wanted != configured:
-        p.messages.append(f"the head's {head.manifest.source} sets evals.mode: {wanted}, but {judge_label} setting "
-                          f"decides how a change is judged: answers were {_mode_phrase(mode)} ({why}); the head's "
-                          "setting takes effect after merge")
-    base_tapes, head_tapes = base.data.get("cassettes") or {}, head.data.get("cassettes") or {}
+        judge = (f"{judge_label} setting decides how a change is judged" if base is not None
+                 else "a change is judged by its base, which has no evals settings")
+        p.messages.append(f"the head's {head.manifest.source} sets evals.mode: {wanted}, but {judge}: answers were "
+                          f"{_mode_phrase(mode)} ({why}); the head's setting takes effect after merge")
+    base_tapes = (base.data.get("cassettes") or {}) if base is not None else {}
+    head_tapes = head.data.get("cassettes") or {}
     new = sorted(path for path, sha in head_tapes.items() if base_tapes.get(path) != sha)
     if new and family(mode) == "live":
         p.messages.append(f"cassettes the head adds or changes ({', '.join(new)}) were not used: answers were "
                           f"called live ({why})")
-    if mode == "replay":
+    if mode == "replay" and base is not None:
         p.trusted = recordings(base)
     return p
 

@@ -174,3 +174,23 @@ def test_a_base_note_made_live_is_not_the_baseline_of_a_replayed_run(h: Harness)
     assert ran.report["head_run"]["config"]["mode"] == "replay"
     assert f"baseline: re-ran base `{push[:7]}` (its eval note was made in live mode, this run is replay)" \
         in ran.stdout
+
+
+def test_a_pull_request_that_adopts_gating_cannot_switch_replay_on_for_itself(github, switch: Switch,
+                                                                              tmp_path: Path, monkeypatch):
+    strict = REPLAY_YML.replace('pass_rate: ">= 0.1"', 'pass_rate: ">= 0.9"')
+    forged = _tree(tmp_path / "forge", answer="no", manifest=strict)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "README.md").write_text("# tiny-bot\n", encoding="utf-8")
+    with LLMServer(answer=switch) as llm:
+        h = Harness(github, github.create_repo("acme/tiny-bot", source_dir=tmp_path / "src"), llm, tmp_path,
+                    monkeypatch)
+        switch.lying = True
+        _record(h, forged)
+        switch.lying = False
+        files = {p.relative_to(forged).as_posix(): p.read_text() for p in forged.rglob("*") if p.is_file()}
+        pr = h.open_pr("adopt", files, "Adopt gating")
+        ran = h.run(pr)
+    assert ran.rc == 1 and ran.report["head_run"]["config"]["mode"] == "live"
+    assert "> the head's gating.yml sets evals.mode: replay, but a change is judged by its base, which has no " \
+           "evals settings: answers were called live (the base has no evals settings to judge by)" in ran.stdout

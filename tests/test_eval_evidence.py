@@ -143,16 +143,17 @@ def _command_repo(tmp_path: Path) -> Git:
 def test_pipeline_code_named_by_the_target_is_part_of_the_system(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     g = _command_repo(tmp_path)
-    monkeypatch.chdir(g.root)
     _branch(g, "terse", {"app/pipeline.py": PIPELINE.replace("ANSWER", "'no'")})
+    g.run("checkout", "--quiet", "main")  # the checkout holds base's code: each side must run its own
+    monkeypatch.chdir(tmp_path)
     assert main(["-C", str(g.root), "diff", "main", "terse"]) == 0
     out = capsys.readouterr().out
     assert "| code | pipeline code app/pipeline.py changed: +1 −1 lines; every case re-runs | " \
            "`code.app/pipeline.py` | medium |" in out
-    code = main(["-C", str(g.root), "check", "--base", "main", "--head", "terse", "--no-post", "--notes", "off",
-                 "--baseline", "none"])
+    code = main(["-C", str(g.root), "check", "--base", "main", "--head", "terse", "--no-post", "--notes", "off"])
     out = capsys.readouterr().out
-    assert code == 1 and "gating / eval: Fail: pass_rate is 0, threshold >= 0.9" in out  # the evals ran on the new code
+    assert code == 1 and "gating / eval: Fail: 3 cases regressed (c0, c1, c2)" in out  # base's code vs head's
+    assert "| `pass_rate` | 1.000 | 0.000 | −1.000 |" in out and "pass_rate is 0, threshold >= 0.9" in out
     _branch(g, "docs", {"app/README.md": "# app\n\nMore.\n"})  # not named by `code:`: not the system
     assert main(["-C", str(g.root), "diff", "main", "docs"]) == 0
     assert "### LLM system: no changes" in capsys.readouterr().out

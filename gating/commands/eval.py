@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.only:  # a prompt of either revision: one may have added or removed it
             _check_only(args.only, set(snap.manifest.prompts) | set(base_snap.manifest.prompts if base_snap else ()))
         plan = evidence_plan(base_snap if base_snap and base_snap.manifest.evals else None, snap, os.environ,
-                             args.replay, "the --base revision's")
+                             args.replay, "the --base revision's", own=base_snap is None)
         common.update(mode=plan.mode, trusted_cassettes=plan.trusted)
         head = run_evals(snap, head_reader, record=args.record, **common)
         base = run_evals(base_snap, base_reader, **common) if base_snap and base_reader else None

@@ -18,6 +18,7 @@ from typing import Any
 
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
+from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.llm import LLM, resolve_mode
@@ -220,12 +221,16 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     policy = retry or RetryPolicy(rng=random.Random())
     llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
     library = PromptLibrary(m.prompts, m.models, snapshot.contents)
+    workdir = None
     if target_cfg["type"] == "prompt":
         target: Any = PromptTarget(library, llm)
     elif target_cfg["type"] == "command":
         if not target_cfg.get("run"):
             raise DatasetError([f"{m.source}:1: evals.target of type command needs `run`"])
         cwd = getattr(reader, "root", None)
+        if cwd is None:  # read from git: run this revision's declared code, not the checkout's
+            workdir = code_checkout(snapshot)
+            cwd = workdir.name if workdir is not None else None
         target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
     else:
         if not target_cfg.get("url") or pool is None:
@@ -253,6 +258,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             await pool.aclose()
         if cache is not None:
             cache.close()
+        if workdir is not None:
+            workdir.cleanup()
     written = {}
     if mode == "record":
         for ds, entries in llm.recorded.items():
