@@ -37,8 +37,9 @@ class EvidencePlan:
         return run is not None and family(str(run.config.get("mode") or "")) == family(self.mode)
 
     def after(self, head: RunResult) -> None:
+        """Say how many of the head's rewritten recordings the base's replaced (none: nothing to say)."""
         kept = int(head.stats.get("recordings_kept") or 0)
-        if kept:
+        if kept and head.stats.get("replayed"):
             self.messages.append(
                 f"{kept} recorded answer{'s' if kept != 1 else ''} that the head's cassettes rewrite "
                 f"{'were' if kept != 1 else 'was'} not used: the base's recordings were served (the head's take "
@@ -87,10 +88,11 @@ def plan(base: Snapshot | None, head: Snapshot, env: Mapping[str, str], replay: 
     base_tapes = (base.data.get("cassettes") or {}) if base is not None else {}
     head_tapes = head.data.get("cassettes") or {}
     new = sorted(path for path, sha in head_tapes.items() if base_tapes.get(path) != sha)
-    if new and family(mode) == "live":
+    replay_models = any(m.get("provider") == "replay" for m in head.manifest.models.values())
+    if new and family(mode) == "live" and not replay_models:
         p.messages.append(f"cassettes the head adds or changes ({', '.join(new)}) were not used: answers were "
                           f"called live ({why})")
-    if mode == "replay" and base is not None:
+    if base is not None:  # replayed answers, in replay mode or for a model with provider `replay`
         p.trusted = recordings(base)
     return p
 
