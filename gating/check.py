@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gating import check_notes
+from gating import check_evidence, check_notes
 from gating import check_output as out
 from gating.check_context import CHECK_NAME, CheckContext, ContextError, Settings
 from gating.check_output import CheckResult
@@ -148,17 +148,19 @@ class Evaluator:
     def __init__(self, g: Git, settings: Settings, env: Mapping[str, str]):
         self.g, self.settings, self.env = g, settings, env
         self.requests = self.cache_hits = self.replayed = 0
-        cache = settings.cache_dir
-        if cache is None:
-            cache = env.get("GATING_CACHE_DIR") or str(g.root / ".gating" / "cache")
-        self.cache_dir: str | None = cache or None
+        cache, warning = check_evidence.response_cache(settings.cache_dir, env, g)
+        self.cache_dir: str | None = str(cache) if cache else None
+        self.messages: list[str] = [warning] if warning else []
+        self.evidence: check_evidence.EvidencePlan | None = None
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
     def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None) -> RunResult:
+        ev = self.evidence
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
-                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging)
+                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging,
+                        mode=ev.mode if ev else None, trusted_cassettes=ev.trusted if ev else None)
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
@@ -189,6 +191,9 @@ class Evaluator:
         if judging is None:
             verdict, conclusion, reasons = decide(None, cs, s.fail_on)
             return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
+        # ... and whether answers are replayed: the base's evals.mode or an explicit flag, never the head.
+        self.evidence = check_evidence.plan(base_snap if base_snap and base_snap.manifest.evals else None, head_snap,
+                                            self.env, s.replay)
         notes: dict[str, bytes] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
@@ -197,24 +202,31 @@ class Evaluator:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
             stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
-            if usable_note(stored, base_snap.digest, own.digest, legacy=True):
+            if usable_note(stored, base_snap.digest, own.digest, legacy=True) and self.evidence.note_ok(stored):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
                 base_run = self.run(base_snap, base, None, own)
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
+                if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
+                    why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
                     notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
         head_run, head_source, ran = self._head(cs, head_snap, head, base_run, judging)
         cmp = compare(base_run, head_run, judging.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
+        judged, reasons = self.evidence.judge(base_run, head_run, verdict, reasons)
+        if judged != verdict:  # answers obtained two ways: not comparable
+            verdict, conclusion = judged, conclude(judged, True, s.fail_on)
         if ran:
+            self.evidence.after(head_run)
             notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
                                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
                                                                 "base_rev": cmp.base_rev})
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
-                             messages=judging_messages(judging, cs.after_merge))
+                             messages=[*self.messages, *judging_messages(judging, cs.after_merge),
+                                       *self.evidence.messages])
         return Evaluation(result, notes)
 
     def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
@@ -237,7 +249,8 @@ class Evaluator:
               judging: Judging) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
             stored = check_notes.read_run(self.g, head)
-            if usable_note(stored, snap.digest, judging.digest):
+            if (usable_note(stored, snap.digest, judging.digest) and self.evidence is not None
+                    and self.evidence.note_ok(stored)):
                 assert stored is not None
                 return stored, "eval note on head (this commit was evaluated before)", False
         only = cs.affected_prompts() if base_run is not None else None

@@ -44,7 +44,8 @@ class Settings:
     post: bool = True  # talk to GitHub at all (check run, comment)
     notes: str = "auto"  # auto (push in Actions when the token may write, else off) | push | local | off
     remote: str = "origin"
-    cache_dir: str | None = None  # None: <repo>/.gating/cache; "" disables the cache
+    cache_dir: str | None = None  # None: $GATING_CACHE_DIR, else inside the git directory; "" disables the cache
+    replay: bool = False  # replay the cassettes whatever the base's evals.mode says
     json_path: str | None = None
     junit_path: str | None = None
 

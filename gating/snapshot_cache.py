@@ -24,7 +24,7 @@ from typing import Any
 import gating
 from gating.git import Git
 
-_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py", "snapshot_cache.py")
+_SOURCES = ("manifest.py", "manifest_schema.py", "snapshot.py", "snapshot_cache.py", "evidence.py")
 
 
 def _fingerprint() -> str:

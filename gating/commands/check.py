@@ -84,7 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store results in refs/notes/gating/evals: auto (push in Actions when the token may "
                         "write; default), push, local, off")
     p.add_argument("--remote", default="origin", help="remote for notes and missing commits (default: origin)")
-    p.add_argument("--cache-dir", help="response cache (default: $GATING_CACHE_DIR or .gating/cache)")
+    p.add_argument("--cache-dir", help="response cache, outside the work tree (default: $GATING_CACHE_DIR, else "
+                                       ".git/gating/responses)")
+    p.add_argument("--replay", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="replay the cassettes for base and head (default: as the base's evals.mode says)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
@@ -146,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on, on_error=args.on_error,
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
                             notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
+                            replay=args.replay,
                             json_path=args.json, junit_path=args.junit)
         event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
         ctx = build_context(env, event, head=args.head, base=args.base,

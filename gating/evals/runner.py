@@ -19,6 +19,7 @@ from typing import Any
 from gating import limits
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
+from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging
@@ -34,6 +35,7 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
+from gating.evidence import configured_mode
 from gating.revision import RevisionReader
 from gating.snapshot import Snapshot
 
@@ -45,13 +47,19 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
               retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
-              judging: Judging | None = None) -> RunResult:
+              judging: Judging | None = None, mode: str | None = None,
+              trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
-    request). Raises DatasetError for a bad dataset, ValueError for bad settings."""
+    request). Raises DatasetError for a bad dataset, ValueError for bad settings.
+
+    `mode` is the mode the judging revision chose (None: this revision's own settings decide);
+    `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
+    request, so a revision cannot rewrite an answer the base recorded."""
     return asyncio.run(run_evals_async(
         snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
         env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
-        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging))
+        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging, mode=mode,
+        trusted_cassettes=trusted_cassettes))
 
 
 def _now() -> str:
@@ -195,7 +203,9 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
                           progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
-                          retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None) -> RunResult:
+                          retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None,
+                          mode: str | None = None,
+                          trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     started = _now()
     m = snapshot.manifest
     ev = judging.evals if judging else m.evals
@@ -219,7 +229,9 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     n_repeat = max(1, repeat or ev.get("repeat") or 1)
     tmo = timeout_s or ev.get("timeout_s") or target_cfg.get("timeout_s") or DEFAULT_TIMEOUT_S
     cassettes = _load_cassettes(reader, list(digests))
-    mode = resolve_mode(env, record, bool(cassettes))
+    kept = sum(1 for k, e in (trusted_cassettes or {}).items() if k in cassettes and cassettes[k] != e)
+    cassettes = {**cassettes, **(trusted_cassettes or {})}
+    mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
@@ -230,12 +242,16 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     policy = retry or RetryPolicy(rng=random.Random())
     llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
     library = PromptLibrary(m.prompts, m.models, snapshot.contents)
+    workdir = None
     if target_cfg["type"] == "prompt":
         target: Any = PromptTarget(library, llm)
     elif target_cfg["type"] == "command":
         if not target_cfg.get("run"):
             raise DatasetError([f"{m.source}:1: evals.target of type command needs `run`"])
         cwd = getattr(reader, "root", None)
+        if cwd is None:  # read from git: run this revision's declared code, not the checkout's
+            workdir = code_checkout(snapshot)
+            cwd = workdir.name if workdir is not None else None
         target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
     else:
         if not target_cfg.get("url") or pool is None:
@@ -263,6 +279,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             await pool.aclose()
         if cache is not None:
             cache.close()
+        if workdir is not None:
+            workdir.cleanup()
     written = {}
     if mode == "record":
         for ds, entries in llm.recorded.items():
@@ -277,7 +295,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts),
                 **({"judged_by": judging.to_dict()} if judging else {})},
-        stats={**llm.stats.to_dict(), "cassettes_written": written},
+        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
     )
 
 
