@@ -164,9 +164,15 @@ def test_base_called_live_and_head_replayed_is_said_and_not_a_pass(h: Harness):
 
 def test_a_base_note_made_live_is_not_the_baseline_of_a_replayed_run(h: Harness):
     """Switching replay on: the first check after it re-runs base in replay, and says why."""
+    greet = "Say hi to {{ name }}.\n[[answer: hello there]]\n"
     _record(h, _tree(h.tmp / "tape", answer="yes"))
-    push = h.repo.commit_files("main", {TAPE: (h.tmp / "tape" / TAPE).read_text()}, "Record cassettes")
-    first = h.open_pr("docs", {"prompts/greet.md": "Say hi to {{ name }}.\n[[answer: hello there]]\n"}, "Greet")
+    edited = _tree(h.tmp / "tape-head", answer="yes")  # the head's requests are recorded too
+    (edited / "prompts/greet.md").write_text(greet, encoding="utf-8")
+    _record(h, edited)
+    both = {**parse_cassette(TAPE, (h.tmp / "tape" / TAPE).read_bytes()),
+            **parse_cassette(TAPE, (edited / TAPE).read_bytes())}
+    push = h.repo.commit_files("main", {TAPE: render_cassette(both.values()).decode()}, "Record cassettes")
+    first = h.open_pr("docs", {"prompts/greet.md": greet}, "Greet")
     assert h.run(first).rc == 0  # live: leaves a live eval note on main's commit
     assert json.loads(h.repo.note("refs/notes/gating/evals", push))["config"]["mode"] == "live"
     ran = h.run(first, args=("--replay",))
