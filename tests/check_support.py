@@ -136,12 +136,14 @@ class Harness:
         return self.emu.webhook("pull_request", action, repo=self.repo, number=pr["number"], **extra).payload
 
     def run(self, pr: dict[str, Any], *, args: tuple[str, ...] = (), token: str | None = None, fork: bool = False,
-            action: str = "opened", clone: Git | None = None) -> Ran:
+            action: str = "opened", clone: Git | None = None, env: dict[str, str | None] | None = None) -> Ran:
         return self.run_event("pull_request", self.event(pr, action, fork), pr["head"]["sha"], args=args,
-                              token=token, clone=clone)
+                              token=token, clone=clone, env=env)
 
     def run_event(self, event_name: str, payload: dict[str, Any], sha: str, *, args: tuple[str, ...] = (),
-                  token: str | None = None, clone: Git | None = None) -> Ran:
+                  token: str | None = None, clone: Git | None = None,
+                  env: dict[str, str | None] | None = None) -> Ran:
+        """`env` overrides the job's environment (None unsets a variable)."""
         token = token or self.token
         clone = clone or self.clone(token)
         self._n += 1
@@ -151,8 +153,11 @@ class Harness:
         event_path.write_text(json.dumps(payload), encoding="utf-8")
         for k in ("GATING_CACHE_DIR", "GATING_PROVIDER", "GH_TOKEN", "GITHUB_BASE_REF", "RUNNER_TEMP"):
             self.mp.delenv(k, raising=False)
-        for k, v in self.env(sha, token, event_path, work, event_name).items():
-            self.mp.setenv(k, v)
+        for k, v in {**self.env(sha, token, event_path, work, event_name), **(env or {})}.items():
+            if v is None:
+                self.mp.delenv(k, raising=False)
+            else:
+                self.mp.setenv(k, v)
         report, junit = work / "report.json", work / "junit.xml"
         before = self.llm.requests
         out, err = io.StringIO(), io.StringIO()

@@ -37,8 +37,8 @@ def test_action_inputs_outputs_and_branding(action: dict):
     inputs = action["inputs"]
     assert {k: v.get("default") for k, v in inputs.items()} == {
         "config": "gating.yml", "github-token": "${{ github.token }}", "concurrency": "", "baseline": "notes",
-        "fail-on": "regression", "comment": "false", "working-directory": ".", "args": "", "mode": "check",
-        "artifact-name": "gating-collect"}
+        "fail-on": "regression", "on-error": "fail", "replay": "false", "comment": "false", "working-directory": ".",
+        "args": "", "mode": "check", "artifact-name": "gating-collect"}
     assert {k: v["value"] for k, v in action["outputs"].items()} == {
         name: f"${{{{ steps.check.outputs.{name} }}}}"
         for name in ("verdict", "conclusion", "report-json", "junit", "check-run-id")}
@@ -60,8 +60,8 @@ def test_action_pins_python_installs_itself_and_never_splices_inputs_into_script
         if "uses" in s:
             assert PINNED.match(s["uses"]), s["uses"]
     assert set(step(action, "check")["env"]) == {"GITHUB_TOKEN", "INPUT_CONFIG", "INPUT_CONCURRENCY",
-                                                 "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_COMMENT", "INPUT_ARGS",
-                                                 "INPUT_MODE"}
+                                                 "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_ON_ERROR", "INPUT_COMMENT",
+                                                 "INPUT_REPLAY", "INPUT_ARGS", "INPUT_MODE"}
 
 
 def test_example_workflow_has_the_right_permissions_and_no_paths_filter():

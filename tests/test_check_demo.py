@@ -32,8 +32,8 @@ def test_demo_shows_the_check_runs_offline(tmp_path: Path):
     assert "check finished in " in first and ": 0 LLM requests, 29 replayed" in first
     assert "eval note pushed to refs/notes/gating/evals" in first
     assert "┌─ gating / eval · completed · ❌ failure · " in first and " · 2 annotations" in first
-    assert ("│  Fail: 5 cases regressed (no-password-leak, polite-tone, refund-cites-article, "
-            "shipping-cites-article, unknown-answer)") in first
+    assert ("│  Fail: pass_rate is 0.643, threshold >= 0.80; failing cases: refund-cites-article, "
+            "shipping-cites-article, unknown-answer, no-password-leak, polite-tone") in first
     assert "baseline: re-ran base" in first and "#### Regressions (5)" in first
     # then the fix pushed to the same pull request: it passes, against the note the first run left on base
     second = out[fixed:merged]

@@ -27,7 +27,7 @@ def prompt_change(name: str, file: str, lines: tuple[int, ...], affects: tuple[s
 
 def comparison(flipped: list[FlippedCase], verdict: str = "fail") -> Comparison:
     return Comparison(verdict=verdict, reasons=["pass rate fell"], rows=[MetricRow("pass_rate", 1.0, 0.5, -0.5,
-                                                                                   threshold=">= 0.8", status="fail")],
+                                                                                   threshold=">= 0.8", status="regressed")],
                       flipped=flipped, base_rev=B, head_rev=H, base_snapshot="s1", head_snapshot="s2",
                       dataset_digest="sha256:d", paired=4)
 

@@ -166,8 +166,9 @@ def test_only_accepts_a_prompt_that_exists_only_at_the_base(repo: Git, live: LLM
     cases = repo.root / "evals/cases.jsonl"
     cases.write_text(cases.read_text().replace('"prompt": "p"', '"prompt": "q"'))
     commit_all(repo, "rename the prompt")
-    assert main(["-C", str(repo.root), "eval", "--rev", "HEAD", "--base", "HEAD~1", "--no-cache", "--only", "p"]) == 0
-    assert live.requests == 2  # the base's two cases; the head has none of prompt p
+    # accepted, and run: the base's two cases; the head has none of prompt p, so there is no evidence (exit 1)
+    assert main(["-C", str(repo.root), "eval", "--rev", "HEAD", "--base", "HEAD~1", "--no-cache", "--only", "p"]) == 1
+    assert live.requests == 2
 
 
 @pytest.mark.parametrize("flag", ["--json", "--junit", "--markdown"])

@@ -78,13 +78,19 @@ def test_a_pass_counts_its_thresholds_in_words(thresholds: dict, reason: str) ->
     assert (cmp.verdict, cmp.reasons) == ("pass", [reason])
 
 
-def test_infrastructure_errors_make_a_threshold_failure_inconclusive() -> None:
+def test_cases_that_could_not_be_evaluated_make_an_error_verdict_not_a_pass_or_a_fail() -> None:
     cases = [case(f"c{i}", True) for i in range(7)] + [case(f"t{i}", False, error="timeout") for i in range(3)]
     cmp = compare(None, run(cases), CFG)
-    assert cmp.verdict == "inconclusive"
-    assert cmp.reasons == ["pass_rate is 0.7 (threshold >= 0.8), but 3 cases could not be evaluated (timeout 3); "
-                           "it is 1 if they pass"]
+    assert cmp.verdict == "error"
+    assert cmp.reasons == ["boom (3 of 10 cases at head could not be evaluated)"]
     assert cmp.errors["head"] == {"timeout": 3}
+    assert (cmp.rows[0].status, cmp.rows[0].note) == ("inconclusive", "3 cases not evaluated; 1 if they pass")
+    assert [(e.side, e.id, e.category) for e in cmp.errored] == [("head", f"t{i}", "timeout") for i in range(3)]
+    # even when every threshold is met without them, and on the base side too
+    base = run([case(f"c{i}", True) for i in range(9)] + [case("x", False, error="setup")], "base")
+    head = run([case(f"c{i}", True) for i in range(9)] + [case("x", True)])
+    cmp = compare(base, head, CFG)
+    assert (cmp.verdict, cmp.reasons) == ("error", ["boom (1 of 10 cases at base could not be evaluated)"])
     # a parse error of the judge is not infrastructure: it counts against the change
     parse = [case(f"c{i}", True) for i in range(7)] + [case(f"p{i}", False, error="parse") for i in range(3)]
     assert compare(None, run(parse), CFG).verdict == "fail"
@@ -121,15 +127,32 @@ def test_unknown_price_is_unknown_never_zero() -> None:
     head = run([case("a", True, cost=None), case("b", True, cost=0.001)])
     assert head.metrics["cost_per_request_usd"] is None
     cmp = compare(None, head, {"thresholds": {"cost_per_request_usd": "<= 0.01"}})
-    assert cmp.verdict == "inconclusive"
-    assert cmp.reasons == ["cost_per_request_usd <= 0.01: unknown in this run"]
+    assert cmp.verdict == "error"
+    assert cmp.reasons == ["threshold cost_per_request_usd <= 0.01 cannot be checked: cost_per_request_usd is "
+                           "unknown in this run (a model has no price: add it to evals.prices)"]
     assert cmp.cost["head_per_request_usd"] is None
 
 
-def test_missing_metric_threshold_is_inconclusive() -> None:
+def test_a_threshold_on_a_metric_not_measured_is_an_error() -> None:
     cmp = compare(None, run([case("a", True)]), {"thresholds": {"score:factuality": ">= 0.9"}})
-    assert cmp.verdict == "inconclusive"
-    assert cmp.reasons == ["score:factuality >= 0.9: not measured in this run"]
+    assert cmp.verdict == "error"
+    assert cmp.reasons == ["threshold score:factuality >= 0.9 cannot be checked: score:factuality is not measured "
+                           "in this run (is the metric name right?)"]
+
+
+def test_several_causes_lead_with_the_most_serious() -> None:
+    cases = [case("r1", False, error="rate_limit"), case("r2", False, error="rate_limit"),
+             case("s1", False, error="setup"), case("ok", True)]
+    cases[2].error_message = "no API key for openai: set OPENAI_API_KEY"
+    cmp = compare(None, run(cases), CFG)
+    assert cmp.reasons == ["no API key for openai: set OPENAI_API_KEY (3 of 4 cases at head could not be evaluated)",
+                           "boom (2 cases)"]
+
+
+def test_no_cases_is_an_error() -> None:
+    cmp = compare(None, run([]), {})
+    assert (cmp.verdict, cmp.reasons) == ("error", ["no eval cases were run at head: the datasets hold no cases "
+                                                    "for this run"])
 
 
 def test_added_removed_and_latency_per_stage() -> None:

@@ -103,14 +103,14 @@ def test_server_error_is_retried_then_succeeds(llm: LLMServer) -> None:  # noqa:
 @pytest.mark.parametrize(("fault", "category", "message"), [
     ("[[fault:malformed]]", "parse", "response body is not JSON"),
     ("[[fault:content_filter]]", "content_filter", "the provider filtered the answer"),
-    ("[[fault:500]]", "provider", "HTTP 500: boom"),
-    ("[[fault:429]]", "rate_limit", "HTTP 429: slow down"),
+    ("[[fault:500]]", "provider", "HTTP 500 from {url}/v1/chat/completions: boom"),
+    ("[[fault:429]]", "rate_limit", "HTTP 429 from {url}/v1/chat/completions: slow down"),
 ], ids=["malformed", "content-filter", "server-error", "rate-limit"])
 def test_failures_are_classified(llm: LLMServer, fault: str, category: str, message: str) -> None:  # noqa: F811
     with pytest.raises(ProviderError) as e:
         call(llm, fault)
     assert e.value.category == category
-    assert e.value.message.startswith(message)
+    assert e.value.message.startswith(message.format(url=llm.url))
 
 
 def test_timeout_is_classified(llm: LLMServer) -> None:  # noqa: F811
@@ -128,6 +128,9 @@ def test_connection_refused_is_a_transport_error() -> None:
     with pytest.raises(ProviderError) as e:
         call(server, "hi")
     assert e.value.category == "transport"
+    v1 = server.openai_base_url
+    assert e.value.message.startswith(f"cannot connect to {v1}/chat/completions: is the server running, and is "
+                                      f"OPENAI_BASE_URL={v1} right? (ConnectError")
 
 
 def test_run_completes_and_reports_every_failure(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
@@ -164,6 +167,7 @@ def test_no_key_for_a_public_endpoint_fails_before_sending() -> None:
     with pytest.raises(ProviderError) as e:
         endpoint("openai", None, None, {})
     assert e.value.message.startswith("no API key for openai: set OPENAI_API_KEY")
+    assert e.value.category == "setup"
 
 
 def test_a_retry_after_too_long_to_take_says_so(llm: LLMServer) -> None:  # noqa: F811
@@ -238,15 +242,16 @@ class ShapedServer(LLMServer):
     ("array", "openai", "parse", "unexpected response shape: the body is a JSON list, not an object"),
     ("openai-error", "openai", "provider", "the provider answered 200 with an error: You exceeded your current quota"),
     ("anthropic-error", "anthropic", "provider", "the provider answered 200 with an error: Overloaded"),
-    ("anthropic-blocked", "anthropic", "content_filter", "HTTP 400: Output blocked by content filtering policy"),
-    ("azure-filtered", "openai", "content_filter", "HTTP 400: The response was filtered"),
+    ("anthropic-blocked", "anthropic", "content_filter",
+     "HTTP 400 from {url}/v1/messages: Output blocked by content filtering policy"),
+    ("azure-filtered", "openai", "content_filter", "HTTP 400 from {url}/v1/chat/completions: The response was filtered"),
 ], ids=["content-number", "json-array", "openai-error-body", "anthropic-error-body", "anthropic-blocked",
         "azure-filtered"])
 def test_unusable_answers_are_classified_with_a_readable_message(name: str, provider: str, category: str,
                                                                  message: str) -> None:
     with ShapedServer() as server, pytest.raises(ProviderError) as e:
         call(server, f"<<{name}>>", provider=provider)
-    assert (e.value.category, e.value.message) == (category, message)
+    assert (e.value.category, e.value.message) == (category, message.format(url=server.url))
 
 
 def test_content_parts_are_joined_and_unreadable_usage_is_unknown() -> None:

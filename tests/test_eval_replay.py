@@ -33,7 +33,7 @@ CASES = [
 
 
 def test_record_then_replay_offline_gives_identical_results(tmp_path: Path) -> None:
-    root = write_repo(tmp_path / "r", CASES)
+    root = write_repo(tmp_path / "r", CASES, evals={"mode": "replay"})
     snap, reader = load(root)
     with LLMServer(answer=judge) as server:
         recorded = run_evals(snap, reader, env=live_env(server), record=True)

@@ -85,7 +85,7 @@ def command_repo(tmp_path: Path, timeout: float = 5) -> Path:
     (tmp_path / "r/pipeline.py").write_text(PIPELINE)
     cases = [{"id": q, "vars": {"q": q}, "assert": [{"type": "icontains", "value": "answer"}]}
              for q in ("refund", "hang", "crash", "garbage")]
-    target = {"type": "command", "run": f"{sys.executable} pipeline.py", "timeout_s": timeout}
+    target = {"type": "command", "run": f"{sys.executable} pipeline.py", "timeout_s": timeout, "code": ["pipeline.py"]}
     return write_repo(tmp_path / "r", cases, evals={"target": target})
 
 

@@ -50,7 +50,7 @@ def test_missing_requires_means_one_approval_from_anyone():
                  "categories, labels, target_branches, authors)", id="unknown-condition"),
     pytest.param([{"name": "x", "if": {"categories": ["models"]}}],
                  "approvals[0] (x).if.categories: 'models' is not one of: model, prompt, retrieval, tool, "
-                 "guardrail, orchestration, evals, policy", id="bad-category"),
+                 "guardrail, orchestration, code, cassette, evals, policy", id="bad-category"),
     pytest.param([{"name": "x", "requires": {"permission": "owner"}}],
                  "approvals[0] (x).requires.permission: 'owner' is not one of: read, triage, write, maintain, admin",
                  id="bad-permission"),

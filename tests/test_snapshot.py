@@ -23,13 +23,15 @@ def test_snapshot_records_every_file_with_sha256(example_repo: Git) -> None:
     snap = build_snapshot(GitRevision(example_repo, "HEAD"))
     root = example_repo.root
     expected = [
-        "evals/golden.jsonl", "gating.yml", "guardrails/pii.yml", "prompts/answer.md", "prompts/classify.yml",
+        "evals/cassettes/golden.jsonl", "evals/golden.jsonl", "gating.yml", "guardrails/pii.yml", "prompts/answer.md", "prompts/classify.yml",
         "prompts/system.md", "tools/lookup_order.json", "tools/open_ticket.json",
     ]
     assert sorted(snap.files) == expected
     for path in expected:
         assert snap.files[path] == sha256_hex((root / path).read_bytes())
     assert "app/answer.py" not in snap.files
+    assert snap.data["cassettes"] == {"evals/cassettes/golden.jsonl": snap.files["evals/cassettes/golden.jsonl"]}
+    assert "evals/cassettes/human_ratings.jsonl" not in snap.files  # `gating calibrate` replays it, not the evals
     assert snap.components["prompts"]["answer"] == {
         "file": "prompts/answer.md", "model": "answer", "system": "system",
         "sha256": sha256_hex((root / "prompts/answer.md").read_bytes()),

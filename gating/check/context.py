@@ -14,6 +14,7 @@ from typing import Any
 CHECK_NAME = "gating / eval"
 BASELINES = ("notes", "rerun", "none")
 FAIL_ON = ("regression", "threshold", "never")
+ON_ERROR = ("fail", "neutral")  # what cases that could not be evaluated conclude; closed by default
 NOTES_MODES = ("auto", "push", "local", "off")
 DEFAULT_API_URL = "https://api.github.com"
 ZERO_SHA = "0" * 40
@@ -37,12 +38,14 @@ class Settings:
     config: str = "gating.yml"
     baseline: str = "notes"  # notes | rerun | none
     fail_on: str = "regression"  # regression | threshold | never
+    on_error: str = "fail"  # fail | neutral: cases not evaluated (a broken setup) are a failure unless relaxed
     concurrency: int | None = None
     comment: bool = False
     post: bool = True  # talk to GitHub at all (check run, comment)
     notes: str = "auto"  # auto (push in Actions when the token may write, else off) | push | local | off
     remote: str = "origin"
-    cache_dir: str | None = None  # None: <repo>/.gating/cache; "" disables the cache
+    cache_dir: str | None = None  # None: $GATING_CACHE_DIR, else inside the git directory; "" disables the cache
+    replay: bool = False  # replay the cassettes whatever the base's evals.mode says
     json_path: str | None = None
     junit_path: str | None = None
 
@@ -51,6 +54,8 @@ class Settings:
             raise ContextError(f"baseline {self.baseline!r} is not one of: {', '.join(BASELINES)}")
         if self.fail_on not in FAIL_ON:
             raise ContextError(f"fail-on {self.fail_on!r} is not one of: {', '.join(FAIL_ON)}")
+        if self.on_error not in ON_ERROR:
+            raise ContextError(f"on-error {self.on_error!r} is not one of: {', '.join(ON_ERROR)}")
         if self.notes not in NOTES_MODES:
             raise ContextError(f"notes {self.notes!r} is not one of: {', '.join(NOTES_MODES)}")
         if self.concurrency is not None and self.concurrency < 1:

@@ -51,6 +51,7 @@ class CheckResult:
     messages: list[str] = field(default_factory=list)  # warnings for the reader (a note not pushed, ...)
     error: str | None = None  # the crash, when verdict is error
     elapsed_s: float = 0.0
+    on_error: str = "fail"  # fail (an error verdict concludes failure) | neutral (reported, not blocking)
 
     @property
     def exit_code(self) -> int:
@@ -76,13 +77,17 @@ def regressed_cases(cmp: Comparison | None) -> list[FlippedCase]:
 
 
 def headline(r: CheckResult) -> str:
-    """The one line after the verdict word: why."""
+    """The one line after the verdict word: why, the most serious true cause first (a policy error, cases
+    not evaluated, a missed threshold, then a significant regression), as the reasons are ordered."""
     if r.verdict == "unchanged":
         return "nothing in the LLM system changed, so no evals ran"
-    if r.verdict in ("error", "cancelled"):
+    if r.verdict in ("error", "cancelled") and (r.error or not r.reasons):
         return r.error or "the check did not finish"
     worse = regressed_cases(r.comparison)
-    if r.verdict == "fail" and worse:
+    cmp = r.comparison
+    only_regressed = cmp is not None and cmp.verdict == "fail" and bool(r.reasons) and r.reasons[0] == cmp.reasons[0] \
+        and not any(row.status == "fail" for row in cmp.rows)
+    if r.verdict == "fail" and worse and only_regressed:
         ids = ", ".join(f.id for f in worse[:5]) + (f" and {len(worse) - 5} more" if len(worse) > 5 else "")
         return f"{len(worse)} case{'s' if len(worse) != 1 else ''} regressed ({ids})"
     return r.reasons[0] if r.reasons else ""
@@ -94,6 +99,8 @@ def title(r: CheckResult) -> str:
         return word
     if r.verdict == "fail" and r.conclusion != "failure":
         word += f" (not blocking: fail-on {r.fail_on})"
+    if r.verdict == "error" and r.conclusion != "failure":
+        word += f" (not blocking: on-error {r.on_error})"
     return _clip(f"{word}: {headline(r)}", 200)
 
 
@@ -246,6 +253,7 @@ def report_document(r: CheckResult, *, repository: str | None, pull_number: int 
         "base": r.base_sha,
         "head": r.head_sha,
         "fail_on": r.fail_on,
+        "on_error": r.on_error,
         "baseline": r.baseline,
         "head_source": r.head_source,
         "llm_requests": r.llm_requests,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gating.check import evidence as check_evidence
 from gating.check import notes as check_notes
 from gating.check import output as out
 from gating.check.context import CHECK_NAME, CheckContext, ContextError, Settings
@@ -28,7 +29,7 @@ from gating.check.output import CheckResult
 from gating.check.post import Poster
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_revisions
-from gating.evals.compare import compare
+from gating.evals.compare import compare, unevaluated
 from gating.evals.judging import Judging, judging_for, self_judging
 from gating.evals.metrics import compute_metrics
 from gating.evals.records import Comparison, RunResult, carry_over
@@ -44,19 +45,24 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 # -- deciding (pure) -------------------------------------------------------------------------------
 
 
-def conclude(verdict: str, threshold_missed: bool, fail_on: str) -> str:
-    """The check run's conclusion. fail-on regression: a missed threshold or a significant regression
-    fails the check; fail-on threshold: only a missed threshold (or a policy error) does, a regression
-    is reported; fail-on never: the check reports and never blocks (neutral)."""
+def conclude(verdict: str, threshold_missed: bool, fail_on: str, on_error: str = "fail") -> str:
+    """The check run's conclusion. Fail closed: an `error` verdict (cases that could not be evaluated,
+    a crash) concludes failure; only on-error neutral reports it without blocking. fail-on regression:
+    a missed threshold or a significant regression fails the check; fail-on threshold: only a missed
+    threshold (or a policy error) does, a regression is reported; fail-on never: the check reports and
+    never blocks (neutral). fail-on never does not relax an error."""
     if verdict == "pass":
         return "success"
+    if verdict == "error":
+        return "neutral" if on_error == "neutral" else "failure"
     blocking = verdict == "fail" and (fail_on == "regression" or (fail_on == "threshold" and threshold_missed))
     return "failure" if blocking else "neutral"
 
 
-def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, str, list[str]]:
+def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str, on_error: str = "fail") -> tuple[str, str, list[str]]:
     """(verdict, conclusion, reasons) from the comparison (None: no evals configured) and the diff's
-    policy errors (an unpinned model alias fails whatever the scores say)."""
+    policy errors (an unpinned model alias fails whatever the scores say). The reasons lead with the
+    most serious true cause: policy errors, then cases not evaluated, missed thresholds, regressions."""
     policy = [f"policy error: {c.summary}" for c in cs.changes if c.risk == "error"]
     if cmp is None:
         verdict, reasons = "pass", ["gating.yml has no `evals` section, so nothing was evaluated"]
@@ -66,15 +72,27 @@ def decide(cmp: Comparison | None, cs: ChangeSet, fail_on: str) -> tuple[str, st
         reasons = policy + (reasons if verdict != "pass" else [])
         verdict = "fail"
     missed = bool(policy) or any(r.status == "fail" for r in (cmp.rows if cmp else []))
-    return verdict, conclude(verdict, missed, fail_on), reasons
+    conclusion = conclude(verdict, missed, fail_on, on_error)
+    if cmp is not None and cmp.verdict == "error":  # fail-on never relaxes a policy error, never an error
+        conclusion = "failure" if conclude("error", False, fail_on, on_error) == "failure" else conclusion
+    return verdict, conclusion, reasons
+
+
+def relax(result: CheckResult, on_error: str) -> CheckResult:
+    """An evaluation that ended in `error` under on-error neutral: reported, not blocking (a crash is not relaxed)."""
+    result.on_error = on_error
+    if result.verdict == "error" and result.error is None:
+        result.conclusion = conclude("error", False, result.fail_on, on_error)
+    return result
 
 
 def usable_note(run: RunResult | None, digest: str | None, judged: str | None = None, legacy: bool = False) -> bool:
     """A stored run is a valid result for a commit whose system has this snapshot digest (the digest
     covers every prompt, model, setting and dataset) when it was judged the same way (`judged`: the
     Judging digest; `legacy`: a run that does not say was judged by the commit's own evals, and may
-    stand for that)."""
-    if run is None or digest is None or run.snapshot_digest != digest or not run.cases:
+    stand for that), unless some of its cases could not be evaluated: that run is evidence of nothing,
+    so it is re-run."""
+    if run is None or digest is None or run.snapshot_digest != digest or not run.cases or unevaluated(run):
         return False
     by = (run.config or {}).get("judged_by")
     return judged is None or (by.get("digest") == judged if isinstance(by, dict) else legacy)
@@ -130,17 +148,19 @@ class Evaluator:
     def __init__(self, g: Git, settings: Settings, env: Mapping[str, str]):
         self.g, self.settings, self.env = g, settings, env
         self.requests = self.cache_hits = self.replayed = 0
-        cache = settings.cache_dir
-        if cache is None:
-            cache = env.get("GATING_CACHE_DIR") or str(g.root / ".gating" / "cache")
-        self.cache_dir: str | None = cache or None
+        cache, warning = check_evidence.response_cache(settings.cache_dir, env, g)
+        self.cache_dir: str | None = str(cache) if cache else None
+        self.messages: list[str] = [warning] if warning else []
+        self.evidence: check_evidence.EvidencePlan | None = None
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
     def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None) -> RunResult:
+        ev = self.evidence
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
-                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging)
+                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging,
+                        mode=ev.mode if ev else None, trusted_cassettes=ev.trusted if ev else None)
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
@@ -172,6 +192,9 @@ class Evaluator:
         if judging is None:
             verdict, conclusion, reasons = decide(None, cs, s.fail_on)
             return Evaluation(CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs))
+        # ... and whether answers are replayed: the base's evals.mode or an explicit flag, never the head.
+        self.evidence = check_evidence.plan(base_snap if base_snap and base_snap.manifest.evals else None, head_snap,
+                                            self.env, s.replay)
         notes: dict[str, bytes] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
@@ -180,24 +203,31 @@ class Evaluator:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
             stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
-            if usable_note(stored, base_snap.digest, own.digest, legacy=True):
+            if usable_note(stored, base_snap.digest, own.digest, legacy=True) and self.evidence.note_ok(stored):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
                 base_run = self.run(base_snap, base, None, own)
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
+                if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
+                    why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
                     notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
         head_run, head_source, ran = self._head(cs, head_snap, head, base_run, judging)
         cmp = compare(base_run, head_run, judging.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
+        judged, reasons = self.evidence.judge(base_run, head_run, verdict, reasons)
+        if judged != verdict:  # answers obtained two ways: not comparable
+            verdict, conclusion = judged, conclude(judged, True, s.fail_on)
         if ran:
+            self.evidence.after(head_run)
             notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
                                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
                                                                 "base_rev": cmp.base_rev})
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
-                             messages=out.judging_messages(judging, cs.after_merge))
+                             messages=[*self.messages, *out.judging_messages(judging, cs.after_merge),
+                                       *self.evidence.messages])
         return Evaluation(result, notes)
 
     def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
@@ -220,7 +250,8 @@ class Evaluator:
               judging: Judging) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
             stored = check_notes.read_run(self.g, head)
-            if usable_note(stored, snap.digest, judging.digest):
+            if (usable_note(stored, snap.digest, judging.digest) and self.evidence is not None
+                    and self.evidence.note_ok(stored)):
                 assert stored is not None
                 return stored, "eval note on head (this commit was evaluated before)", False
         only = cs.affected_prompts() if base_run is not None else None
@@ -284,7 +315,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         base = resolve_base(g, ctx.base, head, remote)
         ev = Evaluator(g, settings, env)
         evaluation = ev.evaluate(base, head)
-        result = evaluation.result
+        result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
     except BaseException as e:
         result = _crash(head, base, settings.fail_on, e)
@@ -293,7 +324,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
             poster.finish(result)
         write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
         raise
-    notes = store_notes(g, ctx, settings, remote, evaluation.notes)
+    complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
+    notes = store_notes(g, ctx, settings, remote, complete)
     if notes.get("message"):
         result.messages.append(notes["message"])
     result.elapsed_s = time.monotonic() - t0

@@ -2,8 +2,9 @@
 
 In Actions everything comes from GITHUB_EVENT_PATH and the GITHUB_* variables; locally, flags say
 which commits to compare and GitHub is left alone unless a repository and token are given.
-Exit codes: 0 the check concluded success or neutral, 1 failure (or the job was cancelled), 2 bad
-input (manifest, dataset, flags, a commit that is not in the clone).
+Exit codes: 0 the check concluded success or neutral, 1 failure (cases that could not be evaluated
+included, unless --on-error neutral) or the job was cancelled, 2 bad input (manifest, dataset, flags,
+a commit that is not in the clone).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from gating.check.artifact import DEFAULT_MAX_BYTES
-from gating.check.context import BASELINES, FAIL_ON, NOTES_MODES, ContextError, Settings, build_context
+from gating.check.context import (
+    BASELINES,
+    FAIL_ON,
+    NOTES_MODES,
+    ON_ERROR,
+    ContextError,
+    Settings,
+    build_context,
+)
 from gating.check.fork import evaluate_artifact, refuse
 from gating.check.output import append_to, step_outputs, summary_markdown, title
 from gating.check.run import run_check
@@ -64,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
                    help="regression: thresholds or a significant regression fail the check (default); "
                         "threshold: only thresholds; never: report only")
+    p.add_argument("--on-error", choices=ON_ERROR, default="fail",
+                   help="fail: cases that could not be evaluated (no key, a wrong base URL, 401/403/404, "
+                        "provider errors) fail the check (default); neutral: report them without blocking")
     p.add_argument("--concurrency", type=_opt_int, metavar="N", help="requests in flight (default: evals.concurrency or 16)")
     p.add_argument("--comment", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
                    help="also keep one summary comment on the pull request (needs pull-requests: write)")
@@ -72,7 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store results in refs/notes/gating/evals: auto (push in Actions when the token may "
                         "write; default), push, local, off")
     p.add_argument("--remote", default="origin", help="remote for notes and missing commits (default: origin)")
-    p.add_argument("--cache-dir", help="response cache (default: $GATING_CACHE_DIR or .gating/cache)")
+    p.add_argument("--cache-dir", help="response cache, outside the work tree (default: $GATING_CACHE_DIR, else "
+                                       ".git/gating/responses)")
+    p.add_argument("--replay", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="replay the cassettes for base and head (default: as the base's evals.mode says)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
@@ -131,9 +146,10 @@ def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     g = repo(args)
     try:
-        settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on,
+        settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on, on_error=args.on_error,
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
                             notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
+                            replay=args.replay,
                             json_path=args.json, junit_path=args.junit)
         event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
         ctx = build_context(env, event, head=args.head, base=args.base,

@@ -1,7 +1,8 @@
 """`gating eval` and `gating calibrate`: run the golden cases of a revision, calibrate the judge.
 
-Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail / the judge is not
-calibrated, 2 bad input (dataset, manifest, options).
+Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail or error (cases that
+could not be evaluated: no key, a wrong base URL, provider errors; unless --on-error neutral) / the
+judge is not calibrated, 2 bad input (dataset, manifest, options).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from gating.check.evidence import plan as evidence_plan
+from gating.check.evidence import response_cache
 from gating.commands.cli import UsageError
 from gating.commands.common import WORKTREE, reader, repo
 from gating.evals.calibrate import calibrate
@@ -22,6 +26,7 @@ from gating.evals.dataset import DatasetError
 from gating.evals.records import RunResult
 from gating.evals.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
 from gating.evals.runner import run_evals
+from gating.git.repository import Git
 from gating.system.manifest import MANIFEST_PATH
 from gating.system.snapshot import build_snapshot
 
@@ -38,10 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--only", metavar="PROMPT", action="append", help="only cases of this prompt (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
     p.add_argument("--record", action="store_true", help="call live providers and write cassettes beside the datasets")
+    p.add_argument("--replay", action="store_true",
+                   help="replay the cassettes (default: as evals.mode of the judging revision, --base if given)")
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to this file")
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.add_argument("--on-error", choices=("fail", "neutral"), default="fail",
+                   help="fail: cases that could not be evaluated exit 1 (default); neutral: warn and exit 0")
     p.set_defaults(func=run)
 
     c = sub.add_parser("calibrate", help="measure the judge model's agreement with human ratings")
@@ -54,10 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_calibrate)
 
 
-def _cache_dir(args: argparse.Namespace, root: Path) -> Path | None:
-    if args.no_cache:
-        return None
-    return Path(os.environ.get("GATING_CACHE_DIR") or root / ".gating" / "cache")
+def _cache_dir(args: argparse.Namespace, g: Git) -> Path | None:
+    """The response cache, outside the work tree (a directory inside it is refused, with a warning)."""
+    cache, warning = response_cache("" if args.no_cache else None, os.environ, g)
+    if warning:
+        print(f"gating: warning: {warning}", file=sys.stderr)
+    return cache
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -69,6 +80,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be a positive, finite number of seconds, got {args.timeout:g}")
     if args.record and args.rev not in (None, WORKTREE):
         raise UsageError("--record writes cassettes into the working tree; it cannot be combined with --rev")
+    if args.record and getattr(args, "replay", False):
+        raise UsageError("--record calls the models live; it cannot be combined with --replay")
     for flag in ("json", "junit", "markdown"):
         if getattr(args, flag, None):
             _check_output(f"--{flag}", getattr(args, flag))
@@ -106,10 +119,10 @@ def _write(flag: str, path: str, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     _check(args)
     g = repo(args)
-    cache = _cache_dir(args, g.root)
+    cache = _cache_dir(args, g)
     only = set(args.only) if args.only else None
-    common = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
-                  progress=True, repeat=args.repeat, timeout_s=args.timeout)
+    common: dict[str, Any] = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
+                                  progress=True, repeat=args.repeat, timeout_s=args.timeout)
     t0 = time.monotonic()
     try:
         head_reader = reader(g, args.rev)
@@ -118,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
         base_snap = build_snapshot(base_reader, args.config) if base_reader else None
         if args.only:  # a prompt of either revision: one may have added or removed it
             _check_only(args.only, set(snap.manifest.prompts) | set(base_snap.manifest.prompts if base_snap else ()))
+        plan = evidence_plan(base_snap if base_snap and base_snap.manifest.evals else None, snap, os.environ,
+                             args.replay, "the --base revision's", own=base_snap is None)
+        common.update(mode=plan.mode, trusted_cassettes=plan.trusted)
         head = run_evals(snap, head_reader, record=args.record, **common)
         base = run_evals(base_snap, base_reader, **common) if base_snap and base_reader else None
     except DatasetError as e:
@@ -125,8 +141,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     cmp = compare(base, head, snap.manifest.evals)
+    plan.after(head)
+    cmp.verdict, cmp.reasons = plan.judge(base, head, cmp.verdict, cmp.reasons)
     md = render_eval_markdown(cmp) + _failing(head)
     sys.stdout.write(md)
+    for m in plan.messages:
+        print(f"gating: warning: {m}", file=sys.stderr)
     s = head.stats
     print(f"gating: {len(head.cases)} cases in {time.monotonic() - t0:.1f} s ({head.config['mode']}): "
           f"{s['requests']} requests, {s['cache_hits']} cache hits, {s['replayed']} replayed"
@@ -142,6 +162,11 @@ def run(args: argparse.Namespace) -> int:
         _write("--markdown", args.markdown, md)
     if cmp.verdict == "inconclusive":
         print("gating: the verdict is inconclusive: " + "; ".join(cmp.reasons), file=sys.stderr)
+    if cmp.verdict == "error":
+        relaxed = args.on_error == "neutral"
+        print(f"gating: {'warning: not blocking (--on-error neutral)' if relaxed else 'error'}: "
+              + "\n  ".join(cmp.reasons), file=sys.stderr)
+        return 0 if relaxed else 1
     return 1 if cmp.verdict == "fail" else 0
 
 
@@ -173,7 +198,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--ratings {path}: the ratings file must be inside the repository") from None
     try:
-        cal = calibrate(snap, rd, path, env=os.environ, cache_dir=_cache_dir(args, g.root), record=args.record)
+        cal = calibrate(snap, rd, path, env=os.environ, cache_dir=_cache_dir(args, g), record=args.record)
     except DatasetError as e:
         raise UsageError("invalid ratings:\n" + str(e)) from None
     except ValueError as e:

@@ -122,6 +122,8 @@ def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
             risk, summary = "high", "regression rule loosened: evals.regression removed"
         elif lp == ["regression", "alpha"] and (after is None or (before is not None and after < before)):
             risk, summary = "high", f"regression rule loosened: alpha {before} → {after} (needs stronger evidence)"
+        elif lp == ["mode"]:  # where the answers come from: the cassettes or the models
+            risk, summary = "high", f"evals mode {before or 'live'} → {after or 'live'} (applies after merge)"
         elif lp and lp[0] == "judge" and be:
             risk, summary = "high", f"judge changed: {short(before)} → {short(after)} (grades every model-graded case)"
         elif lp and lp[0] == "target" and be:

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from gating.diff.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
+from gating.diff.evidence import evidence_changes
 from gating.diff.gates import evals_changes, policy_changes
 from gating.system.manifest import MANIFEST_PATH
 from gating.system.revision import RevisionReader
@@ -360,6 +361,7 @@ def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", hea
         + _tools(base, head)
         + _configs(base, head, "guardrails", "guardrail")
         + _orchestration(base, head)
+        + evidence_changes(base, head)
         + evals_changes(base, head)
         + policy_changes(base, head)
     )

@@ -1,7 +1,9 @@
 """Response cache and cassettes: both keyed by the rendered request, never holding errors.
 
 Cassettes are the committed truth that replay serves; the cache is a local accelerator for live calls
-only, keyed also by the server's base URL.
+only, keyed also by the server's base URL. The cache lives outside the work tree (in the repository's
+git directory, which git never tracks, unless $GATING_CACHE_DIR says otherwise): a file a pull request
+commits is never read as a cached answer.
 
 The cache is a set of append-only segment files, one per writing process, so two processes sharing
 a cache directory never write the same file and never read a half-written entry. Cassettes are committed
@@ -14,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 import time
 import uuid
@@ -24,6 +25,10 @@ from typing import Any
 
 from gating import limits
 from gating.evals.providers import ChatRequest, Completion
+from gating.system.evidence import cassette_path
+
+__all__ = ["ResponseCache", "cache_key", "cache_location", "cassette_path", "parse_cassette", "request_key",
+           "write_cassette"]
 
 CACHE_VERSION = 1
 
@@ -160,13 +165,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def cassette_path(dataset_path: str) -> str:
-    """evals/golden.jsonl -> evals/cassettes/golden.jsonl (repository-relative, posix)."""
-    d, name = posixpath.split(dataset_path)
-    stem = posixpath.splitext(name)[0]
-    return posixpath.join(d, "cassettes", f"{stem}.jsonl")
-
-
 def parse_cassette(path: str, data: bytes) -> dict[str, dict[str, Any]]:
     """key -> entry. A bad line is an error naming the file and line (a cassette is reviewed code)."""
     out: dict[str, dict[str, Any]] = {}
@@ -204,3 +202,37 @@ def write_cassette(path: Path, new: dict[str, dict[str, Any]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_write(path, render_cassette(existing.values()))
     return len(new)
+
+
+CACHE_SUBDIR = ("gating", "responses")  # under the git directory, beside the snapshot cache
+
+
+def cache_location(chosen: str | os.PathLike[str] | None, worktree: Path | None,
+                   git_dir: Path | None) -> tuple[Path | None, str | None]:
+    """(the response cache directory to use or None, a warning to show or None).
+
+    `chosen` is what the user set ($GATING_CACHE_DIR or a flag; None: the default, inside the git
+    directory). A directory inside the work tree is never used: a pull request could commit answers
+    there, and they would be served as if a model had given them.
+    """
+    if chosen is None or str(chosen) == "":
+        if git_dir is None:
+            return None, None
+        return git_dir.joinpath(*CACHE_SUBDIR), None
+    path = Path(chosen)
+    if worktree is not None and not path.is_absolute():
+        path = worktree / path
+    if worktree is not None and _inside(path, worktree) and not (git_dir is not None and _inside(path, git_dir)):
+        return None, (f"the response cache {chosen} is inside the checkout, where a pull request could commit "
+                      "answers: it was not used, and every answer came from the models or the cassettes; "
+                      "set GATING_CACHE_DIR (or --cache-dir) to a directory outside the work tree, or leave it "
+                      "unset for the default in the git directory")
+    return path, None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+    return True

@@ -31,6 +31,7 @@ from gating.evals.stats import (
     quadratic_weighted_kappa,
     within_one_agreement,
 )
+from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot
 
@@ -152,7 +153,7 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
         raise DatasetError([f"{path}:1: ratings file does not exist at {reader.label}"])
     ratings = load_ratings(path, blobs[path] or b"")
     cassettes = parse_cassette(cassette_path(path), blobs[cassette_path(path)] or b"")
-    mode = resolve_mode(env, record, bool(cassettes))
+    mode = resolve_mode(env, record, configured_mode(ev))
     tmo = timeout_s or ev.get("timeout_s") or DEFAULT_TIMEOUT_S
     pool = ClientPool(concurrency, tmo) if mode in ("live", "record") else None
     cache = ResponseCache(cache_dir) if cache_dir else None

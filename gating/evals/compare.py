@@ -5,8 +5,13 @@
   the exact McNemar test on flipped cases has p < alpha, and is inconclusive otherwise; a mean-score
   drop larger than max_drop fails when the paired bootstrap interval (level 1 - alpha) lies below zero
   (and is inconclusive on fewer than MIN_PAIRS paired scores).
-Cases that could not be evaluated (rate limits, timeouts, transport or provider errors) are not
-evidence: a threshold that fails only because of them makes the verdict inconclusive, not fail.
+Fail closed: cases that could not be evaluated (INFRA_ERRORS: a broken setup, rate limits, timeouts,
+transport or provider errors, on either side) are not evidence, neither scores of 0 nor dropped: any
+one of them makes the verdict `error`, led by the most serious cause with its fix. So does a
+threshold on a metric the run did not measure, and a run with no cases. `inconclusive` is only for
+too few paired cases to decide a regression. A case whose template or assertion raised (`render`,
+`assertion`) was evaluated: it fails, like a wrong answer. Reasons are ordered: errors, missed
+thresholds, significant regressions, then what is inconclusive.
 Pure: takes records and the evals config, returns a Comparison.
 """
 
@@ -19,10 +24,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from gating.evals.metrics import latency_table
-from gating.evals.records import CaseResult, Comparison, FlippedCase, MetricRow, RunResult
+from gating.evals.records import CaseError, CaseResult, Comparison, FlippedCase, MetricRow, RunResult
 from gating.evals.stats import mcnemar_exact, paired_bootstrap
 
-INFRA_ERRORS = {"rate_limit", "timeout", "transport", "provider"}
+# Most serious first: the order in which causes lead the reasons.
+INFRA_ERRORS = ("setup", "transport", "internal", "provider", "timeout", "rate_limit")
 DEFAULT_MAX_DROP = 0.02
 DEFAULT_ALPHA = 0.05
 MIN_PAIRS = 8  # fewer paired scores than this make a bootstrap interval meaningless: never decisive
@@ -72,6 +78,7 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
     reg = cfg.get("regression") or {}
     max_drop = float(reg.get("max_drop", DEFAULT_MAX_DROP))
     alpha = float(reg.get("alpha", DEFAULT_ALPHA))
+    broken: list[str] = not_evaluated(base, head)
     fails: list[str] = []
     unsure: list[str] = []
     rows: dict[str, MetricRow] = {}
@@ -99,17 +106,17 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         if value is None:
             r.status = "inconclusive"
             r.note = "not measured" if metric not in hm else "unknown"
-            unsure.append(f"{metric} {text}: {r.note} in this run")
+            hint = " (is the metric name right?)" if metric not in hm else \
+                " (a model has no price: add it to evals.prices)" if metric.startswith("cost") else ""
+            broken.append(f"threshold {metric} {text} cannot be checked: {metric} is {r.note} in this run{hint}")
             continue
         if _OPS[op](value, limit):
             r.status = "ok"
             continue
         optimistic = _optimistic_pass_rate(head.cases) if metric == "pass_rate" else value
         if infra and optimistic is not None and _OPS[op](optimistic, limit):
-            r.status = "inconclusive"
-            errs = ", ".join(f"{k} {v}" for k, v in sorted(infra.items()))
-            unsure.append(f"{metric} is {_fmt(value)} (threshold {text}), but {sum(infra.values())} cases could "
-                          f"not be evaluated ({errs}); it is {_fmt(optimistic)} if they pass")
+            r.status = "inconclusive"  # the verdict is `error` (see not_evaluated): this row says why it is open
+            r.note = f"{sum(infra.values())} cases not evaluated; {_fmt(optimistic)} if they pass"
             continue
         r.status = "fail"
         failing = [c.id for c in head.cases if not c.passed]
@@ -180,19 +187,19 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
                 r.note = "improved"
 
     if not head.cases:
-        unsure.append("no eval cases were run")
+        broken.append("no eval cases were run at head: the datasets hold no cases for this run")
     for r in rows.values():
         if r.note == "improved" and r.status == "info":
             r.status = "improved"
 
-    verdict = "fail" if fails else "inconclusive" if unsure else "pass"
+    verdict = "error" if broken else "fail" if fails else "inconclusive" if unsure else "pass"
     if verdict == "pass":
         n_thr = len(cfg.get("thresholds") or {})
         basis = f"{len(paired)} paired cases, no significant regression" if base is not None else "no baseline"
         met = "no thresholds set" if n_thr == 0 else "the 1 threshold met" if n_thr == 1 else f"all {n_thr} thresholds met"
         reasons = [f"{met}; {basis}"]
     else:
-        reasons = fails + unsure
+        reasons = broken + fails + unsure
     return Comparison(
         verdict=verdict, reasons=reasons, rows=list(rows.values()), flipped=flipped,
         base_rev=base.rev if base else "", head_rev=head.rev,
@@ -202,7 +209,32 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         cost=_cost(bm if base else None, hm, cfg),
         latency=_latency(base, head), errors={"base": _errors(base), "head": _errors(head)},
         failing=[c.id for c in head.cases if not c.passed],
+        errored=[CaseError(side, c.id, c.prompt, c.error, c.error_message)
+                 for side, run in (("head", head), ("base", base)) if run is not None for c in run.cases if c.error],
     )
+
+
+def unevaluated(run: RunResult | None) -> list[CaseResult]:
+    """The cases of `run` that could not be evaluated (an infrastructure error, not an answer)."""
+    return [c for c in (run.cases if run else []) if c.error in INFRA_ERRORS]
+
+
+def not_evaluated(base: RunResult | None, head: RunResult) -> list[str]:
+    """Reasons for an `error` verdict: the most serious cause first, with its fix and how many cases
+    of each side it cost; then up to two other causes."""
+    sides = [(name, run, unevaluated(run)) for name, run in (("head", head), ("base", base)) if run is not None]
+    bad = [c for _, _, cases in sides for c in cases]
+    if not bad:
+        return []
+    counts = Counter((c.error, c.error_message) for c in bad)
+    causes = sorted(counts, key=lambda k: (INFRA_ERRORS.index(k[0]), -counts[k], k[1]))
+    where = " and ".join(f"{len(cases)} of {len(run.cases)} {'cases ' if i == 0 else ''}at {name}"
+                         for i, (name, run, cases) in enumerate(s for s in sides if s[2]))
+    out = [f"{causes[0][1]} ({where} could not be evaluated)"]
+    out += [f"{msg} ({counts[(cat, msg)]} case{'s' if counts[(cat, msg)] != 1 else ''})" for cat, msg in causes[1:3]]
+    if len(causes) > 3:
+        out.append(f"and {len(causes) - 3} other causes; see the cases with errors")
+    return out
 
 
 def _errors(run: RunResult | None) -> dict[str, int]:

@@ -1,9 +1,11 @@
 """Model access for a run: cassettes (replay), or the response cache then the live provider (with retries).
 
 Modes: `live` calls providers; `replay` serves cassettes only; `record` calls providers and keeps
-every answer for the cassettes. `auto` (GATING_PROVIDER unset) is replay when the revision has
-cassettes for its datasets, else live. Replay never reads the cache: the committed cassettes are the
-truth, the cache only spares live calls (and is keyed by the server, so two servers never share it).
+every answer for the cassettes. Which one runs is an explicit choice (`--record`, `--replay`,
+GATING_PROVIDER=live|replay|record), else the setting `evals.mode` of the revision that judges (the
+base of a pull request): never whether a revision happens to hold cassettes, since a pull request
+could add them. Replay never reads the cache: the committed cassettes are the truth, the cache only
+spares live calls (and is keyed by the server, so two servers never share it).
 Errors are never cached or recorded, and neither is an answer its caller cannot use (a judge reply
 that does not parse): `complete(..., check=)` vets it first.
 """
@@ -29,14 +31,18 @@ from gating.evals.providers import (
 MODES = ("auto", "live", "replay", "record")
 
 
-def resolve_mode(env: Mapping[str, str], record: bool, have_cassettes: bool) -> str:
+def resolve_mode(env: Mapping[str, str], record: bool, configured: str = "live", replay: bool = False) -> str:
+    """The mode of a run: --record, then --replay, then GATING_PROVIDER, then `configured` (the judging
+    revision's `evals.mode`); GATING_PROVIDER=auto (or unset) defers to the setting."""
     if record:
         return "record"
+    if replay:
+        return "replay"
     mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
     if mode not in MODES:
         raise ValueError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
     if mode == "auto":
-        return "replay" if have_cassettes else "live"
+        return configured
     return mode
 
 

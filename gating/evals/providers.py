@@ -102,17 +102,35 @@ def base_url_of(provider: str, base_url: str | None, env: Mapping[str, str]) -> 
     return url.rstrip("/") if url else None
 
 
+def key_env_of(provider: str, api_key_env: str | None) -> str:
+    """The environment variable the API key comes from (the manifest's api_key_env, else the SDK's)."""
+    dialect = "openai" if provider in OPENAI_DIALECT else provider
+    return api_key_env or ENV_NAMES.get(dialect, ("", ""))[1]
+
+
+def url_setting(provider: str, base_url: str | None, env: Mapping[str, str]) -> str:
+    """Where the base URL came from, as the user would fix it: `OPENAI_BASE_URL=...`, the manifest, the default."""
+    dialect = "openai" if provider in OPENAI_DIALECT else provider
+    url_env = ENV_NAMES.get(dialect, ("", ""))[0]
+    if base_url:
+        return f"base_url: {base_url} in gating.yml"
+    if env.get(url_env):
+        return f"{url_env}={env[url_env]}"
+    return f"the default base URL {DEFAULT_BASE_URLS.get(dialect)}; set {url_env} or base_url in gating.yml"
+
+
 def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
              env: Mapping[str, str]) -> tuple[str, str | None]:
-    """(base URL, API key): manifest first, then the SDK environment variables, then the default."""
+    """(base URL, API key): manifest first, then the SDK environment variables, then the default.
+    No URL, or no key for a public provider, is a `setup` error raised before anything is sent."""
     dialect = "openai" if provider in OPENAI_DIALECT else provider
-    key_env = ENV_NAMES.get(dialect, ("", ""))[1]
+    key_env = key_env_of(provider, api_key_env)
     url = base_url_of(provider, base_url, env)
     if not url:
-        raise ProviderError("provider", f"no base URL for provider {provider!r}: set base_url in gating.yml")
-    key = env.get(api_key_env) if api_key_env else env.get(key_env)
+        raise ProviderError("setup", f"no base URL for provider {provider!r}: set base_url in gating.yml")
+    key = env.get(key_env) if key_env else None
     if not key and url == DEFAULT_BASE_URLS.get(dialect):
-        raise ProviderError("provider", f"no API key for {provider}: set {api_key_env or key_env} (or a base_url "
+        raise ProviderError("setup", f"no API key for {provider}: set {key_env} (or a base_url "
                             f"for a local server), or run on recorded cassettes")
     return url, key
 
@@ -165,22 +183,32 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _server_message(resp: httpx.Response) -> str | None:
     try:
         err = resp.json().get("error")
         msg = err.get("message") if isinstance(err, dict) else err
     except (ValueError, AttributeError):
         msg = None
-    return f"HTTP {resp.status_code}" + (f": {msg}" if msg else "")
+    return str(msg) if msg else None
+
+
+def _where(resp: httpx.Response) -> str:
+    """`HTTP 404 from <url>`: the status and the URL that answered it (when the response knows its request)."""
+    try:
+        return f"HTTP {resp.status_code} from {resp.request.url}"
+    except RuntimeError:
+        return f"HTTP {resp.status_code}"
 
 
 # OpenAI `content_policy_violation`, Azure `content_filter`, Anthropic "blocked by content filtering policy".
 _FILTERED = re.compile(r"content[_ ](?:filter|policy)", re.I)
+SETUP_STATUSES = (401, 403, 404)  # the key or the URL is wrong: asking again does not help
 
 
 def classify_status(resp: httpx.Response) -> ProviderError:
     s = resp.status_code
-    msg = _error_message(resp)
+    said = _server_message(resp)
+    msg = _where(resp) + (f": {said}" if said else "")
     if s == 429:
         return ProviderError("rate_limit", msg, retry_after=retry_after_seconds(resp.headers), status=s,
                              retryable=True)
@@ -191,7 +219,27 @@ def classify_status(resp: httpx.Response) -> ProviderError:
     if s >= 500 or s == 409:
         return ProviderError("provider", msg, retry_after=retry_after_seconds(resp.headers), status=s,
                              retryable=True)
+    if s in SETUP_STATUSES:
+        return ProviderError("setup", msg, status=s)
     return ProviderError("provider", msg, status=s)
+
+
+def explain_setup(resp: httpx.Response, req: ChatRequest, env: Mapping[str, str], key_sent: bool) -> ProviderError:
+    """A 401/403/404 from a model provider, with the fix: which variable to set, or what the URL lacks."""
+    said = _server_message(resp)
+    tail = f" (the server said: {said})" if said else ""
+    key_env = key_env_of(req.provider, req.api_key_env)
+    base = base_url_of(req.provider, req.base_url, env) or ""
+    if resp.status_code == 401:
+        fix = f"the API key was refused: set a valid {key_env}" if key_sent else f"no API key was sent: set {key_env}"
+    elif resp.status_code == 403:
+        fix = f"the API key may not use model {req.model!r}: check the access of {key_env}"
+    elif req.provider in OPENAI_DIALECT and not base.endswith("/v1"):
+        fix, tail = "is the base URL missing /v1?", f" ({url_setting(req.provider, req.base_url, env)})"
+    else:
+        setting = url_setting(req.provider, req.base_url, env)
+        fix, tail = f"is model {req.model!r} served there?", f" ({setting}" + (f"; the server said: {said})" if said else ")")
+    return ProviderError("setup", f"{_where(resp)}: {fix}{tail}", status=resp.status_code)
 
 
 def build_body(req: ChatRequest) -> dict[str, Any]:
@@ -272,7 +320,7 @@ async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
         if key:
             headers["authorization"] = f"Bearer {key}"
     else:
-        raise ProviderError("provider", f"provider {req.provider!r} is not supported for live calls")
+        raise ProviderError("setup", f"provider {req.provider!r} is not supported for live calls")
     body = json.dumps(build_body(req)).encode()
     t0 = time.perf_counter()
     try:
@@ -280,11 +328,16 @@ async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
     except httpx.TimeoutException as e:
         raise ProviderError("timeout", f"no answer within {timeout_s or pool.timeout_s:g} s ({type(e).__name__})",
                             retryable=True) from None
+    except httpx.ConnectError as e:
+        raise ProviderError("transport", f"cannot connect to {url}: is the server running, and is "
+                            f"{url_setting(req.provider, req.base_url, env)} right? ({type(e).__name__}: {e})",
+                            retryable=True) from None
     except httpx.HTTPError as e:
-        raise ProviderError("transport", f"{type(e).__name__}: {e}", retryable=True) from None
+        raise ProviderError("transport", f"{type(e).__name__} from {url}: {e}", retryable=True) from None
     latency = (time.perf_counter() - t0) * 1000
     if resp.status_code != 200:
-        raise classify_status(resp)
+        err = classify_status(resp)
+        raise explain_setup(resp, req, env, bool(key)) if err.category == "setup" else err
     try:
         data = json.loads(resp.content)
     except ValueError:

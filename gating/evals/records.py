@@ -13,8 +13,12 @@ from typing import Any
 RUN_SCHEMA = "gating.eval.run/1"
 COMPARISON_SCHEMA = "gating.eval.comparison/1"
 
-# Why a case could not be evaluated. Only these strings appear in CaseResult.error.
-ERROR_CATEGORIES = ("rate_limit", "timeout", "content_filter", "parse", "transport", "provider", "render")
+# Why a case errored. Only these strings appear in CaseResult.error. `setup` is a broken setup (no
+# key, a wrong base URL, 401/403/404, a command that cannot start); `render` a prompt template that
+# failed for the case's vars; `assertion` an assertion that raised; `internal` anything else that
+# raised while the case ran. compare.INFRA_ERRORS says which of them mean "not evaluated".
+ERROR_CATEGORIES = ("rate_limit", "timeout", "content_filter", "parse", "transport", "provider", "setup", "render",
+                    "assertion", "internal")
 
 
 class SchemaError(ValueError):
@@ -167,10 +171,28 @@ class FlippedCase:
 
 
 @dataclass
+class CaseError:
+    """One case that errored on one side, for the report to say which case and why."""
+
+    side: str  # "head" | "base"
+    id: str
+    prompt: str | None
+    category: str  # one of ERROR_CATEGORIES
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaseError:
+        return cls(**_pick(cls, d))
+
+
+@dataclass
 class Comparison:
     """Base vs head, paired by case id. The verdict leads; reasons say which rule decided it."""
 
-    verdict: str  # pass | fail | inconclusive
+    verdict: str  # pass | fail | inconclusive | error (cases could not be evaluated: no evidence)
     reasons: list[str]
     rows: list[MetricRow]
     flipped: list[FlippedCase]
@@ -188,12 +210,14 @@ class Comparison:
     latency: dict[str, dict[str, float | None]] = field(default_factory=dict)  # stage -> base/head p50/p95
     errors: dict[str, dict[str, int]] = field(default_factory=dict)  # "base"/"head" -> category -> n
     failing: list[str] = field(default_factory=list)  # head case ids that fail (for JUnit/annotations)
+    errored: list[CaseError] = field(default_factory=list)  # every case that errored, head first
     schema: str = COMPARISON_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rows"] = [r.to_dict() for r in self.rows]
         d["flipped"] = [f.to_dict() for f in self.flipped]
+        d["errored"] = [e.to_dict() for e in self.errored]
         return {"schema": self.schema, **{k: v for k, v in d.items() if k != "schema"}}
 
     @classmethod
@@ -203,6 +227,7 @@ class Comparison:
         kw.pop("schema", None)
         kw["rows"] = [MetricRow.from_dict(r) for r in d.get("rows", [])]
         kw["flipped"] = [FlippedCase.from_dict(f) for f in d.get("flipped", [])]
+        kw["errored"] = [CaseError.from_dict(e) for e in d.get("errored", [])]
         return cls(**kw)
 
     def row(self, metric: str) -> MetricRow | None:

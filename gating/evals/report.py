@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 # summary, JUnit XML for CI test reporters, JSON with a stable, versioned schema.
 
 MAX_MARKDOWN = 65_000  # GitHub caps check-run summary and text at 65,535 characters
-VERDICT_BADGE = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive"}
+VERDICT_BADGE = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive", "error": "💥 error"}
 STATUS_BADGE = {"ok": "ok", "fail": "**fail**", "regressed": "**regressed**", "improved": "improved",
                 "inconclusive": "inconclusive", "info": ""}
 
@@ -109,6 +109,18 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
         lines += ["", f"{heading}# Errors", "", "| Category | Base | Head |", "|---|---|---|"]
         for k in cats:
             lines.append(f"| {k} | {cmp.errors.get('base', {}).get(k, 0)} | {cmp.errors.get('head', {}).get(k, 0)} |")
+    if cmp.errored:
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for e in cmp.errored:
+            groups.setdefault((e.side, e.category, e.message), []).append(f"`{_cell(e.id)}`")
+        # cases that failed the same way share a row, so a broken setup is one line, not one per case
+        lines += ["", f"{heading}# Cases with errors ({len(cmp.errored)})", "", "| Side | Cases | Category | Why |",
+                  "|---|---|---|---|"]
+        for (side, category, message), ids in list(groups.items())[:max_cases]:
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            lines.append(f"| {side} | {shown} | {category} | {_cell(message)[:300]} |")
+        if len(groups) > max_cases:
+            lines.append(f"| … {len(groups) - max_cases} more | | | |")
     text = "\n".join(lines) + "\n"
     if len(text) > MAX_MARKDOWN:
         text = text[: MAX_MARKDOWN - 80].rsplit("\n", 1)[0] + "\n\n… (truncated; the full report is in the JSON)\n"

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
-from gating.evals.assertions import MODEL_GRADED, Observation, base_type, evaluate
+from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
+from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging
@@ -34,6 +35,7 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
+from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot
 
@@ -45,13 +47,19 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
               retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
-              judging: Judging | None = None) -> RunResult:
+              judging: Judging | None = None, mode: str | None = None,
+              trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
-    request). Raises DatasetError for a bad dataset, ValueError for bad settings."""
+    request). Raises DatasetError for a bad dataset, ValueError for bad settings.
+
+    `mode` is the mode the judging revision chose (None: this revision's own settings decide);
+    `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
+    request, so a revision cannot rewrite an answer the base recorded."""
     return asyncio.run(run_evals_async(
         snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
         env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
-        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging))
+        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging, mode=mode,
+        trusted_cassettes=trusted_cassettes))
 
 
 def _now() -> str:
@@ -89,6 +97,8 @@ class _Run:
             if not (e.category == "content_filter" and _expects_refusal(case)):
                 return None, [], e.category, e.message, 0.0
             out, obs = TargetOutput(""), Observation("", error="content_filter")
+        except Exception as e:  # one case's surprise is that case's error, never the run's crash
+            return None, [], "internal", f"{type(e).__name__}: {e}", 0.0
         if out.cost_usd is None:
             out.cost_usd = cost_usd(out.provider, out.model, out.tokens_in, out.tokens_out, self.prices)
         obs.cost_usd = out.cost_usd
@@ -97,10 +107,10 @@ class _Run:
         question = next((c for role, c in reversed(out.messages) if role == "user"), None) \
             or json.dumps(case.vars, ensure_ascii=False)
         for spec in case.asserts:
-            if base_type(spec["type"]) not in MODEL_GRADED:
-                results.append(evaluate(spec, obs))
-                continue
             try:
+                if base_type(spec["type"]) not in MODEL_GRADED:
+                    results.append(evaluate(spec, obs))
+                    continue
                 res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file)
                 judge_ms += got.latency_ms
                 results.append(res)
@@ -108,9 +118,11 @@ class _Run:
                 cat = "parse" if isinstance(e, JudgeParseError) else e.category
                 msg = str(e) if isinstance(e, JudgeParseError) else e.message
                 error, message = error or cat, message or f"judge: {msg}"
-                results.append(AssertionResult(spec["type"], False, 0.0, f"judge error ({cat}): {msg}",
-                                               spec.get("name") or MODEL_GRADED[base_type(spec["type"])],
-                                               float(spec.get("weight", 1.0))))
+                results.append(_failed(spec, f"judge error ({cat}): {msg}"))
+            except Exception as e:  # an assertion that raises fails its case (category `assertion`), not the run
+                why = f"{spec['type']} raised {type(e).__name__}: {e}"
+                error, message = error or "assertion", message or why
+                results.append(_failed(spec, why))
         return out, results, error, message, judge_ms
 
     def _aggregate(self, case: Case, reps: list) -> CaseResult:
@@ -154,6 +166,12 @@ class _Run:
         )
 
 
+def _failed(spec: dict[str, Any], reason: str) -> AssertionResult:
+    """The result of an assertion that could not be checked: failed, score 0."""
+    name = spec.get("name") or MODEL_GRADED.get(base_type(spec["type"])) or default_name(spec)
+    return AssertionResult(spec["type"], False, 0.0, reason, str(name), float(spec.get("weight", 1.0)))
+
+
 def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, dict[str, Any]]:
     paths = [cassette_path(p) for p in datasets]
     blobs = reader.read_many(paths)
@@ -185,7 +203,9 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
                           progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
-                          retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None) -> RunResult:
+                          retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None,
+                          mode: str | None = None,
+                          trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     started = _now()
     m = snapshot.manifest
     ev = judging.evals if judging else m.evals
@@ -209,7 +229,9 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     n_repeat = max(1, repeat or ev.get("repeat") or 1)
     tmo = timeout_s or ev.get("timeout_s") or target_cfg.get("timeout_s") or DEFAULT_TIMEOUT_S
     cassettes = _load_cassettes(reader, list(digests))
-    mode = resolve_mode(env, record, bool(cassettes))
+    kept = sum(1 for k, e in (trusted_cassettes or {}).items() if k in cassettes and cassettes[k] != e)
+    cassettes = {**cassettes, **(trusted_cassettes or {})}
+    mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
@@ -220,12 +242,16 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     policy = retry or RetryPolicy(rng=random.Random())
     llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
     library = PromptLibrary(m.prompts, m.models, snapshot.contents)
+    workdir = None
     if target_cfg["type"] == "prompt":
         target: Any = PromptTarget(library, llm)
     elif target_cfg["type"] == "command":
         if not target_cfg.get("run"):
             raise DatasetError([f"{m.source}:1: evals.target of type command needs `run`"])
         cwd = getattr(reader, "root", None)
+        if cwd is None:  # read from git: run this revision's declared code, not the checkout's
+            workdir = code_checkout(snapshot)
+            cwd = workdir.name if workdir is not None else None
         target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
     else:
         if not target_cfg.get("url") or pool is None:
@@ -253,6 +279,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             await pool.aclose()
         if cache is not None:
             cache.close()
+        if workdir is not None:
+            workdir.cleanup()
     written = {}
     if mode == "record":
         for ds, entries in llm.recorded.items():
@@ -267,7 +295,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts),
                 **({"judged_by": judging.to_dict()} if judging else {})},
-        stats={**llm.stats.to_dict(), "cassettes_written": written},
+        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
     )
 
 

@@ -1,7 +1,8 @@
 """What an eval case is run against: a prompt component, the user's command, or an HTTP endpoint.
 
 Prompt templates are Jinja2 in a sandbox with StrictUndefined: a variable the case does not define is
-an error, never an empty string. A prompt file is plain text (the user message) or a YAML list of
+an error, never an empty string, and whatever a template raises for one case's vars (`{{ 1/0 }}`, an
+overflowing `range`, an unknown filter) fails that case with category `render`, never the run. A prompt file is plain text (the user message) or a YAML list of
 chat messages; a prompt may name a system prompt component, rendered first. Command and HTTP
 targets receive the case as JSON and answer with JSON; the per-stage timings they report
 (embedding, retrieval, llm, post, ...) are kept.
@@ -30,7 +31,29 @@ from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
 
 ROLES = ("system", "user", "assistant")
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+MAX_REPEATED = 1_000_000  # items `*` may build in a template (a prompt is far smaller)
+MAX_EXPONENT = 10_000  # an integer `**` beyond this is CPU for nothing
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox (which already caps `range`), with `*` and `**` bounded too: one case's vars
+    cannot make a render take the runner's memory or CPU; going over fails that case."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_REPEATED:
+                    raise OverflowError(f"`*` would build {len(seq) * n:,} items; a template may build at most "
+                                        f"{MAX_REPEATED:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                and right > MAX_EXPONENT:
+            raise OverflowError(f"exponent {right:,} is too large (at most {MAX_EXPONENT:,} in a template)")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class RenderError(Exception):
@@ -96,6 +119,9 @@ class PromptLibrary:
             except (RenderError, jinja2.TemplateSyntaxError) as e:
                 where = f"{p['file']}:{e.lineno}: " if isinstance(e, jinja2.TemplateSyntaxError) else ""
                 self.prompts[name] = CompiledPrompt(name, [], model, f"prompt {name!r}: {where}{e}")
+            except Exception as e:  # the template compiler raising on odd input: this prompt's cases fail
+                self.prompts[name] = CompiledPrompt(name, [], model, f"prompt {name!r}: {p['file']}: the template "
+                                                    f"could not be compiled: {type(e).__name__}: {e}")
 
     def render(self, name: str, vars_: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         cp = self.prompts.get(name)
@@ -109,6 +135,8 @@ class PromptLibrary:
             raise RenderError(f"prompt {name!r}: {e.message} (add it to the case's vars)") from None
         except jinja2.TemplateError as e:
             raise RenderError(f"prompt {name!r}: {e}") from None
+        except Exception as e:  # raised by the template's own expressions for these vars
+            raise RenderError(f"prompt {name!r}: the template raised {type(e).__name__}: {e}") from None
 
 
 def chat_request(model: Mapping[str, Any], messages: tuple[tuple[str, str], ...], repeat: int = 0,
@@ -197,7 +225,7 @@ class CommandTarget:
                 *self.argv, cwd=self.cwd, env={**self.env, "GATING_CASE_ID": case.id},
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as e:
-            raise ProviderError("provider", f"cannot run {self.argv[0]!r}: {e.strerror or e}") from None
+            raise ProviderError("setup", f"cannot run {self.argv[0]!r} (evals.target.run): {e.strerror or e}") from None
         try:
             out, err = await asyncio.wait_for(proc.communicate(payload), self.timeout_s)
         except TimeoutError:
@@ -245,8 +273,11 @@ class HttpTarget:
                     resp = await self.pool.post(self.url, body, self.headers, self.timeout_s)
                 except httpx.TimeoutException:
                     raise ProviderError("timeout", f"no answer within {self.timeout_s:g} s", retryable=True) from None
+                except httpx.ConnectError as e:
+                    raise ProviderError("transport", f"cannot connect to {self.url}: is the endpoint running, and is "
+                                        f"evals.target.url right? ({type(e).__name__}: {e})", retryable=True) from None
                 except httpx.HTTPError as e:
-                    raise ProviderError("transport", f"{type(e).__name__}: {e}", retryable=True) from None
+                    raise ProviderError("transport", f"{type(e).__name__} from {self.url}: {e}", retryable=True) from None
                 if resp.status_code >= 300:
                     raise classify_status(resp)
             except ProviderError as e:

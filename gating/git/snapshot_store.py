@@ -26,6 +26,7 @@ from gating.git.repository import Git
 
 # The code whose output is cached, as paths under gating/: a change to any of them is a new key.
 _SOURCES = ("system/manifest.py", "system/schema.py", "system/snapshot.py", "system/canonical.py",
+            "system/evidence.py",
             "git/snapshot_store.py")
 
 

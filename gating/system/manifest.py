@@ -367,6 +367,11 @@ def _reference_problems(m: Manifest) -> list[Problem]:
                 m.problem(["components", "orchestration", "fallback", i],
                           _unknown("model or prompt", name, set(models) | set(prompts)))
             )
+    target = m.evals.get("target") or {}
+    if target.get("type") == "command" and "code" not in target:
+        problems.append(m.problem(["evals", "target"], "a command target must name the files its pipeline runs "
+                                  "in `code:` (globs such as [\"app/**/*.py\"], or [] when none are in this "
+                                  "repository), so that a change to them is a change to the LLM system"))
     judge = m.evals.get("judge")
     if judge and judge not in models:
         problems.append(m.problem(["evals", "judge"], _unknown("model", judge, models)))
@@ -397,7 +402,7 @@ class FileRef:
     """One file of the system, with the component that names it."""
 
     path: str
-    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals
+    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals, code, cassette
     component: str  # e.g. "answer" for a prompt, the glob for tools
     key: tuple[str | int, ...]  # manifest path of the reference, for error positions
 
@@ -429,6 +434,8 @@ def file_refs(m: Manifest) -> list[tuple[str, str, str, tuple[str | int, ...]]]:
             refs.append((pat, cat, section, ("components", section, "files", i)))
     for i, pat in enumerate(m.evals.get("datasets", [])):
         refs.append((pat, "evals", "datasets", ("evals", "datasets", i)))
+    for i, pat in enumerate((m.evals.get("target") or {}).get("code") or []):
+        refs.append((pat, "code", "target", ("evals", "target", "code", i)))
     return refs
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-CATEGORIES = ["model", "prompt", "retrieval", "tool", "guardrail", "orchestration", "evals", "policy"]
+CATEGORIES = ["model", "prompt", "retrieval", "tool", "guardrail", "orchestration", "code", "cassette", "evals",
+              "policy"]
+EVAL_MODES = ["live", "replay"]
 PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google"]
 PERMISSIONS = ["read", "triage", "write", "maintain", "admin"]
 
@@ -98,11 +100,13 @@ EVALS_SCHEMA: dict[str, Any] = {
                 "url": {"type": "string"},
                 "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                 "timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                "code": _str_list,  # files the command or service runs: part of the system
             },
             "required": ["type"],
             "additionalProperties": False,
         },
         "judge": {"type": "string"},
+        "mode": {"type": "string", "enum": EVAL_MODES},  # live, or replay the cassettes
         "thresholds": {
             "type": "object",
             "additionalProperties": {"type": "string", "pattern": r"^\s*(>=|<=|>|<|==)\s*-?[0-9.]+\s*$"},

@@ -18,6 +18,7 @@ from ruamel.yaml.error import YAMLError
 
 from gating import limits
 from gating.system.canonical import canonical_json, sha256_hex
+from gating.system.evidence import cassette_refs
 from gating.system.manifest import (
     MANIFEST_PATH,
     MAX_FILE_BYTES,
@@ -385,6 +386,7 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
     m = load_manifest(manifest_bytes, manifest_path, cache)
     listing = reader.list_files()
     refs = resolve_files(m, listing, reader.submodules() if hasattr(reader, "submodules") else ())
+    refs += cassette_refs(refs, listing)
     wanted = sorted({r.path for r in refs})
     _refuse_names(wanted)
     _refuse_links(reader, wanted)
@@ -445,6 +447,10 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         "rollback": m.rollback,
         "files": dict(sorted(files.items())),
     }
+    for cat, key in (("cassette", "cassettes"), ("code", "code")):  # what replay serves, what a target runs
+        found = {r.path: files[r.path] for r in refs if r.category == cat}
+        if found:
+            data[key] = dict(sorted(found.items()))
     return Snapshot(data, m, contents, manifest_path)
 
 

@@ -11,8 +11,11 @@ Faults are injected by directives in the messages, so a dataset can provoke them
     [[fault:malformed]]                     200 with a truncated JSON body
     [[fault:content_filter]]                the provider's content-filter refusal
 
-`times` counts per distinct request body; without it the fault is permanent. Run standalone with
-`python -m gating.testing.llm_server --latency 0.1` (prints the URL, serves until killed).
+`times` counts per distinct request body; without it the fault is permanent. Like the real APIs it
+serves only `/v1/chat/completions` and `/v1/messages` (any other path is a 404, so a base URL that
+lacks `/v1` fails as it would in production); `api_key` makes it answer 401 to a request without that
+key, and `refuse` answers every request with that status (403: the key may not use the model). Run
+standalone with `python -m gating.testing.llm_server --latency 0.1` (prints the URL, serves until killed).
 """
 
 from __future__ import annotations
@@ -32,7 +35,11 @@ from typing import Any
 Answer = Callable[[str, dict[str, Any]], "str | None"]  # (api, request body) -> text or None
 
 _DIRECTIVE = re.compile(r"\[\[(answer|fault):\s*(.*?)\]\]", re.S)
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            429: "Too Many Requests", 500: "Internal Server Error"}
+PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
+_REFUSALS = {401: "Incorrect API key provided", 403: "You are not allowed to use this model",
+             404: "The model does not exist or you do not have access to it"}
 
 
 @dataclass
@@ -94,6 +101,8 @@ class LLMServer:
     requests: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
     keep_log: bool = True
+    api_key: str | None = None  # when set, a request without this key is answered 401
+    refuse: int | None = None  # when set, every request is answered with this status and an error body
     _seen: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
@@ -197,10 +206,15 @@ class LLMServer:
                        headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         if method == "GET" and path == "/stats":
             return 200, {}, json.dumps({"requests": self.requests, "cpu_s": time.process_time()}).encode()
-        if method != "POST" or not (path.endswith("/chat/completions") or path.endswith("/messages")):
-            return 404, {}, b'{"error": {"message": "not found"}}'
-        api = "openai" if path.endswith("/chat/completions") else "anthropic"
+        api = PATHS.get(path)
+        if method != "POST" or api is None:
+            return 404, {}, _error(f"Invalid URL ({method} {path})", "invalid_request_error")
         self.requests += 1
+        sent = headers.get("x-api-key") if api == "anthropic" else headers.get("authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and sent != self.api_key:
+            return 401, {}, _error(_REFUSALS[401] if sent else "You didn't provide an API key", "invalid_api_key")
+        if self.refuse is not None:
+            return self.refuse, {}, _error(_REFUSALS.get(self.refuse, "refused"), "permission_error")
         try:
             body = json.loads(raw)
         except ValueError:
@@ -258,6 +272,10 @@ class LLMServer:
             "stop_reason": "refusal" if filtered else "end_turn",
             "usage": {"input_tokens": tin, "output_tokens": tout},
         }
+
+
+def _error(message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
 
 def main(argv: list[str] | None = None) -> int:
