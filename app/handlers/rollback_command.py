@@ -23,7 +23,7 @@ from app.handlers.merge_audit import audit_store, signing_key
 from app.jobs import PermanentError
 from gating import github as gh
 from gating import notes
-from gating.github import ApiRevision, BlobCache, GitHubError, RateLimited, Repo
+from gating.github import ApiRevision, BlobCache, EmptyRepository, GitHubError, RateLimited, Repo
 from gating.keys import keyid
 from gating.manifest import MANIFEST_PATH, ManifestError, parse_manifest
 from gating.rollback import (
@@ -118,7 +118,11 @@ class Config:
 
 def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> Config:
     branch = gh.repository(repo)["default_branch"]
-    tip = gh.ref_sha(repo, f"heads/{branch}")
+    try:
+        tip = gh.ref_sha(repo, f"heads/{branch}")
+    except EmptyRepository:
+        raise Refusal("empty_repository", f"{repo.full_name} is empty (no commit yet): there is no LLM system "
+                      "to roll back.") from None
     if tip is None:
         raise GitHubError(404, f"the default branch {branch} has no commit", "GET", repo.path)
     data = ApiRevision(repo, tip, blobs).read_many([manifest_path])[manifest_path]

@@ -1,0 +1,94 @@
+"""The App at GitHub's edges, under a real server against the emulator: empty repositories in an
+alert's fan-out and under `/rollback`, GitHub Enterprise's deployment statuses without an action, and
+replies longer than GitHub takes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from app_support import serve_in_thread
+from test_rollback_alerts import ALERT, HANDLERS, RULES, TOKEN, post
+from test_rollback_app import World, make_world
+
+from gating.testing.pytest_plugin import EXAMPLE
+from gating.testing.webhooks import sign
+
+
+@pytest.fixture
+def fanout(github, tmp_path: Path):
+    """Two installed repositories, the empty one listed first: an alert naming neither reaches both."""
+    github.create_repo("acme/aaa-empty")
+    repo = github.create_repo("acme/support-bot", source_dir=EXAMPLE)
+    app, key = make_world(github, repo, tmp_path, GATING_HANDLERS=HANDLERS, GATING_ALERTS_TOKEN=TOKEN)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, repo, app, key, tmp_path)
+        w.url = url
+        w.good_then_bad(RULES.replace("      repository: acme/support-bot\n", ""))
+        w.deploy(w.shas["M2"])
+        yield w
+
+
+def test_an_alert_fanning_out_skips_an_empty_repository_and_rolls_back_the_others(fanout: World, caplog):
+    caplog.set_level(logging.INFO, logger="gating.app.handlers")
+    r = post(fanout, ALERT)
+    assert r.status_code == 202
+    (pr,) = fanout.rollback_pulls()
+    assert pr["title"] == f"Rollback LLM system to {fanout.shas['M1'][:7]} (last-good)"
+    (job,) = [j for j in fanout.queue.list() if j.handler == "alerts.on_alert"]
+    assert (job.status, job.attempts) == ("done", 1)
+    skipped = [rec.getMessage() for rec in caplog.records if "aaa-empty" in rec.getMessage()]
+    assert skipped == ["acme/aaa-empty: alert 6b3f1c0e2a9d4f57 skipped: acme/aaa-empty is empty (no commit yet): "
+                       "there is no LLM system to roll back."]
+
+
+def test_an_alert_naming_an_empty_repository_reports_it_and_does_not_fail(fanout: World, caplog):
+    caplog.set_level(logging.INFO, logger="gating.app.handlers")
+    named = json.loads(json.dumps(ALERT))
+    named["alerts"][0]["labels"]["repository"] = "acme/aaa-empty"
+    assert post(fanout, named).status_code == 202
+    assert fanout.rollback_pulls() == []
+    (job,) = [j for j in fanout.queue.list() if j.handler == "alerts.on_alert"]
+    assert job.status == "done"
+    assert any("acme/aaa-empty: alert 6b3f1c0e2a9d4f57 skipped: acme/aaa-empty is empty" in rec.getMessage()
+               for rec in caplog.records)
+
+
+def test_rollback_in_an_empty_repository_replies_that_there_is_nothing_to_roll_back(fanout: World):
+    empty = fanout.emu.repo("acme/aaa-empty")
+    issue = fanout.emu.create_issue(empty, "Roll back please", "root")["number"]
+    comment = fanout.emu.add_comment(empty, issue, "root", "/rollback")
+    fanout.settle()
+    replies = [c["body"] for c in fanout.emu.list_comments(empty, issue) if c["user"]["login"] == fanout.emu.app.bot_login]
+    assert replies == ["Rollback refused: acme/aaa-empty is empty (no commit yet): there is no LLM system to roll "
+                       "back.\n"]
+    assert [x["content"] for x in fanout.emu.list_reactions(empty, comment_id=comment["id"])] == ["eyes", "confused"]
+
+
+# -- GitHub Enterprise Server 3.x: deployment_status without `action` ---------------------------------
+
+
+def test_a_deployment_status_without_an_action_is_still_a_deployment_status(github, github_repo, tmp_path: Path):
+    app, key = make_world(github, github_repo, tmp_path)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        m1 = w.merge("good", {"prompts/system.md": "Be careful.\n"}, "Good")
+        github.webhook_url = None  # deliver the status by hand, as GitHub Enterprise Server 3.x sends it
+        dep = github.create_deployment(github_repo, m1, "production", user="deployer")
+        status = github.add_deployment_status(github_repo, dep["id"], "success", user="deployer")
+        d = github.webhook("deployment_status", "created", repo=github_repo, deployment_id=dep["id"])
+        payload = {k: v for k, v in d.payload.items() if k != "action"}
+        assert payload["deployment_status"]["id"] == status["id"]
+        body = json.dumps(payload).encode()
+        headers = {**d.headers, "X-Hub-Signature-256": sign(github.app.webhook_secret, body)}
+        headers.pop("X-Hub-Signature", None)
+        import httpx
+
+        r = httpx.post(url + "/webhooks", content=body, headers=headers)
+        assert r.status_code == 202 and r.json()["status"] == "queued", r.text
+        w.settle()
+        assert [e.event for e in w.entries()] == ["merged", "known_good"]
