@@ -92,3 +92,45 @@ def test_a_deployment_status_without_an_action_is_still_a_deployment_status(gith
         assert r.status_code == 202 and r.json()["status"] == "queued", r.text
         w.settle()
         assert [e.event for e in w.entries()] == ["merged", "known_good"]
+
+
+# -- replies longer than GitHub takes ------------------------------------------------------------------
+
+
+def _wide_manifest(n: int) -> str:
+    """The example's manifest with `n` orchestration settings, so a rollback's diff has n changes."""
+    keys = "".join(f"    step_{i:04d}_{'x' * 32}: {i}\n" for i in range(n))
+    return RULES.replace("  orchestration:\n", "  orchestration:\n" + keys)
+
+
+def test_a_rollback_reply_longer_than_github_takes_is_cut_with_a_note(github, github_repo, tmp_path: Path):
+    app, key = make_world(github, github_repo, tmp_path)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(_wide_manifest(700))
+        w.deploy(w.shas["M2"])
+        w.issue = github.create_issue(github_repo, "Roll back", "alice")["number"]
+        comment = w.say("alice", "/rollback last-good")
+        (pr,) = w.rollback_pulls()
+        (reply,) = w.replies()
+        assert len(reply) <= 65535
+        assert reply.startswith(f"Opened #{pr['number']} to roll the LLM system back to `{w.shas['M1'][:7]}` ")
+        assert "✂️ **Truncated**" in reply and "GitHub allows 65,535" in reply
+        assert reply.endswith(f"<!-- gating: reply to comment {comment['id']} -->\n")
+        assert w.reactions(comment) == ["eyes", "rocket"]
+        assert len(pr["body"]) <= 65535
+
+
+def test_fit_keeps_the_marker_closes_the_fence_and_says_it_cut():
+    from gating.github.limits import fit, fit_output
+
+    body = "lead\n```diff\n" + "+ line\n" * 20_000 + "```\n<!-- gating: reply to comment 7 -->\n"
+    out = fit(body)
+    assert len(out.encode()) <= 65_535 and out.startswith("lead\n```diff\n")
+    assert "\n```\n\n---\n✂️ **Truncated**: showing " in out
+    assert out.endswith("(GitHub allows 65,535 here).\n<!-- gating: reply to comment 7 -->\n")
+    assert fit("short\n") == "short\n"
+    fitted = fit_output({"name": "n", "output": {"title": "t" * 300, "summary": "s" * 70_000, "text": "x"}})
+    assert len(fitted["output"]["title"]) == 255 and fitted["output"]["title"].endswith("…")
+    assert len(fitted["output"]["summary"]) <= 65_535 and fitted["output"]["text"] == "x"

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gating.github.client import GitHubClient, GitHubError, NotFound
+from gating.github.limits import fit_output
 
 
 def _q(s: str) -> str:
@@ -71,10 +72,10 @@ class Repo:
                                          check_name=name, filter="all"))
 
     def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("POST", f"{self.path}/check-runs", json=body).json()
+        return self.client.request("POST", f"{self.path}/check-runs", json=fit_output(body)).json()
 
     def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=body).json()
+        return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=fit_output(body)).json()
 
     def tree(self, sha: str) -> dict[str, Any]:
         return self.client.get(f"{self.path}/git/trees/{sha}", recursive=1)
