@@ -134,3 +134,46 @@ def test_fit_keeps_the_marker_closes_the_fence_and_says_it_cut():
     fitted = fit_output({"name": "n", "output": {"title": "t" * 300, "summary": "s" * 70_000, "text": "x"}})
     assert len(fitted["output"]["title"]) == 255 and fitted["output"]["title"].endswith("…")
     assert len(fitted["output"]["summary"]) <= 65_535 and fitted["output"]["text"] == "x"
+
+
+# -- pull requests with more files than GitHub lists -----------------------------------------------------
+
+
+def test_a_path_rule_stays_pending_when_github_does_not_list_every_file(github, github_repo, tmp_path: Path):
+    from test_app_approvals import MANIFEST as BASE
+    from test_app_approvals import World as ApprovalWorld
+    from test_app_approvals import rows
+
+    from app import create_app
+
+    rules = BASE.replace("rollback:\n", "  - name: dataset-owners\n    if: {changed_files: [\"evals/**\"]}\n"
+                                        "    requires: {count: 1, users: [carol]}\nrollback:\n")
+    github_repo.commit_files("main", {"gating.yml": rules}, "Dataset owners")
+    for login, perm in [("alice", "write"), ("carol", "write"), ("root", "admin")]:
+        github.add_collaborator(github_repo, login, perm)
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05})
+    github.limits.pull_files = 5  # GitHub: 3,000
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = ApprovalWorld(github, github_repo, app, url)
+        golden = (EXAMPLE / "evals" / "golden.jsonl").read_text()
+        files = {f"data/part-{i}.txt": f"{i}\n" for i in range(8)}  # listed first; evals/ falls past the limit
+        pr = w.open_pull({**files, "evals/golden.jsonl": golden + golden.splitlines()[0] + "\n"})
+        w.settle()
+        run = w.approval(pr["number"])
+        assert (run["status"], run["conclusion"]) == ("in_progress", None)
+        row = rows(run)["dataset-owners"]
+        assert "⏳ pending | cannot evaluate so many files: GitHub did not list 4 of this pull request's changed " \
+               "files (it lists at most 3,000), and none of the listed ones match evals/**, so this rule stays " \
+               "pending" in row
+        github.add_review(github_repo, pr["number"], "carol", "APPROVED")
+        w.settle()
+        assert w.approval(pr["number"])["status"] == "in_progress"  # an approval cannot tell whether it applies
+        github.add_comment(github_repo, pr["number"], "root", "/gating override vendored data, checked by hand")
+        w.settle()
+        run = w.approval(pr["number"])
+        assert (run["status"], run["conclusion"]) == ("completed", "success")
+        github.webhook_url = None
+    app.extensions["gating"].worker.stop()
