@@ -177,3 +177,53 @@ def test_a_path_rule_stays_pending_when_github_does_not_list_every_file(github, 
         assert (run["status"], run["conclusion"]) == ("completed", "success")
         github.webhook_url = None
     app.extensions["gating"].worker.stop()
+
+
+# -- repositories larger than one recursive tree -----------------------------------------------------------
+
+
+def _recursive_tree_calls(github) -> list[str]:
+    return [r.path for r in github.requests if r.operation == "git/get-tree" and r.query.get("recursive")]
+
+
+def test_the_approval_check_reads_only_the_directories_the_manifest_names(github, github_repo, tmp_path: Path):
+    from test_app_approvals import NEW_PIN
+    from test_app_approvals import World as ApprovalWorld
+
+    from app import create_app
+
+    github.add_team_member("acme", "ml-platform", "carol")
+    github.add_collaborator(github_repo, "alice", "write")
+    app = create_app({"APP_ID": github.app.app_id, "PRIVATE_KEY": github.app.private_key_pem,
+                      "WEBHOOK_SECRET": github.app.webhook_secret, "GITHUB_API_URL": github.api_url,
+                      "GATING_DB": str(tmp_path / "jobs.db"), "GATING_POLL_SECONDS": 0.05})
+    github.limits.tree_entries = 3  # every recursive tree of the repository comes back truncated
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = ApprovalWorld(github, github_repo, app, url)
+        github.reset_requests()
+        pr = w.open_pull({"gating.yml": NEW_PIN, **{f"vendor/lib-{i}/x.py": "x = 1\n" for i in range(6)}})
+        w.settle()
+        run = w.approval(pr["number"])
+        assert run["output"]["title"].startswith("Pending: model-owners: has 0 of 1 approvals")
+        assert _recursive_tree_calls(github) == []
+        github.webhook_url = None
+    app.extensions["gating"].worker.stop()
+
+
+def test_a_rollback_works_when_every_recursive_tree_is_truncated(github, github_repo, tmp_path: Path):
+    from test_rollback_app import MANIFEST
+
+    app, key = make_world(github, github_repo, tmp_path)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(MANIFEST)
+        w.deploy(w.shas["M2"])
+        w.issue = github.create_issue(github_repo, "Roll back", "alice")["number"]
+        github.limits.tree_entries = 1
+        comment = w.say("alice", "/rollback last-good")
+        (pr,) = w.rollback_pulls()
+        assert w.reactions(comment) == ["eyes", "rocket"]
+        assert "tools/refund.json" not in w.files(pr["head"]["sha"])
+        assert [e.event for e in w.entries()].count("rolled_back") == 1

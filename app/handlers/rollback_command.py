@@ -141,7 +141,7 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
         cfg = config if config is not None and attempt == 1 else load_config(repo, blobs, manifest_path)
         plan = make_plan(audit.entries(), target, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
                          lambda prefix: gh.commit_sha(repo, prefix), manifest_path)
-        tree = _write_tree(repo, plan)
+        tree = _write_tree(repo, plan, blobs)
         fallback = ""
         if cfg.rollback.get("mode") == "direct":
             commit = gh.create_commit(repo, commit_message(plan, req), tree, [plan.tip])
@@ -187,13 +187,13 @@ def _web(repo: Repo) -> str:
     return gh.repository(repo)["html_url"]
 
 
-def _write_tree(repo: Repo, plan: RestorePlan) -> str:
+def _write_tree(repo: Repo, plan: RestorePlan, blobs: BlobCache) -> str:
     """The tip's tree with every file of the target snapshot at its target blob, removed files gone."""
-    listing = {e["path"]: e for e in repo.tree(plan.resolution.commit).get("tree", []) if e.get("type") == "blob"}
+    listing = ApiRevision(repo, plan.resolution.commit, blobs).entries(plan.writes)  # their directories only
     entries: list[dict[str, Any]] = []
     for path in sorted(plan.writes):
         e = listing[path]
-        entries.append({"path": path, "mode": e["mode"], "type": "blob", "sha": e["sha"]})
+        entries.append({"path": path, "mode": e.mode, "type": "blob", "sha": e.sha})
     entries += [{"path": p, "mode": "100644", "type": "blob", "sha": None} for p in plan.deletes]
     base = gh.commit_tree(repo, plan.tip)
     tree = gh.create_tree(repo, base, entries)
