@@ -227,3 +227,14 @@ def test_a_rollback_works_when_every_recursive_tree_is_truncated(github, github_
         assert w.reactions(comment) == ["eyes", "rocket"]
         assert "tools/refund.json" not in w.files(pr["head"]["sha"])
         assert [e.event for e in w.entries()].count("rolled_back") == 1
+
+
+def test_the_audit_backfill_passes_over_an_empty_repository(github):
+    from datetime import UTC, datetime
+
+    from gating import audit_record, keys
+    from gating.github import GitDatabaseNotes, Repo, token_client
+
+    empty = github.create_repo("acme/empty")
+    repo = Repo(token_client(github.api_url, github.installation_token()), empty.full_name)
+    assert audit_record.backfill(repo, GitDatabaseNotes(repo), keys.generate(), datetime.now(UTC)) == []
