@@ -43,6 +43,11 @@ DOCS = {
 }
 
 
+# What answers 409 (or, for contents, 404) while the repository has no commit.
+EMPTY_OPERATIONS = frozenset(op for op in DOCS if op.startswith("git/")) | {
+    "repos/list-commits", "repos/get-commit", "repos/get-content"}
+
+
 @dataclass
 class Limits:
     """GitHub's numbers; a test lowers them (`emu.limits.pull_files = 5`) to stay fast."""
@@ -56,7 +61,7 @@ class Limits:
 def refuse_empty(ctx: Ctx) -> None:
     """GitHub's answer when the repository has no commit yet, for the endpoints that need one."""
     op = ctx.op.operation_id
-    if ctx.repo is None or op not in DOCS or op.startswith(("issues/", "pulls/")):
+    if ctx.repo is None or op not in EMPTY_OPERATIONS:
         return
     if ctx.emu.bare(ctx.repo).refs():
         return
