@@ -46,6 +46,14 @@ class NotFound(GitHubError):
     pass
 
 
+class EmptyRepository(GitHubError):
+    """The repository has no commit yet: GitHub answers 409 "Git Repository is empty." (404 "This
+    repository is empty." for contents) to anything that needs one."""
+
+
+EMPTY_MESSAGES = ("Git Repository is empty.", "This repository is empty.")
+
+
 class RateLimited(GitHubError):
     """Still limited after the client's own retries; `retry_after` says when to try again."""
 
@@ -182,6 +190,8 @@ class GitHubClient:
                     self.sleep(seconds)
                     attempt += 1
                     continue
+            if resp.status_code in (404, 409) and _message(resp) in EMPTY_MESSAGES:
+                raise EmptyRepository(resp.status_code, _message(resp), method, path)
             if resp.status_code == 404:
                 raise NotFound(404, _message(resp), method, path)
             if resp.status_code >= 400:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gating.github.client import GitHubError
+from gating.github.limits import fit, fit_title
 from gating.github.repo import Repo, _q
 
 
@@ -37,7 +38,8 @@ def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tupl
     """(pull request, created); an open pull request from `head` already there is returned as it is."""
     try:
         made = repo.client.request("POST", f"{repo.path}/pulls",
-                                   json={"title": title, "head": head, "base": base, "body": body}).json()
+                                   json={"title": fit_title(title), "head": head, "base": base,
+                                         "body": fit(body)}).json()
         return made, True
     except GitHubError as e:
         if e.status != 422:
@@ -49,7 +51,7 @@ def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tupl
 
 
 def comment(repo: Repo, number: int, body: str) -> dict[str, Any]:
-    return repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": body}).json()
+    return repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": fit(body)}).json()
 
 
 def react(repo: Repo, comment_id: int, content: str) -> None:

@@ -23,6 +23,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from gating.testing import (  # noqa: F401  (importing the route modules registers their handlers)
+    emulator_limits,
     emulator_routes_apps,
     emulator_routes_checks,
     emulator_routes_git,
@@ -180,6 +181,7 @@ class EmulatorApp:
                 ctx = Ctx(emu, op, op.params, request.args, body, actor, f"{emu.api_url}{rel}")
                 self._resolve_repo(ctx)
                 self._check_permission(ctx)
+                emulator_limits.refuse_empty(ctx)
                 checked = raw
                 if op.operation_id in DOCUMENTED_FORM and body is not None:
                     checked = json.dumps(DOCUMENTED_FORM[op.operation_id](body)).encode()

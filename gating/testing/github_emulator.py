@@ -29,6 +29,7 @@ from gating.testing.emulator_auth import (
 )
 from gating.testing.emulator_git import BareRepo, CommitInfo, FileChange, Person, init_bare
 from gating.testing.emulator_http import Actor, ApiError
+from gating.testing.emulator_limits import Limits
 from gating.testing.emulator_repo import RepoHandle
 from gating.testing.emulator_state import (
     Ids,
@@ -79,6 +80,7 @@ class Emulator(EmulatorActions):
         self.requests: list[RecordedRequest] = []
         self.problems: list[str] = []
         self.faults = Faults()
+        self.limits = Limits()
         self.webhook_url: str | None = None
         self._dispatcher = webhooks.Dispatcher()
         self._usage = _Usage()
