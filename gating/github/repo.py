@@ -51,12 +51,12 @@ class Repo:
         return self.client.get(f"{self.path}/compare/{_q(base)}...{_q(head)}")["merge_base_commit"]["sha"]
 
     def permission(self, login: str) -> str:
-        """admin, maintain, write, triage, read or none (role_name carries the finer roles)."""
+        """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""
         try:
             body = self.client.get(f"{self.path}/collaborators/{_q(login)}/permission")
         except NotFound:
             return "none"
-        return body.get("role_name") or body.get("permission") or "none"
+        return base_permission(body)
 
     def is_team_member(self, team: str, login: str) -> bool:
         org, slug = team.split("/", 1)
@@ -84,6 +84,27 @@ class Repo:
         if body.get("encoding") == "base64":
             return base64.b64decode(body["content"])
         return str(body.get("content", "")).encode("utf-8")
+
+
+_BASE_ROLES = ("read", "triage", "write", "maintain", "admin")
+_LEGACY = {"admin": ("admin",), "write": ("write", "maintain"), "read": ("read", "triage")}
+
+
+def base_permission(body: dict[str, Any]) -> str:
+    """The base permission in a collaborator-permission answer. `role_name` names the role exactly,
+    but for a custom role ("release-manager") it is the role's own name; then the user's permission
+    flags tell its base (maintain or write, triage or read), as long as they agree with the legacy
+    `permission` (admin, write, read, none); when they do not, the legacy value counts."""
+    role, legacy = body.get("role_name"), body.get("permission")
+    if role in _BASE_ROLES:
+        return str(role)
+    if legacy not in _LEGACY:
+        return "none"
+    flags = ((body.get("user") or {}).get("permissions") or {})
+    named = {"admin": "admin", "maintain": "maintain", "push": "write", "triage": "triage", "pull": "read"}
+    granted = [named[k] for k in named if flags.get(k) is True]
+    highest = max(granted, key=_BASE_ROLES.index, default=None)
+    return highest if highest in _LEGACY[legacy] else str(legacy)
 
 
 class BlobCache:
