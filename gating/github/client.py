@@ -132,6 +132,9 @@ class RetryPolicy:
     backoff_cap: float = 8.0
     max_wait: float = 30.0  # a longer Retry-After is handed back as RateLimited for the job queue
     secondary_wait: float = 60.0  # GitHub's advice when a secondary limit gives no Retry-After
+    # With a budget (the Action: no job queue to hand a wait back to), rate limits are waited out in
+    # place, as long as GitHub asks but at most this many seconds per client in all, then one last try.
+    wait_budget: float | None = None
 
 
 class GitHubClient:
@@ -145,6 +148,7 @@ class GitHubClient:
         self.on_401 = on_401  # True: the credentials changed, try once more
         self.auth, self.http, self.retry = auth, http, retry or RetryPolicy()
         self.sleep, self.clock, self.refreshable = sleep, clock, refreshable
+        self.waited = 0.0  # seconds slept for rate limits under retry.wait_budget
 
     def __repr__(self) -> str:
         return f"GitHubClient({self.base_url!r})"
@@ -197,6 +201,13 @@ class GitHubClient:
             wait = self._wait_for(resp, attempt)
             if wait is not None and not wait[1] and not retry_ambiguous:
                 wait = None  # a 5xx: the caller looks for the object before it writes again
+            if wait is not None and wait[1] and self.retry.wait_budget is not None:
+                left = self.retry.wait_budget - self.waited
+                if left > 0:
+                    self.sleep(min(wait[0], left))
+                    self.waited += min(wait[0], left)
+                    continue
+                raise RateLimited(resp.status_code, _message(resp), wait[0], method, path)
             if wait is not None:
                 seconds, limited = wait
                 # a long wait (a 5xx's Retry-After too) goes back to the job queue, not into a job thread's sleep

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,7 +72,23 @@ class Repo:
                                          check_name=name, filter="all"))
 
     def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("POST", f"{self.path}/check-runs", json=body).json()
+        """Create a check run once: it carries an `external_id` (a fresh one unless the caller gave
+        one), so a retry after a failure that came after the write finds it by name, head SHA and
+        external_id instead of making a second run."""
+        body = {**body, "external_id": body.get("external_id") or f"gating-{uuid.uuid4().hex[:16]}"}
+
+        def find() -> dict[str, Any] | None:
+            return next((r for r in self.check_runs(body["head_sha"], body["name"])
+                         if r.get("name") == body["name"] and r.get("external_id") == body["external_id"]), None)
+        return self.client.create(f"{self.path}/check-runs", body, find)
+
+    def create_comment(self, number: int, text: str) -> dict[str, Any]:
+        """Comment once: a retry after a failure that came after the write finds the App's comment
+        with this very text (replies carry an invisible marker that makes it unique)."""
+        def find() -> dict[str, Any] | None:
+            return next((c for c in reversed(self.issue_comments(number)) if c.get("body") == text
+                         and (c.get("user") or {}).get("type") == "Bot"), None)
+        return self.client.create(f"{self.path}/issues/{number}/comments", {"body": text}, find)
 
     def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=body).json()
