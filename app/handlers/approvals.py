@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.handlers import JobContext, Payload, Registry, pull_key
+from app.handlers.permissions import missing_permission_check
 from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
-from gating.github import ApiRevision, BlobCache, Repo
+from gating.github import ApiRevision, BlobCache, MissingPermission, Repo
 from gating.manifest import ManifestError, parse_manifest
 from gating.policy import (
     APPROVAL_CHECK,
@@ -218,6 +219,9 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
     pr = repo.pull(number)
     if pr.get("state") != "open":
         return "closed; nothing to do"
-    ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs)
+    try:
+        ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs)
+    except MissingPermission as e:  # say what to grant, on the check itself, instead of failing the job
+        return publish(repo, pr["head"]["sha"], missing_permission_check(e), ctx.settings.app_id)
     out = render_check(ev.result, ev.head_sha, ev.rules_source)
     return publish(repo, ev.head_sha, out, ctx.settings.app_id)

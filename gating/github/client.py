@@ -329,6 +329,12 @@ class GitHubApp:
             log.info("installation %s: new token, expires %s", installation_id, body["expires_at"])
             return tok
 
+    def forget(self, installation_id: int) -> None:
+        """Drop the cached token: one minted before the installation accepted new permissions keeps
+        the old ones until it expires."""
+        with self._lock:
+            self._tokens.pop(installation_id, None)
+
     def installation(self, installation_id: int) -> GitHubClient:
         def auth(force: bool) -> str:
             return f"token {self.token(installation_id, force).token}"
