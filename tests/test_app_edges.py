@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 from app_support import serve_in_thread
 from test_app_approvals import NEW_PIN, PROMPT, World, rows
+from test_rollback_app import MANIFEST as ROLLBACK_MANIFEST
+from test_rollback_app import World as RollbackWorld
+from test_rollback_app import make_world
 
 from app import create_app
 from gating.policy import APPROVAL_CHECK
@@ -145,3 +148,45 @@ def test_rerun_re_evaluates_what_no_webhook_announced(world: World, button: str)
     run = world.approval(n)
     assert (run["status"], run["conclusion"]) == ("completed", "success")
     assert rows(run)["model-owners"].startswith("| model-owners | ✅ approved | approved by @dave;")
+
+
+# -- /rollback ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rollback_world(github, github_repo, tmp_path: Path):
+    """M1 (good, deployed), M2 (deployed), an issue to comment on (as in test_rollback_app)."""
+    app, key = make_world(github, github_repo, tmp_path)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = RollbackWorld(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(ROLLBACK_MANIFEST)
+        w.deploy(w.shas["M2"])
+        w.issue = github.create_issue(github_repo, "Answers cite the wrong article", "alice")["number"]
+        w.settle()
+        yield w
+    app.extensions["gating"].worker.stop()
+
+
+def test_a_custom_role_may_roll_back_and_writes_that_failed_after_they_happened_are_not_repeated(
+        rollback_world: RollbackWorld):
+    w = rollback_world
+    w.emu.add_custom_role("acme", "release-manager", "maintain")
+    w.emu.add_custom_role("acme", "auditor", "triage")
+    w.emu.add_collaborator(w.repo, "rita", "release-manager")
+    w.emu.add_collaborator(w.repo, "tess", "auditor")
+    w.say("tess", "/rollback last-good")  # rollback.who: [write]; triage underneath
+    assert w.replies()[-1].startswith("Rollback refused: @tess may not roll back acme/support-bot: rollback.who allows write "
+                                      "permission (or higher), and @tess has triage permission.")
+    w.emu.faults.add(method="POST", path=r"/pulls$", kind="5xx_after_write", status=502)
+    w.emu.faults.add(method="POST", path=r"/git/refs$", kind="reset_after_write")
+    w.emu.faults.add(method="POST", path=r"/issues/\d+/comments$", kind="reset_after_write")
+    comment = w.say("rita", "/rollback last-good")  # maintain underneath
+    assert len(w.emu.faults) == 0  # each write was done, then failed
+    (pr,) = w.rollback_pulls()
+    assert w.replies()[-1].startswith(f"Opened #{pr['number']} to roll the LLM system back to "
+                                      f"`{w.shas['M1'][:7]}` (last-good): {pr['html_url']}\n")
+    assert len(w.replies()) == 2  # the refusal, and one reply to rita
+    assert w.reactions(comment) == ["eyes", "rocket"]
+    assert [e.event for e in w.entries()].count("rolled_back") == 1
+    w.emu.take_problems()
