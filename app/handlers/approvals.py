@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.handlers import JobContext, Payload, Registry, pull_key
-from app.handlers.permissions import missing_permission_check
 from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
@@ -36,6 +35,7 @@ from gating.policy import (
     parse_policy,
     render_check,
 )
+from gating.policy.missing import missing_permission_check
 from gating.snapshot import Snapshot, build_snapshot
 
 PULL_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review", "edited", "labeled", "unlabeled")
@@ -222,6 +222,7 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
     try:
         ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs)
     except MissingPermission as e:  # say what to grant, on the check itself, instead of failing the job
-        return publish(repo, pr["head"]["sha"], missing_permission_check(e), ctx.settings.app_id)
+        out = missing_permission_check(e.accepted, e.method, e.path, f"{e.status}: {e.message}")
+        return publish(repo, pr["head"]["sha"], out, ctx.settings.app_id)
     out = render_check(ev.result, ev.head_sha, ev.rules_source)
     return publish(repo, ev.head_sha, out, ctx.settings.app_id)
