@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = ("app.handlers.approvals", "app.handlers.merge_audit", "app.handlers.deployments",
-                   "app.handlers.rollback_command", "app.handlers.alerts")
+                   "app.handlers.rollback_command", "app.handlers.alerts", "app.handlers.reevaluate")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -52,7 +52,7 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 # The object each handled event carries; a delivery without it cannot be handled, so it is refused
 # at the door (400) rather than queued to fail its retries one by one.
 EVENT_OBJECTS = {"pull_request": ("pull_request",), "pull_request_review": ("pull_request", "review"),
-                 "issue_comment": ("issue", "comment"), "check_run": ("check_run",),
+                 "issue_comment": ("issue", "comment"), "check_run": ("check_run",), "check_suite": ("check_suite",),
                  "deployment_status": ("deployment_status", "deployment")}
 # GitHub Enterprise Server 3.x sends deployment_status without an `action`: each one is a creation.
 IMPLIED_ACTIONS = {"deployment_status": "created"}

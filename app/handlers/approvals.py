@@ -19,7 +19,7 @@ from gating import limits
 from gating.audit_record import eval_check_run
 from gating.commands.common import empty_snapshot
 from gating.diff import ChangeSet, diff_snapshots
-from gating.github import ApiRevision, BlobCache, Repo
+from gating.github import ApiRevision, BlobCache, MissingPermission, Repo
 from gating.manifest import ManifestError, parse_manifest
 from gating.policy import (
     APPROVAL_CHECK,
@@ -39,6 +39,7 @@ from gating.policy import (
     parse_policy,
     render_check,
 )
+from gating.policy.missing import missing_permission_check
 from gating.snapshot import Snapshot, build_snapshot
 
 PULL_ACTIONS = ("opened", "reopened", "synchronize", "ready_for_review", "edited", "labeled", "unlabeled")
@@ -287,6 +288,11 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
             return "closed; nothing to do"
         acts = overrides.store(ctx).acts(repo.full_name, number)
         ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs, acts)
+    except MissingPermission as e:  # say what to grant, on the check itself, instead of failing the job
+        with limits.unbounded():
+            pr = repo.pull(number)
+            out = missing_permission_check(e.accepted, e.method, e.path, f"{e.status}: {e.message}")
+            return publish(repo, pr["head"]["sha"], out, ctx.settings.app_id)
     except (limits.BudgetExceeded, MemoryError) as e:  # the job's bound: say so on the pull request
         with limits.unbounded():
             pr = repo.pull(number)

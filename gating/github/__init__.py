@@ -29,6 +29,7 @@ from gating.github.client import (
     GitHubApp,
     GitHubClient,
     GitHubError,
+    MissingPermission,
     NotFound,
     PrivateKeyError,
     RateLimited,
@@ -46,7 +47,8 @@ from gating.github.rollback import comment, commit_sha, create_pull, open_pull_f
 __all__ = [
     "ANNOTATIONS_PER_REQUEST", "API_VERSION", "COMMENT_MARKER", "DEFAULT_API_URL", "JWT_BACKDATE",
     "JWT_LIFETIME", "TOKEN_REFRESH_MARGIN",
-    "ApiRevision", "BlobCache", "EmptyRepository", "GitDatabaseNotes", "GitHubApp", "GitHubClient", "GitHubError", "NotFound",
+    "ApiRevision", "BlobCache", "EmptyRepository", "GitDatabaseNotes", "GitHubApp", "GitHubClient", "GitHubError",
+    "MissingPermission", "NotFound",
     "PrivateKeyError", "RateLimited", "Repo", "RetryPolicy", "Token",
     "app_jwt", "comment", "commit_sha", "commit_tree", "create_commit", "create_pull", "create_ref",
     "create_tree", "finish_check_run", "load_private_key", "open_pull_for", "react", "ref_sha", "repository",

@@ -72,5 +72,4 @@ def upsert_comment(repo: Repo, number: int, body: str, marker: str = COMMENT_MAR
         if marker in (c.get("body") or "") and (c.get("user") or {}).get("type") == "Bot":
             repo.client.request("PATCH", f"{repo.path}/issues/comments/{c['id']}", json={"body": text})
             return int(c["id"])
-    made = repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": text}).json()
-    return int(made["id"])
+    return int(repo.create_comment(number, text)["id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gating.github.client import GitHubClient, GitHubError, NotFound
-from gating.github.limits import fit_output
+from gating.github.limits import fit, fit_output
 
 
 def _q(s: str) -> str:
@@ -53,12 +54,12 @@ class Repo:
         return self.client.get(f"{self.path}/compare/{_q(base)}...{_q(head)}")["merge_base_commit"]["sha"]
 
     def permission(self, login: str) -> str:
-        """admin, maintain, write, triage, read or none (role_name carries the finer roles)."""
+        """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""
         try:
             body = self.client.get(f"{self.path}/collaborators/{_q(login)}/permission")
         except NotFound:
             return "none"
-        return body.get("role_name") or body.get("permission") or "none"
+        return base_permission(body)
 
     def is_team_member(self, team: str, login: str) -> bool:
         org, slug = team.split("/", 1)
@@ -73,7 +74,25 @@ class Repo:
                                          check_name=name, filter="all"))
 
     def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("POST", f"{self.path}/check-runs", json=fit_output(body)).json()
+        """Create a check run once: it carries an `external_id` (a fresh one unless the caller gave
+        one), so a retry after a failure that came after the write finds it by name, head SHA and
+        external_id instead of making a second run."""
+        body = {**fit_output(body), "external_id": body.get("external_id") or f"gating-{uuid.uuid4().hex[:16]}"}
+
+        def find() -> dict[str, Any] | None:
+            return next((r for r in self.check_runs(body["head_sha"], body["name"])
+                         if r.get("name") == body["name"] and r.get("external_id") == body["external_id"]), None)
+        return self.client.create(f"{self.path}/check-runs", body, find)
+
+    def create_comment(self, number: int, text: str) -> dict[str, Any]:
+        """Comment once: a retry after a failure that came after the write finds the App's comment
+        with this very text (replies carry an invisible marker that makes it unique)."""
+        text = fit(text)
+
+        def find() -> dict[str, Any] | None:
+            return next((c for c in reversed(self.issue_comments(number)) if c.get("body") == text
+                         and (c.get("user") or {}).get("type") == "Bot"), None)
+        return self.client.create(f"{self.path}/issues/{number}/comments", {"body": text}, find)
 
     def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
         return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=fit_output(body)).json()
@@ -86,6 +105,27 @@ class Repo:
         if body.get("encoding") == "base64":
             return base64.b64decode(body["content"])
         return str(body.get("content", "")).encode("utf-8")
+
+
+_BASE_ROLES = ("read", "triage", "write", "maintain", "admin")
+_LEGACY = {"admin": ("admin",), "write": ("write", "maintain"), "read": ("read", "triage")}
+
+
+def base_permission(body: dict[str, Any]) -> str:
+    """The base permission in a collaborator-permission answer. `role_name` names the role exactly,
+    but for a custom role ("release-manager") it is the role's own name; then the user's permission
+    flags tell its base (maintain or write, triage or read), as long as they agree with the legacy
+    `permission` (admin, write, read, none); when they do not, the legacy value counts."""
+    role, legacy = body.get("role_name"), body.get("permission")
+    if role in _BASE_ROLES:
+        return str(role)
+    if legacy not in _LEGACY:
+        return "none"
+    flags = ((body.get("user") or {}).get("permissions") or {})
+    named = {"admin": "admin", "maintain": "maintain", "push": "write", "triage": "triage", "pull": "read"}
+    granted = [named[k] for k in named if flags.get(k) is True]
+    highest = max(granted, key=_BASE_ROLES.index, default=None)
+    return highest if highest in _LEGACY[legacy] else str(legacy)
 
 
 class BlobCache:
