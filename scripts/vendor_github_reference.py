@@ -104,10 +104,11 @@ WEBHOOKS: dict[str, list[str | None]] = {
     "pull_request": ["opened", "synchronize", "closed", "reopened", "labeled", "edited", "ready_for_review"],
     "pull_request_review": ["submitted", "dismissed", "edited"],
     "issue_comment": ["created", "edited"],
-    "check_run": ["completed", "created"],
+    "check_run": ["completed", "created", "rerequested", "requested_action"],
+    "check_suite": ["rerequested"],
     "deployment_status": ["created"],
     "push": [None],
-    "installation": ["created"],
+    "installation": ["created", "new_permissions_accepted"],
     "ping": [None],
     "workflow_run": ["completed"],  # the event of the privileged half of the fork pattern
 }

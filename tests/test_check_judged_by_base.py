@@ -127,7 +127,7 @@ def test_first_adoption_is_judged_by_the_head_and_says_why(github, llm, tmp_path
 
 
 def test_a_target_the_head_points_elsewhere_is_not_what_runs(h: Harness):
-    cheat = STRICT.replace("target: {type: prompt}", "target: {type: command, run: python3 always_yes.py}")
+    cheat = STRICT.replace("target: {type: prompt}", "target: {type: command, run: python3 always_yes.py, code: [always_yes.py]}")
     pr = h.open_pr("target", {"prompts/answer.md": answer_prompt("no"), "gating.yml": cheat,
                               "always_yes.py": "print('{\"output\": \"yes, hello\"}')\n"}, "Another target")
     ran = h.run(pr, args=("--no-post",))
@@ -136,6 +136,8 @@ def test_a_target_the_head_points_elsewhere_is_not_what_runs(h: Harness):
     assert ran.report["head_run"]["config"]["target"] == "prompt"
     assert "| evals | eval target target.run: None → python3 always_yes.py (what the cases run) | " \
            "`evals.target.run` | **high** |" in ran.stdout
+    assert "| evals | eval target target.code: None → ['always_yes.py'] (what the cases run) | " \
+           "`evals.target.code` | **high** |" in ran.stdout
 
 
 def test_renaming_a_prompt_does_not_take_its_cases_along(h: Harness):

@@ -78,7 +78,7 @@ def test_the_diff_says_judging_changes_take_effect_after_merge(example_repo: Git
 def test_judge_target_and_calibration_changes_are_high_risk(example_repo: Git) -> None:
     def fn(r: Path) -> None:
         edit(r / "gating.yml", "  judge: judge\n", "  judge: answer\n")
-        edit(r / "gating.yml", "target: {type: prompt}", "target: {type: command, run: python3 app.py}")
+        edit(r / "gating.yml", "target: {type: prompt}", "target: {type: command, run: python3 app.py, code: []}")
         edit(r / "gating.yml", "min_agreement: 0.8", "min_agreement: 0.5")
 
     base, head = change(example_repo, "judging", fn)

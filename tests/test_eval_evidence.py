@@ -152,7 +152,7 @@ def test_pipeline_code_named_by_the_target_is_part_of_the_system(tmp_path: Path,
            "`code.app/pipeline.py` | medium |" in out
     code = main(["-C", str(g.root), "check", "--base", "main", "--head", "terse", "--no-post", "--notes", "off"])
     out = capsys.readouterr().out
-    assert code == 1 and "gating / eval: Fail: 3 cases regressed (c0, c1, c2)" in out  # base's code vs head's
+    assert code == 1 and "gating / eval: Fail: pass_rate is 0, threshold >= 0.9; failing cases: c0, c1, c2" in out  # base's code vs head's
     assert "| `pass_rate` | 1.000 | 0.000 | −1.000 |" in out and "pass_rate is 0, threshold >= 0.9" in out
     _branch(g, "docs", {"app/README.md": "# app\n\nMore.\n"})  # not named by `code:`: not the system
     assert main(["-C", str(g.root), "diff", "main", "docs"]) == 0

@@ -198,7 +198,7 @@ components:
     answer: {file: prompts/answer.md, model: bot}
 evals:
   datasets: [evals/cases.jsonl]
-  target: {type: command, run: "python3 pipeline.py"}
+  target: {type: command, run: "python3 pipeline.py", code: [pipeline.py]}
 """
 
 

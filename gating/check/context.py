@@ -48,6 +48,7 @@ class Settings:
     replay: bool = False  # replay the cassettes whatever the base's evals.mode says
     json_path: str | None = None
     junit_path: str | None = None
+    post_wait: float = 300.0  # seconds posting may wait out GitHub's rate limits in all
 
     def __post_init__(self) -> None:
         if self.baseline not in BASELINES:
@@ -60,6 +61,8 @@ class Settings:
             raise ContextError(f"notes {self.notes!r} is not one of: {', '.join(NOTES_MODES)}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ContextError(f"concurrency must be a positive number, not {self.concurrency}")
+        if not 0 <= self.post_wait <= 6 * 3600:
+            raise ContextError(f"post-wait must be between 0 and 21600 seconds, not {self.post_wait}")
 
 
 @dataclass(frozen=True)

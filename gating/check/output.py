@@ -19,6 +19,7 @@ from gating.evals.compare import outcome
 from gating.evals.judging import Judging
 from gating.evals.records import Comparison, FlippedCase, RunResult
 from gating.evals.report import render_eval_markdown
+from gating.github import limits as github_limits
 
 REPORT_SCHEMA = "gating.check/1"
 GITHUB_LIMIT = 65_535  # characters of output.summary / output.text (we count UTF-8 bytes, stricter)
@@ -175,21 +176,7 @@ def details_text(r: CheckResult) -> str:
 
 def fit(text: str, limit: int = GITHUB_LIMIT, where: str = "the job summary and the JSON report") -> str:
     """`text` within `limit` UTF-8 bytes: whole lines, fences and <details> closed, and a note saying so."""
-    data = text.encode("utf-8")
-    if len(data) <= limit:
-        return text
-    note_room = 400
-    cut = data[: max(0, limit - note_room)].decode("utf-8", "ignore")
-    if "\n" in cut:
-        cut = cut.rsplit("\n", 1)[0]
-    closers = []
-    if sum(1 for line in cut.splitlines() if line.lstrip().startswith("```")) % 2:
-        closers.append("```")
-    closers += ["</details>"] * max(0, cut.count("<details>") - cut.count("</details>"))
-    shown = len(cut)
-    note = (f"\n\n---\n✂️ **Truncated**: showing {shown:,} of {len(text):,} characters (GitHub allows "
-            f"{GITHUB_LIMIT:,} here); the full report is in {where}.\n")
-    return cut + ("\n" + "\n".join(closers) if closers else "") + note
+    return github_limits.fit(text, limit, where)
 
 
 def _blocks(lines: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -1,7 +1,10 @@
 """The check run and the pull request comment of one `gating check`, through gating/github/.
 
 A refusal from GitHub (401/403/404: a read-only token, a fork) turns posting off for the rest of the
-run and is explained in the job summary; it never fails the job. Other errors become warnings.
+run and is explained in the job summary; it never fails the job. A rate limit is waited out by the
+client (as long as GitHub asks, at most `wait_budget` seconds in all, then one last try); a check
+run that still cannot be completed is said so, and fails the job, since it stays in progress on
+GitHub. Other errors become warnings.
 """
 
 from __future__ import annotations
@@ -12,7 +15,22 @@ from datetime import UTC, datetime
 from gating.check import output as out
 from gating.check.context import CHECK_NAME, CheckContext
 from gating.check.output import CheckResult
-from gating.github import GitHubError, Repo, finish_check_run, start_check_run, token_client, upsert_comment
+from gating.github import (
+    GitHubError,
+    RateLimited,
+    Repo,
+    RetryPolicy,
+    finish_check_run,
+    start_check_run,
+    token_client,
+    upsert_comment,
+)
+
+DEFAULT_WAIT_BUDGET = 300.0  # seconds one run may spend waiting out GitHub's rate limits
+
+
+def _secs(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
 def iso(t: float) -> str:
@@ -26,17 +44,23 @@ class Poster:
         self.ctx, self.repo, self.clock = ctx, repo, clock
         self.check_run_id: int | None = None
         self.refused: str | None = None  # why GitHub would not take our writes (403 on a read-only token)
+        self.unfinished: str | None = None  # the check run was left in progress on GitHub: why
         self.messages: list[str] = []
 
     @classmethod
-    def open(cls, ctx: CheckContext, clock: Callable[[], float]) -> Poster | None:
+    def open(cls, ctx: CheckContext, clock: Callable[[], float],
+             wait_budget: float = DEFAULT_WAIT_BUDGET) -> Poster | None:
         if not ctx.can_post:
             return None
         assert ctx.repository and ctx.token
-        return cls(ctx, Repo(token_client(ctx.api_url, ctx.token), ctx.repository), clock)
+        client = token_client(ctx.api_url, ctx.token, retry=RetryPolicy(wait_budget=wait_budget))
+        return cls(ctx, Repo(client, ctx.repository), clock)
 
     def _failed(self, what: str, e: GitHubError) -> None:
-        if e.status in (401, 403, 404):
+        if isinstance(e, RateLimited):
+            self.messages.append(f"could not {what}: GitHub's rate limit still refused it after waiting "
+                                 f"{_secs(self.repo.client.waited)} s ({e.status}: {e.message})")
+        elif e.status in (401, 403, 404):
             self.refused = (f"GitHub refused to {what} ({e.status}: {str(e).split(': ', 1)[-1]}); the token is "
                             "probably read-only (grant `checks: write` in the workflow's permissions)")
         else:
@@ -61,6 +85,16 @@ class Poster:
                 text=out.fit(out.details_text(r)), annotations=out.annotations(r), details_url=self.ctx.details_url)
         except GitHubError as e:
             self._failed("complete the check run", e)
+            if isinstance(e, RateLimited):
+                where = f"check run {self.check_run_id} stays in progress" if self.check_run_id else \
+                    "there is no check run"
+                self.unfinished = (f"`{CHECK_NAME}` was not completed on GitHub: its secondary rate limit still "
+                                   f"refused the update after {_secs(self.repo.client.waited)} s of waiting (the "
+                                   f"budget is {_secs(self.repo.client.retry.wait_budget or 0)} s, --post-wait); "
+                                   f"{where}, "
+                                   "so this job fails; "
+                                   f"the verdict was {r.verdict} ({r.conclusion})")
+                self.messages[-1] = self.unfinished
 
     def comment(self, r: CheckResult) -> None:
         if self.refused or not self.ctx.pull_number:

@@ -277,6 +277,7 @@ class CheckRun:
     notes: dict[str, Any]
     read_only_reason: str | None
     files: dict[str, str]  # output name -> path written
+    unfinished: str | None = None  # the check run could not be completed on GitHub (the job must fail)
 
 
 def _remote(g: Git, name: str) -> str | None:
@@ -297,7 +298,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
     """Run the check end to end; the check run is completed whatever happens (then the error propagates)."""
     t0 = time.monotonic()
     remote = _remote(g, settings.remote)
-    poster = Poster.open(ctx, clock) if settings.post else None
+    poster = Poster.open(ctx, clock, settings.post_wait) if settings.post else None
     try:
         head = ensure_commit(g, ctx.head_sha, remote)
     except ContextError as e:  # still complete a check run on the event's commit, and write the outputs
@@ -335,7 +336,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
             poster.comment(result)
         result.messages.extend(poster.messages)
     files = write_files(ctx, settings, result, poster, notes)
-    return CheckRun(result, poster.check_run_id if poster else None, notes, _read_only(ctx, settings, poster), files)
+    return CheckRun(result, poster.check_run_id if poster else None, notes, _read_only(ctx, settings, poster), files,
+                    poster.unfinished if poster else None)
 
 
 def _read_only(ctx: CheckContext, settings: Settings, poster: Poster | None) -> str | None:

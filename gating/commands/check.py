@@ -92,6 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--quiet", action="store_true", help="print only the title, not the summary")
+    p.add_argument("--post-wait", type=float, default=300.0, metavar="SECONDS",
+                   help="how long posting may wait out GitHub's rate limits in all (default: 300); a check run "
+                        "that still cannot be completed fails the job")
     p.add_argument("--from-artifact", metavar="PATH", type=Path,
                    help="in a `workflow_run` run: verify and evaluate a fork's pull request collected by "
                         "`gating collect` (the artifact's directory or file), with this checkout's config")
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
                             notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
                             replay=args.replay,
-                            json_path=args.json, junit_path=args.junit)
+                            json_path=args.json, junit_path=args.junit, post_wait=args.post_wait)
         event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
         ctx = build_context(env, event, head=args.head, base=args.base,
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
@@ -182,5 +185,9 @@ def run(args: argparse.Namespace) -> int:
     if done.read_only_reason and ctx.in_actions:
         print(f"gating: nothing posted: {done.read_only_reason}", file=sys.stderr)
     for m in r.messages:
-        print(f"gating: warning: {m}", file=sys.stderr)
+        if m != done.unfinished:
+            print(f"gating: warning: {m}", file=sys.stderr)
+    if done.unfinished:
+        print(f"gating: error: {done.unfinished}", file=sys.stderr)
+        return max(r.exit_code, 1)
     return r.exit_code

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gating.github.limits import fit
 from gating.github.repo import Repo
 
 ANNOTATIONS_PER_REQUEST = 50
@@ -66,10 +67,9 @@ def finish_check_run(repo: Repo, check_run_id: int | None, *, name: str, head_sh
 
 def upsert_comment(repo: Repo, number: int, body: str, marker: str = COMMENT_MARKER) -> int:
     """Keep one comment per pull request: update the bot's comment carrying `marker`, else create it."""
-    text = f"{marker}\n{body}"
+    text = fit(f"{marker}\n{body}")
     for c in repo.issue_comments(number):
         if marker in (c.get("body") or "") and (c.get("user") or {}).get("type") == "Bot":
             repo.client.request("PATCH", f"{repo.path}/issues/comments/{c['id']}", json={"body": text})
             return int(c["id"])
-    made = repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": text}).json()
-    return int(made["id"])
+    return int(repo.create_comment(number, text)["id"])

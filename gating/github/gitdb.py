@@ -38,8 +38,9 @@ def create_commit(repo: Repo, message: str, tree: str, parents: list[str]) -> st
 
 def create_ref(repo: Repo, ref: str, sha: str) -> bool:
     """Create `refs/<ref>`; False when it exists already (someone else made it first)."""
-    try:
-        repo.client.request("POST", f"{repo.path}/git/refs", json={"ref": f"refs/{ref}", "sha": sha})
+    try:  # a retry after a failure that came after the write finds the ref there, at `sha`
+        repo.client.create(f"{repo.path}/git/refs", {"ref": f"refs/{ref}", "sha": sha},
+                           lambda: {"ref": f"refs/{ref}"} if ref_sha(repo, ref) == sha else None)
     except GitHubError as e:
         if e.status == 422 and "already exists" in str(e):
             return False

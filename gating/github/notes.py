@@ -10,7 +10,7 @@ from typing import Any
 from gating.git.notes import AUDIT_REF, IDENTITY, Item, RefConflict, TransientError
 from gating.github.client import GitHubError
 from gating.github.gitdb import create_ref, ref_sha, update_ref
-from gating.github.repo import Repo
+from gating.github.repo import Repo, walk_tree
 
 
 class GitDatabaseNotes:
@@ -59,8 +59,9 @@ class GitDatabaseNotes:
         return {s: self._call(lambda s=s: self.repo.blob(s)) for s in set(shas)}
 
     def all_notes(self, tip: str) -> dict[str, bytes]:
-        body = self._call(lambda: self.repo.tree(self.commit(tip)[0]))  # one recursive listing
-        paths = {e["path"].replace("/", ""): e["sha"] for e in body["tree"] if e["type"] == "blob"}
+        # one recursive listing (walked directory by directory should GitHub truncate it)
+        found = self._call(lambda: walk_tree(self.repo, self.commit(tip)[0]))
+        paths = {path.replace("/", ""): e.sha for path, e in found.items() if e.type == "blob"}
         data = self.blobs(paths.values())
         return {obj: data[sha] for obj, sha in paths.items()}
 

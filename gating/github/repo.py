@@ -1,6 +1,7 @@
 """The REST calls on one repository that the App's handlers use, and `ApiRevision`: a
 `RevisionReader` over the git trees and blobs API, so a snapshot can be built at any SHA without a
-clone. Git objects are immutable, so `BlobCache` shares them across jobs in one process.
+clone, reading only the directories the manifest names. Git objects are immutable, so `BlobCache`
+shares them across jobs in one process.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from gating.github.client import GitHubClient, GitHubError, NotFound
+from gating.github.limits import fit, fit_output
 
 
 def _q(s: str) -> str:
@@ -51,12 +54,12 @@ class Repo:
         return self.client.get(f"{self.path}/compare/{_q(base)}...{_q(head)}")["merge_base_commit"]["sha"]
 
     def permission(self, login: str) -> str:
-        """admin, maintain, write, triage, read or none (role_name carries the finer roles)."""
+        """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""
         try:
             body = self.client.get(f"{self.path}/collaborators/{_q(login)}/permission")
         except NotFound:
             return "none"
-        return body.get("role_name") or body.get("permission") or "none"
+        return base_permission(body)
 
     def is_team_member(self, team: str, login: str) -> bool:
         org, slug = team.split("/", 1)
@@ -71,10 +74,28 @@ class Repo:
                                          check_name=name, filter="all"))
 
     def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("POST", f"{self.path}/check-runs", json=body).json()
+        """Create a check run once: it carries an `external_id` (a fresh one unless the caller gave
+        one), so a retry after a failure that came after the write finds it by name, head SHA and
+        external_id instead of making a second run."""
+        body = {**fit_output(body), "external_id": body.get("external_id") or f"gating-{uuid.uuid4().hex[:16]}"}
+
+        def find() -> dict[str, Any] | None:
+            return next((r for r in self.check_runs(body["head_sha"], body["name"])
+                         if r.get("name") == body["name"] and r.get("external_id") == body["external_id"]), None)
+        return self.client.create(f"{self.path}/check-runs", body, find)
+
+    def create_comment(self, number: int, text: str) -> dict[str, Any]:
+        """Comment once: a retry after a failure that came after the write finds the App's comment
+        with this very text (replies carry an invisible marker that makes it unique)."""
+        text = fit(text)
+
+        def find() -> dict[str, Any] | None:
+            return next((c for c in reversed(self.issue_comments(number)) if c.get("body") == text
+                         and (c.get("user") or {}).get("type") == "Bot"), None)
+        return self.client.create(f"{self.path}/issues/{number}/comments", {"body": text}, find)
 
     def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=body).json()
+        return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=fit_output(body)).json()
 
     def tree(self, sha: str) -> dict[str, Any]:
         return self.client.get(f"{self.path}/git/trees/{sha}", recursive=1)
@@ -84,6 +105,27 @@ class Repo:
         if body.get("encoding") == "base64":
             return base64.b64decode(body["content"])
         return str(body.get("content", "")).encode("utf-8")
+
+
+_BASE_ROLES = ("read", "triage", "write", "maintain", "admin")
+_LEGACY = {"admin": ("admin",), "write": ("write", "maintain"), "read": ("read", "triage")}
+
+
+def base_permission(body: dict[str, Any]) -> str:
+    """The base permission in a collaborator-permission answer. `role_name` names the role exactly,
+    but for a custom role ("release-manager") it is the role's own name; then the user's permission
+    flags tell its base (maintain or write, triage or read), as long as they agree with the legacy
+    `permission` (admin, write, read, none); when they do not, the legacy value counts."""
+    role, legacy = body.get("role_name"), body.get("permission")
+    if role in _BASE_ROLES:
+        return str(role)
+    if legacy not in _LEGACY:
+        return "none"
+    flags = ((body.get("user") or {}).get("permissions") or {})
+    named = {"admin": "admin", "maintain": "maintain", "push": "write", "triage": "triage", "pull": "read"}
+    granted = [named[k] for k in named if flags.get(k) is True]
+    highest = max(granted, key=_BASE_ROLES.index, default=None)
+    return highest if highest in _LEGACY[legacy] else str(legacy)
 
 
 class BlobCache:
@@ -129,69 +171,167 @@ class BlobCache:
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_GLOB = re.compile(r"[*?\[]")
+MAX_TREE_CALLS = 2000  # directory listings one revision may need when a recursive tree comes back truncated
 
 
 @dataclass(frozen=True)
-class _Listing:
-    """What one tree call tells: blob ids by path, which of them are symbolic links, the submodules."""
+class Entry:
+    """One tree entry: mode, type (blob, tree, commit) and object id."""
 
-    blobs: dict[str, str]
-    links: frozenset[str]
-    submodules: tuple[str, ...]
+    mode: str
+    type: str
+    sha: str
+
+
+def _entries(body: dict[str, Any], prefix: str = "") -> dict[str, Entry]:
+    return {prefix + e["path"]: Entry(e["mode"], e["type"], e["sha"]) for e in body.get("tree", [])}
+
+
+def walk_tree(repo: Repo, tree: str, budget: list[int] | None = None) -> dict[str, Entry]:
+    """Every entry below `tree`, by path: one recursive call, or, when GitHub truncates it (over
+    100,000 entries or 7 MB), one call per directory, as GitHub advises."""
+    body = repo.tree(tree)
+    if not body.get("truncated"):
+        return _entries(body)
+    budget = budget if budget is not None else [MAX_TREE_CALLS]
+    out: dict[str, Entry] = {}
+    pending = [("", tree)]
+    while pending:
+        prefix, sha = pending.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise GitHubError(200, f"the tree {tree[:12]} needs more than {MAX_TREE_CALLS} directory listings")
+        for path, e in _entries(repo.client.get(f"{repo.path}/git/trees/{sha}"), prefix).items():
+            out[path] = e
+            if e.type == "tree":
+                pending.append((path + "/", e.sha))
+    return out
+
+
+def _needed(pattern: str) -> tuple[str, bool] | None:
+    """(directory to list, whether its whole subtree is needed) for one path or glob of the manifest."""
+    if pattern.startswith("/") or ".." in pattern.split("/"):
+        return None  # refused by name when the manifest is resolved
+    parts = pattern.strip("/").split("/")
+    first = next((i for i, p in enumerate(parts) if _GLOB.search(p)), len(parts))
+    if first == len(parts):  # a plain path: its directory (and, should it be a directory, itself)
+        return "/".join(parts[:-1]), False
+    whole = "**" in pattern or first < len(parts) - 1
+    return "/".join(parts[:first]), whole
 
 
 class ApiRevision:
-    """A `RevisionReader` at one commit, read through the git trees and blobs API (no clone)."""
+    """A `RevisionReader` at one commit, read through the git trees and blobs API (no clone).
+
+    It reads only the directories it needs: the manifest's directory, the directories the manifest's
+    paths and globs name (`list_matching`), and those of the files read, each one tree call, shared
+    across revisions by tree id. A recursive tree of the whole repository is asked for only by
+    `list_files`, and even then a truncated one is walked directory by directory."""
 
     def __init__(self, repo: Repo, sha: str, blobs: BlobCache | None = None):
         self.repo, self.sha = repo, sha
         self.label = sha[:12]
         self.blobs = blobs or BlobCache()
-        self._listing: _Listing | None = None
+        self._dirs: dict[str, dict[str, Entry] | None] = {}
+        self._subs: set[str] = set()
+        self._budget = [MAX_TREE_CALLS]
 
-    def _read_tree(self) -> _Listing:
-        if self._listing is None:
-            if _SHA.match(self.sha):
-                self._listing = self.blobs.memo(("tree", self.repo.full_name, self.sha), self._fetch_tree)
-            else:  # a branch or tag name moves: never cached
-                self._listing = self._fetch_tree()
-        return self._listing
+    def _tree(self, sha: str) -> dict[str, Entry]:
+        key = ("dir", self.repo.full_name, sha)
+        if _SHA.match(sha):
+            return self.blobs.memo(key, lambda: _entries(self.repo.client.get(f"{self.repo.path}/git/trees/{sha}")))
+        return _entries(self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))  # a branch name moves
 
-    def _tree(self) -> dict[str, str]:
-        return self._read_tree().blobs
+    def _dir(self, path: str) -> dict[str, Entry] | None:
+        """The entries of directory `path` ("" is the root), or None when there is no such directory."""
+        if path not in self._dirs:
+            if not path:
+                self._dirs[path] = self._tree(self.sha)
+            else:
+                parent, _, name = path.rpartition("/")
+                e = (self._dir(parent) or {}).get(name)
+                if e is not None and e.type == "commit":
+                    self._subs.add(path)
+                self._dirs[path] = self._tree(e.sha) if e is not None and e.type == "tree" else None
+        return self._dirs[path]
 
-    def _fetch_tree(self) -> _Listing:
-        body = self.repo.tree(self.sha)
-        if body.get("truncated"):
-            raise GitHubError(200, f"the tree of {self.sha[:12]} is too large for one API call (truncated)")
-        entries = body.get("tree", [])
-        return _Listing({e["path"]: e["sha"] for e in entries if e.get("type") == "blob"},
-                        frozenset(e["path"] for e in entries if e.get("type") == "blob" and e.get("mode") == "120000"),
-                        tuple(sorted(e["path"] for e in entries if e.get("type") == "commit")))
+    def entry(self, path: str) -> Entry | None:
+        parent, _, name = path.rpartition("/")
+        return (self._dir(parent) or {}).get(name)
+
+    def _subtree(self, path: str) -> dict[str, Entry]:
+        """Every entry below directory `path`, by full path."""
+        if not path:
+            tree = self.sha
+        else:
+            e = self.entry(path)
+            if e is None or e.type != "tree":
+                if e is not None and e.type == "commit":
+                    self._subs.add(path)
+                return {}
+            tree = e.sha
+        prefix = f"{path}/" if path else ""
+        key = ("walk", self.repo.full_name, tree)
+        walk = (self.blobs.memo(key, lambda: walk_tree(self.repo, tree, self._budget)) if _SHA.match(tree)
+                else walk_tree(self.repo, tree, self._budget))
+        found = {prefix + p: e for p, e in walk.items()}
+        self._subs.update(p for p, e in found.items() if e.type == "commit")
+        return found
+
+    def _files(self, found: dict[str, Entry]) -> list[str]:
+        return sorted(p for p, e in found.items() if e.type == "blob")
+
+    def list_files(self) -> list[str]:
+        """Every file of the revision (a whole-tree listing: only for callers that need them all)."""
+        return self._files(self._subtree(""))
+
+    def list_matching(self, patterns: Iterable[str]) -> list[str]:
+        """The files a manifest's paths and globs can match, from the directories they name."""
+        found: dict[str, Entry] = {}
+        for pattern in patterns:
+            need = _needed(pattern)
+            if need is None:
+                continue
+            path, whole = need
+            if whole:
+                found.update(self._subtree(path))
+                continue
+            listing = self._dir(path) or {}
+            prefix = f"{path}/" if path else ""
+            found.update({prefix + n: e for n, e in listing.items()})
+            e = listing.get(pattern.strip("/").rsplit("/", 1)[-1])
+            if e is not None and e.type == "tree":  # named a directory: say so, as with a full listing
+                inner = pattern.strip("/")
+                found.update({f"{inner}/{n}": x for n, x in (self._dir(inner) or {}).items()})
+        return self._files(found)
 
     def submodules(self) -> list[str]:
-        """Paths of the submodules (gitlinks) in the tree, as `GitRevision.submodules` gives them."""
-        return list(self._read_tree().submodules)
+        """Paths of the submodules (gitlinks) met in the directories read so far."""
+        for d, listing in list(self._dirs.items()):
+            prefix = f"{d}/" if d else ""
+            self._subs.update(prefix + n for n, e in (listing or {}).items() if e.type == "commit")
+        return sorted(self._subs)
 
     def links(self, paths: Iterable[str]) -> dict[str, str]:
         """path -> link text of those paths the tree stores as symbolic links."""
-        found = [p for p in paths if p in self._read_tree().links]
+        found = [p for p in paths if (e := self.entry(p)) is not None and e.mode == "120000"]
         return {p: (b or b"").decode("utf-8", "surrogateescape") for p, b in self.read_many(found).items()}
 
-    def list_files(self) -> list[str]:
-        return sorted(self._tree())
+    def entries(self, paths: Iterable[str]) -> dict[str, Entry]:
+        """The tree entries of those `paths` that are files (mode and blob id)."""
+        return {p: e for p in paths if (e := self.entry(p)) is not None and e.type == "blob"}
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
-        shas = self._tree()
         out: dict[str, bytes | None] = {}
         for p in paths:
-            sha = shas.get(p)
-            if sha is None:
+            e = self.entry(p)
+            if e is None or e.type != "blob":
                 out[p] = None
                 continue
-            data = self.blobs.get(sha)
+            data = self.blobs.get(e.sha)
             if data is None:
-                data = self.repo.blob(sha)
-                self.blobs.put(sha, data)
+                data = self.repo.blob(e.sha)
+                self.blobs.put(e.sha, data)
             out[p] = data
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from gating.github.client import GitHubError
+from gating.github.limits import fit, fit_title
 from gating.github.repo import Repo, _q
 
 
@@ -35,9 +36,10 @@ def open_pull_for(repo: Repo, branch: str) -> dict[str, Any] | None:
 
 def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tuple[dict[str, Any], bool]:
     """(pull request, created); an open pull request from `head` already there is returned as it is."""
-    try:
-        made = repo.client.request("POST", f"{repo.path}/pulls",
-                                   json={"title": title, "head": head, "base": base, "body": body}).json()
+    try:  # a retry after a failure that came after the write finds the pull request by its head branch
+        made = repo.client.create(f"{repo.path}/pulls",
+                                  {"title": fit_title(title), "head": head, "base": base, "body": fit(body)},
+                                  lambda: open_pull_for(repo, head))
         return made, True
     except GitHubError as e:
         if e.status != 422:
@@ -49,7 +51,7 @@ def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tupl
 
 
 def comment(repo: Repo, number: int, body: str) -> dict[str, Any]:
-    return repo.client.request("POST", f"{repo.path}/issues/{number}/comments", json={"body": body}).json()
+    return repo.create_comment(number, body)
 
 
 def react(repo: Repo, comment_id: int, content: str) -> None:

@@ -21,6 +21,10 @@ from gating.system.schema import PERMISSIONS
 EVAL_CHECK = "gating / eval"
 OVERRIDE_COMMAND = re.compile(r"^/gating[ \t]+override\b[ \t]*(.*)$", re.MULTILINE)
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+UNLISTED = ("cannot evaluate so many files: GitHub did not list {n:,} of this pull request's changed files (it "
+            "lists at most 3,000), and none of the listed ones match {shown}")
+UNLISTED_MISSING = ("a pull request with fewer changed files (GitHub lists at most 3,000), or an admin's "
+                    "`/gating override <reason>`")
 
 
 def _glob_regex(pattern: str) -> re.Pattern[str]:
@@ -98,8 +102,13 @@ def _conditions(c: Condition, facts: PullFacts) -> list[Result]:
         hits = [f for f in facts.changed_files
                 if any(glob_match(p, f) for p in pats) and not any(glob_match(i, f) for i in c.ignore)]
         shown = ", ".join(pats)
-        out.append(_cond("changed_files", bool(hits), f"{_few(hits)} match {shown}" if hits
-                         else f"no changed file matches {shown}" + (f" (ignoring {', '.join(c.ignore)})" if c.ignore else "")))
+        ignoring = f" (ignoring {', '.join(c.ignore)})" if c.ignore else ""
+        if not hits and facts.unlisted_files:  # an unlisted file may match: the rule may apply (fail closed)
+            out.append(Result("changed_files", Status.PENDING, UNLISTED.format(
+                n=facts.unlisted_files, shown=shown + ignoring), kind="condition"))
+        else:
+            out.append(_cond("changed_files", bool(hits), f"{_few(hits)} match {shown}" if hits
+                             else f"no changed file matches {shown}{ignoring}"))
     if c.manifest_paths:
         hits = [p for p in facts.manifest_paths if any(manifest_path_match(m, p) for m in c.manifest_paths)]
         out.append(_cond("manifest_paths", bool(hits), f"{_few(hits)} changed" if hits
@@ -234,6 +243,19 @@ def _eval_rule(rule: Rule, facts: PullFacts) -> Result:
     failed = next((c for c in conds if c.status == Status.SKIPPED), None)
     if failed:
         return Result(rule.name, Status.SKIPPED, f"does not apply: {failed.description}", tuple(conds))
+    unknown = next((c for c in conds if c.status == Status.PENDING), None)
+    result = _applying(rule, facts, conds)
+    if unknown is None or result.status == Status.SKIPPED:  # skipped: none of its parts would apply anyway
+        return result
+    # Whether the rule applies cannot be told, so it can neither be skipped nor approved: held
+    # pending (or blocked, if its reviews block it), whatever approvals it has.
+    status = Status.BLOCKED if result.status == Status.BLOCKED else Status.PENDING
+    missing = "; ".join(m for m in (UNLISTED_MISSING, result.missing if status == result.status else "") if m)
+    return Result(rule.name, status, f"{unknown.description}, so this rule stays {status.label}; "
+                  f"{result.description}", result.children, missing=missing)
+
+
+def _applying(rule: Rule, facts: PullFacts, conds: list[Result]) -> Result:
     if rule.op:
         kids = [_eval_rule(r, facts) for r in rule.children]
         status = (all_of if rule.op == "and" else any_of)(k.status for k in kids)

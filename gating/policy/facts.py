@@ -61,6 +61,7 @@ class PullFacts(Protocol):
     head_sha: str
     labels: Sequence[str]
     changed_files: Sequence[str]
+    unlisted_files: int  # changed files GitHub did not list (it lists at most 3,000): path rules cannot tell
     manifest_paths: Sequence[str]
     categories: Sequence[str]
     reviews: Sequence[Review]
@@ -82,6 +83,7 @@ class Facts:
     head_sha: str = "0" * 40
     labels: Sequence[str] = ()
     changed_files: Sequence[str] = ()
+    unlisted_files: int = 0
     manifest_paths: Sequence[str] = ()
     categories: Sequence[str] = ()
     reviews: Sequence[Review] = ()

@@ -54,7 +54,7 @@ class Refusal(Exception):
     `text("cli")` what a command-line user reads."""
 
     CODES = ("no_permission", "unknown_target", "no_known_good", "not_audited", "nothing_to_restore",
-             "bad_manifest")
+             "bad_manifest", "empty_repository")
 
     def __init__(self, code: str, message: str, hint: str | None = None):
         assert code in self.CODES, code
@@ -397,7 +397,8 @@ def done_reply(plan: RestorePlan, url: str, number: int | None, existing: bool, 
 
 
 def refusal_reply(refusal: Refusal, target: str = "") -> str:
-    what = f" to `{target}`" if target and refusal.code not in ("unknown_target", "no_permission") else ""
+    untargeted = ("unknown_target", "no_permission", "empty_repository")
+    what = f" to `{target}`" if target and refusal.code not in untargeted else ""
     return f"Rollback{what} refused: {refusal.message}\n"
 
 

@@ -49,8 +49,8 @@ class AppState:
             raise PermanentError(f"no handler {job.handler!r} for {job.event} in this version of the App")
         try:
             handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue))
-        except RateLimited as e:
-            raise RetryLater(str(e), e.retry_after) from e
+        except RateLimited as e:  # GitHub said when: not a failed attempt of the job
+            raise RetryLater(str(e), e.retry_after, counts=False) from e
         except GitHubError as e:
             if e.status in (401, 403, 404, 410, 422):
                 raise PermanentError(str(e)) from e

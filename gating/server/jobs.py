@@ -94,11 +94,12 @@ class PermanentError(Exception):
 
 
 class RetryLater(Exception):
-    """Try again no sooner than `after` seconds (e.g. GitHub asked us to back off)."""
+    """Try again no sooner than `after` seconds (e.g. GitHub asked us to back off). With
+    `counts=False` (a rate limit: GitHub said when) the try is not one of the job's attempts."""
 
-    def __init__(self, message: str, after: float):
+    def __init__(self, message: str, after: float, counts: bool = True):
         super().__init__(message)
-        self.after = after
+        self.after, self.counts = after, counts
 
 
 @dataclass(frozen=True)
@@ -284,17 +285,20 @@ class JobQueue:
         if self._completed % 500 == 1:  # now and then, forget old finished jobs (and their delivery ids)
             self._write("DELETE FROM jobs WHERE status = 'done' AND updated_at < ?", (now - self.keep_done_seconds,))
 
-    def fail(self, job: Job, owner: str, error: str, permanent: bool = False, after: float | None = None) -> str:
-        """Record a failure; the job is queued again after a backoff, or kept as failed. Returns its status."""
+    def fail(self, job: Job, owner: str, error: str, permanent: bool = False, after: float | None = None,
+             counts: bool = True) -> str:
+        """Record a failure; the job is queued again after a backoff, or kept as failed. Returns its status.
+        `counts=False`: the attempt is given back (a rate limit is no fault of the job)."""
         now = self.clock()
-        final = permanent or job.attempts >= self.max_attempts
+        final = permanent or (counts and job.attempts >= self.max_attempts)
         delay = min(self.retry_base * 2 ** (job.attempts - 1), self.retry_max)
         if after is not None:
             delay = max(delay, after)
         status = "failed" if final else "queued"
         self._write("UPDATE jobs SET status = ?, owner = NULL, lease_until = NULL, last_error = ?, error_at = ?, "
-                    "run_after = ?, updated_at = ? WHERE id = ? AND owner = ? AND status = 'running'",
-                    (status, error[:2000], now, now + (0 if final else delay), now, job.id, owner))
+                    "run_after = ?, updated_at = ?, attempts = attempts - ? WHERE id = ? AND owner = ? "
+                    "AND status = 'running'",
+                    (status, error[:2000], now, now + (0 if final else delay), now, 0 if counts else 1, job.id, owner))
         return status
 
     def checkpoint(self) -> None:
@@ -493,7 +497,7 @@ class Worker:
             self.queue.fail(job, owner, f"{type(e).__name__}: {e}", permanent=True)
             log.warning("job %d (%s) failed for good: %s", job.id, job.handler, e)
         except RetryLater as e:
-            status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after)
+            status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after, counts=e.counts)
             log.warning("job %d (%s): %s; %s", job.id, job.handler, e, status)
         except Exception as e:  # any handler bug must not kill the worker thread
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gating import github as gh
 from gating.audit import log as audit_log
 from gating.audit.keys import keyid
-from gating.github import ApiRevision, BlobCache, GitHubError, Repo
+from gating.github import ApiRevision, BlobCache, EmptyRepository, GitHubError, Repo
 from gating.rollback.plan import (
     Refusal,
     Request,
@@ -84,7 +84,11 @@ class Config:
 
 def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> Config:
     branch = gh.repository(repo)["default_branch"]
-    tip = gh.ref_sha(repo, f"heads/{branch}")
+    try:
+        tip = gh.ref_sha(repo, f"heads/{branch}")
+    except EmptyRepository:
+        raise Refusal("empty_repository", f"{repo.full_name} is empty (no commit yet): there is no LLM system "
+                      "to roll back.") from None
     if tip is None:
         raise GitHubError(404, f"the default branch {branch} has no commit", "GET", repo.path)
     data = ApiRevision(repo, tip, blobs).read_many([manifest_path])[manifest_path]
@@ -104,7 +108,7 @@ def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, 
         plan = make_plan(audit.entries(), target, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
                          lambda prefix: gh.commit_sha(repo, prefix), manifest_path,
                          environments=environments_of(cfg.rollback))
-        tree = _write_tree(repo, plan)
+        tree = _write_tree(repo, plan, blobs)
         fallback = ""
         if cfg.rollback.get("mode") == "direct":
             commit = gh.create_commit(repo, commit_message(plan, req), tree, [plan.tip])
@@ -150,13 +154,13 @@ def _web(repo: Repo) -> str:
     return gh.repository(repo)["html_url"]
 
 
-def _write_tree(repo: Repo, plan: RestorePlan) -> str:
+def _write_tree(repo: Repo, plan: RestorePlan, blobs: BlobCache) -> str:
     """The tip's tree with every file of the target snapshot at its target blob, removed files gone."""
-    listing = {e["path"]: e for e in repo.tree(plan.resolution.commit).get("tree", []) if e.get("type") == "blob"}
+    listing = ApiRevision(repo, plan.resolution.commit, blobs).entries(plan.writes)  # their directories only
     entries: list[dict[str, Any]] = []
     for path in sorted(plan.writes):
         e = listing[path]
-        entries.append({"path": path, "mode": e["mode"], "type": "blob", "sha": e["sha"]})
+        entries.append({"path": path, "mode": e.mode, "type": "blob", "sha": e.sha})
     entries += [{"path": p, "mode": "100644", "type": "blob", "sha": None} for p in plan.deletes]
     base = gh.commit_tree(repo, plan.tip)
     tree = gh.create_tree(repo, base, entries)

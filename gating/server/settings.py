@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -52,8 +52,10 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
 # The object each handled event carries; a delivery without it cannot be handled, so it is refused
 # at the door (400) rather than queued to fail its retries one by one.
 EVENT_OBJECTS = {"pull_request": ("pull_request",), "pull_request_review": ("pull_request", "review"),
-                 "issue_comment": ("issue", "comment"), "check_run": ("check_run",),
+                 "issue_comment": ("issue", "comment"), "check_run": ("check_run",), "check_suite": ("check_suite",),
                  "deployment_status": ("deployment_status", "deployment")}
+# GitHub Enterprise Server 3.x sends deployment_status without an `action`: each one is a creation.
+IMPLIED_ACTIONS = {"deployment_status": "created"}
 
 
 def _parse(body: bytes, content_type: str) -> tuple[Any, str]:
@@ -133,6 +135,8 @@ def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, An
         return 400, {"error": f"body is not a JSON webhook payload: {e}"}
     if not isinstance(payload, dict):
         return 400, {"error": "body is not a JSON object"}
+    if event in IMPLIED_ACTIONS and "action" not in payload:
+        payload["action"] = IMPLIED_ACTIONS[event]
     action = payload.get("action") if isinstance(payload.get("action"), str) else None
     try:
         handlers = [(h.name, h.key(payload)) for h in state.registry.match(event, payload)]

@@ -26,6 +26,7 @@ from gating.system.manifest import (
     Manifest,
     ManifestError,
     Problem,
+    file_refs,
     jsonable,
     parse_manifest,
     resolve_files,
@@ -384,7 +385,9 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         raise NoManifest([Problem(manifest_path, 1, 1, f"no {manifest_path} at {reader.label}")])
     _refuse_links(reader, [manifest_path])
     m = load_manifest(manifest_bytes, manifest_path, cache)
-    listing = reader.list_files()
+    # A reader over the API lists only the directories the manifest names, not the whole repository.
+    matching = getattr(reader, "list_matching", None)
+    listing = matching([ref[0] for ref in file_refs(m)]) if matching is not None else reader.list_files()
     refs = resolve_files(m, listing, reader.submodules() if hasattr(reader, "submodules") else ())
     refs += cassette_refs(refs, listing)
     wanted = sorted({r.path for r in refs})

@@ -126,16 +126,17 @@ def collaborator_permission(ctx: Ctx) -> Reply:
     login = ctx.params["username"]
     if login.lower() not in ctx.emu.users:
         raise ApiError(404, f"{login} is not a user")
-    role = ctx.emu.permission_of(r, login)
-    # GitHub's legacy `permission` folds maintain into write and triage into read; role_name is exact.
+    role = ctx.emu.permission_of(r, login)  # a custom role's base role
+    # GitHub's legacy `permission` folds maintain into write and triage into read; role_name names the
+    # role itself: a base role, or a custom role such as "release-manager" (its base only shows here).
     legacy = {"maintain": "write", "triage": "read"}.get(role, role)
     u = render.user(ctx.emu, ctx.emu.user_record(login).login) or {}
     perms = {p: PERMISSION_ORDER.index(role) >= PERMISSION_ORDER.index(q)
              for p, q in (("admin", "admin"), ("maintain", "maintain"), ("push", "write"),
                           ("triage", "triage"), ("pull", "read"))}
     u["permissions"] = perms
-    u["role_name"] = role
-    return Reply(200, {"permission": legacy, "role_name": role, "user": u})
+    u["role_name"] = name = ctx.emu.role_name_of(r, login)
+    return Reply(200, {"permission": legacy, "role_name": name, "user": u})
 
 
 @handles("rate-limit/get")

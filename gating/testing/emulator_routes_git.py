@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
+from gating.testing import emulator_limits as limits
 from gating.testing import emulator_render as render
 from gating.testing import emulator_routes_protection as protection
 from gating.testing.emulator_git import SHA_RE, Person, RefConflict
@@ -232,7 +233,8 @@ def _tree_json(ctx: Ctx, sha: str, recursive: bool) -> dict:
         if size is not None:
             item["size"] = size
         items.append(item)
-    return {"sha": sha, "url": f"{api}/git/trees/{sha}", "tree": items, "truncated": False}
+    items, truncated = limits.cut_tree(items, ctx.emu.limits) if recursive else (items, False)
+    return {"sha": sha, "url": f"{api}/git/trees/{sha}", "tree": items, "truncated": truncated}
 
 
 @handles("git/create-tree")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gating.testing import emulator_render as render
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
+from gating.testing.emulator_limits import check_body
 from gating.testing.emulator_state import Issue, permission_at_least
 
 
@@ -43,6 +44,7 @@ def list_pulls(ctx: Ctx) -> Reply:
 @handles("pulls/create")
 def create_pull(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
+    check_body(ctx, "PullRequest")
     data = ctx.emu.create_pull(r, ctx.arg("head", ""), ctx.arg("base"), ctx.arg("title") or "", _author(ctx),
                                body=ctx.arg("body") or "", draft=bool(ctx.arg("draft", False)))
     return Reply(201, data, {"Location": data["url"]})
@@ -57,6 +59,7 @@ def get_pull(ctx: Ctx) -> Reply:
 def update_pull(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
     i = _issue(ctx, pull_only=True)
+    check_body(ctx, "PullRequest")
     changes = {k: ctx.arg(k) for k in ("title", "body", "state", "base") if ctx.arg(k) is not None}
     ctx.emu.update_pull(r, i.number, ctx.actor.login or ctx.emu.app.bot_login, **changes)
     return Reply(200, render.pull(ctx.emu, r, i))
@@ -67,7 +70,8 @@ def list_files(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
     i = _issue(ctx, pull_only=True)
     head, _base = ctx.emu.pull_shas(r, i)
-    return ctx.paginate([render.diff_entry(ctx.emu, r, f, head) for f in ctx.emu.pull_files(r, i)])
+    listed = ctx.emu.pull_files(r, i)[:ctx.emu.limits.pull_files]  # GitHub lists at most 3,000
+    return ctx.paginate([render.diff_entry(ctx.emu, r, f, head) for f in listed])
 
 
 @handles("pulls/list-commits")
@@ -160,6 +164,7 @@ def list_comments(ctx: Ctx) -> Reply:
 def create_comment(ctx: Ctx) -> Reply:
     r = ctx.require_repo()
     i = _issue(ctx)
+    check_body(ctx, "IssueComment")
     data = ctx.emu.add_comment(r, i.number, _author(ctx), ctx.arg("body"))
     return Reply(201, data, {"Location": data["url"]})
 
@@ -188,6 +193,7 @@ def update_comment(ctx: Ctx) -> Reply:
         allowed = ctx.actor.login == c.user or permission_at_least(ctx.emu.permission_of(r, ctx.actor.login), "write")
     if not allowed:
         raise ApiError(403, "You must be the author or have write access to this repository to edit this comment.")
+    check_body(ctx, "IssueComment")
     return Reply(200, ctx.emu.edit_comment(r, c.id, ctx.arg("body"), editor=ctx.actor.login))
 
 

@@ -23,6 +23,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from gating.testing import (  # noqa: F401  (importing the route modules registers their handlers)
+    emulator_limits,
     emulator_routes_apps,
     emulator_routes_checks,
     emulator_routes_git,
@@ -40,7 +41,7 @@ from gating.testing.emulator_auth import (
 from gating.testing.emulator_git import BareRepo
 from gating.testing.emulator_http import HANDLERS, Actor, ApiError, Ctx, Reply
 from gating.testing.emulator_openapi import NotInSubset, api_description
-from gating.testing.faults import SECONDARY_RATE_LIMIT_MESSAGE
+from gating.testing.faults import AFTER_WRITE, SECONDARY_RATE_LIMIT_MESSAGE
 
 if TYPE_CHECKING:
     from gating.testing.github_emulator import Emulator
@@ -64,6 +65,12 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The Date header on the emulator's clock (emu.advance moves it), as GitHub's says its own time."""
+        if timestamp is None:
+            timestamp = self.server.app.emu.now()  # type: ignore[attr-defined]
+        return super().date_time_string(timestamp)
 
 
 def _token_from(request: Request) -> str | None:
@@ -93,6 +100,15 @@ class EmulatorApp:
         is_api = path == API_PREFIX or path.startswith(API_PREFIX + "/")
         rel = path[len(API_PREFIX):] or "/" if is_api else path
         fault = self.emu.faults.take(request.method, rel)
+        if fault is not None and fault.kind in AFTER_WRITE and is_api:
+            self._api(request, rel, t0)  # done and recorded; the client never hears of it
+            if fault.kind == "reset_after_write":
+                self._record(request, rel, 0, None, t0, "fault/reset_after_write")
+                self._reset(environ)
+                raise ConnectionResetError("injected fault: connection reset after the write")
+            response = self._json(fault.status, {"message": "Server Error"})
+            self._record(request, rel, fault.status, None, t0, "fault/5xx_after_write")
+            return response(environ, start_response)
         if fault is not None:
             if fault.kind == "latency":
                 time.sleep(fault.delay)
@@ -131,8 +147,9 @@ class EmulatorApp:
         if fault.kind == "secondary_rate_limit":
             body = {"message": SECONDARY_RATE_LIMIT_MESSAGE,
                     "documentation_url": RATE_DOCS + "#about-secondary-rate-limits"}
-            resp = self._json(403, body)
-            resp.headers["Retry-After"] = str(fault.retry_after)
+            resp = self._json(fault.status, body)
+            if fault.retry_after is not None:
+                resp.headers["Retry-After"] = str(fault.retry_after)
             resp.headers["X-RateLimit-Limit"] = "5000"
             resp.headers["X-RateLimit-Remaining"] = "4999"
             resp.headers["X-RateLimit-Reset"] = str(int(time.time()) + 3600)
@@ -180,6 +197,7 @@ class EmulatorApp:
                 ctx = Ctx(emu, op, op.params, request.args, body, actor, f"{emu.api_url}{rel}")
                 self._resolve_repo(ctx)
                 self._check_permission(ctx)
+                emulator_limits.refuse_empty(ctx)
                 checked = raw
                 if op.operation_id in DOCUMENTED_FORM and body is not None:
                     checked = json.dumps(DOCUMENTED_FORM[op.operation_id](body)).encode()

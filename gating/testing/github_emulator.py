@@ -27,8 +27,10 @@ from gating.testing.emulator_auth import (
     new_token_value,
     user_permissions,
 )
+from gating.testing.emulator_clicks import EmulatorClicks
 from gating.testing.emulator_git import BareRepo, CommitInfo, FileChange, Person, init_bare
 from gating.testing.emulator_http import Actor, ApiError
+from gating.testing.emulator_limits import Limits
 from gating.testing.emulator_repo import RepoHandle
 from gating.testing.emulator_state import (
     Ids,
@@ -57,7 +59,7 @@ class _Usage:
     used: dict[str, int] = field(default_factory=dict)
 
 
-class Emulator(EmulatorActions):
+class Emulator(EmulatorActions, EmulatorClicks):
     """One emulated GitHub: users, repositories (bare git on disk), an App with one installation."""
 
     def __init__(self, root: str | Path):
@@ -74,11 +76,13 @@ class Emulator(EmulatorActions):
         self.users: dict[str, User] = {}
         self.repos: dict[str, Repo] = {}
         self.teams: dict[tuple[str, str], Team] = {}
+        self.custom_roles: dict[tuple[str, str], str] = {}  # (org, role name) -> base role, lower case
         self.tokens: dict[str, Token] = {}
         self._bare: dict[str, BareRepo] = {}
         self.requests: list[RecordedRequest] = []
         self.problems: list[str] = []
         self.faults = Faults()
+        self.limits = Limits()
         self.webhook_url: str | None = None
         self._dispatcher = webhooks.Dispatcher()
         self._usage = _Usage()
@@ -150,8 +154,19 @@ class Emulator(EmulatorActions):
                 return u.login
         return None
 
+    def add_custom_role(self, org: str, name: str, base_role: str) -> None:
+        """An organization's custom repository role (e.g. "release-manager" on top of maintain)."""
+        if base_role not in ("read", "triage", "write", "maintain"):
+            raise ValueError(f"a custom role's base role is read, triage, write or maintain, not {base_role!r}")
+        with self.lock:
+            self.add_user(org, type="Organization")
+            self.custom_roles[(org.lower(), name.lower())] = base_role
+
     def add_collaborator(self, repo: Any, login: str, permission: str = "write") -> None:
-        if permission not in ("admin", "maintain", "write", "triage", "read"):
+        """`permission`: admin, maintain, write, triage, read, or a custom role of the owner (add_custom_role)."""
+        owner = self.repo_record(repo).owner.lower()
+        if permission not in ("admin", "maintain", "write", "triage", "read") and \
+                (owner, permission.lower()) not in self.custom_roles:
             raise ValueError(f"unknown permission {permission!r}")
         with self.lock:
             self.add_user(login)
@@ -175,8 +190,12 @@ class Emulator(EmulatorActions):
             return "write"
         role = r.collaborators.get(login.lower())
         if role:
-            return role
+            return self.custom_roles.get((r.owner.lower(), role.lower()), role)
         return "none" if r.private else "read"
+
+    def role_name_of(self, r: Repo, login: str) -> str:
+        """The role GitHub names in `role_name`: a custom role's own name, else the base permission."""
+        return r.collaborators.get(login.lower()) or self.permission_of(r, login)
 
     def association(self, r: Repo, login: str | None) -> str:
         if login is None:

@@ -160,6 +160,15 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         data["check_suite"] = _overlay(payload.get("check_run", {}).get("check_suite"), suite)
         payload["check_run"] = _overlay(payload.get("check_run"), data)
         who = emu.app.bot_login
+    elif event == "check_suite":  # "Re-run all checks": the suite, with the open pull requests on its head
+        sid = fields.pop("check_suite_id", None)
+        suite = r.check_suites[sid] if sid is not None else _latest(list(r.check_suites.values()), "check suite")
+        data = render.check_suite(emu, r, suite)
+        data["pull_requests"] = [render.pull_minimal(emu, r, i) for i in r.issues.values() if i.is_pull
+                                 and i.state == "open" and not i.head_repo and emu.pull_shas(r, i)[0] == suite.head_sha]
+        data.pop("repository", None)
+        payload["check_suite"] = _overlay(payload.get("check_suite"), data)
+        who = emu.app.bot_login
     elif event == "deployment_status":
         d = r.deployments[deployment_id] if deployment_id is not None else _latest(list(r.deployments.values()), "deployment")
         if not d.statuses:

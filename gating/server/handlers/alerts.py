@@ -24,7 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from gating.github import GitHubError, Repo
+from gating.github import GitHubError, RateLimited, Repo
 from gating.rollback.plan import LAST_GOOD, Refusal, Request, current_state, environments_of, matching_rule
 from gating.server.handlers import JobContext, Payload, Registry, installed_repos
 from gating.server.jobs import PermanentError, RetryLater
@@ -176,26 +176,46 @@ def candidate_repos(ctx: JobContext, alert: dict[str, Any]) -> Iterator[Repo]:
 
 
 def on_alert(ctx: JobContext) -> None:
+    """Each candidate repository on its own: an empty one is skipped and reported, and one GitHub
+    refuses does not keep the others from rolling back (the job then fails, naming it)."""
     alert = ctx.payload["alert"]
     source = f"alert {alert['labels'].get('alertname', '')} ({alert['fingerprint']})".replace(" ()", "")
     req = Request("alertmanager", _reason(alert), alert.get("generatorURL") or source, "alert")
-    matched = 0
+    matched, failed = 0, []
     for repo in candidate_repos(ctx, alert):
-        cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
-        rule = matching_rule(cfg.rollback, alert["labels"], repo.full_name)
-        if rule is None:
-            continue
-        matched += 1
         try:
-            out = execute(repo, app_audit(ctx, repo), rule.target, req, datetime.now(UTC), ctx.blobs,
-                          ctx.settings.manifest_path, cfg)
-        except Refusal as r:
-            ctx.log.warning("%s: alert %s matched rule %s; rollback refused (%s): %s", repo.full_name,
-                            alert["fingerprint"], rule.name, r.code, r.message)
-            continue
-        ctx.log.info("%s: alert %s matched rule %s: %s", repo.full_name, alert["fingerprint"], rule.name, out.url)
-    if not matched:
+            matched += _roll_back_one(ctx, repo, alert, req)
+        except GitHubError as e:
+            if isinstance(e, RateLimited) or not 400 <= e.status < 500:
+                raise  # GitHub down or asking us to slow down: the whole job runs again (each step is idempotent)
+            ctx.log.warning("%s: alert %s not handled: %s", repo.full_name, alert["fingerprint"], e)
+            failed.append(f"{repo.full_name}: {e}")
+    if not matched and not failed:
         ctx.log.info("alert %s matched no rollback.on_alert rule", alert["fingerprint"])
+    if failed:
+        raise PermanentError(f"alert {alert['fingerprint']}: {len(failed)} repositor{'y' if len(failed) == 1 else 'ies'}"
+                             f" could not be handled: " + "; ".join(failed))
+
+
+def _roll_back_one(ctx: JobContext, repo: Repo, alert: dict[str, Any], req: Request) -> int:
+    """1 when a rule of `repo` matched the alert (rolled back or refused, as the log says), else 0."""
+    try:
+        cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
+    except Refusal as r:  # an empty repository: no system there to roll back
+        ctx.log.warning("%s: alert %s skipped: %s", repo.full_name, alert["fingerprint"], r.message)
+        return 0
+    rule = matching_rule(cfg.rollback, alert["labels"], repo.full_name)
+    if rule is None:
+        return 0
+    try:
+        out = execute(repo, app_audit(ctx, repo), rule.target, req, datetime.now(UTC), ctx.blobs,
+                      ctx.settings.manifest_path, cfg)
+    except Refusal as r:
+        ctx.log.warning("%s: alert %s matched rule %s; rollback refused (%s): %s", repo.full_name,
+                        alert["fingerprint"], rule.name, r.code, r.message)
+        return 1
+    ctx.log.info("%s: alert %s matched rule %s: %s", repo.full_name, alert["fingerprint"], rule.name, out.url)
+    return 1
 
 
 def on_deployment_failure(ctx: JobContext) -> None:

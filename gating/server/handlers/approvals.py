@@ -16,7 +16,7 @@ from gating import limits
 from gating.audit.record import eval_check_run
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_snapshots
-from gating.github import ApiRevision, BlobCache, Repo
+from gating.github import ApiRevision, BlobCache, MissingPermission, Repo
 from gating.policy import (
     APPROVAL_CHECK,
     EVAL_CHECK,
@@ -35,6 +35,7 @@ from gating.policy import (
     parse_policy,
     render_check,
 )
+from gating.policy.missing import missing_permission_check
 from gating.server import overrides
 from gating.server.handlers import JobContext, Payload, Registry, pull_key
 from gating.server.overrides import Seen
@@ -202,6 +203,11 @@ def _load_policy(reader: ApiRevision, path: str) -> tuple[Policy, bool]:
     return (parse_policy(parse_manifest(data, path).approvals), True) if data is not None else (Policy(), False)
 
 
+def _paths(entries: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """(every path a listed file has, old names included; how many files were listed)."""
+    return [p for f in entries for p in (f["filename"], f.get("previous_filename")) if p], len(entries)
+
+
 def _failed(name: str, sentence: str) -> Result:
     return Result("policy", Status.BLOCKED, sentence, (Result(name, Status.BLOCKED, sentence),), kind="policy")
 
@@ -231,8 +237,8 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
     except ManifestError as e:
         problems = "; ".join(str(p) for p in e.problems)
         return Evaluation(pr, head, source, _failed("semantic-diff", f"cannot compute the semantic diff: {problems}"))
-    files: list[str] = blobs.memo(("files", name, number, merge_base, head), lambda: [
-        path for f in repo.pull_files(number) for path in (f["filename"], f.get("previous_filename")) if path])
+    files, listed = blobs.memo(("files", name, number, merge_base, head), lambda: _paths(repo.pull_files(number)))
+    unlisted = max(0, int(pr.get("changed_files") or 0) - listed)  # GitHub lists at most 3,000 files
     checks = {}
     r = eval_check_run(repo.check_runs(head, EVAL_CHECK))  # the Action's run before another app's
     if r is not None:
@@ -240,7 +246,7 @@ def gather(repo: Repo, pr: dict[str, Any], manifest_path: str = "gating.yml",
                                         r.get("html_url") or "")
     facts = ApiFacts(
         number=number, author=_actor(pr.get("user")), base_branch=base_ref, head_sha=head,
-        labels=[lb["name"] for lb in pr.get("labels") or []], changed_files=files,
+        labels=[lb["name"] for lb in pr.get("labels") or []], changed_files=files, unlisted_files=unlisted,
         manifest_paths=changes.paths(), categories=changes.categories,
         reviews=[Review(_actor(r.get("user")), r["state"], r.get("commit_id") or "", r.get("submitted_at") or "")
                  for r in repo.reviews(number) if r.get("user")],
@@ -282,6 +288,11 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
             return "closed; nothing to do"
         acts = overrides.store(ctx).acts(repo.full_name, number)
         ev = gather(repo, pr, ctx.settings.manifest_path, ctx.blobs, acts)
+    except MissingPermission as e:  # say what to grant, on the check itself, instead of failing the job
+        with limits.unbounded():
+            pr = repo.pull(number)
+            out = missing_permission_check(e.accepted, e.method, e.path, f"{e.status}: {e.message}")
+            return publish(repo, pr["head"]["sha"], out, ctx.settings.app_id)
     except (limits.BudgetExceeded, MemoryError) as e:  # the job's bound: say so on the pull request
         with limits.unbounded():
             pr = repo.pull(number)
