@@ -235,7 +235,8 @@ def test_the_audit_backfill_passes_over_an_empty_repository(github):
     from gating.audit import keys
     from gating.audit import record as audit_record
     from gating.github import GitDatabaseNotes, Repo, token_client
+    from gating.github.facts import RepoFacts
 
     empty = github.create_repo("acme/empty")
     repo = Repo(token_client(github.api_url, github.installation_token()), empty.full_name)
-    assert audit_record.backfill(repo, GitDatabaseNotes(repo), keys.generate(), datetime.now(UTC)) == []
+    assert audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), keys.generate(), datetime.now(UTC)) == []
