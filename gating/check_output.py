@@ -219,7 +219,7 @@ def job_summary(r: CheckResult, read_only_reason: str | None = None, check_run_u
                  f"carries the verdict ({r.exit_code}).", ""]
     elif check_run_url:
         head += [f"Check run: {check_run_url}", ""]
-    body = "\n".join(head) + summary_markdown(r) + "\n\n" + details_text(r)
+    body = "\n".join(head) + "\n" + summary_markdown(r) + "\n\n" + details_text(r)  # a blank line ends a quote
     return fit(body, STEP_SUMMARY_LIMIT - 1024, "the JSON report") + "\n"
 
 
