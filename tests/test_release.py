@@ -148,11 +148,14 @@ def test_wheel_and_sdist_build_and_install_cleanly(action_step: dict[str, Path],
     src = bench.copy_tree(tmp_path / "src")
     dist = tmp_path / "dist"
     py = str(action_step["venv"] / "bin" / "python")  # has the pinned setuptools
-    build = ("import sys; from setuptools import build_meta as b; "
-             "print(b.build_wheel(sys.argv[1])); print(b.build_sdist(sys.argv[1]))")
-    made = subprocess.run([py, "-c", build, str(dist)], cwd=src, capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
-    wheel, sdist = (dist / n for n in made.stdout.split()[-2:])
+    built = []
+    for hook in ("build_wheel", "build_sdist"):  # one process per hook, as build frontends do
+        made = subprocess.run([py, "-c", f"import sys; from setuptools import build_meta as b; "
+                               f"print('BUILT', b.{hook}(sys.argv[1]))", str(dist)], cwd=src, capture_output=True,
+                              text=True, timeout=300)
+        assert made.returncode == 0, made.stderr
+        built += [dist / line.split()[1] for line in made.stdout.splitlines() if line.startswith("BUILT ")]
+    wheel, sdist = built
     assert wheel.name == f"gating-{version()}-py3-none-any.whl" and sdist.name == f"gating-{version()}.tar.gz"
     files = zipfile.ZipFile(wheel).namelist()
     assert f"gating-{version()}.data/data/share/gating/examples/support-bot/gating.yml" in files
