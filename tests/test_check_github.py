@@ -59,3 +59,15 @@ def test_one_sticky_comment_per_pull_request(github, github_repo):
     bodies = [c["body"] for c in github.list_comments(github_repo, pr["number"])]
     assert bodies == [f"quoting the bot: {COMMENT_MARKER}", f"{COMMENT_MARKER}\nsecond summary"]
     assert sha
+
+
+def test_an_annotation_batch_github_appended_before_the_error_is_not_appended_twice(github, github_repo):
+    """GitHub appends annotations on every update: a PATCH retried after a 5xx that came after the write
+    would add its batch twice, so the retry first asks how many the run already holds."""
+    sha = github_repo.head()
+    github.faults.add(method="PATCH", path=r"/check-runs/\d+$", kind="5xx_after_write", status=502)
+    finish_check_run(api(github, github_repo), None, name="gating / eval", head_sha=sha, conclusion="neutral",
+                     completed_at="2026-01-01T00:00:00Z", title="T", summary="S", annotations=notes(120))
+    [run] = github.list_check_runs(github_repo, head_sha=sha)
+    assert (run["status"], run["conclusion"], run["output"]["annotations_count"]) == ("completed", "neutral", 120)
+    github.take_problems()

@@ -56,12 +56,16 @@ def finish_check_run(repo: Repo, check_run_id: int | None, *, name: str, head_sh
         if details_url:
             body["details_url"] = details_url
         check_run_id = int(repo.create_check_run(body)["id"])
+        held = len(batches[0])
         for batch in batches[1:]:
-            repo.update_check_run(check_run_id, {"output": output(batch)})
+            repo.update_check_run(check_run_id, {"output": output(batch)}, annotations_before=held)
+            held += len(batch)
         return check_run_id
+    held = 0  # a started run carries no annotations
     for batch in batches[:-1]:
-        repo.update_check_run(check_run_id, {"output": output(batch)})
-    repo.update_check_run(check_run_id, {**final, "output": output(batches[-1])})
+        repo.update_check_run(check_run_id, {"output": output(batch)}, annotations_before=held)
+        held += len(batch)
+    repo.update_check_run(check_run_id, {**final, "output": output(batches[-1])}, annotations_before=held)
     return check_run_id
 
 

@@ -238,15 +238,15 @@ class GitHubClient:
                 raise GitHubError(resp.status_code, _message(resp), method, path, resp.headers)
             return resp
 
-    def create(self, path: str, body: dict[str, Any], find: Callable[[], Any]) -> Any:
-        """POST that is safe to retry. A 5xx or a dropped connection may come after GitHub did the
+    def create(self, path: str, body: dict[str, Any], find: Callable[[], Any], method: str = "POST") -> Any:
+        """POST (or a PATCH that appends, such as check-run annotations) that is safe to retry. A 5xx or a dropped connection may come after GitHub did the
         write, so before each new attempt `find()` looks for what the first one made (a check run by
         name, head SHA and external_id; a comment by its text; a pull request by its head branch; a
         ref by its name) and returns it instead of making a second one."""
         attempt = 0
         while True:
             try:
-                return self.request("POST", path, json=body, retry_ambiguous=False).json()
+                return self.request(method, path, json=body, retry_ambiguous=False).json()
             except RateLimited:
                 raise
             except GitHubError as e:
@@ -256,7 +256,7 @@ class GitHubClient:
             attempt += 1
             found = find()
             if found is not None:
-                log.info("POST %s: the earlier attempt had made it; not made again", path)
+                log.info("%s %s: the earlier attempt had made it; not made again", method, path)
                 return found
 
     def get(self, path: str, **params: Any) -> Any:

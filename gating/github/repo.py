@@ -94,8 +94,22 @@ class Repo:
                          and (c.get("user") or {}).get("type") == "Bot"), None)
         return self.client.create(f"{self.path}/issues/{number}/comments", {"body": text}, find)
 
-    def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        return self.client.request("PATCH", f"{self.path}/check-runs/{check_run_id}", json=fit_output(body)).json()
+    def update_check_run(self, check_run_id: int, body: dict[str, Any],
+                         annotations_before: int | None = None) -> dict[str, Any]:
+        """Update a check run. GitHub appends the annotations an update carries, so one retried after a
+        failure that came after the write would add them twice: given how many the run held before
+        (`annotations_before`), a retry first asks whether this batch is already there."""
+        body = fit_output(body)
+        path = f"{self.path}/check-runs/{check_run_id}"
+        added = len((body.get("output") or {}).get("annotations") or [])
+        if not added or annotations_before is None:
+            return self.client.request("PATCH", path, json=body).json()
+
+        def find() -> dict[str, Any] | None:
+            run = self.client.get(path)
+            held = int((run.get("output") or {}).get("annotations_count") or 0)
+            return run if held >= annotations_before + added else None
+        return self.client.create(path, body, find, method="PATCH")
 
     def tree(self, sha: str) -> dict[str, Any]:
         return self.client.get(f"{self.path}/git/trees/{sha}", recursive=1)
