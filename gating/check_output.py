@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating.about import repository, version
 from gating.diff import ALL, ChangeSet
 from gating.evals.compare import outcome
 from gating.evals.records import Comparison, FlippedCase, RunResult
@@ -132,7 +133,13 @@ def summary_markdown(r: CheckResult) -> str:
         out.append(render_eval_markdown(r.comparison, title="Evals"))
         if not any(r.comparison.errors.values()):
             out.append("#### Errors\n\nNone: every case of base and head was evaluated.\n")
+    out.append(footer())
     return "\n".join(out)
+
+
+def footer() -> str:
+    """Which release of gating wrote this, so a surprising verdict can be traced to its code."""
+    return f"<sub>[gating {version()}](https://github.com/{repository()}/releases/tag/v{version()})</sub>"
 
 
 def details_text(r: CheckResult) -> str:

@@ -9,6 +9,7 @@ import select
 import sys
 from collections.abc import Sequence
 
+from gating.about import version
 from gating.git import GitError
 from gating.manifest import ManifestError
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gating",
         description="Git-native gates for LLM systems: snapshot, semantic diff, evals, approvals, audit, rollback.",
     )
+    parser.add_argument("--version", action="version", version=f"gating {version()}")
     parser.add_argument("-C", dest="repo", default=".", help="run as if started in this directory")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -15,6 +15,7 @@ from gating.snapshot import Snapshot, build_snapshot
 from gating.snapshot_cache import DiskSnapshotCache
 
 WORKTREE = "WORKTREE"
+STDOUT = "-"  # a report path that means standard output
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 
 
