@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "gating.commands.audit",
     "gating.commands.rollback",
     "gating.commands.app",
+    "gating.commands.init",
 ]
 
 
