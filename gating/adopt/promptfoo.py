@@ -147,13 +147,12 @@ def _providers(spec: Any, out: Imported) -> dict[str, dict[str, Any]]:
     items = spec if isinstance(spec, list) else [spec] if spec else []
     models: dict[str, dict[str, Any]] = {}
     for item in items:
-        pid, label, cfg = (item, None, {}) if isinstance(item, str) else (
-            (item.get("id"), item.get("label"), item.get("config") or {}) if isinstance(item, dict) else (None, None, {}))
-        parts = pid.split(":") if isinstance(pid, str) else []
-        provider = PROVIDERS.get(parts[0]) if parts else None
-        rest = [p for p in parts[1:] if p not in _KIND_SEGMENTS] if parts else []
+        pid, label, cfg = _provider_item(item)
+        parts = pid.split(":")
+        provider = PROVIDERS.get(parts[0])
+        rest = [p for p in parts[1:] if p not in _KIND_SEGMENTS]
         if provider is None or not rest:
-            out.skipped[f"provider `{pid if isinstance(pid, str) else item!r}`"] += 1
+            out.skipped[f"provider `{pid}`"] += 1
             continue
         entry, p = model_entry(":".join(rest), provider)
         if not p.pinned:
@@ -167,6 +166,21 @@ def _providers(spec: Any, out: Imported) -> dict[str, dict[str, Any]]:
                 out.skipped[f"provider config key `{k}`"] += 1
         models[component_name(label or rest[-1], models)] = entry
     return models
+
+
+def _provider_item(item: Any) -> tuple[str, str | None, Any]:
+    """(id, label, config) of the forms promptfoo accepts: "openai:gpt-4o", {id, label, config} and
+    {"openai:gpt-4o": {config}} (or, unquoted in YAML, {"exec": "python run.py"})."""
+    if isinstance(item, str):
+        return item, None, {}
+    if isinstance(item, dict) and "id" in item:
+        return str(item["id"]), item.get("label"), item.get("config") or {}
+    if isinstance(item, dict) and len(item) == 1:
+        (key, value), = item.items()
+        if isinstance(value, dict):
+            return str(key), value.get("label"), value.get("config") or {}
+        return f"{key}:{value}", None, {}
+    return repr(item), None, {}
 
 
 def _cases(config: dict[str, Any], prompts: list[str], out: Imported) -> list[dict[str, Any]]:
