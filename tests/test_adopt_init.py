@@ -31,6 +31,9 @@ APP = {
 }
 
 
+TOOL = json.dumps({"name": "find", "input_schema": {"type": "object"}})
+
+
 def make_app(root: Path, files: dict[str, str] = APP) -> Git:
     g = init_repo(root)
     for path, text in files.items():
@@ -143,13 +146,15 @@ def test_a_bare_repository_gets_a_starter_prompt_and_model(tmp_path: Path, capsy
 def test_unknown_aliases_and_promptfoo_configs_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     g = make_app(tmp_path / "a", {"app.py": 'M = "claude-4-experimental-latest"\n',
                                   "promptfooconfig.yaml": "prompts: ['Hi {{name}}']\n",
-                                  "prompts/broken.md": "{% if %}\n", "prompts/list.yml": "a: 1\n"})
+                                  "prompts/broken.md": "{% if %}\n", "prompts/list.yml": "a: 1\n",
+                                  "tools/a.json": TOOL, "tools/b.json": TOOL})
     rc, out, _ = run(g, "init", capsys=capsys)
     assert rc == 0
     assert "| `claude-4-experimental-latest` | anthropic | no known pinned id: pick a dated snapshot" in out
     assert "promptfoo config promptfooconfig.yaml: `gating import promptfoo promptfooconfig.yaml` converts" in out
     assert "left out prompts/broken.md: not a Jinja2 template (line 1:" in out
     assert "left out prompts/list.yml: not a prompt: a YAML prompt is a list of messages" in out
+    assert "  - tool tools/a.json\n" in out and "left out tools/b.json: tool 'find' is also defined in tools/a.json" in out
     # the alias goes in as found, so the diff's policy error names it until it is pinned
     commit_all(g, "gating")
     g.run("checkout", "-q", "-b", "x")

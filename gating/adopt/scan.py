@@ -65,6 +65,7 @@ def scan(files: Mapping[str, bytes]) -> Scan:
     """Sort the files into prompts, model ids, tool schemas and promptfoo configs."""
     s = Scan()
     uses: dict[str, list[str]] = {}
+    tool_names: dict[str, str] = {}
     for path in sorted(files):
         try:
             text = files[path].decode("utf-8")
@@ -85,8 +86,13 @@ def scan(files: Mapping[str, bytes]) -> Scan:
             else:
                 s.prompts.append(PromptFile(path, template_vars(text, path)))
             continue
-        if ext == ".json" and _is_tool(text):
-            s.tools.append(path)
+        tool = _tool_name(text) if ext == ".json" else None
+        if tool:
+            if tool in tool_names:  # the snapshot names a tool by its `name`: one file per name
+                s.skipped.append((path, f"tool {tool!r} is also defined in {tool_names[tool]}"))
+            else:
+                tool_names[tool] = path
+                s.tools.append(path)
             continue
         if ext in CODE_EXTS:
             for rx in (_QUOTED, _BARE):
@@ -130,15 +136,16 @@ def _messages(text: str) -> list[dict]:
     return doc if ok else []
 
 
-def _is_tool(text: str) -> bool:
-    """A function-calling schema: {name, parameters}, {type: function, function: {...}} or Anthropic's
-    {name, input_schema}."""
+def _tool_name(text: str) -> str | None:
+    """The name of a function-calling schema: {name, parameters}, {type: function, function: {...}} or
+    Anthropic's {name, input_schema}; None for any other JSON."""
     try:
         doc = json.loads(text)
     except ValueError:
-        return False
+        return None
     if not isinstance(doc, dict):
-        return False
+        return None
     fn = doc.get("function") if doc.get("type") == "function" else doc
-    return (isinstance(fn, dict) and isinstance(fn.get("name"), str)
-            and any(isinstance(fn.get(k), dict) for k in ("parameters", "input_schema")))
+    ok = (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]
+          and any(isinstance(fn.get(k), dict) for k in ("parameters", "input_schema")))
+    return str(fn["name"]) if ok else None
