@@ -161,15 +161,16 @@ def test_a_second_import_refuses_to_overwrite_and_force_replaces(repo: Git, caps
 
 @pytest.mark.parametrize(("config", "message"), [
     ("prompts: [\n", "gating: error: promptfooconfig.yaml: not valid YAML: "),
+    ("\udcff", "gating: error: promptfooconfig.yaml: not UTF-8 text"),
     (None, "gating: error: "),
-], ids=["bad-yaml", "missing"])
+], ids=["bad-yaml", "not-utf8", "missing"])
 def test_a_config_that_cannot_be_read_is_named(repo: Git, config: str | None, message: str,
                                                capsys: pytest.CaptureFixture) -> None:
     path = repo.root / "promptfooconfig.yaml"
     if config is None:
         path.unlink()
     else:
-        path.write_text(config)
+        path.write_bytes(config.encode("utf-8", "surrogateescape"))
     assert main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and "promptfooconfig.yaml" in err

@@ -135,11 +135,13 @@ def run_import(args: argparse.Namespace) -> int:
     if not cfg.is_relative_to(root):
         raise UsageError(f"{args.config}: the promptfoo config must be inside the repository ({root})")
     rel = cfg.relative_to(root).as_posix()
-    text = cfg.read_text(encoding="utf-8")
     try:
+        text = cfg.read_bytes().decode("utf-8")
         doc = limits.load_json(text, rel) if rel.endswith(".json") else limits.load_yaml(text, rel)
     except limits.LimitError as e:
         raise UsageError(str(e)) from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{rel}: not UTF-8 text") from None
     except (ValueError, YAMLError) as e:
         raise UsageError(f"{rel}: not valid {'JSON' if rel.endswith('.json') else 'YAML'}: "
                          f"{getattr(e, 'problem', None) or e}") from None
