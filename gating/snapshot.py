@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
-from gating.evidence import cassette_refs
+from gating.evidence import cassette_path, cassette_refs
 from gating.manifest import (
     MANIFEST_PATH,
     MAX_FILE_BYTES,
@@ -380,7 +380,12 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
     m = load_manifest(manifest_bytes, manifest_path, cache)
     # A reader over the API lists only the directories the manifest names, not the whole repository.
     matching = getattr(reader, "list_matching", None)
-    listing = matching([ref[0] for ref in file_refs(m)]) if matching is not None else reader.list_files()
+    if matching is not None:  # the cassettes beside each dataset are part of the system too
+        patterns = [ref[0] for ref in file_refs(m)]
+        patterns += [cassette_path(p).rsplit("/", 1)[0] + "/*.jsonl" for p, cat, *_ in file_refs(m) if cat == "evals"]
+        listing = matching(patterns)
+    else:
+        listing = reader.list_files()
     refs = resolve_files(m, listing, reader.submodules() if hasattr(reader, "submodules") else ())
     refs += cassette_refs(refs, listing)
     wanted = sorted({r.path for r in refs})
