@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "gating.commands.rollback",
     "gating.commands.app",
     "gating.commands.reference",
+    "gating.commands.init",
 ]
 
 
