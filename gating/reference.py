@@ -51,6 +51,8 @@ CLI_ENV: dict[str, str] = {
     "GATING_PROVIDER": "`live`, `replay`, `record` or `auto` (default): overrides `evals.mode` for this run",
     "GATING_CACHE_DIR": "where the response cache lives (default: inside the git directory)",
     "GATING_CASE_ID": "set for a `command` target: the id of the case being run",
+    "GATING_PROGRESS_SECONDS": "seconds between plain progress lines when not on a terminal (default 10; 0: off)",
+    "GITHUB_URL": "`gating app register`: GitHub's web URL (GitHub Enterprise: `https://HOST`; default github.com)",
     "GATING_AUDIT_APP_ID": "`gating audit verify`: the App whose check runs witness the audit log",
     "GITHUB_TOKEN": "token for posting check runs and pushing notes (`GH_TOKEN` also works)",
     "GH_TOKEN": "same as `GITHUB_TOKEN`",

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import yaml
-
 from gating import keys as keymod
+from gating import limits
 from gating.cli import UsageError
 from gating.github.app_manifest import (
     ACTIONS_APP_ID,
@@ -63,7 +62,7 @@ def app_yml() -> dict[str, Any]:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("cannot find the App's package (app/app.yml); install gating with the App")
     path = Path(next(iter(spec.submodule_search_locations))) / "app.yml"
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return limits.load_yaml(path.read_text(encoding="utf-8"), str(path))
 
 
 @dataclass
