@@ -42,3 +42,40 @@ def test_a_policy_error_is_a_caution_alert_that_keeps_user_text_literal() -> Non
     assert r"<code>gpt-4o\d+|*x*</code>" in quote  # backslash, pipe and stars survive in the code span
     assert "<table>" in html(out)
     assert html(out).index("</blockquote>") < html(out).index("<table>")
+
+
+def metric_rows(markdown: str) -> dict[str, str]:
+    """Metric name -> the Status cell a reader sees in the rendered score table."""
+    out = {}
+    for tr in re.findall(r"<tr>(.*?)</tr>", html(markdown), flags=re.S):
+        cells = re.findall(r"<td>(.*?)</td>", tr, flags=re.S)
+        if cells and cells[0].startswith("<code>") and len(cells) == 7:
+            out[re.sub(r"</?code>", "", cells[0])] = cells[6]
+    return out
+
+
+def test_inconclusive_only_where_a_judgement_was_withheld() -> None:
+    from test_eval_compare import case, run
+
+    from gating.evals.compare import compare
+    from gating.report import render_eval_markdown
+
+    base = run([case(f"c{i}", True, score=0.9, name="tone") for i in range(10)], "b" * 40)
+    head = run([case(f"c{i}", i >= 2, score=0.9, name="tone") for i in range(10)], "h" * 40)
+    cmp = compare(base, head, {"thresholds": {"pass_rate": ">= 0.7"}, "regression": {"max_drop": 0.05}})
+    assert cmp.verdict == "inconclusive"  # the regression judgement is withheld: this is where the word belongs
+    status = metric_rows(render_eval_markdown(cmp))
+    assert status["pass_rate"] == "ok · fell 0.2, not significant (p = 0.5)"  # the threshold is met, and says so
+    assert "inconclusive" not in status["latency_p50_ms"] and "inconclusive" not in status["score:tone"]
+    assert not any("inconclusive" in s for s in status.values()), status
+
+
+def test_regressions_and_how_to_reproduce_them_come_before_the_metric_table() -> None:
+    from test_check_output import flip
+
+    r = result(flipped=[flip("refund-1", "answer"), flip("tone-3", "tone ish"), flip("ok-1", "answer", "pass")])
+    page = html(summary_markdown(r))
+    regressions, command, table = (page.index("Regressions (2)"), page.index("gating eval --base"),
+                                   page.index("<th>Metric</th>"))
+    assert regressions < command < table < page.index("Fixed (1)")
+    assert f"<code class=\"language-sh\">gating eval --base {B} --rev {H} --only answer --only 'tone ish'\n</code>" in page
