@@ -79,3 +79,25 @@ def test_regressions_and_how_to_reproduce_them_come_before_the_metric_table() ->
                                    page.index("<th>Metric</th>"))
     assert regressions < command < table < page.index("Fixed (1)")
     assert f"<code class=\"language-sh\">gating eval --base {B} --rev {H} --only answer --only 'tone ish'\n</code>" in page
+
+
+def test_diff_says_which_base_it_compared_against(example_repo, capsys) -> None:
+    import json
+
+    from gating.cli import main
+    from gating.example import edit
+    from gating.git import commit_all
+
+    base = example_repo.rev_parse("HEAD")
+    example_repo.run("checkout", "-q", "-b", "repin")
+    edit(example_repo.root / "gating.yml", "gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
+    head = commit_all(example_repo, "repin")
+    assert main(["-C", str(example_repo.root), "diff"]) == 0
+    first = html(capsys.readouterr().out).split("\n")[0]
+    assert first == (f"<p>Compared <code>main@{base[:7]}</code> (merge-base of HEAD and main) with "
+                     f"<code>HEAD</code> ({head[:7]}).</p>")
+    assert main(["-C", str(example_repo.root), "diff", "main", "--json"]) == 0
+    about = json.loads(capsys.readouterr().out)["compared"]
+    assert about["base"] == {"rev": "main", "sha": base, "how": "given"}
+    assert about["head"] == {"rev": "HEAD", "sha": head, "how": ""}
+    assert about["text"] == f"Compared `main` ({base[:7]}) with `HEAD` ({head[:7]})."
