@@ -1,3 +1,3 @@
 """gating: git-native gates for LLM systems on GitHub."""
 
-__version__ = "0.1.0"
+__version__ = "1.0.0"

@@ -33,6 +33,7 @@ R = "/repos/{owner}/{repo}"
 OPERATIONS: list[tuple[str, str]] = [
     ("get", "/app"),
     ("get", "/app/installations"),
+    ("post", "/app-manifests/{code}/conversions"),
     ("get", "/app/installations/{installation_id}"),
     ("post", "/app/installations/{installation_id}/access_tokens"),
     ("get", "/installation/repositories"),

@@ -75,12 +75,17 @@ def app_env(tmp_path: Path) -> dict[str, str]:
             "GATING_DB": str(tmp_path / "jobs.db")}
 
 
-def test_serve_check_prints_settings_without_secrets(tmp_path, monkeypatch, capsys):
-    for k, v in app_env(tmp_path).items():
+def test_serve_check_prints_settings_without_secrets(github, tmp_path, monkeypatch, capsys):
+    from gating.audit.keys import write_keypair
+
+    write_keypair(tmp_path / "audit.pem", tmp_path / "audit.pem.pub")
+    env = app_env(tmp_path) | {"APP_ID": str(github.app.app_id), "PRIVATE_KEY": github.app.private_key_pem,
+                               "GITHUB_API_URL": github.api_url, "GATING_AUDIT_KEY_PATH": str(tmp_path / "audit.pem")}
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert main(["app", "serve", "--check"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "APP_ID=42" in out and "PRIVATE_KEY=(set)" in out and "WEBHOOK_SECRET=(set)" in out
+    assert f"APP_ID={github.app.app_id}" in out and "PRIVATE_KEY=(set)" in out and "WEBHOOK_SECRET=(set)" in out
     assert "WEBHOOK_PATH=/webhooks" in out
     assert next(x for x in out if x.startswith("GATING_HANDLERS=")).startswith("GATING_HANDLERS=gating.server.handlers.approvals,")
     assert not any("BEGIN" in line or SECRET in line for line in out)

@@ -76,11 +76,15 @@ def test_healthcheck_passes_on_a_healthy_app_and_fails_without_one(tmp_path: Pat
     assert down.returncode != 0
 
 
-def test_image_command_is_a_valid_serve_command(tmp_path: Path):
+def test_image_command_is_a_valid_serve_command(github, tmp_path: Path):
+    from gating.audit.keys import write_keypair
+
     cmd = _exec_form("CMD")
     assert cmd[:3] == ["gating", "app", "serve"]
-    env = {**os.environ, "APP_ID": "1", "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": SECRET,
-           "GATING_DB": str(tmp_path / "jobs.db")}
+    write_keypair(tmp_path / "audit.pem", tmp_path / "audit.pem.pub")
+    env = {**os.environ, "APP_ID": str(github.app.app_id), "PRIVATE_KEY": github.app.private_key_pem,
+           "WEBHOOK_SECRET": SECRET, "GATING_DB": str(tmp_path / "jobs.db"), "GITHUB_API_URL": github.api_url,
+           "GATING_AUDIT_KEY_PATH": str(tmp_path / "audit.pem")}
     out = subprocess.run([sys.executable, "-m", "gating", *cmd[1:], "--check"], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr

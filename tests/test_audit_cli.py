@@ -37,7 +37,9 @@ def world(tmp_path: Path):
     for i, c in enumerate(shas):
         append_entry(store, EntryFacts("merged", c, "acme/support-bot", "alice", pull_request=10 + i,
                                        evals={"verdict": "pass", "dataset_digest": "sha256:d1",
-                                              "metrics": {"pass_rate": 0.97}, "source": "eval note"},
+                                              "metrics": {"pass_rate": 0.1 + 0.2, "cost_per_request_usd": 0.000412345,
+                                                          "latency_p95_ms": 1234.5678, "cases": 12},
+                                              "source": "eval note"},
                                        approvals=[Approval("bob", "APPROVED", "2024-05-01T11:00:00Z", c)]),
                      key, NOW + timedelta(minutes=i))
     append_entry(store, EntryFacts("known_good", shas[1], "acme/support-bot", "deploy-bot",
@@ -89,7 +91,8 @@ def test_show_prints_the_entries_of_a_commit(world, capsys):
     assert first.splitlines()[0] == "entry seq 2: merged at 2024-05-01T12:01:00Z"
     assert "  pull request       #11" in first
     assert f"  approvals          bob APPROVED at 2024-05-01T11:00:00Z on {s[1][:12]}" in first
-    assert "  evals              pass (dataset sha256:d1; from the eval note): pass_rate 0.97" in first
+    assert ("  evals              pass (dataset sha256:d1; from the eval note): cases 12, cost_per_request_usd "
+            "$0.000412, latency_p95_ms 1,235 ms, pass_rate 0.300\n") in first  # rounded for people
     assert first.endswith(f"keyid {keys.keyid(world['key'])}  (verified)")
     assert second.splitlines()[0] == "entry seq 4: known_good at 2024-05-01T12:05:00Z"
     assert "  deployment         environment production, id 7" in second

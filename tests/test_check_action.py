@@ -13,6 +13,7 @@ import pytest
 from check_support import Harness, clean_env, greet_prompt, parse_outputs, write_system
 from ruamel.yaml import YAML
 
+from gating.about import action_ref
 from gating.testing.llm_server import LLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,8 @@ def test_action_pins_python_installs_itself_and_never_splices_inputs_into_script
     assert re.fullmatch(r"3\.11\.\d+", setup["with"]["python-version"])
     install = next(s for s in action["runs"]["steps"] if s.get("name") == "Install gating")
     assert install["env"]["GATING_ACTION_PATH"] == "${{ github.action_path }}"
-    assert 'pip install --quiet --disable-pip-version-check "$GATING_ACTION_PATH"' in install["run"]
+    assert '--no-deps --no-build-isolation --no-compile "$GATING_ACTION_PATH"' in install["run"]
+    assert install["env"]["GATING_WHEELS_CACHED"] == "${{ steps.wheels.outputs.cache-hit }}"
     for s in action["runs"]["steps"]:
         if "run" in s:
             assert "${{" not in s["run"], f"step {s.get('name')!r} splices an expression into its script"
@@ -192,7 +194,7 @@ def test_fork_pattern_workflows_keep_secrets_and_the_heads_code_apart():
     for wf in (collect, evaluate):
         for job in wf["jobs"].values():
             for s in job["steps"]:
-                if s["uses"].startswith("gating-dev/"):
+                if s["uses"] == action_ref():
                     assert set(s["with"]) <= inputs
                 else:
                     assert PINNED.match(s["uses"]), s["uses"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from check_support import ANSWER_CASES, GREET_CASES, Harness, answer_prompt, greet_prompt, write_system
 
+from gating.check.output import footer
 from gating.commands.cli import main
 from gating.evals.records import load_run
 from gating.git.notes import EVALS_REF
@@ -129,7 +130,7 @@ def test_readme_only_pull_request_is_a_quick_success_without_llm_calls(h: Harnes
     lines = run["output"]["summary"].splitlines()
     assert re.fullmatch(rf"<sub>base `{base}` → head `{head}` · \d+\.\d s</sub>", lines[2])
     assert lines[3:] == ["", "### LLM system: no changes", "",
-                         f"Nothing in the LLM system changed between `{base}` and `{head}`."]
+                         f"Nothing in the LLM system changed between `{base}` and `{head}`.", "", footer()]
     for text in (run["output"]["summary"], run["output"]["text"], ran.summary, ran.stdout):
         assert not re.search(r"[0-9a-f]{40}", text)  # commits as 7 characters, as everywhere else
     assert ran.outputs["verdict"] == "unchanged"

@@ -290,7 +290,8 @@ def test_condition_added_to_a_rule_without_one_narrows_it(example_repo: Git) -> 
 def test_no_changes_is_explicit(example_repo: Git, capsys) -> None:
     base, head = change(example_repo, "readme", lambda r: (r / "README.md").write_text("docs only\n"))
     assert main(["-C", str(example_repo.root), "diff", base, head]) == 0
-    assert capsys.readouterr().out.startswith("### LLM system: no changes")
+    out = capsys.readouterr().out
+    assert out.startswith(f"Compared `{base[:7]}` with `{head[:7]}`.\n\n### LLM system: no changes")
     assert main(["-C", str(example_repo.root), "diff", base, head, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["empty"] is True and doc["changes"] == []

@@ -66,7 +66,7 @@ def test_vendor_script_is_idempotent_on_its_own_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts/vendor_github_reference.py"), "--from", str(src),
                            "--out", str(out)], capture_output=True, text=True, check=True)
-    assert "67 operations" in proc.stdout
+    assert f"{len(list(api_description().operations()))} operations" in proc.stdout
     assert (out / "openapi-subset.json.gz").read_bytes() == SPEC_FILE.read_bytes()
     assert (out / "webhook-examples.json.gz").read_bytes() == EXAMPLES_FILE.read_bytes()
 

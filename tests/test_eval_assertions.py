@@ -145,7 +145,7 @@ def test_unknown_price_fails_a_cost_assertion_instead_of_counting_zero() -> None
     ({"type": "max-tokens", "value": "ten"}, "max-tokens needs a whole-number `value`"),
     ({"type": "json-schema", "value": {"type": 5}}, "invalid JSON Schema"),
     ({"type": "factuality"}, "factuality needs a reference answer"),
-    ({"type": "equals", "value": "x", "valu": 1}, "unknown key 'valu' in equals"),
+    ({"type": "equals", "value": "x", "valu": 1}, "equals takes `value` (the expected text or JSON value), not `valu`"),
     ({"type": "json-schema", "value": {"$ref": "#/$defs/missing"}},
      "invalid JSON Schema: $ref '#/$defs/missing' does not resolve within the schema"),
     ({"type": "json-schema", "value": {"properties": {"a": {"$ref": "https://example.com/a.json"}}}},

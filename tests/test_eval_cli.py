@@ -45,7 +45,9 @@ def test_eval_writes_json_junit_and_markdown(repo: Git, live: LLMServer, tmp_pat
     out, err = capsys.readouterr()
     assert out.startswith("### gating / eval: ✅ pass\n")
     assert "| `two` | p | equals: expected 'yes', got 'no' |" in out
-    assert err.startswith("gating: 2 cases in ") and err.endswith("(live): 2 requests, 0 cache hits, 0 replayed\n")
+    assert err.startswith("gating: head working tree: 2 cases to run\n")  # progress, without a terminal: plain lines
+    last = err.splitlines()[-1]
+    assert last.startswith("gating: 2 cases in ") and last.endswith("(live): 2 requests, 0 cache hits, 0 replayed")
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["schema"] == "gating.eval.report/1" and doc["base"] is None
     head = RunResult.from_dict(doc["head"])
@@ -97,11 +99,14 @@ def test_bad_dataset_exits_2_with_file_and_line(repo: Git, capsys: pytest.Captur
                                        "evals/cases.jsonl:1)\n")
 
 
-def test_console_script_without_a_terminal_prints_no_progress_bar(repo: Git, live: LLMServer) -> None:
+def test_console_script_without_a_terminal_prints_plain_progress_lines_not_a_bar(repo: Git, live: LLMServer) -> None:
     proc = subprocess.run([sys.executable, "-m", "gating", "-C", str(repo.root), "eval", "--no-cache"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    assert proc.stderr.count("\n") == 1 and "\r" not in proc.stderr  # one summary line, no bar
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr  # no bar, no colour
+    start, end, _summary = proc.stderr.splitlines()
+    assert start == "gating: head working tree: 2 cases to run"
+    assert end.startswith("gating: head working tree: 2/2 cases (pass 1, fail 1, error 0), ")
 
 
 def _run_on_pty(argv: list[str], env: dict[str, str]) -> tuple[int, str]:

@@ -41,7 +41,7 @@ def test_markdown_leads_with_the_verdict_and_lists_regressions() -> None:
     assert lines[0] == "### gating / eval: ❌ fail"
     assert lines[2] == "- pass_rate is 0.8, threshold >= 0.9; failing cases: c0, c1"
     assert "Base `1111111` → head `2222222` · 10 paired cases · dataset `sha256:bbbbbbbbbbbb`" in lines
-    assert "| `pass_rate` | 1.000 | 0.800 | −0.200 | [−0.500, ±0.000] | >= 0.9 | **fail** |" in lines
+    assert "| `pass_rate` | 1.000 | 0.800 | −0.200 | [−0.500, ±0.000] | >= 0.9 | **fail** · fell 0.2, not significant (p = 0.5) |" in lines
     assert "#### Regressions (2)" in lines
     assert "| `c0` | answer | pass | fail | icontains: missing '30 days' |" in lines
     assert "| cost / day at 100,000 requests | $35.00 | $35.00 | ±$0.000000 |" in lines

@@ -7,9 +7,11 @@ and hands both in as plain mappings, so every combination is a table-driven test
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from gating.evals.progress import Progress
 
 CHECK_NAME = "gating / eval"
 BASELINES = ("notes", "rerun", "none")
@@ -49,6 +51,8 @@ class Settings:
     json_path: str | None = None
     junit_path: str | None = None
     post_wait: float = 300.0  # seconds posting may wait out GitHub's rate limits in all
+    # makes the live progress of one run from its label (`base 1a2b3c4`); None: show none
+    progress: Callable[[str], Progress | None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.baseline not in BASELINES:

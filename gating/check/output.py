@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating.about import repository, version
 from gating.diff.changes import ALL, Change, ChangeSet
 from gating.diff.render import render_diff_markdown
 from gating.evals.compare import outcome
@@ -135,7 +136,13 @@ def summary_markdown(r: CheckResult) -> str:
         out.append(render_eval_markdown(r.comparison, title="Evals"))
         if not any(r.comparison.errors.values()):
             out.append("#### Errors\n\nNone: every case of base and head was evaluated.\n")
+    out.append(footer())
     return "\n".join(out)
+
+
+def footer() -> str:
+    """Which release of gating wrote this, so a surprising verdict can be traced to its code."""
+    return f"<sub>[gating {version()}](https://github.com/{repository()}/releases/tag/v{version()})</sub>"
 
 
 def details_text(r: CheckResult) -> str:
@@ -222,7 +229,7 @@ def job_summary(r: CheckResult, read_only_reason: str | None = None, check_run_u
                  f"carries the verdict ({r.exit_code}).", ""]
     elif check_run_url:
         head += [f"Check run: {check_run_url}", ""]
-    body = "\n".join(head) + summary_markdown(r) + "\n\n" + details_text(r)
+    body = "\n".join(head) + "\n" + summary_markdown(r) + "\n\n" + details_text(r)  # a blank line ends a quote
     return fit(body, STEP_SUMMARY_LIMIT - 1024, "the JSON report") + "\n"
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -156,10 +157,12 @@ class Evaluator:
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
-    def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None) -> RunResult:
+    def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None,
+            role: str = "head") -> RunResult:
         ev = self.evidence
+        shown = self.settings.progress(f"{role} {rev[:7]}") if self.settings.progress else None
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
-                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging,
+                        cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging, progress=shown,
                         mode=ev.mode if ev else None, trusted_cassettes=ev.trusted if ev else None)
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
@@ -206,7 +209,7 @@ class Evaluator:
             if usable_note(stored, base_snap.digest, own.digest, legacy=True) and self.evidence.note_ok(stored):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
-                base_run = self.run(base_snap, base, None, own)
+                base_run = self.run(base_snap, base, None, own, role="base")
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
                 if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
                     why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
@@ -392,6 +395,10 @@ def write_files(ctx: CheckContext, settings: Settings, r: CheckResult, poster: P
 
 
 def _write(path: str, text: str) -> None:
+    if path == "-":  # `--json -`: the report is stdout's only content
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     p = Path(path)
     if p.parent and not p.parent.exists():
         os.makedirs(p.parent, exist_ok=True)

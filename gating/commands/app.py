@@ -40,8 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--bind", default=default_bind, help=f"address:port (default {default_bind}, from HOST and PORT)")
     s.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn worker processes (default {WORKERS})")
     s.add_argument("--threads", type=int, default=THREADS, help=f"request threads per worker (default {THREADS})")
-    s.add_argument("--check", action="store_true", help="only check the settings and print them, then exit")
+    s.add_argument("--check", action="store_true", help="check what the first event needs (GitHub accepts the "
+                   "key, the audit key, a writable queue), print the settings and each handler's permissions, exit")
+    s.add_argument("--env-file", default=".env", help="variables to read first, if the file exists; the "
+                   "environment wins (default .env, as `gating app register` writes it)")
     s.set_defaults(func=serve)
+
+    from gating.commands import app_register
+
+    app_register.add_parser(app_sub)
 
     j = app_sub.add_parser("jobs", help="list jobs (failed ones by default)")
     j.add_argument("--status", default="failed", choices=["failed", "queued", "running", "done", "all"])
@@ -57,12 +64,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=retry)
 
 
+def read_env_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines (comments, blank lines and `export ` skipped; one pair of quotes stripped)."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, eq, value = line.removeprefix("export ").partition("=")
+            if not eq or not key.strip().isidentifier():
+                raise UsageError(f"{path}:{n}: expected KEY=VALUE")
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            out[key.strip()] = value
+    return out
+
+
 def _settings(args: argparse.Namespace | None = None) -> Any:
     from gating.server.settings import Settings, SettingsError
 
+    env_file = getattr(args, "env_file", None) if args is not None else None
+    environ = {**read_env_file(env_file), **os.environ} if env_file and os.path.isfile(env_file) else None
     try:
         overrides = {"GATING_DB": args.db} if args is not None and getattr(args, "db", None) else None
-        return Settings.load(overrides)
+        return Settings.load(overrides, environ)
     except SettingsError as e:
         raise UsageError("; ".join(e.problems)) from None
 
@@ -81,12 +108,19 @@ def serve(args: argparse.Namespace) -> int:
 
     from gating.server.settings import SettingsError
 
-    settings = _settings()
+    settings = _settings(args)
     try:
         settings.check()
     except SettingsError as e:
         raise UsageError("the App cannot start: " + "; ".join(e.problems)) from None
     if args.check:
+        from gating.server import preflight
+
+        report = preflight.check(settings)
+        for line in report.lines:
+            print(line)
+        if report.problems:
+            raise UsageError("the App would fail at its first event: " + "; ".join(report.problems))
         for f in fields(settings):  # a field kept out of repr is a secret: say whether it is set, never what
             value = getattr(settings, f.name)
             shown = ("(set)" if value else "(not set)") if not f.repr else value

@@ -19,6 +19,7 @@ from gating.audit.entry import Entry, EntryError, parse_line, signature_problem,
 from gating.commands import audit_verify
 from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
+from gating.evals.report import _num
 from gating.git import notes as git_notes
 from gating.git.repository import Git
 from gating.github import DEFAULT_API_URL
@@ -205,6 +206,17 @@ def run_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def human(metric: str, v: Any) -> str:
+    """A recorded number as a person reads it: costs in dollars, latencies in ms, scores to 3 decimals."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if metric.startswith("latency"):
+        return f"{v:,.0f} ms"
+    if metric.startswith("cost") or metric.endswith("_usd") or isinstance(v, float):
+        return _num(float(v), metric)
+    return f"{v:,}"
+
+
 def show_text(e: Entry, signature: str) -> str:
     p = e.predicate
     rows = [("commit", e.commit), ("repository", p.get("repository") or "-"),
@@ -215,7 +227,7 @@ def show_text(e: Entry, signature: str) -> str:
     rows.append(("snapshot", (p.get("snapshot_digest") or "-") + files))
     ev = p.get("evals")
     if ev:
-        metrics = ", ".join(f"{k} {v}" for k, v in sorted((ev.get("metrics") or {}).items()))
+        metrics = ", ".join(f"{k} {human(k, v)}" for k, v in sorted((ev.get("metrics") or {}).items()))
         rows.append(("evals", f"{ev.get('verdict')} (dataset {ev.get('dataset_digest')}; from the "
                               f"{ev.get('source')})" + (f": {metrics}" if metrics else "")))
     else:

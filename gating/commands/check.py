@@ -33,7 +33,8 @@ from gating.check.fork import evaluate_artifact, refuse
 from gating.check.output import append_to, step_outputs, summary_markdown, title
 from gating.check.run import run_check
 from gating.commands.cli import UsageError
-from gating.commands.common import owner_name, repo
+from gating.commands.common import STDOUT, owner_name, repo
+from gating.commands.progress import Reporter
 from gating.evals.dataset import DatasetError
 from gating.system.manifest import MANIFEST_PATH
 
@@ -89,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--replay", type=_bool, nargs="?", const=True, default=False, metavar="BOOL",
                    help="replay the cassettes for base and head (default: as the base's evals.mode says)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
-    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON (`-`: to stdout, and nothing else there)")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--quiet", action="store_true", help="print only the title, not the summary")
     p.add_argument("--post-wait", type=float, default=300.0, metavar="SECONDS",
@@ -153,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                             concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
                             notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
                             replay=args.replay,
-                            json_path=args.json, junit_path=args.junit, post_wait=args.post_wait)
+                            json_path=args.json, junit_path=args.junit, post_wait=args.post_wait,
+                            progress=Reporter(env))
         event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
         ctx = build_context(env, event, head=args.head, base=args.base,
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
@@ -178,10 +180,13 @@ def run(args: argparse.Namespace) -> int:
         print("gating: cancelled; the check run was completed as cancelled", file=sys.stderr)
         return 130
     r = done.result
-    print(f"gating / eval: {title(r)}")
-    if not args.quiet:
-        print()
-        print(summary_markdown(r))
+    if args.json == STDOUT:  # stdout carries the JSON report alone
+        print(f"gating / eval: {title(r)}", file=sys.stderr)
+    else:
+        print(f"gating / eval: {title(r)}")
+        if not args.quiet:
+            print()
+            print(summary_markdown(r))
     if done.read_only_reason and ctx.in_actions:
         print(f"gating: nothing posted: {done.read_only_reason}", file=sys.stderr)
     for m in r.messages:

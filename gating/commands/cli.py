@@ -9,6 +9,7 @@ import select
 import sys
 from collections.abc import Sequence
 
+from gating.about import version
 from gating.git.repository import GitError
 from gating.system.manifest import ManifestError
 
@@ -23,6 +24,8 @@ COMMAND_MODULES = [
     "gating.commands.audit",
     "gating.commands.rollback",
     "gating.commands.app",
+    "gating.commands.reference",
+    "gating.commands.init",
 ]
 
 
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gating",
         description="Git-native gates for LLM systems: snapshot, semantic diff, evals, approvals, audit, rollback.",
     )
+    parser.add_argument("--version", action="version", version=f"gating {version()}")
     parser.add_argument("-C", dest="repo", default=".", help="run as if started in this directory")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -16,6 +16,7 @@ from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot, build_snapshot
 
 WORKTREE = "WORKTREE"
+STDOUT = "-"  # a report path that means standard output
 _OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from gating.commands.common import WORKTREE, default_base, readers, repo
 from gating.diff.changes import ChangeSet
-from gating.diff.render import render_diff_markdown
+from gating.diff.render import render_diff_markdown, short_rev
 from gating.diff.semantic import diff_revisions
 from gating.git.repository import Git
 from gating.git.snapshot_store import DiskSnapshotCache
@@ -30,15 +31,35 @@ def compute(g: Git, base: str, head: str, manifest_path: str = MANIFEST_PATH) ->
     return diff_revisions(base_reader, head_reader, base, head, manifest_path, DiskSnapshotCache.for_repo(g))
 
 
+def compared(g: Git, base_arg: str | None, base: str, head: str) -> dict[str, Any]:
+    """Which base and head were compared, as names and commits, so a reader knows what the diff is of."""
+    def side(rev: str, how: str = "") -> dict[str, Any]:
+        sha = None if rev == WORKTREE else g.resolve(rev)
+        return {"rev": rev, "sha": sha, "how": how}
+
+    if base_arg:
+        b = side(base_arg, "given")
+        b_text = f"`{short_rev(base_arg)}`" + (f" ({b['sha'][:7]})" if b["sha"] and not b["sha"].startswith(base_arg) else "")
+    else:
+        branch = g.default_branch() or "the default branch"
+        b = {"rev": branch, "sha": base, "how": f"merge-base of HEAD and {branch}"}
+        b_text = f"`{branch}@{base[:7]}` ({b['how']})"
+    h = side(head)
+    h_text = "the work tree" if head == WORKTREE else f"`{short_rev(head)}`" + (
+        f" ({h['sha'][:7]})" if h["sha"] and not h["sha"].startswith(head) else "")
+    return {"base": b, "head": h, "text": f"Compared {b_text} with {h_text}."}
+
+
 def run(args: argparse.Namespace) -> int:
     g = repo(args)
     base = args.base or default_base(g)
     cs = compute(g, base, args.head, args.config)
+    about = compared(g, args.base, base, args.head)
     if args.json:
-        json.dump(cs.to_dict(), sys.stdout, indent=2, default=str)
+        json.dump({**cs.to_dict(), "compared": about}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render_diff_markdown(cs))
+        sys.stdout.write(about["text"] + "\n\n" + render_diff_markdown(cs))
     if cs.has_errors:
         print("gating: policy error: " + "; ".join(c.summary for c in cs.changes if c.risk == "error"),
               file=sys.stderr)

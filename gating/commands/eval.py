@@ -19,7 +19,8 @@ from typing import Any
 from gating.check.evidence import plan as evidence_plan
 from gating.check.evidence import response_cache
 from gating.commands.cli import UsageError
-from gating.commands.common import WORKTREE, reader, repo
+from gating.commands.common import STDOUT, WORKTREE, reader, repo
+from gating.commands.progress import Reporter, label
 from gating.evals.calibrate import calibrate
 from gating.evals.compare import compare
 from gating.evals.dataset import DatasetError
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record", action="store_true", help="call live providers and write cassettes beside the datasets")
     p.add_argument("--replay", action="store_true",
                    help="replay the cassettes (default: as evals.mode of the judging revision, --base if given)")
-    p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON (`-`: to stdout, and nothing else there)")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per eval case)")
     p.add_argument("--markdown", metavar="PATH", help="also write the Markdown summary to this file")
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
@@ -83,7 +84,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.record and getattr(args, "replay", False):
         raise UsageError("--record calls the models live; it cannot be combined with --replay")
     for flag in ("json", "junit", "markdown"):
-        if getattr(args, flag, None):
+        if getattr(args, flag, None) and not (flag == "json" and args.json == STDOUT):
             _check_output(f"--{flag}", getattr(args, flag))
 
 
@@ -110,6 +111,9 @@ def _check_only(only: list[str], prompts: set[str]) -> None:
 
 
 def _write(flag: str, path: str, text: str) -> None:
+    if path == STDOUT:
+        sys.stdout.write(text)
+        return
     try:
         Path(path).write_text(text, encoding="utf-8")
     except OSError as e:
@@ -121,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
     g = repo(args)
     cache = _cache_dir(args, g)
     only = set(args.only) if args.only else None
+    show = Reporter()
     common: dict[str, Any] = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
-                                  progress=True, repeat=args.repeat, timeout_s=args.timeout)
+                                  repeat=args.repeat, timeout_s=args.timeout)
     t0 = time.monotonic()
     try:
         head_reader = reader(g, args.rev)
@@ -134,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
         plan = evidence_plan(base_snap if base_snap and base_snap.manifest.evals else None, snap, os.environ,
                              args.replay, "the --base revision's", own=base_snap is None)
         common.update(mode=plan.mode, trusted_cassettes=plan.trusted)
-        head = run_evals(snap, head_reader, record=args.record, **common)
-        base = run_evals(base_snap, base_reader, **common) if base_snap and base_reader else None
+        head = run_evals(snap, head_reader, record=args.record, progress=show(label("head", args.rev)), **common)
+        base = run_evals(base_snap, base_reader, progress=show(label("base", args.base)), **common) \
+            if base_snap and base_reader else None
     except DatasetError as e:
         raise UsageError("invalid eval dataset:\n" + str(e)) from None
     except ValueError as e:
@@ -144,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     plan.after(head)
     cmp.verdict, cmp.reasons = plan.judge(base, head, cmp.verdict, cmp.reasons)
     md = render_eval_markdown(cmp) + _failing(head)
-    sys.stdout.write(md)
+    if args.json != STDOUT:  # with `--json -`, stdout carries the JSON report alone
+        sys.stdout.write(md)
     for m in plan.messages:
         print(f"gating: warning: {m}", file=sys.stderr)
     s = head.stats

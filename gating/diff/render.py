@@ -36,7 +36,8 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
         "",
     ]
     if cs.has_errors:
-        lines += ["> **Policy error:** " + "; ".join(c.summary for c in cs.changes if c.risk == "error"), ""]
+        lines += ["> [!CAUTION]", "> **Policy error:** " + "; ".join(" ".join(c.summary.split()) for c in cs.changes
+                                                                    if c.risk == "error"), ""]
     affected = sorted(cs.affected_prompts() or [])
     if cs.full_reeval:
         scope = "every eval case (full re-evaluation)"

@@ -17,13 +17,13 @@ import referencing.exceptions
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from gating.evals.assertion_types import TYPES, wrong_key_message
 from gating.evals.records import AssertionResult
 
-MODEL_GRADED = {"rubric": "rubric", "llm-rubric": "rubric", "factuality": "factuality"}
+MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.threshold}  # alias -> graded type
 _CONTAINS = {f"{i}contains{s}" for i in ("", "i") for s in ("", "-all", "-any")}
-DETERMINISTIC = {"equals", "regex", "is-json", "json-schema", "max-tokens", "refusal", "latency", "cost", *_CONTAINS}
-ALL_TYPES = sorted(DETERMINISTIC | set(MODEL_GRADED))
-SPEC_KEYS = {"type", "value", "name", "weight", "threshold"}
+DETERMINISTIC = set(TYPES) - set(MODEL_GRADED)
+ALL_TYPES = sorted(TYPES)
 
 REFUSAL_PATTERNS = re.compile(
     r"\b(i\s*(?:'m| am)\s+(?:sorry|afraid|unable|not able)|i\s+(?:can(?:'|no)?t|cannot|won't|will not|must decline)"
@@ -72,9 +72,9 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
         hint = difflib.get_close_matches(t, ALL_TYPES, n=1)
         return f"unknown assertion type {spec['type']!r}" + (
             f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(ALL_TYPES)} (each also as not-TYPE)")
-    extra = sorted(set(spec) - SPEC_KEYS)
+    extra = sorted(set(spec) - set(TYPES[t].keys))
     if extra:
-        return f"unknown key {extra[0]!r} in {spec['type']}; allowed: {', '.join(sorted(SPEC_KEYS))}"
+        return wrong_key_message(t, extra[0])
     v = spec.get("value")
     if "weight" in spec and (not isinstance(spec["weight"], (int, float)) or spec["weight"] < 0):
         return "`weight` must be a number >= 0"

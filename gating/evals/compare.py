@@ -159,8 +159,8 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
                 if test.p_value < alpha:
                     r.status = "regressed" if r.status != "fail" else r.status
                     fails.append(f"{msg} < alpha {alpha:g}; regressed: {', '.join(regressed[:10])}")
-                else:
-                    r.status = r.status if r.status == "fail" else "inconclusive"
+                else:  # the row keeps its own status (a met threshold is met); the drop is a note on it
+                    r.note = f"fell {drop:.3g}, not significant (p = {test.p_value:.3g})"
                     unsure.append(f"{msg} ≥ alpha {alpha:g}: not significant; add cases or repeats")
             elif -drop > max_drop and test.p_value < alpha and r.status in ("info", "ok"):
                 r.note = "improved"
@@ -174,14 +174,13 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
                 msg = (f"mean score:{name} fell by {-iv.delta:.3g} (more than max_drop {max_drop:g}); "
                        f"{int(100 * (1 - alpha))}% interval [{iv.low:.3g}, {iv.high:.3g}]")
                 if len(pairs) < MIN_PAIRS:
-                    r.status = r.status if r.status == "fail" else "inconclusive"
-                    r.note = f"only {len(pairs)} paired cases"
+                    r.note = f"fell {-iv.delta:.3g} on only {len(pairs)} paired cases"
                     unsure.append(f"{msg} on only {len(pairs)} paired cases (an interval needs {MIN_PAIRS})")
                 elif iv.high < 0:
                     r.status = r.status if r.status == "fail" else "regressed"
                     fails.append(msg)
                 else:
-                    r.status = r.status if r.status == "fail" else "inconclusive"
+                    r.note = f"fell {-iv.delta:.3g}, interval includes no change"
                     unsure.append(msg + " includes no change")
             elif iv.delta > max_drop and iv.low > 0 and len(pairs) >= MIN_PAIRS and r.status in ("info", "ok"):
                 r.note = "improved"

@@ -121,7 +121,8 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
                has_judge: bool = True, seen: dict[str, str] | None = None) -> list[Case]:
     """Parse one dataset; `seen` (id -> where) carries duplicate detection across datasets."""
     seen = {} if seen is None else seen
-    problems: list[str] = []
+    problems: list[Any] = []  # strings, and _Repeated assertion problems
+    repeated: dict[str, list[int]] = {}  # assertion problem -> lines of the later cases with it
     cases: list[Case] = []
     for line, raw in _rows(path, data):
         where = f"{path}:{line}"
@@ -167,7 +168,11 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
         for i, spec in enumerate(asserts):
             msg = check_spec(spec, raw)
             if msg:
-                problems.append(f"{where}: case {cid!r}: assert[{i}]: {msg}")
+                if msg in repeated:  # said once per assertion, with where else it recurs
+                    repeated[msg].append(line)
+                else:
+                    repeated[msg] = []
+                    problems.append(_Repeated(f"{where}: case {cid!r}: assert[{i}]: {msg}", msg))
                 continue
             if spec["type"].removeprefix("not-") in MODEL_GRADED and not has_judge:
                 problems.append(f"{where}: case {cid!r}: assert[{i}]: {spec['type']} needs a judge model "
@@ -181,8 +186,24 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
         cases.append(Case(cid, prompt, dict(vars_), raw.get("expected"), tuple(norm), tuple(tags), path, line,
                           str(raw.get("description", ""))))
     if problems:
-        raise DatasetError(problems)
+        raise DatasetError([p.text(repeated[p.msg]) if isinstance(p, _Repeated) else p for p in problems])
     return cases
+
+
+@dataclass(frozen=True)
+class _Repeated:
+    """An assertion problem reported once for every case that repeats it."""
+
+    first: str
+    msg: str
+
+    def text(self, more_lines: list[int]) -> str:
+        if not more_lines:
+            return self.first
+        shown = ", ".join(map(str, more_lines[:10])) + (f" and {len(more_lines) - 10} more" if len(more_lines) > 10
+                                                         else "")
+        n = len(more_lines)
+        return f"{self.first} (the same in {n} more case{'s' if n != 1 else ''}, line{'s' if n != 1 else ''} {shown})"
 
 
 def load_datasets(files: Mapping[str, bytes], prompts: Mapping[str, Any], *, prompt_required: bool = True,

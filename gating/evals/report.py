@@ -41,6 +41,12 @@ def _signed(v: float | None, metric: str = "") -> str:
     return ("+" if v > 0 else "−" if v < 0 else "±") + s
 
 
+def _status(status: str, note: str) -> str:
+    """The row's own judgement, then a note (a drop that is not significant) apart from it."""
+    badge = STATUS_BADGE.get(status, status)
+    return " · ".join(x for x in (badge, "" if note == status else _cell(note)) if x)
+
+
 def _short_rev(rev: str) -> str:
     return rev[:7] if len(rev) == 40 else rev
 
@@ -61,27 +67,22 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
     else:
         where = f"Head `{_short_rev(cmp.head_rev)}` (no baseline)"
     lines += [f"{where} · dataset `{cmp.dataset_digest[:19]}`", ""]
+    worse = [f for f in cmp.flipped if f.after != "pass"]
+    better = [f for f in cmp.flipped if f.after == "pass"]
+    lines += _flipped_table("Regressions", worse, heading, max_cases)  # what broke, before the long metric table
+    if worse and cmp.base_rev:
+        lines += ["", "Reproduce locally:", "", "```sh", reproduce_command(cmp), "```", ""]
     lines += ["| Metric | Base | Head | Δ | Interval | Threshold | Status |", "|---|---|---|---|---|---|---|"]
     for r in cmp.rows:
         iv = f"[{_signed(r.interval[0], r.metric)}, {_signed(r.interval[1], r.metric)}]" if r.interval else ""
         lines.append(f"| `{r.metric}` | {_num(r.base, r.metric) if cmp.base_rev else ''} | {_num(r.head, r.metric)} "
                      f"| {_signed(r.delta, r.metric)} | {iv} | {_cell(r.threshold or '')} "
-                     f"| {STATUS_BADGE.get(r.status, r.status)} |")
+                     f"| {_status(r.status, r.note)} |")
     if cmp.mcnemar:
         m = cmp.mcnemar
         lines += ["", f"McNemar exact test on {m.get('n', cmp.paired)} paired cases: {m['b']} pass→fail, "
                   f"{m['c']} fail→pass, p = {m['p_value']:.3g}."]
-    worse = [f for f in cmp.flipped if f.after != "pass"]
-    better = [f for f in cmp.flipped if f.after == "pass"]
-    for name, group in (("Regressions", worse), ("Fixed", better)):
-        if not group:
-            continue
-        lines += ["", f"{heading}# {name} ({len(group)})", "", "| Case | Prompt | Before | After | Why |",
-                  "|---|---|---|---|---|"]
-        for f in group[:max_cases]:
-            lines.append(f"| `{_cell(f.id)}` | {_cell(f.prompt or '')} | {f.before} | {f.after} | {_cell(f.reason)[:300]} |")
-        if len(group) > max_cases:
-            lines.append(f"| … {len(group) - max_cases} more | | | | |")
+    lines += _flipped_table("Fixed", better, heading, max_cases)
     c = cmp.cost
     if c:
         rpd = c.get("requests_per_day")
@@ -127,6 +128,27 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
     return text
 
 
+def _flipped_table(name: str, group: list, heading: str, max_cases: int) -> list[str]:
+    if not group:
+        return []
+    lines = ["", f"{heading}# {name} ({len(group)})", "", "| Case | Prompt | Before | After | Why |",
+             "|---|---|---|---|---|"]
+    for f in group[:max_cases]:
+        lines.append(f"| `{_cell(f.id)}` | {_cell(f.prompt or '')} | {f.before} | {f.after} | {_cell(f.reason)[:300]} |")
+    if len(group) > max_cases:
+        lines.append(f"| … {len(group) - max_cases} more | | | | |")
+    return lines + [""]
+
+
+def reproduce_command(cmp: Comparison) -> str:
+    """The `gating eval` that re-runs the prompts of the regressed cases on base and head."""
+    import shlex
+
+    prompts = sorted({f.prompt for f in cmp.flipped if f.after != "pass" and f.prompt})
+    only = "".join(f" --only {shlex.quote(p)}" for p in prompts)
+    return f"gating eval --base {shlex.quote(cmp.base_rev)} --rev {shlex.quote(cmp.head_rev)}{only}"
+
+
 def render_run_markdown(run: RunResult, heading: str = "###", max_cases: int = 50) -> str:
     """One run on its own: pass rate, metrics, and the failing cases with their reasons."""
     m = run.metrics
@@ -167,7 +189,7 @@ def render_junit(obj: RunResult | Comparison | None, suite: str = "gating eval")
                 cases.append((c.prompt or "eval", c.id, secs, None, None, ""))
     elif obj is not None:
         for r in obj.rows:
-            if r.threshold is None and r.status not in ("regressed", "inconclusive"):
+            if r.threshold is None and r.status not in ("regressed", "inconclusive") and not r.note.startswith("fell"):
                 continue
             kind = "failure" if r.status in ("fail", "regressed") else None
             msg = f"{r.metric}: head {r.head} (base {r.base}), threshold {r.threshold}, status {r.status}"

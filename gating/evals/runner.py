@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import random
-import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.records import AssertionResult, CaseResult, RunResult
 from gating.evals.targets import (
@@ -44,7 +44,7 @@ DEFAULT_CONCURRENCY = 16
 
 def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None = None,
               concurrency: int | None = None, cache_dir: str | os.PathLike[str] | None = None,
-              env: Mapping[str, str] | None = None, record: bool = False, progress: bool = False,
+              env: Mapping[str, str] | None = None, record: bool = False, progress: Progress | None = None,
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
               retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
               judging: Judging | None = None, mode: str | None = None,
@@ -202,7 +202,7 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
 
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
-                          progress: bool, rev: str | None, repeat: int | None, timeout_s: float | None,
+                          progress: Progress | None, rev: str | None, repeat: int | None, timeout_s: float | None,
                           retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None,
                           mode: str | None = None,
                           trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
@@ -260,21 +260,20 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
-    bar = _progress(progress, env, len(selected))
 
     async def worker() -> None:
         for i, case in work:
-            results[i] = await run.case(case)
-            if bar:
-                bar[0].advance(bar[1])
+            results[i] = res = await run.case(case)
+            if progress is not None:
+                progress.advance(res)
 
     try:
-        if bar:
-            bar[0].start()
+        if progress is not None:
+            progress.begin(len(selected))
         await asyncio.gather(*(worker() for _ in range(min(conc, len(selected)) or 1)))
     finally:
-        if bar:
-            bar[0].stop()
+        if progress is not None:
+            progress.end()
         if pool is not None:
             await pool.aclose()
         if cache is not None:
@@ -298,14 +297,3 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
     )
 
-
-def _progress(enabled: bool, env: Mapping[str, str], total: int) -> tuple[Any, Any] | None:
-    """A rich progress bar on a terminal; nothing in CI or when output is piped."""
-    if not enabled or env.get("CI") or not sys.stderr.isatty() or total == 0:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    p = Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 console=Console(stderr=True), transient=True)
-    return p, p.add_task("eval", total=total)

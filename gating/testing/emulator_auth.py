@@ -86,7 +86,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
 }
 JWT_OPERATIONS = {"apps/get-authenticated", "apps/list-installations", "apps/get-installation",
                   "apps/create-installation-access-token", "apps/get-repo-installation"}
-OPEN_OPERATIONS = {"users/get-by-username", "rate-limit/get"}
+OPEN_OPERATIONS = {"users/get-by-username", "rate-limit/get", "apps/create-from-manifest"}
 WRITE_OPERATIONS_FOR_ANY_READER = {  # on GitHub anyone who can read may comment, react and review
     "issues/create-comment", "reactions/create-for-issue-comment", "reactions/create-for-issue",
     "pulls/create-review", "pulls/create",

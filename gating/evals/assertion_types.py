@@ -1,0 +1,84 @@
+"""Each assertion type's declared parameters: what `check_spec` accepts and what docs/reference.md lists.
+
+One table serves both, so the reference cannot describe a parameter the validator refuses (or the
+other way round), and a wrong parameter name is answered with the right one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+COMMON_KEYS = ("type", "name", "weight")  # every assertion takes these
+COMMON_DOC = {
+    "type": "the assertion type; prefix `not-` to negate it (`not-contains`)",
+    "name": "the score's name in reports (default: the type)",
+    "weight": "a number >= 0; the case's score is the weighted mean of its assertions (default 1)",
+}
+
+
+@dataclass(frozen=True)
+class AssertionType:
+    """One assertion type: its `value` (None: it takes none), whether it takes a `threshold`, an example."""
+
+    name: str
+    summary: str
+    value: str | None  # what `value` means, e.g. "milliseconds"; None when the type takes no value
+    value_required: bool
+    example: dict[str, Any]
+    threshold: bool = False  # model-graded types pass when the normalised score >= threshold
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return COMMON_KEYS + (("value",) if self.value else ()) + (("threshold",) if self.threshold else ())
+
+    def takes(self) -> str:
+        """The parameters this type takes, as a wrong-name message names them."""
+        own = [f"`value` ({self.value})"] if self.value else []
+        own += ["`threshold` (0 to 1)"] if self.threshold else []
+        return " and ".join(own) if own else "no parameters besides `name` and `weight`"
+
+
+def _contains(name: str) -> AssertionType:
+    case = "case-insensitively" if name.startswith("i") else "case-sensitively"
+    mode = "any of" if name.endswith("-any") else "all of" if name.endswith("-all") else "the string or all of"
+    return AssertionType(name, f"the output contains {mode} the strings, compared {case}",
+                         "a string or a non-empty list of strings", True,
+                         {"type": name, "value": ["refund", "30 days"] if "-" in name else "refund"})
+
+
+_TYPES = [
+    AssertionType("equals", "the output equals `value` (after trimming); a mapping or list compares as JSON",
+                  "the expected text or JSON value", True, {"type": "equals", "value": "42"}),
+    *[_contains(f"{i}contains{s}") for i in ("", "i") for s in ("", "-all", "-any")],
+    AssertionType("regex", "the pattern matches somewhere in the output (Python `re.search`)",
+                  "a regular expression", True, {"type": "regex", "value": r"\bORD-\d{6}\b"}),
+    AssertionType("is-json", "the output parses as JSON", None, False, {"type": "is-json"}),
+    AssertionType("json-schema", "the output is JSON valid against the schema (Draft 2020-12; `$ref` only "
+                  "within the schema)", "a JSON Schema object", True,
+                  {"type": "json-schema", "value": {"type": "object", "required": ["order_id"]}}),
+    AssertionType("max-tokens", "the provider-reported output tokens are at most `value`",
+                  "a whole number of tokens", True, {"type": "max-tokens", "value": 300}),
+    AssertionType("refusal", "the answer is a refusal (or a content-filter stop); `value: false` requires "
+                  "an answer", "true (should refuse, the default) or false", False, {"type": "refusal"}),
+    AssertionType("latency", "the case's total latency is at most `value`", "milliseconds", True,
+                  {"type": "latency", "value": 1500}),
+    AssertionType("cost", "the case's cost is at most `value` (needs a price for the model)", "US dollars", True,
+                  {"type": "cost", "value": 0.002}),
+    AssertionType("rubric", "the judge model grades the output against the rubric (model-graded)",
+                  "the rubric text", True,
+                  {"type": "rubric", "value": "Polite, and names the refund window.", "threshold": 0.75},
+                  threshold=True, aliases=("llm-rubric",)),
+    AssertionType("factuality", "the judge model compares the output with the reference answer "
+                  "(model-graded)", "the reference answer (default: the case's `expected`)", False,
+                  {"type": "factuality", "threshold": 0.75}, threshold=True),
+]
+
+TYPES: dict[str, AssertionType] = {t.name: t for t in _TYPES} | {a: t for t in _TYPES for a in t.aliases}
+
+
+def wrong_key_message(type_name: str, key: str) -> str:
+    """What to say about a key `type_name` does not take: the parameter(s) it does take, by name."""
+    t = TYPES[type_name]
+    return f"{type_name} takes {t.takes()}, not `{key}`"

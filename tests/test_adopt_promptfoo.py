@@ -1,0 +1,191 @@
+"""`gating import promptfoo`: prompts, providers, tests and the assertions gating has are converted; the
+rest is listed by kind with a count, and the converted files pass gating's own parsers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from eval_support import llm  # noqa: F401
+
+from gating.adopt.promptfoo_assertions import PROMPTFOO_ASSERTIONS, convert_assertion
+from gating.commands.cli import main
+from gating.evals.assertions import ALL_TYPES, check_spec
+from gating.git.repository import Git, commit_all, init_repo
+from gating.testing.llm_server import LLMServer
+
+CONFIG = """\
+description: Support bot
+prompts:
+  - file://prompts/answer.txt
+  - id: file://prompts/chat.json
+    label: chat
+  - "Translate to French: {{question}}"
+providers:
+  - openai:gpt-4o
+  - id: anthropic:messages:claude-3-5-haiku-20241022
+    label: haiku
+    config: {temperature: 0, max_tokens: 300, response_format: json}
+  - exec: python run.py
+  - id: file://provider.py
+defaultTest:
+  assert:
+    - type: latency
+      threshold: 5000
+tests:
+  - description: Refund window
+    vars: {question: "[[answer: You have 30 days to return it.]]"}
+    assert:
+      - type: icontains
+        value: 30 days
+      - type: equals
+        value: You have 30 days to return it.
+      - type: contains
+        value: "{{question}}"
+      - type: not-contains
+        value: password
+      - type: regex
+        value: "\\\\d+ days"
+      - type: javascript
+        value: output.length < 500
+      - type: llm-rubric
+        value: Answers politely
+        threshold: 0.8
+      - type: cost
+        threshold: 0.01
+  - description: JSON answers
+    vars: {question: "[[answer: {\\"ok\\": true}]]"}
+    assert:
+      - type: is-json
+      - type: is-json
+        value: {type: object, required: [ok]}
+      - type: javascript
+        value: JSON.parse(output).ok
+      - type: similar
+        value: ok
+      - type: contains-any
+        value: "ok, fine"
+  - vars: {question: [a, b]}
+  - file://more_tests.csv
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Git:
+    g = init_repo(tmp_path / "pf")
+    files = {"promptfooconfig.yaml": CONFIG, "prompts/answer.txt": "Answer: {{question}}\n",
+             "prompts/chat.json": json.dumps([{"role": "system", "content": "Be brief."},
+                                              {"role": "user", "content": "{{question}}"}])}
+    for path, text in files.items():
+        (g.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (g.root / path).write_text(text, encoding="utf-8")
+    commit_all(g, "promptfoo evals")
+    return g
+
+
+def test_import_converts_what_gating_supports_and_lists_the_rest(repo: Git, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    # 3 prompts x 2 convertible providers = 6 prompt components; 2 tests each on all 6
+    assert out.startswith("Converted promptfooconfig.yaml: 12 cases.\n")
+    assert "Wrote:\n  prompts/chat.yml\n  prompts/prompt-3.md\n  gating.yml\n  evals/promptfoo.jsonl\n" in out
+    for line in ("2 x assertion type `javascript`", "1 x assertion type `similar`",
+                 "1 x provider `exec:python run.py`", "1 x provider `file://provider.py`",
+                 "1 x provider config key `response_format`", "1 x test with a list or file:// var",
+                 "1 x tests loaded from a file (file://, CSV, ...)"):
+        assert f"\n  {line}\n" in out, line
+    assert "Not converted (8): " in out
+    assert "| `gpt-4o` | openai | `gpt-4o-2024-08-06` |" in out
+
+    manifest = (repo.root / "gating.yml").read_text()
+    assert "name: Support-bot\n" in manifest and "judge: gpt-4o\n" in manifest
+    assert "    haiku:\n      provider: anthropic\n      model: claude-3-5-haiku-20241022\n      params:\n" \
+           "        temperature: 0\n        max_tokens: 300\n" in manifest
+    assert "    answer-haiku:\n      file: prompts/answer.txt\n      model: haiku\n" in manifest
+    assert (repo.root / "prompts/chat.yml").read_text() == "- role: system\n  content: Be brief.\n" \
+                                                           "- role: user\n  content: '{{question}}'\n"
+    cases = [json.loads(line) for line in (repo.root / "evals/promptfoo.jsonl").read_text().splitlines()]
+    assert [c["id"] for c in cases[:2]] == ["refund-window-answer-gpt-4o", "refund-window-answer-haiku"]
+    first = cases[0]
+    assert first["description"] == "Refund window"
+    assert first["assert"] == [
+        {"type": "latency", "value": 5000},
+        {"type": "icontains", "value": "30 days"},
+        {"type": "equals", "value": "You have 30 days to return it."},
+        {"type": "contains", "value": "[[answer: You have 30 days to return it.]]"},  # {{question}} filled in
+        {"type": "not-contains", "value": "password"},
+        {"type": "regex", "value": "\\d+ days"},
+        {"type": "rubric", "threshold": 0.8, "value": "Answers politely"},
+        {"type": "cost", "value": 0.01},
+    ]
+    json_case = next(c for c in cases if c["id"].startswith("json-answers"))
+    assert json_case["assert"][1:] == [{"type": "is-json"}, {"type": "json-schema",
+                                                             "value": {"type": "object", "required": ["ok"]}},
+                                       {"type": "contains-any", "value": ["ok", "fine"]}]
+    assert main(["-C", str(repo.root), "snapshot", "--digest"]) == 0
+
+
+def test_the_converted_evals_run(repo: Git, llm: LLMServer, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["-C", str(repo.root), "import", "promptfoo", str(repo.root / "promptfooconfig.yaml")]) == 0
+    capsys.readouterr()
+    for k, v in {**llm.env(), "GATING_PROVIDER": "live", "GATING_CACHE_DIR": str(tmp_path / "c")}.items():
+        monkeypatch.setenv(k, v)
+    main(["-C", str(repo.root), "eval", "--json", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    cases = {c["id"]: c for c in report["head"]["cases"]}
+    assert len(cases) == 12
+    refund = cases["refund-window-answer-gpt-4o"]
+    results = {a["type"]: a["passed"] for a in refund["assertions"]}
+    assert {t: results[t] for t in ("latency", "icontains", "equals", "contains", "not-contains", "regex")} == {
+        "latency": True, "icontains": True, "equals": True, "contains": False, "not-contains": True, "regex": True}
+    json_case = cases["json-answers-answer-gpt-4o"]
+    assert [(a["type"], a["passed"]) for a in json_case["assertions"]][1:] == [
+        ("is-json", True), ("json-schema", True), ("contains-any", True)]
+
+
+def test_a_second_import_refuses_to_overwrite_and_force_replaces(repo: Git, capsys: pytest.CaptureFixture) -> None:
+    assert main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    (repo.root / "gating.yml").write_text("# mine\n")
+    capsys.readouterr()
+    assert main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("gating: error: prompts/chat.yml, prompts/prompt-3.md, gating.yml, evals/promptfoo.jsonl exist; "
+                   "nothing was written (--force replaces them with the converted files)\n")
+    assert (repo.root / "gating.yml").read_text() == "# mine\n"
+    assert main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml", "--force"]) == 0
+    assert (repo.root / "gating.yml").read_text().startswith("# Converted from promptfooconfig.yaml")
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ("prompts: [\n", "gating: error: promptfooconfig.yaml: not valid YAML: "),
+    ("\udcff", "gating: error: promptfooconfig.yaml: not UTF-8 text"),
+    (None, "gating: error: "),
+], ids=["bad-yaml", "not-utf8", "missing"])
+def test_a_config_that_cannot_be_read_is_named(repo: Git, config: str | None, message: str,
+                                               capsys: pytest.CaptureFixture) -> None:
+    path = repo.root / "promptfooconfig.yaml"
+    if config is None:
+        path.unlink()
+    else:
+        path.write_bytes(config.encode("utf-8", "surrogateescape"))
+    assert main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "promptfooconfig.yaml" in err
+    assert not (repo.root / "gating.yml").exists()
+
+
+def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> None:
+    samples = {"latency": {"threshold": 100}, "cost": {"threshold": 0.5}, "is-json": {}, "is-refusal": {},
+               "llm-rubric": {"value": "polite", "threshold": 0.5}, "factuality": {"value": "Paris"}}
+    for ptype, rule in PROMPTFOO_ASSERTIONS.items():
+        assert rule.type in ALL_TYPES, ptype
+        for t in (ptype, f"not-{ptype}"):
+            spec, why = convert_assertion({"type": t, **samples.get(ptype, {"value": "x"})})
+            assert spec is not None and why == "", t
+            assert check_spec(spec, {}) is None, (t, spec)
+    assert convert_assertion({"type": "starts-with", "value": "a.b"})[0] == {"type": "regex", "value": "^a\\.b"}
+    assert convert_assertion({"type": "contains", "value": "x", "transform": "output.trim()"}) == (
+        None, "assertion `contains` with `transform`")
