@@ -202,12 +202,14 @@ def test_several_processes_never_run_one_job_twice(tmp_path: Path):
     q = JobQueue(path)
     for i in range(300):
         q.enqueue(f"d{i}", "e", None, "{}", [("h", None)])
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: a child forked from this many-threaded test process can inherit a lock another
+    # thread held at the fork (logging, sqlite) and hang for ever
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_claim_all, args=(path, f"p{i}", str(tmp_path / f"out{i}"))) for i in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(30)
+        p.join(120)  # the joins are a bound for a hang, not a speed target
         assert p.exitcode == 0
     claimed = [int(x) for i in range(4) for x in (tmp_path / f"out{i}").read_text().split()]
     assert sorted(claimed) == list(range(1, 301))
