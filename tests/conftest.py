@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from check_support import Harness, write_system
 
 from gating.git.repository import Git, init_repo
 from gating.testing.example import make_example_repo
+from gating.testing.llm_server import LLMServer
 
 pytest_plugins = ["gating.testing.pytest_plugin"]
 
@@ -43,3 +45,18 @@ def spawned(monkeypatch) -> list[list[str]]:
 
     monkeypatch.setattr(subprocess, "Popen", SpyPopen)
     return calls
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """The local OpenAI/Anthropic-compatible test server, one per test module (a module that changes
+    how it answers overrides this with its own)."""
+    with LLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
+    """acme/tiny-bot on the emulator and a runner for `gating check` against it."""
+    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+    return Harness(github, repo, llm, tmp_path, monkeypatch)

@@ -3,24 +3,8 @@ write that fails after it happened. Real git over smart HTTP, the emulator, the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from check_support import Harness, greet_prompt, write_system
-
-from gating.testing.llm_server import LLMServer
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with LLMServer() as server:
-        yield server
-
-
-@pytest.fixture
-def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
-    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
-    return Harness(github, repo, llm, tmp_path, monkeypatch)
+from check_support import Harness, greet_prompt
 
 
 def warmer(h: Harness) -> dict:

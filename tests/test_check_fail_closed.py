@@ -23,12 +23,6 @@ def llm():
         yield server
 
 
-@pytest.fixture
-def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
-    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
-    return Harness(github, repo, llm, tmp_path, monkeypatch)
-
-
 def the_run(h: Harness, sha: str) -> dict:
     [run] = h.check_runs(sha)
     assert run["status"] == "completed"

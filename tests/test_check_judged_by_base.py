@@ -20,20 +20,12 @@ from check_support import (
     write_system,
 )
 
-from gating.testing.llm_server import LLMServer
-
 STRICT = GATING_YML.replace('pass_rate: ">= 0.1"', 'pass_rate: ">= 0.9"')
 LOOSE = GATING_YML.replace('pass_rate: ">= 0.1"', 'pass_rate: ">= 0.05"')
 
 
 def only_greet_cases() -> str:
     return "".join(line + "\n" for line in cases_jsonl().splitlines() if '"greet"' in line)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with LLMServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -19,21 +19,8 @@ from gating.commands.cli import main
 from gating.evals.records import load_run
 from gating.git.notes import EVALS_REF
 from gating.git.repository import Git, init_repo
-from gating.testing.llm_server import LLMServer
 
 ALL_CASES = len(ANSWER_CASES) + len(GREET_CASES)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with LLMServer() as server:
-        yield server
-
-
-@pytest.fixture
-def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
-    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
-    return Harness(github, repo, llm, tmp_path, monkeypatch)
 
 
 def test_prompt_edit_posts_the_check_run_with_diff_and_deltas(h: Harness):

@@ -17,13 +17,6 @@ import pytest
 from check_support import Harness, answer_prompt, greet_prompt, write_system
 
 from gating.commands.cli import main
-from gating.testing.llm_server import LLMServer
-
-
-@pytest.fixture(scope="module")
-def llm():
-    with LLMServer() as server:
-        yield server
 
 
 class Forks(Harness):
