@@ -72,3 +72,26 @@ def llm() -> Iterator[LLMServer]:
 
 def live_env(server: LLMServer) -> dict[str, str]:
     return {**server.env(), "GATING_PROVIDER": "live"}
+
+
+def run_on_pty(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run a command on a pseudo-terminal (as a person at a terminal would), returning its exit code and
+    everything it wrote."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(60), b"".join(chunks).decode("utf-8", "replace")

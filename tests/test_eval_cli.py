@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from eval_support import PROMPTS, a, llm, write_repo  # noqa: F401
+from eval_support import PROMPTS, a, llm, run_on_pty, write_repo  # noqa: F401
 
 from gating.commands.cli import main
 from gating.evals.records import Comparison, RunResult
@@ -109,25 +109,6 @@ def test_console_script_without_a_terminal_prints_plain_progress_lines_not_a_bar
     assert end.startswith("gating: head working tree: 2/2 cases (pass 1, fail 1, error 0), ")
 
 
-def _run_on_pty(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    import os
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(60), b"".join(chunks).decode("utf-8", "replace")
-
 
 @pytest.mark.parametrize("ci", [False, True], ids=["terminal", "ci"])
 def test_progress_bar_on_a_terminal_only(repo: Git, live: LLMServer, ci: bool) -> None:
@@ -135,7 +116,7 @@ def test_progress_bar_on_a_terminal_only(repo: Git, live: LLMServer, ci: bool) -
 
     live.latency = 0.3
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "true"} if ci else {})
-    code, screen = _run_on_pty([sys.executable, "-m", "gating", "-C", str(repo.root), "eval", "--no-cache",
+    code, screen = run_on_pty([sys.executable, "-m", "gating", "-C", str(repo.root), "eval", "--no-cache",
                                 "--concurrency", "1"], env)
     assert code == 0
     assert ("━" in screen) is not ci  # rich's bar

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_support import a, llm, write_repo  # noqa: F401
+from eval_support import a, llm, run_on_pty, write_repo  # noqa: F401
 
 from gating.evals.progress import Tally
 from gating.evals.records import CaseResult
@@ -92,30 +92,12 @@ def test_progress_off_and_a_bad_interval(repo, llm: LLMServer, tmp_path: Path) -
     assert llm.requests == before  # the bad setting stopped the second run before any call
 
 
-def _run_on_pty(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    import pty
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(60), b"".join(chunks).decode("utf-8", "replace")
-
 
 def test_check_on_a_terminal_shows_labelled_bars_with_tally_and_eta(repo, llm: LLMServer,  # noqa: F811
                                                                     tmp_path: Path) -> None:
     g, base, head = repo
     llm.latency = 0.2
-    code, screen = _run_on_pty([sys.executable, "-m", "gating", "-C", str(g.root), "check", "--no-post",
+    code, screen = run_on_pty([sys.executable, "-m", "gating", "-C", str(g.root), "check", "--no-post",
                                 "--notes", "off", "--concurrency", "1", "--base", base, "--head", head],
                                _env(llm, tmp_path, TERM="xterm", COLUMNS="160"))
     assert code in (0, 1), screen
