@@ -29,12 +29,17 @@ from gating.system.manifest import MANIFEST_PATH
 
 DATASET = "evals/promptfoo.jsonl"
 # promptfoo provider prefix -> gating provider; the model id is what follows the last known segment.
-PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "google", "google": "google",
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "vertex", "google": "google",
              "bedrock": "bedrock", "ollama": "ollama", "azureopenai": "azure", "azure": "azure",
              "litellm": "litellm", "vllm": "vllm"}
 _KIND_SEGMENTS = {"chat", "messages", "completion"}
 PARAMS = {"temperature": "temperature", "max_tokens": "max_tokens", "top_p": "top_p", "seed": "seed"}
 SETTINGS = {"apiBaseUrl": "base_url", "apiKeyEnvar": "api_key_env"}
+# promptfoo's provider-specific config keys -> the model's settings in gating.yml
+PROVIDER_SETTINGS = {"azure": {"apiHost": "base_url", "apiVersion": "api_version"},
+                     "vertex": {"projectId": "project", "region": "location", "apiHost": "base_url"},
+                     "bedrock": {"region": "region", "endpoint": "base_url"},
+                     "ollama": {"baseUrl": "base_url"}}
 _VAR = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 
 
@@ -162,6 +167,9 @@ def _providers(spec: Any, out: Imported) -> dict[str, dict[str, Any]]:
                 entry.setdefault("params", {})[PARAMS[k]] = v
             elif k in SETTINGS:
                 entry[SETTINGS[k]] = v
+            elif k in PROVIDER_SETTINGS.get(provider, {}) and isinstance(v, str):
+                key = PROVIDER_SETTINGS[provider][k]
+                entry[key] = ("https://" + v if key == "base_url" and "://" not in v else v)
             else:
                 out.skipped[f"provider config key `{k}`"] += 1
         models[component_name(label or rest[-1], models)] = entry

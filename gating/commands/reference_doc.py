@@ -17,6 +17,7 @@ from gating.audit.entry import DEFAULT_ENVIRONMENTS
 from gating.evals import assertion_types as at
 from gating.evals.compare import DEFAULT_ALPHA, DEFAULT_MAX_DROP
 from gating.evals.dataset import CASE_KEYS
+from gating.evals.dialects import native_providers
 from gating.evals.judge import DEFAULT_THRESHOLD
 from gating.evals.providers import DEFAULT_BASE_URLS, DEFAULT_TIMEOUT_S, ENV_NAMES, OPENAI_DIALECT
 from gating.evals.runner import DEFAULT_CONCURRENCY
@@ -233,17 +234,40 @@ def providers_section() -> list[str]:
     out = ["## Providers", "",
            "`components.models.NAME.provider`. The base URL comes from the model's `base_url`, else the variable "
            "below, else the default; the API key from the variable the model's `api_key_env` names, else the one "
-           "below. A local server (Ollama, vLLM, a gateway) needs only a `base_url`.", "",
-           "| Provider | Speaks | Base URL variable | Key variable | Default base URL |", "|---|---|---|---|---|"]
+           "below. A local server (Ollama, vLLM, a gateway) needs only a `base_url`. A provider's own settings "
+           "(`deployment`, `region`, ...) are keys of the model; a setting of another provider is an error.", "",
+           "| Provider | Speaks | Base URL variable | Key variable | Default base URL | Settings |",
+           "|---|---|---|---|---|---|"]
+    native = native_providers()
     for p in PROVIDERS:
+        d = native.get(p)
+        if d is not None:
+            urls = ", ".join(f"`{v}`" for v in d.url_envs)
+            keys = ", ".join(f"`{v}`" for v in d.key_envs)
+            settings = ", ".join(f"`{k}`" for k in d.settings)
+            out.append(f"| `{p}` | {_cell(d.speaks)} | {urls} | {keys} | {d.default_url or ''} | {settings} |")
+            continue
         dialect = "openai" if p in OPENAI_DIALECT else p
         url_env, key_env = ENV_NAMES.get(dialect, ("", ""))
-        speaks = {"openai": "OpenAI chat completions", "anthropic": "Anthropic messages"}.get(dialect, "")
+        speaks = {"openai": "OpenAI chat completions and embeddings", "anthropic": "Anthropic messages"}.get(dialect, "")
         if p == "replay":
             speaks = "recorded cassettes only"
-        out.append(f"| `{p}` | {speaks or '(accepted in the manifest; no built-in client)'} | {f'`{url_env}`' if url_env else ''} "
-                   f"| {f'`{key_env}`' if key_env else ''} | {DEFAULT_BASE_URLS.get(p, '')} |")
-    return out + [""]
+        out.append(f"| `{p}` | {speaks} | {f'`{url_env}`' if url_env else ''} "
+                   f"| {f'`{key_env}`' if key_env else ''} | {DEFAULT_BASE_URLS.get(p, '')} | |")
+    out += ["", "Besides those: `azure` sends `AZURE_OPENAI_AD_TOKEN` (a Microsoft Entra token) as a bearer token "
+            "when no key is set, and takes `api_version` from `OPENAI_API_VERSION` (default "
+            f"{_azure_version()}); `vertex` takes `project` and `location` from `GOOGLE_CLOUD_PROJECT` and "
+            "`GOOGLE_CLOUD_LOCATION` (default `global`); `bedrock` signs with SigV4 through botocore "
+            "(`pip install 'gating[bedrock]'`), with credentials from `AWS_ACCESS_KEY_ID` / "
+            "`AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN` or the AWS credential chain (`AWS_PROFILE`, SSO, roles), "
+            "and `region` from `AWS_REGION` or `AWS_DEFAULT_REGION`.", ""]
+    return out
+
+
+def _azure_version() -> str:
+    from gating.evals.dialects.azure import DEFAULT_API_VERSION
+
+    return DEFAULT_API_VERSION
 
 
 def env_section(app_settings: Iterable[EnvSetting]) -> list[str]:

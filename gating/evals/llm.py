@@ -81,7 +81,7 @@ class LLM:
         answer is an error, so it is neither cached nor recorded (and a cached one is not served)."""
         if self.mode == "replay" or req.provider == "replay":
             return self._replay(req)
-        key = cache_key(req, base_url_of(req.provider, req.base_url, self.env))
+        key = cache_key(req, base_url_of(req.provider, req.base_url, self.env, req.options))
         if self.cache is not None and self.mode != "record":
             hit = self.cache.get(key)
             if hit is not None and _usable(hit, check):

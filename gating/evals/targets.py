@@ -29,6 +29,7 @@ from gating import limits
 from gating.evals.dataset import Case
 from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
+from gating.system.schema import PROVIDER_SETTINGS
 
 ROLES = ("system", "user", "assistant")
 MAX_REPEATED = 1_000_000  # items `*` may build in a template (a prompt is far smaller)
@@ -146,6 +147,7 @@ def chat_request(model: Mapping[str, Any], messages: tuple[tuple[str, str], ...]
         provider=model["provider"], model=model["model"], messages=messages,
         params=tuple(sorted(params.items())), base_url=model.get("base_url"),
         api_key_env=model.get("api_key_env"), repeat=repeat,
+        options=tuple(sorted((k, model[k]) for k in PROVIDER_SETTINGS if k in model)),
     )
 
 

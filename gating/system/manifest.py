@@ -23,7 +23,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gating import limits
-from gating.system.schema import MANIFEST_SCHEMA
+from gating.system.schema import MANIFEST_SCHEMA, PROVIDER_SETTINGS
 
 MANIFEST_PATH = "gating.yml"
 MAX_MANIFEST_BYTES = limits.MANIFEST.max_bytes
@@ -351,6 +351,11 @@ def _reference_problems(m: Manifest) -> list[Problem]:
     """Names that point at other components must exist."""
     problems = []
     models, prompts = m.models, m.prompts
+    for name, model in models.items():
+        for k in sorted(set(model) & set(PROVIDER_SETTINGS)):
+            if PROVIDER_SETTINGS[k] != model["provider"]:
+                problems.append(m.problem(["components", "models", name, k], f"`{k}` is a setting of provider "
+                                          f"{PROVIDER_SETTINGS[k]}, not of {model['provider']}"))
     for name, p in prompts.items():
         if "model" in p and p["model"] not in models:
             problems.append(

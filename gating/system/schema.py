@@ -7,7 +7,10 @@ from typing import Any
 CATEGORIES = ["model", "prompt", "retrieval", "tool", "guardrail", "orchestration", "code", "cassette", "evals",
               "policy"]
 EVAL_MODES = ["live", "replay"]
-PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google"]
+PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google", "vertex"]
+# A model's provider-specific settings, and the provider each belongs to (gating/evals/dialects).
+PROVIDER_SETTINGS = {"deployment": "azure", "api_version": "azure", "project": "vertex", "location": "vertex",
+                     "region": "bedrock"}
 PERMISSIONS = ["read", "triage", "write", "maintain", "admin"]
 
 _str_list: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
@@ -39,6 +42,7 @@ MODELS_SCHEMA: dict[str, Any] = {
             "base_url": {"type": "string"},
             "api_key_env": {"type": "string"},
             "pinned": {"type": "boolean"},
+            **{k: {"type": "string", "minLength": 1} for k in PROVIDER_SETTINGS},
         },
         "required": ["provider", "model"],
         "additionalProperties": False,
