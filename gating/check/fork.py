@@ -7,7 +7,9 @@ files against the head commit's git objects (fetched as `refs/pull/N/head` from 
 repository), and the evaluation then runs through the normal `gating check` machinery on the base
 checkout, posting `gating / eval` on the head SHA. What it cannot do safely it refuses, on the check:
 a fork's change to where requests go (a model's `base_url`, `api_key_env`, the target) or to the
-code a `command`/`http` target runs is never evaluated with the repository's secrets.
+code a `command`/`http` target runs is never evaluated with the repository's secrets. Python checks and
+transforms always come from the base (gating.evals.judging), so a fork's edits to them never run; what
+would run a fork's Python (inline checks in cases it adds, or evals that only its head has) is refused.
 """
 
 from __future__ import annotations
@@ -153,7 +155,36 @@ def untrusted_changes(g: Git, base: str, head: str, config: str) -> list[str]:
             more = f" and {len(code) - 5} more" if len(code) > 5 else ""
             found.append(f"{', '.join(code[:5])}{more}: code the `{bt['type']}` target may run, and a fork's code is "
                          "never run with the repository's secrets")
-    return found
+    return found + _fork_python(g, base, head, config)
+
+
+def _fork_python(g: Git, base: str, head: str, config: str) -> list[str]:
+    """Python the evaluation would take from the head: the checks and transforms of cases the head adds
+    (the base's files judge the rest), or all of them when only the head has evals."""
+    from gating.evals.assertions import PYTHON, base_type
+    from gating.evals.dataset import DatasetError
+    from gating.evals.judging import judging_for, self_judging
+
+    try:
+        bs, hs = build_snapshot(GitRevision(g, base), config), build_snapshot(GitRevision(g, head), config)
+        own = self_judging(bs, base) if bs.manifest.evals else None
+        j = judging_for(own, bs, hs, base)
+    except (ManifestError, DatasetError):
+        return []  # the normal check reports these
+    if j is None:
+        return []
+    added = set(j.added)
+    runs = [c.id for c in j.cases if c.id in added
+            and (c.transform or any(base_type(a["type"]) == PYTHON for a in c.asserts))]
+    if j.source == "head" and (j.python or j.evals.get("transform")):
+        return ["the head's evals (the base has none) run the head's Python checks, and a fork's code is never "
+                "run with the repository's secrets"]
+    if runs:
+        more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+        return [f"case{'s' if len(runs) != 1 else ''} {', '.join(runs[:5])}{more} added by this pull request run "
+                "Python (a `python` assertion or a `transform`), and a fork's code is never run with the "
+                "repository's secrets"]
+    return []
 
 
 def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str],

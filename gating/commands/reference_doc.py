@@ -20,6 +20,7 @@ from gating.evals.dataset import CASE_KEYS
 from gating.evals.dialects import native_providers
 from gating.evals.judge import DEFAULT_THRESHOLD
 from gating.evals.providers import DEFAULT_BASE_URLS, DEFAULT_TIMEOUT_S, ENV_NAMES, OPENAI_DIALECT
+from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
 from gating.evals.runner import DEFAULT_CONCURRENCY
 from gating.evals.targets import ROLES
 from gating.policy.rules import OPTION_DEFAULTS
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "evals.concurrency": DEFAULT_CONCURRENCY,
     "evals.repeat": 1,
     "evals.timeout_s": DEFAULT_TIMEOUT_S,
+    "evals.python_timeout_s": PYTHON_TIMEOUT_S,
     "evals.cache": True,
     "evals.regression.max_drop": DEFAULT_MAX_DROP,
     "evals.regression.alpha": DEFAULT_ALPHA,
@@ -198,7 +200,10 @@ def datasets_section() -> list[str]:
            "prompt": "the prompt component the case exercises (not needed for `command` and `http` targets)",
            "vars": "mapping of template variables", "expected": "the reference answer (factuality uses it)",
            "assert": "list of assertions (below)", "tags": "list of strings", "description": "free text",
-           "metadata": "anything; kept with the case"}
+           "metadata": "anything; kept with the case",
+           "transform": "Python applied to the output before the assertions: `file://PATH.py:FUNCTION` (a file of "
+                        "`evals.python`; default function `get_transform`) or an inline expression of `output`, "
+                        "`context` and `vars`; overrides `evals.transform`"}
     missing = sorted(CASE_KEYS - set(doc))
     if missing:
         raise ValueError(f"dataset keys without a description: {', '.join(missing)}")

@@ -26,8 +26,9 @@ class AssertionType:
     value: str | None  # what `value` means, e.g. "milliseconds"; None when the type takes no value
     value_required: bool
     example: dict[str, Any]
-    threshold: bool = False  # model-graded types pass when the normalised score >= threshold
+    threshold: bool = False  # takes a `threshold`: the score a pass needs
     aliases: tuple[str, ...] = ()
+    model_graded: bool = False  # graded by the judge model (judge.py), not here
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ class AssertionType:
     def takes(self) -> str:
         """The parameters this type takes, as a wrong-name message names them."""
         own = [f"`value` ({self.value})"] if self.value else []
-        own += ["`threshold` (0 to 1)"] if self.threshold else []
+        own += [f"`threshold` ({'0 to 1' if self.model_graded else 'a number'})"] if self.threshold else []
         return " and ".join(own) if own else "no parameters besides `name` and `weight`"
 
 
@@ -69,10 +70,15 @@ _TYPES = [
     AssertionType("rubric", "the judge model grades the output against the rubric (model-graded)",
                   "the rubric text", True,
                   {"type": "rubric", "value": "Polite, and names the refund window.", "threshold": 0.75},
-                  threshold=True, aliases=("llm-rubric",)),
+                  threshold=True, aliases=("llm-rubric",), model_graded=True),
     AssertionType("factuality", "the judge model compares the output with the reference answer "
                   "(model-graded)", "the reference answer (default: the case's `expected`)", False,
-                  {"type": "factuality", "threshold": 0.75}, threshold=True),
+                  {"type": "factuality", "threshold": 0.75}, threshold=True, model_graded=True),
+    AssertionType("python", "your Python function (a file of `evals.python`) or an inline expression decides: "
+                  "`fn(output, context)` returns true/false, a score, or {pass, score, reason}; with a number, "
+                  "`threshold` is the score a pass needs (default: above 0)",
+                  "`file://PATH.py:FUNCTION` (default `get_assert`) or inline Python", True,
+                  {"type": "python", "value": "file://evals/checks.py:cites_order"}, threshold=True),
 ]
 
 TYPES: dict[str, AssertionType] = {t.name: t for t in _TYPES} | {a: t for t in _TYPES for a in t.aliases}

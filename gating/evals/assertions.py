@@ -20,9 +20,10 @@ from referencing.jsonschema import DRAFT202012
 from gating.evals.assertion_types import TYPES, wrong_key_message
 from gating.evals.records import AssertionResult
 
-MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.threshold}  # alias -> graded type
+MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.model_graded}  # alias -> graded type
+PYTHON = "python"  # run by pycheck.py, not here
 _CONTAINS = {f"{i}contains{s}" for i in ("", "i") for s in ("", "-all", "-any")}
-DETERMINISTIC = set(TYPES) - set(MODEL_GRADED)
+DETERMINISTIC = set(TYPES) - set(MODEL_GRADED) - {PYTHON}
 ALL_TYPES = sorted(TYPES)
 
 REFUSAL_PATTERNS = re.compile(
@@ -66,7 +67,7 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         return "an assertion is a mapping with a `type`"
     t = base_type(spec["type"])
-    if t not in DETERMINISTIC and t not in MODEL_GRADED:
+    if t not in TYPES:
         import difflib
 
         hint = difflib.get_close_matches(t, ALL_TYPES, n=1)
@@ -78,6 +79,18 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     v = spec.get("value")
     if "weight" in spec and (not isinstance(spec["weight"], (int, float)) or spec["weight"] < 0):
         return "`weight` must be a number >= 0"
+    if t == PYTHON:
+        if "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or isinstance(spec["threshold"], bool)):
+            return "`threshold` must be a number"
+        if not isinstance(v, str) or not v.strip():
+            return "python needs a `value`: file://PATH.py:FUNCTION or inline Python"
+        from gating.evals.pycheck import parse_ref
+
+        try:
+            parse_ref(v, "get_assert")
+        except ValueError as e:
+            return str(e)
+        return None
     if "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or not 0 <= spec["threshold"] <= 1):
         return "`threshold` must be a number between 0 and 1"
     if t == "equals" and "value" not in spec:

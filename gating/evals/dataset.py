@@ -21,7 +21,7 @@ from ruamel.yaml.error import YAMLError
 from gating import limits
 from gating.evals.assertions import MODEL_GRADED, check_spec
 
-CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata"}
+CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata", "transform"}
 
 
 class DatasetError(ValueError):
@@ -43,6 +43,7 @@ class Case:
     file: str = ""
     line: int = 0
     description: str = ""
+    transform: str | None = None  # Python applied to the output before the assertions (pycheck.py)
 
     @property
     def where(self) -> str:
@@ -183,8 +184,19 @@ def load_cases(path: str, data: bytes, prompts: Mapping[str, Any], *, prompt_req
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             problems.append(f"{where}: case {cid!r}: `tags` must be a list of strings")
             tags = []
+        transform = raw.get("transform")
+        if transform is not None:
+            from gating.evals.pycheck import parse_ref
+
+            try:
+                if not isinstance(transform, str):
+                    raise ValueError("`transform` is file://PATH.py:FUNCTION or inline Python")
+                parse_ref(transform, "get_transform")
+            except ValueError as e:
+                problems.append(f"{where}: case {cid!r}: transform: {e}")
+                transform = None
         cases.append(Case(cid, prompt, dict(vars_), raw.get("expected"), tuple(norm), tuple(tags), path, line,
-                          str(raw.get("description", ""))))
+                          str(raw.get("description", "")), transform))
     if problems:
         raise DatasetError([p.text(repeated[p.msg]) if isinstance(p, _Repeated) else p for p in problems])
     return cases

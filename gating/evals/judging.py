@@ -38,13 +38,17 @@ class Judging:
     unjudged: tuple[str, ...] = ()  # added cases that need a judge model the judging side lacks
     reader: RevisionReader | None = field(default=None, compare=False, repr=False)  # files it names (prices)
     prices: bytes | None = field(default=None, repr=False)
+    python: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # evals.python files: what checks run
 
     @property
     def digest(self) -> str:
         """What a result judged this way depends on: a stored run is reused only when it matches."""
         doc = {"evals": self.evals, "judge": self.judge_model,
                "prices": hashlib.sha256(self.prices).hexdigest() if self.prices is not None else None,
-               "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)] for c in self.cases]}
+               "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)]
+                         + ([c.transform] if c.transform else []) for c in self.cases]}
+        if self.python:  # the checks' code decides results as much as the cases do
+            doc["python"] = {p: hashlib.sha256(b).hexdigest() for p, b in sorted(self.python.items())}
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -69,6 +73,13 @@ def _cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool) -> list[Case]
                          prompt_required=target == "prompt", has_judge=has_judge)
 
 
+def python_sources(snap: Snapshot) -> dict[str, bytes]:
+    """The Python files the snapshot's evals declare (`evals.python`), from the snapshot itself."""
+    paths = sorted(snap.data.get("python") or {})
+    snap.preload(paths)
+    return {p: snap.contents[p] for p in paths}
+
+
 def _prices(reader: RevisionReader | None, ev: Mapping[str, Any]) -> bytes | None:
     path = ev.get("prices")
     return reader.read_many([path])[path] if path and reader is not None else None
@@ -80,9 +91,14 @@ def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None)
     if not ev:
         return None
     judge = snap.manifest.models.get(ev["judge"]) if ev.get("judge") else None
+    cases = _cases(snap, ev, judge is not None)
+    python = python_sources(snap)
+    from gating.evals.pycheck import check_refs
+    from gating.evals.runner import _python_refs  # the runner's reading of the references
+
+    check_refs(_python_refs(cases, ev.get("transform")), python)
     return Judging("self", rev, f"the evals of `{snap.manifest.source}` at `{rev[:7]}`", ev, judge,
-                   tuple(_cases(snap, ev, judge is not None)), _datasets(snap), reader=reader,
-                   prices=_prices(reader, ev))
+                   tuple(cases), _datasets(snap), reader=reader, prices=_prices(reader, ev), python=python)
 
 
 def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base_rev: str,
@@ -99,7 +115,8 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
         sentence = (f"Judged by the head's evals: the base `{base_rev[:7]}` {has}, so this pull request "
                     "adopts them (an admin approves that, by the built-in policy-change rule)")
         return Judging("head", theirs.rev, sentence, theirs.evals, theirs.judge_model, theirs.cases,
-                       theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices)
+                       theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices,
+                       theirs.python)
     known = {c.id for c in own.cases}
     head_cases = _cases(head, {**head_ev, "target": own.evals.get("target")}, True) if head_ev else []
     added = [c for c in head_cases if c.id not in known]
@@ -110,4 +127,4 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
     sentence = (f"Judged by the base's evals (`{source}` at `{base_rev[:7]}`): its thresholds, regression rule, "
                 "judge, target and the cases that exist there, with their assertions")
     return Judging("base", base_rev, sentence, own.evals, own.judge_model, own.cases + tuple(run), datasets,
-                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices)
+                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices, own.python)

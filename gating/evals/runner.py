@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
-from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
+from gating.evals.assertions import MODEL_GRADED, PYTHON, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
@@ -26,6 +26,8 @@ from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
+from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
+from gating.evals.pycheck import CheckError, PythonChecks, Ref, check_refs, parse_ref, verdict
 from gating.evals.records import AssertionResult, CaseResult, RunResult
 from gating.evals.targets import (
     CommandTarget,
@@ -70,13 +72,53 @@ def _expects_refusal(case: Case) -> bool:
     return any(base_type(a["type"]) == "refusal" for a in case.asserts)
 
 
+def _python_refs(cases: list[Case], transform: str | None) -> list[tuple[str, Ref]]:
+    """(where, reference) of every Python check and transform the cases use."""
+    refs = [("gating.yml: evals.transform", parse_ref(transform, "get_transform"))] if transform else []
+    for c in cases:
+        if c.transform:
+            refs.append((f"{c.where}: case {c.id!r}: transform", parse_ref(c.transform, "get_transform")))
+        refs += [(f"{c.where}: case {c.id!r}: python", parse_ref(a["value"], "get_assert"))
+                 for a in c.asserts if base_type(a["type"]) == PYTHON]
+    return refs
+
+
+def _context(case: Case, question: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a Python check or transform receives besides the output (promptfoo's `context`)."""
+    test = {"id": case.id, "description": case.description, "vars": case.vars, "tags": list(case.tags)}
+    if case.expected is not None:
+        test["expected"] = case.expected
+    ctx: dict[str, Any] = {"vars": case.vars, "prompt": question, "test": test, "expected": case.expected}
+    if spec is not None and "config" in spec:
+        ctx["config"] = spec["config"]
+    return ctx
+
+
 class _Run:
-    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
+    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int,
+                 checks: PythonChecks | None = None, transform: str | None = None):
         self.target = target
         self.llm = llm
         self.prices = prices
         self.judge_model = judge_model
         self.repeat = repeat
+        self.checks = checks
+        self.transform = transform
+
+    async def _python(self, spec: dict[str, Any], obs: Observation, case: Case, question: str) -> AssertionResult:
+        assert self.checks is not None
+        got = await self.checks.call(parse_ref(spec["value"], "get_assert"), obs.output, _context(case, question, spec))
+        ok, score, why = verdict(got, spec.get("threshold"))
+        if spec["type"].startswith("not-"):
+            ok, score, why = not ok, 1.0 - score if 0 <= score <= 1 else -score, f"{why} (negated)"
+        return AssertionResult(spec["type"], ok, score, why, default_name(spec), float(spec.get("weight", 1.0)))
+
+    async def _transformed(self, case: Case, output: str, question: str) -> str:
+        code = case.transform or self.transform
+        if not code or self.checks is None:
+            return output
+        got = await self.checks.call(parse_ref(code, "get_transform"), output, _context(case, question))
+        return got if isinstance(got, str) else json.dumps(got, ensure_ascii=False)
 
     async def case(self, case: Case) -> CaseResult:
         reps: list[tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]] = []
@@ -106,8 +148,15 @@ class _Run:
         error, message, judge_ms = None, "", 0.0
         question = next((c for role, c in reversed(out.messages) if role == "user"), None) \
             or json.dumps(case.vars, ensure_ascii=False)
+        try:
+            obs.output = out.output = await self._transformed(case, obs.output, question)  # what is graded is shown
+        except CheckError as e:
+            return out, [], "assertion", f"transform: {e}", 0.0
         for spec in case.asserts:
             try:
+                if base_type(spec["type"]) == PYTHON:
+                    results.append(await self._python(spec, obs, case, question))
+                    continue
                 if base_type(spec["type"]) not in MODEL_GRADED:
                     results.append(evaluate(spec, obs))
                     continue
@@ -119,6 +168,9 @@ class _Run:
                 msg = str(e) if isinstance(e, JudgeParseError) else e.message
                 error, message = error or cat, message or f"judge: {msg}"
                 results.append(_failed(spec, f"judge error ({cat}): {msg}"))
+            except CheckError as e:  # a Python check that gave no verdict: the case's error, never a score
+                error, message = error or "assertion", message or str(e)
+                results.append(_failed(spec, str(e)))
             except Exception as e:  # an assertion that raises fails its case (category `assertion`), not the run
                 why = f"{spec['type']} raised {type(e).__name__}: {e}"
                 error, message = error or "assertion", message or why
@@ -257,7 +309,13 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if not target_cfg.get("url") or pool is None:
             raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
         target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
-    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat)
+    python = dict(judging.python) if judging else {p: snapshot.contents[p] for p in snapshot.data.get("python") or {}}
+    refs = _python_refs(selected, ev.get("transform"))
+    if not judging:  # the judging side's own cases were checked when it was loaded; added ones fail alone
+        check_refs(refs, python)
+    checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
+    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
+               checks, ev.get("transform"))
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
 
@@ -280,6 +338,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             cache.close()
         if workdir is not None:
             workdir.cleanup()
+        if checks is not None:
+            await checks.aclose()
     written = {}
     if mode == "record":
         for ds, entries in llm.recorded.items():

@@ -110,6 +110,10 @@ EVALS_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
         },
         "judge": {"type": "string"},
+        # Python files the evals run (python assertions, transforms): part of the system, judged from the base
+        "python": _str_list,
+        "transform": {"type": "string", "minLength": 1},  # file://PATH.py:FUNCTION or inline Python
+        "python_timeout_s": {"type": "number", "exclusiveMinimum": 0},
         "mode": {"type": "string", "enum": EVAL_MODES},  # live, or replay the cassettes
         "thresholds": {
             "type": "object",
