@@ -198,18 +198,30 @@ def tools_section() -> list[str]:
 def datasets_section() -> list[str]:
     doc = {"id": "a stable, unique id (string); results are paired across revisions by it",
            "prompt": "the prompt component the case exercises (not needed for `command` and `http` targets)",
-           "vars": "mapping of template variables", "expected": "the reference answer (factuality uses it)",
-           "assert": "list of assertions (below)", "tags": "list of strings", "description": "free text",
+           "vars": "mapping of template variables; a value `file://PATH` is the content of that file of "
+                   "`evals.files` (JSON and YAML parsed, anything else as text)", "expected": "the reference answer (factuality uses it)",
+           "assert": "list of assertions (below); `{{ var }}` in a string value is filled from the case's vars",
+           "tags": "list of strings", "description": "free text",
            "metadata": "anything; kept with the case",
            "transform": "Python applied to the output before the assertions: `file://PATH.py:FUNCTION` (a file of "
                         "`evals.python`; default function `get_transform`) or an inline expression of `output`, "
-                        "`context` and `vars`; overrides `evals.transform`"}
+                        "`context` and `vars`; overrides `evals.transform`",
+           "threshold": "0 to 1: the case passes when its weighted assertion score reaches it (without one, "
+                        "every assertion must pass)"}
     missing = sorted(CASE_KEYS - set(doc))
     if missing:
         raise ValueError(f"dataset keys without a description: {', '.join(missing)}")
     out = ["## Datasets", "",
-           "Listed in `evals.datasets`: JSONL (`.jsonl`, `.ndjson`: one case per line) or YAML (`.yml`, `.yaml`: a "
-           "list of cases). Every problem is reported at once with file:line.", "",
+           "Listed in `evals.datasets`: JSONL (`.jsonl`, `.ndjson`: one case per line), YAML (`.yml`, `.yaml`: a "
+           "list of cases, or a mapping with `cases:`) or CSV (`.csv`: a header row; `id`/`__id`, `prompt`/"
+           "`__prompt`, `__description`, `__tags` (comma-separated), `__threshold` and `__expected`, "
+           "`__expected2`, ... (`contains: refund`, `not-icontains: sorry`, `grade: is polite` for a rubric, a bare "
+           "text for `equals`) are the case's; every other column is a var; a row without an id is named "
+           "`row-` and a hash of its content). Every problem is reported at once with file:line.", "",
+           "`evals.defaults` (`vars`, `assert`, `transform`, `threshold`) apply to every case: its vars under the "
+           "case's own, its assertions before the case's. `evals.generate` lists Python functions "
+           "(`file://PATH.py:FUNCTION`, a file of `evals.python`) that return more cases; they run from the "
+           "judging revision only, like every Python check.", "",
            "| Key | Meaning |", "|---|---|"]
     out += [f"| `{k}` | {doc[k]} |" for k in sorted(CASE_KEYS, key=list(doc).index)]
     example = {"id": "refund-window", "prompt": "answer", "vars": {"question": "How long do I have to return?"},

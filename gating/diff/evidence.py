@@ -87,4 +87,5 @@ def evidence_changes(base: Snapshot, head: Snapshot) -> list[Change]:
     """Changes to pipeline code, to the Python the evals run, then to cassettes."""
     return (_code(base, head) + _code(base, head, "python", "evals", "eval Python (assertions, transforms)",
                                       "the base's version judges this pull request; the change applies after merge")
+            + _code(base, head, "eval_files", "evals", "eval data file", "the cases that read it change")
             + _cassettes(base, head))

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.evals.dataset import Case, load_datasets
+from gating.evals.dataset import Case, Shared, load_datasets
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot
 
@@ -64,13 +64,25 @@ def _datasets(snap: Snapshot) -> dict[str, str]:
     return dict((snap.outline.get("evals") or {}).get("dataset_digests") or {})
 
 
-def _cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool) -> list[Case]:
-    """The snapshot's cases, checked against its own prompts (raises DatasetError)."""
+def revision_cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool, generate: bool = True) -> list[Case]:
+    """The snapshot's cases, checked against its own prompts, with `ev`'s defaults and generators
+    (raises DatasetError). Generators run the snapshot's own Python, so only a judging side's run."""
+    from gating.evals.pycheck import generate as run_generator
+    from gating.evals.pycheck import parse_ref
+
     paths = list(_datasets(snap))
-    snap.preload(paths)
+    files = sorted(snap.data.get("eval_files") or {})
+    snap.preload(paths + files)
     target = (ev.get("target") or {"type": "prompt"})["type"]
+    generated = []
+    if generate and ev.get("generate"):
+        python = python_sources(snap)
+        timeout = float(ev.get("python_timeout_s") or 10.0)
+        generated = [(ref[len("file://"):], run_generator(parse_ref(ref, "generate"), python, timeout))
+                     for ref in ev["generate"]]
+    shared = Shared(ev.get("defaults") or {}, {p: snap.contents[p] for p in files})
     return load_datasets({p: snap.contents[p] for p in paths}, snap.manifest.prompts,
-                         prompt_required=target == "prompt", has_judge=has_judge)
+                         prompt_required=target == "prompt", has_judge=has_judge, shared=shared, generated=generated)
 
 
 def python_sources(snap: Snapshot) -> dict[str, bytes]:
@@ -91,12 +103,11 @@ def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None)
     if not ev:
         return None
     judge = snap.manifest.models.get(ev["judge"]) if ev.get("judge") else None
-    cases = _cases(snap, ev, judge is not None)
+    cases = revision_cases(snap, ev, judge is not None)
     python = python_sources(snap)
-    from gating.evals.pycheck import check_refs
-    from gating.evals.runner import _python_refs  # the runner's reading of the references
+    from gating.evals.pycheck import check_refs, python_refs
 
-    check_refs(_python_refs(cases, ev.get("transform")), python)
+    check_refs(python_refs(cases, ev.get("transform")), python)
     return Judging("self", rev, f"the evals of `{snap.manifest.source}` at `{rev[:7]}`", ev, judge,
                    tuple(cases), _datasets(snap), reader=reader, prices=_prices(reader, ev), python=python)
 
@@ -118,7 +129,9 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
                        theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices,
                        theirs.python)
     known = {c.id for c in own.cases}
-    head_cases = _cases(head, {**head_ev, "target": own.evals.get("target")}, True) if head_ev else []
+    # the head's cases as the base would read them: its defaults, and no generator of the head's (code)
+    head_cases = revision_cases(head, {**head_ev, "target": own.evals.get("target"),
+                                       "defaults": own.evals.get("defaults")}, True, generate=False) if head_ev else []
     added = [c for c in head_cases if c.id not in known]
     unjudged = [c.id for c in added if c.uses_judge and own.judge_model is None]
     run = [c for c in added if c.id not in unjudged]

@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gating.evals.dataset import DatasetError
+from gating.evals.assertions import PYTHON, base_type
+from gating.evals.dataset import Case, DatasetError
 
 DEFAULT_TIMEOUT_S = 10.0
 MEMORY_BYTES = 2 << 30
@@ -77,6 +78,17 @@ def _as_function(body: str) -> str:
     return "def __inline__(output, context, vars):\n" + "".join(f"    {line}\n" for line in body.splitlines())
 
 
+def python_refs(cases: list[Case], transform: str | None) -> list[tuple[str, Ref]]:
+    """(where, reference) of every Python check and transform the cases use."""
+    refs = [("gating.yml: evals.transform", parse_ref(transform, "get_transform"))] if transform else []
+    for c in cases:
+        if c.transform:
+            refs.append((f"{c.where}: case {c.id!r}: transform", parse_ref(c.transform, "get_transform")))
+        refs += [(f"{c.where}: case {c.id!r}: python", parse_ref(a["value"], "get_assert"))
+                 for a in c.asserts if base_type(a["type"]) == PYTHON]
+    return refs
+
+
 def check_refs(refs: list[tuple[str, Ref]], sources: Mapping[str, bytes]) -> None:
     """Every file a reference names is declared (evals.python) and defines its function."""
     problems = []
@@ -116,7 +128,7 @@ def load(path, sha, src):
 for line in sys.stdin:
     req = json.loads(line)
     try:
-        ctx = req["context"]
+        ctx = req.get("context") or {}
         if req.get("inline") is not None:
             code = req["inline"]
             ns = {"output": req["output"], "context": ctx, "vars": ctx.get("vars", {}), "json": json}
@@ -129,7 +141,7 @@ for line in sys.stdin:
             fn = getattr(load(req["path"], req["sha"], req["src"]), req["fn"], None)
             if not callable(fn):
                 raise LookupError(f"{req['path']} defines no function {req['fn']!r}")
-            result = fn(req["output"], ctx)
+            result = fn(*req["args"]) if "args" in req else fn(req["output"], ctx)
         out = json.dumps({"ok": True, "result": result})
     except BaseException as e:
         tb = e.__traceback__
@@ -239,3 +251,30 @@ def verdict(result: Any, threshold: float | None) -> tuple[bool, float, str]:
             raise CheckError(f"a check's `score` must be a number, got {type(score).__name__}")
         return ok, float(score), str(result.get("reason") or ("passed" if ok else "failed"))
     raise CheckError(f"a check returns true/false, a number or {{pass, score, reason}}, not {type(result).__name__}")
+
+
+def generate(ref: Ref, sources: Mapping[str, bytes], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Any]:
+    """The cases a generator function returns (`evals.generate`), run like a check; raises DatasetError."""
+    import subprocess
+
+    src = sources.get(ref.path or "")
+    if src is None or ref.path is None:
+        raise DatasetError([f"gating.yml: evals.generate: {ref.path} is not a declared Python file of the evals: add "
+                            "it to `evals.python`"])
+    req = {"path": ref.path, "fn": ref.fn, "sha": hashlib.sha256(src).hexdigest(), "src": src.decode("utf-8", "replace"),
+           "args": []}
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT") if k in os.environ}
+    try:
+        done = subprocess.run([sys.executable, "-I", "-c", _WORKER, str(MEMORY_BYTES)], input=json.dumps(req) + "\n",
+                              capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise DatasetError([f"gating.yml: evals.generate: {ref.label} did not return within {timeout_s:g} s"]) from None
+    first = done.stdout.splitlines()[:1]
+    got = json.loads(first[0]) if first else {"ok": False, "error": "the Python process exited"}
+    if not got.get("ok"):
+        raise DatasetError([f"gating.yml: evals.generate: {ref.label} raised {got.get('error')}"])
+    cases = got.get("result")
+    if not isinstance(cases, list):
+        raise DatasetError([f"gating.yml: evals.generate: {ref.label} returned {type(cases).__name__}, not a list of "
+                            "cases"])
+    return cases

@@ -19,15 +19,15 @@ from gating import limits
 from gating.evals.assertions import MODEL_GRADED, PYTHON, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
-from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
+from gating.evals.dataset import Case, DatasetError, dataset_digest
 from gating.evals.judge import JudgeParseError, grade
-from gating.evals.judging import Judging
+from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
-from gating.evals.pycheck import CheckError, PythonChecks, Ref, check_refs, parse_ref, verdict
+from gating.evals.pycheck import CheckError, PythonChecks, check_refs, parse_ref, python_refs, verdict
 from gating.evals.records import AssertionResult, CaseResult, RunResult
 from gating.evals.targets import (
     CommandTarget,
@@ -70,17 +70,6 @@ def _now() -> str:
 
 def _expects_refusal(case: Case) -> bool:
     return any(base_type(a["type"]) == "refusal" for a in case.asserts)
-
-
-def _python_refs(cases: list[Case], transform: str | None) -> list[tuple[str, Ref]]:
-    """(where, reference) of every Python check and transform the cases use."""
-    refs = [("gating.yml: evals.transform", parse_ref(transform, "get_transform"))] if transform else []
-    for c in cases:
-        if c.transform:
-            refs.append((f"{c.where}: case {c.id!r}: transform", parse_ref(c.transform, "get_transform")))
-        refs += [(f"{c.where}: case {c.id!r}: python", parse_ref(a["value"], "get_assert"))
-                 for a in c.asserts if base_type(a["type"]) == PYTHON]
-    return refs
 
 
 def _context(case: Case, question: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -180,9 +169,11 @@ class _Run:
     def _aggregate(self, case: Case, reps: list) -> CaseResult:
         passed_list, scores_list = [], []
         for out, results, error, _msg, _j in reps:
-            ok = out is not None and error is None and all(a.passed for a in results)
             wsum = sum(a.weight for a in results)
             score = (sum(a.score * a.weight for a in results) / wsum if wsum else 1.0) if out is not None else 0.0
+            # a case threshold passes on the weighted score; without one, every assertion must pass
+            met = score >= case.threshold if case.threshold is not None else all(a.passed for a in results)
+            ok = out is not None and error is None and met
             passed_list.append(ok)
             scores_list.append(0.0 if error else score)
         n = len(reps)
@@ -269,8 +260,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     else:
         digests = dict((snapshot.data.get("evals") or {}).get("dataset_digests") or {})
         judge_model = m.models.get(ev["judge"]) if ev.get("judge") else None
-        cases = load_datasets({p: snapshot.contents[p] for p in digests}, m.prompts,
-                              prompt_required=target_cfg["type"] == "prompt", has_judge=judge_model is not None)
+        cases = revision_cases(snapshot, {**ev, "target": target_cfg}, judge_model is not None)
     if target_cfg["type"] == "prompt":
         bad = [f"{c.where}: case {c.id!r}: prompt {c.prompt!r} names no model to call (set `model:` on it)"
                for c in cases if c.prompt in m.prompts and not m.prompts[c.prompt].get("model")]
@@ -310,7 +300,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
         target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
     python = dict(judging.python) if judging else {p: snapshot.contents[p] for p in snapshot.data.get("python") or {}}
-    refs = _python_refs(selected, ev.get("transform"))
+    refs = python_refs(selected, ev.get("transform"))
     if not judging:  # the judging side's own cases were checked when it was loaded; added ones fail alone
         check_refs(refs, python)
     checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None

@@ -407,7 +407,7 @@ class FileRef:
     """One file of the system, with the component that names it."""
 
     path: str
-    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals, code, cassette, python
+    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals, code, cassette, python, evalfile
     component: str  # e.g. "answer" for a prompt, the glob for tools
     key: tuple[str | int, ...]  # manifest path of the reference, for error positions
 
@@ -443,6 +443,8 @@ def file_refs(m: Manifest) -> list[tuple[str, str, str, tuple[str | int, ...]]]:
         refs.append((pat, "code", "target", ("evals", "target", "code", i)))
     for i, pat in enumerate(m.evals.get("python") or []):
         refs.append((pat, "python", "evals", ("evals", "python", i)))
+    for i, pat in enumerate(m.evals.get("files") or []):
+        refs.append((pat, "evalfile", "evals", ("evals", "files", i)))
     return refs
 
 

@@ -114,6 +114,18 @@ EVALS_SCHEMA: dict[str, Any] = {
         "python": _str_list,
         "transform": {"type": "string", "minLength": 1},  # file://PATH.py:FUNCTION or inline Python
         "python_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "files": _str_list,  # files the cases read (`file://` vars): part of the system
+        "generate": {"type": "array", "items": {"type": "string", "pattern": r"^file://[^:]+\.py(:[A-Za-z_]\w*)?$"}},
+        "defaults": {  # applied to every case: its vars and assertions first, the case's own after
+            "type": "object",
+            "properties": {
+                "vars": {"type": "object"},
+                "assert": {"type": "array", "items": {"type": "object"}},
+                "transform": {"type": "string", "minLength": 1},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "additionalProperties": False,
+        },
         "mode": {"type": "string", "enum": EVAL_MODES},  # live, or replay the cassettes
         "thresholds": {
             "type": "object",

@@ -455,8 +455,8 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         "rollback": m.rollback,
         "files": dict(sorted(files.items())),
     }
-    # what replay serves, what a target runs, the Python the evals run
-    for cat, key in (("cassette", "cassettes"), ("code", "code"), ("python", "python")):
+    # what replay serves, what a target runs, the Python the evals run, the files their cases read
+    for cat, key in (("cassette", "cassettes"), ("code", "code"), ("python", "python"), ("evalfile", "eval_files")):
         found = {r.path: files[r.path] for r in refs if r.category == cat}
         if found:
             data[key] = dict(sorted(found.items()))
