@@ -133,9 +133,9 @@ def test_a_check_without_a_verdict_is_a_case_error_not_a_score(tmp_path: Path, l
 def test_a_check_that_never_returns_is_stopped_and_the_run_goes_on(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
     got = run(repo(tmp_path, [case("spin", "x", py("file://evals/checks.py:spin")),
                               case("after", "refund", py("file://evals/checks.py"))],
-                   evals={"python_timeout_s": 0.5, "concurrency": 1}), llm)
+                   evals={"python_timeout_s": 1, "concurrency": 1}), llm)
     assert got["spin"].error == "assertion"
-    assert "evals/checks.py:spin did not return within 0.5 s" in got["spin"].error_message
+    assert "evals/checks.py:spin did not return within 1 s" in got["spin"].error_message
     assert got["after"].passed
 
 

@@ -29,6 +29,7 @@ from gating.evals.assertions import PYTHON, base_type
 from gating.evals.dataset import Case, DatasetError
 
 DEFAULT_TIMEOUT_S = 10.0
+STARTUP_TIMEOUT_S = 60.0
 MEMORY_BYTES = 2 << 30
 MAX_REPLY = 16 << 20  # bytes of one answer from the child
 _REF = re.compile(r"^file://([^:]+?\.py)(?::([A-Za-z_][A-Za-z0-9_]*))?$")
@@ -115,6 +116,8 @@ except Exception:
 proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
 sys.stdout = sys.stderr  # a check's prints never reach the protocol
 modules = {}
+proto.write("ready\n")
+proto.flush()
 
 def load(path, sha, src):
     got = modules.get(path)
@@ -174,6 +177,14 @@ class PythonChecks:
                 sys.executable, "-I", "-c", _WORKER, str(MEMORY_BYTES), cwd=self.cwd, env=env,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                 limit=MAX_REPLY)
+            assert self._proc.stdout is not None
+            try:  # the interpreter's start is not the check's time: wait for it apart
+                ready = await asyncio.wait_for(self._proc.stdout.readline(), STARTUP_TIMEOUT_S)
+            except TimeoutError:
+                ready = b""
+            if ready.strip() != b"ready":
+                await self._kill()
+                raise CheckError(f"the Python process for checks did not start within {STARTUP_TIMEOUT_S:g} s")
         return self._proc
 
     async def call(self, ref: Ref, output: str, context: Mapping[str, Any]) -> Any:
@@ -269,7 +280,7 @@ def generate(ref: Ref, sources: Mapping[str, bytes], timeout_s: float = DEFAULT_
                               capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise DatasetError([f"gating.yml: evals.generate: {ref.label} did not return within {timeout_s:g} s"]) from None
-    first = done.stdout.splitlines()[:1]
+    first = [ln for ln in done.stdout.splitlines() if ln != "ready"][:1]
     got = json.loads(first[0]) if first else {"ok": False, "error": "the Python process exited"}
     if not got.get("ok"):
         raise DatasetError([f"gating.yml: evals.generate: {ref.label} raised {got.get('error')}"])
