@@ -45,8 +45,9 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "cost": Rule("cost", threshold_is_value=True),
     "llm-rubric": Rule("rubric", keeps_threshold=True),
     "factuality": Rule("factuality", keeps_threshold=True),
+    "python": Rule("python", keeps_threshold=True),  # file:// paths are made the repository's by the caller
 }
-CARRIED_KEYS = {"type", "value", "threshold", "weight", "metric"}  # metric becomes gating's `name`
+CARRIED_KEYS = {"type", "value", "threshold", "weight", "metric", "config"}  # metric becomes gating's `name`
 
 
 def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -68,7 +69,7 @@ def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         return None, f"assertion `{ptype}` with `threshold`"
     elif "threshold" in spec:
         out["threshold"] = spec["threshold"]
-    if isinstance(value, str) and value.startswith("file://"):
+    if isinstance(value, str) and value.startswith("file://") and rule.type != "python":
         return None, f"assertion `{ptype}` with a file:// value"
     if value is not None:
         if rule.schema_type:
@@ -80,4 +81,8 @@ def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         out["weight"] = spec["weight"]
     if spec.get("metric"):
         out["name"] = str(spec["metric"])
+    if "config" in spec:
+        if rule.type != "python":
+            return None, f"assertion `{ptype}` with `config`"
+        out["config"] = spec["config"]
     return out, ""

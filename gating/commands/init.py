@@ -147,12 +147,15 @@ def run_import(args: argparse.Namespace) -> int:
                          f"{getattr(e, 'problem', None) or e}") from None
     listing = _listing(g)
     listed = set(listing)
-    result = convert(doc, rel, lambda p: _read(root, p) if p in listed else None, listing, root.name)
+    def read(p: str) -> bytes | None:
+        return _read(root, p) if p in listed else None
+
+    result = convert(doc, rel, read, listing, root.name)
     exists = [p for p in result.files if (root / p).exists()]
     if exists and not args.force:
         raise UsageError(f"{', '.join(exists)} exist{'s' * (len(exists) == 1)}; nothing was written "
                          "(--force replaces them with the converted files)")
-    validate(result.files, listing)
+    validate(result.files, listing, read)
     _write(root, result.files)
     cases = sum(1 for line in result.files[DATASET].splitlines() if line)
     out = [f"Converted {rel}: {cases} case{'s' * (cases != 1)}.", "", "Wrote:"] + [f"  {p}" for p in result.files]

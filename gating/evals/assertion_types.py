@@ -29,15 +29,18 @@ class AssertionType:
     threshold: bool = False  # takes a `threshold`: the score a pass needs
     aliases: tuple[str, ...] = ()
     model_graded: bool = False  # graded by the judge model (judge.py), not here
+    extra: tuple[str, ...] = ()  # keys of its own, e.g. python's `config` (passed to the check)
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return COMMON_KEYS + (("value",) if self.value else ()) + (("threshold",) if self.threshold else ())
+        return (COMMON_KEYS + (("value",) if self.value else ()) + (("threshold",) if self.threshold else ())
+                + self.extra)
 
     def takes(self) -> str:
         """The parameters this type takes, as a wrong-name message names them."""
         own = [f"`value` ({self.value})"] if self.value else []
         own += [f"`threshold` ({'0 to 1' if self.model_graded else 'a number'})"] if self.threshold else []
+        own += [f"`{k}`" for k in self.extra]
         return " and ".join(own) if own else "no parameters besides `name` and `weight`"
 
 
@@ -78,7 +81,8 @@ _TYPES = [
                   "`fn(output, context)` returns true/false, a score, or {pass, score, reason}; with a number, "
                   "`threshold` is the score a pass needs (default: above 0)",
                   "`file://PATH.py:FUNCTION` (default `get_assert`) or inline Python", True,
-                  {"type": "python", "value": "file://evals/checks.py:cites_order"}, threshold=True),
+                  {"type": "python", "value": "file://evals/checks.py:cites_order"}, threshold=True,
+                  extra=("config",)),
 ]
 
 TYPES: dict[str, AssertionType] = {t.name: t for t in _TYPES} | {a: t for t in _TYPES for a in t.aliases}

@@ -277,7 +277,7 @@ def generate(ref: Ref, sources: Mapping[str, bytes], timeout_s: float = DEFAULT_
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT") if k in os.environ}
     try:
         done = subprocess.run([sys.executable, "-I", "-c", _WORKER, str(MEMORY_BYTES)], input=json.dumps(req) + "\n",
-                              capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
+                              capture_output=True, text=True, timeout=timeout_s + STARTUP_TIMEOUT_S, env=env, check=False)
     except subprocess.TimeoutExpired:
         raise DatasetError([f"gating.yml: evals.generate: {ref.label} did not return within {timeout_s:g} s"]) from None
     first = [ln for ln in done.stdout.splitlines() if ln != "ready"][:1]
