@@ -179,6 +179,7 @@ def test_a_config_that_cannot_be_read_is_named(repo: Git, config: str | None, me
 
 def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> None:
     samples = {"latency": {"threshold": 100}, "cost": {"threshold": 0.5}, "is-json": {}, "is-refusal": {},
+               "contains-json": {}, "python": {"value": "output != ''"},
                "llm-rubric": {"value": "polite", "threshold": 0.5}, "factuality": {"value": "Paris"}}
     for ptype, rule in PROMPTFOO_ASSERTIONS.items():
         assert rule.type in ALL_TYPES, ptype
@@ -186,7 +187,7 @@ def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> N
             spec, why = convert_assertion({"type": t, **samples.get(ptype, {"value": "x"})})
             assert spec is not None and why == "", t
             assert check_spec(spec, {}) is None, (t, spec)
-    assert convert_assertion({"type": "starts-with", "value": "a.b"})[0] == {"type": "regex", "value": "^a\\.b"}
+    assert convert_assertion({"type": "starts-with", "value": "a.b"})[0] == {"type": "starts-with", "value": "a.b"}
     assert convert_assertion({"type": "contains", "value": "x", "transform": "output.trim()"}) == (
         None, "assertion `contains` with `transform`")
 

@@ -6,7 +6,6 @@ every row, as in both tools.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,10 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "contains-all": Rule("contains-all", _comma_list),
     "icontains-any": Rule("icontains-any", _comma_list),
     "icontains-all": Rule("icontains-all", _comma_list),
-    "starts-with": Rule("regex", lambda v: "^" + re.escape(v) if isinstance(v, str) else v),
+    "starts-with": Rule("starts-with"),
+    "contains-json": Rule("contains-json"),
+    "levenshtein": Rule("levenshtein", keeps_threshold=True),
+    "rouge-n": Rule("rouge-n", keeps_threshold=True),
     "regex": Rule("regex"),
     "is-json": Rule("is-json", schema_type="json-schema"),
     "is-refusal": Rule("refusal"),

@@ -233,8 +233,9 @@ def datasets_section() -> list[str]:
 def assertions_section() -> list[str]:
     out = ["## Assertions", "", "Each item of a case's `assert`. Every type takes:", ""]
     out += [f"- `{k}`: {at.COMMON_DOC[k]}" for k in at.COMMON_KEYS]
-    out += [f"- `threshold` (model-graded types only): the normalised judge score, 0 to 1, needed to pass "
-            f"(default {DEFAULT_THRESHOLD}); these types need `evals.judge`", "",
+    out += [f"- `threshold` (model-graded types): the normalised judge score, 0 to 1, needed to pass "
+            f"(default {DEFAULT_THRESHOLD}); these types need `evals.judge`. `python`, `levenshtein` and `rouge-n` "
+            "take a `threshold` of their own (below)", "",
             "Any other key is an error that names the parameters the type does take.", "",
            "| Type | Passes when | `value` | Required | Example |", "|---|---|---|---|---|"]
     for name, t in at.TYPES.items():

@@ -39,7 +39,9 @@ class AssertionType:
     def takes(self) -> str:
         """The parameters this type takes, as a wrong-name message names them."""
         own = [f"`value` ({self.value})"] if self.value else []
-        own += [f"`threshold` ({'0 to 1' if self.model_graded else 'a number'})"] if self.threshold else []
+        kind = "0 to 1" if self.model_graded or self.name == "rouge-n" else \
+            "a whole number of edits" if self.name == "levenshtein" else "a number"
+        own += [f"`threshold` ({kind})"] if self.threshold else []
         own += [f"`{k}`" for k in self.extra]
         return " and ".join(own) if own else "no parameters besides `name` and `weight`"
 
@@ -58,7 +60,19 @@ _TYPES = [
     *[_contains(f"{i}contains{s}") for i in ("", "i") for s in ("", "-all", "-any")],
     AssertionType("regex", "the pattern matches somewhere in the output (Python `re.search`)",
                   "a regular expression", True, {"type": "regex", "value": r"\bORD-\d{6}\b"}),
-    AssertionType("is-json", "the output parses as JSON", None, False, {"type": "is-json"}),
+    AssertionType("starts-with", "the output (leading whitespace aside) starts with `value`", "the expected start",
+                  True, {"type": "starts-with", "value": "Dear customer"}),
+    AssertionType("is-json", "the output parses as JSON (and, with a `value`, is valid against that JSON Schema)",
+                  "an optional JSON Schema object", False, {"type": "is-json"}),
+    AssertionType("contains-json", "the output contains a JSON object or array somewhere (and, with a `value`, "
+                  "one valid against that JSON Schema)", "an optional JSON Schema object", False,
+                  {"type": "contains-json", "value": {"type": "object", "required": ["order_id"]}}),
+    AssertionType("levenshtein", "the edit distance between the output and `value` is at most `threshold` "
+                  "(default 5); the score is 1 - distance / the longer length", "the expected text", True,
+                  {"type": "levenshtein", "value": "Your order has shipped.", "threshold": 3}, threshold=True),
+    AssertionType("rouge-n", "ROUGE-1 recall of `value`'s words in the output reaches `threshold` (default 0.75)",
+                  "the reference text", True, {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6},
+                  threshold=True),
     AssertionType("json-schema", "the output is JSON valid against the schema (Draft 2020-12; `$ref` only "
                   "within the schema)", "a JSON Schema object", True,
                   {"type": "json-schema", "value": {"type": "object", "required": ["order_id"]}}),
