@@ -91,12 +91,14 @@ def test_import_converts_what_gating_supports_and_lists_the_rest(repo: Git, caps
     # 3 prompts x 2 convertible providers = 6 prompt components; 2 tests, and one with a list var (2 runs), on all 6
     assert out.startswith("Converted promptfooconfig.yaml: 24 cases.\n")
     assert "Wrote:\n  prompts/chat.yml\n  prompts/prompt-3.md\n  gating.yml\n  evals/promptfoo.jsonl\n" in out
-    for line in ("2 x assertion type `javascript`", "1 x assertion type `similar`",
+    for line in ("2 x assertion type `javascript`",
                  "1 x provider `exec:python run.py`", "1 x provider `file://provider.py`",
                  "1 x provider config key `response_format`",
                  "1 x tests from a file that is not in the repository or not CSV/YAML/JSON"):
         assert f"\n  {line}\n" in out, line
-    assert "Not converted (7): " in out
+    assert "Not converted (6): " in out
+    assert "evals:\n  datasets:" in (repo.root / "gating.yml").read_text()
+    assert "  embedding: embedding\n" in (repo.root / "gating.yml").read_text()
     assert "| `gpt-4o` | openai | `gpt-4o-2024-08-06` |" in out
 
     manifest = (repo.root / "gating.yml").read_text()
@@ -123,7 +125,7 @@ def test_import_converts_what_gating_supports_and_lists_the_rest(repo: Git, caps
     json_case = next(c for c in cases if c["id"].startswith("json-answers"))
     assert json_case["assert"] == [{"type": "is-json"}, {"type": "json-schema",
                                                              "value": {"type": "object", "required": ["ok"]}},
-                                       {"type": "contains-any", "value": ["ok", "fine"]}]
+                                       {"type": "similar", "value": "ok"}, {"type": "contains-any", "value": ["ok", "fine"]}]
     assert main(["-C", str(repo.root), "snapshot", "--digest"]) == 0
 
 
@@ -143,7 +145,7 @@ def test_the_converted_evals_run(repo: Git, llm: LLMServer, monkeypatch: pytest.
         "latency": True, "icontains": True, "equals": True, "contains": False, "not-contains": True, "regex": True}
     json_case = cases["json-answers-answer-gpt-4o"]
     assert [(a["type"], a["passed"]) for a in json_case["assertions"]][1:] == [
-        ("is-json", True), ("json-schema", True), ("contains-any", True)]
+        ("is-json", True), ("json-schema", True), ("similar", False), ("contains-any", True)]
 
 
 def test_a_second_import_refuses_to_overwrite_and_force_replaces(repo: Git, capsys: pytest.CaptureFixture) -> None:

@@ -28,6 +28,7 @@ from gating.evals.dataset import DatasetError, csv_rows
 from gating.system.manifest import MANIFEST_PATH
 
 DATASET = "evals/promptfoo.jsonl"
+EMBEDDING_MODEL = "text-embedding-3-large"
 # promptfoo provider prefix -> gating provider; the model id is what follows the last known segment.
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "vertex", "google": "google",
              "bedrock": "bedrock", "ollama": "ollama", "azureopenai": "azure", "azure": "azure",
@@ -83,6 +84,11 @@ def convert(config: Any, config_path: str, read: Callable[[str], bytes | None], 
                       for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])])
     doc = manifest_doc(component_name(str(config.get("description") or repo_name)), models, pairs, [], DATASET,
                        judge if needs_judge else None)
+    if any(a["type"].removeprefix("not-") == "similar"
+           for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])]):
+        doc["components"]["models"]["embedding"] = {"provider": "openai", "model": EMBEDDING_MODEL}
+        doc["evals"]["embedding"] = "embedding"
+        out.notes.append(f"`similar` embeds with {EMBEDDING_MODEL} (promptfoo's default): the model `embedding`")
     for key, found in (("python", out.python), ("files", out.data_files)):
         if found:
             doc["evals"][key] = sorted(found)

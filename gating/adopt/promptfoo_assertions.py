@@ -40,6 +40,7 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "contains-json": Rule("contains-json"),
     "levenshtein": Rule("levenshtein", keeps_threshold=True),
     "rouge-n": Rule("rouge-n", keeps_threshold=True),
+    "similar": Rule("similar", keeps_threshold=True),  # the caller adds the embedding model
     "regex": Rule("regex"),
     "is-json": Rule("is-json", schema_type="json-schema"),
     "is-refusal": Rule("refusal"),

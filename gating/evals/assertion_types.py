@@ -39,7 +39,7 @@ class AssertionType:
     def takes(self) -> str:
         """The parameters this type takes, as a wrong-name message names them."""
         own = [f"`value` ({self.value})"] if self.value else []
-        kind = "0 to 1" if self.model_graded or self.name == "rouge-n" else \
+        kind = "0 to 1" if self.model_graded or self.name in ("rouge-n", "similar") else \
             "a whole number of edits" if self.name == "levenshtein" else "a number"
         own += [f"`threshold` ({kind})"] if self.threshold else []
         own += [f"`{k}`" for k in self.extra]
@@ -70,6 +70,10 @@ _TYPES = [
     AssertionType("levenshtein", "the edit distance between the output and `value` is at most `threshold` "
                   "(default 5); the score is 1 - distance / the longer length", "the expected text", True,
                   {"type": "levenshtein", "value": "Your order has shipped.", "threshold": 3}, threshold=True),
+    AssertionType("similar", "the cosine similarity of the output's embedding and `value`'s (the best of a list) "
+                  "reaches `threshold` (default 0.75); needs `evals.embedding`", "the reference text, or a list of them",
+                  True, {"type": "similar", "value": "You can return it within 30 days.", "threshold": 0.8},
+                  threshold=True),
     AssertionType("rouge-n", "ROUGE-1 recall of `value`'s words in the output reaches `threshold` (default 0.75)",
                   "the reference text", True, {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6},
                   threshold=True),

@@ -22,8 +22,9 @@ from gating.evals.records import AssertionResult
 
 MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.model_graded}  # alias -> graded type
 PYTHON = "python"  # run by pycheck.py, not here
+SIMILAR = "similar"  # needs embeddings: runner.py
 _CONTAINS = {f"{i}contains{s}" for i in ("", "i") for s in ("", "-all", "-any")}
-DETERMINISTIC = set(TYPES) - set(MODEL_GRADED) - {PYTHON}
+DETERMINISTIC = set(TYPES) - set(MODEL_GRADED) - {PYTHON, SIMILAR}
 ALL_TYPES = sorted(TYPES)
 
 REFUSAL_PATTERNS = re.compile(
@@ -108,6 +109,8 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
             re.compile(v)
         except re.error as e:
             return f"invalid regular expression {v!r}: {e}"
+    if t == SIMILAR and not _str_or_list(v):
+        return "similar needs a `value`: the reference text or a non-empty list of them"
     if t in ("starts-with", "levenshtein", "rouge-n") and not isinstance(v, str):
         return f"{t} needs a string `value`"
     if t in ("is-json", "contains-json") and v is not None and not isinstance(v, dict):

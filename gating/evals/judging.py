@@ -39,14 +39,17 @@ class Judging:
     reader: RevisionReader | None = field(default=None, compare=False, repr=False)  # files it names (prices)
     prices: bytes | None = field(default=None, repr=False)
     python: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # evals.python files: what checks run
+    embed_model: Mapping[str, Any] | None = None  # evals.embedding: the model `similar` embeds with
 
     @property
     def digest(self) -> str:
         """What a result judged this way depends on: a stored run is reused only when it matches."""
-        doc = {"evals": self.evals, "judge": self.judge_model,
+        doc: dict[str, Any] = {"evals": self.evals, "judge": self.judge_model,
                "prices": hashlib.sha256(self.prices).hexdigest() if self.prices is not None else None,
                "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)]
                          + ([c.transform] if c.transform else []) for c in self.cases]}
+        if self.embed_model:
+            doc["embedding"] = self.embed_model
         if self.python:  # the checks' code decides results as much as the cases do
             doc["python"] = {p: hashlib.sha256(b).hexdigest() for p, b in sorted(self.python.items())}
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -109,7 +112,8 @@ def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None)
 
     check_refs(python_refs(cases, ev.get("transform")), python)
     return Judging("self", rev, f"the evals of `{snap.manifest.source}` at `{rev[:7]}`", ev, judge,
-                   tuple(cases), _datasets(snap), reader=reader, prices=_prices(reader, ev), python=python)
+                   tuple(cases), _datasets(snap), reader=reader, prices=_prices(reader, ev), python=python,
+                   embed_model=snap.manifest.models.get(ev["embedding"]) if ev.get("embedding") else None)
 
 
 def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base_rev: str,
@@ -127,7 +131,7 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
                     "adopts them (an admin approves that, by the built-in policy-change rule)")
         return Judging("head", theirs.rev, sentence, theirs.evals, theirs.judge_model, theirs.cases,
                        theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices,
-                       theirs.python)
+                       theirs.python, theirs.embed_model)
     known = {c.id for c in own.cases}
     # the head's cases as the base would read them: its defaults, and no generator of the head's (code)
     head_cases = revision_cases(head, {**head_ev, "target": own.evals.get("target"),
@@ -140,4 +144,4 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
     sentence = (f"Judged by the base's evals (`{source}` at `{base_rev[:7]}`): its thresholds, regression rule, "
                 "judge, target and the cases that exist there, with their assertions")
     return Judging("base", base_rev, sentence, own.evals, own.judge_model, own.cases + tuple(run), datasets,
-                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices, own.python)
+                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices, own.python, own.embed_model)

@@ -13,6 +13,7 @@ that does not parse): `complete(..., check=)` vets it first.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,11 @@ class LLM:
             del self._inflight[key]
         return got
 
+    async def embed(self, req: Any, dataset: str = "") -> list[list[float]]:
+        """Embeddings of an EmbedRequest, through the same cache, cassettes and retries as answers."""
+        got = await self.complete(req, dataset, check=_vectors)
+        return _vectors(got.text)
+
     def _replay(self, req: ChatRequest) -> Completion:
         key = request_key(req)
         entry = self.cassettes.get(key)
@@ -143,6 +149,16 @@ class LLM:
             rkey = request_key(req)
             self.recorded.setdefault(dataset, {})[rkey] = cassette_entry(rkey, req, got)
         return got
+
+
+def _vectors(text: str) -> list[list[float]]:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        v = None
+    if not isinstance(v, list) or not all(isinstance(r, list) for r in v):
+        raise ProviderError("parse", "a recorded embedding is not a list of vectors")
+    return v
 
 
 def _usable(got: Completion, check: Callable[[str], object] | None) -> bool:

@@ -416,6 +416,14 @@ async def call_embed(pool: ClientPool, req: Any, env: Mapping[str, str], timeout
     return Azure().parse_embed(_json_of(resp), len(req.texts))  # Azure's embeddings are OpenAI's shape
 
 
+async def embed_completion(pool: ClientPool, req: Any, env: Mapping[str, str],
+                           timeout_s: float | None = None) -> Completion:
+    """call_embed as a Completion (the vectors as JSON text), so the cache and cassettes keep embeddings too."""
+    t0 = time.perf_counter()
+    vectors = await call_embed(pool, req, env, timeout_s)
+    return Completion(json.dumps(vectors), None, None, (time.perf_counter() - t0) * 1000)
+
+
 @dataclass
 class RetryPolicy:
     """Exponential backoff, each wait jittered between half and all of its step; a server's Retry-After
@@ -440,9 +448,10 @@ class RetryPolicy:
 async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str, str], policy: RetryPolicy,
                             timeout_s: float | None = None, on_retry: Any = None) -> Completion:
     attempt = 0
+    call = embed_completion if hasattr(req, "texts") else call_live
     while True:
         try:
-            return await call_live(pool, req, env, timeout_s)
+            return await call(pool, req, env, timeout_s)
         except ProviderError as err:
             attempt += 1
             wait = policy.delay(attempt, err)

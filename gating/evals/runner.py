@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 from collections.abc import Mapping
@@ -16,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
-from gating.evals.assertions import MODEL_GRADED, PYTHON, Observation, base_type, default_name, evaluate
+from gating.evals.assertions import (
+    MODEL_GRADED,
+    PYTHON,
+    SIMILAR,
+    Observation,
+    base_type,
+    default_name,
+    evaluate,
+)
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest
@@ -39,6 +48,7 @@ from gating.evals.targets import (
 )
 from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
+from gating.system.schema import PROVIDER_SETTINGS
 from gating.system.snapshot import Snapshot
 
 DEFAULT_CONCURRENCY = 16
@@ -85,7 +95,8 @@ def _context(case: Case, question: str, spec: dict[str, Any] | None = None) -> d
 
 class _Run:
     def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int,
-                 checks: PythonChecks | None = None, transform: str | None = None):
+                 checks: PythonChecks | None = None, transform: str | None = None,
+                 embed_model: Mapping[str, Any] | None = None):
         self.target = target
         self.llm = llm
         self.prices = prices
@@ -93,6 +104,24 @@ class _Run:
         self.repeat = repeat
         self.checks = checks
         self.transform = transform
+        self.embed_model = embed_model
+
+    async def _similar(self, spec: dict[str, Any], obs: Observation, case: Case) -> AssertionResult:
+        from gating.evals.dialects import EmbedRequest
+
+        if not self.embed_model:
+            raise CheckError("similar needs an embedding model: the judging revision sets none in evals.embedding")
+        m = self.embed_model
+        refs = [spec["value"]] if isinstance(spec["value"], str) else list(spec["value"])
+        req = EmbedRequest(m["provider"], m["model"], (obs.output, *refs), m.get("base_url"), m.get("api_key_env"),
+                           tuple(sorted((k, m[k]) for k in PROVIDER_SETTINGS if k in m)))
+        out, *ref_vecs = await self.llm.embed(req, case.file)
+        best = max(_cosine(out, r) for r in ref_vecs)
+        need = float(spec.get("threshold", 0.75))
+        ok, why = best >= need, f"cosine similarity {best:.3f} (needs {need:g})"
+        if spec["type"].startswith("not-"):
+            ok, best, why = not ok, 1.0 - best, f"{why} (negated)"
+        return AssertionResult(spec["type"], ok, round(best, 6), why, default_name(spec), float(spec.get("weight", 1.0)))
 
     async def _python(self, spec: dict[str, Any], obs: Observation, case: Case, question: str) -> AssertionResult:
         assert self.checks is not None
@@ -145,6 +174,13 @@ class _Run:
             try:
                 if base_type(spec["type"]) == PYTHON:
                     results.append(await self._python(spec, obs, case, question))
+                    continue
+                if base_type(spec["type"]) == SIMILAR:
+                    try:
+                        results.append(await self._similar(spec, obs, case))
+                    except ProviderError as e:  # the embedding call failed: an error of its own category
+                        error, message = error or e.category, message or f"embedding: {e.message}"
+                        results.append(_failed(spec, f"embedding error ({e.category}): {e.message}"))
                     continue
                 if base_type(spec["type"]) not in MODEL_GRADED:
                     results.append(evaluate(spec, obs))
@@ -207,6 +243,13 @@ class _Run:
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
         )
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    if len(a) != len(b):
+        raise ProviderError("parse", f"embeddings of different lengths ({len(a)} and {len(b)})")
+    na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb) if na and nb else 0.0
 
 
 def _failed(spec: dict[str, Any], reason: str) -> AssertionResult:
@@ -303,9 +346,16 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     refs = python_refs(selected, ev.get("transform"))
     if not judging:  # the judging side's own cases were checked when it was loaded; added ones fail alone
         check_refs(refs, python)
+    embed_model = (judging.embed_model if judging else
+                   (m.models.get(ev["embedding"]) if ev.get("embedding") else None))
+    if embed_model is None:
+        bad = [f"{c.where}: case {c.id!r}: similar needs an embedding model (set evals.embedding in gating.yml)"
+               for c in selected if any(base_type(a["type"]) == SIMILAR for a in c.asserts)]
+        if bad and not judging:
+            raise DatasetError(bad)
     checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
     run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
-               checks, ev.get("transform"))
+               checks, ev.get("transform"), embed_model)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
 

@@ -377,9 +377,10 @@ def _reference_problems(m: Manifest) -> list[Problem]:
         problems.append(m.problem(["evals", "target"], "a command target must name the files its pipeline runs "
                                   "in `code:` (globs such as [\"app/**/*.py\"], or [] when none are in this "
                                   "repository), so that a change to them is a change to the LLM system"))
-    judge = m.evals.get("judge")
-    if judge and judge not in models:
-        problems.append(m.problem(["evals", "judge"], _unknown("model", judge, models)))
+    for key in ("judge", "embedding"):
+        name = m.evals.get(key)
+        if name and name not in models:
+            problems.append(m.problem(["evals", key], _unknown("model", name, models)))
     seen: dict[str, int] = {}
     for i, rule in enumerate(m.approvals):
         if rule["name"] in seen:

@@ -110,6 +110,7 @@ EVALS_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
         },
         "judge": {"type": "string"},
+        "embedding": {"type": "string"},  # the model component `similar` embeds with
         # Python files the evals run (python assertions, transforms): part of the system, judged from the base
         "python": _str_list,
         "transform": {"type": "string", "minLength": 1},  # file://PATH.py:FUNCTION or inline Python

@@ -28,6 +28,13 @@ class EmbedRequest:
     base_url: str | None = None
     api_key_env: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    repeat: int = 0  # embeddings are deterministic: never a distinct sample
+
+    def key_material(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"provider": self.provider, "model": self.model, "embed": list(self.texts)}
+        if self.options:
+            d["options"] = dict(self.options)
+        return d
 
 
 Request = ChatRequest | EmbedRequest
