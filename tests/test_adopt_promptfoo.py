@@ -181,7 +181,8 @@ def test_a_config_that_cannot_be_read_is_named(repo: Git, config: str | None, me
 
 def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> None:
     samples = {"latency": {"threshold": 100}, "cost": {"threshold": 0.5}, "is-json": {}, "is-refusal": {},
-               "contains-json": {}, "python": {"value": "output != ''"},
+               "contains-json": {}, "python": {"value": "output != ''"}, "context-faithfulness": {},
+               "answer-relevance": {},
                "llm-rubric": {"value": "polite", "threshold": 0.5}, "factuality": {"value": "Paris"}}
     for ptype, rule in PROMPTFOO_ASSERTIONS.items():
         assert rule.type in ALL_TYPES, ptype

@@ -41,6 +41,10 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "levenshtein": Rule("levenshtein", keeps_threshold=True),
     "rouge-n": Rule("rouge-n", keeps_threshold=True),
     "similar": Rule("similar", keeps_threshold=True),  # the caller adds the embedding model
+    "g-eval": Rule("g-eval", keeps_threshold=True),
+    "context-faithfulness": Rule("context-faithfulness", keeps_threshold=True),
+    "context-recall": Rule("context-recall", keeps_threshold=True),
+    "answer-relevance": Rule("answer-relevance", keeps_threshold=True),
     "regex": Rule("regex"),
     "is-json": Rule("is-json", schema_type="json-schema"),
     "is-refusal": Rule("refusal"),

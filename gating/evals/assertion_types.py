@@ -95,6 +95,19 @@ _TYPES = [
     AssertionType("factuality", "the judge model compares the output with the reference answer "
                   "(model-graded)", "the reference answer (default: the case's `expected`)", False,
                   {"type": "factuality", "threshold": 0.75}, threshold=True, model_graded=True),
+    AssertionType("g-eval", "the judge model reasons through evaluation steps for the criteria, then grades "
+                  "(model-graded)", "the criteria", True,
+                  {"type": "g-eval", "value": "Coherent, and every step follows from the last.", "threshold": 0.75},
+                  threshold=True, model_graded=True),
+    AssertionType("context-faithfulness", "every claim of the output is supported by the retrieved text in the "
+                  "case's `context` var (model-graded)", None, False,
+                  {"type": "context-faithfulness", "threshold": 0.75}, threshold=True, model_graded=True),
+    AssertionType("context-recall", "the retrieved text in the case's `context` var holds the reference's facts "
+                  "(model-graded)", "the reference answer (default: the case's `expected`)", False,
+                  {"type": "context-recall", "threshold": 0.75}, threshold=True, model_graded=True),
+    AssertionType("answer-relevance", "the output answers the input that was asked, without going elsewhere "
+                  "(model-graded)", None, False, {"type": "answer-relevance", "threshold": 0.75},
+                  threshold=True, model_graded=True),
     AssertionType("python", "your Python function (a file of `evals.python`) or an inline expression decides: "
                   "`fn(output, context)` returns true/false, a score, or {pass, score, reason}; with a number, "
                   "`threshold` is the score a pass needs (default: above 0)",

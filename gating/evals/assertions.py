@@ -135,8 +135,10 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
         return "refusal `value` is true (should refuse, the default) or false (should answer)"
     if t in ("rubric", "llm-rubric") and (not isinstance(v, str) or not v.strip()):
         return f"{t} needs a `value`: the rubric text"
-    if t == "factuality" and not isinstance(v, str) and case.get("expected") is None:
-        return "factuality needs a reference answer: a `value` or the case's `expected`"
+    if t in ("factuality", "context-recall") and not isinstance(v, str) and case.get("expected") is None:
+        return f"{t} needs a reference answer: a `value` or the case's `expected`"
+    if t == "g-eval" and (not isinstance(v, str) or not v.strip()):
+        return "g-eval needs a `value`: the criteria"
     return None
 
 

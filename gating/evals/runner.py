@@ -185,7 +185,8 @@ class _Run:
                 if base_type(spec["type"]) not in MODEL_GRADED:
                     results.append(evaluate(spec, obs))
                     continue
-                res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file)
+                res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file,
+                                       case.vars.get("context"))
                 judge_ms += got.latency_ms
                 results.append(res)
             except (JudgeParseError, ProviderError) as e:
