@@ -246,6 +246,7 @@ def test_bedrock_without_credentials_or_region_says_what_to_set(monkeypatch: pyt
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setattr(bedrock, "_chain", None)
+    monkeypatch.setattr(bedrock, "_chain_resolved", False)
     env = {k: v for k, v in llm.env().items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"}
     err = error_of(llm, request("bedrock", "hi"), env)
     assert err.category == "setup" and "no AWS credentials for bedrock" in err.message

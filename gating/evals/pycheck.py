@@ -27,6 +27,7 @@ from typing import Any
 
 from gating.evals.assertions import PYTHON, base_type
 from gating.evals.dataset import Case, DatasetError
+from gating.evals.providers import ProviderError
 
 DEFAULT_TIMEOUT_S = 10.0
 STARTUP_TIMEOUT_S = 60.0
@@ -35,8 +36,11 @@ MAX_REPLY = 16 << 20  # bytes of one answer from the child
 _REF = re.compile(r"^file://([^:]+?\.py)(?::([A-Za-z_][A-Za-z0-9_]*))?$")
 
 
-class CheckError(Exception):
+class CheckError(ProviderError):
     """A Python check or transform that could not give a verdict (the case's `assertion` error)."""
+
+    def __init__(self, message: str):
+        super().__init__("assertion", message)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ class _Run:
         try:
             obs.output = out.output = await self._transformed(case, obs.output, question)  # what is graded is shown
         except CheckError as e:
-            return out, [], "assertion", f"transform: {e}", 0.0
+            return out, [], "assertion", f"transform: {e.message}", 0.0
         for spec in case.asserts:
             try:
                 if base_type(spec["type"]) == PYTHON:
@@ -189,14 +189,14 @@ class _Run:
                                        case.vars.get("context"))
                 judge_ms += got.latency_ms
                 results.append(res)
+            except CheckError as e:  # a Python check that gave no verdict: the case's error, never a score
+                error, message = error or "assertion", message or e.message
+                results.append(_failed(spec, e.message))
             except (JudgeParseError, ProviderError) as e:
                 cat = "parse" if isinstance(e, JudgeParseError) else e.category
                 msg = str(e) if isinstance(e, JudgeParseError) else e.message
                 error, message = error or cat, message or f"judge: {msg}"
                 results.append(_failed(spec, f"judge error ({cat}): {msg}"))
-            except CheckError as e:  # a Python check that gave no verdict: the case's error, never a score
-                error, message = error or "assertion", message or str(e)
-                results.append(_failed(spec, str(e)))
             except Exception as e:  # an assertion that raises fails its case (category `assertion`), not the run
                 why = f"{spec['type']} raised {type(e).__name__}: {e}"
                 error, message = error or "assertion", message or why

@@ -38,6 +38,7 @@ SETUP = {"AccessDeniedException", "UnrecognizedClientException", "InvalidSignatu
          "MissingAuthenticationTokenException", "ResourceNotFoundException", "IncompleteSignatureException"}
 _chain_lock = threading.Lock()
 _chain: Any = None  # botocore's resolved credentials (refreshable ones refresh themselves)
+_chain_resolved = False  # the chain is asked once per process (instance metadata can take seconds to answer)
 
 
 def _botocore() -> Any:
@@ -57,10 +58,10 @@ def credentials(env: Mapping[str, str]) -> Any:
     bc = _botocore()
     creds = bc.credentials.EnvProvider(environ=dict(env)).load()
     if creds is None:
-        global _chain
+        global _chain, _chain_resolved
         with _chain_lock:
-            if _chain is None:
-                _chain = bc.session.get_session().get_credentials()
+            if not _chain_resolved:
+                _chain, _chain_resolved = bc.session.get_session().get_credentials(), True
             creds = _chain
     if creds is None:
         raise ProviderError("setup", "no AWS credentials for bedrock: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
