@@ -157,7 +157,9 @@ def check_pull(state: DemoState, branch: str, action: str = "opened") -> CheckRu
                "GITHUB_TOKEN": state.token, "GITHUB_RUN_ID": str(1000 + n)}
     ctx = build_context(actions, event)
     env = {**os.environ, **actions, "GATING_PROVIDER": "replay"}
-    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env)
+    from gating.commands.check_github import GitHub
+
+    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env, github=GitHub())
     clone.run("remote", "set-url", "origin", state.repo.clone_url)  # the job's token leaves with the job
     state.checks[branch] = done
     state.runs.append(done)

@@ -9,7 +9,15 @@ from typing import Any
 
 from gating.git.notes import AUDIT_REF, IDENTITY, Item, RefConflict, TransientError
 from gating.github.client import GitHubError
-from gating.github.gitdb import create_ref, ref_sha, update_ref
+from gating.github.gitdb import (
+    create_blob,
+    create_commit,
+    create_ref,
+    create_tree,
+    git_commit,
+    ref_sha,
+    update_ref,
+)
 from gating.github.repo import Repo, walk_tree
 
 
@@ -44,14 +52,14 @@ class GitDatabaseNotes:
 
     def commit(self, sha: str) -> tuple[str, list[str]]:
         if sha not in self._commits:
-            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/commits/{sha}"))
+            body = self._call(lambda: git_commit(self.repo, sha))
             self._commits[sha] = (body["tree"]["sha"], [p["sha"] for p in body.get("parents") or []])
         return self._commits[sha]
 
     def tree(self, sha: str) -> list[Any]:
 
         if sha not in self._trees:
-            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))
+            body = self._call(lambda: self.repo.tree(sha, recursive=False))
             self._trees[sha] = [Item(e["mode"], e["type"], e["sha"], e["path"]) for e in body["tree"]]
         return self._trees[sha]
 
@@ -67,18 +75,13 @@ class GitDatabaseNotes:
 
     def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
 
-        client, base = self.repo.client, self.repo.path
-        blob = self._call(lambda: client.request("POST", f"{base}/git/blobs", json={
-            "content": base64.b64encode(data).decode(), "encoding": "base64"}).json()["sha"])
-        tree_body: dict[str, Any] = {"tree": [{"path": path, "mode": "100644", "type": "blob", "sha": blob}]}
-        if tip:
-            tree_body["base_tree"] = self.commit(tip)[0]
-        tree = self._call(lambda: client.request("POST", f"{base}/git/trees", json=tree_body).json()["sha"])
+        blob = self._call(lambda: create_blob(self.repo, base64.b64encode(data).decode()))
+        entry = [{"path": path, "mode": "100644", "type": "blob", "sha": blob}]
+        base_tree = self.commit(tip)[0] if tip else None
+        tree = self._call(lambda: create_tree(self.repo, base_tree, entry))
         date = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # aware: the log's clock
         who = {"name": self.identity[0], "email": self.identity[1], "date": date}
-        new = self._call(lambda: client.request("POST", f"{base}/git/commits", json={
-            "message": message, "tree": tree, "parents": [tip] if tip else [], "author": who,
-            "committer": who}).json()["sha"])
+        new = self._call(lambda: create_commit(self.repo, message, tree, [tip] if tip else [], author=who))
         ref = self.ref.removeprefix("refs/")
         try:
             if tip:

@@ -75,7 +75,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         settings = Settings.load(settings)
     settings.check()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
