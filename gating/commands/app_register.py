@@ -34,7 +34,7 @@ from gating.github.app_manifest import (
     convert_code,
     new_app_url,
 )
-from gating.github.client import GitHubError
+from gating.github.basics import GitHubError
 
 CALLBACK = "/callback"
 AUDIT_KEY_FILE = "gating-audit-key.pem"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from gating.github.client import GitHubClient, GitHubError, RetryPolicy
+from gating.github.basics import GitHubError
 
 GITHUB_URL = "https://github.com"
 ACTIONS_APP_ID = 15368  # GitHub Actions' App id on github.com (the source of `gating / eval`)
@@ -68,6 +68,8 @@ class AppCredentials:
 def convert_code(api_url: str, code: str) -> AppCredentials:
     """POST /app-manifests/{code}/conversions (no authentication: the code is the credential). By path:
     PyGithub has no method for it. Single use: never tried twice (a second try would only get 404)."""
+    from gating.github.client import GitHubClient, RetryPolicy  # PyGithub, only when a code is converted
+
     client = GitHubClient(api_url, None, RetryPolicy(retries=0), timeout=30)
     body = client.request("POST", f"/app-manifests/{quote(code, safe='')}/conversions")
     try:

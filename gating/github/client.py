@@ -18,12 +18,11 @@ an installation token among them) is replaced by one line per call without heade
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from itertools import islice
@@ -31,8 +30,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import requests
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from github import Auth, Github, GithubException, GithubIntegration
 from github.GithubObject import GithubObject, NonCompletableGithubObject
 from github.PaginatedList import PaginatedList
@@ -40,12 +37,23 @@ from github.Requester import Requester
 from urllib3.util.retry import Retry
 
 from gating import limits
+from gating.github.basics import (  # noqa: F401 (re-exported: gating.github.client names them too)
+    API_VERSION,
+    DEFAULT_API_URL,
+    EMPTY_MESSAGES,
+    EmptyRepository,
+    GitHubError,
+    MissingPermission,
+    NotFound,
+    PrivateKeyError,
+    RateLimited,
+    Token,
+    load_private_key,
+)
 
 log = logging.getLogger("gating.github")
 T = TypeVar("T")
 
-DEFAULT_API_URL = "https://api.github.com"
-API_VERSION = "2022-11-28"
 USER_AGENT = "gating-app"
 PER_PAGE = 100
 TOKEN_REFRESH_MARGIN = 120.0  # seconds before expires_at when a cached token is renewed
@@ -55,91 +63,6 @@ JWT_LIFETIME = 540  # exp 9 minutes from now: GitHub refuses more than 10
 CLOCK_SKEW_MESSAGES = ("'Expiration time' claim ('exp') is too far in the future",
                        "'Issued at' claim ('iat') must be an Integer representing the time that the assertion was issued",
                        "'Expiration time' claim ('exp') must be a numeric value representing the future time")
-
-
-class GitHubError(RuntimeError):
-    """GitHub answered with an error (or could not be reached: status 0)."""
-
-    def __init__(self, status: int, message: str, method: str = "", path: str = "",
-                 headers: Mapping[str, str] | None = None):
-        self.status, self.method, self.path = status, method, path
-        self.message = message
-        self.headers: Mapping[str, str] = headers or {}
-        where = f" ({method} {path})" if method else ""
-        super().__init__(f"GitHub {status or 'unreachable'}{where}: {message}")
-
-
-class NotFound(GitHubError):
-    pass
-
-
-class EmptyRepository(GitHubError):
-    """The repository has no commit yet: GitHub answers 409 "Git Repository is empty." (404 "This
-    repository is empty." for contents) to anything that needs one."""
-
-
-EMPTY_MESSAGES = ("Git Repository is empty.", "This repository is empty.")
-
-
-class MissingPermission(GitHubError):
-    """403 "Resource not accessible by integration": the installation lacks a permission; `accepted`
-    lists what GitHub would take (X-Accepted-GitHub-Permissions), e.g. ["members=read"]."""
-
-    @property
-    def accepted(self) -> list[str]:
-        value = self.headers.get("x-accepted-github-permissions") or ""
-        return [p.strip() for p in value.replace(",", ";").split(";") if p.strip()]
-
-
-class RateLimited(GitHubError):
-    """GitHub asked us to wait; `retry_after` says how long (the job queue tries again then)."""
-
-    def __init__(self, status: int, message: str, retry_after: float, method: str = "", path: str = "",
-                 headers: Mapping[str, str] | None = None):
-        super().__init__(status, message, method, path, headers)
-        self.retry_after = retry_after
-
-
-# -- the App's private key ------------------------------------------------------------------------
-
-
-class PrivateKeyError(ValueError):
-    """The App's private key is missing or unusable (the message never contains the key)."""
-
-
-def load_private_key(path: str | None = None, value: str | None = None) -> str:
-    """The PEM text of the App's RSA key, from a file or an environment value; a value may have its
-    newlines escaped as `\\n` or be base64-encoded, as Probot accepts."""
-    if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise PrivateKeyError(f"cannot read the private key file {path}: {e.strerror}") from None
-        where = f"the private key file {path}"
-    elif value:
-        text = value.replace("\\n", "\n").strip()
-        if "-----BEGIN" not in text:
-            try:
-                text = base64.b64decode(text, validate=True).decode("utf-8")
-            except ValueError:
-                raise PrivateKeyError("PRIVATE_KEY is neither PEM text nor base64-encoded PEM") from None
-        where = "PRIVATE_KEY"
-    else:
-        raise PrivateKeyError("no private key: set PRIVATE_KEY_PATH (a .pem file) or PRIVATE_KEY")
-    try:
-        key = load_pem_private_key(text.encode("utf-8"), password=None)
-    except (ValueError, TypeError):
-        raise PrivateKeyError(f"{where} does not hold a PEM private key") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise PrivateKeyError(f"{where} is not an RSA key; GitHub Apps sign with RS256")
-    return text
-
-
-@dataclass(frozen=True)
-class Token:
-    token: str = field(repr=False)
-    expires_at: float
 
 
 # -- what PyGithub is told ------------------------------------------------------------------------
