@@ -28,6 +28,7 @@ from gating.github import (
     Repo,
     RetryPolicy,
     Token,
+    commit_sha,
     load_private_key,
     token_client,
 )
@@ -205,6 +206,15 @@ def test_not_found_and_permission_lookups(github, github_repo):
     with pytest.raises(NotFound) as e:
         repo.pull(999)
     assert str(e.value) == "GitHub 404 (GET /repos/acme/support-bot/pulls/999): Not Found"
+
+
+def test_names_with_slashes_and_commit_prefixes(github, github_repo):
+    repo = installed(make_app(github), github, github_repo)
+    github.push(github_repo, "feature/x", {"a.txt": "a"}, "a", user="alice")
+    assert repo.branch_sha("feature/x") == github_repo.head("feature/x")
+    assert repo.merge_base("main", "feature/x") == github_repo.head("main")
+    assert commit_sha(repo, github_repo.head("main")[:10]) == github_repo.head("main")
+    assert commit_sha(repo, "0000000000") is None
 
 
 def test_pagination_follows_link_headers(github, github_repo):

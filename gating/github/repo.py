@@ -63,11 +63,11 @@ class Repo:
         return list(self.client.items(self.gh.get_pulls(state="open"), what=f"GET {self.path}/pulls"))
 
     def branch_sha(self, branch: str) -> str:
-        return self.client.call(lambda: raw(self.gh.get_branch(_q(branch)))["commit"]["sha"],
+        return self.client.call(lambda: raw(self.gh.get_branch(branch))["commit"]["sha"],  # PyGithub quotes it
                                 f"GET {self.path}/branches/{_q(branch)}")
 
     def merge_base(self, base: str, head: str) -> str:
-        return self.client.call(lambda: self.gh.compare(_q(base), _q(head)).raw_data["merge_base_commit"]["sha"],
+        return self.client.call(lambda: self.gh.compare(base, head).raw_data["merge_base_commit"]["sha"],
                                 f"GET {self.path}/compare/{_q(base)}...{_q(head)}")
 
     def permission(self, login: str) -> str:

@@ -21,7 +21,8 @@ def repository(repo: Repo) -> dict[str, Any]:
 def commit_sha(repo: Repo, ref: str) -> str | None:
     """The full SHA a commit prefix (or ref) names in the repository, or None when there is none."""
     try:
-        return repo.client.call(lambda: repo.gh.get_commit(_q(ref)).raw_data["sha"], f"GET {repo.path}/commits/{_q(ref)}")
+        return repo.client.call(lambda: repo.gh.get_commit(ref).raw_data["sha"],  # PyGithub quotes the ref
+                                f"GET {repo.path}/commits/{_q(ref)}")
     except GitHubError as e:
         if e.status in (404, 422):  # unknown, or an ambiguous prefix
             return None
