@@ -33,8 +33,15 @@ class GitHubFailure(Exception):
 class CheckWriter(Protocol):
     """The check run and the comment on GitHub; every method raises `GitHubFailure` when GitHub says no."""
 
-    waited: float  # seconds spent waiting out rate limits so far
-    wait_budget: float  # at most this many in all
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting out rate limits so far."""
+        ...
+
+    @property
+    def wait_budget(self) -> float:
+        """At most this many seconds in all."""
+        ...
 
     def start_check_run(self, name: str, head_sha: str, *, started_at: str, title: str, summary: str,
                         details_url: str | None = None) -> int: ...

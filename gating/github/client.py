@@ -18,6 +18,7 @@ an installation token among them) is replaced by one line per call without heade
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -144,6 +145,11 @@ def raw(obj: GithubObject) -> dict[str, Any]:
     return obj._rawData  # noqa: SLF001
 
 
+def _page(listing: PaginatedList[Any], start: int, stop: int) -> list[Any]:
+    """Items start..stop of a PaginatedList: those it holds, then as many pages as it takes."""
+    return list(islice(listing, start, stop))
+
+
 def _message(data: Any) -> str:
     if isinstance(data, dict):
         return str(data.get("message") or data.get("data") or data)[:500]
@@ -202,7 +208,9 @@ class GitHubClient:
         if isinstance(e, requests.RequestException):
             req = e.request
             if req is not None and req.method:
-                method, path = req.method, self._where(f"{req.method} {urlparse(req.url or '').path}")[1]
+                verb = req.method.decode() if isinstance(req.method, bytes) else str(req.method)
+                url = req.url.decode() if isinstance(req.url, bytes) else str(req.url or "")
+                method, path = verb, self._where(f"{verb} {urlparse(url).path}")[1]
             return GitHubError(0, f"{type(e).__name__}: {e}", method, path)
         status = e.status
         headers = {str(k).lower(): str(v) for k, v in (e.headers or {}).items()}
@@ -266,7 +274,7 @@ class GitHubClient:
         (a page that failed is fetched again on the next try: the list keeps what it already has)."""
         n = 0
         while n < limit:
-            batch = self.call(lambda start=n: list(islice(listing, start, min(limit, start + PER_PAGE))), what)
+            batch = self.call(functools.partial(_page, listing, n, min(limit, n + PER_PAGE)), what)
             if not batch:
                 return
             for item in batch:
