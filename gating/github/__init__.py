@@ -1,5 +1,6 @@
 """The one place that talks to the GitHub REST API.
 
+- basics.py: the GitHubError family, the App's private key, the API's URL and version (no PyGithub).
 - client.py: PyGithub configured never to sleep or throttle (App JWT, installation tokens cached
   until shortly before they expire, one refresh on 401), its errors as the GitHubError family, rate
   limits raised as RateLimited for the job queue.
@@ -12,7 +13,8 @@
 - facts.py: `RepoFacts`, a repository as the audit trail reads it (gating.audit.record.Source).
 - witness.py: check runs by name across commits (the App's witnesses, read back).
 
-Every public name is importable from `gating.github` itself. Secrets never reach a log line or a repr.
+Every public name is importable from `gating.github` itself, and loads its module (and PyGithub) only
+when first used. Secrets never reach a log line or a repr.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from gating.github.basics import (
+        API_VERSION,
+        DEFAULT_API_URL,
+        EmptyRepository,
+        GitHubError,
+        MissingPermission,
+        NotFound,
+        PrivateKeyError,
+        RateLimited,
+        Token,
+        load_private_key,
+    )
     from gating.github.checks import (
         ANNOTATIONS_PER_REQUEST,
         COMMENT_MARKER,
@@ -29,22 +43,12 @@ if TYPE_CHECKING:
         upsert_comment,
     )
     from gating.github.client import (
-        API_VERSION,
-        DEFAULT_API_URL,
         JWT_BACKDATE,
         JWT_LIFETIME,
         TOKEN_REFRESH_MARGIN,
-        EmptyRepository,
         GitHubApp,
         GitHubClient,
-        GitHubError,
-        MissingPermission,
-        NotFound,
-        PrivateKeyError,
-        RateLimited,
         RetryPolicy,
-        Token,
-        load_private_key,
         raw,
         token_client,
     )
