@@ -420,6 +420,11 @@ class GitHubApp:
                             self.clock, on_401=refresh)
 
 
+CLI_WAIT_BUDGET = 30.0  # seconds a command may wait out rate limits in all: it has no job queue to hand them to
+
+
 def token_client(api_url: str, token: str, retry: RetryPolicy | None = None) -> GitHubClient:
-    """A client authenticated by a token (the workflow's GITHUB_TOKEN)."""
-    return GitHubClient(api_url, Auth.Token(token), retry, timeout=30)
+    """A client authenticated by a token (the workflow's GITHUB_TOKEN, a user's token) for a command
+    run in its own process (never the App's jobs): by default it waits rate limits out, up to
+    CLI_WAIT_BUDGET seconds in all."""
+    return GitHubClient(api_url, Auth.Token(token), retry or RetryPolicy(wait_budget=CLI_WAIT_BUDGET), timeout=30)
