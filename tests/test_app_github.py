@@ -337,6 +337,19 @@ def test_a_client_with_a_wait_budget_waits_in_place(first, wait):
     assert sleeps == [wait] and client.waited == wait
 
 
+def test_a_commands_token_client_waits_up_to_thirty_seconds_in_all():
+    wsgi = scripted([Response('{"message": "slow down"}', 429, {"Retry-After": "20"}),
+                     Response('{"message": "slow down"}', 429, {"Retry-After": "20"}),
+                     Response('{"message": "slow down"}', 429, {"Retry-After": "20"})])
+    sleeps: list[float] = []
+    with serve_in_thread(wsgi) as url:
+        client = token_client(url, "t")
+        client.sleep = sleeps.append
+        with pytest.raises(RateLimited) as e:
+            client.get("/x")
+    assert sleeps == [20.0, 10.0] and e.value.retry_after == 20.0
+
+
 def test_plain_403_is_not_retried():
     wsgi = scripted([Response('{"message": "Resource not accessible by integration"}', 403,
                               {"X-Accepted-GitHub-Permissions": "members=read"})])
