@@ -66,9 +66,13 @@ class Repo:
         return self.client.call(lambda: raw(self.gh.get_branch(branch))["commit"]["sha"],  # PyGithub quotes it
                                 f"GET {self.path}/branches/{_q(branch)}")
 
-    def merge_base(self, base: str, head: str) -> str:
-        return self.client.call(lambda: self.gh.compare(base, head).raw_data["merge_base_commit"]["sha"],
+    def compare(self, base: str, head: str) -> dict[str, Any]:
+        """GitHub's comparison of two commits or branches (status ahead/behind/identical/diverged, merge base)."""
+        return self.client.call(lambda: self.gh.compare(base, head).raw_data,  # PyGithub quotes both
                                 f"GET {self.path}/compare/{_q(base)}...{_q(head)}")
+
+    def merge_base(self, base: str, head: str) -> str:
+        return self.compare(base, head)["merge_base_commit"]["sha"]
 
     def permission(self, login: str) -> str:
         """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""

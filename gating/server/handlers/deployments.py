@@ -30,7 +30,7 @@ def register(registry: Registry) -> None:
 def on_branch(repo: Repo, branch: str, sha: str) -> bool:
     """Whether `sha` is in the history of `branch` (GitHub's compare: the branch is ahead of it or at it)."""
     try:
-        status = repo.client.get(f"{repo.path}/compare/{branch}...{sha}").get("status")
+        status = repo.compare(branch, sha).get("status")
     except GitHubError as e:
         if e.status in (404, 422):
             return False
