@@ -78,7 +78,8 @@ def test_an_annotation_batch_github_appended_before_the_error_is_not_appended_tw
 
 def test_the_check_step_loads_without_pygithub():
     """The core reaches GitHub through the CheckGitHub seam; naming an error or the API URL needs no client."""
-    code = ("import sys, gating.check.run, gating.check.fork\n"
+    code = ("import sys, gating.check.run, gating.check.fork, gating.commands.check_github\n"
+            "gating.commands.check_github.GitHub()\n"
             "from gating.github import GitHubError, DEFAULT_API_URL, load_private_key\n"
             "print('github' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

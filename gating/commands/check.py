@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise _refused(env, str(e)) from None
     except UsageError as e:
         raise _refused(env, str(e)) from None
-    from gating.commands.check_github import GitHub  # PyGithub, only when a check runs
+    from gating.commands.check_github import GitHub
 
     github = GitHub()
     if ctx.untrusted and not args.from_artifact:  # a fork's head under a privileged event: never run it
