@@ -7,10 +7,12 @@ it never sleeps in a job thread and turns its exceptions into the `GitHubError` 
 - no throttling (`seconds_between_requests=None`, `seconds_between_writes=None`) and no
   `GithubRetry`: a rate limit (403/429 with x-ratelimit-remaining 0, Retry-After or a secondary-limit
   message; a 5xx with Retry-After) is raised at once as `RateLimited`, and the App's job queue
-  reschedules the job when GitHub said. Only a client given a `wait_budget` (the Action's, which has
-  no queue to hand a wait back to) waits, in `call`, never inside PyGithub.
+  reschedules the job when GitHub said. Only a client given a `wait_budget` (a command's
+  `token_client`: no queue to hand a wait back to) waits, in `call`, never inside PyGithub.
 - a GET that meets a 5xx or a dropped connection is tried again at once (urllib3, no backoff, no
-  Retry-After sleep); a write never is: `create` looks for what the first try made first.
+  Retry-After sleep); a write never is: `create_with` looks for what the first try made first.
+- PyGithub's one sleep left is its 2 s wait on a 202 to a GET (statistics endpoints, "still
+  computing"); nothing here calls one.
 
 Secrets never reach a log line or a repr: PyGithub's own request log (which prints response bodies,
 an installation token among them) is replaced by one line per call without headers or bodies.
