@@ -96,6 +96,10 @@ class Manifest:
     def rollback(self) -> dict[str, Any]:
         return self.data.get("rollback") or {}
 
+    @property
+    def monitor(self) -> dict[str, Any]:
+        return self.data.get("monitor") or {}
+
     def position(self, path: Sequence[str | int]) -> tuple[int, int]:
         """1-based (line, column) of the deepest known prefix of `path`."""
         key = tuple(path)
@@ -214,8 +218,15 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
         return m.problem(path, msg + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     if v == "const":
         return m.problem(path, f"{where}: must be {err.validator_value!r}, got {err.instance!r}")
+    if v == "pattern" and path[:1] == ["monitor"] and path[-1:] == ["threshold"]:
+        return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '> 0.02', '<= 800' or "
+                         "'> 1.5x projected'")
+    if v == "pattern" and path[:1] == ["monitor"] and path[-1:] == ["for"]:
+        return m.problem(path, f"{where}: {err.instance!r} is not a duration like '15m', '1h' or '1d'")
     if v == "pattern" and path and path[-2:-1] == ["thresholds"]:
         return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '>= 0.9' or '<= 3000'")
+    if v == "anyOf" and path[:2] == ["monitor", "rules"]:
+        return m.problem(path, f"{where}: needs a `threshold`, an `anomaly`, or both")
     if v == "propertyNames":
         bad = err.instance
         return m.problem(
@@ -342,6 +353,8 @@ def _rt_parse(text: str, source: str) -> Any:
 
 def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For anyOf/oneOf-style errors, report the most specific cause."""
+    if err.validator == "anyOf" and list(err.absolute_path)[:2] == ["monitor", "rules"]:
+        return err  # a rule needs one of two keys: say so, not which one best matched
     if err.context:
         return jsonschema.exceptions.best_match(err.context)
     return err
@@ -382,6 +395,33 @@ def _reference_problems(m: Manifest) -> list[Problem]:
                 m.problem(["approvals", i, "name"], f"duplicate approval rule name {rule['name']!r}")
             )
         seen[rule["name"]] = i
+    problems += _monitor_problems(m)
+    return problems
+
+
+def _monitor_problems(m: Manifest) -> list[Problem]:
+    """Rule names are unique, a component is a prompt of this manifest, and each option fits its metric."""
+    problems, seen = [], set()
+    for i, rule in enumerate(m.monitor.get("rules") or []):
+        at = ["monitor", "rules", i]
+        if rule["name"] in seen:
+            problems.append(m.problem([*at, "name"], f"duplicate monitor rule name {rule['name']!r}"))
+        seen.add(rule["name"])
+        if "component" in rule and rule["component"] not in m.prompts:
+            problems.append(m.problem([*at, "component"], _unknown("prompt", rule["component"], m.prompts)))
+        if "category" in rule and rule["metric"] != "error_rate":
+            problems.append(m.problem([*at, "category"], f"monitor.rules[{i}].category applies to metric "
+                                      f"error_rate only, not {rule['metric']}"))
+        if "stage" in rule and not rule["metric"].startswith("latency_"):
+            problems.append(m.problem([*at, "stage"], f"monitor.rules[{i}].stage applies to latency metrics "
+                                      f"only, not {rule['metric']}"))
+        if "projected" in rule.get("threshold", "") and rule["metric"] not in ("tokens_per_request", "cost_per_day"):
+            problems.append(m.problem([*at, "threshold"], f"monitor.rules[{i}].threshold: only tokens_per_request "
+                                      "and cost_per_day have an eval projection to compare with"))
+        anomaly = rule.get("anomaly") or {}
+        if anomaly.get("min_weeks", 1) > anomaly.get("weeks", 4):
+            problems.append(m.problem([*at, "anomaly", "min_weeks"], f"monitor.rules[{i}].anomaly.min_weeks "
+                                      "is more than the weeks it looks back"))
     return problems
 
 

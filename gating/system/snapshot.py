@@ -455,6 +455,8 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         "rollback": m.rollback,
         "files": dict(sorted(files.items())),
     }
+    if m.monitor:  # only when there is one: a manifest without it keeps the digest it always had
+        data["monitor"] = m.monitor
     for cat, key in (("cassette", "cassettes"), ("code", "code")):  # what replay serves, what a target runs
         found = {r.path: files[r.path] for r in refs if r.category == cat}
         if found:
