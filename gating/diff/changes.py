@@ -57,7 +57,7 @@ class ChangeSet:
 
     @property
     def after_merge(self) -> list[Change]:
-        """Changes to how pull requests are judged or approved (evals, approval rules, rollback): they
+        """Changes to how pull requests are judged or approved (evals, approval rules, rollback, monitor): they
         apply from the merge on, never to the pull request that makes them."""
         return [c for c in self.changes if c.category in AFTER_MERGE]
 

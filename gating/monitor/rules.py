@@ -21,12 +21,10 @@ from typing import Any
 
 from gating.monitor.anomaly import WEEK_MINUTES, Baseline, baseline, is_anomalous
 from gating.monitor.rollup import WHOLE_SYSTEM, Rollup, RollupSource, total
+from gating.system.schema import DEFAULT_BAKE_MINUTES, duration_minutes
 
-DEFAULT_BAKE_MINUTES = 30
 DAY_MINUTES = 24 * 60
-_DURATION = re.compile(r"^\s*([1-9][0-9]*)\s*(m|h|d)\s*$")
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<)\s*([0-9]+(?:\.[0-9]+)?)\s*(x\s*projected)?\s*$")
-_UNITS = {"m": 1, "h": 60, "d": DAY_MINUTES}
 _OPS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
 DEFAULT_MIN_REQUESTS = {"requests_per_minute": 0}  # every other metric: 100 requests in the window
 FALLBACK_MIN_REQUESTS = 100
@@ -38,10 +36,10 @@ class MonitorError(ValueError):
 
 def parse_duration(text: str) -> int:
     """'15m' / '1h' / '1d' -> minutes."""
-    m = _DURATION.match(str(text))
-    if not m:
+    minutes = duration_minutes(text)
+    if minutes is None:
         raise MonitorError(f"{text!r} is not a duration like '15m', '1h' or '1d'")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    return minutes
 
 
 def format_duration(minutes: int) -> str:

@@ -230,6 +230,16 @@ MONITOR_ERRORS = ["rate_limit", "content_filter", "timeout", "parse", "other"]
 MONITOR_ACTIONS = ["rollback", "notify"]
 MONITOR_SEVERITIES = ["critical", "warning", "info"]
 DURATION_PATTERN = r"^\s*[1-9][0-9]*\s*(m|h|d)\s*$"  # whole minutes, hours or days: 15m, 1h, 1d
+DEFAULT_BAKE_MINUTES = 30
+
+
+def duration_minutes(text: str) -> int | None:
+    """'15m' / '1h' / '1d' -> minutes; None for anything else (read by the diff and by gating.monitor)."""
+    import re
+    m = re.match(DURATION_PATTERN, str(text))
+    return int(m.group(0).strip()[:-1]) * {"m": 1, "h": 60, "d": 1440}[m.group(1)] if m else None
+
+
 MONITOR_THRESHOLD_PATTERN = r"^\s*(>=|<=|>|<)\s*[0-9]+(\.[0-9]+)?\s*(x\s*projected)?\s*$"
 
 MONITOR_SCHEMA: dict[str, Any] = {
