@@ -31,7 +31,8 @@ from gating.system.canonical import canonical_json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
-EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated")
+EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
+          "monitor_alert")
 
 
 class EntryError(ValueError):
@@ -58,7 +59,7 @@ class Override:
     scope: str = "evals"
 
 
-ROLLBACK_TRIGGERS = ("comment", "alert", "deploy_failure", "cli")
+ROLLBACK_TRIGGERS = ("comment", "alert", "deploy_failure", "cli", "monitor")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ class EntryFacts:
     backfilled: bool = False
     discriminator: str = ""
     key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit.rotation.rotation
+    # On known_good entries the bake's evidence, on monitor_alert entries the firing rule: rules,
+    # figures, window, comparison (gating.monitor.rules.RuleResult.to_dict).
+    health: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -156,6 +160,7 @@ def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None
         "backfilled": facts.backfilled,
         "key": facts.key,
         **({"key_rotation": dict(facts.key_rotation)} if facts.key_rotation is not None else {}),
+        **({"health": dict(facts.health)} if facts.health is not None else {}),
         "seq": seq,
         "prev": prev,
     }
@@ -280,7 +285,7 @@ _PREDICATE_TYPES: dict[str, tuple[type, ...]] = {
     "prev": (str, type(None)), "key": (str,), "actor": (str, type(None)), "repository": (str, type(None)),
     "commit": (str, type(None)), "snapshot": (dict, type(None)), "evals": (dict, type(None)),
     "deployment": (dict, type(None)), "rollback": (dict, type(None)), "approvals": (list,), "overrides": (list,),
-    "key_rotation": (dict,),
+    "key_rotation": (dict,), "health": (dict,),
 }
 
 

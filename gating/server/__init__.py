@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
+from gating.monitor.rollup import MemoryRollups, RollupSource
 from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from gating.server.schedule import Scheduler
@@ -33,6 +34,7 @@ class AppState:
     worker: Worker = field(init=False)
     scheduler: Scheduler = field(init=False)
     blobs: BlobCache = field(default_factory=BlobCache)
+    rollups: RollupSource = field(default_factory=MemoryRollups)  # what the monitor's rules read
 
     def ensure_started(self) -> None:
         """Start this process's background threads; again after a gunicorn fork, which they do not survive."""
@@ -48,7 +50,8 @@ class AppState:
         if handler is None:
             raise PermanentError(f"no handler {job.handler!r} for {job.event} in this version of the App")
         try:
-            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue))
+            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue,
+                                    rollups=self.rollups))
         except RateLimited as e:  # GitHub said when: not a failed attempt of the job
             raise RetryLater(str(e), e.retry_after, counts=False) from e
         except GitHubError as e:

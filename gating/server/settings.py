@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "monitor"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,6 +88,11 @@ class Settings:
     # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)
+    # monitor (README: Monitoring in production)
+    monitor_seconds: float = _env("GATING_MONITOR_SECONDS", "how often the App evaluates the monitor: rules of "
+                                  "each deployed system, bakes and rolls back (0: never)", 60.0)
+    monitor_token: str = _env("GATING_MONITOR_TOKEN", "bearer token for GET /monitor/status (unset: every "
+                              "request is refused)", "", repr=False)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
