@@ -47,9 +47,11 @@ def requests_at(minute: int) -> int:
 
 
 def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, system: str = SYSTEM,
-            repo: str = REPO, start: int = START, stages: Sequence[str] = ("request", "retrieval", "llm")) -> Iterator[Rollup]:
+            repo: str = REPO, start: int = START, stages: Sequence[str] = ("request", "retrieval", "llm"),
+            minutes: int | None = None) -> Iterator[Rollup]:
+    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes)."""
     rng = random.Random(seed)
-    for minute in range(start, start + weeks * WEEK):
+    for minute in range(start, start + (minutes if minutes is not None else weeks * WEEK)):
         mean = requests_at(minute)
         n = max(0, int(rng.gauss(mean, math.sqrt(mean) if mean else 0)))
         if n == 0:

@@ -67,6 +67,14 @@ class LatencySketch:
                 return 2 * self._GAMMA**key / (self._GAMMA + 1)  # the bucket's midpoint in relative terms
         return 2 * self._GAMMA ** max(self.buckets) / (self._GAMMA + 1)
 
+    def values(self) -> Iterator[tuple[float, int]]:
+        """(a bucket's representative value in ms, its count), smallest first: to re-bucket a sketch
+        into a fixed histogram (Prometheus `le` buckets)."""
+        if self.zero:
+            yield 0.0, self.zero
+        for key in sorted(self.buckets):
+            yield 2 * self._GAMMA**key / (self._GAMMA + 1), self.buckets[key]
+
     def to_dict(self) -> dict[str, Any]:
         return {"zero": self.zero, "buckets": {str(k): n for k, n in sorted(self.buckets.items())}}
 
