@@ -13,6 +13,7 @@ import pytest
 from app_support import serve_in_thread
 from test_rollback_app import HANDLERS, MANIFEST, World, make_world
 
+from gating.commands.cli import main
 from gating.monitor.rollup import MemoryRollups, Rollup
 
 TOKEN = "monitor-token-for-tests"
@@ -82,7 +83,7 @@ def bake_m1(world: World) -> int:
     return start
 
 
-def test_a_deployment_is_known_good_only_after_its_bake_passes_with_no_rule_firing(world: World):
+def test_a_deployment_is_known_good_only_after_its_bake_passes_with_no_rule_firing(world: World, monkeypatch, capsys):
     m1 = world.shas["M1"]
     assert ("deployed", m1) in events(world) and ("known_good", m1) not in events(world)
     start = minutes_of(world, m1)
@@ -113,6 +114,17 @@ def test_a_deployment_is_known_good_only_after_its_bake_passes_with_no_rule_firi
     shown = {r["rule"]: (r["value"], r["op"], r["threshold"], r["firing"]) for r in dep["rules"]}
     assert shown["error-rate"] == (0.0, ">", 0.02, False)
     assert abs(shown["retrieval-p95"][0] - 120) / 120 < 0.011 and shown["retrieval-p95"][1:] == (">", 300.0, False)
+
+    monkeypatch.setenv("GATING_MONITOR_TOKEN", TOKEN)
+    assert main(["monitor", "status", "--app", world.url, "--repository", REPO]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{REPO}: production {m1[:12]} known_good (known-good: {m1[:12]}): known-good since " \
+        + out[0].rsplit("known-good since ", 1)[1]
+    assert out[2].split() == ["error-rate", "0", ">", "0.02", "1,500", "15m", "ok"]
+    monkeypatch.setenv("GATING_MONITOR_TOKEN", "wrong")
+    assert main(["monitor", "status", "--app", world.url, "--repository", REPO]) == 1
+    assert capsys.readouterr().err == ("gating: the App answered 401: missing or wrong bearer token (Authorization: "
+                                       "Bearer <GATING_MONITOR_TOKEN>)\n")
 
 
 def test_a_firing_rollback_rule_rolls_back_once_with_one_signed_entry_across_ticks(world: World):
