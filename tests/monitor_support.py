@@ -2,20 +2,20 @@
 
 Weekdays peak in the afternoon and are quiet at night; weekends carry 40% of a weekday's traffic.
 Incidents change one thing for a stretch of minutes: the error rate, one stage's latency, or the
-tokens per request. `IndexedRollups` is a RollupSource keyed by minute, so a test can evaluate rules
-at hundreds of times over a month of records quickly.
+tokens per request.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gating.monitor.rollup import Rollup
+from gating.monitor.rollup import IndexedRollups, Rollup
+
+__all__ = ["IndexedRollups"]  # the tests' RollupSource over weeks of records
 
 REPO = "acme/support-bot"
 SYSTEM = "a" * 40
@@ -77,26 +77,6 @@ def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, s
                 neg = sum(1 for _ in range(n // 10) if rng.random() < 0.05)
                 r.feedback = {"negative": neg, "positive": n // 10 - neg}
             yield r
-
-
-class IndexedRollups:
-    """A RollupSource over records indexed by (repository, minute)."""
-
-    def __init__(self, rollups: Sequence[Rollup] | Iterator[Rollup] = ()) -> None:
-        self.by_minute: dict[tuple[str, int], list[Rollup]] = defaultdict(list)
-        for r in rollups:
-            self.add(r)
-
-    def add(self, r: Rollup) -> None:
-        self.by_minute[(r.repo, r.minute)].append(r)
-
-    def rollups(self, repo: str, *, since: int, until: int, system: str | None = None,
-                component: str | None = None, stage: str | None = None) -> Iterator[Rollup]:
-        for minute in range(since, until):
-            for r in self.by_minute.get((repo, minute), ()):
-                if ((system is None or r.system == system) and (component is None or r.component == component)
-                        and (stage is None or r.stage == stage)):
-                    yield r
 
 
 # The rules the week-of-traffic tests and the example's monitor: section use.

@@ -42,3 +42,15 @@ def test_a_window_is_the_merge_of_its_minutes_and_the_source_filters_by_key_and_
     assert abs(window.cost - 1.0) < 1e-9
     assert Rollup.from_dict(window.to_dict()) == window
     assert list(source.rollups("x/y", since=0, until=99)) == []
+
+
+def test_the_indexed_source_answers_window_queries_like_the_list():
+    from gating.monitor.rollup import IndexedRollups
+
+    rows = [Rollup(repo=repo, system=system, component=c, stage=st, minute=m, requests=m)
+            for repo in ("o/r", "o/s") for system in ("abc", "def") for c in ("answer", "")
+            for st in ("request", "llm") for m in range(5, 25, 3)]
+    mem, idx = MemoryRollups(rows), IndexedRollups(rows)
+    for kw in ({}, {"system": "abc"}, {"component": ""}, {"stage": "llm", "system": "def"}):
+        assert sorted(map(repr, idx.rollups("o/r", since=8, until=20, **kw))) == \
+            sorted(map(repr, mem.rollups("o/r", since=8, until=20, **kw)))

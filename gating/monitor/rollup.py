@@ -172,3 +172,25 @@ class MemoryRollups:
             if (r.repo == repo and since <= r.minute < until and (system is None or r.system == system)
                     and (component is None or r.component == component) and (stage is None or r.stage == stage)):
                 yield r
+
+
+class IndexedRollups:
+    """A RollupSource over records indexed by (repository, minute): a window query reads only its
+    minutes, so evaluating rules at every minute of weeks of records stays fast (tests, bench)."""
+
+    def __init__(self, rollups: Iterable[Rollup] = ()) -> None:
+        self.by_minute: dict[tuple[str, int], list[Rollup]] = {}
+        for r in rollups:
+            self.add(r)
+
+    def add(self, rollup: Rollup) -> None:
+        self.by_minute.setdefault((rollup.repo, rollup.minute), []).append(rollup)
+
+    def rollups(self, repo: str, *, since: int, until: int, system: str | None = None,
+                component: str | None = None, stage: str | None = None) -> Iterator[Rollup]:
+        for minute in range(since, until):
+            for r in self.by_minute.get((repo, minute), ()):
+                if ((system is None or r.system == system) and (component is None or r.component == component)
+                        and (stage is None or r.stage == stage)):
+                    yield r
+
