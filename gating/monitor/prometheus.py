@@ -103,7 +103,7 @@ def _exprs(rule: MonitorRule, service: str) -> tuple[str, str]:
     raise ValueError(f"metric {m} has no PromQL form")
 
 
-def annotations(rule: MonitorRule) -> dict[str, str]:
+def alert_annotations(rule: MonitorRule) -> dict[str, str]:
     return {"summary": f"{rule.name}: {rule.condition} (action {rule.action})"}
 
 
@@ -126,7 +126,7 @@ def prometheus_rules(config: MonitorConfig, repo: str, service: str) -> tuple[di
         rules.append({"record": rs, "expr": samples})
         cond = f"{rv} {rule.op} {rule.threshold:g} and on ({BY}) {rs} >= {rule.min_requests}"
         rules.append({"alert": alert_name(rule.name), "expr": cond, "for": format_duration(rule.window),
-                      "labels": labels(rule, repo), "annotations": annotations(rule)})
+                      "labels": labels(rule, repo), "annotations": alert_annotations(rule)})
     group = {"name": f"gating-monitor:{repo}", "interval": "1m", "rules": rules}
     return {"groups": [group]}, skipped
 
@@ -185,11 +185,11 @@ def series(rollups: Iterable[Rollup], service: str, start: int, minutes: int) ->
                 add(EVENTS, {**tok, "event_name": "gating.feedback", "gating_feedback": kind}, r.minute, n)
     out = []
     for key, deltas in sorted(counters.items()):
-        total, values = 0.0, []
+        total, samples = 0.0, []
         for d in deltas:
             total += d
-            values.append(f"{total:.15g}")
-        out.append({"series": key, "values": " ".join(values)})
+            samples.append(f"{total:.15g}")
+        out.append({"series": key, "values": " ".join(samples)})
     return out
 
 
@@ -215,7 +215,7 @@ def promtool_test(config: MonitorConfig, rules_file: str, rollups: Sequence[Roll
             if fires(config, source, repo, system, rule, t):
                 expected.append({"exp_labels": {**labels(rule, repo), "service_name": service,
                                                 "service_version": system},
-                                 "exp_annotations": annotations(rule)})
+                                 "exp_annotations": alert_annotations(rule)})
             tests.append({"eval_time": f"{t - start}m", "alertname": alert_name(rule.name), "exp_alerts": expected})
     return {"rule_files": [rules_file], "evaluation_interval": "1m",
             "tests": [{"interval": "1m", "input_series": series(rollups, service, start, minutes),
