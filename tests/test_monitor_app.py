@@ -179,3 +179,26 @@ def test_monitor_status_is_refused_without_the_token_and_names_what_is_wrong(wor
     assert (r.status_code, r.json()["error"]) == (400, "name the repository: /monitor/status?repo=owner/name")
     r = status(world, repo="acme/other")
     assert r.status_code == 404 and r.json()["error"].startswith("no deployment of acme/other is monitored")
+
+
+def test_the_audit_log_shows_the_bake_and_the_firing_rule():
+    from datetime import UTC, datetime
+
+    from gating.audit import entry as audit
+    from gating.commands.audit import log_line
+
+    key = audit.Ed25519PrivateKey.generate()
+    rule = {"rule": "error-rate", "reason": "error rate over 15m is 10.00%, > 2.00% (1,500 requests)"}
+    facts = [audit.EntryFacts("known_good", "a" * 40, REPO, "gating (monitor)", deployment={"environment": "production"},
+                              health={"bake": {"minutes": 30, "requests": 3100}, "rules": []}),
+             audit.EntryFacts("monitor_alert", "b" * 40, REPO, "gating (monitor)", health={"rule": rule,
+                                                                                        "action": "rollback"})]
+    lines, prev = [], None
+    for seq, f in enumerate(facts, 1):
+        line = audit.make_line(f, datetime(2026, 11, 2, tzinfo=UTC), seq, prev, key)
+        lines.append(log_line(audit.parse_line(line, f.commit)))
+        prev = audit.sha256_line(line)
+    assert lines[0].endswith("gating (monitor)  (env production, baked 30 min on 3100 requests, no rule fired)")
+    assert lines[1].endswith("gating (monitor)  (error-rate → rollback: error rate over 15m is 10.00%, > 2.00% "
+                             "(1,500 requests))")
+    assert "monitor_alert" in lines[1]

@@ -173,6 +173,19 @@ def actor_text(e: Entry) -> str:
     return actor
 
 
+def health_text(e: Entry) -> list[str]:
+    """What the monitor recorded: the bake of a known_good entry, the rule of a monitor_alert entry."""
+    health = e.predicate.get("health")
+    if not isinstance(health, dict):
+        return []
+    rule, bake = health.get("rule"), health.get("bake")
+    if e.event == "monitor_alert" and isinstance(rule, dict):
+        return [f"{rule.get('rule')} → {health.get('action')}: {rule.get('reason')}"]
+    if isinstance(bake, dict):
+        return [f"baked {bake.get('minutes')} min on {bake.get('requests')} requests, no rule fired"]
+    return []
+
+
 def log_line(e: Entry) -> str:
     p = e.predicate
     pr = f"#{p['pull_request']}" if p.get("pull_request") else "-"
@@ -188,6 +201,7 @@ def log_line(e: Entry) -> str:
         extra.append("backfilled")
     if rollback:
         extra.append(rollback_text(rollback))
+    extra += health_text(e)
     return (f"{e.seq:>5}  {p.get('timestamp')}  {e.event:<13}  {_short(e.commit)}  {pr:>6}  "
             f"{actor_text(e)}" + (f"  ({', '.join(extra)})" if extra else ""))
 
