@@ -15,6 +15,7 @@ from test_rollback_app import HANDLERS, MANIFEST, World, make_world
 
 from gating.commands.cli import main
 from gating.monitor.rollup import MemoryRollups, Rollup
+from gating.server import monitoring
 
 TOKEN = "monitor-token-for-tests"
 MONITOR_HANDLERS = HANDLERS + ",gating.server.handlers.monitor"
@@ -41,8 +42,10 @@ def traffic(rollups: MemoryRollups, system: str, start: int, minutes: int, *, er
         rollups.add(ret)
 
 
-def tick(world: World, minute: int) -> None:
-    """The monitor's timed job for the period starting at `minute`, as the scheduler queues it."""
+def tick(world: World, minute: int, now: int | None = None) -> None:
+    """The monitor's timed job for the period starting at `minute`, as the scheduler queues it, with
+    the monitor's clock at that minute (or at `now`)."""
+    monitoring.clock = lambda: (minute if now is None else now) * 60.0
     state = world.app.extensions["gating"]
     payload = {"action": "monitor", "period": minute, "every_seconds": 60.0}
     handlers = [(h.name, h.key(payload)) for h in state.registry.match("schedule", payload)]
@@ -66,13 +69,17 @@ def world(github, github_repo, tmp_path: Path):
     app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=MONITOR_HANDLERS, GATING_MONITOR_SECONDS=0,
                           GATING_MONITOR_TOKEN=TOKEN)
     app.extensions["gating"].rollups = MemoryRollups()
+    real_clock = monitoring.clock
     with serve_in_thread(app) as url:
         github.webhook_url = url + "/webhooks"
         w = World(github, github_repo, app, key, tmp_path)
         w.url = url
         w.rollups = app.extensions["gating"].rollups
         w.good_then_bad(MANIFEST)
-        yield w
+        try:
+            yield w
+        finally:
+            monitoring.clock = real_clock
 
 
 def bake_m1(world: World) -> int:
@@ -89,6 +96,8 @@ def test_a_deployment_is_known_good_only_after_its_bake_passes_with_no_rule_firi
     start = minutes_of(world, m1)
     traffic(world.rollups, m1, start, 40)
     tick(world, start + 10)
+    assert ("known_good", m1) not in events(world)
+    tick(world, start + 45, now=start + 11)  # a period in the future (forged) is judged at now: still baking
     assert ("known_good", m1) not in events(world)
     body = status(world).json()
     (dep,) = body["deployments"]

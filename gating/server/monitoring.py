@@ -10,6 +10,7 @@ The latest evaluation is stored on the row, so GET /monitor/status answers witho
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from gating.server.rollbacks import Config
 from gating.server.settings import Settings
 
 MONITOR_MODULE = "gating.server.handlers.monitor"
+clock = time.time  # the monitor's now (tests move it forward instead of waiting out a bake)
 STATES = ("baking", "known_good", "unhealthy")
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS monitor_watch (

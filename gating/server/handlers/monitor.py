@@ -34,6 +34,7 @@ from gating.github import GitHubError, RateLimited, Repo
 from gating.github import rollback as gh
 from gating.monitor.rules import (
     Projection,
+    Reader,
     RuleResult,
     evaluate,
     firing,
@@ -74,11 +75,13 @@ def on_tick(ctx: JobContext) -> None:
 
 
 def tick_time(payload: dict[str, Any]) -> datetime:
-    """The start of the tick's period: every retry of the tick judges the same windows."""
+    """The start of the tick's period, so every retry of the tick judges the same windows; never
+    later than now (a forged period in the future must not end a bake early)."""
+    now = monitoring.clock()
     period, every = payload.get("period"), payload.get("every_seconds")
     if isinstance(period, int) and isinstance(every, (int, float)) and every > 0:
-        return datetime.fromtimestamp(period * every, UTC)
-    return datetime.now(UTC)
+        return datetime.fromtimestamp(min(period * every, now), UTC)
+    return datetime.fromtimestamp(now, UTC)
 
 
 def _merged(entries: list[Entry], commit: str) -> Entry | None:
@@ -145,8 +148,7 @@ def bake(ctx: JobContext, audit: Audit, repo: Repo, bake_minutes: int, w: monito
          now: datetime) -> tuple[str, str]:
     """The bake passed with no rule firing: known-good, with the evidence; with no traffic yet, wait."""
     since, until = int(w.deployed_at // 60), int(w.bake_until // 60) + 1
-    requests = sum(r.requests for s in systems
-                   for r in ctx.rollups.rollups(w.repo, since=since, until=until, system=s, stage="request"))
+    requests = Reader(ctx.rollups, w.repo).window(systems, since, until, None, "request").requests
     if requests == 0:
         return "baking", "bake window passed with no traffic attributed to this system yet: not known-good until some"
     from gating.audit import record as audit_record
