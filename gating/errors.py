@@ -32,6 +32,8 @@ class GatingError(Exception):
             assert exit_code in EXIT_CODES, exit_code
             self.exit_code = exit_code
         super().__init__(message or "\n".join(self.problems))
+        if self.problems and not message:
+            self.message = count(len(self.problems), "problem")
 
     @property
     def message(self) -> str:
@@ -41,6 +43,12 @@ class GatingError(Exception):
     @message.setter
     def message(self, value: str) -> None:
         self._message = value
+
+
+class ServiceError(GatingError):
+    """A service the run needs failed or refused: GitHub, a model provider. Not the user's input."""
+
+    exit_code = FAILED
 
 
 def count(n: int, what: str) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from app_support import app_settings
+from app_support import app_settings, signed
 
 import gating
 from gating.audit.entry import EntryError
@@ -198,6 +198,24 @@ def test_a_job_meeting_a_bug_is_logged_with_its_traceback_and_retried(queue: Job
     assert (job.status, job.last_error) == ("queued", "KeyError: 'pull_request'")
     [record] = caplog.records
     assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def test_a_delivery_meeting_an_expected_failure_is_answered_with_its_message(tmp_path: Path):
+    registry = Registry()
+
+    def key(payload):
+        raise LimitError("payload", "pull_request.title is longer than 65536 characters")
+
+    registry.on("pull_request", key=key)(lambda ctx: None)
+    app = create_app(app_settings(tmp_path), registry=registry)
+    body, headers = signed({"action": "opened"}, "pull_request")
+    try:
+        r = app.test_client().post("/webhooks", data=body, headers=headers)
+        assert (r.status_code, r.json) == (400, {"error": "payload:1: pull_request.title is longer than 65536 "
+                                                          "characters"})
+        assert app.extensions["gating"].queue.list() == []
+    finally:
+        app.extensions["gating"].worker.stop()
 
 
 def test_an_endpoint_meeting_an_expected_failure_answers_with_its_message(tmp_path: Path, caplog):
