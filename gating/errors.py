@@ -1,8 +1,9 @@
-"""The one root of every failure gating expects: bad input, a refused gate, a broken environment.
+"""The one root of every failure gating expects: bad input, a refused gate, a service that failed.
 
-Each door renders a GatingError one way (the CLI: `gating: error: <message>` or its problems, then
-exits with `exit_code`; the App: the job's recorded error, or the HTTP answer). Anything else that
-escapes is a bug and shows as one: a traceback and exit 1, never "bad input".
+Each door renders a GatingError in one place (the CLI's `main`: its problems and their summary, or
+`gating: error: <error>`, then exit `exit_code`; the App: the job's recorded error, or the HTTP
+answer). Anything else that escapes is a bug and shows as one, a traceback and exit 1, never as
+bad input; so bad input raises a GatingError, not a ValueError a bug could also raise.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ class GatingError(Exception):
     """An expected failure: `str(error)` says what failed and names the thing; `problems` lists
     each thing at fault when there are several (one line each); `exit_code` is USAGE or FAILED.
 
-    `message` is the one line a door shows: str(error), or for an error with problems their summary
-    (e.g. "3 problems in the LLM system manifest"). A few families keep a narrower `message` of
-    their own (GitHubError: GitHub's words without the status; LimitError: without the place), so
-    the doors print str(error) for an error without problems.
+    `message` is the summary line: str(error), or for an error with problems what they are problems
+    in ("3 problems in the LLM system manifest"). A few families narrow `message` to the bare reason
+    (GitHubError: GitHub's words without the status; LimitError: without the file and line), so a
+    door prints str(error) for an error without problems.
     """
 
     exit_code: int = USAGE
