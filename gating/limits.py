@@ -32,6 +32,8 @@ from ruamel.yaml.events import (
     ScalarEvent,
 )
 
+from gating.errors import FAILED, GatingError
+
 MiB = 1024 * 1024
 
 
@@ -51,7 +53,7 @@ LINE = replace(DEFAULT, max_bytes=1 * MiB)  # one line of a JSONL file (a case, 
 NOTE = replace(DEFAULT, max_depth=2 * DEFAULT.max_depth)  # a git note embeds documents read with DEFAULT
 
 
-class LimitError(ValueError):
+class LimitError(GatingError):
     """A document exceeds a limit: refused before it is built, naming the file and the limit."""
 
     def __init__(self, file: str, message: str, line: int = 1, column: int = 1):
@@ -173,6 +175,8 @@ def check_size(source: str, size: int, limits: Limits = DEFAULT, line: int = 1) 
 
 class BudgetExceeded(LimitError):
     """A job ran past its wall-clock or memory bound; `file` is what it was doing then."""
+
+    exit_code = FAILED
 
     def __str__(self) -> str:
         return f"{self.message}, while reading {self.file}"

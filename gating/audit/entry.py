@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gating import limits
 from gating.audit.keys import keyid as key_id
+from gating.errors import FAILED, GatingError
 from gating.system.canonical import canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -34,8 +35,10 @@ PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
 EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated")
 
 
-class EntryError(ValueError):
-    """A line that is not a well-formed audit entry."""
+class EntryError(GatingError):
+    """A line that is not a well-formed audit entry: the audit log fails verification (exit 1)."""
+
+    exit_code = FAILED
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     """Decode an envelope line and its Statement; raises EntryError naming what is wrong."""
     try:
         envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("not JSON: not a DSSE envelope") from None
     if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
         raise EntryError(f"not a DSSE envelope with payloadType {PAYLOAD_TYPE}")
@@ -260,7 +263,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     payload = _b64(envelope.get("payload"), "payload")
     try:
         statement = limits.load_json(payload, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("the payload is not JSON (payload changed?)") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise EntryError(f"the payload is not an in-toto Statement ({STATEMENT_TYPE})")

@@ -29,11 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gating.audit import entry as audit
 from gating.audit.entry import Entry, EntryError, EntryFacts
 from gating.audit.verify import Finding, NotesChange, NotesCommit, Report, verify_log
+from gating.errors import FAILED, GatingError
 from gating.git.notes import Item, LocalNotes, RefConflict, TransientError
 
 
-class AppendError(RuntimeError):
+class AppendError(GatingError):
     """The entry could not be written within the attempt budget."""
+
+    exit_code = FAILED
 
 
 class NotesBackend(Protocol):

@@ -117,13 +117,10 @@ def published_key(g: Git) -> tuple[dict[str, Ed25519PublicKey], str] | None:
 def trusted_keys(g: Git, paths: list[str] | None, witnesses: CrossCheck | None
                  ) -> tuple[dict[str, Ed25519PublicKey], str]:
     """(keys, where they came from): --key files, else the published key, else the newest witness's."""
-    try:
-        if paths:
-            pubs = [keymod.load_public(keymod.read_file(p), p) for p in paths]
-            return {keymod.keyid(p): p for p in pubs}, "--key " + ", ".join(paths)
-        found = published_key(g)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    if paths:
+        pubs = [keymod.load_public(keymod.read_file(p), p) for p in paths]
+        return {keymod.keyid(p): p for p in pubs}, "--key " + ", ".join(paths)
+    found = published_key(g)
     if found:
         return found
     for w in reversed(witnesses.counted if witnesses else []):

@@ -10,8 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from gating.about import version
-from gating.git.repository import GitError
-from gating.system.manifest import ManifestError
+from gating.errors import GatingError
 
 # Each module registers its subcommands with `register(subparsers)`.
 COMMAND_MODULES = [
@@ -29,7 +28,7 @@ COMMAND_MODULES = [
 ]
 
 
-class UsageError(Exception):
+class UsageError(GatingError):
     """Bad arguments or input the user can fix; exit code 2."""
 
 
@@ -58,19 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _os_error(e)
         _silence_stdout()
         return 141
-    except ManifestError as e:
-        for p in e.problems:
-            print(f"{p}", file=sys.stderr)
-        n = len(e.problems)
-        print(f"gating: {n} problem{'s' if n != 1 else ''} in the LLM system manifest", file=sys.stderr)
-        return 2
-    except (GitError, UsageError) as e:
-        print(f"gating: error: {e}", file=sys.stderr)
-        return 2
+    except GatingError as e:  # expected: say what failed; anything else is a bug, and its traceback says so
+        _report(e)
+        return e.exit_code
     except OSError as e:  # a path the user named cannot be read or written
         return _os_error(e)
     except KeyboardInterrupt:
         return 130
+
+
+def _report(e: GatingError) -> None:
+    """Each problem on its line, then their summary, as a compiler does; else the one error line."""
+    for p in e.problems:
+        print(p, file=sys.stderr)
+    print(f"gating: {e.message}" if e.problems else f"gating: error: {e}", file=sys.stderr)
 
 
 def _os_error(e: OSError) -> int:

@@ -138,8 +138,6 @@ def run_import(args: argparse.Namespace) -> int:
     try:
         text = cfg.read_bytes().decode("utf-8")
         doc = limits.load_json(text, rel) if rel.endswith(".json") else limits.load_yaml(text, rel)
-    except limits.LimitError as e:
-        raise UsageError(str(e)) from None
     except UnicodeDecodeError:
         raise UsageError(f"{rel}: not UTF-8 text") from None
     except (ValueError, YAMLError) as e:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gating.errors import FAILED, GatingError
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name
 from gating.evals.llm import LLM
 from gating.evals.records import AssertionResult
@@ -29,8 +30,10 @@ JUDGE_SYSTEM = (
 _JSON_OBJ = re.compile(r"\{.*\}", re.S)
 
 
-class JudgeParseError(ValueError):
-    pass
+class JudgeParseError(GatingError):
+    """The judge's reply holds no score (the case fails with category `parse`)."""
+
+    exit_code = FAILED
 
 
 def rubric_messages(rubric: str, question: str, answer: str) -> tuple[tuple[str, str], ...]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from gating.errors import ServiceError
+
 try:
     import sniffio  # noqa: F401
 except ImportError:
@@ -40,7 +42,7 @@ ENV_NAMES = {"openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"), "anthropic": ("ANT
 OPENAI_DIALECT = {"openai", "ollama", "vllm", "litellm"}
 
 
-class ProviderError(Exception):
+class ProviderError(ServiceError):
     """A request that did not produce an answer; `category` is one of records.ERROR_CATEGORIES."""
 
     def __init__(self, category: str, message: str, *, retry_after: float | None = None,

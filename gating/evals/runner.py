@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
@@ -50,7 +51,7 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               judging: Judging | None = None, mode: str | None = None,
               trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
-    request). Raises DatasetError for a bad dataset, ValueError for bad settings.
+    request). Raises DatasetError for a bad dataset, GatingError for bad settings.
 
     `mode` is the mode the judging revision chose (None: this revision's own settings decide);
     `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
@@ -178,10 +179,7 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     merged: dict[str, dict[str, Any]] = {}
     for p in paths:
         if blobs.get(p) is not None:
-            try:
-                merged.update(parse_cassette(p, blobs[p] or b""))
-            except ValueError as e:
-                raise DatasetError([str(e)]) from None
+            merged.update(parse_cassette(p, blobs[p] or b""))
     return merged
 
 
@@ -235,7 +233,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
-            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+            raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
     pool = ClientPool(conc, tmo) if needs_pool else None
     cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None

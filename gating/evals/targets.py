@@ -26,6 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.dataset import Case
 from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
@@ -56,7 +57,7 @@ class _Sandbox(SandboxedEnvironment):
 _ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-class RenderError(Exception):
+class RenderError(GatingError):
     """A prompt could not be rendered for a case (category `render`)."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gating.errors import USAGE, GatingError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
 from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
@@ -97,6 +98,10 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log
         return jsonify({"error": e.description}), e.code
+
+    @app.errorhandler(GatingError)
+    def _expected_error(e: GatingError):  # bad input is the client's to fix (400); else ours (500), said why
+        return jsonify({"error": str(e)}), 400 if e.exit_code == USAGE else 500
 
     @app.before_request
     def _before() -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gating import limits
+from gating.errors import GatingError
 
 log = logging.getLogger("gating.app.jobs")
 
@@ -89,6 +90,8 @@ CREATE TABLE IF NOT EXISTS pushes (
 """
 
 
+# PermanentError and RetryLater are the queue's own signals from a handler, not failures a user meets
+# as such (their text becomes the job's recorded error), so they are not GatingErrors.
 class PermanentError(Exception):
     """Retrying cannot help (bad payload, missing installation): the job fails at once."""
 
@@ -499,10 +502,13 @@ class Worker:
         except RetryLater as e:
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after, counts=e.counts)
             log.warning("job %d (%s): %s; %s", job.id, job.handler, e, status)
-        except Exception as e:  # any handler bug must not kill the worker thread
+        except GatingError as e:  # expected (GitHub down, a bad file): its message says it all
+            status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
+            log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status)
+        except Exception as e:  # a bug: shown with its traceback, and it must not kill the worker thread
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
             log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status,
-                        exc_info=status == "failed")
+                        exc_info=True)
         else:
             self.queue.complete(job, owner)
             log.info("job %d (%s %s.%s) done in %.0f ms", job.id, job.handler, job.event, job.action,

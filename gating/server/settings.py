@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
@@ -25,12 +26,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUDIT_BACKENDS = ("api", "push")
 
 
-class SettingsError(ValueError):
+class SettingsError(GatingError):
     """The App cannot start with these settings; `problems` names each variable at fault."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
+        super().__init__("; ".join(problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the App's settings"
 
 
 def _env(name: str, doc: str, default: Any = None, **kw: Any) -> Any:

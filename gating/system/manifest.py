@@ -23,6 +23,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from gating import limits
+from gating.errors import GatingError, count
 from gating.system.schema import MANIFEST_SCHEMA
 
 MANIFEST_PATH = "gating.yml"
@@ -43,12 +44,12 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
-class ManifestError(Exception):
-    """The manifest cannot be used; `problems` lists every reason found."""
+class ManifestError(GatingError):
+    """The manifest cannot be used; `problems` lists every reason found, each at its file:line:column."""
 
     def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(str(p) for p in problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the LLM system manifest"
 
 
 @dataclass(frozen=True)
