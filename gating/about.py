@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import tomllib
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 import gating
@@ -37,6 +36,8 @@ def repository() -> str:
     is as old as the install)."""
     urls = _checkout_urls()
     if urls is None:
+        from importlib import metadata  # here, not at the top: `gating --help` needs only the version
+
         try:
             urls = dict(u.split(", ", 1) for u in metadata.metadata(DIST).get_all("Project-URL") or [])
         except metadata.PackageNotFoundError:
