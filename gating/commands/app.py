@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from gating.commands.cli import UsageError
+from gating.commands.extras import require
 
 WORKERS, THREADS = 2, 2
 
@@ -105,6 +106,8 @@ def _queue(args: argparse.Namespace) -> Any:
 
 def serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
+
+    require("app", "gating app serve")  # the App is Flask under gunicorn; `jobs` and `retry` need neither
 
     from gating.server.settings import SettingsError
 
