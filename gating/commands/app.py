@@ -105,9 +105,8 @@ def _queue(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from dataclasses import fields
-
     require("app", "gating app serve")  # the App is Flask under gunicorn; `jobs` and `retry` need neither
+    from dataclasses import fields
 
     from gating.server.settings import SettingsError
 

@@ -35,7 +35,6 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("init", "gating.commands.init", "write gating.yml, a starter dataset and the workflow for this repository"),
     ("import", "gating.commands.init", "convert another tool's eval config to gating's"),
 ]
-COMMAND_MODULES = list(dict.fromkeys(module for _name, module, _help in COMMANDS))
 
 
 class UsageError(Exception):
