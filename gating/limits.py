@@ -21,16 +21,10 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
-    ScalarEvent,
-)
+if TYPE_CHECKING:  # ruamel is imported by the first YAML read (a quick start for the CLI)
+    from ruamel.yaml import YAML
 
 from gating.errors import FAILED, GatingError
 
@@ -65,6 +59,8 @@ class LimitError(GatingError):
 
 
 def _event_parser() -> YAML:
+    from ruamel.yaml import YAML
+
     return YAML(typ="safe", pure=False)  # libyaml's parser when ruamel.yaml.clib is installed
 
 
@@ -74,6 +70,9 @@ def check_yaml(text: str, source: str, limits: Limits = DEFAULT) -> None:
     Syntax errors are left to the loader that follows, which reports them in its own words: it
     reads no further than this pass did before the error.
     """
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+
     check_budget(source)
     check_size(source, len(text) if len(text) * 4 <= limits.max_bytes else len(text.encode("utf-8")), limits)
     depth = expanded = aliases = 0
@@ -127,7 +126,11 @@ def load_yaml(text: str, source: str, *, typ: str = "safe", limits: Limits = DEF
     """`YAML(typ=typ).load(text)` (or the given loader's), after `check_yaml`; raises LimitError or
     the loader's YAMLError."""
     check_yaml(text, source, limits)
-    return (yaml or YAML(typ=typ)).load(text)
+    if yaml is None:
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ=typ)
+    return yaml.load(text)
 
 
 # -- JSON -------------------------------------------------------------------------------------------

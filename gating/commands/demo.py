@@ -33,6 +33,7 @@ from typing import Any
 
 from gating.check.context import CHECK_NAME, Settings, build_context
 from gating.check.run import CheckRun, run_check
+from gating.commands.extras import require
 from gating.git.repository import Git
 from gating.github import Repo, token_client
 from gating.testing.example import apply_demo_change, apply_regressing_change, example_dir
@@ -52,6 +53,7 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("test", "gating demo (the App and a local GitHub emulator)")
     if args.keep:
         return _run(Path(args.keep).resolve())
     with tempfile.TemporaryDirectory(prefix="gating-demo-") as tmp:

@@ -12,11 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-import referencing.exceptions
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
-
 from gating.evals.assertion_types import TYPES, wrong_key_message
 from gating.evals.records import AssertionResult
 
@@ -94,6 +89,8 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     if t == "json-schema":
         if not isinstance(v, dict):
             return "json-schema needs a `value` that is a JSON Schema object"
+        import jsonschema  # only a json-schema assertion needs it: imported here for a quick start
+
         try:
             jsonschema.Draft202012Validator.check_schema(v)
         except jsonschema.SchemaError as e:
@@ -127,6 +124,10 @@ def _refs(node: Any) -> list[str]:
 
 def _unresolved_ref(schema: dict[str, Any]) -> str | None:
     """The first $ref that cannot be resolved without fetching anything (validation would crash on it)."""
+    import referencing.exceptions
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
     resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
     for ref in _refs(schema):
         try:
@@ -197,6 +198,8 @@ def _check(t: str, v: Any, obs: Observation) -> tuple[bool, str]:
         ok, why, doc = _json(obs.output)
         if not ok:
             return False, why
+        import jsonschema
+
         err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(v).iter_errors(doc))
         if err is None:
             return True, "matches the schema"

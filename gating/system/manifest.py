@@ -14,17 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache, cached_property, lru_cache
-from typing import Any
-
-import jsonschema
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any
 
 from gating import limits
 from gating.errors import GatingError, count
 from gating.system.schema import MANIFEST_SCHEMA
+
+if TYPE_CHECKING:  # jsonschema and ruamel are imported when a manifest is parsed (a quick start for the CLI)
+    import jsonschema
+    from ruamel.yaml import YAML
 
 MANIFEST_PATH = "gating.yml"
 MAX_MANIFEST_BYTES = limits.MANIFEST.max_bytes
@@ -113,6 +111,8 @@ class Manifest:
 
 def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
     """ruamel nodes -> plain dicts/lists, recording each key's and item's position on the way."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     if isinstance(node, CommentedMap):
         out = {}
         for k, v in node.items():
@@ -271,6 +271,8 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
         limits.check_yaml(text, source, limits.MANIFEST)
     except limits.LimitError as e:
         raise ManifestError([Problem(source, e.line, e.column, e.message)]) from None
+    from ruamel.yaml.error import YAMLError
+
     try:
         node = _fast_yaml().load(text)
     except YAMLError:
@@ -294,16 +296,22 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
 
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
 
 
 def _rt_yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     return yaml
 
 
 def _fast_yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe", pure=False)  # libyaml when ruamel.yaml.clib is present
     yaml.allow_duplicate_keys = False
     return yaml
@@ -324,6 +332,9 @@ def jsonable(node: Any) -> Any:
 
 def _rt_parse(text: str, source: str) -> Any:
     """Parse with the round-trip loader; raise ManifestError with its position on bad YAML."""
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         return _rt_yaml().load(io.StringIO(text))
     except DuplicateKeyError as e:
@@ -344,6 +355,8 @@ def _rt_parse(text: str, source: str) -> Any:
 def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For anyOf/oneOf-style errors, report the most specific cause."""
     if err.context:
+        import jsonschema
+
         return jsonschema.exceptions.best_match(err.context)
     return err
 
