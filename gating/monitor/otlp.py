@@ -52,6 +52,10 @@ DURATION_METRIC = "gen_ai.client.operation.duration"
 TOKENS_METRIC = "gen_ai.client.token.usage"
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content")
 DB_ATTRIBUTES = ("db.system", "db.system.name", "db.operation", "db.operation.name")
+SPAN_ATTRIBUTES = frozenset({
+    "gating.component", "gating.stage", "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model",
+    "gen_ai.provider.name", "gen_ai.system", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+    "gen_ai.response.finish_reasons", "error.type", *DB_ATTRIBUTES})
 _ERROR_WORDS = (  # first match wins, in this order
     ("rate_limit", ("rate_limit", "ratelimit", "429", "too_many_requests", "resource_exhausted", "quota")),
     ("content_filter", ("content_filter", "contentfilter", "content_policy", "safety", "moderation")),
@@ -117,8 +121,11 @@ def value(av: Any) -> Any:
     return getattr(av, kind)
 
 
-def attributes(kvs: Iterable[Any]) -> dict[str, Any]:
-    return {kv.key: value(kv.value) for kv in kvs}
+def attributes(kvs: Iterable[Any], wanted: frozenset[str] | None = None) -> dict[str, Any]:
+    """Attributes as a dict; only the `wanted` keys (instrumented spans carry prompts and more)."""
+    if wanted is None:
+        return {kv.key: value(kv.value) for kv in kvs}
+    return {kv.key: value(kv.value) for kv in kvs if kv.key in wanted}
 
 
 # -- attribution -----------------------------------------------------------------------------------------
@@ -208,11 +215,16 @@ def cost(attrs: Mapping[str, Any], tokens_in: int, tokens_out: int) -> float:
     model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
     if not isinstance(model, str) or not (tokens_in or tokens_out):
         return 0.0
-    provider = str(attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or "")
-    prices = default_prices()
-    if model not in prices.get(provider, {}):
-        provider, model = _by_model().get(model, (provider, model))
-    return cost_usd(provider, model, tokens_in, tokens_out, prices) or 0.0
+    provider, model = _priced(str(attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or ""), model)
+    return cost_usd(provider, model, tokens_in, tokens_out, default_prices()) or 0.0
+
+
+@lru_cache(maxsize=1024)
+def _priced(provider: str, model: str) -> tuple[str, str]:
+    """The price table's (provider, model) for a span's: its own, else the first provider pricing the model."""
+    if model in default_prices().get(provider, {}):
+        return provider, model
+    return _by_model().get(model, (provider, model))
 
 
 def _int(v: Any) -> int:
@@ -257,7 +269,7 @@ def _add_span(out: Ingest, repo: str, system: str, span: Any, now: float, oldest
     if not end or end < start:
         raise Rejected("span with no end time or one before its start")
     minute = _minute(end, now, oldest_minute, "span ending")
-    attrs = attributes(span.attributes)
+    attrs = attributes(span.attributes, SPAN_ATTRIBUTES)
     component = component_of(attrs)
     stage = stage_of(span.name, attrs)
     stages = [stage] if stage else []
@@ -283,9 +295,10 @@ def _add_span(out: Ingest, repo: str, system: str, span: Any, now: float, oldest
                 r.input_tokens += tin
                 r.output_tokens += tout
                 r.cost += spent
-    for ev in span.events:
-        if ev.name == "gating.feedback":
-            _add_feedback_event(out, repo, system, component, ev, minute, now, oldest_minute)
+    if span.events:
+        for ev in span.events:
+            if ev.name == "gating.feedback":
+                _add_feedback_event(out, repo, system, component, ev, minute, now, oldest_minute)
     if "request" in stages:
         out.traces.append((span.trace_id.hex(), repo, system, component, minute))
 
