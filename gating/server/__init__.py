@@ -89,7 +89,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         raise SettingsError([f"GATING_DB: cannot open the job queue {settings.db_path}: {e}"]) from None
     state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
     try:
-        state.rollups = RollupStore(settings.db_path)
+        state.rollups = RollupStore(settings.db_path, checkpoint_on_commit=settings.job_threads <= 0)
     except sqlite3.Error as e:
         raise SettingsError([f"GATING_DB: cannot open the monitor's roll-ups in {settings.db_path}: {e}"]) from None
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,

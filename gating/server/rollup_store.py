@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gating.monitor.rollup import LatencySketch, Rollup
-from gating.server.jobs import _retry
+from gating.server.jobs import JobQueue, _retry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS monitor_minutes (
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS monitor_minutes (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS monitor_minutes_age ON monitor_minutes (minute);
 CREATE TABLE IF NOT EXISTS monitor_traces (
-  trace_id TEXT PRIMARY KEY,
+  trace_id BLOB PRIMARY KEY,
   repo TEXT NOT NULL,
   system TEXT NOT NULL,
   component TEXT NOT NULL,
@@ -93,8 +93,9 @@ class RollupStore:
 
     WRITE_WAIT_SECONDS = 10.0  # an exporter retries a 503; a held-up write is better answered than kept
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, checkpoint_on_commit: bool = True) -> None:
         self.path = path
+        self.checkpoint_on_commit = checkpoint_on_commit  # False: the App's Worker checkpoints (as JobQueue)
         self._local = threading.local()
         conn = self._conn()
         _retry(lambda: conn.executescript(_SCHEMA))
@@ -105,6 +106,9 @@ class RollupStore:
             conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
             _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
             conn.execute("PRAGMA synchronous=NORMAL")  # as the job queue: a commit survives a killed process
+            if not self.checkpoint_on_commit:  # an export's commit does not pay for a checkpoint
+                conn.execute(f"PRAGMA wal_autocheckpoint={JobQueue.SAFETY_CHECKPOINT_PAGES}")
+                conn.execute(f"PRAGMA journal_size_limit={64 << 20}")
             conn.create_function("gating_add_counts", 2, _add_counts, deterministic=True)
             conn.create_function("gating_add_sketch", 2, _add_sketch, deterministic=True)
             self._local.conn, self._local.pid = conn, os.getpid()
@@ -115,7 +119,7 @@ class RollupStore:
         component, minute), all in one transaction."""
         rows = [(r.repo, r.minute, r.system, r.component, r.stage, r.requests, _dumps(r.errors), r.input_tokens,
                  r.output_tokens, r.cost, _dumps(r.latency.to_dict()), _dumps(r.feedback)) for r in rollups]
-        traces = list(traces)
+        traces = [(bytes.fromhex(t), *rest) for t, *rest in traces]
         if not rows and not traces:
             return
         conn = self._conn()
@@ -151,7 +155,7 @@ class RollupStore:
         """(repo, system, component) of a trace whose root span arrived, or None."""
         conn = self._conn()
         row = _retry(lambda: conn.execute("SELECT repo, system, component FROM monitor_traces WHERE trace_id = ?",
-                                          (trace_id,)).fetchone())
+                                          (bytes.fromhex(trace_id),)).fetchone())
         return tuple(row) if row else None  # type: ignore[return-value]
 
     def prune(self, before_minute: int) -> int:
