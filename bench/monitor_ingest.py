@@ -85,12 +85,14 @@ def build(batch: int, rng: random.Random, now_ns: int) -> bytes:
                 _attr(s, "db.system", "qdrant")
                 _attr(s, "db.operation", "search")
             elif i == 3:
-                for k, v in (("gen_ai.operation.name", "chat"), ("gen_ai.system", "openai"),
-                             ("gen_ai.request.model", "gpt-4o"), ("gen_ai.response.model", "gpt-4o-2024-08-06"),
-                             ("gating.component", rng.choice(COMPONENTS)),
-                             ("gen_ai.usage.input_tokens", rng.randrange(200, 2000)),
-                             ("gen_ai.usage.output_tokens", rng.randrange(20, 400))):
-                    _attr(s, k, v)
+                chat: tuple[tuple[str, str | int], ...] = (
+                    ("gen_ai.operation.name", "chat"), ("gen_ai.system", "openai"),
+                    ("gen_ai.request.model", "gpt-4o"), ("gen_ai.response.model", "gpt-4o-2024-08-06"),
+                    ("gating.component", rng.choice(COMPONENTS)),
+                    ("gen_ai.usage.input_tokens", rng.randrange(200, 2000)),
+                    ("gen_ai.usage.output_tokens", rng.randrange(20, 400)))
+                for key, val in chat:
+                    _attr(s, key, val)
                 if err:
                     _attr(s, "error.type", "RateLimitError")
                     s.status.code = 2

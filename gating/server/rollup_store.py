@@ -119,8 +119,8 @@ class RollupStore:
         component, minute), all in one transaction."""
         rows = [(r.repo, r.minute, r.system, r.component, r.stage, r.requests, _dumps(r.errors), r.input_tokens,
                  r.output_tokens, r.cost, _dumps(r.latency.to_dict()), _dumps(r.feedback)) for r in rollups]
-        traces = [(bytes.fromhex(t), *rest) for t, *rest in traces]
-        if not rows and not traces:
+        ids = [(bytes.fromhex(t), repo, system, component, minute) for t, repo, system, component, minute in traces]
+        if not rows and not ids:
             return
         conn = self._conn()
 
@@ -128,7 +128,7 @@ class RollupStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(_UPSERT, rows)
-                conn.executemany("INSERT OR IGNORE INTO monitor_traces VALUES (?, ?, ?, ?, ?)", traces)
+                conn.executemany("INSERT OR IGNORE INTO monitor_traces VALUES (?, ?, ?, ?, ?)", ids)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
