@@ -82,7 +82,7 @@ def request_trace(tr: Any, start: int, *, llm_ms: float, error: str | None = Non
     search = tr.start_span("qdrant search", context=ctx, start_time=start + 6 * ms,
                            attributes={"db.system": "qdrant", "db.operation": "search"})
     search.end(end_time=start + 26 * ms)
-    attrs = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": MODEL,
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": MODEL,
              "gen_ai.system": "openai", "gating.component": component}
     if error is None:
         attrs |= {"gen_ai.usage.input_tokens": tokens[0], "gen_ai.usage.output_tokens": tokens[1]}
