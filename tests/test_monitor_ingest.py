@@ -112,13 +112,15 @@ def test_otlp_json_by_hand_is_read_and_spans_that_cannot_be_attributed_are_rejec
         fb = [httpx.post(s.url + "/feedback", json={"trace_id": TRACE, "kind": "negative"}, headers=JSON),
               httpx.post(s.url + "/feedback", json={"trace_id": TRACE.upper(), "kind": "edited"}, headers=JSON),
               httpx.post(s.url + "/feedback", json={"system": SHA, "component": "answer", "repository": REPO,
-                                                    "kind": "followup"}, headers=JSON)]
-        assert [f.status_code for f in fb] == [200, 200, 200], [f.text for f in fb]
+                                                    "kind": "followup"}, headers=JSON),
+              httpx.post(s.url + "/feedback", json={"trace_id": TRACE, "component": "answer", "kind": "completed"},
+                         headers=JSON)]
+        assert [f.status_code for f in fb] == [200, 200, 200, 200], [f.text for f in fb]
         assert fb[2].json() == {"status": "recorded", "repository": REPO, "system": SHA, "component": "answer",
                                 "kind": "followup"}
         assert window(s.store, component=WHOLE_SYSTEM, stage="request").feedback == \
-            {"negative": 1, "edited": 1, "followup": 1}
-        assert window(s.store, component="answer", stage="request").feedback == {"followup": 1}
+            {"negative": 1, "edited": 1, "followup": 1, "completed": 1}
+        assert window(s.store, component="answer", stage="request").feedback == {"followup": 1, "completed": 1}
 
         unknown = httpx.post(s.url + "/feedback", json={"trace_id": "0" * 32, "kind": "negative"}, headers=JSON)
         assert unknown.status_code == 404 and "has not arrived (yet)" in unknown.json()["message"]

@@ -294,7 +294,10 @@ def _feedback_target(store: RollupStore, doc: dict[str, Any], bound: str | None)
         repo, system, component = found
         if bound and repo.lower() != bound.lower():
             raise Refusal(403, f"trace {trace_id} belongs to {repo}, not to this token's repository {bound}")
-        return repo, system, doc.get("component") or component
+        try:
+            return repo, system, otlp.component_of({"gating.component": doc.get("component")}) or component
+        except otlp.Rejected as e:
+            raise Refusal(400, str(e)) from None
     if not doc.get("system"):
         raise Refusal(400, "name the request: trace_id, or system (and component)")
     try:
