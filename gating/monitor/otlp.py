@@ -123,9 +123,12 @@ def value(av: Any) -> Any:
 
 def attributes(kvs: Iterable[Any], wanted: frozenset[str] | None = None) -> dict[str, Any]:
     """Attributes as a dict; only the `wanted` keys (instrumented spans carry prompts and more)."""
-    if wanted is None:
-        return {kv.key: value(kv.value) for kv in kvs}
-    return {kv.key: value(kv.value) for kv in kvs if kv.key in wanted}
+    out = {}
+    for kv in kvs:
+        key = kv.key
+        if wanted is None or key in wanted:
+            out[key] = value(kv.value)
+    return out
 
 
 # -- attribution -----------------------------------------------------------------------------------------
