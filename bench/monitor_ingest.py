@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -209,6 +210,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(15)
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
