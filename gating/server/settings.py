@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -19,7 +20,7 @@ from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -89,6 +90,14 @@ class Settings:
     # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)
+    # monitoring (README: Monitoring)
+    otlp_token: str = _env("GATING_OTLP_TOKEN", "bearer token of POST /v1/traces, /v1/metrics and /feedback: "
+                           "TOKEN (spans name their repository) or owner/name:TOKEN,... (each token sends for "
+                           "its repository only); unset: all telemetry is refused", "", repr=False)
+    otlp_max_body_bytes: int = _env("GATING_OTLP_MAX_BODY_BYTES", "largest OTLP export accepted, after "
+                                    "decompression (413 above)", 8 * 1024 * 1024)
+    monitor_retention_days: float = _env("GATING_MONITOR_RETENTION_DAYS", "minute roll-ups (and the trace ids "
+                                         "feedback may name) are kept this long", 35.0)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
@@ -146,6 +155,11 @@ class Settings:
             problems.append(f"WEBHOOK_PATH must start with '/', got {self.webhook_path!r}")
         if self.max_body_bytes < 1024:
             problems.append("GATING_MAX_BODY_BYTES must be at least 1024")
+        problems += otlp_token_problems(self.otlp_token)
+        if self.otlp_max_body_bytes < 1024:
+            problems.append("GATING_OTLP_MAX_BODY_BYTES must be at least 1024")
+        if self.monitor_retention_days <= 0:
+            problems.append("GATING_MONITOR_RETENTION_DAYS must be more than 0")
         if problems:
             raise SettingsError(problems)
 
@@ -183,6 +197,27 @@ class Settings:
             except ValueError:
                 raise keys.KeyError_("GATING_AUDIT_KEY is neither PEM text nor base64-encoded PEM") from None
         return keys.load_private(text.encode("utf-8"), "GATING_AUDIT_KEY")
+
+
+OTLP_TOKEN_MIN_LENGTH = 16
+_BOUND_TOKEN = re.compile(r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+):(.*)")
+
+
+def otlp_tokens(value: str) -> list[tuple[str | None, str]]:
+    """GATING_OTLP_TOKEN as (repository or None, token) pairs: `TOKEN` sends for any repository (the
+    spans' gating.repository names it), `owner/name:TOKEN` only for that one; entries are comma-separated."""
+    out: list[tuple[str | None, str]] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if entry:
+            m = _BOUND_TOKEN.fullmatch(entry)
+            out.append((m.group(1), m.group(2).strip()) if m else (None, entry))
+    return out
+
+
+def otlp_token_problems(value: str) -> list[str]:
+    return [f"GATING_OTLP_TOKEN: the token{f' for {repo}' if repo else ''} is shorter than "
+            f"{OTLP_TOKEN_MIN_LENGTH} characters; use a random one (e.g. `openssl rand -hex 32`)"
+            for repo, token in otlp_tokens(value) if len(token) < OTLP_TOKEN_MIN_LENGTH]
 
 
 def _convert(typ: Any, v: Any) -> Any:
