@@ -8,7 +8,7 @@ permissions. Posting is idempotent: an unchanged verdict writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ def register(registry: Registry) -> None:
     registry.on("issue_comment", "edited", "deleted", key=pull_key, when=_is_override)(on_override_changed)
 
 
-def _is_check(name: str):
+def _is_check(name: str) -> Callable[[Payload], bool]:
     return lambda p: (p.get("check_run") or {}).get("name") == name
 
 
@@ -164,13 +164,13 @@ class ApiFacts(Facts):
         k = (team.lower(), login.lower())
         if k not in self._cache:
             self._cache[k] = self.repo.is_team_member(team, login) if self.repo else False
-        return self._cache[k]
+        return bool(self._cache[k])
 
     def permission(self, login: str) -> str:
         k = ("", login.lower())
         if k not in self._cache:
             self._cache[k] = self.repo.permission(login) if self.repo else "none"
-        return self._cache[k]
+        return str(self._cache[k])
 
 
 @dataclass
