@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -199,11 +199,11 @@ class Entry:
 
     @property
     def predicate(self) -> dict[str, Any]:
-        return self.statement["predicate"]
+        return cast(dict[str, Any], self.statement["predicate"])
 
     @property
     def seq(self) -> int:
-        return self.predicate["seq"]
+        return cast(int, self.predicate["seq"])
 
     @property
     def prev(self) -> str | None:
@@ -211,11 +211,11 @@ class Entry:
 
     @property
     def event(self) -> str:
-        return self.predicate["event"]
+        return cast(str, self.predicate["event"])
 
     @property
     def key(self) -> str:
-        return self.predicate.get("key", "")
+        return cast(str, self.predicate.get("key", ""))
 
     @property
     def time(self) -> datetime:
@@ -229,7 +229,7 @@ class Entry:
     def subject_commit(self) -> str | None:
         for s in self.statement.get("subject", []):
             if isinstance(s, dict) and "gitCommit" in s.get("digest", {}):
-                return s["digest"]["gitCommit"]
+                return cast(str, s["digest"]["gitCommit"])
         return None
 
     @property

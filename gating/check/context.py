@@ -117,7 +117,7 @@ def is_fork(pull: Mapping[str, Any]) -> bool:
     if head_repo is None:  # the fork was deleted
         return True
     if head_repo.get("full_name") and base_repo.get("full_name"):
-        return head_repo["full_name"] != base_repo["full_name"]
+        return bool(head_repo["full_name"] != base_repo["full_name"])
     return bool(head_repo.get("fork"))
 
 

@@ -19,7 +19,7 @@ import webbrowser
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from gating import limits
@@ -62,7 +62,7 @@ def app_yml() -> dict[str, Any]:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("cannot find the App's package (app/app.yml); install gating with the App")
     path = Path(next(iter(spec.submodule_search_locations))) / "app.yml"
-    return limits.load_yaml(path.read_text(encoding="utf-8"), str(path))
+    return cast(dict[str, Any], limits.load_yaml(path.read_text(encoding="utf-8"), str(path)))
 
 
 @dataclass

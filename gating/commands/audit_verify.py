@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -147,7 +148,7 @@ def app_pin(g: Git, args: argparse.Namespace) -> AppPin:
     return AppPin(recorded or None, "recorded by an earlier verify of this clone")
 
 
-def run_verify(args: argparse.Namespace, fetch) -> int:
+def run_verify(args: argparse.Namespace, fetch: Callable[[Git, argparse.Namespace], None]) -> int:
     g = repo(args)
     if args.key:
         trusted_keys(g, args.key, None)  # a bad key file is refused before anything is fetched

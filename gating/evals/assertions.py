@@ -97,8 +97,8 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
             return f"invalid JSON Schema: {e.message}"
         bad = _unresolved_ref(v)
         if bad:
-            hint = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
-            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{hint}"
+            tip = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
+            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{tip}"
     if t == "max-tokens" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
         return "max-tokens needs a whole-number `value`"
     if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)

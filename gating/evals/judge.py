@@ -62,7 +62,8 @@ def parse_judgement(text: str) -> tuple[int, str]:
     try:
         d = json.loads(candidate)
     except ValueError as e:
-        raise JudgeParseError(f"judge reply is not valid JSON ({e.msg}): {candidate[:120]!r}") from None
+        why = e.msg if isinstance(e, json.JSONDecodeError) else str(e)  # int() over 4,300 digits: no .msg
+        raise JudgeParseError(f"judge reply is not valid JSON ({why}): {candidate[:120]!r}") from None
     if not isinstance(d, dict):
         raise JudgeParseError("judge reply is not a JSON object")
     score = d.get("score")

@@ -133,6 +133,7 @@ class LLM:
             self.stats.waited_s += wait
             self.stats.requests += 1
 
+        assert self.pool is not None  # complete() answers without a pool before it gets here
         got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
         self.stats.live += 1
         got.latency_ms = round(got.latency_ms, 3)  # as stored, so record and replay agree exactly

@@ -72,7 +72,8 @@ def _expects_refusal(case: Case) -> bool:
 
 
 class _Run:
-    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
+    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: Mapping[str, Any] | None,
+                 repeat: int) -> None:
         self.target = target
         self.llm = llm
         self.prices = prices
@@ -90,7 +91,7 @@ class _Run:
 
     async def _one(self, case: Case, r: int) -> tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]:
         try:
-            out: TargetOutput | None = await self.target.run(case, r)
+            out: TargetOutput = await self.target.run(case, r)
             obs = Observation(out.output, out.tokens_in, out.tokens_out, out.latency_ms)
         except RenderError as e:
             return None, [], "render", str(e), 0.0
@@ -231,7 +232,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     cassettes = {**cassettes, **(trusted_cassettes or {})}
     mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
-        root = record_root or getattr(reader, "root", None)
+        root: str | os.PathLike[str] | None = record_root or getattr(reader, "root", None)
         if root is None:
             raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
@@ -280,6 +281,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             workdir.cleanup()
     written = {}
     if mode == "record":
+        assert root is not None  # a record run without a working tree stopped above
         for ds, entries in llm.recorded.items():
             if ds:
                 written[cassette_path(ds)] = write_cassette(Path(root) / cassette_path(ds), entries)

@@ -200,7 +200,8 @@ def parse_target_reply(raw: bytes, source: str) -> TargetOutput:
     stages = d.get("latency_ms") or {}
     lat = {str(k): float(v) for k, v in stages.items() if isinstance(v, (int, float))} if isinstance(stages, dict) else {}
     num = (lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)  # noqa: E731
-    return TargetOutput(d["output"], num(d.get("tokens_in")), num(d.get("tokens_out")), lat,
+    count = (lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None)  # noqa: E731
+    return TargetOutput(d["output"], count(d.get("tokens_in")), count(d.get("tokens_out")), lat,
                         cost_usd=num(d.get("cost_usd")), provider=d.get("provider"), model=d.get("model"))
 
 

@@ -70,7 +70,7 @@ def open_queue(settings: Settings) -> JobQueue:
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: Registry | None = None) -> Flask:
     """Build the App; `settings` is a Settings or a mapping of overrides on top of the environment."""
-    from flask import Flask, jsonify
+    from flask import Flask, Response, jsonify
     from werkzeug.exceptions import HTTPException
 
     from gating.server import telemetry, webhooks
@@ -105,11 +105,11 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
 
     @app.errorhandler(HTTPException)
-    def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log
-        return jsonify({"error": e.description}), e.code
+    def _http_error(e: HTTPException) -> tuple[Response, int]:  # JSON errors for clients and for GitHub's delivery log
+        return jsonify({"error": e.description}), e.code or 500  # Flask hands over only exceptions with a code
 
     @app.errorhandler(GatingError)
-    def _expected_error(e: GatingError):  # bad input is the client's to fix (400); else ours (500), said why
+    def _expected_error(e: GatingError) -> tuple[Response, int]:  # bad input is the client's to fix (400); else ours (500), said why
         return jsonify({"error": str(e)}), 400 if e.exit_code == USAGE else 500
 
     @app.before_request

@@ -58,13 +58,13 @@ class ApiFacts(Facts):
         k = (team.lower(), login.lower())
         if k not in self._cache:
             self._cache[k] = self.repo.is_team_member(team, login) if self.repo else False
-        return self._cache[k]
+        return bool(self._cache[k])
 
     def permission(self, login: str) -> str:
         k = ("", login.lower())
         if k not in self._cache:
             self._cache[k] = self.repo.permission(login) if self.repo else "none"
-        return self._cache[k]
+        return str(self._cache[k])
 
 
 @dataclass

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from gating import limits
 from gating.errors import GatingError
@@ -129,7 +129,7 @@ class Job:
 
     @property
     def payload(self) -> dict[str, Any]:
-        return json.loads(self.payload_text)
+        return cast(dict[str, Any], json.loads(self.payload_text))
 
 
 _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, run_after, last_error, " \
@@ -229,7 +229,7 @@ class JobQueue:
         never deleted."""
         me = f"{job.delivery} {job.handler}"
         self._write("INSERT OR IGNORE INTO once (what, job, at) VALUES (?, ?, ?)", (what, me, self.clock()))
-        return self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me
+        return bool(self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """One write to the App's other records in this database (app.overrides), as its own transaction."""
@@ -353,7 +353,10 @@ class JobQueue:
         return False
 
 
-def _retry(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+_T = TypeVar("_T")
+
+
+def _retry(fn: Callable[[], _T], timeout: float = 30.0) -> _T:
     """Run `fn`, waiting out another writer's lock in short, jittered steps (0.1 ms to 5 ms): a write
     holds it for a fraction of a millisecond."""
     deadline = time.monotonic() + timeout

@@ -161,7 +161,7 @@ class RollupStore:
         conn = self._conn()
         row = _retry(lambda: conn.execute("SELECT repo, system, component FROM monitor_traces WHERE trace_id = ?",
                                           (bytes.fromhex(trace_id),)).fetchone())
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return tuple(row) if row else None
 
     def prune(self, before_minute: int) -> int:
         """Drop the minutes (and remembered traces) older than `before_minute`; how many minute rows went."""

@@ -238,6 +238,6 @@ def documented() -> list[tuple[str, str, Any]]:
     """(variable, meaning, default) for the README and `gating app serve --help`."""
     out = []
     for f in fields(Settings):
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        default = f.default_factory() if callable(f.default_factory) else f.default
         out.append((f.metadata["env"], f.metadata["doc"], default))
     return out

@@ -10,11 +10,11 @@ import difflib
 import fnmatch
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache, cached_property, lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gating import limits
 from gating.errors import GatingError, count
@@ -69,7 +69,7 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return self.data["name"]
+        return cast(str, self.data["name"])  # the schema requires a string
 
     @property
     def components(self) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
 
 
 def _fmt_path(path: Sequence[str | int]) -> str:
-    parts = []
+    parts: list[str] = []
     for p in path:
         parts.append(f"[{p}]" if isinstance(p, int) else ("." + p if parts else p))
     return "".join(parts) or "(top level)"
@@ -187,7 +187,7 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
     where = _fmt_path(path)
     v = err.validator
     if v == "additionalProperties":
-        allowed = sorted((err.schema.get("properties") or {}).keys())
+        allowed = sorted((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, Mapping) else []
         extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
         key = extra[0] if extra else "?"
         hint = difflib.get_close_matches(key, allowed, n=1)
@@ -202,14 +202,14 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return m.problem(path, f"{where}: missing required key {missing!r}")
     if v == "type":
-        want = err.validator_value
+        want: Any = err.validator_value  # the schema's own "type" value: a name or a list of names
         wants = [want] if isinstance(want, str) else list(want)
         return m.problem(
             path,
             f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}",
         )
     if v == "enum":
-        options = [str(o) for o in err.validator_value]
+        options = [str(o) for o in cast(list[Any], err.validator_value)]
         hint = difflib.get_close_matches(str(err.instance), options, n=1)
         msg = f"{where}: {err.instance!r} is not one of: {', '.join(options)}"
         return m.problem(path, msg + (f" (did you mean {hint[0]!r}?)" if hint else ""))
@@ -357,7 +357,7 @@ def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     if err.context:
         import jsonschema
 
-        return jsonschema.exceptions.best_match(err.context)
+        return cast(jsonschema.ValidationError, jsonschema.exceptions.best_match(err.context))
     return err
 
 

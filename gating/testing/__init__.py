@@ -6,7 +6,17 @@ Names are imported lazily, so `gating.testing.<module>` imports stay light.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for the type checker
+    from gating.testing.emulator_auth import AppIdentity as AppIdentity
+    from gating.testing.emulator_repo import RepoHandle as RepoHandle
+    from gating.testing.faults import Fault as Fault
+    from gating.testing.faults import Faults as Faults
+    from gating.testing.github_emulator import Emulator as Emulator
+    from gating.testing.github_emulator import RecordedRequest as RecordedRequest
+    from gating.testing.github_emulator import start_emulator as start_emulator
+    from gating.testing.webhooks import Delivery as Delivery
 
 _EXPORTS = {
     "AppIdentity": "gating.testing.emulator_auth",

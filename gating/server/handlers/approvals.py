@@ -4,6 +4,8 @@ on every event that can change the answer: a push, a review, the eval check, a l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gating.policy import APPROVAL_CHECK, EVAL_CHECK, parse_override
 from gating.server import overrides
 from gating.server.approval_evaluation import evaluate_and_publish
@@ -30,7 +32,7 @@ def register(registry: Registry) -> None:
     registry.on("issue_comment", "edited", "deleted", key=pull_key, when=_is_override)(on_override_changed)
 
 
-def _is_check(name: str):
+def _is_check(name: str) -> Callable[[Payload], bool]:
     return lambda p: (p.get("check_run") or {}).get("name") == name
 
 
