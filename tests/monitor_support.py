@@ -1,101 +1,105 @@
-"""Synthetic production traffic: weeks of minute roll-ups with a weekly shape and injected incidents.
-
-Weekdays peak in the afternoon and are quiet at night; weekends carry 40% of a weekday's traffic.
-Incidents change one thing for a stretch of minutes: the error rate, one stage's latency, or the
-tokens per request.
-"""
+"""Helpers for the monitor's ingest tests: the App with an OTLP token on loopback, and GenAI-convention
+traffic sent through the real OpenTelemetry SDK."""
 
 from __future__ import annotations
 
-import math
-import random
-from collections.abc import Iterator, Sequence
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from gating.monitor.rollup import IndexedRollups, Rollup
+from app_support import app_settings, serve_in_thread
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
-__all__ = ["IndexedRollups"]  # the tests' RollupSource over weeks of records
+from gating.server import create_app
 
+TOKEN = "otlp-token-for-tests-0123456789"
 REPO = "acme/support-bot"
-SYSTEM = "a" * 40
-COMPONENT = "answer"
-# Monday 2026-11-02 00:00 UTC: week boundaries fall on midnight between Sunday and Monday.
-START = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() // 60)
-WEEK = 7 * 24 * 60
-BASE_LATENCY = {"request": 900.0, "embedding": 40.0, "retrieval": 120.0, "llm": 700.0}
-TOKENS_IN, TOKENS_OUT = 700, 200
-PRICE_IN, PRICE_OUT = 2.5e-6, 10e-6  # USD per token
+SHA = "4f1c2a9e8d7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a"
+MODEL = "gpt-4o-2024-08-06"  # in the price table: 2.5 / 10 USD per million tokens
+BATCH = 512  # the SDK's default export batch
 
 
-@dataclass(frozen=True)
-class Incident:
-    kind: str  # error_spike | retrieval_latency | token_blowup
-    start: int  # unix minute
-    minutes: int = 60
-
-    def active(self, minute: int) -> bool:
-        return self.start <= minute < self.start + self.minutes
+def minute_start(minutes_ago: int) -> int:
+    """Unix nanoseconds at the start of the minute `minutes_ago` minutes before this one."""
+    return (int(time.time() // 60) - minutes_ago) * 60 * 1_000_000_000
 
 
-def requests_at(minute: int) -> int:
-    """Mean requests in a minute: a daily curve peaking at 15:00, 40% on Saturday and Sunday."""
-    day = ((minute - START) // (24 * 60)) % 7  # 0 = Monday
-    hour = ((minute - START) % (24 * 60)) / 60
-    daily = 0.15 + 0.85 * max(0.0, math.sin(math.pi * (hour - 6) / 18)) ** 2 if hour >= 6 else 0.15
-    return int(120 * daily * (0.4 if day >= 5 else 1.0))
+@dataclass
+class Served:
+    app: Any
+    url: str
+
+    @property
+    def store(self) -> Any:
+        return self.app.extensions["gating"].rollups
+
+    @property
+    def state(self) -> Any:
+        return self.app.extensions["gating"]
 
 
-def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, system: str = SYSTEM,
-            repo: str = REPO, start: int = START, stages: Sequence[str] = ("request", "retrieval", "llm"),
-            minutes: int | None = None) -> Iterator[Rollup]:
-    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes)."""
-    rng = random.Random(seed)
-    for minute in range(start, start + (minutes if minutes is not None else weeks * WEEK)):
-        mean = requests_at(minute)
-        n = max(0, int(rng.gauss(mean, math.sqrt(mean) if mean else 0)))
-        if n == 0:
-            continue
-        hits = {i.kind for i in incidents if i.active(minute)}
-        error_p = 0.08 if "error_spike" in hits else 0.004
-        errors = sum(1 for _ in range(n) if rng.random() < error_p)
-        scale = 4.0 if "token_blowup" in hits else 1.0
-        tin, tout = int(n * TOKENS_IN * scale * rng.uniform(0.95, 1.05)), int(n * TOKENS_OUT * scale * rng.uniform(0.95, 1.05))
-        for stage in stages:
-            r = Rollup(repo=repo, system=system, component=COMPONENT, stage=stage, minute=minute, requests=n)
-            slow = 4.0 if stage in ("retrieval", "request") and "retrieval_latency" in hits else 1.0
-            base = BASE_LATENCY[stage] * slow
-            if stage == "request" and "retrieval_latency" in hits:
-                base = BASE_LATENCY["request"] + 3 * BASE_LATENCY["retrieval"]
-            draws = 8
-            for _ in range(draws):
-                r.latency.add(base * rng.lognormvariate(0, 0.35), max(1, n // draws))
-            if stage == "request":
-                r.errors = {"timeout": errors} if errors else {}
-                r.input_tokens, r.output_tokens = tin, tout
-                r.cost = tin * PRICE_IN + tout * PRICE_OUT
-                neg = sum(1 for _ in range(n // 10) if rng.random() < 0.05)
-                r.feedback = {"negative": neg, "positive": n // 10 - neg}
-            yield r
+@contextlib.contextmanager
+def served(tmp_path: Path, **overrides: Any) -> Iterator[Served]:
+    settings = {"GATING_OTLP_TOKEN": TOKEN, "GATING_JOB_THREADS": 0, **overrides}
+    app = create_app(app_settings(tmp_path, **settings))
+    with serve_in_thread(app) as url:
+        yield Served(app, url)
 
 
-# The rules the week-of-traffic tests and the example's monitor: section use.
-MONITOR = {
-    "bake_minutes": 30,
-    "rules": [
-        {"name": "error-rate", "metric": "error_rate", "threshold": "> 0.02", "for": "15m", "min_requests": 200,
-         "action": "rollback", "severity": "critical"},
-        {"name": "retrieval-p95", "metric": "latency_p95", "stage": "retrieval", "threshold": "> 300",
-         "for": "10m", "min_requests": 100, "action": "notify"},
-        {"name": "tokens-per-request", "metric": "tokens_per_request", "threshold": "> 2x projected", "for": "15m",
-         "min_requests": 100, "action": "rollback"},
-        {"name": "cost-per-day", "metric": "cost_per_day", "threshold": "> 3x projected", "for": "1h",
-         "min_requests": 100, "action": "notify", "severity": "warning"},
-        {"name": "negative-feedback", "metric": "negative_feedback_rate", "threshold": "> 0.05", "for": "1h",
-         "min_requests": 500, "action": "notify", "severity": "warning"},
-        {"name": "traffic-drop", "metric": "requests_per_minute", "anomaly": {"z": 6, "weeks": 3, "direction": "down"},
-         "for": "30m", "action": "notify", "severity": "warning"},
-        {"name": "request-p95-anomaly", "metric": "latency_p95", "anomaly": {"z": 6, "weeks": 3}, "for": "15m",
-         "min_requests": 100, "action": "notify", "severity": "warning"},
-    ],
-}
+@contextlib.contextmanager
+def tracer(url: str, token: str = TOKEN, **resource: Any) -> Iterator[Any]:
+    """A tracer whose spans go to `url` through OTLPSpanExporter (HTTP, protobuf) in batches;
+    every span is exported when the block ends."""
+    attrs = {"service.name": "support-bot", "service.version": SHA, "gating.repository": REPO, **resource}
+    provider = TracerProvider(resource=Resource.create(attrs))
+    exporter = OTLPSpanExporter(endpoint=url + "/v1/traces", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=BATCH, schedule_delay_millis=60000))
+    try:
+        yield provider.get_tracer("support-bot")
+    finally:
+        assert provider.force_flush(60_000)
+        provider.shutdown()
+
+
+def request_trace(tr: Any, start: int, *, llm_ms: float, error: str | None = None, filtered: bool = False,
+                  feedback: str | None = None, component: str = "answer", tokens: tuple[int, int] = (100, 50)) -> None:
+    """One request as an instrumented RAG service traces it: a root span, an embedding call, a vector
+    search, a chat completion (with GenAI attributes) and post-processing; times in unix ns."""
+    ms = 1_000_000
+    root = tr.start_span("POST /answer", start_time=start)
+    ctx = set_span_in_context(root)
+    emb = tr.start_span("embeddings text-embedding-3-small", context=ctx, start_time=start + 1 * ms, attributes={
+        "gen_ai.operation.name": "embeddings", "gen_ai.request.model": "text-embedding-3-small",
+        "gen_ai.system": "openai", "gen_ai.usage.input_tokens": 20})
+    emb.end(end_time=start + 6 * ms)
+    search = tr.start_span("qdrant search", context=ctx, start_time=start + 6 * ms,
+                           attributes={"db.system": "qdrant", "db.operation": "search"})
+    search.end(end_time=start + 26 * ms)
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": MODEL,
+             "gen_ai.system": "openai", "gating.component": component}
+    if error is None:
+        attrs |= {"gen_ai.usage.input_tokens": tokens[0], "gen_ai.usage.output_tokens": tokens[1]}
+    else:
+        attrs["error.type"] = error
+    if filtered:
+        attrs["gen_ai.response.finish_reasons"] = ["content_filter"]
+    chat = tr.start_span(f"chat {MODEL}", context=ctx, start_time=start + 26 * ms, attributes=attrs)
+    if error:
+        chat.set_status(Status(StatusCode.ERROR, error))
+    llm_end = start + 26 * ms + int(llm_ms * ms)
+    chat.end(end_time=llm_end)
+    post = tr.start_span("postprocess answer", context=ctx, start_time=llm_end)
+    post.end(end_time=llm_end + 2 * ms)
+    if feedback:
+        root.add_event("gating.feedback", {"kind": feedback}, timestamp=llm_end + 3 * ms)
+    if error:
+        root.set_status(Status(StatusCode.ERROR, error))
+        root.set_attribute("error.type", error)
+    root.end(end_time=llm_end + 3 * ms)

@@ -211,3 +211,46 @@ def test_the_audit_log_shows_the_bake_and_the_firing_rule():
     assert lines[1].endswith("gating (monitor)  (error-rate → rollback: error rate over 15m is 10.00%, > 2.00% "
                              "(1,500 requests))")
     assert "monitor_alert" in lines[1]
+
+
+def test_spans_from_the_opentelemetry_sdk_drive_the_rules_through_the_apps_own_store(github, github_repo,
+                                                                                     tmp_path: Path):
+    """No test double between the halves: GenAI spans exported by the real SDK land in the App's
+    RollupStore, and the monitor's rules read them there (error rate from the request stage, tokens per
+    request summed over the stages that spent them), roll back once and sign the alert."""
+    from monitor_support import TOKEN as OTLP_TOKEN
+    from monitor_support import request_trace, tracer
+
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=MONITOR_HANDLERS, GATING_MONITOR_SECONDS=0,
+                          GATING_MONITOR_TOKEN=TOKEN, GATING_OTLP_TOKEN=OTLP_TOKEN)
+    real_clock = monitoring.clock
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.url = url
+        try:
+            w.good_then_bad(MANIFEST)
+            m1, m2 = w.shas["M1"], w.shas["M2"]
+            healthy = MemoryRollups()  # M1's bake: thirty minutes of quiet traffic, written as the store keeps it
+            traffic(healthy, m1, minutes_of(w, m1), 40)
+            app.extensions["gating"].rollups.write(healthy.items)
+            tick(w, minutes_of(w, m1) + 31)
+            w.deploy(m2)
+            start = minutes_of(w, m2)
+            with tracer(url, **{"service.version": m2}) as tr:
+                for i in range(300):  # 300 requests in the three minutes after the deployment, one in ten failing
+                    request_trace(tr, (start + 1) * 60_000_000_000 + i * 500_000_000, llm_ms=800.0,
+                                  error="openai.RateLimitError" if i % 10 == 0 else None)
+            tick(w, start + 16)  # the 15-minute window [start + 1, start + 16) holds all 300
+            (dep,) = status(w).json()["deployments"]
+            shown = {r["rule"]: r for r in dep["rules"]}
+            assert (shown["error-rate"]["value"], shown["error-rate"]["samples"]) == (0.1, 300)
+            assert shown["tokens-per-request"]["value"] == 155.0  # 270 answers of 100+50, 300 embeddings of 20
+            tick(w, start + 17)
+            assert len(w.rollback_pulls()) == 1
+            (alert,) = [e for e in w.entries() if e.event == "monitor_alert"]
+            assert alert.commit == m2 and alert.predicate["health"]["rule"]["rule"] == "error-rate"
+            assert alert.predicate["health"]["rule"]["reason"] == \
+                "error rate over 15m is 10.00%, > 2.00% (300 requests)"
+        finally:
+            monitoring.clock = real_clock

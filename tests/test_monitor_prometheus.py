@@ -16,7 +16,7 @@ from gating.commands.cli import main
 from gating.monitor.prometheus import alert_name, promtool_test
 from gating.monitor.rules import parse_monitor
 from gating.system.manifest import parse_manifest
-from tests.monitor_support import REPO, START, SYSTEM, Incident, IndexedRollups, traffic
+from tests.monitor_traffic import REPO, START, SYSTEM, Incident, IndexedRollups, traffic
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "support-bot"
 DAY = 24 * 60

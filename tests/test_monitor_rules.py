@@ -17,7 +17,7 @@ from gating.monitor.rules import (
     projection_from,
 )
 from gating.system.manifest import ManifestError, parse_manifest
-from tests.monitor_support import (
+from tests.monitor_traffic import (
     MONITOR,
     REPO,
     START,

@@ -19,13 +19,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gating import limits
 from gating.audit.keys import keyid as key_id
+from gating.errors import FAILED, GatingError
 from gating.system.canonical import canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -35,8 +36,10 @@ EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "o
           "monitor_alert")
 
 
-class EntryError(ValueError):
-    """A line that is not a well-formed audit entry."""
+class EntryError(GatingError):
+    """A line that is not a well-formed audit entry: the audit log fails verification (exit 1)."""
+
+    exit_code = FAILED
 
 
 @dataclass(frozen=True)
@@ -201,11 +204,11 @@ class Entry:
 
     @property
     def predicate(self) -> dict[str, Any]:
-        return self.statement["predicate"]
+        return cast(dict[str, Any], self.statement["predicate"])
 
     @property
     def seq(self) -> int:
-        return self.predicate["seq"]
+        return cast(int, self.predicate["seq"])
 
     @property
     def prev(self) -> str | None:
@@ -213,11 +216,11 @@ class Entry:
 
     @property
     def event(self) -> str:
-        return self.predicate["event"]
+        return cast(str, self.predicate["event"])
 
     @property
     def key(self) -> str:
-        return self.predicate.get("key", "")
+        return cast(str, self.predicate.get("key", ""))
 
     @property
     def time(self) -> datetime:
@@ -231,7 +234,7 @@ class Entry:
     def subject_commit(self) -> str | None:
         for s in self.statement.get("subject", []):
             if isinstance(s, dict) and "gitCommit" in s.get("digest", {}):
-                return s["digest"]["gitCommit"]
+                return cast(str, s["digest"]["gitCommit"])
         return None
 
     @property
@@ -255,7 +258,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     """Decode an envelope line and its Statement; raises EntryError naming what is wrong."""
     try:
         envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("not JSON: not a DSSE envelope") from None
     if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
         raise EntryError(f"not a DSSE envelope with payloadType {PAYLOAD_TYPE}")
@@ -265,7 +268,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     payload = _b64(envelope.get("payload"), "payload")
     try:
         statement = limits.load_json(payload, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("the payload is not JSON (payload changed?)") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise EntryError(f"the payload is not an in-toto Statement ({STATEMENT_TYPE})")

@@ -172,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
                 done = evaluate_artifact(ctx, settings, g, env, event, args.from_artifact, args.max_artifact_bytes)
             else:
                 done = run_check(ctx, settings, g, env)
-    except ContextError as e:
-        raise UsageError(str(e)) from None
     except DatasetError as e:
         raise UsageError("bad eval dataset:\n  " + "\n  ".join(e.problems)) from None
     except KeyboardInterrupt:

@@ -180,7 +180,7 @@ def _approvers_widened(b_rule: dict[str, Any], h_rule: dict[str, Any], prefix: l
     team added beside another qualifier, or the last qualifier dropped, lets more people approve."""
     try:
         for i in range(0, len(prefix), 2):
-            b_rule, h_rule = b_rule[prefix[i]][prefix[i + 1]], h_rule[prefix[i]][prefix[i + 1]]
+            b_rule, h_rule = b_rule[str(prefix[i])][prefix[i + 1]], h_rule[str(prefix[i])][prefix[i + 1]]
     except (KeyError, IndexError, TypeError):
         return None
     def anyone(rule: dict[str, Any]) -> bool:

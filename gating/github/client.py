@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from gating import limits
+from gating.errors import GatingError, ServiceError
 
 log = logging.getLogger("gating.github")
 
@@ -38,7 +39,7 @@ CLOCK_SKEW_MESSAGES = ("'Expiration time' claim ('exp') is too far in the future
                        "'Expiration time' claim ('exp') must be a numeric value representing the future time")
 
 
-class GitHubError(RuntimeError):
+class GitHubError(ServiceError):
     """GitHub answered with an error (or could not be reached: status 0)."""
 
     def __init__(self, status: int, message: str, method: str = "", path: str = "",
@@ -83,7 +84,7 @@ class RateLimited(GitHubError):
 # -- App authentication ---------------------------------------------------------------------------
 
 
-class PrivateKeyError(ValueError):
+class PrivateKeyError(GatingError):
     """The App's private key is missing or unusable (the message never contains the key)."""
 
 

@@ -4,10 +4,12 @@ Pure: a rule set, a `RollupSource`, the repository, the deployed system and a ti
 in; each rule's current value, threshold, sample size, verdict and a sentence saying why come out.
 The App's scheduler, `gating monitor status` and the bench all call `evaluate`, so they agree.
 
-Roll-up convention: every request counts once in the `request` stage of its component (requests,
-errors, tokens, cost, feedback, whole-request latency); the other stages carry their own latency.
-When the store also keeps whole-system records (component ""), those are read instead of the sum
-of the components, so nothing is counted twice.
+Roll-up convention (gating/monitor/otlp.py writes it): every request counts once in the `request`
+stage of its component (requests, errors, feedback, whole-request latency); each other stage carries
+its own spans' latency and errors; tokens and cost stay in the stage that spent them (llm, embedding),
+so a window's tokens and cost are the sum over its stages. When the store also keeps whole-system
+records (component ""), those are read instead of the sum of the components, so nothing is counted
+twice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gating.errors import GatingError
 from gating.monitor.anomaly import WEEK_MINUTES, Baseline, baseline, is_anomalous
 from gating.monitor.rollup import WHOLE_SYSTEM, Rollup, RollupSource, total
 from gating.system.schema import DEFAULT_BAKE_MINUTES, duration_minutes
@@ -30,7 +33,7 @@ DEFAULT_MIN_REQUESTS = {"requests_per_minute": 0}  # every other metric: 100 req
 FALLBACK_MIN_REQUESTS = 100
 
 
-class MonitorError(ValueError):
+class MonitorError(GatingError):
     """A `monitor:` section that cannot be used; the manifest's schema normally catches this first."""
 
 
@@ -206,7 +209,8 @@ class Reader:
     _cache: dict[tuple[Any, ...], Rollup] = field(default_factory=dict)
 
     def window(self, systems: Sequence[str] | None, since: int, until: int, component: str | None,
-               stage: str) -> Rollup:
+               stage: str | None) -> Rollup:
+        """The merged window; `stage` None merges every stage (tokens and cost)."""
         key = (tuple(systems) if systems is not None else None, since, until, component, stage)
         if key not in self._cache:
             rows: list[Rollup] = []
@@ -217,7 +221,7 @@ class Reader:
                     by_system.setdefault(r.system, []).append(r)
                 for found in by_system.values():
                     rows += _one_level(found, component)
-            self._cache[key] = total(rows, repo=self.repo, stage=stage, minute=since)
+            self._cache[key] = total(rows, repo=self.repo, stage=stage or "", minute=since)
         return self._cache[key]
 
 
@@ -229,8 +233,11 @@ def _one_level(rows: Iterable[Rollup], component: str | None) -> list[Rollup]:
     return rows
 
 
-def metric_value(rule: MonitorRule, counts: Rollup, timed: Rollup, minutes: int) -> tuple[float | None, int]:
-    """(value, sample size) of the rule's metric over a window; None when nothing was measured."""
+def metric_value(rule: MonitorRule, counts: Rollup, timed: Rollup, minutes: int,
+                 spent: Rollup | None = None) -> tuple[float | None, int]:
+    """(value, sample size) of the rule's metric over a window; None when nothing was measured.
+    `counts` is the request stage, `timed` the rule's stage, `spent` every stage (tokens and cost)."""
+    spent = spent or counts
     n = counts.requests
     m = rule.metric
     if m.startswith("latency_"):
@@ -246,9 +253,9 @@ def metric_value(rule: MonitorRule, counts: Rollup, timed: Rollup, minutes: int)
     if m == "negative_feedback_rate":
         return counts.feedback.get("negative", 0) / n, n
     if m == "tokens_per_request":
-        return (counts.input_tokens + counts.output_tokens) / n, n
+        return (spent.input_tokens + spent.output_tokens) / n, n
     if m == "cost_per_day":
-        return counts.cost * DAY_MINUTES / minutes, n
+        return spent.cost * DAY_MINUTES / minutes, n
     raise MonitorError(f"unknown metric {m!r}")
 
 
@@ -256,7 +263,9 @@ def _value_at(reader: Reader, rule: MonitorRule, systems: Sequence[str] | None, 
               until: int) -> tuple[float | None, int]:
     counts = reader.window(systems, since, until, rule.component, "request")
     timed = reader.window(systems, since, until, rule.component, rule.stage) if rule.stage != "request" else counts
-    return metric_value(rule, counts, timed, until - since)
+    spent = (reader.window(systems, since, until, rule.component, None)
+             if rule.metric in ("tokens_per_request", "cost_per_day") else counts)
+    return metric_value(rule, counts, timed, until - since, spent)
 
 
 def evaluate_rule(reader: Reader, rule: MonitorRule, systems: Sequence[str], now: int,

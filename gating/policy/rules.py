@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gating.errors import GatingError, count
 from gating.system.schema import CATEGORIES, PERMISSIONS
 
 MAX_DEPTH = 4
@@ -16,12 +17,12 @@ OPTION_DEFAULTS = {"allow_author": False, "invalidate_on_push": False, "ignore_b
                    "invalidate_override_on_push": True}
 
 
-class PolicyError(ValueError):
+class PolicyError(GatingError):
     """The approval rules cannot be used; `problems` lists every reason, with the allowed values."""
 
     def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+        super().__init__("; ".join(problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the approval rules"
 
 
 @dataclass(frozen=True)

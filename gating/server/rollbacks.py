@@ -153,7 +153,7 @@ def _protected(e: GitHubError) -> bool:
 
 
 def _web(repo: Repo) -> str:
-    return gh.repository(repo)["html_url"]
+    return str(gh.repository(repo)["html_url"])
 
 
 def _write_tree(repo: Repo, plan: RestorePlan, blobs: BlobCache) -> str:
