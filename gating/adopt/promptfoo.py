@@ -184,7 +184,7 @@ def _provider_item(item: Any) -> tuple[str, str | None, Any]:
 
 
 def _cases(config: dict[str, Any], prompts: list[str], out: Imported) -> list[dict[str, Any]]:
-    default = config.get("defaultTest") if isinstance(config.get("defaultTest"), dict) else {}
+    default = d if isinstance(d := config.get("defaultTest"), dict) else {}
     for key in sorted(set(default) - {"vars", "assert"}):
         out.skipped[f"defaultTest key `{key}`"] += 1
     tests = config.get("tests") or []

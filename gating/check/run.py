@@ -172,8 +172,8 @@ class Evaluator:
     def evaluate(self, base: str, head: str) -> Evaluation:
         s = self.settings
         try:
-            cs = diff_revisions(*GitRevision.many(self.g, [base, head]), base, head, s.config,
-                                DiskSnapshotCache.for_repo(self.g))
+            base_rev, head_rev = GitRevision.many(self.g, [base, head])
+            cs = diff_revisions(base_rev, head_rev, base, head, s.config, DiskSnapshotCache.for_repo(self.g))
         except NoManifest:
             if self.g.show_file(base, s.config) is not None:
                 raise  # the pull request removes the manifest: say so, loudly
@@ -211,7 +211,7 @@ class Evaluator:
             else:
                 base_run = self.run(base_snap, base, None, own, role="base")
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
-                if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
+                if s.baseline == "notes" and stored is not None and usable_note(stored, base_snap.digest):  # but made in another mode
                     why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:

@@ -176,8 +176,6 @@ def run(args: argparse.Namespace) -> int:
                                          github=github)
             else:
                 done = run_check(ctx, settings, g, env, github=github)
-    except ContextError as e:
-        raise UsageError(str(e)) from None
     except DatasetError as e:
         raise UsageError("bad eval dataset:\n  " + "\n  ".join(e.problems)) from None
     except KeyboardInterrupt:

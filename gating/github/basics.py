@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from gating.errors import GatingError, ServiceError
+
 DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 
 
-class GitHubError(RuntimeError):
+class GitHubError(ServiceError):
     """GitHub answered with an error (or could not be reached: status 0)."""
 
     def __init__(self, status: int, message: str, method: str = "", path: str = "",
@@ -62,7 +64,7 @@ class RateLimited(GitHubError):
 # -- the App's private key ------------------------------------------------------------------------
 
 
-class PrivateKeyError(ValueError):
+class PrivateKeyError(GatingError):
     """The App's private key is missing or unusable (the message never contains the key)."""
 
 

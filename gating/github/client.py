@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlparse
 
 import requests
@@ -144,7 +144,7 @@ class _Raw(NonCompletableGithubObject):
 def raw(obj: GithubObject) -> dict[str, Any]:
     """The JSON GitHub sent for a PyGithub object. Not `raw_data`: on a listed item that would
     "complete" it with one more GET per item."""
-    return obj._rawData  # noqa: SLF001
+    return cast(dict[str, Any], obj._rawData)  # noqa: SLF001
 
 
 def _page(listing: PaginatedList[Any], start: int, stop: int) -> list[Any]:

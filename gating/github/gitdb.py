@@ -19,14 +19,14 @@ from gating.github.repo import Repo
 def ref_sha(repo: Repo, ref: str) -> str | None:
     """The commit `refs/<ref>` points at (ref like "heads/main"), or None when the ref does not exist."""
     try:  # get_git_ref is lazy: completing it is the one GET
-        return repo.client.call(lambda: repo.gh.get_git_ref(ref).raw_data["object"]["sha"],
+        return repo.client.call(lambda: str(repo.gh.get_git_ref(ref).raw_data["object"]["sha"]),
                                 f"GET {repo.path}/git/ref/{quote(ref, safe='/')}")
     except NotFound:
         return None
 
 
 def commit_tree(repo: Repo, sha: str) -> str:
-    return git_commit(repo, sha)["tree"]["sha"]
+    return str(git_commit(repo, sha)["tree"]["sha"])
 
 
 def git_commit(repo: Repo, sha: str) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def create_tree(repo: Repo, base_tree: str | None, entries: list[dict[str, Any]]
     body: dict[str, Any] = {"tree": entries}
     if base_tree:
         body["base_tree"] = base_tree
-    return repo.client.request("POST", f"{repo.path}/git/trees", json=body)["sha"]
+    return str(repo.client.request("POST", f"{repo.path}/git/trees", json=body)["sha"])
 
 
 def create_commit(repo: Repo, message: str, tree: str, parents: list[str],
@@ -53,7 +53,7 @@ def create_commit(repo: Repo, message: str, tree: str, parents: list[str],
     body: dict[str, Any] = {"message": message, "tree": tree, "parents": parents}
     if author:
         body["author"] = body["committer"] = author
-    return repo.client.request("POST", f"{repo.path}/git/commits", json=body)["sha"]
+    return str(repo.client.request("POST", f"{repo.path}/git/commits", json=body)["sha"])
 
 
 def create_ref(repo: Repo, ref: str, sha: str) -> bool:

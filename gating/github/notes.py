@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gating.git.notes import AUDIT_REF, IDENTITY, Item, RefConflict, TransientError
 from gating.github.client import GitHubError
@@ -19,6 +20,8 @@ from gating.github.gitdb import (
     update_ref,
 )
 from gating.github.repo import Repo, walk_tree
+
+T = TypeVar("T")
 
 
 class GitDatabaseNotes:
@@ -38,7 +41,7 @@ class GitDatabaseNotes:
     def __repr__(self) -> str:
         return f"GitDatabaseNotes({self.repo.full_name!r}, {self.ref!r})"
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T:
 
         try:
             return fn()
@@ -64,7 +67,7 @@ class GitDatabaseNotes:
         return self._trees[sha]
 
     def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        return {s: self._call(lambda s=s: self.repo.blob(s)) for s in set(shas)}
+        return {s: self._call(functools.partial(self.repo.blob, s)) for s in set(shas)}
 
     def all_notes(self, tip: str) -> dict[str, bytes]:
         # one recursive listing (walked directory by directory should GitHub truncate it)

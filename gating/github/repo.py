@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from github.IssueComment import IssueComment
@@ -63,7 +63,7 @@ class Repo:
         return list(self.client.items(self.gh.get_pulls(state="open"), what=f"GET {self.path}/pulls"))
 
     def branch_sha(self, branch: str) -> str:
-        return self.client.call(lambda: raw(self.gh.get_branch(branch))["commit"]["sha"],  # PyGithub quotes it
+        return self.client.call(lambda: str(raw(self.gh.get_branch(branch))["commit"]["sha"]),  # PyGithub quotes it
                                 f"GET {self.path}/branches/{_q(branch)}")
 
     def compare(self, base: str, head: str) -> dict[str, Any]:
@@ -72,7 +72,7 @@ class Repo:
                                 f"GET {self.path}/compare/{_q(base)}...{_q(head)}")
 
     def merge_base(self, base: str, head: str) -> str:
-        return self.compare(base, head)["merge_base_commit"]["sha"]
+        return str(self.compare(base, head)["merge_base_commit"]["sha"])
 
     def permission(self, login: str) -> str:
         """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""
@@ -88,7 +88,7 @@ class Repo:
             body = self.client.get(f"/orgs/{_q(org)}/teams/{_q(slug)}/memberships/{_q(login)}")
         except NotFound:
             return False
-        return body.get("state") == "active"
+        return bool(body.get("state") == "active")
 
     def check_runs(self, sha: str, name: str) -> list[dict[str, Any]]:
         return list(self.client.items(self.gh.get_commit(sha).get_check_runs(check_name=name, filter="all"),
@@ -140,13 +140,13 @@ class Repo:
         path = f"{self.path}/check-runs/{check_run_id}"
         added = len((body.get("output") or {}).get("annotations") or [])
         if not added or annotations_before is None:
-            return self.client.request("PATCH", path, json=body)
+            return cast(dict[str, Any], self.client.request("PATCH", path, json=body))
 
         def find() -> dict[str, Any] | None:
             run = self.check_run(check_run_id)
             held = int((run.get("output") or {}).get("annotations_count") or 0)
             return run if held >= annotations_before + added else None
-        return self.client.create(path, body, find, method="PATCH")
+        return cast(dict[str, Any], self.client.create(path, body, find, method="PATCH"))
 
     def tree(self, sha: str, recursive: bool = True) -> dict[str, Any]:
         return self.client.call(lambda: raw(self.gh.get_git_tree(sha, recursive=recursive)),
@@ -208,12 +208,12 @@ class BlobCache:
                 _, old = self._items.popitem(last=False)
                 self._size -= len(old)
 
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """`compute()` once per key; the key must name immutable inputs (SHAs, not branch names)."""
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
-                return self._memo[key]
+                return cast(T, self._memo[key])
         value = compute()
         with self._lock:
             self._memo[key] = value
@@ -222,6 +222,7 @@ class BlobCache:
         return value
 
 
+T = TypeVar("T")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _GLOB = re.compile(r"[*?\[]")
 MAX_TREE_CALLS = 2000  # directory listings one revision may need when a recursive tree comes back truncated

@@ -7,7 +7,7 @@ meets the branch and pull request the first one made.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from gating.github.client import GitHubError, raw
 from gating.github.limits import fit, fit_title
@@ -15,13 +15,13 @@ from gating.github.repo import Repo, _q
 
 
 def repository(repo: Repo) -> dict[str, Any]:
-    return repo.client.get(repo.path)
+    return cast(dict[str, Any], repo.client.get(repo.path))
 
 
 def commit_sha(repo: Repo, ref: str) -> str | None:
     """The full SHA a commit prefix (or ref) names in the repository, or None when there is none."""
     try:
-        return repo.client.call(lambda: repo.gh.get_commit(ref).raw_data["sha"],  # PyGithub quotes the ref
+        return repo.client.call(lambda: str(repo.gh.get_commit(ref).raw_data["sha"]),  # PyGithub quotes the ref
                                 f"GET {repo.path}/commits/{_q(ref)}")
     except GitHubError as e:
         if e.status in (404, 422):  # unknown, or an ambiguous prefix

@@ -85,7 +85,7 @@ def default_answer(api: str, body: dict[str, Any]) -> str:
     for _role, t in reversed(texts):
         for kind, arg in _DIRECTIVE.findall(t):
             if kind == "answer":
-                return arg.strip()
+                return str(arg).strip()
     last_user = next((t for r, t in reversed(texts) if r == "user"), "")
     return "echo: " + _DIRECTIVE.sub("", last_user).strip()
 
