@@ -19,9 +19,10 @@ from typing import Any, Protocol
 from gating.check import output as out
 from gating.check.context import CHECK_NAME, CheckContext
 from gating.check.output import CheckResult
+from gating.errors import ServiceError
 
 
-class GitHubFailure(Exception):
+class GitHubFailure(ServiceError):
     """GitHub refused or failed a call (status 0: unreachable); `rate_limited`: still limited after the
     writer waited as long as its budget allowed. `str()` is the whole message, `message` GitHub's."""
 
