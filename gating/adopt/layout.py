@@ -64,7 +64,7 @@ def model_entry(model_id: str, provider: str | None = None) -> tuple[dict[str, A
     return {"provider": p.provider, "model": p.use or model_id}, p
 
 
-def manifest_text(doc: dict[str, Any], header: str) -> str:
+def manifest_text(doc: dict[str, Any] | list[dict[str, Any]], header: str) -> str:
     buf = io.StringIO()
     yaml = YAML()
     yaml.default_flow_style = False

@@ -25,11 +25,10 @@ from gating.check.artifact import ArtifactRefused, Collected, read, system_files
 from gating.check.context import CheckContext, ContextError, Settings
 from gating.check.notes import auth_env
 from gating.check.output import CheckResult
-from gating.check.post import Poster
+from gating.check.post import CheckGitHub, GitHubFailure, Poster
 from gating.check.run import CheckRun, _remote, resolve_base, run_check, write_files
 from gating.git.repository import Git
 from gating.git.revision import GitRevision
-from gating.github import GitHubError, Repo, token_client
 from gating.system.manifest import Manifest, ManifestError
 from gating.system.snapshot import build_snapshot
 
@@ -56,12 +55,12 @@ def run_facts(event: Mapping[str, Any] | None) -> RunFacts:
                     run.get("conclusion"), run.get("html_url"))
 
 
-def refuse(ctx: CheckContext, settings: Settings, message: str, *, head_sha: str | None = None,
-           base: str | None = None, clock: Callable[[], float] = time.time) -> CheckRun:
+def refuse(ctx: CheckContext, settings: Settings, message: str, *, github: CheckGitHub | None,
+           head_sha: str | None = None, base: str | None = None, clock: Callable[[], float] = time.time) -> CheckRun:
     """A failed `gating / eval` on the head saying why (when the token can post), plus the step outputs,
     summary and report, so a required check never waits for a run that will not come."""
     r = CheckResult("error", "failure", [message], head_sha or ctx.head_sha, base, settings.fail_on, error=message)
-    poster = Poster.open(replace(ctx, fork=False), clock) if settings.post else None
+    poster = Poster.open(replace(ctx, fork=False), clock, github=github) if settings.post else None
     if poster:
         poster.finish(r)
     files = write_files(ctx, settings, r, poster, {"written": False, "reason": "the check did not run"})
@@ -188,8 +187,8 @@ def _fork_python(g: Git, base: str, head: str, config: str) -> list[str]:
 
 
 def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str],
-                      event: Mapping[str, Any] | None, artifact: Path, max_bytes: int,
-                      clock: Callable[[], float] = time.time) -> CheckRun:
+                      event: Mapping[str, Any] | None, artifact: Path, max_bytes: int, *,
+                      github: CheckGitHub | None, clock: Callable[[], float] = time.time) -> CheckRun:
     """Verify a collected artifact and evaluate the pull request's head with the base's checkout;
     ArtifactRefused (after the failed check is posted) when the artifact cannot be trusted."""
     facts = run_facts(event)
@@ -205,11 +204,11 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
                 raise ArtifactRefused(f"the collect run concluded `{facts.conclusion}` ({facts.url or 'no link'}): "
                                       f"{e}") from None
             raise
-        if not ctx.repository or not ctx.token:
+        if not ctx.repository or not ctx.token or github is None:
             raise ArtifactRefused("no repository or token to look the pull request up with")
         try:
-            pull = Repo(token_client(ctx.api_url, ctx.token), ctx.repository).pull(c.pull_number)
-        except GitHubError as e:
+            pull = github.pull(ctx.api_url, ctx.token, ctx.repository, c.pull_number)
+        except GitHubFailure as e:
             raise ArtifactRefused(f"pull request #{c.pull_number} could not be read: {e}") from None
         verify_claims(c, facts, ctx.repository, pull)
         fetch_head(g, remote, c.pull_number, facts.head_sha, ctx.token)
@@ -219,7 +218,7 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
             raise ArtifactRefused(f"it does not match head commit {facts.head_sha[:12]}: "
                                   + "; ".join(problems[:5]) + more)
     except ArtifactRefused as e:
-        refuse(ctx, settings, f"the collected artifact was refused: {e}", clock=clock)
+        refuse(ctx, settings, f"the collected artifact was refused: {e}", github=github, clock=clock)
         raise ArtifactRefused(f"the collected artifact was refused: {e}") from None
     ctx = replace(ctx, base=pull["base"]["sha"], base_ref=pull["base"].get("ref"), pull_number=c.pull_number)
     base = resolve_base(g, ctx.base, facts.head_sha, remote)
@@ -227,5 +226,6 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
     if blocked:
         return refuse(ctx, settings, "not evaluated: this pull request from a fork changes what a privileged run never "
                       "takes from a fork: " + "; ".join(blocked) + ". A maintainer can review it and push the branch "
-                      "to this repository, whose own `pull_request` run evaluates it.", base=base, clock=clock)
-    return run_check(ctx, settings, g, env, clock=clock)
+                      "to this repository, whose own `pull_request` run evaluates it.", github=github, base=base,
+                      clock=clock)
+    return run_check(ctx, settings, g, env, github=github, clock=clock)

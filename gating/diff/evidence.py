@@ -17,10 +17,11 @@ from gating.system.snapshot import Snapshot, differing
 def _recordings(snap: Snapshot, path: str) -> dict[str, Any] | None:
     """key -> recorded response, or None when the cassette does not parse (the run says why)."""
     from gating.evals.cache import parse_cassette  # the evals package only when a cassette changed
+    from gating.evals.dataset import DatasetError
 
     try:
         return {k: e.get("response") for k, e in parse_cassette(path, snap.contents[path]).items()}
-    except (ValueError, KeyError, UnicodeDecodeError):
+    except (DatasetError, KeyError):
         return None
 
 

@@ -12,11 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-import referencing.exceptions
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
-
 from gating.evals.assertion_types import TYPES, wrong_key_message
 from gating.evals.records import AssertionResult
 
@@ -118,14 +113,16 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     if t == "json-schema" or (t in ("is-json", "contains-json") and v is not None):
         if not isinstance(v, dict):
             return "json-schema needs a `value` that is a JSON Schema object"
+        import jsonschema  # only a json-schema assertion needs it: imported here for a quick start
+
         try:
             jsonschema.Draft202012Validator.check_schema(v)
         except jsonschema.SchemaError as e:
             return f"invalid JSON Schema: {e.message}"
         bad = _unresolved_ref(v)
         if bad:
-            hint = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
-            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{hint}"
+            tip = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
+            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{tip}"
     if t == "max-tokens" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
         return "max-tokens needs a whole-number `value`"
     if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
@@ -153,6 +150,10 @@ def _refs(node: Any) -> list[str]:
 
 def _unresolved_ref(schema: dict[str, Any]) -> str | None:
     """The first $ref that cannot be resolved without fetching anything (validation would crash on it)."""
+    import referencing.exceptions
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
     resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
     for ref in _refs(schema):
         try:
@@ -209,6 +210,8 @@ def is_refusal(obs: Observation) -> bool:
 
 
 def _schema(doc: Any, schema: dict[str, Any]) -> tuple[bool, str]:
+    import jsonschema  # imported when a schema assertion runs: a quick start for the CLI
+
     err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
     if err is None:
         return True, "matches the schema"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import DatasetError
 from gating.evals.judge import SCALE, JudgeParseError, judge_messages, judge_score
@@ -193,7 +194,7 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
-            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+            raise GatingError("recording writes cassettes into a working tree; run it without --rev")
         write_cassette(Path(root) / cassette_path(path), llm.recorded.get(path, {}))
     metric = cal.get("metric", "exact")
     return summarize(ratings, list(judged), path=path, judge=f"{judge['provider']}/{judge['model']}",

@@ -24,6 +24,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
+from gating.errors import GatingError, count
 from gating.evals.assertions import MODEL_GRADED, check_spec
 
 CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata", "transform",
@@ -31,12 +32,12 @@ CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description"
 DEFAULT_KEYS = {"vars", "assert", "transform", "threshold"}  # evals.defaults
 
 
-class DatasetError(ValueError):
+class DatasetError(GatingError):
     """The dataset cannot be used; `problems` are "file:line: message" strings."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        super().__init__("\n".join(problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the eval dataset"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gating.errors import FAILED, GatingError
 from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name
 from gating.evals.llm import LLM
 from gating.evals.records import AssertionResult
@@ -30,8 +31,10 @@ JUDGE_SYSTEM = (
 _JSON_OBJ = re.compile(r"\{.*\}", re.S)
 
 
-class JudgeParseError(ValueError):
-    pass
+class JudgeParseError(GatingError):
+    """The judge's reply holds no score (the case fails with category `parse`)."""
+
+    exit_code = FAILED
 
 
 def rubric_messages(rubric: str, question: str, answer: str) -> tuple[tuple[str, str], ...]:
@@ -91,7 +94,8 @@ def parse_judgement(text: str) -> tuple[int, str]:
     try:
         d = json.loads(candidate)
     except ValueError as e:
-        raise JudgeParseError(f"judge reply is not valid JSON ({e.msg}): {candidate[:120]!r}") from None
+        why = e.msg if isinstance(e, json.JSONDecodeError) else str(e)  # int() over 4,300 digits: no .msg
+        raise JudgeParseError(f"judge reply is not valid JSON ({why}): {candidate[:120]!r}") from None
     if not isinstance(d, dict):
         raise JudgeParseError("judge reply is not a JSON object")
     score = d.get("score")

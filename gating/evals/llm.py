@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating.errors import GatingError
 from gating.evals.cache import ResponseCache, cache_key, cassette_entry, request_key
 from gating.evals.providers import (
     ChatRequest,
@@ -41,7 +42,7 @@ def resolve_mode(env: Mapping[str, str], record: bool, configured: str = "live",
         return "replay"
     mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
     if mode not in MODES:
-        raise ValueError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
+        raise GatingError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
     if mode == "auto":
         return configured
     return mode
@@ -138,6 +139,7 @@ class LLM:
             self.stats.waited_s += wait
             self.stats.requests += 1
 
+        assert self.pool is not None  # complete() answers without a pool before it gets here
         got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
         self.stats.live += 1
         got.latency_ms = round(got.latency_ms, 3)  # as stored, so record and replay agree exactly

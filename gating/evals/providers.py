@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from gating.errors import ServiceError
+
 try:
     import sniffio  # noqa: F401
 except ImportError:
@@ -41,7 +43,7 @@ ENV_NAMES = {"openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"), "anthropic": ("ANT
 OPENAI_DIALECT = {"openai", "vllm", "litellm"}
 
 
-class ProviderError(Exception):
+class ProviderError(ServiceError):
     """A request that did not produce an answer; `category` is one of records.ERROR_CATEGORIES."""
 
     def __init__(self, category: str, message: str, *, retry_after: float | None = None,
@@ -308,13 +310,13 @@ def parse_response(provider: str, data: Any) -> tuple[str, int | None, int | Non
             if data.get("stop_reason") == "refusal":
                 raise ProviderError("content_filter", "the provider refused (stop_reason: refusal)")
             text = "".join(str(b.get("text") or "") for b in data["content"] if b.get("type") == "text")
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            usage = u if isinstance(u := data.get("usage"), dict) else {}
             return text, _tokens(usage.get("input_tokens")), _tokens(usage.get("output_tokens"))
         choice = data["choices"][0]
         if choice.get("finish_reason") == "content_filter":
             raise ProviderError("content_filter", "the provider filtered the answer (finish_reason: content_filter)")
         text = _text(choice["message"].get("content"))
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = u if isinstance(u := data.get("usage"), dict) else {}
         return text, _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
     except KeyError as e:
         raise ProviderError("parse", f"unexpected response shape: missing {e}") from None
@@ -441,7 +443,7 @@ class RetryPolicy:
             return None
         if err.retry_after is not None:
             return err.retry_after if err.retry_after <= self.max_retry_after_s else None
-        cap = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1))
+        cap = min(self.max_delay_s, self.base_s * 2.0 ** (attempt - 1))
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.assertions import (
     MODEL_GRADED,
     PYTHON,
@@ -62,7 +63,7 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               judging: Judging | None = None, mode: str | None = None,
               trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
-    request). Raises DatasetError for a bad dataset, ValueError for bad settings.
+    request). Raises DatasetError for a bad dataset, GatingError for bad settings.
 
     `mode` is the mode the judging revision chose (None: this revision's own settings decide);
     `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
@@ -94,9 +95,9 @@ def _context(case: Case, question: str, spec: dict[str, Any] | None = None) -> d
 
 
 class _Run:
-    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int,
+    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: Mapping[str, Any] | None, repeat: int,
                  checks: PythonChecks | None = None, transform: str | None = None,
-                 embed_model: Mapping[str, Any] | None = None):
+                 embed_model: Mapping[str, Any] | None = None) -> None:
         self.target = target
         self.llm = llm
         self.prices = prices
@@ -149,7 +150,7 @@ class _Run:
 
     async def _one(self, case: Case, r: int) -> tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]:
         try:
-            out: TargetOutput | None = await self.target.run(case, r)
+            out: TargetOutput = await self.target.run(case, r)
             obs = Observation(out.output, out.tokens_in, out.tokens_out, out.latency_ms)
         except RenderError as e:
             return None, [], "render", str(e), 0.0
@@ -265,10 +266,7 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     merged: dict[str, dict[str, Any]] = {}
     for p in paths:
         if blobs.get(p) is not None:
-            try:
-                merged.update(parse_cassette(p, blobs[p] or b""))
-            except ValueError as e:
-                raise DatasetError([str(e)]) from None
+            merged.update(parse_cassette(p, blobs[p] or b""))
     return merged
 
 
@@ -319,9 +317,9 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     cassettes = {**cassettes, **(trusted_cassettes or {})}
     mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
-        root = record_root or getattr(reader, "root", None)
+        root: str | os.PathLike[str] | None = record_root or getattr(reader, "root", None)
         if root is None:
-            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+            raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
     pool = ClientPool(conc, tmo) if needs_pool else None
     cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None
@@ -383,6 +381,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             await checks.aclose()
     written = {}
     if mode == "record":
+        assert root is not None  # a record run without a working tree stopped above
         for ds, entries in llm.recorded.items():
             if ds:
                 written[cassette_path(ds)] = write_cassette(Path(root) / cassette_path(ds), entries)

@@ -98,7 +98,7 @@ def answer_of(texts: list[tuple[str, str]]) -> str:
     for _role, t in reversed(texts):
         for kind, arg in _DIRECTIVE.findall(t):
             if kind == "answer":
-                return arg.strip()
+                return str(arg).strip()
     last_user = next((t for r, t in reversed(texts) if r == "user"), "")
     return "echo: " + _DIRECTIVE.sub("", last_user).strip()
 
