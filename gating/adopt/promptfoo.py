@@ -271,7 +271,7 @@ def _assertions(specs: list[Any], files: _Files, out: Imported, expected: Any) -
 
 def _options(test: dict[str, Any], files: _Files, into: dict[str, Any], out: Imported, what: str) -> None:
     """A test's (or defaultTest's) options and threshold, as gating's `transform` and `threshold`."""
-    opts = test.get("options") if isinstance(test.get("options"), dict) else {}
+    opts = o if isinstance(o := test.get("options"), dict) else {}
     for key in sorted(set(opts) - {"transform"}):
         out.skipped[f"{what} option `{key}`"] += 1
     if "transform" in opts:
@@ -284,7 +284,7 @@ def _options(test: dict[str, Any], files: _Files, into: dict[str, Any], out: Imp
 
 def _defaults(config: dict[str, Any], files: _Files, out: Imported) -> dict[str, Any]:
     """defaultTest as `evals.defaults`: vars, assertions, a transform and a threshold shared by every case."""
-    default = config.get("defaultTest") if isinstance(config.get("defaultTest"), dict) else {}
+    default = dt if isinstance(dt := config.get("defaultTest"), dict) else {}
     for key in sorted(set(default) - {"vars", "assert", "options", "threshold"}):
         out.skipped[f"defaultTest key `{key}`"] += 1
     d: dict[str, Any] = {}

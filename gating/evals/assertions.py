@@ -301,10 +301,10 @@ def _check(t: str, v: Any, obs: Observation, spec_threshold: Any = None) -> tupl
             return False, "output token count unknown (the provider reported no usage)"
         return obs.tokens_out <= v, f"{obs.tokens_out} output tokens (max {v})"
     if t == "refusal":
-        want = True if v is None else v
-        got = is_refusal(obs)
-        what = "refused" if got else "answered"
-        return got == want, f"{what} (should {'refuse' if want else 'answer'})"
+        should = True if v is None else bool(v)
+        refused = is_refusal(obs)
+        what = "refused" if refused else "answered"
+        return refused == should, f"{what} (should {'refuse' if should else 'answer'})"
     if t == "latency":
         ms = obs.latency_ms.get("total")
         if ms is None:

@@ -21,11 +21,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gating.errors import ServiceError
+
+if TYPE_CHECKING:
+    from gating.evals.dialects import Dialect
 
 try:
     import sniffio  # noqa: F401
@@ -100,7 +103,7 @@ class Completion:
         return cls(str(d["text"]), d.get("tokens_in"), d.get("tokens_out"), float(d.get("latency_ms", 0.0)), source)
 
 
-def _native(provider: str) -> Any:
+def _native(provider: str) -> Dialect | None:
     from gating.evals.dialects import dialect
 
     return dialect(provider)
@@ -149,9 +152,10 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
         return url, native.require_key(req, env, url)
     dialect = "openai" if provider in OPENAI_DIALECT else provider
     key_env = key_env_of(provider, api_key_env)
-    url = base_url_of(provider, base_url, env)
-    if not url:
+    found = base_url_of(provider, base_url, env)
+    if not found:
         raise ProviderError("setup", f"no base URL for provider {provider!r}: set base_url in gating.yml")
+    url = found
     key = env.get(key_env) if key_env else None
     if not key and url == DEFAULT_BASE_URLS.get(dialect):
         raise ProviderError("setup", f"no API key for {provider}: set {key_env} (or a base_url "

@@ -254,17 +254,17 @@ def verdict(result: Any, threshold: float | None) -> tuple[bool, float, str]:
         ok = score >= threshold if threshold is not None else score > 0
         return ok, score, f"score {score:g}" + (f" (threshold {threshold:g})" if threshold is not None else "")
     if isinstance(result, dict):
-        ok = result.get("pass", result.get("pass_"))
-        score = result.get("score")
-        if ok is None and isinstance(score, (int, float)) and not isinstance(score, bool):
-            ok = score >= threshold if threshold is not None else score > 0
-        if not isinstance(ok, bool):
+        passed = result.get("pass", result.get("pass_"))
+        scored = result.get("score")
+        if passed is None and isinstance(scored, (int, float)) and not isinstance(scored, bool):
+            passed = scored >= threshold if threshold is not None else scored > 0
+        if not isinstance(passed, bool):
             raise CheckError("a check's mapping needs `pass` (true or false) or a numeric `score`")
-        if score is None:
-            score = 1.0 if ok else 0.0
-        if not isinstance(score, (int, float)) or isinstance(score, bool):
-            raise CheckError(f"a check's `score` must be a number, got {type(score).__name__}")
-        return ok, float(score), str(result.get("reason") or ("passed" if ok else "failed"))
+        if scored is None:
+            scored = 1.0 if passed else 0.0
+        if not isinstance(scored, (int, float)) or isinstance(scored, bool):
+            raise CheckError(f"a check's `score` must be a number, got {type(scored).__name__}")
+        return passed, float(scored), str(result.get("reason") or ("passed" if passed else "failed"))
     raise CheckError(f"a check returns true/false, a number or {{pass, score, reason}}, not {type(result).__name__}")
 
 
@@ -276,7 +276,8 @@ def generate(ref: Ref, sources: Mapping[str, bytes], timeout_s: float = DEFAULT_
     if src is None or ref.path is None:
         raise DatasetError([f"gating.yml: evals.generate: {ref.path} is not a declared Python file of the evals: add "
                             "it to `evals.python`"])
-    req = {"path": ref.path, "fn": ref.fn, "sha": hashlib.sha256(src).hexdigest(), "src": src.decode("utf-8", "replace"),
+    req: dict[str, Any] = {"path": ref.path, "fn": ref.fn, "sha": hashlib.sha256(src).hexdigest(),
+                           "src": src.decode("utf-8", "replace"),
            "args": []}
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT") if k in os.environ}
     try:

@@ -405,9 +405,9 @@ def _reference_problems(m: Manifest) -> list[Problem]:
                                   "in `code:` (globs such as [\"app/**/*.py\"], or [] when none are in this "
                                   "repository), so that a change to them is a change to the LLM system"))
     for key in ("judge", "embedding"):
-        name = m.evals.get(key)
-        if name and name not in models:
-            problems.append(m.problem(["evals", key], _unknown("model", name, models)))
+        named = m.evals.get(key)
+        if named and named not in models:
+            problems.append(m.problem(["evals", key], _unknown("model", named, models)))
     seen: dict[str, int] = {}
     for i, rule in enumerate(m.approvals):
         if rule["name"] in seen:

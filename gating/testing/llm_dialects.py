@@ -94,7 +94,7 @@ def check_auth(r: Route, headers: dict[str, str], query: dict[str, str], key: st
                                "sure to provide a valid key for an active subscription and use a correct regional "
                                "API endpoint for your resource.")
     elif r.api == "gemini":
-        sent = headers.get("x-goog-api-key") or query.get("key")
+        sent = headers.get("x-goog-api-key") or query.get("key") or ""
         if not sent:
             return google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without "
                                 "established identity). Please use API Key or other form of API consumer identity "

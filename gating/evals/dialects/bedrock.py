@@ -133,7 +133,7 @@ class Bedrock(Dialect):
         if not isinstance(content, list):
             raise ProviderError("parse", "unexpected response shape: no `output.message.content`")
         text = "".join(str(b.get("text") or "") for b in content if isinstance(b, dict))
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = u if isinstance(u := data.get("usage"), dict) else {}
         return text, tokens(usage.get("inputTokens")), tokens(usage.get("outputTokens"))
 
     def prepare_embed(self, req: EmbedRequest, env: Mapping[str, str]) -> Prepared:

@@ -50,7 +50,7 @@ def generate_body(req: ChatRequest) -> dict[str, Any]:
 def parse_generate(data: Any) -> tuple[str, int | None, int | None]:
     if not isinstance(data, dict):
         raise ProviderError("parse", "unexpected response shape: the body is not a JSON object")
-    feedback = data.get("promptFeedback") if isinstance(data.get("promptFeedback"), dict) else {}
+    feedback = f if isinstance(f := data.get("promptFeedback"), dict) else {}
     if feedback.get("blockReason"):
         raise ProviderError("content_filter", f"the provider blocked the prompt (blockReason: {feedback['blockReason']})")
     cands = data.get("candidates")
@@ -63,7 +63,7 @@ def parse_generate(data: Any) -> tuple[str, int | None, int | None]:
     if not isinstance(parts, list):
         raise ProviderError("parse", "unexpected response shape: the candidate has no `content.parts`")
     text = "".join(str(p.get("text") or "") for p in parts if isinstance(p, dict) and not p.get("thought"))
-    usage = data.get("usageMetadata") if isinstance(data.get("usageMetadata"), dict) else {}
+    usage = u if isinstance(u := data.get("usageMetadata"), dict) else {}
     return text, tokens(usage.get("promptTokenCount")), tokens(usage.get("candidatesTokenCount"))
 
 
