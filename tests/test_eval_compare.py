@@ -56,15 +56,17 @@ def test_small_drop_that_is_not_significant_is_inconclusive() -> None:
     head = run([case(f"c{i}", i >= 2) for i in range(10)])
     cmp = compare(base, head, {"regression": {"max_drop": 0.05, "alpha": 0.05}})
     assert cmp.verdict == "inconclusive"
-    assert cmp.reasons[0].endswith("p = 0.5 (2 pass→fail, 0 fail→pass) ≥ alpha 0.05: not significant; "
-                                   "add cases or repeats")
+    assert cmp.reasons[0].endswith("p = 0.5 (2 pass→fail, 0 fail→pass) ≥ alpha 0.05: not confirmed; with 10 "
+                                   "paired cases the smallest drop this suite can confirm at alpha 0.05 is 0.6 (6 "
+                                   "cases worse, none better); add cases (repeats make each case surer, but the "
+                                   "test counts cases)")
 
 
 def test_unchanged_results_pass() -> None:
     cases = [case(f"c{i}", i != 0) for i in range(10)]
     cmp = compare(run(cases, "base"), run(cases), CFG)
     assert cmp.verdict == "pass"
-    assert cmp.reasons == ["the 1 threshold met; 10 paired cases, no significant regression"]
+    assert cmp.reasons == ["the 1 threshold met; 10 paired cases, no metric fell by more than max_drop 0.05"]
     assert cmp.flipped == [] and cmp.paired == 10
 
 
@@ -101,10 +103,12 @@ def test_score_regression_needs_enough_pairs() -> None:
     head = run([case(f"c{i}", True, score=0.6, name="factuality") for i in range(12)])
     cmp = compare(base, head, {"regression": {"max_drop": 0.05}})
     assert cmp.verdict == "fail"
-    assert cmp.reasons == ["mean score:factuality fell by 0.3 (more than max_drop 0.05); 95% interval [-0.3, -0.3]"]
+    assert cmp.reasons == ["mean score:factuality fell by 0.3 on 12 paired cases (more than max_drop 0.05); "
+                           "sign-flip exact p = 0.000488 (12 cases worse, 0 better) < alpha 0.05"]
     few = compare(run(base.cases[:3], "base"), run(head.cases[:3]), {"regression": {"max_drop": 0.05}})
     assert few.verdict == "inconclusive"
-    assert few.reasons[0].endswith("on only 3 paired cases (an interval needs 8)")
+    assert few.reasons[0].endswith("3 paired cases cannot confirm any drop at alpha 0.05: that takes at least 6 "
+                                   "cases getting worse; add cases (repeats do not help: the test counts cases)")
 
 
 def test_cost_per_day_from_token_deltas() -> None:

@@ -41,7 +41,8 @@ def test_markdown_leads_with_the_verdict_and_lists_regressions() -> None:
     assert lines[0] == "### gating / eval: ❌ fail"
     assert lines[2] == "- pass_rate is 0.8, threshold >= 0.9; failing cases: c0, c1"
     assert "Base `1111111` → head `2222222` · 10 paired cases · dataset `sha256:bbbbbbbbbbbb`" in lines
-    assert "| `pass_rate` | 1.000 | 0.800 | −0.200 | [−0.500, ±0.000] | >= 0.9 | **fail** · fell 0.2, not significant (p = 0.5) |" in lines
+    # the interval is withheld below 20 paired cases (there it is too narrow)
+    assert "| `pass_rate` | 1.000 | 0.800 | −0.200 |  | >= 0.9 | **fail** · fell 0.2, not confirmed (p = 0.5) |" in lines
     assert "#### Regressions (2)" in lines
     assert "| `c0` | answer | pass | fail | icontains: missing '30 days' |" in lines
     assert "| cost / day at 100,000 requests | $35.00 | $35.00 | ±$0.000000 |" in lines
@@ -73,7 +74,7 @@ def test_junit_from_a_comparison_has_one_test_per_check() -> None:
     head = run([case(f"c{i}", i != 3) for i in range(10)], "h")
     root = ET.fromstring(render_junit(compare(base, head, CFG)))
     names = [(tc.get("classname"), tc.get("name"), tc.find("failure") is not None) for tc in root.iter("testcase")]
-    assert names == [("metrics", "pass_rate", False), ("metrics", "score:icontains", False), ("flipped", "c3", True)]
+    assert names == [("metrics", "pass_rate", False), ("flipped", "c3", True)]  # the assertion's flips are pass_rate's
 
 
 def test_json_is_sorted_and_versioned() -> None:

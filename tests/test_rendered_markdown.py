@@ -65,7 +65,7 @@ def test_inconclusive_only_where_a_judgement_was_withheld() -> None:
     cmp = compare(base, head, {"thresholds": {"pass_rate": ">= 0.7"}, "regression": {"max_drop": 0.05}})
     assert cmp.verdict == "inconclusive"  # the regression judgement is withheld: this is where the word belongs
     status = metric_rows(render_eval_markdown(cmp))
-    assert status["pass_rate"] == "ok · fell 0.2, not significant (p = 0.5)"  # the threshold is met, and says so
+    assert status["pass_rate"] == "ok · fell 0.2, not confirmed (p = 0.5)"  # the threshold is met, and says so
     assert "inconclusive" not in status["latency_p50_ms"] and "inconclusive" not in status["score:tone"]
     assert not any("inconclusive" in s for s in status.values()), status
 

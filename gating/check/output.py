@@ -101,6 +101,8 @@ def title(r: CheckResult) -> str:
         return word
     if r.verdict == "fail" and r.conclusion != "failure":
         word += f" (not blocking: fail-on {r.fail_on})"
+    if r.verdict == "inconclusive" and r.conclusion == "failure":
+        word += " (blocking: a drop it could not confirm needs a person or more cases)"
     if r.verdict == "error" and r.conclusion != "failure":
         word += f" (not blocking: on-error {r.on_error})"
     return _clip(f"{word}: {headline(r)}", 200)

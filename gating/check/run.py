@@ -51,11 +51,15 @@ def conclude(verdict: str, threshold_missed: bool, fail_on: str, on_error: str =
     a crash) concludes failure; only on-error neutral reports it without blocking. fail-on regression:
     a missed threshold or a significant regression fails the check; fail-on threshold: only a missed
     threshold (or a policy error) does, a regression is reported; fail-on never: the check reports and
-    never blocks (neutral). fail-on never does not relax an error."""
+    never blocks (neutral). fail-on never does not relax an error. An inconclusive verdict (a drop beyond
+    max_drop the suite could not confirm) blocks under fail-on regression: a suite too small to prove
+    harm must not wave it through; a person decides (an override) or more cases do."""
     if verdict == "pass":
         return "success"
     if verdict == "error":
         return "neutral" if on_error == "neutral" else "failure"
+    if verdict == "inconclusive":
+        return "failure" if fail_on == "regression" else "neutral"
     blocking = verdict == "fail" and (fail_on == "regression" or (fail_on == "threshold" and threshold_missed))
     return "failure" if blocking else "neutral"
 

@@ -25,13 +25,15 @@ from typing import Any
 
 from gating.evals.metrics import latency_table
 from gating.evals.records import CaseError, CaseResult, Comparison, FlippedCase, MetricRow, RunResult
-from gating.evals.stats import mcnemar_exact, paired_bootstrap
+from gating.evals.stats import holm, mcnemar_exact, min_detectable, paired_bootstrap, paired_test
 
 # Most serious first: the order in which causes lead the reasons.
 INFRA_ERRORS = ("setup", "transport", "internal", "provider", "timeout", "rate_limit")
 DEFAULT_MAX_DROP = 0.02
 DEFAULT_ALPHA = 0.05
-MIN_PAIRS = 8  # fewer paired scores than this make a bootstrap interval meaningless: never decisive
+# Below this many paired cases the bootstrap interval is withheld: its percentile interval is too
+# narrow there (at 8 cases a nominal 2.5% tail is 4-6%). It is shown for reading, never decisive.
+MIN_INTERVAL_PAIRS = 20
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 _THRESHOLD = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
 SHOWN = ("pass_rate", "error_rate", "latency_p50_ms", "latency_p95_ms", "tokens_in_per_request",
@@ -126,6 +128,8 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
 
     # -- paired regression -----------------------------------------------------------------------
     flipped: list[FlippedCase] = []
+    tests: list[dict[str, Any]] = []
+    within: list[str] = []  # drops that a test confirms but max_drop allows
     mcn: dict[str, Any] = {}
     paired: list[tuple[CaseResult, CaseResult]] = []
     added: list[str] = []
@@ -146,44 +150,7 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
                              sum(h.passed and not b.passed for b, h in evidence))
         mcn = {**test.to_dict(), "n": len(evidence)}
         if evidence:
-            bp = [1.0 if b.passed else 0.0 for b, _ in evidence]
-            hp = [1.0 if h.passed else 0.0 for _, h in evidence]
-            iv = paired_bootstrap(bp, hp, level=1 - alpha)
-            r = row("pass_rate")
-            r.interval, r.p_value = [iv.low, iv.high], test.p_value
-            drop = -iv.delta
-            regressed = [b.id for b, h in evidence if b.passed and not h.passed]
-            if drop > max_drop:
-                msg = (f"pass rate fell by {drop:.3g} on {len(evidence)} paired cases (more than max_drop {max_drop:g}); "
-                       f"McNemar exact p = {test.p_value:.3g} ({test.b} pass→fail, {test.c} fail→pass)")
-                if test.p_value < alpha:
-                    r.status = "regressed" if r.status != "fail" else r.status
-                    fails.append(f"{msg} < alpha {alpha:g}; regressed: {', '.join(regressed[:10])}")
-                else:  # the row keeps its own status (a met threshold is met); the drop is a note on it
-                    r.note = f"fell {drop:.3g}, not significant (p = {test.p_value:.3g})"
-                    unsure.append(f"{msg} ≥ alpha {alpha:g}: not significant; add cases or repeats")
-            elif -drop > max_drop and test.p_value < alpha and r.status in ("info", "ok"):
-                r.note = "improved"
-        names = sorted({k for b, h in evidence for k in b.scores if k in h.scores})
-        for name in names:
-            pairs = [(b.scores[name], h.scores[name]) for b, h in evidence if name in b.scores and name in h.scores]
-            iv = paired_bootstrap([p[0] for p in pairs], [p[1] for p in pairs], level=1 - alpha)
-            r = row(f"score:{name}")
-            r.interval = [iv.low, iv.high]
-            if iv.delta < -max_drop:
-                msg = (f"mean score:{name} fell by {-iv.delta:.3g} (more than max_drop {max_drop:g}); "
-                       f"{int(100 * (1 - alpha))}% interval [{iv.low:.3g}, {iv.high:.3g}]")
-                if len(pairs) < MIN_PAIRS:
-                    r.note = f"fell {-iv.delta:.3g} on only {len(pairs)} paired cases"
-                    unsure.append(f"{msg} on only {len(pairs)} paired cases (an interval needs {MIN_PAIRS})")
-                elif iv.high < 0:
-                    r.status = r.status if r.status == "fail" else "regressed"
-                    fails.append(msg)
-                else:
-                    r.note = f"fell {-iv.delta:.3g}, interval includes no change"
-                    unsure.append(msg + " includes no change")
-            elif iv.delta > max_drop and iv.low > 0 and len(pairs) >= MIN_PAIRS and r.status in ("info", "ok"):
-                r.note = "improved"
+            tests, within = _regression(evidence, row, max_drop, alpha, fails, unsure)
 
     if not head.cases:
         broken.append("no eval cases were run at head: the datasets hold no cases for this run")
@@ -191,10 +158,13 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         if r.note == "improved" and r.status == "info":
             r.status = "improved"
 
+    if head.cases and all(c.error for c in head.cases) and not unevaluated(head):
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(c.error for c in head.cases).items()))
+        broken.append(f"every one of the {len(head.cases)} cases errored at head ({kinds}): no answer was graded")
     verdict = "error" if broken else "fail" if fails else "inconclusive" if unsure else "pass"
     if verdict == "pass":
         n_thr = len(cfg.get("thresholds") or {})
-        basis = f"{len(paired)} paired cases, no significant regression" if base is not None else "no baseline"
+        basis = _basis(base is not None, len(paired), tests, within, max_drop)
         met = "no thresholds set" if n_thr == 0 else "the 1 threshold met" if n_thr == 1 else f"all {n_thr} thresholds met"
         reasons = [f"{met}; {basis}"]
     else:
@@ -204,13 +174,94 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         base_rev=base.rev if base else "", head_rev=head.rev,
         base_snapshot=base.snapshot_digest if base else "", head_snapshot=head.snapshot_digest,
         dataset_digest=head.dataset_digest, base_dataset_digest=base.dataset_digest if base else "",
-        paired=len(paired), added=added, removed=removed, mcnemar=mcn,
+        paired=len(paired), added=added, removed=removed, mcnemar=mcn, tests=tests,
         cost=_cost(bm if base else None, hm, cfg),
         latency=_latency(base, head), errors={"base": _errors(base), "head": _errors(head)},
         failing=[c.id for c in head.cases if not c.passed],
         errored=[CaseError(side, c.id, c.prompt, c.error, c.error_message)
                  for side, run in (("head", head), ("base", base)) if run is not None for c in run.cases if c.error],
     )
+
+
+def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_drop: float, alpha: float,
+                fails: list[str], unsure: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One paired test per metric (pass rate on per-case rates, each score unless it is the pass rate
+    again), Holm-adjusted across them: a drop beyond max_drop fails when its adjusted p < alpha and
+    is unconfirmed (inconclusive) otherwise, saying what the suite could have confirmed."""
+    values: dict[str, tuple[list[float], list[float]]] = {
+        "pass_rate": ([b.pass_rate for b, _ in evidence], [h.pass_rate for _, h in evidence])}
+    same: list[str] = []
+    for name in sorted({k for b, h in evidence for k in b.scores if k in h.scores}):
+        pairs = [(b.scores[name], h.scores[name]) for b, h in evidence if name in b.scores and name in h.scores]
+        bs, hs = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len(pairs) == len(evidence) and (bs, hs) == values["pass_rate"]:
+            same.append(name)  # a pass/fail assertion that decides its case: the pass rate's flips, tested once
+            continue
+        values[f"score:{name}"] = (bs, hs)
+    results = {m: paired_test(bs, hs) for m, (bs, hs) in values.items()}
+    # a metric no case moved on cannot be rejected (p = 1 under every sign pattern): it takes no share of alpha
+    moved = {m: t.p_value for m, t in results.items() if t.worse + t.better}
+    adjusted = {**{m: 1.0 for m in results}, **holm(moved)}
+    family = max(1, len(moved))
+    out, within = [], []
+    for metric, t in results.items():
+        p_adj = adjusted[metric]
+        out.append({"metric": metric, "n": t.n, "worse": t.worse, "better": t.better, "delta": t.delta,
+                    "p_value": t.p_value, "p_adjusted": p_adj, "method": t.method, "family": family, "alpha": alpha})
+        r = row(metric)
+        bs, hs = values[metric]
+        r.p_value = p_adj
+        if t.n >= MIN_INTERVAL_PAIRS:
+            iv = paired_bootstrap(bs, hs, level=1 - alpha)
+            r.interval, r.interval_level = [iv.low, iv.high], iv.level
+        adj = f", Holm-adjusted across {family} metrics p = {p_adj:.3g}" if family > 1 else ""
+        what = "pass rate" if metric == "pass_rate" else f"mean {metric}"
+        moved = (f"{t.worse} pass→fail, {t.better} fail→pass" if t.method == "McNemar exact"
+                 else f"{t.worse} cases worse, {t.better} better")
+        p_text = f"{t.method} p = {t.p_value:.3g}{adj} ({moved})"
+        if -t.delta > max_drop:
+            msg = f"{what} fell by {-t.delta:.3g} on {t.n} paired cases (more than max_drop {max_drop:g}); {p_text}"
+            if p_adj < alpha:
+                r.status = r.status if r.status == "fail" else "regressed"
+                regressed = [b.id for (b, _), x, y in zip(evidence, bs, hs, strict=False) if y < x]
+                tail = f"; regressed: {', '.join(regressed[:10])}" if metric == "pass_rate" else ""
+                fails.append(f"{msg} < alpha {alpha:g}{tail}")
+            else:  # the row keeps its own status (a met threshold is met); the drop is a note on it
+                r.note = f"fell {-t.delta:.3g}, not confirmed (p = {p_adj:.3g})"
+                unsure.append(f"{msg} ≥ alpha {alpha:g}: not confirmed; {_detectable(t.n, alpha, family)}")
+        elif t.delta < 0 and p_adj < alpha:
+            within.append(f"{what} fell by {-t.delta:.3g}, confirmed (p = {p_adj:.3g}) but within max_drop "
+                          f"{max_drop:g}")
+        elif t.delta > max_drop and p_adj < alpha and r.status in ("info", "ok"):
+            r.note = "improved"
+    for name in same:
+        row(f"score:{name}").note = "the pass rate's flips (tested once, as pass_rate)"
+    return out, within
+
+
+def _detectable(n: int, alpha: float, family: int) -> str:
+    """What a suite of n paired cases can confirm at all: the tests count cases, not repeats."""
+    k = min_detectable(n, alpha / family)
+    level = f"alpha {alpha:g}" + (f" shared by {family} metrics (Holm)" if family > 1 else "")
+    if k is None:
+        return (f"{n} paired cases cannot confirm any drop at {level}: that takes at least "
+                f"{min_detectable(10**6, alpha / family)} cases getting worse; add cases (repeats do not help: "
+                "the test counts cases)")
+    return (f"with {n} paired cases the smallest drop this suite can confirm at {level} is {k / n:.3g} "
+            f"({k} cases worse, none better); add cases (repeats make each case surer, but the test counts cases)")
+
+
+def _basis(has_base: bool, paired: int, tests: list[dict[str, Any]], within: list[str], max_drop: float) -> str:
+    """What held, for a pass: never "no significant regression" when nothing was tested."""
+    if not has_base:
+        return "no baseline"
+    if paired == 0:
+        return "no case paired with the base, so no regression test ran"
+    if not tests:
+        return f"{paired} paired cases, none evaluated on both sides: no regression test ran"
+    n = tests[0]["n"]
+    held = f"{n} paired cases, no metric fell by more than max_drop {max_drop:g}"
+    return "; ".join([held, *within])
 
 
 def unevaluated(run: RunResult | None) -> list[CaseResult]:

@@ -53,7 +53,7 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     """Every metric of a run. Latency and token figures are per request, over cases that answered."""
     n = len(cases)
     m: dict[str, Any] = {"cases": n, "passed": sum(c.passed for c in cases)}
-    m["pass_rate"] = m["passed"] / n if n else None
+    m["pass_rate"] = sum(c.pass_rate for c in cases) / n if n else None  # over repeats: each case's share
     errors = Counter(c.error for c in cases if c.error)
     m["errors"] = sum(errors.values())
     m["error_rate"] = m["errors"] / n if n else None

@@ -82,6 +82,13 @@ class CaseResult:
     model: str | None = None
     carried: bool = False  # copied from the baseline run because the change did not affect it
 
+    @property
+    def pass_rate(self) -> float:
+        """The share of the case's repeats that passed (1 or 0 without repeats): what the paired test compares."""
+        if self.repeat_passed:
+            return sum(self.repeat_passed) / len(self.repeat_passed)
+        return 1.0 if self.passed else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["assertions"] = [a.to_dict() for a in self.assertions]
@@ -140,10 +147,11 @@ class MetricRow:
     base: float | None
     head: float | None
     delta: float | None
-    interval: list[float] | None = None  # 95% paired bootstrap interval of the delta, when computed
+    interval: list[float] | None = None  # paired bootstrap percentile interval (level 1 - alpha), on 20+ pairs
     threshold: str | None = None  # e.g. ">= 0.95" from gating.yml
     status: str = "info"  # ok | fail | regressed | improved | inconclusive | info
-    p_value: float | None = None
+    interval_level: float | None = None
+    p_value: float | None = None  # the paired test's, Holm-adjusted across the run's tested metrics
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +216,8 @@ class Comparison:
     added: list[str] = field(default_factory=list)  # case ids only in head
     removed: list[str] = field(default_factory=list)  # case ids only in base
     mcnemar: dict[str, Any] = field(default_factory=dict)  # b (pass->fail), c (fail->pass), p_value
+    # one paired test per metric: metric, n, worse, better, delta, p_value, p_adjusted (Holm), method, family
+    tests: list[dict[str, Any]] = field(default_factory=list)
     cost: dict[str, Any] = field(default_factory=dict)  # per request, per day, projected delta per day
     latency: dict[str, dict[str, float | None]] = field(default_factory=dict)  # stage -> base/head p50/p95
     errors: dict[str, dict[str, int]] = field(default_factory=dict)  # "base"/"head" -> category -> n

@@ -78,10 +78,11 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
         lines.append(f"| `{r.metric}` | {_num(r.base, r.metric) if cmp.base_rev else ''} | {_num(r.head, r.metric)} "
                      f"| {_signed(r.delta, r.metric)} | {iv} | {_cell(r.threshold or '')} "
                      f"| {_status(r.status, r.note)} |")
-    if cmp.mcnemar:
+    if cmp.mcnemar and not cmp.tests:  # a comparison stored before every metric had its test
         m = cmp.mcnemar
         lines += ["", f"McNemar exact test on {m.get('n', cmp.paired)} paired cases: {m['b']} pass→fail, "
                   f"{m['c']} fail→pass, p = {m['p_value']:.3g}."]
+    lines += _tests_lines(cmp)
     lines += _flipped_table("Fixed", better, heading, max_cases)
     c = cmp.cost
     if c:
@@ -126,6 +127,25 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
     if len(text) > MAX_MARKDOWN:
         text = text[: MAX_MARKDOWN - 80].rsplit("\n", 1)[0] + "\n\n… (truncated; the full report is in the JSON)\n"
     return text
+
+
+def _tests_lines(cmp: Comparison) -> list[str]:
+    """Which test decided each metric, its p and the Holm-adjusted p; what the interval column is."""
+    if not cmp.tests:
+        return []
+    fam = cmp.tests[0].get("family", len(cmp.tests))
+    head = (f"Paired tests, two-sided, Holm-adjusted across the {fam} metrics tested" if fam > 1
+            else "Paired test, two-sided") + f" (alpha {cmp.tests[0].get('alpha', 0.05):g}):"
+    out = ["", head, ""]
+    for t in cmp.tests:
+        adj = f", adjusted {t['p_adjusted']:.3g}" if fam > 1 else ""
+        out.append(f"- `{t['metric']}`: {t['method']} on {t['n']} cases ({t['worse']} worse, {t['better']} better), "
+                   f"p = {t['p_value']:.3g}{adj}")
+    shown = [r for r in cmp.rows if r.interval]
+    if shown:
+        out += ["", f"Interval: paired bootstrap percentile interval of Δ at level {shown[0].interval_level or 0.95:.0%}, "
+                "for reading only (the tests decide); withheld below 20 paired cases, where it is too narrow."]
+    return out
 
 
 def _flipped_table(name: str, group: list, heading: str, max_cases: int) -> list[str]:

@@ -126,3 +126,82 @@ def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int], labels: Sequenc
             num += w * obs[i][j]
             den += w * rows[i] * cols[j] / n
     return 1.0 - num / den if den else 1.0
+
+
+# -- paired tests on per-case values, and the family of metrics one run tests ----------------------
+
+GRID = 120  # differences are compared in steps of 1/120: exact for halves, thirds, quarters, fifths, sixths, eighths
+EXACT_LIMIT = 8_000_000  # bits of the generating function; beyond it the normal approximation is used
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A two-sided paired test of head against base on one metric's per-case values."""
+
+    n: int  # paired cases
+    worse: int  # cases whose value fell
+    better: int  # cases whose value rose
+    delta: float  # mean(head - base)
+    p_value: float
+    method: str  # "McNemar exact" | "sign-flip exact" | "sign-flip (normal approximation)"
+
+
+def sign_flip_p(diffs: Sequence[float], grid: int = GRID) -> tuple[float, str]:
+    """Two-sided p of the paired sign-flip (permutation) test on sum(diffs): under no change each
+    case's difference is as likely to have either sign. Exact, by counting the 2^k sign patterns of
+    the k non-zero differences through a generating function held in one integer (each coefficient
+    in k + 1 bits); the normal approximation beyond EXACT_LIMIT. On differences of -1, 0 and 1 it is
+    the exact McNemar test."""
+    a = [abs(round(d * grid)) for d in diffs]
+    r = [round(d * grid) for d in diffs]
+    a = [x for x in a if x]
+    k, total, observed = len(a), sum(a), abs(sum(r))
+    if k == 0 or observed == 0:
+        return 1.0, "sign-flip exact"
+    bits = k + 1
+    if total * bits > EXACT_LIMIT:
+        sd = math.sqrt(sum(x * x for x in a))
+        z = (observed - 1) / sd  # continuity: the sum moves in steps of at least 2
+        return min(1.0, math.erfc(z / math.sqrt(2))), "sign-flip (normal approximation)"
+    poly = 1
+    for x in a:
+        poly += poly << (x * bits)  # * (1 + t^x): sign patterns by the sum of the positive part
+    at_least = (total + observed) // 2  # the positive part of a sum at least as far from 0
+    tail = (poly >> (at_least * bits)) % ((1 << bits) - 1)  # the sum of the coefficients from there
+    return min(1.0, 2 * tail / (1 << k)), "sign-flip exact"
+
+
+def paired_test(base: Sequence[float], head: Sequence[float]) -> PairedTest:
+    """The one test of a metric: exact McNemar when every value is pass (1) or fail (0), the exact
+    sign-flip test on per-case differences otherwise (scores, or pass rates over repeats)."""
+    if len(base) != len(head):
+        raise ValueError("a paired test needs equally long samples")
+    diffs = [h - b for b, h in zip(base, head, strict=True)]
+    n = len(diffs)
+    worse, better = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    delta = sum(diffs) / n if n else 0.0
+    if all(v in (0.0, 1.0) for v in (*base, *head)):
+        return PairedTest(n, worse, better, delta, mcnemar_exact(worse, better).p_value, "McNemar exact")
+    p, method = sign_flip_p(diffs)
+    return PairedTest(n, worse, better, delta, p, method)
+
+
+def min_detectable(n: int, alpha: float) -> int | None:
+    """The fewest of n paired cases that must get worse, with none getting better, for a two-sided
+    paired test to reach p < alpha: 2 * 2^-k < alpha. More repeats per case cannot lower it: the
+    tests count cases. None when even all n would not do."""
+    k = 1
+    while 2.0 ** (1 - k) >= alpha:
+        k += 1
+    return k if k <= n else None
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment: rejecting where the adjusted p < alpha keeps the chance of any
+    false rejection among the family at most alpha, whatever the dependence between the tests."""
+    order = sorted(p_values, key=lambda k: (p_values[k], k))
+    m, out, running = len(order), {}, 0.0
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[name]))
+        out[name] = running
+    return out
