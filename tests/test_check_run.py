@@ -356,10 +356,12 @@ def test_removing_the_manifest_is_an_error_and_no_manifest_anywhere_is_nothing_t
     ("fail", ["regressed"], False, "threshold", ("fail", "neutral")),
     ("fail", ["fail"], False, "threshold", ("fail", "failure")),
     ("fail", ["fail"], False, "never", ("fail", "neutral")),
-    ("inconclusive", ["inconclusive"], False, "regression", ("inconclusive", "neutral")),
+    ("inconclusive", ["inconclusive"], False, "regression", ("inconclusive", "failure")),  # not waved through
+    ("inconclusive", ["inconclusive"], False, "threshold", ("inconclusive", "neutral")),
     ("pass", [], True, "threshold", ("fail", "failure")),
     ("pass", [], True, "never", ("fail", "neutral")),
-], ids=["pass", "regression", "regression-threshold-only", "threshold", "never", "inconclusive", "policy",
+], ids=["pass", "regression", "regression-threshold-only", "threshold", "never", "inconclusive",
+                                "inconclusive-threshold-only", "policy",
         "policy-never"])
 def test_decide(verdict: str, rows: list[str], policy: bool, fail_on: str, want: tuple[str, str]):
     from gating.check.run import decide
@@ -380,9 +382,10 @@ def test_provider_errors_are_counted_by_category_and_make_the_verdict_inconclusi
     pr = h.open_pr("filtered", {"prompts/greet.md": "Say hello to {{ name }}.\n[[fault:content_filter]]\n"},
                    "Trip the content filter")
     ran = h.run(pr)
-    assert ran.rc == 0
+    assert ran.rc == 1  # two of the suite's cases fail now: too few to confirm, too many to wave through
     [run] = h.check_runs(pr["head"]["sha"])
-    assert run["conclusion"] == "neutral" and run["output"]["title"].startswith("Inconclusive: ")
+    assert run["conclusion"] == "failure" and run["output"]["title"].startswith(
+        "Inconclusive (blocking: a drop it could not confirm needs a person or more cases): ")
     summary = run["output"]["summary"]
     assert "#### Errors\n\n| Category | Base | Head |\n|---|---|---|\n| content_filter | 0 | 2 |" in summary
     assert "| `greet-1` | greet | pass | error:content_filter |" in summary
