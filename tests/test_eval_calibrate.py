@@ -20,7 +20,7 @@ def ratings(humans: list[int]) -> list[Rating]:
 def test_summary_statistics() -> None:
     human = [1, 2, 3, 4, 5, 3, 4, 2, 5, 1, 3, 4]
     judge = [1, 2, 3, 5, 5, 2, 4, 3, 4, 1, 3, 3]
-    cal = summarize(ratings(human), [(j, "") for j in judge], path="h.jsonl", judge="anthropic/x")
+    cal = summarize(ratings(human), [(j, "") for j in judge], path="h.jsonl", judge="anthropic/x", metric="exact")
     assert (cal.n, cal.exact, cal.within_one) == (12, pytest.approx(7 / 12), 1.0)
     assert cal.kappa == pytest.approx(0.8780487804878049)  # scikit-learn's quadratic weighted kappa
     assert cal.confusion[3] == [0, 0, 1, 1, 1]
@@ -32,7 +32,8 @@ def test_summary_statistics() -> None:
 def test_unparsed_judge_replies_count_as_disagreement() -> None:
     cal = summarize(ratings([5, 5, 5, 5, 5]), [(5, ""), (5, ""), (5, ""), (5, ""), (None, "parse: junk")],
                     path="h.jsonl", judge="x")
-    assert (cal.exact, cal.unparsed, cal.calibrated) == (0.8, 1, True)
+    # 0.8 exact agreement, but on ratings that never vary there is no agreement beyond chance to show
+    assert (cal.exact, cal.unparsed, cal.kappa, cal.calibrated) == (0.8, 1, 0.0, False)
     assert cal.items[-1] == {"id": "r4", "human": 5, "judge": None, "reason": "parse: junk"}
 
 
@@ -62,9 +63,38 @@ def test_calibrate_the_example_judge_on_its_cassette(example_repo: Git, tmp_path
 def test_below_the_configured_agreement_the_judge_is_not_calibrated(example_repo: Git,
                                                                     capsys: pytest.CaptureFixture) -> None:
     manifest = example_repo.root / "gating.yml"
-    manifest.write_text(manifest.read_text().replace("min_agreement: 0.8", "min_agreement: 0.9"))
+    manifest.write_text(manifest.read_text().replace("min_agreement: 0.8", "min_agreement: 0.95"))
     code = main(["-C", str(example_repo.root), "calibrate", "--no-cache"])
     out, err = capsys.readouterr()
     assert code == 1
     assert out.startswith("### Judge calibration: **not calibrated**")
-    assert err == "gating: the judge is not calibrated: exact agreement 0.850 < 0.9\n"
+    assert err == ("gating: the judge is not calibrated: quadratic weighted kappa 0.936 < 0.95 (agreement beyond "
+                   "chance is the criterion)\n")
+
+
+def test_unparsed_replies_count_against_kappa_too_never_drop_out() -> None:
+    """Five replies that parse agree perfectly; five that do not must not vanish from the kappa."""
+    human = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    judged = [(h, "") for h in human[:5]] + [(None, "parse: junk")] * 5
+    cal = summarize(ratings(human), judged, path="h.jsonl", judge="x", metric="kappa")
+    assert cal.exact == 0.5 and cal.unparsed == 5
+    assert cal.kappa is not None and cal.kappa < 0.8 and not cal.calibrated
+    assert sum(map(sum, cal.confusion)) == 5  # the matrix shows the parsed ones; the table says how many did not
+
+
+@pytest.mark.parametrize("human, judge", [([4, 4, 4, 4], [4, 4, 4, 4]), ([3], [3])], ids=["constant", "one-case"])
+def test_an_undefined_kappa_is_not_calibrated(human: list[int], judge: list[int]) -> None:
+    cal = summarize(ratings(human), [(j, "") for j in judge], path="h.jsonl", judge="x", metric="exact")
+    assert cal.kappa is None and not cal.calibrated
+    assert cal.why == "kappa is undefined: the ratings do not vary (constant ratings, or one example)"
+    from gating.evals.report import render_calibration_markdown
+
+    assert "| quadratic weighted kappa | undefined |" in render_calibration_markdown(cal)
+
+
+def test_a_judge_that_always_answers_the_majority_rating_does_not_pass() -> None:
+    human = [4] * 17 + [1, 2, 5]
+    cal = summarize(ratings(human), [(4, "")] * 20, path="h.jsonl", judge="x", metric="exact")
+    assert cal.exact == 0.85  # above min_agreement 0.8: exact agreement alone would call it calibrated
+    assert cal.kappa == pytest.approx(0.0) and not cal.calibrated
+    assert cal.why == "quadratic weighted kappa 0.000 < 0.8 (agreement beyond chance is the criterion)"

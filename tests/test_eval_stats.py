@@ -70,7 +70,7 @@ def test_agreement_and_confusion() -> None:
     assert within_one_agreement(HUMAN, JUDGE) == 1.0
     m = confusion_matrix(HUMAN, JUDGE, [1, 2, 3, 4, 5])
     assert m == [[2, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 1, 2, 0, 0], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]]
-    assert quadratic_weighted_kappa([3, 3], [3, 3], [1, 2, 3, 4, 5]) == 1.0
+    assert quadratic_weighted_kappa([3, 3], [3, 3], [1, 2, 3, 4, 5]) is None  # undefined: nothing varies
 
 
 @pytest.mark.parametrize(("values", "q", "expected"), [

@@ -210,7 +210,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         _write("--json", args.json, eval_to_json(cal))
     if not cal.calibrated:
-        print(f"gating: the judge is not calibrated: {cal.metric} agreement {cal.agreement:.3f} "
-              f"< {cal.min_agreement:g}", file=sys.stderr)
+        print(f"gating: the judge is not calibrated: {cal.why}", file=sys.stderr)
         return 1
     return 0

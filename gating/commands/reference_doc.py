@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "evals.cache": True,
     "evals.regression.max_drop": DEFAULT_MAX_DROP,
     "evals.regression.alpha": DEFAULT_ALPHA,
-    "evals.calibration.metric": "exact",
+    "evals.calibration.metric": "kappa",
     "approvals[].requires.count": 1,
     **{f"approvals[].options.{k}": v for k, v in OPTION_DEFAULTS.items()},
     "rollback.who": list(DEFAULT_WHO),

@@ -6,9 +6,12 @@ Ratings file (JSONL), one example per line:
 `g-eval` takes `rubric` (the criteria), `context-recall` a `reference` and a `context`,
 `context-faithfulness` a `context`, `answer-relevance` only the input and output.
 Reports exact agreement, within-one agreement, quadratic weighted kappa and a confusion matrix
-(rows: human, columns: judge). A judge reply that cannot be parsed counts as a disagreement. Below
-`evals.calibration.min_agreement` (default 0.8, on exact agreement unless `metric` says otherwise)
-the judge is reported as not calibrated.
+(rows: human, columns: judge). A judge reply that cannot be parsed counts as a disagreement, in every
+statistic (in kappa as a category of its own, farthest from every rating). The criterion is agreement
+beyond chance: the judge is calibrated when the weighted kappa reaches
+`evals.calibration.min_agreement` (default 0.8), and, when `metric` names exact or within-one
+agreement, that too. A judge that always answers the most common rating has a kappa of 0; a kappa
+that is undefined (ratings that do not vary, one example) is not calibrated.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from gating.system.snapshot import Snapshot
 
 CALIBRATION_SCHEMA = "gating.eval.calibration/1"
 DEFAULT_MIN_AGREEMENT = 0.8
+DEFAULT_METRIC = "kappa"
 METRICS = ("exact", "within_one", "kappa")
 # rating type -> the field that holds its criterion (None: it has none besides input, output, context)
 CRITERION = {"rubric": "rubric", "factuality": "reference", "g-eval": "rubric", "context-recall": "reference",
@@ -110,17 +114,18 @@ class Calibration:
     n: int
     exact: float
     within_one: float
-    kappa: float
+    kappa: float | None  # None: undefined (no variation to correct for chance): never calibrated
     confusion: list[list[int]]  # rows human 1..5, columns judge 1..5
     min_agreement: float
     metric: str
     calibrated: bool
     unparsed: int
     items: list[dict[str, Any]] = field(default_factory=list)
+    why: str = ""  # why it is not calibrated
     schema: str = CALIBRATION_SCHEMA
 
     @property
-    def agreement(self) -> float:
+    def agreement(self) -> float | None:
         return {"exact": self.exact, "within_one": self.within_one, "kappa": self.kappa}[self.metric]
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,20 +133,28 @@ class Calibration:
 
 
 def summarize(ratings: list[Rating], judged: list[tuple[int | None, str]], *, path: str, judge: str,
-              min_agreement: float = DEFAULT_MIN_AGREEMENT, metric: str = "exact") -> Calibration:
+              min_agreement: float = DEFAULT_MIN_AGREEMENT, metric: str = DEFAULT_METRIC) -> Calibration:
     """Pure: agreement statistics from human and judge scores (None = the judge reply did not parse)."""
     human = [r.human for r in ratings]
     got = [j if j is not None else 0 for j, _ in judged]  # 0 never equals a human 1-5
     ok = [(h, j) for h, (j, _) in zip(human, judged, strict=True) if j is not None]
     exact = exact_agreement(human, got)
     within = within_one_agreement(human, got)
-    kappa = quadratic_weighted_kappa([h for h, _ in ok], [j for _, j in ok], SCALE) if ok else 0.0
+    kappa = quadratic_weighted_kappa(human, [j for j, _ in judged], SCALE)  # an unparsed reply disagrees most
     conf = confusion_matrix([h for h, _ in ok], [j for _, j in ok], SCALE)
     value = {"exact": exact, "within_one": within, "kappa": kappa}[metric]
     items = [{"id": r.id, "human": r.human, "judge": j, "reason": why}
              for r, (j, why) in zip(ratings, judged, strict=True)]
+    if kappa is None:
+        why = "kappa is undefined: the ratings do not vary (constant ratings, or one example)"
+    elif kappa < min_agreement:
+        why = f"quadratic weighted kappa {kappa:.3f} < {min_agreement:g} (agreement beyond chance is the criterion)"
+    elif value is not None and value < min_agreement:
+        why = f"{metric} agreement {value:.3f} < {min_agreement:g}"
+    else:
+        why = ""
     return Calibration(path, judge, len(ratings), exact, within, kappa, conf, min_agreement, metric,
-                       value >= min_agreement, sum(1 for j, _ in judged if j is None), items)
+                       not why, sum(1 for j, _ in judged if j is None), items, why)
 
 
 def calibrate(snapshot: Snapshot, reader: RevisionReader, ratings_path: str, *, env: Mapping[str, str] | None = None,
@@ -196,6 +209,6 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
         if root is None:
             raise GatingError("recording writes cassettes into a working tree; run it without --rev")
         write_cassette(Path(root) / cassette_path(path), llm.recorded.get(path, {}))
-    metric = cal.get("metric", "exact")
+    metric = cal.get("metric", DEFAULT_METRIC)
     return summarize(ratings, list(judged), path=path, judge=f"{judge['provider']}/{judge['model']}",
                      min_agreement=float(cal.get("min_agreement", DEFAULT_MIN_AGREEMENT)), metric=metric)

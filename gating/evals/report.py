@@ -263,10 +263,12 @@ def render_calibration_markdown(cal: Calibration, heading: str = "###") -> str:
              f"Judge `{cal.judge}` on {cal.n} human-rated examples (`{cal.ratings_path}`).", "",
              "| Statistic | Value |", "|---|---|",
              f"| exact agreement | {cal.exact:.3f} |", f"| within-one agreement | {cal.within_one:.3f} |",
-             f"| quadratic weighted kappa | {cal.kappa:.3f} |",
-             f"| required ({cal.metric}) | >= {cal.min_agreement:g} |"]
+             f"| quadratic weighted kappa | {'undefined' if cal.kappa is None else f'{cal.kappa:.3f}'} |",
+             f"| required (kappa{'' if cal.metric == 'kappa' else ' and ' + cal.metric}) | >= {cal.min_agreement:g} |"]
     if cal.unparsed:
-        lines.append(f"| judge replies not parsed | {cal.unparsed} |")
+        lines.append(f"| judge replies not parsed (counted as disagreement) | {cal.unparsed} |")
+    if cal.why:
+        lines += ["", f"Not calibrated: {cal.why}."]
     k = len(cal.confusion)
     lines += ["", "Confusion matrix (rows: human, columns: judge):", "",
               "| human \\ judge | " + " | ".join(str(i + 1) for i in range(k)) + " |", "|---" * (k + 1) + "|"]

@@ -110,22 +110,29 @@ def within_one_agreement(a: Sequence[int], b: Sequence[int]) -> float:
     return sum(abs(x - y) <= 1 for x, y in zip(a, b, strict=True)) / len(a) if a else 0.0
 
 
-def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int], labels: Sequence[int]) -> float:
-    """Cohen's kappa with quadratic weights w_ij = (i - j)^2 / (k - 1)^2 (as sklearn's cohen_kappa_score)."""
+def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int | None], labels: Sequence[int]) -> float | None:
+    """Cohen's kappa with quadratic weights w_ij = (i - j)^2 / (k - 1)^2 (as sklearn's cohen_kappa_score).
+    None in `b` (a judge reply with no score) is a category of its own at the greatest distance (w = 1)
+    from every label, so it counts as disagreement and never drops out. None when kappa is undefined:
+    no chance disagreement to correct for (constant ratings on both sides, one example)."""
     k = len(labels)
     n = len(a)
     if n == 0 or k < 2:
-        return 0.0
-    obs = confusion_matrix(a, b, labels)
+        return None
+    pos = {lab: i for i, lab in enumerate(labels)}
+    cols_of = [*labels, None]
+    obs = [[0] * (k + 1) for _ in range(k)]
+    for x, y in zip(a, b, strict=True):
+        obs[pos[x]][k if y is None else pos[y]] += 1
     rows = [sum(r) for r in obs]
-    cols = [sum(obs[i][j] for i in range(k)) for j in range(k)]
+    cols = [sum(obs[i][j] for i in range(k)) for j in range(k + 1)]
     num = den = 0.0
     for i in range(k):
-        for j in range(k):
-            w = (i - j) ** 2 / (k - 1) ** 2
+        for j in range(k + 1):
+            w = 1.0 if cols_of[j] is None else (i - j) ** 2 / (k - 1) ** 2
             num += w * obs[i][j]
             den += w * rows[i] * cols[j] / n
-    return 1.0 - num / den if den else 1.0
+    return 1.0 - num / den if den else None
 
 
 # -- paired tests on per-case values, and the family of metrics one run tests ----------------------
