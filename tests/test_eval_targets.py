@@ -176,8 +176,8 @@ def test_repeat_majority_and_mean_over_a_flaky_answer(tmp_path: Path, llm: LLMSe
     snap, reader = load(write_repo(tmp_path / "r", cases))
     run = run_evals(snap, reader, env=live_env(llm), repeat=3, concurrency=1, retry=fast_retries(0))
     flaky, down = run.cases
-    assert (flaky.repeat_passed, flaky.passed, flaky.error) == ([False, True, True], True, None)
-    assert flaky.score == pytest.approx(2 / 3)
+    # a repeat that got no answer is not a failed repeat scoring 0: the case was not evaluated (fail closed)
+    assert (flaky.repeat_passed, flaky.passed, flaky.error, flaky.scores) == ([False, True, True], False, "provider", {})
     assert (down.repeat_passed, down.passed, down.error) == ([False, False, True], False, "provider")
 
 

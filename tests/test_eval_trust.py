@@ -143,3 +143,28 @@ def test_a_pass_says_what_held() -> None:
     assert (cmp.verdict, cmp.reasons) == ("error", [
         "every one of the 5 cases errored at head (render: 5): no answer was graded"])
     assert "no significant regression" not in render_eval_markdown(cmp)
+
+
+def test_infrastructure_errors_are_not_scores_of_zero() -> None:
+    """A judge that timed out gave no grade: the score metric is over the cases that were graded, and
+    the verdict is `error` (fail closed), never a drop of the mean towards 0."""
+    graded = [case(f"c{i}", True, scores={"factuality": 1.0}) for i in range(9)]
+    timed_out = case("t", False, scores={"factuality": 0.0}, error="timeout")
+    head = run([*graded, timed_out])
+    assert head.metrics["score:factuality"] == 1.0 and head.metrics["score"] == 1.0
+    cmp = compare(None, head, {"thresholds": {"score:factuality": ">= 0.95"}})
+    assert cmp.verdict == "error" and cmp.row("score:factuality").status == "ok"
+
+
+def test_a_tie_between_repeats_is_not_a_failure() -> None:
+    from gating.evals.dataset import Case
+    from gating.evals.runner import _Run
+    from gating.evals.targets import TargetOutput
+
+    ok = AssertionResult("equals", True, 1.0, "ok", "equals")
+    bad = AssertionResult("equals", False, 0.0, "no", "equals")
+    one = Case("c", "p", {}, None, ({"type": "equals", "value": "x"},), (), "d.jsonl", 1)
+    agg = _Run(None, None, {}, None, 2)._aggregate(
+        one, [(TargetOutput("x"), [ok], None, "", 0.0), (TargetOutput("y"), [bad], None, "", 0.0)])
+    assert (agg.passed, agg.pass_rate, agg.repeat_passed) == (True, 0.5, [True, False])
+    assert compute_metrics([agg])["pass_rate"] == 0.5

@@ -24,11 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from gating.evals.metrics import latency_table
-from gating.evals.records import CaseError, CaseResult, Comparison, FlippedCase, MetricRow, RunResult
+from gating.evals.records import INFRA_ERRORS, CaseError, CaseResult, Comparison, FlippedCase, MetricRow, RunResult
 from gating.evals.stats import holm, mcnemar_exact, min_detectable, paired_bootstrap, paired_test
 
-# Most serious first: the order in which causes lead the reasons.
-INFRA_ERRORS = ("setup", "transport", "internal", "provider", "timeout", "rate_limit")
 DEFAULT_MAX_DROP = 0.02
 DEFAULT_ALPHA = 0.05
 # Below this many paired cases the bootstrap interval is withheld: its percentile interval is too

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from gating.evals.records import ERROR_CATEGORIES, CaseResult
+from gating.evals.records import ERROR_CATEGORIES, INFRA_ERRORS, CaseResult
 from gating.evals.stats import percentile
 
 PRICES_PATH = Path(__file__).with_name("prices.json")
@@ -61,12 +61,13 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
         if errors.get(cat):
             m[f"error_rate:{cat}"] = errors[cat] / n
     names: dict[str, list[float]] = {}
-    for c in cases:
+    graded = [c for c in cases if c.error not in INFRA_ERRORS]  # a case not evaluated has no score, not 0
+    for c in graded:
         for name, score in c.scores.items():
             names.setdefault(name, []).append(score)
     for name in sorted(names):
         m[f"score:{name}"] = _mean(names[name])
-    m["score"] = _mean([c.score for c in cases])
+    m["score"] = _mean([c.score for c in graded])
     answered = [c for c in cases if c.error is None or c.output]
     stages = sorted({s for c in answered for s in c.latency_ms})
     for stage in stages:

@@ -18,9 +18,12 @@ COMPARISON_SCHEMA = "gating.eval.comparison/1"
 # Why a case errored. Only these strings appear in CaseResult.error. `setup` is a broken setup (no
 # key, a wrong base URL, 401/403/404, a command that cannot start); `render` a prompt template that
 # failed for the case's vars; `assertion` an assertion that raised; `internal` anything else that
-# raised while the case ran. compare.INFRA_ERRORS says which of them mean "not evaluated".
+# raised while the case ran. INFRA_ERRORS (below) says which of them mean "not evaluated".
 ERROR_CATEGORIES = ("rate_limit", "timeout", "content_filter", "parse", "transport", "provider", "setup", "render",
                     "assertion", "internal")
+# Not evaluated: no answer (or no grade) came back, through no fault of the system under test. Most
+# serious first: the order in which causes lead a verdict's reasons. Never a score of 0, never dropped.
+INFRA_ERRORS = ("setup", "transport", "internal", "provider", "timeout", "rate_limit")
 
 
 class SchemaError(GatingError):
@@ -63,8 +66,8 @@ class CaseResult:
     id: str
     prompt: str | None  # the prompt component the case exercises
     passed: bool
-    score: float  # weighted mean of assertion scores (0.0 when the case errored)
-    scores: dict[str, float] = field(default_factory=dict)  # assertion name -> score
+    score: float  # weighted mean of assertion scores (0.0 when the case errored: metrics skip it then)
+    scores: dict[str, float] = field(default_factory=dict)  # assertion name -> score; none when not evaluated
     assertions: list[AssertionResult] = field(default_factory=list)
     output: str = ""
     error: str | None = None  # one of ERROR_CATEGORIES, or None

@@ -38,7 +38,7 @@ from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
 from gating.evals.pycheck import CheckError, PythonChecks, check_refs, parse_ref, python_refs, verdict
-from gating.evals.records import AssertionResult, CaseResult, RunResult
+from gating.evals.records import INFRA_ERRORS, AssertionResult, CaseResult, RunResult
 from gating.evals.targets import (
     CommandTarget,
     HttpTarget,
@@ -215,12 +215,17 @@ class _Run:
             passed_list.append(ok)
             scores_list.append(0.0 if error else score)
         n = len(reps)
-        passed = sum(passed_list) * 2 > n
+        # a tie (half the repeats) is not a failure; the paired test uses the share that passed anyway
+        passed = sum(passed_list) * 2 >= n
+        # fail closed: a repeat that got no answer (or no grade) is not evidence, so neither is the case
+        infra = next((rep for rep in reps if rep[2] in INFRA_ERRORS), None)
+        if infra is not None:
+            passed = False
         first_bad = next((rep for rep, ok in zip(reps, passed_list, strict=True) if not ok), None)
-        shown = first_bad if (not passed and first_bad) else reps[0]
+        shown = infra or (first_bad if (not passed and first_bad) else reps[0])
         outs = [rep[0] for rep in reps if rep[0] is not None]
         by_name: dict[str, list[float]] = {}
-        for _o, results, *_ in reps:
+        for _o, results, *_ in ([] if infra is not None else reps):  # no score for what was not evaluated
             for a in results:
                 by_name.setdefault(a.name, []).append(a.score)
         stages: dict[str, list[float]] = {}
@@ -231,12 +236,12 @@ class _Run:
         judge = [rep[4] for rep in reps if rep[4]]
         if judge:
             latency["judge"] = round(sum(judge) / len(judge), 3)
-        err = next((rep for rep in reps if rep[2]), None)
+        err = infra or next((rep for rep in reps if rep[2]), None)
         mean = (lambda xs: None if not xs or any(x is None for x in xs) else sum(xs) / len(xs))  # noqa: E731
         tin, tout = mean([o.tokens_in for o in outs]), mean([o.tokens_out for o in outs])
         o0 = outs[0] if outs else None
         return CaseResult(
-            id=case.id, prompt=case.prompt, passed=passed, score=sum(scores_list) / n,
+            id=case.id, prompt=case.prompt, passed=passed, score=0.0 if infra else sum(scores_list) / n,
             scores={k: sum(v) / len(v) for k, v in by_name.items()}, assertions=shown[1],
             output=(shown[0].output if shown[0] else ""), error=err[2] if err and not passed else None,
             error_message=err[3] if err and not passed else "", latency_ms=latency,
