@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from gating.check.output import CheckResult, title
 from gating.check.run import conclude
 from gating.evals.compare import compare
@@ -115,7 +117,7 @@ def test_nothing_changed_false_fail_rate_with_ten_score_metrics_stays_at_nominal
     grades = [0.0, 0.25, 0.5, 0.75, 1.0]
     names = [f"m{k}" for k in range(10)]
     fails, runs = 0, 2000
-    for r in range(runs):
+    for _ in range(runs):
         n = 12
         sides = []
         for side in ("base", "head"):
@@ -168,3 +170,38 @@ def test_a_tie_between_repeats_is_not_a_failure() -> None:
         one, [(TargetOutput("x"), [ok], None, "", 0.0), (TargetOutput("y"), [bad], None, "", 0.0)])
     assert (agg.passed, agg.pass_rate, agg.repeat_passed) == (True, 0.5, [True, False])
     assert compute_metrics([agg])["pass_rate"] == 0.5
+
+
+def test_latency_percentiles_are_over_requests_not_per_case_means() -> None:
+    """One case of three repeats took 100, 100 and 1000 ms: its mean (400) hides the slow request."""
+    c = case("a", True, repeats=[True, True, True])
+    c.latency_ms = {"total": 400.0}
+    c.repeat_latency_ms = [{"total": 100.0}, {"total": 100.0}, {"total": 1000.0}]
+    m = compute_metrics([c])
+    assert (m["latency_p50_ms"], m["latency_p95_ms"]) == (100.0, pytest.approx(910.0))
+    cmp = compare(None, run([c]), {})
+    assert cmp.latency["total"]["head_p95"] == pytest.approx(910.0)
+
+
+def test_the_bootstrap_interval_is_withheld_on_small_suites_and_labelled_where_shown() -> None:
+    small = compare(run([case(f"c{i}", True, scores={"s": 0.9}) for i in range(8)], "base"),
+                    run([case(f"c{i}", True, scores={"s": 0.5 + 0.05 * i}) for i in range(8)]), REG)
+    assert small.row("score:s").interval is None
+    assert "Interval:" not in render_eval_markdown(small)
+    big = compare(run([case(f"c{i}", True, scores={"s": 0.9}) for i in range(20)], "base"),
+                  run([case(f"c{i}", True, scores={"s": 0.5 + 0.02 * i}) for i in range(20)]), REG)
+    assert big.row("score:s").interval is not None and big.row("score:s").interval_level == 0.95
+    assert ("Interval: paired bootstrap percentile interval of Δ at level 95%, for reading only (the tests "
+            "decide); withheld below 20 paired cases, where it is too narrow.") in render_eval_markdown(big)
+
+
+def test_small_suites_false_alarm_at_no_more_than_nominal() -> None:
+    """At 8 paired cases the bootstrap interval lay below zero in 4-6% of no-change runs for a nominal
+    2.5%; the exact sign-flip test that decides now keeps a false drop at or under alpha / 2."""
+    rng = random.Random(8)
+    fails, runs = 0, 2000
+    for _ in range(runs):
+        sides = [RunResult(s, s, "d", [CaseResult(f"c{i}", "p", True, 1.0, {"s": rng.random()}) for i in range(8)],
+                           {"pass_rate": 1.0}) for s in ("base", "head")]
+        fails += compare(sides[0], sides[1], {"regression": {"max_drop": 0.0, "alpha": 0.05}}).verdict == "fail"
+    assert fails / runs <= 0.025 + 0.005, fails / runs

@@ -24,7 +24,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from gating.evals.metrics import latency_table
-from gating.evals.records import INFRA_ERRORS, CaseError, CaseResult, Comparison, FlippedCase, MetricRow, RunResult
+from gating.evals.records import (
+    INFRA_ERRORS,
+    CaseError,
+    CaseResult,
+    Comparison,
+    FlippedCase,
+    MetricRow,
+    RunResult,
+)
 from gating.evals.stats import holm, mcnemar_exact, min_detectable, paired_bootstrap, paired_test
 
 DEFAULT_MAX_DROP = 0.02

@@ -50,7 +50,8 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
-    """Every metric of a run. Latency and token figures are per request, over cases that answered."""
+    """Every metric of a run. Latency and token figures are per request, over cases that answered;
+    latency percentiles are over every request (each repeat), not over per-case means."""
     n = len(cases)
     m: dict[str, Any] = {"cases": n, "passed": sum(c.passed for c in cases)}
     m["pass_rate"] = sum(c.pass_rate for c in cases) / n if n else None  # over repeats: each case's share
@@ -69,9 +70,10 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
         m[f"score:{name}"] = _mean(names[name])
     m["score"] = _mean([c.score for c in graded])
     answered = [c for c in cases if c.error is None or c.output]
-    stages = sorted({s for c in answered for s in c.latency_ms})
+    requests = [r for c in answered for r in c.request_latencies()]  # over requests, not per-case means
+    stages = sorted({s for r in requests for s in r})
     for stage in stages:
-        vals = [c.latency_ms[stage] for c in answered if stage in c.latency_ms]
+        vals = [r[stage] for r in requests if stage in r]
         suffix = "" if stage == "total" else f":{stage}"
         m[f"latency_p50_ms{suffix}"] = percentile(vals, 50)
         m[f"latency_p95_ms{suffix}"] = percentile(vals, 95)
@@ -87,9 +89,10 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
 
 def latency_table(cases: Sequence[CaseResult]) -> dict[str, dict[str, float | None]]:
     """stage -> {p50, p95} in ms, "total" first."""
-    stages = sorted({s for c in cases for s in c.latency_ms}, key=lambda s: (s != "total", s))
+    requests = [r for c in cases for r in c.request_latencies()]
+    stages = sorted({s for r in requests for s in r}, key=lambda s: (s != "total", s))
     return {
-        s: {"p50": percentile([c.latency_ms[s] for c in cases if s in c.latency_ms], 50),
-            "p95": percentile([c.latency_ms[s] for c in cases if s in c.latency_ms], 95)}
+        s: {"p50": percentile([r[s] for r in requests if s in r], 50),
+            "p95": percentile([r[s] for r in requests if s in r], 95)}
         for s in stages
     }

@@ -80,10 +80,15 @@ class CaseResult:
     repeats: int = 1
     repeat_passed: list[bool] = field(default_factory=list)  # one per repeat when repeats > 1
     repeat_scores: list[float] = field(default_factory=list)
+    repeat_latency_ms: list[dict[str, float]] = field(default_factory=list)  # one per answered repeat, when repeats > 1
     tags: list[str] = field(default_factory=list)
     provider: str | None = None
     model: str | None = None
     carried: bool = False  # copied from the baseline run because the change did not affect it
+
+    def request_latencies(self) -> list[dict[str, float]]:
+        """Stage -> ms of each request the case made: percentiles are over requests, not case means."""
+        return self.repeat_latency_ms or ([self.latency_ms] if self.latency_ms else [])
 
     @property
     def pass_rate(self) -> float:

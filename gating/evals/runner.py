@@ -229,8 +229,12 @@ class _Run:
             for a in results:
                 by_name.setdefault(a.name, []).append(a.score)
         stages: dict[str, list[float]] = {}
-        for o in outs:
-            for s, ms in o.latency_ms.items():
+        per_request: list[dict[str, float]] = []
+        for rep in reps:
+            if rep[0] is None:
+                continue
+            per_request.append({**rep[0].latency_ms, **({"judge": round(rep[4], 3)} if rep[4] else {})})
+            for s, ms in rep[0].latency_ms.items():
                 stages.setdefault(s, []).append(ms)
         latency = {s: round(sum(v) / len(v), 3) for s, v in stages.items()}
         judge = [rep[4] for rep in reps if rep[4]]
@@ -248,6 +252,7 @@ class _Run:
             tokens_in=None if tin is None else round(tin), tokens_out=None if tout is None else round(tout),
             cost_usd=mean([o.cost_usd for o in outs]), cached=bool(outs) and all(o.cached for o in outs),
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
+            repeat_latency_ms=per_request if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
         )
 
