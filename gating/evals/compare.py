@@ -222,15 +222,17 @@ def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_dro
             r.interval, r.interval_level = [iv.low, iv.high], iv.level
         adj = f", Holm-adjusted across {family} metrics p = {p_adj:.3g}" if family > 1 else ""
         what = "pass rate" if metric == "pass_rate" else f"mean {metric}"
-        moved = (f"{t.worse} pass→fail, {t.better} fail→pass" if t.method == "McNemar exact"
-                 else f"{t.worse} cases worse, {t.better} better")
-        p_text = f"{t.method} p = {t.p_value:.3g}{adj} ({moved})"
+        counts = (f"{t.worse} pass→fail, {t.better} fail→pass" if t.method == "McNemar exact"
+                  else f"{t.worse} cases worse, {t.better} better")
+        p_text = f"{t.method} p = {t.p_value:.3g}{adj} ({counts})"
         if -t.delta > max_drop:
             msg = f"{what} fell by {-t.delta:.3g} on {t.n} paired cases (more than max_drop {max_drop:g}); {p_text}"
             if p_adj < alpha:
                 r.status = r.status if r.status == "fail" else "regressed"
-                regressed = [b.id for (b, _), x, y in zip(evidence, bs, hs, strict=False) if y < x]
-                tail = f"; regressed: {', '.join(regressed[:10])}" if metric == "pass_rate" else ""
+                tail = ""
+                if metric == "pass_rate":  # its values are one per evidence pair, in order
+                    regressed = [b.id for (b, _), x, y in zip(evidence, bs, hs, strict=True) if y < x]
+                    tail = f"; regressed: {', '.join(regressed[:10])}"
                 fails.append(f"{msg} < alpha {alpha:g}{tail}")
             else:  # the row keeps its own status (a met threshold is met); the drop is a note on it
                 r.note = f"fell {-t.delta:.3g}, not confirmed (p = {p_adj:.3g})"

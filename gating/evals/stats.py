@@ -138,7 +138,7 @@ def quadratic_weighted_kappa(a: Sequence[int], b: Sequence[int | None], labels: 
 # -- paired tests on per-case values, and the family of metrics one run tests ----------------------
 
 GRID = 120  # differences are compared in steps of 1/120: exact for halves, thirds, quarters, fifths, sixths, eighths
-EXACT_LIMIT = 8_000_000  # bits of the generating function; beyond it the normal approximation is used
+EXACT_LIMIT = 2_000_000  # bits of the generating function; beyond it the normal approximation is used
 
 
 @dataclass(frozen=True)
