@@ -1,16 +1,17 @@
 """Base vs head: paired by case id, thresholds and the regression rule decide a verdict.
 
 - thresholds (`evals.thresholds`): each names a flat metric of the head run (`pass_rate >= 0.95`);
-- regression (`evals.regression`: max_drop, alpha): a pass-rate drop larger than max_drop fails when
-  the exact McNemar test on flipped cases has p < alpha, and is inconclusive otherwise; a mean-score
-  drop larger than max_drop fails when the paired bootstrap interval (level 1 - alpha) lies below zero
-  (and is inconclusive on fewer than MIN_PAIRS paired scores).
+- regression (`evals.regression`: max_drop, alpha): each metric gets one paired test (the pass rate
+  on per-case pass rates: exact McNemar on 0/1 values, the exact sign-flip test otherwise; each
+  score alike), Holm-adjusted across the metrics the run tests; a drop larger than max_drop fails
+  when its adjusted p < alpha, and is inconclusive otherwise, saying what the suite can confirm.
 Fail closed: cases that could not be evaluated (INFRA_ERRORS: a broken setup, rate limits, timeouts,
 transport or provider errors, on either side) are not evidence, neither scores of 0 nor dropped: any
 one of them makes the verdict `error`, led by the most serious cause with its fix. So does a
-threshold on a metric the run did not measure, and a run with no cases. `inconclusive` is only for
-too few paired cases to decide a regression. A case whose template or assertion raised (`render`,
-`assertion`) was evaluated: it fails, like a wrong answer. Reasons are ordered: errors, missed
+threshold on a metric the run did not measure, a run with no cases, and a head where every case
+errored. `inconclusive` is only for a drop beyond max_drop that the test could not confirm. A case
+whose template or assertion raised (`render`, `assertion`) was evaluated: it fails, like a wrong
+answer. Reasons are ordered: errors, missed
 thresholds, significant regressions, then what is inconclusive.
 Pure: takes records and the evals config, returns a Comparison.
 """
