@@ -72,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="notes: the eval note on the base commit, else re-run base (default); "
                         "rerun: always re-run base; none: thresholds only")
     p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
-                   help="regression: thresholds or a significant regression fail the check (default); "
-                        "threshold: only thresholds; never: report only")
+                   help="regression: thresholds, a significant regression or an unconfirmed drop beyond "
+                        "max_drop fail the check (default); threshold: only thresholds; never: report only")
     p.add_argument("--on-error", choices=ON_ERROR, default="fail",
                    help="fail: cases that could not be evaluated (no key, a wrong base URL, 401/403/404, "
                         "provider errors) fail the check (default); neutral: report them without blocking")
