@@ -66,7 +66,7 @@ def test_unchanged_results_pass() -> None:
     cases = [case(f"c{i}", i != 0) for i in range(10)]
     cmp = compare(run(cases, "base"), run(cases), CFG)
     assert cmp.verdict == "pass"
-    assert cmp.reasons == ["the 1 threshold met; 10 paired cases, no metric fell by more than max_drop 0.05"]
+    assert cmp.reasons == ["the 1 threshold met; 10 paired cases, no significant regression"]
     assert cmp.flipped == [] and cmp.paired == 10
 
 

@@ -269,6 +269,8 @@ def _basis(has_base: bool, paired: int, tests: list[dict[str, Any]], within: lis
     if not tests:
         return f"{paired} paired cases, none evaluated on both sides: no regression test ran"
     n = tests[0]["n"]
+    if not within:  # every drop within max_drop, none of them confirmed
+        return f"{n} paired cases, no significant regression"
     held = f"{n} paired cases, no metric fell by more than max_drop {max_drop:g}"
     return "; ".join([held, *within])
 
