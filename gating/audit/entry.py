@@ -33,7 +33,7 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
 EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
-          "monitor_alert")
+          "monitor_alert", "deploy_approved", "deploy_rejected", "promoted")
 
 
 class EntryError(GatingError):

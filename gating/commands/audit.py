@@ -190,7 +190,11 @@ def log_line(e: Entry) -> str:
     if p.get("evals"):
         extra.append(f"evals {p['evals'].get('verdict')}")
     if p.get("deployment"):
-        extra.append(f"env {p['deployment'].get('environment')}")
+        d = p["deployment"]
+        extra.append(f"env {d.get('environment')}" + (f" {d['weight']:g}%" if isinstance(d.get("weight"), (int, float))
+                                                      else ""))
+        if e.event == "deploy_rejected" and d.get("reasons"):
+            extra.append("; ".join(str(r).split(":")[0] for r in d["reasons"]))
     rollback, overrides = rollback_of(e)
     if overrides:
         extra.append(f"{len(overrides)} override(s)")

@@ -20,7 +20,8 @@ from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
+    "protection"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -99,6 +99,10 @@ class Manifest:
     def monitor(self) -> dict[str, Any]:
         return self.data.get("monitor") or {}
 
+    @property
+    def deploy(self) -> dict[str, Any]:
+        return self.data.get("deploy") or {}
+
     def position(self, path: Sequence[str | int]) -> tuple[int, int]:
         """1-based (line, column) of the deepest known prefix of `path`."""
         key = tuple(path)

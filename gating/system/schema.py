@@ -304,6 +304,18 @@ MONITOR_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# deploy: which GitHub environments the App's deployment protection rule gates, in promotion order
+# (gating.deploy reads it): a deployment to environments[i>0] needs the snapshot known-good in
+# environments[i-1]; an environment in `exceptions` is approved without checks.
+DEPLOY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "environments": {**_str_list, "minItems": 1, "uniqueItems": True},
+        "exceptions": {**_str_list, "uniqueItems": True},
+    },
+    "additionalProperties": False,
+}
+
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -326,6 +338,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "approvals": APPROVALS_SCHEMA,
         "rollback": ROLLBACK_SCHEMA,
         "monitor": MONITOR_SCHEMA,
+        "deploy": DEPLOY_SCHEMA,
     },
     "required": ["version", "name", "components"],
     "additionalProperties": False,

@@ -81,6 +81,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "repos/get-deployment": [("deployments", _R)],
     "repos/list-deployment-statuses": [("deployments", _R)],
     "repos/create-deployment-status": [("deployments", _W)],
+    "actions/review-custom-gates-for-run": [("deployments", _W)],
     "teams/get-membership-for-user-in-org": [("members", _R)],
     "teams/list-members-in-org": [("members", _R)],
 }

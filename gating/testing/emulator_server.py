@@ -27,6 +27,7 @@ from gating.testing import (  # noqa: F401  (importing the route modules registe
     emulator_manifest,
     emulator_routes_apps,
     emulator_routes_checks,
+    emulator_routes_environments,
     emulator_routes_git,
     emulator_routes_protection,
     emulator_routes_pulls,

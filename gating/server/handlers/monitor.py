@@ -30,6 +30,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gating.audit import log as audit_log
 from gating.audit.entry import Entry, EntryFacts
+from gating.deploy.gate import chain_of
 from gating.github import GitHubError, RateLimited, Repo
 from gating.github import rollback as gh
 from gating.monitor.rules import (
@@ -107,9 +108,10 @@ def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
     envs = environments_of(cfg.rollback)
     audit = app_audit(replace(ctx, payload={"installation": {"id": w.installation}}), repo)
     entries = audit.entries()
-    cur = current_state(entries, cfg.tip, envs)
+    chain = chain_of(cfg.deploy).environments  # an earlier environment of deploy.environments bakes too
+    cur = current_state(entries, cfg.tip, envs if w.environment in envs else (w.environment,))
     if (cur.commit != w.commit or cur.entry is None or cur.entry.event == "deploy_failed"
-            or w.environment not in envs):
+            or (w.environment not in envs and w.environment not in chain)):
         monitoring.forget(ctx.queue, w)  # superseded, failed, or no longer an environment that counts
         ctx.log.info("%s: %s in %s is no longer the deployed state; not watched any more", w.repo, w.commit[:12],
                      w.environment)
