@@ -274,3 +274,62 @@ def test_the_review_endpoint_validates_shapes_and_answers_githubs_errors(world: 
     r = post({"environment_name": "staging", "state": "rejected", "comment": "no"}, run=quiet["run_id"])
     assert r.status_code == 204 and run.state == "rejected"
     assert all("deployment_protection_rule" in p for p in world.emu.take_problems())  # the invalid bodies, on purpose
+
+
+def test_github_failing_after_the_retries_rejects_with_the_reason(github, github_repo, tmp_path: Path):
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=GATE_HANDLERS, GATING_MAX_ATTEMPTS=2,
+                          GATING_RETRY_BASE_SECONDS=0.05)
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = GateWorld(github, github_repo, app, key, tmp_path)
+        github.enable_protection_rule(github_repo, "staging")
+        d = w.reviewed_merge("gate", {"gating.yml": MANIFEST + DEPLOY}, "Gate deployments")
+        github.faults.add(method="GET", path=r"/git/(ref|matching-refs)/notes", kind="5xx", times=None, status=503)
+        held = github.request_deployment(github_repo, d, "staging")
+        w.settle()
+        (state, comment), = github.gate_run(github_repo, held["run_id"]).reviews.values()
+        assert state == "rejected"
+        assert comment.startswith(f"gating: {d[:12]} rejected for staging:\n- the App could not read the audit log "
+                                  "(GitHub 503 (GET /repos/acme/support-bot/git/ref/notes/gating/audit): ")
+        assert comment.endswith("Re-run the deployment job")
+
+
+def test_with_the_monitor_production_waits_for_the_staging_bake(github, github_repo, tmp_path: Path):
+    """Staging deployments bake like production ones; production is approved once staging's bake
+    passed with no rule firing (the monitor's known_good entry, with its health evidence)."""
+    from test_monitor_app import minutes_of, tick, traffic
+
+    from gating.monitor.rollup import MemoryRollups
+    from gating.server import monitoring
+
+    app, key = make_world(github, github_repo, tmp_path, GATING_MONITOR_SECONDS=0,
+                          GATING_HANDLERS=GATE_HANDLERS + ",gating.server.handlers.monitor")
+    app.extensions["gating"].rollups = MemoryRollups()
+    real_clock = monitoring.clock
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = GateWorld(github, github_repo, app, key, tmp_path)
+        w.rollups = app.extensions["gating"].rollups
+        try:
+            for env in ("staging", "production"):
+                github.enable_protection_rule(github_repo, env)
+            d = w.reviewed_merge("gate", {"gating.yml": MANIFEST + DEPLOY}, "Gate deployments")
+            assert w.gate(d, "staging")["state"] == "approved"
+            w.ship(d, "staging")
+            assert ("deployed", d) in [(e.event, e.commit) for e in w.entries()]
+            got = w.gate(d, "production")
+            assert got["state"] == "rejected"
+            assert "- promotion order: not healthy in staging: deployed there (audit seq " in got["comment"]
+            assert got["comment"].endswith("but its bake has not passed yet. Wait for the bake (monitor.bake_minutes) "
+                                           "to pass with no rule firing, or fix and deploy again")
+            start = minutes_of(w, d)
+            traffic(w.rollups, d, start, 40)
+            tick(w, start + 31)
+            (good,) = [e for e in w.entries() if e.event == "known_good"]
+            assert good.predicate["deployment"]["environment"] == "staging"
+            assert good.predicate["health"]["verdict"] == "no rule fired in 30 minutes"
+            got = w.gate(d, "production")
+            assert got["state"] == "approved" and got["comment"].endswith(
+                f", known-good in staging (audit seq {good.seq})")
+        finally:
+            monitoring.clock = real_clock

@@ -19,7 +19,9 @@ from typing import Any
 from gating.audit import log as audit_log
 from gating.audit import record as audit_record
 from gating.audit.entry import EntryFacts, snapshot_digest
+from gating.audit.log import AppendError
 from gating.deploy.gate import Decision, chain_of, decide, weight_of
+from gating.git.notes import TransientError
 from gating.github import GitHubError, RateLimited, Repo
 from gating.github.facts import RepoFacts
 from gating.rollback.plan import environments_of
@@ -81,6 +83,10 @@ def on_requested(ctx: JobContext) -> None:
             raise  # the job runs again; nothing was answered yet
         decision = _rejected(f"the App could not read what it checks (GitHub answered {e.status}: {e}). Re-run the "
                              "deployment job")
+    except TransientError as e:  # the audit log's notes ref, read through the Git Database API
+        if not last_try:
+            raise
+        decision = _rejected(f"the App could not read the audit log ({e}). Re-run the deployment job")
     decision = record(ctx, repo, audit, decision, commit, env, run_id, p)
     answer(ctx, repo, run_id, env, decision.state, decision.comment(commit, env))
 
@@ -108,10 +114,10 @@ def record(ctx: JobContext, repo: Repo, audit: Audit | None, decision: Decision,
         discriminator=f"run {run_id} {env}")
     try:
         res = audit_log.append_entry(audit.store, facts, audit.key, datetime.now(UTC))
-    except GitHubError as e:
+    except (GitHubError, TransientError, AppendError) as e:
         if decision.approved:
-            return _rejected(f"the App could not record its approval in the audit log (GitHub answered {e.status}). "
-                             "Re-run the deployment job")
+            return _rejected(f"the App could not record its approval in the audit log ({e}). Re-run the deployment "
+                             "job")
         ctx.log.warning("%s: rejection of run %d not recorded: %s", repo.full_name, run_id, e)
         return decision
     d = res.entry.predicate.get("deployment") or {}
