@@ -273,8 +273,7 @@ def app(emu: Emulator, app_id: int | None = None) -> dict[str, Any]:
         "external_url": emu.web_url, "html_url": f"{emu.web_url}/apps/{a.slug}",
         "created_at": iso(emu.started_at), "updated_at": iso(emu.started_at),
         "permissions": dict(emu.installation_permissions),
-        "events": ["pull_request", "pull_request_review", "issue_comment", "check_run", "deployment_status", "push",
-                   "deployment_protection_rule"],
+        "events": ["pull_request", "pull_request_review", "issue_comment", "check_run", "deployment_status", "push"],
     }
 
 

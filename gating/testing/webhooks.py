@@ -179,7 +179,8 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         payload["deployment_status"] = _overlay(payload.get("deployment_status"), render.deployment_status(emu, r, d, s))
         who = s.creator
     elif event == "deployment_protection_rule" and r is not None:
-        run = r.gate_runs[fields.pop("gate_run_id")]
+        rid = fields.pop("gate_run_id", None)
+        run = r.gate_runs[rid] if rid is not None else _latest(list(r.gate_runs.values()), "held workflow run")
         d = r.deployments[run.deployment_id]
         payload.update({"environment": run.environment, "event": run.event, "sha": run.sha, "ref": run.ref,
                         "deployment_callback_url": f"{emu.api_url}/repos/{r.full_name}/actions/runs/{run.id}/"
