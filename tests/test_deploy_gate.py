@@ -145,3 +145,20 @@ def test_the_example_workflow_uses_an_environment(tmp_path: Path):
     assert [jobs[j]["environment"]["name"] if isinstance(jobs[j]["environment"], dict) else jobs[j]["environment"]
             for j in jobs] == ["staging", "production"]
     assert jobs["production"]["needs"] == "staging"
+
+
+def test_only_the_rollbacks_own_commit_is_a_rollback():
+    """A commit pushed around the road with a known-good system (and any code beside it) is not a
+    rollback, even after a rollback to that system happened."""
+    from gating.audit.entry import RollbackRecord, snapshot_digest
+    good, rolled, pushed = "a" * 40, "b" * 40, "f" * 40
+    digest = snapshot_digest({"name": "bot"})
+    log = entries(merged(good), EntryFacts("known_good", good, "acme/bot", "m", deployment={"environment": "production"}),
+                  EntryFacts("rolled_back", rolled, "acme/bot", "@root", pull_request=9, snapshot={"name": "bot"},
+                             rollback=RollbackRecord(good, "last-good", "@root", "", "comment")),
+                  EntryFacts("merged", C, "acme/bot", "root", pull_request=9, snapshot={"name": "bot"}))
+    chain = Chain(("staging", "production"))
+    assert decide(log, rolled, "production", chain, digest).basis == "rollback"  # the rollback commit itself
+    assert decide(log, C, "production", chain, digest).basis == "rollback"  # the merge of its pull request
+    d = decide(log, pushed, "production", chain, digest)
+    assert not d.approved and d.reasons[0].startswith("not an audited merge")

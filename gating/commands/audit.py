@@ -158,7 +158,7 @@ def summary(e: Entry) -> dict[str, Any]:
 
 # Merges and deployments record the bare login of the GitHub account behind them (`maya`); a
 # `/rollback` comment records `@dave`. The log shows every GitHub account one way: @login.
-_LOGIN_EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "override")
+_LOGIN_EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "override", "promoted")
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?")
 
 

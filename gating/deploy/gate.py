@@ -5,8 +5,9 @@ of gating.yml on the default branch, and the snapshot digest rebuilt at C; this 
 
 C is approved when
 - E is an exception (`deploy.exceptions`), or
-- C restores a known-good snapshot (a `rolled_back` entry names a target with a `known_good` entry,
-  and the system at C has that target's recorded snapshot digest), or
+- C restores a known-good snapshot (C is the commit of a `rolled_back` entry, or merged its pull
+  request, whose target has a `known_good` entry, and the system at C has that target's recorded
+  snapshot digest), or
 - C carries a `merged` entry whose eval evidence passed (or an admin override is recorded), with an
   approving review (or an override), whose recorded snapshot digest is the one rebuilt at C, and,
   where E follows another environment in `deploy.environments`, the same snapshot is known-good in
@@ -73,12 +74,19 @@ def _env(e: Entry) -> str | None:
     return (e.predicate.get("deployment") or {}).get("environment")
 
 
-def rollback_basis(entries: Sequence[Entry], digest: str) -> Entry | None:
-    """The rolled_back entry whose target is known-good and whose system is the one at C."""
+def rollback_basis(entries: Sequence[Entry], commit: str, digest: str) -> Entry | None:
+    """The rolled_back entry of C itself (a direct rollback commit) or of the pull request C merged
+    (its merged entry names it), whose target is known-good and whose system is the one at C. Only
+    the rollback's own commit counts: a commit that merely has a known-good system (with any code
+    beside it) pushed around the road is no rollback."""
     good = {e.commit for e in entries if e.event == "known_good"}
+    merged = _newest(entries, "merged", commit)
+    pr = merged.predicate.get("pull_request") if merged else None
     for e in sorted(entries, key=lambda e: -e.seq):
+        if e.event != "rolled_back" or not (e.commit == commit or (pr and e.predicate.get("pull_request") == pr)):
+            continue
         target = (e.predicate.get("rollback") or {}).get("target")
-        if e.event == "rolled_back" and target in good and _merged_digest(entries, target) == digest:
+        if target in good and _merged_digest(entries, target) == digest:
             return e
     return None
 
@@ -123,7 +131,7 @@ def decide(entries: Sequence[Entry], commit: str, environment: str, chain: Chain
     if digest is None:
         return Decision(False, "", (f"no LLM system: {commit[:12]} has no valid gating.yml, so there is no snapshot "
                                     f"to check. Deploy a commit merged through a pull request",))
-    rb = rollback_basis(entries, digest)
+    rb = rollback_basis(entries, commit, digest)
     if rb is not None:
         target = rb.predicate["rollback"]["target"]
         return Decision(True, "rollback", evidence={
