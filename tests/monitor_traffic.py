@@ -48,16 +48,17 @@ def requests_at(minute: int) -> int:
 
 def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, system: str = SYSTEM,
             repo: str = REPO, start: int = START, stages: Sequence[str] = ("request", "retrieval", "llm"),
-            minutes: int | None = None) -> Iterator[Rollup]:
-    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes)."""
+            minutes: int | None = None, error_rate: float | None = None, scale: float = 1.0) -> Iterator[Rollup]:
+    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes); `error_rate` replaces the
+    usual 0.4% outside incidents, `scale` multiplies the traffic (a canary's share)."""
     rng = random.Random(seed)
     for minute in range(start, start + (minutes if minutes is not None else weeks * WEEK)):
-        mean = requests_at(minute)
+        mean = int(requests_at(minute) * scale)
         n = max(0, int(rng.gauss(mean, math.sqrt(mean) if mean else 0)))
         if n == 0:
             continue
         hits = {i.kind for i in incidents if i.active(minute)}
-        error_p = 0.08 if "error_spike" in hits else 0.004
+        error_p = 0.08 if "error_spike" in hits else 0.004 if error_rate is None else error_rate
         errors = sum(1 for _ in range(n) if rng.random() < error_p)
         scale = 4.0 if "token_blowup" in hits else 1.0
         tin, tout = int(n * TOKENS_IN * scale * rng.uniform(0.95, 1.05)), int(n * TOKENS_OUT * scale * rng.uniform(0.95, 1.05))
