@@ -20,7 +20,8 @@ from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
+    "canary"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -95,6 +96,9 @@ class Settings:
                                   "each deployed system, bakes and rolls back (0: never)", 60.0)
     monitor_token: str = _env("GATING_MONITOR_TOKEN", "bearer token for GET /monitor/status (unset: every "
                               "request is refused)", "", repr=False)
+    canary_token: str = _env("GATING_CANARY_TOKEN", "bearer token Argo Rollouts' web metric provider and "
+                             "Flagger's webhooks send to /canary/analysis and /canary/flagger (unset: every "
+                             "request is refused)", "", repr=False)
     otlp_token: str = _env("GATING_OTLP_TOKEN", "bearer token of POST /v1/traces, /v1/metrics and /feedback: "
                            "TOKEN (spans name their repository) or owner/name:TOKEN,... (each token sends for "
                            "its repository only); unset: all telemetry is refused", "", repr=False)
