@@ -45,7 +45,7 @@ def argo_request(url: str, canary: str, stable: str, token: str = TOKEN) -> http
 
 def _fill(text: str, args: dict[str, str]) -> str:
     for k, v in args.items():
-        text = text.replace("{{args.%s}}" % k, v)
+        text = text.replace("{{args." + k + "}}", v)
     return text
 
 
