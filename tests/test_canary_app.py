@@ -175,3 +175,48 @@ def test_unset_token_refuses_every_request(tmp_path: Path):
                  client.post("/canary/flagger", json={"name": "a", "namespace": "b", "metadata": {"token": ""}})):
         assert resp.status_code == 401
         assert "no GATING_CANARY_TOKEN" in resp.get_json()["error"]
+
+
+def test_cli_reads_an_app_database(tmp_path: Path, capsys):
+    from gating.commands.cli import main
+    from gating.server.rollup_store import RollupStore
+
+    db = tmp_path / "jobs.db"
+    canary, stable = "c" * 40, "b" * 40
+    store = RollupStore(str(db))
+    store.write([*traffic(minutes=60, start=NOW - 60, seed=1, system=stable, error_rate=0.004),
+                 *traffic(minutes=60, start=NOW - 60, seed=2, system=canary, error_rate=0.03)])
+    until = f"{_iso(NOW)}"
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--db", str(db),
+            "--until", until]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert f"{REPO}: canary cccccccccccc vs baseline bbbbbbbbbbbb" in out and ": FAIL" in out
+    assert "the error-rate test needs" in out
+    assert main([*args, "--window", "3m"]) == 3
+    assert "NOT ENOUGH TRAFFIC YET" in capsys.readouterr().out
+    store.write(traffic(minutes=60, start=NOW - 60, seed=3, system="d" * 40, error_rate=0.004))
+    assert main([*args[:2], "--canary", "d" * 40, *args[4:], "--json"]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
+    assert main([*args[:4], "--baseline", canary, *args[6:]]) == 2
+    assert "the same system" in capsys.readouterr().err
+
+
+def test_cli_asks_the_app(world: World, monkeypatch, capsys):
+    from gating.commands.cli import main
+
+    canary, stable = feed(world, canary_rate=0.004)
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--app", world.url]
+    monkeypatch.delenv("GATING_CANARY_TOKEN", raising=False)
+    assert main(args) == 2
+    assert "$GATING_CANARY_TOKEN is not set" in capsys.readouterr().err
+    monkeypatch.setenv("GATING_CANARY_TOKEN", TOKEN)
+    assert main(args) == 0
+    assert ": PASS" in capsys.readouterr().out
+
+
+def _iso(minute: int) -> str:
+    from gating.monitor.canary import iso
+
+    return iso(minute)
