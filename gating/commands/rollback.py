@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,6 +20,7 @@ from gating.commands.audit import fetch, load_keys
 from gating.commands.cli import UsageError
 from gating.commands.common import repo
 from gating.diff.render import render_diff_markdown
+from gating.errors import GatingError
 from gating.git import notes as git_notes
 from gating.git.repository import Git
 from gating.git.revision import GitRevision
@@ -45,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onto", metavar="REV", help="compute the restore against this revision "
                    "(default: the default branch, origin/HEAD)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the diff; create nothing")
+    p.add_argument("--drill", action="store_true",
+                   help="rehearse: build the restore on a scratch branch, check it is the recorded snapshot byte "
+                   "for byte and its evals pass (replayed), delete the branch; exit 1 if the rollback would fail")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--reason", default="", help="why (recorded in the commit message and the audit entry)")
     p.add_argument("--key", action="append", metavar="PUB.pem",
@@ -68,13 +73,15 @@ def _onto(g: Git, rev: str | None) -> tuple[str, str]:
     return sha, name.split("/", 1)[1] if name.startswith("origin/") else name
 
 
-def build(g: Git, args: argparse.Namespace) -> RestorePlan:
+def build(g: Git, args: argparse.Namespace, cached: bool = True) -> RestorePlan:
+    """The plan; `cached` False reads every file from history (a drill checks history, not the cache)."""
     trusted = load_keys(g, args.key)
     fetch(g, args)
     entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
     tip, branch = _onto(g, args.onto)
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
-                     args.config, DiskSnapshotCache.for_repo(g), environments=_environments(g, tip, args.config))
+                     args.config, DiskSnapshotCache.for_repo(g) if cached else None,
+                     environments=_environments(g, tip, args.config))
 
 
 def _environments(g: Git, tip: str, path: str) -> tuple[str, ...]:
@@ -111,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
     if args.branch and g.try_run("check-ref-format", f"refs/heads/{args.branch}") is None:
         raise UsageError(f"--branch {args.branch!r} is not a valid branch name")
     signer = _signing_key(args.sign) if args.sign else None  # a bad key must stop us before the branch exists
+    if args.drill:
+        if args.dry_run or args.branch:
+            raise UsageError("--drill makes and deletes its own scratch branch; drop --dry-run and --branch")
+        return drill(g, args, signer)
     try:
         plan = build(g, args)
     except Refusal as r:
@@ -155,3 +166,57 @@ def _repository(g: Git, remote: str) -> str:
     url = (g.try_run("remote", "get-url", remote) or "").removesuffix(".git").rstrip("/")
     parts = url.replace(":", "/").split("/")
     return "/".join(parts[-2:]) if len(parts) >= 2 and url else g.root.name
+
+
+def drill(g: Git, args: argparse.Namespace, signer: Ed25519PrivateKey | None) -> int:
+    """`--drill`: the restore on a scratch branch, checked and deleted; the result (and, with --sign,
+    a signed `drill` entry in the local notes ref)."""
+    from gating.rollback import drill as drills
+
+    t0, now = time.monotonic(), datetime.now(UTC)
+    result = drills.DrillResult(args.to, None, False, started=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    tip = g.resolve(args.onto or g.default_branch() or "HEAD") or ""
+    try:
+        plan = build(g, args, cached=False)
+        entries = audit_log.read_log(git_notes.LocalNotes(g), load_keys(g, args.key))
+    except (Refusal, GatingError) as e:
+        result.problems = drills.failure(args.to, e)
+    else:
+        result.commit = plan.resolution.commit
+        result.snapshot_digest = plan.target.digest
+        result.recorded_digest = drills.recorded_digest(entries, plan.resolution.commit)
+        result.branch = drills.scratch_branch(plan.resolution.commit, result.started)
+        req = Request(_actor(g), "rollback drill", "gating rollback --drill", "cli")
+        try:
+            result.scratch_commit = write_branch(g, plan, result.branch, commit_message(plan, req))
+        except Refusal as e:  # nothing to restore: the branch already holds the target; check the tip itself
+            result.problems = [] if e.code == "nothing_to_restore" else drills.failure(args.to, e)
+            result.scratch_commit, result.branch = (plan.tip, "") if e.code == "nothing_to_restore" else (None, "")
+        try:
+            if result.scratch_commit:
+                restored = GitRevision(g, result.scratch_commit)
+                problems, snap, result.files = drills.verify(plan.target, plan.resolution.commit, restored,
+                                                             result.recorded_digest, args.config)
+                result.problems += problems
+                if snap is not None:
+                    result.restored_digest = snap.digest
+                    result.evals, problems = drills.replay_evals(snap, restored)
+                    result.problems += problems
+        finally:
+            if result.branch:
+                g.run("update-ref", "-d", f"refs/heads/{result.branch}", result.scratch_commit or "")
+    result.ok = not result.problems
+    result.seconds = time.monotonic() - t0
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(result.summary)
+        if result.branch:
+            print(f"scratch branch {result.branch} deleted")
+    if signer is not None:
+        facts = drills.drill_facts(result, _repository(g, args.remote), _actor(g), tip)
+        res = audit_log.append_entry(git_notes.LocalNotes(g), facts, signer, now)
+        print(f"recorded drill entry seq {res.entry.seq} in {git_notes.AUDIT_REF}; push it with: "
+              f"git push {args.remote} {git_notes.AUDIT_REF}", file=sys.stderr)
+    return 0 if result.ok else 1

@@ -1,0 +1,64 @@
+"""Rollback drills on a clone: `gating rollback --drill` restores the last known-good snapshot on a
+scratch branch, checks it byte for byte and replays its evals, deletes the branch and records a
+signed `drill` entry; a target whose files are gone from history fails and says why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_rollback_cli import run, world  # noqa: F401  (the fixture)
+
+from gating.audit import keys as keymod
+from gating.audit import log as audit_log
+from gating.git import notes as git_notes
+
+
+def drill_entries(w) -> list:
+    pub = keymod.load_public(Path(w["pub"]).read_bytes())
+    return [e for e in audit_log.read_log(git_notes.LocalNotes(w["g"]), {keymod.keyid(pub): pub})
+            if e.event == "drill"]
+
+
+def signed(w) -> str:
+    w["priv"].write_bytes(keymod.private_pem(w["key"]))
+    return str(w["priv"])
+
+
+def test_a_drill_restores_the_last_good_snapshot_and_records_it(world, capsys):  # noqa: F811
+    g, a = world["g"], world["a"]
+    assert run(world, "--drill", "--sign", signed(world)) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"rollback drill to {a[:7]} (last-good) passed in ")
+    assert "system files restored byte for byte, snapshot sha256:" in out
+    assert "; evals pass (" in out and "cases replayed)" in out
+    assert f"scratch branch gating/drill-{a[:12]}-" in out and " deleted" in out
+    assert not g.run("for-each-ref", "refs/heads/gating/").strip()  # nothing left behind
+    assert g.current_branch() == "main" and g.run("status", "--porcelain") == ""
+    (entry,) = drill_entries(world)
+    h = entry.predicate["health"]
+    assert entry.commit == a and h["verdict"] == "passed" and h["problems"] == []
+    assert h["restored_digest"] == h["snapshot_digest"] and h["files"] >= 5
+    assert h["evals"]["verdict"] == "pass" and h["seconds"] > 0
+    assert "recorded drill entry seq 5" in err
+
+
+def test_a_drill_whose_target_lost_a_file_fails_and_says_why(world, capsys):  # noqa: F811
+    g, a = world["g"], world["a"]
+    blob = g.run("rev-parse", f"{a}:prompts/answer.md")
+    obj = Path(g.run("rev-parse", "--git-path", f"objects/{blob[:2]}/{blob[2:]}"))
+    obj = obj if obj.is_absolute() else g.root / obj
+    obj.unlink()  # the blob only the known-good commit had: gone from history
+    assert run(world, "--drill", "--json", "--sign", signed(world)) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "failed" and doc["commit"] is None
+    assert doc["summary"].startswith("rollback drill to last-good failed in ")
+    assert "the restore cannot be planned: the LLM system at " in doc["summary"] and "prompts/answer.md" in doc["summary"]
+    assert not g.run("for-each-ref", "refs/heads/gating/").strip()
+    (entry,) = drill_entries(world)
+    assert entry.predicate["health"]["verdict"] == "failed"
+
+
+def test_drill_refuses_dry_run_and_branch(world, capsys):  # noqa: F811
+    assert run(world, "--drill", "--dry-run") == 2
+    assert "--drill makes and deletes its own scratch branch" in capsys.readouterr().err
