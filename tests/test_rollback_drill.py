@@ -62,3 +62,24 @@ def test_a_drill_whose_target_lost_a_file_fails_and_says_why(world, capsys):  # 
 def test_drill_refuses_dry_run_and_branch(world, capsys):  # noqa: F811
     assert run(world, "--drill", "--dry-run") == 2
     assert "--drill makes and deletes its own scratch branch" in capsys.readouterr().err
+
+
+def test_diff_last_good_and_previous_resolve_as_rollback_does(world, capsys):  # noqa: F811
+    from gating.commands.cli import main
+
+    g, a, b = world["g"], world["a"], world["b"]
+    base = ["-C", str(g.root), "diff", "--key", world["pub"], "--no-fetch"]
+    assert main([*base, "last-good"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Compared `last-good` ({a[:7]}, known_good, audit seq 2) with `HEAD`")
+    assert "refund" in out and "prompts/answer.md" in out
+    assert main([*base, "previous", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["compared"]["base"]["sha"] == a and doc["compared"]["base"]["how"] == "previous: known_good, audit seq 2"
+    assert doc["compared"]["head"]["sha"] == b
+    record_b_good = ["-C", str(g.root), "diff", "--key", world["pub"], "--no-fetch", "last-good", b]
+    assert main(record_b_good) == 0  # the same state on both sides of the question is fine
+    capsys.readouterr()
+    (Path(world["pub"])).write_bytes(keymod.public_pem(keymod.generate()))  # a key that signed nothing
+    assert main([*base, "last-good"]) == 2
+    assert "cannot resolve last-good: no known-good state yet" in capsys.readouterr().err

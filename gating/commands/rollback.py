@@ -34,6 +34,7 @@ from gating.rollback.plan import (
     environments_of,
     files_table,
     make_plan,
+    resolve_target,
     rolled_back_facts,
 )
 from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest
@@ -82,6 +83,22 @@ def build(g: Git, args: argparse.Namespace, cached: bool = True) -> RestorePlan:
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
                      args.config, DiskSnapshotCache.for_repo(g) if cached else None,
                      environments=_environments(g, tip, args.config))
+
+
+def resolve_symbolic(g: Git, args: argparse.Namespace, target: str) -> tuple[str, str]:
+    """(commit, how it was found) of `last-good` or `previous`, exactly as `/rollback` resolves them:
+    the signed audit log, the default branch's rollback.environments. Raises UsageError naming why."""
+    trusted = load_keys(g, args.key)
+    fetch(g, args)
+    entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
+    tip, _ = _onto(g, getattr(args, "onto", None))
+    try:
+        r = resolve_target(entries, target, tip, None, _environments(g, tip, args.config))
+    except Refusal as e:
+        raise UsageError(f"cannot resolve {target}: {e.text('cli')}") from None
+    chosen = [e for e in r.entries if e.commit == r.commit and e.event != "merged"]
+    how = f"{chosen[-1].event}, audit seq {chosen[-1].seq}" if chosen else "audited merge"
+    return r.commit, how
 
 
 def _environments(g: Git, tip: str, path: str) -> tuple[str, ...]:
