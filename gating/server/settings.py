@@ -21,7 +21,7 @@ from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
     "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
-    "canary"))
+    "canary", "drills"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -96,6 +96,8 @@ class Settings:
                                   "each deployed system, bakes and rolls back (0: never)", 60.0)
     monitor_token: str = _env("GATING_MONITOR_TOKEN", "bearer token for GET /monitor/status (unset: every "
                               "request is refused)", "", repr=False)
+    drill_seconds: float = _env("GATING_DRILL_SECONDS", "how often the App rehearses a rollback to the last "
+                                "known-good state of each repository (0: never)", 7 * 86400.0)
     canary_token: str = _env("GATING_CANARY_TOKEN", "bearer token Argo Rollouts' web metric provider and "
                              "Flagger's webhooks send to /canary/analysis and /canary/flagger (unset: every "
                              "request is refused)", "", repr=False)

@@ -60,6 +60,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "pulls/dismiss-review": [("pull_requests", _W)],
     "pulls/merge": [("contents", _W)],
     "issues/get": [("issues", _R), ("pull_requests", _R)],
+    "issues/create": [("issues", _W)],
     "issues/list-comments": [("issues", _R), ("pull_requests", _R)],
     "issues/create-comment": [("issues", _W), ("pull_requests", _W)],
     "issues/get-comment": [("issues", _R), ("pull_requests", _R)],
