@@ -41,6 +41,9 @@ def test_a_drill_restores_the_last_good_snapshot_and_records_it(world, capsys): 
     assert h["restored_digest"] == h["snapshot_digest"] and h["files"] >= 5
     assert h["evals"]["verdict"] == "pass" and h["seconds"] > 0
     assert "recorded drill entry seq 5" in err
+    from gating.commands.cli import main
+    assert main(["-C", str(g.root), "audit", "log", "--no-fetch"]) == 0
+    assert f"rollback drill to {a[:7]} (last-good) passed in " in capsys.readouterr().out
 
 
 def test_a_drill_whose_target_lost_a_file_fails_and_says_why(world, capsys):  # noqa: F811
