@@ -32,7 +32,7 @@ from gating.system.canonical import canonical_json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
-EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
+EVENTS: tuple[str, ...] = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
           "monitor_alert")
 EVENTS += ("canary_failed", "drill")  # a canary analysis that failed (gating.monitor.canary); a rollback drill
 

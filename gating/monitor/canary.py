@@ -305,7 +305,7 @@ def latency_checks(c: Side, b: Side, policy: Policy) -> list[Check]:
         sc, sb = c.latency.get(stage, LatencySketch()), b.latency.get(stage, LatencySketch())
         qc = {q: sc.quantile(q) for q in QUANTILES}
         qb = {q: sb.quantile(q) for q in QUANTILES}
-        detail = {f"p{round(q * 100)}": {"canary": qc[q], "baseline": qb[q]} for q in QUANTILES}
+        detail: dict[str, Any] = {f"p{round(q * 100)}": {"canary": qc[q], "baseline": qb[q]} for q in QUANTILES}
         n = (sc.count, sb.count)
         minutes_c, minutes_b = c.minute_latency.get(stage, {}), b.minute_latency.get(stage, {})
         if min(n) < policy.min_latency_samples or min(len(minutes_c), len(minutes_b)) < policy.min_minutes:
@@ -315,7 +315,7 @@ def latency_checks(c: Side, b: Side, policy: Policy) -> list[Check]:
                              f"{policy.min_minutes} minutes on each", detail))
             continue
         p = mann_whitney(sc, sb)
-        rises = {q: qc[q] / qb[q] - 1 for q in DECIDING if qc[q] is not None and qb[q]}
+        rises = {q: c_q / b_q - 1 for q in DECIDING if (c_q := qc[q]) is not None and (b_q := qb[q])}
         worst = max(rises, key=lambda q: rises[q]) if rises else 0.95
         rise = rises.get(worst, 0.0)
         # spans of one minute are not independent (a slow provider minute slows them all): the rise
