@@ -86,3 +86,12 @@ def test_diff_last_good_and_previous_resolve_as_rollback_does(world, capsys):  #
     (Path(world["pub"])).write_bytes(keymod.public_pem(keymod.generate()))  # a key that signed nothing
     assert main([*base, "last-good"]) == 2
     assert "cannot resolve last-good: no known-good state yet" in capsys.readouterr().err
+
+
+def test_a_branch_that_already_holds_the_target_is_checked_as_it_is(world, capsys):  # noqa: F811
+    a = world["a"]
+    assert run(world, "--to", "last-good") == 0  # the rollback branch: the system of A on the tip
+    capsys.readouterr()
+    assert run(world, "--drill", "--onto", f"gating/rollback-{a[:12]}") == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"rollback drill to {a[:7]} (last-good) passed in ") and "scratch branch" not in out

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -74,15 +73,13 @@ def _onto(g: Git, rev: str | None) -> tuple[str, str]:
     return sha, name.split("/", 1)[1] if name.startswith("origin/") else name
 
 
-def build(g: Git, args: argparse.Namespace, cached: bool = True) -> RestorePlan:
-    """The plan; `cached` False reads every file from history (a drill checks history, not the cache)."""
+def build(g: Git, args: argparse.Namespace) -> RestorePlan:
     trusted = load_keys(g, args.key)
     fetch(g, args)
     entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
     tip, branch = _onto(g, args.onto)
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
-                     args.config, DiskSnapshotCache.for_repo(g) if cached else None,
-                     environments=_environments(g, tip, args.config))
+                     args.config, DiskSnapshotCache.for_repo(g), environments=_environments(g, tip, args.config))
 
 
 def resolve_symbolic(g: Git, args: argparse.Namespace, target: str) -> tuple[str, str]:
@@ -187,43 +184,32 @@ def _repository(g: Git, remote: str) -> str:
 
 def drill(g: Git, args: argparse.Namespace, signer: Ed25519PrivateKey | None) -> int:
     """`--drill`: the restore on a scratch branch, checked and deleted; the result (and, with --sign,
-    a signed `drill` entry in the local notes ref)."""
+    a signed `drill` entry in the local notes ref). History is read without the snapshot cache."""
     from gating.rollback import drill as drills
 
-    t0, now = time.monotonic(), datetime.now(UTC)
-    result = drills.DrillResult(args.to, None, False, started=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    tip = g.resolve(args.onto or g.default_branch() or "HEAD") or ""
+    now = datetime.now(UTC)
+    started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tip = ""
+    req = Request(_actor(g), "rollback drill", "gating rollback --drill", "cli")
+
+    def write(plan: RestorePlan) -> tuple[str, str]:
+        name = drills.scratch_branch(plan.resolution.commit, started)
+        return write_branch(g, plan, name, commit_message(plan, req)), name
+
+    def delete(name: str, commit: str) -> None:
+        g.run("update-ref", "-d", f"refs/heads/{name}", commit)
+
     try:
-        plan = build(g, args, cached=False)
-        entries = audit_log.read_log(git_notes.LocalNotes(g), load_keys(g, args.key))
-    except (Refusal, GatingError) as e:
-        result.problems = drills.failure(args.to, e)
-    else:
-        result.commit = plan.resolution.commit
-        result.snapshot_digest = plan.target.digest
-        result.recorded_digest = drills.recorded_digest(entries, plan.resolution.commit)
-        result.branch = drills.scratch_branch(plan.resolution.commit, result.started)
-        req = Request(_actor(g), "rollback drill", "gating rollback --drill", "cli")
-        try:
-            result.scratch_commit = write_branch(g, plan, result.branch, commit_message(plan, req))
-        except Refusal as e:  # nothing to restore: the branch already holds the target; check the tip itself
-            result.problems = [] if e.code == "nothing_to_restore" else drills.failure(args.to, e)
-            result.scratch_commit, result.branch = (plan.tip, "") if e.code == "nothing_to_restore" else (None, "")
-        try:
-            if result.scratch_commit:
-                restored = GitRevision(g, result.scratch_commit)
-                problems, snap, result.files = drills.verify(plan.target, plan.resolution.commit, restored,
-                                                             result.recorded_digest, args.config)
-                result.problems += problems
-                if snap is not None:
-                    result.restored_digest = snap.digest
-                    result.evals, problems = drills.replay_evals(snap, restored)
-                    result.problems += problems
-        finally:
-            if result.branch:
-                g.run("update-ref", "-d", f"refs/heads/{result.branch}", result.scratch_commit or "")
-    result.ok = not result.problems
-    result.seconds = time.monotonic() - t0
+        trusted = load_keys(g, args.key)
+        fetch(g, args)
+        entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
+        tip, branch = _onto(g, args.onto)
+        result = drills.rehearse(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve, write,
+                                 delete, started, args.config, _environments(g, tip, args.config))
+    except UsageError:
+        raise
+    except GatingError as e:  # the audit log cannot be read: the drill cannot even start
+        result = drills.DrillResult(args.to, None, False, drills.failure(args.to, e), started=started)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -13,13 +13,14 @@ doors (gating rollback --drill, the App's scheduled job) write and delete the br
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gating.audit.entry import Entry, EntryFacts
 from gating.errors import GatingError
-from gating.rollback.plan import Refusal
+from gating.rollback.plan import Refusal, RestorePlan, is_sha, make_plan, resolve_target
 from gating.system.canonical import sha256_hex
 from gating.system.manifest import MANIFEST_PATH, ManifestError
 from gating.system.revision import RevisionReader
@@ -44,6 +45,7 @@ class DrillResult:
     evals: dict[str, Any] | None = None
     seconds: float = 0.0
     started: str = ""  # ISO 8601
+    error: BaseException | None = field(default=None, repr=False, compare=False)  # why it could not be built
 
     @property
     def verdict(self) -> str:
@@ -155,3 +157,54 @@ def issue_body(result: DrillResult, entry_seq: int | None = None) -> str:
     lines.append("Run `gating rollback --drill` on a clone to see it again; restore the missing history or mark "
                  "a newer deployment known good, so the next rollback has a state to return to.")
     return "\n".join(lines) + "\n"
+
+
+def rehearse(entries: Sequence[Entry], target: str, tip: str, branch: str,
+             reader_at: Callable[[str], RevisionReader], find_commit: Callable[[str], str | None],
+             write: Callable[[RestorePlan], tuple[str, str]], delete: Callable[[str, str], None], started: str,
+             manifest_path: str = MANIFEST_PATH, environments: Sequence[str] = (),
+             reraise: Callable[[BaseException], bool] = lambda _e: False) -> DrillResult:
+    """One drill over the doors' seams: `write(plan)` makes the scratch branch and answers (commit,
+    branch), `delete(branch, commit)` removes it. A restore that would change nothing (the branch
+    already holds the target) checks the tip itself. `reraise` says which errors are not the drill's
+    finding but the door's (GitHub unreachable: run again later)."""
+    t0 = time.monotonic()
+    result = DrillResult(target, None, False, started=started)
+    envs = tuple(environments) or ("production",)
+    plan: RestorePlan | None = None
+    try:
+        try:
+            plan = make_plan(entries, target, tip, branch, reader_at, find_commit, manifest_path,
+                             environments=envs)
+            snap, result.commit = plan.target, plan.resolution.commit
+        except Refusal as e:
+            if e.code != "nothing_to_restore":
+                raise
+            result.commit = resolve_target(entries, target, tip, find_commit(target) if is_sha(target) else None,
+                                           envs).commit
+            snap = build_snapshot(reader_at(result.commit), manifest_path)
+    except GatingError as e:
+        if reraise(e):
+            raise
+        result.problems, result.error = failure(target, e, result.commit), e
+    else:
+        result.snapshot_digest = snap.digest
+        result.recorded_digest = recorded_digest(entries, result.commit)
+        if plan is not None:
+            result.scratch_commit, result.branch = write(plan)
+        else:
+            result.scratch_commit = tip
+        try:
+            restored = reader_at(result.scratch_commit)
+            problems, got, result.files = verify(snap, result.commit, restored, result.recorded_digest, manifest_path)
+            result.problems += problems
+            if got is not None:
+                result.restored_digest = got.digest
+                result.evals, problems = replay_evals(got, restored)
+                result.problems += problems
+        finally:
+            if result.branch:
+                delete(result.branch, result.scratch_commit)
+    result.ok = not result.problems
+    result.seconds = time.monotonic() - t0
+    return result

@@ -20,18 +20,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from gating.audit import log as audit_log
-from gating.errors import GatingError
 from gating.github import ApiRevision, BlobCache, GitHubError, RateLimited, Repo
 from gating.github import rollback as gh
 from gating.github.gitdb import create_commit, create_ref, delete_ref
 from gating.rollback import drill as drills
 from gating.rollback.plan import (
     LAST_GOOD,
-    Refusal,
     Request,
+    RestorePlan,
     commit_message,
     environments_of,
-    make_plan,
     resolve_target,
 )
 from gating.server.handlers import JobContext, Registry, installed_repos
@@ -69,7 +67,7 @@ def on_tick(ctx: JobContext) -> None:
 
 def run_drill(ctx: JobContext, repo: Repo) -> drills.DrillResult | None:
     """One repository's drill; None when it has no known-good state to return to yet."""
-    t0, now = time.monotonic(), datetime.fromtimestamp(clock(), UTC)
+    now = datetime.fromtimestamp(clock(), UTC)
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
     audit = app_audit(replace(ctx, payload={}), repo)
     entries = audit.entries()
@@ -78,44 +76,22 @@ def run_drill(ctx: JobContext, repo: Repo) -> drills.DrillResult | None:
         ctx.log.info("%s: no known-good state yet: nothing to drill", repo.full_name)
         return None
     blobs = BlobCache()  # fresh: the drill reads what the repository holds now
-    result = drills.DrillResult(LAST_GOOD, None, False, started=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    path = ctx.settings.manifest_path
-    try:
-        plan = make_plan(entries, LAST_GOOD, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
-                         lambda prefix: gh.commit_sha(repo, prefix), path, environments=envs)
-    except (Refusal, GatingError) as e:
-        if isinstance(e, GitHubError) and e.status != 404:
-            raise  # GitHub unreachable or refusing: the job runs again; a 404 is a file gone from history
-        result.problems = _gone(repo, entries, cfg.tip, envs, e, result) if isinstance(e, GitHubError) else \
-            drills.failure(LAST_GOOD, e)
-    else:
-        result.commit, result.snapshot_digest = plan.resolution.commit, plan.target.digest
-        result.recorded_digest = drills.recorded_digest(entries, plan.resolution.commit)
-        req = Request(ACTOR, "rollback drill", "scheduled rollback drill", "cli")
-        try:
-            tree = _write_tree(repo, plan, blobs)
-        except Refusal as e:
-            if e.code != "nothing_to_restore":
-                raise
-            result.scratch_commit = plan.tip  # the branch already holds the target: check the tip itself
-        else:
-            result.branch = drills.scratch_branch(plan.resolution.commit, result.started)
-            result.scratch_commit = create_commit(repo, commit_message(plan, req), tree, [plan.tip])
-            create_ref(repo, f"heads/{result.branch}", result.scratch_commit)
-        try:
-            restored = ApiRevision(repo, result.scratch_commit, blobs)
-            problems, snap, result.files = drills.verify(plan.target, plan.resolution.commit, restored,
-                                                         result.recorded_digest, path)
-            result.problems += problems
-            if snap is not None:
-                result.restored_digest = snap.digest
-                result.evals, problems = drills.replay_evals(snap, restored)
-                result.problems += problems
-        finally:
-            if result.branch:
-                delete_ref(repo, f"heads/{result.branch}")
-    result.ok = not result.problems
-    result.seconds = time.monotonic() - t0
+    started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    req = Request(ACTOR, "rollback drill", "scheduled rollback drill", "cli")
+
+    def write(plan: RestorePlan) -> tuple[str, str]:
+        name = drills.scratch_branch(plan.resolution.commit, started)
+        commit = create_commit(repo, commit_message(plan, req), _write_tree(repo, plan, blobs), [plan.tip])
+        create_ref(repo, f"heads/{name}", commit)
+        return commit, name
+
+    result = drills.rehearse(entries, LAST_GOOD, cfg.tip, cfg.branch, lambda sha: ApiRevision(repo, sha, blobs),
+                             lambda prefix: gh.commit_sha(repo, prefix), write,
+                             lambda name, _commit: delete_ref(repo, f"heads/{name}"), started,
+                             ctx.settings.manifest_path, envs,
+                             reraise=lambda e: isinstance(e, GitHubError) and e.status != 404)
+    if isinstance(result.error, GitHubError):  # a 404: name the file gone from history
+        result.problems = _gone(repo, entries, cfg.tip, envs, result.error, result)
     record(ctx, repo, audit, result, cfg.tip, now)
     return result
 
