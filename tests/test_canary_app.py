@@ -4,6 +4,7 @@ the emulator: a failed analysis records one signed canary_failed entry on the ca
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -220,3 +221,21 @@ def _iso(minute: int) -> str:
     from gating.monitor.canary import iso
 
     return iso(minute)
+
+
+def test_a_failed_analysis_of_a_commit_the_repository_lacks_is_answered_but_not_recorded(world: World):
+    stable = world.shas["M1"]
+    stranger = "e" * 40
+    world.rollups.items += [*traffic(minutes=60, start=NOW - 60, seed=1, system=stable, error_rate=0.004),
+                            *traffic(minutes=60, start=NOW - 60, seed=2, system=stranger, error_rate=0.03)]
+    resp = argo_request(world.url, stranger, stable)
+    assert argo_measurement(resp) == "Failed"
+    state = world.app.extensions["gating"]
+    state.worker.wake()
+    for _ in range(400):  # the job fails permanently: wait for it without asserting a duration
+        rows = state.queue.query("SELECT status, last_error FROM jobs WHERE event = 'canary'")
+        if rows and rows[0][0] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert rows[0][0] == "failed" and "is not a commit of the repository" in rows[0][1]
+    assert [e for e in world.entries() if e.event == "canary_failed"] == []

@@ -36,6 +36,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from gating.audit import log as audit_log
 from gating.audit.entry import EntryFacts
 from gating.github import GitHubError, Repo
+from gating.github import rollback as gh
 from gating.monitor.canary import FAIL, PASS, Analysis, CanaryError, Policy, analyze
 from gating.monitor.rules import MonitorError, minute_of, parse_duration
 from gating.server import monitoring
@@ -202,6 +203,8 @@ def record_failure(ctx: JobContext) -> None:
     repo = Repo(ctx.github.installation(inst), full)
     audit = app_audit(replace(ctx, payload={"installation": {"id": inst}}), repo)
     canary = analysis["canary"]["systems"][0]
+    if gh.commit_sha(repo, canary) != canary:  # the audit log records facts about this repository's commits
+        raise PermanentError(f"canary analysis of {full}: {canary} is not a commit of the repository; not recorded")
     health = {"analysis": analysis, "tool": ctx.payload.get("tool"), "rollout": ctx.payload.get("rollout") or {},
               "verdict": f"canary analysis failed: {analysis['reason']}"}
     facts = EntryFacts(event="canary_failed", commit=canary, repository=full, actor=ACTOR,
