@@ -26,11 +26,12 @@ WEEK = 7 * 24 * 60
 BASE_LATENCY = {"request": 900.0, "embedding": 40.0, "retrieval": 120.0, "llm": 700.0}
 TOKENS_IN, TOKENS_OUT = 700, 200
 PRICE_IN, PRICE_OUT = 2.5e-6, 10e-6  # USD per token
+MODEL = "gpt-4o-2024-08-06"  # priced at PRICE_IN and PRICE_OUT in gating/evals/prices.json
 
 
 @dataclass(frozen=True)
 class Incident:
-    kind: str  # error_spike | retrieval_latency | token_blowup
+    kind: str  # error_spike | retrieval_latency | token_blowup | traffic_drop (30% of the usual requests)
     start: int  # unix minute
     minutes: int = 60
 
@@ -52,11 +53,13 @@ def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, s
     """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes)."""
     rng = random.Random(seed)
     for minute in range(start, start + (minutes if minutes is not None else weeks * WEEK)):
+        hits = {i.kind for i in incidents if i.active(minute)}
         mean = requests_at(minute)
+        if "traffic_drop" in hits:
+            mean = int(mean * 0.3)
         n = max(0, int(rng.gauss(mean, math.sqrt(mean) if mean else 0)))
         if n == 0:
             continue
-        hits = {i.kind for i in incidents if i.active(minute)}
         error_p = 0.08 if "error_spike" in hits else 0.004
         errors = sum(1 for _ in range(n) if rng.random() < error_p)
         scale = 4.0 if "token_blowup" in hits else 1.0
