@@ -280,6 +280,12 @@ def render_markdown(cc: CandidateComparison, heading: str = "###") -> str:
                     f" ({d['delta']:+.3f}" + (f", [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "") + ")"
                 cells.append(_pct(v) + extra)
             lines.append(f"| `{_cell(r.name)}` | " + " | ".join(cells) + " |")
+    tags = sorted({k[len("pass_rate:tag:"):] for r in cc.rows for k in r.run.metrics if k.startswith("pass_rate:tag:")})
+    if tags:
+        lines += ["", "Pass rate by tag:", "", "| Candidate | " + " | ".join(f"`{_cell(t)}`" for t in tags) + " |",
+                  "|---|" + "---|" * len(tags)]
+        lines += [f"| `{_cell(r.name)}` | " + " | ".join(_pct(r.run.metrics.get(f"pass_rate:tag:{t}")) for t in tags)
+                  + " |" for r in cc.rows]
     if cc.broken:
         lines += ["", "Not evidence (cases that could not be evaluated):", ""]
         lines += [f"- {_cell(b)}" for b in cc.broken]
