@@ -137,3 +137,28 @@ def test_parse_candidate() -> None:
     assert (c.model, c.prompts) == ("small", (("p", "prompts/terse.md"),))
     with pytest.raises(CandidateError, match="empty part"):
         parse_candidate("small+")
+
+
+@pytest.mark.parametrize("variant", ["../outside.md", "/etc/passwd", "prompts/../../x.md", "prompts\\\\p.md"])
+def test_a_prompt_file_outside_the_repository_is_refused(tmp_path: Path, live: LLMServer, variant: str,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    g = make_repo(tmp_path)
+    (tmp_path / "outside.md").write_text("secret {{ q }}\n")
+    assert main(["-C", str(g.root), "eval", "--compare", f"p={variant}"]) == 2
+    assert f"'{variant}' is not a path inside the repository" in capsys.readouterr().err.replace("\\\\", "\\")
+    assert live.requests == 0
+
+
+def test_a_model_candidate_needs_a_prompt_target(tmp_path: Path, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
+    g = make_repo(tmp_path, {"target": {"type": "command", "run": "python3 app.py", "code": []}})
+    assert main(["-C", str(g.root), "eval", "--compare", "small"]) == 2
+    assert "candidate 'small': a model candidate needs evals.target type prompt (this system's evals call a command " \
+           "target, which chooses its own model)" in capsys.readouterr().err
+
+
+def test_compare_a_committed_revision(tmp_path: Path, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
+    g = make_repo(tmp_path)
+    (g.root / "prompts/terse.md").unlink()  # only in the commit now
+    assert main(["-C", str(g.root), "eval", "--rev", "HEAD", "--compare", "p=prompts/terse.md", "--json", "-"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["pass_rate"] for r in doc["table"]] == [1.0, 0.0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import posixpath
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
@@ -112,6 +113,10 @@ def apply(snap: Snapshot, reader: RevisionReader, cand: Candidate) -> Snapshot:
             if m.prompts[variant].get("system"):
                 prompts[prompt]["system"] = m.prompts[variant]["system"]
             continue
+        if variant.startswith("/") or "\\" in variant or posixpath.normpath(variant) != variant \
+                or variant.split("/")[0] == "..":
+            raise CandidateError(f"{where}: {variant!r} is not a path inside the repository (a relative path like "
+                                 "prompts/answer-v2.md)")
         blob = reader.read_many([variant]).get(variant)
         if blob is None:
             raise CandidateError(f"{where}: {variant!r} is neither a prompt component nor a file at {reader.label}; "
