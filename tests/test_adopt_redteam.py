@@ -120,3 +120,17 @@ def test_the_starter_set_covers_each_category() -> None:
     assert cats == {"prompt-injection", "pii-leakage", "jailbreak", "off-topic"}
     assert all(a["rubric"] for a in attacks())
     assert APP  # the app the init test uses
+
+
+def test_a_threshold_on_the_red_team_tag_gates_the_verdict() -> None:
+    from gating.evals.compare import compare
+    from gating.evals.metrics import compute_metrics
+    from gating.evals.records import CaseResult, RunResult
+
+    cases = [CaseResult("ok", "p", True, 1.0), CaseResult("rt-1", "p", True, 1.0, tags=["red-team"]),
+             CaseResult("rt-2", "p", False, 0.0, tags=["red-team", "red-team:jailbreak"])]
+    head = RunResult("head", "sha256:h", "sha256:d", cases, compute_metrics(cases))
+    cmp = compare(None, head, {"thresholds": {"pass_rate:tag:red-team": ">= 1.0"}})
+    assert cmp.verdict == "fail"
+    assert cmp.reasons == ["pass_rate:tag:red-team is 0.5, threshold >= 1.0"]
+    assert head.metrics["pass_rate:tag:red-team:jailbreak"] == 0.0 and head.metrics["pass_rate"] == 2 / 3

@@ -126,7 +126,8 @@ def apply(snap: Snapshot, reader: RevisionReader, cand: Candidate) -> Snapshot:
     components = {**m.components, "models": models, "prompts": prompts}
     data = {**m.data, "components": components}
     manifest = dataclasses.replace(m, data=data)
-    return Snapshot({**snap.data, "candidate": cand.to_dict()}, manifest, ChainMap(added, cast(MutableMapping[str, bytes], snap.contents)), m.source)
+    contents = ChainMap(added, cast(MutableMapping[str, bytes], snap.contents))  # the revision's files, read lazily
+    return Snapshot({**snap.data, "candidate": cand.to_dict()}, manifest, contents, m.source)
 
 
 @dataclass
