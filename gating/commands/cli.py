@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "gating.commands.app",
     "gating.commands.reference",
     "gating.commands.init",
+    "gating.commands.view",
 ]
 
 
