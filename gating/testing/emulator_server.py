@@ -126,9 +126,8 @@ class EmulatorApp:
             response = self._api(request, rel, t0)
         elif (m := GIT_PATH.match(path)) is not None:
             response = self._smart_http(request, m, t0)
-        elif (page := emulator_manifest.web_page(self.emu, request)) is not None:
-            response = page
-        elif (page := emulator_oauth.web_page(self.emu, request)) is not None:
+        elif (page := emulator_manifest.web_page(self.emu, request)
+                      or emulator_oauth.web_page(self.emu, request)) is not None:
             response = page
         else:
             self.emu.problem(f"{request.method} {path}: not an API path (expected {API_PREFIX}/...) "
