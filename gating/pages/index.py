@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -24,7 +24,7 @@ from gating.audit.verify import Report
 from gating.audit.witness import CrossCheck
 from gating.pages.source import Source
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 TREND_METRICS = ("pass_rate", "score", "latency_p95_ms", "cost_per_request_usd")
 
 _DDL = """
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entries (
   seq INTEGER PRIMARY KEY, event TEXT, commit_sha TEXT, time TEXT, actor TEXT, pr INTEGER,
   snapshot_digest TEXT, verdict TEXT, signature TEXT, chain TEXT, witness TEXT, problems TEXT,
-  metrics TEXT, has_snapshot INTEGER);
+  metrics TEXT, has_snapshot INTEGER, html TEXT);
 CREATE INDEX IF NOT EXISTS entries_event ON entries (event, seq);
 CREATE INDEX IF NOT EXISTS entries_commit ON entries (commit_sha);
 CREATE TABLE IF NOT EXISTS evals (
@@ -82,6 +82,12 @@ class EvalRow:
     cases: int | None
 
 
+class RowRenderer(Protocol):
+    key: str  # changes when the HTML would (the page's prefix, the links' base)
+
+    def render(self, row: Row) -> str: ...
+
+
 def _row(r: Sequence[Any]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
                tuple(json.loads(r[11])) if r[11] else (), json.loads(r[12]) if r[12] else {}, bool(r[13]))
@@ -119,18 +125,34 @@ class Index:
         return {"audit_tip": source.audit.tip() or "", "evals_tip": source.evals.tip() or "",
                 "keys": ",".join(sorted(source.keys)), "schema": SCHEMA_VERSION}
 
-    def refresh(self, source: Source) -> bool:
-        """Rebuild when a notes tip (or the trusted key) changed since the last build; True if it did."""
+    def refresh(self, source: Source, rows: RowRenderer | None = None) -> bool:
+        """Rebuild when a notes tip (or the trusted key) changed since the last build; True if it did.
+
+        `rows` renders a timeline row to HTML once, at build time, so a page of the timeline is a
+        concatenation of stored fragments (rendered again when the renderer's key changes)."""
         with self._lock:
             tips = self.tips(source)
-            if all(self.meta(k) == v for k, v in tips.items()):
-                return False
-            self._build(source, tips)
-            return True
+            if not all(self.meta(k) == v for k, v in tips.items()):
+                self._build(source, tips)
+                self._render(rows)
+                return True
+            if rows is not None and self.meta("rows_key") != rows.key:
+                self._render(rows)
+            return False
 
-    def rebuild(self, source: Source) -> None:
+    def rebuild(self, source: Source, rows: RowRenderer | None = None) -> None:
         with self._lock:
             self._build(source, self.tips(source))
+            self._render(rows)
+
+    def _render(self, rows: RowRenderer | None) -> None:
+        if rows is None:
+            return
+        db = self._db()
+        done = [(rows.render(_row(r)), r[0]) for r in db.execute(f"SELECT {_COLS} FROM entries")]
+        with db:
+            db.executemany("UPDATE entries SET html = ? WHERE seq = ?", done)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('rows_key', ?)", (rows.key,))
 
     def _build(self, source: Source, tips: dict[str, str]) -> None:
         report = source.verify(source.keys) if tips["audit_tip"] else Report(entries=[], findings=[])
@@ -148,7 +170,7 @@ class Index:
             db.executemany("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?)", evals)
             db.executemany("INSERT INTO log_problems (text) VALUES (?)", [(t,) for t in loose])
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           [*tips.items(), ("key_source", source.key_source),
+                           [*tips.items(), ("key_source", source.key_source), ("rows_key", ""),
                             ("witness_app", cross.app_text if cross else "")])
 
     # -- reading -------------------------------------------------------------------------------------
@@ -164,6 +186,13 @@ class Index:
         cur = self._db().execute(f"SELECT {_COLS} FROM entries {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                                  [*args, limit, offset])
         return [_row(r) for r in cur]
+
+    def page_html(self, offset: int, limit: int, event: str | None = None) -> list[str]:
+        """The stored HTML of a page of rows, newest first (see `refresh(rows=...)`)."""
+        where, args = ("WHERE event = ?", [event]) if event else ("", [])
+        cur = self._db().execute(f"SELECT html FROM entries {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                                 [*args, limit, offset])
+        return [r[0] or "" for r in cur]
 
     def entry(self, seq: int) -> Row | None:
         r = self._db().execute(f"SELECT {_COLS} FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -225,8 +254,9 @@ def entry_rows(report: Report, keys: Mapping[str, Ed25519PublicKey], cross: Cros
             witness_problems.setdefault(f.seq, f.message)
     with no_gc():
         for e in report.entries:
-            sig = signature_problem(e, every) if every else "no trusted key to check it against"
             found = by_seq.get(e.seq, [])
+            # verify_log checked every signature: only an entry with findings needs its own look
+            sig = (signature_problem(e, every) if found else None) if every else "no trusted key to check it against"
             chain = next((m for m in found if m != sig), OK)
             if e.seq in witness_problems:
                 witness = witness_problems[e.seq]

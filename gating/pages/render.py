@@ -35,3 +35,8 @@ def environment() -> Environment:
 
 def render(template: str, **ctx: Any) -> str:
     return environment().get_template(template).render(**ctx)
+
+
+def render_row(site: Any, row: Any) -> str:
+    """One timeline row (the index stores it; see gating.pages.index.RowRenderer)."""
+    return environment().get_template("_row.html").module.row(site, row)  # type: ignore[attr-defined]

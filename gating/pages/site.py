@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from markupsafe import Markup
+
 from gating.check.notes import parse_note
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_snapshots
@@ -22,7 +24,7 @@ from gating.evals.compare import compare, outcome, why
 from gating.evals.records import CaseResult, Comparison, RunResult
 from gating.pages import charts
 from gating.pages.index import Index, Row
-from gating.pages.render import fmt_num, fmt_signed, render
+from gating.pages.render import fmt_num, fmt_signed, render, render_row
 from gating.pages.source import Source
 from gating.system.manifest import ManifestError
 from gating.system.snapshot import Snapshot, build_snapshot
@@ -71,6 +73,14 @@ class Site:
     def pull_url(self, number: int | None) -> str | None:
         return f"{self.source.web_url}/pull/{number}" if self.source.web_url and number else None
 
+    @property
+    def key(self) -> str:
+        """What the stored timeline rows depend on (gating.pages.index.RowRenderer)."""
+        return f"{self.prefix}|{self.source.web_url or ''}"
+
+    def render(self, row: Row) -> str:
+        return render_row(self, row)
+
     def _page(self, template: str, status: int = 200, **ctx: Any) -> Page:
         return Page(status, render(template, site=self, repo=self.source.name, **ctx))
 
@@ -79,7 +89,7 @@ class Site:
     def handle(self, path: str, query: Mapping[str, str]) -> Page:
         path = path.strip("/")
         try:
-            self.index.refresh(self.source)
+            self.index.refresh(self.source, self)
             if path == "":
                 return self.timeline(query)
             if m := re.fullmatch(r"entry/(\d{1,12})", path):
@@ -100,7 +110,7 @@ class Site:
         total = self.index.count(event)
         pages = max((total + per - 1) // per, 1)
         page = _int(query, "page", 1, 1, pages)
-        rows = self.index.page((page - 1) * per, per, event)
+        rows = Markup("".join(self.index.page_html((page - 1) * per, per, event)))
         nav = {"newer": self.url("", event=event, page=page - 1, per=per if per != PER_PAGE else None)
                if page > 1 else None,
                "older": self.url("", event=event, page=page + 1, per=per if per != PER_PAGE else None)
