@@ -22,6 +22,7 @@ def test_the_timeline_needs_sign_in_and_shows_the_road_newest_first(demo: Road):
     assert events == [("5", "rolled_back"), ("4", "known_good"), ("3", "merged"), ("2", "known_good"),
                       ("1", "merged")]
     assert page.text.count('data-state="verified"') == 5
+    assert page.text.count("witness ✓") == 5  # the App's `gating / audit` check runs, read over the API
     assert "signed in as @carol" in page.text
     assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
 
@@ -70,6 +71,20 @@ def test_details_url_of_the_approval_check_points_at_the_report(demo: Road):
     assert report_url(s, "acme/support-bot", "a" * 40) == \
         f"https://gating.example.com/pages/acme/support-bot/report/{'a' * 40}"
     assert report_url(Settings.load({}, environ={}), "acme/support-bot", "a" * 40) is None
+
+
+def test_the_approval_check_run_links_its_report_page(demo: Road):
+    from gating.policy.render import CheckOutput
+    from gating.server.handlers.approvals import publish
+
+    sha = demo.reports[1]["head"]
+    url = f"{demo.app_url}/pages/acme/support-bot/report/{sha}"
+    out = CheckOutput("completed", "success", "Approved", "all rules approved", "")
+    publish(demo.state.api, sha, out, str(demo.emu.app.app_id), url)
+    runs = [r for r in demo.emu.list_check_runs(demo.state.repo, sha) if r["name"] == "gating / approval"]
+    assert max(runs, key=lambda r: r["id"])["details_url"] == url
+    c, _ = sign_in(demo, "carol", url.removeprefix(demo.app_url))
+    assert c.get(url).status_code == 200
 
 
 def test_pages_are_off_without_a_public_url_and_refused_without_oauth_settings(tmp_path: Path):
