@@ -78,6 +78,12 @@ def test_case_filters_work_from_the_query(demo: Road):
 
 def test_entry_and_compare_pages(demo: Road):
     site = site_of(demo)
+    first = site.handle("entry/1", {})
+    assert f"eval report of {demo.reports[1]['head'][:7]}" in first.html  # the approved head, against its base
+    assert re.search(r"Latency p50 \d+ → \d+ ms", first.html) and "@carol" in first.html
+    timeline = site.handle("", {})
+    assert timeline.html.count('<span class="muted">production</span>') == 2
+    assert re.search(r'class="muted">to [0-9a-f]{7} \(last-good, comment\)', timeline.html)
     entry = site.handle("entry/3", {})
     assert entry.status == 200 and "issue_refund" in entry.html and "What changed" in entry.html
     rolled = site.handle("entry/5", {})

@@ -24,7 +24,7 @@ from gating.audit.verify import Report
 from gating.audit.witness import CrossCheck
 from gating.pages.source import Source
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 TREND_METRICS = ("pass_rate", "score", "latency_p95_ms", "cost_per_request_usd")
 
 _DDL = """
@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entries (
   seq INTEGER PRIMARY KEY, event TEXT, commit_sha TEXT, time TEXT, actor TEXT, pr INTEGER,
   snapshot_digest TEXT, verdict TEXT, signature TEXT, chain TEXT, witness TEXT, problems TEXT,
-  metrics TEXT, has_snapshot INTEGER, html TEXT);
+  metrics TEXT, has_snapshot INTEGER, note TEXT, html TEXT);
 CREATE INDEX IF NOT EXISTS entries_event ON entries (event, seq);
 CREATE INDEX IF NOT EXISTS entries_commit ON entries (commit_sha);
 CREATE TABLE IF NOT EXISTS evals (
@@ -62,6 +62,7 @@ class Row:
     problems: tuple[str, ...] = ()
     metrics: Mapping[str, Any] = field(default_factory=dict)
     has_snapshot: bool = False
+    note: str = ""  # what else the timeline says: the environment, the rollback target, the override's reason
 
     @property
     def verified(self) -> bool:
@@ -90,11 +91,11 @@ class RowRenderer(Protocol):
 
 def _row(r: Sequence[Any]) -> Row:
     return Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
-               tuple(json.loads(r[11])) if r[11] else (), json.loads(r[12]) if r[12] else {}, bool(r[13]))
+               tuple(json.loads(r[11])) if r[11] else (), json.loads(r[12]) if r[12] else {}, bool(r[13]), r[14] or "")
 
 
 _COLS = ("seq, event, commit_sha, time, actor, pr, snapshot_digest, verdict, signature, chain, witness, "
-         "problems, metrics, has_snapshot")
+         "problems, metrics, has_snapshot, note")
 
 
 class Index:
@@ -166,7 +167,7 @@ class Index:
             db.execute("DELETE FROM entries")
             db.execute("DELETE FROM evals")
             db.execute("DELETE FROM log_problems")
-            db.executemany(f"INSERT INTO entries ({_COLS}) VALUES ({', '.join('?' * 14)})", rows)
+            db.executemany(f"INSERT INTO entries ({_COLS}) VALUES ({', '.join('?' * 15)})", rows)
             db.executemany("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?)", evals)
             db.executemany("INSERT INTO log_problems (text) VALUES (?)", [(t,) for t in loose])
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -276,7 +277,25 @@ def _entry_values(e: Entry, sig: str, chain: str, witness: str, found: list[str]
     return (e.seq, e.event, e.commit, str(p.get("timestamp") or ""), str(p.get("actor") or ""),
             pr if isinstance(pr, int) else None, p.get("snapshot_digest"), evals.get("verdict"), sig, chain,
             witness, json.dumps(found) if found else None, json.dumps(kept, sort_keys=True) if kept else None,
-            1 if isinstance(p.get("snapshot"), dict) else 0)
+            1 if isinstance(p.get("snapshot"), dict) else 0, _note(p))
+
+
+def _note(p: Mapping[str, Any]) -> str:
+    dep = p.get("deployment") if isinstance(p.get("deployment"), dict) else {}
+    rb = p.get("rollback") if isinstance(p.get("rollback"), dict) else {}
+    parts = []
+    if dep.get("environment"):
+        parts.append(f"{dep['environment']}")
+    if isinstance(rb.get("target"), str):
+        parts.append(f"to {rb['target'][:7]} ({rb.get('target_ref') or '?'}, {rb.get('trigger') or '?'})")
+        if rb.get("trigger") == "alert":
+            parts.append("monitor alert")
+    for o in p.get("overrides") or []:
+        if isinstance(o, dict):
+            parts.append(f"override of {o.get('scope')}: {o.get('reason')}")
+    if p.get("backfilled"):
+        parts.append("backfilled")
+    return "; ".join(str(x) for x in parts)[:300]
 
 
 def eval_rows(store: Any) -> Iterable[tuple[Any, ...]]:

@@ -15,11 +15,13 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 def fmt_num(v: float | None, metric: str = "") -> str:
     """Numbers as the check run writes them: scores to 3 decimals, costs in dollars, latencies in ms."""
-    return _num(v, metric) if v is None or isinstance(v, int | float) else str(v)
+    if isinstance(v, int) and not isinstance(v, bool) and not metric.startswith("cost"):
+        return f"{v:,}"  # counts: cases, passed, errors
+    return _num(v if isinstance(v, int | float) else None, metric)
 
 
 def fmt_signed(v: float | None, metric: str = "") -> str:
-    return _signed(v, metric)
+    return _signed(v, metric) if isinstance(v, int | float) else ""
 
 
 @functools.cache

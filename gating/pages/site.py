@@ -139,9 +139,15 @@ class Site:
                 diff_problem = str(e)
         evals = pred.get("evals") if isinstance(pred.get("evals"), dict) else None
         report = self._report_commit(row, evals)
+        cmp, base_sha = None, None
+        if report:
+            try:
+                _full, _head, _base, base_sha, cmp, _meta = self.evaluation(report)
+            except NotFound:
+                pass
         return self._page("entry.html", title=f"{self.source.name}: seq {seq} ({row.event})", row=row, pred=pred,
                           before=before, changes=changes, diff_problem=diff_problem, evals=evals,
-                          report=report, fmt_num=fmt_num)
+                          report=report, cmp=cmp, base_sha=base_sha, fmt_num=fmt_num, fmt_signed=fmt_signed)
 
     def _predicate(self, row: Row) -> dict[str, Any]:
         """The entry's statement, read again from the notes (the index keeps only what lists need)."""
@@ -162,14 +168,12 @@ class Site:
         return {}
 
     def _report_commit(self, row: Row, evals: Mapping[str, Any] | None) -> str | None:
-        """The commit whose eval report backs this entry: its own note, else the pull request's head."""
-        if self.index.eval_of(row.commit):
-            return row.commit
-        pred_sha = None
-        for a in self._predicate(row).get("approvals") or []:
+        """The commit whose eval report backs this entry: the approved head of its pull request (its
+        evals compared with the base), else a note on the entry's own commit."""
+        for a in reversed(self._predicate(row).get("approvals") or []):
             if isinstance(a, dict) and isinstance(a.get("sha"), str) and self.index.eval_of(a["sha"]):
-                pred_sha = a["sha"]
-        return pred_sha
+                return str(a["sha"])
+        return row.commit if self.index.eval_of(row.commit) else None
 
     # -- report ----------------------------------------------------------------------------------------
 
@@ -194,7 +198,9 @@ class Site:
                 continue
         return {}
 
-    def report(self, sha: str, query: Mapping[str, str]) -> Page:
+    def evaluation(self, sha: str) -> tuple[str, RunResult, RunResult | None, str | None, Comparison, dict[str, Any]]:
+        """(commit, head run, base run, base commit, comparison, the note's own fields) of a commit's
+        eval note; the comparison is recomputed from both runs under the base's evals settings."""
         full = sha if len(sha) in (40, 64) else self.index.find_eval(sha)
         head, meta = self._run(full) if full else (None, {})
         if head is None or full is None:
@@ -203,6 +209,10 @@ class Site:
         base_sha = meta.get("compared_with")
         base, _ = self._run(base_sha) if base_sha else (None, {})
         cmp = compare(base, head, self._evals_config(base_sha if base else None, full))
+        return full, head, base, base_sha if base else None, cmp, meta
+
+    def report(self, sha: str, query: Mapping[str, str]) -> Page:
+        full, head, base, base_sha, cmp, meta = self.evaluation(sha)
         flt = query.get("filter") if query.get("filter") in FILTERS else "all"
         cases = self._cases(base, head, cmp, flt)
         counts = {f: len(self._cases(base, head, cmp, f)) for f in FILTERS}
@@ -210,7 +220,7 @@ class Site:
         verdict = meta.get("verdict") or cmp.verdict
         reasons = (meta.get("comparison") or {}).get("reasons") or cmp.reasons
         return self._page("report.html", title=f"{self.source.name}: evals of {full[:7]}", sha=full, head=head,
-                          base=base, base_sha=base_sha if base else None, cmp=cmp, verdict=verdict,
+                          base=base, base_sha=base_sha, cmp=cmp, verdict=verdict,
                           reasons=reasons, cases=cases, filter=flt, counts=counts, chosen=chosen,
                           charts=self._report_charts(base, head, cmp, full), entries=self.index.entries_on(full),
                           fmt_num=fmt_num, fmt_signed=fmt_signed)
