@@ -55,6 +55,19 @@ def test_no_secret_or_key_material_is_ever_rendered(demo: Road):
     assert "ghu_" not in str(c.cookies)
 
 
+def test_odd_repository_names_are_404_and_sign_in_returns_only_to_a_page(demo: Road):
+    c, _ = sign_in(demo, "carol")
+    for path in ("/pages/%2E%2E/app/", "/pages/acme/%2E%2E/", "/pages/-x/y/", "/pages/acme/..%2Fapp/"):
+        assert c.get(path).status_code == 404, path
+    import httpx
+
+    fresh = httpx.Client(base_url=demo.app_url)
+    fresh.get("/pages/login", params={"next": "https://evil.example/"})
+    assert fresh.get("/pages/callback", params={"code": "x", "state": "y"}).status_code == 400
+    c2, page = sign_in(demo, "carol", "/pages/login?next=//evil.example/")
+    assert page.status_code == 200 and str(page.url).startswith(demo.app_url + "/pages/")
+
+
 def test_a_forged_sign_in_callback_is_refused(demo: Road):
     import httpx
 

@@ -134,8 +134,7 @@ class Index:
         with self._lock:
             tips = self.tips(source)
             if not all(self.meta(k) == v for k, v in tips.items()):
-                self._build(source, tips)
-                self._render(rows)
+                self._build(source, tips, rows)
                 return True
             if rows is not None and self.meta("rows_key") != rows.key:
                 self._render(rows)
@@ -143,8 +142,7 @@ class Index:
 
     def rebuild(self, source: Source, rows: RowRenderer | None = None) -> None:
         with self._lock:
-            self._build(source, self.tips(source))
-            self._render(rows)
+            self._build(source, self.tips(source), rows)
 
     def _render(self, rows: RowRenderer | None) -> None:
         if rows is None:
@@ -155,10 +153,11 @@ class Index:
             db.executemany("UPDATE entries SET html = ? WHERE seq = ?", done)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('rows_key', ?)", (rows.key,))
 
-    def _build(self, source: Source, tips: dict[str, str]) -> None:
+    def _build(self, source: Source, tips: dict[str, str], renderer: RowRenderer | None) -> None:
+        """Everything in one transaction, rows rendered included: a reader sees the old index or the new."""
         report = source.verify(source.keys) if tips["audit_tip"] else Report(entries=[], findings=[])
         cross = source.witnesses(report.entries) if source.witnesses and report.entries else None
-        rows = list(entry_rows(report, source.keys, cross))
+        rows = [(*r, renderer.render(_row(r)) if renderer else None) for r in entry_rows(report, source.keys, cross)]
         seqs = {r[0] for r in rows}
         loose = [str(f) for f in report.findings if f.seq is None or f.seq not in seqs]
         evals = list(eval_rows(source.evals)) if tips["evals_tip"] else []
@@ -167,11 +166,11 @@ class Index:
             db.execute("DELETE FROM entries")
             db.execute("DELETE FROM evals")
             db.execute("DELETE FROM log_problems")
-            db.executemany(f"INSERT INTO entries ({_COLS}) VALUES ({', '.join('?' * 15)})", rows)
+            db.executemany(f"INSERT INTO entries ({_COLS}, html) VALUES ({', '.join('?' * 16)})", rows)
             db.executemany("INSERT OR REPLACE INTO evals VALUES (?, ?, ?, ?, ?, ?)", evals)
             db.executemany("INSERT INTO log_problems (text) VALUES (?)", [(t,) for t in loose])
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           [*tips.items(), ("key_source", source.key_source), ("rows_key", ""),
+                           [*tips.items(), ("key_source", source.key_source), ("rows_key", renderer.key if renderer else ""),
                             ("witness_app", cross.app_text if cross else "")])
 
     # -- reading -------------------------------------------------------------------------------------

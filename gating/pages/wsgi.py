@@ -3,8 +3,11 @@ what `gating view` serves, and what tests and the bench render through."""
 
 from __future__ import annotations
 
+import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable
+from html import escape
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -45,7 +48,13 @@ def application(site: Site) -> Callable[..., Iterable[bytes]]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/favicon.ico":
             return respond(Page(404, ""), start_response)
-        return respond(site.handle(path, query_of(environ.get("QUERY_STRING", ""))), start_response)
+        try:
+            page = site.handle(path, query_of(environ.get("QUERY_STRING", "")))
+        except Exception as e:  # a bug or a broken clone: the console gets the traceback, the page the gist
+            traceback.print_exc(file=sys.stderr)
+            page = Page(500, f"<!doctype html><title>error</title><h1>This page failed</h1><p>{escape(type(e).__name__)}: "
+                             f"{escape(str(e))[:500]}</p>")
+        return respond(page, start_response)
     return app
 
 

@@ -15,6 +15,8 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -44,10 +46,14 @@ if TYPE_CHECKING:
     from gating.server import AppState
     from gating.server.settings import Settings
 
+log = logging.getLogger("gating.app.pages")
 PREFIX = "/pages"
 SESSION_SECONDS = 8 * 3600  # a user-to-server token's lifetime
 ACCESS_SECONDS = 60  # how long GitHub's answer about a user's access to a repository is reused
 WITNESS_DEPTH = 20
+MAX_REMEMBERED = 10_000  # access answers kept in memory before they are all forgotten
+_OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 def report_url(settings: Settings, full_name: str, sha: str) -> str | None:
@@ -131,6 +137,8 @@ class Pages:
             if e.status == 401:
                 raise
             ok = False
+        if len(self._access) >= MAX_REMEMBERED:
+            self._access.clear()
         self._access[key] = (time.monotonic() + ACCESS_SECONDS, ok)
         return ok
 
@@ -264,6 +272,8 @@ def blueprint(state: AppState) -> Blueprint:
     @bp.get(f"{PREFIX}/<owner>/<name>/<path:rest>")
     def repository(owner: str, name: str, rest: str = "") -> Any:
         full = f"{owner}/{name}"
+        if not _OWNER.match(owner) or not _NAME.match(name) or name in (".", ".."):
+            return reply(not_found())
         who = pages.sessions.get(session.get("sid"))
         here = request.full_path.rstrip("?")
         if who is None:
@@ -279,7 +289,12 @@ def blueprint(state: AppState) -> Blueprint:
             return reply(not_found(login))
         site = Site(pages.source(repo), pages.index(repo.full_name), f"{PREFIX}/{repo.full_name}", signed_in=login,
                     sign_out=f"{PREFIX}/logout")
-        return reply(site.handle(rest, {k: v for k, v in request.args.items()}))
+        try:
+            return reply(site.handle(rest, {k: v for k, v in request.args.items()}))
+        except GitHubError as e:  # GitHub failed the App's reads: say so, as a page
+            log.warning("pages of %s: %s", full, e)
+            return reply(Page(502, _plain_page("GitHub did not answer", f"Reading {full} from GitHub failed "
+                                               f"(HTTP {e.status}); try again in a moment.", login)))
 
     return bp
 
