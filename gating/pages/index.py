@@ -84,7 +84,8 @@ class EvalRow:
 
 
 class RowRenderer(Protocol):
-    key: str  # changes when the HTML would (the page's prefix, the links' base)
+    @property
+    def key(self) -> str: ...  # changes when the HTML would (the page's prefix, the links' base)
 
     def render(self, row: Row) -> str: ...
 
@@ -267,10 +268,14 @@ def entry_rows(report: Report, keys: Mapping[str, Ed25519PublicKey], cross: Cros
             yield _entry_values(e, sig or OK, chain, witness, found)
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def _entry_values(e: Entry, sig: str, chain: str, witness: str, found: list[str]) -> tuple[Any, ...]:
     p = e.predicate
-    evals = p.get("evals") if isinstance(p.get("evals"), dict) else {}
-    metrics = evals.get("metrics") if isinstance(evals.get("metrics"), dict) else {}
+    evals = _dict(p.get("evals"))
+    metrics = _dict(evals.get("metrics"))
     kept = {k: v for k, v in metrics.items() if k in TREND_METRICS or k.startswith("score:")}
     pr = p.get("pull_request")
     return (e.seq, e.event, e.commit, str(p.get("timestamp") or ""), str(p.get("actor") or ""),
@@ -280,8 +285,7 @@ def _entry_values(e: Entry, sig: str, chain: str, witness: str, found: list[str]
 
 
 def _note(p: Mapping[str, Any]) -> str:
-    dep = p.get("deployment") if isinstance(p.get("deployment"), dict) else {}
-    rb = p.get("rollback") if isinstance(p.get("rollback"), dict) else {}
+    dep, rb = _dict(p.get("deployment")), _dict(p.get("rollback"))
     parts = []
     if dep.get("environment"):
         parts.append(f"{dep['environment']}")
@@ -308,7 +312,7 @@ def eval_rows(store: Any) -> Iterable[tuple[Any, ...]]:
             continue
         if not isinstance(doc, dict):
             continue
-        m = doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}
+        m = _dict(doc.get("metrics"))
         rate, cases = m.get("pass_rate"), m.get("cases")
         yield (commit, doc.get("verdict"), doc.get("role"), doc.get("compared_with"),
                rate if isinstance(rate, int | float) else None, cases if isinstance(cases, int) else None)

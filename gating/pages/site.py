@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
@@ -155,9 +155,9 @@ class Site:
 
         tip = self.source.audit.tip()
         if tip:
-            from gating.audit.log import read_note
+            from gating.audit.log import NotesBackend, read_note
 
-            data = read_note(self.source.audit, row.commit, tip)
+            data = read_note(cast("NotesBackend", self.source.audit), row.commit, tip)
             for line in split_lines(data or b""):
                 try:
                     e = parse_line(line, row.commit)
@@ -213,7 +213,7 @@ class Site:
 
     def report(self, sha: str, query: Mapping[str, str]) -> Page:
         full, head, base, base_sha, cmp, meta = self.evaluation(sha)
-        flt = query.get("filter") if query.get("filter") in FILTERS else "all"
+        flt = str(query.get("filter")) if query.get("filter") in FILTERS else "all"
         cases = self._cases(base, head, cmp, flt)
         counts = {f: len(self._cases(base, head, cmp, f)) for f in FILTERS}
         chosen = query.get("case")
@@ -243,8 +243,8 @@ class Site:
         return out
 
     def _report_charts(self, base: RunResult | None, head: RunResult, cmp: Comparison, sha: str) -> dict[str, Any]:
-        deltas = [charts.Delta(r.metric, r.delta, *(r.interval or (None, None)), r.status,
-                               fmt_signed(r.delta, r.metric))
+        deltas = [charts.Delta(r.metric, r.delta, r.interval[0] if r.interval else None,
+                               r.interval[1] if r.interval else None, r.status, fmt_signed(r.delta, r.metric))
                   for r in cmp.rows if r.delta is not None and r.metric.startswith(("pass_rate", "score", "error_rate"))]
 
         def lat(run: RunResult | None) -> list[float]:
@@ -262,7 +262,7 @@ class Site:
             if isinstance(head.metrics.get(metric), int | float) and not any(m.commit == sha for m in merges):
                 pts.append(charts.Point(f"this change · {sha[:7]}", float(head.metrics[metric]), current=True))
             if pts:
-                trends.append(charts.trend_chart(metric, pts[-TREND_MERGES:], lambda v, m=metric: fmt_num(v, m)))
+                trends.append(charts.trend_chart(metric, pts[-TREND_MERGES:], _formatter(metric)))
         return {
             "deltas": charts.delta_chart(deltas, "Score deltas, head − base, with 95% intervals"),
             "latency": charts.distribution_chart([(n, lat(r)) for n, r in sides], "Latency per case (ms)",
@@ -316,6 +316,10 @@ class Site:
         return self._page("compare.html", title=f"{self.source.name}: {a[:7]} → {b[:7]}", a=a, b=b, a_why=a_why,
                           b_why=b_why, changes=changes, problem=problem, base_q=query.get("base", ""),
                           head_q=query.get("head", ""))
+
+
+def _formatter(metric: str) -> charts.Fmt:
+    return lambda v: fmt_num(v, metric)
 
 
 def case_anchor(case_id: str) -> str:
