@@ -77,7 +77,7 @@ def test_a_forged_sign_in_callback_is_refused(demo: Road):
 
 
 def test_details_url_of_the_approval_check_points_at_the_report(demo: Road):
-    from gating.server.pages import report_url
+    from gating.server.links import report_url
     from gating.server.settings import Settings
 
     s = Settings.load({"GATING_PUBLIC_URL": "https://gating.example.com"}, environ={})

@@ -69,7 +69,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     from flask import Flask, jsonify
     from werkzeug.exceptions import HTTPException
 
-    from gating.server import pages, webhooks
+    from gating.server import webhooks
 
     if not isinstance(settings, Settings):
         settings = Settings.load(settings)
@@ -93,7 +93,10 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     for bp in blueprints(settings.handler_modules):
         app.register_blueprint(bp)
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
-    pages.install(app, state)
+    if settings.public_url:  # the pages (README: Pages), imported only when they are served
+        from gating.server import pages
+
+        pages.install(app, state)
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log

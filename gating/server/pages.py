@@ -39,6 +39,7 @@ from gating.pages.render import render
 from gating.pages.site import Page, Site
 from gating.pages.source import Source
 from gating.pages.wsgi import SECURITY_HEADERS
+from gating.server.links import PREFIX, report_url  # noqa: F401  (report_url: the check runs' link)
 
 if TYPE_CHECKING:
     from flask import Blueprint, Flask
@@ -47,20 +48,12 @@ if TYPE_CHECKING:
     from gating.server.settings import Settings
 
 log = logging.getLogger("gating.app.pages")
-PREFIX = "/pages"
 SESSION_SECONDS = 8 * 3600  # a user-to-server token's lifetime
 ACCESS_SECONDS = 60  # how long GitHub's answer about a user's access to a repository is reused
 WITNESS_DEPTH = 20
 MAX_REMEMBERED = 10_000  # access answers kept in memory before they are all forgotten
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-
-
-def report_url(settings: Settings, full_name: str, sha: str) -> str | None:
-    """Where a check run's `details_url` points: the eval report page, when the App has pages."""
-    if not settings.public_url:
-        return None
-    return f"{settings.public_url.rstrip('/')}{PREFIX}/{full_name}/report/{sha}"
 
 
 def _derive(settings: Settings, label: bytes) -> bytes:

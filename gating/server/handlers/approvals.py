@@ -38,8 +38,8 @@ from gating.policy import (
 from gating.policy.missing import missing_permission_check
 from gating.server import overrides
 from gating.server.handlers import JobContext, Payload, Registry, pull_key
+from gating.server.links import report_url
 from gating.server.overrides import Seen
-from gating.server.pages import report_url
 from gating.system.manifest import ManifestError, parse_manifest
 from gating.system.snapshot import Snapshot, build_snapshot, empty_snapshot
 
