@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     host, port = server.server_address[:2]
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"gating view: listening on {args.host}: anyone who can reach it reads this clone's audit log and "
+              "eval results (there is no sign-in)", file=sys.stderr)
     print(f"gating view: {source.name} at http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
     try:
         while thread.is_alive():

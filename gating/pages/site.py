@@ -138,7 +138,7 @@ class Site:
             except (ManifestError, ValueError) as e:
                 diff_problem = str(e)
         evals = pred.get("evals") if isinstance(pred.get("evals"), dict) else None
-        report = self._report_commit(row, evals)
+        report = self._report_commit(row, pred)
         cmp, base_sha = None, None
         if report:
             try:
@@ -167,11 +167,12 @@ class Site:
                     return e.predicate
         return {}
 
-    def _report_commit(self, row: Row, evals: Mapping[str, Any] | None) -> str | None:
+    def _report_commit(self, row: Row, pred: Mapping[str, Any]) -> str | None:
         """The commit whose eval report backs this entry: the approved head of its pull request (its
         evals compared with the base), else a note on the entry's own commit."""
-        for a in reversed(self._predicate(row).get("approvals") or []):
-            if isinstance(a, dict) and isinstance(a.get("sha"), str) and self.index.eval_of(a["sha"]):
+        for a in reversed(pred.get("approvals") or []):
+            if isinstance(a, dict) and isinstance(a.get("sha"), str) and _SHA.match(a["sha"]) \
+                    and self.index.eval_of(a["sha"]):
                 return str(a["sha"])
         return row.commit if self.index.eval_of(row.commit) else None
 
@@ -207,6 +208,8 @@ class Site:
             raise NotFound(f"no eval results for commit {sha}: the `gating / eval` check stores them as a git "
                            "note (refs/notes/gating/evals) on the commit it evaluated")
         base_sha = meta.get("compared_with")
+        if not isinstance(base_sha, str) or not _SHA.match(base_sha):  # a note names its base by full sha
+            base_sha = None
         base, _ = self._run(base_sha) if base_sha else (None, {})
         cmp = compare(base, head, self._evals_config(base_sha if base else None, full))
         return full, head, base, base_sha if base else None, cmp, meta
