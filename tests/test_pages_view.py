@@ -91,6 +91,11 @@ def test_entry_and_compare_pages(demo: Road):
     cmp = site.handle("compare", {"base": "1", "head": "3"})
     assert cmp.status == 200 and "issue_refund" in cmp.html
     assert site.handle("compare", {"base": "nonsense!"}).status == 404
+    day = re.search(r"<td>(\d{4}-\d{2}-\d{2})T", site.handle("", {}).html).group(1)
+    same = site.handle("compare", {"base": day, "head": "now"})  # "that day" and "now": the newest both times
+    assert same.status == 200 and "No change to the LLM system." in same.html and "the newest at or before" in same.html
+    before = site.handle("compare", {"base": "2000-01-01"})
+    assert before.status == 404 and "no entry with a snapshot at or before 2000-01-01" in before.html
     assert site.handle("entry/99", {}).status == 404
     assert site.handle("report/" + "0" * 40, {}).status == 404
 

@@ -280,6 +280,8 @@ class Site:
     def _snapshot_point(self, text: str, default: Row | None) -> tuple[str, str]:
         """(commit, how it was chosen) for a seq, a commit (prefix) or a date (the newest entry up to it)."""
         text = text.strip()
+        if text.lower() == "now":
+            text, default = "", self.index.newest_with_snapshot()
         if not text:
             if default is None:
                 raise NotFound("the log has no entry with a snapshot to compare")
