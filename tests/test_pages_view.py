@@ -140,10 +140,14 @@ def test_the_index_is_rebuilt_when_the_notes_move(demo: Road, tmp_path):
     assert idx.count() == 5
 
 
-def test_gating_view_serves_the_pages_on_loopback(demo: Road, capsys):
+def test_gating_view_serves_the_pages_on_loopback(demo: Road, capsys, monkeypatch):
     from app_support import free_port
 
     from gating.commands.cli import main
+
+    monkeypatch.setenv("GITHUB_TOKEN", demo.emu.read_only_token())  # the App's witnesses, read from the API
+    for k in ("GITHUB_REPOSITORY", "GITHUB_API_URL", "GATING_AUDIT_APP_ID"):
+        monkeypatch.delenv(k, raising=False)
 
     port = free_port()
     done: list[int] = []
@@ -160,6 +164,7 @@ def test_gating_view_serves_the_pages_on_loopback(demo: Road, capsys):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     assert r.status_code == 200 and 'data-seq="5"' in r.text
+    assert r.text.count("witness ✓") == 5
     assert httpx.get(base + "/entry/1").status_code == 200
     assert httpx.post(base + "/").status_code == 405
     assert f"at {base}/ (Ctrl-C stops it)" in capsys.readouterr().out

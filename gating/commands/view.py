@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 from gating.audit import keys as keymod
 from gating.audit import log as audit_log
+from gating.audit.entry import Entry
+from gating.audit.witness import WITNESS_CHECK, CrossCheck, cross_check, parse_run
 from gating.commands.audit_verify import PUBLISHED_KEY, _from_remote, published_key
 from gating.commands.cli import UsageError
 from gating.commands.common import repo
@@ -30,10 +33,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", action="append", metavar="PUB.pem",
                    help=f"trusted public key of the audit log (repeatable; default: {PUBLISHED_KEY} at HEAD)")
     p.add_argument("--remote", default="origin", help="remote whose URL names the repository for links (default origin)")
-    p.set_defaults(func=run)
+    p.add_argument("--no-witness", action="store_true",
+                   help="do not read the App's `gating / audit` witnesses (read when GITHUB_TOKEN is set)")
+    p.set_defaults(func=run, github_repo=None, api_url=None, app_id=None)
 
 
-def local_source(g: Git, key_paths: list[str] | None = None, remote: str = "origin") -> Source:
+def witness_reader(g: Git, args: argparse.Namespace) -> tuple[Callable[[Sequence[Entry]], CrossCheck | None] | None, str]:
+    """The App's witnesses read as `gating audit verify` reads them (a token is needed), or why not."""
+    from gating.commands.audit_verify import WITNESS_DEPTH, app_pin, scan_commits, witness_source
+    from gating.github.witness import runs_on
+
+    src = witness_source(g, args)
+    if src.repo is None:
+        return None, src.why
+    pin, repo = app_pin(g, args), src.repo
+
+    def read(entries: Sequence[Entry]) -> CrossCheck | None:
+        commits = scan_commits(g, [e.commit for e in entries], WITNESS_DEPTH)
+        return cross_check([parse_run(r) for r in runs_on(repo, commits, WITNESS_CHECK)], entries, pin)
+    return read, ""
+
+
+def local_source(g: Git, key_paths: list[str] | None = None, remote: str = "origin",
+                 witnesses: Callable[[Sequence[Entry]], CrossCheck | None] | None = None) -> Source:
     audit, evals = LocalNotes(g, AUDIT_REF), LocalNotes(g, EVALS_REF)
     if key_paths:
         keys = {}
@@ -54,7 +76,7 @@ def local_source(g: Git, key_paths: list[str] | None = None, remote: str = "orig
         verify=lambda k: audit_log.verify(audit, k),
         revision=lambda c: GitRevision(g, c),
         note=lambda c: g.notes_show(EVALS_REF, c),
-        keys=keys, key_source=where, witnesses=None, web_url=web,
+        keys=keys, key_source=where, witnesses=witnesses, web_url=web,
         resolve=lambda rev: g.resolve(rev))
 
 
@@ -62,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from gating.pages.wsgi import serve
 
     g = repo(args)
+    witnesses, why = witness_reader(g, args)
+    if witnesses is None:
+        print(f"gating view: the App's witnesses are not read ({why})", file=sys.stderr)
     try:
-        source = local_source(g, args.key, args.remote)
+        source = local_source(g, args.key, args.remote, witnesses)
     except keymod.KeyError_ as e:
         raise UsageError(str(e)) from None
     if source.audit.tip() is None and source.evals.tip() is None:
