@@ -168,3 +168,14 @@ def test_gating_view_serves_the_pages_on_loopback(demo: Road, capsys, monkeypatc
     assert httpx.get(base + "/entry/1").status_code == 200
     assert httpx.post(base + "/").status_code == 405
     assert f"at {base}/ (Ctrl-C stops it)" in capsys.readouterr().out
+
+
+def test_gating_view_imports_no_web_framework():
+    """It runs on the Action's slim install (requirements/action.txt: Jinja2, no Flask or werkzeug)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, gating.commands.view, gating.pages.wsgi, gating.pages.site; "
+            "print(sorted({'flask', 'werkzeug', 'gunicorn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
