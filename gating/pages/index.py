@@ -238,10 +238,14 @@ class Index:
         return [r[0] for r in self._db().execute("SELECT text FROM log_problems ORDER BY n")]
 
 
+WITNESS_DEPTH = 20  # the witnesses are read for the newest entries only, as `gating audit verify` reads them
+
+
 def entry_rows(report: Report, keys: Mapping[str, Ed25519PublicKey], cross: CrossCheck | None
                ) -> Iterable[tuple[Any, ...]]:
     """One row per parsed entry: its own signature, what else the verification found at its seq,
-    and what the App's witnesses say of it."""
+    and what the App's witnesses say of it (older entries than the newest WITNESS_DEPTH, whose
+    witnesses were not read, are "not checked" unless a witness of theirs turned up)."""
     declared, _bad = declared_keys(report.entries)
     every = {**declared, **keys}
     by_seq: dict[int, list[str]] = {}
@@ -249,6 +253,7 @@ def entry_rows(report: Report, keys: Mapping[str, Ed25519PublicKey], cross: Cros
         if f.seq is not None:
             by_seq.setdefault(f.seq, []).append(f.message)
     witnessed = {w.seq for w in cross.counted} if cross else set()
+    newest = {e.seq for e in report.entries[-WITNESS_DEPTH:]}
     witness_problems: dict[int, str] = {}
     for f in cross.findings if cross else []:
         if f.seq is not None:
@@ -261,10 +266,12 @@ def entry_rows(report: Report, keys: Mapping[str, Ed25519PublicKey], cross: Cros
             chain = next((m for m in found if m != sig), OK)
             if e.seq in witness_problems:
                 witness = witness_problems[e.seq]
-            elif cross is None:
+            elif e.seq in witnessed:
+                witness = OK
+            elif cross is None or e.seq not in newest:
                 witness = "not checked"
             else:
-                witness = OK if e.seq in witnessed else "not witnessed"
+                witness = "not witnessed"
             yield _entry_values(e, sig or OK, chain, witness, found)
 
 

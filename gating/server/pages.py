@@ -34,7 +34,7 @@ from gating.audit.verify import verify_log
 from gating.audit.witness import WITNESS_CHECK, AppPin, cross_check, parse_run
 from gating.git.notes import EVALS_REF
 from gating.github import ApiRevision, GitDatabaseNotes, GitHubError, Repo, token_client
-from gating.pages.index import Index
+from gating.pages.index import WITNESS_DEPTH, Index
 from gating.pages.render import render
 from gating.pages.site import Page, Site
 from gating.pages.source import Source
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gating.app.pages")
 SESSION_SECONDS = 8 * 3600  # a user-to-server token's lifetime
 ACCESS_SECONDS = 60  # how long GitHub's answer about a user's access to a repository is reused
-WITNESS_DEPTH = 20
 MAX_REMEMBERED = 10_000  # access answers kept in memory before they are all forgotten
 _OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
