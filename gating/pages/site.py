@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 
@@ -21,7 +21,7 @@ from gating.check.notes import parse_note
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_snapshots
 from gating.evals.compare import compare, outcome, why
-from gating.evals.records import CaseResult, Comparison, RunResult
+from gating.evals.records import Comparison, RunResult
 from gating.pages import charts
 from gating.pages.index import Index, Row
 from gating.pages.render import fmt_num, fmt_signed, render, render_row
@@ -325,11 +325,3 @@ class Site:
 
 def _formatter(metric: str) -> charts.Fmt:
     return lambda v: fmt_num(v, metric)
-
-
-def case_anchor(case_id: str) -> str:
-    return "case-" + quote(case_id, safe="")
-
-
-def case_outputs(c: CaseResult | None) -> str:
-    return "" if c is None else (c.output or (f"({c.error}: {c.error_message})" if c.error else ""))
