@@ -12,7 +12,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gating/ gating/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# gating with the `app` extra (Flask, gunicorn): wheels of it and of everything it needs
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[app]'
 
 FROM python:3.11-slim
 # git: the audit trail's push backend speaks git's smart HTTP

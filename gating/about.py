@@ -8,9 +8,7 @@ the `uses:` reference from `action_ref()`, and a test checks they agree.
 from __future__ import annotations
 
 import re
-import tomllib
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 import gating
@@ -37,6 +35,8 @@ def repository() -> str:
     is as old as the install)."""
     urls = _checkout_urls()
     if urls is None:
+        from importlib import metadata  # here, as tomllib is: `gating --help` needs only the version
+
         try:
             urls = dict(u.split(", ", 1) for u in metadata.metadata(DIST).get_all("Project-URL") or [])
         except metadata.PackageNotFoundError:
@@ -54,6 +54,8 @@ def action_ref() -> str:
 
 
 def _checkout_urls() -> dict[str, str] | None:
+    import tomllib
+
     path = Path(__file__).resolve().parent.parent / "pyproject.toml"
     try:
         project = tomllib.loads(path.read_text(encoding="utf-8")).get("project") or {}

@@ -21,16 +21,12 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.events import (
-    AliasEvent,
-    CollectionEndEvent,
-    CollectionStartEvent,
-    ScalarEvent,
-)
+if TYPE_CHECKING:  # ruamel is imported by the first YAML read (a quick start for the CLI)
+    from ruamel.yaml import YAML
+
+from gating.errors import FAILED, GatingError
 
 MiB = 1024 * 1024
 
@@ -51,7 +47,7 @@ LINE = replace(DEFAULT, max_bytes=1 * MiB)  # one line of a JSONL file (a case, 
 NOTE = replace(DEFAULT, max_depth=2 * DEFAULT.max_depth)  # a git note embeds documents read with DEFAULT
 
 
-class LimitError(ValueError):
+class LimitError(GatingError):
     """A document exceeds a limit: refused before it is built, naming the file and the limit."""
 
     def __init__(self, file: str, message: str, line: int = 1, column: int = 1):
@@ -63,6 +59,8 @@ class LimitError(ValueError):
 
 
 def _event_parser() -> YAML:
+    from ruamel.yaml import YAML
+
     return YAML(typ="safe", pure=False)  # libyaml's parser when ruamel.yaml.clib is installed
 
 
@@ -72,6 +70,9 @@ def check_yaml(text: str, source: str, limits: Limits = DEFAULT) -> None:
     Syntax errors are left to the loader that follows, which reports them in its own words: it
     reads no further than this pass did before the error.
     """
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
+
     check_budget(source)
     check_size(source, len(text) if len(text) * 4 <= limits.max_bytes else len(text.encode("utf-8")), limits)
     depth = expanded = aliases = 0
@@ -125,7 +126,11 @@ def load_yaml(text: str, source: str, *, typ: str = "safe", limits: Limits = DEF
     """`YAML(typ=typ).load(text)` (or the given loader's), after `check_yaml`; raises LimitError or
     the loader's YAMLError."""
     check_yaml(text, source, limits)
-    return (yaml or YAML(typ=typ)).load(text)
+    if yaml is None:
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ=typ)
+    return yaml.load(text)
 
 
 # -- JSON -------------------------------------------------------------------------------------------
@@ -173,6 +178,8 @@ def check_size(source: str, size: int, limits: Limits = DEFAULT, line: int = 1) 
 
 class BudgetExceeded(LimitError):
     """A job ran past its wall-clock or memory bound; `file` is what it was doing then."""
+
+    exit_code = FAILED
 
     def __str__(self) -> str:
         return f"{self.message}, while reading {self.file}"

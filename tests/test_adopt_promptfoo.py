@@ -88,15 +88,17 @@ def test_import_converts_what_gating_supports_and_lists_the_rest(repo: Git, caps
     rc = main(["-C", str(repo.root), "import", "promptfoo", "promptfooconfig.yaml"])
     out = capsys.readouterr().out
     assert rc == 0
-    # 3 prompts x 2 convertible providers = 6 prompt components; 2 tests each on all 6
-    assert out.startswith("Converted promptfooconfig.yaml: 12 cases.\n")
+    # 3 prompts x 2 convertible providers = 6 prompt components; 2 tests, and one with a list var (2 runs), on all 6
+    assert out.startswith("Converted promptfooconfig.yaml: 24 cases.\n")
     assert "Wrote:\n  prompts/chat.yml\n  prompts/prompt-3.md\n  gating.yml\n  evals/promptfoo.jsonl\n" in out
-    for line in ("2 x assertion type `javascript`", "1 x assertion type `similar`",
+    for line in ("2 x assertion type `javascript`",
                  "1 x provider `exec:python run.py`", "1 x provider `file://provider.py`",
-                 "1 x provider config key `response_format`", "1 x test with a list or file:// var",
-                 "1 x tests loaded from a file (file://, CSV, ...)"):
+                 "1 x provider config key `response_format`",
+                 "1 x tests from a file that is not in the repository or not CSV/YAML/JSON"):
         assert f"\n  {line}\n" in out, line
-    assert "Not converted (8): " in out
+    assert "Not converted (6): " in out
+    assert "evals:\n  datasets:" in (repo.root / "gating.yml").read_text()
+    assert "  embedding: embedding\n" in (repo.root / "gating.yml").read_text()
     assert "| `gpt-4o` | openai | `gpt-4o-2024-08-06` |" in out
 
     manifest = (repo.root / "gating.yml").read_text()
@@ -110,20 +112,20 @@ def test_import_converts_what_gating_supports_and_lists_the_rest(repo: Git, caps
     assert [c["id"] for c in cases[:2]] == ["refund-window-answer-gpt-4o", "refund-window-answer-haiku"]
     first = cases[0]
     assert first["description"] == "Refund window"
+    assert "  defaults:\n    assert:\n    - type: latency\n      value: 5000\n" in manifest  # defaultTest
     assert first["assert"] == [
-        {"type": "latency", "value": 5000},
         {"type": "icontains", "value": "30 days"},
         {"type": "equals", "value": "You have 30 days to return it."},
-        {"type": "contains", "value": "[[answer: You have 30 days to return it.]]"},  # {{question}} filled in
+        {"type": "contains", "value": "{{question}}"},  # gating fills it from the case's vars
         {"type": "not-contains", "value": "password"},
         {"type": "regex", "value": "\\d+ days"},
         {"type": "rubric", "threshold": 0.8, "value": "Answers politely"},
         {"type": "cost", "value": 0.01},
     ]
     json_case = next(c for c in cases if c["id"].startswith("json-answers"))
-    assert json_case["assert"][1:] == [{"type": "is-json"}, {"type": "json-schema",
+    assert json_case["assert"] == [{"type": "is-json"}, {"type": "json-schema",
                                                              "value": {"type": "object", "required": ["ok"]}},
-                                       {"type": "contains-any", "value": ["ok", "fine"]}]
+                                       {"type": "similar", "value": "ok"}, {"type": "contains-any", "value": ["ok", "fine"]}]
     assert main(["-C", str(repo.root), "snapshot", "--digest"]) == 0
 
 
@@ -136,14 +138,14 @@ def test_the_converted_evals_run(repo: Git, llm: LLMServer, monkeypatch: pytest.
     main(["-C", str(repo.root), "eval", "--json", str(tmp_path / "r.json")])
     report = json.loads((tmp_path / "r.json").read_text())
     cases = {c["id"]: c for c in report["head"]["cases"]}
-    assert len(cases) == 12
+    assert len(cases) == 24
     refund = cases["refund-window-answer-gpt-4o"]
     results = {a["type"]: a["passed"] for a in refund["assertions"]}
     assert {t: results[t] for t in ("latency", "icontains", "equals", "contains", "not-contains", "regex")} == {
         "latency": True, "icontains": True, "equals": True, "contains": False, "not-contains": True, "regex": True}
     json_case = cases["json-answers-answer-gpt-4o"]
     assert [(a["type"], a["passed"]) for a in json_case["assertions"]][1:] == [
-        ("is-json", True), ("json-schema", True), ("contains-any", True)]
+        ("is-json", True), ("json-schema", True), ("similar", False), ("contains-any", True)]
 
 
 def test_a_second_import_refuses_to_overwrite_and_force_replaces(repo: Git, capsys: pytest.CaptureFixture) -> None:
@@ -179,6 +181,8 @@ def test_a_config_that_cannot_be_read_is_named(repo: Git, config: str | None, me
 
 def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> None:
     samples = {"latency": {"threshold": 100}, "cost": {"threshold": 0.5}, "is-json": {}, "is-refusal": {},
+               "contains-json": {}, "python": {"value": "output != ''"}, "context-faithfulness": {},
+               "answer-relevance": {},
                "llm-rubric": {"value": "polite", "threshold": 0.5}, "factuality": {"value": "Paris"}}
     for ptype, rule in PROMPTFOO_ASSERTIONS.items():
         assert rule.type in ALL_TYPES, ptype
@@ -186,6 +190,94 @@ def test_every_row_of_the_mapping_table_makes_an_assertion_gating_accepts() -> N
             spec, why = convert_assertion({"type": t, **samples.get(ptype, {"value": "x"})})
             assert spec is not None and why == "", t
             assert check_spec(spec, {}) is None, (t, spec)
-    assert convert_assertion({"type": "starts-with", "value": "a.b"})[0] == {"type": "regex", "value": "^a\\.b"}
+    assert convert_assertion({"type": "starts-with", "value": "a.b"})[0] == {"type": "starts-with", "value": "a.b"}
     assert convert_assertion({"type": "contains", "value": "x", "transform": "output.trim()"}) == (
         None, "assertion `contains` with `transform`")
+
+
+FEATURES = """\
+description: Checked bot
+prompts:
+  - "{{greeting}} {{question}}"
+providers:
+  - openai:gpt-4o-2024-08-06
+  - id: vertex:gemini-2.0-flash-001
+    config: {projectId: acme, region: europe-west4}
+  - id: bedrock:anthropic.claude-3-5-haiku-20241022-v1:0
+    config: {region: eu-west-1}
+  - id: azure:chat:gpt-4o-2024-08-06
+    config: {apiHost: acme.openai.azure.com, apiVersion: "2024-10-21"}
+defaultTest:
+  vars: {greeting: ""}
+  options: {transform: "file://checks/transforms.py:strip_it"}
+  assert:
+    - type: python
+      value: file://checks/asserts.py
+tests:
+  - description: short refund
+    vars: {question: "[[answer: Refund in 30 days]]"}
+    threshold: 0.5
+    assert:
+      - type: python
+        value: "len(output) < 40"
+      - type: python
+        value: file://checks/asserts.py:mentions
+        config: {word: days}
+      - type: icontains
+        value: never
+  - description: from a file
+    vars: {question: "file://docs/q.txt"}
+  - file://tests.csv
+  - file://more.yaml
+"""
+
+FEATURE_FILES = {
+    "checks/asserts.py": "def get_assert(output, context):\n    return 'refund' in output.lower()\n\n\n"
+                         "def mentions(output, context):\n    return context['config']['word'] in output\n",
+    "checks/transforms.py": "def strip_it(output, context):\n    return output.strip()\n",
+    "docs/q.txt": "[[answer: no refund here]]",
+    "tests.csv": "question,__expected\n[[answer: Refund soon]],contains: soon\n[[answer: nope]],contains: soon\n",
+    "more.yaml": "- description: yaml test\n  vars: {question: ['[[answer: refund a]]', '[[answer: refund b]]']}\n",
+}
+
+
+def test_import_converts_python_checks_defaults_files_csv_and_native_providers(
+        tmp_path: Path, llm: LLMServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    g = init_repo(tmp_path / "pf2")
+    for path, text in {"promptfooconfig.yaml": FEATURES, **FEATURE_FILES}.items():
+        (g.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (g.root / path).write_text(text, encoding="utf-8")
+    commit_all(g, "promptfoo evals")
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "Not converted" not in out, out
+    manifest = (g.root / "gating.yml").read_text()
+    for part in ("provider: vertex\n      model: gemini-2.0-flash-001\n      project: acme\n      location: europe-west4\n",
+                 "provider: bedrock\n      model: anthropic.claude-3-5-haiku-20241022-v1:0\n      region: eu-west-1\n",
+                 "base_url: https://acme.openai.azure.com\n      api_version: '2024-10-21'\n",
+                 "  python:\n  - checks/asserts.py\n  - checks/transforms.py\n", "  files:\n  - docs/q.txt\n",
+                 "    transform: file://checks/transforms.py:strip_it\n",
+                 "    - type: python\n      value: file://checks/asserts.py:get_assert\n"):
+        assert part in manifest, part
+    cases = [json.loads(line) for line in (g.root / "evals/promptfoo.jsonl").read_text().splitlines()]
+    first = cases[0]
+    assert first["threshold"] == 0.5 and first["assert"][1] == {
+        "type": "python", "value": "file://checks/asserts.py:mentions", "config": {"word": "days"}}
+    assert {c["vars"]["question"] for c in cases} == {
+        "[[answer: Refund in 30 days]]", "file://docs/q.txt", "[[answer: Refund soon]]", "[[answer: nope]]",
+        "[[answer: refund a]]", "[[answer: refund b]]"}
+
+    # run the converted evals on the openai pairing and compare each verdict with promptfoo's semantics
+    for k, v in {**llm.env(), "GATING_PROVIDER": "live", "GATING_CACHE_DIR": str(tmp_path / "c")}.items():
+        monkeypatch.setenv(k, v)
+    main(["-C", str(g.root), "eval", "--json", str(tmp_path / "r.json"), "--only", "prompt-1-gpt-4o-2024-08-06"])
+    report = json.loads((tmp_path / "r.json").read_text())
+    verdicts = {c["id"].removesuffix("-prompt-1-gpt-4o-2024-08-06"): c["passed"] for c in report["head"]["cases"]
+                if c["id"].endswith("-prompt-1-gpt-4o-2024-08-06")}
+    assert verdicts == {
+        "short-refund": True,  # 3 of 4 assertions pass: 0.75 >= the test's threshold 0.5
+        "from-a-file": True,   # the file's text is the question; its answer mentions a refund
+        "case-3": True,        # CSV row: contains "soon", and the default python check
+        "case-4": False,       # CSV row without "soon" or a refund
+        "yaml-test-1": True, "yaml-test-2": True,  # a list var runs once per value
+    }, verdicts

@@ -212,7 +212,7 @@ def test_an_approval_job_killed_while_github_creates_its_check_run_leaves_one_ch
     emu = github
     e = {"APP_ID": emu.app.app_id, "PRIVATE_KEY": emu.app.private_key_pem, "WEBHOOK_SECRET": emu.app.webhook_secret,
          "GITHUB_API_URL": emu.api_url, "GATING_DB": tmp_path / "jobs.db", "GATING_POLL_SECONDS": "0.05",
-         "GATING_LEASE_SECONDS": "1", "LOG_LEVEL": "WARNING"}
+         "GATING_LEASE_SECONDS": "3", "LOG_LEVEL": "WARNING"}  # room for heartbeats on a loaded runner
     text = (EXAMPLE / "gating.yml").read_text().replace("gpt-4o-2024-08-06", "gpt-4o-2024-11-20")
     emu.push(github_repo, "bump", {"gating.yml": text}, "Bump the model", user="alice")
     pr = emu.create_pull(github_repo, "bump", "main", "Bump the model", "alice")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from gating.github import (
     COMMENT_MARKER,
     Repo,
@@ -71,3 +74,13 @@ def test_an_annotation_batch_github_appended_before_the_error_is_not_appended_tw
     [run] = github.list_check_runs(github_repo, head_sha=sha)
     assert (run["status"], run["conclusion"], run["output"]["annotations_count"]) == ("completed", "neutral", 120)
     github.take_problems()
+
+
+def test_the_check_step_loads_without_pygithub():
+    """The core reaches GitHub through the CheckGitHub seam; naming an error or the API URL needs no client."""
+    code = ("import sys, gating.check.run, gating.check.fork, gating.commands.check_github\n"
+            "gating.commands.check_github.GitHub()\n"
+            "from gating.github import GitHubError, DEFAULT_API_URL, load_private_key\n"
+            "print('github' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -497,3 +497,26 @@ def test_a_base_missing_from_a_shallow_clone_says_so(example_repo: Git, tmp_path
     assert capsys.readouterr().err == (
         "gating: error: git rev-parse HEAD~1 failed (128): unknown revision 'HEAD~1' (this is a shallow clone, "
         "so older commits are not here: fetch them, e.g. git fetch --deepen=50 or git fetch --unshallow)\n")
+
+
+@pytest.mark.parametrize("old, new, risk, summary", [
+    ('threshold: "> 0.02", for: 15m', 'threshold: "> 0.10", for: 15m', "high",
+     "monitor loosened: rule `error-rate` threshold > 0.02 → > 0.10 fires later"),
+    ('threshold: "> 0.02", for: 15m', 'threshold: "> 0.01", for: 15m', "medium",
+     "monitor rule `error-rate` threshold: > 0.02 → > 0.01"),
+    ('threshold: "> 0.02", for: 15m', 'threshold: "> 0.02", for: 2h', "high",
+     "monitor loosened: rule `error-rate` window 15m → 2h fires later"),
+    ("min_requests: 200, action: rollback, severity: critical", "min_requests: 200, action: notify, severity: critical",
+     "high", "monitor loosened: rule `error-rate` action rollback → notify: no automatic rollback any more"),
+    ("bake_minutes: 30", "bake_minutes: 5", "high", "monitor loosened: bake_minutes 30 → 5"),
+    ("    - {name: error-rate, metric: error_rate, threshold: \"> 0.02\", for: 15m, min_requests: 200, action: rollback, "
+     "severity: critical}\n", "", "high", "monitor loosened: rule `error-rate` removed"),
+    ("  rules:\n", "  rules:\n    - {name: p99, metric: latency_p99, threshold: '> 5000', for: 15m, action: notify}\n",
+     "low", "monitor rule `p99` added"),
+], ids=["threshold-raised", "threshold-lowered", "longer-window", "no-rollback", "shorter-bake", "rule-removed",
+        "rule-added"])
+def test_monitor_changes_are_policy_changes_and_loosening_is_high_risk(example_repo: Git, old: str, new: str,
+                                                                      risk: str, summary: str) -> None:
+    base, head = change(example_repo, "monitor", lambda r: edit(r / "gating.yml", old, new))
+    assert summaries(example_repo, base, head) == [("policy", risk, summary)]
+    assert all(p.startswith("monitor.") for p in compute(example_repo, base, head).paths())

@@ -70,7 +70,7 @@ def test_the_diff_says_judging_changes_take_effect_after_merge(example_repo: Git
                                                                'pass_rate: ">= 0.50"'))
     assert main(["-C", str(example_repo.root), "diff", base, head]) == 0
     out = capsys.readouterr().out
-    assert ("> 1 change to how pull requests are judged or approved (evals, approval rules, rollback): they "
+    assert ("> 1 change to how pull requests are judged or approved (evals, approval rules, rollback, monitor): they "
             "take effect only after merge, so the base's settings judge this pull request.") in out
     assert "| evals | threshold loosened: pass_rate >= 0.80 → >= 0.50 | `evals.thresholds.pass_rate` | **high** |" in out
 

@@ -204,3 +204,12 @@ def test_anyone_with_write_access_may_edit_anyones_comment_and_the_edit_is_sent_
     assert event == "issue_comment.edited"
     assert (payload["sender"]["login"], payload["comment"]["user"]["login"]) == ("dave", "root")
     assert payload["changes"] == {"body": {"from": "Looks risky."}}
+
+
+@pytest.mark.parametrize("event, action", [("check_run", "completed"), ("check_suite", "rerequested"),
+                                           ("deployment_status", "created"), ("workflow_run", "completed")])
+def test_an_event_about_a_repository_needs_one(github: Emulator, event: str, action: str) -> None:
+    if action not in examples().get(event, {}):
+        pytest.skip(f"no vendored example for {event}.{action}")
+    with pytest.raises(ValueError, match=f"^{event} needs a repository$"):
+        github.webhook(event, action)

@@ -10,6 +10,7 @@ import pytest
 from eval_support import a, live_env, load, write_repo
 
 from gating.evals.assertions import Observation, check_spec, evaluate
+from gating.evals.judge import JudgeParseError, parse_judgement
 from gating.evals.runner import run_evals
 from gating.testing.llm_server import LLMServer, default_answer
 
@@ -169,3 +170,11 @@ def test_a_schema_with_a_local_ref_validates() -> None:
 
 def test_server_echoes_without_a_directive(tmp_path: Path) -> None:
     assert default_answer("openai", {"messages": [{"role": "user", "content": "hello"}]}) == "echo: hello"
+
+
+def test_a_judge_reply_whose_json_python_cannot_read_is_a_parse_error() -> None:
+    """json.loads raises a plain ValueError (no `.msg`) for an integer of more than 4,300 digits."""
+    with pytest.raises(JudgeParseError, match=r"judge reply is not valid JSON \(Exceeds the limit"):
+        parse_judgement('{"score": ' + "1" * 5000 + ', "reason": "x"}')
+    with pytest.raises(JudgeParseError, match=r"judge reply is not valid JSON \(Expecting"):
+        parse_judgement('{"score": 3, "reason": }')

@@ -96,8 +96,8 @@ def test_prompt_is_optional_for_command_and_http_targets() -> None:
 
 
 def test_unsupported_format() -> None:
-    assert problems("evals/g.csv", b"id,prompt\n") == [
-        "evals/g.csv:1: unsupported dataset format '.csv'; use .jsonl, .yml or .yaml"]
+    assert problems("evals/g.txt", b"id,prompt\n") == [
+        "evals/g.txt:1: unsupported dataset format '.txt'; use .jsonl, .yml, .yaml or .csv"]
 
 
 def test_dataset_digest_is_stable_and_order_independent() -> None:

@@ -160,7 +160,7 @@ def test_base_url_and_key_from_the_environment_like_the_sdks() -> None:
     assert endpoint("vllm", None, None, env) == ("http://127.0.0.1:9/v1", "k1")
     assert endpoint("anthropic", None, None, env) == ("http://127.0.0.1:9", "k2")
     assert endpoint("openai", "http://127.0.0.1:11434/v1", "MY_KEY", env) == ("http://127.0.0.1:11434/v1", "k3")
-    assert endpoint("ollama", "http://127.0.0.1:11434/v1", None, {}) == ("http://127.0.0.1:11434/v1", None)
+    assert endpoint("ollama", "http://127.0.0.1:11434/v1", None, {}) == ("http://127.0.0.1:11434", None)  # native API
 
 
 def test_no_key_for_a_public_endpoint_fails_before_sending() -> None:

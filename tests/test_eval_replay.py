@@ -12,6 +12,7 @@ import pytest
 from eval_support import a, live_env, load, write_repo
 
 from gating.commands.cli import main
+from gating.errors import GatingError
 from gating.evals.runner import run_evals
 from gating.git.repository import Git, commit_all
 from gating.git.revision import GitRevision
@@ -68,7 +69,7 @@ def test_replay_miss_names_the_fix(tmp_path: Path) -> None:
 
 def test_unknown_provider_mode_is_a_clear_error(tmp_path: Path) -> None:
     snap, reader = load(write_repo(tmp_path / "r", CASES[:1]))
-    with pytest.raises(ValueError, match="GATING_PROVIDER='cassette' is not one of: auto, live, replay, record"):
+    with pytest.raises(GatingError, match="GATING_PROVIDER='cassette' is not one of: auto, live, replay, record"):
         run_evals(snap, reader, env={"GATING_PROVIDER": "cassette"})
 
 

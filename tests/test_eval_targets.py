@@ -179,3 +179,14 @@ def test_repeat_majority_and_mean_over_a_flaky_answer(tmp_path: Path, llm: LLMSe
     assert (flaky.repeat_passed, flaky.passed, flaky.error) == ([False, True, True], True, None)
     assert flaky.score == pytest.approx(2 / 3)
     assert (down.repeat_passed, down.passed, down.error) == ([False, False, True], False, "provider")
+
+
+def test_a_target_reply_counts_only_whole_non_negative_tokens() -> None:
+    """A count that is not one (12.5, -3, true) is unknown, not a token count the costs multiply."""
+    from gating.evals.targets import parse_target_reply
+
+    for bad in (12.5, -3, True, "40"):
+        got = parse_target_reply(json.dumps({"output": "x", "tokens_in": bad, "tokens_out": bad}).encode(), "cmd")
+        assert (got.tokens_in, got.tokens_out) == (None, None), bad
+    got = parse_target_reply(b'{"output": "x", "tokens_in": 40, "tokens_out": 0, "cost_usd": 0.5}', "cmd")
+    assert (got.tokens_in, got.tokens_out, got.cost_usd) == (40, 0, 0.5)

@@ -247,3 +247,57 @@ def test_workflow_run_without_an_artifact_refuses_a_forks_head(fx: Forks):
     ran = fx.run_event("workflow_run", payload, fx.repo.head("main"), token=fx.actions)
     assert ran.rc == 2 and "not evaluated under `workflow_run`" in ran.stderr
     assert fx.eval_run(pr["head"]["sha"])["conclusion"] == "failure"
+
+
+PYTHON_YML = """\
+version: 1
+name: checked-bot
+components:
+  models:
+    bot: {provider: openai, model: gpt-4o-2024-08-06}
+  prompts:
+    answer: {file: prompts/answer.md, model: bot}
+evals:
+  datasets: [evals/cases.jsonl]
+  python: [evals/checks.py]
+"""
+
+
+def _python_repo(github, llm, tmp_path: Path, monkeypatch) -> Forks:
+    src = tmp_path / "checked"
+    (src / "prompts").mkdir(parents=True)
+    (src / "evals").mkdir()
+    (src / "gating.yml").write_text(PYTHON_YML)
+    (src / "prompts/answer.md").write_text(answer_prompt("yes"))
+    (src / "evals/cases.jsonl").write_text(json.dumps({"id": "c1", "prompt": "answer", "vars": {"n": 1},
+                                                       "assert": [{"type": "python", "value": "file://evals/checks.py"}]})
+                                           + "\n")
+    (src / "evals/checks.py").write_text("def get_assert(output, context):\n    return 'yes' in output\n")
+    repo = github.create_repo("acme/checked-bot", source_dir=src)
+    return Forks(github, repo, llm, tmp_path, monkeypatch)
+
+
+def test_a_forks_edit_to_a_python_check_never_runs_the_base_one_judges(github, llm, tmp_path: Path, monkeypatch):
+    fx = _python_repo(github, llm, tmp_path, monkeypatch)
+    marker = tmp_path / "fork-check-ran"
+    pr = fx.open_fork_pr({"prompts/answer.md": answer_prompt("no"),
+                          "evals/checks.py": f"def get_assert(output, context):\n    open({str(marker)!r}, 'w')"
+                                             ".write('pwned')\n    return True\n"})
+    ran = fx.evaluate(pr, fx.collect(pr))
+    assert not marker.exists()
+    assert ran.llm_requests > 0  # evaluated, and the base's check failed the head's "no" (the fork's passes all)
+    assert "pass rate fell by 1 on 1 paired cases" in ran.stdout
+
+
+def test_a_fork_adding_a_case_with_inline_python_is_not_evaluated(github, llm, tmp_path: Path, monkeypatch):
+    fx = _python_repo(github, llm, tmp_path, monkeypatch)
+    marker = tmp_path / "fork-inline-ran"
+    base_cases = fx.repo.git.show_file("main", "evals/cases.jsonl").decode()
+    added = json.dumps({"id": "c2", "prompt": "answer", "vars": {"n": 2},
+                        "assert": [{"type": "python", "value": f"open({str(marker)!r}, 'w').write('x') or True"}]})
+    pr = fx.open_fork_pr({"evals/cases.jsonl": base_cases + added + "\n"})
+    ran = fx.evaluate(pr, fx.collect(pr))
+    assert ran.rc == 1 and ran.llm_requests == 0 and not marker.exists()
+    run = fx.eval_run(pr["head"]["sha"])
+    assert run["output"]["title"].startswith("Error: not evaluated: this pull request from a fork changes")
+    assert "case c2 added by this pull request run Python" in run["output"]["summary"]

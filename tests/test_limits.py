@@ -19,17 +19,17 @@ BOMB = 'lol: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\
     f"l{i}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
 DEEP = "[" * 10_000 + "]" * 10_000
 
-# Runs `gating` in a fresh interpreter and reports its exit code, the time main() took (the command
-# modules imported before) and the process's peak resident memory (imports included). Linux keeps
+# Runs `gating` in a fresh interpreter and reports its exit code, the CPU time main() took (CPU, not
+# wall clock: a loaded runner stretches the wall clock, not the work a refusal does) and the process's peak resident memory (imports included). Linux keeps
 # ru_maxrss across exec, so a child of a large test process would report the parent's size: the peak
 # of this program's own memory is VmHWM.
 MEASURE = """
 import json, resource, sys, time
 from gating.commands.cli import build_parser, main
 build_parser()
-t = time.perf_counter()
+t = time.process_time()
 rc = main(sys.argv[1:])
-took = time.perf_counter() - t
+took = time.process_time() - t
 try:
     hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]
     peak_mb = int(hwm.split()[1]) / 1024

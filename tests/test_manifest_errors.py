@@ -46,7 +46,7 @@ CASES = [
         "unknown-provider",
         GOOD_HEAD + "  models:\n    a: {provider: openia, model: gpt-4o-2024-08-06}\n",
         "gating.yml:5:19: components.models.a.provider: 'openia' is not one of: openai, anthropic, replay, "
-        "azure, ollama, vllm, litellm, bedrock, google (did you mean 'openai'?)",
+        "azure, ollama, vllm, litellm, bedrock, google, vertex (did you mean 'openai'?)",
     ),
     (
         "duplicate-component",

@@ -73,7 +73,7 @@ def test_every_environment_variable_the_code_reads_is_in_the_reference() -> None
     ({"type": "cost", "max": 0.01}, "cost takes `value` (US dollars), not `max`"),
     ({"type": "contains", "values": ["a"]},
      "contains takes `value` (a string or a non-empty list of strings), not `values`"),
-    ({"type": "is-json", "value": True}, "is-json takes no parameters besides `name` and `weight`, not `value`"),
+    ({"type": "is-json", "threshold": 1}, "is-json takes `value` (an optional JSON Schema object), not `threshold`"),
     ({"type": "rubric", "value": "polite", "min_score": 0.8},
      "rubric takes `value` (the rubric text) and `threshold` (0 to 1), not `min_score`"),
     ({"type": "not-regex", "pattern": "x"}, "regex takes `value` (a regular expression), not `pattern`"),

@@ -23,7 +23,8 @@ from gating.git.repository import commit_all, init_repo
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 USES = re.compile(r"uses:\s*([\w.-]+/[\w.-]+)@([\w.-]+)")
-# The App's web server: not imported by `gating check`, so not in the Action's lock.
+# The App's web server and the emulator's validation (extras `app` and `test`): not imported by
+# `gating check`, so neither a dependency nor in the Action's lock.
 APP_ONLY = {"flask", "gunicorn", "openapi-core"}
 
 
@@ -72,11 +73,15 @@ def test_the_action_installs_exactly_the_pinned_dependencies_of_gating_check() -
     for spec in PYPROJECT["project"]["dependencies"]:
         req = Requirement(spec)
         name = re.sub(r"[-_.]+", "-", req.name).lower()
-        if name in APP_ONLY:
-            continue
+        assert name not in APP_ONLY, f"{req.name} is a dependency of the Action's install; it belongs in an extra"
         assert name in pins, f"requirements/action.txt does not pin {req.name}"
         assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is not {req.specifier}"
     assert "setuptools" in pins and not APP_ONLY & set(pins)
+    for extra, specs in PYPROJECT["project"]["optional-dependencies"].items():
+        for spec in specs:
+            name = re.sub(r"[-_.]+", "-", Requirement(spec).name).lower()
+            assert name == "gating" or name not in pins, f"requirements/action.txt pins {name} of extra `{extra}`"
+    assert PYPROJECT["project"]["optional-dependencies"]["test"][0] == "gating[app]"  # `.[test]` runs everything
     assert not {"pytest", "ruff", "pytest-timeout"} & set(pins)
     steps = YAML(typ="safe").load((ROOT / "action.yml").read_text(encoding="utf-8"))["runs"]["steps"]
     deps = next(s for s in steps if s.get("id") == "deps")
@@ -140,6 +145,49 @@ def test_the_install_step_gives_a_working_gating_with_the_slim_set(action_step: 
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert '"verdict": "unchanged"' in proc.stdout
+
+
+@pytest.mark.slow
+def test_pip_install_dot_gives_the_slim_set_and_commands_that_name_the_extras_they_need(
+        action_step: dict[str, Path], tmp_path: Path) -> None:
+    """`pip install .`, dependencies resolved from pyproject (here from the Action's wheelhouse, offline):
+    no `app` package, neither extra, a working `gating diff`, and the App and the demo name their extra."""
+    bench = _load_bench()
+    src = bench.copy_tree(tmp_path / "src")
+    venv = tmp_path / "venv"
+    base = bench.base_python()
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    done = subprocess.run([base, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet",
+                           "--no-index", "--find-links", str(action_step["wheels"]), "--no-compile", str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr  # a dependency outside the lock would not resolve here
+    names = {re.sub(r"[-_.]+", "-", n).lower() for n in bench.installed(venv)}
+    assert names == set(_lock()) - {"setuptools"} | {"gating"}
+    here = tmp_path / "elsewhere"  # not the checkout, whose app/ folder would be importable from the cwd
+    here.mkdir()
+    py, gating_bin = str(venv / "bin" / "python"), str(venv / "bin" / "gating")
+    found = subprocess.run([py, "-c", "import importlib.util as u; print([m for m in ('app', 'flask', 'gunicorn', "
+                            "'werkzeug', 'pytest', 'openapi_core') if u.find_spec(m)])"],
+                           capture_output=True, text=True, timeout=60, cwd=here)
+    assert found.stdout == "[]\n", found.stderr
+    helped = subprocess.run([gating_bin, "--help"], capture_output=True, text=True, timeout=60, cwd=here)
+    assert helped.returncode == 0 and "semantic diff" in helped.stdout, helped.stderr
+    g = init_repo(tmp_path / "repo")
+    shutil.copytree(ROOT / "examples" / "support-bot", g.root, dirs_exist_ok=True)
+    commit_all(g, "example")
+    manifest = g.root / "gating.yml"
+    manifest.write_text(manifest.read_text().replace("temperature: 0.2", "temperature: 0.3", 1))
+    commit_all(g, "a warmer model")
+    diffed = subprocess.run([gating_bin, "-C", str(g.root), "diff", "HEAD~1", "HEAD"], capture_output=True,
+                            text=True, timeout=60, cwd=here)
+    assert diffed.returncode == 0 and "temperature" in diffed.stdout, diffed.stderr
+    for argv, extra in ((["app", "serve"], "app"), (["demo"], "test")):
+        proc = subprocess.run([gating_bin, *argv], capture_output=True, text=True, timeout=60, cwd=here)
+        assert proc.returncode == 2 and f"pip install 'gating[{extra}]'" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    emulator = subprocess.run([py, "-c", "from gating.testing import start_emulator"], capture_output=True, text=True,
+                              timeout=60, cwd=here)
+    assert "pip install 'gating[test]'" in emulator.stderr
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 
 from gating.adopt.pins import Pin, pin
 from gating.adopt.scan import PromptFile, Scan
-from gating.evals.dataset import load_datasets
+from gating.evals.dataset import Shared, load_datasets
 from gating.evals.providers import key_env_of
 from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest, resolve_files
 
@@ -64,7 +64,7 @@ def model_entry(model_id: str, provider: str | None = None) -> tuple[dict[str, A
     return {"provider": p.provider, "model": p.use or model_id}, p
 
 
-def manifest_text(doc: dict[str, Any], header: str) -> str:
+def manifest_text(doc: dict[str, Any] | list[dict[str, Any]], header: str) -> str:
     buf = io.StringIO()
     yaml = YAML()
     yaml.default_flow_style = False
@@ -130,9 +130,13 @@ def plan_init(found: Scan, repo_name: str) -> Plan:
     return plan
 
 
-def validate(files: Mapping[str, str], listing: Iterable[str]) -> None:
-    """Parse the planned manifest and dataset as `gating eval` will; raises ManifestError/DatasetError."""
+def validate(files: Mapping[str, str], listing: Iterable[str],
+             read: Callable[[str], bytes | None] | None = None) -> None:
+    """Parse the planned manifest and dataset as `gating eval` will; raises ManifestError/DatasetError.
+    `read` gives the repository's files the cases read (`evals.files`)."""
     m = parse_manifest(files[MANIFEST_PATH].encode("utf-8"), MANIFEST_PATH)
-    resolve_files(m, sorted(set(listing) | set(files)))
+    refs = resolve_files(m, sorted(set(listing) | set(files)))
     datasets = {p: files[p].encode("utf-8") for p in m.evals.get("datasets", []) if p in files}
-    load_datasets(datasets, m.prompts, has_judge=bool(m.evals.get("judge")))
+    data = {r.path: (read(r.path) if read else None) or b"" for r in refs if r.category == "evalfile"}
+    load_datasets(datasets, m.prompts, has_judge=bool(m.evals.get("judge")),
+                  shared=Shared(m.evals.get("defaults") or {}, data))

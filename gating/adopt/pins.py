@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from gating.diff.semantic import is_pinned
 
@@ -31,7 +31,7 @@ class Pin:
 @cache
 def table() -> dict[str, dict[str, Any]]:
     doc = json.loads(resources.files("gating.adopt").joinpath("pins.json").read_text(encoding="utf-8"))
-    return doc["aliases"]
+    return cast(dict[str, dict[str, Any]], doc["aliases"])
 
 
 def provider_of(model_id: str) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import posixpath
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,22 +24,30 @@ from gating.adopt.layout import (
 from gating.adopt.promptfoo_assertions import convert_assertion
 from gating.adopt.scan import TEMPLATE_EXTS
 from gating.evals.assertions import MODEL_GRADED, check_spec
+from gating.evals.dataset import DatasetError, csv_rows
 from gating.system.manifest import MANIFEST_PATH
 
 DATASET = "evals/promptfoo.jsonl"
+EMBEDDING_MODEL = "text-embedding-3-large"
 # promptfoo provider prefix -> gating provider; the model id is what follows the last known segment.
-PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "google", "google": "google",
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "vertex", "google": "google",
              "bedrock": "bedrock", "ollama": "ollama", "azureopenai": "azure", "azure": "azure",
              "litellm": "litellm", "vllm": "vllm"}
 _KIND_SEGMENTS = {"chat", "messages", "completion"}
 PARAMS = {"temperature": "temperature", "max_tokens": "max_tokens", "top_p": "top_p", "seed": "seed"}
 SETTINGS = {"apiBaseUrl": "base_url", "apiKeyEnvar": "api_key_env"}
-_VAR = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+# promptfoo's provider-specific config keys -> the model's settings in gating.yml
+PROVIDER_SETTINGS = {"azure": {"apiHost": "base_url", "apiVersion": "api_version"},
+                     "vertex": {"projectId": "project", "region": "location", "apiHost": "base_url"},
+                     "bedrock": {"region": "region", "endpoint": "base_url"},
+                     "ollama": {"baseUrl": "base_url"}}
 
 
 @dataclass
 class Imported(Plan):
     skipped: Counter[str] = field(default_factory=Counter)
+    python: set[str] = field(default_factory=set)  # -> evals.python
+    data_files: set[str] = field(default_factory=set)  # -> evals.files
 
 
 @dataclass
@@ -70,10 +77,23 @@ def convert(config: Any, config_path: str, read: Callable[[str], bytes | None], 
             label = p.label if len(models) == 1 else f"{p.label}-{mname}"
             pairs[component_name(label, pairs)] = {"file": p.file, "model": mname}
     judge = next(iter(models))
-    cases = _cases(config, list(pairs), out)
-    needs_judge = any(a["type"].removeprefix("not-") in MODEL_GRADED for c in cases for a in c["assert"])
+    files = _Files(here, read, out)
+    defaults = _defaults(config, files, out)
+    cases = _cases(config, list(pairs), files, out)
+    needs_judge = any(a["type"].removeprefix("not-") in MODEL_GRADED
+                      for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])])
     doc = manifest_doc(component_name(str(config.get("description") or repo_name)), models, pairs, [], DATASET,
                        judge if needs_judge else None)
+    if any(a["type"].removeprefix("not-") == "similar"
+           for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])]):
+        doc["components"]["models"]["embedding"] = {"provider": "openai", "model": EMBEDDING_MODEL}
+        doc["evals"]["embedding"] = "embedding"
+        out.notes.append(f"`similar` embeds with {EMBEDDING_MODEL} (promptfoo's default): the model `embedding`")
+    for key, found in (("python", out.python), ("files", out.data_files)):
+        if found:
+            doc["evals"][key] = sorted(found)
+    if defaults:
+        doc["evals"]["defaults"] = defaults
     out.files[MANIFEST_PATH] = manifest_text(doc, f"Converted from {config_path} by `gating import promptfoo`.")
     out.files[DATASET] = dataset_text(cases)
     return out
@@ -162,9 +182,12 @@ def _providers(spec: Any, out: Imported) -> dict[str, dict[str, Any]]:
                 entry.setdefault("params", {})[PARAMS[k]] = v
             elif k in SETTINGS:
                 entry[SETTINGS[k]] = v
+            elif k in PROVIDER_SETTINGS.get(provider, {}) and isinstance(v, str):
+                key = PROVIDER_SETTINGS[provider][k]
+                entry[key] = ("https://" + v if key == "base_url" and "://" not in v else v)
             else:
                 out.skipped[f"provider config key `{k}`"] += 1
-        models[component_name(label or rest[-1], models)] = entry
+        models[component_name(label or ":".join(rest), models)] = entry
     return models
 
 
@@ -183,52 +206,167 @@ def _provider_item(item: Any) -> tuple[str, str | None, Any]:
     return repr(item), None, {}
 
 
-def _cases(config: dict[str, Any], prompts: list[str], out: Imported) -> list[dict[str, Any]]:
-    default = config.get("defaultTest") if isinstance(config.get("defaultTest"), dict) else {}
-    for key in sorted(set(default) - {"vars", "assert"}):
+@dataclass
+class _Files:
+    """Resolves promptfoo's `file://` references (relative to the config) to repository paths."""
+
+    here: str
+    read: Callable[[str], bytes | None]
+    out: Imported
+
+    def path(self, ref: str, kind: str) -> str | None:
+        rel = ref[len("file://"):]
+        fn = ""
+        if kind == "python" and ":" in rel:
+            rel, fn = rel.rsplit(":", 1)
+        path = posixpath.normpath(posixpath.join(self.here, rel))
+        if path.startswith("../") or self.read(path) is None:
+            self.out.skipped[f"{kind} {ref} (not a file of this repository)"] += 1
+            return None
+        (self.out.python if kind == "python" else self.out.data_files).add(path)
+        return path + (f":{fn}" if fn else "")
+
+    def vars(self, vars_: dict[str, Any]) -> dict[str, Any] | None:
+        out = {}
+        for k, v in vars_.items():
+            if isinstance(v, str) and v.startswith("file://"):
+                if posixpath.splitext(v.split(":", 2)[-1])[1].lower() in (".py", ".js"):
+                    self.out.skipped["var computed by a script (file://...py/js)"] += 1
+                    return None
+                path = self.path(v, "var file")
+                if path is None:
+                    return None
+                v = "file://" + path
+            out[k] = v
+        return out
+
+    def transform(self, spec: Any) -> str | None:
+        if isinstance(spec, str) and spec.startswith("file://") and ".py" in spec:
+            path = self.path(spec if ":" in spec[7:] else spec + ":get_transform", "python")
+            return None if path is None else "file://" + path
+        self.out.skipped["transform in JavaScript"] += 1
+        return None
+
+
+def _assertions(specs: list[Any], files: _Files, out: Imported, expected: Any) -> list[dict[str, Any]]:
+    asserts = []
+    for spec in specs:
+        if not isinstance(spec, dict):
+            out.skipped["assertion that is not a mapping"] += 1
+            continue
+        v = spec.get("value")
+        if str(spec.get("type", "")).removeprefix("not-") == "python" and isinstance(v, str) and v.startswith("file://"):
+            path = files.path(v if ":" in v[7:] else v + ":get_assert", "python")
+            if path is None:
+                continue
+            spec = {**spec, "value": "file://" + path}
+        converted, why = convert_assertion(spec)
+        bad = check_spec(converted, {"expected": expected}) if converted is not None else None
+        if converted is None or bad:
+            out.skipped[why or f"assertion `{spec.get('type')}`: {bad}"] += 1
+            continue
+        asserts.append(converted)
+    return asserts
+
+
+def _options(test: dict[str, Any], files: _Files, into: dict[str, Any], out: Imported, what: str) -> None:
+    """A test's (or defaultTest's) options and threshold, as gating's `transform` and `threshold`."""
+    opts = o if isinstance(o := test.get("options"), dict) else {}
+    for key in sorted(set(opts) - {"transform"}):
+        out.skipped[f"{what} option `{key}`"] += 1
+    if "transform" in opts:
+        t = files.transform(opts["transform"])
+        if t:
+            into["transform"] = t
+    if isinstance(test.get("threshold"), (int, float)) and 0 <= test["threshold"] <= 1:
+        into["threshold"] = test["threshold"]
+
+
+def _defaults(config: dict[str, Any], files: _Files, out: Imported) -> dict[str, Any]:
+    """defaultTest as `evals.defaults`: vars, assertions, a transform and a threshold shared by every case."""
+    default = dt if isinstance(dt := config.get("defaultTest"), dict) else {}
+    for key in sorted(set(default) - {"vars", "assert", "options", "threshold"}):
         out.skipped[f"defaultTest key `{key}`"] += 1
-    tests = config.get("tests") or []
-    if isinstance(tests, str) or (isinstance(tests, list) and any(isinstance(t, str) for t in tests)):
-        n = 1 if isinstance(tests, str) else sum(isinstance(t, str) for t in tests)
-        out.skipped["tests loaded from a file (file://, CSV, ...)"] += n
-        tests = [] if isinstance(tests, str) else [t for t in tests if not isinstance(t, str)]
+    d: dict[str, Any] = {}
+    vars_ = files.vars(default.get("vars") or {}) if isinstance(default.get("vars"), dict) else {}
+    if vars_:
+        d["vars"] = vars_
+    asserts = _assertions(default.get("assert") or [], files, out, "")
+    if asserts:
+        d["assert"] = asserts
+    _options(default, files, d, out, "defaultTest")
+    return d
+
+
+def _test_files(tests: Any, files: _Files, out: Imported) -> list[Any]:
+    """The tests, with `file://` entries (CSV, YAML, JSON, JSONL) read in; CSV rows arrive in gating's form."""
+    items = [tests] if isinstance(tests, str) else list(tests) if isinstance(tests, list) else []
+    found: list[Any] = []
+    for t in items:
+        if not isinstance(t, str):
+            found.append(t)
+            continue
+        ext = posixpath.splitext(t.split(":", 2)[-1] if t.count(":") > 1 else t)[1].lower()
+        path = posixpath.normpath(posixpath.join(files.here, t[len("file://"):])) if t.startswith("file://") else None
+        data = files.read(path) if path and not path.startswith("../") else None
+        if data is None or ext not in (".csv", ".yaml", ".yml", ".json", ".jsonl"):
+            kind = "a Python generator" if ext == ".py" else "a file that is not in the repository or not CSV/YAML/JSON"
+            out.skipped[f"tests from {kind}"] += 1
+            continue
+        text = data.decode("utf-8-sig", "replace")
+        try:
+            if ext == ".csv":
+                found += [dict(row, _gating=True) for _line, row in csv_rows(path or t, text) if isinstance(row, dict)]
+            elif ext == ".jsonl":
+                found += [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                doc = json.loads(text) if ext == ".json" else _yaml(text)
+                found += doc if isinstance(doc, list) else [doc]
+        except (ValueError, DatasetError):
+            out.skipped[f"tests file {t} that does not parse"] += 1
+    return found
+
+
+def _yaml(text: str) -> Any:
+    from gating import limits
+
+    return limits.load_yaml(text, "tests")
+
+
+def _matrix(vars_: dict[str, Any]) -> list[dict[str, Any]]:
+    """promptfoo runs a test once per combination of its list-valued vars."""
+    import itertools
+
+    keys = [k for k, v in vars_.items() if isinstance(v, list)]
+    if not keys:
+        return [vars_]
+    return [{**vars_, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*(vars_[k] for k in keys))]
+
+
+def _cases(config: dict[str, Any], prompts: list[str], files: _Files, out: Imported) -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
     ids: set[str] = set()
+    tests = _test_files(config.get("tests") or [], files, out)
     for i, test in enumerate(t for t in tests if isinstance(t, dict)):
-        vars_ = {**(default.get("vars") or {}), **(test.get("vars") or {})}
-        if any(isinstance(v, list) or (isinstance(v, str) and v.startswith("file://")) for v in vars_.values()):
-            out.skipped["test with a list or file:// var"] += 1
+        own = files.vars(test.get("vars") or {}) if isinstance(test.get("vars"), dict) else {}
+        if own is None:
             continue
-        for key in sorted(set(test) - {"description", "vars", "assert", "metadata"}):
-            out.skipped[f"test key `{key}`"] += 1
-        asserts = []
-        for spec in [*(default.get("assert") or []), *(test.get("assert") or [])]:
-            filled = _fill(spec, vars_) if isinstance(spec, dict) else {}
-            if filled is None:
-                out.skipped[f"assertion `{spec.get('type')}` with a templated value"] += 1
-                continue
-            converted, why = convert_assertion(filled)
-            bad = check_spec(converted, {"expected": test.get("expected")}) if converted is not None else None
-            if converted is None or bad:
-                out.skipped[why or f"assertion `{filled.get('type')}`: {bad}"] += 1
-                continue
-            asserts.append(converted)
+        if test.get("_gating"):  # a CSV row, already in gating's form
+            asserts, extra = list(test.get("assert") or []), {k: test[k] for k in ("threshold", "tags") if k in test}
+        else:
+            for key in sorted(set(test) - {"description", "vars", "assert", "metadata", "options", "threshold"}):
+                out.skipped[f"test key `{key}`"] += 1
+            asserts, extra = _assertions(test.get("assert") or [], files, out, test.get("expected")), {}
+            _options(test, files, extra, out, "test")
         base = component_name(str(test.get("description") or f"case-{i + 1}").lower()[:60], ids)
-        for prompt in prompts:
-            cid = component_name(base if len(prompts) == 1 else f"{base}-{prompt}", ids)
-            ids.add(cid)
-            case = {"id": cid, "prompt": prompt, "vars": vars_, "assert": asserts}
-            if test.get("description"):
-                case["description"] = str(test["description"])
-            cases.append(case)
+        combos = _matrix(own)
+        for n, vars_ in enumerate(combos, 1):
+            for prompt in prompts:
+                name = base if len(combos) == 1 else f"{base}-{n}"
+                cid = component_name(name if len(prompts) == 1 else f"{name}-{prompt}", ids)
+                ids.add(cid)
+                case = {"id": cid, "prompt": prompt, "vars": vars_, "assert": asserts, **extra}
+                if test.get("description"):
+                    case["description"] = str(test["description"])
+                cases.append(case)
     return cases
-
-
-def _fill(spec: dict[str, Any], vars_: dict[str, Any]) -> dict[str, Any] | None:
-    """promptfoo renders `{{var}}` in an assertion's value; gating's values are literal, so fill them in
-    (None: a template this cannot fill)."""
-    v = spec.get("value")
-    if isinstance(v, str) and "{{" in v:
-        filled = _VAR.sub(lambda m: str(vars_[m.group(1)]) if m.group(1) in vars_ else m.group(0), v)
-        return None if "{{" in filled else {**spec, "value": filled}
-    return spec

@@ -6,7 +6,6 @@ every row, as in both tools.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,15 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "contains-all": Rule("contains-all", _comma_list),
     "icontains-any": Rule("icontains-any", _comma_list),
     "icontains-all": Rule("icontains-all", _comma_list),
-    "starts-with": Rule("regex", lambda v: "^" + re.escape(v) if isinstance(v, str) else v),
+    "starts-with": Rule("starts-with"),
+    "contains-json": Rule("contains-json"),
+    "levenshtein": Rule("levenshtein", keeps_threshold=True),
+    "rouge-n": Rule("rouge-n", keeps_threshold=True),
+    "similar": Rule("similar", keeps_threshold=True),  # the caller adds the embedding model
+    "g-eval": Rule("g-eval", keeps_threshold=True),
+    "context-faithfulness": Rule("context-faithfulness", keeps_threshold=True),
+    "context-recall": Rule("context-recall", keeps_threshold=True),
+    "answer-relevance": Rule("answer-relevance", keeps_threshold=True),
     "regex": Rule("regex"),
     "is-json": Rule("is-json", schema_type="json-schema"),
     "is-refusal": Rule("refusal"),
@@ -45,8 +52,9 @@ PROMPTFOO_ASSERTIONS: dict[str, Rule] = {
     "cost": Rule("cost", threshold_is_value=True),
     "llm-rubric": Rule("rubric", keeps_threshold=True),
     "factuality": Rule("factuality", keeps_threshold=True),
+    "python": Rule("python", keeps_threshold=True),  # file:// paths are made the repository's by the caller
 }
-CARRIED_KEYS = {"type", "value", "threshold", "weight", "metric"}  # metric becomes gating's `name`
+CARRIED_KEYS = {"type", "value", "threshold", "weight", "metric", "config"}  # metric becomes gating's `name`
 
 
 def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
@@ -68,7 +76,7 @@ def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         return None, f"assertion `{ptype}` with `threshold`"
     elif "threshold" in spec:
         out["threshold"] = spec["threshold"]
-    if isinstance(value, str) and value.startswith("file://"):
+    if isinstance(value, str) and value.startswith("file://") and rule.type != "python":
         return None, f"assertion `{ptype}` with a file:// value"
     if value is not None:
         if rule.schema_type:
@@ -80,4 +88,8 @@ def convert_assertion(spec: dict[str, Any]) -> tuple[dict[str, Any] | None, str]
         out["weight"] = spec["weight"]
     if spec.get("metric"):
         out["name"] = str(spec["metric"])
+    if "config" in spec:
+        if rule.type != "python":
+            return None, f"assertion `{ptype}` with `config`"
+        out["config"] = spec["config"]
     return out, ""

@@ -8,6 +8,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 import jinja2.meta
@@ -145,7 +146,7 @@ def _tool_name(text: str) -> str | None:
         return None
     if not isinstance(doc, dict):
         return None
-    fn = doc.get("function") if doc.get("type") == "function" else doc
+    fn: Any = doc.get("function") if doc.get("type") == "function" else doc
     ok = (isinstance(fn, dict) and isinstance(fn.get("name"), str) and fn["name"]
           and any(isinstance(fn.get(k), dict) for k in ("parameters", "input_schema")))
     return str(fn["name"]) if ok else None

@@ -19,23 +19,27 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gating import limits
 from gating.audit.keys import keyid as key_id
+from gating.errors import FAILED, GatingError
 from gating.system.canonical import canonical_json
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
-EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated")
+EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
+          "monitor_alert")
 
 
-class EntryError(ValueError):
-    """A line that is not a well-formed audit entry."""
+class EntryError(GatingError):
+    """A line that is not a well-formed audit entry: the audit log fails verification (exit 1)."""
+
+    exit_code = FAILED
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ class Override:
     scope: str = "evals"
 
 
-ROLLBACK_TRIGGERS = ("comment", "alert", "deploy_failure", "cli")
+ROLLBACK_TRIGGERS = ("comment", "alert", "deploy_failure", "cli", "monitor")
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,9 @@ class EntryFacts:
     backfilled: bool = False
     discriminator: str = ""
     key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit.rotation.rotation
+    # On known_good entries the bake's evidence, on monitor_alert entries the firing rule: rules,
+    # figures, window, comparison (gating.monitor.rules.RuleResult.to_dict).
+    health: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -156,6 +163,7 @@ def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None
         "backfilled": facts.backfilled,
         "key": facts.key,
         **({"key_rotation": dict(facts.key_rotation)} if facts.key_rotation is not None else {}),
+        **({"health": dict(facts.health)} if facts.health is not None else {}),
         "seq": seq,
         "prev": prev,
     }
@@ -196,11 +204,11 @@ class Entry:
 
     @property
     def predicate(self) -> dict[str, Any]:
-        return self.statement["predicate"]
+        return cast(dict[str, Any], self.statement["predicate"])
 
     @property
     def seq(self) -> int:
-        return self.predicate["seq"]
+        return cast(int, self.predicate["seq"])
 
     @property
     def prev(self) -> str | None:
@@ -208,11 +216,11 @@ class Entry:
 
     @property
     def event(self) -> str:
-        return self.predicate["event"]
+        return cast(str, self.predicate["event"])
 
     @property
     def key(self) -> str:
-        return self.predicate.get("key", "")
+        return cast(str, self.predicate.get("key", ""))
 
     @property
     def time(self) -> datetime:
@@ -226,7 +234,7 @@ class Entry:
     def subject_commit(self) -> str | None:
         for s in self.statement.get("subject", []):
             if isinstance(s, dict) and "gitCommit" in s.get("digest", {}):
-                return s["digest"]["gitCommit"]
+                return cast(str, s["digest"]["gitCommit"])
         return None
 
     @property
@@ -250,7 +258,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     """Decode an envelope line and its Statement; raises EntryError naming what is wrong."""
     try:
         envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("not JSON: not a DSSE envelope") from None
     if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
         raise EntryError(f"not a DSSE envelope with payloadType {PAYLOAD_TYPE}")
@@ -260,7 +268,7 @@ def parse_line(line: bytes, commit: str) -> Entry:
     payload = _b64(envelope.get("payload"), "payload")
     try:
         statement = limits.load_json(payload, f"audit note on {commit}", limits.NOTE)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("the payload is not JSON (payload changed?)") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise EntryError(f"the payload is not an in-toto Statement ({STATEMENT_TYPE})")
@@ -280,7 +288,7 @@ _PREDICATE_TYPES: dict[str, tuple[type, ...]] = {
     "prev": (str, type(None)), "key": (str,), "actor": (str, type(None)), "repository": (str, type(None)),
     "commit": (str, type(None)), "snapshot": (dict, type(None)), "evals": (dict, type(None)),
     "deployment": (dict, type(None)), "rollback": (dict, type(None)), "approvals": (list,), "overrides": (list,),
-    "key_rotation": (dict,),
+    "key_rotation": (dict,), "health": (dict,),
 }
 
 

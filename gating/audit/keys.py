@@ -14,8 +14,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gating.errors import GatingError
 
-class KeyError_(ValueError):
+
+class KeyError_(GatingError):
     """A key file that is missing, unreadable or not an Ed25519 key; the message names the source."""
 
 

@@ -29,11 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gating.audit import entry as audit
 from gating.audit.entry import Entry, EntryError, EntryFacts
 from gating.audit.verify import Finding, NotesChange, NotesCommit, Report, verify_log
+from gating.errors import FAILED, GatingError
 from gating.git.notes import Item, LocalNotes, RefConflict, TransientError
 
 
-class AppendError(RuntimeError):
+class AppendError(GatingError):
     """The entry could not be written within the attempt budget."""
+
+    exit_code = FAILED
 
 
 class NotesBackend(Protocol):
@@ -251,13 +254,13 @@ def history(store: LocalNotes, tip: str, notes: Mapping[str, bytes] | None = Non
         for obj, o, n in steps[-1][2]:
             if not _is_append(prefixes, obj, o, n):
                 unknown |= {s for s in (o, n) if s}
-    data = store.blobs(unknown) if unknown else {}
+    blobs = store.blobs(unknown) if unknown else {}
     out = []
     for sha, parents, changed in steps:
         out.append(NotesCommit(sha, tuple(parents), tuple(
             NotesChange(obj, None, None, lines[obj][prefixes[n][1] - 1], prefixes[n][1])  # type: ignore[index]
             if _is_append(prefixes, obj, o, n)
-            else NotesChange(obj, data.get(o) if o else None, data.get(n) if n else None)
+            else NotesChange(obj, blobs.get(o) if o else None, blobs.get(n) if n else None)
             for obj, o, n in changed)))
     return out
 

@@ -83,7 +83,7 @@ def eval_evidence(repo: Source, head: str) -> dict[str, Any] | None:
             doc = limits.load_json(data, f"eval note on {head}", limits.NOTE)
             if isinstance(doc, dict) and "verdict" in doc:
                 return eval_summary(doc, "eval note")
-        except ValueError:
+        except (ValueError, limits.LimitError):
             pass
     run = eval_check_run(repo.check_runs(head, EVAL_CHECK))
     if run is None:

@@ -97,7 +97,7 @@ _FIELDS = {"seq": int, "event": str, "commit": str, "hash": str, "keyid": str, "
 
 def parse_run(run: Mapping[str, Any]) -> Witness:
     app = run.get("app") or {}
-    base = dict(run_id=int(run.get("id") or 0), commit=str(run.get("head_sha") or ""),
+    base: dict[str, Any] = dict(run_id=int(run.get("id") or 0), commit=str(run.get("head_sha") or ""),
                 app_id=app.get("id") if isinstance(app.get("id"), int) else None, app_slug=str(app.get("slug") or "?"))
     text = (run.get("output") or {}).get("text") or ""
     line = next((ln for ln in text.splitlines() if ln.startswith(MARKER)), None)

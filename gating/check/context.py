@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating.errors import GatingError
 from gating.evals.progress import Progress
 
 CHECK_NAME = "gating / eval"
@@ -29,7 +30,7 @@ FORK_PATTERN = ("the fork pattern: `mode: collect` in an unprivileged `pull_requ
                 "README, \"Pull requests from forks\")")
 
 
-class ContextError(ValueError):
+class ContextError(GatingError):
     """The run cannot be placed: no head commit, a bad input value. A user error (exit 2)."""
 
 
@@ -116,7 +117,7 @@ def is_fork(pull: Mapping[str, Any]) -> bool:
     if head_repo is None:  # the fork was deleted
         return True
     if head_repo.get("full_name") and base_repo.get("full_name"):
-        return head_repo["full_name"] != base_repo["full_name"]
+        return bool(head_repo["full_name"] != base_repo["full_name"])
     return bool(head_repo.get("fork"))
 
 

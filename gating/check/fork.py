@@ -7,7 +7,9 @@ files against the head commit's git objects (fetched as `refs/pull/N/head` from 
 repository), and the evaluation then runs through the normal `gating check` machinery on the base
 checkout, posting `gating / eval` on the head SHA. What it cannot do safely it refuses, on the check:
 a fork's change to where requests go (a model's `base_url`, `api_key_env`, the target) or to the
-code a `command`/`http` target runs is never evaluated with the repository's secrets.
+code a `command`/`http` target runs is never evaluated with the repository's secrets. Python checks and
+transforms always come from the base (gating.evals.judging), so a fork's edits to them never run; what
+would run a fork's Python (inline checks in cases it adds, or evals that only its head has) is refused.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ from gating.check.artifact import ArtifactRefused, Collected, read, system_files
 from gating.check.context import CheckContext, ContextError, Settings
 from gating.check.notes import auth_env
 from gating.check.output import CheckResult
-from gating.check.post import Poster
+from gating.check.post import CheckGitHub, GitHubFailure, Poster
 from gating.check.run import CheckRun, _remote, resolve_base, run_check, write_files
 from gating.git.repository import Git
 from gating.git.revision import GitRevision
-from gating.github import GitHubError, Repo, token_client
 from gating.system.manifest import Manifest, ManifestError
 from gating.system.snapshot import build_snapshot
 
@@ -54,12 +55,12 @@ def run_facts(event: Mapping[str, Any] | None) -> RunFacts:
                     run.get("conclusion"), run.get("html_url"))
 
 
-def refuse(ctx: CheckContext, settings: Settings, message: str, *, head_sha: str | None = None,
-           base: str | None = None, clock: Callable[[], float] = time.time) -> CheckRun:
+def refuse(ctx: CheckContext, settings: Settings, message: str, *, github: CheckGitHub | None,
+           head_sha: str | None = None, base: str | None = None, clock: Callable[[], float] = time.time) -> CheckRun:
     """A failed `gating / eval` on the head saying why (when the token can post), plus the step outputs,
     summary and report, so a required check never waits for a run that will not come."""
     r = CheckResult("error", "failure", [message], head_sha or ctx.head_sha, base, settings.fail_on, error=message)
-    poster = Poster.open(replace(ctx, fork=False), clock) if settings.post else None
+    poster = Poster.open(replace(ctx, fork=False), clock, github=github) if settings.post else None
     if poster:
         poster.finish(r)
     files = write_files(ctx, settings, r, poster, {"written": False, "reason": "the check did not run"})
@@ -153,12 +154,41 @@ def untrusted_changes(g: Git, base: str, head: str, config: str) -> list[str]:
             more = f" and {len(code) - 5} more" if len(code) > 5 else ""
             found.append(f"{', '.join(code[:5])}{more}: code the `{bt['type']}` target may run, and a fork's code is "
                          "never run with the repository's secrets")
-    return found
+    return found + _fork_python(g, base, head, config)
+
+
+def _fork_python(g: Git, base: str, head: str, config: str) -> list[str]:
+    """Python the evaluation would take from the head: the checks and transforms of cases the head adds
+    (the base's files judge the rest), or all of them when only the head has evals."""
+    from gating.evals.assertions import PYTHON, base_type
+    from gating.evals.dataset import DatasetError
+    from gating.evals.judging import judging_for, self_judging
+
+    try:
+        bs, hs = build_snapshot(GitRevision(g, base), config), build_snapshot(GitRevision(g, head), config)
+        own = self_judging(bs, base) if bs.manifest.evals else None
+        j = judging_for(own, bs, hs, base)
+    except (ManifestError, DatasetError):
+        return []  # the normal check reports these
+    if j is None:
+        return []
+    added = set(j.added)
+    runs = [c.id for c in j.cases if c.id in added
+            and (c.transform or any(base_type(a["type"]) == PYTHON for a in c.asserts))]
+    if j.source == "head" and (j.python or j.evals.get("transform")):
+        return ["the head's evals (the base has none) run the head's Python checks, and a fork's code is never "
+                "run with the repository's secrets"]
+    if runs:
+        more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+        return [f"case{'s' if len(runs) != 1 else ''} {', '.join(runs[:5])}{more} added by this pull request run "
+                "Python (a `python` assertion or a `transform`), and a fork's code is never run with the "
+                "repository's secrets"]
+    return []
 
 
 def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str],
-                      event: Mapping[str, Any] | None, artifact: Path, max_bytes: int,
-                      clock: Callable[[], float] = time.time) -> CheckRun:
+                      event: Mapping[str, Any] | None, artifact: Path, max_bytes: int, *,
+                      github: CheckGitHub | None, clock: Callable[[], float] = time.time) -> CheckRun:
     """Verify a collected artifact and evaluate the pull request's head with the base's checkout;
     ArtifactRefused (after the failed check is posted) when the artifact cannot be trusted."""
     facts = run_facts(event)
@@ -174,11 +204,11 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
                 raise ArtifactRefused(f"the collect run concluded `{facts.conclusion}` ({facts.url or 'no link'}): "
                                       f"{e}") from None
             raise
-        if not ctx.repository or not ctx.token:
+        if not ctx.repository or not ctx.token or github is None:
             raise ArtifactRefused("no repository or token to look the pull request up with")
         try:
-            pull = Repo(token_client(ctx.api_url, ctx.token), ctx.repository).pull(c.pull_number)
-        except GitHubError as e:
+            pull = github.pull(ctx.api_url, ctx.token, ctx.repository, c.pull_number)
+        except GitHubFailure as e:
             raise ArtifactRefused(f"pull request #{c.pull_number} could not be read: {e}") from None
         verify_claims(c, facts, ctx.repository, pull)
         fetch_head(g, remote, c.pull_number, facts.head_sha, ctx.token)
@@ -188,7 +218,7 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
             raise ArtifactRefused(f"it does not match head commit {facts.head_sha[:12]}: "
                                   + "; ".join(problems[:5]) + more)
     except ArtifactRefused as e:
-        refuse(ctx, settings, f"the collected artifact was refused: {e}", clock=clock)
+        refuse(ctx, settings, f"the collected artifact was refused: {e}", github=github, clock=clock)
         raise ArtifactRefused(f"the collected artifact was refused: {e}") from None
     ctx = replace(ctx, base=pull["base"]["sha"], base_ref=pull["base"].get("ref"), pull_number=c.pull_number)
     base = resolve_base(g, ctx.base, facts.head_sha, remote)
@@ -196,5 +226,6 @@ def evaluate_artifact(ctx: CheckContext, settings: Settings, g: Git, env: Mappin
     if blocked:
         return refuse(ctx, settings, "not evaluated: this pull request from a fork changes what a privileged run never "
                       "takes from a fork: " + "; ".join(blocked) + ". A maintainer can review it and push the branch "
-                      "to this repository, whose own `pull_request` run evaluates it.", base=base, clock=clock)
-    return run_check(ctx, settings, g, env, clock=clock)
+                      "to this repository, whose own `pull_request` run evaluates it.", github=github, base=base,
+                      clock=clock)
+    return run_check(ctx, settings, g, env, github=github, clock=clock)

@@ -56,7 +56,7 @@ def parse_note(data: bytes | None) -> RunResult | None:
         return None
     try:
         return RunResult.from_dict(limits.load_json(data, "eval note", limits.NOTE))
-    except (ValueError, TypeError, KeyError, SchemaError):
+    except (ValueError, TypeError, KeyError, SchemaError, limits.LimitError):
         return None
 
 

@@ -6,7 +6,7 @@ annotations per request; `fit` cuts on a line boundary, closes an open code fenc
 says that it cut, so a huge diff never turns into a 422 and a spinning check.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: this module's `annotations()` would shadow the feature.
 
 import json
 from collections.abc import Sequence
@@ -167,8 +167,8 @@ def details_text(r: CheckResult) -> str:
     excerpts = [c for c in (r.changes.changes if r.changes else []) if c.detail]
     if excerpts:
         out += ["### Changed prompts", ""]
-        for c in excerpts:
-            out += [f"<details><summary>{_cell(c.summary)}</summary>", "", "```diff", c.detail, "```", "",
+        for ch in excerpts:
+            out += [f"<details><summary>{_cell(ch.summary)}</summary>", "", "```diff", ch.detail, "```", "",
                     "</details>", ""]
     runs = [("base", r.base_run), ("head", r.head_run)]
     if any(run is not None for _, run in runs):

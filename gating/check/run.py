@@ -6,7 +6,7 @@ on head against a baseline (the eval note on the base commit, else a re-run of b
 response cache makes cheap), decides a verdict, completes the check run (always, a crash included),
 writes the job summary, JSON and JUnit files, and stores the results as git notes.
 
-`decide` is pure; `Poster` (post.py) is the door to GitHub, through gating/github/; git goes through
+`decide` is pure; `Poster` (post.py) is the door to GitHub, through the `CheckGitHub` the door hands in; git goes through
 gating/git/, models through gating/evals.
 """
 
@@ -27,7 +27,7 @@ from gating.check import notes as check_notes
 from gating.check import output as out
 from gating.check.context import CHECK_NAME, CheckContext, ContextError, Settings
 from gating.check.output import CheckResult
-from gating.check.post import Poster
+from gating.check.post import CheckGitHub, Poster
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_revisions
 from gating.evals.compare import compare, unevaluated
@@ -172,8 +172,8 @@ class Evaluator:
     def evaluate(self, base: str, head: str) -> Evaluation:
         s = self.settings
         try:
-            cs = diff_revisions(*GitRevision.many(self.g, [base, head]), base, head, s.config,
-                                DiskSnapshotCache.for_repo(self.g))
+            base_rev, head_rev = GitRevision.many(self.g, [base, head])
+            cs = diff_revisions(base_rev, head_rev, base, head, s.config, DiskSnapshotCache.for_repo(self.g))
         except NoManifest:
             if self.g.show_file(base, s.config) is not None:
                 raise  # the pull request removes the manifest: say so, loudly
@@ -211,7 +211,7 @@ class Evaluator:
             else:
                 base_run = self.run(base_snap, base, None, own, role="base")
                 why = "baseline: rerun" if s.baseline == "rerun" else "no eval note on it"
-                if s.baseline == "notes" and usable_note(stored, base_snap.digest):  # but made in another mode
+                if s.baseline == "notes" and stored is not None and usable_note(stored, base_snap.digest):  # but made in another mode
                     why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
@@ -297,11 +297,11 @@ def _crash(head: str, base: str | None, fail_on: str, e: BaseException) -> Check
 
 
 def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str], *,
-              clock: Callable[[], float] = time.time) -> CheckRun:
+              github: CheckGitHub | None, clock: Callable[[], float] = time.time) -> CheckRun:
     """Run the check end to end; the check run is completed whatever happens (then the error propagates)."""
     t0 = time.monotonic()
     remote = _remote(g, settings.remote)
-    poster = Poster.open(ctx, clock, settings.post_wait) if settings.post else None
+    poster = Poster.open(ctx, clock, settings.post_wait, github) if settings.post else None
     try:
         head = ensure_commit(g, ctx.head_sha, remote)
     except ContextError as e:  # still complete a check run on the event's commit, and write the outputs

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from gating.commands.cli import UsageError
+from gating.commands.extras import require
 
 WORKERS, THREADS = 2, 2
 
@@ -104,6 +105,7 @@ def _queue(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
+    require("app", "gating app serve")  # the App is Flask under gunicorn; `jobs` and `retry` need neither
     from dataclasses import fields
 
     from gating.server.settings import SettingsError

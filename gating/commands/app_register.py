@@ -19,7 +19,7 @@ import webbrowser
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from gating import limits
@@ -34,7 +34,7 @@ from gating.github.app_manifest import (
     convert_code,
     new_app_url,
 )
-from gating.github.client import GitHubError
+from gating.github.basics import GitHubError
 
 CALLBACK = "/callback"
 AUDIT_KEY_FILE = "gating-audit-key.pem"
@@ -62,7 +62,7 @@ def app_yml() -> dict[str, Any]:
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("cannot find the App's package (app/app.yml); install gating with the App")
     path = Path(next(iter(spec.submodule_search_locations))) / "app.yml"
-    return limits.load_yaml(path.read_text(encoding="utf-8"), str(path))
+    return cast(dict[str, Any], limits.load_yaml(path.read_text(encoding="utf-8"), str(path)))
 
 
 @dataclass
@@ -158,10 +158,7 @@ def write_files(folder: Path, c: AppCredentials, api_url: str, force: bool,
     env_path, key_path, audit_path = _targets(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_secret(key_path, c.pem.encode(), force)
-    try:
-        keymod.write_keypair(audit_path, audit_path.with_name(audit_path.name + ".pub"), force=force)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    keymod.write_keypair(audit_path, audit_path.with_name(audit_path.name + ".pub"), force=force)
     lines = [f"# written by `gating app register` for the GitHub App {c.name} ({c.html_url})",
              f"APP_ID={c.app_id}", f"WEBHOOK_SECRET={c.webhook_secret}", f"PRIVATE_KEY_PATH={key_path.resolve()}",
              f"GATING_AUDIT_KEY_PATH={audit_path.resolve()}", f"GITHUB_API_URL={api_url}"]

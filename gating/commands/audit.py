@@ -102,16 +102,13 @@ def fetch(g: Git, args: argparse.Namespace) -> None:
 
 
 def load_keys(g: Git, paths: list[str] | None) -> dict[str, Ed25519PublicKey]:
-    try:
-        found: list[tuple[bytes, str]] = [(keymod.read_file(p), p) for p in paths or []]
-        if not found:
-            data = g.show_file("HEAD", PUBLISHED_KEY) if g.resolve("HEAD") else None
-            if data is None:
-                raise UsageError(f"no public key: pass --key PUB.pem (or commit it as {PUBLISHED_KEY})")
-            found = [(data, f"{PUBLISHED_KEY} at HEAD")]
-        pubs = [keymod.load_public(data, source) for data, source in found]
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    found: list[tuple[bytes, str]] = [(keymod.read_file(p), p) for p in paths or []]
+    if not found:
+        data = g.show_file("HEAD", PUBLISHED_KEY) if g.resolve("HEAD") else None
+        if data is None:
+            raise UsageError(f"no public key: pass --key PUB.pem (or commit it as {PUBLISHED_KEY})")
+        found = [(data, f"{PUBLISHED_KEY} at HEAD")]
+    pubs = [keymod.load_public(data, source) for data, source in found]
     return {keymod.keyid(pub): pub for pub in pubs}
 
 
@@ -173,6 +170,19 @@ def actor_text(e: Entry) -> str:
     return actor
 
 
+def health_text(e: Entry) -> list[str]:
+    """What the monitor recorded: the bake of a known_good entry, the rule of a monitor_alert entry."""
+    health = e.predicate.get("health")
+    if not isinstance(health, dict):
+        return []
+    rule, bake = health.get("rule"), health.get("bake")
+    if e.event == "monitor_alert" and isinstance(rule, dict):
+        return [f"{rule.get('rule')} → {health.get('action')}: {rule.get('reason')}"]
+    if isinstance(bake, dict):
+        return [f"baked {bake.get('minutes')} min on {bake.get('requests')} requests, no rule fired"]
+    return []
+
+
 def log_line(e: Entry) -> str:
     p = e.predicate
     pr = f"#{p['pull_request']}" if p.get("pull_request") else "-"
@@ -188,6 +198,7 @@ def log_line(e: Entry) -> str:
         extra.append("backfilled")
     if rollback:
         extra.append(rollback_text(rollback))
+    extra += health_text(e)
     return (f"{e.seq:>5}  {p.get('timestamp')}  {e.event:<13}  {_short(e.commit)}  {pr:>6}  "
             f"{actor_text(e)}" + (f"  ({', '.join(extra)})" if extra else ""))
 
@@ -288,11 +299,8 @@ def run_rotate(args: argparse.Namespace) -> int:
     from gating.audit.rotation import key_findings, rotation_facts
 
     g = repo(args)
-    try:
-        old = keymod.load_private(keymod.read_file(args.key), args.key)
-        new = keymod.load_public(keymod.read_file(args.new_key), args.new_key)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    old = keymod.load_private(keymod.read_file(args.key), args.key)
+    new = keymod.load_public(keymod.read_file(args.new_key), args.new_key)
     if keymod.keyid(new) == keymod.keyid(old):
         raise UsageError(f"{args.new_key}: is the key in force already; rotate to a new key (`gating keygen`)")
     fetch(g, args)
@@ -319,10 +327,7 @@ def run_rotate(args: argparse.Namespace) -> int:
 def run_keygen(args: argparse.Namespace) -> int:
     private = Path(args.private)
     public = Path(args.public) if args.public else private.with_name(private.name + ".pub")
-    try:
-        key = keymod.write_keypair(private, public, force=args.force)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    key = keymod.write_keypair(private, public, force=args.force)
     print(f"wrote {private} (private, mode 0600) and {public} (public)")
     print(f"keyid {keymod.keyid(key)}")
     return 0
@@ -330,22 +335,15 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_backfill(args: argparse.Namespace) -> int:
     from gating.audit import record as audit_record
-    from gating.github import GitDatabaseNotes, GitHubError, Repo, token_client
+    from gating.github import GitDatabaseNotes, Repo, token_client
     from gating.github.facts import RepoFacts
 
     token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
     if not token:
         raise UsageError("backfill needs a token with contents: write in GITHUB_TOKEN (or GH_TOKEN)")
-    try:
-        key = keymod.load_private(keymod.read_file(args.key), args.key)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    key = keymod.load_private(keymod.read_file(args.key), args.key)
     repo = Repo(token_client(args.api_url, token), args.github_repo)
-    try:
-        written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
-    except GitHubError as e:
-        print(f"gating: error: {e}", file=sys.stderr)
-        return 1
+    written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
     for r in written:
         p = r.entry.predicate
         print(f"backfilled seq {r.entry.seq}: merged #{p['pull_request']} at {_short(r.entry.commit)}")

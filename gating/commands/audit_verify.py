@@ -13,6 +13,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -117,13 +118,10 @@ def published_key(g: Git) -> tuple[dict[str, Ed25519PublicKey], str] | None:
 def trusted_keys(g: Git, paths: list[str] | None, witnesses: CrossCheck | None
                  ) -> tuple[dict[str, Ed25519PublicKey], str]:
     """(keys, where they came from): --key files, else the published key, else the newest witness's."""
-    try:
-        if paths:
-            pubs = [keymod.load_public(keymod.read_file(p), p) for p in paths]
-            return {keymod.keyid(p): p for p in pubs}, "--key " + ", ".join(paths)
-        found = published_key(g)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    if paths:
+        pubs = [keymod.load_public(keymod.read_file(p), p) for p in paths]
+        return {keymod.keyid(p): p for p in pubs}, "--key " + ", ".join(paths)
+    found = published_key(g)
     if found:
         return found
     for w in reversed(witnesses.counted if witnesses else []):
@@ -150,7 +148,7 @@ def app_pin(g: Git, args: argparse.Namespace) -> AppPin:
     return AppPin(recorded or None, "recorded by an earlier verify of this clone")
 
 
-def run_verify(args: argparse.Namespace, fetch) -> int:
+def run_verify(args: argparse.Namespace, fetch: Callable[[Git, argparse.Namespace], None]) -> int:
     g = repo(args)
     if args.key:
         trusted_keys(g, args.key, None)  # a bad key file is refused before anything is fetched

@@ -163,17 +163,19 @@ def run(args: argparse.Namespace) -> int:
         raise _refused(env, str(e)) from None
     except UsageError as e:
         raise _refused(env, str(e)) from None
+    from gating.commands.check_github import GitHub
+
+    github = GitHub()
     if ctx.untrusted and not args.from_artifact:  # a fork's head under a privileged event: never run it
-        refuse(ctx, settings, ctx.untrusted)
+        refuse(ctx, settings, ctx.untrusted, github=github)
         raise UsageError(ctx.untrusted)
     try:
         with _term_as_interrupt():
             if args.from_artifact:
-                done = evaluate_artifact(ctx, settings, g, env, event, args.from_artifact, args.max_artifact_bytes)
+                done = evaluate_artifact(ctx, settings, g, env, event, args.from_artifact, args.max_artifact_bytes,
+                                         github=github)
             else:
-                done = run_check(ctx, settings, g, env)
-    except ContextError as e:
-        raise UsageError(str(e)) from None
+                done = run_check(ctx, settings, g, env, github=github)
     except DatasetError as e:
         raise UsageError("bad eval dataset:\n  " + "\n  ".join(e.problems)) from None
     except KeyboardInterrupt:

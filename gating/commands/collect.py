@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from gating.check.artifact import collect, write
-from gating.check.context import ContextError, build_context
+from gating.check.context import build_context
 from gating.check.output import append_to
 from gating.check.run import _remote, ensure_commit
 from gating.commands.check import _event
@@ -40,15 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     g = repo(args)
-    try:
-        ctx = build_context(env, _event(args.event or env.get("GITHUB_EVENT_PATH")), head=args.head, base=args.base,
-                            repository=args.repository, pull_number=args.pr)
-        if ctx.pull_number is None:
-            raise UsageError("no pull request to collect: run it on a `pull_request` event or pass --pr")
-        head = ensure_commit(g, ctx.head_sha, _remote(g, args.remote))
-        base = g.resolve(ctx.base) if ctx.base else None
-    except ContextError as e:
-        raise UsageError(str(e)) from None
+    ctx = build_context(env, _event(args.event or env.get("GITHUB_EVENT_PATH")), head=args.head, base=args.base,
+                        repository=args.repository, pull_number=args.pr)
+    if ctx.pull_number is None:
+        raise UsageError("no pull request to collect: run it on a `pull_request` event or pass --pr")
+    head = ensure_commit(g, ctx.head_sha, _remote(g, args.remote))
+    base = g.resolve(ctx.base) if ctx.base else None
     c = collect(g, head, args.config, repository=ctx.repository, pull_number=ctx.pull_number, base_sha=base)
     path = write(c, args.out)
     print(f"gating: collected {len(c.files)} files of head {head[:12]} (pull request #{c.pull_number}) into {path}")

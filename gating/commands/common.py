@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import posixpath
 import re
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 
 from gating.commands.cli import UsageError
 from gating.git.repository import Git, GitError
@@ -45,7 +45,7 @@ def manifest_path(g: Git, path: str) -> str:
     path are one file (and so one snapshot digest); a path outside the repository is refused."""
     root = g.root.resolve()
     p = Path(path)
-    rel = p.resolve().relative_to(root) if p.is_absolute() and p.resolve().is_relative_to(root) else None
+    rel: PurePath | None = p.resolve().relative_to(root) if p.is_absolute() and p.resolve().is_relative_to(root) else None
     if rel is None and not p.is_absolute():
         normal = PurePosixPath(posixpath.normpath(p.as_posix()))
         rel = None if normal.parts[:1] == ("..",) else normal

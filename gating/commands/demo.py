@@ -29,13 +29,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gating.check.context import CHECK_NAME, Settings, build_context
 from gating.check.run import CheckRun, run_check
+from gating.commands.extras import require
 from gating.git.repository import Git
 from gating.github import Repo, token_client
 from gating.testing.example import apply_demo_change, apply_regressing_change, example_dir
+
+if TYPE_CHECKING:
+    from gating.testing import Emulator, RepoHandle
 
 REPO_NAME = "acme/support-bot"
 CONCLUSION_ICON = {"success": "✅", "failure": "❌", "neutral": "⚪", "cancelled": "⏹️"}
@@ -52,6 +56,7 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("test", "gating demo (the App and a local GitHub emulator)")
     if args.keep:
         return _run(Path(args.keep).resolve())
     with tempfile.TemporaryDirectory(prefix="gating-demo-") as tmp:
@@ -81,8 +86,8 @@ class DemoState:
     """What the steps share: the emulator, the repository on it, an installation token, the pulls."""
 
     work: Path
-    emu: Any  # gating.testing.Emulator
-    repo: Any  # gating.testing.RepoHandle
+    emu: Emulator
+    repo: RepoHandle
     token: str
     pulls: dict[str, dict[str, Any]] = field(default_factory=dict)  # branch -> pull request
     checks: dict[str, CheckRun] = field(default_factory=dict)  # branch -> its latest check's outcome
@@ -157,7 +162,9 @@ def check_pull(state: DemoState, branch: str, action: str = "opened") -> CheckRu
                "GITHUB_TOKEN": state.token, "GITHUB_RUN_ID": str(1000 + n)}
     ctx = build_context(actions, event)
     env = {**os.environ, **actions, "GATING_PROVIDER": "replay"}
-    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env)
+    from gating.commands.check_github import GitHub
+
+    done = run_check(ctx, Settings(json_path=str(state.work / f"report-{n}.json")), clone, env, github=GitHub())
     clone.run("remote", "set-url", "origin", state.repo.clone_url)  # the job's token leaves with the job
     state.checks[branch] = done
     state.runs.append(done)

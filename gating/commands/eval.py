@@ -144,8 +144,6 @@ def run(args: argparse.Namespace) -> int:
             if base_snap and base_reader else None
     except DatasetError as e:
         raise UsageError("invalid eval dataset:\n" + str(e)) from None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     cmp = compare(base, head, snap.manifest.evals)
     plan.after(head)
     cmp.verdict, cmp.reasons = plan.judge(base, head, cmp.verdict, cmp.reasons)
@@ -208,8 +206,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
         cal = calibrate(snap, rd, path, env=os.environ, cache_dir=_cache_dir(args, g), record=args.record)
     except DatasetError as e:
         raise UsageError("invalid ratings:\n" + str(e)) from None
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     sys.stdout.write(render_calibration_markdown(cal))
     if args.json:
         _write("--json", args.json, eval_to_json(cal))

@@ -16,7 +16,7 @@ from gating import limits
 from gating.adopt.layout import Plan, plan_init, validate
 from gating.adopt.pins import Pin
 from gating.adopt.promptfoo import DATASET, convert
-from gating.adopt.scan import MAX_FILE_BYTES, MAX_FILES, candidates, scan
+from gating.adopt.scan import MAX_FILE_BYTES, MAX_FILES, Scan, candidates, scan
 from gating.adopt.workflow import WORKFLOW_PATH, template_path, workflow_text
 from gating.commands.cli import UsageError
 from gating.commands.common import repo
@@ -96,7 +96,7 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_init(found, plan: Plan, written: list[str], kept: list[str], partial: bool) -> None:
+def _report_init(found: Scan, plan: Plan, written: list[str], kept: list[str], partial: bool) -> None:
     out = [f"Found {len(found.prompts)} prompt file{'s' * (len(found.prompts) != 1)}, "
            f"{len(found.models)} model id{'s' * (len(found.models) != 1)}, "
            f"{len(found.tools)} tool schema{'s' * (len(found.tools) != 1)}"
@@ -138,8 +138,6 @@ def run_import(args: argparse.Namespace) -> int:
     try:
         text = cfg.read_bytes().decode("utf-8")
         doc = limits.load_json(text, rel) if rel.endswith(".json") else limits.load_yaml(text, rel)
-    except limits.LimitError as e:
-        raise UsageError(str(e)) from None
     except UnicodeDecodeError:
         raise UsageError(f"{rel}: not UTF-8 text") from None
     except (ValueError, YAMLError) as e:
@@ -147,12 +145,15 @@ def run_import(args: argparse.Namespace) -> int:
                          f"{getattr(e, 'problem', None) or e}") from None
     listing = _listing(g)
     listed = set(listing)
-    result = convert(doc, rel, lambda p: _read(root, p) if p in listed else None, listing, root.name)
+    def read(p: str) -> bytes | None:
+        return _read(root, p) if p in listed else None
+
+    result = convert(doc, rel, read, listing, root.name)
     exists = [p for p in result.files if (root / p).exists()]
     if exists and not args.force:
         raise UsageError(f"{', '.join(exists)} exist{'s' * (len(exists) == 1)}; nothing was written "
                          "(--force replaces them with the converted files)")
-    validate(result.files, listing)
+    validate(result.files, listing, read)
     _write(root, result.files)
     cases = sum(1 for line in result.files[DATASET].splitlines() if line)
     out = [f"Converted {rel}: {cases} case{'s' * (cases != 1)}.", "", "Wrote:"] + [f"  {p}" for p in result.files]

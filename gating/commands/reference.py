@@ -24,7 +24,7 @@ def app_settings() -> list[EnvSetting]:
 
     out = []
     for f in fields(Settings):
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        default = f.default_factory() if callable(f.default_factory) else f.default
         out.append(EnvSetting(f.metadata["env"], f.metadata["doc"], default))
     return out
 

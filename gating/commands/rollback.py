@@ -147,10 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _signing_key(path: str) -> Ed25519PrivateKey:
-    try:
-        return keymod.load_private(keymod.read_file(path), path)
-    except keymod.KeyError_ as e:
-        raise UsageError(str(e)) from None
+    return keymod.load_private(keymod.read_file(path), path)
 
 
 def _repository(g: Git, remote: str) -> str:

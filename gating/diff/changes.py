@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deepdiff import DeepDiff
-
 RISKS = ["info", "low", "medium", "high", "breaking", "error"]
 ALL = "*"
 AFTER_MERGE = ("evals", "policy")  # categories that decide how a pull request is judged or approved
@@ -57,7 +55,7 @@ class ChangeSet:
 
     @property
     def after_merge(self) -> list[Change]:
-        """Changes to how pull requests are judged or approved (evals, approval rules, rollback): they
+        """Changes to how pull requests are judged or approved (evals, approval rules, rollback, monitor): they
         apply from the merge on, never to the pull request that makes them."""
         return [c for c in self.changes if c.category in AFTER_MERGE]
 
@@ -93,6 +91,8 @@ class ChangeSet:
 def leaves(a: Any, b: Any, ignore_order: bool = False) -> list[tuple[list[str | int], str, Any, Any]]:
     """(path, kind, before, after) for every changed leaf between two plain structures; with
     `ignore_order`, lists are compared as sets (an approval rule's lists are: order means nothing)."""
+    from deepdiff import DeepDiff  # here, not at the top: a command that diffs nothing starts quicker
+
     dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0, ignore_order=ignore_order)
     out = []
     kinds = {

@@ -93,14 +93,14 @@ def _number(v: Any) -> float | None:
 def _value_weaker(kind: str, before: Any, after: Any) -> bool | None:
     """Whether the new `value` of a (not negated) assertion of this kind admits more answers."""
     if kind in BUDGETS:
-        b, a = _number(before), _number(after)
-        return None if b is None or a is None else a > b
+        bn, an = _number(before), _number(after)
+        return None if bn is None or an is None else an > bn
     if kind in ("contains", "icontains") and isinstance(before, str) and isinstance(after, str):
         b, a = (before.lower(), after.lower()) if kind == "icontains" else (before, after)
         return True if a in b else False if b in a else None
     if kind.endswith(("contains-any", "contains-all")) and isinstance(before, list) and isinstance(after, list):
-        b, a = set(map(str, before)), set(map(str, after))
-        grown = True if a >= b else False if a <= b else None
+        bs, as_ = set(map(str, before)), set(map(str, after))
+        grown = True if as_ >= bs else False if as_ <= bs else None
         return grown if kind.endswith("-any") or grown is None else not grown
     return None
 

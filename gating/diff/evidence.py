@@ -17,10 +17,11 @@ from gating.system.snapshot import Snapshot, differing
 def _recordings(snap: Snapshot, path: str) -> dict[str, Any] | None:
     """key -> recorded response, or None when the cassette does not parse (the run says why)."""
     from gating.evals.cache import parse_cassette  # the evals package only when a cassette changed
+    from gating.evals.dataset import DatasetError
 
     try:
         return {k: e.get("response") for k, e in parse_cassette(path, snap.contents[path]).items()}
-    except (ValueError, KeyError, UnicodeDecodeError):
+    except (DatasetError, KeyError):
         return None
 
 
@@ -56,32 +57,36 @@ def _cassettes(base: Snapshot, head: Snapshot) -> list[Change]:
     return out
 
 
-def _code(base: Snapshot, head: Snapshot) -> list[Change]:
+def _code(base: Snapshot, head: Snapshot, key: str = "code", category: str = "code",
+          what: str = "pipeline code", effect: str = "every case re-runs") -> list[Change]:
     from gating.diff.semantic import _text_diff  # one line matcher for prompts and code
 
     out = []
-    b, h = base.outline.get("code") or {}, head.outline.get("code") or {}
+    b, h = base.outline.get(key) or {}, head.outline.get(key) or {}
     for path in differing(b, h):
-        where = f"code.{path}"
+        where = f"{key}.{path}"
         if path not in b:
-            out.append(Change("code", where, "added", None, h[path], "medium",
-                              f"pipeline code {path} added", affects=(ALL,), file=path))
+            out.append(Change(category, where, "added", None, h[path], "medium",
+                              f"{what} {path} added", affects=(ALL,), file=path))
         elif path not in h:
-            out.append(Change("code", where, "removed", b[path], None, "medium",
-                              f"pipeline code {path} removed", affects=(ALL,)))
+            out.append(Change(category, where, "removed", b[path], None, "medium",
+                              f"{what} {path} removed", affects=(ALL,)))
         else:
             try:
                 added, removed, excerpt, lines = _text_diff(base.text(path), head.text(path), path, path)
             except UnicodeDecodeError:
                 added = removed = 0
                 excerpt, lines = "", ()
-            out.append(Change("code", where, "changed", b[path], h[path], "medium",
-                              f"pipeline code {path} changed: +{added} −{removed} lines; every case re-runs",
+            out.append(Change(category, where, "changed", b[path], h[path], "medium",
+                              f"{what} {path} changed: +{added} −{removed} lines; {effect}",
                               detail=excerpt, affects=(ALL,), lines_added=added, lines_removed=removed,
                               file=path, changed_lines=lines))
     return out
 
 
 def evidence_changes(base: Snapshot, head: Snapshot) -> list[Change]:
-    """Changes to pipeline code, then to cassettes."""
-    return _code(base, head) + _cassettes(base, head)
+    """Changes to pipeline code, to the Python the evals run, then to cassettes."""
+    return (_code(base, head) + _code(base, head, "python", "evals", "eval Python (assertions, transforms)",
+                                      "the base's version judges this pull request; the change applies after merge")
+            + _code(base, head, "eval_files", "evals", "eval data file", "the cases that read it change")
+            + _cassettes(base, head))

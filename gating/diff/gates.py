@@ -12,7 +12,7 @@ from typing import Any
 from gating.diff.changes import Change, dotted, leaves, short
 from gating.diff.datasets import CaseChange, diff_cases, read_cases
 from gating.policy.rules import OPTION_DEFAULTS
-from gating.system.schema import PERMISSIONS
+from gating.system.schema import DEFAULT_BAKE_MINUTES, PERMISSIONS, duration_minutes
 from gating.system.snapshot import Snapshot
 
 _THRESH = re.compile(r"^\s*(>=|<=|>|<|==)\s*(-?[0-9.]+)\s*$")
@@ -180,7 +180,7 @@ def _approvers_widened(b_rule: dict[str, Any], h_rule: dict[str, Any], prefix: l
     team added beside another qualifier, or the last qualifier dropped, lets more people approve."""
     try:
         for i in range(0, len(prefix), 2):
-            b_rule, h_rule = b_rule[prefix[i]][prefix[i + 1]], h_rule[prefix[i]][prefix[i + 1]]
+            b_rule, h_rule = b_rule[str(prefix[i])][prefix[i + 1]], h_rule[str(prefix[i])][prefix[i + 1]]
     except (KeyError, IndexError, TypeError):
         return None
     def anyone(rule: dict[str, Any]) -> bool:
@@ -264,4 +264,69 @@ def policy_changes(base: Snapshot, head: Snapshot) -> list[Change]:
     for lp, kind, before, after in leaves(base.outline.get("rollback") or {}, head.outline.get("rollback") or {}):
         out.append(Change("policy", dotted("rollback", *lp), kind, before, after, "medium",
                           f"rollback {dotted(*lp)}: {short(before)} → {short(after)}"))
+    return out
+
+
+# -- monitor: the production rules that decide known-good and automatic rollback ----------------------
+
+_MONITOR_THRESH = re.compile(r"^\s*(>=|<=|>|<)\s*([0-9.]+)\s*(x\s*projected)?\s*$")
+
+
+def _monitor_loosened(key: str, before: Any, after: Any, rule_before: dict[str, Any]) -> str | None:
+    """Why a changed leaf of a monitor rule lets more through (fires later or not at all), else None."""
+    if key == "threshold" and isinstance(before, str) and isinstance(after, str):
+        mb, ma = _MONITOR_THRESH.match(before), _MONITOR_THRESH.match(after)
+        if mb and ma and mb.group(1)[0] == ma.group(1)[0] and bool(mb.group(3)) == bool(ma.group(3)):
+            vb, va = float(mb.group(2)), float(ma.group(2))
+            if (va > vb) if mb.group(1)[0] == ">" else (va < vb):
+                return f"threshold {before} → {after} fires later"
+        return None
+    if key == "for" and isinstance(before, str) and isinstance(after, str):
+        b, a = duration_minutes(before), duration_minutes(after)
+        return f"window {before} → {after} fires later" if a is not None and b is not None and a > b else None
+    if key == "min_requests" and isinstance(after, int) and after > (before if isinstance(before, int) else 100):
+        return f"min_requests {before} → {after} needs more traffic before it can fire"
+    if key == "action" and before == "rollback" and after != "rollback":
+        return f"action {before} → {after}: no automatic rollback any more"
+    if key == "anomaly.z" and isinstance(before, (int, float)) and isinstance(after, (int, float)) and after > before:
+        return f"anomaly z {before} → {after} fires later"
+    if key in ("threshold", "anomaly") and after is None and rule_before.get(key) is not None:
+        return f"{key} removed"
+    return None
+
+
+def monitor_changes(base: Snapshot, head: Snapshot) -> list[Change]:
+    """Changes to `monitor:`: a rule removed or loosened, or a shorter bake, is high risk (a bad
+    deployment would become known-good, or stay deployed, where the base's rules would catch it)."""
+    bm, hm = base.outline.get("monitor") or {}, head.outline.get("monitor") or {}
+    out = []
+    bb, hb = bm.get("bake_minutes"), hm.get("bake_minutes")
+    if bb != hb:
+        shorter = (hb if hb is not None else DEFAULT_BAKE_MINUTES) < (bb if bb is not None else DEFAULT_BAKE_MINUTES)
+        out.append(Change("policy", "monitor.bake_minutes", "changed" if bb is not None and hb is not None
+                          else "added" if bb is None else "removed", bb, hb, "high" if shorter else "medium",
+                          ("monitor loosened: " if shorter else "monitor ") + f"bake_minutes {short(bb)} → {short(hb)}"))
+    for key in sorted((set(bm) | set(hm)) - {"rules", "bake_minutes"}):
+        if bm.get(key) != hm.get(key):
+            out.append(Change("policy", f"monitor.{key}", "changed", bm.get(key), hm.get(key), "medium",
+                              f"monitor {key}: {short(bm.get(key))} → {short(hm.get(key))}"))
+    br = {r.get("name"): r for r in bm.get("rules") or [] if isinstance(r, dict)}
+    hr = {r.get("name"): r for r in hm.get("rules") or [] if isinstance(r, dict)}
+    for name in sorted(set(br) | set(hr), key=str):
+        path = f"monitor.rules.{name}"
+        if name not in hr:
+            out.append(Change("policy", path, "removed", br[name], None, "high", f"monitor loosened: rule `{name}` removed"))
+            continue
+        if name not in br:
+            out.append(Change("policy", path, "added", None, hr[name], "low", f"monitor rule `{name}` added"))
+            continue
+        for lp, kind, before, after in leaves(br[name], hr[name]):
+            key = dotted(*lp)
+            why = _monitor_loosened(key, before, after, br[name])
+            if why:
+                out.append(Change("policy", dotted(path, *lp), kind, before, after, "high",
+                                  f"monitor loosened: rule `{name}` {why}"))
+            else:
+                out.append(Change("policy", dotted(path, *lp), kind, before, after, "medium",
+                                  f"monitor rule `{name}` {key}: {short(before)} → {short(after)}"))
     return out

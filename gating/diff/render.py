@@ -49,7 +49,7 @@ def render_diff_markdown(cs: ChangeSet, heading: str = "###", excerpts: bool = T
     if gates := cs.after_merge:  # the base's evals and rules judge this change; these apply after it
         n = len(gates)
         lines += [f"> {n} change{'s' if n != 1 else ''} to how pull requests are judged or approved (evals, "
-                  "approval rules, rollback): they take effect only after merge, so the base's settings judge "
+                  "approval rules, rollback, monitor): they take effect only after merge, so the base's settings judge "
                   "this pull request.", ""]
     lines += ["| Category | Change | Path | Risk |", "|---|---|---|---|"]
     for c in cs.changes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from gating.diff.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
 from gating.diff.evidence import evidence_changes
-from gating.diff.gates import evals_changes, policy_changes
+from gating.diff.gates import evals_changes, monitor_changes, policy_changes
 from gating.system.manifest import MANIFEST_PATH
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import (
@@ -61,7 +61,8 @@ def _model_users(snap: Snapshot, model: str) -> tuple[str, ...]:
     return tuple(sorted(snap.prompt_users("model").get(model, ())))
 
 
-def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines: int = 16):
+def _text_diff(before: str, after: str, path_a: str, path_b: str,
+               excerpt_lines: int = 16) -> tuple[int, int, str, tuple[int, ...]]:
     """(lines added, lines removed, unified excerpt, changed head lines) from one line matcher."""
     a, b = before.splitlines(), after.splitlines()
     added = removed = 0
@@ -77,12 +78,12 @@ def _text_diff(before: str, after: str, path_a: str, path_b: str, excerpt_lines:
     for group in sm.get_grouped_opcodes(1):  # hunks as `diff -U1` prints them
         (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
         udiff.append(f"@@ -{_hunk_range(i1, i2)} +{_hunk_range(j1, j2)} @@")
-        for tag, i1, i2, j1, j2 in group:
-            if tag == "equal":
+        for op, i1, i2, j1, j2 in group:
+            if op == "equal":
                 udiff.extend(" " + line for line in a[i1:i2])
                 continue
-            udiff.extend("-" + line for line in a[i1:i2] if tag != "insert")
-            udiff.extend("+" + line for line in b[j1:j2] if tag != "delete")
+            udiff.extend("-" + line for line in a[i1:i2] if op != "insert")
+            udiff.extend("+" + line for line in b[j1:j2] if op != "delete")
     excerpt = udiff[:excerpt_lines]
     if len(udiff) > excerpt_lines:
         excerpt.append(f"... ({len(udiff) - excerpt_lines} more diff lines)")
@@ -146,7 +147,7 @@ def _models(base: Snapshot, head: Snapshot) -> list[Change]:
 
 
 def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
-    out = []
+    out: list[Change] = []
     bp, hp, names = differing_prompts(base, head)
     if not names:
         return out
@@ -175,7 +176,7 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
                               affects=()))
         elif b["sha256"] != h["sha256"]:
             before, after = base.text(b["file"]), head.text(h["file"])
-            added, removed, excerpt, lines = _text_diff(before, after, b["file"], h["file"])
+            added, removed, excerpt, changed = _text_diff(before, after, b["file"], h["file"])
             moved = f" (renamed from {b['file']})" if b["file"] != h["file"] else ""
             if not (added or removed):
                 out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "low",
@@ -187,7 +188,7 @@ def _prompts(base: Snapshot, head: Snapshot) -> list[Change]:
                 out.append(Change("prompt", f"{path}.file", "changed", b["sha256"], h["sha256"], "medium",
                                   f"prompt `{name}` changed: +{added} −{removed} lines in {h['file']}{moved}",
                                   detail=excerpt, affects=affects, lines_added=added, lines_removed=removed,
-                                  file=h["file"], changed_lines=lines))
+                                  file=h["file"], changed_lines=changed))
         for key in ("model", "system"):
             if b.get(key) != h.get(key):
                 out.append(Change("prompt", f"{path}.{key}", "changed", b.get(key), h.get(key), "high",
@@ -251,7 +252,7 @@ def _accepted_values(tool: str, path: str, p: str, b: Any, h: Any, handled: set[
         handled.add((p, "enum"))
         if be is None:
             out.append(Change("tool", f"{path}.enum", "added", None, he, "breaking",
-                              f"{head} now only accepts {_values(he)} (breaking)", affects=(ALL,)))
+                              f"{head} now only accepts {_values(he or [])} (breaking)", affects=(ALL,)))
         elif he is None:
             out.append(Change("tool", f"{path}.enum", "removed", be, None, "low",
                               f"{head} no longer limited to {_values(be)}", affects=(ALL,)))
@@ -364,6 +365,7 @@ def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", hea
         + evidence_changes(base, head)
         + evals_changes(base, head)
         + policy_changes(base, head)
+        + monitor_changes(base, head)
     )
     return cs
 

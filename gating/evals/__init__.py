@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the lazy names are, for the type checker
+    from gating.evals.compare import compare as compare
+    from gating.evals.dataset import DatasetError as DatasetError
+    from gating.evals.metrics import compute_metrics as compute_metrics
+    from gating.evals.records import load_run as load_run
+    from gating.evals.runner import run_evals as run_evals
 
 __all__ = ["run_evals", "compare", "compute_metrics", "load_run", "DatasetError"]
 

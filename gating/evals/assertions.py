@@ -12,17 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-import referencing.exceptions
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
-
 from gating.evals.assertion_types import TYPES, wrong_key_message
 from gating.evals.records import AssertionResult
 
-MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.threshold}  # alias -> graded type
+MODEL_GRADED = {n: t.name for n, t in TYPES.items() if t.model_graded}  # alias -> graded type
+PYTHON = "python"  # run by pycheck.py, not here
+SIMILAR = "similar"  # needs embeddings: runner.py
 _CONTAINS = {f"{i}contains{s}" for i in ("", "i") for s in ("", "-all", "-any")}
-DETERMINISTIC = set(TYPES) - set(MODEL_GRADED)
+DETERMINISTIC = set(TYPES) - set(MODEL_GRADED) - {PYTHON, SIMILAR}
 ALL_TYPES = sorted(TYPES)
 
 REFUSAL_PATTERNS = re.compile(
@@ -66,7 +63,7 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         return "an assertion is a mapping with a `type`"
     t = base_type(spec["type"])
-    if t not in DETERMINISTIC and t not in MODEL_GRADED:
+    if t not in TYPES:
         import difflib
 
         hint = difflib.get_close_matches(t, ALL_TYPES, n=1)
@@ -78,7 +75,23 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
     v = spec.get("value")
     if "weight" in spec and (not isinstance(spec["weight"], (int, float)) or spec["weight"] < 0):
         return "`weight` must be a number >= 0"
-    if "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or not 0 <= spec["threshold"] <= 1):
+    if t == PYTHON:
+        if "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or isinstance(spec["threshold"], bool)):
+            return "`threshold` must be a number"
+        if not isinstance(v, str) or not v.strip():
+            return "python needs a `value`: file://PATH.py:FUNCTION or inline Python"
+        from gating.evals.pycheck import parse_ref
+
+        try:
+            parse_ref(v, "get_assert")
+        except ValueError as e:
+            return str(e)
+        return None
+    if t == "levenshtein":
+        if "threshold" in spec and (not isinstance(spec["threshold"], int) or isinstance(spec["threshold"], bool)
+                                    or spec["threshold"] < 0):
+            return "levenshtein `threshold` is the most edits allowed: a whole number >= 0"
+    elif "threshold" in spec and (not isinstance(spec["threshold"], (int, float)) or not 0 <= spec["threshold"] <= 1):
         return "`threshold` must be a number between 0 and 1"
     if t == "equals" and "value" not in spec:
         return "equals needs a `value`"
@@ -91,17 +104,25 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
             re.compile(v)
         except re.error as e:
             return f"invalid regular expression {v!r}: {e}"
-    if t == "json-schema":
+    if t == SIMILAR and not _str_or_list(v):
+        return "similar needs a `value`: the reference text or a non-empty list of them"
+    if t in ("starts-with", "levenshtein", "rouge-n") and not isinstance(v, str):
+        return f"{t} needs a string `value`"
+    if t in ("is-json", "contains-json") and v is not None and not isinstance(v, dict):
+        return f"{t} `value` is an optional JSON Schema object"
+    if t == "json-schema" or (t in ("is-json", "contains-json") and v is not None):
         if not isinstance(v, dict):
             return "json-schema needs a `value` that is a JSON Schema object"
+        import jsonschema  # only a json-schema assertion needs it: imported here for a quick start
+
         try:
             jsonschema.Draft202012Validator.check_schema(v)
         except jsonschema.SchemaError as e:
             return f"invalid JSON Schema: {e.message}"
         bad = _unresolved_ref(v)
         if bad:
-            hint = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
-            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{hint}"
+            tip = "" if bad.startswith("#") else " (schemas are never fetched: put it under $defs)"
+            return f"invalid JSON Schema: $ref {bad!r} does not resolve within the schema{tip}"
     if t == "max-tokens" and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
         return "max-tokens needs a whole-number `value`"
     if t in ("latency", "cost") and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
@@ -111,8 +132,10 @@ def check_spec(spec: Any, case: dict[str, Any]) -> str | None:
         return "refusal `value` is true (should refuse, the default) or false (should answer)"
     if t in ("rubric", "llm-rubric") and (not isinstance(v, str) or not v.strip()):
         return f"{t} needs a `value`: the rubric text"
-    if t == "factuality" and not isinstance(v, str) and case.get("expected") is None:
-        return "factuality needs a reference answer: a `value` or the case's `expected`"
+    if t in ("factuality", "context-recall") and not isinstance(v, str) and case.get("expected") is None:
+        return f"{t} needs a reference answer: a `value` or the case's `expected`"
+    if t == "g-eval" and (not isinstance(v, str) or not v.strip()):
+        return "g-eval needs a `value`: the criteria"
     return None
 
 
@@ -127,6 +150,10 @@ def _refs(node: Any) -> list[str]:
 
 def _unresolved_ref(schema: dict[str, Any]) -> str | None:
     """The first $ref that cannot be resolved without fetching anything (validation would crash on it)."""
+    import referencing.exceptions
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
     resolver = Registry().resolver_with_root(DRAFT202012.create_resource(schema))
     for ref in _refs(schema):
         try:
@@ -182,7 +209,61 @@ def is_refusal(obs: Observation) -> bool:
     return obs.error == "content_filter" or bool(REFUSAL_PATTERNS.search(obs.output))
 
 
-def _check(t: str, v: Any, obs: Observation) -> tuple[bool, str]:
+def _schema(doc: Any, schema: dict[str, Any]) -> tuple[bool, str]:
+    import jsonschema  # imported when a schema assertion runs: a quick start for the CLI
+
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    if err is None:
+        return True, "matches the schema"
+    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+    return False, f"schema violation at {where}: {err.message}"
+
+
+def _embedded_json(text: str, limit: int = 20) -> list[Any]:
+    """The JSON objects and arrays found in the text, outermost first (at most `limit` tried)."""
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    i, tries = 0, 0
+    while tries < limit:
+        i = min((p for p in (text.find("{", i), text.find("[", i)) if p >= 0), default=-1)
+        if i < 0:
+            break
+        tries += 1
+        try:
+            doc, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i += 1
+            continue
+        found.append(doc)
+        i = end
+    return found
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions), two rows of the table at a time."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_1(output: str, reference: str) -> float:
+    """ROUGE-1 recall: the share of the reference's words (with their counts) found in the output."""
+    from collections import Counter
+
+    words = re.compile(r"\w+")
+    ref = Counter(w.casefold() for w in words.findall(reference))
+    got = Counter(w.casefold() for w in words.findall(output))
+    total = sum(ref.values())
+    return sum(min(n, got[w]) for w, n in ref.items()) / total if total else 0.0
+
+
+def _check(t: str, v: Any, obs: Observation, spec_threshold: Any = None) -> tuple[bool, str]:
     if t == "equals":
         return _equals(obs.output, v)
     if t in _CONTAINS:
@@ -190,27 +271,40 @@ def _check(t: str, v: Any, obs: Observation) -> tuple[bool, str]:
     if t == "regex":
         m = re.search(v, obs.output)
         return bool(m), f"matched {m.group(0)!r}" if m else f"no match for /{v}/"
-    if t == "is-json":
+    if t == "starts-with":
+        got = obs.output.lstrip()
+        return got.startswith(v), "starts with it" if got.startswith(v) else f"starts with {_short(got, 40)!r}"
+    if t == "is-json" and v is None:
         ok, why, _ = _json(obs.output)
         return ok, why
-    if t == "json-schema":
+    if t in ("json-schema", "is-json"):
         ok, why, doc = _json(obs.output)
-        if not ok:
-            return False, why
-        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(v).iter_errors(doc))
-        if err is None:
-            return True, "matches the schema"
-        where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-        return False, f"schema violation at {where}: {err.message}"
+        return _schema(doc, v) if ok else (False, why)
+    if t == "contains-json":
+        docs = _embedded_json(obs.output)
+        if not docs:
+            return False, "no JSON object or array in the output"
+        if v is None:
+            return True, "contains JSON"
+        results = [_schema(d, v) for d in docs]
+        return next((r for r in results if r[0]), results[0])
+    if t == "levenshtein":
+        limit = 5 if spec_threshold is None else spec_threshold
+        d = levenshtein(obs.output.strip(), v.strip())
+        return d <= limit, f"{d} edit{'s' if d != 1 else ''} from the expected text (at most {limit})"
+    if t == "rouge-n":
+        r = rouge_1(obs.output, v)
+        need = 0.75 if spec_threshold is None else spec_threshold
+        return r >= need, f"ROUGE-1 recall {r:.2f} (needs {need:g})"
     if t == "max-tokens":
         if obs.tokens_out is None:
             return False, "output token count unknown (the provider reported no usage)"
         return obs.tokens_out <= v, f"{obs.tokens_out} output tokens (max {v})"
     if t == "refusal":
-        want = True if v is None else v
-        got = is_refusal(obs)
-        what = "refused" if got else "answered"
-        return got == want, f"{what} (should {'refuse' if want else 'answer'})"
+        should = True if v is None else bool(v)
+        refused = is_refusal(obs)
+        what = "refused" if refused else "answered"
+        return refused == should, f"{what} (should {'refuse' if should else 'answer'})"
     if t == "latency":
         ms = obs.latency_ms.get("total")
         if ms is None:
@@ -227,7 +321,12 @@ def evaluate(spec: dict[str, Any], obs: Observation) -> AssertionResult:
     """Run one deterministic assertion; `not-` flips the outcome and says so."""
     t = spec["type"]
     negate = t.startswith("not-")
-    ok, why = _check(base_type(t), spec.get("value"), obs)
+    ok, why = _check(base_type(t), spec.get("value"), obs, spec.get("threshold"))
+    score = 1.0 if ok else 0.0
+    if base_type(t) in ("levenshtein", "rouge-n"):  # a graded similarity, not only pass/fail
+        out, ref = obs.output.strip(), str(spec["value"]).strip()
+        score = (1 - levenshtein(out, ref) / max(len(out), len(ref), 1) if base_type(t) == "levenshtein"
+                 else rouge_1(obs.output, ref))
     if negate:
-        ok, why = not ok, f"{why} (should not: {base_type(t)})"
-    return AssertionResult(t, ok, 1.0 if ok else 0.0, why, default_name(spec), float(spec.get("weight", 1.0)))
+        ok, why, score = not ok, f"{why} (should not: {base_type(t)})", 1.0 - score
+    return AssertionResult(t, ok, round(score, 6), why, default_name(spec), float(spec.get("weight", 1.0)))

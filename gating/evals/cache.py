@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
+from gating.evals.dataset import DatasetError
 from gating.evals.providers import ChatRequest, Completion
 from gating.system.evidence import cassette_path
 
@@ -166,20 +167,26 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def parse_cassette(path: str, data: bytes) -> dict[str, dict[str, Any]]:
-    """key -> entry. A bad line is an error naming the file and line (a cassette is reviewed code)."""
+    """key -> entry. A bad line is a DatasetError naming the file and line (a cassette is reviewed code)."""
     out: dict[str, dict[str, Any]] = {}
-    limits.check_size(path, len(data))
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+    try:
+        limits.check_size(path, len(data))
+        text = data.decode("utf-8")
+    except limits.LimitError as e:
+        raise DatasetError([str(e)]) from None
+    except UnicodeDecodeError:
+        raise DatasetError([f"{path}:1: cassette is not UTF-8 text"]) from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             entry = limits.load_json(line, path, limits.LINE, line=n)
             key = entry["key"]
             entry["response"]["text"]
-        except limits.LimitError:
-            raise
+        except limits.LimitError as e:
+            raise DatasetError([str(e)]) from None
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: not a cassette entry ({e})") from None
+            raise DatasetError([f"{path}:{n}: not a cassette entry ({e})"]) from None
         out[key] = entry
     return out
 

@@ -3,6 +3,8 @@
 Ratings file (JSONL), one example per line:
     {"id": "r1", "type": "rubric", "rubric": "...", "input": "...", "output": "...", "human": 4}
     {"id": "r2", "type": "factuality", "reference": "...", "input": "...", "output": "...", "human": 2}
+`g-eval` takes `rubric` (the criteria), `context-recall` a `reference` and a `context`,
+`context-faithfulness` a `context`, `answer-relevance` only the input and output.
 Reports exact agreement, within-one agreement, quadratic weighted kappa and a confusion matrix
 (rows: human, columns: judge). A judge reply that cannot be parsed counts as a disagreement. Below
 `evals.calibration.min_agreement` (default 0.8, on exact agreement unless `metric` says otherwise)
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.dataset import DatasetError
-from gating.evals.judge import SCALE, JudgeParseError, factuality_messages, judge_score, rubric_messages
+from gating.evals.judge import SCALE, JudgeParseError, judge_messages, judge_score
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.stats import (
@@ -38,6 +41,10 @@ from gating.system.snapshot import Snapshot
 CALIBRATION_SCHEMA = "gating.eval.calibration/1"
 DEFAULT_MIN_AGREEMENT = 0.8
 METRICS = ("exact", "within_one", "kappa")
+# rating type -> the field that holds its criterion (None: it has none besides input, output, context)
+CRITERION = {"rubric": "rubric", "factuality": "reference", "g-eval": "rubric", "context-recall": "reference",
+             "context-faithfulness": None, "answer-relevance": None}
+TYPES = tuple(CRITERION)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Rating:
     output: str
     human: int
     line: int
+    context: str | None = None  # the retrieved text, for the RAG metrics
 
 
 def load_ratings(path: str, data: bytes) -> list[Rating]:
@@ -69,12 +77,15 @@ def load_ratings(path: str, data: bytes) -> list[Rating]:
             problems.append(f"{where}: invalid JSON: {e}")
             continue
         kind = d.get("type", "rubric")
-        crit = d.get("rubric") if kind == "rubric" else d.get("reference")
+        field_ = CRITERION.get(kind)
+        crit = d.get(field_) if field_ else ""
         human = d.get("human")
-        if kind not in ("rubric", "factuality"):
-            problems.append(f"{where}: type must be rubric or factuality, got {kind!r}")
-        elif not isinstance(crit, str) or not crit.strip():
-            problems.append(f"{where}: a {kind} rating needs `{'rubric' if kind == 'rubric' else 'reference'}`")
+        if kind not in TYPES:
+            problems.append(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
+        elif field_ and (not isinstance(crit, str) or not crit.strip()):
+            problems.append(f"{where}: a {kind} rating needs `{field_}`")
+        elif kind in ("context-faithfulness", "context-recall") and not isinstance(d.get("context"), str):
+            problems.append(f"{where}: a {kind} rating needs `context` (the retrieved text)")
         elif human not in SCALE or isinstance(human, bool):
             problems.append(f"{where}: `human` must be a whole number 1-5, got {human!r}")
         elif not isinstance(d.get("output"), str):
@@ -83,7 +94,8 @@ def load_ratings(path: str, data: bytes) -> list[Rating]:
             problems.append(f"{where}: duplicate id {d.get('id')!r}")
         else:
             seen.add(str(d.get("id", n)))
-            out.append(Rating(str(d.get("id", n)), kind, crit, str(d.get("input", "")), d["output"], human, n))
+            out.append(Rating(str(d.get("id", n)), kind, crit, str(d.get("input", "")), d["output"], human, n,
+                              d.get("context")))
     if problems:
         raise DatasetError(problems)
     if not out:
@@ -161,8 +173,8 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
     sem = asyncio.Semaphore(concurrency)
 
     async def one(r: Rating) -> tuple[int | None, str]:
-        msgs = (rubric_messages(r.criterion, r.input, r.output) if r.type == "rubric"
-                else factuality_messages(r.criterion, r.input, r.output))
+        spec = {"type": r.type, "value": r.criterion} if r.criterion else {"type": r.type}
+        msgs = judge_messages(spec, r.input, r.output, r.criterion, r.context)
         async with sem:
             try:
                 score, reason, _ = await judge_score(llm, judge, msgs, path)
@@ -182,7 +194,7 @@ async def _calibrate(snapshot: Snapshot, reader: RevisionReader, path: str, env:
     if mode == "record":
         root = record_root or getattr(reader, "root", None)
         if root is None:
-            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+            raise GatingError("recording writes cassettes into a working tree; run it without --rev")
         write_cassette(Path(root) / cassette_path(path), llm.recorded.get(path, {}))
     metric = cal.get("metric", "exact")
     return summarize(ratings, list(judged), path=path, judge=f"{judge['provider']}/{judge['model']}",

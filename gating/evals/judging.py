@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.evals.dataset import Case, load_datasets
+from gating.evals.dataset import Case, Shared, load_datasets
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot
 
@@ -38,13 +38,20 @@ class Judging:
     unjudged: tuple[str, ...] = ()  # added cases that need a judge model the judging side lacks
     reader: RevisionReader | None = field(default=None, compare=False, repr=False)  # files it names (prices)
     prices: bytes | None = field(default=None, repr=False)
+    python: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # evals.python files: what checks run
+    embed_model: Mapping[str, Any] | None = None  # evals.embedding: the model `similar` embeds with
 
     @property
     def digest(self) -> str:
         """What a result judged this way depends on: a stored run is reused only when it matches."""
-        doc = {"evals": self.evals, "judge": self.judge_model,
+        doc: dict[str, Any] = {"evals": self.evals, "judge": self.judge_model,
                "prices": hashlib.sha256(self.prices).hexdigest() if self.prices is not None else None,
-               "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)] for c in self.cases]}
+               "cases": [[c.id, c.prompt, c.vars, c.expected, list(c.asserts), list(c.tags)]
+                         + ([c.transform] if c.transform else []) for c in self.cases]}
+        if self.embed_model:
+            doc["embedding"] = self.embed_model
+        if self.python:  # the checks' code decides results as much as the cases do
+            doc["python"] = {p: hashlib.sha256(b).hexdigest() for p, b in sorted(self.python.items())}
         text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -60,13 +67,32 @@ def _datasets(snap: Snapshot) -> dict[str, str]:
     return dict((snap.outline.get("evals") or {}).get("dataset_digests") or {})
 
 
-def _cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool) -> list[Case]:
-    """The snapshot's cases, checked against its own prompts (raises DatasetError)."""
+def revision_cases(snap: Snapshot, ev: Mapping[str, Any], has_judge: bool, generate: bool = True) -> list[Case]:
+    """The snapshot's cases, checked against its own prompts, with `ev`'s defaults and generators
+    (raises DatasetError). Generators run the snapshot's own Python, so only a judging side's run."""
+    from gating.evals.pycheck import generate as run_generator
+    from gating.evals.pycheck import parse_ref
+
     paths = list(_datasets(snap))
-    snap.preload(paths)
+    files = sorted(snap.data.get("eval_files") or {})
+    snap.preload(paths + files)
     target = (ev.get("target") or {"type": "prompt"})["type"]
+    generated = []
+    if generate and ev.get("generate"):
+        python = python_sources(snap)
+        timeout = float(ev.get("python_timeout_s") or 10.0)
+        generated = [(ref[len("file://"):], run_generator(parse_ref(ref, "generate"), python, timeout))
+                     for ref in ev["generate"]]
+    shared = Shared(ev.get("defaults") or {}, {p: snap.contents[p] for p in files})
     return load_datasets({p: snap.contents[p] for p in paths}, snap.manifest.prompts,
-                         prompt_required=target == "prompt", has_judge=has_judge)
+                         prompt_required=target == "prompt", has_judge=has_judge, shared=shared, generated=generated)
+
+
+def python_sources(snap: Snapshot) -> dict[str, bytes]:
+    """The Python files the snapshot's evals declare (`evals.python`), from the snapshot itself."""
+    paths = sorted(snap.data.get("python") or {})
+    snap.preload(paths)
+    return {p: snap.contents[p] for p in paths}
 
 
 def _prices(reader: RevisionReader | None, ev: Mapping[str, Any]) -> bytes | None:
@@ -80,9 +106,14 @@ def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None)
     if not ev:
         return None
     judge = snap.manifest.models.get(ev["judge"]) if ev.get("judge") else None
+    cases = revision_cases(snap, ev, judge is not None)
+    python = python_sources(snap)
+    from gating.evals.pycheck import check_refs, python_refs
+
+    check_refs(python_refs(cases, ev.get("transform")), python)
     return Judging("self", rev, f"the evals of `{snap.manifest.source}` at `{rev[:7]}`", ev, judge,
-                   tuple(_cases(snap, ev, judge is not None)), _datasets(snap), reader=reader,
-                   prices=_prices(reader, ev))
+                   tuple(cases), _datasets(snap), reader=reader, prices=_prices(reader, ev), python=python,
+                   embed_model=snap.manifest.models.get(ev["embedding"]) if ev.get("embedding") else None)
 
 
 def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base_rev: str,
@@ -99,9 +130,12 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
         sentence = (f"Judged by the head's evals: the base `{base_rev[:7]}` {has}, so this pull request "
                     "adopts them (an admin approves that, by the built-in policy-change rule)")
         return Judging("head", theirs.rev, sentence, theirs.evals, theirs.judge_model, theirs.cases,
-                       theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices)
+                       theirs.datasets, tuple(c.id for c in theirs.cases), (), head_reader, theirs.prices,
+                       theirs.python, theirs.embed_model)
     known = {c.id for c in own.cases}
-    head_cases = _cases(head, {**head_ev, "target": own.evals.get("target")}, True) if head_ev else []
+    # the head's cases as the base would read them: its defaults, and no generator of the head's (code)
+    head_cases = revision_cases(head, {**head_ev, "target": own.evals.get("target"),
+                                       "defaults": own.evals.get("defaults")}, True, generate=False) if head_ev else []
     added = [c for c in head_cases if c.id not in known]
     unjudged = [c.id for c in added if c.uses_judge and own.judge_model is None]
     run = [c for c in added if c.id not in unjudged]
@@ -110,4 +144,4 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
     sentence = (f"Judged by the base's evals (`{source}` at `{base_rev[:7]}`): its thresholds, regression rule, "
                 "judge, target and the cases that exist there, with their assertions")
     return Judging("base", base_rev, sentence, own.evals, own.judge_model, own.cases + tuple(run), datasets,
-                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices)
+                   tuple(c.id for c in run), tuple(unjudged), own.reader, own.prices, own.python, own.embed_model)

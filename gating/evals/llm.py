@@ -13,10 +13,12 @@ that does not parse): `complete(..., check=)` vets it first.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating.errors import GatingError
 from gating.evals.cache import ResponseCache, cache_key, cassette_entry, request_key
 from gating.evals.providers import (
     ChatRequest,
@@ -40,7 +42,7 @@ def resolve_mode(env: Mapping[str, str], record: bool, configured: str = "live",
         return "replay"
     mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
     if mode not in MODES:
-        raise ValueError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
+        raise GatingError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
     if mode == "auto":
         return configured
     return mode
@@ -81,7 +83,7 @@ class LLM:
         answer is an error, so it is neither cached nor recorded (and a cached one is not served)."""
         if self.mode == "replay" or req.provider == "replay":
             return self._replay(req)
-        key = cache_key(req, base_url_of(req.provider, req.base_url, self.env))
+        key = cache_key(req, base_url_of(req.provider, req.base_url, self.env, req.options))
         if self.cache is not None and self.mode != "record":
             hit = self.cache.get(key)
             if hit is not None and _usable(hit, check):
@@ -111,6 +113,11 @@ class LLM:
             del self._inflight[key]
         return got
 
+    async def embed(self, req: Any, dataset: str = "") -> list[list[float]]:
+        """Embeddings of an EmbedRequest, through the same cache, cassettes and retries as answers."""
+        got = await self.complete(req, dataset, check=_vectors)
+        return _vectors(got.text)
+
     def _replay(self, req: ChatRequest) -> Completion:
         key = request_key(req)
         entry = self.cassettes.get(key)
@@ -132,6 +139,7 @@ class LLM:
             self.stats.waited_s += wait
             self.stats.requests += 1
 
+        assert self.pool is not None  # complete() answers without a pool before it gets here
         got = await call_with_retries(self.pool, req, self.env, self.policy, self.timeout_s, on_retry)
         self.stats.live += 1
         got.latency_ms = round(got.latency_ms, 3)  # as stored, so record and replay agree exactly
@@ -143,6 +151,16 @@ class LLM:
             rkey = request_key(req)
             self.recorded.setdefault(dataset, {})[rkey] = cassette_entry(rkey, req, got)
         return got
+
+
+def _vectors(text: str) -> list[list[float]]:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        v = None
+    if not isinstance(v, list) or not all(isinstance(r, list) for r in v):
+        raise ProviderError("parse", "a recorded embedding is not a list of vectors")
+    return v
 
 
 def _usable(got: Completion, check: Callable[[str], object] | None) -> bool:

@@ -28,7 +28,7 @@ def default_prices() -> dict[str, dict[str, dict[str, float]]]:
 
 
 def merge_prices(base: Prices, extra: Mapping[str, Any] | None) -> dict[str, dict[str, dict[str, float]]]:
-    out = {p: dict(models) for p, models in base.items()}
+    out = {p: {m: dict(v) for m, v in models.items()} for p, models in base.items()}
     for provider, models in (extra or {}).items():
         if provider.startswith("_") or not isinstance(models, dict):
             continue
@@ -79,7 +79,7 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     m["tokens_in_per_request"] = _mean(tin)
     m["tokens_out_per_request"] = _mean(tout)
     costs = [c.cost_usd for c in answered]
-    m["cost_per_request_usd"] = None if not costs or any(x is None for x in costs) else _mean(costs)
+    m["cost_per_request_usd"] = None if not costs or any(x is None for x in costs) else _mean([x for x in costs if x is not None])
     m["cached"] = sum(c.cached for c in cases)
     return m
 

@@ -1,4 +1,5 @@
-"""The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages.
+"""The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages here,
+and the native dialects of Azure OpenAI, Gemini, Vertex AI, Bedrock and Ollama in gating/evals/dialects.
 
 Transport: a pool of small httpx.AsyncClient shards (SHARD_CONNECTIONS connections each), and each
 request goes to the least busy shard. One client's connection pool re-scans every connection (with
@@ -20,9 +21,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from gating.errors import ServiceError
+
+if TYPE_CHECKING:
+    from gating.evals.dialects import Dialect
 
 try:
     import sniffio  # noqa: F401
@@ -37,10 +43,10 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
 ENV_NAMES = {"openai": ("OPENAI_BASE_URL", "OPENAI_API_KEY"), "anthropic": ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")}
 # Providers that speak the OpenAI chat-completions dialect.
-OPENAI_DIALECT = {"openai", "ollama", "vllm", "litellm"}
+OPENAI_DIALECT = {"openai", "vllm", "litellm"}
 
 
-class ProviderError(Exception):
+class ProviderError(ServiceError):
     """A request that did not produce an answer; `category` is one of records.ERROR_CATEGORIES."""
 
     def __init__(self, category: str, message: str, *, retry_after: float | None = None,
@@ -64,6 +70,7 @@ class ChatRequest:
     base_url: str | None = None  # from the manifest; not part of the cassette key (the cache key has it)
     api_key_env: str | None = None
     repeat: int = 0  # repeat index > 0 makes an otherwise identical request a distinct sample
+    options: tuple[tuple[str, Any], ...] = ()  # the provider's own settings: deployment, region, project, ...
 
     def key_material(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -74,6 +81,8 @@ class ChatRequest:
         }
         if self.repeat:
             d["repeat"] = self.repeat
+        if self.options:  # a deployment or a region can serve another model: part of the key
+            d["options"] = dict(self.options)
         return d
 
 
@@ -94,8 +103,18 @@ class Completion:
         return cls(str(d["text"]), d.get("tokens_in"), d.get("tokens_out"), float(d.get("latency_ms", 0.0)), source)
 
 
-def base_url_of(provider: str, base_url: str | None, env: Mapping[str, str]) -> str | None:
+def _native(provider: str) -> Dialect | None:
+    from gating.evals.dialects import dialect
+
+    return dialect(provider)
+
+
+def base_url_of(provider: str, base_url: str | None, env: Mapping[str, str],
+                options: tuple[tuple[str, Any], ...] = ()) -> str | None:
     """The base URL a request goes to: manifest first, then the SDK environment variable, then the default."""
+    native = _native(provider)
+    if native is not None:
+        return native.base_url(ChatRequest(provider, "", (), base_url=base_url, options=options), env)
     dialect = "openai" if provider in OPENAI_DIALECT else provider
     url_env = ENV_NAMES.get(dialect, ("", ""))[0]
     url = base_url or env.get(url_env) or DEFAULT_BASE_URLS.get(dialect)
@@ -104,6 +123,9 @@ def base_url_of(provider: str, base_url: str | None, env: Mapping[str, str]) -> 
 
 def key_env_of(provider: str, api_key_env: str | None) -> str:
     """The environment variable the API key comes from (the manifest's api_key_env, else the SDK's)."""
+    native = _native(provider)
+    if native is not None:
+        return native.key_env(ChatRequest(provider, "", (), api_key_env=api_key_env))
     dialect = "openai" if provider in OPENAI_DIALECT else provider
     return api_key_env or ENV_NAMES.get(dialect, ("", ""))[1]
 
@@ -123,11 +145,17 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
              env: Mapping[str, str]) -> tuple[str, str | None]:
     """(base URL, API key): manifest first, then the SDK environment variables, then the default.
     No URL, or no key for a public provider, is a `setup` error raised before anything is sent."""
+    native = _native(provider)
+    if native is not None:
+        req = ChatRequest(provider, "", (), base_url=base_url, api_key_env=api_key_env)
+        url = native.require_url(req, env)
+        return url, native.require_key(req, env, url)
     dialect = "openai" if provider in OPENAI_DIALECT else provider
     key_env = key_env_of(provider, api_key_env)
-    url = base_url_of(provider, base_url, env)
-    if not url:
+    found = base_url_of(provider, base_url, env)
+    if not found:
         raise ProviderError("setup", f"no base URL for provider {provider!r}: set base_url in gating.yml")
+    url = found
     key = env.get(key_env) if key_env else None
     if not key and url == DEFAULT_BASE_URLS.get(dialect):
         raise ProviderError("setup", f"no API key for {provider}: set {key_env} (or a base_url "
@@ -286,13 +314,13 @@ def parse_response(provider: str, data: Any) -> tuple[str, int | None, int | Non
             if data.get("stop_reason") == "refusal":
                 raise ProviderError("content_filter", "the provider refused (stop_reason: refusal)")
             text = "".join(str(b.get("text") or "") for b in data["content"] if b.get("type") == "text")
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            usage = u if isinstance(u := data.get("usage"), dict) else {}
             return text, _tokens(usage.get("input_tokens")), _tokens(usage.get("output_tokens"))
         choice = data["choices"][0]
         if choice.get("finish_reason") == "content_filter":
             raise ProviderError("content_filter", "the provider filtered the answer (finish_reason: content_filter)")
         text = _text(choice["message"].get("content"))
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = u if isinstance(u := data.get("usage"), dict) else {}
         return text, _tokens(usage.get("prompt_tokens")), _tokens(usage.get("completion_tokens"))
     except KeyError as e:
         raise ProviderError("parse", f"unexpected response shape: missing {e}") from None
@@ -308,6 +336,17 @@ def _json_kind(v: Any) -> str:
 async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
                     timeout_s: float | None = None) -> Completion:
     """One HTTP request, no retries. Raises ProviderError."""
+    native = _native(req.provider)
+    if native is not None:
+        prepared = native.prepare(req, env)
+        t0 = time.perf_counter()
+        resp = await _post(pool, prepared.url, prepared.body, prepared.headers, timeout_s,
+                           native.url_setting(req, env))
+        latency = (time.perf_counter() - t0) * 1000
+        if resp.status_code != 200:
+            raise native.error(resp, req, env, prepared.key_sent)
+        text, tin, tout = native.parse(_json_of(resp))
+        return Completion(text, tin, tout, latency)
     base, key = endpoint(req.provider, req.base_url, req.api_key_env, env)
     headers = {"content-type": "application/json"}
     if req.provider == "anthropic":
@@ -323,27 +362,72 @@ async def call_live(pool: ClientPool, req: ChatRequest, env: Mapping[str, str],
         raise ProviderError("setup", f"provider {req.provider!r} is not supported for live calls")
     body = json.dumps(build_body(req)).encode()
     t0 = time.perf_counter()
+    resp = await _post(pool, url, body, headers, timeout_s, url_setting(req.provider, req.base_url, env))
+    latency = (time.perf_counter() - t0) * 1000
+    if resp.status_code != 200:
+        err = classify_status(resp)
+        raise explain_setup(resp, req, env, bool(key)) if err.category == "setup" else err
+    text, tin, tout = parse_response(req.provider, _json_of(resp))
+    return Completion(text, tin, tout, latency)
+
+
+async def _post(pool: ClientPool, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float | None,
+                setting: str) -> httpx.Response:
+    """POST, with transport failures as ProviderErrors that name the setting to check."""
     try:
-        resp = await pool.post(url, body, headers, timeout_s)
+        return await pool.post(url, body, headers, timeout_s)
     except httpx.TimeoutException as e:
         raise ProviderError("timeout", f"no answer within {timeout_s or pool.timeout_s:g} s ({type(e).__name__})",
                             retryable=True) from None
     except httpx.ConnectError as e:
         raise ProviderError("transport", f"cannot connect to {url}: is the server running, and is "
-                            f"{url_setting(req.provider, req.base_url, env)} right? ({type(e).__name__}: {e})",
-                            retryable=True) from None
+                            f"{setting} right? ({type(e).__name__}: {e})", retryable=True) from None
     except httpx.HTTPError as e:
         raise ProviderError("transport", f"{type(e).__name__} from {url}: {e}", retryable=True) from None
-    latency = (time.perf_counter() - t0) * 1000
-    if resp.status_code != 200:
-        err = classify_status(resp)
-        raise explain_setup(resp, req, env, bool(key)) if err.category == "setup" else err
+
+
+def _json_of(resp: httpx.Response) -> Any:
     try:
-        data = json.loads(resp.content)
+        return json.loads(resp.content)
     except ValueError:
         raise ProviderError("parse", f"response body is not JSON ({len(resp.content)} bytes)") from None
-    text, tin, tout = parse_response(req.provider, data)
-    return Completion(text, tin, tout, latency)
+
+
+async def call_embed(pool: ClientPool, req: Any, env: Mapping[str, str], timeout_s: float | None = None) -> list[list[float]]:
+    """Embeddings of `req.texts` (a dialects.EmbedRequest), one vector per text, in order. Raises ProviderError."""
+    native = _native(req.provider)
+    if native is not None:
+        prepared = native.prepare_embed(req, env)
+        resp = await _post(pool, prepared.url, prepared.body, prepared.headers, timeout_s,
+                           native.url_setting(req, env))
+        if resp.status_code != 200:
+            raise native.error(resp, req, env, prepared.key_sent)
+        return native.parse_embed(_json_of(resp), len(req.texts))
+    if req.provider not in OPENAI_DIALECT:
+        raise ProviderError("setup", f"provider {req.provider} has no embeddings API; name an embedding model of "
+                            "another provider")
+    base, key = endpoint(req.provider, req.base_url, req.api_key_env, env)
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
+    body = json.dumps({"model": req.model, "input": list(req.texts)}).encode()
+    resp = await _post(pool, base + "/embeddings", body, headers, timeout_s,
+                       url_setting(req.provider, req.base_url, env))
+    if resp.status_code != 200:
+        err = classify_status(resp)
+        if err.category == "setup":
+            chat = ChatRequest(req.provider, req.model, (), base_url=req.base_url, api_key_env=req.api_key_env)
+            raise explain_setup(resp, chat, env, bool(key))
+        raise err
+    from gating.evals.dialects.azure import Azure
+
+    return Azure().parse_embed(_json_of(resp), len(req.texts))  # Azure's embeddings are OpenAI's shape
+
+
+async def embed_completion(pool: ClientPool, req: Any, env: Mapping[str, str],
+                           timeout_s: float | None = None) -> Completion:
+    """call_embed as a Completion (the vectors as JSON text), so the cache and cassettes keep embeddings too."""
+    t0 = time.perf_counter()
+    vectors = await call_embed(pool, req, env, timeout_s)
+    return Completion(json.dumps(vectors), None, None, (time.perf_counter() - t0) * 1000)
 
 
 @dataclass
@@ -363,16 +447,17 @@ class RetryPolicy:
             return None
         if err.retry_after is not None:
             return err.retry_after if err.retry_after <= self.max_retry_after_s else None
-        cap = min(self.max_delay_s, self.base_s * 2 ** (attempt - 1))
+        cap = min(self.max_delay_s, self.base_s * 2.0 ** (attempt - 1))
         return cap / 2 + self.rng.uniform(0, cap / 2)
 
 
 async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str, str], policy: RetryPolicy,
                             timeout_s: float | None = None, on_retry: Any = None) -> Completion:
     attempt = 0
+    call = embed_completion if hasattr(req, "texts") else call_live
     while True:
         try:
-            return await call_live(pool, req, env, timeout_s)
+            return await call(pool, req, env, timeout_s)
         except ProviderError as err:
             attempt += 1
             wait = policy.delay(attempt, err)

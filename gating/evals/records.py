@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from gating.errors import GatingError
+
 RUN_SCHEMA = "gating.eval.run/1"
 COMPARISON_SCHEMA = "gating.eval.comparison/1"
 
@@ -21,7 +23,7 @@ ERROR_CATEGORIES = ("rate_limit", "timeout", "content_filter", "parse", "transpo
                     "assertion", "internal")
 
 
-class SchemaError(ValueError):
+class SchemaError(GatingError):
     """A stored document has a schema this version cannot read."""
 
 

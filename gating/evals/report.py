@@ -204,14 +204,14 @@ def render_junit(obj: RunResult | Comparison | None, suite: str = "gating eval")
            f"<testsuites name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" errors=\"{errors}\">",
            f"  <testsuite name={quoteattr(suite)} tests=\"{len(cases)}\" failures=\"{failures}\" "
            f"errors=\"{errors}\" time=\"{total:.3f}\">"]
-    for cls, name, secs, kind, msg, detail in cases:
+    for cls, name, secs, kind, text, detail in cases:
         attrs = f"classname={quoteattr(cls)} name={quoteattr(name)} time=\"{secs:.3f}\""
         if kind is None:
             out.append(f"    <testcase {attrs}/>")
             continue
         body = _xml_text(detail)
         out.append(f"    <testcase {attrs}>")
-        out.append(f"      <{kind} message={quoteattr(_xml_clean(msg or ''))}>{body}</{kind}>")
+        out.append(f"      <{kind} message={quoteattr(_xml_clean(text or ''))}>{body}</{kind}>")
         out.append("    </testcase>")
     out += ["  </testsuite>", "</testsuites>"]
     return "\n".join(out) + "\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 from collections.abc import Mapping
@@ -16,16 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from gating import limits
-from gating.evals.assertions import MODEL_GRADED, Observation, base_type, default_name, evaluate
+from gating.errors import GatingError
+from gating.evals.assertions import (
+    MODEL_GRADED,
+    PYTHON,
+    SIMILAR,
+    Observation,
+    base_type,
+    default_name,
+    evaluate,
+)
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
-from gating.evals.dataset import Case, DatasetError, dataset_digest, load_datasets
+from gating.evals.dataset import Case, DatasetError, dataset_digest
 from gating.evals.judge import JudgeParseError, grade
-from gating.evals.judging import Judging
+from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
+from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
+from gating.evals.pycheck import CheckError, PythonChecks, check_refs, parse_ref, python_refs, verdict
 from gating.evals.records import AssertionResult, CaseResult, RunResult
 from gating.evals.targets import (
     CommandTarget,
@@ -37,6 +49,7 @@ from gating.evals.targets import (
 )
 from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
+from gating.system.schema import PROVIDER_SETTINGS
 from gating.system.snapshot import Snapshot
 
 DEFAULT_CONCURRENCY = 16
@@ -50,7 +63,7 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               judging: Judging | None = None, mode: str | None = None,
               trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
-    request). Raises DatasetError for a bad dataset, ValueError for bad settings.
+    request). Raises DatasetError for a bad dataset, GatingError for bad settings.
 
     `mode` is the mode the judging revision chose (None: this revision's own settings decide);
     `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
@@ -70,13 +83,61 @@ def _expects_refusal(case: Case) -> bool:
     return any(base_type(a["type"]) == "refusal" for a in case.asserts)
 
 
+def _context(case: Case, question: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a Python check or transform receives besides the output (promptfoo's `context`)."""
+    test = {"id": case.id, "description": case.description, "vars": case.vars, "tags": list(case.tags)}
+    if case.expected is not None:
+        test["expected"] = case.expected
+    ctx: dict[str, Any] = {"vars": case.vars, "prompt": question, "test": test, "expected": case.expected}
+    if spec is not None and "config" in spec:
+        ctx["config"] = spec["config"]
+    return ctx
+
+
 class _Run:
-    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: dict | None, repeat: int):
+    def __init__(self, target: Any, llm: LLM, prices: Any, judge_model: Mapping[str, Any] | None, repeat: int,
+                 checks: PythonChecks | None = None, transform: str | None = None,
+                 embed_model: Mapping[str, Any] | None = None) -> None:
         self.target = target
         self.llm = llm
         self.prices = prices
         self.judge_model = judge_model
         self.repeat = repeat
+        self.checks = checks
+        self.transform = transform
+        self.embed_model = embed_model
+
+    async def _similar(self, spec: dict[str, Any], obs: Observation, case: Case) -> AssertionResult:
+        from gating.evals.dialects import EmbedRequest
+
+        if not self.embed_model:
+            raise CheckError("similar needs an embedding model: the judging revision sets none in evals.embedding")
+        m = self.embed_model
+        refs = [spec["value"]] if isinstance(spec["value"], str) else list(spec["value"])
+        req = EmbedRequest(m["provider"], m["model"], (obs.output, *refs), m.get("base_url"), m.get("api_key_env"),
+                           tuple(sorted((k, m[k]) for k in PROVIDER_SETTINGS if k in m)))
+        out, *ref_vecs = await self.llm.embed(req, case.file)
+        best = max(_cosine(out, r) for r in ref_vecs)
+        need = float(spec.get("threshold", 0.75))
+        ok, why = best >= need, f"cosine similarity {best:.3f} (needs {need:g})"
+        if spec["type"].startswith("not-"):
+            ok, best, why = not ok, 1.0 - best, f"{why} (negated)"
+        return AssertionResult(spec["type"], ok, round(best, 6), why, default_name(spec), float(spec.get("weight", 1.0)))
+
+    async def _python(self, spec: dict[str, Any], obs: Observation, case: Case, question: str) -> AssertionResult:
+        assert self.checks is not None
+        got = await self.checks.call(parse_ref(spec["value"], "get_assert"), obs.output, _context(case, question, spec))
+        ok, score, why = verdict(got, spec.get("threshold"))
+        if spec["type"].startswith("not-"):
+            ok, score, why = not ok, 1.0 - score if 0 <= score <= 1 else -score, f"{why} (negated)"
+        return AssertionResult(spec["type"], ok, score, why, default_name(spec), float(spec.get("weight", 1.0)))
+
+    async def _transformed(self, case: Case, output: str, question: str) -> str:
+        code = case.transform or self.transform
+        if not code or self.checks is None:
+            return output
+        got = await self.checks.call(parse_ref(code, "get_transform"), output, _context(case, question))
+        return got if isinstance(got, str) else json.dumps(got, ensure_ascii=False)
 
     async def case(self, case: Case) -> CaseResult:
         reps: list[tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]] = []
@@ -89,7 +150,7 @@ class _Run:
 
     async def _one(self, case: Case, r: int) -> tuple[TargetOutput | None, list[AssertionResult], str | None, str, float]:
         try:
-            out: TargetOutput | None = await self.target.run(case, r)
+            out: TargetOutput = await self.target.run(case, r)
             obs = Observation(out.output, out.tokens_in, out.tokens_out, out.latency_ms)
         except RenderError as e:
             return None, [], "render", str(e), 0.0
@@ -106,14 +167,32 @@ class _Run:
         error, message, judge_ms = None, "", 0.0
         question = next((c for role, c in reversed(out.messages) if role == "user"), None) \
             or json.dumps(case.vars, ensure_ascii=False)
+        try:
+            obs.output = out.output = await self._transformed(case, obs.output, question)  # what is graded is shown
+        except CheckError as e:
+            return out, [], "assertion", f"transform: {e.message}", 0.0
         for spec in case.asserts:
             try:
+                if base_type(spec["type"]) == PYTHON:
+                    results.append(await self._python(spec, obs, case, question))
+                    continue
+                if base_type(spec["type"]) == SIMILAR:
+                    try:
+                        results.append(await self._similar(spec, obs, case))
+                    except ProviderError as e:  # the embedding call failed: an error of its own category
+                        error, message = error or e.category, message or f"embedding: {e.message}"
+                        results.append(_failed(spec, f"embedding error ({e.category}): {e.message}"))
+                    continue
                 if base_type(spec["type"]) not in MODEL_GRADED:
                     results.append(evaluate(spec, obs))
                     continue
-                res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file)
+                res, got = await grade(spec, obs, question, case.expected, self.llm, self.judge_model or {}, case.file,
+                                       case.vars.get("context"))
                 judge_ms += got.latency_ms
                 results.append(res)
+            except CheckError as e:  # a Python check that gave no verdict: the case's error, never a score
+                error, message = error or "assertion", message or e.message
+                results.append(_failed(spec, e.message))
             except (JudgeParseError, ProviderError) as e:
                 cat = "parse" if isinstance(e, JudgeParseError) else e.category
                 msg = str(e) if isinstance(e, JudgeParseError) else e.message
@@ -128,9 +207,11 @@ class _Run:
     def _aggregate(self, case: Case, reps: list) -> CaseResult:
         passed_list, scores_list = [], []
         for out, results, error, _msg, _j in reps:
-            ok = out is not None and error is None and all(a.passed for a in results)
             wsum = sum(a.weight for a in results)
             score = (sum(a.score * a.weight for a in results) / wsum if wsum else 1.0) if out is not None else 0.0
+            # a case threshold passes on the weighted score; without one, every assertion must pass
+            met = score >= case.threshold if case.threshold is not None else all(a.passed for a in results)
+            ok = out is not None and error is None and met
             passed_list.append(ok)
             scores_list.append(0.0 if error else score)
         n = len(reps)
@@ -166,6 +247,13 @@ class _Run:
         )
 
 
+def _cosine(a: list[float], b: list[float]) -> float:
+    if len(a) != len(b):
+        raise ProviderError("parse", f"embeddings of different lengths ({len(a)} and {len(b)})")
+    na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (na * nb) if na and nb else 0.0
+
+
 def _failed(spec: dict[str, Any], reason: str) -> AssertionResult:
     """The result of an assertion that could not be checked: failed, score 0."""
     name = spec.get("name") or MODEL_GRADED.get(base_type(spec["type"])) or default_name(spec)
@@ -178,10 +266,7 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     merged: dict[str, dict[str, Any]] = {}
     for p in paths:
         if blobs.get(p) is not None:
-            try:
-                merged.update(parse_cassette(p, blobs[p] or b""))
-            except ValueError as e:
-                raise DatasetError([str(e)]) from None
+            merged.update(parse_cassette(p, blobs[p] or b""))
     return merged
 
 
@@ -217,8 +302,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     else:
         digests = dict((snapshot.data.get("evals") or {}).get("dataset_digests") or {})
         judge_model = m.models.get(ev["judge"]) if ev.get("judge") else None
-        cases = load_datasets({p: snapshot.contents[p] for p in digests}, m.prompts,
-                              prompt_required=target_cfg["type"] == "prompt", has_judge=judge_model is not None)
+        cases = revision_cases(snapshot, {**ev, "target": target_cfg}, judge_model is not None)
     if target_cfg["type"] == "prompt":
         bad = [f"{c.where}: case {c.id!r}: prompt {c.prompt!r} names no model to call (set `model:` on it)"
                for c in cases if c.prompt in m.prompts and not m.prompts[c.prompt].get("model")]
@@ -233,9 +317,9 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
     cassettes = {**cassettes, **(trusted_cassettes or {})}
     mode = "record" if record else mode or resolve_mode(env, False, configured_mode(ev))
     if mode == "record":
-        root = record_root or getattr(reader, "root", None)
+        root: str | os.PathLike[str] | None = record_root or getattr(reader, "root", None)
         if root is None:
-            raise ValueError("recording writes cassettes into a working tree; run it without --rev")
+            raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
     pool = ClientPool(conc, tmo) if needs_pool else None
     cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None
@@ -257,7 +341,20 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if not target_cfg.get("url") or pool is None:
             raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
         target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
-    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat)
+    python = dict(judging.python) if judging else {p: snapshot.contents[p] for p in snapshot.data.get("python") or {}}
+    refs = python_refs(selected, ev.get("transform"))
+    if not judging:  # the judging side's own cases were checked when it was loaded; added ones fail alone
+        check_refs(refs, python)
+    embed_model = (judging.embed_model if judging else
+                   (m.models.get(ev["embedding"]) if ev.get("embedding") else None))
+    if embed_model is None:
+        bad = [f"{c.where}: case {c.id!r}: similar needs an embedding model (set evals.embedding in gating.yml)"
+               for c in selected if any(base_type(a["type"]) == SIMILAR for a in c.asserts)]
+        if bad and not judging:
+            raise DatasetError(bad)
+    checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
+    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
+               checks, ev.get("transform"), embed_model)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))
 
@@ -280,8 +377,11 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             cache.close()
         if workdir is not None:
             workdir.cleanup()
+        if checks is not None:
+            await checks.aclose()
     written = {}
     if mode == "record":
+        assert root is not None  # a record run without a working tree stopped above
         for ds, entries in llm.recorded.items():
             if ds:
                 written[cassette_path(ds)] = write_cassette(Path(root) / cassette_path(ds), entries)

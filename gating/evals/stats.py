@@ -35,7 +35,7 @@ def binom_cdf(k: int, n: int, p: float = 0.5) -> float:
         for i in range(k + 1):
             total += term
             term = term * (n - i) // (i + 1)
-        return total / 2**n
+        return total / (1 << n)  # = 2**n, but an int to the type checker (int ** int may be a float)
     return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
 
 

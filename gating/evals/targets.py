@@ -26,9 +26,11 @@ from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
+from gating.errors import GatingError
 from gating.evals.dataset import Case
 from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
+from gating.system.schema import PROVIDER_SETTINGS
 
 ROLES = ("system", "user", "assistant")
 MAX_REPEATED = 1_000_000  # items `*` may build in a template (a prompt is far smaller)
@@ -56,7 +58,7 @@ class _Sandbox(SandboxedEnvironment):
 _ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-class RenderError(Exception):
+class RenderError(GatingError):
     """A prompt could not be rendered for a case (category `render`)."""
 
 
@@ -146,6 +148,7 @@ def chat_request(model: Mapping[str, Any], messages: tuple[tuple[str, str], ...]
         provider=model["provider"], model=model["model"], messages=messages,
         params=tuple(sorted(params.items())), base_url=model.get("base_url"),
         api_key_env=model.get("api_key_env"), repeat=repeat,
+        options=tuple(sorted((k, model[k]) for k in PROVIDER_SETTINGS if k in model)),
     )
 
 
@@ -199,7 +202,8 @@ def parse_target_reply(raw: bytes, source: str) -> TargetOutput:
     stages = d.get("latency_ms") or {}
     lat = {str(k): float(v) for k, v in stages.items() if isinstance(v, (int, float))} if isinstance(stages, dict) else {}
     num = (lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None)  # noqa: E731
-    return TargetOutput(d["output"], num(d.get("tokens_in")), num(d.get("tokens_out")), lat,
+    count = (lambda v: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None)  # noqa: E731
+    return TargetOutput(d["output"], count(d.get("tokens_in")), count(d.get("tokens_out")), lat,
                         cost_usd=num(d.get("cost_usd")), provider=d.get("provider"), model=d.get("model"))
 
 

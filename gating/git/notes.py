@@ -20,6 +20,8 @@ EVALS_REF = "refs/notes/gating/evals"
 IDENTITY = ("gating", "gating@users.noreply.github.com")
 
 
+# RefConflict and TransientError tell the audit log's append loop to re-read and retry; a user meets
+# AppendError (a GatingError) once the attempts run out, so these two are not GatingErrors.
 class RefConflict(Exception):
     """Another writer moved the notes ref since we read it: re-read and retry."""
 

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from gating.errors import GatingError
+
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
-class GitError(RuntimeError):
-    """A git command failed; the message carries git's own stderr."""
+class GitError(GatingError):
+    """A git command failed; the message carries git's own stderr. Exit 2: what fails is most often
+    a revision or path the user named (an unknown revision, a shallow clone)."""
 
     def __init__(self, args: Sequence[str], returncode: int, stderr: str):
         self.args_ = list(args)

@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import httpx
-
-from gating.github.client import GitHubClient, GitHubError
+from gating.github.basics import GitHubError
 
 GITHUB_URL = "https://github.com"
 ACTIONS_APP_ID = 15368  # GitHub Actions' App id on github.com (the source of `gating / eval`)
@@ -68,11 +66,13 @@ class AppCredentials:
     permissions: dict[str, str] = field(default_factory=dict)
 
 
-def convert_code(api_url: str, code: str, http: httpx.Client | None = None) -> AppCredentials:
-    """POST /app-manifests/{code}/conversions (no authentication: the code is the credential)."""
-    client = GitHubClient(api_url, None, http or httpx.Client(timeout=httpx.Timeout(30.0, connect=10.0)))
-    body = client.request("POST", f"/app-manifests/{quote(code, safe='')}/conversions",
-                          retry_ambiguous=False).json()  # single use: a second try would only get 404
+def convert_code(api_url: str, code: str) -> AppCredentials:
+    """POST /app-manifests/{code}/conversions (no authentication: the code is the credential). By path:
+    PyGithub has no method for it. Single use: never tried twice (a second try would only get 404)."""
+    from gating.github.client import GitHubClient, RetryPolicy  # PyGithub, only when a code is converted
+
+    client = GitHubClient(api_url, None, RetryPolicy(retries=0), timeout=30)
+    body = client.request("POST", f"/app-manifests/{quote(code, safe='')}/conversions")
     try:
         return AppCredentials(app_id=int(body["id"]), slug=body["slug"], name=body.get("name") or body["slug"],
                               html_url=body["html_url"], pem=body["pem"], webhook_secret=body.get("webhook_secret")

@@ -74,6 +74,6 @@ def upsert_comment(repo: Repo, number: int, body: str, marker: str = COMMENT_MAR
     text = fit(f"{marker}\n{body}")
     for c in repo.issue_comments(number):
         if marker in (c.get("body") or "") and (c.get("user") or {}).get("type") == "Bot":
-            repo.client.request("PATCH", f"{repo.path}/issues/comments/{c['id']}", json={"body": text})
+            repo.update_comment(int(c["id"]), text)
             return int(c["id"])
     return int(repo.create_comment(number, text)["id"])

@@ -28,10 +28,9 @@ class RepoFacts:
 
     def merged_pulls(self, limit: int = 1000, base: str | None = None) -> Iterator[dict[str, Any]]:
         """Merged pull requests, newest first (closed ones without a merge are skipped)."""
-        params: dict[str, Any] = {"state": "closed", "sort": "updated", "direction": "desc"}
-        if base:
-            params["base"] = base
-        for pr in self.repo.client.paginate(f"{self.repo.path}/pulls", limit=limit, **params):
+        kw: dict[str, Any] = {"base": base} if base else {}
+        listing = self.repo.gh.get_pulls(state="closed", sort="updated", direction="desc", **kw)
+        for pr in self.repo.client.items(listing, limit=limit, what=f"GET {self.repo.path}/pulls"):
             if pr.get("merged_at") and pr.get("merge_commit_sha"):
                 yield pr
 

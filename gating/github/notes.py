@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gating.git.notes import AUDIT_REF, IDENTITY, Item, RefConflict, TransientError
 from gating.github.client import GitHubError
-from gating.github.gitdb import create_ref, ref_sha, update_ref
+from gating.github.gitdb import (
+    create_blob,
+    create_commit,
+    create_ref,
+    create_tree,
+    git_commit,
+    ref_sha,
+    update_ref,
+)
 from gating.github.repo import Repo, walk_tree
+
+T = TypeVar("T")
 
 
 class GitDatabaseNotes:
@@ -30,7 +41,7 @@ class GitDatabaseNotes:
     def __repr__(self) -> str:
         return f"GitDatabaseNotes({self.repo.full_name!r}, {self.ref!r})"
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], T]) -> T:
 
         try:
             return fn()
@@ -44,19 +55,19 @@ class GitDatabaseNotes:
 
     def commit(self, sha: str) -> tuple[str, list[str]]:
         if sha not in self._commits:
-            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/commits/{sha}"))
+            body = self._call(lambda: git_commit(self.repo, sha))
             self._commits[sha] = (body["tree"]["sha"], [p["sha"] for p in body.get("parents") or []])
         return self._commits[sha]
 
     def tree(self, sha: str) -> list[Any]:
 
         if sha not in self._trees:
-            body = self._call(lambda: self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))
+            body = self._call(lambda: self.repo.tree(sha, recursive=False))
             self._trees[sha] = [Item(e["mode"], e["type"], e["sha"], e["path"]) for e in body["tree"]]
         return self._trees[sha]
 
     def blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
-        return {s: self._call(lambda s=s: self.repo.blob(s)) for s in set(shas)}
+        return {s: self._call(functools.partial(self.repo.blob, s)) for s in set(shas)}
 
     def all_notes(self, tip: str) -> dict[str, bytes]:
         # one recursive listing (walked directory by directory should GitHub truncate it)
@@ -67,18 +78,13 @@ class GitDatabaseNotes:
 
     def write(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
 
-        client, base = self.repo.client, self.repo.path
-        blob = self._call(lambda: client.request("POST", f"{base}/git/blobs", json={
-            "content": base64.b64encode(data).decode(), "encoding": "base64"}).json()["sha"])
-        tree_body: dict[str, Any] = {"tree": [{"path": path, "mode": "100644", "type": "blob", "sha": blob}]}
-        if tip:
-            tree_body["base_tree"] = self.commit(tip)[0]
-        tree = self._call(lambda: client.request("POST", f"{base}/git/trees", json=tree_body).json()["sha"])
+        blob = self._call(lambda: create_blob(self.repo, base64.b64encode(data).decode()))
+        entry = [{"path": path, "mode": "100644", "type": "blob", "sha": blob}]
+        base_tree = self.commit(tip)[0] if tip else None
+        tree = self._call(lambda: create_tree(self.repo, base_tree, entry))
         date = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # aware: the log's clock
         who = {"name": self.identity[0], "email": self.identity[1], "date": date}
-        new = self._call(lambda: client.request("POST", f"{base}/git/commits", json={
-            "message": message, "tree": tree, "parents": [tip] if tip else [], "author": who,
-            "committer": who}).json()["sha"])
+        new = self._call(lambda: create_commit(self.repo, message, tree, [tip] if tip else [], author=who))
         ref = self.ref.removeprefix("refs/")
         try:
             if tip:

@@ -13,10 +13,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-from gating.github.client import GitHubClient, GitHubError, NotFound
+from github.IssueComment import IssueComment
+
+from gating.github.client import GitHubClient, GitHubError, NotFound, raw
 from gating.github.limits import fit, fit_output
 
 
@@ -24,38 +27,56 @@ def _q(s: str) -> str:
     return quote(s, safe="")
 
 
+def _when(value: Any) -> Any:
+    """An ISO 8601 time as the datetime PyGithub's check-run methods take (they write it back in UTC)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    return value
+
+
 class Repo:
-    """The REST calls on one repository that the App's handlers use."""
+    """The REST calls on one repository that the App's handlers use, through PyGithub's `Repository`
+    (lazy: no request until one is needed) and, where PyGithub has no method or would need an extra
+    request, its requester by path (`client.request`); JSON in, JSON out."""
 
     def __init__(self, client: GitHubClient, full_name: str):
         self.client = client
         self.full_name = full_name
         self.path = "/repos/" + "/".join(_q(p) for p in full_name.split("/", 1))
+        self.gh = client.gh.get_repo(full_name)
 
     def pull(self, number: int) -> dict[str, Any]:
-        return self.client.get(f"{self.path}/pulls/{number}")
+        return self.client.call(lambda: self.gh.get_pull(number).raw_data, f"GET {self.path}/pulls/{number}")
 
     def pull_files(self, number: int) -> list[dict[str, Any]]:
-        return list(self.client.paginate(f"{self.path}/pulls/{number}/files"))
+        return list(self.client.items(self.gh.get_pull(number).get_files(), what=f"GET {self.path}/pulls/{number}/files"))
 
     def reviews(self, number: int) -> list[dict[str, Any]]:
-        return list(self.client.paginate(f"{self.path}/pulls/{number}/reviews"))
+        return list(self.client.items(self.gh.get_pull(number).get_reviews(),
+                                      what=f"GET {self.path}/pulls/{number}/reviews"))
 
     def issue_comments(self, number: int) -> list[dict[str, Any]]:
-        return list(self.client.paginate(f"{self.path}/issues/{number}/comments"))
+        return list(self.client.items(self.gh.get_issue(number).get_comments(),
+                                      what=f"GET {self.path}/issues/{number}/comments"))
 
     def open_pulls(self) -> list[dict[str, Any]]:
-        return list(self.client.paginate(f"{self.path}/pulls", state="open"))
+        return list(self.client.items(self.gh.get_pulls(state="open"), what=f"GET {self.path}/pulls"))
 
     def branch_sha(self, branch: str) -> str:
-        return self.client.get(f"{self.path}/branches/{_q(branch)}")["commit"]["sha"]
+        return self.client.call(lambda: str(raw(self.gh.get_branch(branch))["commit"]["sha"]),  # PyGithub quotes it
+                                f"GET {self.path}/branches/{_q(branch)}")
+
+    def compare(self, base: str, head: str) -> dict[str, Any]:
+        """GitHub's comparison of two commits or branches (status ahead/behind/identical/diverged, merge base)."""
+        return self.client.call(lambda: self.gh.compare(base, head).raw_data,  # PyGithub quotes both
+                                f"GET {self.path}/compare/{_q(base)}...{_q(head)}")
 
     def merge_base(self, base: str, head: str) -> str:
-        return self.client.get(f"{self.path}/compare/{_q(base)}...{_q(head)}")["merge_base_commit"]["sha"]
+        return str(self.compare(base, head)["merge_base_commit"]["sha"])
 
     def permission(self, login: str) -> str:
         """admin, maintain, write, triage, read or none: the base permission, also for a custom role."""
-        try:
+        try:  # by path: PyGithub's get_collaborator_permission keeps only `permission`; base_permission needs it all
             body = self.client.get(f"{self.path}/collaborators/{_q(login)}/permission")
         except NotFound:
             return "none"
@@ -63,26 +84,32 @@ class Repo:
 
     def is_team_member(self, team: str, login: str) -> bool:
         org, slug = team.split("/", 1)
-        try:
+        try:  # by path: PyGithub reaches a membership only through a Team it has fetched first
             body = self.client.get(f"/orgs/{_q(org)}/teams/{_q(slug)}/memberships/{_q(login)}")
         except NotFound:
             return False
-        return body.get("state") == "active"
+        return bool(body.get("state") == "active")
 
     def check_runs(self, sha: str, name: str) -> list[dict[str, Any]]:
-        return list(self.client.paginate(f"{self.path}/commits/{sha}/check-runs", key="check_runs",
-                                         check_name=name, filter="all"))
+        return list(self.client.items(self.gh.get_commit(sha).get_check_runs(check_name=name, filter="all"),
+                                      what=f"GET {self.path}/commits/{sha}/check-runs"))
+
+    def check_run(self, check_run_id: int) -> dict[str, Any]:
+        return self.client.call(lambda: self.gh.get_check_run(check_run_id).raw_data,
+                                f"GET {self.path}/check-runs/{check_run_id}")
 
     def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a check run once: it carries an `external_id` (a fresh one unless the caller gave
         one), so a retry after a failure that came after the write finds it by name, head SHA and
         external_id instead of making a second run."""
         body = {**fit_output(body), "external_id": body.get("external_id") or f"gating-{uuid.uuid4().hex[:16]}"}
+        args = {k: _when(v) if k in ("started_at", "completed_at") else v for k, v in body.items()}
 
         def find() -> dict[str, Any] | None:
             return next((r for r in self.check_runs(body["head_sha"], body["name"])
                          if r.get("name") == body["name"] and r.get("external_id") == body["external_id"]), None)
-        return self.client.create(f"{self.path}/check-runs", body, find)
+        return self.client.create_with(lambda: raw(self.gh.create_check_run(**args)), find,
+                                       f"POST {self.path}/check-runs")
 
     def create_comment(self, number: int, text: str) -> dict[str, Any]:
         """Comment once: a retry after a failure that came after the write finds the App's comment
@@ -92,30 +119,41 @@ class Repo:
         def find() -> dict[str, Any] | None:
             return next((c for c in reversed(self.issue_comments(number)) if c.get("body") == text
                          and (c.get("user") or {}).get("type") == "Bot"), None)
-        return self.client.create(f"{self.path}/issues/{number}/comments", {"body": text}, find)
+        return self.client.create_with(lambda: raw(self.gh.get_issue(number).create_comment(text)), find,
+                                       f"POST {self.path}/issues/{number}/comments")
+
+    def issue_comment(self, comment_id: int) -> IssueComment:
+        """A lazy IssueComment (no request until used): PyGithub reaches one only through its issue."""
+        return IssueComment(self.gh.requester, url=f"{self.gh.url}/issues/comments/{comment_id}")
+
+    def update_comment(self, comment_id: int, text: str) -> None:
+        self.client.call(lambda: self.issue_comment(comment_id).edit(fit(text)),
+                         f"PATCH {self.path}/issues/comments/{comment_id}")
 
     def update_check_run(self, check_run_id: int, body: dict[str, Any],
                          annotations_before: int | None = None) -> dict[str, Any]:
         """Update a check run. GitHub appends the annotations an update carries, so one retried after a
         failure that came after the write would add them twice: given how many the run held before
-        (`annotations_before`), a retry first asks whether this batch is already there."""
+        (`annotations_before`), a retry first asks whether this batch is already there. By path:
+        PyGithub's CheckRun.edit keeps GitHub's answer only as typed attributes, and callers read JSON."""
         body = fit_output(body)
         path = f"{self.path}/check-runs/{check_run_id}"
         added = len((body.get("output") or {}).get("annotations") or [])
         if not added or annotations_before is None:
-            return self.client.request("PATCH", path, json=body).json()
+            return cast(dict[str, Any], self.client.request("PATCH", path, json=body))
 
         def find() -> dict[str, Any] | None:
-            run = self.client.get(path)
+            run = self.check_run(check_run_id)
             held = int((run.get("output") or {}).get("annotations_count") or 0)
             return run if held >= annotations_before + added else None
-        return self.client.create(path, body, find, method="PATCH")
+        return cast(dict[str, Any], self.client.create(path, body, find, method="PATCH"))
 
-    def tree(self, sha: str) -> dict[str, Any]:
-        return self.client.get(f"{self.path}/git/trees/{sha}", recursive=1)
+    def tree(self, sha: str, recursive: bool = True) -> dict[str, Any]:
+        return self.client.call(lambda: raw(self.gh.get_git_tree(sha, recursive=recursive)),
+                                f"GET {self.path}/git/trees/{sha}")
 
     def blob(self, sha: str) -> bytes:
-        body = self.client.get(f"{self.path}/git/blobs/{sha}")
+        body = self.client.call(lambda: raw(self.gh.get_git_blob(sha)), f"GET {self.path}/git/blobs/{sha}")
         if body.get("encoding") == "base64":
             return base64.b64decode(body["content"])
         return str(body.get("content", "")).encode("utf-8")
@@ -170,12 +208,12 @@ class BlobCache:
                 _, old = self._items.popitem(last=False)
                 self._size -= len(old)
 
-    def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
+    def memo(self, key: Any, compute: Callable[[], T]) -> T:
         """`compute()` once per key; the key must name immutable inputs (SHAs, not branch names)."""
         with self._lock:
             if key in self._memo:
                 self._memo.move_to_end(key)
-                return self._memo[key]
+                return cast(T, self._memo[key])
         value = compute()
         with self._lock:
             self._memo[key] = value
@@ -184,6 +222,7 @@ class BlobCache:
         return value
 
 
+T = TypeVar("T")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _GLOB = re.compile(r"[*?\[]")
 MAX_TREE_CALLS = 2000  # directory listings one revision may need when a recursive tree comes back truncated
@@ -216,7 +255,7 @@ def walk_tree(repo: Repo, tree: str, budget: list[int] | None = None) -> dict[st
         budget[0] -= 1
         if budget[0] < 0:
             raise GitHubError(200, f"the tree {tree[:12]} needs more than {MAX_TREE_CALLS} directory listings")
-        for path, e in _entries(repo.client.get(f"{repo.path}/git/trees/{sha}"), prefix).items():
+        for path, e in _entries(repo.tree(sha, recursive=False), prefix).items():
             out[path] = e
             if e.type == "tree":
                 pending.append((path + "/", e.sha))
@@ -254,8 +293,8 @@ class ApiRevision:
     def _tree(self, sha: str) -> dict[str, Entry]:
         key = ("dir", self.repo.full_name, sha)
         if _SHA.match(sha):
-            return self.blobs.memo(key, lambda: _entries(self.repo.client.get(f"{self.repo.path}/git/trees/{sha}")))
-        return _entries(self.repo.client.get(f"{self.repo.path}/git/trees/{sha}"))  # a branch name moves
+            return self.blobs.memo(key, lambda: _entries(self.repo.tree(sha, recursive=False)))
+        return _entries(self.repo.tree(sha, recursive=False))  # a branch name moves
 
     def _dir(self, path: str) -> dict[str, Entry] | None:
         """The entries of directory `path` ("" is the root), or None when there is no such directory."""

@@ -7,21 +7,22 @@ meets the branch and pull request the first one made.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from gating.github.client import GitHubError
+from gating.github.client import GitHubError, raw
 from gating.github.limits import fit, fit_title
 from gating.github.repo import Repo, _q
 
 
 def repository(repo: Repo) -> dict[str, Any]:
-    return repo.client.get(repo.path)
+    return cast(dict[str, Any], repo.client.get(repo.path))
 
 
 def commit_sha(repo: Repo, ref: str) -> str | None:
     """The full SHA a commit prefix (or ref) names in the repository, or None when there is none."""
     try:
-        return repo.client.get(f"{repo.path}/commits/{_q(ref)}")["sha"]
+        return repo.client.call(lambda: str(repo.gh.get_commit(ref).raw_data["sha"]),  # PyGithub quotes the ref
+                                f"GET {repo.path}/commits/{_q(ref)}")
     except GitHubError as e:
         if e.status in (404, 422):  # unknown, or an ambiguous prefix
             return None
@@ -30,16 +31,17 @@ def commit_sha(repo: Repo, ref: str) -> str | None:
 
 def open_pull_for(repo: Repo, branch: str) -> dict[str, Any] | None:
     owner = repo.full_name.split("/", 1)[0]
-    pulls = repo.client.get(f"{repo.path}/pulls", head=f"{owner}:{branch}", state="open")
-    return pulls[0] if pulls else None
+    pulls = repo.client.items(repo.gh.get_pulls(state="open", head=f"{owner}:{branch}"), limit=1,
+                              what=f"GET {repo.path}/pulls")
+    return next(iter(pulls), None)
 
 
 def create_pull(repo: Repo, title: str, head: str, base: str, body: str) -> tuple[dict[str, Any], bool]:
     """(pull request, created); an open pull request from `head` already there is returned as it is."""
     try:  # a retry after a failure that came after the write finds the pull request by its head branch
-        made = repo.client.create(f"{repo.path}/pulls",
-                                  {"title": fit_title(title), "head": head, "base": base, "body": fit(body)},
-                                  lambda: open_pull_for(repo, head))
+        made = repo.client.create_with(
+            lambda: raw(repo.gh.create_pull(base=base, head=head, title=fit_title(title), body=fit(body))),
+            lambda: open_pull_for(repo, head), f"POST {repo.path}/pulls")
         return made, True
     except GitHubError as e:
         if e.status != 422:
@@ -56,4 +58,5 @@ def comment(repo: Repo, number: int, body: str) -> dict[str, Any]:
 
 def react(repo: Repo, comment_id: int, content: str) -> None:
     """A reaction (eyes, rocket, confused, ...) on an issue comment; reacting twice is harmless."""
-    repo.client.request("POST", f"{repo.path}/issues/comments/{comment_id}/reactions", json={"content": content})
+    repo.client.call(lambda: repo.issue_comment(comment_id).create_reaction(content),
+                     f"POST {repo.path}/issues/comments/{comment_id}/reactions")

@@ -178,8 +178,8 @@ class Index:
 
     def count(self, event: str | None = None) -> int:
         if event:
-            return self._db().execute("SELECT count(*) FROM entries WHERE event = ?", (event,)).fetchone()[0]
-        return self._db().execute("SELECT count(*) FROM entries").fetchone()[0]
+            return int(self._db().execute("SELECT count(*) FROM entries WHERE event = ?", (event,)).fetchone()[0])
+        return int(self._db().execute("SELECT count(*) FROM entries").fetchone()[0])
 
     def page(self, offset: int, limit: int, event: str | None = None) -> list[Row]:
         """Newest first."""

@@ -41,4 +41,4 @@ def render(template: str, **ctx: Any) -> str:
 
 def render_row(site: Any, row: Any) -> str:
     """One timeline row (the index stores it; see gating.pages.index.RowRenderer)."""
-    return environment().get_template("_row.html").module.row(site, row)  # type: ignore[attr-defined]
+    return str(environment().get_template("_row.html").module.row(site, row))  # type: ignore[attr-defined]

@@ -359,7 +359,7 @@ def find_overrides(facts: PullFacts, survive_push: bool = False) -> tuple[Overri
 
 def gate_changes(facts: PullFacts) -> list[str]:
     """What the pull request changes of how pull requests are judged or approved: the manifest's
-    `approvals`, `evals` and `rollback`, the audit key and the workflows that set the check's options."""
+    `approvals`, `evals`, `rollback` and `monitor`, the audit key and the workflows that set the check's options."""
     paths = [p for p in facts.manifest_paths if any(manifest_path_match(m, p) for m in POLICY_CHANGE_PATHS)]
     files = [f for f in facts.changed_files if any(glob_match(g, f) for g in POLICY_CHANGE_FILES)]
     if not paths and {"policy", "evals"} & set(facts.categories):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gating.errors import GatingError, count
 from gating.system.schema import CATEGORIES, PERMISSIONS
 
 MAX_DEPTH = 4
@@ -16,12 +17,12 @@ OPTION_DEFAULTS = {"allow_author": False, "invalidate_on_push": False, "ignore_b
                    "invalidate_override_on_push": True}
 
 
-class PolicyError(ValueError):
+class PolicyError(GatingError):
     """The approval rules cannot be used; `problems` lists every reason, with the allowed values."""
 
     def __init__(self, problems: Sequence[str]):
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+        super().__init__("; ".join(problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the approval rules"
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def parse_policy(rules: Sequence[Any] | None) -> Policy:
 # The rule for a pull request that changes how pull requests are judged or approved. It applies in
 # addition to the base branch's rules, never instead of them: a rule that happens to match (a prompt
 # review, say) must not be what lets a pull request loosen its own gates.
-POLICY_CHANGE_PATHS = ("approvals", "evals", "rollback")  # manifest paths: each covers what is under it
+POLICY_CHANGE_PATHS = ("approvals", "evals", "rollback", "monitor")  # manifest paths: each covers what is under it
 POLICY_CHANGE_FILES = (".gating/**", ".github/workflows/**")  # the audit key; the workflows' gating settings
 POLICY_CHANGE_RULE = Rule(
     "policy-change (built in)",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gating import errors
 from gating.audit.entry import (
     DEFAULT_ENVIRONMENTS,
     DEPLOY_EVENTS,
@@ -49,7 +50,7 @@ HINTS = {
 }
 
 
-class Refusal(Exception):
+class Refusal(errors.GatingError):
     """Why a rollback will not happen; `code` is stable, `message` is what a commenter reads and
     `text("cli")` what a command-line user reads."""
 
@@ -61,7 +62,7 @@ class Refusal(Exception):
         assert hint is None or hint in HINTS, hint
         self.code, self.reason, self.hint = code, message, hint
         self.message = self.text("comment")
-        super().__init__(self.message)
+        super().__init__(self.message, exit_code=errors.USAGE if code == "unknown_target" else errors.FAILED)
 
     def text(self, door: str) -> str:
         return f"{self.reason} {HINTS[self.hint][door]}" if self.hint else self.reason

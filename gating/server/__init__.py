@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gating.errors import USAGE, GatingError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
+from gating.monitor.rollup import MemoryRollups, RollupSource
 from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from gating.server.schedule import Scheduler
@@ -33,6 +35,7 @@ class AppState:
     worker: Worker = field(init=False)
     scheduler: Scheduler = field(init=False)
     blobs: BlobCache = field(default_factory=BlobCache)
+    rollups: RollupSource = field(default_factory=MemoryRollups)  # create_app: the App's RollupStore
 
     def ensure_started(self) -> None:
         """Start this process's background threads; again after a gunicorn fork, which they do not survive."""
@@ -48,7 +51,8 @@ class AppState:
         if handler is None:
             raise PermanentError(f"no handler {job.handler!r} for {job.event} in this version of the App")
         try:
-            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue))
+            handler.func(JobContext(job, job.payload, self.settings, self.github, self.blobs, queue=self.queue,
+                                    rollups=self.rollups))
         except RateLimited as e:  # GitHub said when: not a failed attempt of the job
             raise RetryLater(str(e), e.retry_after, counts=False) from e
         except GitHubError as e:
@@ -66,16 +70,17 @@ def open_queue(settings: Settings) -> JobQueue:
 
 def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: Registry | None = None) -> Flask:
     """Build the App; `settings` is a Settings or a mapping of overrides on top of the environment."""
-    from flask import Flask, jsonify
+    from flask import Flask, Response, jsonify
     from werkzeug.exceptions import HTTPException
 
-    from gating.server import webhooks
+    from gating.server import telemetry, webhooks
+    from gating.server.rollup_store import RollupStore
 
     if not isinstance(settings, Settings):
         settings = Settings.load(settings)
     settings.check()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
+    logging.getLogger("urllib3").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
@@ -84,12 +89,17 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     except sqlite3.Error as e:
         raise SettingsError([f"GATING_DB: cannot open the job queue {settings.db_path}: {e}"]) from None
     state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
+    try:
+        state.rollups = RollupStore(settings.db_path, checkpoint_on_commit=settings.job_threads <= 0)
+    except sqlite3.Error as e:
+        raise SettingsError([f"GATING_DB: cannot open the monitor's roll-ups in {settings.db_path}: {e}"]) from None
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
                           coalesce=state.coalesces, job_seconds=settings.job_seconds,
                           job_max_memory_mb=settings.job_max_memory_mb)
     state.scheduler = Scheduler(state.queue, state.registry, settings, state.worker.wake)
     app.extensions["gating"] = state
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(telemetry.bp)
     for bp in blueprints(settings.handler_modules):
         app.register_blueprint(bp)
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
@@ -99,8 +109,12 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         pages.install(app, state)
 
     @app.errorhandler(HTTPException)
-    def _http_error(e: HTTPException):  # JSON errors for clients and for GitHub's delivery log
-        return jsonify({"error": e.description}), e.code
+    def _http_error(e: HTTPException) -> tuple[Response, int]:  # JSON errors for clients and for GitHub's delivery log
+        return jsonify({"error": e.description}), e.code or 500  # Flask hands over only exceptions with a code
+
+    @app.errorhandler(GatingError)
+    def _expected_error(e: GatingError) -> tuple[Response, int]:  # bad input is the client's to fix (400); else ours (500), said why
+        return jsonify({"error": str(e)}), 400 if e.exit_code == USAGE else 500
 
     @app.before_request
     def _before() -> None:

@@ -27,9 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from gating import limits
+from gating.errors import GatingError
 
 log = logging.getLogger("gating.app.jobs")
 
@@ -89,6 +90,8 @@ CREATE TABLE IF NOT EXISTS pushes (
 """
 
 
+# PermanentError and RetryLater are the queue's own signals from a handler, not failures a user meets
+# as such (their text becomes the job's recorded error), so they are not GatingErrors.
 class PermanentError(Exception):
     """Retrying cannot help (bad payload, missing installation): the job fails at once."""
 
@@ -126,7 +129,7 @@ class Job:
 
     @property
     def payload(self) -> dict[str, Any]:
-        return json.loads(self.payload_text)
+        return cast(dict[str, Any], json.loads(self.payload_text))
 
 
 _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, run_after, last_error, " \
@@ -226,7 +229,7 @@ class JobQueue:
         never deleted."""
         me = f"{job.delivery} {job.handler}"
         self._write("INSERT OR IGNORE INTO once (what, job, at) VALUES (?, ?, ?)", (what, me, self.clock()))
-        return self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me
+        return bool(self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me)
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """One write to the App's other records in this database (app.overrides), as its own transaction."""
@@ -350,7 +353,10 @@ class JobQueue:
         return False
 
 
-def _retry(fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+_T = TypeVar("_T")
+
+
+def _retry(fn: Callable[[], _T], timeout: float = 30.0) -> _T:
     """Run `fn`, waiting out another writer's lock in short, jittered steps (0.1 ms to 5 ms): a write
     holds it for a fraction of a millisecond."""
     deadline = time.monotonic() + timeout
@@ -499,10 +505,13 @@ class Worker:
         except RetryLater as e:
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after, counts=e.counts)
             log.warning("job %d (%s): %s; %s", job.id, job.handler, e, status)
-        except Exception as e:  # any handler bug must not kill the worker thread
+        except GatingError as e:  # expected (GitHub down, a bad file): its message says it all
+            status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
+            log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status)
+        except Exception as e:  # a bug: shown with its traceback, and it must not kill the worker thread
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
             log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status,
-                        exc_info=status == "failed")
+                        exc_info=True)
         else:
             self.queue.complete(job, owner)
             log.info("job %d (%s %s.%s) done in %.0f ms", job.id, job.handler, job.event, job.action,

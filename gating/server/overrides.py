@@ -54,7 +54,7 @@ class OverrideStore:
              seen.created_at, seen.url, job.created_at, me))
         rows = self.queue.query("SELECT job FROM overrides WHERE repo = ? AND comment_id = ?",
                                 (seen.repo.lower(), seen.comment_id))
-        return rows[0][0] == me
+        return bool(rows[0][0] == me)
 
     def void(self, seen: Seen, why: str, written_in: str, job: Job) -> bool:
         """An edit or deletion of the comment: a recorded override becomes void with `why`; a comment
@@ -82,7 +82,8 @@ class OverrideStore:
             f"SELECT {_COLS}, EXISTS (SELECT 1 FROM pushes p WHERE p.repo = o.repo AND p.number = o.number "
             "AND p.received >= o.received) FROM overrides o WHERE repo = ? AND number = ? ORDER BY received, comment_id",
             (repo.lower(), number))
-        return [OverrideAct(*r[:7], pushed_after=bool(r[7])) for r in rows]
+        return [OverrideAct(login, reason, head_sha, permission, created_at, url, void, pushed_after=bool(pushed))
+                for login, reason, head_sha, permission, created_at, url, void, pushed in rows]
 
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +80,8 @@ class Config:
     branch: str
     tip: str
     rollback: Mapping[str, Any]
+    monitor: Mapping[str, Any] = field(default_factory=dict)  # monitor.* (gating.monitor.rules reads it)
+    name: str = ""  # the manifest's name: the telemetry's default service.name
 
 
 def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> Config:
@@ -93,10 +95,10 @@ def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH
         raise GitHubError(404, f"the default branch {branch} has no commit", "GET", repo.path)
     data = ApiRevision(repo, tip, blobs).read_many([manifest_path])[manifest_path]
     try:
-        rollback = parse_manifest(data, manifest_path).rollback if data is not None else {}
+        m = parse_manifest(data, manifest_path) if data is not None else None
     except ManifestError:
-        rollback = {}  # a broken manifest on the branch: the defaults (write, pull_request) apply
-    return Config(branch, tip, rollback or {})
+        m = None  # a broken manifest on the branch: the defaults (write, pull_request) apply
+    return Config(branch, tip, (m.rollback if m else {}) or {}, (m.monitor if m else {}) or {}, m.name if m else "")
 
 
 def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, blobs: BlobCache,
@@ -151,7 +153,7 @@ def _protected(e: GitHubError) -> bool:
 
 
 def _web(repo: Repo) -> str:
-    return gh.repository(repo)["html_url"]
+    return str(gh.repository(repo)["html_url"])
 
 
 def _write_tree(repo: Repo, plan: RestorePlan, blobs: BlobCache) -> str:

@@ -9,28 +9,30 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUDIT_BACKENDS = ("api", "push")
 
 
-class SettingsError(ValueError):
+class SettingsError(GatingError):
     """The App cannot start with these settings; `problems` names each variable at fault."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("; ".join(problems))
+        super().__init__("; ".join(problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the App's settings"
 
 
 def _env(name: str, doc: str, default: Any = None, **kw: Any) -> Any:
@@ -97,6 +99,18 @@ class Settings:
     # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)
+    # monitoring (README: Monitoring)
+    monitor_seconds: float = _env("GATING_MONITOR_SECONDS", "how often the App evaluates the monitor: rules of "
+                                  "each deployed system, bakes and rolls back (0: never)", 60.0)
+    monitor_token: str = _env("GATING_MONITOR_TOKEN", "bearer token for GET /monitor/status (unset: every "
+                              "request is refused)", "", repr=False)
+    otlp_token: str = _env("GATING_OTLP_TOKEN", "bearer token of POST /v1/traces, /v1/metrics and /feedback: "
+                           "TOKEN (spans name their repository) or owner/name:TOKEN,... (each token sends for "
+                           "its repository only); unset: all telemetry is refused", "", repr=False)
+    otlp_max_body_bytes: int = _env("GATING_OTLP_MAX_BODY_BYTES", "largest OTLP export accepted, after "
+                                    "decompression (413 above)", 8 * 1024 * 1024)
+    monitor_retention_days: float = _env("GATING_MONITOR_RETENTION_DAYS", "minute roll-ups (and the trace ids "
+                                         "feedback may name) are kept this long", 35.0)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
@@ -160,6 +174,11 @@ class Settings:
                                 "GITHUB_CLIENT_SECRET (the App's settings page) for sign-in")
         if self.max_body_bytes < 1024:
             problems.append("GATING_MAX_BODY_BYTES must be at least 1024")
+        problems += otlp_token_problems(self.otlp_token)
+        if self.otlp_max_body_bytes < 1024:
+            problems.append("GATING_OTLP_MAX_BODY_BYTES must be at least 1024")
+        if self.monitor_retention_days <= 0:
+            problems.append("GATING_MONITOR_RETENTION_DAYS must be more than 0")
         if problems:
             raise SettingsError(problems)
 
@@ -199,6 +218,27 @@ class Settings:
         return keys.load_private(text.encode("utf-8"), "GATING_AUDIT_KEY")
 
 
+OTLP_TOKEN_MIN_LENGTH = 16
+_BOUND_TOKEN = re.compile(r"([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+):(.*)")
+
+
+def otlp_tokens(value: str) -> list[tuple[str | None, str]]:
+    """GATING_OTLP_TOKEN as (repository or None, token) pairs: `TOKEN` sends for any repository (the
+    spans' gating.repository names it), `owner/name:TOKEN` only for that one; entries are comma-separated."""
+    out: list[tuple[str | None, str]] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if entry:
+            m = _BOUND_TOKEN.fullmatch(entry)
+            out.append((m.group(1), m.group(2).strip()) if m else (None, entry))
+    return out
+
+
+def otlp_token_problems(value: str) -> list[str]:
+    return [f"GATING_OTLP_TOKEN: the token{f' for {repo}' if repo else ''} is shorter than "
+            f"{OTLP_TOKEN_MIN_LENGTH} characters; use a random one (e.g. `openssl rand -hex 32`)"
+            for repo, token in otlp_tokens(value) if len(token) < OTLP_TOKEN_MIN_LENGTH]
+
+
 def _convert(typ: Any, v: Any) -> Any:
     t = str(typ)
     if isinstance(v, str):
@@ -217,6 +257,6 @@ def documented() -> list[tuple[str, str, Any]]:
     """(variable, meaning, default) for the README and `gating app serve --help`."""
     out = []
     for f in fields(Settings):
-        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        default = f.default_factory() if callable(f.default_factory) else f.default
         out.append((f.metadata["env"], f.metadata["doc"], default))
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.audit import log as audit_log
 from gating.audit.entry import Entry
@@ -14,7 +17,7 @@ from gating.server.handlers import JobContext
 from gating.server.jobs import PermanentError
 
 
-def signing_key(ctx: JobContext):
+def signing_key(ctx: JobContext) -> Ed25519PrivateKey:
     try:
         return ctx.settings.audit_key()
     except KeyError_ as e:
@@ -35,7 +38,7 @@ def audit_store(ctx: JobContext, repo: Repo) -> audit_log.NotesBackend:
     return GitDatabaseNotes(repo)
 
 
-def witness(repo: Repo, entry: Entry, key, app_id: int, log) -> None:
+def witness(repo: Repo, entry: Entry, key: Ed25519PrivateKey, app_id: int, log: logging.Logger) -> None:
     """The App's `gating / audit` check run for an entry it wrote (once per entry)."""
     run_id, created = witness_entry(repo, entry, key.public_key(), app_id)
     if created:

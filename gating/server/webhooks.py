@@ -28,6 +28,8 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from gating.errors import USAGE, GatingError
+
 if TYPE_CHECKING:
     from gating.server import AppState
 
@@ -76,10 +78,12 @@ def _an(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
-class _Refused(Exception):
+class _Refused(GatingError):
+    """A delivery refused before it is parsed; `status` is the HTTP answer."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status = status
 
 
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:
@@ -115,6 +119,8 @@ def handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, Any
         return _handle(state, environ)
     except _Refused as e:
         return e.status, {"error": e.message}
+    except GatingError as e:  # expected: answered with what failed; anything else is a 500 with a traceback
+        return 400 if e.exit_code == USAGE else 500, {"error": str(e)}
 
 
 def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -10,20 +10,19 @@ import difflib
 import fnmatch
 import hashlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache, cached_property, lru_cache
-from typing import Any
-
-import jsonschema
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from typing import TYPE_CHECKING, Any, cast
 
 from gating import limits
-from gating.system.schema import MANIFEST_SCHEMA
+from gating.errors import GatingError, count
+from gating.system.schema import MANIFEST_SCHEMA, PROVIDER_SETTINGS
+
+if TYPE_CHECKING:  # jsonschema and ruamel are imported when a manifest is parsed (a quick start for the CLI)
+    import jsonschema
+    from ruamel.yaml import YAML
 
 MANIFEST_PATH = "gating.yml"
 MAX_MANIFEST_BYTES = limits.MANIFEST.max_bytes
@@ -43,12 +42,12 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
-class ManifestError(Exception):
-    """The manifest cannot be used; `problems` lists every reason found."""
+class ManifestError(GatingError):
+    """The manifest cannot be used; `problems` lists every reason found, each at its file:line:column."""
 
     def __init__(self, problems: Sequence[Problem]):
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(str(p) for p in problems), problems)
+        self.message = f"{count(len(self.problems), 'problem')} in the LLM system manifest"
 
 
 @dataclass(frozen=True)
@@ -70,7 +69,7 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return self.data["name"]
+        return cast(str, self.data["name"])  # the schema requires a string
 
     @property
     def components(self) -> dict[str, Any]:
@@ -96,6 +95,10 @@ class Manifest:
     def rollback(self) -> dict[str, Any]:
         return self.data.get("rollback") or {}
 
+    @property
+    def monitor(self) -> dict[str, Any]:
+        return self.data.get("monitor") or {}
+
     def position(self, path: Sequence[str | int]) -> tuple[int, int]:
         """1-based (line, column) of the deepest known prefix of `path`."""
         key = tuple(path)
@@ -112,6 +115,8 @@ class Manifest:
 
 def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
     """ruamel nodes -> plain dicts/lists, recording each key's and item's position on the way."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     if isinstance(node, CommentedMap):
         out = {}
         for k, v in node.items():
@@ -144,7 +149,7 @@ def _plain(node: Any, path: tuple[str | int, ...], positions: dict) -> Any:
 
 
 def _fmt_path(path: Sequence[str | int]) -> str:
-    parts = []
+    parts: list[str] = []
     for p in path:
         parts.append(f"[{p}]" if isinstance(p, int) else ("." + p if parts else p))
     return "".join(parts) or "(top level)"
@@ -186,7 +191,7 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
     where = _fmt_path(path)
     v = err.validator
     if v == "additionalProperties":
-        allowed = sorted((err.schema.get("properties") or {}).keys())
+        allowed = sorted((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, Mapping) else []
         extra = [k for k in err.instance if k not in allowed] if isinstance(err.instance, dict) else []
         key = extra[0] if extra else "?"
         hint = difflib.get_close_matches(key, allowed, n=1)
@@ -201,21 +206,28 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         return m.problem(path, f"{where}: missing required key {missing!r}")
     if v == "type":
-        want = err.validator_value
+        want: Any = err.validator_value  # the schema's own "type" value: a name or a list of names
         wants = [want] if isinstance(want, str) else list(want)
         return m.problem(
             path,
             f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}",
         )
     if v == "enum":
-        options = [str(o) for o in err.validator_value]
+        options = [str(o) for o in cast(list[Any], err.validator_value)]
         hint = difflib.get_close_matches(str(err.instance), options, n=1)
         msg = f"{where}: {err.instance!r} is not one of: {', '.join(options)}"
         return m.problem(path, msg + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     if v == "const":
         return m.problem(path, f"{where}: must be {err.validator_value!r}, got {err.instance!r}")
+    if v == "pattern" and path[:1] == ["monitor"] and path[-1:] == ["threshold"]:
+        return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '> 0.02', '<= 800' or "
+                         "'> 1.5x projected'")
+    if v == "pattern" and path[:1] == ["monitor"] and path[-1:] == ["for"]:
+        return m.problem(path, f"{where}: {err.instance!r} is not a duration like '15m', '1h' or '1d'")
     if v == "pattern" and path and path[-2:-1] == ["thresholds"]:
         return m.problem(path, f"{where}: {err.instance!r} is not a threshold like '>= 0.9' or '<= 3000'")
+    if v == "anyOf" and path[:2] == ["monitor", "rules"]:
+        return m.problem(path, f"{where}: needs a `threshold`, an `anomaly`, or both")
     if v == "propertyNames":
         bad = err.instance
         return m.problem(
@@ -270,6 +282,8 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
         limits.check_yaml(text, source, limits.MANIFEST)
     except limits.LimitError as e:
         raise ManifestError([Problem(source, e.line, e.column, e.message)]) from None
+    from ruamel.yaml.error import YAMLError
+
     try:
         node = _fast_yaml().load(text)
     except YAMLError:
@@ -293,16 +307,22 @@ def _parse_manifest(data: bytes, source: str) -> Manifest:
 
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
 
 
 def _rt_yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     return yaml
 
 
 def _fast_yaml() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="safe", pure=False)  # libyaml when ruamel.yaml.clib is present
     yaml.allow_duplicate_keys = False
     return yaml
@@ -323,6 +343,9 @@ def jsonable(node: Any) -> Any:
 
 def _rt_parse(text: str, source: str) -> Any:
     """Parse with the round-trip loader; raise ManifestError with its position on bad YAML."""
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         return _rt_yaml().load(io.StringIO(text))
     except DuplicateKeyError as e:
@@ -342,8 +365,12 @@ def _rt_parse(text: str, source: str) -> Any:
 
 def _leaf(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
     """For anyOf/oneOf-style errors, report the most specific cause."""
+    if err.validator == "anyOf" and list(err.absolute_path)[:2] == ["monitor", "rules"]:
+        return err  # a rule needs one of two keys: say so, not which one best matched
     if err.context:
-        return jsonschema.exceptions.best_match(err.context)
+        import jsonschema
+
+        return cast(jsonschema.ValidationError, jsonschema.exceptions.best_match(err.context))
     return err
 
 
@@ -351,6 +378,11 @@ def _reference_problems(m: Manifest) -> list[Problem]:
     """Names that point at other components must exist."""
     problems = []
     models, prompts = m.models, m.prompts
+    for name, model in models.items():
+        for k in sorted(set(model) & set(PROVIDER_SETTINGS)):
+            if PROVIDER_SETTINGS[k] != model["provider"]:
+                problems.append(m.problem(["components", "models", name, k], f"`{k}` is a setting of provider "
+                                          f"{PROVIDER_SETTINGS[k]}, not of {model['provider']}"))
     for name, p in prompts.items():
         if "model" in p and p["model"] not in models:
             problems.append(
@@ -372,9 +404,10 @@ def _reference_problems(m: Manifest) -> list[Problem]:
         problems.append(m.problem(["evals", "target"], "a command target must name the files its pipeline runs "
                                   "in `code:` (globs such as [\"app/**/*.py\"], or [] when none are in this "
                                   "repository), so that a change to them is a change to the LLM system"))
-    judge = m.evals.get("judge")
-    if judge and judge not in models:
-        problems.append(m.problem(["evals", "judge"], _unknown("model", judge, models)))
+    for key in ("judge", "embedding"):
+        named = m.evals.get(key)
+        if named and named not in models:
+            problems.append(m.problem(["evals", key], _unknown("model", named, models)))
     seen: dict[str, int] = {}
     for i, rule in enumerate(m.approvals):
         if rule["name"] in seen:
@@ -382,6 +415,34 @@ def _reference_problems(m: Manifest) -> list[Problem]:
                 m.problem(["approvals", i, "name"], f"duplicate approval rule name {rule['name']!r}")
             )
         seen[rule["name"]] = i
+    problems += _monitor_problems(m)
+    return problems
+
+
+def _monitor_problems(m: Manifest) -> list[Problem]:
+    """Rule names are unique, a component is a prompt of this manifest, and each option fits its metric."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, rule in enumerate(m.monitor.get("rules") or []):
+        at: list[str | int] = ["monitor", "rules", i]
+        if rule["name"] in seen:
+            problems.append(m.problem([*at, "name"], f"duplicate monitor rule name {rule['name']!r}"))
+        seen.add(rule["name"])
+        if "component" in rule and rule["component"] not in m.prompts:
+            problems.append(m.problem([*at, "component"], _unknown("prompt", rule["component"], m.prompts)))
+        if "category" in rule and rule["metric"] != "error_rate":
+            problems.append(m.problem([*at, "category"], f"monitor.rules[{i}].category applies to metric "
+                                      f"error_rate only, not {rule['metric']}"))
+        if "stage" in rule and not rule["metric"].startswith("latency_"):
+            problems.append(m.problem([*at, "stage"], f"monitor.rules[{i}].stage applies to latency metrics "
+                                      f"only, not {rule['metric']}"))
+        if "projected" in rule.get("threshold", "") and rule["metric"] not in ("tokens_per_request", "cost_per_day"):
+            problems.append(m.problem([*at, "threshold"], f"monitor.rules[{i}].threshold: only tokens_per_request "
+                                      "and cost_per_day have an eval projection to compare with"))
+        anomaly = rule.get("anomaly") or {}
+        if anomaly.get("min_weeks", 1) > anomaly.get("weeks", 4):
+            problems.append(m.problem([*at, "anomaly", "min_weeks"], f"monitor.rules[{i}].anomaly.min_weeks "
+                                      "is more than the weeks it looks back"))
     return problems
 
 
@@ -402,7 +463,7 @@ class FileRef:
     """One file of the system, with the component that names it."""
 
     path: str
-    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals, code, cassette
+    category: str  # prompt, tool, guardrail, retrieval, orchestration, evals, code, cassette, python, evalfile
     component: str  # e.g. "answer" for a prompt, the glob for tools
     key: tuple[str | int, ...]  # manifest path of the reference, for error positions
 
@@ -436,6 +497,10 @@ def file_refs(m: Manifest) -> list[tuple[str, str, str, tuple[str | int, ...]]]:
         refs.append((pat, "evals", "datasets", ("evals", "datasets", i)))
     for i, pat in enumerate((m.evals.get("target") or {}).get("code") or []):
         refs.append((pat, "code", "target", ("evals", "target", "code", i)))
+    for i, pat in enumerate(m.evals.get("python") or []):
+        refs.append((pat, "python", "evals", ("evals", "python", i)))
+    for i, pat in enumerate(m.evals.get("files") or []):
+        refs.append((pat, "evalfile", "evals", ("evals", "files", i)))
     return refs
 
 

@@ -7,7 +7,10 @@ from typing import Any
 CATEGORIES = ["model", "prompt", "retrieval", "tool", "guardrail", "orchestration", "code", "cassette", "evals",
               "policy"]
 EVAL_MODES = ["live", "replay"]
-PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google"]
+PROVIDERS = ["openai", "anthropic", "replay", "azure", "ollama", "vllm", "litellm", "bedrock", "google", "vertex"]
+# A model's provider-specific settings, and the provider each belongs to (gating/evals/dialects).
+PROVIDER_SETTINGS = {"deployment": "azure", "api_version": "azure", "project": "vertex", "location": "vertex",
+                     "region": "bedrock"}
 PERMISSIONS = ["read", "triage", "write", "maintain", "admin"]
 
 _str_list: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}}
@@ -39,6 +42,7 @@ MODELS_SCHEMA: dict[str, Any] = {
             "base_url": {"type": "string"},
             "api_key_env": {"type": "string"},
             "pinned": {"type": "boolean"},
+            **{k: {"type": "string", "minLength": 1} for k in PROVIDER_SETTINGS},
         },
         "required": ["provider", "model"],
         "additionalProperties": False,
@@ -106,6 +110,23 @@ EVALS_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
         },
         "judge": {"type": "string"},
+        "embedding": {"type": "string"},  # the model component `similar` embeds with
+        # Python files the evals run (python assertions, transforms): part of the system, judged from the base
+        "python": _str_list,
+        "transform": {"type": "string", "minLength": 1},  # file://PATH.py:FUNCTION or inline Python
+        "python_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "files": _str_list,  # files the cases read (`file://` vars): part of the system
+        "generate": {"type": "array", "items": {"type": "string", "pattern": r"^file://[^:]+\.py(:[A-Za-z_]\w*)?$"}},
+        "defaults": {  # applied to every case: its vars and assertions first, the case's own after
+            "type": "object",
+            "properties": {
+                "vars": {"type": "object"},
+                "assert": {"type": "array", "items": {"type": "object"}},
+                "transform": {"type": "string", "minLength": 1},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "additionalProperties": False,
+        },
         "mode": {"type": "string", "enum": EVAL_MODES},  # live, or replay the cassettes
         "thresholds": {
             "type": "object",
@@ -222,6 +243,67 @@ ROLLBACK_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# monitor: rules over production telemetry (gating.monitor.rules reads them; the names are its vocabulary).
+MONITOR_METRICS = ["error_rate", "negative_feedback_rate", "latency_p50", "latency_p95", "latency_p99",
+                   "tokens_per_request", "cost_per_day", "requests_per_minute"]
+MONITOR_STAGES = ["request", "embedding", "retrieval", "llm", "post"]
+MONITOR_ERRORS = ["rate_limit", "content_filter", "timeout", "parse", "other"]
+MONITOR_ACTIONS = ["rollback", "notify"]
+MONITOR_SEVERITIES = ["critical", "warning", "info"]
+DURATION_PATTERN = r"^\s*[1-9][0-9]*\s*(m|h|d)\s*$"  # whole minutes, hours or days: 15m, 1h, 1d
+DEFAULT_BAKE_MINUTES = 30
+
+
+def duration_minutes(text: str) -> int | None:
+    """'15m' / '1h' / '1d' -> minutes; None for anything else (read by the diff and by gating.monitor)."""
+    import re
+    m = re.match(DURATION_PATTERN, str(text))
+    return int(m.group(0).strip()[:-1]) * {"m": 1, "h": 60, "d": 1440}[m.group(1)] if m else None
+
+
+MONITOR_THRESHOLD_PATTERN = r"^\s*(>=|<=|>|<)\s*[0-9]+(\.[0-9]+)?\s*(x\s*projected)?\s*$"
+
+MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "bake_minutes": {"type": "integer", "minimum": 0, "maximum": 10080},
+        "issue": {"type": "integer", "minimum": 1},  # the tracking issue `action: notify` comments on
+        "service": {"type": "string", "minLength": 1},  # service.name of the telemetry (default: name)
+        "rules": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": _name,
+                    "metric": {"type": "string", "enum": MONITOR_METRICS},
+                    "category": {"type": "string", "enum": MONITOR_ERRORS},  # error_rate of one category
+                    "stage": {"type": "string", "enum": MONITOR_STAGES},
+                    "component": {"type": "string", "minLength": 1},
+                    "threshold": {"type": "string", "pattern": MONITOR_THRESHOLD_PATTERN},
+                    "for": {"type": "string", "pattern": DURATION_PATTERN},
+                    "min_requests": {"type": "integer", "minimum": 0},
+                    "anomaly": {
+                        "type": "object",
+                        "properties": {
+                            "z": {"type": "number", "exclusiveMinimum": 0},
+                            "weeks": {"type": "integer", "minimum": 1, "maximum": 12},
+                            "min_weeks": {"type": "integer", "minimum": 1, "maximum": 12},
+                            "direction": {"type": "string", "enum": ["up", "down", "both"]},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "action": {"type": "string", "enum": MONITOR_ACTIONS},
+                    "severity": {"type": "string", "enum": MONITOR_SEVERITIES},
+                },
+                "required": ["name", "metric", "for", "action"],
+                "anyOf": [{"required": ["threshold"]}, {"required": ["anomaly"]}],
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -243,6 +325,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "evals": EVALS_SCHEMA,
         "approvals": APPROVALS_SCHEMA,
         "rollback": ROLLBACK_SCHEMA,
+        "monitor": MONITOR_SCHEMA,
     },
     "required": ["version", "name", "components"],
     "additionalProperties": False,

@@ -10,9 +10,9 @@ import json
 import marshal
 import posixpath
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ruamel.yaml.error import YAMLError
 
@@ -105,7 +105,7 @@ class Snapshot:
     def outline(self) -> dict[str, Any]:
         """`data` without prompt entries and file hashes (which may or may not be present): cheap."""
         if self._data is None and self._stored is not None:
-            return self._stored["outline"]
+            return cast(dict[str, Any], self._stored["outline"])
         d = self.data
         return {**d, "components": {**d["components"], "prompts": {}}, "files": {}}
 
@@ -145,11 +145,11 @@ class Snapshot:
     @property
     def files(self) -> dict[str, str]:
         """path -> sha256 of every file in the system, gating.yml included."""
-        return self.data["files"]
+        return cast(dict[str, str], self.data["files"])
 
     @property
     def components(self) -> dict[str, Any]:
-        return self.data["components"]
+        return cast(dict[str, Any], self.data["components"])
 
     def to_json(self, pretty: bool = False) -> str:
         doc = {"digest": self.digest, **self.data}
@@ -234,7 +234,7 @@ class Buckets(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         return self.bucket(self.index(key))[key]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         for i in range(len(self.raw)):
             yield from self.bucket(i)
 
@@ -321,7 +321,7 @@ class LazyContents(Mapping[str, bytes]):
             self.preload([path])
         return self._data[path]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self.paths)
 
     def __len__(self) -> int:
@@ -351,7 +351,7 @@ def build_snapshot(
             return snap
     snap = _build(reader, manifest_path, like, cache)
     if key is not None and cache is not None:
-        oids = getattr(reader, "blob_ids", dict)()
+        oids: dict[str, str] = getattr(reader, "blob_ids", dict)()
         try:
             stored = snap.stored({p: oids[p] for p in snap.files if p in oids})
         except ValueError:  # a value marshal cannot hold: build this one each time rather than fail
@@ -455,7 +455,10 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
         "rollback": m.rollback,
         "files": dict(sorted(files.items())),
     }
-    for cat, key in (("cassette", "cassettes"), ("code", "code")):  # what replay serves, what a target runs
+    if m.monitor:  # only when there is one: a manifest without it keeps the digest it always had
+        data["monitor"] = m.monitor
+    # what replay serves, what a target runs, the Python the evals run, the files their cases read
+    for cat, key in (("cassette", "cassettes"), ("code", "code"), ("python", "python"), ("evalfile", "eval_files")):
         found = {r.path: files[r.path] for r in refs if r.category == cat}
         if found:
             data[key] = dict(sorted(found.items()))

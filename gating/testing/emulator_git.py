@@ -290,9 +290,9 @@ class BareRepo:
         ns = numstat.split("\0")
         j = 0
         while j < len(ns) and ns[j]:
-            adds, dels, path = ns[j].split("\t", 2)
-            counts.append((0 if adds == "-" else int(adds), 0 if dels == "-" else int(dels)))
-            j += 3 if path == "" else 1
+            added, deleted, name = ns[j].split("\t", 2)
+            counts.append((0 if added == "-" else int(added), 0 if deleted == "-" else int(deleted)))
+            j += 3 if name == "" else 1
         chunks = re.split(r"(?m)^diff --git ", patch)[1:]
         result = []
         for k, (letter, path, old, sha) in enumerate(entries):

@@ -83,7 +83,8 @@ def check_body(ctx: Ctx, resource: str) -> None:
 def cut_tree(items: list[dict[str, Any]], limits: Limits) -> tuple[list[dict[str, Any]], bool]:
     """A recursive listing as GitHub returns it: at most `tree_entries` entries and about
     `tree_bytes` of JSON; (entries kept, truncated)."""
-    kept, size = [], 0
+    kept: list[dict[str, Any]] = []
+    size = 0
     for item in items:
         size += len(json.dumps(item)) + 1
         if len(kept) >= limits.tree_entries or size > limits.tree_bytes:

@@ -12,12 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from openapi_schema_validator import OAS30Validator
-from werkzeug.datastructures import Headers, ImmutableMultiDict
+from werkzeug.datastructures import Headers, ImmutableMultiDict, MultiDict
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
@@ -119,7 +119,7 @@ class ApiDescription:
 
     def __init__(self, spec: dict[str, Any]):
         self.spec = spec
-        self.openapi = OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+        self.openapi = OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))  # type: ignore[arg-type]  # None skips validation (openapi-core checks for it) but its annotation omits None
         rules = []
         for template, item in spec["paths"].items():
             methods = [m.upper() for m in item if m != "parameters"]
@@ -146,12 +146,12 @@ class ApiDescription:
 
     # -- validation -------------------------------------------------------------------------------
 
-    def _request(self, op: Operation, path: str, query: ImmutableMultiDict, headers: Headers,
+    def _request(self, op: Operation, path: str, query: MultiDict[str, str], headers: Headers,
                  body: bytes | None, content_type: str) -> _Request:
         params = RequestParameters(query=query, header=headers, cookie=ImmutableMultiDict(), path=op.params)
         return _Request(op.method, path, op.template, params, body or None, content_type or "application/json")
 
-    def validate_request(self, op: Operation, path: str, query: ImmutableMultiDict, headers: Headers,
+    def validate_request(self, op: Operation, path: str, query: MultiDict[str, str], headers: Headers,
                          body: bytes | None, content_type: str) -> list[str]:
         req = self._request(op, path, query, headers, body, content_type)
         errors: list[str] = []
@@ -317,7 +317,7 @@ _cached: ApiDescription | None = None
 
 def load_spec(path: Path = SPEC_FILE) -> dict[str, Any]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return json.load(f)
+        return cast(dict[str, Any], json.load(f))
 
 
 def api_description() -> ApiDescription:

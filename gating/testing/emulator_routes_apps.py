@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gating.testing import emulator_render as render
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
 from gating.testing.emulator_state import PERMISSION_ORDER
@@ -62,7 +64,7 @@ def create_token(ctx: Ctx) -> Reply:
             raise ApiError(422, "There is at least one repository that does not exist or is not accessible "
                                 "to the parent installation.")
     token = emu.mint_installation_token(permissions=wanted, repositories=names)
-    data = {"token": token.value, "expires_at": render.iso(token.expires_at), "permissions": token.permissions,
+    data: dict[str, Any] = {"token": token.value, "expires_at": render.iso(token.expires_at), "permissions": token.permissions,
             "repository_selection": "selected" if names else "all"}
     if names:
         data["repositories"] = [render.repo(emu, r) for r in emu.repos.values() if r.name in names]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gating.testing import emulator_render as render
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
-from gating.testing.emulator_state import CheckRun
+from gating.testing.emulator_state import CheckRun, Deployment
 
 MAX_OUTPUT_CHARS = 65535
 MAX_ANNOTATIONS = 50
@@ -175,7 +175,7 @@ def list_deployments(ctx: Ctx) -> Reply:
     return ctx.paginate(items)
 
 
-def _deployment(ctx: Ctx):
+def _deployment(ctx: Ctx) -> Deployment:
     d = ctx.require_repo().deployments.get(ctx.int_param("deployment_id"))
     if d is None:
         raise not_found()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from gating.testing import emulator_limits as limits
 from gating.testing import emulator_render as render
@@ -229,7 +230,7 @@ def _tree_json(ctx: Ctx, sha: str, recursive: bool) -> dict:
     api = f"{ctx.emu.api_url}/repos/{r.full_name}"
     items = []
     for mode, otype, osha, size, path in entries:
-        item = {"path": path, "mode": mode, "type": otype, "sha": osha, "url": f"{api}/git/{otype}s/{osha}"}
+        item: dict[str, Any] = {"path": path, "mode": mode, "type": otype, "sha": osha, "url": f"{api}/git/{otype}s/{osha}"}
         if size is not None:
             item["size"] = size
         items.append(item)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gating.testing import emulator_render as render
 from gating.testing.emulator_http import ApiError, Ctx, Reply, handles, not_found
 from gating.testing.emulator_limits import check_body
-from gating.testing.emulator_state import Issue, permission_at_least
+from gating.testing.emulator_state import Comment, Issue, permission_at_least
 
 
 def _issue(ctx: Ctx, pull_only: bool = False) -> Issue:
@@ -169,7 +169,7 @@ def create_comment(ctx: Ctx) -> Reply:
     return Reply(201, data, {"Location": data["url"]})
 
 
-def _comment(ctx: Ctx):
+def _comment(ctx: Ctx) -> Comment:
     r = ctx.require_repo()
     c = r.comments.get(ctx.int_param("comment_id"))
     if c is None:

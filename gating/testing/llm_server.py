@@ -1,4 +1,5 @@
-"""A local OpenAI- and Anthropic-compatible LLM server for tests, benchmarks and recording cassettes.
+"""A local LLM server for tests, benchmarks and recording cassettes: OpenAI, Anthropic, and (through
+llm_dialects) Azure OpenAI, Gemini, Vertex AI, Bedrock Converse and Ollama's native API.
 
 Real HTTP/1.1 with keep-alive on loopback, served by asyncio (one event loop, so hundreds of
 concurrent slow requests cost no threads). Answers are deterministic: an `answer` function of the
@@ -11,10 +12,14 @@ Faults are injected by directives in the messages, so a dataset can provoke them
     [[fault:malformed]]                     200 with a truncated JSON body
     [[fault:content_filter]]                the provider's content-filter refusal
 
-`times` counts per distinct request body; without it the fault is permanent. Like the real APIs it
-serves only `/v1/chat/completions` and `/v1/messages` (any other path is a 404, so a base URL that
-lacks `/v1` fails as it would in production); `api_key` makes it answer 401 to a request without that
-key, and `refuse` answers every request with that status (403: the key may not use the model). Run
+`times` counts per distinct request body; without it the fault is permanent; each dialect answers a
+fault in its provider's own shape. Like the real APIs it serves only their paths (`/v1/chat/completions`,
+`/v1/messages`, `/openai/deployments/D/chat/completions?api-version=V`, `/v1beta/models/M:generateContent`,
+`/v1/projects/P/locations/L/publishers/google/models/M:generateContent`, `/model/M/converse`,
+`/api/chat`, and their embeddings; any other path is a 404, so a base URL that lacks `/v1` fails as it
+would in production); `api_key` makes it answer a request without that key as the provider would (401,
+or Gemini's 400 API_KEY_INVALID), Bedrock requests must carry a valid SigV4 signature by a key in
+`aws_keys`, and `refuse` answers every request with that status (403: the key may not use the model). Run
 standalone with `python -m gating.testing.llm_server --latency 0.1` (prints the URL, serves until killed).
 """
 
@@ -31,6 +36,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
+
+from gating.testing import llm_dialects
 
 Answer = Callable[[str, dict[str, Any]], "str | None"]  # (api, request body) -> text or None
 
@@ -38,6 +46,7 @@ _DIRECTIVE = re.compile(r"\[\[(answer|fault):\s*(.*?)\]\]", re.S)
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error"}
 PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
+AWS_KEY_ID, AWS_SECRET = "AKIDLOCALTEST", "local-test-secret"  # the SigV4 credentials env() hands out
 _REFUSALS = {401: "Incorrect API key provided", 403: "You are not allowed to use this model",
              404: "The model does not exist or you do not have access to it"}
 
@@ -81,11 +90,15 @@ def count_tokens(text: str) -> int:
 
 
 def default_answer(api: str, body: dict[str, Any]) -> str:
-    texts = _texts(api, body)
+    return answer_of(_texts(api, body))
+
+
+def answer_of(texts: list[tuple[str, str]]) -> str:
+    """The `[[answer: ...]]` of the messages (the last one wins), else an echo of the last user message."""
     for _role, t in reversed(texts):
         for kind, arg in _DIRECTIVE.findall(t):
             if kind == "answer":
-                return arg.strip()
+                return str(arg).strip()
     last_user = next((t for r, t in reversed(texts) if r == "user"), "")
     return "echo: " + _DIRECTIVE.sub("", last_user).strip()
 
@@ -103,6 +116,7 @@ class LLMServer:
     keep_log: bool = True
     api_key: str | None = None  # when set, a request without this key is answered 401
     refuse: int | None = None  # when set, every request is answered with this status and an error body
+    aws_keys: dict[str, str] = field(default_factory=lambda: {AWS_KEY_ID: AWS_SECRET})  # SigV4: key id -> secret
     _seen: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
@@ -117,12 +131,25 @@ class LLMServer:
         return self.url + "/v1"
 
     def env(self) -> dict[str, str]:
-        """Environment that points both SDK conventions at this server."""
+        """Environment that points every provider's SDK conventions at this server."""
         return {
             "OPENAI_BASE_URL": self.openai_base_url,
             "OPENAI_API_KEY": "test-key",
             "ANTHROPIC_BASE_URL": self.url,
             "ANTHROPIC_API_KEY": "test-key",
+            "AZURE_OPENAI_ENDPOINT": self.url,
+            "AZURE_OPENAI_API_KEY": "test-key",
+            "GOOGLE_GEMINI_BASE_URL": self.url,
+            "GEMINI_API_KEY": "test-key",
+            "GOOGLE_VERTEX_BASE_URL": self.url,
+            "GOOGLE_OAUTH_ACCESS_TOKEN": "test-key",
+            "GOOGLE_CLOUD_PROJECT": "test-project",
+            "GOOGLE_CLOUD_LOCATION": "us-central1",
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.url,
+            "AWS_ACCESS_KEY_ID": AWS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+            "AWS_REGION": "us-east-1",
+            "OLLAMA_HOST": self.url,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -189,7 +216,7 @@ class LLMServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, extra, payload = await self._respond(method, path.split("?")[0], body, headers)
+                status, extra, payload = await self._respond(method, path, body, headers)
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
                         "content-type: application/json", f"content-length: {len(payload)}"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -202,8 +229,12 @@ class LLMServer:
         finally:
             writer.close()
 
-    async def _respond(self, method: str, path: str, raw: bytes,
+    async def _respond(self, method: str, target: str, raw: bytes,
                        headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        path, _, raw_query = target.partition("?")
+        native = llm_dialects.route(method, path)
+        if native is not None:
+            return await self._native(native, method, path, raw_query, raw, headers)
         if method == "GET" and path == "/stats":
             return 200, {}, json.dumps({"requests": self.requests, "cpu_s": time.process_time()}).encode()
         api = PATHS.get(path)
@@ -242,8 +273,48 @@ class LLMServer:
         tout = 0 if filtered else count_tokens(text)
         return 200, {}, json.dumps(self._body(api, body, text, tin, tout, filtered)).encode()
 
+    async def _native(self, r: llm_dialects.Route, method: str, path: str, raw_query: str, raw: bytes,
+                      headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """A request in one of the native dialects (llm_dialects), answered in the same dialect."""
+        self.requests += 1
+        query = dict(parse_qsl(raw_query))
+        denied = llm_dialects.check_auth(r, headers, query, self.api_key, self.aws_keys, method, path, raw_query, raw)
+        if denied is not None:
+            return denied
+        if self.refuse is not None:
+            return llm_dialects.refusal(r, self.refuse)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 400, {}, b'{"error": {"message": "request body is not JSON"}}'
+        if self.keep_log:
+            self.log.append({"api": r.api, "path": path, "query": query, "body": body, "headers": headers,
+                             "t": time.monotonic()})
+        if r.kind == "embed":
+            return llm_dialects.embed_reply(r, body)
+        texts = llm_dialects.texts(r.api, body)
+        fault = self._fault_in(texts, raw)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault and fault.kind == "slow":
+            await asyncio.sleep(fault.delay)
+        elif fault:
+            got = llm_dialects.fault_reply(r.api, fault.kind, fault.retry_after)
+            if got is not None:
+                return got
+        text = self.answer(r.api, body) if self.answer else None
+        if text is None:
+            text = answer_of(texts)
+        filtered = bool(fault and fault.kind == "content_filter")
+        tin = sum(count_tokens(t) + 3 for _, t in texts)
+        return llm_dialects.answer_body(r.api, r.model or str(body.get("model", "")), text, tin,
+                                        0 if filtered else count_tokens(text), filtered)
+
     def _fault(self, api: str, body: dict[str, Any], raw: bytes) -> Fault | None:
-        for _role, t in _texts(api, body):
+        return self._fault_in(_texts(api, body), raw)
+
+    def _fault_in(self, texts: list[tuple[str, str]], raw: bytes) -> Fault | None:
+        for _role, t in texts:
             for kind, arg in _DIRECTIVE.findall(t):
                 if kind != "fault":
                     continue

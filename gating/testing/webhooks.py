@@ -17,7 +17,7 @@ import queue
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -33,7 +33,7 @@ EXAMPLES_FILE = DATA_DIR / "webhook-examples.json.gz"
 @functools.cache
 def examples() -> dict[str, dict[str, Any]]:
     with gzip.open(EXAMPLES_FILE, "rt", encoding="utf-8") as f:
-        return json.load(f)
+        return cast(dict[str, dict[str, Any]], json.load(f))
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -125,9 +125,10 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
             payload.pop("organization", None)
     payload["installation"] = {"id": emu.app.installation_id, "node_id": render.node_id("Installation", emu.app.installation_id)}
 
-    if event in ("pull_request", "pull_request_review", "issue_comment") and r is None:
+    if event in ("pull_request", "pull_request_review", "issue_comment", "check_run", "check_suite",
+                 "deployment_status", "workflow_run") and r is None:
         raise ValueError(f"{event} needs a repository")
-    if event == "pull_request":
+    if event == "pull_request" and r is not None:
         i = r.issues[number] if number is not None else _latest([x for x in r.issues.values() if x.is_pull], "pull request")
         payload["number"] = i.number
         payload["pull_request"] = _overlay(payload.get("pull_request"), render.pull(emu, r, i))
@@ -137,7 +138,7 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
             payload["after"] = emu.pull_shas(r, i)[0]
             payload.setdefault("before", payload["after"])
         who = i.user if action in ("opened", "edited", "ready_for_review", "synchronize") else i.merged_by or i.user
-    elif event == "pull_request_review":
+    elif event == "pull_request_review" and r is not None:
         reviews = [v for v in r.reviews.values() if number is None or v.number == number]
         v = r.reviews[review_id] if review_id is not None else _latest(reviews, "review")
         review = render.review(emu, r, v)
@@ -145,22 +146,22 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         payload["review"] = _overlay(payload.get("review"), review)
         payload["pull_request"] = _overlay(payload.get("pull_request"), render.pull(emu, r, r.issues[v.number], full=False))
         who = v.user
-    elif event == "issue_comment":
+    elif event == "issue_comment" and r is not None:
         comments = [c for c in r.comments.values() if number is None or c.number == number]
         c = r.comments[comment_id] if comment_id is not None else _latest(comments, "comment")
         payload["issue"] = _overlay(payload.get("issue"), render.issue(emu, r, r.issues[c.number]))
         payload["comment"] = _overlay(payload.get("comment"), render.comment(emu, r, c))
         who = c.user
-    elif event == "check_run":
+    elif event == "check_run" and r is not None:
         run = r.check_runs[check_run_id] if check_run_id is not None else _latest(list(r.check_runs.values()), "check run")
         data = render.check_run(emu, r, run)
         data["details_url"] = data["details_url"] or ""  # strings, never null, in the webhook
         data["external_id"] = data["external_id"] or ""
-        suite = render.check_suite(emu, r, r.check_suites[run.suite_id])
-        data["check_suite"] = _overlay(payload.get("check_run", {}).get("check_suite"), suite)
+        suite_doc = render.check_suite(emu, r, r.check_suites[run.suite_id])
+        data["check_suite"] = _overlay(payload.get("check_run", {}).get("check_suite"), suite_doc)
         payload["check_run"] = _overlay(payload.get("check_run"), data)
         who = emu.app.bot_login
-    elif event == "check_suite":  # "Re-run all checks": the suite, with the open pull requests on its head
+    elif event == "check_suite" and r is not None:  # "Re-run all checks": the suite, with the open pull requests on its head
         sid = fields.pop("check_suite_id", None)
         suite = r.check_suites[sid] if sid is not None else _latest(list(r.check_suites.values()), "check suite")
         data = render.check_suite(emu, r, suite)
@@ -169,7 +170,7 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         data.pop("repository", None)
         payload["check_suite"] = _overlay(payload.get("check_suite"), data)
         who = emu.app.bot_login
-    elif event == "deployment_status":
+    elif event == "deployment_status" and r is not None:
         d = r.deployments[deployment_id] if deployment_id is not None else _latest(list(r.deployments.values()), "deployment")
         if not d.statuses:
             raise ValueError(f"deployment {d.id} has no status yet")
@@ -181,7 +182,7 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         payload |= push_payload(emu, r, fields.pop("ref", None), fields.pop("before", None), fields.pop("after", None))
         who = sender or emu.app.bot_login
         payload["pusher"] = {"name": who, "email": emu.user_record(who).email}
-    elif event == "workflow_run":  # a pull request's workflow run finished (the fork pattern's trigger)
+    elif event == "workflow_run" and r is not None:  # a pull request's workflow run finished (the fork pattern's trigger)
         i = r.issues[number] if number is not None else _latest([x for x in r.issues.values() if x.is_pull], "pull request")
         payload["workflow_run"] = workflow_run_of(emu, r, i, payload.get("workflow_run") or {})
         who = i.user

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gating.github import BlobCache, GitHubApp, GitHubClient, Repo
+from gating.monitor.rollup import MemoryRollups, RollupSource
 from gating.server.jobs import Job, JobQueue, PermanentError
 from gating.server.settings import Settings
 
@@ -43,6 +44,7 @@ class JobContext:
     blobs: BlobCache = field(default_factory=BlobCache)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("gating.app.handlers"))
     queue: JobQueue | None = None  # the App's database: once-only acts and recorded overrides live there
+    rollups: RollupSource = field(default_factory=MemoryRollups)  # the monitor's minute roll-ups
 
     def installation(self) -> GitHubClient:
         inst = (self.payload.get("installation") or {}).get("id")

@@ -24,6 +24,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from gating.errors import GatingError
 from gating.github import GitHubError, RateLimited, Repo
 from gating.rollback.plan import LAST_GOOD, Refusal, Request, current_state, environments_of, matching_rule
 from gating.server.handlers import JobContext, Payload, Registry, installed_repos
@@ -39,7 +40,7 @@ DEPLOY_RETRY_SECONDS = 1.0
 blueprint = Blueprint("gating_alerts", __name__)  # create_app registers it
 
 
-class PayloadError(ValueError):
+class PayloadError(GatingError):
     """What is wrong with an Alertmanager payload, said so that its operator can fix the config."""
 
 

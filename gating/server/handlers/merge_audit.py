@@ -12,9 +12,12 @@ retry, and the reconciliation witnesses the newest entries that have none.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.audit import log as audit_log
 from gating.audit import record as audit_record
@@ -56,13 +59,14 @@ def on_merged(ctx: JobContext) -> None:
     reconcile_if_due(ctx, repo, store, key)
 
 
-def witness_recent(repo: Repo, store: audit_log.NotesBackend, key, app_id: int, log) -> None:
+def witness_recent(repo: Repo, store: audit_log.NotesBackend, key: Ed25519PrivateKey, app_id: int,
+                   log: logging.Logger) -> None:
     """Witness the newest entries the App's key (or a key rotated to it) signed that have no witness yet."""
     for e in audit_log.read_log(store, {keyid(key): key.public_key()})[-WITNESS_RECENT:]:
         witness(repo, e, key, app_id, log)
 
 
-def reconcile_if_due(ctx: JobContext, repo: Repo, store: audit_log.NotesBackend, key) -> None:
+def reconcile_if_due(ctx: JobContext, repo: Repo, store: audit_log.NotesBackend, key: Ed25519PrivateKey) -> None:
     every = ctx.settings.audit_reconcile_seconds
     with _lock:
         if every <= 0 or time.monotonic() - _last_reconcile.get(repo.full_name, -every) < every:

@@ -7,8 +7,8 @@ missing)."""
 from __future__ import annotations
 
 from gating.github import Repo
+from gating.server.approval_evaluation import evaluate_and_publish
 from gating.server.handlers import JobContext, Payload, Registry
-from gating.server.handlers.approvals import evaluate_and_publish
 
 MAX_REPOSITORIES = 300  # an installation's repositories re-evaluated per accepted permission change
 MAX_PULLS = 300  # open pull requests per repository

@@ -1,0 +1,123 @@
+"""`gating monitor status` (each monitored deployment's rules against their thresholds, from the App)
+and `gating monitor rules --prometheus` (the same rules for Prometheus and Alertmanager)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gating.commands.cli import UsageError
+from gating.commands.common import STDOUT, owner_name, reader, repo
+from gating.system.manifest import MANIFEST_PATH, parse_manifest
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("monitor", help="production monitoring: rule status, Prometheus rules")
+    msub = p.add_subparsers(dest="monitor_command", metavar="SUBCOMMAND", required=True)
+
+    s = msub.add_parser("status", help="each monitored deployment's rules against their thresholds (from the App)")
+    s.add_argument("--app", required=True, metavar="URL", help="the App's base URL")
+    s.add_argument("--repository", required=True, type=owner_name, metavar="OWNER/NAME")
+    s.add_argument("--token-env", default="GATING_MONITOR_TOKEN", metavar="VAR",
+                   help="environment variable holding the App's GATING_MONITOR_TOKEN (default: that name)")
+    s.add_argument("--json", action="store_true", help="print the App's answer as JSON")
+    s.set_defaults(func=status)
+
+    r = msub.add_parser("rules", help="write the monitor: rules for another evaluator")
+    r.add_argument("--prometheus", action="store_true", required=True,
+                   help="as Prometheus recording and alerting rules (the only form so far)")
+    r.add_argument("--repository", required=True, type=owner_name, metavar="OWNER/NAME",
+                   help="the `repository` label of every alert (the App routes on it)")
+    r.add_argument("--service", metavar="NAME", help="service.name of the telemetry (default: monitor.service, "
+                   "else the manifest's name)")
+    r.add_argument("-o", "--output", default=STDOUT, metavar="FILE", help="rule file to write (default: stdout)")
+    r.add_argument("--alertmanager", metavar="FILE", help="also write the Alertmanager route and receiver for "
+                   "the App's POST /alerts")
+    r.add_argument("--app", default="https://gating.example.com", metavar="URL",
+                   help="the App's base URL, for --alertmanager")
+    r.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    r.set_defaults(func=rules)
+
+
+def _yaml(data: Any, header: str = "") -> str:
+    from ruamel.yaml import YAML
+
+    y = YAML(typ="safe", pure=True)
+    y.default_flow_style = False
+    y.width = 4096
+    out = io.StringIO()
+    y.dump(data, out)
+    return header + out.getvalue()
+
+
+def rules(args: argparse.Namespace) -> int:
+    from gating.monitor.prometheus import alertmanager_config, on_alert_rule, prometheus_rules
+    from gating.monitor.rules import parse_monitor
+
+    g = repo(args)
+    data = reader(g, None).read_many([args.config])[args.config]
+    if data is None:
+        raise UsageError(f"{args.config}: no such file in {g.root}")
+    m = parse_manifest(data, args.config)
+    config = parse_monitor(m.monitor, m.name)
+    if not config.rules:
+        raise UsageError(f"{args.config} has no monitor.rules to write")
+    service = args.service or config.service
+    prom, skipped = prometheus_rules(config, args.repository, service)
+    header = (f"# Prometheus rules from monitor: in {args.config} ({m.name}), by `gating monitor rules --prometheus`.\n"
+              f"# Metric names assumed: see gating.monitor.prometheus (OpenTelemetry Collector spanmetrics, GenAI).\n"
+              "# For the App to roll back on `action: rollback` alerts, gating.yml needs under rollback.on_alert:\n"
+              f"#   - {json.dumps(on_alert_rule())}\n")
+    header += "".join(f"# not written: {s.rule}: {s.why}\n" for s in skipped)
+    text = _yaml(prom, header)
+    if args.output == STDOUT:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    if args.alertmanager:
+        Path(args.alertmanager).write_text(_yaml(alertmanager_config(args.app),
+                                                 "# Merge into alertmanager.yml: the monitor's alerts go to the "
+                                                 "App's POST /alerts.\n"))
+    written = sum(1 for r in prom["groups"][0]["rules"] if "alert" in r)
+    print(f"gating: {written} alerting rule{'s' if written != 1 else ''} written"
+          + (f"; {len(skipped)} evaluated by the App only" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    import httpx
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise UsageError(f"${args.token_env} is not set: the App serves /monitor/status only with its token")
+    try:
+        resp = httpx.get(args.app.rstrip("/") + "/monitor/status", params={"repo": args.repository},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except httpx.HTTPError as e:
+        raise UsageError(f"cannot reach the App at {args.app}: {e}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"error": resp.text[:200]}
+    if resp.status_code != 200:
+        print(f"gating: the App answered {resp.status_code}: {body.get('error', body)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+        return 0
+    for d in body.get("deployments", []):
+        known = d.get("known_good")
+        print(f"{body['repository']}: {d['environment']} {d['commit'][:12]} {d['state']}"
+              f" (known-good: {known[:12] if known else 'none yet'})" + (f": {d['note']}" if d.get("note") else ""))
+        print(f"  {'rule':<22} {'value':>12} {'threshold':>14} {'samples':>9} {'window':>7}  state")
+        for r in d.get("rules", []):
+            value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+            threshold = "anomaly" if r["threshold"] is None else f"{r['op']} {r['threshold']:.4g}"
+            print(f"  {r['rule']:<22} {value:>12} {threshold:>14} {r['samples']:>9,} {r['window']['minutes']:>6}m  "
+                  f"{'FIRING' if r['firing'] else 'ok'}")
+    return 0
