@@ -88,7 +88,7 @@ def test_details_url_of_the_approval_check_points_at_the_report(demo: Road):
 
 def test_the_approval_check_run_links_its_report_page(demo: Road):
     from gating.policy.render import CheckOutput
-    from gating.server.handlers.approvals import publish
+    from gating.server.approval_evaluation import publish
 
     sha = demo.reports[1]["head"]
     url = f"{demo.app_url}/pages/acme/support-bot/report/{sha}"

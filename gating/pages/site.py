@@ -20,6 +20,7 @@ from markupsafe import Markup
 from gating.check.notes import parse_note
 from gating.diff.changes import ChangeSet
 from gating.diff.semantic import diff_snapshots
+from gating.errors import GatingError
 from gating.evals.compare import compare, outcome, why
 from gating.evals.records import Comparison, RunResult
 from gating.pages import charts
@@ -44,8 +45,8 @@ class Page:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class NotFound(Exception):
-    pass
+class NotFound(GatingError):
+    """What a page names does not exist (or may not be shown): the door answers 404."""
 
 
 def _int(query: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
