@@ -66,6 +66,8 @@ CLI_ENV: dict[str, str] = {
     "GATING_PROGRESS_SECONDS": "seconds between plain progress lines when not on a terminal (default 10; 0: off)",
     "GITHUB_URL": "`gating app register`: GitHub's web URL (GitHub Enterprise: `https://HOST`; default github.com)",
     "GATING_AUDIT_APP_ID": "`gating audit verify`: the App whose check runs witness the audit log",
+    "GATING_PAGES_URL": "`gating check`: the App's public URL (its `GATING_PUBLIC_URL`); the `gating / eval` check "
+                        "run's Details link then opens the App's eval report page instead of the workflow run",
     "GITHUB_TOKEN": "token for posting check runs and pushing notes (`GH_TOKEN` also works)",
     "GH_TOKEN": "same as `GITHUB_TOKEN`",
     "GITHUB_REPOSITORY": "owner/name of the repository (set by Actions)",
