@@ -34,6 +34,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("init", "gating.commands.init", "write gating.yml, a starter dataset and the workflow for this repository"),
     ("import", "gating.commands.init", "convert another tool's eval config to gating's"),
     ("monitor", "gating.commands.monitor", "production monitoring: rule status, Prometheus rules"),
+    ("view", "gating.commands.view", "serve the audit timeline and eval reports of this clone on loopback"),
 ]
 
 
