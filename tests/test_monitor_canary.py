@@ -91,7 +91,7 @@ def test_a_token_blowup_fails_on_tokens_and_cost_with_figures():
     a = run(src, 60)
     assert a.verdict == FAIL
     assert {c.name for c in a.failed} == {"tokens_per_request", "cost_per_request"}
-    assert "tokens per request 3,5" in a.reason and "+29" in a.reason
+    assert "tokens per request 3,6" in a.reason and "+29" in a.reason
 
 
 def test_a_retrieval_slowdown_fails_that_stage():

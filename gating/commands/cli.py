@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("monitor", "gating.commands.monitor", "production monitoring: rule status, Prometheus rules"),
     ("canary", "gating.commands.canary", "canary analysis: a canary system's production metrics against the "
      "baseline's"),
+    ("view", "gating.commands.view", "serve the audit timeline and eval reports of this clone on loopback"),
 ]
 
 

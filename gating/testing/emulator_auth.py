@@ -106,6 +106,7 @@ class AppIdentity:
     webhook_secret: str
     client_id: str = "Iv1.emulated0000001"
     name: str = "gating"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)  # the OAuth web flow's
 
     @property
     def bot_login(self) -> str:
