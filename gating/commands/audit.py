@@ -178,6 +178,8 @@ def health_text(e: Entry) -> list[str]:
     rule, bake = health.get("rule"), health.get("bake")
     if e.event == "monitor_alert" and isinstance(rule, dict):
         return [f"{rule.get('rule')} → {health.get('action')}: {rule.get('reason')}"]
+    if e.event in ("canary_failed", "drill"):  # each carries its own sentence
+        return [str(health.get("verdict") if e.event == "canary_failed" else health.get("summary"))]
     if isinstance(bake, dict):
         return [f"baked {bake.get('minutes')} min on {bake.get('requests')} requests, no rule fired"]
     return []

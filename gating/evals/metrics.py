@@ -67,6 +67,12 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     for name in sorted(names):
         m[f"score:{name}"] = _mean(names[name])
     m["score"] = _mean([c.score for c in cases])
+    tagged: dict[str, list[bool]] = {}  # per tag, so a report groups (and a threshold gates) e.g. red-team cases
+    for c in cases:
+        for tag in dict.fromkeys(c.tags):
+            tagged.setdefault(tag, []).append(c.passed)
+    for tag in sorted(tagged):
+        m[f"pass_rate:tag:{tag}"] = sum(tagged[tag]) / len(tagged[tag])
     answered = [c for c in cases if c.error is None or c.output]
     stages = sorted({s for c in answered for s in c.latency_ms})
     for stage in stages:

@@ -145,6 +145,19 @@ EVALS_SCHEMA: dict[str, Any] = {
             "properties": {"requests_per_day": {"type": "number", "minimum": 0}},
             "additionalProperties": False,
         },
+        "candidates": {  # `gating eval --compare`: other models or prompt variants, run on the same cases
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "model": {"type": "string", "minLength": 1},
+                    "prompts": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                },
+                "anyOf": [{"required": ["model"]}, {"required": ["prompts"]}],
+                "additionalProperties": False,
+            },
+        },
         "concurrency": {"type": "integer", "minimum": 1},
         "repeat": {"type": "integer", "minimum": 1},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0},

@@ -39,8 +39,9 @@ from gating.monitor.rules import (
     RuleResult,
     evaluate,
     firing,
+    merged_entry,
     minute_of,
-    projection_from,
+    projection_of,
 )
 from gating.rollback.plan import LAST_GOOD, Refusal, Request, current_state, environments_of
 from gating.server import monitoring
@@ -85,21 +86,6 @@ def tick_time(payload: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def _merged(entries: list[Entry], commit: str) -> Entry | None:
-    return next((e for e in reversed(entries) if e.event == "merged" and e.commit == commit), None)
-
-
-def projection_of(merged: Entry | None) -> Projection:
-    """What the eval projected for the deployed snapshot: its merged entry's eval metrics at the
-    snapshot's evals.traffic.requests_per_day."""
-    if merged is None:
-        return Projection()
-    p = merged.predicate
-    rpd = (((p.get("snapshot") or {}).get("evals") or {}).get("traffic") or {}).get("requests_per_day")
-    source = f"eval evidence of the merged entry (audit seq {merged.seq})"
-    return projection_from((p.get("evals") or {}).get("metrics"), rpd, source)
-
-
 def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
     assert ctx.queue is not None
     repo = Repo(ctx.github.installation(w.installation), w.repo)
@@ -116,7 +102,7 @@ def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
         ctx.log.info("%s: %s in %s is no longer the deployed state; not watched any more", w.repo, w.commit[:12],
                      w.environment)
         return
-    merged = _merged(entries, w.commit)
+    merged = merged_entry(entries, w.commit)
     systems = [w.commit] + ([merged.predicate["snapshot_digest"]] if merged and merged.predicate.get("snapshot_digest")
                             else [])
     projection = projection_of(merged)
