@@ -77,6 +77,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", R + "/pulls/{pull_number}/reviews/{review_id}"),
     ("put", R + "/pulls/{pull_number}/reviews/{review_id}/dismissals"),
     ("put", R + "/pulls/{pull_number}/merge"),
+    ("post", R + "/issues"),
     ("get", R + "/issues/{issue_number}"),
     ("get", R + "/issues/{issue_number}/comments"),
     ("post", R + "/issues/{issue_number}/comments"),
@@ -99,6 +100,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", R + "/deployments/{deployment_id}"),
     ("get", R + "/deployments/{deployment_id}/statuses"),
     ("post", R + "/deployments/{deployment_id}/statuses"),
+    ("post", R + "/actions/runs/{run_id}/deployment_protection_rule"),
 ]
 
 WEBHOOKS: dict[str, list[str | None]] = {
@@ -112,6 +114,7 @@ WEBHOOKS: dict[str, list[str | None]] = {
     "installation": ["created", "new_permissions_accepted"],
     "ping": [None],
     "workflow_run": ["completed"],  # the event of the privileged half of the fork pattern
+    "deployment_protection_rule": ["requested"],  # the App's custom deployment protection rule
 }
 
 def webhook_schema_name(event: str, action: str | None) -> str:
@@ -228,11 +231,24 @@ def subset_openapi(spec: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+# Events the examples package has no payload for: the fields GitHub's description documents, filled
+# the way its documentation shows them; the emulator overlays repository, deployment and sender.
+DOCUMENTED_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "deployment_protection_rule": [{
+        "action": "requested", "environment": "production", "event": "workflow_dispatch",
+        "sha": "0000000000000000000000000000000000000000", "ref": "refs/heads/main",
+        "deployment_callback_url": "https://api.github.com/repos/octo-org/octo-repo/actions/runs/1234/"
+                                   "deployment_protection_rule",
+        "pull_requests": [], "installation": {"id": 1, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="},
+        "x-derived-from": "the webhook-deployment-protection-rule-requested schema"}],
+}
+
+
 def subset_examples(examples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     by_name = {e["name"]: e for e in examples}
     out: dict[str, dict[str, Any]] = {}
     for event, actions in WEBHOOKS.items():
-        candidates = by_name[event]["examples"]
+        candidates = by_name[event]["examples"] if event in by_name else DOCUMENTED_EXAMPLES[event]
         for action in actions:
             matching = [x for x in candidates if x.get("action") == action]
             if matching:

@@ -18,6 +18,7 @@ import pytest
 from app_support import free_port
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C element reference key
+TAB, ENTER = "\ue004", "\ue007"  # WebDriver key codes
 
 
 class Browser:
@@ -43,6 +44,28 @@ class Browser:
 
     def click(self, css: str) -> None:
         self._call("POST", f"/element/{self._find(css)}/click", {})
+
+    def type(self, css: str, text: str) -> None:
+        self._call("POST", f"/element/{self._find(css)}/value", {"text": text})
+
+    def script(self, js: str, *args: Any) -> Any:
+        """Run `js` (a function body; `arguments` holds args) in the page and return its value."""
+        return self._call("POST", "/execute/sync", {"script": js, "args": list(args)})
+
+    def press(self, *keys: str) -> None:
+        """Press and release each key (WebDriver key codes, e.g. TAB, ENTER) on whatever has focus."""
+        actions = []
+        for k in keys:
+            actions += [{"type": "keyDown", "value": k}, {"type": "keyUp", "value": k}]
+        self._call("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
+    def window(self, width: int, height: int) -> None:
+        self._call("POST", "/window/rect", {"width": width, "height": height})
+
+    def screenshot(self) -> bytes:
+        import base64
+
+        return base64.b64decode(self._call("GET", "/screenshot"))
 
     def _find(self, css: str) -> str:
         return self._call("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]

@@ -26,11 +26,12 @@ WEEK = 7 * 24 * 60
 BASE_LATENCY = {"request": 900.0, "embedding": 40.0, "retrieval": 120.0, "llm": 700.0}
 TOKENS_IN, TOKENS_OUT = 700, 200
 PRICE_IN, PRICE_OUT = 2.5e-6, 10e-6  # USD per token
+MODEL = "gpt-4o-2024-08-06"  # priced at PRICE_IN and PRICE_OUT in gating/evals/prices.json
 
 
 @dataclass(frozen=True)
 class Incident:
-    kind: str  # error_spike | retrieval_latency | token_blowup
+    kind: str  # error_spike | retrieval_latency | token_blowup | traffic_drop (30% of the usual requests)
     start: int  # unix minute
     minutes: int = 60
 
@@ -48,19 +49,22 @@ def requests_at(minute: int) -> int:
 
 def traffic(weeks: int = 4, incidents: Sequence[Incident] = (), seed: int = 1, system: str = SYSTEM,
             repo: str = REPO, start: int = START, stages: Sequence[str] = ("request", "retrieval", "llm"),
-            minutes: int | None = None) -> Iterator[Rollup]:
-    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes)."""
+            minutes: int | None = None, error_rate: float | None = None, scale: float = 1.0) -> Iterator[Rollup]:
+    """Minute roll-ups from `start` for `weeks` weeks (or `minutes` minutes); `error_rate` replaces the
+    usual 0.4% outside incidents, `scale` multiplies the traffic (a canary's share)."""
     rng = random.Random(seed)
     for minute in range(start, start + (minutes if minutes is not None else weeks * WEEK)):
-        mean = requests_at(minute)
+        hits = {i.kind for i in incidents if i.active(minute)}
+        mean = int(requests_at(minute) * scale)
+        if "traffic_drop" in hits:
+            mean = int(mean * 0.3)
         n = max(0, int(rng.gauss(mean, math.sqrt(mean) if mean else 0)))
         if n == 0:
             continue
-        hits = {i.kind for i in incidents if i.active(minute)}
-        error_p = 0.08 if "error_spike" in hits else 0.004
+        error_p = 0.08 if "error_spike" in hits else 0.004 if error_rate is None else error_rate
         errors = sum(1 for _ in range(n) if rng.random() < error_p)
-        scale = 4.0 if "token_blowup" in hits else 1.0
-        tin, tout = int(n * TOKENS_IN * scale * rng.uniform(0.95, 1.05)), int(n * TOKENS_OUT * scale * rng.uniform(0.95, 1.05))
+        blowup = 4.0 if "token_blowup" in hits else 1.0
+        tin, tout = int(n * TOKENS_IN * blowup * rng.uniform(0.95, 1.05)), int(n * TOKENS_OUT * blowup * rng.uniform(0.95, 1.05))
         for stage in stages:
             r = Rollup(repo=repo, system=system, component=COMPONENT, stage=stage, minute=minute, requests=n)
             slow = 4.0 if stage in ("retrieval", "request") and "retrieval_latency" in hits else 1.0

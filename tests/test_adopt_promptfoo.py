@@ -4,6 +4,7 @@ rest is listed by kind with a count, and the converted files pass gating's own p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,123 @@ def test_import_converts_python_checks_defaults_files_csv_and_native_providers(
         "case-4": False,       # CSV row without "soon" or a refund
         "yaml-test-1": True, "yaml-test-2": True,  # a list var runs once per value
     }, verdicts
+
+
+# -- every supported assertion type: imported and native verdicts, case by case ---------------------------
+
+# (test name, the model's answer, promptfoo assertion, the same check written natively, the verdict promptfoo
+# gives, extra vars). The judge below gives 5 when GOOD is in what it grades, else 1.
+PARITY: list[tuple[str, str, dict, dict, bool, dict]] = [
+    ("equals pass", "Paris", {"type": "equals", "value": "Paris"}, {"type": "equals", "value": "Paris"}, True, {}),
+    ("equals fail", "Lyon", {"type": "equals", "value": "Paris"}, {"type": "equals", "value": "Paris"}, False, {}),
+    ("contains pass", "in Paris", {"type": "contains", "value": "Paris"}, {"type": "contains", "value": "Paris"}, True, {}),
+    ("contains fail", "in paris", {"type": "contains", "value": "Paris"}, {"type": "contains", "value": "Paris"},
+     False, {}),
+    ("not contains", "in Lyon", {"type": "not-contains", "value": "Paris"}, {"type": "not-contains", "value": "Paris"},
+     True, {}),
+    ("icontains pass", "in paris", {"type": "icontains", "value": "PARIS"}, {"type": "icontains", "value": "PARIS"},
+     True, {}),
+    ("not icontains fail", "in paris", {"type": "not-icontains", "value": "PARIS"},
+     {"type": "not-icontains", "value": "PARIS"}, False, {}),
+    ("contains any", "a refund", {"type": "contains-any", "value": "refund, return"},
+     {"type": "contains-any", "value": ["refund", "return"]}, True, {}),
+    ("contains all fail", "a refund", {"type": "contains-all", "value": "refund, return"},
+     {"type": "contains-all", "value": ["refund", "return"]}, False, {}),
+    ("icontains any", "A REFUND", {"type": "icontains-any", "value": ["refund", "x"]},
+     {"type": "icontains-any", "value": ["refund", "x"]}, True, {}),
+    ("icontains all", "A Refund, a Return", {"type": "icontains-all", "value": ["refund", "return"]},
+     {"type": "icontains-all", "value": ["refund", "return"]}, True, {}),
+    ("starts with", "Dear customer, hi", {"type": "starts-with", "value": "Dear customer"},
+     {"type": "starts-with", "value": "Dear customer"}, True, {}),
+    ("starts with fail", "Hi, dear customer", {"type": "starts-with", "value": "Dear customer"},
+     {"type": "starts-with", "value": "Dear customer"}, False, {}),
+    ("regex", "ORD-123456", {"type": "regex", "value": "ORD-\\d{6}"}, {"type": "regex", "value": "ORD-\\d{6}"}, True, {}),
+    ("not regex fail", "ORD-123456", {"type": "not-regex", "value": "ORD-\\d{6}"},
+     {"type": "not-regex", "value": "ORD-\\d{6}"}, False, {}),
+    ("is json", '{"a": 1}', {"type": "is-json"}, {"type": "is-json"}, True, {}),
+    ("is json fail", "not json", {"type": "is-json"}, {"type": "is-json"}, False, {}),
+    ("is json schema fail", '{"a": 1}', {"type": "is-json", "value": {"type": "object", "required": ["b"]}},
+     {"type": "json-schema", "value": {"type": "object", "required": ["b"]}}, False, {}),
+    ("contains json", 'Here: {"a": 1} ok', {"type": "contains-json"}, {"type": "contains-json"}, True, {}),
+    ("contains json fail", "no json here", {"type": "contains-json"}, {"type": "contains-json"}, False, {}),
+    ("levenshtein", "Your order shipped", {"type": "levenshtein", "value": "Your order shipped.", "threshold": 2},
+     {"type": "levenshtein", "value": "Your order shipped.", "threshold": 2}, True, {}),
+    ("levenshtein fail", "Shipped", {"type": "levenshtein", "value": "Your order shipped.", "threshold": 2},
+     {"type": "levenshtein", "value": "Your order shipped.", "threshold": 2}, False, {}),
+    ("rouge n", "refunds take 30 days", {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6},
+     {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6}, True, {}),
+    ("rouge n fail", "no idea", {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6},
+     {"type": "rouge-n", "value": "refunds take 30 days", "threshold": 0.6}, False, {}),
+    ("similar", "You can return it within 30 days.", {"type": "similar", "value": "You can return it within 30 days.",
+                                                      "threshold": 0.9},
+     {"type": "similar", "value": "You can return it within 30 days.", "threshold": 0.9}, True, {}),
+    ("is refusal", "I'm sorry, I can't help with that.", {"type": "is-refusal"}, {"type": "refusal"}, True, {}),
+    ("not is refusal", "Sure, here it is.", {"type": "not-is-refusal"}, {"type": "not-refusal"}, True, {}),
+    ("latency", "fast", {"type": "latency", "threshold": 600000}, {"type": "latency", "value": 600000}, True, {}),
+    ("cost", "cheap", {"type": "cost", "threshold": 1.0}, {"type": "cost", "value": 1.0}, True, {}),
+    ("cost fail", "cheap", {"type": "cost", "threshold": 1e-12}, {"type": "cost", "value": 1e-12}, False, {}),
+    ("python", "ok then", {"type": "python", "value": "output.startswith('ok')"},
+     {"type": "python", "value": "output.startswith('ok')"}, True, {}),
+    ("python fail", "then ok", {"type": "python", "value": "output.startswith('ok')"},
+     {"type": "python", "value": "output.startswith('ok')"}, False, {}),
+    ("llm rubric", "GOOD answer", {"type": "llm-rubric", "value": "polite"}, {"type": "rubric", "value": "polite"},
+     True, {}),
+    ("llm rubric fail", "bad answer", {"type": "llm-rubric", "value": "polite"}, {"type": "rubric", "value": "polite"},
+     False, {}),
+    ("factuality", "GOOD Paris", {"type": "factuality", "value": "Paris"}, {"type": "factuality", "value": "Paris"},
+     True, {}),
+    ("g eval fail", "bad", {"type": "g-eval", "value": "coherent"}, {"type": "g-eval", "value": "coherent"}, False, {}),
+    ("context faithfulness", "GOOD claim", {"type": "context-faithfulness"}, {"type": "context-faithfulness"}, True,
+     {"context": "the claim"}),
+    ("context recall fail", "x", {"type": "context-recall", "value": "Paris"},
+     {"type": "context-recall", "value": "Paris"}, False, {"context": "nothing relevant"}),
+    ("answer relevance", "GOOD", {"type": "answer-relevance"}, {"type": "answer-relevance"}, True, {}),
+]
+
+
+def _parity_judge(api: str, body: dict) -> str | None:
+    text = body["messages"][-1]["content"] if body.get("messages") else ""
+    if "ANSWER:\n" not in text and "Grade" not in json.dumps(body):
+        return None
+    shown = text.split("ANSWER:\n", 1)[-1]
+    ok = "GOOD" in shown or "GOOD" in re.sub(r"INPUT:\n.*?\n\n", "", text, flags=re.S).split("[[answer")[0]
+    return json.dumps({"score": 5 if ok else 1, "reason": "GOOD " + ("found" if ok else "missing")})
+
+
+def test_every_supported_assertion_gives_the_same_verdict_imported_and_native(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    used = {t["type"].removeprefix("not-") for _n, _a, t, _g, _p, _v in PARITY}
+    assert used == set(PROMPTFOO_ASSERTIONS), set(PROMPTFOO_ASSERTIONS) - used
+    config = {"prompts": ["{{question}}"], "providers": ["openai:gpt-4o-2024-08-06"],
+              "defaultTest": {"vars": {"context": "none"}},
+              "tests": [{"description": name, "vars": {"question": f"[[answer: {ans}]]", **extra}, "assert": [pf]}
+                        for name, ans, pf, _g, _p, extra in PARITY]}
+    g = init_repo(tmp_path / "parity")
+    (g.root / "promptfooconfig.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    commit_all(g, "promptfoo")
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.json"]) == 0
+    out = capsys.readouterr().out
+    assert "Everything was converted." in out, out
+    prompt = "prompt-1"  # one prompt, one provider
+    native = [{"id": f"native-{name.replace(' ', '-')}", "prompt": prompt,
+               "vars": {"context": "none", "question": f"[[answer: {ans}]]", **extra}, "assert": [spec]}
+              for name, ans, _pf, spec, _p, extra in PARITY]
+    (g.root / "evals/native.jsonl").write_text("".join(json.dumps(c) + "\n" for c in native), encoding="utf-8")
+    manifest = (g.root / "gating.yml").read_text()
+    assert "  - evals/promptfoo.jsonl\n" in manifest
+    (g.root / "gating.yml").write_text(manifest.replace("  - evals/promptfoo.jsonl\n",
+                                                        "  - evals/promptfoo.jsonl\n  - evals/native.jsonl\n"))
+    with LLMServer(answer=_parity_judge) as server:
+        for k, v in {**server.env(), "GATING_PROVIDER": "live", "GATING_CACHE_DIR": str(tmp_path / "c")}.items():
+            monkeypatch.setenv(k, v)
+        main(["-C", str(g.root), "eval", "--json", str(tmp_path / "r.json")])
+    cases = {c["id"]: c for c in json.loads((tmp_path / "r.json").read_text())["head"]["cases"]}
+    assert len(cases) == 2 * len(PARITY)
+    assert not [c["id"] for c in cases.values() if c["error"]], [(c["id"], c["error_message"]) for c in cases.values()
+                                                                  if c["error"]]
+    for name, _ans, _pf, _spec, expected, _x in PARITY:
+        slug = name.replace(" ", "-")
+        imported, own = cases[slug], cases[f"native-{slug}"]
+        assert (imported["passed"], own["passed"]) == (expected, expected), \
+            (name, imported["assertions"], own["assertions"])
+        assert [a["score"] for a in imported["assertions"]] == [a["score"] for a in own["assertions"]], name

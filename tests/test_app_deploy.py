@@ -23,7 +23,8 @@ from gating.testing.webhooks import examples
 MANIFEST = YAML(typ="safe").load((ROOT / "app" / "app.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 NEEDS = {"check_run": "checks", "pull_request": "pull_requests", "pull_request_review": "pull_requests",
-         "issue_comment": "issues", "deployment_status": "deployments"}
+         "issue_comment": "issues", "deployment_status": "deployments",
+         "deployment_protection_rule": "deployments"}
 
 
 def github_events_handled() -> set[str]:

@@ -55,6 +55,8 @@ def test_register_through_the_browser_writes_an_env_that_serve_check_accepts(git
     env_lines = (folder / ".env").read_text().splitlines()
     assert f"APP_ID={app.app_id}" in env_lines and f"WEBHOOK_SECRET={app.webhook_secret}" in env_lines
     assert f"GITHUB_API_URL={github.api_url}" in env_lines
+    assert "GATING_PUBLIC_URL=https://gating.acme.example" in env_lines  # its pages, behind GitHub sign-in
+    assert f"GITHUB_CLIENT_ID={app.client_id}" in env_lines and f"GITHUB_CLIENT_SECRET={app.client_secret}" in env_lines
     for name in (".env", "gating-app.private-key.pem", "gating-audit-key.pem"):
         assert (folder / name).stat().st_mode & 0o777 == 0o600, name
     assert (folder / "gating-app.private-key.pem").read_text() == app.private_key_pem

@@ -74,6 +74,12 @@ def test_actions_details_and_files():
     assert "ghs_x" not in repr(ctx)
 
 
+def test_details_link_the_apps_eval_report_page_when_gating_pages_url_is_set():
+    ctx = build_context({**ACTIONS, "GITHUB_EVENT_NAME": "pull_request", "GATING_PAGES_URL": "https://gating.example/"},
+                        pull_event())
+    assert ctx.details_url == f"https://gating.example/pages/acme/bot/report/{ctx.head_sha}"
+
+
 def test_explicit_flags_win_over_the_event():
     ctx = build_context({**ACTIONS, "GITHUB_EVENT_NAME": "pull_request"}, pull_event(), head="abc", base="main",
                         repository="other/repo", pull_number=9, api_url="http://127.0.0.1:1/api/v3/")

@@ -93,6 +93,7 @@ def test_every_vendored_event_builds_from_state(github: Emulator, github_repo: R
     event, _, action = event_action.partition(".")
     github.add_review(github_repo, pr["number"], "bob", "APPROVED")
     github.add_comment(github_repo, pr["number"], "bob", "/rollback last-good")
+    github.request_deployment(github_repo, "main", "production")  # a held run (no rule enabled: no event)
     dep = github.create_deployment(github_repo, "main")
     github.add_deployment_status(github_repo, dep["id"], "success")
     run = github.new_check_run(github.repo_record(github_repo), github_repo.head(), "gating / eval")

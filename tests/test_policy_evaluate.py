@@ -399,10 +399,11 @@ def test_rule_change_covered_by_a_configured_rule_still_needs_an_admin_as_well()
     (dict(manifest_paths=["rollback.who[0]"], categories=["policy"]), "rollback.who[0]"),
     (dict(manifest_paths=["monitor.rules.error-rate.threshold"], categories=["policy"]),
      "monitor.rules.error-rate.threshold"),
+    (dict(manifest_paths=["deploy.exceptions.production"], categories=["policy"]), "deploy.exceptions.production"),
     (dict(manifest_paths=[], categories=[], changed_files=[".gating/audit.pub"]), ".gating/audit.pub"),
     (dict(manifest_paths=[], categories=[], changed_files=[".github/workflows/gating.yml", "README.md"]),
      ".github/workflows/gating.yml"),
-], ids=["threshold", "eval-case", "rollback", "monitor", "audit-key", "workflow"])
+], ids=["threshold", "eval-case", "rollback", "monitor", "deploy", "audit-key", "workflow"])
 def test_a_change_to_what_decides_a_gate_needs_an_admin_beside_the_matched_rules(changed, what):
     rules = [PROMPT_REVIEW, {"name": "anything", "requires": {"count": 1, "permission": "write"}}]
     r = run(rules, reviews=[approve("carol")], **changed)

@@ -99,3 +99,48 @@ def test_a_wrong_parameter_repeated_in_every_case_is_said_once(tmp_path, capsys)
 
 def test_the_readme_links_the_reference() -> None:
     assert "[docs/reference.md](docs/reference.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_command_and_option_is_in_the_reference() -> None:
+    import argparse
+
+    from gating.commands.cli import COMMANDS, build_parser
+
+    text = REFERENCE.read_text(encoding="utf-8")
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, _module, _summary in COMMANDS:
+        assert f"### `gating {name}`" in text, name
+        for action in sub.choices[name]._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert re.search(rf"\| `[^`]*{re.escape(flag)}\b", text), (name, flag)
+    for flag in ("--compare [CANDIDATE ...]", "--red-team", "--on-error {fail,neutral}"):
+        assert f"`{flag}`" in text
+
+
+def test_every_provider_is_in_the_reference_with_its_settings() -> None:
+    from gating.system.schema import PROVIDER_SETTINGS, PROVIDERS
+
+    text = REFERENCE.read_text(encoding="utf-8")
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.split("## Providers")[1].splitlines()
+            if line.startswith("| `")}
+    assert set(PROVIDERS) <= set(rows)
+    for setting, provider in PROVIDER_SETTINGS.items():
+        assert f"`{setting}`" in rows[provider], (provider, setting)
+
+
+def test_every_metric_a_run_reports_is_in_the_reference() -> None:
+    from gating.commands.reference_doc import METRICS
+    from gating.evals.metrics import compute_metrics
+    from gating.evals.records import AssertionResult, CaseResult
+
+    cases = [CaseResult("a", "p", True, 1.0, {"contains": 1.0}, [AssertionResult("contains", True, 1.0, "", "contains")],
+                        "x", None, "", {"total": 5.0, "llm": 4.0}, 3, 2, 0.001, tags=["red-team"]),
+             CaseResult("b", "p", False, 0.0, {}, [], "", "timeout", "slow", {}, tags=["x"])]
+    patterns = [re.compile("^" + re.sub(r"[A-Z]+", ".+", re.escape(k)) + "$") for k in METRICS]
+    text = REFERENCE.read_text(encoding="utf-8")
+    for name in compute_metrics(cases):
+        assert any(p.match(name) for p in patterns), name
+    for k in METRICS:
+        assert f"| `{k}` |" in text

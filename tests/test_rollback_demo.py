@@ -35,3 +35,13 @@ def test_demo_walks_the_road_to_a_rollback(tmp_path: Path, capsys, monkeypatch):
     assert re.search(r"^ok: 5 entries \(seq 1\.\.5\), 5 notes commits; every signature verifies", road, re.MULTILINE)
     configs = [p.read_text() for p in tmp_path.rglob("config") if p.parent.name == ".git"]
     assert len(configs) >= 3 and not [c for c in configs if "x-access-token" in c or "ghs_" in c]  # no tokens left
+    # the demo's history drills: last-good (#1's merge) restores byte for byte and its evals replay
+    clone, pub = str(tmp_path / "support-bot"), str(tmp_path / "github" / "audit.pub")
+    assert main(["-C", clone, "rollback", "--drill", "--no-fetch", "--key", pub]) == 0
+    drill = capsys.readouterr().out
+    assert re.match(rf"rollback drill to {m1} \(last-good\) passed in [0-9.]+ s: \d+ system files restored byte for "
+                    r"byte, snapshot sha256:[0-9a-f]{64}; evals pass \(\d+ cases replayed\)\n", drill)
+    assert main(["-C", clone, "diff", "last-good", "--no-fetch", "--key", pub]) == 0
+    diff = capsys.readouterr().out
+    assert diff.startswith(f"Compared `last-good` ({m1}, known_good, audit seq 2) with `HEAD` (")
+    assert "tool `issue_refund` added" in diff

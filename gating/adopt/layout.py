@@ -13,6 +13,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from gating.adopt.pins import Pin, pin
+from gating.adopt.redteam import REDTEAM_DATASET, RedTeam, red_team_cases, summary
 from gating.adopt.scan import PromptFile, Scan
 from gating.evals.dataset import Shared, load_datasets
 from gating.evals.providers import key_env_of
@@ -90,8 +91,9 @@ def manifest_doc(name: str, models: dict[str, Any], prompts: dict[str, Any], too
     return {"version": 1, "name": name, "components": components, "evals": evals}
 
 
-def plan_init(found: Scan, repo_name: str) -> Plan:
-    """gating.yml, a starter dataset (and a starter prompt when the repository has none) from a scan."""
+def plan_init(found: Scan, repo_name: str, red_team: bool = False) -> Plan:
+    """gating.yml, a starter dataset (and a starter prompt when the repository has none) from a scan;
+    with `red_team`, the adversarial starter cases too, their rubrics graded by the main model."""
     plan = Plan()
     models: dict[str, Any] = {}
     for model_id, where in found.models.items():
@@ -123,10 +125,20 @@ def plan_init(found: Scan, repo_name: str) -> Plan:
              for name, pf in list(by_name.items())[:MAX_STARTER_CASES]]
     if len(by_name) > MAX_STARTER_CASES:
         plan.notes.append(f"{len(by_name) - MAX_STARTER_CASES} more prompts have no starter case yet")
-    doc = manifest_doc(component_name(repo_name) or "llm-system", models, prompts, found.tools, STARTER_DATASET)
+    doc = manifest_doc(component_name(repo_name) or "llm-system", models, prompts, found.tools, STARTER_DATASET,
+                       judge=main_model if red_team else None)
+    rt = red_team_cases({name: pf.vars for name, pf in by_name.items()}, judged=True) if red_team else RedTeam()
+    if red_team:
+        if rt.cases:
+            doc["evals"]["datasets"].append(REDTEAM_DATASET)
+            plan.notes.append(summary(rt) + f"; their rubrics are graded by evals.judge {main_model} (a model of "
+                              "another family judges more fairly; `gating calibrate` measures it)")
+        plan.notes += rt.notes
     plan.files[MANIFEST_PATH] = manifest_text(doc, "The LLM system gating snapshots, diffs and evaluates. Written by "
                                               "`gating init`: review it.\nEvery key: README, \"The manifest\".")
     plan.files[STARTER_DATASET] = dataset_text(cases)
+    if rt.cases:
+        plan.files[REDTEAM_DATASET] = dataset_text(rt.cases)
     return plan
 
 

@@ -32,8 +32,9 @@ from gating.system.canonical import canonical_json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://gating.dev/audit-entry/v1"
-EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
-          "monitor_alert")
+EVENTS: tuple[str, ...] = ("merged", "deployed", "known_good", "deploy_failed", "rolled_back", "override", "key_rotated",
+          "monitor_alert", "deploy_approved", "deploy_rejected", "promoted")
+EVENTS += ("canary_failed", "drill")  # a canary analysis that failed (gating.monitor.canary); a rollback drill
 
 
 class EntryError(GatingError):
@@ -98,7 +99,8 @@ class EntryFacts:
     discriminator: str = ""
     key_rotation: Mapping[str, Any] | None = None  # on key_rotated entries: gating.audit.rotation.rotation
     # On known_good entries the bake's evidence, on monitor_alert entries the firing rule: rules,
-    # figures, window, comparison (gating.monitor.rules.RuleResult.to_dict).
+    # figures, window, comparison (gating.monitor.rules.RuleResult.to_dict). On canary_failed entries
+    # the analysis (gating.monitor.canary.Analysis.to_dict), on drill entries the drill's result.
     health: Mapping[str, Any] | None = None
 
     @property

@@ -168,6 +168,9 @@ def build_context(env: Mapping[str, str], event: Mapping[str, Any] | None, *, he
     server = (env.get("GITHUB_SERVER_URL") or "").rstrip("/")
     run_id = env.get("GITHUB_RUN_ID")
     details = f"{server}/{repo_name}/actions/runs/{run_id}" if server and repo_name and run_id else None
+    pages = (env.get("GATING_PAGES_URL") or "").rstrip("/")  # the App's public URL: its eval report page
+    if pages.startswith(("https://", "http://")) and repo_name and head_sha and len(head_sha) in (40, 64):
+        details = f"{pages}/pages/{repo_name}/report/{head_sha}"
     return CheckContext(
         event_name=event_name,
         repository=repo_name,

@@ -151,7 +151,8 @@ def _targets(folder: Path) -> tuple[Path, Path, Path]:
     return folder / ".env", folder / "gating-app.private-key.pem", folder / AUDIT_KEY_FILE
 
 
-def write_files(folder: Path, c: AppCredentials, api_url: str, force: bool) -> tuple[Path, Path, Path]:
+def write_files(folder: Path, c: AppCredentials, api_url: str, force: bool,
+                pages: tuple[str, str] | None = None) -> tuple[Path, Path, Path]:
     """The App's key (0600), the audit signing key (0600, with its .pub) and .env (0600: it holds the
     webhook secret)."""
     env_path, key_path, audit_path = _targets(folder)
@@ -161,6 +162,9 @@ def write_files(folder: Path, c: AppCredentials, api_url: str, force: bool) -> t
     lines = [f"# written by `gating app register` for the GitHub App {c.name} ({c.html_url})",
              f"APP_ID={c.app_id}", f"WEBHOOK_SECRET={c.webhook_secret}", f"PRIVATE_KEY_PATH={key_path.resolve()}",
              f"GATING_AUDIT_KEY_PATH={audit_path.resolve()}", f"GITHUB_API_URL={api_url}"]
+    if pages and c.client_id and c.client_secret:  # sign-in to the pages (README: Pages)
+        lines += [f"GATING_PUBLIC_URL={pages[0]}", f"GITHUB_URL={pages[1]}", f"GITHUB_CLIENT_ID={c.client_id}",
+                  f"GITHUB_CLIENT_SECRET={c.client_secret}"]
     _write_secret(env_path, ("\n".join(lines) + "\n").encode(), force)
     return env_path, key_path, audit_path
 
@@ -228,9 +232,11 @@ def run(args: argparse.Namespace) -> int:
     if flow.outcome.error or flow.outcome.credentials is None:
         raise UsageError(flow.outcome.error or "no credentials")
     c = flow.outcome.credentials
-    env_path, key_path, audit_path = write_files(folder, c, api_url, args.force)
+    env_path, key_path, audit_path = write_files(folder, c, api_url, args.force,
+                                                 (args.public_url.rstrip("/"), github_url) if args.public_url else None)
     print(f"registered the GitHub App {c.name} (id {c.app_id}): {c.html_url}")
-    print(f"wrote {env_path} (APP_ID, WEBHOOK_SECRET, PRIVATE_KEY_PATH, GATING_AUDIT_KEY_PATH, GITHUB_API_URL), "
+    pages = ", GATING_PUBLIC_URL, GITHUB_URL, GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET" if args.public_url else ""
+    print(f"wrote {env_path} (APP_ID, WEBHOOK_SECRET, PRIVATE_KEY_PATH, GATING_AUDIT_KEY_PATH, GITHUB_API_URL{pages}), "
           f"{key_path} (the App's private key) and {audit_path} (the audit signing key; commit its .pub "
           "to your repository as .gating/audit.pub); all mode 0600")
     if not args.public_url:

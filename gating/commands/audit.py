@@ -158,7 +158,7 @@ def summary(e: Entry) -> dict[str, Any]:
 
 # Merges and deployments record the bare login of the GitHub account behind them (`maya`); a
 # `/rollback` comment records `@dave`. The log shows every GitHub account one way: @login.
-_LOGIN_EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "override")
+_LOGIN_EVENTS = ("merged", "deployed", "known_good", "deploy_failed", "override", "promoted")
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\[bot\])?")
 
 
@@ -178,6 +178,8 @@ def health_text(e: Entry) -> list[str]:
     rule, bake = health.get("rule"), health.get("bake")
     if e.event == "monitor_alert" and isinstance(rule, dict):
         return [f"{rule.get('rule')} → {health.get('action')}: {rule.get('reason')}"]
+    if e.event in ("canary_failed", "drill"):  # each carries its own sentence
+        return [str(health.get("verdict") if e.event == "canary_failed" else health.get("summary"))]
     if isinstance(bake, dict):
         return [f"baked {bake.get('minutes')} min on {bake.get('requests')} requests, no rule fired"]
     return []
@@ -190,7 +192,11 @@ def log_line(e: Entry) -> str:
     if p.get("evals"):
         extra.append(f"evals {p['evals'].get('verdict')}")
     if p.get("deployment"):
-        extra.append(f"env {p['deployment'].get('environment')}")
+        d = p["deployment"]
+        extra.append(f"env {d.get('environment')}" + (f" {d['weight']:g}%" if isinstance(d.get("weight"), (int, float))
+                                                      else ""))
+        if e.event == "deploy_rejected" and d.get("reasons"):
+            extra.append("; ".join(str(r).split(":")[0] for r in d["reasons"]))
     rollback, overrides = rollback_of(e)
     if overrides:
         extra.append(f"{len(overrides)} override(s)")

@@ -34,6 +34,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("init", "gating.commands.init", "write gating.yml, a starter dataset and the workflow for this repository"),
     ("import", "gating.commands.init", "convert another tool's eval config to gating's"),
     ("monitor", "gating.commands.monitor", "production monitoring: rule status, Prometheus rules"),
+    ("canary", "gating.commands.canary", "canary analysis: a canary system's production metrics against the "
+     "baseline's"),
+    ("view", "gating.commands.view", "serve the audit timeline and eval reports of this clone on loopback"),
 ]
 
 

@@ -15,13 +15,20 @@ from gating.git.repository import Git
 from gating.git.snapshot_store import DiskSnapshotCache
 from gating.system.manifest import MANIFEST_PATH
 
+SYMBOLIC = ("last-good", "previous")  # resolved from the audit log as `/rollback` resolves them
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diff", help="semantic diff of the LLM system between two revisions")
-    p.add_argument("base", nargs="?", help="base revision (default: merge-base of HEAD and the default branch)")
+    p.add_argument("base", nargs="?", help="base revision (default: merge-base of HEAD and the default branch), "
+                   "or last-good / previous: the state `/rollback` would restore")
     p.add_argument("head", nargs="?", default="HEAD", help=f"head revision (default HEAD; {WORKTREE} for the work tree)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    p.add_argument("--key", action="append", metavar="PUB.pem", help="for last-good/previous: trusted public key "
+                   "of the audit log (default: .gating/audit.pub at HEAD)")
+    p.add_argument("--remote", default="origin", help="for last-good/previous: remote to fetch the audit log from")
+    p.add_argument("--no-fetch", action="store_true", help="for last-good/previous: use the local audit log as it is")
     p.set_defaults(func=run)
 
 
@@ -52,9 +59,22 @@ def compared(g: Git, base_arg: str | None, base: str, head: str) -> dict[str, An
 
 def run(args: argparse.Namespace) -> int:
     g = repo(args)
+    symbolic: dict[str, tuple[str, str]] = {}
+    for name in ("base", "head"):
+        word = getattr(args, name)
+        if word in SYMBOLIC:
+            from gating.commands.rollback import resolve_symbolic
+
+            sha, how = resolve_symbolic(g, args, word)
+            symbolic[name] = (word, how)
+            setattr(args, name, sha)
     base = args.base or default_base(g)
     cs = compute(g, base, args.head, args.config)
     about = compared(g, args.base, base, args.head)
+    for name, (word, how) in symbolic.items():
+        sha = getattr(args, name)
+        about[name]["how"] = f"{word}: {how}"
+        about["text"] = about["text"].replace(f"`{short_rev(sha)}`", f"`{word}` ({sha[:7]}, {how})", 1)
     if args.json:
         json.dump({**cs.to_dict(), "compared": about}, sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")

@@ -52,6 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
     p.add_argument("--on-error", choices=("fail", "neutral"), default="fail",
                    help="fail: cases that could not be evaluated exit 1 (default); neutral: warn and exit 0")
+    p.add_argument("--compare", nargs="*", metavar="CANDIDATE",
+                   help="run the same cases on other models or prompt variants and compare them with the current "
+                        "system: MODEL, PROVIDER:MODEL, PROMPT=FILE or PROMPT=OTHER_PROMPT, joined by + to combine "
+                        "(no names: evals.candidates)")
     p.set_defaults(func=run)
 
     c = sub.add_parser("calibrate", help="measure the judge model's agreement with human ratings")
@@ -122,6 +126,10 @@ def _write(flag: str, path: str, text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.compare is not None:
+        from gating.commands.eval_compare import run_compare
+
+        return run_compare(args)
     g = repo(args)
     cache = _cache_dir(args, g)
     only = set(args.only) if args.only else None

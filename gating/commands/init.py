@@ -10,23 +10,29 @@ import argparse
 import sys
 from pathlib import Path
 
+import jinja2
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
-from gating.adopt.layout import Plan, plan_init, validate
+from gating.adopt.layout import Plan, dataset_text, plan_init, validate
 from gating.adopt.pins import Pin
 from gating.adopt.promptfoo import DATASET, convert
+from gating.adopt.redteam import REDTEAM_DATASET, add_dataset, red_team_cases, summary
 from gating.adopt.scan import MAX_FILE_BYTES, MAX_FILES, Scan, candidates, scan
 from gating.adopt.workflow import WORKFLOW_PATH, template_path, workflow_text
 from gating.commands.cli import UsageError
 from gating.commands.common import repo
 from gating.git.repository import Git
+from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="write gating.yml, a starter dataset and the workflow for this repository")
     p.add_argument("--force", action="store_true", help="replace files that exist (default: leave them alone)")
     p.add_argument("--name", help="the system's name in gating.yml (default: the repository's directory name)")
+    p.add_argument("--red-team", action="store_true",
+                   help=f"also add adversarial cases (prompt injection, PII leakage, jailbreak, off-topic) as "
+                        f"{REDTEAM_DATASET}, to a new or the existing gating.yml")
     p.set_defaults(func=run_init)
     imp = sub.add_parser("import", help="convert another tool's eval config to gating's")
     isub = imp.add_subparsers(dest="tool", metavar="TOOL", required=True)
@@ -79,11 +85,15 @@ def run_init(args: argparse.Namespace) -> int:
     wanted = candidates(listing)
     files = {p: b for p in wanted[:MAX_FILES] if (b := _read(root, p)) is not None}
     found = scan(files)
-    plan = plan_init(found, args.name or root.resolve().name)
+    plan = plan_init(found, args.name or root.resolve().name, red_team=args.red_team)
     validate(plan.files, listing)
     branch = g.default_branch() or g.current_branch() or "main"
     workflow = workflow_text(template_path().read_text(encoding="utf-8"), branch.split("/")[-1])
     groups = [dict(plan.files), {WORKFLOW_PATH: workflow}]  # the manifest and its files go together
+    extra: dict[str, str] = {}  # the red-team cases for a gating.yml that exists
+    if args.red_team and (root / MANIFEST_PATH).exists() and not args.force:
+        groups[0].pop(REDTEAM_DATASET, None)
+        extra = _red_team_existing(root, listing, plan)
     written, kept = [], []
     for group in groups:
         exists = [p for p in group if (root / p).exists()]
@@ -92,8 +102,48 @@ def run_init(args: argparse.Namespace) -> int:
             continue
         _write(root, group)
         written += list(group)
+    if extra:
+        _write(root, extra)
+        written += list(extra)
+        kept = [p for p in kept if p not in extra]
+    if args.red_team and (root / REDTEAM_DATASET).exists() and REDTEAM_DATASET not in written:
+        kept.append(REDTEAM_DATASET)
     _report_init(found, plan, written, kept, len(wanted) > MAX_FILES)
     return 0
+
+
+def _red_team_existing(root: Path, listing: list[str], plan: Plan) -> dict[str, str]:
+    """The red-team dataset for the gating.yml that exists, and that manifest listing it (its comments
+    and layout kept); the dataset is written only when it does not exist yet."""
+    from gating.adopt.scan import template_vars
+
+    plan.notes = [n for n in plan.notes if not n.startswith("red-team")]
+    text = (root / MANIFEST_PATH).read_text(encoding="utf-8")
+    try:
+        m = parse_manifest(text.encode("utf-8"), MANIFEST_PATH)
+    except ManifestError as e:
+        raise UsageError(f"--red-team adds a dataset to {MANIFEST_PATH}, which does not validate:\n{e}") from None
+    prompts: dict[str, tuple[str, ...]] = {}
+    for name, p in m.prompts.items():
+        data = _read(root, p["file"])
+        try:
+            prompts[name] = template_vars(data.decode("utf-8"), p["file"]) if data is not None else ()
+        except (UnicodeDecodeError, jinja2.TemplateSyntaxError):
+            prompts[name] = ()
+    rt = red_team_cases(prompts, judged=bool(m.evals.get("judge")))
+    plan.notes += rt.notes
+    if not rt.cases:
+        return {}
+    updated = add_dataset(text)
+    files: dict[str, str] = {} if updated is None else {MANIFEST_PATH: updated}
+    listed = "" if updated is None else f", added to evals.datasets in {MANIFEST_PATH}"
+    if (root / REDTEAM_DATASET).exists():
+        plan.notes.append(f"red-team: {REDTEAM_DATASET} exists, left unchanged{listed}")
+        return files
+    files[REDTEAM_DATASET] = dataset_text(rt.cases)
+    validate({MANIFEST_PATH: updated or text, **files}, listing)
+    plan.notes.append(summary(rt) + listed)
+    return files
 
 
 def _report_init(found: Scan, plan: Plan, written: list[str], kept: list[str], partial: bool) -> None:

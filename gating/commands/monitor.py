@@ -41,6 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--app", default="https://gating.example.com", metavar="URL",
                    help="the App's base URL, for --alertmanager")
     r.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
+    r.add_argument("--system", action="append", metavar="SHA",
+                   help="a commit whose eval projection the `x projected` thresholds use (repeatable; default: "
+                   "every commit with a deployed or known_good entry in the audit log)")
+    r.add_argument("--key", action="append", metavar="PUB.pem", help="trust audit entries signed by this public "
+                   "key (default: the one committed in the repository)")
+    r.add_argument("--remote", default="origin", help="remote to fetch the audit notes ref from (default origin)")
+    r.add_argument("--no-fetch", action="store_true", help="use the local audit notes ref as it is")
     r.set_defaults(func=rules)
 
 
@@ -56,8 +63,10 @@ def _yaml(data: Any, header: str = "") -> str:
 
 
 def rules(args: argparse.Namespace) -> int:
+    from gating.evals.runner import _prices
     from gating.monitor.prometheus import alertmanager_config, on_alert_rule, prometheus_rules
     from gating.monitor.rules import parse_monitor
+    from gating.rollback.plan import environments_of
 
     g = repo(args)
     data = reader(g, None).read_many([args.config])[args.config]
@@ -68,11 +77,15 @@ def rules(args: argparse.Namespace) -> int:
     if not config.rules:
         raise UsageError(f"{args.config} has no monitor.rules to write")
     service = args.service or config.service
-    prom, skipped = prometheus_rules(config, args.repository, service)
+    systems = known_systems(g, args, environments_of(m.rollback)) if any(r.relative for r in config.rules) else []
+    prices = _prices(reader(g, None), m.evals or {}) if any(r.metric == "cost_per_day" for r in config.rules) else None
+    prom, skipped = prometheus_rules(config, args.repository, service, systems, prices)
     header = (f"# Prometheus rules from monitor: in {args.config} ({m.name}), by `gating monitor rules --prometheus`.\n"
               f"# Metric names assumed: see gating.monitor.prometheus (OpenTelemetry Collector spanmetrics, GenAI).\n"
               "# For the App to roll back on `action: rollback` alerts, gating.yml needs under rollback.on_alert:\n"
               f"#   - {json.dumps(on_alert_rule())}\n")
+    header += "".join(f"# projections of {', '.join(s.ids)}: {s.projection.source or 'none recorded'}\n"
+                      for s in systems)
     header += "".join(f"# not written: {s.rule}: {s.why}\n" for s in skipped)
     text = _yaml(prom, header)
     if args.output == STDOUT:
@@ -87,6 +100,39 @@ def rules(args: argparse.Namespace) -> int:
     print(f"gating: {written} alerting rule{'s' if written != 1 else ''} written"
           + (f"; {len(skipped)} evaluated by the App only" if skipped else ""), file=sys.stderr)
     return 0
+
+
+def known_systems(g: Any, args: argparse.Namespace, environments: tuple[str, ...]) -> list[Any]:
+    """The systems whose projection the relative thresholds use, from the signed audit log: each
+    --system, else every commit deployed (or known-good) in a rollback environment; the snapshot
+    digest of its merged entry is the system's other id."""
+    from gating.audit import log as audit_log
+    from gating.audit.entry import is_deployment
+    from gating.commands.audit import fetch, load_keys
+    from gating.git import notes as git_notes
+    from gating.monitor.prometheus import System
+    from gating.monitor.rules import merged_entry, projection_of
+
+    trusted = load_keys(g, args.key)
+    fetch(g, args)
+    entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
+    if args.system:
+        commits = []
+        for rev in args.system:
+            sha = g.resolve(rev)
+            if sha is None:
+                raise UsageError(f"unknown revision {rev!r} (--system)")
+            commits.append(sha)
+    else:
+        commits = list(dict.fromkeys(e.commit for e in entries if e.event != "deploy_failed" and is_deployment(e, environments)))
+    out = []
+    for sha in commits:
+        merged = merged_entry(entries, sha)
+        if merged is None and args.system:
+            raise UsageError(f"--system {sha[:12]}: no signed merged entry in the audit log, so no eval projection")
+        digest = merged.predicate.get("snapshot_digest") if merged else None
+        out.append(System((sha, digest) if digest else (sha,), projection_of(merged)))
+    return out
 
 
 def status(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from gating.commands.reference_doc import EnvSetting, render
+from gating.commands.reference_doc import CommandDoc, EnvSetting, render
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,49 @@ def app_settings() -> list[EnvSetting]:
     return out
 
 
+def commands() -> list[CommandDoc]:
+    """Every command and subcommand with its options, from the parser itself (so it cannot drift)."""
+    from gating.commands.cli import build_parser
+
+    out: list[CommandDoc] = []
+
+    def walk(parser: argparse.ArgumentParser, name: str, summary: str) -> None:
+        options, subs = [], None
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            if isinstance(a, argparse._SubParsersAction):
+                subs = a
+                continue
+            shown = a.metavar or ("{" + ",".join(map(str, a.choices)) + "}" if a.choices is not None
+                                  else a.dest.upper() if a.nargs != 0 else None)
+            if isinstance(shown, tuple):
+                shown = " ".join(shown)
+            if a.option_strings:
+                flag = ", ".join(a.option_strings)
+                if a.nargs == 0:
+                    text = flag
+                elif a.nargs in ("*", "?"):
+                    text = f"{flag} [{shown} ...]" if a.nargs == "*" else f"{flag} [{shown}]"
+                else:
+                    text = f"{flag} {shown}"
+            else:
+                text = str(shown)
+            help_text = a.help % {"default": a.default, "prog": parser.prog} if a.help else ""
+            options.append((text, help_text))
+        if name:
+            out.append(CommandDoc(name, summary, tuple(options)))
+        if subs is not None:
+            helps = {c.dest: c.help or "" for c in subs._choices_actions}
+            for sub_name, sub_parser in subs.choices.items():
+                walk(sub_parser, f"{name} {sub_name}".strip(), helps.get(sub_name, ""))
+
+    walk(build_parser(), "", "")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    text = render(app_settings())
+    text = render(app_settings(), commands())
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
         Path(args.write).write_text(text, encoding="utf-8")

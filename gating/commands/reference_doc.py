@@ -66,6 +66,8 @@ CLI_ENV: dict[str, str] = {
     "GATING_PROGRESS_SECONDS": "seconds between plain progress lines when not on a terminal (default 10; 0: off)",
     "GITHUB_URL": "`gating app register`: GitHub's web URL (GitHub Enterprise: `https://HOST`; default github.com)",
     "GATING_AUDIT_APP_ID": "`gating audit verify`: the App whose check runs witness the audit log",
+    "GATING_PAGES_URL": "`gating check`: the App's public URL (its `GATING_PUBLIC_URL`); the `gating / eval` check "
+                        "run's Details link then opens the App's eval report page instead of the workflow run",
     "GITHUB_TOKEN": "token for posting check runs and pushing notes (`GH_TOKEN` also works)",
     "GH_TOKEN": "same as `GITHUB_TOKEN`",
     "GITHUB_REPOSITORY": "owner/name of the repository (set by Actions)",
@@ -176,6 +178,31 @@ def manifest_section() -> list[str]:
         out.append(f"| `{r.path}` | {_cell(r.type)} | {'yes' if r.required else ''} | {_cell(_default(r.path))} "
                    f"| {_cell(r.allowed)} |")
     return out + [""]
+
+
+# The metrics of a run (gating/evals/metrics.py), the keys `evals.thresholds` names; a test checks that
+# every metric a run reports matches one of these patterns.
+METRICS: dict[str, str] = {
+    "cases": "cases run", "passed": "cases that passed",
+    "pass_rate": "passed / cases",
+    "pass_rate:tag:TAG": "pass rate of the cases tagged TAG (e.g. `pass_rate:tag:red-team`)",
+    "errors": "cases that errored", "error_rate": "errors / cases",
+    "error_rate:CATEGORY": "cases that errored with CATEGORY (`rate_limit`, `timeout`, `parse`, ...) / cases",
+    "score": "mean case score (the weighted mean of its assertions' scores)",
+    "score:NAME": "mean score of the assertions named NAME (default: the type; model-graded: its grader)",
+    "latency_p50_ms": "median total latency per request, ms", "latency_p95_ms": "95th percentile total latency, ms",
+    "latency_p50_ms:STAGE": "median latency of a stage (`llm`, `judge`, a command target's own stages), ms",
+    "latency_p95_ms:STAGE": "95th percentile latency of a stage, ms",
+    "tokens_in_per_request": "mean input tokens", "tokens_out_per_request": "mean output tokens",
+    "cost_per_request_usd": "mean cost in US dollars (unknown when a model has no price)",
+    "cached": "cases answered from the cache or cassettes",
+}
+
+
+def metrics_section() -> list[str]:
+    out = ["### Metrics", "", "What a run reports, and what `evals.thresholds` names (`pass_rate: \">= 0.95\"`):", "",
+           "| Metric | Meaning |", "|---|---|"]
+    return out + [f"| `{k}` | {_cell(v)} |" for k, v in METRICS.items()] + [""]
 
 
 def prompts_section() -> list[str]:
@@ -309,10 +336,32 @@ def env_section(app_settings: Iterable[EnvSetting]) -> list[str]:
     return out + [""]
 
 
-def render(app_settings: Iterable[EnvSetting]) -> str:
+@dataclass(frozen=True)
+class CommandDoc:
+    """One command of the CLI (`eval`, `audit verify`), its summary and its options (flags, help)."""
+
+    name: str
+    summary: str
+    options: tuple[tuple[str, str], ...]
+
+
+def commands_section(commands: Iterable[CommandDoc]) -> list[str]:
+    out = ["## Commands", "", "Every command and option of the `gating` command line, from its argument parser "
+           "(`gating COMMAND --help` says the same). `-C DIR` before the command runs it as if started in DIR.", ""]
+    for c in commands:
+        out += [f"### `gating {c.name}`", "", _cell(c.summary), ""]
+        if c.options:
+            out += ["| Option | Meaning |", "|---|---|"]
+            out += [f"| `{flags}` | {_cell(text)} |" for flags, text in c.options]
+            out.append("")
+    return out
+
+
+def render(app_settings: Iterable[EnvSetting], commands: Iterable[CommandDoc] = ()) -> str:
     parts = [HEADER, "", "# Reference", "",
              "Every file format and setting gating reads, generated from the code that validates it.", ""]
-    for section in (manifest_section(), prompts_section(), tools_section(), datasets_section(),
-                    assertions_section(), providers_section(), env_section(app_settings)):
+    for section in (manifest_section(), metrics_section(), prompts_section(), tools_section(), datasets_section(),
+                    assertions_section(), providers_section(), env_section(app_settings),
+                    commands_section(commands) if commands else []):
         parts += section
     return "\n".join(parts).rstrip("\n") + "\n"

@@ -19,6 +19,7 @@ from gating.commands.audit import fetch, load_keys
 from gating.commands.cli import UsageError
 from gating.commands.common import repo
 from gating.diff.render import render_diff_markdown
+from gating.errors import GatingError
 from gating.git import notes as git_notes
 from gating.git.repository import Git
 from gating.git.revision import GitRevision
@@ -32,6 +33,7 @@ from gating.rollback.plan import (
     environments_of,
     files_table,
     make_plan,
+    resolve_target,
     rolled_back_facts,
 )
 from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest
@@ -45,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onto", metavar="REV", help="compute the restore against this revision "
                    "(default: the default branch, origin/HEAD)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the diff; create nothing")
+    p.add_argument("--drill", action="store_true",
+                   help="rehearse: build the restore on a scratch branch, check it is the recorded snapshot byte "
+                   "for byte and its evals pass (replayed), delete the branch; exit 1 if the rollback would fail")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--reason", default="", help="why (recorded in the commit message and the audit entry)")
     p.add_argument("--key", action="append", metavar="PUB.pem",
@@ -75,6 +80,22 @@ def build(g: Git, args: argparse.Namespace) -> RestorePlan:
     tip, branch = _onto(g, args.onto)
     return make_plan(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve,
                      args.config, DiskSnapshotCache.for_repo(g), environments=_environments(g, tip, args.config))
+
+
+def resolve_symbolic(g: Git, args: argparse.Namespace, target: str) -> tuple[str, str]:
+    """(commit, how it was found) of `last-good` or `previous`, exactly as `/rollback` resolves them:
+    the signed audit log, the default branch's rollback.environments. Raises UsageError naming why."""
+    trusted = load_keys(g, args.key)
+    fetch(g, args)
+    entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
+    tip, _ = _onto(g, getattr(args, "onto", None))
+    try:
+        r = resolve_target(entries, target, tip, None, _environments(g, tip, args.config))
+    except Refusal as e:
+        raise UsageError(f"cannot resolve {target}: {e.text('cli')}") from None
+    chosen = [e for e in r.entries if e.commit == r.commit and e.event != "merged"]
+    how = f"{chosen[-1].event}, audit seq {chosen[-1].seq}" if chosen else "audited merge"
+    return r.commit, how
 
 
 def _environments(g: Git, tip: str, path: str) -> tuple[str, ...]:
@@ -111,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     if args.branch and g.try_run("check-ref-format", f"refs/heads/{args.branch}") is None:
         raise UsageError(f"--branch {args.branch!r} is not a valid branch name")
     signer = _signing_key(args.sign) if args.sign else None  # a bad key must stop us before the branch exists
+    if args.drill:
+        if args.dry_run or args.branch:
+            raise UsageError("--drill makes and deletes its own scratch branch; drop --dry-run and --branch")
+        return drill(g, args, signer)
     try:
         plan = build(g, args)
     except Refusal as r:
@@ -155,3 +180,46 @@ def _repository(g: Git, remote: str) -> str:
     url = (g.try_run("remote", "get-url", remote) or "").removesuffix(".git").rstrip("/")
     parts = url.replace(":", "/").split("/")
     return "/".join(parts[-2:]) if len(parts) >= 2 and url else g.root.name
+
+
+def drill(g: Git, args: argparse.Namespace, signer: Ed25519PrivateKey | None) -> int:
+    """`--drill`: the restore on a scratch branch, checked and deleted; the result (and, with --sign,
+    a signed `drill` entry in the local notes ref). History is read without the snapshot cache."""
+    from gating.rollback import drill as drills
+
+    now = datetime.now(UTC)
+    started = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tip = ""
+    req = Request(_actor(g), "rollback drill", "gating rollback --drill", "cli")
+
+    def write(plan: RestorePlan) -> tuple[str, str]:
+        name = drills.scratch_branch(plan.resolution.commit, started)
+        return write_branch(g, plan, name, commit_message(plan, req)), name
+
+    def delete(name: str, commit: str) -> None:
+        g.run("update-ref", "-d", f"refs/heads/{name}", commit)
+
+    try:
+        trusted = load_keys(g, args.key)
+        fetch(g, args)
+        entries = audit_log.read_log(git_notes.LocalNotes(g), trusted)
+        tip, branch = _onto(g, args.onto)
+        result = drills.rehearse(entries, args.to, tip, branch, lambda sha: GitRevision(g, sha), g.resolve, write,
+                                 delete, started, args.config, _environments(g, tip, args.config))
+    except UsageError:
+        raise
+    except GatingError as e:  # the audit log cannot be read: the drill cannot even start
+        result = drills.DrillResult(args.to, None, False, drills.failure(args.to, e), started=started)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(result.summary)
+        if result.branch:
+            print(f"scratch branch {result.branch} deleted")
+    if signer is not None:
+        facts = drills.drill_facts(result, _repository(g, args.remote), _actor(g), tip)
+        res = audit_log.append_entry(git_notes.LocalNotes(g), facts, signer, now)
+        print(f"recorded drill entry seq {res.entry.seq} in {git_notes.AUDIT_REF}; push it with: "
+              f"git push {args.remote} {git_notes.AUDIT_REF}", file=sys.stderr)
+    return 0 if result.ok else 1

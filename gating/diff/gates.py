@@ -330,3 +330,32 @@ def monitor_changes(base: Snapshot, head: Snapshot) -> list[Change]:
                 out.append(Change("policy", dotted(path, *lp), kind, before, after, "medium",
                                   f"monitor rule `{name}` {key}: {short(before)} → {short(after)}"))
     return out
+
+
+# -- deploy: which environments the deployment protection rule gates, and in which order -------------
+
+
+def deploy_changes(base: Snapshot, head: Snapshot) -> list[Change]:
+    """Changes to `deploy:`: an environment no longer gated, a new exception, or the whole section
+    gone lets deployments through unchecked (high risk); a stricter chain is low risk."""
+    bd, hd = base.outline.get("deploy") or {}, head.outline.get("deploy") or {}
+    out = []
+    be, he = list(bd.get("environments") or []), list(hd.get("environments") or [])
+    for env in [e for e in be if e not in he]:
+        out.append(Change("policy", f"deploy.environments.{env}", "removed", env, None, "high",
+                          f"deploy loosened: `{env}` no longer gated"))
+    for env in [e for e in he if e not in be]:
+        out.append(Change("policy", f"deploy.environments.{env}", "added", None, env, "low",
+                          f"deploy: `{env}` gated"))
+    kept_b, kept_h = [e for e in be if e in he], [e for e in he if e in be]
+    if kept_b != kept_h:
+        out.append(Change("policy", "deploy.environments", "changed", be, he, "high",
+                          f"deploy loosened: promotion order {' → '.join(be)} → {' → '.join(he)}"))
+    bx, hx = list(bd.get("exceptions") or []), list(hd.get("exceptions") or [])
+    for env in [e for e in hx if e not in bx]:
+        out.append(Change("policy", f"deploy.exceptions.{env}", "added", None, env, "high",
+                          f"deploy loosened: `{env}` approved without checks"))
+    for env in [e for e in bx if e not in hx]:
+        out.append(Change("policy", f"deploy.exceptions.{env}", "removed", env, None, "low",
+                          f"deploy: `{env}` no longer an exception"))
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 
 from gating.diff.changes import ALL, RISKS, Change, ChangeSet, dotted, leaves, short
 from gating.diff.evidence import evidence_changes
-from gating.diff.gates import evals_changes, monitor_changes, policy_changes
+from gating.diff.gates import deploy_changes, evals_changes, monitor_changes, policy_changes
 from gating.system.manifest import MANIFEST_PATH
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import (
@@ -366,6 +366,7 @@ def diff_snapshots(base: Snapshot, head: Snapshot, base_label: str = "base", hea
         + evals_changes(base, head)
         + policy_changes(base, head)
         + monitor_changes(base, head)
+        + deploy_changes(base, head)
     )
     return cs
 

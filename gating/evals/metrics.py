@@ -69,6 +69,12 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     for name in sorted(names):
         m[f"score:{name}"] = _mean(names[name])
     m["score"] = _mean([c.score for c in graded])
+    tagged: dict[str, list[bool]] = {}  # per tag, so a report groups (and a threshold gates) e.g. red-team cases
+    for c in cases:
+        for tag in dict.fromkeys(c.tags):
+            tagged.setdefault(tag, []).append(c.passed)
+    for tag in sorted(tagged):
+        m[f"pass_rate:tag:{tag}"] = sum(tagged[tag]) / len(tagged[tag])
     answered = [c for c in cases if c.error is None or c.output]
     requests = [r for c in answered for r in c.request_latencies()]  # over requests, not per-case means
     stages = sorted({s for r in requests for s in r})

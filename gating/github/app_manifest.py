@@ -44,6 +44,7 @@ def build_manifest(app_yml: dict[str, Any], redirect_url: str, public_url: str |
         base = public_url.rstrip("/")
         m["url"] = base
         m["hook_attributes"] = {"url": base + webhook_path, "active": True}
+        m["callback_urls"] = [base + "/pages/callback"]  # sign-in to the App's pages (gating.server.pages)
     else:
         m["url"] = redirect_url.rsplit("/", 1)[0] or redirect_url
         m["hook_attributes"] = {"url": m["url"] + webhook_path, "active": False}

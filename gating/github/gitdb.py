@@ -74,3 +74,13 @@ def update_ref(repo: Repo, ref: str, sha: str, force: bool = False) -> None:
     path = f"{repo.path}/git/refs/{quote(ref, safe='/')}"
     # a lazy GitRef at the update's path (get_git_ref's is the read path, /git/ref/): one PATCH, no GET
     repo.client.call(lambda: GitRef(repo.gh.requester, url=path).edit(sha, force=force), f"PATCH {path}")
+
+
+def delete_ref(repo: Repo, ref: str) -> None:
+    """Delete `refs/<ref>`; one already gone is not an error (a retry after the delete went through)."""
+    path = f"{repo.path}/git/refs/{quote(ref, safe='/')}"
+    try:
+        repo.client.request("DELETE", path)
+    except GitHubError as e:
+        if e.status not in (404, 422):
+            raise

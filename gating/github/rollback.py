@@ -60,3 +60,9 @@ def react(repo: Repo, comment_id: int, content: str) -> None:
     """A reaction (eyes, rocket, confused, ...) on an issue comment; reacting twice is harmless."""
     repo.client.call(lambda: repo.issue_comment(comment_id).create_reaction(content),
                      f"POST {repo.path}/issues/comments/{comment_id}/reactions")
+
+
+def open_issue(repo: Repo, title: str, body: str) -> dict[str, Any]:
+    """A new issue (a failed rollback drill); the title and body cut to GitHub's limits."""
+    return cast(dict[str, Any], repo.client.request("POST", f"{repo.path}/issues",
+                                                    json={"title": fit_title(title), "body": fit(body)}))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gating.audit.entry import Entry
 from gating.errors import GatingError
 from gating.monitor.anomaly import WEEK_MINUTES, Baseline, baseline, is_anomalous
 from gating.monitor.rollup import WHOLE_SYSTEM, Rollup, RollupSource, total
@@ -156,6 +157,23 @@ def projection_from(metrics: Mapping[str, Any] | None, requests_per_day: float |
     cpr = metrics.get("cost_per_request_usd")
     cost = float(cpr) * float(requests_per_day) if isinstance(cpr, (int, float)) and requests_per_day else None
     return Projection(tokens, cost, source)
+
+
+def projection_of(merged: Entry | None) -> Projection:
+    """What the eval projected for a snapshot: its merged entry's eval metrics at the snapshot's
+    evals.traffic.requests_per_day (the App for the deployed system, `gating monitor rules
+    --prometheus` for each known one)."""
+    if merged is None:
+        return Projection()
+    p = merged.predicate
+    rpd = (((p.get("snapshot") or {}).get("evals") or {}).get("traffic") or {}).get("requests_per_day")
+    source = f"eval evidence of the merged entry (audit seq {merged.seq})"
+    return projection_from((p.get("evals") or {}).get("metrics"), rpd, source)
+
+
+def merged_entry(entries: Sequence[Entry], commit: str) -> Entry | None:
+    """The last `merged` entry of a commit: its snapshot digest and its eval evidence."""
+    return next((e for e in reversed(entries) if e.event == "merged" and e.commit == commit), None)
 
 
 # -- evaluation ------------------------------------------------------------------------------------

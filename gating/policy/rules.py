@@ -209,7 +209,7 @@ def parse_policy(rules: Sequence[Any] | None) -> Policy:
 # The rule for a pull request that changes how pull requests are judged or approved. It applies in
 # addition to the base branch's rules, never instead of them: a rule that happens to match (a prompt
 # review, say) must not be what lets a pull request loosen its own gates.
-POLICY_CHANGE_PATHS = ("approvals", "evals", "rollback", "monitor")  # manifest paths: each covers what is under it
+POLICY_CHANGE_PATHS = ("approvals", "evals", "rollback", "monitor", "deploy")  # manifest paths: each covers what is under it
 POLICY_CHANGE_FILES = (".gating/**", ".github/workflows/**")  # the audit key; the workflows' gating settings
 POLICY_CHANGE_RULE = Rule(
     "policy-change (built in)",

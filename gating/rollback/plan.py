@@ -273,7 +273,10 @@ def plan_restore(resolution: Resolution, current: Snapshot | None, target: Snaps
     after = dict(target.files)
     writes: dict[str, bytes] = {}
     for path, digest in after.items():
-        data = target.contents[path]
+        data = target.contents.get(path)
+        if data is None:
+            raise Refusal("bad_manifest", f"the LLM system at {resolution.short} cannot be restored: {path} is "
+                          "missing from the repository's history (its blob is gone).")
         if sha256_hex(data) != digest:
             raise ValueError(f"{path}: content does not match the snapshot's sha256")
         writes[path] = data

@@ -103,6 +103,10 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
     for bp in blueprints(settings.handler_modules):
         app.register_blueprint(bp)
     app.add_url_rule(settings.webhook_path, "webhook", webhooks.receive, methods=["POST"])
+    if settings.public_url:  # the pages (README: Pages), imported only when they are served
+        from gating.server import pages
+
+        pages.install(app, state)
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> tuple[Response, int]:  # JSON errors for clients and for GitHub's delivery log

@@ -41,6 +41,7 @@ from gating.policy import (
 from gating.policy.missing import missing_permission_check
 from gating.server import overrides
 from gating.server.handlers import JobContext
+from gating.server.links import report_url
 from gating.system.manifest import ManifestError, parse_manifest
 from gating.system.snapshot import Snapshot, build_snapshot, empty_snapshot
 
@@ -160,18 +161,20 @@ def _same(run: dict[str, Any], out: CheckOutput) -> bool:
         out.status, out.conclusion, out.title, out.summary, out.text)
 
 
-def publish(repo: Repo, head_sha: str, out: CheckOutput, app_id: str) -> str:
+def publish(repo: Repo, head_sha: str, out: CheckOutput, app_id: str, details_url: str | None = None) -> str:
     """Create or update our check run on `head_sha`; a pending verdict after a completed one gets a
-    new run (GitHub shows the newest), and an unchanged verdict writes nothing."""
+    new run (GitHub shows the newest), and an unchanged verdict writes nothing. `details_url`: the
+    eval report page, when the App serves pages."""
+    fields = out.as_fields() | ({"details_url": details_url} if details_url else {})
     ours = [r for r in repo.check_runs(head_sha, APPROVAL_CHECK)
             if r.get("name") == APPROVAL_CHECK and str((r.get("app") or {}).get("id", app_id)) == str(app_id)]
     latest = max(ours, key=lambda r: r["id"]) if ours else None
     if latest and _same(latest, out):
         return f"unchanged ({out.title})"
     if latest is None or (latest.get("status") == "completed" and out.status != "completed"):
-        repo.create_check_run({"name": APPROVAL_CHECK, "head_sha": head_sha, **out.as_fields()})
+        repo.create_check_run({"name": APPROVAL_CHECK, "head_sha": head_sha, **fields})
         return f"created check run: {out.title}"
-    repo.update_check_run(latest["id"], out.as_fields())
+    repo.update_check_run(latest["id"], fields)
     return f"updated check run: {out.title}"
 
 
@@ -186,7 +189,8 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
         with limits.unbounded():
             pr = repo.pull(number)
             out = missing_permission_check(e.accepted, e.method, e.path, f"{e.status}: {e.message}")
-            return publish(repo, pr["head"]["sha"], out, ctx.settings.app_id)
+            return publish(repo, pr["head"]["sha"], out, ctx.settings.app_id,
+                           report_url(ctx.settings, repo.full_name, pr["head"]["sha"]))
     except (limits.BudgetExceeded, MemoryError) as e:  # the job's bound: say so on the pull request
         with limits.unbounded():
             pr = repo.pull(number)
@@ -194,4 +198,4 @@ def evaluate_and_publish(ctx: JobContext, repo: Repo, number: int) -> str:
             ev = Evaluation(pr, pr["head"]["sha"], f"`{ctx.settings.manifest_path}`", _failed("limits", why))
     with limits.unbounded():
         out = render_check(ev.result, ev.head_sha, ev.rules_source)
-        return publish(repo, ev.head_sha, out, ctx.settings.app_id)
+        return publish(repo, ev.head_sha, out, ctx.settings.app_id, report_url(ctx.settings, repo.full_name, ev.head_sha))

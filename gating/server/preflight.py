@@ -16,7 +16,8 @@ from gating.server.settings import Settings
 
 # Handlers that sign audit entries: without the audit key their first job fails.
 AUDIT_HANDLERS = ("gating.server.handlers.merge_audit", "gating.server.handlers.deployments", "gating.server.handlers.rollback_command",
-                  "gating.server.handlers.alerts", "gating.server.handlers.monitor")
+                  "gating.server.handlers.alerts", "gating.server.handlers.monitor",
+                  "gating.server.handlers.canary", "gating.server.handlers.drills")
 R, W = "read", "write"
 # What each handler does, and the permission each part needs (as the App's settings page names it).
 NEEDS: dict[str, list[tuple[str, str, str]]] = {
@@ -37,6 +38,9 @@ NEEDS: dict[str, list[tuple[str, str, str]]] = {
     "gating.server.handlers.monitor": [("write known-good and monitor_alert audit entries", "contents", W),
                                        ("open the rollback pull request", "pull_requests", W),
                                        ("comment on the tracking issue or pull request", "issues", W)],
+    "gating.server.handlers.canary": [("write canary_failed audit entries", "contents", W)],
+    "gating.server.handlers.drills": [("write the scratch branch of a rollback drill and its audit entry", "contents", W),
+                                      ("open an issue when a drill fails", "issues", W)],
     "gating.server.handlers.reevaluate": [("re-post `gating / approval` when asked", "checks", W),
                                 ("list the open pull requests", "pull_requests", R)],
 }

@@ -82,6 +82,7 @@ class Config:
     rollback: Mapping[str, Any]
     monitor: Mapping[str, Any] = field(default_factory=dict)  # monitor.* (gating.monitor.rules reads it)
     name: str = ""  # the manifest's name: the telemetry's default service.name
+    deploy: Mapping[str, Any] = field(default_factory=dict)  # deploy.* (gating.deploy.gate reads it)
 
 
 def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> Config:
@@ -98,7 +99,8 @@ def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH
         m = parse_manifest(data, manifest_path) if data is not None else None
     except ManifestError:
         m = None  # a broken manifest on the branch: the defaults (write, pull_request) apply
-    return Config(branch, tip, (m.rollback if m else {}) or {}, (m.monitor if m else {}) or {}, m.name if m else "")
+    return Config(branch, tip, (m.rollback if m else {}) or {}, (m.monitor if m else {}) or {}, m.name if m else "",
+                  (m.deploy if m else {}) or {})
 
 
 def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, blobs: BlobCache,

@@ -20,7 +20,8 @@ from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
-    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor"))
+    "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
+    "canary", "drills", "protection"))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -87,6 +88,15 @@ class Settings:
                                           3600.0)
     audit_schedule_seconds: float = _env("GATING_AUDIT_SCHEDULE_SECONDS", "how often, with no event at all, "
                                          "the App backfills every installed repository (0: never)", 86400.0)
+    # pages (README: Pages)
+    public_url: str = _env("GATING_PUBLIC_URL", "the App's public base URL (https://gating.example.com): turns on "
+                           "its pages and the check runs' links to them (unset: no pages)", "")
+    github_url: str = _env("GITHUB_URL", "GitHub's web address, where users sign in (GitHub Enterprise: "
+                           "https://HOST)", "https://github.com")
+    oauth_client_id: str = _env("GITHUB_CLIENT_ID", "the App's client id (its settings page), for sign-in", "")
+    oauth_client_secret: str = _env("GITHUB_CLIENT_SECRET", "the App's client secret, for sign-in", "", repr=False)
+    pages_dir: str = _env("GATING_PAGES_DIR", "where the pages keep their index of each repository's notes "
+                          "(rebuilt from the notes whenever they move)", "gating-pages")
     # rollback (README: Rollback)
     alerts_token: str = _env("GATING_ALERTS_TOKEN", "bearer token Alertmanager sends to POST /alerts "
                              "(unset: every alert is refused)", "", repr=False)
@@ -95,6 +105,11 @@ class Settings:
                                   "each deployed system, bakes and rolls back (0: never)", 60.0)
     monitor_token: str = _env("GATING_MONITOR_TOKEN", "bearer token for GET /monitor/status (unset: every "
                               "request is refused)", "", repr=False)
+    drill_seconds: float = _env("GATING_DRILL_SECONDS", "how often the App rehearses a rollback to the last "
+                                "known-good state of each repository (0: never)", 7 * 86400.0)
+    canary_token: str = _env("GATING_CANARY_TOKEN", "bearer token Argo Rollouts' web metric provider and "
+                             "Flagger's webhooks send to /canary/analysis and /canary/flagger (unset: every "
+                             "request is refused)", "", repr=False)
     otlp_token: str = _env("GATING_OTLP_TOKEN", "bearer token of POST /v1/traces, /v1/metrics and /feedback: "
                            "TOKEN (spans name their repository) or owner/name:TOKEN,... (each token sends for "
                            "its repository only); unset: all telemetry is refused", "", repr=False)
@@ -157,6 +172,12 @@ class Settings:
             problems.append(f"GATING_DB: cannot open the job queue {self.db_path}: the folder {folder} does not exist")
         if not self.webhook_path.startswith("/"):
             problems.append(f"WEBHOOK_PATH must start with '/', got {self.webhook_path!r}")
+        if self.public_url:
+            if not self.public_url.startswith(("https://", "http://")):
+                problems.append(f"GATING_PUBLIC_URL must be an http(s) URL, got {self.public_url!r}")
+            if not (self.oauth_client_id and self.oauth_client_secret):
+                problems.append("GATING_PUBLIC_URL turns on the pages, which need GITHUB_CLIENT_ID and "
+                                "GITHUB_CLIENT_SECRET (the App's settings page) for sign-in")
         if self.max_body_bytes < 1024:
             problems.append("GATING_MAX_BODY_BYTES must be at least 1024")
         problems += otlp_token_problems(self.otlp_token)

@@ -99,6 +99,10 @@ class Manifest:
     def monitor(self) -> dict[str, Any]:
         return self.data.get("monitor") or {}
 
+    @property
+    def deploy(self) -> dict[str, Any]:
+        return self.data.get("deploy") or {}
+
     def position(self, path: Sequence[str | int]) -> tuple[int, int]:
         """1-based (line, column) of the deepest known prefix of `path`."""
         key = tuple(path)
@@ -212,6 +216,9 @@ def _schema_problem(m: Manifest, err: jsonschema.ValidationError) -> Problem:
             path,
             f"{where}: expected {' or '.join(_TYPE_NAMES.get(w, w) for w in wants)}, got {_describe(err.instance)}",
         )
+    if v == "uniqueItems" and isinstance(err.instance, list):
+        twice = next((x for i, x in enumerate(err.instance) if x in err.instance[:i]), None)
+        return m.problem(path, f"{where}: lists {twice!r} more than once")
     if v == "enum":
         options = [str(o) for o in cast(list[Any], err.validator_value)]
         hint = difflib.get_close_matches(str(err.instance), options, n=1)

@@ -145,6 +145,19 @@ EVALS_SCHEMA: dict[str, Any] = {
             "properties": {"requests_per_day": {"type": "number", "minimum": 0}},
             "additionalProperties": False,
         },
+        "candidates": {  # `gating eval --compare`: other models or prompt variants, run on the same cases
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "model": {"type": "string", "minLength": 1},
+                    "prompts": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+                },
+                "anyOf": [{"required": ["model"]}, {"required": ["prompts"]}],
+                "additionalProperties": False,
+            },
+        },
         "concurrency": {"type": "integer", "minimum": 1},
         "repeat": {"type": "integer", "minimum": 1},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0},
@@ -304,6 +317,18 @@ MONITOR_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# deploy: which GitHub environments the App's deployment protection rule gates, in promotion order
+# (gating.deploy reads it): a deployment to environments[i>0] needs the snapshot known-good in
+# environments[i-1]; an environment in `exceptions` is approved without checks.
+DEPLOY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "environments": {**_str_list, "minItems": 1, "uniqueItems": True},
+        "exceptions": {**_str_list, "uniqueItems": True},
+    },
+    "additionalProperties": False,
+}
+
 MANIFEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -326,6 +351,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "approvals": APPROVALS_SCHEMA,
         "rollback": ROLLBACK_SCHEMA,
         "monitor": MONITOR_SCHEMA,
+        "deploy": DEPLOY_SCHEMA,
     },
     "required": ["version", "name", "components"],
     "additionalProperties": False,

@@ -457,6 +457,8 @@ def _build(reader: RevisionReader, manifest_path: str, like: Snapshot | None = N
     }
     if m.monitor:  # only when there is one: a manifest without it keeps the digest it always had
         data["monitor"] = m.monitor
+    if m.deploy:  # likewise
+        data["deploy"] = m.deploy
     # what replay serves, what a target runs, the Python the evals run, the files their cases read
     for cat, key in (("cassette", "cassettes"), ("code", "code"), ("python", "python"), ("evalfile", "eval_files")):
         found = {r.path: files[r.path] for r in refs if r.category == cat}

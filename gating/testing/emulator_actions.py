@@ -20,6 +20,7 @@ from gating.testing.emulator_state import (
     Comment,
     Deployment,
     DeploymentStatus,
+    GateRun,
     Issue,
     Reaction,
     Repo,
@@ -341,6 +342,37 @@ class EmulatorActions:
             d.statuses.append(s)
             self._emit("deployment_status", "created", r, deployment_id=d.id)
             return render.deployment_status(self, r, d, s)
+
+    def enable_protection_rule(self: Emulator, repo: Any, environment: str, app_id: int | None = None) -> None:
+        """What an admin does in Settings > Environments: enable a GitHub App's custom deployment
+        protection rule on `environment` (the emulated App's, unless `app_id` names another)."""
+        r = self.repo_record(repo)
+        with self.lock:
+            r.environment_rules.setdefault(environment, set()).add(app_id or self.app.app_id)
+
+    def request_deployment(self: Emulator, repo: Any, ref: str, environment: str, user: str | None = None,
+                           event: str = "push") -> dict[str, Any]:
+        """A workflow job with `environment:` starts: GitHub creates the deployment (status `waiting`)
+        and, where the environment has custom protection rules, holds the run and sends each rule's
+        App a `deployment_protection_rule` event with the run's callback URL. Returns the run id, the
+        deployment and the callback URL."""
+        r = self.repo_record(repo)
+        d = self.create_deployment(r, ref, environment, user=user or "github-actions[bot]")
+        with self.lock:
+            dep = r.deployments[d["id"]]
+            apps = set(r.environment_rules.get(environment) or ())
+            full_ref = ref if ref.startswith("refs/") else (
+                f"refs/heads/{ref}" if self.bare(r).ref(f"refs/heads/{ref}") else dep.sha)
+            run = GateRun(self.ids(), dep.sha, full_ref, environment, event, dep.id, apps)
+            r.gate_runs[run.id] = run
+            callback = f"{self.api_url}/repos/{r.full_name}/actions/runs/{run.id}/deployment_protection_rule"
+            if self.app.app_id in apps:
+                self._emit("deployment_protection_rule", "requested", r, deployment_id=dep.id, gate_run_id=run.id,
+                           sender=dep.creator)
+        return {"run_id": run.id, "deployment": d, "deployment_callback_url": callback}
+
+    def gate_run(self: Emulator, repo: Any, run_id: int) -> GateRun:
+        return self.repo_record(repo).gate_runs[run_id]
 
     # -- inspection -------------------------------------------------------------------------------
 

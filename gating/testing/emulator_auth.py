@@ -60,6 +60,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "pulls/dismiss-review": [("pull_requests", _W)],
     "pulls/merge": [("contents", _W)],
     "issues/get": [("issues", _R), ("pull_requests", _R)],
+    "issues/create": [("issues", _W)],
     "issues/list-comments": [("issues", _R), ("pull_requests", _R)],
     "issues/create-comment": [("issues", _W), ("pull_requests", _W)],
     "issues/get-comment": [("issues", _R), ("pull_requests", _R)],
@@ -81,6 +82,7 @@ OPERATION_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     "repos/get-deployment": [("deployments", _R)],
     "repos/list-deployment-statuses": [("deployments", _R)],
     "repos/create-deployment-status": [("deployments", _W)],
+    "actions/review-custom-gates-for-run": [("deployments", _W)],
     "teams/get-membership-for-user-in-org": [("members", _R)],
     "teams/list-members-in-org": [("members", _R)],
 }
@@ -105,6 +107,7 @@ class AppIdentity:
     webhook_secret: str
     client_id: str = "Iv1.emulated0000001"
     name: str = "gating"
+    client_secret: str = field(default_factory=lambda: secrets.token_hex(20), repr=False)  # the OAuth web flow's
 
     @property
     def bot_login(self) -> str:

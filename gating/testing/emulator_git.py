@@ -98,7 +98,10 @@ class BareRepo:
     def read_blob(self, sha: str) -> bytes | None:
         if self.object_type(sha) != "blob":
             return None
-        return self.git.run_bytes("cat-file", "blob", sha)
+        try:
+            return self.git.run_bytes("cat-file", "blob", sha)
+        except GitError:  # listed once, gone from the object store since: GitHub answers 404 for it
+            return None
 
     @content_addressed
     def read_tree(self, sha: str, recursive: bool = False) -> list[tuple[str, str, str, int | None, str]] | None:
@@ -114,7 +117,8 @@ class BareRepo:
                 continue
             meta, path = rec.split(b"\t", 1)
             mode, otype, osha, size = meta.decode().split()
-            entries.append((mode, otype, osha, None if size == "-" else int(size), path.decode("utf-8", "replace")))
+            # "-" for a tree; "BAD" for a blob gone from the object store (listed with no size then)
+            entries.append((mode, otype, osha, int(size) if size.isdigit() else None, path.decode("utf-8", "replace")))
         return entries
 
     @content_addressed

@@ -37,6 +37,7 @@ DOCS = {
     "git/delete-ref": "https://docs.github.com/rest/git/refs#delete-a-reference",
     "repos/get-content": "https://docs.github.com/rest/repos/contents#get-repository-content",
     "issues/create-comment": "https://docs.github.com/rest/issues/comments#create-an-issue-comment",
+    "issues/create": "https://docs.github.com/rest/issues/issues#create-an-issue",
     "issues/update-comment": "https://docs.github.com/rest/issues/comments#update-an-issue-comment",
     "pulls/create": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
     "pulls/update": "https://docs.github.com/rest/pulls/pulls#update-a-pull-request",

@@ -140,7 +140,7 @@ def _create(emu: Emulator, manifest: dict[str, Any], owner: str, state: str) -> 
         bot = emu.add_user(identity.bot_login, type="Bot")
         bot.email = f"{app_id}+{identity.bot_login}@users.noreply.example.invalid"
         code = secrets.token_hex(10)
-        emu.manifest_codes[code] = PendingApp(identity, manifest, owner, emu.now())
+        emu.manifest_codes[code] = PendingApp(identity, manifest, owner, emu.now(), identity.client_secret)
     target = manifest.get("redirect_url")
     if not target:
         return _page(f"{manifest['name']} was created", f"<p>App id {app_id}.</p>", 201)

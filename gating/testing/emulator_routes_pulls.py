@@ -152,6 +152,17 @@ def get_issue(ctx: Ctx) -> Reply:
     return Reply(200, render.issue(ctx.emu, ctx.require_repo(), _issue(ctx)))
 
 
+@handles("issues/create")
+def create_issue(ctx: Ctx) -> Reply:
+    r = ctx.require_repo()
+    title = ctx.arg("title")
+    if isinstance(title, bool) or not isinstance(title, (str, int)) or str(title).strip() == "":
+        raise ApiError(422, "Validation Failed", errors=[{"resource": "Issue", "code": "missing_field", "field": "title"}])
+    check_body(ctx, "Issue")
+    data = ctx.emu.create_issue(r, str(title), _author(ctx), ctx.arg("body") or "")
+    return Reply(201, data, {"Location": data["url"]})
+
+
 @handles("issues/list-comments")
 def list_comments(ctx: Ctx) -> Reply:
     r = ctx.require_repo()

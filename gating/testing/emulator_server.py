@@ -25,8 +25,10 @@ from werkzeug.wrappers import Request, Response
 from gating.testing import (  # noqa: F401  (importing the route modules registers their handlers)
     emulator_limits,
     emulator_manifest,
+    emulator_oauth,
     emulator_routes_apps,
     emulator_routes_checks,
+    emulator_routes_environments,
     emulator_routes_git,
     emulator_routes_protection,
     emulator_routes_pulls,
@@ -125,7 +127,8 @@ class EmulatorApp:
             response = self._api(request, rel, t0)
         elif (m := GIT_PATH.match(path)) is not None:
             response = self._smart_http(request, m, t0)
-        elif (page := emulator_manifest.web_page(self.emu, request)) is not None:
+        elif (page := emulator_manifest.web_page(self.emu, request)
+                      or emulator_oauth.web_page(self.emu, request)) is not None:
             response = page
         else:
             self.emu.problem(f"{request.method} {path}: not an API path (expected {API_PREFIX}/...) "

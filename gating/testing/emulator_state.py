@@ -147,6 +147,30 @@ class Deployment:
 
 
 @dataclass
+class GateRun:
+    """A workflow run waiting on a custom deployment protection rule: its job targets `environment`,
+    whose rules name the Apps in `apps`; each App's review is kept (state, comment) in `reviews`."""
+
+    id: int
+    sha: str
+    ref: str
+    environment: str
+    event: str
+    deployment_id: int
+    apps: set[int]
+    reviews: dict[int, tuple[str, str]] = field(default_factory=dict)  # app id -> (state, comment)
+    comments: list[str] = field(default_factory=list)  # comments posted without a state
+
+    @property
+    def state(self) -> str:
+        """waiting until every App reviewed; rejected as soon as one rejects."""
+        states = [s for s, _c in self.reviews.values()]
+        if "rejected" in states:
+            return "rejected"
+        return "approved" if len(states) == len(self.apps) else "waiting"
+
+
+@dataclass
 class BranchProtection:
     """A classic branch protection rule, as PUT .../branches/{branch}/protection set it.
 
@@ -183,6 +207,8 @@ class Repo:
     check_suites: dict[int, CheckSuite] = field(default_factory=dict)
     deployments: dict[int, Deployment] = field(default_factory=dict)
     protections: dict[str, BranchProtection] = field(default_factory=dict)  # branch name -> rule
+    environment_rules: dict[str, set[int]] = field(default_factory=dict)  # environment -> Apps with a custom rule
+    gate_runs: dict[int, GateRun] = field(default_factory=dict)  # workflow runs waiting on those rules
     next_number: int = 1
     parent: str | None = None  # full name of the repository this one is a fork of
 

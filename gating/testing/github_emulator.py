@@ -74,6 +74,7 @@ class Emulator(EmulatorActions, EmulatorClicks):
         self.app_owner = "gating-dev"
         self.installation_permissions: dict[str, str] = dict(DEFAULT_PERMISSIONS)
         self.manifest_codes: dict[str, Any] = {}  # code -> PendingApp (emulator_manifest)
+        self.oauth_codes: dict[str, Any] = {}  # code -> OAuthCode (emulator_oauth)
         self.users: dict[str, User] = {}
         self.repos: dict[str, Repo] = {}
         self.teams: dict[tuple[str, str], Team] = {}

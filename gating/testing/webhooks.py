@@ -126,7 +126,7 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
     payload["installation"] = {"id": emu.app.installation_id, "node_id": render.node_id("Installation", emu.app.installation_id)}
 
     if event in ("pull_request", "pull_request_review", "issue_comment", "check_run", "check_suite",
-                 "deployment_status", "workflow_run") and r is None:
+                 "deployment_status", "workflow_run", "deployment_protection_rule") and r is None:
         raise ValueError(f"{event} needs a repository")
     if event == "pull_request" and r is not None:
         i = r.issues[number] if number is not None else _latest([x for x in r.issues.values() if x.is_pull], "pull request")
@@ -178,6 +178,15 @@ def build(emu: Emulator, event: str, action: str | None = None, repo: Any = None
         payload["deployment"] = _overlay(payload.get("deployment"), render.deployment(emu, r, d))
         payload["deployment_status"] = _overlay(payload.get("deployment_status"), render.deployment_status(emu, r, d, s))
         who = s.creator
+    elif event == "deployment_protection_rule" and r is not None:
+        rid = fields.pop("gate_run_id", None)
+        run = r.gate_runs[rid] if rid is not None else _latest(list(r.gate_runs.values()), "held workflow run")
+        d = r.deployments[run.deployment_id]
+        payload.update({"environment": run.environment, "event": run.event, "sha": run.sha, "ref": run.ref,
+                        "deployment_callback_url": f"{emu.api_url}/repos/{r.full_name}/actions/runs/{run.id}/"
+                                                   "deployment_protection_rule",
+                        "deployment": render.deployment(emu, r, d), "pull_requests": []})
+        who = d.creator
     elif event == "push":
         payload |= push_payload(emu, r, fields.pop("ref", None), fields.pop("before", None), fields.pop("after", None))
         who = sender or emu.app.bot_login

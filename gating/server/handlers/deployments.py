@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from gating.audit import log as audit_log
 from gating.audit import record as audit_record
+from gating.deploy.gate import chain_of
 from gating.github import GitHubError, Repo
 from gating.rollback.plan import environments_of
 from gating.server import monitoring
@@ -54,7 +55,8 @@ def on_deployment_status(ctx: JobContext) -> None:
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
     envs = environments_of(cfg.rollback)
     env = p["deployment"].get("environment")
-    if env not in envs:
+    chain = chain_of(cfg.deploy).environments  # staging of a deploy: chain bakes too, for promotion order
+    if env not in envs and env not in chain:
         ctx.log.info("%s: deployment %s to %s not recorded: rollback.environments is %s", repo.full_name,
                      p["deployment"]["id"], env, ", ".join(envs))
         return

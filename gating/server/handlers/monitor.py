@@ -30,6 +30,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from gating.audit import log as audit_log
 from gating.audit.entry import Entry, EntryFacts
+from gating.deploy.gate import chain_of
 from gating.github import GitHubError, RateLimited, Repo
 from gating.github import rollback as gh
 from gating.monitor.rules import (
@@ -38,8 +39,9 @@ from gating.monitor.rules import (
     RuleResult,
     evaluate,
     firing,
+    merged_entry,
     minute_of,
-    projection_from,
+    projection_of,
 )
 from gating.rollback.plan import LAST_GOOD, Refusal, Request, current_state, environments_of
 from gating.server import monitoring
@@ -84,21 +86,6 @@ def tick_time(payload: dict[str, Any]) -> datetime:
     return datetime.fromtimestamp(now, UTC)
 
 
-def _merged(entries: list[Entry], commit: str) -> Entry | None:
-    return next((e for e in reversed(entries) if e.event == "merged" and e.commit == commit), None)
-
-
-def projection_of(merged: Entry | None) -> Projection:
-    """What the eval projected for the deployed snapshot: its merged entry's eval metrics at the
-    snapshot's evals.traffic.requests_per_day."""
-    if merged is None:
-        return Projection()
-    p = merged.predicate
-    rpd = (((p.get("snapshot") or {}).get("evals") or {}).get("traffic") or {}).get("requests_per_day")
-    source = f"eval evidence of the merged entry (audit seq {merged.seq})"
-    return projection_from((p.get("evals") or {}).get("metrics"), rpd, source)
-
-
 def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
     assert ctx.queue is not None
     repo = Repo(ctx.github.installation(w.installation), w.repo)
@@ -107,14 +94,15 @@ def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
     envs = environments_of(cfg.rollback)
     audit = app_audit(replace(ctx, payload={"installation": {"id": w.installation}}), repo)
     entries = audit.entries()
-    cur = current_state(entries, cfg.tip, envs)
+    chain = chain_of(cfg.deploy).environments  # an earlier environment of deploy.environments bakes too
+    cur = current_state(entries, cfg.tip, envs if w.environment in envs else (w.environment,))
     if (cur.commit != w.commit or cur.entry is None or cur.entry.event == "deploy_failed"
-            or w.environment not in envs):
+            or (w.environment not in envs and w.environment not in chain)):
         monitoring.forget(ctx.queue, w)  # superseded, failed, or no longer an environment that counts
         ctx.log.info("%s: %s in %s is no longer the deployed state; not watched any more", w.repo, w.commit[:12],
                      w.environment)
         return
-    merged = _merged(entries, w.commit)
+    merged = merged_entry(entries, w.commit)
     systems = [w.commit] + ([merged.predicate["snapshot_digest"]] if merged and merged.predicate.get("snapshot_digest")
                             else [])
     projection = projection_of(merged)

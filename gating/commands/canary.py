@@ -1,0 +1,109 @@
+"""`gating canary analyze --canary SHA --baseline SHA --repository o/r (--app URL | --db PATH)`: the
+canary analysis the App serves to Argo Rollouts and Flagger, from the command line.
+
+With --app the App answers (GET /canary/analysis, bearer GATING_CANARY_TOKEN), so the figures are the
+ones a rollout tool sees; with --db the analysis reads the roll-ups of an App database file directly
+(a copy, or the App's own on the same host), which needs no token and records nothing.
+Exit code: 0 pass, 1 fail, 3 not enough traffic yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gating.commands.cli import UsageError
+from gating.commands.common import owner_name
+
+NOT_ENOUGH = 3  # not enough traffic yet: neither pass nor fail
+EXIT = {"pass": 0, "fail": 1}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("canary", help="canary analysis: a canary system's production metrics against the baseline's")
+    csub = p.add_subparsers(dest="canary_command", metavar="SUBCOMMAND", required=True)
+    a = csub.add_parser("analyze", help="pass, fail or not enough traffic yet, with the figures "
+                        "(exit 0, 1 or 3)")
+    a.add_argument("--canary", required=True, metavar="SHA", help="commit SHA the canary runs")
+    a.add_argument("--baseline", required=True, metavar="SHA", help="commit SHA the stable version runs")
+    a.add_argument("--repository", required=True, type=owner_name, metavar="OWNER/NAME")
+    where = a.add_mutually_exclusive_group(required=True)
+    where.add_argument("--app", metavar="URL", help="ask the App (GET /canary/analysis)")
+    where.add_argument("--db", metavar="PATH", help="read the roll-ups of an App database file (GATING_DB)")
+    a.add_argument("--window", default="30m", help="how far back from now to compare (default 30m)")
+    a.add_argument("--until", metavar="TIME", help="with --db: the window's end, ISO 8601 UTC (default now)")
+    a.add_argument("--alpha", type=float, default=0.05, help="significance (default 0.05)")
+    a.add_argument("--power", type=float, default=0.8, help="power to detect --min-effect (default 0.8)")
+    a.add_argument("--min-effect", type=float, default=0.01,
+                   help="error-rate rise to detect, absolute (default 0.01: one percentage point)")
+    a.add_argument("--token-env", default="GATING_CANARY_TOKEN", metavar="VAR",
+                   help="with --app: environment variable holding the App's GATING_CANARY_TOKEN")
+    a.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    a.set_defaults(func=analyze)
+
+
+def _from_app(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+
+    token = os.environ.get(args.token_env, "")
+    if not token:
+        raise UsageError(f"${args.token_env} is not set: the App serves /canary/analysis only with its token")
+    params = {"repository": args.repository, "canary": args.canary, "baseline": args.baseline, "window": args.window,
+              "alpha": args.alpha, "power": args.power, "min_effect": args.min_effect}
+    try:
+        resp = httpx.get(args.app.rstrip("/") + "/canary/analysis", params=params,
+                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    except httpx.HTTPError as e:
+        raise UsageError(f"cannot reach the App at {args.app}: {e}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"error": resp.text[:200]}
+    if resp.status_code != 200:
+        raise UsageError(f"the App answered {resp.status_code}: {body.get('error', body)}")
+    return dict(body)
+
+
+def _from_db(args: argparse.Namespace) -> dict[str, Any]:
+    from gating.monitor.canary import CanaryError, Policy
+    from gating.monitor.canary import analyze as run
+    from gating.monitor.rules import MonitorError, minute_of, parse_duration
+    from gating.server.rollup_store import RollupStore
+
+    if not Path(args.db).is_file():
+        raise UsageError(f"--db {args.db}: no such file")
+    try:
+        minutes = parse_duration(args.window)
+        end = datetime.fromisoformat(args.until.replace("Z", "+00:00")) if args.until else datetime.now(UTC)
+    except (MonitorError, ValueError) as e:
+        raise UsageError(f"--window/--until: {e}") from None
+    if end.tzinfo is None:
+        raise UsageError(f"--until {args.until}: give a time zone (e.g. 2026-12-02T10:00:00Z)")
+    until = minute_of(end)
+    try:
+        a = run(RollupStore(args.db), args.repository, [args.canary.lower()], [args.baseline.lower()],
+                until - minutes, until, Policy(args.alpha, args.power, args.min_effect))
+    except CanaryError as e:
+        raise UsageError(str(e)) from None
+    return a.to_dict()
+
+
+def analyze(args: argparse.Namespace) -> int:
+    body = _from_app(args) if args.app else _from_db(args)
+    if args.json:
+        print(json.dumps(body, indent=2, sort_keys=True))
+    else:
+        w = body["window"]
+        print(f"{body['repository']}: canary {body['canary']['systems'][0][:12]} vs baseline "
+              f"{body['baseline']['systems'][0][:12]}, {w['since']} to {w['until']} ({w['minutes']} min): "
+              f"{body['verdict'].upper()}")
+        print(f"  {body['reason']}")
+        print(f"  requests: {body['canary']['requests']:,} canary, {body['baseline']['requests']:,} baseline; "
+              f"the error-rate test needs {body['required_requests']:,} on each")
+        for c in body["checks"]:
+            print(f"  {c['verdict']:<22} {c['name']:<24} {c['reason']}")
+    return EXIT.get(body["verdict"], NOT_ENOUGH)

@@ -1,0 +1,1 @@
+"""The deployment gate: whether a deployment of a commit to a GitHub environment may proceed."""

@@ -1,0 +1,241 @@
+"""The canary analysis endpoints of the App, in the shapes Argo Rollouts' web metric provider and
+Flagger's webhooks use (pinned against the example manifests in examples/rollouts/), end to end on
+the emulator: a failed analysis records one signed canary_failed entry on the canary's commit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import yaml
+from app_support import app_settings, serve_in_thread
+from test_rollback_app import HANDLERS, MANIFEST, World, make_world
+
+from gating.monitor.rollup import MemoryRollups
+from gating.server import create_app, monitoring
+from tests.monitor_traffic import REPO, START, traffic
+
+TOKEN = "canary-token-for-tests-0123456789"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "rollouts"
+AFTERNOON = START + 14 * 60
+NOW = AFTERNOON + 60  # the analysis window (30m) ends here
+
+
+def argo_template() -> dict:
+    docs = list(yaml.safe_load_all((EXAMPLES / "argo-analysis-template.yaml").read_text()))
+    return next(d for d in docs if d["kind"] == "AnalysisTemplate")
+
+
+def flagger_canary() -> dict:
+    return yaml.safe_load((EXAMPLES / "flagger-canary.yaml").read_text())
+
+
+def argo_request(url: str, canary: str, stable: str, token: str = TOKEN) -> httpx.Response:
+    """What Argo Rollouts sends for the example template: its URL and headers with the args filled in."""
+    web = argo_template()["spec"]["metrics"][0]["provider"]["web"]
+    args = {"repository": REPO, "canary-sha": canary, "stable-sha": stable, "gating-token": token}
+    fill = lambda text: _fill(text, args)  # noqa: E731
+    query = {k: v[0] for k, v in parse_qs(urlsplit(fill(web["url"])).query).items()}
+    headers = {h["key"]: fill(h["value"]) for h in web["headers"]}
+    assert web["method"] == "GET" and urlsplit(web["url"]).path == "/canary/analysis"
+    return httpx.get(url + "/canary/analysis", params=query, headers=headers)
+
+
+def _fill(text: str, args: dict[str, str]) -> str:
+    for k, v in args.items():
+        text = text.replace("{{args." + k + "}}", v)
+    return text
+
+
+def argo_measurement(resp: httpx.Response) -> str:
+    """Successful, Failed or Inconclusive, as the template's conditions judge `result` (jsonPath {$})."""
+    metric = argo_template()["spec"]["metrics"][0]
+    assert metric["provider"]["web"]["jsonPath"] == "{$}"
+    assert metric["successCondition"] == 'result.verdict == "pass"'
+    assert metric["failureCondition"] == 'result.verdict == "fail"'
+    if resp.status_code != 200:
+        return "Error"
+    result = resp.json()
+    return "Successful" if result["verdict"] == "pass" else "Failed" if result["verdict"] == "fail" else "Inconclusive"
+
+
+def flagger_request(url: str, canary: str, baseline: str, hook: int = 0, **meta: str) -> httpx.Response:
+    """Flagger's webhook call for the example Canary: POST {name, namespace, phase, metadata}."""
+    c = flagger_canary()
+    webhook = c["spec"]["analysis"]["webhooks"][hook]
+    assert urlsplit(webhook["url"]).path == "/canary/flagger"
+    metadata = {**webhook["metadata"], "token": TOKEN, "canary": canary, "baseline": baseline, **meta}
+    payload = {"name": c["metadata"]["name"], "namespace": c["metadata"]["namespace"], "phase": "Progressing",
+               "metadata": metadata}
+    return httpx.post(url + "/canary/flagger", json=payload)
+
+
+@pytest.fixture
+def world(github, github_repo, tmp_path: Path):
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=HANDLERS + ",gating.server.handlers.canary",
+                          GATING_CANARY_TOKEN=TOKEN)
+    rollups = app.extensions["gating"].rollups = MemoryRollups()
+    real_clock = monitoring.clock
+    monitoring.clock = lambda: NOW * 60.0
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.url, w.rollups = url, rollups
+        w.good_then_bad(MANIFEST)
+        w.settle()
+        try:
+            yield w
+        finally:
+            monitoring.clock = real_clock
+
+
+def feed(world: World, *, canary_rate: float, minutes: int = 60) -> tuple[str, str]:
+    stable, canary = world.shas["M1"], world.shas["M2"]
+    world.rollups.items += [*traffic(minutes=minutes, start=NOW - minutes, seed=1, system=stable, error_rate=0.004,
+                                     repo=world.repo.full_name),
+                            *traffic(minutes=minutes, start=NOW - minutes, seed=2, system=canary,
+                                     error_rate=canary_rate, repo=world.repo.full_name)]
+    return canary, stable
+
+
+def test_argo_web_provider_passes_a_healthy_canary_and_fails_a_regression(world: World):
+    canary, stable = feed(world, canary_rate=0.004)
+    resp = argo_request(world.url, canary, stable)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert argo_measurement(resp) == "Successful", body["reason"]
+    assert body["window"]["minutes"] == 30 and body["canary"]["systems"] == [canary]
+    assert {c["name"] for c in body["checks"]} >= {"error_rate", "latency:llm", "tokens_per_request"}
+    assert [e.event for e in world.entries()].count("canary_failed") == 0
+
+    world.rollups.items.clear()
+    canary, stable = feed(world, canary_rate=0.03)
+    resp = argo_request(world.url, canary, stable)
+    assert argo_measurement(resp) == "Failed"
+    assert resp.json()["reason"].startswith("error rate 2.86% on the canary vs 0.55% on the baseline")
+    argo_request(world.url, canary, stable)  # asked again in the same minute: one record
+    world.settle()
+    (entry,) = [e for e in world.entries() if e.event == "canary_failed"]
+    assert entry.commit == canary
+    health = entry.predicate["health"]
+    assert health["tool"] == "argo-rollouts" and health["analysis"]["verdict"] == "fail"
+    assert health["verdict"].startswith("canary analysis failed: error rate 2.86%")
+
+
+def test_too_little_traffic_is_inconclusive_for_argo_and_425_for_flagger(world: World):
+    canary, stable = feed(world, canary_rate=0.004, minutes=3)
+    resp = argo_request(world.url, canary, stable)
+    assert argo_measurement(resp) == "Inconclusive"
+    assert resp.json()["verdict"] == "not enough traffic yet"
+    assert "needs" in resp.json()["reason"]
+    f = flagger_request(world.url, canary, stable)
+    assert f.status_code == 425 and f.json()["verdict"] == "not enough traffic yet"
+
+
+def test_flagger_webhook_status_is_the_verdict(world: World):
+    canary, stable = feed(world, canary_rate=0.004)
+    ok = flagger_request(world.url, canary, stable)
+    assert ok.status_code == 200, ok.text
+    promote = flagger_request(world.url, canary, stable, hook=1)  # confirm-promotion, a 1h window
+    assert promote.status_code == 200 and promote.json()["window"]["minutes"] == 60
+    world.rollups.items.clear()
+    canary, stable = feed(world, canary_rate=0.03)
+    bad = flagger_request(world.url, canary, stable)
+    assert bad.status_code == 412 and bad.json()["verdict"] == "fail"
+    world.settle()
+    (entry,) = [e for e in world.entries() if e.event == "canary_failed"]
+    assert entry.predicate["health"]["tool"] == "flagger"
+    assert entry.predicate["health"]["rollout"] == {"name": "support-bot", "namespace": "prod",
+                                                    "phase": "Progressing", "checksum": None}
+
+
+def test_tokens_and_bad_questions_are_refused_by_name(world: World):
+    canary, stable = feed(world, canary_rate=0.004)
+    assert argo_request(world.url, canary, stable, token="wrong").status_code == 401
+    assert httpx.get(world.url + "/canary/analysis").status_code == 401
+    no_token = httpx.post(world.url + "/canary/flagger", json={"name": "x", "namespace": "y", "metadata": {}})
+    assert no_token.status_code == 401 and "metadata.token" in no_token.json()["error"]
+    bad = argo_request(world.url, canary[:12], stable)
+    assert bad.status_code == 400 and "canary must be the full 40-character commit SHA" in bad.json()["error"]
+    same = argo_request(world.url, canary, canary)
+    assert same.status_code == 400 and "same system" in same.json()["error"]
+    window = httpx.get(world.url + "/canary/analysis", headers={"Authorization": f"Bearer {TOKEN}"},
+                       params={"repository": REPO, "canary": canary, "baseline": stable, "window": "forever"})
+    assert window.status_code == 400 and window.json()["error"].startswith("window:")
+    not_flagger = httpx.post(world.url + "/canary/flagger", json={"metadata": {"token": TOKEN}})
+    assert not_flagger.status_code == 400 and "no name" in not_flagger.json()["error"]
+
+
+def test_unset_token_refuses_every_request(tmp_path: Path):
+    app = create_app(app_settings(tmp_path, GATING_JOB_THREADS=0))
+    client = app.test_client()
+    for resp in (client.get("/canary/analysis", headers={"Authorization": "Bearer anything"}),
+                 client.post("/canary/flagger", json={"name": "a", "namespace": "b", "metadata": {"token": ""}})):
+        assert resp.status_code == 401
+        assert "no GATING_CANARY_TOKEN" in resp.get_json()["error"]
+
+
+def test_cli_reads_an_app_database(tmp_path: Path, capsys):
+    from gating.commands.cli import main
+    from gating.server.rollup_store import RollupStore
+
+    db = tmp_path / "jobs.db"
+    canary, stable = "c" * 40, "b" * 40
+    store = RollupStore(str(db))
+    store.write([*traffic(minutes=60, start=NOW - 60, seed=1, system=stable, error_rate=0.004),
+                 *traffic(minutes=60, start=NOW - 60, seed=2, system=canary, error_rate=0.03)])
+    until = f"{_iso(NOW)}"
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--db", str(db),
+            "--until", until]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert f"{REPO}: canary cccccccccccc vs baseline bbbbbbbbbbbb" in out and ": FAIL" in out
+    assert "the error-rate test needs" in out
+    assert main([*args, "--window", "3m"]) == 3
+    assert "NOT ENOUGH TRAFFIC YET" in capsys.readouterr().out
+    store.write(traffic(minutes=60, start=NOW - 60, seed=3, system="d" * 40, error_rate=0.004))
+    assert main([*args[:2], "--canary", "d" * 40, *args[4:], "--json"]) == 0
+    import json
+    assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
+    assert main([*args[:4], "--baseline", canary, *args[6:]]) == 2
+    assert "the same system" in capsys.readouterr().err
+
+
+def test_cli_asks_the_app(world: World, monkeypatch, capsys):
+    from gating.commands.cli import main
+
+    canary, stable = feed(world, canary_rate=0.004)
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--app", world.url]
+    monkeypatch.delenv("GATING_CANARY_TOKEN", raising=False)
+    assert main(args) == 2
+    assert "$GATING_CANARY_TOKEN is not set" in capsys.readouterr().err
+    monkeypatch.setenv("GATING_CANARY_TOKEN", TOKEN)
+    assert main(args) == 0
+    assert ": PASS" in capsys.readouterr().out
+
+
+def _iso(minute: int) -> str:
+    from gating.monitor.canary import iso
+
+    return iso(minute)
+
+
+def test_a_failed_analysis_of_a_commit_the_repository_lacks_is_answered_but_not_recorded(world: World):
+    stable = world.shas["M1"]
+    stranger = "e" * 40
+    world.rollups.items += [*traffic(minutes=60, start=NOW - 60, seed=1, system=stable, error_rate=0.004),
+                            *traffic(minutes=60, start=NOW - 60, seed=2, system=stranger, error_rate=0.03)]
+    resp = argo_request(world.url, stranger, stable)
+    assert argo_measurement(resp) == "Failed"
+    state = world.app.extensions["gating"]
+    state.worker.wake()
+    for _ in range(400):  # the job fails permanently: wait for it without asserting a duration
+        rows = state.queue.query("SELECT status, last_error FROM jobs WHERE event = 'canary'")
+        if rows and rows[0][0] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert rows[0][0] == "failed" and "is not a commit of the repository" in rows[0][1]
+    assert [e for e in world.entries() if e.event == "canary_failed"] == []
