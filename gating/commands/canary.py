@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gating.commands.cli import UsageError
-from gating.commands.common import owner_name
+from gating.commands.common import app_get, owner_name
 
 NOT_ENOUGH = 3  # not enough traffic yet: neither pass nor fail
 EXIT = {"pass": 0, "fail": 1}
@@ -47,25 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _from_app(args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
     token = os.environ.get(args.token_env, "")
     if not token:
         raise UsageError(f"${args.token_env} is not set: the App serves /canary/analysis only with its token")
     params = {"repository": args.repository, "canary": args.canary, "baseline": args.baseline, "window": args.window,
               "alpha": args.alpha, "power": args.power, "min_effect": args.min_effect}
-    try:
-        resp = httpx.get(args.app.rstrip("/") + "/canary/analysis", params=params,
-                         headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    except httpx.HTTPError as e:
-        raise UsageError(f"cannot reach the App at {args.app}: {e}") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"error": resp.text[:200]}
-    if resp.status_code != 200:
-        raise UsageError(f"the App answered {resp.status_code}: {body.get('error', body)}")
-    return dict(body)
+    status, body = app_get(args.app, "/canary/analysis", params, token, timeout=60)
+    if status != 200:
+        raise UsageError(f"the App answered {status}: {body.get('error', body)}")
+    return body
 
 
 def _from_db(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import argparse
 import posixpath
 import re
 from pathlib import Path, PurePath, PurePosixPath
+from typing import Any
 
 from gating.commands.cli import UsageError
 from gating.git.repository import Git, GitError
@@ -81,3 +82,20 @@ def default_base(g: Git) -> str:
     if branch is None:
         raise UsageError("no default branch found (origin/HEAD, main or master); pass BASE")
     return g.merge_base("HEAD", branch)
+
+
+def app_get(app: str, path: str, params: dict[str, Any], token: str, timeout: float) -> tuple[int, dict[str, Any]]:
+    """GET one of the App's token-protected JSON endpoints: (status, body); a body that is not JSON is
+    kept as `{"error": <its start>}` so the caller can say what the App answered."""
+    import httpx
+
+    try:
+        resp = httpx.get(app.rstrip("/") + path, params=params, headers={"Authorization": f"Bearer {token}"},
+                         timeout=timeout)
+    except httpx.HTTPError as e:
+        raise UsageError(f"cannot reach the App at {app}: {e}") from None
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"error": resp.text[:200]}
+    return resp.status_code, body if isinstance(body, dict) else {"error": body}

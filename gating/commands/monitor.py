@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gating.commands.cli import UsageError
-from gating.commands.common import STDOUT, owner_name, reader, repo
+from gating.commands.common import STDOUT, app_get, owner_name, reader, repo
 from gating.system.manifest import MANIFEST_PATH, parse_manifest
 
 
@@ -136,22 +136,13 @@ def known_systems(g: Any, args: argparse.Namespace, environments: tuple[str, ...
 
 
 def status(args: argparse.Namespace) -> int:
-    import httpx
 
     token = os.environ.get(args.token_env, "")
     if not token:
         raise UsageError(f"${args.token_env} is not set: the App serves /monitor/status only with its token")
-    try:
-        resp = httpx.get(args.app.rstrip("/") + "/monitor/status", params={"repo": args.repository},
-                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    except httpx.HTTPError as e:
-        raise UsageError(f"cannot reach the App at {args.app}: {e}") from None
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"error": resp.text[:200]}
-    if resp.status_code != 200:
-        print(f"gating: the App answered {resp.status_code}: {body.get('error', body)}", file=sys.stderr)
+    status, body = app_get(args.app, "/monitor/status", {"repo": args.repository}, token, timeout=30)
+    if status != 200:
+        print(f"gating: the App answered {status}: {body.get('error', body)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(body, indent=2, sort_keys=True))
