@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 from check_support import GATING_YML, Harness, answer_prompt, greet_prompt, write_system
 
+from gating.check.context import ContextError, Settings
+from gating.check.shard import assign, merge_stats, parse_spec
 from gating.commands.cli import main
 from gating.evals.runner import run_evals
 from gating.git.notes import EVALS_REF
@@ -145,4 +148,196 @@ def test_merged_shards_make_the_unsharded_report_byte_for_byte(sh: Sharded, chan
         _same(whole, merged)
         assert json.loads(merged.file("report.json"))["notes"]["commits"] == sorted([base, head])
         for commit in (base, head):  # the eval notes the merge stores are the unsharded run's
-            assert merged.clone.notes_show(EVALS_REF, commit) == whole.clone.notes_show(EVALS_REF, commit) != None
+            note = whole.clone.notes_show(EVALS_REF, commit)
+            assert note is not None and merged.clone.notes_show(EVALS_REF, commit) == note
+
+
+def test_only_the_merge_posts_and_its_check_run_is_the_unsharded_one(sh: Sharded):
+    pr = sh.h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    head = pr["head"]["sha"]
+    whole = sh.unsharded(pr, "--notes", "off")
+    [first] = sh.h.check_runs(head)
+    into = sh.h.tmp / "shards"
+    sh.shards(pr, 3, into)
+    assert sh.h.check_runs(head) == [first]  # the matrix jobs posted nothing
+    merged = sh.merge(pr, into, "--notes", "off")
+    assert merged.rc == whole.rc == 1
+    runs = sh.h.check_runs(head)
+    assert len(runs) == 2 and runs[0]["conclusion"] == runs[1]["conclusion"] == "failure"
+    shown = [{k: r["output"][k] for k in ("title", "summary", "text")} for r in runs]
+    assert shown[0] == shown[1]
+    finished = [r.json["output"] for r in sh.h.requests("checks/update") if r.json.get("conclusion")]
+    assert len(finished) == 2 and finished[0] == finished[1] and finished[0]["annotations"]
+
+
+def _partials(sh: Sharded, pr: dict[str, Any], n: int, name: str, *args: str) -> Path:
+    into = sh.h.tmp / name
+    for job in sh.shards(pr, n, into, *args):
+        assert job.rc == 0, job.stderr
+    return into
+
+
+def _edit(path: Path, change: Any) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_partial_reports_that_do_not_make_one_check_are_refused_by_name(sh: Sharded):
+    pr = sh.h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    three = _partials(sh, pr, 3, "three")
+    d = sh.h.tmp / "case"
+
+    def merged(setup: Any) -> Out:
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(three, d)
+        setup(d)
+        got = sh.merge(pr, d, "--no-post")
+        assert got.rc == 2, got.stderr
+        return got
+
+    got = merged(lambda d: (d / "shard-2-of-3.json").unlink())
+    assert f"shard 2/3 is missing from {d} (it holds 1/3 ({d}/shard-1-of-3.json), 3/3 ({d}/shard-3-of-3.json))" \
+        in got.stderr
+    assert f"gating: the partial reports in {d} do not make one check" in got.stderr
+    assert json.loads(got.file("report.json"))["verdict"] == "error"  # the outputs still say so
+
+    got = merged(lambda d: shutil.copy(d / "shard-1-of-3.json", d / "again.json"))
+    assert f"{d}/shard-1-of-3.json: shard 1/3 again ({d}/again.json is shard 1/3 too)" in got.stderr
+
+    two = _partials(sh, pr, 2, "two")
+    got = merged(lambda d: shutil.copy(two / "shard-1-of-2.json", d / "shard-1-of-2.json"))
+    assert f"{d}/shard-1-of-3.json: shard 1/3, but {d}/shard-1-of-2.json is shard 1/2: they come from different " \
+           "matrices" in got.stderr
+
+    got = merged(lambda d: (d / "notes.json").write_text('{"hello": 1}'))
+    assert f"{d}/notes.json: not a partial report of `gating check --shard` (schema None)" in got.stderr
+
+    got = merged(lambda d: _edit(d / "shard-3-of-3.json", lambda doc: doc.update(gating="0.0.1")))
+    assert f"{d}/shard-3-of-3.json: written by gating 0.0.1, this merge is gating " in got.stderr
+
+    got = merged(lambda d: _edit(d / "shard-2-of-3.json", lambda doc: doc.update(error="RuntimeError: boom")))
+    assert f"{d}/shard-2-of-3.json (shard 2/3): did not finish: RuntimeError: boom" in got.stderr
+
+    def overlap(d: Path) -> None:
+        one = json.loads((d / "shard-1-of-3.json").read_text())
+        case = one["runs"]["base"]["run"]["cases"][0]
+        _edit(d / "shard-2-of-3.json", lambda doc: doc["runs"]["base"]["run"]["cases"].append(case))
+        return case["id"]
+
+    got = merged(overlap)
+    assert f"{d}/shard-2-of-3.json (shard 2/3): base case " in got.stderr
+    assert f"is also in {d}/shard-1-of-3.json" in got.stderr
+
+    def dropped(d: Path) -> None:
+        _edit(d / "shard-3-of-3.json", lambda doc: doc["runs"]["head"]["run"]["cases"].pop())
+
+    got = merged(dropped)
+    assert f"{d}/shard-3-of-3.json: head case " in got.stderr and "is missing (shard 3/3 should have run it)" in got.stderr
+
+    other = sh.h.open_pr("greet", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer")
+    foreign = _partials(sh, other, 3, "foreign")
+    got = merged(lambda d: shutil.copy(foreign / "shard-2-of-3.json", d / "shard-2-of-3.json"))
+    assert f"{d}/shard-2-of-3.json (shard 2/3): evaluated head {other['head']['sha'][:12]}, this merge evaluates " \
+           f"{pr['head']['sha'][:12]}" in got.stderr
+
+    rerun = _partials(sh, pr, 3, "rerun", "--baseline", "rerun")
+    got = merged(lambda d: shutil.copy(rerun / "shard-1-of-3.json", d / "shard-1-of-3.json"))
+    assert f"{d}/shard-1-of-3.json (shard 1/3): made with baseline 'rerun', this merge uses 'notes'" in got.stderr
+
+    got = sh.merge(pr, sh.h.tmp / "nowhere", "--no-post")
+    assert got.rc == 2 and f"--merge {sh.h.tmp / 'nowhere'}: no such directory" in got.stderr
+
+
+def test_a_refused_merge_completes_the_check_run_as_a_failure_naming_the_file(sh: Sharded):
+    pr = sh.h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    d = _partials(sh, pr, 2, "two")
+    (d / "shard-1-of-2.json").unlink()
+    got = sh.merge(pr, d)
+    assert got.rc == 2
+    [run] = sh.h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "failure" and run["output"]["title"].startswith("Error: ShardError: shard 1/2 is missing")
+    assert f"shard 1/2 is missing from {d} (it holds 2/2 ({d}/shard-2-of-2.json))" in run["output"]["summary"]
+
+
+def test_a_case_keeps_its_shard_on_both_sides_when_the_pull_request_changes_the_cases(sh: Sharded):
+    cases = (sh.h.tmp / "src" / "evals/cases.jsonl").read_text().splitlines()
+    kept = [line for line in cases if '"answer-03"' not in line]  # one removed, two added
+    added = [json.dumps({"id": f"extra-{i}", "prompt": "greet", "vars": {"name": f"x{i}"},
+                         "assert": [{"type": "icontains", "value": "hello"}]}) for i in (1, 2)]
+    pr = sh.h.open_pr("cases", {"prompts/greet.md": greet_prompt("hello and welcome"),
+                                "evals/cases.jsonl": "\n".join(kept + added) + "\n"}, "New cases")
+    d = _partials(sh, pr, 3, "three")
+    owner: dict[str, int] = {}
+    for i in (1, 2, 3):
+        doc = json.loads((d / f"shard-{i}-of-3.json").read_text())
+        ran = {side: [c["id"] for c in doc["runs"][side]["run"]["cases"]] for side in ("base", "head")}
+        assert set(ran["base"]) | set(ran["head"]) <= set(doc["cases"])
+        for cid in doc["cases"]:
+            assert owner.setdefault(cid, i) == i
+    assert {"answer-03", "extra-1", "extra-2", "greet-1"} <= set(owner)
+    whole = sh.unsharded(pr, "--no-post", "--notes", "off")
+    _same(whole, sh.merge(pr, d, "--no-post", "--notes", "off"))
+
+
+def test_a_fork_pull_request_stays_read_only_when_sharded(sh: Sharded):
+    pr = sh.h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    whole = sh.unsharded(pr, fork=True)
+    d = sh.h.tmp / "fork"
+    sh.shards(pr, 2, d, fork=True)
+    merged = sh.merge(pr, d, fork=True)
+    _same(whole, merged)
+    assert sh.h.check_runs(pr["head"]["sha"]) == []
+    assert "Nothing was posted to the pull request:** this pull request comes from a fork" in merged.file("step-summary.md")
+    # under a privileged event a fork's head is never run, sharded or not
+    refused = sh.run(pr, sh.h.clone(), "--shard", "1/2", "--shard-out", "WORK/part.json", fork=True,
+                     event_name="pull_request_target")
+    assert refused.rc == 2 and "is not evaluated under `pull_request_target`" in refused.stderr
+    assert not (refused.work / "part.json").exists() and sh.h.check_runs(pr["head"]["sha"]) == []
+
+
+def test_assignment_is_balanced_by_cost_and_ignores_where_a_case_sits():
+    cost = {f"case-{i:03d}": (i * 37) % 101 + 1 for i in range(200)}
+    got = assign(cost, 7)
+    assert assign(dict(reversed(list(cost.items()))), 7) == got  # the order of the file never matters
+    loads = [sum(c for cid, c in cost.items() if got[cid] == k) for k in range(1, 8)]
+    assert max(loads) - min(loads) <= max(cost.values())
+    assert sorted(set(got.values())) == list(range(1, 8))
+    assert assign({"only": 5}, 3) == {"only": 1} and assign({}, 3) == {}
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("2/3", None), ("3/3", None), ("1/1", None),
+    ("0/3", "shard 0/3: expected I/N with 1 <= I <= N <= 256"),
+    ("4/3", "shard 4/3: expected I/N with 1 <= I <= N <= 256"),
+    ("1/300", "shard 1/300: expected I/N with 1 <= I <= N <= 256"),
+    ("two", "--shard 'two': expected I/N, e.g. 2/4 (the second of four shards)"),
+])
+def test_shard_spec(text: str, error: str | None):
+    try:
+        Settings(shard=parse_spec(text), post=False)
+    except ContextError as e:
+        assert str(e) == error
+    else:
+        assert error is None
+
+
+def test_a_shard_writes_only_its_partial_report():
+    for kw in ({"post": True}, {"json_path": "r.json"}, {"junit_path": "j.xml"}, {"notes": "push"}):
+        with pytest.raises(ContextError, match="a shard posts nothing and writes only its partial report"):
+            Settings(shard=(1, 2), **{"post": False, **kw})
+    with pytest.raises(ContextError, match="use one of them"):
+        Settings(shard=(1, 2), post=False, merge="d")
+    with pytest.raises(ContextError, match="--shard-out is where a shard"):
+        Settings(shard_out="x.json")
+
+
+def test_run_stats_are_summed_and_per_run_values_kept_once():
+    a = {"requests": 3, "live": 2, "cache_hits": 1, "replayed": 0, "retries": {"timeout": 1}, "waited_s": 0.5,
+         "cassettes_written": {}, "recordings_kept": 2}
+    b = {"requests": 4, "live": 4, "cache_hits": 0, "replayed": 0, "retries": {"rate_limit": 2, "timeout": 1},
+         "waited_s": 1.25, "cassettes_written": {}, "recordings_kept": 2}
+    assert merge_stats([a, b]) == {"requests": 7, "live": 6, "cache_hits": 1, "replayed": 0,
+                                   "retries": {"rate_limit": 2, "timeout": 2}, "waited_s": 1.75,
+                                   "cassettes_written": {}, "recordings_kept": 2}
+    assert list(merge_stats([a, b])) == list(a)
