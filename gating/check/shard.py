@@ -241,7 +241,7 @@ def finish_shard(ctx: CheckContext, settings: Settings, ev: Evaluator, result: o
     if ctx.step_summary:
         out.append_to(ctx.step_summary, f"## gating / eval: shard {i}/{n}\n\n{line}\n")
     if ctx.output_file:
-        out.append_to(ctx.output_file, out.output_lines({"shard-report": path}))
+        out.append_to(ctx.output_file, out.step_outputs("", "", {"shard-report": path}))  # no verdict: the merge's
     partial = out.CheckResult("partial", "", [line], result.head_sha, result.base_sha, settings.fail_on,
                               elapsed_s=elapsed_s)  # a slice decides nothing: the merge does
     return CheckRun(partial, None, {"written": False, "reason": "a shard stores no notes"},
