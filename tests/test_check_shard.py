@@ -341,3 +341,25 @@ def test_run_stats_are_summed_and_per_run_values_kept_once():
                                    "retries": {"rate_limit": 2, "timeout": 2}, "waited_s": 1.75,
                                    "cassettes_written": {}, "recordings_kept": 2}
     assert list(merge_stats([a, b])) == list(a)
+
+
+def test_a_base_note_written_after_the_shards_ran_does_not_change_the_merge(sh: Sharded):
+    """Another pull request's check re-runs the same base and pushes its note while the matrix runs."""
+    pr = sh.h.open_pr("terse", {"prompts/answer.md": answer_prompt("no")}, "Terser answers")
+    other = sh.h.open_pr("greet", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer")
+    whole = sh.unsharded(pr, "--no-post", "--notes", "off")
+    d = _partials(sh, pr, 2, "two")
+    # a matrix whose second job is re-run after the note came: the shards took the base two ways
+    assert all(job.rc == 0 for job in sh.shards(pr, 2, sh.h.tmp / "split"))
+    pushed = sh.unsharded(other, "--no-post", "--notes", "push")
+    assert json.loads(pushed.file("report.json"))["notes"]["pushed"] is True
+    merged = sh.merge(pr, d, "--no-post", "--notes", "off")
+    _same(whole, merged)
+    assert "baseline: re-ran base" in merged.stdout and "(no eval note on it)" in merged.stdout
+    split = sh.h.tmp / "split"
+    late = sh.run(pr, sh.h.clone(), "--shard", "2/2", "--shard-out", str(split / "shard-2-of-2.json"))
+    assert late.rc == 0  # this one took the base from the note
+    got = sh.merge(pr, sh.h.tmp / "split", "--no-post")
+    assert got.rc == 2
+    assert f"{sh.h.tmp / 'split'}/shard-2-of-2.json (shard 2/2): has no base results, but this merge needs them" \
+        in got.stderr

@@ -195,7 +195,8 @@ class ShardEvaluator(Evaluator):
 
 
 def partial_document(ctx: CheckContext, settings: Settings, ev: ShardEvaluator | None, head: str,
-                     base: str | None, elapsed_s: float, error: str | None = None) -> dict[str, Any]:
+                     base: str | None, elapsed_s: float, error: str | None = None,
+                     baseline: str = "") -> dict[str, Any]:
     assert settings.shard is not None
     i, n = settings.shard
     return {
@@ -207,6 +208,7 @@ def partial_document(ctx: CheckContext, settings: Settings, ev: ShardEvaluator |
         "base": base,
         "settings": _settings(settings),
         "snapshots": {"base": ev.digests.get(base) if ev and base else None, "head": ev.digests.get(head) if ev else None},
+        "baseline": baseline,  # how the shard took the base: the merge says the same when it follows it
         "cases": ev.mine() if ev else [],
         "runs": ev.runs if ev else {},
         "elapsed_s": round(elapsed_s, 3),
@@ -220,10 +222,11 @@ def _settings(s: Settings) -> dict[str, Any]:
 
 
 def write_partial(ctx: CheckContext, settings: Settings, ev: Evaluator | None, head: str, base: str | None,
-                  elapsed_s: float, error: str | None = None) -> str:
+                  elapsed_s: float, error: str | None = None, baseline: str = "") -> str:
     assert settings.shard is not None
     path = settings.shard_out or default_out(*settings.shard)
-    doc = partial_document(ctx, settings, ev if isinstance(ev, ShardEvaluator) else None, head, base, elapsed_s, error)
+    doc = partial_document(ctx, settings, ev if isinstance(ev, ShardEvaluator) else None, head, base, elapsed_s, error,
+                           baseline)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
@@ -234,7 +237,7 @@ def finish_shard(ctx: CheckContext, settings: Settings, ev: Evaluator, result: o
                  elapsed_s: float) -> CheckRun:
     """The partial report, a line for the job summary and the step output that names the file."""
     assert settings.shard is not None and isinstance(ev, ShardEvaluator)
-    path = write_partial(ctx, settings, ev, result.head_sha, result.base_sha, elapsed_s)
+    path = write_partial(ctx, settings, ev, result.head_sha, result.base_sha, elapsed_s, baseline=result.baseline)
     i, n = settings.shard
     ran = {role: len(r["run"]["cases"]) for role, r in ev.runs.items()}
     line = shard_line(i, n, ran.get("base", 0), ran.get("head", 0), path)
@@ -269,6 +272,7 @@ class Partial:
     base: str | None
     settings: dict[str, Any]
     snapshots: dict[str, Any]
+    baseline: str
     cases: list[str]
     runs: dict[str, dict[str, Any]]
     elapsed_s: float
@@ -297,7 +301,7 @@ def _partial(path: Path) -> Partial:
         shard, runs = doc["shard"], doc["runs"]
         p = Partial(where, int(shard["index"]), int(shard["count"]), str(doc["gating"]), doc.get("repository"),
                     str(doc["head"]), doc.get("base"), dict(doc["settings"]), dict(doc["snapshots"]),
-                    [str(c) for c in doc["cases"]], {str(k): dict(v) for k, v in runs.items()},
+                    str(doc.get("baseline") or ""), [str(c) for c in doc["cases"]], {str(k): dict(v) for k, v in runs.items()},
                     float(doc["elapsed_s"]), doc.get("error"))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ShardError(f"{where}: a partial report with a missing or malformed field ({type(e).__name__}: {e})") \
@@ -378,7 +382,12 @@ class MergeEvaluator(Evaluator):
                                 f"{len(expected)} other ones to it (the shards saw other cases)")
             problems += [f"{p.label}: ran the {role}, which this merge did not need (the {role} was taken another way)"
                          for role in sorted(set(p.runs) - self.used)]
+        said = {p.baseline for p in self.parts}
+        if "base" in self.used and len(said) > 1:
+            problems += [f"{p.label}: took the base as: {p.baseline}" for p in self.parts]
         self._raise(problems)
+        if "base" in self.used:  # the shards ran the base: say why they did (a note may have come since)
+            evaluation.result.baseline = self.parts[0].baseline
         return evaluation
 
     def _raise(self, problems: list[str]) -> None:
@@ -394,7 +403,8 @@ class MergeEvaluator(Evaluator):
         self.assigned = assign(costs(cs, sides, self.settings.baseline), self.parts[0].count)
 
     def stored(self, rev: str, role: str) -> RunResult | None:
-        """The shards decided whether a side ran (a note written while they ran changes nothing here)."""
+        """The shards decided whether a side ran: an eval note written since (another pull request's check
+        re-ran the same base) changes nothing here."""
         if any(role in p.runs for p in self.parts):
             return None
         return super().stored(rev, role)
