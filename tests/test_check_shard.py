@@ -363,3 +363,16 @@ def test_a_base_note_written_after_the_shards_ran_does_not_change_the_merge(sh: 
     assert got.rc == 2
     assert f"{sh.h.tmp / 'split'}/shard-2-of-2.json (shard 2/2): has no base results, but this merge needs them" \
         in got.stderr
+
+
+def test_a_shard_that_fails_leaves_a_partial_report_the_merge_names(sh: Sharded):
+    pr = sh.h.open_pr("broken", {"prompts/answer.md": answer_prompt("no"), "evals/cases.jsonl": "{not json\n"},
+                      "Break the cases")
+    d = sh.h.tmp / "broken"
+    jobs = sh.shards(pr, 2, d)
+    assert [j.rc for j in jobs] == [2, 2]
+    assert "bad eval dataset" in jobs[0].stderr
+    doc = json.loads((d / "shard-1-of-2.json").read_text())
+    assert doc["error"].startswith("DatasetError: ") and doc["runs"] == {}
+    got = sh.merge(pr, d, "--no-post")
+    assert got.rc == 2 and f"{d}/shard-1-of-2.json (shard 1/2): did not finish: DatasetError: " in got.stderr
