@@ -376,3 +376,13 @@ def test_a_shard_that_fails_leaves_a_partial_report_the_merge_names(sh: Sharded)
     assert doc["error"].startswith("DatasetError: ") and doc["runs"] == {}
     got = sh.merge(pr, d, "--no-post")
     assert got.rc == 2 and f"{d}/shard-1-of-2.json (shard 1/2): did not finish: DatasetError: " in got.stderr
+
+
+def test_a_pull_request_that_changes_no_llm_system_merges_to_the_same_quick_success(sh: Sharded):
+    pr = sh.h.open_pr("docs", {"README.md": "# tiny-bot\n\nMore words.\n"}, "Docs")
+    whole = sh.unsharded(pr, "--no-post", "--notes", "off")
+    d = _partials(sh, pr, 2, "two")
+    assert json.loads((d / "shard-1-of-2.json").read_text())["runs"] == {}
+    merged = sh.merge(pr, d, "--no-post", "--notes", "off")
+    _same(whole, merged)
+    assert merged.rc == 0 and merged.stdout.startswith("gating / eval: No LLM system changes")
