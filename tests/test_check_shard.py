@@ -235,6 +235,10 @@ def test_partial_reports_that_do_not_make_one_check_are_refused_by_name(sh: Shar
     got = merged(dropped)
     assert f"{d}/shard-3-of-3.json: head case " in got.stderr and "is missing (shard 3/3 should have run it)" in got.stderr
 
+    got = merged(lambda d: _edit(d / "shard-1-of-3.json",
+                                 lambda doc: doc["runs"]["base"]["run"]["cases"][0].update(score="high")))
+    assert f"{d}/shard-1-of-3.json (shard 1/3): its base results cannot be read: TypeError: " in got.stderr
+
     other = sh.h.open_pr("greet", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer")
     foreign = _partials(sh, other, 3, "foreign")
     got = merged(lambda d: shutil.copy(foreign / "shard-2-of-3.json", d / "shard-2-of-3.json"))

@@ -430,9 +430,11 @@ class MergeEvaluator(Evaluator):
         runs = []
         for p in self.parts:
             try:
-                runs.append((p, RunResult.from_dict(p.runs[role]["run"])))
-            except (SchemaError, KeyError, TypeError, ValueError) as e:
-                raise ShardError(f"{p.label}: its {role} results cannot be read: {e}") from None
+                got = RunResult.from_dict(p.runs[role]["run"])
+                compute_metrics(got.cases)  # a malformed case fails here, named by its file
+            except (SchemaError, KeyError, TypeError, ValueError, AttributeError) as e:
+                raise ShardError(f"{p.label}: its {role} results cannot be read: {type(e).__name__}: {e}") from None
+            runs.append((p, got))
         order = [c.id for c in judging.cases if only is None or c.prompt is None or c.prompt in only]
         self._raise(_coverage(runs, order, self.assigned, role))
         first = runs[0][1]
