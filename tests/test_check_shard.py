@@ -390,3 +390,14 @@ def test_a_pull_request_that_changes_no_llm_system_merges_to_the_same_quick_succ
     merged = sh.merge(pr, d, "--no-post", "--notes", "off")
     _same(whole, merged)
     assert merged.rc == 0 and merged.stdout.startswith("gating / eval: No LLM system changes")
+
+
+def test_more_shards_than_cases_leaves_empty_shards_and_the_same_report(sh: Sharded):
+    pr = sh.h.open_pr("greet", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer")
+    whole = sh.unsharded(pr, "--no-post", "--notes", "off")
+    d = _partials(sh, pr, 13, "thirteen")
+    empty = [json.loads((d / f"shard-{i}-of-13.json").read_text()) for i in range(1, 14)]
+    empty = [doc for doc in empty if not doc["cases"]]
+    assert len(empty) == 1 and {k: len(v["run"]["cases"]) for k, v in empty[0]["runs"].items()} == {"base": 0,
+                                                                                                    "head": 0}
+    _same(whole, sh.merge(pr, d, "--no-post", "--notes", "off"))
