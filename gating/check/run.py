@@ -343,7 +343,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         result = _crash(head, base, settings.fail_on, e)
         result.elapsed_s = (ev.elapsed_before if ev else 0.0) + time.monotonic() - t0
         if settings.shard is not None:  # the merge names the shard that did not finish, and why
-            from gating.check.shard import write_partial
+            from gating.check.sharded import write_partial
 
             write_partial(ctx, settings, ev, head, base, result.elapsed_s, error=result.error)
         if poster:
@@ -351,7 +351,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
         raise
     if settings.shard is not None:  # a slice of the evaluation: its partial report; nothing posted or stored
-        from gating.check.shard import finish_shard
+        from gating.check.sharded import finish_shard
 
         return finish_shard(ctx, settings, ev, evaluation.result, time.monotonic() - t0)
     complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
@@ -373,7 +373,7 @@ def _evaluator(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, 
     """The evaluator of this run: the whole evaluation, one shard's slice of it, or the merge of the shards'."""
     if settings.shard is None and settings.merge is None:
         return Evaluator(g, settings, env)
-    from gating.check.shard import MergeEvaluator, ShardEvaluator
+    from gating.check.sharded import MergeEvaluator, ShardEvaluator
 
     return ShardEvaluator(g, settings, env) if settings.shard is not None else MergeEvaluator(g, settings, env, ctx)
 
