@@ -145,6 +145,7 @@ def merge_runs(runs: Sequence[RunResult], order: Sequence[str]) -> RunResult:
                      config=dict(first.config), datasets=dict(first.datasets),
                      stats=merge_stats([r.stats for r in runs]))
 
+
 def settings_facts(s: Settings) -> dict[str, Any]:
     """What decides which cases run and how: the shards and the merge must agree on it."""
     return {"config": s.config, "baseline": s.baseline, "replay": s.replay}
