@@ -98,7 +98,6 @@ def partial_document(ctx: CheckContext, settings: Settings, ev: ShardEvaluator |
     }
 
 
-
 def write_partial(ctx: CheckContext, settings: Settings, ev: Evaluator | None, head: str, base: str | None,
                   elapsed_s: float, error: str | None = None, baseline: str = "") -> str:
     assert settings.shard is not None
