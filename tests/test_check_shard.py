@@ -55,7 +55,7 @@ class Sharded:
         self._n = 0
 
     def run(self, pr: dict[str, Any], clone: Git, *args: str, fork: bool = False,
-            event_name: str = "pull_request") -> Out:
+            event_name: str = "pull_request", command: str = "check") -> Out:
         h = self.h
         self._n += 1
         work = h.tmp / f"job-{self._n}"
@@ -68,7 +68,7 @@ class Sharded:
             h.mp.setenv(k, v)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            rc = main(["-C", str(clone.root), "check", *(a.replace("WORK", str(work)) for a in args)])
+            rc = main(["-C", str(clone.root), command, *(a.replace("WORK", str(work)) for a in args)])
         return Out(rc, out.getvalue(), err.getvalue(), work, clone)
 
     def unsharded(self, pr: dict[str, Any], *args: str, **kw: Any) -> Out:
@@ -401,3 +401,33 @@ def test_more_shards_than_cases_leaves_empty_shards_and_the_same_report(sh: Shar
     assert len(empty) == 1 and {k: len(v["run"]["cases"]) for k, v in empty[0]["runs"].items()} == {"base": 0,
                                                                                                     "head": 0}
     _same(whole, sh.merge(pr, d, "--no-post", "--notes", "off"))
+
+
+def test_the_fork_patterns_privileged_half_shards_and_merges_on_the_base_checkout(sh: Sharded):
+    """`gating collect` in the fork's unprivileged run, then `--from-artifact` with `--shard` in each
+    matrix job of the `workflow_run` workflow and with `--merge` in its merge job."""
+    h, github = sh.h, sh.h.emu
+    fork = github.fork_repo(h.repo, "mallory")
+    github.push(fork, "tweak", {"prompts/answer.md": answer_prompt("no")}, "From a fork", user="mallory")
+    pr = github.create_pull(h.repo, "mallory:tweak", "main", "From a fork", "mallory")
+    collected = h.tmp / "collected"
+    h.token = github.read_only_token()
+    got = sh.run(pr, h.clone(), "--out", str(collected), command="collect", fork=True)
+    assert got.rc == 0, got.stderr
+    h.token = github.actions_token()
+    payload = github.webhook("workflow_run", "completed", repo=h.repo, number=pr["number"]).payload
+    h.event = lambda *_a, **_k: payload  # type: ignore[method-assign]
+
+    def job(*args: str) -> Out:
+        clone = h.repo.clone(h.tmp / f"base-{sh._n}", h.token)  # the base branch, never the head
+        return sh.run(pr, clone, "--from-artifact", str(collected), *args, event_name="workflow_run")
+
+    d = h.tmp / "parts"
+    for i in (1, 2):
+        got = job("--shard", f"{i}/2", "--shard-out", str(d / f"shard-{i}-of-2.json"))
+        assert got.rc == 0, got.stderr
+    assert h.check_runs(pr["head"]["sha"]) == []
+    merged = job("--merge", str(d))
+    assert merged.rc == 1 and merged.stdout.startswith("gating / eval: Fail: 10 cases regressed"), merged.stderr
+    [run] = h.check_runs(pr["head"]["sha"])
+    assert run["conclusion"] == "failure"
