@@ -12,6 +12,7 @@ gating/git/, models through gating/evals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -179,7 +180,7 @@ class Evaluator:
 
     def planned(self, cs: ChangeSet, sides: list[tuple[Snapshot, Judging]]) -> None:
         """Called once the cases each side runs are known, before any run: a shard takes its slice here
-        (gating/check/shard.py); `sides` are (snapshot, judging) of base (when it has evals), then head."""
+        (gating/check/sharded.py); `sides` are (snapshot, judging) of base (when it has evals), then head."""
 
     def stored(self, rev: str, role: str) -> RunResult | None:
         """The eval note on `rev`: the results stored for it, if any (a merge follows its shards instead)."""
@@ -345,7 +346,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         if settings.shard is not None:  # the merge names the shard that did not finish, and why
             from gating.check.sharded import write_partial
 
-            write_partial(ctx, settings, ev, head, base, result.elapsed_s, error=result.error)
+            with contextlib.suppress(OSError):  # best effort: the error itself is what the job reports
+                write_partial(ctx, settings, ev, head, base, result.elapsed_s, error=result.error)
         if poster:
             poster.finish(result)
         write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
