@@ -21,8 +21,9 @@ import pytest
 from check_support import GATING_YML, Harness, answer_prompt, greet_prompt, write_system
 
 from gating.check.context import ContextError, Settings
-from gating.check.shard import assign, merge_stats, parse_spec
+from gating.check.shard import assign, estimate, merge_stats, parse_spec
 from gating.commands.cli import main
+from gating.evals.dataset import Case
 from gating.evals.runner import run_evals
 from gating.git.notes import EVALS_REF
 from gating.git.repository import Git
@@ -431,3 +432,16 @@ def test_the_fork_patterns_privileged_half_shards_and_merges_on_the_base_checkou
     assert merged.rc == 1 and merged.stdout.startswith("gating / eval: Fail: 10 cases regressed"), merged.stderr
     [run] = h.check_runs(pr["head"]["sha"])
     assert run["conclusion"] == "failure"
+
+
+def test_expected_cost_counts_the_prompt_the_variables_repeats_and_judge_calls(tmp_path: Path):
+    snap = build_snapshot(WorkTree(write_system(tmp_path)))
+    plain = Case("a", "answer", {"n": 1}, asserts=({"type": "icontains", "value": "yes"},))
+    size = len((tmp_path / "prompts/answer.md").read_bytes()) + len('{"n": 1}') + 1
+    assert estimate(plain, snap, 1) == size
+    assert estimate(plain, snap, 3) == 3 * size
+    graded = Case("b", "answer", {"n": 1}, asserts=({"type": "icontains", "value": "yes"},
+                                                    {"type": "llm-rubric", "value": "polite"}))
+    assert estimate(graded, snap, 1) == 2 * size
+    longer = Case("c", "answer", {"n": 1, "q": "x" * 100}, asserts=plain.asserts)
+    assert estimate(longer, snap, 1) > size
