@@ -28,14 +28,22 @@ DEPLOY = "\ndeploy:\n  environments: [staging, production]\n  exceptions: [previ
 
 class GateWorld(World):
     def reviewed_merge(self, branch: str, files: dict[str, str | None], title: str, eval_ok: bool = True,
-                       approve: bool = True) -> str:
-        """A pull request with a `gating / eval` run on its head and an approving review, merged."""
+                       approve: bool = True, approval_check: str | None = None) -> str:
+        """A pull request with a `gating / eval` run on its head and an approving review, merged; the
+        App's `gating / approval` run on the head concluded `approval_check` (default: success when
+        approved, failure when not; "none": no run)."""
         head = self.emu.push(self.repo, branch, files, title, user="alice")
         pr = self.emu.create_pull(self.repo, branch, "main", title, "alice")
         self.api().client.request("POST", f"{self.api().path}/check-runs", json={
             "name": "gating / eval", "head_sha": head, "status": "completed",
             "conclusion": "success" if eval_ok else "failure",
             "output": {"title": "evals pass" if eval_ok else "evals fail", "summary": "-"}})
+        conclusion = approval_check or ("success" if approve else "failure")
+        if conclusion != "none":  # what the approvals handler posts, with the App's token
+            self.api().client.request("POST", f"{self.api().path}/check-runs", json={
+                "name": "gating / approval", "head_sha": head, "status": "completed", "conclusion": conclusion,
+                "output": {"title": "1 of 1 rules approved" if conclusion == "success" else "1 rule pending",
+                           "summary": "-"}})
         if approve:
             self.emu.add_review(self.repo, pr["number"], "root", "APPROVED")
         sha = self.emu.merge_pull(self.repo, pr["number"], "root")
@@ -140,8 +148,36 @@ def test_a_failed_eval_and_a_missing_approval_are_rejected_with_both_reasons(wor
     assert lines[1] == ("- eval evidence missing: the eval verdict recorded at merge is fail (gating / eval check run "
                         f"by {world.emu.app.slug}). Merge a change whose gating / eval passes, or have an admin record "
                         "`/gating override <reason>` on the pull request before merging")
-    assert lines[2] == ("- approval missing: no approving review is recorded on the merge of #2. Get the approvals "
-                        "gating / approval asks for before merging, or an admin override")
+    assert lines[2] == ("- approval missing: gating / approval on the head of #2 was failure at merge (1 rule pending). "
+                        "Get the approvals gating / approval asks for before merging, or have an admin record "
+                        "`/gating override <reason>` on the pull request before merging")
+
+
+def test_an_approving_review_without_the_apps_approval_check_is_rejected(world: GateWorld):
+    """The rules may ask for more than one review (or an admin's): the App's own gating / approval,
+    recorded at merge, is what says the required approvals were present. A run of that name posted
+    by another app (a workflow's token) does not count."""
+    head = world.emu.push(world.repo, "unchecked", {"prompts/system.md": "Be kind.\n"}, "Kind", user="alice")
+    n = world.emu.create_pull(world.repo, "unchecked", "main", "Kind", "alice")["number"]
+    for token, name in ((world.emu.installation_token(), "gating / eval"),
+                        (world.emu.actions_token(), "gating / approval")):  # the second one forged by a workflow
+        r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"name": name, "head_sha": head, "status": "completed", "conclusion": "success"})
+        assert r.status_code == 201, r.text
+    world.emu.add_review(world.repo, n, "root", "APPROVED")
+    f = world.emu.merge_pull(world.repo, n, "root")
+    world.settle()
+    got = world.gate(f, "staging")
+    assert got["state"] == "rejected"
+    assert got["comment"].splitlines()[1:] == [
+        f"- approval missing: no gating / approval check run of the App was on the head of #{n} at merge. Get the "
+        "approvals gating / approval asks for before merging, or have an admin record `/gating override <reason>` "
+        "on the pull request before merging"]
+    merged = [e for e in world.entries() if e.event == "merged" and e.commit == f][0]
+    assert merged.predicate["checks"]["gating / approval"] is None  # the workflow's run is not the App's
+    ev = merged.predicate["checks"]["gating / eval"]
+    assert (ev["conclusion"], ev["head_sha"], ev["app"]) == ("success", head, world.emu.app.slug)
 
 
 def test_a_commit_whose_system_changed_after_merge_is_rejected(world: GateWorld):
@@ -155,7 +191,8 @@ def test_a_commit_whose_system_changed_after_merge_is_rejected(world: GateWorld)
     audit_log.append_entry(store, EntryFacts(
         event="merged", commit=c, repository=world.repo.full_name, actor="root", pull_request=1,
         snapshot=merged_d.predicate["snapshot"], evals={"verdict": "pass", "source": "eval note"},
-        approvals=[Approval("root", "APPROVED", "", c)], backfilled=True), world.key, datetime.now(UTC))
+        approvals=[Approval("root", "APPROVED", "", c)], backfilled=True, checks=merged_d.predicate["checks"]),
+        world.key, datetime.now(UTC))
     got = world.gate(c, "staging")
     assert got["state"] == "rejected"
     (_, reason) = got["comment"].splitlines()  # evals and approval recorded: the snapshot alone is wrong

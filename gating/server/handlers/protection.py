@@ -95,7 +95,7 @@ def judge(ctx: JobContext, repo: Repo, audit: Audit, commit: str, env: str) -> D
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
     snap = audit_record.snapshot_at(RepoFacts(repo, ctx.blobs), commit, ctx.settings.manifest_path)
     digest = snapshot_digest(snap) if snap is not None else None
-    return decide(audit.entries(), commit, env, chain_of(cfg.deploy), digest, cfg.branch)
+    return decide(audit.entries(), commit, env, chain_of(cfg.deploy), digest, cfg.branch, ctx.settings.app_id)
 
 
 def record(ctx: JobContext, repo: Repo, audit: Audit | None, decision: Decision, commit: str, env: str, run_id: int,
