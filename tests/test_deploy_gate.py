@@ -176,6 +176,20 @@ def test_an_override_recorded_at_merge_stands_in_for_failed_evals():
                                                    "snapshot unchanged"
 
 
+def test_a_rejection_comment_fits_githubs_limit_and_says_what_it_left_out():
+    from gating.deploy.gate import MAX_COMMENT, Decision
+    reasons = tuple(f"reason {i}: " + "x" * 300 for i in range(5))
+    text = Decision(False, "", reasons).comment(C, "production")
+    assert len(text) <= MAX_COMMENT == 1024
+    lines = text.splitlines()
+    assert lines[0] == f"gating: {C[:12]} rejected for production:"
+    assert lines[1:-1] == [f"- {r}" for r in reasons[:2]]
+    assert lines[-1] == "- ... 3 more reasons: every reason is in the signed deploy_rejected entry (gating audit log)"
+    one = Decision(False, "", ("y" * 2000,)).comment(C, "production")
+    assert len(one) == 1024 and one.endswith("...")
+    assert Decision(False, "", reasons[:2]).comment(C, "production").count("\n") == 2  # fits: all of it
+
+
 @pytest.mark.parametrize(("status", "weight"), [
     ({"description": "canary gating.weight=25"}, 25.0),
     ({"log_url": "https://argo.example/rollouts/bot?gating.weight=5"}, 5.0),

@@ -237,7 +237,7 @@ def test_a_redelivered_event_answers_once_with_the_recorded_decision(world: Gate
     assert run.state == "approved"
     world.emu._emit("deployment_protection_rule", "requested", world.emu.repo_record(world.repo),
                     deployment_id=held["deployment"]["id"], gate_run_id=held["run_id"])
-    world.settle()  # the second review is GitHub's 422 (not waiting), which the App takes as done
+    world.settle()  # the second review is GitHub's 422 (no pending request), which the App takes as done
     assert len(world.decisions()) == 1
 
 
@@ -283,23 +283,25 @@ def test_the_review_endpoint_validates_shapes_and_answers_githubs_errors(world: 
         target = url if run is None else url.replace(f"/runs/{held['run_id']}/", f"/runs/{run}/")
         return httpx.post(target, json=body, headers=headers)
 
+    def not_pending(run: int) -> str:
+        return f"No pending custom deployment requests in workflow run `{run}` to approve or reject"
+
     r = post({"environment_name": "staging", "state": "maybe"})
     assert r.status_code == 422 and r.json()["message"].startswith("Invalid request.")
     r = post({"state": "approved"})
     assert r.status_code == 422 and r.json()["message"].startswith("Invalid request.")
     r = post({"environment_name": "staging", "state": "approved"}, run=999999)
     assert (r.status_code, r.json()["message"]) == (404, "Not Found")
-    r = post({"environment_name": "staging", "state": "approved"})
-    assert r.status_code == 422 and "is not waiting for this app's deployment protection rule (already approved)" \
-        in r.json()["message"]
+    r = post({"environment_name": "staging", "state": "approved"})  # reviewed already
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(held["run_id"]))
+    assert r.json()["documentation_url"].endswith("#review-custom-deployment-protection-rules-for-a-workflow-run")
     other = world.emu.request_deployment(world.repo, world.shas["D"], "unprotected")  # no rule: no event
     r = post({"environment_name": "unprotected", "state": "approved"}, run=other["run_id"])
-    assert r.status_code == 422 and r.json()["message"] == (
-        "No pending custom deployment protection rule for this app on environment 'unprotected' in workflow run "
-        f"{other['run_id']}")
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(other["run_id"]))
+    # only a GitHub App answers here: a person's token finds nothing
     r = post({"environment_name": "staging", "state": "approved"},
              headers={"Authorization": f"token {world.emu.user_token('root')}"})
-    assert (r.status_code, r.json()["message"]) == (403, "Resource not accessible by personal access token")
+    assert (r.status_code, r.json()["message"]) == (404, "Not Found")
 
     # a comment without a state is posted on the run and leaves it waiting for the App's decision
     world.emu.webhook_url, hook = None, world.emu.webhook_url
@@ -308,9 +310,40 @@ def test_the_review_endpoint_validates_shapes_and_answers_githubs_errors(world: 
     r = post({"environment_name": "staging", "comment": "checking the audit log"}, run=quiet["run_id"])
     run = world.emu.gate_run(world.repo, quiet["run_id"])
     assert r.status_code == 204 and (run.state, run.comments) == ("waiting", ["checking the audit log"])
+    r = post({"environment_name": "staging", "state": "rejected", "comment": "x" * 1025}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "Comment exceeded maximum length of 1024 characters.")
+    r = post({"environment_name": "staging", "comment": ""}, run=quiet["run_id"])  # neither state nor comment
+    assert (r.status_code, r.json()["message"]) == (422, "Invalid state provided")
+    for i in range(9):
+        assert post({"environment_name": "staging", "comment": f"still checking {i}"}, run=quiet["run_id"]) \
+            .status_code == 204
+    r = post({"environment_name": "staging", "comment": "one too many"}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "You have exceeded the maximum allowed comments of 10 for the "
+                                                         "pending approval in environment staging.")
+    run.failing_reviews = 1
+    r = post({"environment_name": "staging", "state": "rejected", "comment": "no"}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "There was a problem approving one of the gates")
+    assert run.state == "waiting"
     r = post({"environment_name": "staging", "state": "rejected", "comment": "no"}, run=quiet["run_id"])
     assert r.status_code == 204 and run.state == "rejected"
+    r = post({"environment_name": "staging", "state": "approved"}, run=quiet["run_id"])  # the run is rejected
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(quiet["run_id"]))
     assert all("deployment_protection_rule" in p for p in world.emu.take_problems())  # the invalid bodies, on purpose
+
+
+def test_the_app_answers_again_when_github_fails_to_pass_the_review_on(world: GateWorld):
+    """GitHub's 422 "There was a problem approving one of the gates" (reviews racing) leaves the run
+    waiting: the job retries and answers with the decision it recorded, once."""
+    world.emu.webhook_url, hook = None, world.emu.webhook_url
+    held = world.emu.request_deployment(world.repo, world.shas["D"], "staging")
+    world.emu.webhook_url = hook
+    run = world.emu.gate_run(world.repo, held["run_id"])
+    run.failing_reviews = 1
+    world.emu._emit("deployment_protection_rule", "requested", world.emu.repo_record(world.repo),
+                    deployment_id=held["deployment"]["id"], gate_run_id=held["run_id"])
+    world.settle()
+    assert run.state == "approved" and run.failing_reviews == 0
+    assert [e.predicate["deployment"]["run_id"] for e in world.decisions()] == [held["run_id"]]
 
 
 def test_github_failing_after_the_retries_rejects_with_the_reason(github, github_repo, tmp_path: Path):

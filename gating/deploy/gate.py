@@ -47,6 +47,9 @@ def chain_of(deploy: Mapping[str, Any] | None) -> Chain:
     return Chain(tuple(d.get("environments") or ()), tuple(d.get("exceptions") or ()))
 
 
+MAX_COMMENT = 1024  # GitHub refuses a longer review comment (422 "Comment exceeded maximum length ...")
+
+
 @dataclass(frozen=True)
 class Decision:
     approved: bool
@@ -58,12 +61,21 @@ class Decision:
     def state(self) -> str:
         return "approved" if self.approved else "rejected"
 
-    def comment(self, commit: str, environment: str) -> str:
-        """The review comment GitHub shows on the run (at most a few lines)."""
+    def comment(self, commit: str, environment: str, limit: int = MAX_COMMENT) -> str:
+        """The review comment GitHub shows on the run, within GitHub's limit: whole reasons while they
+        fit, then how many were left out (the signed decision entry keeps them all)."""
         if self.approved:
-            return f"gating: {commit[:12]} approved for {environment}: {self.evidence.get('summary', self.basis)}"
+            return f"gating: {commit[:12]} approved for {environment}: {self.evidence.get('summary', self.basis)}"[:limit]
         lines = [f"gating: {commit[:12]} rejected for {environment}:"] + [f"- {r}" for r in self.reasons]
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        for kept in range(len(lines) - 1, 1, -1):  # at least one reason, cut if need be
+            if len(text) <= limit:
+                break
+            left = len(lines) - kept
+            tail = (f"- ... {left} more reason{'s' if left > 1 else ''}: every reason is in the signed deploy_rejected "
+                    f"entry (gating audit log)")
+            text = "\n".join(lines[:kept] + [tail])
+        return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _newest(entries: Sequence[Entry], event: str, commit: str) -> Entry | None:
