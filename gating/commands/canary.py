@@ -78,7 +78,8 @@ def _from_db(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--until {args.until}: give a time zone (e.g. 2026-12-02T10:00:00Z)")
     until = minute_of(end)
     canary, baseline = args.canary.lower(), args.baseline.lower()
-    c, b, notes = [canary], [baseline], []
+    c, b = [canary], [baseline]
+    notes: list[str] = []
     if canary != baseline:  # the same commit twice is refused by name below
         c, b, notes = sides(canary, baseline, *_local_snapshots(args, (canary, baseline)))
     try:

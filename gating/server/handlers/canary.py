@@ -172,7 +172,8 @@ def snapshots_of(repo: str, shas: tuple[str, ...]) -> tuple[dict[str, str | None
 def run(q: dict[str, Any], tool: str, rollout: dict[str, Any] | None = None) -> Analysis:
     state = current_app.extensions["gating"]
     repo, canary, baseline, since, until, policy = question(q, monitoring.clock())
-    c, b, notes = [canary], [baseline], []
+    c, b = [canary], [baseline]
+    notes: list[str] = []
     if canary != baseline:  # the same commit twice is refused by name by analyze
         c, b, notes = sides(canary, baseline, *snapshots_of(repo, (canary, baseline)))
     a = analyze(state.rollups, repo, c, b, since, until, policy, notes)
