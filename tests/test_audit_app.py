@@ -216,6 +216,26 @@ def test_a_merge_the_app_missed_is_backfilled(world, tmp_path, capsys, monkeypat
     assert cli(capsys, *args)[1] == "0 merged pull requests had no audit entry; the trail is complete\n"
 
 
+def test_backfill_records_the_approval_check_of_the_app_it_is_told(world, capsys, monkeypatch):
+    world.emu.webhook_url = None  # the App is down for this merge
+    n, head = unmerged_pull(world, "tune")
+    for token, conclusion in ((world.emu.installation_token(), "success"), (world.emu.actions_token(), "failure")):
+        r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"name": "gating / approval", "head_sha": head, "status": "completed",
+                             "conclusion": conclusion})
+        assert r.status_code == 201, r.text
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    monkeypatch.setenv("GITHUB_TOKEN", world.emu.installation_token())
+    monkeypatch.delenv("GATING_AUDIT_APP_ID", raising=False)
+    code, _out, _ = cli(capsys, "audit", "backfill", "--repo", world.repo.full_name, "--key",
+                        str(world.key_dir / "audit.key"), "--api-url", world.emu.api_url, "--app-id", world.emu.app.slug)
+    assert code == 0
+    (entry,) = world.entries(merge)
+    approval = entry.predicate["checks"]["gating / approval"]
+    assert (approval["conclusion"], approval["app_id"]) == ("success", int(world.emu.app.app_id))
+
+
 def test_the_app_reconciles_missed_merges_on_its_own(world):
     world.emu.webhook_url = None
     _n1, _h1, merge1 = world.merged_pull("missed", "Answer briefly.\n")

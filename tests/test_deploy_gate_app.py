@@ -239,6 +239,7 @@ def test_a_redelivered_event_answers_once_with_the_recorded_decision(world: Gate
                     deployment_id=held["deployment"]["id"], gate_run_id=held["run_id"])
     world.settle()  # the second review is GitHub's 422 (no pending request), which the App takes as done
     assert len(world.decisions()) == 1
+    assert world.queue.list("failed") == []
 
 
 def test_no_audit_key_rejects_with_the_reason(github, github_repo, tmp_path: Path):

@@ -98,11 +98,12 @@ def eval_evidence(repo: Source, head: str, runs: list[dict[str, Any]] | None = N
 
 
 def approval_check_run(runs: list[dict[str, Any]], app_id: int | str | None) -> dict[str, Any] | None:
-    """The `gating / approval` run that counts: the newest the App (`app_id`) posted; without an id
-    (a backfill from the CLI), the newest of any app, whose id the entry keeps so the gate can tell."""
+    """The `gating / approval` run that counts: the newest the App (`app_id`: its id, or its slug)
+    posted; without one (a backfill from the CLI), the newest of any app, whose id the entry keeps so
+    the deployment rule can tell whether it was its own."""
     runs = [r for r in runs if r.get("name") == APPROVAL_CHECK]
     if app_id is not None:
-        runs = [r for r in runs if str((r.get("app") or {}).get("id")) == str(app_id)]
+        runs = [r for r in runs if str(app_id) in (str((r.get("app") or {}).get("id")), (r.get("app") or {}).get("slug"))]
     return max(runs, key=lambda r: r["id"], default=None)
 
 

@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
                    help="REST API base (default $GITHUB_API_URL or GitHub's)")
     q.add_argument("--limit", type=int, default=1000, help="closed pull requests to look at (newest first)")
+    q.add_argument("--app-id", default=os.environ.get("GATING_AUDIT_APP_ID"), metavar="ID|SLUG",
+                   help="the App whose `gating / approval` check run each entry records (default "
+                        "$GATING_AUDIT_APP_ID; unset: the newest of any app, with its id, which the deployment "
+                        "rule then checks is its own)")
     q.set_defaults(func=run_backfill)
 
     k = sub.add_parser("keygen", help="write an Ed25519 key pair for signing audit entries")
@@ -349,7 +353,8 @@ def run_backfill(args: argparse.Namespace) -> int:
         raise UsageError("backfill needs a token with contents: write in GITHUB_TOKEN (or GH_TOKEN)")
     key = keymod.load_private(keymod.read_file(args.key), args.key)
     repo = Repo(token_client(args.api_url, token), args.github_repo)
-    written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
+    written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit,
+                                    app_id=args.app_id or None)
     for r in written:
         p = r.entry.predicate
         print(f"backfilled seq {r.entry.seq}: merged #{p['pull_request']} at {_short(r.entry.commit)}")
