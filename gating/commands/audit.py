@@ -238,6 +238,19 @@ def human(metric: str, v: Any) -> str:
     return f"{v:,}"
 
 
+def checks_rows(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """The check runs a merged entry recorded on the pull request's head (none in older entries)."""
+    checks = p.get("checks")
+    if not isinstance(checks, dict):
+        return [("checks", "not recorded (the entry predates recording them)")]
+    rows = []
+    for i, (name, run) in enumerate(sorted(checks.items())):
+        text = (f"{run.get('conclusion') or run.get('status')} by {run.get('app') or '-'} (app id {run.get('app_id')}) "
+                f"on {_short(run.get('head_sha'))}" if isinstance(run, dict) else "none")
+        rows.append(("checks" if i == 0 else "", f"{name}: {text}"))
+    return rows
+
+
 def show_text(e: Entry, signature: str) -> str:
     p = e.predicate
     rows = [("commit", e.commit), ("repository", p.get("repository") or "-"),
@@ -256,6 +269,8 @@ def show_text(e: Entry, signature: str) -> str:
     for i, a in enumerate(p.get("approvals") or [{}]):
         text = f"{a.get('reviewer')} {a.get('state')} at {a.get('time')} on {_short(a.get('sha'))}" if a else "-"
         rows.append(("approvals" if i == 0 else "", text))
+    if e.event == "merged":
+        rows += checks_rows(p)
     rollback, overrides = rollback_of(e)
     for i, o in enumerate(overrides or [{}]):
         text = f"{o.get('actor')} at {o.get('time')} ({o.get('scope')}): {o.get('reason')}" if o else "-"
