@@ -182,7 +182,7 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         base_snapshot=base.snapshot_digest if base else "", head_snapshot=head.snapshot_digest,
         dataset_digest=head.dataset_digest, base_dataset_digest=base.dataset_digest if base else "",
         paired=len(paired), added=added, removed=removed, mcnemar=mcn, tests=tests,
-        cost=_cost(bm if base else None, hm, cfg),
+        cost=_cost(bm if base else None, hm, cfg), tags=_tags(base, head),
         latency=_latency(base, head), errors={"base": _errors(base), "head": _errors(head)},
         failing=[c.id for c in head.cases if not c.passed],
         errored=[CaseError(side, c.id, c.prompt, c.error, c.error_message)
@@ -295,6 +295,23 @@ def not_evaluated(base: RunResult | None, head: RunResult) -> list[str]:
     out += [f"{msg} ({counts[(cat, msg)]} case{'s' if counts[(cat, msg)] != 1 else ''})" for cat, msg in causes[1:3]]
     if len(causes) > 3:
         out.append(f"and {len(causes) - 3} other causes; see the cases with errors")
+    return out
+
+
+TAG_PREFIX = "pass_rate:tag:"
+
+
+def _tags(base: RunResult | None, head: RunResult) -> list[dict[str, Any]]:
+    """The runs' per-tag pass rates side by side (weighted as the pass rate is), for reading: a tag
+    is a slice of the suite (red-team cases, one feature), decided by a threshold on it if anything."""
+    bm = base.metrics if base else {}
+    names = sorted({k[len(TAG_PREFIX):] for m in (bm, head.metrics) for k in m if k.startswith(TAG_PREFIX)})
+    out = []
+    for tag in names:
+        b, h = bm.get(TAG_PREFIX + tag), head.metrics.get(TAG_PREFIX + tag)
+        cases = sum(tag in c.tags for c in head.cases) or sum(tag in c.tags for c in (base.cases if base else []))
+        out.append({"tag": tag, "cases": cases, "base": b, "head": h,
+                    "delta": h - b if isinstance(b, (int, float)) and isinstance(h, (int, float)) else None})
     return out
 
 

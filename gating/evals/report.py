@@ -84,6 +84,12 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
                   f"{m['c']} fail→pass, p = {m['p_value']:.3g}."]
     lines += _tests_lines(cmp)
     lines += _flipped_table("Fixed", better, heading, max_cases)
+    if cmp.tags:
+        lines += ["", f"{heading}# Pass rate by tag", "", "| Tag | Cases | Base | Head | Δ |", "|---|---|---|---|---|"]
+        for t in cmp.tags:
+            b = _num(t.get("base")) if cmp.base_rev and t.get("base") is not None else ""
+            h = _num(t.get("head")) if t.get("head") is not None else ""
+            lines.append(f"| `{_cell(t['tag'])}` | {t.get('cases', '')} | {b} | {h} | {_signed(t.get('delta'))} |")
     c = cmp.cost
     if c:
         rpd = c.get("requests_per_day")
