@@ -157,3 +157,19 @@ def test_a_calibration_metric_change_is_high_risk_and_says_which_way(example_rep
     base, head = change(example_repo, "metric", lambda r: edit(r / "gating.yml", before, after))
     got = [row for row in rows(example_repo, base, head) if row[0].startswith("evals.calibration")]
     assert got == [("evals.calibration.metric", "high", summary)]
+
+
+@pytest.mark.parametrize(("key", "before", "after", "weaker", "summary"), [
+    ("weight", 3, 1, True, "eval case `c1` weight: 3 → 1 (counts less)"),
+    ("weight", None, 0.5, True, "eval case `c1` weight: 1 → 0.5 (counts less)"),
+    ("weight", 1, 2, None, "eval case `c1` weight: 1 → 2 (counts more; the other cases count less)"),
+    ("threshold", 0.9, 0.5, True, "eval case `c1` threshold: 0.9 → 0.5 (weakened)"),
+    ("threshold", 0.5, None, False, "eval case `c1` threshold: 0.5 → None (stricter)"),
+    ("threshold", None, 0.9, True, "eval case `c1` threshold: None → 0.9 (weakened)"),
+    ("threshold", 0.5, 0.9, False, "eval case `c1` threshold: 0.5 → 0.9 (stricter)"),
+])
+def test_a_case_weight_or_threshold_change_says_which_way(key, before, after, weaker, summary) -> None:
+    b = {"id": "c1", **({key: before} if before is not None else {})}
+    h = {"id": "c1", **({key: after} if after is not None else {})}
+    [c] = case_changes("c1", b, h)
+    assert (c.where, c.weaker, c.summary) == ((key,), weaker, summary)

@@ -85,6 +85,7 @@ class CaseResult:
     provider: str | None = None
     model: str | None = None
     carried: bool = False  # copied from the baseline run because the change did not affect it
+    weight: float = 1.0  # the case's weight (dataset): how much it counts in the metrics and the paired test
 
     def request_latencies(self) -> list[dict[str, float]]:
         """Stage -> ms of each request the case made: percentiles are over requests, not case means."""

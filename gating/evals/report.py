@@ -145,8 +145,10 @@ def _tests_lines(cmp: Comparison) -> list[str]:
     out = ["", head, ""]
     for t in cmp.tests:
         adj = f", adjusted {t['p_adjusted']:.3g}" if fam > 1 else ""
+        why = (" (case weights: the paired sign-flip test on weighted per-case differences; McNemar counts flips and "
+               "cannot weigh them)" if str(t["method"]).startswith("weighted") else "")
         out.append(f"- `{t['metric']}`: {t['method']} on {t['n']} cases ({t['worse']} worse, {t['better']} better), "
-                   f"p = {t['p_value']:.3g}{adj}")
+                   f"p = {t['p_value']:.3g}{adj}{why}")
     shown = [r for r in cmp.rows if r.interval]
     if shown:
         out += ["", f"Interval: paired bootstrap percentile interval of Δ at level {shown[0].interval_level or 0.95:.0%}, "
