@@ -134,3 +134,17 @@ def test_a_weighted_bootstrap_interval() -> None:
     iv = paired_bootstrap([1.0, 1.0, 0.0, 1.0] * 6, [0.0, 1.0, 1.0, 1.0] * 6, weights=[3.0, 1.0, 1.0, 1.0] * 6)
     assert iv.delta == pytest.approx(-2 / 6)
     assert iv.low < iv.delta < iv.high
+
+
+def test_a_case_the_head_adds_counts_once_until_merged(tmp_path: Path) -> None:
+    """An added case with a huge weight would lift the head's pass rate over a threshold by itself:
+    the base decides weights, so an added case counts 1 in the pull request's own run."""
+    from gating.evals.judging import judging_for, self_judging
+
+    old = [{"id": "old", "prompt": "p", "vars": {"q": "x"}, "weight": 2}]
+    new = [*old, {"id": "new", "prompt": "p", "vars": {"q": "y"}, "weight": 1000}]
+    bsnap, breader = load(write_repo(tmp_path / "base", old))
+    hsnap, hreader = load(write_repo(tmp_path / "head", [{**old[0], "weight": 0.5}, new[1]]))
+    judging = judging_for(self_judging(bsnap, "base", breader), bsnap, hsnap, "base", hreader)
+    assert judging is not None and judging.added == ("new",)
+    assert {c.id: c.weight for c in judging.cases} == {"old": 2.0, "new": 1.0}
