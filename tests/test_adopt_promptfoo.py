@@ -529,3 +529,18 @@ def test_convert_generated_names_what_does_not_convert() -> None:
     with pytest.raises(ValueError, match=r"^gen.py:make returned promptfoo tests gating cannot convert: "
                                          r"1 x test key `provider`; 1 x test that is not a mapping$"):
         convert_generated([{"vars": {}, "provider": "openai:gpt-4o"}, "file://more.yaml"], ["p"], "gen.py:make")
+
+
+@pytest.mark.parametrize(("tests", "fn", "note"), [
+    ("file://tests/gen.py", "generate_tests", "tests from tests/gen.py name no function: `generate_tests` is called"),
+    ("python:tests/gen.py:with_js", "with_js", None),
+    ("tests/gen.py:with_js", "with_js", None),
+], ids=["no-function", "python-prefix", "bare-path"])
+def test_generator_reference_forms(tmp_path: Path, tests: str, fn: str, note: str | None,
+                                   capsys: pytest.CaptureFixture) -> None:
+    g = generated_repo(tmp_path, GENERATED.replace("file://tests/gen.py:generate_tests", tests))
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert f"  - file://evals/promptfoo_generators.py:{fn}\n" in (g.root / "gating.yml").read_text()
+    assert f"tests = importlib.import_module('gen').{fn}()\n" in (g.root / "evals/promptfoo_generators.py").read_text()
+    assert note is None or note in out

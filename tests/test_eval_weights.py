@@ -148,3 +148,16 @@ def test_a_case_the_head_adds_counts_once_until_merged(tmp_path: Path) -> None:
     judging = judging_for(self_judging(bsnap, "base", breader), bsnap, hsnap, "base", hreader)
     assert judging is not None and judging.added == ("new",)
     assert {c.id: c.weight for c in judging.cases} == {"old": 2.0, "new": 1.0}
+
+
+def test_what_a_weighted_suite_can_confirm_is_the_drop_of_its_lightest_cases() -> None:
+    weights = [1.0] * 4 + [3.0] * 4
+    base = [case(f"c{i}", True, w) for i, w in enumerate(weights)]
+    head = [case(f"c{i}", i < 5, w) for i, w in enumerate(weights)]  # three heavy cases regress
+    got = compare(run(base, "b"), run(head, "h"), CFG)
+    assert got.verdict == "inconclusive"
+    assert got.reasons == [
+        "pass rate fell by 0.562 on 8 paired cases (more than max_drop 0.05); weighted sign-flip exact p = 0.25 "
+        "(3 cases worse, 0 better) ≥ alpha 0.05: not confirmed; with 8 paired cases the smallest drop this suite can "
+        "confirm at alpha 0.05 is 0.625 (6 of the lightest cases worse, none better); add cases (repeats make each "
+        "case surer, but the test counts cases)"]
