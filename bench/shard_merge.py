@@ -4,10 +4,10 @@ A git repository with `--cases` cases; the head commit edits the prompt, so base
 every case, live against the local test LLM server (`--latency` per answer), each process at
 `--concurrency`. Runs `gating check` once unsharded, then `--shard I/N` for each I (one after the
 other: on GitHub they are parallel matrix jobs), then `--merge`. Prints each wall time, the
-matrix's critical path (slowest shard + merge) against the unsharded wall, the partial reports'
-size, and whether the merged verdict and every case outcome equal the unsharded ones (the answers
-are the same; live latencies are not, so the bytes are compared by the tests, on cassettes). Prints
-the machine's load average beside the figures.
+matrix's critical path (slowest shard + merge) against the unsharded wall, the merge's wall against
+the slowest shard's, the partial reports' size, and whether the merged verdict and every case outcome
+equal the unsharded ones (the answers are the same; live latencies are not, so the bytes are compared
+by the tests, on cassettes). Prints the machine's load average beside the figures.
 
     python bench/shard_merge.py [--cases 1000] [--shards 4] [--latency 0.1] [--concurrency 16]
 """
@@ -58,6 +58,11 @@ def make_repo(root: Path, cases: int, base_url: str) -> tuple[str, str]:
     return base, git(root, "rev-parse", "HEAD")
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: the machine is shared, so every figure is printed beside them."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def timed(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GATING_"))}
     env |= {"OPENAI_API_KEY": "bench", "GATING_PROVIDER": "live", "GIT_CONFIG_GLOBAL": os.devnull}
@@ -102,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'merge':<22}{merge_s:>8.2f} s  rc {merged.returncode}  load {os.getloadavg()[0]:.1f}")
             path = max(walls) + merge_s
             print(f"matrix critical path (slowest shard + merge) {path:.2f} s = {path / whole_s:.2f} x the "
-                  f"unsharded {whole_s:.2f} s; shards sum {sum(walls):.2f} s")
+                  f"unsharded {whole_s:.2f} s; shards sum {sum(walls):.2f} s; load {load()}")
+            print(f"merge {merge_s:.2f} s = {merge_s / max(walls):.0%} of the slowest shard's {max(walls):.2f} s "
+                  f"(target <= 25%); load {load()}")
             a, b = (json.loads(Path(f"{tmp}/{n}.json").read_text()) for n in ("whole", "merged"))
 
             def outcome(doc: dict) -> list:

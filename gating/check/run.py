@@ -148,6 +148,7 @@ def resolve_base(g: Git, base_tip: str | None, head: str, remote: str | None) ->
 class Evaluation:
     result: CheckResult
     notes: dict[str, bytes] = field(default_factory=dict)  # commit -> note to store
+    runs: dict[str, RunResult] = field(default_factory=dict)  # commit -> the run its note holds (not parsed back)
 
 
 class Evaluator:
@@ -217,6 +218,7 @@ class Evaluator:
                                             self.env, s.replay)
         self.planned(cs, ([(base_snap, own)] if base_snap is not None and own is not None else []) + [(head_snap, judging)])
         notes: dict[str, bytes] = {}
+        runs: dict[str, RunResult] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
             baseline = "none (thresholds only)"
@@ -234,6 +236,7 @@ class Evaluator:
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
                     notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
+                    runs[base] = base_run
         head_run, head_source, ran = self._head(cs, head_snap, head, base_run, judging)
         cmp = compare(base_run, head_run, judging.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
@@ -245,11 +248,12 @@ class Evaluator:
             notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
                                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
                                                                 "base_rev": cmp.base_rev})
+            runs[head] = head_run
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
                              messages=[*self.messages, *out.judging_messages(judging, cs.after_merge),
                                        *self.evidence.messages])
-        return Evaluation(result, notes)
+        return Evaluation(result, notes, runs)
 
     def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
         """The revision that holds the evals' price table, if they name one (the judging side's)."""
@@ -356,7 +360,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         from gating.check.sharded import finish_shard
 
         return finish_shard(ctx, settings, ev, evaluation.result, time.monotonic() - t0)
-    complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
+    complete = {c: d for c, d in evaluation.notes.items()
+                if not unevaluated(evaluation.runs[c] if c in evaluation.runs else check_notes.parse_note(d))}
     notes = store_notes(g, ctx, settings, remote, complete)
     if notes.get("message"):
         result.messages.append(notes["message"])
