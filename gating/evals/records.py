@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from functools import cache
 from typing import Any
 
 from gating.errors import GatingError
@@ -40,9 +39,15 @@ def _check_schema(d: dict[str, Any], expected: str) -> None:
         raise SchemaError(f"unsupported schema version {got!r}; this version reads {expected!r}")
 
 
-@cache
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+    """The record's field names, in order (looked up once per class: to_dict runs once per case)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 def _pick(cls: type, d: dict[str, Any]) -> dict[str, Any]:
