@@ -47,6 +47,7 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
+from gating.git.revision import OutsideTree
 from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
 from gating.system.schema import PROVIDER_SETTINGS
@@ -285,7 +286,10 @@ def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
     path = ev.get("prices")
     if not path:
         return default_prices()
-    data = reader.read_many([path])[path]
+    try:
+        data = reader.read_many([path])[path]
+    except OutsideTree as e:
+        raise DatasetError([f"gating.yml: evals.prices: {e}"]) from None
     if data is None:
         raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
     try:
