@@ -135,6 +135,9 @@ def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, An
     delivery = environ.get("HTTP_X_GITHUB_DELIVERY")
     if not event or not delivery:
         return 400, {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}
+    if event in state.registry.internal:  # timed jobs, alerts, canary failures: queued by the App alone
+        return 400, {"error": f"X-GitHub-Event {event!r} is not a GitHub event: the App queues these jobs itself, "
+                              "never from a webhook"}
     try:
         payload, text = _parse(body, environ.get("CONTENT_TYPE") or "")
     except (ValueError, KeyError, UnicodeDecodeError) as e:
