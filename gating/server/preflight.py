@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from gating.github import GitHubApp, GitHubError
 from gating.server.settings import Settings
+
 R, W = "read", "write"
 # What each handler does, and the permission each part needs (as the App's settings page names it).
 NEEDS: dict[str, list[tuple[str, str, str]]] = {
