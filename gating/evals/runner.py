@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gating import limits
 from gating.errors import GatingError
 from gating.evals.assertions import (
     MODEL_GRADED,
@@ -33,7 +32,7 @@ from gating.evals.dataset import Case, DatasetError, dataset_digest
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, resolve_mode
-from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.metrics import compute_metrics, cost_usd, price_table
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
@@ -47,7 +46,6 @@ from gating.evals.targets import (
     RenderError,
     TargetOutput,
 )
-from gating.git.revision import OutsideTree
 from gating.system.evidence import configured_mode
 from gating.system.revision import RevisionReader
 from gating.system.schema import PROVIDER_SETTINGS
@@ -282,24 +280,6 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     return merged
 
 
-def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
-    path = ev.get("prices")
-    if not path:
-        return default_prices()
-    try:
-        data = reader.read_many([path])[path]
-    except OutsideTree as e:
-        raise DatasetError([f"gating.yml: evals.prices: {e}"]) from None
-    if data is None:
-        raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
-    try:
-        return merge_prices(default_prices(), limits.load_json(data, path))
-    except limits.LimitError as e:
-        raise DatasetError([str(e)]) from None
-    except ValueError as e:
-        raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
-
-
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
                           concurrency: int | None, cache_dir: Any, env: Mapping[str, str], record: bool,
                           progress: Progress | None, rev: str | None, repeat: int | None, timeout_s: float | None,
@@ -368,7 +348,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if bad and not judging:
             raise DatasetError(bad)
     checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
-    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
+    run = _Run(target, llm, price_table((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
                checks, ev.get("transform"), embed_model)
     results: list[CaseResult | None] = [None] * len(selected)
     work = iter(enumerate(selected))

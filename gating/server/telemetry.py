@@ -38,6 +38,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from gating.monitor import otlp
 from gating.monitor.rollup import FEEDBACK_KINDS, WHOLE_SYSTEM
+from gating.server import monitoring
 from gating.server.intake import Refused, read_body
 from gating.server.rollup_store import RollupStore
 from gating.server.settings import otlp_tokens
@@ -212,7 +213,9 @@ def _export(request_type: type[Message], response_type: type[Message], read: Any
         msg = request_type()
         decode(_body(settings.otlp_max_body_bytes), encoding, msg)
         now = time.time()
-        ingest = read(msg, bound_repo=bound, now=now, oldest_minute=_oldest_minute(now))
+        queue = current_app.extensions["gating"].queue
+        ingest = read(msg, bound_repo=bound, now=now, oldest_minute=_oldest_minute(now),
+                      prices=lambda repo: monitoring.price_book(queue, repo))
         _write(_store(), ingest)
     except Refused as e:
         if e.status >= 500:
