@@ -48,10 +48,7 @@ def price_table(reader: RevisionReader, ev: Mapping[str, Any]) -> dict[str, dict
     path = ev.get("prices")
     if not path:
         return default_prices()
-    try:
-        data = reader.read_many([path])[path]
-    except OutsideTree as e:
-        raise DatasetError([f"gating.yml: evals.prices: {e}"]) from None
+    data = price_file(reader, path)
     if data is None:
         raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
     try:
@@ -60,6 +57,15 @@ def price_table(reader: RevisionReader, ev: Mapping[str, Any]) -> dict[str, dict
         raise DatasetError([str(e)]) from None
     except ValueError as e:
         raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
+
+
+def price_file(reader: RevisionReader, path: str) -> bytes | None:
+    """The bytes of the `evals.prices` file (None: no such file); a path leading out of the
+    repository is refused naming the setting."""
+    try:
+        return reader.read_many([path])[path]
+    except OutsideTree as e:
+        raise DatasetError([f"gating.yml: evals.prices: {e}"]) from None
 
 
 def cost_usd(provider: str | None, model: str | None, tokens_in: int | None, tokens_out: int | None,
