@@ -180,8 +180,9 @@ class WorkTree:
             if not parent or parent in seen:
                 continue
             if os.path.realpath(self.root / parent) != os.path.join(real_root, *parent.split("/")):
-                link = next(d for d in _ancestors(parent) if (self.root / d).is_symlink())
-                raise OutsideTree(p, f"goes through the symbolic link {link!r}", f"{self.label} {self.root}")
+                link = next((d for d in _ancestors(parent) if (self.root / d).is_symlink()), None)
+                reason = f"goes through the symbolic link {link!r}" if link else "resolves elsewhere on disk"
+                raise OutsideTree(p, reason, f"{self.label} {self.root}")
             seen.add(parent)
         return paths
 
