@@ -158,17 +158,20 @@ def load_json(data: str | bytes, source: str, limits: Limits = DEFAULT, line: in
 
 _DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))  # a digit -> "1", else "0"
 _LONG_NUMBER = b"1" * 19
+_MANY_BRACKETS = 500  # GitHub's example webhook payloads have at most 176
 
 
 def loads(data: str | bytes) -> Any:
     """`json.loads(data)`: the same value, or the same exception. orjson reads it when installed and the
     two read the text alike; what orjson refuses (NaN, a lone surrogate, a byte order mark, UTF-16,
-    nesting past 1024, bad JSON) goes to the stdlib, which gives its own answer or error, and so does a
-    text with a run of 19 digits (orjson reads an integer past 64 bits as a float)."""
+    nesting past 1024, bad JSON) goes to the stdlib, which gives its own answer or error. So does a text
+    with a run of 19 digits (orjson reads an integer past 64 bits as a float) and one with more than
+    500 brackets: the stdlib stops at the interpreter's recursion limit (about 1000 levels less the
+    caller's stack), orjson only past 1024, and a document between the two must stay refused."""
     if _orjson is not None:
         try:
             raw = data.encode("utf-8") if isinstance(data, str) else data
-            if _LONG_NUMBER not in raw.translate(_DIGIT_MAP):
+            if raw.count(b"[") + raw.count(b"{") <= _MANY_BRACKETS and _LONG_NUMBER not in raw.translate(_DIGIT_MAP):
                 return _orjson.loads(raw)
         except (UnicodeEncodeError, _orjson.JSONDecodeError):
             pass

@@ -105,6 +105,8 @@ def test_oversized_body_is_refused_before_it_is_read(client):
                  "position 0: invalid start byte", id="not-utf8"),
     pytest.param(b"[" * 2000 + b"]" * 2000, "body is not a JSON webhook payload: nested too deeply",
                  id="nested-too-deeply"),
+    pytest.param(json.dumps(PR).encode()[:-1] + b', "deep": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+                 "body is not a JSON webhook payload: nested too deeply", id="nested-past-the-stdlib-not-orjson"),
 ])
 def test_signed_but_malformed_json_is_refused(client, body, message):
     r = post(client, *signed(body, "pull_request"))

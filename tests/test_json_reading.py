@@ -24,6 +24,8 @@ TEXTS = [
     "[1, 2,]", '{"a" 1}', "", "   ", "nul", '"\x1f"', "{} x",
     "[" * 300 + "]" * 300,
     "[" * 2000 + "]" * 2000,  # deeper than either parser goes: RecursionError, as json.loads raises it
+    "[" * 1010 + "]" * 1010,  # past the stdlib's recursion limit, within orjson's 1024: still refused
+    '{"a": ' + "[" * 499 + "]" * 499 + "}", '{"a": ' + "[" * 501 + "]" * 501 + "}",
 ]
 
 
