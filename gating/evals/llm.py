@@ -57,6 +57,16 @@ class Stats:
     retries: dict[str, int] = field(default_factory=dict)  # category -> count
     waited_s: float = 0.0  # total backoff sleep
 
+    def add(self, other: Stats) -> None:
+        """Count another process's share of the same run in this one."""
+        self.requests += other.requests
+        self.live += other.live
+        self.cache_hits += other.cache_hits
+        self.replayed += other.replayed
+        for k, n in other.retries.items():
+            self.retries[k] = self.retries.get(k, 0) + n
+        self.waited_s += other.waited_s
+
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "live": self.live, "cache_hits": self.cache_hits,
                 "replayed": self.replayed, "retries": dict(sorted(self.retries.items())),

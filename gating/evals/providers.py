@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from gating.errors import ServiceError
+from gating.evals.gate import RequestGate
 
 if TYPE_CHECKING:
     from gating.evals.dialects import Dialect
@@ -164,9 +165,13 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
 
 
 class ClientPool:
-    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins."""
+    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins.
 
-    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S):
+    Every request first passes `gate` (gating/evals/gate.py): the run-wide in-flight bound and
+    rate-limit pause, shared with the run's other worker processes when it has any."""
+
+    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, gate: RequestGate | None = None):
+        self.gate = gate if gate is not None else RequestGate(max(1, concurrency))
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
         self.timeout_s = timeout_s
@@ -177,6 +182,7 @@ class ClientPool:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    timeout_s: float | None = None) -> httpx.Response:
+        await self.gate.acquire()
         i = self.busy.index(min(self.busy))
         self.busy[i] += 1
         try:
@@ -184,6 +190,12 @@ class ClientPool:
             return await self.clients[i].post(url, content=body, headers=headers, **kw)
         finally:
             self.busy[i] -= 1
+            self.gate.release()
+
+    def backoff(self, err: ProviderError, wait: float) -> None:
+        """A request will wait `wait` s before its retry: a rate limit's Retry-After holds every request back."""
+        if err.category == "rate_limit" and err.retry_after is not None:
+            self.gate.pause(wait)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients))
@@ -470,4 +482,5 @@ async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str
                 raise
             if on_retry:
                 on_retry(err, wait)
+            pool.backoff(err, wait)
             await asyncio.sleep(wait)

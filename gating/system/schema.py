@@ -159,6 +159,7 @@ EVALS_SCHEMA: dict[str, Any] = {
             },
         },
         "concurrency": {"type": "integer", "minimum": 1},
+        "workers": {"type": "integer", "minimum": 1},
         "repeat": {"type": "integer", "minimum": 1},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0},
         "cache": {"type": "boolean"},
