@@ -110,7 +110,7 @@ class _Claims:
 
     def take(self) -> int | None:
         with self._next.get_lock():
-            i = self._next.value
+            i = int(self._next.value)
             if i >= self.total:
                 return None
             self._next.value = i + 1

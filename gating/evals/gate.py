@@ -68,7 +68,7 @@ class RequestGate:
         """Take a slot and return 0, or return how long to wait before asking again (nothing taken)."""
         with self._lock:
             v = self._v
-            wait = v[_PAUSED_UNTIL] - time.monotonic()
+            wait = float(v[_PAUSED_UNTIL]) - time.monotonic()
             if wait > 0:
                 return wait
             if v[_INFLIGHT] >= v[_LIMIT]:

@@ -411,7 +411,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
 
     n_workers = worker_count(requested_workers(workers, env, ev.get("workers")), cases=len(selected),
                              concurrency=conc, mode=mode, target=target_cfg["type"])
-    stats, recorded = Stats(), {}
+    stats, recorded = Stats(), dict[str, dict[str, dict[str, Any]]]()
     try:
         if progress is not None:
             progress.begin(len(selected))
