@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_support import a, fast_retries, live_env, load, write_repo
+from eval_support import a, fast_retries, live_env, llm, load, write_repo  # noqa: F401
 
 from gating.errors import GatingError
 from gating.evals import fanout
@@ -191,3 +191,22 @@ def test_the_worker_count_is_forced_by_option_then_environment_then_manifest() -
     assert rw(None, {}, None) is None
     with pytest.raises(GatingError, match="GATING_EVAL_WORKERS='many' is not a positive number"):
         rw(None, {"GATING_EVAL_WORKERS": "many"}, None)
+
+
+def test_behind_a_proxy_the_pool_uses_httpx_which_honours_it(llm: LLMServer,  # noqa: F811
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from gating.evals.providers import ChatRequest, ClientPool, call_live
+
+    assert ClientPool(4).direct  # no proxy: httpcore on asyncio streams
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    pool = ClientPool(4)
+    assert not pool.direct
+
+    async def go() -> str:
+        try:
+            return (await call_live(pool, ChatRequest("openai", "m", (("user", a("via httpx")),)), llm.env())).text
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(go()) == "via httpx"
