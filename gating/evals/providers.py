@@ -207,7 +207,8 @@ class ClientPool:
             if self.direct:
                 return await self._post_direct(self.clients[i], url, body, headers, timeout_s or self.timeout_s)
             kw: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s)} if timeout_s else {}
-            return await self.clients[i].post(url, content=body, headers=headers, **kw)
+            resp: httpx.Response = await self.clients[i].post(url, content=body, headers=headers, **kw)
+            return resp
         finally:
             self.busy[i] -= 1
             self.gate.release()
