@@ -210,3 +210,27 @@ def test_behind_a_proxy_the_pool_uses_httpx_which_honours_it(llm: LLMServer,  # 
             await pool.aclose()
 
     assert asyncio.run(go()) == "via httpx"
+
+
+def test_a_worker_process_that_fails_fails_the_run_and_says_why() -> None:
+    import os
+
+    from gating.evals.records import CaseResult
+
+    parent = os.getpid()
+
+    def make(gate: RequestGate, share: int) -> fanout.Engine:
+        if os.getpid() != parent:
+            raise RuntimeError("no pool for this worker")
+
+        async def case(c: int) -> CaseResult:
+            await asyncio.sleep(0.01)
+            return CaseResult(id=str(c), prompt=None, passed=True, score=1.0)
+
+        async def finish() -> tuple[Any, Any]:
+            return None, {}
+
+        return fanout.Engine(case, finish)
+
+    with pytest.raises(GatingError, match="an eval worker process failed:(.|\n)*no pool for this worker"):
+        asyncio.run(fanout.run_forked(make, list(range(50)), 4, 2, None))

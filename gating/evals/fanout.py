@@ -127,7 +127,11 @@ async def _work(engine: Engine, cases: Sequence[Any], claims: _Claims, share: in
 
 
 def _child(make: Make, gate: RequestGate, share: int, cases: Sequence[Any], claims: _Claims, conn: Any) -> None:
-    """A worker process: its own event loop and pool; finished cases go to the parent in small batches."""
+    """A worker process: its own event loop and pool; finished cases go to the parent in small batches.
+
+    It writes nothing to the terminal (the parent reports): a thread of the parent (a progress display)
+    may have held the standard streams' locks at the fork, which this process could then never take."""
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - the process's own, until it exits
     batch: list[tuple[int, CaseResult]] = []
     last = [time.monotonic()]
 
