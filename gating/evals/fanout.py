@@ -21,6 +21,7 @@ results) and for command targets (each case already runs in a process of its own
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import sys
@@ -150,15 +151,19 @@ def _child(make: Make, gate: RequestGate, share: int, cases: Sequence[Any], clai
             got = await engine.finish()
         return got
 
+    code = 1
     try:
         stats, recorded = asyncio.run(main())
         conn.send(("cases", batch))
         conn.send(("end", (stats, recorded)))
+        code = 0
     except BaseException:  # noqa: BLE001 - the parent reports it; a worker never dies silently
         conn.send(("error", traceback.format_exc(limit=8)))
-        raise
     finally:
         conn.close()
+        # Leave now: what this process inherited (the parent's event loop, its threads' objects, exit
+        # handlers and finalizers) belongs to the parent, and cleaning it up here could only harm it.
+        os._exit(code)
 
 
 async def run_forked(make: Make, cases: Sequence[Any], concurrency: int, workers: int,
@@ -202,6 +207,7 @@ async def run_forked(make: Make, cases: Sequence[Any], concurrency: int, workers
         return on_readable
 
     ok = False
+    gc.freeze()  # the workers never collect (and so never finalize) what they inherit; less to copy, too
     try:
         for share in parts[1:]:
             recv, send = ctx.Pipe(duplex=False)
@@ -212,6 +218,7 @@ async def run_forked(make: Make, cases: Sequence[Any], concurrency: int, workers
             fut: asyncio.Future[None] = loop.create_future()
             loop.add_reader(recv.fileno(), reader(recv, fut))
             children.append((proc, recv, fut))
+        gc.unfreeze()
         engine = make(gate, parts[0])
         try:
             await _work(engine, cases, claims, parts[0], done)
@@ -220,6 +227,7 @@ async def run_forked(make: Make, cases: Sequence[Any], concurrency: int, workers
         await asyncio.gather(*(f for _p, _c, f in children))
         ok = True
     finally:
+        gc.unfreeze()
         for proc, conn, _f in children:
             try:
                 loop.remove_reader(conn.fileno())
@@ -229,8 +237,8 @@ async def run_forked(make: Make, cases: Sequence[Any], concurrency: int, workers
             if not ok:  # the run failed or was cancelled: its workers' cases are not wanted
                 proc.terminate()
             proc.join(5)
-            if proc.is_alive():
-                proc.terminate()
+            if proc.is_alive():  # it reported its end, or failed: it must not outlive the run
+                proc.kill()
                 proc.join(5)
     missing = sum(1 for r in results if r is None)
     if missing:
