@@ -4,6 +4,7 @@ pause for all of them, against the real test LLM server on loopback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import multiprocessing
 import time
@@ -234,3 +235,35 @@ def test_a_worker_process_that_fails_fails_the_run_and_says_why() -> None:
 
     with pytest.raises(GatingError, match="an eval worker process failed:(.|\n)*no pool for this worker"):
         asyncio.run(fanout.run_forked(make, list(range(50)), 4, 2, None))
+
+
+def _plain(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"c{i:03d}", "prompt": "p", "vars": {"q": a(f"order {i}")},
+             "assert": [{"type": "icontains", "value": f"order {i}"}]} for i in range(n)]
+
+
+def test_recording_in_worker_processes_writes_the_cassette_one_process_writes(tmp_path: Path,
+                                                                             llm: LLMServer) -> None:  # noqa: F811
+    files = {}
+    for workers in (1, 3):
+        root = write_repo(tmp_path / f"w{workers}", _plain(90))
+        snap, reader = load(root)
+        got = run_evals(snap, reader, env=live_env(llm), cache_dir=None, record=True, concurrency=6, workers=workers)
+        assert got.stats["live"] == 90 and list(got.stats["cassettes_written"]) == ["evals/cassettes/cases.jsonl"]
+        lines = (root / "evals/cassettes/cases.jsonl").read_text().splitlines()
+        files[workers] = [{**e, "response": {**e["response"], "latency_ms": 0}} for e in map(json.loads, lines)]
+    assert files[3] == files[1] and len(files[1]) == 90  # the same entries in the same order (but durations)
+    snap, reader = load(tmp_path / "w3")
+    replayed = run_evals(snap, reader, env={"GATING_PROVIDER": "replay"}, cache_dir=None)
+    assert replayed.metrics["passed"] == 90 and replayed.stats["replayed"] == 90
+
+
+def test_worker_processes_fill_and_read_one_response_cache(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    snap, reader = load(write_repo(tmp_path / "r", _plain(90)))
+    cache = tmp_path / "cache"
+    first = run_evals(snap, reader, env=live_env(llm), cache_dir=cache, concurrency=6, workers=3)
+    before = llm.requests
+    again = run_evals(snap, reader, env=live_env(llm), cache_dir=cache, concurrency=6, workers=2)
+    assert (first.stats["live"], again.stats["live"], again.stats["cache_hits"]) == (90, 0, 90)
+    assert llm.requests == before and again.metrics["passed"] == 90
+    assert len(list(cache.glob("seg-*.jsonl"))) == 3  # one segment per writing process
