@@ -18,6 +18,7 @@ from typing import Any
 import httpcore
 
 READ_LIMIT = 2**20  # bytes a stream buffers before it stops reading from its socket
+HAPPY_EYEBALLS_S = 0.25  # as anyio: an address family that does not answer soon is raced by the next (RFC 8305)
 WRITE_BATCH = 2**16  # bytes of a request held back for one send, at most
 
 
@@ -108,7 +109,8 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local = (local_address, 0) if local_address else None
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=READ_LIMIT)
+                reader, writer = await asyncio.open_connection(host, port, local_addr=local, limit=READ_LIMIT,
+                                                               happy_eyeballs_delay=HAPPY_EYEBALLS_S)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"no connection to {host}:{port} within {timeout:g} s") from None
         except OSError as e:
