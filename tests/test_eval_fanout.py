@@ -267,3 +267,66 @@ def test_worker_processes_fill_and_read_one_response_cache(tmp_path: Path, llm: 
     assert (first.stats["live"], again.stats["live"], again.stats["cache_hits"]) == (90, 0, 90)
     assert llm.requests == before and again.metrics["passed"] == 90
     assert len(list(cache.glob("seg-*.jsonl"))) == 3  # one segment per writing process
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    crt, pem = tmp / "cert.pem", tmp / "key.pem"
+    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    return crt, pem
+
+
+def test_the_pool_speaks_https_and_checks_the_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    import httpx
+
+    from gating.evals.providers import ClientPool
+
+    crt, pem = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(crt, pem)
+    body = b'{"ok": true}'
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(body)
+                     + body)
+        await writer.drain()
+        writer.close()
+
+    async def go(trusted: bool) -> httpx.Response:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        if trusted:
+            monkeypatch.setenv("SSL_CERT_FILE", str(crt))
+        pool = ClientPool(1, 10)
+        try:
+            return await pool.post(f"https://localhost:{port}/v1/x", b"{}", {"content-type": "application/json"})
+        finally:
+            await pool.aclose()
+            server.close()
+
+    assert asyncio.run(go(trusted=True)).json() == {"ok": True}
+    monkeypatch.delenv("SSL_CERT_FILE")
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        asyncio.run(go(trusted=False))
