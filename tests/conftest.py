@@ -87,3 +87,11 @@ def postgres_url(postgres_server: str) -> str:
     import postgres_support
 
     return postgres_support.fresh_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a job queue lives, once per engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.db")
+    return str(request.getfixturevalue("postgres_url"))

@@ -1,5 +1,6 @@
 """The durable job queue: de-duplication, leases, retries with backoff, failures kept visible,
-several processes claiming from one SQLite file, and a restart picking up where it stopped."""
+several processes claiming from one database, and a restart picking up where it stopped; each on
+both engines, the SQLite file and PostgreSQL (tests/postgres_support.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> JobQueue:
-    return JobQueue(str(tmp_path / "jobs.db"), max_attempts=3, lease_seconds=30, retry_base=5, retry_max=60,
+def queue(queue_location: str, clock: Clock) -> JobQueue:
+    return JobQueue(queue_location, max_attempts=3, lease_seconds=30, retry_base=5, retry_max=60,
                     clock=clock)
 
 
@@ -39,14 +40,16 @@ def put(q: JobQueue, delivery: str = "d1", handlers=(("h", None),)) -> list[int]
     return q.enqueue(delivery, "pull_request", "opened", '{"n": 1}', list(handlers))
 
 
-def test_the_database_is_in_wal_mode(queue: JobQueue):
+def test_the_database_is_in_wal_mode(tmp_path: Path):
+    queue = JobQueue(str(tmp_path / "jobs.db"))
     assert sqlite3.connect(queue.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_redelivered_delivery_queues_nothing_new(queue: JobQueue):
-    assert put(queue) == [1]
+    (first,) = put(queue)
     assert put(queue) == []
-    assert put(queue, handlers=(("h", None), ("other", None))) == [2]  # a new handler for a known delivery
+    (other,) = put(queue, handlers=(("h", None), ("other", None)))  # a new handler for a known delivery
+    assert queue.get(other).handler == "other" and other > first
     assert queue.counts()["queued"] == 2
 
 
@@ -158,8 +161,8 @@ def test_jobs_are_not_coalesced_unless_the_handler_says_so(queue: JobQueue):
     assert queue.claim("w").delivery == "d2"
 
 
-def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
-    path = str(tmp_path / "jobs.db")
+def test_jobs_survive_a_restart(queue_location: str, clock: Clock):
+    path = queue_location
     q1 = JobQueue(path, clock=clock)
     put(q1)
     del q1
@@ -167,9 +170,9 @@ def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
     assert q2.claim("w").delivery == "d1"
 
 
-def test_a_command_runs_once_whatever_delivery_brings_it_even_after_a_restart_and_a_purge(tmp_path: Path,
+def test_a_command_runs_once_whatever_delivery_brings_it_even_after_a_restart_and_a_purge(queue_location: str,
                                                                                            clock: Clock):
-    path = str(tmp_path / "jobs.db")
+    path = queue_location
     q1 = JobQueue(path, clock=clock, keep_done_seconds=1)
     put(q1, "d1")
     first = q1.claim("w")
@@ -197,8 +200,8 @@ def _claim_all(path: str, name: str, out: str) -> None:
     Path(out).write_text("\n".join(map(str, got)))
 
 
-def test_several_processes_never_run_one_job_twice(tmp_path: Path):
-    path = str(tmp_path / "jobs.db")
+def test_several_processes_never_run_one_job_twice(tmp_path: Path, queue_location: str):
+    path = queue_location
     q = JobQueue(path)
     for i in range(300):
         q.enqueue(f"d{i}", "e", None, "{}", [("h", None)])
@@ -216,8 +219,8 @@ def test_several_processes_never_run_one_job_twice(tmp_path: Path):
     assert q.counts()["done"] == 300
 
 
-def test_worker_threads_run_retry_and_fail_jobs(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"), max_attempts=2, retry_base=0.01, retry_max=0.01)
+def test_worker_threads_run_retry_and_fail_jobs(queue_location: str):
+    q = JobQueue(queue_location, max_attempts=2, retry_base=0.01, retry_max=0.01)
     seen: list[tuple[str, int]] = []
     done = threading.Event()
 
@@ -254,8 +257,8 @@ def _wait_until(predicate, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_jobs_wait_for_a_lull_in_requests(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"))
+def test_jobs_wait_for_a_lull_in_requests(queue_location: str):
+    q = JobQueue(queue_location)
     started: list[float] = []
     w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=10)
     w.request_started()  # a delivery is being acknowledged
@@ -271,8 +274,8 @@ def test_jobs_wait_for_a_lull_in_requests(tmp_path: Path):
     assert started[0] - finished >= Worker.QUIET
 
 
-def test_jobs_wait_for_requests_no_longer_than_yield_seconds(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"))
+def test_jobs_wait_for_requests_no_longer_than_yield_seconds(queue_location: str):
+    q = JobQueue(queue_location)
     started: list[float] = []
     w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=0.3)
     w.request_started()  # and never finished: endless load
@@ -338,10 +341,10 @@ def test_a_job_whose_result_cannot_be_written_runs_again_and_its_thread_keeps_wo
     assert sorted(seen) == [("first", 1), ("first", 2), ("second", 1)]
 
 
-def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job_leased(tmp_path: Path):
+def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job_leased(queue_location: str):
     """After a container restart, the host name and a worker's pid are often the same as before the
     crash: the new process's heartbeats must not keep alive the lease of the job the old one died in."""
-    q = JobQueue(str(tmp_path / "jobs.db"), lease_seconds=0.3)
+    q = JobQueue(queue_location, lease_seconds=0.3)
     release = threading.Event()
     started: list[str] = []
 
