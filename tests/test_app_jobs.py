@@ -386,3 +386,64 @@ def test_gating_app_jobs_says_a_job_that_killed_every_worker_will_fail(tmp_path:
     assert out[1].split()[:3] == ["1", "running", "5"]
     assert out[1].endswith("(its worker stopped on all 5 attempts: the App marks it failed)")
     assert out[2] == "queue: 0 queued, 1 running (1 cut off), 0 failed, 0 done"
+
+
+def test_claims_at_the_same_moment_take_different_jobs_and_never_two_of_one_key(queue_location: str):
+    """Eight claimers (each with its own connection, as replicas have) race for the same jobs, round
+    after round: each job goes to one of them, and of jobs sharing a key only one runs at a time."""
+    queues = [JobQueue(queue_location, lease_seconds=600) for _ in range(8)]
+    for i in range(12):  # the key's jobs first: every claimer's first candidate is one of them
+        queues[0].enqueue(f"pull-{i}", "e", None, "{}", [("h", "acme/x#1")])
+    for i in range(24):
+        queues[0].enqueue(f"free-{i}", "e", None, "{}", [("h", None)])
+    got: list[list] = [[] for _ in queues]
+    for _ in range(3):
+        barrier = threading.Barrier(len(queues))
+
+        def claim(n: int) -> None:
+            barrier.wait()
+            job = queues[n].claim(f"w{n}")
+            if job is not None:
+                got[n].append(job)
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(queues))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        running = queues[0].list("running", limit=100)
+        assert len([j for j in running if j.key == "acme/x#1"]) == 1, [j.delivery for j in running]
+    claimed = [j.id for jobs in got for j in jobs]
+    assert len(claimed) == len(set(claimed)) == 3 * len(queues)  # no claimer went without, none took one twice
+    assert [j.delivery for jobs in got for j in jobs if j.key] == ["pull-0"]
+
+
+def test_the_apps_other_records_keep_their_rules_on_either_engine(queue_location: str):
+    """Overrides (once per comment, voided by an edit, outdated by a push), the monitor's watches and
+    incidents: the same answers from SQLite and PostgreSQL, GitHub's 64-bit comment ids included."""
+    from gating.server import monitoring
+    from gating.server.overrides import OverrideStore, Seen
+
+    q = JobQueue(queue_location)
+    put(q, "d1")
+    job = q.claim("w")
+    store = OverrideStore(q)
+    seen = Seen("Acme/X", 7, 2_900_000_001, "mona", "hotfix", "2026-12-02T10:00:00Z", "https://x/c")
+    assert store.record_created(seen, "write", "a" * 40, job)
+    assert not store.record_created(seen, "write", "a" * 40, job.__class__(**{**job.__dict__, "delivery": "d2"}))
+    store.record_push("acme/x", 7, "b" * 40, job)
+    store.record_push("acme/x", 7, "b" * 40, job)
+    (act,) = store.acts("acme/x", 7)
+    assert (act.login, act.void, act.pushed_after) == ("mona", "", True)
+    assert store.void(seen, "the comment was edited", "", job) and not store.void(seen, "again", "", job)
+    assert store.acts("acme/x", 7)[0].void == "the comment was edited"
+
+    monitoring.watch(q, "acme/x", "production", "c" * 40, 123, {"id": 1}, 1000.5, 10)
+    monitoring.watch(q, "acme/x", "production", "c" * 40, 123, {"id": 1}, 2000.0, 10)  # redelivered: no change
+    (w,) = monitoring.watches(q, "acme/x")
+    assert (w.state, w.deployed_at, w.bake_until) == ("baking", 1000.5, 1600.5)
+    monitoring.update(q, w, "known_good", {"ok": True}, 1700.25)
+    assert monitoring.watches(q)[0].status == {"ok": True}
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1800.125, True) == 1800.125
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1900.0, True) == 1800.125
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 2000.0, False) is None

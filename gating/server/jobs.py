@@ -139,6 +139,13 @@ _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, r
 _DUE = ("((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ? AND attempts < ?)) "
         "AND (key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' AND lease_until >= ? "
         "AND key IS NOT NULL))")
+# Taken in order: no job of its key is due before it. The claim picks the first due job, so this holds
+# unless a concurrent claimer (PostgreSQL's SKIP LOCKED passes over a row another one holds) picked a
+# later job of the key. Parameters: now, now, max_attempts.
+_FIRST_OF_KEY = ("(key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.key = jobs.key AND e.id != jobs.id AND "
+                 "((e.status = 'queued' AND e.run_after <= ?) OR (e.status = 'running' AND e.lease_until < ? "
+                 "AND e.attempts < ?)) AND (e.run_after < jobs.run_after OR (e.run_after = jobs.run_after "
+                 "AND e.id < jobs.id))))")
 
 
 class JobQueue:
@@ -218,8 +225,9 @@ class JobQueue:
         job_id = self.db.take(f"SELECT id, key FROM jobs WHERE {_DUE} ORDER BY run_after, id LIMIT 1",
                               (now, now, self.max_attempts, now),
                               "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
-                              f"updated_at = ? WHERE id = ? AND {_DUE}",
-                              lambda i: (owner, now + self.lease_seconds, now, i, now, now, self.max_attempts, now),
+                              f"updated_at = ? WHERE id = ? AND {_DUE} AND {_FIRST_OF_KEY}",
+                              lambda i: (owner, now + self.lease_seconds, now, i, now, now, self.max_attempts, now,
+                                         now, now, self.max_attempts),
                               self.WRITE_WAIT_SECONDS)
         if job_id is None:
             return None

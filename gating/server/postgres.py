@@ -5,8 +5,9 @@ an identity column. Every statement runs in autocommit, as with SQLite; only `ta
 transaction: it locks the first due row with `FOR UPDATE SKIP LOCKED`, so replicas claiming at the
 same moment each get a different job instead of queueing behind one row lock; then, for a job with a
 key, it takes a transaction-scoped advisory lock on the key and updates the row only if no other job
-of that key is running, which the UPDATE sees afresh once the lock is held. Two claims of one key
-therefore run one after the other, and the second sees the first's running job.
+of that key is running and none of it is due before it, which the UPDATE sees afresh once the lock is
+held. Two claims of one key therefore run one after the other: the second sees the first's running
+job, and a claimer that skipped the key's first job (locked by another) does not take a later one.
 
 Each thread (and each forked process) has its own connection; one that broke (the server restarted,
 the network dropped) is opened again on the next call.
