@@ -400,7 +400,7 @@ def test_claims_at_the_same_moment_take_different_jobs_and_never_two_of_one_key(
     for _ in range(3):
         barrier = threading.Barrier(len(queues))
 
-        def claim(n: int) -> None:
+        def claim(n: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             job = queues[n].claim(f"w{n}")
             if job is not None:

@@ -131,5 +131,5 @@ def test_an_unreachable_queue_stops_the_app_at_start_naming_it_without_its_passw
         create_app({"APP_ID": "1", "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": SECRET,
                     "GATING_DB": str(tmp_path / "app.sqlite3"), "GATING_QUEUE_URL": url, "GATING_JOB_THREADS": 0})
     message = str(e.value)
-    assert message.startswith(f"GATING_QUEUE_URL: cannot open the job queue postgresql://gating:***@127.0.0.1:")
+    assert message.startswith("GATING_QUEUE_URL: cannot open the job queue postgresql://gating:***@127.0.0.1:")
     assert "hunter2" not in message

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from gating.errors import USAGE, GatingError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
 from gating.monitor.rollup import MemoryRollups, RollupSource
-from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.database import errors_of, shown
+from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from gating.server.schedule import Scheduler
 from gating.server.settings import Settings, SettingsError

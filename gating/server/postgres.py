@@ -74,31 +74,31 @@ class PostgresDatabase:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for stmt in schema.replace("{id}", _ID).split(";"):
                 if stmt.strip():
-                    conn.execute(stmt)  # type: ignore[call-overload]  # DDL: not a literal by nature
+                    conn.execute(stmt)
 
     def write(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> Written:
-        return Written(self._conn().execute(placeholders(sql), args).rowcount)  # type: ignore[call-overload]
+        return Written(self._conn().execute(placeholders(sql), args).rowcount)
 
     def insert(self, sql: str, args: Sequence[Any], rows: int, wait: float) -> list[int]:
-        cur = self._conn().execute(placeholders(sql + " RETURNING id"), args)  # type: ignore[call-overload]
+        cur = self._conn().execute(placeholders(sql + " RETURNING id"), args)
         return sorted(int(r[0]) for r in cur.fetchall())
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._conn().execute(placeholders(sql), args).fetchall())  # type: ignore[call-overload]
+        return list(self._conn().execute(placeholders(sql), args).fetchall())
 
     def take(self, pick: str, pick_args: Sequence[Any], update: str, update_args: Callable[[int], Sequence[Any]],
              wait: float) -> int | None:
         conn = self._conn()
         for _ in range(100):  # the key's other job won the race: pick again (it is no longer due)
             with conn.transaction():
-                row = conn.execute(placeholders(pick + " FOR UPDATE SKIP LOCKED"),  # type: ignore[call-overload]
+                row = conn.execute(placeholders(pick + " FOR UPDATE SKIP LOCKED"),
                                    pick_args).fetchone()
                 if row is None:
                     return None
                 row_id, group = int(row[0]), row[1]
                 if group is not None:
                     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (str(group),))
-                if conn.execute(placeholders(update), update_args(row_id)).rowcount == 1:  # type: ignore[call-overload]
+                if conn.execute(placeholders(update), update_args(row_id)).rowcount == 1:
                     return row_id
         return None
 
