@@ -133,3 +133,31 @@ def test_an_unreachable_queue_stops_the_app_at_start_naming_it_without_its_passw
     message = str(e.value)
     assert message.startswith("GATING_QUEUE_URL: cannot open the job queue postgresql://gating:***@127.0.0.1:")
     assert "hunter2" not in message
+
+
+def test_gating_app_jobs_and_retry_work_on_the_shared_queue(postgres_url: str, monkeypatch, capsys):
+    from gating.commands.cli import main
+
+    q = JobQueue(postgres_url, max_attempts=1)
+    q.enqueue("d1", "pull_request", "opened", "{}", [("approvals", "acme/x#1")])
+    q.fail(q.claim("w"), "w", "GitHubError: 502")
+    monkeypatch.setenv("GATING_QUEUE_URL", postgres_url)
+    monkeypatch.setenv("GATING_DB", "/nonexistent/app.sqlite3")  # not used: the queue is in PostgreSQL
+    assert main(["app", "jobs"]) == 0
+    out = capsys.readouterr().out
+    assert "GitHubError: 502" in out and "1 failed" in out
+    assert main(["app", "retry", "--all-failed"]) == 0
+    assert q.counts()["queued"] == 1
+
+
+def test_the_preflight_names_a_shared_queue_it_cannot_reach(tmp_path: Path):
+    from app_support import free_port
+
+    from gating.server.preflight import queue_problem
+
+    url = f"postgresql://gating:hunter2@127.0.0.1:{free_port()}/gating"
+    settings = Settings.load({"APP_ID": "1", "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": SECRET,
+                              "GATING_DB": str(tmp_path / "app.sqlite3"), "GATING_QUEUE_URL": url})
+    problem = queue_problem(settings) or ""
+    assert problem.startswith("GATING_QUEUE_URL: cannot use the job queue postgresql://gating:***@127.0.0.1:")
+    assert "hunter2" not in problem

@@ -202,6 +202,10 @@ class JobQueue:
         self._write("INSERT INTO once (what, job, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (what, me, self.clock()))
         return bool(self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me)
 
+    def create(self, schema: str) -> None:
+        """Create the App's other tables in this database (`;`-separated `CREATE ... IF NOT EXISTS`)."""
+        self.db.create(schema)
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Written:
         """One write to the App's other records in this database (app.overrides), as its own transaction,
         in the SQL both engines run (gating.server.database)."""

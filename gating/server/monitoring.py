@@ -47,8 +47,7 @@ _ready: set[str] = set()
 
 def _tables(queue: JobQueue) -> JobQueue:
     if queue.path not in _ready:
-        for sql in _TABLES:
-            queue.execute(sql)
+        queue.create(";".join(_TABLES))
         _ready.add(queue.path)
     return queue
 

@@ -8,6 +8,7 @@ to `load` (tests, `create_app({...})`) wins over the environment.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -174,6 +175,8 @@ class Settings:
         problems += self._handler_problems()
         if self.queue_url and not self.queue_url.startswith(POSTGRES_SCHEMES):
             problems.append("GATING_QUEUE_URL must be a postgresql:// URL (unset: the SQLite file GATING_DB)")
+        elif self.queue_url and importlib.util.find_spec("psycopg") is None:
+            problems.append("GATING_QUEUE_URL needs psycopg, which is not installed: pip install 'gating[postgres]'")
         folder = os.path.dirname(os.path.abspath(self.db_path))
         if not os.path.isdir(folder):
             problems.append(f"GATING_DB: cannot open the job queue {self.db_path}: the folder {folder} does not exist")
