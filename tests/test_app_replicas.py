@@ -161,3 +161,20 @@ def test_the_preflight_names_a_shared_queue_it_cannot_reach(tmp_path: Path):
     problem = queue_problem(settings) or ""
     assert problem.startswith("GATING_QUEUE_URL: cannot use the job queue postgresql://gating:***@127.0.0.1:")
     assert "hunter2" not in problem
+
+
+def test_telemetry_one_replica_received_is_what_every_replicas_monitor_reads(tmp_path: Path, postgres_url: str):
+    from gating.monitor.rollup import Rollup
+
+    states = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        app = create_app({"APP_ID": "1", "PRIVATE_KEY": private_key_pem(), "WEBHOOK_SECRET": SECRET,
+                          "GATING_DB": str(tmp_path / name / "app.sqlite3"), "GATING_QUEUE_URL": postgres_url,
+                          "GATING_JOB_THREADS": 0})
+        states.append(app.extensions["gating"])
+    a, b = states
+    a.rollups.write([Rollup("acme/bot", "abc", "answer", "llm", 1000, requests=3)])
+    b.rollups.write([Rollup("acme/bot", "abc", "answer", "llm", 1000, requests=4)])
+    assert [r.requests for r in b.rollups.rollups("acme/bot", since=1000, until=1001)] == [7]
+    assert [r.requests for r in a.rollups.rollups("acme/bot", since=1000, until=1001)] == [7]

@@ -7,7 +7,6 @@ is imported inside it, so `gating app jobs` can read the queue without loading a
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -92,9 +91,11 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         raise SettingsError([f"{name}: cannot open the job queue {shown(settings.queue_location)}: {e}"]) from None
     state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
     try:
-        state.rollups = RollupStore(settings.db_path, checkpoint_on_commit=settings.job_threads <= 0)
-    except sqlite3.Error as e:
-        raise SettingsError([f"GATING_DB: cannot open the monitor's roll-ups in {settings.db_path}: {e}"]) from None
+        state.rollups = RollupStore(settings.queue_location, checkpoint_on_commit=settings.job_threads <= 0)
+    except errors_of(settings.queue_location) as e:
+        name = "GATING_QUEUE_URL" if settings.queue_url else "GATING_DB"
+        raise SettingsError([f"{name}: cannot open the monitor's roll-ups in {shown(settings.queue_location)}: "
+                             f"{e}"]) from None
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
                           coalesce=state.coalesces, job_seconds=settings.job_seconds,
                           job_max_memory_mb=settings.job_max_memory_mb)

@@ -2,10 +2,12 @@
 
 The job queue (gating.server.jobs) and the records beside it (overrides, the monitor's watches, the
 once-only acts) speak one SQL that SQLite and PostgreSQL both run: `?` placeholders, `INSERT ...
-ON CONFLICT DO NOTHING`, `BIGINT` and `DOUBLE PRECISION` columns, and `{id}` for an id column the
-engine numbers. What the engines do differently sits behind `Database`: opening connections,
-numbering inserted rows, waiting out a busy engine, and `take`, the one step of a claim that must be
-atomic across every process that shares the queue.
+ON CONFLICT DO NOTHING`, `BIGINT` and `DOUBLE PRECISION` columns; in DDL, `{id}` for an id column the
+engine numbers, `{bytes}` for a bytes column and `{compact}` after a table whose primary key is all
+it needs (SQLite's WITHOUT ROWID). What the engines do differently sits behind `Database`: opening
+connections, numbering inserted rows, waiting out a busy engine, the SQL functions a store defines
+(`SqlFunction`: Python for SQLite, SQL for PostgreSQL), and `take`, the one step of a claim that must
+be atomic across every process that shares the queue.
 
 SQLite (the default) is one file on one disk: every gunicorn worker of one host shares it. A
 `postgresql://` location puts the same tables in a PostgreSQL database that several hosts share
@@ -25,6 +27,18 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True)
+class SqlFunction:
+    """A scalar function the shared SQL calls, in both engines' terms: SQLite calls `python` (registered
+    on each connection), PostgreSQL runs `postgres`, one SELECT over the arguments $1, $2, ... (created
+    with the tables). Both must give the same answer."""
+
+    name: str
+    args: int
+    python: Callable[..., Any]
+    postgres: str  # e.g. "SELECT $1 || $2" (text arguments, text result; no `;`)
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,9 @@ class Database(Protocol):
         ids of the rows it added, ascending."""
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def write_many(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], wait: float) -> None:
+        """Each (statement, rows) run for every row, all in one transaction: stored whole or not at all."""
 
     def take(self, pick: str, pick_args: Sequence[Any], update: str, update_args: Callable[[int], Sequence[Any]],
              wait: float) -> int | None:
@@ -80,13 +97,14 @@ def shown(location: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def open_database(location: str, *, checkpoint_on_commit: bool = True) -> Database:
+def open_database(location: str, *, checkpoint_on_commit: bool = True,
+                  functions: Sequence[SqlFunction] = ()) -> Database:
     """A `postgresql://` URL opens PostgreSQL; anything else is a SQLite file."""
     if location.startswith(POSTGRES_SCHEMES):
         from gating.server.postgres import PostgresDatabase
 
-        return PostgresDatabase(location)
-    return SqliteDatabase(location, checkpoint_on_commit=checkpoint_on_commit)
+        return PostgresDatabase(location, functions=functions)
+    return SqliteDatabase(location, checkpoint_on_commit=checkpoint_on_commit, functions=functions)
 
 
 class SqliteDatabase:
@@ -104,9 +122,10 @@ class SqliteDatabase:
     SAFETY_CHECKPOINT_PAGES = 50000
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
-    def __init__(self, path: str, *, checkpoint_on_commit: bool = True):
+    def __init__(self, path: str, *, checkpoint_on_commit: bool = True, functions: Sequence[SqlFunction] = ()):
         self.location = path
         self.checkpoint_on_commit = checkpoint_on_commit
+        self.functions = tuple(functions)
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
@@ -124,11 +143,14 @@ class SqliteDatabase:
             if not self.checkpoint_on_commit:
                 conn.execute(f"PRAGMA wal_autocheckpoint={self.SAFETY_CHECKPOINT_PAGES}")
                 conn.execute(f"PRAGMA journal_size_limit={64 << 20}")
+            for f in self.functions:
+                conn.create_function(f.name, f.args, f.python, deterministic=True)
             self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
     def create(self, schema: str) -> None:
-        for stmt in schema.replace("{id}", "INTEGER PRIMARY KEY").split(";"):
+        ddl = schema.replace("{id}", "INTEGER PRIMARY KEY").replace("{bytes}", "BLOB").replace("{compact}", "WITHOUT ROWID")
+        for stmt in ddl.split(";"):
             if stmt.strip():
                 self.write(stmt)
 
@@ -149,6 +171,21 @@ class SqliteDatabase:
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         conn = self._conn()
         return _retry(lambda: conn.execute(sql, args).fetchall())
+
+    def write_many(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], wait: float) -> None:
+        conn = self._conn()
+
+        def transaction() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, rows in batches:
+                    conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        _retry(transaction, wait)
 
     def take(self, pick: str, pick_args: Sequence[Any], update: str, update_args: Callable[[int], Sequence[Any]],
              wait: float) -> int | None:

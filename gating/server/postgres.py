@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from gating.server.database import Written, shown
+from gating.server.database import SqlFunction, Written, shown
 
 # Held while creating tables: two replicas starting at once would otherwise race in the catalogue.
 _SCHEMA_LOCK = 0x67617469  # "gati"
@@ -53,8 +53,9 @@ class PostgresDatabase:
     STATEMENT_TIMEOUT_MS = 30000  # bounds any one statement, lock waits included
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, functions: Sequence[SqlFunction] = ()):
         self.url = url
+        self.functions = tuple(functions)
         self.location = shown(url)
         self._local = threading.local()
 
@@ -72,9 +73,13 @@ class PostgresDatabase:
         conn = self._conn()
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for stmt in schema.replace("{id}", _ID).split(";"):
+            for stmt in schema.replace("{id}", _ID).replace("{bytes}", "BYTEA").replace("{compact}", "").split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            for f in self.functions:
+                args = ", ".join(["text"] * f.args)
+                conn.execute(f"CREATE OR REPLACE FUNCTION {f.name}({args}) RETURNS text LANGUAGE sql IMMUTABLE "
+                             f"AS $gating$ {f.postgres} $gating$")
 
     def write(self, sql: str, args: Sequence[Any] = (), wait: float = 30.0) -> Written:
         return Written(self._conn().execute(placeholders(sql), args).rowcount)
@@ -85,6 +90,13 @@ class PostgresDatabase:
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._conn().execute(placeholders(sql), args).fetchall())
+
+    def write_many(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], wait: float) -> None:
+        conn = self._conn()
+        with conn.transaction(), conn.cursor() as cur:
+            for sql, rows in batches:
+                if rows:
+                    cur.executemany(placeholders(sql), rows)
 
     def take(self, pick: str, pick_args: Sequence[Any], update: str, update_args: Callable[[int], Sequence[Any]],
              wait: float) -> int | None:

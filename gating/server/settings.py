@@ -59,8 +59,9 @@ class Settings:
     log_level: str = _env("LOG_LEVEL", "logging level", "INFO")
     db_path: str = _env("GATING_DB", "SQLite file of the job queue (shared by all workers)", "gating-app.sqlite3")
     queue_url: str = _env("GATING_QUEUE_URL", "postgresql://USER:PASSWORD@HOST/DB: keep the job queue (and "
-                          "de-duplication, leases, the scheduler, overrides, the monitor's watches) in PostgreSQL, "
-                          "shared by App replicas on several hosts (unset: in the SQLite file GATING_DB)", "",
+                          "de-duplication, leases, the scheduler, overrides, the monitor's watches and roll-ups) in "
+                          "PostgreSQL, shared by App replicas on several hosts (unset: in the SQLite file GATING_DB)",
+                          "",
                           repr=False)
     max_body_bytes: int = _env("GATING_MAX_BODY_BYTES", "largest webhook body accepted (413 above)",
                                25 * 1024 * 1024)
