@@ -447,3 +447,26 @@ def test_the_apps_other_records_keep_their_rules_on_either_engine(queue_location
     assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1800.125, True) == 1800.125
     assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1900.0, True) == 1800.125
     assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 2000.0, False) is None
+
+
+def test_an_enqueue_held_up_past_its_wait_raises_instead_of_hanging(queue_location: str):
+    """Another connection is inserting the same delivery and has not committed: the acknowledgement
+    gives up after ENQUEUE_WAIT_SECONDS with the engine's error (the webhook answers 500, GitHub retries)."""
+    q = JobQueue(queue_location)
+    q.ENQUEUE_WAIT_SECONDS = 0.3
+    if queue_location.startswith("postgresql://"):
+        import psycopg
+
+        other = psycopg.connect(queue_location)
+        other.execute("INSERT INTO jobs (delivery, handler, event, payload, run_after, created_at, updated_at) "
+                      "VALUES ('d1', 'h', 'e', '{}', 0, 0, 0)")
+    else:
+        other = sqlite3.connect(queue_location, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(q.errors):
+            put(q)
+    finally:
+        other.rollback()
+        other.close()
+    assert put(q) != []  # the other insert was rolled back: this delivery is new after all

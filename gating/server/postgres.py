@@ -85,8 +85,12 @@ class PostgresDatabase:
         return Written(self._conn().execute(placeholders(sql), args).rowcount)
 
     def insert(self, sql: str, args: Sequence[Any], rows: int, wait: float) -> list[int]:
-        cur = self._conn().execute(placeholders(sql + " RETURNING id"), args)
-        return sorted(int(r[0]) for r in cur.fetchall())
+        """Within `wait` (an acknowledgement's insert waits on another's of the same delivery), or raises."""
+        conn = self._conn()
+        with conn.transaction():
+            _limit(conn, wait)
+            cur = conn.execute(placeholders(sql + " RETURNING id"), args)
+            return sorted(int(r[0]) for r in cur.fetchall())
 
     def read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._conn().execute(placeholders(sql), args).fetchall())
@@ -94,6 +98,7 @@ class PostgresDatabase:
     def write_many(self, batches: Sequence[tuple[str, Sequence[Sequence[Any]]]], wait: float) -> None:
         conn = self._conn()
         with conn.transaction(), conn.cursor() as cur:
+            _limit(conn, wait)
             for sql, rows in batches:
                 if rows:
                     cur.executemany(placeholders(sql), rows)
@@ -116,3 +121,8 @@ class PostgresDatabase:
 
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints by itself."""
+
+
+def _limit(conn: psycopg.Connection[Any], wait: float) -> None:
+    """Bound the statements of the current transaction to `wait` seconds (lock waits included)."""
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(max(1, int(wait * 1000))),))
