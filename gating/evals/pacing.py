@@ -1,0 +1,277 @@
+"""Adaptive concurrency under a provider's rate limits: run just under the limit instead of hammering it.
+
+Every request to a provider (and to an HTTP target) takes a slot from the Pacer before it is sent and
+gives it back with the status and headers of its answer. The Pacer adapts in three ways:
+
+- AIMD on the concurrency limit (as TCP's congestion window): each success adds 1/limit (about one
+  slot per round of requests), each 429 halves it, once per round: answers to requests sent before
+  the last cut do not cut again, since they report the same congestion. It starts at, and never
+  exceeds, `evals.concurrency`; it never goes below one.
+- Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
+  `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
+  would not cover one more request for every slot, requests stop growing the limit and are spaced at
+  the budget's refill rate ((limit - remaining) / reset), so the budget never runs dry.
+- A Retry-After pauses every request of the run, not only the one that got it: the others would be
+  refused too.
+
+The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
+next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
+memory shared by several worker processes without touching the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gating.evals.providers import retry_after_seconds
+
+CUT_ON_429 = 0.5
+HEADROOM = 1.0  # a budget is low when it covers fewer requests than HEADROOM per slot
+HOLD = 2.0  # and the limit stops growing below HOLD requests per slot
+
+
+class PaceState:
+    """What every request of a run shares. A process-shared version keeps these fields in shared
+    memory behind one lock and these methods unchanged; the controller uses nothing else."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = float(limit)
+        self.inflight = 0
+        self.not_before = 0.0  # no request starts before this (a Retry-After, or the spacing)
+        self.interval = 0.0  # seconds between starts; 0: no spacing
+        self.last_cut = -math.inf
+
+    def take(self, now: float) -> float | None:
+        """Start a request: 0.0 when it may go now (it is then in flight), else seconds to wait (a
+        pause or the spacing), or None when every slot is taken (wait for a release)."""
+        if now < self.not_before:
+            return self.not_before - now
+        if self.inflight >= max(1, int(self.limit)):
+            return None
+        self.inflight += 1
+        if self.interval:  # on the schedule, so a late start lets the next catch up (by one interval at most)
+            self.not_before = max(self.not_before, now - self.interval) + self.interval
+        return 0.0
+
+    def release(self) -> None:
+        self.inflight = max(0, self.inflight - 1)
+
+    def pause(self, until: float) -> None:
+        self.not_before = max(self.not_before, until)
+
+    def space(self, interval: float) -> None:
+        self.interval = interval
+
+    def cut(self, sent: float, factor: float, now: float) -> bool:
+        """Multiply the limit by `factor`, once per round: not for a request sent before the last cut."""
+        if sent < self.last_cut:
+            return False
+        self.limit = max(1.0, self.limit * factor)
+        self.last_cut = now
+        return True
+
+    def grow(self, cap: float) -> None:
+        self.limit = min(float(cap), self.limit + 1.0 / self.limit)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One rate limit as the provider reported it: its size, what remains, seconds until it is full."""
+
+    limit: int | None
+    remaining: int | None
+    reset_s: float | None
+
+    def refill_rate(self) -> float | None:
+        """Units per second the provider gives back (a token bucket refills (limit - remaining) in reset_s)."""
+        if self.limit is None or self.remaining is None or not self.reset_s or self.remaining >= self.limit:
+            return None
+        return (self.limit - self.remaining) / self.reset_s
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The rate-limit headers of one answer."""
+
+    requests: Budget
+    tokens: Budget
+    retry_after: float | None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_reset(value: str | None, wall_now: float) -> float | None:
+    """Seconds until a budget is full: OpenAI's Go duration (`1s`, `6m0s`, `120ms`), Anthropic's RFC 3339
+    time, or plain seconds; None when absent or unreadable."""
+    if not value:
+        return None
+    v = value.strip()
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(v)
+    if parts and "".join(n + u for n, u in parts) == v:
+        return sum(float(n) * _UNIT[u] for n, u in parts)
+    try:
+        return max(0.0, datetime.fromisoformat(v).timestamp() - wall_now)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_headers(headers: Mapping[str, str], wall_now: float) -> Reading:
+    def budget(name: str) -> Budget:
+        if f"anthropic-ratelimit-{name}-remaining" in headers:
+            get = (lambda k: headers.get(f"anthropic-ratelimit-{name}-{k}"))  # noqa: E731
+        else:
+            get = (lambda k: headers.get(f"x-ratelimit-{k}-{name}"))  # noqa: E731
+        return Budget(_int(get("limit")), _int(get("remaining")), parse_reset(get("reset"), wall_now))
+
+    return Reading(budget("requests"), budget("tokens"), retry_after_seconds(headers, wall_now))
+
+
+class Pacer:
+    """The controller: `await acquire()` before a request (returns when it was sent), then
+    `done(sent, status, headers)` with its answer (status None: no answer), and `tokens(n)` with
+    the tokens it used when known."""
+
+    def __init__(self, max_concurrency: int, state: PaceState | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.cap = max(1, max_concurrency)
+        self.state = state or PaceState(self.cap)
+        self.clock = clock
+        self.wall = wall
+        self.cost: float | None = None  # tokens per request (a moving average), once an answer said
+        self.throttled = 0  # 429s
+        self.paused_s = 0.0
+        self.limited_since: float | None = None  # the first sign of a limit (a 429 or a low budget)
+        self.ok_since_limited = 0
+        self.last_done = 0.0
+        self._inflight_sum = 0
+        self._starts = 0
+        self._reading: Reading | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self) -> float:
+        while True:
+            now = self.clock()
+            wait = self.state.take(now)
+            if wait == 0.0:
+                if self.limited_since is not None:
+                    self._inflight_sum += self.state.inflight
+                    self._starts += 1
+                return now
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, wait)
+            except TimeoutError:
+                pass
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+
+    def tokens(self, n: int) -> None:
+        self.cost = float(n) if self.cost is None else 0.8 * self.cost + 0.2 * n
+
+    def done(self, sent: float, status: int | None, headers: Mapping[str, str]) -> None:
+        now = self.clock()
+        st = self.state
+        st.release()
+        try:
+            if status is None:
+                return
+            r = read_headers(headers, self.wall()) if headers else None
+            if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
+                self._reading = r
+            if status == 429:
+                self.throttled += 1
+                self._limited(now)
+                if r is not None and r.retry_after:
+                    self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
+                    st.pause(now + r.retry_after)
+                st.cut(sent, CUT_ON_429, now)
+            elif status < 400:
+                self._success(now, r)
+        finally:
+            self._wake()
+
+    def _success(self, now: float, r: Reading | None) -> None:
+        st = self.state
+        slots = max(1, int(st.limit))
+        low = hold = False
+        interval = 0.0
+        if r is not None:
+            for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
+                if b.remaining is None or cost is None:
+                    continue
+                if b.remaining < HOLD * slots * cost:
+                    hold = True
+                if b.remaining < HEADROOM * slots * cost:
+                    low = True
+                    rate = b.refill_rate()
+                    if rate:
+                        interval = max(interval, cost / rate)
+        st.space(interval)
+        if low:
+            self._limited(now)
+        if not hold:
+            st.grow(self.cap)
+        if self.limited_since is not None:
+            self.ok_since_limited += 1
+            self.last_done = now
+
+    def _limited(self, now: float) -> None:
+        if self.limited_since is None:
+            self.limited_since = now
+
+    def _wake(self) -> None:
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the run found out about the provider's limit; None when it never met one."""
+        if self.limited_since is None:
+            return None
+        span = self.last_done - self.limited_since
+        out: dict[str, Any] = {
+            "concurrency": round(self._inflight_sum / self._starts, 1) if self._starts else round(self.state.limit, 1),
+            "limit": round(self.state.limit, 1),
+            "requests_per_min": round(self.ok_since_limited / span * 60) if span > 0 else None,
+            "throttled": self.throttled,
+            "paused_s": round(self.paused_s, 3),
+        }
+        r = self._reading
+        if r is not None:
+            out["provider_limits"] = {k: b.limit for k, b in (("requests", r.requests), ("tokens", r.tokens))
+                                      if b.limit is not None}
+        return out
+
+
+def describe(summary: Mapping[str, Any], retries: int) -> str:
+    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`."""
+    rpm = summary.get("requests_per_min")
+    told = summary.get("provider_limits") or {}
+    said = ", ".join(f"{v:,} {k}" for k, v in told.items())
+    return (f"rate limited: settled at ~{summary['concurrency']:g} concurrent"
+            + (f", {rpm:,} requests/min" if rpm is not None else "")
+            + f"; retries {retries}" + (f" (the provider's limits: {said} per window)" if said else ""))
