@@ -124,18 +124,19 @@ def test_a_low_budget_spaces_requests_at_its_refill_rate_and_stops_growth() -> N
     p, clock = pacer(8)
     p.state.limit = 6.0
     sent = take(p)
-    # 4 requests left of 100, and 96 come back in 1.92 s: 50 a second, one every 20 ms
+    # 4 requests left of 100, and 96 come back in 1.92 s: 50 a second, one every 20 ms at the target
+    # of one request per slot (6); with fewer left, slower: 6/4 of that
     p.done(sent, 200, {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "4",
                        "x-ratelimit-reset-requests": "1.92s"})
     assert p.state.limit == 6.0  # no growth near the limit
-    assert p.state.interval == pytest.approx(0.02)
+    assert p.state.interval == pytest.approx(0.03)
     assert p.state.take(clock.t) == 0.0 and p.state.take(clock.t) == 0.0  # a late start may catch up once
-    assert p.state.take(clock.t) == pytest.approx(0.02)
+    assert p.state.take(clock.t) == pytest.approx(0.03)
     # the token budget counts in tokens per request, learnt from the answers' usage
     p.tokens(100)
     p.done(sent, 200, {"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "300",
                        "x-ratelimit-reset-tokens": "9.7s"})
-    assert p.state.interval == pytest.approx(0.1)  # 100 tokens at 1,000 a second
+    assert p.state.interval == pytest.approx(0.2)  # 100 tokens at 1,000 a second, 600 / 300 of that
     # plenty left: no spacing, and the limit grows again
     p.done(sent, 200, {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "90",
                        "x-ratelimit-reset-requests": "200ms"})

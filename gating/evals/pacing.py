@@ -9,8 +9,10 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   exceeds, `evals.concurrency`; it never goes below one.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
-  would not cover one more request for every slot, requests stop growing the limit and are spaced at
-  the budget's refill rate ((limit - remaining) / reset), so the budget never runs dry.
+  nears one request per slot (for those that may be on their way), the limit stops growing and starts
+  are spaced around the budget's refill rate ((limit - remaining) / reset): exactly at it when that
+  much remains, faster above, slower below. The budget settles there: never dry (which means 429s),
+  never full (which means a limit left unused).
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too.
 
@@ -34,7 +36,8 @@ from gating.evals.providers import retry_after_seconds
 
 CUT_ON_429 = 0.5
 HEADROOM = 1.0  # a budget is low when it covers fewer requests than HEADROOM per slot
-HOLD = 2.0  # and the limit stops growing below HOLD requests per slot
+HOLD = 2.0  # and the limit stops growing below HOLD of those
+MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
 
 
 class PaceState:
@@ -221,13 +224,17 @@ class Pacer:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
                     continue
-                if b.remaining < HOLD * slots * cost:
-                    hold = True
-                if b.remaining < HEADROOM * slots * cost:
-                    low = True
-                    rate = b.refill_rate()
-                    if rate:
-                        interval = max(interval, cost / rate)
+                # keep a request per slot in the budget (at most half of it) for those that may be on
+                # their way: the answer read here was counted before they arrived
+                target = min(HEADROOM * slots * cost, b.limit / 2 if b.limit else math.inf)
+                hold |= b.remaining < HOLD * target
+                low |= b.remaining < target
+                rate = b.refill_rate()
+                if rate and b.remaining < 2 * target:
+                    # send at the refill rate when the budget is at its target, faster above it, slower
+                    # below: the budget settles there, neither dry (429s) nor full (a limit left unused)
+                    steady = cost / rate
+                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(b.remaining, 1e-9)))
         st.space(interval)
         if low:
             self._limited(now)

@@ -241,7 +241,12 @@ class LLMServer:
         if native is not None:
             return await self._native(native, method, path, raw_query, raw, headers)
         if method == "GET" and path == "/stats":
-            return 200, {}, json.dumps({"requests": self.requests, "cpu_s": time.process_time()}).encode()
+            doc: dict[str, Any] = {"requests": self.requests, "cpu_s": time.process_time()}
+            if self.limits is not None:  # what the server admitted and refused, per window
+                lim = self.limits
+                doc["rate_limits"] = {"requests": lim.requests, "tokens": lim.tokens, "window_s": lim.window_s,
+                                      "accepted": lim.accepted, "rejected": lim.rejected, "spent": lim.spent}
+            return 200, {}, json.dumps(doc).encode()
         api = PATHS.get(path)
         if method != "POST" or api is None:
             return 404, {}, _error(f"Invalid URL ({method} {path})", "invalid_request_error")
