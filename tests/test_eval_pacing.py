@@ -17,7 +17,7 @@ import pytest
 from eval_support import live_env, load, write_repo
 
 from gating.commands.cli import main
-from gating.evals.pacing import PaceState, Pacer, describe, parse_reset, read_headers
+from gating.evals.pacing import Pacer, PaceState, describe, parse_reset, read_headers
 from gating.evals.providers import RetryPolicy
 from gating.evals.runner import run_evals
 from gating.git.repository import commit_all, init_repo
@@ -194,7 +194,7 @@ def test_server_answers_429_with_retry_after_and_rate_limit_headers() -> None:
             c.post("/chat/completions", json=body)
             third = c.post("/chat/completions", json=body)
         anthropic = httpx.post(server.url + "/v1/messages", json={**body, "max_tokens": 10})
-        bedrock_limits = server.limits
+        limits = server.limits
     h = first.headers
     assert first.status_code == 200
     assert (h["x-ratelimit-limit-requests"], h["x-ratelimit-remaining-requests"]) == ("2", "1")
@@ -208,8 +208,8 @@ def test_server_answers_429_with_retry_after_and_rate_limit_headers() -> None:
     assert anthropic.headers["anthropic-ratelimit-requests-limit"] == "2"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", anthropic.headers["anthropic-ratelimit-requests-reset"])
     assert "x-ratelimit-limit-requests" not in anthropic.headers
-    assert bedrock_limits is not None and sum(bedrock_limits.accepted.values()) == 2
-    assert sum(bedrock_limits.rejected.values()) == 2
+    assert limits is not None and sum(limits.accepted.values()) == 2
+    assert sum(limits.rejected.values()) == 2
 
 
 def test_native_dialects_answer_the_limit_in_their_own_shape() -> None:

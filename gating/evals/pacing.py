@@ -9,10 +9,10 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   exceeds, `evals.concurrency`; it never goes below one.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
-  nears one request per slot (for those that may be on their way), the limit stops growing and starts
-  are spaced around the budget's refill rate ((limit - remaining) / reset): exactly at it when that
-  much remains, faster above, slower below. The budget settles there: never dry (which means 429s),
-  never full (which means a limit left unused).
+  falls below two requests per slot, the limit stops growing and starts are spaced around the
+  budget's refill rate ((limit - remaining) / reset): exactly at it when one request per slot remains
+  (for those that may be on their way), faster above, slower below. The budget settles there: never
+  dry (which means 429s), never full (which means a limit left unused).
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too.
 
@@ -35,8 +35,7 @@ from typing import Any
 from gating.evals.providers import retry_after_seconds
 
 CUT_ON_429 = 0.5
-HEADROOM = 1.0  # a budget is low when it covers fewer requests than HEADROOM per slot
-HOLD = 2.0  # and the limit stops growing below HOLD of those
+NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
 
 
@@ -218,7 +217,7 @@ class Pacer:
     def _success(self, now: float, r: Reading | None) -> None:
         st = self.state
         slots = max(1, int(st.limit))
-        low = hold = False
+        near = False
         interval = 0.0
         if r is not None:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
@@ -226,19 +225,20 @@ class Pacer:
                     continue
                 # keep a request per slot in the budget (at most half of it) for those that may be on
                 # their way: the answer read here was counted before they arrived
-                target = min(HEADROOM * slots * cost, b.limit / 2 if b.limit else math.inf)
-                hold |= b.remaining < HOLD * target
-                low |= b.remaining < target
+                target = min(slots * cost, b.limit / NEAR if b.limit else math.inf)
+                if b.remaining >= NEAR * target:
+                    continue
+                near = True
                 rate = b.refill_rate()
-                if rate and b.remaining < 2 * target:
+                if rate:
                     # send at the refill rate when the budget is at its target, faster above it, slower
                     # below: the budget settles there, neither dry (429s) nor full (a limit left unused)
                     steady = cost / rate
                     interval = max(interval, min(MAX_SPACING * steady, steady * target / max(b.remaining, 1e-9)))
         st.space(interval)
-        if low:
+        if near:
             self._limited(now)
-        if not hold:
+        else:
             st.grow(self.cap)
         if self.limited_since is not None:
             self.ok_since_limited += 1
