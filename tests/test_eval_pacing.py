@@ -296,3 +296,9 @@ def test_eval_prints_the_limit_it_found(tmp_path: Path, monkeypatch: pytest.Monk
     last = capsys.readouterr().err.splitlines()[-1]
     assert re.fullmatch(r"gating: rate limited: settled at ~[\d.]+ concurrent, [\d,]+ requests/min; retries \d+ "
                         r"\(the provider's limits: 20 requests per window\)", last), last
+
+
+def test_a_retry_after_too_long_to_take_pauses_nobody() -> None:
+    p, clock = pacer(4)
+    p.done(take(p), 429, {"retry-after": "3600"})  # that request gives up; the others need not wait an hour
+    assert p.state.take(clock.t) == 0.0

@@ -14,7 +14,7 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   (for those that may be on their way), faster above, slower below. The budget settles there: never
   dry (which means 429s), never full (which means a limit left unused).
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
-  refused too.
+  refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
 next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
@@ -37,6 +37,8 @@ from gating.evals.providers import retry_after_seconds
 CUT_ON_429 = 0.5
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
+MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
+_HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 class PaceState:
@@ -199,13 +201,14 @@ class Pacer:
         try:
             if status is None:
                 return
-            r = read_headers(headers, self.wall()) if headers else None
+            told = any(k.startswith(_HEADERS) for k in headers.keys())  # one pass, most answers say nothing
+            r = read_headers(headers, self.wall()) if told else None
             if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
                 self._reading = r
             if status == 429:
                 self.throttled += 1
                 self._limited(now)
-                if r is not None and r.retry_after:
+                if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
                     st.pause(now + r.retry_after)
                 st.cut(sent, CUT_ON_429, now)
