@@ -120,7 +120,7 @@ def test_retry_after_of_one_request_pauses_every_other() -> None:
     assert p.summary()["paused_s"] == pytest.approx(2.0)  # type: ignore[index]
 
 
-def test_a_low_budget_spaces_requests_at_its_refill_rate_and_stops_growth() -> None:
+def test_a_low_budget_spaces_requests_at_its_refill_rate_and_shrinks_the_limit() -> None:
     p, clock = pacer(8)
     p.state.limit = 6.0
     sent = take(p)
@@ -128,19 +128,24 @@ def test_a_low_budget_spaces_requests_at_its_refill_rate_and_stops_growth() -> N
     # of one request per slot (6); with fewer left, slower: 6/4 of that
     p.done(sent, 200, {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "4",
                        "x-ratelimit-reset-requests": "1.92s"})
-    assert p.state.limit == 6.0  # no growth near the limit
     assert p.state.interval == pytest.approx(0.03)
+    assert p.state.limit == 2.0  # twice what was in flight (this one): what the refill rate needs, with room
     assert p.state.take(clock.t) == 0.0 and p.state.take(clock.t) == 0.0  # a late start may catch up once
     assert p.state.take(clock.t) == pytest.approx(0.03)
-    # the token budget counts in tokens per request, learnt from the answers' usage
+    clock.t += 0.03
+    assert p.state.take(clock.t) is None  # and both slots are taken
+    for _ in range(2):
+        p.state.release()
+    # the token budget counts in tokens per request, learnt from the answers' usage: 300 tokens left
+    # is below two requests of 100 per slot (2): spaced at 100 tokens at 1,000 a second, 200/300 of that
     p.tokens(100)
     p.done(sent, 200, {"x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "300",
                        "x-ratelimit-reset-tokens": "9.7s"})
-    assert p.state.interval == pytest.approx(0.2)  # 100 tokens at 1,000 a second, 600 / 300 of that
+    assert p.state.interval == pytest.approx(0.1 * 200 / 300)
     # plenty left: no spacing, and the limit grows again
     p.done(sent, 200, {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "90",
                        "x-ratelimit-reset-requests": "200ms"})
-    assert p.state.interval == 0.0 and p.state.limit > 6.0
+    assert p.state.interval == 0.0 and p.state.limit == 2.5
 
 
 def test_waiters_get_a_released_slot() -> None:

@@ -9,10 +9,11 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   exceeds, `evals.concurrency`; it never goes below one.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
-  falls below two requests per slot, the limit stops growing and starts are spaced around the
-  budget's refill rate ((limit - remaining) / reset): exactly at it when one request per slot remains
-  (for those that may be on their way), faster above, slower below. The budget settles there: never
-  dry (which means 429s), never full (which means a limit left unused).
+  falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
+  remaining) / reset): exactly at it when one request per slot remains (for those that may be on
+  their way), faster above, slower below. The budget settles there: never dry (which means 429s),
+  never full (which means a limit left unused). The limit, instead of growing, shrinks to twice the
+  requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
 
@@ -80,6 +81,9 @@ class PaceState:
         self.limit = max(1.0, self.limit * factor)
         self.last_cut = now
         return True
+
+    def shrink(self, to: float) -> None:
+        self.limit = max(1.0, min(self.limit, to))
 
     def grow(self, cap: float) -> None:
         self.limit = min(float(cap), self.limit + 1.0 / self.limit)
@@ -201,7 +205,7 @@ class Pacer:
         try:
             if status is None:
                 return
-            told = any(k.startswith(_HEADERS) for k in headers.keys())  # one pass, most answers say nothing
+            told = any(k.startswith(_HEADERS) for k in headers)  # one pass (httpx: lower case), most answers say nothing
             r = read_headers(headers, self.wall()) if told else None
             if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
                 self._reading = r
@@ -241,6 +245,7 @@ class Pacer:
         st.space(interval)
         if near:
             self._limited(now)
+            st.shrink(NEAR * (st.inflight + 1))
         else:
             st.grow(self.cap)
         if self.limited_since is not None:
