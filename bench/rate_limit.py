@@ -58,7 +58,8 @@ def scenario(label: str, args: argparse.Namespace, limit_flags: list[str], pacin
     from gating.system.snapshot import build_snapshot
 
     server = subprocess.Popen([sys.executable, "-m", "gating.testing.llm_server", "--latency", str(args.latency),
-                               "--no-log", "--window", str(args.window), *limit_flags],
+                               "--no-log", "--window", str(args.window), *limit_flags,
+                               *(["--no-rate-headers"] if args.no_headers else [])],
                               stdout=subprocess.PIPE, text=True)
     try:
         url = (server.stdout.readline() if server.stdout else "").strip().rsplit(" ", 1)[-1]
@@ -111,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--no-compare", action="store_true", help="skip the runs with pacing off")
+    ap.add_argument("--no-headers", action="store_true",
+                    help="the server sends no rate-limit headers, only Retry-After on a 429 (AIMD alone)")
     args = ap.parse_args(argv)
     print(f"{args.cases} cases, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms, "
-          f"window {args.window:g} s")
+          f"window {args.window:g} s" + (", no rate-limit headers" if args.no_headers else ""))
     print(f"{'run':<24}{'wall s':>7}{'thru/limit':>12}{'429s':>9}{'admitted':>10}{'refused':>9}"
           f"{'passed':>8}{'conc':>8}{'load':>7}")
     ok = True

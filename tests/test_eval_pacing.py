@@ -89,13 +89,28 @@ def test_aimd_halves_once_per_round_and_grows_back_to_the_bound() -> None:
     clock.t += 1
     p.done(later, 429, {})  # sent after the cut: a new round, a new cut
     assert p.state.limit == pytest.approx(2.65, abs=0.01)
-    for _ in range(200):
+    for _ in range(1000):
         p.done(take(p), 200, {})
     assert p.state.limit == 8  # never above evals.concurrency
     for _ in range(20):
         clock.t += 1
         p.done(take(p), 429, {})
     assert p.state.limit == 1  # never below one
+
+
+def test_growth_slows_near_the_limit_where_the_last_429_came() -> None:
+    state = PaceState(10)
+    state.cut(0.0, 0.5, 1.0)
+    assert state.limit == 5
+    for _ in range(5):
+        state.grow(64)  # 5 -> ~6: about one slot for a round of five answers
+    assert 5.9 < state.limit < 6.1
+    for _ in range(15):
+        state.grow(64)  # to 8.09: 80% of the 10 where the 429 came
+    assert 8.0 < state.limit < 8.1
+    for _ in range(10):
+        state.grow(64)  # from there, a tenth of the pace
+    assert 8.1 < state.limit < 8.25
 
 
 def test_slots_are_bounded_by_the_limit() -> None:

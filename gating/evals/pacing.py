@@ -4,9 +4,10 @@ Every request to a provider (and to an HTTP target) takes a slot from the Pacer 
 gives it back with the status and headers of its answer. The Pacer adapts in three ways:
 
 - AIMD on the concurrency limit (as TCP's congestion window): each success adds 1/limit (about one
-  slot per round of requests), each 429 halves it, once per round: answers to requests sent before
-  the last cut do not cut again, since they report the same congestion. It starts at, and never
-  exceeds, `evals.concurrency`; it never goes below one.
+  slot per round of requests; a tenth of that from 80% of the limit where the last 429 came, so it
+  probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
+  cut do not cut again, since they report the same congestion. It starts at, and never exceeds,
+  `evals.concurrency`; it never goes below one.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
   falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
@@ -36,6 +37,7 @@ from typing import Any
 from gating.evals.providers import retry_after_seconds
 
 CUT_ON_429 = 0.5
+PROBE = 0.8  # from this share of the limit where the last 429 came, the limit grows ten times slower
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
@@ -52,6 +54,7 @@ class PaceState:
         self.not_before = 0.0  # no request starts before this (a Retry-After, or the spacing)
         self.interval = 0.0  # seconds between starts; 0: no spacing
         self.last_cut = -math.inf
+        self.ceiling = math.inf  # the limit when the last 429 came
 
     def take(self, now: float) -> float | None:
         """Start a request: 0.0 when it may go now (it is then in flight), else seconds to wait (a
@@ -78,6 +81,7 @@ class PaceState:
         """Multiply the limit by `factor`, once per round: not for a request sent before the last cut."""
         if sent < self.last_cut:
             return False
+        self.ceiling = self.limit
         self.limit = max(1.0, self.limit * factor)
         self.last_cut = now
         return True
@@ -86,7 +90,11 @@ class PaceState:
         self.limit = max(1.0, min(self.limit, to))
 
     def grow(self, cap: float) -> None:
-        self.limit = min(float(cap), self.limit + 1.0 / self.limit)
+        """About one slot per round of answers; a tenth of that near the limit where the last 429 came."""
+        step = 1.0 / self.limit
+        if self.limit >= PROBE * self.ceiling:
+            step *= 0.1
+        self.limit = min(float(cap), self.limit + step)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class RateLimits:
     tokens: int | None = None
     window_s: float = 60.0
     clock: Callable[[], float] = time.monotonic
+    send_headers: bool = True  # False: only Retry-After on a 429, as providers without rate-limit headers
     accepted: dict[int, int] = field(default_factory=dict)
     rejected: dict[int, int] = field(default_factory=dict)
     spent: dict[int, int] = field(default_factory=dict)  # tokens charged per window
@@ -123,7 +124,7 @@ class RateLimits:
             out["retry-after"] = str(max(1, math.ceil(retry_after)))
             out["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
         for name, b in (("requests", self._req), ("tokens", self._tok)):
-            if b is None:
+            if b is None or not self.send_headers:
                 continue
             b.refill(now)
             remaining = str(max(0, math.floor(b.level)))

@@ -386,8 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rpm", type=int, help="requests per window (default: unlimited)")
     ap.add_argument("--tpm", type=int, help="tokens per window (default: unlimited)")
     ap.add_argument("--window", type=float, default=60.0, help="the rate limits' window in seconds (default 60)")
+    ap.add_argument("--no-rate-headers", action="store_true", help="send only Retry-After, on a 429")
     args = ap.parse_args(argv)
-    limits = RateLimits(args.rpm, args.tpm, args.window) if args.rpm or args.tpm else None
+    limits = RateLimits(args.rpm, args.tpm, args.window, send_headers=not args.no_rate_headers) \
+        if args.rpm or args.tpm else None
     server = LLMServer(latency=args.latency, port=args.port, keep_log=not args.no_log, limits=limits)
     try:
         asyncio.run(server.serve_forever())
