@@ -45,8 +45,9 @@ _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 
 
 class PaceState:
-    """What every request of a run shares. A process-shared version keeps these fields in shared
-    memory behind one lock and these methods unchanged; the controller uses nothing else."""
+    """What every request of a run shares. The controller changes it only through these methods and
+    reads only `limit`, `inflight` and `not_before`, so a process-shared version (the fields in shared
+    memory, each method under one lock, the three as properties) can take its place unchanged."""
 
     def __init__(self, limit: float) -> None:
         self.limit = float(limit)
