@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from eval_support import live_env, load, write_repo
+from eval_support import MODELS, live_env, load, write_repo
 
 from gating.commands.cli import main
 from gating.evals.pacing import Pacer, PaceState, describe, parse_reset, read_headers
@@ -253,20 +253,23 @@ def _cases(n: int, extra: dict[int, str] | None = None) -> list[dict[str, Any]]:
 
 
 def _run(tmp_path: Path, limits: RateLimits, n: int, *, latency: float = 0.05, concurrency: int = 32,
-         evals: dict[str, Any] | None = None, retries: int = 8) -> tuple[Any, RateLimits]:
-    snap, reader = load(write_repo(tmp_path / "repo", _cases(n), evals=evals))
+         evals: dict[str, Any] | None = None, retries: int = 8, provider: str = "openai") -> tuple[Any, RateLimits]:
+    models = {"m": {"provider": provider, "model": "a-model-2025-01-01"}, "j": MODELS["j"]}
+    snap, reader = load(write_repo(tmp_path / "repo", _cases(n), evals=evals, models=models))
     with LLMServer(latency=latency, limits=limits) as server:
         run = run_evals(snap, reader, concurrency=concurrency, env=live_env(server),
                         retry=RetryPolicy(max_retries=retries, base_s=0.05, max_delay_s=0.5))
     return run, limits
 
 
-@pytest.mark.parametrize("limits, told", [
-    (RateLimits(requests=50, window_s=1.0), {"requests": 50}),
-    (RateLimits(tokens=1500, window_s=1.0), {"tokens": 1500}),
-], ids=["requests", "tokens"])
-def test_a_rate_limited_run_stays_under_the_limit(tmp_path: Path, limits: RateLimits, told: dict[str, int]) -> None:
-    run, lim = _run(tmp_path, limits, 200)
+@pytest.mark.parametrize("provider, limits, told", [
+    ("openai", RateLimits(requests=50, window_s=1.0), {"requests": 50}),
+    ("openai", RateLimits(tokens=1500, window_s=1.0), {"tokens": 1500}),
+    ("anthropic", RateLimits(requests=100, tokens=1500, window_s=1.0), {"requests": 100, "tokens": 1500}),
+], ids=["requests", "tokens", "anthropic"])
+def test_a_rate_limited_run_stays_under_the_limit(tmp_path: Path, provider: str, limits: RateLimits,
+                                                  told: dict[str, int]) -> None:
+    run, lim = _run(tmp_path, limits, 200, provider=provider)
     assert run.metrics["passed"] == 200  # every case answered
     refused, admitted = sum(lim.rejected.values()), sum(lim.accepted.values())
     assert admitted == 200 and refused < 0.05 * (admitted + refused)  # retries under 5% of requests
