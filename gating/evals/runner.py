@@ -255,6 +255,7 @@ class _Run:
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
             repeat_latency_ms=per_request if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
+            weight=case.weight,
         )
 
 
