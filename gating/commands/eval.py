@@ -28,6 +28,7 @@ from gating.commands.progress import Reporter, label
 from gating.evals.calibrate import calibrate
 from gating.evals.compare import compare
 from gating.evals.dataset import DatasetError
+from gating.evals.pacing import describe
 from gating.evals.records import RunResult
 from gating.evals.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
 from gating.evals.runner import run_evals
@@ -172,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
           f"{s['requests']} requests, {s['cache_hits']} cache hits, {s['replayed']} replayed"
           + (f", cassettes written: {', '.join(s['cassettes_written'])}" if s.get("cassettes_written") else ""),
           file=sys.stderr)
+    if s.get("rate_limit"):
+        print(f"gating: {describe(s['rate_limit'], sum(s.get('retries', {}).values()))}", file=sys.stderr)
     if args.json:
         doc = {"schema": REPORT_SCHEMA, "head": head.to_dict(), "base": base.to_dict() if base else None,
                "comparison": cmp.to_dict()}

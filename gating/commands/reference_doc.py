@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "evals.timeout_s": DEFAULT_TIMEOUT_S,
     "evals.python_timeout_s": PYTHON_TIMEOUT_S,
     "evals.cache": True,
+    "evals.pacing": True,
     "evals.regression.max_drop": DEFAULT_MAX_DROP,
     "evals.regression.alpha": DEFAULT_ALPHA,
     "evals.calibration.metric": "kappa",
