@@ -29,6 +29,7 @@ from gating.errors import ServiceError
 
 if TYPE_CHECKING:
     from gating.evals.dialects import Dialect
+    from gating.evals.pacing import Pacer
 
 try:
     import sniffio  # noqa: F401
@@ -164,9 +165,11 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
 
 
 class ClientPool:
-    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins."""
+    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins. With a
+    `pacer` (gating.evals.pacing), each request waits for its slot and reports its answer to it."""
 
-    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, pacer: Pacer | None = None):
+        self.pacer = pacer
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
         self.timeout_s = timeout_s
@@ -177,6 +180,18 @@ class ClientPool:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    timeout_s: float | None = None) -> httpx.Response:
+        if self.pacer is None:
+            return await self._post(url, body, headers, timeout_s)
+        sent = await self.pacer.acquire()
+        resp: httpx.Response | None = None
+        try:
+            resp = await self._post(url, body, headers, timeout_s)
+            return resp
+        finally:
+            self.pacer.done(sent, None if resp is None else resp.status_code, {} if resp is None else resp.headers)
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str],
+                    timeout_s: float | None = None) -> httpx.Response:
         i = self.busy.index(min(self.busy))
         self.busy[i] += 1
         try:
@@ -457,7 +472,10 @@ async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str
     call = embed_completion if hasattr(req, "texts") else call_live
     while True:
         try:
-            return await call(pool, req, env, timeout_s)
+            got = await call(pool, req, env, timeout_s)
+            if pool.pacer is not None and got.tokens_in is not None:
+                pool.pacer.tokens(got.tokens_in + (got.tokens_out or 0))
+            return got
         except ProviderError as err:
             attempt += 1
             wait = policy.delay(attempt, err)

@@ -34,6 +34,7 @@ from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.pacing import Pacer
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
@@ -254,6 +255,7 @@ class _Run:
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
             repeat_latency_ms=per_request if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
+            weight=case.weight,
         )
 
 
@@ -331,7 +333,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if root is None:
             raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
-    pool = ClientPool(conc, tmo) if needs_pool else None
+    pacer = Pacer(conc) if ev.get("pacing", True) else None  # adapts to the provider's rate limits
+    pool = ClientPool(conc, tmo, pacer) if needs_pool else None
     cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None
     policy = retry or RetryPolicy(rng=random.Random())
     llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
@@ -404,6 +407,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts),
                 **({"judged_by": judging.to_dict()} if judging else {})},
-        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
+        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept,
+               **({"rate_limit": found} if pacer and (found := pacer.summary()) else {})},
     )
 
