@@ -32,6 +32,7 @@ from gating.evals.gate import RequestGate
 
 if TYPE_CHECKING:
     from gating.evals.dialects import Dialect
+    from gating.evals.pacing import Pacer
 
 try:
     import sniffio  # noqa: F401
@@ -175,10 +176,14 @@ class ClientPool:
     which honour it. Either way failures surface as httpx exceptions and answers as httpx.Response.
 
     Every request first passes `gate` (gating/evals/gate.py): the run-wide in-flight bound and
-    rate-limit pause, shared with the run's other worker processes when it has any."""
+    rate-limit pause, shared with the run's other worker processes when it has any. With a `pacer`
+    (gating.evals.pacing), each request first waits for its adaptive slot and reports its answer to it:
+    the pacer is per process (it adapts this process's share), the gate is per run."""
 
-    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, gate: RequestGate | None = None):
+    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, gate: RequestGate | None = None,
+                 pacer: Pacer | None = None):
         self.gate = gate if gate is not None else RequestGate(max(1, concurrency))
+        self.pacer = pacer
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         self.timeout_s = timeout_s
         tls = ssl.create_default_context()  # one trust store for all shards (loading it costs ~30 ms each)
@@ -200,6 +205,18 @@ class ClientPool:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    timeout_s: float | None = None) -> httpx.Response:
+        if self.pacer is None:
+            return await self._post(url, body, headers, timeout_s)
+        sent = await self.pacer.acquire()
+        resp: httpx.Response | None = None
+        try:
+            resp = await self._post(url, body, headers, timeout_s)
+            return resp
+        finally:
+            self.pacer.done(sent, None if resp is None else resp.status_code, {} if resp is None else resp.headers)
+
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str],
+                    timeout_s: float | None = None) -> httpx.Response:
         await self.gate.acquire()
         i = self.busy.index(min(self.busy))
         self.busy[i] += 1
@@ -519,7 +536,10 @@ async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str
     call = embed_completion if hasattr(req, "texts") else call_live
     while True:
         try:
-            return await call(pool, req, env, timeout_s)
+            got = await call(pool, req, env, timeout_s)
+            if pool.pacer is not None and got.tokens_in is not None:
+                pool.pacer.tokens(got.tokens_in + (got.tokens_out or 0))
+            return got
         except ProviderError as err:
             attempt += 1
             wait = policy.delay(attempt, err)

@@ -37,6 +37,7 @@ from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, Stats, resolve_mode
 from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.pacing import Pacer, combine_summaries
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
@@ -260,6 +261,7 @@ class _Run:
             repeats=n, repeat_passed=passed_list if n > 1 else [], repeat_scores=scores_list if n > 1 else [],
             repeat_latency_ms=per_request if n > 1 else [],
             tags=list(case.tags), provider=o0.provider if o0 else None, model=o0.model if o0 else None,
+            weight=case.weight,
         )
 
 
@@ -385,7 +387,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
 
     def engine(gate: RequestGate | None, share: int) -> Engine:
         """One process's pool, model access, target and Python checks (each worker process builds its own)."""
-        pool = ClientPool(share, tmo, gate) if needs_pool else None
+        pacer = Pacer(share) if needs_pool and ev.get("pacing", True) else None  # adapts to rate limits
+        pool = ClientPool(share, tmo, gate, pacer) if needs_pool else None
         policy = retry or RetryPolicy(rng=random.Random())
         llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
         if target_cfg["type"] == "prompt":
@@ -405,6 +408,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             finally:
                 if checks is not None:
                     await checks.aclose()
+            if pacer is not None and (found := pacer.summary()):
+                llm.stats.rate_limits.append(found)
             return llm.stats, llm.recorded
 
         return Engine(run.case, finish)
@@ -445,6 +450,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts),
                 **({"judged_by": judging.to_dict()} if judging else {})},
-        stats={**stats.to_dict(), "cassettes_written": written, "recordings_kept": kept},
+        stats={**stats.to_dict(), "cassettes_written": written, "recordings_kept": kept,
+               **({"rate_limit": found} if (found := combine_summaries(stats.rate_limits)) else {})},
     )
 
