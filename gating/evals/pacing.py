@@ -291,6 +291,23 @@ class Pacer:
         return out
 
 
+def combine_summaries(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One summary for a run whose worker processes each paced their share of the concurrency."""
+    if len(found) <= 1:
+        return found[0] if found else None
+    rpms = [f.get("requests_per_min") for f in found]
+    told: dict[str, Any] = {}
+    for f in found:
+        told.update(f.get("provider_limits") or {})
+    return {"concurrency": round(sum(f["concurrency"] for f in found), 1),
+            "limit": round(sum(f["limit"] for f in found), 1),
+            "requests_per_min": None if None in rpms else sum(r for r in rpms if r is not None),
+            "throttled": sum(f["throttled"] for f in found),
+            "paused_s": max(f["paused_s"] for f in found),
+            **({"provider_limits": told} if told else {}),
+            "processes": len(found)}
+
+
 def describe(summary: Mapping[str, Any], retries: int) -> str:
     """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`."""
     rpm = summary.get("requests_per_min")
