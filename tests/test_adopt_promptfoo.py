@@ -402,3 +402,145 @@ def test_every_supported_assertion_gives_the_same_verdict_imported_and_native(
         assert (imported["passed"], own["passed"]) == (expected, expected), \
             (name, imported["assertions"], own["assertions"])
         assert [a["score"] for a in imported["assertions"]] == [a["score"] for a in own["assertions"]], name
+
+
+# -- promptfoo's Python test generators become gating's `evals.generate` ------------------------------------------
+
+GENERATED = """\
+description: Generated bot
+prompts:
+  - "{{question}}"
+providers:
+  - openai:gpt-4o-2024-08-06
+defaultTest:
+  assert:
+    - type: not-icontains
+      value: password
+tests:
+  - file://tests/gen.py:generate_tests
+  - path: file://tests/gen.py:from_config
+    config: {answers: ["[[answer: refund now]]", "[[answer: no]]"]}
+  - description: written
+    vars: {question: "[[answer: a refund]]"}
+    assert: [{type: icontains, value: refund}]
+"""
+
+GEN_FILES = {
+    "tests/gen.py": (
+        "from words import WORD\n\n\n"
+        "def generate_tests(config=None):\n"
+        "    return [\n"
+        "        {'description': 'Refund soon', 'vars': {'question': '[[answer: Refund soon]]'},\n"
+        "         'assert': [{'type': 'icontains', 'value': WORD}]},\n"
+        "        {'description': 'matrix', 'vars': {'question': ['[[answer: refund a]]', '[[answer: b]]']},\n"
+        "         'assert': [{'type': 'icontains', 'value': WORD}]},\n"
+        "        {'description': 'half', 'vars': {'question': '[[answer: refund]]'}, 'threshold': 0.5,\n"
+        "         'assert': [{'type': 'contains', 'value': 'refund'}, {'type': 'contains', 'value': 'never'}]},\n"
+        "    ]\n\n\n"
+        "def from_config(config):\n"
+        "    return [{'description': f'given {i}', 'vars': {'question': q},\n"
+        "             'assert': [{'type': 'contains', 'value': 'refund'}]} for i, q in enumerate(config['answers'])]\n\n\n"
+        "def with_js(config=None):\n"
+        "    return [{'description': 'js', 'vars': {'question': 'x'},\n"
+        "             'assert': [{'type': 'javascript', 'value': 'output.length > 1'}]}]\n"),
+    "tests/words.py": "WORD = 'refund'\n",
+}
+
+
+def generated_repo(tmp_path: Path, config: str = GENERATED) -> Git:
+    g = init_repo(tmp_path / "gen")
+    for path, text in {"promptfooconfig.yaml": config, **GEN_FILES}.items():
+        (g.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (g.root / path).write_text(text, encoding="utf-8")
+    commit_all(g, "promptfoo evals")
+    return g
+
+
+def test_python_test_generators_become_gating_generators_and_give_promptfoos_verdicts(
+        tmp_path: Path, llm: LLMServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    g = generated_repo(tmp_path)
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "Not converted" not in out, out
+    manifest = (g.root / "gating.yml").read_text()
+    for part in ("  generate:\n  - file://evals/promptfoo_generators.py:generate_tests\n"
+                 "  - file://evals/promptfoo_generators.py:from_config\n",
+                 "  python:\n  - evals/promptfoo_generators.py\n  - tests/gen.py\n  - tests/words.py\n"):
+        assert part in manifest, manifest
+    adapter = (g.root / "evals/promptfoo_generators.py").read_text()
+    assert "{'answers': ['[[answer: refund now]]', '[[answer: no]]']}" in adapter
+    commit_all(g, "gating")
+
+    for k, v in {**llm.env(), "GATING_PROVIDER": "live", "GATING_CACHE_DIR": str(tmp_path / "c")}.items():
+        monkeypatch.setenv(k, v)
+    main(["-C", str(g.root), "eval", "--json", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    verdicts = {c["id"]: c["passed"] for c in report["head"]["cases"]}
+    assert verdicts == {
+        "written": True,
+        "refund-soon": True, "matrix-1": True, "matrix-2": False,  # a list var runs once per value
+        "half": True,  # 1 of 2 (and the default) passes: 0.67 >= the test's threshold 0.5
+        "given-0": True, "given-1": False,  # the config reaches the function
+    }, verdicts
+    half = next(c for c in report["head"]["cases"] if c["id"] == "half")
+    assert [a["type"] for a in half["assertions"]] == ["not-icontains", "contains", "contains"]  # defaultTest too
+
+
+def test_a_generated_test_that_cannot_convert_fails_naming_what(tmp_path: Path, llm: LLMServer,  # noqa: F811
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    g = generated_repo(tmp_path, GENERATED.replace("tests/gen.py:generate_tests", "tests/gen.py:with_js"))
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    capsys.readouterr()
+    for k, v in {**llm.env(), "GATING_PROVIDER": "live", "GATING_CACHE_DIR": str(tmp_path / "c")}.items():
+        monkeypatch.setenv(k, v)
+    assert main(["-C", str(g.root), "eval"]) == 2
+    err = capsys.readouterr().err
+    assert ("gating.yml: evals.generate: evals/promptfoo_generators.py:with_js raised ValueError: tests/gen.py:with_js "
+            "returned promptfoo tests gating cannot convert: 1 x assertion type `javascript`") in err, err
+
+
+@pytest.mark.parametrize(("tests", "says"), [
+    ("file://tests/missing.py:make", "tests from a Python generator tests/missing.py (not a file of this repository)"),
+    ("file://tests/my-gen.py:make", "tests from a Python generator tests/my-gen.py (its name is not a Python module "
+                                    "name: rename it)"),
+    ("file://tests/gen.js", "tests from a JavaScript generator"),
+])
+def test_a_generator_that_cannot_convert_is_listed(tmp_path: Path, tests: str, says: str,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    g = generated_repo(tmp_path, GENERATED.replace("file://tests/gen.py:generate_tests", tests))
+    (g.root / "tests/my-gen.py").write_text("def make():\n    return []\n")
+    (g.root / "tests/gen.js").write_text("module.exports = () => []\n")
+    commit_all(g, "more")
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert f"1 x {says}" in out, out
+
+
+def test_convert_generated_names_what_does_not_convert() -> None:
+    from gating.adopt.promptfoo import convert_generated
+
+    got = convert_generated([{"description": "ok", "vars": {"q": "x"}, "assert": [{"type": "contains", "value": "x"}]}],
+                            ["p"], "gen.py:make")
+    assert got == [{"id": "ok", "prompt": "p", "vars": {"q": "x"}, "assert": [{"type": "contains", "value": "x"}],
+                    "description": "ok"}]
+    with pytest.raises(ValueError, match=r"^gen.py:make returned dict, not a list of promptfoo tests$"):
+        convert_generated({"vars": {}}, ["p"], "gen.py:make")
+    with pytest.raises(ValueError, match=r"^gen.py:make returned promptfoo tests gating cannot convert: "
+                                         r"1 x test key `provider`; 1 x test that is not a mapping$"):
+        convert_generated([{"vars": {}, "provider": "openai:gpt-4o"}, "file://more.yaml"], ["p"], "gen.py:make")
+
+
+@pytest.mark.parametrize(("tests", "fn", "note"), [
+    ("file://tests/gen.py", "generate_tests", "tests from tests/gen.py name no function: `generate_tests` is called"),
+    ("python:tests/gen.py:with_js", "with_js", None),
+    ("tests/gen.py:with_js", "with_js", None),
+], ids=["no-function", "python-prefix", "bare-path"])
+def test_generator_reference_forms(tmp_path: Path, tests: str, fn: str, note: str | None,
+                                   capsys: pytest.CaptureFixture) -> None:
+    g = generated_repo(tmp_path, GENERATED.replace("file://tests/gen.py:generate_tests", tests))
+    assert main(["-C", str(g.root), "import", "promptfoo", "promptfooconfig.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert f"  - file://evals/promptfoo_generators.py:{fn}\n" in (g.root / "gating.yml").read_text()
+    assert f"tests = importlib.import_module('gen').{fn}()\n" in (g.root / "evals/promptfoo_generators.py").read_text()
+    assert note is None or note in out

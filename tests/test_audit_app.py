@@ -84,6 +84,7 @@ def test_merge_writes_one_signed_entry_a_clone_verifies_and_deployment_adds_know
     assert [(a["reviewer"], a["state"], a["sha"]) for a in p["approvals"]] == [("bob", "APPROVED", head)]
     assert p["snapshot"]["files"]["prompts/answer.md"] and p["snapshot_digest"].startswith("sha256:")
     assert entry.statement["subject"][0]["digest"] == {"gitCommit": merge}
+    assert p["checks"] == {"gating / approval": None, "gating / eval": None}  # no check runs on the head
 
     clone = world.repo.clone(tmp_path / "clone", world.emu.installation_token())
     pub = str(world.key_dir / "audit.pub")
@@ -166,6 +167,26 @@ def test_with_no_check_run_of_github_actions_the_newest_of_any_app_counts_and_sa
     assert (evals["verdict"], evals["source"]) == ("pass", "gating / eval check run by gating-emulated")
 
 
+def test_the_merged_entry_records_the_apps_own_approval_check_and_the_eval_check(world):
+    """gating / approval as the App posted it on the head (a later run of that name from another app
+    with checks: write does not replace it), and the gating / eval run that counts."""
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.actions_token(), head, "success", "Pass")
+    for token, conclusion in ((world.emu.installation_token(), "success"), (world.emu.actions_token(), "failure")):
+        r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"name": "gating / approval", "head_sha": head, "status": "completed",
+                             "conclusion": conclusion, "output": {"title": "1 of 1 rules approved", "summary": "-"}})
+        assert r.status_code == 201, r.text
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    (entry,) = world.entries(merge)
+    approval, ev = entry.predicate["checks"]["gating / approval"], entry.predicate["checks"]["gating / eval"]
+    assert (approval["conclusion"], approval["app_id"], approval["head_sha"], approval["title"]) == (
+        "success", int(world.emu.app.app_id), head, "1 of 1 rules approved")
+    assert (ev["conclusion"], ev["app"], ev["head_sha"]) == ("success", "github-actions", head)
+
+
 def test_redelivered_merge_event_leaves_one_entry(world):
     n, _head, merge = world.merged_pull("tune", "Answer briefly.\n")
     world.settle()
@@ -193,6 +214,26 @@ def test_a_merge_the_app_missed_is_backfilled(world, tmp_path, capsys, monkeypat
     (entry,) = world.entries(merge1)
     assert entry.predicate["backfilled"] is True and entry.predicate["evals"] is None
     assert cli(capsys, *args)[1] == "0 merged pull requests had no audit entry; the trail is complete\n"
+
+
+def test_backfill_records_the_approval_check_of_the_app_it_is_told(world, capsys, monkeypatch):
+    world.emu.webhook_url = None  # the App is down for this merge
+    n, head = unmerged_pull(world, "tune")
+    for token, conclusion in ((world.emu.installation_token(), "success"), (world.emu.actions_token(), "failure")):
+        r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"name": "gating / approval", "head_sha": head, "status": "completed",
+                             "conclusion": conclusion})
+        assert r.status_code == 201, r.text
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    monkeypatch.setenv("GITHUB_TOKEN", world.emu.installation_token())
+    monkeypatch.delenv("GATING_AUDIT_APP_ID", raising=False)
+    code, _out, _ = cli(capsys, "audit", "backfill", "--repo", world.repo.full_name, "--key",
+                        str(world.key_dir / "audit.key"), "--api-url", world.emu.api_url, "--app-id", world.emu.app.slug)
+    assert code == 0
+    (entry,) = world.entries(merge)
+    approval = entry.predicate["checks"]["gating / approval"]
+    assert (approval["conclusion"], approval["app_id"]) == ("success", int(world.emu.app.app_id))
 
 
 def test_the_app_reconciles_missed_merges_on_its_own(world):

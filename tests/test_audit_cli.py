@@ -93,6 +93,7 @@ def test_show_prints_the_entries_of_a_commit(world, capsys):
     assert f"  approvals          bob APPROVED at 2024-05-01T11:00:00Z on {s[1][:12]}" in first
     assert ("  evals              pass (dataset sha256:d1; from the eval note): cases 12, cost_per_request_usd "
             "$0.000412, latency_p95_ms 1,235 ms, pass_rate 0.300\n") in first  # rounded for people
+    assert "  checks             not recorded (the entry predates recording them)\n" in first
     assert first.endswith(f"keyid {keys.keyid(world['key'])}  (verified)")
     assert second.splitlines()[0] == "entry seq 4: known_good at 2024-05-01T12:05:00Z"
     assert "  deployment         environment production, id 7" in second
@@ -134,6 +135,20 @@ def test_rollbacks_read_as_rollbacks_not_overrides(world, capsys):
     assert (f"  rollback           to {s[1][:12]} (last-good) by @alice via comment: answers cite the wrong "
             f"article\n  requested from     comment {url}\n") in rolled
     assert run(capsys, "-C", str(work.root), "audit", "verify", "--key", world["pub"], "--no-fetch")[0] == 0
+
+
+def test_show_prints_the_check_runs_a_merged_entry_recorded():
+    from gating.audit.entry import make_line, parse_line
+    from gating.commands.audit import show_text
+
+    sha = "a" * 40
+    facts = EntryFacts("merged", sha, "acme/support-bot", "carol", pull_request=11, checks={
+        "gating / approval": {"conclusion": "success", "status": "completed", "app": "gating", "app_id": 7,
+                              "head_sha": "b" * 40, "check_run_id": 3, "title": "1 of 1 rules approved"},
+        "gating / eval": None})
+    text = show_text(parse_line(make_line(facts, NOW, 1, None, keys.generate()), sha), "keyid k")
+    assert f"  checks             gating / approval: success by gating (app id 7) on {'b' * 12}\n" \
+           "                     gating / eval: none\n" in text
 
 
 def test_show_a_commit_without_entries(world, capsys):

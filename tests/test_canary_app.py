@@ -4,6 +4,7 @@ the emulator: a failed analysis records one signed canary_failed entry on the ca
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -107,7 +108,7 @@ def test_argo_web_provider_passes_a_healthy_canary_and_fails_a_regression(world:
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert argo_measurement(resp) == "Successful", body["reason"]
-    assert body["window"]["minutes"] == 30 and body["canary"]["systems"] == [canary]
+    assert body["window"]["minutes"] == 30 and body["canary"]["systems"][0] == canary
     assert {c["name"] for c in body["checks"]} >= {"error_rate", "latency:llm", "tokens_per_request"}
     assert [e.event for e in world.entries()].count("canary_failed") == 0
 
@@ -198,10 +199,37 @@ def test_cli_reads_an_app_database(tmp_path: Path, capsys):
     assert "NOT ENOUGH TRAFFIC YET" in capsys.readouterr().out
     store.write(traffic(minutes=60, start=NOW - 60, seed=3, system="d" * 40, error_rate=0.004))
     assert main([*args[:2], "--canary", "d" * 40, *args[4:], "--json"]) == 0
-    import json
     assert json.loads(capsys.readouterr().out)["verdict"] == "pass"
     assert main([*args[:4], "--baseline", canary, *args[6:]]) == 2
     assert "the same system" in capsys.readouterr().err
+
+
+def test_cli_matches_telemetry_naming_only_the_snapshot_through_the_local_clone(example_repo, tmp_path: Path,
+                                                                                capsys):
+    from gating.commands.cli import main
+    from gating.commands.common import snapshot_at
+    from gating.git.repository import commit_all
+    from gating.server.rollup_store import RollupStore
+
+    stable = example_repo.rev_parse("HEAD")
+    (example_repo.root / "prompts" / "system.md").write_text("Answer in one sentence.\n")
+    canary = commit_all(example_repo, "Shorter answers")
+    digests = {sha: snapshot_at(example_repo, sha).digest for sha in (stable, canary)}
+    db = tmp_path / "jobs.db"
+    RollupStore(str(db)).write([*traffic(minutes=60, start=NOW - 60, seed=1, system=digests[stable], error_rate=0.004),
+                                *traffic(minutes=60, start=NOW - 60, seed=2, system=digests[canary], error_rate=0.03)])
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--db", str(db),
+            "--until", _iso(NOW), "--json"]
+    assert main(["-C", str(example_repo.root), *args]) == 1
+    body = json.loads(capsys.readouterr().out)
+    assert body["canary"]["systems"] == [canary, digests[canary]] and body["baseline"]["requests"] > 0
+    assert body["verdict"] == "fail" and body["notes"] == []
+    # outside the clone the snapshots are unknown: matched by SHA, which this telemetry never names
+    assert main(["-C", str(tmp_path), *args[:-1]]) == 3
+    out = capsys.readouterr().out
+    assert "NOT ENOUGH TRAFFIC YET" in out
+    assert ("  note: the canary's snapshot is not known (no git repository here to build it in: run in a clone, or "
+            "pass -C): its telemetry is matched by commit SHA only") in out.splitlines()
 
 
 def test_cli_asks_the_app(world: World, monkeypatch, capsys):
@@ -215,6 +243,60 @@ def test_cli_asks_the_app(world: World, monkeypatch, capsys):
     monkeypatch.setenv("GATING_CANARY_TOKEN", TOKEN)
     assert main(args) == 0
     assert ": PASS" in capsys.readouterr().out
+
+
+def test_telemetry_naming_only_the_snapshot_is_matched_to_the_commits(github, github_repo, tmp_path: Path):
+    """Spans whose resource names the system only by `gating.snapshot` (no commit SHA) are read as
+    the commit's whose system it is: the App rebuilds the snapshot at each SHA it is asked about."""
+    from monitor_support import TOKEN as OTLP_TOKEN
+    from monitor_support import request_trace, tracer
+
+    from gating.commands.common import snapshot_at
+    from gating.git.repository import Git
+
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=HANDLERS + ",gating.server.handlers.canary",
+                          GATING_CANARY_TOKEN=TOKEN, GATING_OTLP_TOKEN=OTLP_TOKEN)
+    real_clock = monitoring.clock
+    now = int(time.time() // 60) + 1  # the window ends after the minute being sent in
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(MANIFEST)
+        w.settle()
+        stable, canary = w.shas["M1"], w.shas["M2"]
+        clone = Git(w.repo.clone(tmp_path / "clone", github.installation_token()).root)
+        digests = {sha: snapshot_at(clone, sha).digest for sha in (stable, canary)}
+        assert digests[stable] != digests[canary]
+        for sha, every in ((stable, 0), (canary, 4)):  # the canary fails one request in four
+            with tracer(url, **{"service.version": "", "gating.snapshot": digests[sha],
+                                "gating.repository": w.repo.full_name}) as tr:
+                for i in range(400):
+                    request_trace(tr, (now - 20) * 60_000_000_000 + i * 2_000_000_000, llm_ms=700.0,
+                                  error="openai.APIError" if every and i % every == 0 else None)
+        monitoring.clock = lambda: now * 60.0
+        try:
+            resp = argo_request(url, canary, stable)
+        finally:
+            monitoring.clock = real_clock
+    body = resp.json()
+    assert resp.status_code == 200, body
+    assert body["canary"] == {"systems": [canary, digests[canary]], "requests": 400}
+    assert body["baseline"] == {"systems": [stable, digests[stable]], "requests": 400}
+    assert argo_measurement(resp) == "Failed", body["reason"]
+    assert body["reason"].startswith("error rate 25.00% on the canary vs 0.00% on the baseline")
+    assert body["notes"] == []
+
+
+def test_a_commit_the_app_cannot_resolve_is_matched_by_its_sha_and_says_so(world: World):
+    canary, stable = feed(world, canary_rate=0.004)
+    ghost = "f" * 40
+    world.rollups.items += traffic(minutes=60, start=NOW - 60, seed=3, system=ghost, error_rate=0.004,
+                                   repo=world.repo.full_name)
+    body = argo_request(world.url, ghost, stable).json()
+    assert body["canary"]["systems"] == [ghost] and len(body["baseline"]["systems"]) == 2
+    assert body["notes"] == [f"the canary's snapshot is not known (not a commit of {world.repo.full_name}): its "
+                             "telemetry is matched by commit SHA only"]
+    assert body["verdict"] == "pass"
 
 
 def _iso(minute: int) -> str:

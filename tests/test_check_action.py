@@ -39,10 +39,11 @@ def test_action_inputs_outputs_and_branding(action: dict):
     assert {k: v.get("default") for k, v in inputs.items()} == {
         "config": "gating.yml", "github-token": "${{ github.token }}", "concurrency": "", "baseline": "notes",
         "fail-on": "regression", "on-error": "fail", "replay": "false", "comment": "false", "working-directory": ".",
-        "args": "", "mode": "check", "artifact-name": "gating-collect"}
+        "args": "", "mode": "check", "artifact-name": "gating-collect", "shard": "", "merge": "false",
+        "shard-artifact": "gating-shard"}
     assert {k: v["value"] for k, v in action["outputs"].items()} == {
         name: f"${{{{ steps.check.outputs.{name} }}}}"
-        for name in ("verdict", "conclusion", "report-json", "junit", "check-run-id")}
+        for name in ("verdict", "conclusion", "report-json", "junit", "check-run-id", "shard-report")}
     assert action["branding"] == {"icon": "shield", "color": "purple"}
     assert action["runs"]["using"] == "composite"
     assert not [k for k in inputs if "key" in k.lower()], "provider keys travel only through env"
@@ -63,7 +64,8 @@ def test_action_pins_python_installs_itself_and_never_splices_inputs_into_script
             assert PINNED.match(s["uses"]), s["uses"]
     assert set(step(action, "check")["env"]) == {"GITHUB_TOKEN", "INPUT_CONFIG", "INPUT_CONCURRENCY",
                                                  "INPUT_BASELINE", "INPUT_FAIL_ON", "INPUT_ON_ERROR", "INPUT_COMMENT",
-                                                 "INPUT_REPLAY", "INPUT_ARGS", "INPUT_MODE"}
+                                                 "INPUT_REPLAY", "INPUT_ARGS", "INPUT_MODE", "INPUT_SHARD",
+                                                 "INPUT_MERGE"}
 
 
 def test_example_workflow_has_the_right_permissions_and_no_paths_filter():
@@ -246,3 +248,81 @@ def test_the_composite_collects_then_evaluates_a_fork_pull_request(github, tmp_p
         assert run["conclusion"] == "failure"
         bad = run_step("check", "sideways", token, "workflow_run", payload, repo.head(), tmp_path / "base-checkout")
         assert bad.returncode == 2 and "mode 'sideways' is not one of: check, collect, evaluate" in bad.stderr
+
+
+def test_sharded_example_workflow_runs_a_matrix_and_one_merge_job_that_posts():
+    wf = load(ROOT / "examples" / "workflows" / "gating-sharded.yml")
+    assert "pull_request" in wf["on"] and not (wf["on"]["pull_request"] or {})  # no paths: filter
+    assert wf["permissions"] == {"contents": "read"}  # the shards can post nothing
+    shard, merge = wf["jobs"]["shard"], wf["jobs"]["eval"]
+    n = len(shard["strategy"]["matrix"]["shard"])
+    assert shard["strategy"]["fail-fast"] is False and "permissions" not in shard
+    [gating] = [s for s in shard["steps"] if s.get("uses") == action_ref()]
+    assert gating["with"]["shard"] == f"${{{{ matrix.shard }}}}/{n}" and "merge" not in gating["with"]
+    assert merge["needs"] == "shard" and "!cancelled()" in merge["if"]
+    assert merge["permissions"] == {"actions": "read", "checks": "write", "contents": "write", "pull-requests": "read"}
+    [merging] = [s for s in merge["steps"] if s.get("uses") == action_ref()]
+    assert merging["with"]["merge"] is True and "env" not in merging  # no model is called: no keys
+    inputs = set(load(ROOT / "action.yml")["inputs"])
+    for job in (shard, merge):
+        assert job["steps"][0]["with"]["fetch-depth"] == 0
+        for s in job["steps"]:
+            if s["uses"] == action_ref():
+                assert set(s["with"]) <= inputs
+            else:
+                assert PINNED.match(s["uses"]), s["uses"]
+
+
+def test_the_composite_shards_then_merges_and_only_the_merge_posts(github, tmp_path: Path, monkeypatch,
+                                                                   action: dict):
+    """Two shard jobs and the merge job through the action's own bash, the artifacts moved where
+    upload-artifact and download-artifact (merge-multiple) put them."""
+    import json
+
+    with LLMServer() as llm:
+        repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+        h = Harness(github, repo, llm, tmp_path, monkeypatch)
+        pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(h.event(pr)), encoding="utf-8")
+
+        def job(name: str, inputs: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path]:
+            runner_temp = tmp_path / name
+            runner_temp.mkdir()
+            (runner_temp / "gating-venv").symlink_to(Path(sys.prefix))
+            env = {**clean_env(), **h.env(pr["head"]["sha"], h.token, event, runner_temp),
+                   "RUNNER_TEMP": str(runner_temp), "GATING_CACHE_DIR": str(tmp_path / "cache")}
+            values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
+            values |= {"inputs.github-token": h.token, **{f"inputs.{k}": v for k, v in inputs.items()}}
+            s = step(action, "check")
+            env.update({k: _expand(str(v), values) for k, v in s["env"].items()})
+            proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]],
+                                  cwd=h.clone().root, env=env, capture_output=True, text=True, timeout=120)
+            return proc, runner_temp
+
+        shards = tmp_path / "merge" / "gating-shards"
+        shards.mkdir(parents=True)
+        for i in (1, 2):
+            proc, temp = job(f"shard-{i}", {"shard": f"{i}/2"})
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.startswith(f"gating / eval: shard {i}/2: evaluated ")
+            outputs = parse_outputs((temp / "output.txt").read_text(encoding="utf-8"))
+            assert outputs["shard-name"] == f"{i}-of-2"
+            assert outputs["shard-report"] == str(temp / "gating-shard" / f"shard-{i}-of-2.json")
+            (temp / "gating-shard" / f"shard-{i}-of-2.json").rename(shards / f"shard-{i}-of-2.json")
+        assert github.list_check_runs(repo, head_sha=pr["head"]["sha"]) == []
+        (tmp_path / "merge" / "gating-venv").symlink_to(Path(sys.prefix))
+        runner_temp = tmp_path / "merge"
+        env = {**clean_env(), **h.env(pr["head"]["sha"], h.token, event, runner_temp), "RUNNER_TEMP": str(runner_temp)}
+        values = {f"inputs.{k}": str(v.get("default") or "") for k, v in action["inputs"].items()}
+        values |= {"inputs.github-token": h.token, "inputs.merge": "true"}
+        s = step(action, "check")
+        env.update({k: _expand(str(v), values) for k, v in s["env"].items()})
+        merged = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", s["run"]],
+                                cwd=h.clone().root, env=env, capture_output=True, text=True, timeout=120)
+        assert merged.returncode == 0, merged.stderr
+        assert merged.stdout.startswith("gating / eval: Pass: the 1 threshold met; 12 paired cases")
+        [run] = github.list_check_runs(repo, head_sha=pr["head"]["sha"])
+        assert run["conclusion"] == "success"
+        bad, _ = job("both", {"shard": "1/2", "merge": "true"})
+        assert bad.returncode == 2 and "expected I/N (e.g. 2/4), in a job without merge: true" in bad.stderr

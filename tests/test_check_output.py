@@ -119,3 +119,12 @@ def test_job_summary_explains_why_nothing_was_posted():
 def test_output_lines_use_a_heredoc_for_multiline_values():
     assert output_lines({"verdict": "pass", "check-run-id": None, "why": "a\nb"}) == \
         "verdict=pass\ncheck-run-id=\nwhy<<gating_EOF\na\nb\ngating_EOF\n"
+
+
+def test_the_check_run_summary_has_the_pass_rate_by_tag():
+    r = result(flipped=[flip("a", "answer")])
+    assert r.comparison is not None
+    r.comparison.tags = [{"tag": "red-team", "cases": 8, "base": 1.0, "head": 0.75, "delta": -0.25}]
+    md = summary_markdown(r)
+    assert "#### Pass rate by tag\n\n| Tag | Cases | Base | Head | Δ |\n|---|---|---|---|---|\n" \
+           "| `red-team` | 8 | 1.000 | 0.750 | −0.250 |\n" in md

@@ -486,6 +486,6 @@ def test_an_input_refused_before_the_check_runs_still_sets_the_outputs(h: Harnes
     ran = h.run(pr, args=("--concurrency", "0"))
     assert (ran.rc, ran.stderr) == (2, "gating: error: concurrency must be a positive number, not 0\n")
     assert ran.outputs == {"verdict": "error", "conclusion": "failure", "report-json": "", "junit": "",
-                           "check-run-id": ""}
+                           "check-run-id": "", "shard-report": ""}
     assert ran.summary == "## gating / eval: error\n\nThe check did not run: concurrency must be a positive number, not 0\n"
     assert h.check_runs(pr["head"]["sha"]) == []

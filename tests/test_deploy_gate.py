@@ -81,10 +81,59 @@ def entries(*facts: EntryFacts) -> list:
     return out
 
 
-def merged(commit: str = C, verdict: str = "pass", snapshot: dict | None = None) -> EntryFacts:
+APP_ID = 7
+
+
+def approval_run(conclusion: str | None = "success", app_id: int = APP_ID, status: str = "completed") -> dict:
+    return {"conclusion": conclusion, "status": status, "check_run_id": 11, "head_sha": "h" * 40, "app_id": app_id,
+            "app": "gating" if app_id == APP_ID else "ci-bot", "title": "2 of 2 rules approved"}
+
+
+def merged(commit: str = C, verdict: str = "pass", snapshot: dict | None = None,
+           approval: dict | None | str = "success") -> EntryFacts:
+    """A merged entry; `approval` the recorded gating / approval run ("success": the App's, passed;
+    "absent": an entry older than the field)."""
+    run = approval_run() if approval == "success" else approval
     return EntryFacts("merged", commit, "acme/bot", "root", pull_request=3, snapshot=snapshot or {"name": "bot"},
                       evals={"verdict": verdict, "source": "eval note"},
-                      approvals=[Approval("root", "APPROVED", "", commit)])
+                      approvals=[Approval("root", "APPROVED", "", commit)],
+                      checks=None if run == "absent" else {"gating / approval": run, "gating / eval": None})
+
+
+HOW = ("Get the approvals gating / approval asks for before merging, or have an admin record `/gating override "
+       "<reason>` on the pull request before merging")
+
+
+@pytest.mark.parametrize(("approval", "reason"), [
+    (None, f"approval missing: no gating / approval check run of the App was on the head of #3 at merge. {HOW}"),
+    (approval_run("failure"), "approval missing: gating / approval on the head of #3 was failure at merge (2 of 2 "
+                              f"rules approved). {HOW}"),
+    (approval_run(None, status="in_progress"), "approval missing: gating / approval on the head of #3 was "
+                                               f"in_progress at merge (2 of 2 rules approved). {HOW}"),
+    (approval_run(app_id=99), "approval missing: the gating / approval run recorded at merge of #3 was posted by "
+                              f"ci-bot (app id 99), not by this App. {HOW}"),
+    ("absent", "approval not recorded: the merged entry of #3 (audit seq 1) predates recording gating / approval at "
+               "merge, so whether the required approvals were present is unknown. Merge the change through a new pull "
+               "request (its merge records gating / approval), or deploy a rollback to a known-good snapshot "
+               "(/rollback last-good)"),
+], ids=["no-run", "failed", "pending", "another-app", "older-entry"])
+def test_a_merge_without_a_successful_approval_check_of_the_app_is_rejected(approval: dict | None | str,
+                                                                           reason: str):
+    """An approving review alone is not the approval: the rules may ask for more (two reviewers, a
+    team, an admin for policy changes); only the App's own gating / approval says they were met."""
+    from gating.audit.entry import snapshot_digest
+    d = decide(entries(merged(approval=approval)), C, "staging", Chain(("staging",)), snapshot_digest({"name": "bot"}),
+               app_id=APP_ID)
+    assert not d.approved and d.reasons == (reason,)
+    assert d.comment(C, "staging") == f"gating: {C[:12]} rejected for staging:\n- {reason}"
+
+
+def test_a_successful_approval_check_of_the_app_is_the_approval():
+    from gating.audit.entry import snapshot_digest
+    log = entries(merged())
+    assert decide(log, C, "staging", Chain(("staging",)), snapshot_digest({"name": "bot"}), app_id=APP_ID).approved
+    # the App's id as the settings give it (a string) is the same App
+    assert decide(log, C, "staging", Chain(("staging",)), snapshot_digest({"name": "bot"}), app_id="7").approved
 
 
 def test_a_rule_firing_after_staging_went_known_good_stops_the_promotion():
@@ -120,11 +169,25 @@ def test_no_manifest_at_the_commit_is_rejected():
 
 def test_an_override_recorded_at_merge_stands_in_for_failed_evals():
     from gating.audit.entry import Override, snapshot_digest
-    f = merged(verdict="fail")
+    f = merged(verdict="fail", approval=approval_run("failure"))
     f = EntryFacts(**{**f.__dict__, "overrides": [Override("root", "hotfix for outage", "2026-01-05T11:00:00Z")]})
-    d = decide(entries(f), C, "staging", Chain(("staging",)), snapshot_digest({"name": "bot"}))
+    d = decide(entries(f), C, "staging", Chain(("staging",)), snapshot_digest({"name": "bot"}), app_id=APP_ID)
     assert d.approved and d.evidence["summary"] == "merged through #3 (audit seq 1), evals fail, 1 override(s), " \
                                                    "snapshot unchanged"
+
+
+def test_a_rejection_comment_fits_githubs_limit_and_says_what_it_left_out():
+    from gating.deploy.gate import MAX_COMMENT, Decision
+    reasons = tuple(f"reason {i}: " + "x" * 300 for i in range(5))
+    text = Decision(False, "", reasons).comment(C, "production")
+    assert len(text) <= MAX_COMMENT == 1024
+    lines = text.splitlines()
+    assert lines[0] == f"gating: {C[:12]} rejected for production:"
+    assert lines[1:-1] == [f"- {r}" for r in reasons[:2]]
+    assert lines[-1] == "- ... 3 more reasons: every reason is in the signed deploy_rejected entry (gating audit log)"
+    one = Decision(False, "", ("y" * 2000,)).comment(C, "production")
+    assert len(one) == 1024 and one.endswith("...")
+    assert Decision(False, "", reasons[:2]).comment(C, "production").count("\n") == 2  # fits: all of it
 
 
 @pytest.mark.parametrize(("status", "weight"), [

@@ -28,14 +28,22 @@ DEPLOY = "\ndeploy:\n  environments: [staging, production]\n  exceptions: [previ
 
 class GateWorld(World):
     def reviewed_merge(self, branch: str, files: dict[str, str | None], title: str, eval_ok: bool = True,
-                       approve: bool = True) -> str:
-        """A pull request with a `gating / eval` run on its head and an approving review, merged."""
+                       approve: bool = True, approval_check: str | None = None) -> str:
+        """A pull request with a `gating / eval` run on its head and an approving review, merged; the
+        App's `gating / approval` run on the head concluded `approval_check` (default: success when
+        approved, failure when not; "none": no run)."""
         head = self.emu.push(self.repo, branch, files, title, user="alice")
         pr = self.emu.create_pull(self.repo, branch, "main", title, "alice")
         self.api().client.request("POST", f"{self.api().path}/check-runs", json={
             "name": "gating / eval", "head_sha": head, "status": "completed",
             "conclusion": "success" if eval_ok else "failure",
             "output": {"title": "evals pass" if eval_ok else "evals fail", "summary": "-"}})
+        conclusion = approval_check or ("success" if approve else "failure")
+        if conclusion != "none":  # what the approvals handler posts, with the App's token
+            self.api().client.request("POST", f"{self.api().path}/check-runs", json={
+                "name": "gating / approval", "head_sha": head, "status": "completed", "conclusion": conclusion,
+                "output": {"title": "1 of 1 rules approved" if conclusion == "success" else "1 rule pending",
+                           "summary": "-"}})
         if approve:
             self.emu.add_review(self.repo, pr["number"], "root", "APPROVED")
         sha = self.emu.merge_pull(self.repo, pr["number"], "root")
@@ -140,8 +148,36 @@ def test_a_failed_eval_and_a_missing_approval_are_rejected_with_both_reasons(wor
     assert lines[1] == ("- eval evidence missing: the eval verdict recorded at merge is fail (gating / eval check run "
                         f"by {world.emu.app.slug}). Merge a change whose gating / eval passes, or have an admin record "
                         "`/gating override <reason>` on the pull request before merging")
-    assert lines[2] == ("- approval missing: no approving review is recorded on the merge of #2. Get the approvals "
-                        "gating / approval asks for before merging, or an admin override")
+    assert lines[2] == ("- approval missing: gating / approval on the head of #2 was failure at merge (1 rule pending). "
+                        "Get the approvals gating / approval asks for before merging, or have an admin record "
+                        "`/gating override <reason>` on the pull request before merging")
+
+
+def test_an_approving_review_without_the_apps_approval_check_is_rejected(world: GateWorld):
+    """The rules may ask for more than one review (or an admin's): the App's own gating / approval,
+    recorded at merge, is what says the required approvals were present. A run of that name posted
+    by another app (a workflow's token) does not count."""
+    head = world.emu.push(world.repo, "unchecked", {"prompts/system.md": "Be kind.\n"}, "Kind", user="alice")
+    n = world.emu.create_pull(world.repo, "unchecked", "main", "Kind", "alice")["number"]
+    for token, name in ((world.emu.installation_token(), "gating / eval"),
+                        (world.emu.actions_token(), "gating / approval")):  # the second one forged by a workflow
+        r = httpx.post(f"{world.emu.api_url}/repos/{world.repo.full_name}/check-runs", timeout=10,
+                       headers={"Authorization": f"Bearer {token}"},
+                       json={"name": name, "head_sha": head, "status": "completed", "conclusion": "success"})
+        assert r.status_code == 201, r.text
+    world.emu.add_review(world.repo, n, "root", "APPROVED")
+    f = world.emu.merge_pull(world.repo, n, "root")
+    world.settle()
+    got = world.gate(f, "staging")
+    assert got["state"] == "rejected"
+    assert got["comment"].splitlines()[1:] == [
+        f"- approval missing: no gating / approval check run of the App was on the head of #{n} at merge. Get the "
+        "approvals gating / approval asks for before merging, or have an admin record `/gating override <reason>` "
+        "on the pull request before merging"]
+    merged = [e for e in world.entries() if e.event == "merged" and e.commit == f][0]
+    assert merged.predicate["checks"]["gating / approval"] is None  # the workflow's run is not the App's
+    ev = merged.predicate["checks"]["gating / eval"]
+    assert (ev["conclusion"], ev["head_sha"], ev["app"]) == ("success", head, world.emu.app.slug)
 
 
 def test_a_commit_whose_system_changed_after_merge_is_rejected(world: GateWorld):
@@ -155,7 +191,8 @@ def test_a_commit_whose_system_changed_after_merge_is_rejected(world: GateWorld)
     audit_log.append_entry(store, EntryFacts(
         event="merged", commit=c, repository=world.repo.full_name, actor="root", pull_request=1,
         snapshot=merged_d.predicate["snapshot"], evals={"verdict": "pass", "source": "eval note"},
-        approvals=[Approval("root", "APPROVED", "", c)], backfilled=True), world.key, datetime.now(UTC))
+        approvals=[Approval("root", "APPROVED", "", c)], backfilled=True, checks=merged_d.predicate["checks"]),
+        world.key, datetime.now(UTC))
     got = world.gate(c, "staging")
     assert got["state"] == "rejected"
     (_, reason) = got["comment"].splitlines()  # evals and approval recorded: the snapshot alone is wrong
@@ -200,8 +237,9 @@ def test_a_redelivered_event_answers_once_with_the_recorded_decision(world: Gate
     assert run.state == "approved"
     world.emu._emit("deployment_protection_rule", "requested", world.emu.repo_record(world.repo),
                     deployment_id=held["deployment"]["id"], gate_run_id=held["run_id"])
-    world.settle()  # the second review is GitHub's 422 (not waiting), which the App takes as done
+    world.settle()  # the second review is GitHub's 422 (no pending request), which the App takes as done
     assert len(world.decisions()) == 1
+    assert world.queue.list("failed") == []
 
 
 def test_no_audit_key_rejects_with_the_reason(github, github_repo, tmp_path: Path):
@@ -246,23 +284,25 @@ def test_the_review_endpoint_validates_shapes_and_answers_githubs_errors(world: 
         target = url if run is None else url.replace(f"/runs/{held['run_id']}/", f"/runs/{run}/")
         return httpx.post(target, json=body, headers=headers)
 
+    def not_pending(run: int) -> str:
+        return f"No pending custom deployment requests in workflow run `{run}` to approve or reject"
+
     r = post({"environment_name": "staging", "state": "maybe"})
     assert r.status_code == 422 and r.json()["message"].startswith("Invalid request.")
     r = post({"state": "approved"})
     assert r.status_code == 422 and r.json()["message"].startswith("Invalid request.")
     r = post({"environment_name": "staging", "state": "approved"}, run=999999)
     assert (r.status_code, r.json()["message"]) == (404, "Not Found")
-    r = post({"environment_name": "staging", "state": "approved"})
-    assert r.status_code == 422 and "is not waiting for this app's deployment protection rule (already approved)" \
-        in r.json()["message"]
+    r = post({"environment_name": "staging", "state": "approved"})  # reviewed already
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(held["run_id"]))
+    assert r.json()["documentation_url"].endswith("#review-custom-deployment-protection-rules-for-a-workflow-run")
     other = world.emu.request_deployment(world.repo, world.shas["D"], "unprotected")  # no rule: no event
     r = post({"environment_name": "unprotected", "state": "approved"}, run=other["run_id"])
-    assert r.status_code == 422 and r.json()["message"] == (
-        "No pending custom deployment protection rule for this app on environment 'unprotected' in workflow run "
-        f"{other['run_id']}")
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(other["run_id"]))
+    # only a GitHub App answers here: a person's token finds nothing
     r = post({"environment_name": "staging", "state": "approved"},
              headers={"Authorization": f"token {world.emu.user_token('root')}"})
-    assert (r.status_code, r.json()["message"]) == (403, "Resource not accessible by personal access token")
+    assert (r.status_code, r.json()["message"]) == (404, "Not Found")
 
     # a comment without a state is posted on the run and leaves it waiting for the App's decision
     world.emu.webhook_url, hook = None, world.emu.webhook_url
@@ -271,9 +311,40 @@ def test_the_review_endpoint_validates_shapes_and_answers_githubs_errors(world: 
     r = post({"environment_name": "staging", "comment": "checking the audit log"}, run=quiet["run_id"])
     run = world.emu.gate_run(world.repo, quiet["run_id"])
     assert r.status_code == 204 and (run.state, run.comments) == ("waiting", ["checking the audit log"])
+    r = post({"environment_name": "staging", "state": "rejected", "comment": "x" * 1025}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "Comment exceeded maximum length of 1024 characters.")
+    r = post({"environment_name": "staging", "comment": ""}, run=quiet["run_id"])  # neither state nor comment
+    assert (r.status_code, r.json()["message"]) == (422, "Invalid state provided")
+    for i in range(9):
+        assert post({"environment_name": "staging", "comment": f"still checking {i}"}, run=quiet["run_id"]) \
+            .status_code == 204
+    r = post({"environment_name": "staging", "comment": "one too many"}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "You have exceeded the maximum allowed comments of 10 for the "
+                                                         "pending approval in environment staging.")
+    run.failing_reviews = 1
+    r = post({"environment_name": "staging", "state": "rejected", "comment": "no"}, run=quiet["run_id"])
+    assert (r.status_code, r.json()["message"]) == (422, "There was a problem approving one of the gates")
+    assert run.state == "waiting"
     r = post({"environment_name": "staging", "state": "rejected", "comment": "no"}, run=quiet["run_id"])
     assert r.status_code == 204 and run.state == "rejected"
+    r = post({"environment_name": "staging", "state": "approved"}, run=quiet["run_id"])  # the run is rejected
+    assert (r.status_code, r.json()["message"]) == (422, not_pending(quiet["run_id"]))
     assert all("deployment_protection_rule" in p for p in world.emu.take_problems())  # the invalid bodies, on purpose
+
+
+def test_the_app_answers_again_when_github_fails_to_pass_the_review_on(world: GateWorld):
+    """GitHub's 422 "There was a problem approving one of the gates" (reviews racing) leaves the run
+    waiting: the job retries and answers with the decision it recorded, once."""
+    world.emu.webhook_url, hook = None, world.emu.webhook_url
+    held = world.emu.request_deployment(world.repo, world.shas["D"], "staging")
+    world.emu.webhook_url = hook
+    run = world.emu.gate_run(world.repo, held["run_id"])
+    run.failing_reviews = 1
+    world.emu._emit("deployment_protection_rule", "requested", world.emu.repo_record(world.repo),
+                    deployment_id=held["deployment"]["id"], gate_run_id=held["run_id"])
+    world.settle()
+    assert run.state == "approved" and run.failing_reviews == 0
+    assert [e.predicate["deployment"]["run_id"] for e in world.decisions()] == [held["run_id"]]
 
 
 def test_github_failing_after_the_retries_rejects_with_the_reason(github, github_repo, tmp_path: Path):

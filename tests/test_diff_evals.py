@@ -138,3 +138,38 @@ def test_a_broken_dataset_at_head_is_named_in_the_diff(example_repo: Git) -> Non
 def test_which_way_an_assertion_changed(before, after, weaker) -> None:
     [c] = case_changes("c1", {"id": "c1", "assert": [before]}, {"id": "c1", "assert": [after]})
     assert isinstance(c, CaseChange) and c.weaker is weaker
+
+
+@pytest.mark.parametrize(("before", "after", "summary"), [
+    ("min_agreement: 0.8, metric: exact", "min_agreement: 0.8",
+     "judge calibration loosened: calibration.metric exact → kappa (exact agreement no longer required)"),
+    ("min_agreement: 0.8, metric: exact", "min_agreement: 0.8, metric: within_one",
+     "judge calibration loosened: calibration.metric exact → within_one (within-one agreement admits answers one "
+     "point off)"),
+    ("min_agreement: 0.8, metric: kappa", "min_agreement: 0.8, metric: exact",
+     "judge calibration criterion changed: calibration.metric kappa → exact (weighted kappa stays required "
+     "beside exact agreement)"),
+], ids=["exact-to-default-kappa", "exact-to-within-one", "kappa-to-exact"])
+def test_a_calibration_metric_change_is_high_risk_and_says_which_way(example_repo: Git, before: str, after: str,
+                                                                    summary: str) -> None:
+    edit(example_repo.root / "gating.yml", "min_agreement: 0.8", before)
+    commit_all(example_repo, "calibration metric")
+    base, head = change(example_repo, "metric", lambda r: edit(r / "gating.yml", before, after))
+    got = [row for row in rows(example_repo, base, head) if row[0].startswith("evals.calibration")]
+    assert got == [("evals.calibration.metric", "high", summary)]
+
+
+@pytest.mark.parametrize(("key", "before", "after", "weaker", "summary"), [
+    ("weight", 3, 1, True, "eval case `c1` weight: 3 → 1 (counts less)"),
+    ("weight", None, 0.5, True, "eval case `c1` weight: 1 → 0.5 (counts less)"),
+    ("weight", 1, 2, None, "eval case `c1` weight: 1 → 2 (counts more; the other cases count less)"),
+    ("threshold", 0.9, 0.5, True, "eval case `c1` threshold: 0.9 → 0.5 (weakened)"),
+    ("threshold", 0.5, None, False, "eval case `c1` threshold: 0.5 → None (stricter)"),
+    ("threshold", None, 0.9, True, "eval case `c1` threshold: None → 0.9 (weakened)"),
+    ("threshold", 0.5, 0.9, False, "eval case `c1` threshold: 0.5 → 0.9 (stricter)"),
+])
+def test_a_case_weight_or_threshold_change_says_which_way(key, before, after, weaker, summary) -> None:
+    b = {"id": "c1", **({key: before} if before is not None else {})}
+    h = {"id": "c1", **({key: after} if after is not None else {})}
+    [c] = case_changes("c1", b, h)
+    assert (c.where, c.weaker, c.summary) == ((key,), weaker, summary)

@@ -186,3 +186,38 @@ def test_price_table_from_the_repository(repo: Git, live: LLMServer, tmp_path: P
     assert main(["-C", str(repo.root), "eval", "--no-cache", "--json", str(tmp_path / "r.json")]) == 0
     head = json.loads((tmp_path / "r.json").read_text())["head"]
     assert [c["cost_usd"] for c in head["cases"]] == [c["tokens_in"] for c in head["cases"]]  # $1 per input token
+
+
+@pytest.fixture
+def dropped(tmp_path: Path) -> Git:
+    """Four cases that pass at HEAD~1 and fail at HEAD: a real drop four cases cannot confirm."""
+    g = init_repo(tmp_path / "dropped")
+    cases = [{"id": f"c{i}", "prompt": "p", "vars": {"q": a("yes")}, "assert": [{"type": "equals", "value": "yes"}]}
+             for i in range(4)]
+    write_repo(g.root, cases)
+    commit_all(g, "evals")
+    (g.root / "prompts/p.md").write_text("[[answer: no]] {{ q }}\n")
+    commit_all(g, "every answer no")
+    return g
+
+
+@pytest.mark.parametrize(("fail_on", "code"), [(None, 1), ("regression", 1), ("threshold", 0), ("never", 0)])
+def test_an_inconclusive_drop_exits_1_under_the_default_fail_on(dropped: Git, live: LLMServer, fail_on: str | None,
+                                                               code: int) -> None:
+    import os
+
+    argv = [sys.executable, "-m", "gating", "-C", str(dropped.root), "eval", "--rev", "HEAD", "--base", "HEAD~1",
+            "--no-cache", *(["--fail-on", fail_on] if fail_on else [])]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout.startswith("### gating / eval: ⚠️ inconclusive\n")
+    if code:
+        assert ("gating: error: the verdict is inconclusive (blocking under fail-on regression: a drop the suite "
+                "could not confirm needs a person or more cases): pass rate fell by 1 on 4 paired cases") in proc.stderr
+    else:
+        assert f"gating: warning: the verdict is inconclusive (not blocking: fail-on {fail_on}): pass rate fell by 1" \
+            in proc.stderr
+    assert ("with 4 paired cases the smallest drop this suite can confirm at alpha 0.05 is 1.25"
+            not in proc.stderr)  # four cases cannot confirm any drop: it says so instead
+    assert "4 paired cases cannot confirm any drop at alpha 0.05: that takes at least 6 cases getting worse" \
+        in proc.stderr

@@ -214,3 +214,73 @@ def test_the_base_version_of_a_check_judges_the_head(tmp_path: Path, llm: LLMSer
     assert got["new"].error == "assertion"
     assert "defines no function 'added'" in got["new"].error_message
     assert not marker.exists()
+
+
+SIBLING_CHECKS = '''\
+from helpers import wants_refund
+import lib.words as words
+from lib import STOP
+
+
+def get_assert(output, context):
+    return wants_refund(output) and words.count(output) < STOP
+'''
+HELPERS = '''\
+def wants_refund(text):
+    return "refund" in text.lower()
+'''
+
+
+def sibling_repo(root: Path, cases: list[dict[str, Any]], helpers: str = HELPERS) -> Path:
+    files = {"evals/checks.py": SIBLING_CHECKS, "evals/helpers.py": helpers, "evals/lib/__init__.py": "STOP = 50\n",
+             "evals/lib/words.py": "def count(text):\n    return len(text.split())\n"}
+    return write_repo(root, cases, files=files, evals={
+        "python": ["evals/checks.py", "evals/helpers.py", "evals/lib/__init__.py", "evals/lib/words.py"]})
+
+
+def test_a_check_imports_its_sibling_modules_and_packages(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    got = run(sibling_repo(tmp_path, [case("yes", "a refund", py("file://evals/checks.py")),
+                                      case("no", "a coupon", py("file://evals/checks.py"))]), llm)
+    assert got["yes"].passed and got["yes"].error is None
+    assert not got["no"].passed and got["no"].error is None
+
+
+def test_a_sibling_must_be_declared_and_the_working_tree_is_never_imported(tmp_path: Path,
+                                                                          llm: LLMServer) -> None:  # noqa: F811
+    root = write_repo(tmp_path, [case("c", "a refund", py("file://evals/checks.py"))],
+                      files={"evals/checks.py": SIBLING_CHECKS, "evals/helpers.py": HELPERS},
+                      evals={"python": ["evals/checks.py"]})
+    got = run(root, llm)["c"]
+    assert got.error == "assertion"
+    assert got.error_message.startswith("evals/checks.py:get_assert raised ModuleNotFoundError: No module named "
+                                        "'helpers' (evals/checks.py:1); a module the checks import must be a file of "
+                                        "`evals.python`")
+
+
+def test_a_sibling_is_a_system_file_and_the_base_version_judges(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    cases = [case("c", "a refund", py("file://evals/checks.py"))]
+    base = sibling_repo(tmp_path / "base", cases)
+    marker = tmp_path / "head-helper-ran"
+    head = sibling_repo(tmp_path / "head", cases, helpers=f"def wants_refund(text):\n    open({str(marker)!r}, 'w')"
+                                                          ".write('x')\n    return False\n")
+    bsnap, breader = load(base)
+    hsnap, hreader = load(head)
+    [change] = [c for c in diff_snapshots(bsnap, hsnap).changes if c.path == "python.evals/helpers.py"]
+    assert change.summary.startswith("eval Python (assertions, transforms) evals/helpers.py changed")
+    judging = judging_for(self_judging(bsnap, "base", breader), bsnap, hsnap, "base", hreader)
+    assert judging is not None
+    got = run_evals(hsnap, hreader, env=llm.env(), cache_dir=None, judging=judging).cases[0]
+    assert got.passed  # the base's helper, not the head's
+    assert not marker.exists()
+    assert not run(head, llm)["c"].passed and marker.exists()  # the head's own run uses its own helper
+
+
+def test_a_generator_imports_its_siblings(tmp_path: Path, llm: LLMServer) -> None:  # noqa: F811
+    gen = "from helpers import ANSWERS\n\n\ndef cases():\n    return [{'id': f'g{i}', 'prompt': 'p', 'vars': {'q': q}}" \
+          " for i, q in enumerate(ANSWERS)]\n"
+    from eval_support import a as ans
+
+    root = write_repo(tmp_path, [], files={"evals/gen.py": gen,
+                                           "evals/helpers.py": f"ANSWERS = [{ans('one')!r}, {ans('two')!r}]\n"},
+                      evals={"python": ["evals/gen.py", "evals/helpers.py"], "generate": ["file://evals/gen.py:cases"]})
+    assert sorted(run(root, llm)) == ["g0", "g1"]

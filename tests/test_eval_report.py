@@ -104,3 +104,40 @@ def test_a_cheap_model_cost_is_never_printed_as_zero() -> None:
     lines = render_eval_markdown(compare(base, head, CFG)).splitlines()
     assert "| cost / request | $0.00000323 | $0.00000350 | +$0.000000275 |" in lines
     assert "| cost / day at 100,000 requests | $0.322500 | $0.350000 | +$0.027500 |" in lines
+
+
+def tagged(cid: str, passed: bool, *tags: str) -> CaseResult:
+    c = case(cid, passed)
+    c.tags = list(tags)
+    return c
+
+
+def test_markdown_has_pass_rates_by_tag_base_and_head_with_deltas() -> None:
+    base = run([tagged("r1", True, "redteam"), tagged("r2", True, "redteam"), tagged("r3", False, "redteam", "pii"),
+                tagged("a1", True, "answer"), tagged("a2", True, "answer")], "1" * 40)
+    head = run([tagged("r1", False, "redteam"), tagged("r2", True, "redteam"), tagged("r3", False, "redteam", "pii"),
+                tagged("a1", True, "answer"), tagged("a2", True, "answer"), tagged("n1", True, "new")], "2" * 40)
+    cmp = compare(base, head, CFG)
+    md = render_eval_markdown(cmp)
+    lines = md.splitlines()
+    at = lines.index("#### Pass rate by tag")
+    assert lines[at + 1:at + 8] == [
+        "",
+        "| Tag | Cases | Base | Head | Δ |",
+        "|---|---|---|---|---|",
+        "| `answer` | 2 | 1.000 | 1.000 | ±0.000 |",
+        "| `new` | 1 |  | 1.000 |  |",
+        "| `pii` | 1 | 0.000 | 0.000 | ±0.000 |",
+        "| `redteam` | 3 | 0.667 | 0.333 | −0.333 |",
+    ]
+    assert lines.index("#### Pass rate by tag") < lines.index("#### Tokens and cost")
+    # a comparison read back from its JSON renders the same section
+    from gating.evals.records import Comparison
+
+    again = render_eval_markdown(Comparison.from_dict(json.loads(eval_to_json(cmp)))).splitlines()
+    assert again[again.index("#### Pass rate by tag"):][:8] == lines[at:at + 8]
+
+
+def test_no_tags_no_tag_section() -> None:
+    base = run([case("c1", True)], "1" * 40)
+    assert "by tag" not in render_eval_markdown(compare(base, run([case("c1", True)], "2" * 40), CFG))

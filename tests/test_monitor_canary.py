@@ -124,3 +124,29 @@ def test_bad_questions_are_refused_by_name():
         analyze(src, REPO, [CANARY], [BASELINE], 10, 10)
     with pytest.raises(CanaryError, match="alpha must be between 0 and 1"):
         analyze(src, REPO, [CANARY], [BASELINE], 0, 10, Policy(alpha=1.5))
+
+
+def test_each_side_is_matched_by_its_sha_and_its_snapshot_digest():
+    """Telemetry names its system by commit SHA or by snapshot digest: both count for a side, unless
+    both commits have the same system (then the digest tells nothing apart and is left out)."""
+    from gating.monitor.canary import analyze, sides
+
+    canary, stable, d1, d2 = "c" * 40, "b" * 40, "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    assert sides(canary, stable, {canary: d2, stable: d1}) == ([canary, d2], [stable, d1], [])
+    c, b, notes = sides(canary, stable, {canary: d1, stable: d1})
+    assert (c, b) == ([canary], [stable])
+    assert notes == [f"the canary and the baseline have the same system (snapshot {d1[:19]}): telemetry is matched by "
+                     "commit SHA only, so spans naming only gating.snapshot count on neither side"]
+    c, b, notes = sides(canary, stable, {stable: d1, canary: None}, {})
+    assert (c, b, notes) == ([canary], [stable, d1], ["the canary's snapshot is not known (no valid gating.yml there): "
+                                                      "its telemetry is matched by commit SHA only"])
+
+    source = MemoryRollups()  # the stable side sent by SHA for half the window, by digest after
+    source.items += traffic(weeks=0, minutes=30, start=START, seed=1, system=stable, error_rate=0.004)
+    source.items += traffic(weeks=0, minutes=30, start=START + 30, seed=2, system=d1, error_rate=0.004)
+    source.items += traffic(weeks=0, minutes=60, start=START, seed=3, system=d2, error_rate=0.004)
+    c, b, _ = sides(canary, stable, {canary: d2, stable: d1})
+    a = analyze(source, REPO, c, b, START, START + 60)
+    by_sha = analyze(source, REPO, [canary], [stable], START, START + 60)
+    assert a.requests[1] == by_sha.requests[1] + analyze(source, REPO, [canary], [d1], START, START + 60).requests[1]
+    assert a.requests[0] > 0 == by_sha.requests[0] and a.to_dict()["canary"]["systems"] == [canary, d2]

@@ -7,11 +7,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_rollback_cli import run, world  # noqa: F401  (the fixture)
 
 from gating.audit import keys as keymod
 from gating.audit import log as audit_log
 from gating.git import notes as git_notes
+
+
+@pytest.fixture(autouse=True)
+def no_github(monkeypatch):
+    """A failed drill opens an issue when the environment names a token and a repository: the tests
+    name the emulator's themselves, never a runner's."""
+    for name in ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_REPOSITORY", "GITHUB_API_URL"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def drill_entries(w) -> list:
@@ -95,3 +104,46 @@ def test_a_branch_that_already_holds_the_target_is_checked_as_it_is(world, capsy
     assert run(world, "--drill", "--onto", f"gating/rollback-{a[:12]}") == 0
     out = capsys.readouterr().out
     assert out.startswith(f"rollback drill to {a[:7]} (last-good) passed in ") and "scratch branch" not in out
+
+
+def _lose_the_known_good_prompt(g) -> None:
+    a = g.rev_parse("HEAD~1")
+    blob = g.run("rev-parse", f"{a}:prompts/answer.md")
+    obj = Path(g.run("rev-parse", "--git-path", f"objects/{blob[:2]}/{blob[2:]}"))
+    (obj if obj.is_absolute() else g.root / obj).unlink()
+
+
+def test_a_failed_drill_opens_an_issue_on_github(world, github, github_repo, monkeypatch, capsys):  # noqa: F811
+    """The CLI's drill, like the App's scheduled one, opens an issue when it fails and GitHub can be
+    reached (the token and repository the other clone commands use); it says where."""
+    _lose_the_known_good_prompt(world["g"])
+    monkeypatch.setenv("GITHUB_TOKEN", github.user_token("root"))
+    assert run(world, "--drill", "--sign", signed(world), "--repo", github_repo.full_name,
+               "--api-url", github.api_url) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("rollback drill to last-good failed in ")
+    (issue,) = [i for i in github.repo_record(github_repo).issues.values() if not i.is_pull]
+    assert err.splitlines()[-1] == (f"opened issue #{issue.number} in {github_repo.full_name}: "
+                                    f"{github.web_url}/{github_repo.full_name}/issues/{issue.number}")
+    assert issue.title == "Rollback drill failed: rolling back to last-good would not restore it"
+    (entry,) = drill_entries(world)
+    assert issue.body.startswith("A rollback drill run with `gating rollback --drill` failed: rolling back to "
+                                 "`last-good` would not restore the recorded LLM system.")
+    assert "prompts/answer.md" in issue.body and f"(seq {entry.seq})" in issue.body
+
+
+def test_a_failed_drill_says_when_it_could_not_open_an_issue(world, github, github_repo, monkeypatch,  # noqa: F811
+                                                             capsys):
+    _lose_the_known_good_prompt(world["g"])
+    assert run(world, "--drill") == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == ("no issue opened: no token: set GITHUB_TOKEN (or GH_TOKEN) to open an issue when "
+                                    "a drill fails (or pass --no-issue)")
+    monkeypatch.setenv("GITHUB_TOKEN", "revoked-token")
+    assert run(world, "--drill", "--repo", github_repo.full_name, "--api-url", github.api_url) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"no issue opened in {github_repo.full_name}: GitHub 401 (POST ")
+    assert err.splitlines()[-1].endswith("Bad credentials")
+    assert run(world, "--drill", "--no-issue") == 1
+    assert "issue" not in capsys.readouterr().err
+    assert not [i for i in github.repo_record(github_repo).issues.values() if not i.is_pull]

@@ -1,11 +1,18 @@
 """`gating import promptfoo`: a promptfooconfig's prompts, providers and tests as gating's manifest and
 dataset. Every (prompt, provider) pair becomes a prompt component, since a gating prompt calls one
-model; what has no gating equivalent is counted in `skipped`, by kind, never dropped in silence."""
+model; what has no gating equivalent is counted in `skipped`, by kind, never dropped in silence.
+
+promptfoo's Python test generators (`tests: file://gen.py:fn`, `{path: file://gen.py:fn, config: ...}`)
+stay the user's code: a written module (GENERATORS) makes each one a function of `evals.generate` that
+calls it and converts the tests it returns as written tests are converted here (convert_generated),
+failing with what it cannot convert. The generator and the modules beside it that it imports become
+files of `evals.python`, so they are part of the snapshot and the diff."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import keyword
 import posixpath
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +35,8 @@ from gating.evals.dataset import DatasetError, csv_rows
 from gating.system.manifest import MANIFEST_PATH
 
 DATASET = "evals/promptfoo.jsonl"
+GENERATORS = "evals/promptfoo_generators.py"
+_JS_EXTS = (".js", ".mjs", ".cjs", ".ts")
 EMBEDDING_MODEL = "text-embedding-3-large"
 # promptfoo provider prefix -> gating provider; the model id is what follows the last known segment.
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "vertex": "vertex", "google": "google",
@@ -48,6 +57,17 @@ class Imported(Plan):
     skipped: Counter[str] = field(default_factory=Counter)
     python: set[str] = field(default_factory=set)  # -> evals.python
     data_files: set[str] = field(default_factory=set)  # -> evals.files
+    generators: list[_Generator] = field(default_factory=list)  # -> evals.generate, through GENERATORS
+
+
+@dataclass
+class _Generator:
+    """A promptfoo Python test generator: its file, function, and the config promptfoo passes it."""
+
+    path: str
+    fn: str
+    config: Any = None
+    has_config: bool = False
 
 
 @dataclass
@@ -80,8 +100,9 @@ def convert(config: Any, config_path: str, read: Callable[[str], bytes | None], 
     files = _Files(here, read, out)
     defaults = _defaults(config, files, out)
     cases = _cases(config, list(pairs), files, out)
-    needs_judge = any(a["type"].removeprefix("not-") in MODEL_GRADED
-                      for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])])
+    needs_judge = bool(out.generators) or any(  # what a generator returns is known only when it runs
+        a["type"].removeprefix("not-") in MODEL_GRADED
+        for a in [*(a for c in cases for a in c["assert"]), *defaults.get("assert", [])])
     doc = manifest_doc(component_name(str(config.get("description") or repo_name)), models, pairs, [], DATASET,
                        judge if needs_judge else None)
     if any(a["type"].removeprefix("not-") == "similar"
@@ -89,6 +110,16 @@ def convert(config: Any, config_path: str, read: Callable[[str], bytes | None], 
         doc["components"]["models"]["embedding"] = {"provider": "openai", "model": EMBEDDING_MODEL}
         doc["evals"]["embedding"] = "embedding"
         out.notes.append(f"`similar` embeds with {EMBEDDING_MODEL} (promptfoo's default): the model `embedding`")
+    if out.generators:
+        out.files[GENERATORS] = _generators_module(out.generators, list(pairs), out)
+        if out.generators:
+            out.python.add(GENERATORS)
+            doc["evals"]["generate"] = [f"file://{GENERATORS}:{name}" for name in _generator_names(out.generators)]
+            n = len(out.generators)
+            out.notes.append(f"{n} Python test generator{'s' * (n != 1)} run at eval time through {GENERATORS} "
+                             "(`evals.generate`); a generated test gating cannot convert fails the run, naming it")
+        else:
+            del out.files[GENERATORS]
     for key, found in (("python", out.python), ("files", out.data_files)):
         if found:
             doc["evals"][key] = sorted(found)
@@ -303,6 +334,10 @@ def _test_files(tests: Any, files: _Files, out: Imported) -> list[Any]:
     items = [tests] if isinstance(tests, str) else list(tests) if isinstance(tests, list) else []
     found: list[Any] = []
     for t in items:
+        ref = t.get("path") if isinstance(t, dict) and isinstance(t.get("path"), str) else t
+        if isinstance(ref, str) and _generator_ref(ref) is not None:
+            _generator(ref, t, files, out)
+            continue
         if not isinstance(t, str):
             found.append(t)
             continue
@@ -310,8 +345,7 @@ def _test_files(tests: Any, files: _Files, out: Imported) -> list[Any]:
         path = posixpath.normpath(posixpath.join(files.here, t[len("file://"):])) if t.startswith("file://") else None
         data = files.read(path) if path and not path.startswith("../") else None
         if data is None or ext not in (".csv", ".yaml", ".yml", ".json", ".jsonl"):
-            kind = "a Python generator" if ext == ".py" else "a file that is not in the repository or not CSV/YAML/JSON"
-            out.skipped[f"tests from {kind}"] += 1
+            out.skipped["tests from a file that is not in the repository or not CSV/YAML/JSON"] += 1
             continue
         text = data.decode("utf-8-sig", "replace")
         try:
@@ -325,6 +359,133 @@ def _test_files(tests: Any, files: _Files, out: Imported) -> list[Any]:
         except (ValueError, DatasetError):
             out.skipped[f"tests file {t} that does not parse"] += 1
     return found
+
+
+def _generator_ref(ref: str) -> tuple[str, str | None] | None:
+    """(path, function) of a test generator reference (`file://`, `python:` or a bare path); None
+    for anything else."""
+    rel = ref.removeprefix("file://") if ref.startswith("file://") else ref.removeprefix("python:")
+    path, _, fn = rel.partition(":") if not rel.endswith(_JS_EXTS + (".py",)) else (rel, "", "")
+    if path.lower().endswith(".py") or path.lower().endswith(_JS_EXTS):
+        return path, fn or None
+    return None
+
+
+def _generator(ref: str, item: Any, files: _Files, out: Imported) -> None:
+    """A Python test generator, kept: its file and the modules beside it it imports become system files."""
+    path, fn = _generator_ref(ref) or ("", None)
+    if path.lower().endswith(_JS_EXTS):
+        out.skipped["tests from a JavaScript generator"] += 1
+        return
+    rel = posixpath.normpath(posixpath.join(files.here, path))
+    data = None if rel.startswith("../") else files.read(rel)
+    module = posixpath.basename(rel)[:-3]
+    if data is None:
+        out.skipped[f"tests from a Python generator {rel} (not a file of this repository)"] += 1
+        return
+    if not module.isidentifier() or keyword.iskeyword(module):
+        out.skipped[f"tests from a Python generator {rel} (its name is not a Python module name: rename it)"] += 1
+        return
+    if fn is None:
+        fn = "generate_tests"
+        out.notes.append(f"tests from {rel} name no function: `generate_tests` is called")
+    config = item.get("config") if isinstance(item, dict) else None
+    plain = json.loads(json.dumps(config, default=str)) if config is not None else None
+    out.generators.append(_Generator(rel, fn, plain, config is not None))
+    out.python.add(rel)
+    _siblings(rel, data, files, out, depth=0)
+
+
+def _siblings(path: str, data: bytes, files: _Files, out: Imported, depth: int) -> None:
+    """The modules beside `path` that it imports (and theirs), as files of `evals.python`: a check
+    imports only declared files."""
+    import ast
+
+    if depth > 20:
+        return
+    try:
+        tree = ast.parse(data.decode("utf-8", "replace"))
+    except SyntaxError:
+        return
+    here = posixpath.dirname(path)
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    for name in sorted(names):
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            stem = posixpath.join(here, *parts[:i])
+            for cand in (stem + ".py", stem + "/__init__.py"):
+                if cand in out.python:
+                    continue
+                got = files.read(cand)
+                if got is not None:
+                    out.python.add(cand)
+                    _siblings(cand, got, files, out, depth + 1)
+
+
+def _generator_names(gens: list[_Generator]) -> list[str]:
+    taken: set[str] = set()
+    names = []
+    for g in gens:
+        name, i = g.fn, 2
+        while name in taken:
+            name, i = f"{g.fn}_{i}", i + 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _generators_module(gens: list[_Generator], prompts: list[str], out: Imported) -> str:
+    """The module of `evals.generate` functions that call promptfoo's generators. A generator whose
+    module name another declared Python file has too is listed as not converted (an import would be
+    ambiguous)."""
+    by_module: dict[str, set[str]] = {}
+    for p in out.python:
+        if not p.endswith("/__init__.py"):
+            by_module.setdefault(posixpath.basename(p)[:-3], set()).add(p)
+    kept = []
+    for g in gens:
+        module = posixpath.basename(g.path)[:-3]
+        if len(by_module.get(module, ())) > 1:
+            out.skipped[f"tests from a Python generator {g.path} (another Python file is named `{module}.py`: "
+                        "rename one)"] += 1
+            continue
+        kept.append(g)
+    gens[:] = kept
+    lines = ['"""promptfoo\'s Python test generators as gating\'s (`evals.generate`), written by `gating import',
+             "promptfoo`: each function calls one and converts the tests it returns as written tests are",
+             'converted, failing with what it cannot convert. The generators themselves stay as they are."""',
+             "", "import importlib", "", "from gating.adopt.promptfoo import convert_generated", "",
+             f"PROMPTS = {prompts!r}"]
+    for name, g in zip(_generator_names(gens), gens, strict=True):
+        module = posixpath.basename(g.path)[:-3]
+        args = repr(g.config) if g.has_config else ""
+        lines += ["", "", f"def {name}():",
+                  f"    tests = importlib.import_module({module!r}).{g.fn}({args})",
+                  f"    return convert_generated(tests, PROMPTS, {(g.path + ':' + g.fn)!r}, {name!r})"]
+    return "\n".join(lines) + "\n"
+
+
+def convert_generated(tests: Any, prompts: list[str], label: str, unnamed: str = "generated") -> list[dict[str, Any]]:
+    """The cases of what a promptfoo test generator returned, converted as written tests are (a test
+    without a description is `UNNAMED-N`); raises ValueError naming every test part that does not
+    convert (nothing is dropped)."""
+    if not isinstance(tests, list):
+        raise ValueError(f"{label} returned {type(tests).__name__}, not a list of promptfoo tests")
+    out = Imported()
+    out.skipped["test that is not a mapping"] = sum(not isinstance(t, dict) for t in tests)
+    cases = _cases({"tests": [t for t in tests if isinstance(t, dict)]}, prompts, _Files("", lambda _p: None, out),
+                   out, unnamed)
+    out.skipped += Counter()  # drops the zero count
+    if out.skipped:
+        what = "; ".join(f"{n} x {k}" for k, n in sorted(out.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        raise ValueError(f"{label} returned promptfoo tests gating cannot convert: {what}")
+    return cases
 
 
 def _yaml(text: str) -> Any:
@@ -343,7 +504,8 @@ def _matrix(vars_: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**vars_, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*(vars_[k] for k in keys))]
 
 
-def _cases(config: dict[str, Any], prompts: list[str], files: _Files, out: Imported) -> list[dict[str, Any]]:
+def _cases(config: dict[str, Any], prompts: list[str], files: _Files, out: Imported,
+           unnamed: str = "case") -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
     ids: set[str] = set()
     tests = _test_files(config.get("tests") or [], files, out)
@@ -358,7 +520,7 @@ def _cases(config: dict[str, Any], prompts: list[str], files: _Files, out: Impor
                 out.skipped[f"test key `{key}`"] += 1
             asserts, extra = _assertions(test.get("assert") or [], files, out, test.get("expected")), {}
             _options(test, files, extra, out, "test")
-        base = component_name(str(test.get("description") or f"case-{i + 1}").lower()[:60], ids)
+        base = component_name(str(test.get("description") or f"{unnamed}-{i + 1}").lower()[:60], ids)
         combos = _matrix(own)
         for n, vars_ in enumerate(combos, 1):
             for prompt in prompts:

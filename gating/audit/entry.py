@@ -102,6 +102,10 @@ class EntryFacts:
     # figures, window, comparison (gating.monitor.rules.RuleResult.to_dict). On canary_failed entries
     # the analysis (gating.monitor.canary.Analysis.to_dict), on drill entries the drill's result.
     health: Mapping[str, Any] | None = None
+    # On merged entries: the check runs that gated the merge, by name (gating / approval, gating / eval),
+    # each as recorded on the pull request's head (gating.audit.record.check_record), None where there
+    # was none. Absent from entries written before it was recorded: "not recorded", never "passed".
+    checks: Mapping[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -166,6 +170,7 @@ def build_statement(facts: EntryFacts, now: datetime, seq: int, prev: str | None
         "key": facts.key,
         **({"key_rotation": dict(facts.key_rotation)} if facts.key_rotation is not None else {}),
         **({"health": dict(facts.health)} if facts.health is not None else {}),
+        **({"checks": dict(facts.checks)} if facts.checks is not None else {}),
         "seq": seq,
         "prev": prev,
     }

@@ -30,7 +30,7 @@ from gating.audit.entry import (
 )
 from gating.audit.keys import keyid
 from gating.git.notes import EVALS_REF
-from gating.policy import EVAL_CHECK, OverrideAct
+from gating.policy import APPROVAL_CHECK, EVAL_CHECK, OverrideAct
 from gating.system.manifest import MANIFEST_PATH, ManifestError
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import build_snapshot
@@ -75,8 +75,9 @@ def eval_check_run(runs: list[dict[str, Any]], app: str = EVAL_CHECK_APP) -> dic
     return max(expected or runs, key=lambda r: r["id"], default=None)
 
 
-def eval_evidence(repo: Source, head: str) -> dict[str, Any] | None:
-    """The eval note on the head commit, else the `gating / eval` check run's conclusion."""
+def eval_evidence(repo: Source, head: str, runs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The eval note on the head commit, else the `gating / eval` check run's conclusion (`runs`: that
+    name's check runs on the head, when the caller read them already)."""
     data = audit_log.read_note(repo.notes(EVALS_REF), head)
     if data:
         try:
@@ -85,7 +86,7 @@ def eval_evidence(repo: Source, head: str) -> dict[str, Any] | None:
                 return eval_summary(doc, "eval note")
         except (ValueError, limits.LimitError):
             pass
-    run = eval_check_run(repo.check_runs(head, EVAL_CHECK))
+    run = eval_check_run(repo.check_runs(head, EVAL_CHECK) if runs is None else runs)
     if run is None:
         return None
     verdict = {"success": "pass", "failure": "fail", "neutral": "neutral"}.get(run.get("conclusion") or "",
@@ -94,6 +95,34 @@ def eval_evidence(repo: Source, head: str) -> dict[str, Any] | None:
     return eval_summary({"verdict": verdict, "dataset_digest": None,
                          "metrics": {"check_title": (run.get("output") or {}).get("title")}},
                         f"{EVAL_CHECK} check run" + (f" by {slug}" if slug else ""))
+
+
+def approval_check_run(runs: list[dict[str, Any]], app_id: int | str | None) -> dict[str, Any] | None:
+    """The `gating / approval` run that counts: the newest the App (`app_id`: its id, or its slug)
+    posted; without one (a backfill from the CLI), the newest of any app, whose id the entry keeps so
+    the deployment rule can tell whether it was its own."""
+    runs = [r for r in runs if r.get("name") == APPROVAL_CHECK]
+    if app_id is not None:
+        runs = [r for r in runs if str(app_id) in (str((r.get("app") or {}).get("id")), (r.get("app") or {}).get("slug"))]
+    return max(runs, key=lambda r: r["id"], default=None)
+
+
+def check_record(run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a merged entry keeps of a check run: its conclusion, whose it is, and where it was."""
+    if run is None:
+        return None
+    app = run.get("app") or {}
+    return {"conclusion": run.get("conclusion"), "status": run.get("status"), "check_run_id": run.get("id"),
+            "head_sha": run.get("head_sha"), "app_id": app.get("id"), "app": app.get("slug"),
+            "title": (run.get("output") or {}).get("title")}
+
+
+def merge_checks(repo: Source, head: str, app_id: int | str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The check runs that gated a merge, on its head: the App's `gating / approval` and the counting
+    `gating / eval` (gating.deploy.gate reads them). Also the eval runs read, for eval_evidence."""
+    eval_runs = repo.check_runs(head, EVAL_CHECK)
+    return {APPROVAL_CHECK: check_record(approval_check_run(repo.check_runs(head, APPROVAL_CHECK), app_id)),
+            EVAL_CHECK: check_record(eval_check_run(eval_runs))}, eval_runs
 
 
 def approvals(repo: Source, number: int) -> list[Approval]:
@@ -121,15 +150,17 @@ OverrideSource = Callable[[int], Sequence[OverrideAct]]
 
 def merge_facts(repo: Source, pr: dict[str, Any], manifest_path: str = MANIFEST_PATH,
                 backfilled: bool = False, previous_known_good: str | None = None,
-                overrides_of: OverrideSource | None = None) -> EntryFacts:
-    commit = pr["merge_commit_sha"]
+                overrides_of: OverrideSource | None = None, app_id: int | str | None = None) -> EntryFacts:
+    """The merged entry of a pull request. `app_id`: the App whose `gating / approval` run counts."""
+    commit, head = pr["merge_commit_sha"], pr["head"]["sha"]
     acts = overrides_of(pr["number"]) if overrides_of else ()
+    checks, eval_runs = merge_checks(repo, head, app_id)
     return EntryFacts(
         event="merged", commit=commit, repository=repo.full_name,
         actor=(pr.get("merged_by") or {}).get("login") or "unknown", pull_request=pr["number"],
-        snapshot=snapshot_at(repo, commit, manifest_path), evals=eval_evidence(repo, pr["head"]["sha"]),
-        approvals=approvals(repo, pr["number"]), overrides=recorded_overrides(acts, pr["head"]["sha"]),
-        previous_known_good=previous_known_good, backfilled=backfilled)
+        snapshot=snapshot_at(repo, commit, manifest_path), evals=eval_evidence(repo, head, eval_runs),
+        approvals=approvals(repo, pr["number"]), overrides=recorded_overrides(acts, head),
+        previous_known_good=previous_known_good, backfilled=backfilled, checks=checks)
 
 
 def last_known_good(store: audit_log.NotesBackend, key: Ed25519PrivateKey,
@@ -142,12 +173,13 @@ def last_known_good(store: audit_log.NotesBackend, key: Ed25519PrivateKey,
 
 def record_merge(repo: Source, store: audit_log.NotesBackend, key: Ed25519PrivateKey, number: int, now: datetime,
                  manifest_path: str = MANIFEST_PATH,
-                 backfilled: bool = False, overrides_of: OverrideSource | None = None) -> audit_log.AppendResult:
+                 backfilled: bool = False, overrides_of: OverrideSource | None = None,
+                 app_id: int | str | None = None) -> audit_log.AppendResult:
     pr = repo.pull(number)
     if not pr.get("merged") and not pr.get("merged_at"):
         raise ValueError(f"pull request #{number} is not merged")
     facts = merge_facts(repo, pr, manifest_path, backfilled, last_known_good(store, key),
-                        overrides_of)
+                        overrides_of, app_id)
     return audit_log.append_entry(store, facts, key, now)
 
 
@@ -178,7 +210,8 @@ def has_entry(store: audit_log.NotesBackend, key: str, commit: str) -> bool:
 
 def backfill(repo: Source, store: audit_log.NotesBackend, key: Ed25519PrivateKey, now: datetime,
              manifest_path: str = MANIFEST_PATH,
-             limit: int = 1000, overrides_of: OverrideSource | None = None) -> list[audit_log.AppendResult]:
+             limit: int = 1000, overrides_of: OverrideSource | None = None,
+             app_id: int | str | None = None) -> list[audit_log.AppendResult]:
     """Write a `merged` entry, marked backfilled, for each of the last `limit` merged pull requests
     that has none, oldest first. Safe beside the App: the idempotency key is the same."""
     written = []
@@ -186,7 +219,7 @@ def backfill(repo: Source, store: audit_log.NotesBackend, key: Ed25519PrivateKey
         if has_entry(store, f"merged:{pr['merge_commit_sha']}", pr["merge_commit_sha"]):
             continue
         facts = merge_facts(repo, pr, manifest_path, backfilled=True,  # no pointer: that was then
-                            overrides_of=overrides_of)
+                            overrides_of=overrides_of, app_id=app_id)
         written.append(audit_log.append_entry(store, facts, key, now))
     return written
 

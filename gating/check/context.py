@@ -19,6 +19,7 @@ BASELINES = ("notes", "rerun", "none")
 FAIL_ON = ("regression", "threshold", "never")
 ON_ERROR = ("fail", "neutral")  # what cases that could not be evaluated conclude; closed by default
 NOTES_MODES = ("auto", "push", "local", "off")
+MAX_SHARDS = 256  # GitHub runs at most 256 jobs of one matrix
 DEFAULT_API_URL = "https://api.github.com"
 ZERO_SHA = "0" * 40
 PR_EVENTS = ("pull_request", "pull_request_target")
@@ -52,6 +53,9 @@ class Settings:
     json_path: str | None = None
     junit_path: str | None = None
     post_wait: float = 300.0  # seconds posting may wait out GitHub's rate limits in all
+    shard: tuple[int, int] | None = None  # (i, n): evaluate slice i of n and write a partial report (nothing posted)
+    shard_out: str | None = None  # where the partial report goes (default: gating-shard-I-of-N.json)
+    merge: str | None = None  # a directory of the shards' partial reports: merged into the one check
     # makes the live progress of one run from its label (`base 1a2b3c4`); None: show none
     progress: Callable[[str], Progress | None] | None = field(default=None, repr=False, compare=False)
 
@@ -66,6 +70,17 @@ class Settings:
             raise ContextError(f"notes {self.notes!r} is not one of: {', '.join(NOTES_MODES)}")
         if self.concurrency is not None and self.concurrency < 1:
             raise ContextError(f"concurrency must be a positive number, not {self.concurrency}")
+        if self.shard is not None:
+            i, n = self.shard
+            if not 1 <= n <= MAX_SHARDS or not 1 <= i <= n:
+                raise ContextError(f"shard {i}/{n}: expected I/N with 1 <= I <= N <= {MAX_SHARDS}")
+            if self.merge is not None:
+                raise ContextError("--shard evaluates one slice and --merge combines the slices: use one of them")
+            if self.post or self.comment or self.notes not in ("auto", "off") or self.json_path or self.junit_path:
+                raise ContextError("a shard posts nothing and writes only its partial report (--shard-out): the "
+                                   "check run, comment, notes, --json and --junit come from the --merge run")
+        elif self.shard_out is not None:
+            raise ContextError("--shard-out is where a shard (--shard I/N) writes its partial report")
         if not 0 <= self.post_wait <= 6 * 3600:
             raise ContextError(f"post-wait must be between 0 and 21600 seconds, not {self.post_wait}")
 

@@ -269,7 +269,8 @@ def step_outputs(verdict: str, conclusion: str, files: dict[str, str] | None = N
     """GITHUB_OUTPUT text for action.yml's outputs: every key, whatever happened."""
     files = files or {}
     return output_lines({"verdict": verdict, "conclusion": conclusion, "report-json": files.get("report-json", ""),
-                         "junit": files.get("junit", ""), "check-run-id": check_run_id or ""})
+                         "junit": files.get("junit", ""), "check-run-id": check_run_id or "",
+                         "shard-report": files.get("shard-report", "")})
 
 
 def append_to(path: str, text: str) -> None:

@@ -12,6 +12,7 @@ gating/git/, models through gating/evals.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -157,6 +158,7 @@ class Evaluator:
         self.cache_dir: str | None = str(cache) if cache else None
         self.messages: list[str] = [warning] if warning else []
         self.evidence: check_evidence.EvidencePlan | None = None
+        self.elapsed_before = 0.0  # seconds this evaluation spent elsewhere (a sharded run: its slowest shard)
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
@@ -168,10 +170,21 @@ class Evaluator:
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
                         cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging, progress=shown,
                         mode=ev.mode if ev else None, trusted_cassettes=ev.trusted if ev else None)
+        return self.count(res)
+
+    def count(self, res: RunResult) -> RunResult:
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
         return res
+
+    def planned(self, cs: ChangeSet, sides: list[tuple[Snapshot, Judging]]) -> None:
+        """Called once the cases each side runs are known, before any run: a shard takes its slice here
+        (gating/check/sharded.py); `sides` are (snapshot, judging) of base (when it has evals), then head."""
+
+    def stored(self, rev: str, role: str) -> RunResult | None:
+        """The eval note on `rev`: the results stored for it, if any (a merge follows its shards instead)."""
+        return check_notes.read_run(self.g, rev)
 
     def evaluate(self, base: str, head: str) -> Evaluation:
         s = self.settings
@@ -202,6 +215,7 @@ class Evaluator:
         # ... and whether answers are replayed: the base's evals.mode or an explicit flag, never the head.
         self.evidence = check_evidence.plan(base_snap if base_snap and base_snap.manifest.evals else None, head_snap,
                                             self.env, s.replay)
+        self.planned(cs, ([(base_snap, own)] if base_snap is not None and own is not None else []) + [(head_snap, judging)])
         notes: dict[str, bytes] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
@@ -209,7 +223,7 @@ class Evaluator:
         elif base_snap is None or own is None:
             baseline = f"none: base {base[:7]} has no evals to compare with"
         else:
-            stored = check_notes.read_run(self.g, base) if s.baseline == "notes" else None
+            stored = self.stored(base, "base") if s.baseline == "notes" else None
             if usable_note(stored, base_snap.digest, own.digest, legacy=True) and self.evidence.note_ok(stored):
                 base_run, baseline = stored, f"eval note on base `{base[:7]}`"
             else:
@@ -256,7 +270,7 @@ class Evaluator:
     def _head(self, cs: ChangeSet, snap: Snapshot, head: str, base_run: RunResult | None,
               judging: Judging) -> tuple[RunResult, str, bool]:
         if self.settings.baseline == "notes":
-            stored = check_notes.read_run(self.g, head)
+            stored = self.stored(head, "head")
             if (usable_note(stored, snap.digest, judging.digest) and self.evidence is not None
                     and self.evidence.note_ok(stored)):
                 assert stored is not None
@@ -317,26 +331,36 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
     if poster:
         poster.start(head)
     base: str | None = None
+    ev: Evaluator | None = None
     try:
         if remote:
             check_notes.fetch_notes(g, remote, ctx.token)
         base = resolve_base(g, ctx.base, head, remote)
-        ev = Evaluator(g, settings, env)
+        ev = _evaluator(ctx, settings, g, env)
         evaluation = ev.evaluate(base, head)
         result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
     except BaseException as e:
         result = _crash(head, base, settings.fail_on, e)
-        result.elapsed_s = time.monotonic() - t0
+        result.elapsed_s = (ev.elapsed_before if ev else 0.0) + time.monotonic() - t0
+        if settings.shard is not None:  # the merge names the shard that did not finish, and why
+            from gating.check.sharded import write_partial
+
+            with contextlib.suppress(OSError):  # best effort: the error itself is what the job reports
+                write_partial(ctx, settings, ev, head, base, result.elapsed_s, error=result.error)
         if poster:
             poster.finish(result)
         write_files(ctx, settings, result, poster, {"written": False, "reason": "the check did not finish"})
         raise
+    if settings.shard is not None:  # a slice of the evaluation: its partial report; nothing posted or stored
+        from gating.check.sharded import finish_shard
+
+        return finish_shard(ctx, settings, ev, evaluation.result, time.monotonic() - t0)
     complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
     notes = store_notes(g, ctx, settings, remote, complete)
     if notes.get("message"):
         result.messages.append(notes["message"])
-    result.elapsed_s = time.monotonic() - t0
+    result.elapsed_s = ev.elapsed_before + time.monotonic() - t0
     if poster:
         poster.finish(result)
         if settings.comment:
@@ -345,6 +369,15 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
     files = write_files(ctx, settings, result, poster, notes)
     return CheckRun(result, poster.check_run_id if poster else None, notes, _read_only(ctx, settings, poster), files,
                     poster.unfinished if poster else None)
+
+
+def _evaluator(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, str]) -> Evaluator:
+    """The evaluator of this run: the whole evaluation, one shard's slice of it, or the merge of the shards'."""
+    if settings.shard is None and settings.merge is None:
+        return Evaluator(g, settings, env)
+    from gating.check.sharded import MergeEvaluator, ShardEvaluator
+
+    return ShardEvaluator(g, settings, env) if settings.shard is not None else MergeEvaluator(g, settings, env, ctx)
 
 
 def _read_only(ctx: CheckContext, settings: Settings, poster: Poster | None) -> str | None:

@@ -72,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", DEFAULT_API_URL),
                    help="REST API base (default $GITHUB_API_URL or GitHub's)")
     q.add_argument("--limit", type=int, default=1000, help="closed pull requests to look at (newest first)")
+    q.add_argument("--app-id", default=os.environ.get("GATING_AUDIT_APP_ID"), metavar="ID|SLUG",
+                   help="the App whose `gating / approval` check run each entry records (default "
+                        "$GATING_AUDIT_APP_ID; unset: the newest of any app, with its id, which the deployment "
+                        "rule then checks is its own)")
     q.set_defaults(func=run_backfill)
 
     k = sub.add_parser("keygen", help="write an Ed25519 key pair for signing audit entries")
@@ -234,6 +238,19 @@ def human(metric: str, v: Any) -> str:
     return f"{v:,}"
 
 
+def checks_rows(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """The check runs a merged entry recorded on the pull request's head (none in older entries)."""
+    checks = p.get("checks")
+    if not isinstance(checks, dict):
+        return [("checks", "not recorded (the entry predates recording them)")]
+    rows = []
+    for i, (name, run) in enumerate(sorted(checks.items())):
+        text = (f"{run.get('conclusion') or run.get('status')} by {run.get('app') or '-'} (app id {run.get('app_id')}) "
+                f"on {_short(run.get('head_sha'))}" if isinstance(run, dict) else "none")
+        rows.append(("checks" if i == 0 else "", f"{name}: {text}"))
+    return rows
+
+
 def show_text(e: Entry, signature: str) -> str:
     p = e.predicate
     rows = [("commit", e.commit), ("repository", p.get("repository") or "-"),
@@ -252,6 +269,8 @@ def show_text(e: Entry, signature: str) -> str:
     for i, a in enumerate(p.get("approvals") or [{}]):
         text = f"{a.get('reviewer')} {a.get('state')} at {a.get('time')} on {_short(a.get('sha'))}" if a else "-"
         rows.append(("approvals" if i == 0 else "", text))
+    if e.event == "merged":
+        rows += checks_rows(p)
     rollback, overrides = rollback_of(e)
     for i, o in enumerate(overrides or [{}]):
         text = f"{o.get('actor')} at {o.get('time')} ({o.get('scope')}): {o.get('reason')}" if o else "-"
@@ -349,7 +368,8 @@ def run_backfill(args: argparse.Namespace) -> int:
         raise UsageError("backfill needs a token with contents: write in GITHUB_TOKEN (or GH_TOKEN)")
     key = keymod.load_private(keymod.read_file(args.key), args.key)
     repo = Repo(token_client(args.api_url, token), args.github_repo)
-    written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit)
+    written = audit_record.backfill(RepoFacts(repo), GitDatabaseNotes(repo), key, datetime.now(UTC), limit=args.limit,
+                                    app_id=args.app_id or None)
     for r in written:
         p = r.entry.predicate
         print(f"backfilled seq {r.entry.seq}: merged #{p['pull_request']} at {_short(r.entry.commit)}")

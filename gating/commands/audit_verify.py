@@ -92,9 +92,16 @@ def repository_name(g: Git, remote: str) -> str:
 def witness_source(g: Git, args: argparse.Namespace) -> Source:
     if args.no_witness:
         return Source(None, "--no-witness")
+    return github_source(g, args, "to check the App's witnesses")
+
+
+def github_source(g: Git, args: argparse.Namespace, purpose: str) -> Source:
+    """The repository on GitHub a clone's command talks to: a token from GITHUB_TOKEN (or GH_TOKEN),
+    the repository from --repo, $GITHUB_REPOSITORY or the remote's URL, the API from --api-url,
+    $GITHUB_API_URL or the remote's host. Without one of them, `why` says what to set."""
     token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
     if not token:
-        return Source(None, "no token: set GITHUB_TOKEN (or GH_TOKEN) to check the App's witnesses")
+        return Source(None, f"no token: set GITHUB_TOKEN (or GH_TOKEN) {purpose}")
     name, api = _from_remote(g, args.remote)
     name = args.github_repo or os.environ.get("GITHUB_REPOSITORY") or name
     api = args.api_url or os.environ.get("GITHUB_API_URL") or api

@@ -3,7 +3,10 @@ canary analysis the App serves to Argo Rollouts and Flagger, from the command li
 
 With --app the App answers (GET /canary/analysis, bearer GATING_CANARY_TOKEN), so the figures are the
 ones a rollout tool sees; with --db the analysis reads the roll-ups of an App database file directly
-(a copy, or the App's own on the same host), which needs no token and records nothing.
+(a copy, or the App's own on the same host), which needs no token and records nothing. Either way each
+commit's telemetry is matched by its SHA and by the snapshot digest of the system at it (the App
+rebuilds it through the API; --db builds it in the local clone, -C), since spans may name their
+system only by `gating.snapshot`.
 Exit code: 0 pass, 1 fail, 3 not enough traffic yet.
 """
 
@@ -59,7 +62,7 @@ def _from_app(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _from_db(args: argparse.Namespace) -> dict[str, Any]:
-    from gating.monitor.canary import CanaryError, Policy
+    from gating.monitor.canary import CanaryError, Policy, sides
     from gating.monitor.canary import analyze as run
     from gating.monitor.rules import MonitorError, minute_of, parse_duration
     from gating.server.rollup_store import RollupStore
@@ -74,12 +77,39 @@ def _from_db(args: argparse.Namespace) -> dict[str, Any]:
     if end.tzinfo is None:
         raise UsageError(f"--until {args.until}: give a time zone (e.g. 2026-12-02T10:00:00Z)")
     until = minute_of(end)
+    canary, baseline = args.canary.lower(), args.baseline.lower()
+    c, b = [canary], [baseline]
+    notes: list[str] = []
+    if canary != baseline:  # the same commit twice is refused by name below
+        c, b, notes = sides(canary, baseline, *_local_snapshots(args, (canary, baseline)))
     try:
-        a = run(RollupStore(args.db), args.repository, [args.canary.lower()], [args.baseline.lower()],
-                until - minutes, until, Policy(args.alpha, args.power, args.min_effect))
+        a = run(RollupStore(args.db), args.repository, c, b, until - minutes, until,
+                Policy(args.alpha, args.power, args.min_effect), notes)
     except CanaryError as e:
         raise UsageError(str(e)) from None
     return a.to_dict()
+
+
+def _local_snapshots(args: argparse.Namespace, shas: tuple[str, ...]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The snapshot digest of the system at each commit, built in the local clone (-C)."""
+    from gating.commands.common import repo, snapshot_at
+    from gating.git.repository import GitError
+    from gating.system.manifest import ManifestError
+
+    try:
+        g = repo(args)
+    except GitError:
+        return {}, dict.fromkeys(shas, "no git repository here to build it in: run in a clone, or pass -C")
+    known: dict[str, str | None] = {}
+    unknown: dict[str, str] = {}
+    for sha in shas:
+        try:
+            known[sha] = snapshot_at(g, sha).digest
+        except ManifestError:
+            known[sha] = None
+        except GitError:
+            unknown[sha] = f"not a commit of the clone at {g.root}: fetch it"
+    return known, unknown
 
 
 def analyze(args: argparse.Namespace) -> int:
@@ -96,4 +126,6 @@ def analyze(args: argparse.Namespace) -> int:
               f"the error-rate test needs {body['required_requests']:,} on each")
         for c in body["checks"]:
             print(f"  {c['verdict']:<22} {c['name']:<24} {c['reason']}")
+        for note in body.get("notes") or []:
+            print(f"  note: {note}")
     return EXIT.get(body["verdict"], NOT_ENOUGH)

@@ -57,6 +57,15 @@ def _opt_int(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from gating.check.shard import parse_spec
+
+    try:
+        return parse_spec(text)
+    except ContextError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="the `gating / eval` check: diff, affected evals, verdict, check run, notes")
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
@@ -99,6 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-artifact", metavar="PATH", type=Path,
                    help="in a `workflow_run` run: verify and evaluate a fork's pull request collected by "
                         "`gating collect` (the artifact's directory or file), with this checkout's config")
+    p.add_argument("--shard", metavar="I/N", type=_shard,
+                   help="evaluate only slice I of N of the cases (a matrix job) and write a partial report; "
+                        "nothing is posted: `--merge` makes the check")
+    p.add_argument("--shard-out", metavar="PATH", help="where --shard writes its partial report "
+                                                        "(default: gating-shard-I-of-N.json)")
+    p.add_argument("--merge", metavar="DIR", help="combine the partial reports in DIR (every shard of one matrix) into "
+                                                  "the check an unsharded run makes: same verdict, report and notes")
     p.add_argument("--max-artifact-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
                    help=f"refuse a larger artifact (default: {DEFAULT_MAX_BYTES})")
     p.set_defaults(func=run)
@@ -151,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
     g = repo(args)
     try:
         settings = Settings(config=args.config, baseline=args.baseline, fail_on=args.fail_on, on_error=args.on_error,
-                            concurrency=args.concurrency, comment=args.comment, post=not args.no_post,
-                            notes=args.notes, remote=args.remote, cache_dir="" if args.no_cache else args.cache_dir,
-                            replay=args.replay,
+                            concurrency=args.concurrency, comment=args.comment,
+                            post=not args.no_post and args.shard is None, notes=args.notes, remote=args.remote,
+                            cache_dir="" if args.no_cache else args.cache_dir, replay=args.replay,
                             json_path=args.json, junit_path=args.junit, post_wait=args.post_wait,
-                            progress=Reporter(env))
+                            shard=args.shard, shard_out=args.shard_out, merge=args.merge, progress=Reporter(env))
         event = _event(args.event or env.get("GITHUB_EVENT_PATH"))
         ctx = build_context(env, event, head=args.head, base=args.base,
                             repository=args.repository, pull_number=args.pr, api_url=args.api_url)
@@ -182,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
         print("gating: cancelled; the check run was completed as cancelled", file=sys.stderr)
         return 130
     r = done.result
+    if settings.shard is not None:  # a slice: no verdict of its own
+        print(f"gating / eval: {r.reasons[0]}")
+        return 0
     if args.json == STDOUT:  # stdout carries the JSON report alone
         print(f"gating / eval: {title(r)}", file=sys.stderr)
     else:

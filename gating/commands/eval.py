@@ -1,8 +1,10 @@
 """`gating eval` and `gating calibrate`: run the golden cases of a revision, calibrate the judge.
 
-Exit codes: 0 pass (or inconclusive; a warning says so), 1 the verdict is fail or error (cases that
-could not be evaluated: no key, a wrong base URL, provider errors; unless --on-error neutral) / the
-judge is not calibrated, 2 bad input (dataset, manifest, options).
+Exit codes: 0 pass, 1 the verdict is fail or error (cases that could not be evaluated: no key, a wrong
+base URL, provider errors; unless --on-error neutral) or inconclusive (a drop beyond max_drop the suite
+could not confirm; under --fail-on regression, the default, as `gating check` concludes) / the judge
+is not calibrated, 2 bad input (dataset, manifest, options). --fail-on threshold or never report a
+significant regression or an inconclusive drop with a warning and exit 0, as the check does.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gating.check.context import FAIL_ON
 from gating.check.evidence import plan as evidence_plan
 from gating.check.evidence import response_cache
+from gating.check.run import conclude
 from gating.commands.cli import UsageError
 from gating.commands.common import STDOUT, WORKTREE, reader, repo
 from gating.commands.progress import Reporter, label
 from gating.evals.calibrate import calibrate
 from gating.evals.compare import compare
 from gating.evals.dataset import DatasetError
+from gating.evals.pacing import describe
 from gating.evals.records import RunResult
 from gating.evals.report import eval_to_json, render_calibration_markdown, render_eval_markdown, render_junit
 from gating.evals.runner import run_evals
@@ -39,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rev", help=f"revision to evaluate without checking it out (default: {WORKTREE})")
     p.add_argument("--base", help="also evaluate this revision and compare (paired by case id)")
     p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight (default: evals.concurrency or 16)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes that send the requests (default: GATING_EVAL_WORKERS, evals.workers, else one per "
+                        "core for large live runs)")
     p.add_argument("--repeat", type=int, metavar="N", help="run each case N times (majority pass, mean score)")
     p.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds (default 60)")
     p.add_argument("--only", metavar="PROMPT", action="append", help="only cases of this prompt (repeatable)")
@@ -52,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
     p.add_argument("--on-error", choices=("fail", "neutral"), default="fail",
                    help="fail: cases that could not be evaluated exit 1 (default); neutral: warn and exit 0")
+    p.add_argument("--fail-on", choices=FAIL_ON, default="regression",
+                   help="regression: a missed threshold, a significant regression or an inconclusive drop exit 1 "
+                        "(default, as `gating check`); threshold: only a missed threshold does; never: warn, exit 0")
     p.add_argument("--compare", nargs="*", metavar="CANDIDATE",
                    help="run the same cases on other models or prompt variants and compare them with the current "
                         "system: MODEL, PROVIDER:MODEL, PROMPT=FILE or PROMPT=OTHER_PROMPT, joined by + to combine "
@@ -77,7 +88,7 @@ def _cache_dir(args: argparse.Namespace, g: Git) -> Path | None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("concurrency", "repeat"):
+    for name in ("concurrency", "repeat", "workers"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be at least 1, got {v}")
@@ -135,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     only = set(args.only) if args.only else None
     show = Reporter()
     common: dict[str, Any] = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
-                                  repeat=args.repeat, timeout_s=args.timeout)
+                                  repeat=args.repeat, timeout_s=args.timeout, workers=args.workers)
     t0 = time.monotonic()
     try:
         head_reader = reader(g, args.rev)
@@ -165,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
           f"{s['requests']} requests, {s['cache_hits']} cache hits, {s['replayed']} replayed"
           + (f", cassettes written: {', '.join(s['cassettes_written'])}" if s.get("cassettes_written") else ""),
           file=sys.stderr)
+    if s.get("rate_limit"):
+        print(f"gating: {describe(s['rate_limit'], sum(s.get('retries', {}).values()))}", file=sys.stderr)
     if args.json:
         doc = {"schema": REPORT_SCHEMA, "head": head.to_dict(), "base": base.to_dict() if base else None,
                "comparison": cmp.to_dict()}
@@ -173,14 +186,22 @@ def run(args: argparse.Namespace) -> int:
         _write("--junit", args.junit, render_junit(head))
     if args.markdown:
         _write("--markdown", args.markdown, md)
-    if cmp.verdict == "inconclusive":
-        print("gating: the verdict is inconclusive: " + "; ".join(cmp.reasons), file=sys.stderr)
     if cmp.verdict == "error":
         relaxed = args.on_error == "neutral"
         print(f"gating: {'warning: not blocking (--on-error neutral)' if relaxed else 'error'}: "
               + "\n  ".join(cmp.reasons), file=sys.stderr)
         return 0 if relaxed else 1
-    return 1 if cmp.verdict == "fail" else 0
+    missed = any(r.status == "fail" for r in cmp.rows)
+    blocking = conclude(cmp.verdict, missed, args.fail_on) == "failure"
+    if cmp.verdict == "inconclusive":  # as the check concludes: a drop too few cases can confirm is not waved through
+        how = ("error: the verdict is inconclusive (blocking under fail-on regression: a drop the suite could not "
+               "confirm needs a person or more cases)" if blocking
+               else f"warning: the verdict is inconclusive (not blocking: fail-on {args.fail_on})")
+        print(f"gating: {how}: " + "; ".join(cmp.reasons), file=sys.stderr)
+    elif cmp.verdict == "fail" and not blocking:
+        print(f"gating: warning: the verdict is fail (not blocking: fail-on {args.fail_on}): " + "; ".join(cmp.reasons),
+              file=sys.stderr)
+    return 1 if blocking else 0
 
 
 def _failing(run: RunResult) -> str:

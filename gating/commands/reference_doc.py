@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "evals.timeout_s": DEFAULT_TIMEOUT_S,
     "evals.python_timeout_s": PYTHON_TIMEOUT_S,
     "evals.cache": True,
+    "evals.pacing": True,
     "evals.regression.max_drop": DEFAULT_MAX_DROP,
     "evals.regression.alpha": DEFAULT_ALPHA,
     "evals.calibration.metric": "kappa",
@@ -61,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
 # Environment variables read outside the App's settings (those come from the Settings dataclass).
 CLI_ENV: dict[str, str] = {
     "GATING_PROVIDER": "`live`, `replay`, `record` or `auto` (default): overrides `evals.mode` for this run",
+    "GATING_EVAL_WORKERS": "processes that send an eval's requests (default `auto`: one per core for live runs "
+                           "of >= 200 cases at concurrency >= 32); overrides `evals.workers`, `--workers` overrides it",
     "GATING_CACHE_DIR": "where the response cache lives (default: inside the git directory)",
     "GATING_CASE_ID": "set for a `command` target: the id of the case being run",
     "GATING_PROGRESS_SECONDS": "seconds between plain progress lines when not on a terminal (default 10; 0: off)",
@@ -243,14 +246,17 @@ def datasets_section() -> list[str]:
                         "`evals.python`; default function `get_transform`) or an inline expression of `output`, "
                         "`context` and `vars`; overrides `evals.transform`",
            "threshold": "0 to 1: the case passes when its weighted assertion score reaches it (without one, "
-                        "every assertion must pass)"}
+                        "every assertion must pass)",
+           "weight": "a positive number (default 1): how much the case counts in the pass rate, the scores, the tag "
+                     "pass rates and the paired test (with unequal weights, the weighted sign-flip test; the base's "
+                     "weights decide); 0, a negative or a non-numeric weight is an error naming the case"}
     missing = sorted(CASE_KEYS - set(doc))
     if missing:
         raise ValueError(f"dataset keys without a description: {', '.join(missing)}")
     out = ["## Datasets", "",
            "Listed in `evals.datasets`: JSONL (`.jsonl`, `.ndjson`: one case per line), YAML (`.yml`, `.yaml`: a "
            "list of cases, or a mapping with `cases:`) or CSV (`.csv`: a header row; `id`/`__id`, `prompt`/"
-           "`__prompt`, `__description`, `__tags` (comma-separated), `__threshold` and `__expected`, "
+           "`__prompt`, `__description`, `__tags` (comma-separated), `__threshold`, `__weight` and `__expected`, "
            "`__expected2`, ... (`contains: refund`, `not-icontains: sorry`, `grade: is polite` for a rubric, a bare "
            "text for `equals`) are the case's; every other column is a var; a row without an id is named "
            "`row-` and a hash of its content). Every problem is reported at once with file:line.", "",

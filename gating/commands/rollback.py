@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -17,7 +18,7 @@ from gating.audit import keys as keymod
 from gating.audit import log as audit_log
 from gating.commands.audit import fetch, load_keys
 from gating.commands.cli import UsageError
-from gating.commands.common import repo
+from gating.commands.common import owner_name, repo
 from gating.diff.render import render_diff_markdown
 from gating.errors import GatingError
 from gating.git import notes as git_notes
@@ -37,6 +38,9 @@ from gating.rollback.plan import (
     rolled_back_facts,
 )
 from gating.system.manifest import MANIFEST_PATH, ManifestError, parse_manifest
+
+if TYPE_CHECKING:
+    from gating.rollback.drill import DrillResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=MANIFEST_PATH, help="manifest path (default: gating.yml)")
     p.add_argument("--remote", default="origin", help="remote to fetch the notes ref from (default origin)")
     p.add_argument("--no-fetch", action="store_true", help="use the local notes ref as it is")
+    p.add_argument("--repo", dest="github_repo", metavar="OWNER/NAME", type=owner_name,
+                   help="with --drill: the GitHub repository a failed drill opens an issue in (default "
+                        "$GITHUB_REPOSITORY, else the remote's URL; the token: GITHUB_TOKEN or GH_TOKEN)")
+    p.add_argument("--api-url", help="with --drill: REST API base (default $GITHUB_API_URL, else from the remote's "
+                   "host)")
+    p.add_argument("--no-issue", action="store_true", help="with --drill: open no issue when the drill fails")
     p.set_defaults(func=run)
 
 
@@ -217,9 +227,35 @@ def drill(g: Git, args: argparse.Namespace, signer: Ed25519PrivateKey | None) ->
         print(result.summary)
         if result.branch:
             print(f"scratch branch {result.branch} deleted")
+    seq = None
     if signer is not None:
         facts = drills.drill_facts(result, _repository(g, args.remote), _actor(g), tip)
         res = audit_log.append_entry(git_notes.LocalNotes(g), facts, signer, now)
-        print(f"recorded drill entry seq {res.entry.seq} in {git_notes.AUDIT_REF}; push it with: "
+        seq = res.entry.seq
+        print(f"recorded drill entry seq {seq} in {git_notes.AUDIT_REF}; push it with: "
               f"git push {args.remote} {git_notes.AUDIT_REF}", file=sys.stderr)
+    if not result.ok and not args.no_issue:
+        open_drill_issue(g, args, result, seq)
     return 0 if result.ok else 1
+
+
+def open_drill_issue(g: Git, args: argparse.Namespace, result: DrillResult, seq: int | None) -> None:
+    """A failed drill opens an issue, as the App's scheduled drill does, when GitHub can be reached;
+    else it says why none was opened (the exit code says the drill failed either way)."""
+    from gating.commands.audit_verify import github_source
+    from gating.github import GitHubError
+    from gating.github import rollback as gh
+    from gating.rollback import drill as drills
+
+    source = github_source(g, args, "to open an issue when a drill fails (or pass --no-issue)")
+    if source.repo is None:
+        print(f"no issue opened: {source.why}", file=sys.stderr)
+        return
+    what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
+    try:
+        issue = gh.open_issue(source.repo, f"{drills.ISSUE_TITLE}: rolling back to {what} would not restore it",
+                              drills.issue_body(result, seq, "A rollback drill run with `gating rollback --drill`"))
+    except GitHubError as e:
+        print(f"no issue opened in {source.repo.full_name}: {e}", file=sys.stderr)
+        return
+    print(f"opened issue #{issue.get('number')} in {source.repo.full_name}: {issue.get('html_url')}", file=sys.stderr)

@@ -8,11 +8,16 @@ C is approved when
 - C restores a known-good snapshot (C is the commit of a `rolled_back` entry, or merged its pull
   request, whose target has a `known_good` entry, and the system at C has that target's recorded
   snapshot digest), or
-- C carries a `merged` entry whose eval evidence passed (or an admin override is recorded), with an
-  approving review (or an override), whose recorded snapshot digest is the one rebuilt at C, and,
+- C carries a `merged` entry whose eval evidence passed (or an admin override is recorded), whose
+  `gating / approval` check run (the App's own, recorded at merge on the pull request's head)
+  concluded success (or an override is recorded), whose recorded snapshot digest is the one rebuilt at C, and,
   where E follows another environment in `deploy.environments`, the same snapshot is known-good in
   that environment with no monitor rule fired on it since.
 Anything else is rejected with every missing piece named, and how to get it.
+
+Merged entries written before the approval check was recorded (no `checks` in the predicate) are
+"not recorded", which rejects (fail closed): whether gating / approval passed cannot be told from
+the entry, and a recorded approving review is not the same fact (the rules may ask for more).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gating.audit.entry import Entry
+from gating.policy import APPROVAL_CHECK
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ def chain_of(deploy: Mapping[str, Any] | None) -> Chain:
     return Chain(tuple(d.get("environments") or ()), tuple(d.get("exceptions") or ()))
 
 
+MAX_COMMENT = 1024  # GitHub refuses a longer review comment (422 "Comment exceeded maximum length ...")
+
+
 @dataclass(frozen=True)
 class Decision:
     approved: bool
@@ -52,12 +61,21 @@ class Decision:
     def state(self) -> str:
         return "approved" if self.approved else "rejected"
 
-    def comment(self, commit: str, environment: str) -> str:
-        """The review comment GitHub shows on the run (at most a few lines)."""
+    def comment(self, commit: str, environment: str, limit: int = MAX_COMMENT) -> str:
+        """The review comment GitHub shows on the run, within GitHub's limit: whole reasons while they
+        fit, then how many were left out (the signed decision entry keeps them all)."""
         if self.approved:
-            return f"gating: {commit[:12]} approved for {environment}: {self.evidence.get('summary', self.basis)}"
+            return f"gating: {commit[:12]} approved for {environment}: {self.evidence.get('summary', self.basis)}"[:limit]
         lines = [f"gating: {commit[:12]} rejected for {environment}:"] + [f"- {r}" for r in self.reasons]
-        return "\n".join(lines)
+        text = "\n".join(lines)
+        for kept in range(len(lines) - 1, 1, -1):  # at least one reason, cut if need be
+            if len(text) <= limit:
+                break
+            left = len(lines) - kept
+            tail = (f"- ... {left} more reason{'s' if left > 1 else ''}: every reason is in the signed deploy_rejected "
+                    f"entry (gating audit log)")
+            text = "\n".join(lines[:kept] + [tail])
+        return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _newest(entries: Sequence[Entry], event: str, commit: str) -> Entry | None:
@@ -116,10 +134,36 @@ def healthy_in(entries: Sequence[Entry], environment: str, commit: str, digest: 
     return g, ""
 
 
+def approval_missing(p: Mapping[str, Any], seq: int, app_id: int | str | None = None) -> str:
+    """Why the merged entry's `gating / approval` does not count ("" when it does): not recorded (an
+    entry older than the field), no run of the App, a run of another app, or a conclusion other than
+    success. `app_id`: the App's own id, when the caller knows it."""
+    how = (f"Get the approvals {APPROVAL_CHECK} asks for before merging, or have an admin record `/gating override "
+           f"<reason>` on the pull request before merging")
+    pr = p.get("pull_request")
+    if "checks" not in p:
+        return (f"approval not recorded: the merged entry of #{pr} (audit seq {seq}) predates recording "
+                f"{APPROVAL_CHECK} at merge, so whether the required approvals were present is unknown. Merge the "
+                f"change through a new pull request (its merge records {APPROVAL_CHECK}), or deploy a rollback to a "
+                f"known-good snapshot (/rollback last-good)")
+    run = (p.get("checks") or {}).get(APPROVAL_CHECK)
+    if not isinstance(run, Mapping):
+        return f"approval missing: no {APPROVAL_CHECK} check run of the App was on the head of #{pr} at merge. {how}"
+    if app_id is not None and str(run.get("app_id")) != str(app_id):
+        return (f"approval missing: the {APPROVAL_CHECK} run recorded at merge of #{pr} was posted by "
+                f"{run.get('app') or 'another app'} (app id {run.get('app_id')}), not by this App. {how}")
+    if run.get("conclusion") != "success":
+        state = run.get("conclusion") or run.get("status") or "unknown"
+        title = f" ({run['title']})" if run.get("title") else ""
+        return f"approval missing: {APPROVAL_CHECK} on the head of #{pr} was {state} at merge{title}. {how}"
+    return ""
+
+
 def decide(entries: Sequence[Entry], commit: str, environment: str, chain: Chain, digest: str | None,
-           branch: str = "main") -> Decision:
+           branch: str = "main", app_id: int | str | None = None) -> Decision:
     """The decision for a deployment of `commit` to `environment`; `digest` is the snapshot digest
-    rebuilt at the commit (None: no valid gating.yml there)."""
+    rebuilt at the commit (None: no valid gating.yml there); `app_id` the App whose
+    `gating / approval` counts."""
     if environment in chain.exceptions:
         return Decision(True, "exception", evidence={"summary": f"{environment} is listed in deploy.exceptions of "
                                                                 f"gating.yml on {branch}"})
@@ -158,9 +202,10 @@ def decide(entries: Sequence[Entry], commit: str, environment: str, chain: Chain
                else "no eval evidence was recorded at merge")
         reasons.append(f"eval evidence missing: {got}. Merge a change whose gating / eval passes, or have an admin "
                        f"record `/gating override <reason>` on the pull request before merging")
-    if not any(a.get("state") == "APPROVED" for a in p.get("approvals") or []) and not overrides:
-        reasons.append(f"approval missing: no approving review is recorded on the merge of #{p.get('pull_request')}. "
-                       f"Get the approvals gating / approval asks for before merging, or an admin override")
+    if not overrides:
+        missing = approval_missing(p, merged.seq, app_id)
+        if missing:
+            reasons.append(missing)
     evidence: dict[str, Any] = {"merged": merged.seq, "snapshot_digest": digest, "verdict": verdict,
                                 "overrides": len(overrides)}
     prev = chain.previous(environment)

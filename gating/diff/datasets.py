@@ -17,7 +17,7 @@ from typing import Any
 from gating.evals.dataset import DatasetError, _BadLine, _rows
 
 BUDGETS = {"max-tokens", "latency", "cost"}  # `value` is an upper bound: raising it admits more
-_CASE_FIELDS = ("prompt", "expected", "vars", "tags", "description", "metadata")
+_CASE_FIELDS = ("prompt", "expected", "vars", "tags", "description", "metadata", "threshold", "weight")
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,18 @@ def case_changes(cid: str, b: Mapping[str, Any], h: Mapping[str, Any]) -> list[C
             summary, weaker = f"eval case `{cid}`: expected answer changed: {_short(before)} → {_short(after)}", None
         elif key == "vars":
             summary, weaker = f"eval case `{cid}`: inputs (vars) changed", None
+        elif key == "weight":  # a case that counts less hides its regressions in the pass rate
+            before, after = 1 if before is None else before, 1 if after is None else after
+            wb, wa = _number(before), _number(after)
+            weaker = True if wb is not None and wa is not None and wa < wb else None
+            summary = f"eval case `{cid}` weight: {_short(before)} → {_short(after)}" + (
+                " (counts less)" if weaker else " (counts more; the other cases count less)"
+                if wb is not None and wa is not None and wa > wb else _DIRECTION[None])
+        elif key == "threshold":  # no threshold: every assertion must pass, the strictest
+            tb, ta = _number(before), _number(after)
+            weaker = False if after is None else True if before is None else None if tb is None or ta is None \
+                else ta < tb
+            summary = f"eval case `{cid}` threshold: {_short(before)} → {_short(after)}{_DIRECTION[weaker]}"
         else:
             summary, weaker = f"eval case `{cid}` {key}: {_short(before)} → {_short(after)}", False
         out.append(CaseChange(cid, "changed", (key,), before, after, weaker, summary, prompt))

@@ -131,10 +131,30 @@ def evals_changes(base: Snapshot, head: Snapshot) -> list[Change]:
         elif lp and lp[0] == "calibration" and lp[-1:] in (["min_agreement"], ["calibration"]) and \
                 kind != "added" and (after is None or (isinstance(before, (int, float)) and after < before)):
             risk, summary = "high", f"judge calibration loosened: {dotted(*lp)} {short(before)} → {short(after)}"
+        elif lp == ["calibration", "metric"]:
+            risk, summary = "high", _calibration_metric(before, after)
         elif lp and lp[0] == "repeat" and isinstance(before, int) and (after is None or after < before):
             summary = f"evals repeat lowered: {before} → {after or 1} (less evidence per case)"
         out.append(Change("evals", leaf, kind, before, after, risk, summary))
     return out + dataset_changes(base, head)
+
+
+# What `evals.calibration.metric` adds to the weighted kappa that is always required (calibrate.py),
+# strictest last: exact agreement implies within-one agreement.
+_METRIC_RANK = {"kappa": 0, "within_one": 1, "exact": 2}
+_METRIC_WHY = {("exact", "kappa"): "exact agreement no longer required",
+               ("within_one", "kappa"): "within-one agreement no longer required",
+               ("exact", "within_one"): "within-one agreement admits answers one point off"}
+
+
+def _calibration_metric(before: Any, after: Any) -> str:
+    """Every change to what calibrates the judge is high risk; it says `loosened` where it admits more."""
+    b, a = str(before or "kappa"), str(after or "kappa")
+    if _METRIC_RANK.get(a, 0) < _METRIC_RANK.get(b, 0):
+        return f"judge calibration loosened: calibration.metric {b} → {a} ({_METRIC_WHY.get((b, a), 'a weaker criterion')})"
+    return (f"judge calibration criterion changed: calibration.metric {b} → {a} (weighted kappa stays required "
+            f"beside {a.replace('_', '-')} agreement)" if a != "kappa" else
+            f"judge calibration criterion changed: calibration.metric {b} → {a}")
 
 
 def _rules_by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -76,9 +76,10 @@ def why(c: CaseResult) -> str:
 
 
 def _optimistic_pass_rate(cases: list[CaseResult]) -> float | None:
-    if not cases:
+    total = sum(c.weight for c in cases)
+    if not cases or not total:
         return None
-    return sum(1 for c in cases if c.passed or c.error in INFRA_ERRORS) / len(cases)
+    return sum(c.weight for c in cases if c.passed or c.error in INFRA_ERRORS) / total
 
 
 def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, Any]) -> Comparison:
@@ -182,7 +183,7 @@ def compare(base: RunResult | None, head: RunResult, evals_config: Mapping[str, 
         base_snapshot=base.snapshot_digest if base else "", head_snapshot=head.snapshot_digest,
         dataset_digest=head.dataset_digest, base_dataset_digest=base.dataset_digest if base else "",
         paired=len(paired), added=added, removed=removed, mcnemar=mcn, tests=tests,
-        cost=_cost(bm if base else None, hm, cfg),
+        cost=_cost(bm if base else None, hm, cfg), tags=_tags(base, head),
         latency=_latency(base, head), errors={"base": _errors(base), "head": _errors(head)},
         failing=[c.id for c in head.cases if not c.passed],
         errored=[CaseError(side, c.id, c.prompt, c.error, c.error_message)
@@ -197,15 +198,19 @@ def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_dro
     is unconfirmed (inconclusive) otherwise, saying what the suite could have confirmed."""
     values: dict[str, tuple[list[float], list[float]]] = {
         "pass_rate": ([b.pass_rate for b, _ in evidence], [h.pass_rate for _, h in evidence])}
+    # the base decides: a pull request cannot make a case it regressed count less in its own test
+    weight_of = {b.id: b.weight for b, _ in evidence}
+    case_weights: dict[str, list[float]] = {"pass_rate": [b.weight for b, _ in evidence]}
     same: list[str] = []
     for name in sorted({k for b, h in evidence for k in b.scores if k in h.scores}):
-        pairs = [(b.scores[name], h.scores[name]) for b, h in evidence if name in b.scores and name in h.scores]
+        pairs = [(b.scores[name], h.scores[name], b.id) for b, h in evidence if name in b.scores and name in h.scores]
         bs, hs = [p[0] for p in pairs], [p[1] for p in pairs]
         if len(pairs) == len(evidence) and (bs, hs) == values["pass_rate"]:
             same.append(name)  # a pass/fail assertion that decides its case: the pass rate's flips, tested once
             continue
         values[f"score:{name}"] = (bs, hs)
-    results = {m: paired_test(bs, hs) for m, (bs, hs) in values.items()}
+        case_weights[f"score:{name}"] = [weight_of[p[2]] for p in pairs]
+    results = {m: paired_test(bs, hs, case_weights[m]) for m, (bs, hs) in values.items()}
     # a metric no case moved on cannot be rejected (p = 1 under every sign pattern): it takes no share of alpha
     moved = {m: t.p_value for m, t in results.items() if t.worse + t.better}
     adjusted = {**{m: 1.0 for m in results}, **holm(moved)}
@@ -219,7 +224,7 @@ def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_dro
         bs, hs = values[metric]
         r.p_value = p_adj
         if t.n >= MIN_INTERVAL_PAIRS:
-            iv = paired_bootstrap(bs, hs, level=1 - alpha)
+            iv = paired_bootstrap(bs, hs, level=1 - alpha, weights=case_weights[metric])
             r.interval, r.interval_level = [iv.low, iv.high], iv.level
         adj = f", Holm-adjusted across {family} metrics p = {p_adj:.3g}" if family > 1 else ""
         what = "pass rate" if metric == "pass_rate" else f"mean {metric}"
@@ -237,7 +242,8 @@ def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_dro
                 fails.append(f"{msg} < alpha {alpha:g}{tail}")
             else:  # the row keeps its own status (a met threshold is met); the drop is a note on it
                 r.note = f"fell {-t.delta:.3g}, not confirmed (p = {p_adj:.3g})"
-                unsure.append(f"{msg} ≥ alpha {alpha:g}: not confirmed; {_detectable(t.n, alpha, family)}")
+                unsure.append(f"{msg} ≥ alpha {alpha:g}: not confirmed; "
+                              f"{_detectable(t.n, alpha, family, case_weights[metric])}")
         elif t.delta < 0 and p_adj < alpha:
             within.append(f"{what} fell by {-t.delta:.3g}, confirmed (p = {p_adj:.3g}) but within max_drop "
                           f"{max_drop:g}")
@@ -248,16 +254,20 @@ def _regression(evidence: list[tuple[CaseResult, CaseResult]], row: Any, max_dro
     return out, within
 
 
-def _detectable(n: int, alpha: float, family: int) -> str:
-    """What a suite of n paired cases can confirm at all: the tests count cases, not repeats."""
+def _detectable(n: int, alpha: float, family: int, weights: list[float] | None = None) -> str:
+    """What a suite of n paired cases can confirm at all: the tests count cases, not repeats. With
+    case weights, the smallest confirmable drop is that of the k lightest cases."""
     k = min_detectable(n, alpha / family)
     level = f"alpha {alpha:g}" + (f" shared by {family} metrics (Holm)" if family > 1 else "")
     if k is None:
         return (f"{n} paired cases cannot confirm any drop at {level}: that takes at least "
                 f"{min_detectable(10**6, alpha / family)} cases getting worse; add cases (repeats do not help: "
                 "the test counts cases)")
-    return (f"with {n} paired cases the smallest drop this suite can confirm at {level} is {k / n:.3g} "
-            f"({k} cases worse, none better); add cases (repeats make each case surer, but the test counts cases)")
+    weighted = weights is not None and any(w != weights[0] for w in weights)
+    drop = sum(sorted(weights or [])[:k]) / sum(weights or [1.0]) if weighted else k / n
+    return (f"with {n} paired cases the smallest drop this suite can confirm at {level} is {drop:.3g} "
+            f"({k} {'of the lightest ' if weighted else ''}cases worse, none better); add cases (repeats make each "
+            "case surer, but the test counts cases)")
 
 
 def _basis(has_base: bool, paired: int, tests: list[dict[str, Any]], within: list[str], max_drop: float) -> str:
@@ -295,6 +305,23 @@ def not_evaluated(base: RunResult | None, head: RunResult) -> list[str]:
     out += [f"{msg} ({counts[(cat, msg)]} case{'s' if counts[(cat, msg)] != 1 else ''})" for cat, msg in causes[1:3]]
     if len(causes) > 3:
         out.append(f"and {len(causes) - 3} other causes; see the cases with errors")
+    return out
+
+
+TAG_PREFIX = "pass_rate:tag:"
+
+
+def _tags(base: RunResult | None, head: RunResult) -> list[dict[str, Any]]:
+    """The runs' per-tag pass rates side by side (weighted as the pass rate is), for reading: a tag
+    is a slice of the suite (red-team cases, one feature), decided by a threshold on it if anything."""
+    bm = base.metrics if base else {}
+    names = sorted({k[len(TAG_PREFIX):] for m in (bm, head.metrics) for k in m if k.startswith(TAG_PREFIX)})
+    out = []
+    for tag in names:
+        b, h = bm.get(TAG_PREFIX + tag), head.metrics.get(TAG_PREFIX + tag)
+        cases = sum(tag in c.tags for c in head.cases) or sum(tag in c.tags for c in (base.cases if base else []))
+        out.append({"tag": tag, "cases": cases, "base": b, "head": h,
+                    "delta": h - b if isinstance(b, (int, float)) and isinstance(h, (int, float)) else None})
     return out
 
 

@@ -4,7 +4,8 @@ A case names the prompt component it exercises, its template vars, an optional e
 its assertions and tags. Everything wrong with a dataset is reported at once, each with file:line.
 As people write them: `evals.defaults` (vars, assertions, a transform, a threshold) apply to every
 case, a var `file://PATH` reads a file of `evals.files`, `{{ var }}` in an assertion's value is
-filled from the case's vars, and a case's `threshold` passes it on its weighted score.
+filled from the case's vars, and a case's `threshold` passes it on its weighted score. A case's
+`weight` (default 1) is how much it counts in the run's pass rate and scores and in the paired test.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import difflib
 import hashlib
 import io
 import json
+import math
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from gating.errors import GatingError, count
 from gating.evals.assertions import MODEL_GRADED, check_spec
 
 CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata", "transform",
-             "threshold"}
+             "threshold", "weight"}
 DEFAULT_KEYS = {"vars", "assert", "transform", "threshold"}  # evals.defaults
 
 
@@ -53,6 +55,7 @@ class Case:
     description: str = ""
     transform: str | None = None  # Python applied to the output before the assertions (pycheck.py)
     threshold: float | None = None  # pass when the weighted score reaches it (None: every assertion passes)
+    weight: float = 1.0  # how much the case counts in the metrics and the paired test
 
     @property
     def where(self) -> str:
@@ -146,7 +149,7 @@ def _known_type(t: str) -> bool:
 
 def csv_rows(path: str, text: str) -> list[tuple[int, Any]]:
     """CSV as cases: a header row; `id`/`__id`, `prompt`/`__prompt`, `__description`, `__tags` (comma
-    separated), `__threshold` and `__expected`, `__expected2`, ... (an assertion such as `contains:
+    separated), `__threshold`, `__weight` and `__expected`, `__expected2`, ... (an assertion such as `contains:
     refund`; a bare text means `equals`) are the case's, every other column is a var. A row without an
     id is named by its content (`row-` and a hash), which stays stable while the row does."""
     reader = csv.DictReader(io.StringIO(text))
@@ -173,18 +176,19 @@ def csv_rows(path: str, text: str) -> list[tuple[int, Any]]:
                 case["description"] = v
             elif k == "__tags":
                 case["tags"] = [t.strip() for t in v.split(",") if t.strip()]
-            elif k == "__threshold" and v.strip():
+            elif k in ("__threshold", "__weight"):
                 try:
-                    case["threshold"] = float(v)
+                    if v.strip():  # an empty cell: the default
+                        case[k[2:]] = float(v)
                 except ValueError:
-                    out.append((line, _BadLine(f"{path}:{line}: __threshold {v!r} is not a number")))
+                    out.append((line, _BadLine(f"{path}:{line}: {k} {v!r} is not a number")))
                     break
             elif k.startswith("__expected"):
                 if v.strip():
                     asserts.append(_expected_assertion(v.strip()))
             elif k.startswith("__"):
                 out.append((line, _BadLine(f"{path}:{line}: unknown special column {k!r} (known: __id, __prompt, "
-                                           "__description, __tags, __threshold, __expected...)")))
+                                           "__description, __tags, __threshold, __weight, __expected...)")))
                 break
             else:
                 case["vars"][k] = v
@@ -312,6 +316,11 @@ def load_rows(path: str, rows: Iterable[tuple[int, Any]], prompts: Mapping[str, 
             problems.append(f"{where}: case {cid!r}: `threshold` must be a number between 0 and 1 (the weighted "
                             "score the case needs to pass)")
             threshold = None
+        weight = raw.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+            problems.append(f"{where}: case {cid!r}: `weight` must be a positive number (how much the case counts in "
+                            f"the pass rate, scores and the paired test), got {weight!r}")
+            weight = 1.0
         transform = raw.get("transform", defaults.get("transform"))
         if transform is not None:
             from gating.evals.pycheck import parse_ref
@@ -325,7 +334,7 @@ def load_rows(path: str, rows: Iterable[tuple[int, Any]], prompts: Mapping[str, 
                 transform = None
         cases.append(Case(cid, prompt, dict(vars_), raw.get("expected"), tuple(norm), tuple(tags), path, line,
                           str(raw.get("description", "")), transform,
-                          None if threshold is None else float(threshold)))
+                          None if threshold is None else float(threshold), float(weight)))
     if problems:
         raise DatasetError([p.text(repeated[p.msg]) if isinstance(p, _Repeated) else p for p in problems])
     return cases

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gating.evals.dataset import Case, Shared, load_datasets
@@ -138,7 +138,9 @@ def judging_for(own: Judging | None, base: Snapshot | None, head: Snapshot, base
                                        "defaults": own.evals.get("defaults")}, True, generate=False) if head_ev else []
     added = [c for c in head_cases if c.id not in known]
     unjudged = [c.id for c in added if c.uses_judge and own.judge_model is None]
-    run = [c for c in added if c.id not in unjudged]
+    # the base decides weights: a case the head adds counts 1 until merged (a heavy new case would
+    # otherwise lift the head's pass rate over a threshold on its own)
+    run = [replace(c, weight=1.0) for c in added if c.id not in unjudged]
     datasets = {**_datasets(head), **own.datasets} if added else dict(own.datasets)
     source = base.manifest.source if base is not None else "gating.yml"
     sentence = (f"Judged by the base's evals (`{source}` at `{base_rev[:7]}`): its thresholds, regression rule, "

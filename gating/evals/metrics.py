@@ -49,32 +49,40 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _wmean(pairs: Sequence[tuple[float, float]]) -> float | None:
+    """The weighted mean of (value, weight) pairs: a case's weight is how much it counts."""
+    total = sum(w for _, w in pairs)
+    return sum(v * w for v, w in pairs) / total if pairs and total else None
+
+
 def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
-    """Every metric of a run. Latency and token figures are per request, over cases that answered;
-    latency percentiles are over every request (each repeat), not over per-case means."""
+    """Every metric of a run. The pass rate, scores and tag pass rates are weighted by the cases'
+    `weight` (1 unless the dataset says otherwise); counts stay counts. Latency and token figures are
+    per request, over cases that answered; latency percentiles are over every request (each repeat),
+    not over per-case means."""
     n = len(cases)
     m: dict[str, Any] = {"cases": n, "passed": sum(c.passed for c in cases)}
-    m["pass_rate"] = sum(c.pass_rate for c in cases) / n if n else None  # over repeats: each case's share
+    m["pass_rate"] = _wmean([(c.pass_rate, c.weight) for c in cases])  # over repeats: each case's share
     errors = Counter(c.error for c in cases if c.error)
     m["errors"] = sum(errors.values())
     m["error_rate"] = m["errors"] / n if n else None
     for cat in ERROR_CATEGORIES:
         if errors.get(cat):
             m[f"error_rate:{cat}"] = errors[cat] / n
-    names: dict[str, list[float]] = {}
+    names: dict[str, list[tuple[float, float]]] = {}
     graded = [c for c in cases if c.error not in INFRA_ERRORS]  # a case not evaluated has no score, not 0
     for c in graded:
         for name, score in c.scores.items():
-            names.setdefault(name, []).append(score)
+            names.setdefault(name, []).append((score, c.weight))
     for name in sorted(names):
-        m[f"score:{name}"] = _mean(names[name])
-    m["score"] = _mean([c.score for c in graded])
-    tagged: dict[str, list[bool]] = {}  # per tag, so a report groups (and a threshold gates) e.g. red-team cases
+        m[f"score:{name}"] = _wmean(names[name])
+    m["score"] = _wmean([(c.score, c.weight) for c in graded])
+    tagged: dict[str, list[tuple[float, float]]] = {}  # per tag, so a report groups (and a threshold gates) e.g. red-team cases
     for c in cases:
         for tag in dict.fromkeys(c.tags):
-            tagged.setdefault(tag, []).append(c.passed)
+            tagged.setdefault(tag, []).append((float(c.passed), c.weight))
     for tag in sorted(tagged):
-        m[f"pass_rate:tag:{tag}"] = sum(tagged[tag]) / len(tagged[tag])
+        m[f"pass_rate:tag:{tag}"] = _wmean(tagged[tag])
     answered = [c for c in cases if c.error is None or c.output]
     requests = [r for c in answered for r in c.request_latencies()]  # over requests, not per-case means
     stages = sorted({s for r in requests for s in r})

@@ -5,7 +5,9 @@ A reference is `file://evals/checks.py:fn` (default function `get_assert` for an
 body that `return`s. Functions are called as `fn(output, context)`; an inline one sees `output`,
 `context` and `vars`. The source always comes from the judging revision's snapshot (the files
 `evals.python` declares), never from the working tree, so a pull request (and a fork's) changes to
-its checks take effect after merge.
+its checks take effect after merge. A check imports its sibling modules and packages (`from helpers
+import x` beside evals/checks.py) from those declared files too: the child runs `python -I` (no
+working directory on its path) with an import finder over the declared files' directories.
 
 The child is one `python -I` process per run, fed JSON lines; it gets no environment beyond PATH and
 the locale (no provider keys), an address-space cap, and a wall-clock timeout per call (on timeout it
@@ -120,6 +122,40 @@ except Exception:
 proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
 sys.stdout = sys.stderr  # a check's prints never reach the protocol
 modules = {}
+SOURCES = {}  # the declared files (evals.python) of the judging revision: what a check may import
+ROOTS = []  # their directories, as a script's own directory is on its path
+
+
+class Siblings:
+    """Imports a check's sibling modules and packages from SOURCES, never from the disk."""
+
+    def find_spec(self, name, path=None, target=None):
+        import importlib.util
+        rel = name.replace(".", "/")
+        for root in ROOTS:
+            for cand, pkg in ((root + rel + ".py", False), (root + rel + "/__init__.py", True)):
+                if cand in SOURCES:
+                    return importlib.util.spec_from_loader(name, self, origin=cand, is_package=pkg)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        path = module.__spec__.origin
+        module.__file__ = path
+        exec(compile(SOURCES[path], path, "exec"), module.__dict__)
+
+
+def register(sources):
+    SOURCES.update(sources)
+    ROOTS[:] = sorted({p.rsplit("/", 1)[0] + "/" if "/" in p else "" for p in SOURCES})
+    if not any(isinstance(f, Siblings) for f in sys.meta_path):
+        at = next((i for i, f in enumerate(sys.meta_path) if getattr(f, "__name__", "") == "PathFinder"),
+                  len(sys.meta_path))
+        sys.meta_path.insert(at, Siblings())
+
+
 proto.write("ready\n")
 proto.flush()
 
@@ -135,6 +171,8 @@ def load(path, sha, src):
 for line in sys.stdin:
     req = json.loads(line)
     try:
+        if req.get("sources"):
+            register(req["sources"])
         ctx = req.get("context") or {}
         if req.get("inline") is not None:
             code = req["inline"]
@@ -154,10 +192,13 @@ for line in sys.stdin:
         tb = e.__traceback__
         where = ""
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename in (req.get("path"), "<inline>"):
+            if tb.tb_frame.f_code.co_filename in (req.get("path"), "<inline>") or \
+                    tb.tb_frame.f_code.co_filename in SOURCES:
                 where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
             tb = tb.tb_next
-        out = json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}{where}"[:2000]})
+        hint = ("; a module the checks import must be a file of `evals.python` (beside them, or in a package "
+                "there)" if isinstance(e, ModuleNotFoundError) else "")
+        out = json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}{where}{hint}"[:2000]})
     proto.write(out + "\n")
     proto.flush()
 '''
@@ -173,6 +214,7 @@ class PythonChecks:
         self.cwd = cwd
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._told = False  # whether this process has the sources its checks may import
 
     async def _start(self) -> asyncio.subprocess.Process:
         if self._proc is None or self._proc.returncode is not None:
@@ -189,6 +231,7 @@ class PythonChecks:
             if ready.strip() != b"ready":
                 await self._kill()
                 raise CheckError(f"the Python process for checks did not start within {STARTUP_TIMEOUT_S:g} s")
+            self._told = False
         return self._proc
 
     async def call(self, ref: Ref, output: str, context: Mapping[str, Any]) -> Any:
@@ -210,6 +253,9 @@ class PythonChecks:
         async with self._lock:
             proc = await self._start()
             assert proc.stdin is not None and proc.stdout is not None
+            if not self._told:  # once per process: the modules its checks may import
+                line = (json.dumps({**req, "sources": _texts(self.sources)}, default=str) + "\n").encode()
+                self._told = True
             try:
                 proc.stdin.write(line)
                 await proc.stdin.drain()
@@ -245,6 +291,11 @@ class PythonChecks:
         self._proc = None
 
 
+def _texts(sources: Mapping[str, bytes]) -> dict[str, str]:
+    """The declared Python files as text: a check imports its siblings from these, never from the disk."""
+    return {p: b.decode("utf-8", "replace") for p, b in sources.items() if p.endswith(".py")}
+
+
 def verdict(result: Any, threshold: float | None) -> tuple[bool, float, str]:
     """(passed, score, reason) from what a check returned: a bool, a number, or {pass, score, reason}."""
     if isinstance(result, bool):
@@ -277,8 +328,7 @@ def generate(ref: Ref, sources: Mapping[str, bytes], timeout_s: float = DEFAULT_
         raise DatasetError([f"gating.yml: evals.generate: {ref.path} is not a declared Python file of the evals: add "
                             "it to `evals.python`"])
     req: dict[str, Any] = {"path": ref.path, "fn": ref.fn, "sha": hashlib.sha256(src).hexdigest(),
-                           "src": src.decode("utf-8", "replace"),
-           "args": []}
+                           "src": src.decode("utf-8", "replace"), "args": [], "sources": _texts(sources)}
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "SYSTEMROOT") if k in os.environ}
     try:
         done = subprocess.run([sys.executable, "-I", "-c", _WORKER, str(MEMORY_BYTES)], input=json.dumps(req) + "\n",

@@ -85,6 +85,7 @@ class CaseResult:
     provider: str | None = None
     model: str | None = None
     carried: bool = False  # copied from the baseline run because the change did not affect it
+    weight: float = 1.0  # the case's weight (dataset): how much it counts in the metrics and the paired test
 
     def request_latencies(self) -> list[dict[str, float]]:
         """Stage -> ms of each request the case made: percentiles are over requests, not case means."""
@@ -227,6 +228,8 @@ class Comparison:
     # one paired test per metric: metric, n, worse, better, delta, p_value, p_adjusted (Holm), method, family
     tests: list[dict[str, Any]] = field(default_factory=list)
     cost: dict[str, Any] = field(default_factory=dict)  # per request, per day, projected delta per day
+    # pass rate by case tag (the runs' `pass_rate:tag:*` metrics): tag, cases (at head), base, head, delta
+    tags: list[dict[str, Any]] = field(default_factory=list)
     latency: dict[str, dict[str, float | None]] = field(default_factory=dict)  # stage -> base/head p50/p95
     errors: dict[str, dict[str, int]] = field(default_factory=dict)  # "base"/"head" -> category -> n
     failing: list[str] = field(default_factory=list)  # head case ids that fail (for JUnit/annotations)

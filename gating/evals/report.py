@@ -84,6 +84,12 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
                   f"{m['c']} fail→pass, p = {m['p_value']:.3g}."]
     lines += _tests_lines(cmp)
     lines += _flipped_table("Fixed", better, heading, max_cases)
+    if cmp.tags:
+        lines += ["", f"{heading}# Pass rate by tag", "", "| Tag | Cases | Base | Head | Δ |", "|---|---|---|---|---|"]
+        for t in cmp.tags:
+            b = _num(t.get("base")) if cmp.base_rev and t.get("base") is not None else ""
+            h = _num(t.get("head")) if t.get("head") is not None else ""
+            lines.append(f"| `{_cell(t['tag'])}` | {t.get('cases', '')} | {b} | {h} | {_signed(t.get('delta'))} |")
     c = cmp.cost
     if c:
         rpd = c.get("requests_per_day")
@@ -139,8 +145,10 @@ def _tests_lines(cmp: Comparison) -> list[str]:
     out = ["", head, ""]
     for t in cmp.tests:
         adj = f", adjusted {t['p_adjusted']:.3g}" if fam > 1 else ""
+        why = (" (case weights: the paired sign-flip test on weighted per-case differences; McNemar counts flips and "
+               "cannot weigh them)" if str(t["method"]).startswith("weighted") else "")
         out.append(f"- `{t['metric']}`: {t['method']} on {t['n']} cases ({t['worse']} worse, {t['better']} better), "
-                   f"p = {t['p_value']:.3g}{adj}")
+                   f"p = {t['p_value']:.3g}{adj}{why}")
     shown = [r for r in cmp.rows if r.interval]
     if shown:
         out += ["", f"Interval: paired bootstrap percentile interval of Δ at level {shown[0].interval_level or 0.95:.0%}, "

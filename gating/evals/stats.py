@@ -72,20 +72,28 @@ class Interval:
 
 
 def paired_bootstrap(base: Sequence[float], head: Sequence[float], *, resamples: int = 2000,
-                     level: float = 0.95, seed: int = 20240601) -> Interval:
-    """Percentile interval of mean(head - base) over resampled case pairs (fixed seed)."""
-    if len(base) != len(head):
+                     level: float = 0.95, seed: int = 20240601, weights: Sequence[float] | None = None) -> Interval:
+    """Percentile interval of mean(head - base) over resampled case pairs (fixed seed); with case
+    weights, of the weighted mean (a pair is resampled with its weight)."""
+    if len(base) != len(head) or (weights is not None and len(weights) != len(base)):
         raise ValueError("paired bootstrap needs equally long samples")
     n = len(base)
     if n == 0:
         return Interval(0.0, 0.0, 0.0, level)
+    w = list(weights) if weights is not None else [1.0] * n
     diffs = [h - b for b, h in zip(base, head, strict=True)]
-    delta = sum(diffs) / n
+    delta = sum(d * x for d, x in zip(diffs, w, strict=True)) / sum(w)
     if all(d == diffs[0] for d in diffs):
         return Interval(delta, delta, delta, level)
     rng = random.Random(seed)
     idx = range(n)
-    means = sorted(sum(map(diffs.__getitem__, rng.choices(idx, k=n))) / n for _ in range(resamples))
+    wd = [d * x for d, x in zip(diffs, w, strict=True)]
+
+    def resample() -> float:
+        pick = rng.choices(idx, k=n)
+        return sum(map(wd.__getitem__, pick)) / sum(map(w.__getitem__, pick))
+
+    means = sorted(resample() for _ in range(resamples))
     alpha = (1 - level) / 2
     return Interval(delta, percentile(means, 100 * alpha) or 0.0, percentile(means, 100 * (1 - alpha)) or 0.0, level)
 
@@ -150,7 +158,7 @@ class PairedTest:
     better: int  # cases whose value rose
     delta: float  # mean(head - base)
     p_value: float
-    method: str  # "McNemar exact" | "sign-flip exact" | "sign-flip (normal approximation)"
+    method: str  # "McNemar exact" | "sign-flip exact" | "sign-flip (normal approximation)", "weighted " before either
 
 
 def sign_flip_p(diffs: Sequence[float], grid: int = GRID) -> tuple[float, str]:
@@ -178,14 +186,25 @@ def sign_flip_p(diffs: Sequence[float], grid: int = GRID) -> tuple[float, str]:
     return min(1.0, 2 * tail / (1 << k)), "sign-flip exact"
 
 
-def paired_test(base: Sequence[float], head: Sequence[float]) -> PairedTest:
+def paired_test(base: Sequence[float], head: Sequence[float], weights: Sequence[float] | None = None) -> PairedTest:
     """The one test of a metric: exact McNemar when every value is pass (1) or fail (0), the exact
-    sign-flip test on per-case differences otherwise (scores, or pass rates over repeats)."""
-    if len(base) != len(head):
+    sign-flip test on per-case differences otherwise (scores, or pass rates over repeats).
+
+    With case weights that are not all equal, the sign-flip test on the weighted differences w_i * d_i:
+    under no change each case's difference is as likely to have either sign whatever its weight, so
+    the test stays exact; McNemar counts flips and cannot weigh them (nor can repeating a case w
+    times: the copies are not independent). The weights are rescaled to a mean of 1 (the test does
+    not depend on their scale) before the differences go onto the 1/GRID grid."""
+    if len(base) != len(head) or (weights is not None and len(weights) != len(base)):
         raise ValueError("a paired test needs equally long samples")
     diffs = [h - b for b, h in zip(base, head, strict=True)]
     n = len(diffs)
     worse, better = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    if weights is not None and n and any(w != weights[0] for w in weights):
+        scale = n / sum(weights)
+        wd = [d * w * scale for d, w in zip(diffs, weights, strict=True)]
+        p, method = sign_flip_p(wd)
+        return PairedTest(n, worse, better, sum(wd) / n, p, "weighted " + method)
     delta = sum(diffs) / n if n else 0.0
     if all(v in (0.0, 1.0) for v in (*base, *head)):
         return PairedTest(n, worse, better, delta, mcnemar_exact(worse, better).p_value, "McNemar exact")

@@ -28,7 +28,7 @@ records (component "") are read instead of the components' when the store has th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from statistics import NormalDist
@@ -105,6 +105,7 @@ class Analysis:
     required_requests: int  # per side, for the headline error-rate test
     requests: tuple[int, int]  # (canary, baseline) in the window
     policy: Policy
+    notes: tuple[str, ...] = ()  # how the systems were matched, where it is not plain (see `sides`)
 
     @property
     def failed(self) -> list[Check]:
@@ -118,7 +119,7 @@ class Analysis:
             "baseline": {"systems": list(self.baseline), "requests": self.requests[1]},
             "window": {"since": iso(self.since), "until": iso(self.until), "minutes": self.until - self.since},
             "required_requests": self.required_requests, "policy": self.policy.to_dict(),
-            "checks": [c.to_dict() for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks], "notes": list(self.notes),
         }
 
 
@@ -386,9 +387,34 @@ def feedback_check(c: Side, b: Side, policy: Policy) -> list[Check]:
     return [Check("negative_feedback_rate", v, rc, rb, p, (c.requests, b.requests), needed, w)]
 
 
+def sides(canary: str, baseline: str, snapshots: Mapping[str, str | None],
+          unknown: Mapping[str, str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """The ids each side's roll-ups are matched by: its commit SHA and the snapshot digest of the
+    system at that commit (`snapshots`, SHA -> digest or None), since telemetry names the system it
+    served by either (`gating.commit` / `service.version`, or `gating.snapshot`). Notes say where a
+    side is matched by its SHA alone: its snapshot is unknown (`unknown`: SHA -> why), or both
+    commits have the same system (a code-only change), whose digest tells them apart no more."""
+    notes: list[str] = []
+    ids = {canary: [canary], baseline: [baseline]}
+    digests = {sha: snapshots.get(sha) for sha in (canary, baseline)}
+    if digests[canary] and digests[canary] == digests[baseline]:
+        notes.append(f"the canary and the baseline have the same system (snapshot {str(digests[canary])[:19]}): "
+                     "telemetry is matched by commit SHA only, so spans naming only gating.snapshot count on neither "
+                     "side")
+    else:
+        for name, sha in (("canary", canary), ("baseline", baseline)):
+            if digests[sha]:
+                ids[sha].append(str(digests[sha]))
+            else:
+                why = (unknown or {}).get(sha) or "no valid gating.yml there"
+                notes.append(f"the {name}'s snapshot is not known ({why}): its telemetry is matched by commit SHA only")
+    return ids[canary], ids[baseline], notes
+
+
 def analyze(source: RollupSource, repo: str, canary: Sequence[str], baseline: Sequence[str], since: int,
-            until: int, policy: Policy | None = None) -> Analysis:
-    """Compare the canary's window [since, until) (unix minutes) with the baseline's."""
+            until: int, policy: Policy | None = None, notes: Sequence[str] = ()) -> Analysis:
+    """Compare the canary's window [since, until) (unix minutes) with the baseline's; each side is
+    named by its ids (commit SHA first, then its snapshot digest: see `sides`)."""
     policy = policy or Policy()
     policy.check()
     if until <= since:
@@ -412,4 +438,4 @@ def analyze(source: RollupSource, repo: str, canary: Sequence[str], baseline: Se
         verdict, reason = PASS, (f"no regression in {len(checks)} comparisons over {until - since} minutes "
                                  f"({c.requests:,} canary and {b.requests:,} baseline requests)")
     return Analysis(repo, canary, baseline, since, until, verdict, reason, checks, needed, (c.requests, b.requests),
-                    policy)
+                    policy, tuple(notes))

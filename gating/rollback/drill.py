@@ -145,8 +145,9 @@ def drill_facts(result: DrillResult, repository: str, actor: str, tip: str) -> E
                       previous_known_good=result.commit)
 
 
-def issue_body(result: DrillResult, entry_seq: int | None = None) -> str:
-    lines = [f"A scheduled rollback drill failed: rolling back to `{result.target}` would not restore the "
+def issue_body(result: DrillResult, entry_seq: int | None = None, ran: str = "A scheduled rollback drill") -> str:
+    """The issue a failed drill opens; `ran` says which drill (the App's schedule, or who ran the CLI)."""
+    lines = [f"{ran} failed: rolling back to `{result.target}` would not restore the "
              "recorded LLM system.", "", "**Why**", ""]
     lines += [f"- {p}" for p in result.problems]
     lines += ["", "| Target | Commit | Snapshot recorded | Snapshot rebuilt | Took |", "|---|---|---|---|---|",

@@ -18,7 +18,6 @@ import hmac
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -214,7 +213,7 @@ def healthz() -> tuple[Response, int]:
     try:
         counts = state.queue.counts()
         last_error = state.queue.last_error()
-    except sqlite3.Error as e:
+    except state.queue.errors as e:
         return jsonify({"status": "error", "error": f"job queue unavailable: {e}"}), 503
     return jsonify({
         "status": "ok",

@@ -5,7 +5,9 @@ whatever its verdict: the AnalysisTemplate's successCondition reads `result.verd
 failureCondition `result.verdict == "fail"`, and "not enough traffic yet" matches neither, so the
 measurement is Inconclusive and the rollout pauses until it is asked again. The question is the query
 string or a JSON body: repository, canary and baseline (commit SHAs), window (default 30m), and
-optionally alpha, power and min_effect.
+optionally alpha, power and min_effect. Each commit's roll-ups are matched by its SHA and by the
+snapshot digest of the system at it (rebuilt through the API once per commit, then remembered), so
+telemetry that names its system only by `gating.snapshot` counts too (gating.monitor.canary.sides).
 
 POST /canary/flagger (Flagger, a `rollout` or `confirm-promotion` webhook) takes Flagger's payload
 {name, namespace, phase, metadata} with the question in `metadata` (strings, as Flagger sends them;
@@ -27,6 +29,8 @@ import hashlib
 import hmac
 import json
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -34,10 +38,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from gating.audit import log as audit_log
-from gating.audit.entry import EntryFacts
+from gating.audit import record as audit_record
+from gating.audit.entry import EntryFacts, snapshot_digest
 from gating.github import GitHubError, Repo
 from gating.github import rollback as gh
-from gating.monitor.canary import FAIL, PASS, Analysis, CanaryError, Policy, analyze
+from gating.github.facts import RepoFacts
+from gating.monitor.canary import FAIL, PASS, Analysis, CanaryError, Policy, analyze, sides
 from gating.monitor.rules import MonitorError, minute_of, parse_duration
 from gating.server import monitoring
 from gating.server.handlers import JobContext, Registry
@@ -52,6 +58,9 @@ MAX_WINDOW_MINUTES = 7 * 24 * 60
 FLAGGER_STATUS = {PASS: 200, FAIL: 412}  # anything else: 425 Too Early (not enough traffic yet)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+MAX_REMEMBERED = 1024  # (repository, SHA) -> snapshot digest: a commit's system never changes
+_snapshots: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+_snapshots_lock = threading.Lock()
 
 blueprint = Blueprint("gating_canary", __name__)
 
@@ -129,10 +138,45 @@ def _json_body() -> dict[str, Any]:
     return doc
 
 
+def snapshots_of(repo: str, shas: tuple[str, ...]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """The snapshot digest of the system at each commit (None: no valid gating.yml there), and why
+    for those it could not tell (the App not installed, not a commit, GitHub failing): those are not
+    remembered, so the next question tries again."""
+    state = current_app.extensions["gating"]
+    with _snapshots_lock:
+        known = {sha: _snapshots[(repo, sha)] for sha in shas if (repo, sha) in _snapshots}
+    todo, unknown = [sha for sha in shas if sha not in known], {}
+    if todo:
+        try:
+            inst = int(state.github.app_client().get(f"/repos/{repo}/installation")["id"])
+            facts = RepoFacts(Repo(state.github.installation(inst), repo), state.blobs)
+            for sha in todo:
+                try:
+                    snap = audit_record.snapshot_at(facts, sha, state.settings.manifest_path)
+                except GitHubError as e:
+                    if e.status not in (404, 422):
+                        raise
+                    unknown[sha] = f"not a commit of {repo}"
+                    continue
+                known[sha] = snapshot_digest(snap) if snap is not None else None
+                with _snapshots_lock:
+                    _snapshots[(repo, sha)] = known[sha]
+                    while len(_snapshots) > MAX_REMEMBERED:
+                        _snapshots.popitem(last=False)
+        except GitHubError as e:
+            why = "the App is not installed on it" if e.status == 404 else f"GitHub answered {e.status or 'nothing'}"
+            unknown |= {sha: f"the system at it could not be read: {why}" for sha in todo if sha not in known}
+    return known, unknown
+
+
 def run(q: dict[str, Any], tool: str, rollout: dict[str, Any] | None = None) -> Analysis:
     state = current_app.extensions["gating"]
     repo, canary, baseline, since, until, policy = question(q, monitoring.clock())
-    a = analyze(state.rollups, repo, [canary], [baseline], since, until, policy)
+    c, b = [canary], [baseline]
+    notes: list[str] = []
+    if canary != baseline:  # the same commit twice is refused by name by analyze
+        c, b, notes = sides(canary, baseline, *snapshots_of(repo, (canary, baseline)))
+    a = analyze(state.rollups, repo, c, b, since, until, policy, notes)
     if a.verdict == FAIL:
         queue_failure(a, tool, rollout or {})
     return a

@@ -52,7 +52,8 @@ def on_merged(ctx: JobContext) -> None:
     key = signing_key(ctx)
     store = audit_store(ctx, repo)
     res = audit_record.record_merge(RepoFacts(repo, ctx.blobs), store, key, number, datetime.now(UTC),
-                                    ctx.settings.manifest_path, overrides_of=overrides.source(ctx, repo.full_name))
+                                    ctx.settings.manifest_path, overrides_of=overrides.source(ctx, repo.full_name),
+                                    app_id=ctx.settings.app_id)
     ctx.log.info("%s#%d: merged entry seq %d on %s (%s)", repo.full_name, number, res.entry.seq,
                  res.entry.commit[:12], "written" if res.created else "already there")
     witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)
@@ -73,7 +74,8 @@ def reconcile_if_due(ctx: JobContext, repo: Repo, store: audit_log.NotesBackend,
             return
         _last_reconcile[repo.full_name] = time.monotonic()
     written = audit_record.backfill(RepoFacts(repo, ctx.blobs), store, key, datetime.now(UTC), ctx.settings.manifest_path,
-                                    limit=RECONCILE_RECENT, overrides_of=overrides.source(ctx, repo.full_name))
+                                    limit=RECONCILE_RECENT, overrides_of=overrides.source(ctx, repo.full_name),
+                                    app_id=ctx.settings.app_id)
     for r in written:
         ctx.log.warning("%s: backfilled the merged entry of %s (seq %d): its merge event was never recorded",
                         repo.full_name, r.entry.commit[:12], r.entry.seq)
@@ -87,7 +89,8 @@ def on_schedule(ctx: JobContext) -> None:
         store = audit_store(ctx, repo)
         written = audit_record.backfill(RepoFacts(repo, ctx.blobs), store, key, datetime.now(UTC),
                                         ctx.settings.manifest_path, limit=RECONCILE_RECENT,
-                                        overrides_of=overrides.source(ctx, repo.full_name))
+                                        overrides_of=overrides.source(ctx, repo.full_name),
+                                        app_id=ctx.settings.app_id)
         for r in written:
             ctx.log.warning("%s: backfilled the merged entry of %s (seq %d) on the App's schedule",
                             repo.full_name, r.entry.commit[:12], r.entry.seq)

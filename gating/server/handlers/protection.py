@@ -20,19 +20,24 @@ from gating.audit import log as audit_log
 from gating.audit import record as audit_record
 from gating.audit.entry import EntryFacts, snapshot_digest
 from gating.audit.log import AppendError
-from gating.deploy.gate import Decision, chain_of, decide, weight_of
+from gating.deploy.gate import MAX_COMMENT, Decision, chain_of, decide, weight_of
 from gating.git.notes import TransientError
 from gating.github import GitHubError, RateLimited, Repo
 from gating.github.facts import RepoFacts
 from gating.rollback.plan import environments_of
 from gating.server.handlers import JobContext, Registry
-from gating.server.jobs import PermanentError
+from gating.server.jobs import PermanentError, RetryLater
 from gating.server.rollbacks import Audit, app_audit, load_config
 from gating.server.trail import witness
 
 ACTOR = "gating (deployment protection rule)"
 _CALLBACK = re.compile(r"/repos/([^/]+/[^/]+)/actions/runs/([0-9]+)/deployment_protection_rule$")
-MAX_COMMENT = 60_000
+# GitHub's 422 when the run holds no request of this App's rule on the environment: already reviewed
+# (a redelivery, a retry after a lost answer), rejected by another rule, or no longer waiting.
+NOT_PENDING = "No pending custom deployment requests"
+# GitHub's 422 when it could not pass the review on to the run (seen when many reviews race): the run
+# still waits, so the review is sent again.
+NOT_PASSED_ON = "There was a problem approving one of the gates"
 
 
 def _repo_key(p: dict[str, Any]) -> str | None:
@@ -95,7 +100,7 @@ def judge(ctx: JobContext, repo: Repo, audit: Audit, commit: str, env: str) -> D
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
     snap = audit_record.snapshot_at(RepoFacts(repo, ctx.blobs), commit, ctx.settings.manifest_path)
     digest = snapshot_digest(snap) if snap is not None else None
-    return decide(audit.entries(), commit, env, chain_of(cfg.deploy), digest, cfg.branch)
+    return decide(audit.entries(), commit, env, chain_of(cfg.deploy), digest, cfg.branch, ctx.settings.app_id)
 
 
 def record(ctx: JobContext, repo: Repo, audit: Audit | None, decision: Decision, commit: str, env: str, run_id: int,
@@ -131,13 +136,20 @@ def record(ctx: JobContext, repo: Repo, audit: Audit | None, decision: Decision,
 
 
 def answer(ctx: JobContext, repo: Repo, run_id: int, env: str, state: str, comment: str) -> None:
+    """Review the run. Nothing pending for the App is done (logged, not retried); GitHub failing to
+    pass the decision on ("There was a problem approving one of the gates", when reviews race) is
+    tried again after the job's retry delay, with the decision as recorded."""
     body = {"environment_name": env, "state": state, "comment": comment[:MAX_COMMENT]}
     try:
         repo.client.request("POST", f"{repo.path}/actions/runs/{run_id}/deployment_protection_rule", json=body)
     except GitHubError as e:
-        if e.status == 422 and "not waiting" in str(e):
-            ctx.log.info("%s: run %d was already reviewed (%s)", repo.full_name, run_id, e)
+        if e.status == 422 and NOT_PENDING.lower() in e.message.lower():
+            ctx.log.info("%s: run %d holds no pending request of the App's rule on %s (already reviewed, or no longer "
+                         "waiting): %s", repo.full_name, run_id, env, e.message)
             return
+        if e.status == 422 and NOT_PASSED_ON.lower() in e.message.lower():
+            raise RetryLater(f"GitHub did not take the review of run {run_id} on {env} ({e.message}); answering again",
+                             ctx.settings.retry_base_seconds) from e
         raise
 
 
