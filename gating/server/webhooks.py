@@ -14,7 +14,6 @@ answers with the same `respond`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -27,6 +26,7 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from gating import limits
 from gating.errors import USAGE, GatingError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ Headers = list[tuple[str, str]]
 
 def signature(secret: str | bytes, body: bytes) -> str:
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(key, body, "sha256").hex()
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -68,7 +68,7 @@ def _parse(body: bytes, content_type: str) -> tuple[Any, str]:
             raise ValueError("the form has no payload field")
         text = fields["payload"][0]
     try:
-        return json.loads(text), text
+        return limits.loads(text), text
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
