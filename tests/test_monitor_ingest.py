@@ -249,8 +249,8 @@ def _merge_many(path: str, n: int) -> None:
         store.write([r])
 
 
-def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_count(tmp_path):
-    path = str(tmp_path / "jobs.db")
+def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_count(queue_location):
+    path = queue_location  # a SQLite file, or the PostgreSQL database App replicas share
     RollupStore(path)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_merge_many, args=(path, 150)) for _ in range(3)]
@@ -264,6 +264,30 @@ def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_cou
     assert (row.requests, row.errors, row.input_tokens, row.feedback) == (600, {"timeout": 600}, 1800,
                                                                            {"positive": 600})
     assert row.cost == pytest.approx(300.0) and row.latency.count == 600
+
+
+def test_both_engines_merge_errors_feedback_and_latency_alike(tmp_path, postgres_url):
+    """The merge functions SQLite runs in Python and PostgreSQL in SQL give the same minute."""
+    batches = []
+    for i in range(6):
+        r = Rollup(REPO, SHA, "answer", "llm", 1000, requests=i + 1, errors={"timeout": i} if i % 2 else {},
+                   input_tokens=i, output_tokens=2 * i, cost=0.25 * i, feedback={"positive": 1, f"tag{i % 3}": 2})
+        for ms in (0.0, 3.0 + i, 250.0 * i):
+            r.latency.add(ms)
+        batches.append(r)
+    got = []
+    for location in (str(tmp_path / "jobs.db"), postgres_url):
+        store = RollupStore(location)
+        for r in batches:
+            store.write([r], [(f"{len(got):02d}" * 16, REPO, SHA, "answer", 1000)])
+        (row,) = store.rollups(REPO, since=1000, until=1001)
+        got.append(row)
+        assert store.trace(f"{len(got) - 1:02d}" * 16) == (REPO, SHA, "answer")
+    sqlite_row, postgres_row = got
+    assert postgres_row == sqlite_row
+    assert postgres_row.errors == {"timeout": 9} and postgres_row.feedback == {"positive": 6, "tag0": 4, "tag1": 4,
+                                                                                "tag2": 4}
+    assert postgres_row.latency.count == 18
 
 
 def test_genai_metrics_in_delta_temporality_are_read_and_cumulative_ones_refused(tmp_path):

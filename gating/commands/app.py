@@ -101,7 +101,7 @@ def _queue(args: argparse.Namespace) -> Any:
     from gating.server import open_queue
 
     settings = _settings(args)
-    if not os.path.exists(settings.db_path):
+    if not settings.queue_url and not os.path.exists(settings.db_path):
         raise UsageError(f"no job queue at {settings.db_path} (set GATING_DB or pass --db)")
     return open_queue(settings)
 

@@ -32,19 +32,19 @@ _TABLES = (
       repo TEXT NOT NULL,
       environment TEXT NOT NULL,
       commit_sha TEXT NOT NULL,
-      installation INTEGER NOT NULL,
+      installation BIGINT NOT NULL,
       deployment TEXT NOT NULL,
-      deployed_at REAL NOT NULL,
-      bake_until REAL NOT NULL,
+      deployed_at DOUBLE PRECISION NOT NULL,
+      bake_until DOUBLE PRECISION NOT NULL,
       state TEXT NOT NULL,
       status TEXT NOT NULL DEFAULT '{}',
-      evaluated_at REAL,
+      evaluated_at DOUBLE PRECISION,
       PRIMARY KEY (repo, environment))""",
     """CREATE TABLE IF NOT EXISTS monitor_incidents (
       repo TEXT NOT NULL,
       commit_sha TEXT NOT NULL,
       rule TEXT NOT NULL,
-      since REAL NOT NULL,
+      since DOUBLE PRECISION NOT NULL,
       PRIMARY KEY (repo, commit_sha, rule))""",
     """CREATE TABLE IF NOT EXISTS monitor_prices (
       repo TEXT PRIMARY KEY,
@@ -55,8 +55,7 @@ _ready: set[str] = set()
 
 def _tables(queue: JobQueue) -> JobQueue:
     if queue.path not in _ready:
-        for sql in _TABLES:
-            queue.execute(sql)
+        queue.create(";".join(_TABLES))
         _ready.add(queue.path)
     return queue
 
@@ -131,7 +130,8 @@ def incident_since(queue: JobQueue, repo: str, commit: str, rule: str, now: floa
     if not firing:
         queue.execute("DELETE FROM monitor_incidents WHERE repo = ? AND commit_sha = ? AND rule = ?", (repo, commit, rule))
         return None
-    queue.execute("INSERT OR IGNORE INTO monitor_incidents (repo, commit_sha, rule, since) VALUES (?, ?, ?, ?)",
+    queue.execute("INSERT INTO monitor_incidents (repo, commit_sha, rule, since) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT DO NOTHING",
                   (repo, commit, rule, now))
     return float(queue.query("SELECT since FROM monitor_incidents WHERE repo = ? AND commit_sha = ? AND rule = ?",
                              (repo, commit, rule))[0][0])

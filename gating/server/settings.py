@@ -8,6 +8,7 @@ to `load` (tests, `create_app({...})`) wins over the environment.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
+from gating.server.database import POSTGRES_SCHEMES
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
     "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
@@ -62,6 +64,11 @@ class Settings:
                                DEFAULT_API_URL)
     log_level: str = _env("LOG_LEVEL", "logging level", "INFO")
     db_path: str = _env("GATING_DB", "SQLite file of the job queue (shared by all workers)", "gating-app.sqlite3")
+    queue_url: str = _env("GATING_QUEUE_URL", "postgresql://USER:PASSWORD@HOST/DB: keep the job queue (and "
+                          "de-duplication, leases, the scheduler, overrides, the monitor's watches and roll-ups) in "
+                          "PostgreSQL, shared by App replicas on several hosts (unset: in the SQLite file GATING_DB)",
+                          "",
+                          repr=False)
     max_body_bytes: int = _env("GATING_MAX_BODY_BYTES", "largest webhook body accepted (413 above)",
                                25 * 1024 * 1024)
     job_threads: int = _env("GATING_JOB_THREADS", "job worker threads per process (0: only enqueue)", 2)
@@ -180,6 +187,10 @@ class Settings:
                             f"{', '.join(signing)} sign audit entries. To run without an audit trail, set "
                             "GATING_NO_AUDIT=1 (`gating app serve --no-audit`) or leave them out of GATING_HANDLERS")
         problems += self._handler_problems()
+        if self.queue_url and not self.queue_url.startswith(POSTGRES_SCHEMES):
+            problems.append("GATING_QUEUE_URL must be a postgresql:// URL (unset: the SQLite file GATING_DB)")
+        elif self.queue_url and importlib.util.find_spec("psycopg") is None:
+            problems.append("GATING_QUEUE_URL needs psycopg, which is not installed: pip install 'gating[postgres]'")
         folder = os.path.dirname(os.path.abspath(self.db_path))
         if not os.path.isdir(folder):
             problems.append(f"GATING_DB: cannot open the job queue {self.db_path}: the folder {folder} does not exist")
@@ -220,6 +231,11 @@ class Settings:
             if not callable(getattr(module, "register", None)):
                 problems.append(f"GATING_HANDLERS: the handler module {name!r} has no register(registry) function")
         return problems
+
+    @property
+    def queue_location(self) -> str:
+        """Where the job queue lives: the PostgreSQL URL, or else the SQLite file."""
+        return self.queue_url or self.db_path
 
     def key(self) -> str:
         return load_private_key(self.private_key_path, self.private_key)

@@ -19,7 +19,6 @@ import base64
 import hmac
 import json
 import logging
-import sqlite3
 import time
 import zlib
 from typing import Any
@@ -194,7 +193,7 @@ def _oldest_minute(now: float) -> int:
 def _write(store: RollupStore, ingest: otlp.Ingest) -> None:
     try:
         store.write(ingest.rollups.values(), ingest.traces)
-    except sqlite3.Error as e:  # busy past the wait, disk full: not acknowledged, the exporter retries
+    except store.errors as e:  # busy past the wait, disk full: not acknowledged, the exporter retries
         log.error("telemetry not stored: %s", e)
         raise Refused(503, f"the telemetry could not be stored; it was not accepted: {e}") from None
 

@@ -14,12 +14,10 @@ answers with the same `respond`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,7 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from gating import limits
 from gating.errors import USAGE, GatingError
 from gating.server.intake import Refused as _Refused
 from gating.server.intake import read_body as _read_body
@@ -43,7 +42,7 @@ Headers = list[tuple[str, str]]
 
 def signature(secret: str | bytes, body: bytes) -> str:
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(key, body, "sha256").hex()
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -71,7 +70,7 @@ def _parse(body: bytes, content_type: str) -> tuple[Any, str]:
             raise ValueError("the form has no payload field")
         text = fields["payload"][0]
     try:
-        return json.loads(text), text
+        return limits.loads(text), text
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -184,7 +183,7 @@ def healthz() -> tuple[Response, int]:
     try:
         counts = state.queue.counts()
         last_error = state.queue.last_error()
-    except sqlite3.Error as e:
+    except state.queue.errors as e:
         return jsonify({"status": "error", "error": f"job queue unavailable: {e}"}), 503
     return jsonify({
         "status": "ok",
