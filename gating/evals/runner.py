@@ -371,7 +371,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
 
     def engine(gate: RequestGate | None, share: int) -> Engine:
         """One process's pool, model access, target and Python checks (each worker process builds its own)."""
-        pacer = Pacer(share) if needs_pool and ev.get("pacing", True) else None  # adapts to rate limits
+        pacer = (Pacer(share, budget_share=share / conc)  # adapts to rate limits, on this process's share
+                 if needs_pool and ev.get("pacing", True) else None)
         pool = ClientPool(share, tmo, gate, pacer) if needs_pool else None
         policy = retry or RetryPolicy(rng=random.Random())
         llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
