@@ -16,6 +16,9 @@ pytest_plugins = ["gating.testing.pytest_plugin"]
 
 os.environ.setdefault("GIT_CONFIG_GLOBAL", os.devnull)
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
+# The App refuses to start without an audit signing key; fixtures that do not sign pass none, and the
+# tests of that refusal unset this (tests/test_app_register.py).
+os.environ.setdefault("GATING_NO_AUDIT", "1")
 
 
 @pytest.fixture

@@ -397,6 +397,27 @@ def test_a_locked_queue_is_answered_before_github_gives_up_and_nothing_is_record
     assert (r.status_code, r.json["status"]) == (202, "queued")
 
 
+@pytest.mark.parametrize(("event", "payload"), [
+    ("schedule", {"action": "audit_reconcile", "period": 1, "every_seconds": 1.0}),
+    ("schedule", {"action": "drill", "period": 1, "every_seconds": 1.0}),
+    ("canary", {"action": "failed", "repository": "acme/bot"}),
+    ("alertmanager", {"action": "firing", "key": "k"}),
+])
+def test_a_signed_delivery_of_an_internal_job_kind_is_refused(tmp_path: Path, event: str, payload: dict):
+    """Timed jobs, canary failures and alerts are queued by the App itself; a delivery that names
+    their event is not GitHub's, signed or not."""
+    app = create_app(app_settings(tmp_path))
+    try:
+        body, headers = signed(payload, event)
+        r = post(app.test_client(), body, headers)
+        assert r.status_code == 400
+        assert r.json == {"error": f"X-GitHub-Event {event!r} is not a GitHub event: the App queues these "
+                                   "jobs itself, never from a webhook"}
+        assert app.extensions["gating"].queue.counts()["queued"] == 0
+    finally:
+        app.extensions["gating"].worker.stop()
+
+
 def test_a_payload_is_read_as_the_stdlib_reads_it_whichever_parser_runs(app, client, runs):
     """orjson parses payloads when installed; what it would read differently is read by the stdlib: an
     integer past 64 bits stays an integer in the job's key, NaN is a number, a byte order mark is bad JSON."""

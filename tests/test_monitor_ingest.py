@@ -364,3 +364,20 @@ def test_json_ids_are_hex_in_and_a_protobuf_body_of_the_same_spans_reads_the_sam
         assert r.status_code == 200 and r.content == b""
         assert window(s.store, system=SHA, stage="request").requests == 2
         assert s.store.trace(TRACE) == (REPO, SHA, WHOLE_SYSTEM)
+
+
+@pytest.mark.parametrize(("length", "status", "message"), [
+    ("many", 400, "Content-Length 'many' is not a number"),
+    ("5000", 413, "body of 5000 bytes is over the limit of 4096 (GATING_OTLP_MAX_BODY_BYTES)"),
+])
+def test_a_body_is_refused_in_the_words_the_webhooks_use_naming_the_setting_only_for_its_size(
+        tmp_path, length, status, message):
+    from app_support import app_settings
+
+    app = create_app(app_settings(tmp_path, GATING_OTLP_TOKEN=TOKEN, GATING_JOB_THREADS=0,
+                                  GATING_OTLP_MAX_BODY_BYTES=4096, GATING_MAX_BODY_BYTES=4096))
+    for path in ("/v1/traces", "/webhooks"):
+        r = app.test_client().post(path, data=b"{}", headers=JSON, environ_overrides={"CONTENT_LENGTH": length})
+        assert r.status_code == status
+        said = r.json["message"] if path == "/v1/traces" else r.json["error"]
+        assert said == (message if path == "/v1/traces" else message.replace(" (GATING_OTLP_MAX_BODY_BYTES)", ""))

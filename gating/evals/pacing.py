@@ -169,8 +169,12 @@ class Pacer:
     the tokens it used when known."""
 
     def __init__(self, max_concurrency: int, state: PaceState | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 budget_share: float = 1.0) -> None:
         self.cap = max(1, max_concurrency)
+        # the part of the provider's budget this pacer may spend: a run in several processes paces each
+        # on its share, since every process reads the same remaining budget in the answers' headers
+        self.share = min(1.0, max(budget_share, 1e-3))
         self.state = state or PaceState(self.cap)
         self.clock = clock
         self.wall = wall
@@ -239,18 +243,19 @@ class Pacer:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
                     continue
+                remaining = b.remaining * self.share
                 # keep a request per slot in the budget (at most half of it) for those that may be on
                 # their way: the answer read here was counted before they arrived
-                target = min(slots * cost, b.limit / NEAR if b.limit else math.inf)
-                if b.remaining >= NEAR * target:
+                target = min(slots * cost, b.limit * self.share / NEAR if b.limit else math.inf)
+                if remaining >= NEAR * target:
                     continue
                 near = True
                 rate = b.refill_rate()
                 if rate:
                     # send at the refill rate when the budget is at its target, faster above it, slower
                     # below: the budget settles there, neither dry (429s) nor full (a limit left unused)
-                    steady = cost / rate
-                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(b.remaining, 1e-9)))
+                    steady = cost / (rate * self.share)
+                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(remaining, 1e-9)))
         st.space(interval)
         if near:
             self._limited(now)

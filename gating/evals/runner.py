@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gating import limits
 from gating.errors import GatingError
 from gating.evals.assertions import (
     MODEL_GRADED,
@@ -36,7 +35,7 @@ from gating.evals.gate import RequestGate
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging, revision_cases
 from gating.evals.llm import LLM, Stats, resolve_mode
-from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
+from gating.evals.metrics import compute_metrics, cost_usd, price_table
 from gating.evals.pacing import Pacer, combine_summaries
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
@@ -288,21 +287,6 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     return merged
 
 
-def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
-    path = ev.get("prices")
-    if not path:
-        return default_prices()
-    data = reader.read_many([path])[path]
-    if data is None:
-        raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
-    try:
-        return merge_prices(default_prices(), limits.load_json(data, path))
-    except limits.LimitError as e:
-        raise DatasetError([str(e)]) from None
-    except ValueError as e:
-        raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
-
-
 async def _run_here(engine: Engine, cases: list[Case], conc: int, progress: Progress | None,
                     ) -> tuple[list[CaseResult], list[tuple[Stats, dict[str, dict[str, dict[str, Any]]]]]]:
     """The run in this process alone: `conc` coroutines taking the cases in order."""
@@ -383,11 +367,12 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                for c in selected if any(base_type(a["type"]) == SIMILAR for a in c.asserts)]
         if bad and not judging:
             raise DatasetError(bad)
-    prices = _prices((judging.reader or reader) if judging else reader, ev)
+    prices = price_table((judging.reader or reader) if judging else reader, ev)
 
     def engine(gate: RequestGate | None, share: int) -> Engine:
         """One process's pool, model access, target and Python checks (each worker process builds its own)."""
-        pacer = Pacer(share) if needs_pool and ev.get("pacing", True) else None  # adapts to rate limits
+        pacer = (Pacer(share, budget_share=share / conc)  # adapts to rate limits, on this process's share
+                 if needs_pool and ev.get("pacing", True) else None)
         pool = ClientPool(share, tmo, gate, pacer) if needs_pool else None
         policy = retry or RetryPolicy(rng=random.Random())
         llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)

@@ -80,6 +80,9 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         settings = Settings.load(settings)
     settings.check()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.no_audit and not (settings.audit_key_path or settings.audit_key_pem) and settings.signing_handlers():
+        logging.getLogger("gating.app").warning("GATING_NO_AUDIT: no audit signing key; merges, deployments and "
+                                                "rollbacks go unaudited")
     logging.getLogger("urllib3").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -10,10 +10,15 @@ The latest evaluation is stored on the row, so GET /monitor/status answers witho
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from gating.evals.dataset import DatasetError
+from gating.evals.metrics import price_table
+from gating.github import ApiRevision, BlobCache, Repo
+from gating.monitor.otlp import PriceBook, default_book
 from gating.monitor.rules import MonitorConfig, parse_monitor
 from gating.server.jobs import JobQueue
 from gating.server.rollbacks import Config
@@ -41,6 +46,9 @@ _TABLES = (
       rule TEXT NOT NULL,
       since DOUBLE PRECISION NOT NULL,
       PRIMARY KEY (repo, commit_sha, rule))""",
+    """CREATE TABLE IF NOT EXISTS monitor_prices (
+      repo TEXT PRIMARY KEY,
+      prices TEXT NOT NULL)""",
 )
 _ready: set[str] = set()
 
@@ -127,3 +135,33 @@ def incident_since(queue: JobQueue, repo: str, commit: str, rule: str, now: floa
                   (repo, commit, rule, now))
     return float(queue.query("SELECT since FROM monitor_incidents WHERE repo = ? AND commit_sha = ? AND rule = ?",
                              (repo, commit, rule))[0][0])
+
+
+# -- the prices telemetry costs at -------------------------------------------------------------------
+
+_books: dict[tuple[str, str], tuple[str, PriceBook]] = {}  # (database, repo) -> (stored table, its book)
+
+
+def record_prices(queue: JobQueue, repo: Repo, blobs: BlobCache, cfg: Config, log: logging.Logger) -> None:
+    """Keep the default branch's price table (`evals.prices` over the defaults, as its evals price a run)
+    for the telemetry of `repo`; a table that cannot be read keeps the one kept before, and says why."""
+    try:
+        table = price_table(ApiRevision(repo, cfg.tip, blobs), {"prices": cfg.prices})
+    except DatasetError as e:
+        log.warning("%s: telemetry keeps its earlier prices: %s", repo.full_name, "; ".join(e.problems))
+        return
+    _tables(queue).execute("INSERT INTO monitor_prices (repo, prices) VALUES (?, ?) ON CONFLICT (repo) DO UPDATE "
+                           "SET prices = excluded.prices", (repo.full_name, json.dumps(table, sort_keys=True)))
+
+
+def price_book(queue: JobQueue, repo: str) -> PriceBook:
+    """The prices `repo`'s telemetry costs at: as record_prices last kept them, else the defaults."""
+    rows = _tables(queue).query("SELECT prices FROM monitor_prices WHERE repo = ?", (repo,))
+    if not rows:
+        return default_book()
+    text = rows[0][0]
+    kept = _books.get((queue.path, repo))
+    if kept is None or kept[0] != text:
+        kept = (text, PriceBook(json.loads(text)))
+        _books[(queue.path, repo)] = kept
+    return kept[1]

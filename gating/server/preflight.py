@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from gating.github import GitHubApp, GitHubError
 from gating.server.settings import Settings
 
-# Handlers that sign audit entries: without the audit key their first job fails.
-AUDIT_HANDLERS = ("gating.server.handlers.merge_audit", "gating.server.handlers.deployments", "gating.server.handlers.rollback_command",
-                  "gating.server.handlers.alerts", "gating.server.handlers.monitor",
-                  "gating.server.handlers.canary", "gating.server.handlers.drills")
 R, W = "read", "write"
 # What each handler does, and the permission each part needs (as the App's settings page names it).
 NEEDS: dict[str, list[tuple[str, str, str]]] = {
@@ -60,8 +56,8 @@ def audit_key_problem(settings: Settings) -> str | None:
     """A missing or unreadable audit key, when a handler that signs is on."""
     from gating.audit.keys import KeyError_
 
-    signing = [h for h in settings.handler_modules if h in AUDIT_HANDLERS]
-    if not signing:
+    signing = settings.signing_handlers()
+    if not signing or (settings.no_audit and not (settings.audit_key_path or settings.audit_key_pem)):
         return None
     try:
         settings.audit_key()

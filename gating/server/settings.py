@@ -28,6 +28,12 @@ HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUDIT_BACKENDS = ("api", "push")
+# Handlers that sign audit entries: without the audit key their first job fails.
+AUDIT_HANDLERS = ("gating.server.handlers.merge_audit", "gating.server.handlers.deployments",
+                  "gating.server.handlers.rollback_command", "gating.server.handlers.alerts",
+                  "gating.server.handlers.monitor", "gating.server.handlers.canary", "gating.server.handlers.drills")
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
+            "": False}
 
 
 class SettingsError(GatingError):
@@ -86,6 +92,9 @@ class Settings:
                                       "(`gating keygen`; mode 0600)")
     audit_key_pem: str | None = _env("GATING_AUDIT_KEY", "the audit signing key itself (PEM, `\\n`-escaped "
                                      "or base64)", repr=False)
+    no_audit: bool = _env("GATING_NO_AUDIT", "1: start without an audit signing key (`gating app serve --no-audit`); "
+                          "merges, deployments and rollbacks then go unaudited, their audit jobs failing and "
+                          "saying so. Unset, the App refuses to start without a key", False)
     audit_backend: str = _env("GATING_AUDIT_BACKEND", "api (Git Database API) or push (git push of the "
                               "notes ref, for hosts whose API refuses refs/notes/)", "api")
     audit_push_dir: str = _env("GATING_AUDIT_PUSH_DIR", "where the push backend keeps its notes mirrors",
@@ -166,13 +175,17 @@ class Settings:
             problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.audit_backend not in AUDIT_BACKENDS:
             problems.append(f"GATING_AUDIT_BACKEND must be {' or '.join(AUDIT_BACKENDS)}, got {self.audit_backend!r}")
-        if self.audit_key_path or self.audit_key_pem:  # unset is allowed: audit jobs fail and say so
+        if self.audit_key_path or self.audit_key_pem:
             from gating.audit.keys import KeyError_
 
             try:
                 self.audit_key()
             except KeyError_ as e:
                 problems.append(f"GATING_AUDIT_KEY_PATH: {e}" if self.audit_key_path else str(e))
+        elif not self.no_audit and (signing := self.signing_handlers()):  # merges would go unaudited
+            problems.append("no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY (`gating keygen`); "
+                            f"{', '.join(signing)} sign audit entries. To run without an audit trail, set "
+                            "GATING_NO_AUDIT=1 (`gating app serve --no-audit`) or leave them out of GATING_HANDLERS")
         problems += self._handler_problems()
         if self.queue_url and not self.queue_url.startswith(POSTGRES_SCHEMES):
             problems.append("GATING_QUEUE_URL must be a postgresql:// URL (unset: the SQLite file GATING_DB)")
@@ -198,6 +211,10 @@ class Settings:
             problems.append("GATING_MONITOR_RETENTION_DAYS must be more than 0")
         if problems:
             raise SettingsError(problems)
+
+    def signing_handlers(self) -> list[str]:
+        """The handler modules on that sign audit entries."""
+        return [h for h in self.handler_modules if h in AUDIT_HANDLERS]
 
     def _handler_problems(self) -> list[str]:
         """A handler module that cannot be imported, or is not one, stops the App here rather than
@@ -269,6 +286,12 @@ def _convert(typ: Any, v: Any) -> Any:
         return int(v)
     if t == "float":
         return float(v)
+    if t == "bool":
+        if isinstance(v, bool):
+            return v
+        if str(v).lower() not in BOOLEANS:
+            raise ValueError(v)
+        return BOOLEANS[str(v).lower()]
     if t.startswith("tuple"):
         items = v.split(",") if isinstance(v, str) else list(v)
         return tuple(i.strip() for i in items if i.strip())

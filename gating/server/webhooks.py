@@ -28,6 +28,8 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from gating import limits
 from gating.errors import USAGE, GatingError
+from gating.server.intake import Refused as _Refused
+from gating.server.intake import read_body as _read_body
 
 if TYPE_CHECKING:
     from gating.server import AppState
@@ -77,41 +79,6 @@ def _an(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
 
 
-class _Refused(GatingError):
-    """A delivery refused before it is parsed; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def _read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The raw body: exactly Content-Length bytes, or a chunked body read to its end; 413 past `limit`."""
-    stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH")
-    if length_header:
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise _Refused(400, f"Content-Length {length_header!r} is not a number") from None
-        if length > limit:
-            raise _Refused(413, f"body of {length} bytes is over the limit of {limit}")
-        body = stream.read(length) if length > 0 else b""
-        while len(body) < length and (more := stream.read(length - len(body))):
-            body += more
-        if len(body) < length:
-            raise _Refused(400, f"body ended after {len(body)} of {length} bytes")
-        return body
-    if not environ.get("wsgi.input_terminated"):
-        return b""  # no length and a server that does not delimit the stream: nothing is safe to read
-    buf = bytearray()
-    while chunk := stream.read(65536):
-        buf += chunk
-        if len(buf) > limit:
-            raise _Refused(413, f"body is over the limit of {limit} bytes")
-    return bytes(buf)
-
-
 def handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Check one delivery and queue its jobs: (status, JSON document)."""
     try:
@@ -134,6 +101,9 @@ def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, An
     delivery = environ.get("HTTP_X_GITHUB_DELIVERY")
     if not event or not delivery:
         return 400, {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}
+    if event in state.registry.internal:  # timed jobs, alerts, canary failures: queued by the App alone
+        return 400, {"error": f"X-GitHub-Event {event!r} is not a GitHub event: the App queues these jobs itself, "
+                              "never from a webhook"}
     try:
         payload, text = _parse(body, environ.get("CONTENT_TYPE") or "")
     except (ValueError, KeyError, UnicodeDecodeError) as e:
