@@ -39,6 +39,18 @@ class Stats:
     replayed: int = 0
     retries: dict[str, int] = field(default_factory=dict)  # category -> count
     waited_s: float = 0.0  # total backoff sleep
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)  # each process's pacer summary, if limited
+
+    def add(self, other: Stats) -> None:
+        """Count another process's share of the same run in this one."""
+        self.requests += other.requests
+        self.live += other.live
+        self.cache_hits += other.cache_hits
+        self.replayed += other.replayed
+        for k, n in other.retries.items():
+            self.retries[k] = self.retries.get(k, 0) + n
+        self.waited_s += other.waited_s
+        self.rate_limits.extend(other.rate_limits)
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "live": self.live, "cache_hits": self.cache_hits,

@@ -19,8 +19,11 @@ fault in its provider's own shape. Like the real APIs it serves only their paths
 `/api/chat`, and their embeddings; any other path is a 404, so a base URL that lacks `/v1` fails as it
 would in production); `api_key` makes it answer a request without that key as the provider would (401,
 or Gemini's 400 API_KEY_INVALID), Bedrock requests must carry a valid SigV4 signature by a key in
-`aws_keys`, and `refuse` answers every request with that status (403: the key may not use the model). Run
-standalone with `python -m gating.testing.llm_server --latency 0.1` (prints the URL, serves until killed).
+`aws_keys`, and `refuse` answers every request with that status (403: the key may not use the model).
+`limits` (a llm_ratelimit.RateLimits) makes it a rate-limited provider: requests and tokens per window,
+429 with Retry-After past them, and the provider's rate-limit headers on every answer. Run standalone
+with `python -m gating.testing.llm_server --latency 0.1 [--rpm N] [--tpm N]` (prints the URL, serves
+until killed).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from gating.testing import llm_dialects
+from gating.testing.llm_ratelimit import RateLimits
 
 Answer = Callable[[str, dict[str, Any]], "str | None"]  # (api, request body) -> text or None
 
@@ -112,11 +116,14 @@ class LLMServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: int = 0
+    inflight: int = 0  # requests being answered now
+    max_inflight: int = 0  # the most answered at once: what a client's concurrency bound is checked by
     log: list[dict[str, Any]] = field(default_factory=list)
     keep_log: bool = True
     api_key: str | None = None  # when set, a request without this key is answered 401
     refuse: int | None = None  # when set, every request is answered with this status and an error body
     aws_keys: dict[str, str] = field(default_factory=lambda: {AWS_KEY_ID: AWS_SECRET})  # SigV4: key id -> secret
+    limits: RateLimits | None = None  # requests and tokens per window; None: unlimited
     _seen: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
@@ -216,7 +223,12 @@ class LLMServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, extra, payload = await self._respond(method, path, body, headers)
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+                try:
+                    status, extra, payload = await self._respond(method, path, body, headers)
+                finally:
+                    self.inflight -= 1
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
                         "content-type: application/json", f"content-length: {len(payload)}"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -236,7 +248,13 @@ class LLMServer:
         if native is not None:
             return await self._native(native, method, path, raw_query, raw, headers)
         if method == "GET" and path == "/stats":
-            return 200, {}, json.dumps({"requests": self.requests, "cpu_s": time.process_time()}).encode()
+            doc: dict[str, Any] = {"requests": self.requests, "cpu_s": time.process_time(),
+                                   "max_inflight": self.max_inflight}
+            if self.limits is not None:  # what the server admitted and refused, per window
+                lim = self.limits
+                doc["rate_limits"] = {"requests": lim.requests, "tokens": lim.tokens, "window_s": lim.window_s,
+                                      "accepted": lim.accepted, "rejected": lim.rejected, "spent": lim.spent}
+            return 200, {}, json.dumps(doc).encode()
         api = PATHS.get(path)
         if method != "POST" or api is None:
             return 404, {}, _error(f"Invalid URL ({method} {path})", "invalid_request_error")
@@ -250,14 +268,21 @@ class LLMServer:
             body = json.loads(raw)
         except ValueError:
             return 400, {}, b'{"error": {"message": "request body is not JSON"}}'
+        entry = {"api": api, "path": path, "body": body, "headers": headers, "t": time.monotonic()}
         if self.keep_log:
-            self.log.append({"api": api, "path": path, "body": body, "headers": headers, "t": time.monotonic()})
+            self.log.append(entry)
+        tin = sum(count_tokens(t) + 3 for _, t in _texts(api, body))
+        wait = self.limits.admit(tin) if self.limits is not None else None
+        if wait is not None:
+            return 429, self._limit_headers(api, wait), _error("Rate limit reached: please try again later",
+                                                               "rate_limit_error" if api == "anthropic" else "requests")
         fault = self._fault(api, body, raw)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault:
             if fault.kind == "429":
                 hdr = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                entry["answered"] = time.monotonic()  # when the 429 left: a test of the pause reads it
                 return 429, hdr, json.dumps({"error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
             if fault.kind == "500":
                 return 500, {}, json.dumps({"error": {"type": "server_error", "message": "boom"}}).encode()
@@ -269,9 +294,10 @@ class LLMServer:
         if text is None:
             text = default_answer(api, body)
         filtered = bool(fault and fault.kind == "content_filter")
-        tin = sum(count_tokens(t) + 3 for _, t in _texts(api, body))
         tout = 0 if filtered else count_tokens(text)
-        return 200, {}, json.dumps(self._body(api, body, text, tin, tout, filtered)).encode()
+        if self.limits is not None:
+            self.limits.settle(tout)
+        return 200, self._limit_headers(api), json.dumps(self._body(api, body, text, tin, tout, filtered)).encode()
 
     async def _native(self, r: llm_dialects.Route, method: str, path: str, raw_query: str, raw: bytes,
                       headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -293,6 +319,11 @@ class LLMServer:
         if r.kind == "embed":
             return llm_dialects.embed_reply(r, body)
         texts = llm_dialects.texts(r.api, body)
+        tin = sum(count_tokens(t) + 3 for _, t in texts)
+        wait = self.limits.admit(tin) if self.limits is not None else None
+        if wait is not None:
+            status, hdr, payload = llm_dialects.fault_reply(r.api, "429", wait) or (429, {}, b"{}")
+            return status, {**hdr, **self._limit_headers(r.api, wait)}, payload
         fault = self._fault_in(texts, raw)
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -306,9 +337,15 @@ class LLMServer:
         if text is None:
             text = answer_of(texts)
         filtered = bool(fault and fault.kind == "content_filter")
-        tin = sum(count_tokens(t) + 3 for _, t in texts)
-        return llm_dialects.answer_body(r.api, r.model or str(body.get("model", "")), text, tin,
-                                        0 if filtered else count_tokens(text), filtered)
+        tout = 0 if filtered else count_tokens(text)
+        if self.limits is not None:
+            self.limits.settle(tout)
+        status, hdr, payload = llm_dialects.answer_body(r.api, r.model or str(body.get("model", "")), text, tin,
+                                                        tout, filtered)
+        return status, {**hdr, **self._limit_headers(r.api)}, payload
+
+    def _limit_headers(self, api: str, retry_after: float | None = None) -> dict[str, str]:
+        return self.limits.headers(api, retry_after) if self.limits is not None else {}
 
     def _fault(self, api: str, body: dict[str, Any], raw: bytes) -> Fault | None:
         return self._fault_in(_texts(api, body), raw)
@@ -354,8 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
     ap.add_argument("--no-log", action="store_true", help="do not keep request bodies in memory")
+    ap.add_argument("--rpm", type=int, help="requests per window (default: unlimited)")
+    ap.add_argument("--tpm", type=int, help="tokens per window (default: unlimited)")
+    ap.add_argument("--window", type=float, default=60.0, help="the rate limits' window in seconds (default 60)")
+    ap.add_argument("--no-rate-headers", action="store_true", help="send only Retry-After, on a 429")
     args = ap.parse_args(argv)
-    server = LLMServer(latency=args.latency, port=args.port, keep_log=not args.no_log)
+    limits = RateLimits(args.rpm, args.tpm, args.window, send_headers=not args.no_rate_headers) \
+        if args.rpm or args.tpm else None
+    server = LLMServer(latency=args.latency, port=args.port, keep_log=not args.no_log, limits=limits)
     try:
         asyncio.run(server.serve_forever())
     except KeyboardInterrupt:

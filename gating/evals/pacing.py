@@ -1,0 +1,323 @@
+"""Adaptive concurrency under a provider's rate limits: run just under the limit instead of hammering it.
+
+Every request to a provider (and to an HTTP target) takes a slot from the Pacer before it is sent and
+gives it back with the status and headers of its answer. The Pacer adapts in three ways:
+
+- AIMD on the concurrency limit (as TCP's congestion window): each success adds 1/limit (about one
+  slot per round of requests; a tenth of that from 80% of the limit where the last 429 came, so it
+  probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
+  cut do not cut again, since they report the same congestion. It starts at, and never exceeds,
+  `evals.concurrency`; it never goes below one.
+- Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
+  `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
+  falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
+  remaining) / reset): exactly at it when one request per slot remains (for those that may be on
+  their way), faster above, slower below. The budget settles there: never dry (which means 429s),
+  never full (which means a limit left unused). The limit, instead of growing, shrinks to twice the
+  requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
+- A Retry-After pauses every request of the run, not only the one that got it: the others would be
+  refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
+
+The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
+next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
+memory shared by several worker processes without touching the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gating.evals.providers import retry_after_seconds
+
+CUT_ON_429 = 0.5
+PROBE = 0.8  # from this share of the limit where the last 429 came, the limit grows ten times slower
+NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
+MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
+MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
+_HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
+
+
+class PaceState:
+    """What every request of a run shares. The controller changes it only through these methods and
+    reads only `limit`, `inflight` and `not_before`, so a process-shared version (the fields in shared
+    memory, each method under one lock, the three as properties) can take its place unchanged."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = float(limit)
+        self.inflight = 0
+        self.not_before = 0.0  # no request starts before this (a Retry-After, or the spacing)
+        self.interval = 0.0  # seconds between starts; 0: no spacing
+        self.last_cut = -math.inf
+        self.ceiling = math.inf  # the limit when the last 429 came
+
+    def take(self, now: float) -> float | None:
+        """Start a request: 0.0 when it may go now (it is then in flight), else seconds to wait (a
+        pause or the spacing), or None when every slot is taken (wait for a release)."""
+        if now < self.not_before:
+            return self.not_before - now
+        if self.inflight >= max(1, int(self.limit)):
+            return None
+        self.inflight += 1
+        if self.interval:  # on the schedule, so a late start lets the next catch up (by one interval at most)
+            self.not_before = max(self.not_before, now - self.interval) + self.interval
+        return 0.0
+
+    def release(self) -> None:
+        self.inflight = max(0, self.inflight - 1)
+
+    def pause(self, until: float) -> None:
+        self.not_before = max(self.not_before, until)
+
+    def space(self, interval: float) -> None:
+        self.interval = interval
+
+    def cut(self, sent: float, factor: float, now: float) -> bool:
+        """Multiply the limit by `factor`, once per round: not for a request sent before the last cut."""
+        if sent < self.last_cut:
+            return False
+        self.ceiling = self.limit
+        self.limit = max(1.0, self.limit * factor)
+        self.last_cut = now
+        return True
+
+    def shrink(self, to: float) -> None:
+        self.limit = max(1.0, min(self.limit, to))
+
+    def grow(self, cap: float) -> None:
+        """About one slot per round of answers; a tenth of that near the limit where the last 429 came."""
+        step = 1.0 / self.limit
+        if self.limit >= PROBE * self.ceiling:
+            step *= 0.1
+        self.limit = min(float(cap), self.limit + step)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One rate limit as the provider reported it: its size, what remains, seconds until it is full."""
+
+    limit: int | None
+    remaining: int | None
+    reset_s: float | None
+
+    def refill_rate(self) -> float | None:
+        """Units per second the provider gives back (a token bucket refills (limit - remaining) in reset_s)."""
+        if self.limit is None or self.remaining is None or not self.reset_s or self.remaining >= self.limit:
+            return None
+        return (self.limit - self.remaining) / self.reset_s
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The rate-limit headers of one answer."""
+
+    requests: Budget
+    tokens: Budget
+    retry_after: float | None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_reset(value: str | None, wall_now: float) -> float | None:
+    """Seconds until a budget is full: OpenAI's Go duration (`1s`, `6m0s`, `120ms`), Anthropic's RFC 3339
+    time, or plain seconds; None when absent or unreadable."""
+    if not value:
+        return None
+    v = value.strip()
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(v)
+    if parts and "".join(n + u for n, u in parts) == v:
+        return sum(float(n) * _UNIT[u] for n, u in parts)
+    try:
+        return max(0.0, datetime.fromisoformat(v).timestamp() - wall_now)
+    except ValueError:
+        return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def read_headers(headers: Mapping[str, str], wall_now: float) -> Reading:
+    def budget(name: str) -> Budget:
+        if f"anthropic-ratelimit-{name}-remaining" in headers:
+            get = (lambda k: headers.get(f"anthropic-ratelimit-{name}-{k}"))  # noqa: E731
+        else:
+            get = (lambda k: headers.get(f"x-ratelimit-{k}-{name}"))  # noqa: E731
+        return Budget(_int(get("limit")), _int(get("remaining")), parse_reset(get("reset"), wall_now))
+
+    return Reading(budget("requests"), budget("tokens"), retry_after_seconds(headers, wall_now))
+
+
+class Pacer:
+    """The controller: `await acquire()` before a request (returns when it was sent), then
+    `done(sent, status, headers)` with its answer (status None: no answer), and `tokens(n)` with
+    the tokens it used when known."""
+
+    def __init__(self, max_concurrency: int, state: PaceState | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 budget_share: float = 1.0) -> None:
+        self.cap = max(1, max_concurrency)
+        # the part of the provider's budget this pacer may spend: a run in several processes paces each
+        # on its share, since every process reads the same remaining budget in the answers' headers
+        self.share = min(1.0, max(budget_share, 1e-3))
+        self.state = state or PaceState(self.cap)
+        self.clock = clock
+        self.wall = wall
+        self.cost: float | None = None  # tokens per request (a moving average), once an answer said
+        self.throttled = 0  # 429s
+        self.paused_s = 0.0
+        self.limited_since: float | None = None  # the first sign of a limit (a 429 or a low budget)
+        self.ok_since_limited = 0
+        self.last_done = 0.0
+        self._inflight_sum = 0
+        self._starts = 0
+        self._reading: Reading | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def acquire(self) -> float:
+        while True:
+            now = self.clock()
+            wait = self.state.take(now)
+            if wait == 0.0:
+                if self.limited_since is not None:
+                    self._inflight_sum += self.state.inflight
+                    self._starts += 1
+                return now
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, wait)
+            except TimeoutError:
+                pass
+            finally:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+
+    def tokens(self, n: int) -> None:
+        self.cost = float(n) if self.cost is None else 0.8 * self.cost + 0.2 * n
+
+    def done(self, sent: float, status: int | None, headers: Mapping[str, str]) -> None:
+        now = self.clock()
+        st = self.state
+        st.release()
+        try:
+            if status is None:
+                return
+            told = any(k.startswith(_HEADERS) for k in headers)  # one pass (httpx: lower case), most answers say nothing
+            r = read_headers(headers, self.wall()) if told else None
+            if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
+                self._reading = r
+            if status == 429:
+                self.throttled += 1
+                self._limited(now)
+                if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
+                    self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
+                    st.pause(now + r.retry_after)
+                st.cut(sent, CUT_ON_429, now)
+            elif status < 400:
+                self._success(now, r)
+        finally:
+            self._wake()
+
+    def _success(self, now: float, r: Reading | None) -> None:
+        st = self.state
+        slots = max(1, int(st.limit))
+        near = False
+        interval = 0.0
+        if r is not None:
+            for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
+                if b.remaining is None or cost is None:
+                    continue
+                remaining = b.remaining * self.share
+                # keep a request per slot in the budget (at most half of it) for those that may be on
+                # their way: the answer read here was counted before they arrived
+                target = min(slots * cost, b.limit * self.share / NEAR if b.limit else math.inf)
+                if remaining >= NEAR * target:
+                    continue
+                near = True
+                rate = b.refill_rate()
+                if rate:
+                    # send at the refill rate when the budget is at its target, faster above it, slower
+                    # below: the budget settles there, neither dry (429s) nor full (a limit left unused)
+                    steady = cost / (rate * self.share)
+                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(remaining, 1e-9)))
+        st.space(interval)
+        if near:
+            self._limited(now)
+            st.shrink(NEAR * (st.inflight + 1))
+        else:
+            st.grow(self.cap)
+        if self.limited_since is not None:
+            self.ok_since_limited += 1
+            self.last_done = now
+
+    def _limited(self, now: float) -> None:
+        if self.limited_since is None:
+            self.limited_since = now
+
+    def _wake(self) -> None:
+        while self._waiters:
+            fut = self._waiters.pop(0)
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def summary(self) -> dict[str, Any] | None:
+        """What the run found out about the provider's limit; None when it never met one."""
+        if self.limited_since is None:
+            return None
+        span = self.last_done - self.limited_since
+        out: dict[str, Any] = {
+            "concurrency": round(self._inflight_sum / self._starts, 1) if self._starts else round(self.state.limit, 1),
+            "limit": round(self.state.limit, 1),
+            "requests_per_min": round(self.ok_since_limited / span * 60) if span > 0 else None,
+            "throttled": self.throttled,
+            "paused_s": round(self.paused_s, 3),
+        }
+        r = self._reading
+        if r is not None:
+            out["provider_limits"] = {k: b.limit for k, b in (("requests", r.requests), ("tokens", r.tokens))
+                                      if b.limit is not None}
+        return out
+
+
+def combine_summaries(found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One summary for a run whose worker processes each paced their share of the concurrency."""
+    if len(found) <= 1:
+        return found[0] if found else None
+    rpms = [f.get("requests_per_min") for f in found]
+    told: dict[str, Any] = {}
+    for f in found:
+        told.update(f.get("provider_limits") or {})
+    return {"concurrency": round(sum(f["concurrency"] for f in found), 1),
+            "limit": round(sum(f["limit"] for f in found), 1),
+            "requests_per_min": None if None in rpms else sum(r for r in rpms if r is not None),
+            "throttled": sum(f["throttled"] for f in found),
+            "paused_s": max(f["paused_s"] for f in found),
+            **({"provider_limits": told} if told else {}),
+            "processes": len(found)}
+
+
+def describe(summary: Mapping[str, Any], retries: int) -> str:
+    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`."""
+    rpm = summary.get("requests_per_min")
+    told = summary.get("provider_limits") or {}
+    said = ", ".join(f"{v:,} {k}" for k, v in told.items())
+    return (f"rate limited: settled at ~{summary['concurrency']:g} concurrent"
+            + (f", {rpm:,} requests/min" if rpm is not None else "")
+            + f"; retries {retries}" + (f" (the provider's limits: {said} per window)" if said else ""))
