@@ -190,19 +190,26 @@ def _within(data: str | bytes, limits: Limits) -> bool:
 
 
 def measure(doc: Any, source: str, limits: Limits = DEFAULT, line: int = 1) -> None:
-    """Depth and node count of parsed JSON-like data, without recursion."""
-    nodes, stack = 0, [(doc, 1)]
+    """Depth and node count of parsed JSON-like data, without recursion. Visits the nodes depth first,
+    last child first, so a document past both limits names the same one whichever way it is walked; a
+    container's children are walked from an iterator, not pushed one by one (notes hold thousands)."""
+    max_nodes, max_depth = limits.max_nodes, limits.max_depth
+    nodes, stack = 0, [(iter((doc,)), 1)]
     while stack:
-        node, depth = stack.pop()
-        nodes += 1
-        if nodes > limits.max_nodes:
-            raise LimitError(source, f"refused: more than {limits.max_nodes:,} nodes "
-                                     f"(limit max_nodes={limits.max_nodes:,})", line)
-        if isinstance(node, (dict, list)):
-            if depth > limits.max_depth:
-                raise LimitError(source, f"refused: nested more than {limits.max_depth} levels deep "
-                                         f"(limit max_depth={limits.max_depth})", line)
-            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+        children, depth = stack[-1]
+        for node in children:
+            nodes += 1
+            if nodes > max_nodes:
+                raise LimitError(source, f"refused: more than {max_nodes:,} nodes (limit max_nodes={max_nodes:,})",
+                                 line)
+            if isinstance(node, (dict, list)):
+                if depth > max_depth:
+                    raise LimitError(source, f"refused: nested more than {max_depth} levels deep "
+                                             f"(limit max_depth={max_depth})", line)
+                stack.append((reversed(node.values() if isinstance(node, dict) else node), depth + 1))
+                break
+        else:
+            stack.pop()
 
 
 def check_size(source: str, size: int, limits: Limits = DEFAULT, line: int = 1) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -133,10 +133,16 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     return m
 
 
+def stage_order(stages: Iterable[str]) -> list[str]:
+    """Latency stages as tables list them: "total" first, then by name. JSON documents store them with
+    sorted keys, so a table rendered from one read back must order them by this, not by the dict."""
+    return sorted(set(stages), key=lambda s: (s != "total", s))
+
+
 def latency_table(cases: Sequence[CaseResult]) -> dict[str, dict[str, float | None]]:
     """stage -> {p50, p95} in ms, "total" first."""
     requests = [r for c in cases for r in c.request_latencies()]
-    stages = sorted({s for r in requests for s in r}, key=lambda s: (s != "total", s))
+    stages = stage_order(s for r in requests for s in r)
     return {
         s: {"p50": percentile([r[s] for r in requests if s in r], 50),
             "p95": percentile([r[s] for r in requests if s in r], 95)}
