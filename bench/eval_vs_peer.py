@@ -70,7 +70,9 @@ def measure(kind: str, args: argparse.Namespace, **extra: str) -> dict:
 
 
 def child_gating(args: argparse.Namespace) -> dict:
-    env = {**os.environ, "OPENAI_API_KEY": "bench", "GATING_PROVIDER": "live",
+    # bytecode is cached, as in an installed package (a shell may set PYTHONDONTWRITEBYTECODE)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "OPENAI_API_KEY": "bench", "GATING_PROVIDER": "live",
            **({"GATING_EVAL_WORKERS": str(args.workers)} if args.workers else {})}
     cmd = [sys.executable, "-c", _GATING_RUN, args.repo, str(args.concurrency)]
     wall, cpu, rss, out, code = run_measured(cmd, env)
