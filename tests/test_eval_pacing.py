@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from check_support import Harness, greet_prompt, write_system
 from eval_support import MODELS, live_env, load, write_repo
 
 from gating.commands.cli import main
@@ -325,3 +326,20 @@ def test_a_retry_after_too_long_to_take_pauses_nobody() -> None:
     p, clock = pacer(4)
     p.done(take(p), 429, {"retry-after": "3600"})  # that request gives up; the others need not wait an hour
     assert p.state.take(clock.t) == 0.0
+
+
+def test_the_check_run_says_the_limit_its_runs_met(github, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+    with LLMServer(latency=0.02, limits=RateLimits(requests=4, window_s=1.0)) as server:
+        h = Harness(github, repo, server, tmp_path, monkeypatch)
+        pr = h.open_pr("warm", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+        ran = h.run(pr)  # the base has no eval note: its 12 cases run, and meet the 4 a second
+    assert ran.rc == 0, ran.stderr
+    [run] = h.check_runs(pr["head"]["sha"])
+    said = re.compile(r"LLM requests: (\d+) \(cache hits 0, replayed 0\) · rate limited on base: settled at "
+                      r"~[\d.]+ concurrent(, [\d,]+ requests/min)?; retries (\d+) \(the provider's limits: 4 "
+                      r"requests per window\)")
+    got = said.search(run["output"]["summary"])
+    assert got is not None, run["output"]["summary"]
+    assert said.search(ran.summary) is not None  # the job summary shows the same
+    assert int(got[1]) == 14 + ran.report["head_run"]["stats"]["retries"].get("rate_limit", 0) + int(got[3])

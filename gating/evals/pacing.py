@@ -29,7 +29,7 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -291,11 +291,34 @@ class Pacer:
         return out
 
 
-def describe(summary: Mapping[str, Any], retries: int) -> str:
-    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`."""
+def combine(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summaries of a sharded check's runs of one side, as one. The shards run side by side (an
+    Actions matrix) on one key against one limit, so together they ran at the sum of their concurrency
+    and request rates and drew the sum of the 429s; their pauses overlapped (the longest is kept); the
+    provider's limits are the key's. `shards` says how many met the limit."""
+    if len(summaries) == 1:
+        return dict(summaries[0])
+    rpm = [s["requests_per_min"] for s in summaries if s.get("requests_per_min") is not None]
+    told: dict[str, Any] = {}
+    for s in summaries:
+        told.update(s.get("provider_limits") or {})
+    return {"concurrency": round(sum(s.get("concurrency") or 0 for s in summaries), 1),
+            "limit": round(sum(s.get("limit") or 0 for s in summaries), 1),
+            "requests_per_min": sum(rpm) if rpm else None,
+            "throttled": sum(s.get("throttled") or 0 for s in summaries),
+            "paused_s": max(s.get("paused_s") or 0.0 for s in summaries),
+            **({"provider_limits": told} if told else {}),
+            "shards": sum(s.get("shards") or 1 for s in summaries)}
+
+
+def describe(summary: Mapping[str, Any], retries: int, where: str = "") -> str:
+    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`
+    (`where`: ` on base`, say; a sharded run's line says how many shards met the limit)."""
     rpm = summary.get("requests_per_min")
     told = summary.get("provider_limits") or {}
     said = ", ".join(f"{v:,} {k}" for k, v in told.items())
-    return (f"rate limited: settled at ~{summary['concurrency']:g} concurrent"
+    shards = summary.get("shards") or 1
+    return (f"rate limited{where}" + (f" ({shards} shards together)" if shards > 1 else "")
+            + f": settled at ~{summary['concurrency']:g} concurrent"
             + (f", {rpm:,} requests/min" if rpm is not None else "")
             + f"; retries {retries}" + (f" (the provider's limits: {said} per window)" if said else ""))
