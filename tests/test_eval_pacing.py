@@ -289,17 +289,24 @@ def test_pacing_off_hammers_the_limit(tmp_path: Path) -> None:
     assert "rate_limit" not in run.stats
 
 
-def test_a_retry_after_pauses_the_requests_in_flight_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status, provider, category", [
+    ("429", "openai", "rate_limit"),
+    ("503", "openai", "provider"),  # service unavailable
+    ("529", "anthropic", "provider"),  # Anthropic's overloaded_error
+])
+def test_a_retry_after_pauses_the_requests_in_flight_elsewhere(tmp_path: Path, status: str, provider: str,
+                                                               category: str) -> None:
     # c000 is refused with Retry-After: 1 while c001-c003 are still being answered (slow); their
     # workers' next requests wait for the pause too, so the server sees nothing for a second
-    cases = _cases(8, {0: "[[fault:429 retry_after=1 times=1]] ", **{i: "[[fault:slow delay=0.4]] "
-                                                                          for i in range(1, 8)}})
-    snap, reader = load(write_repo(tmp_path / "repo", cases))
+    cases = _cases(8, {0: f"[[fault:{status} retry_after=1 times=1]] ", **{i: "[[fault:slow delay=0.4]] "
+                                                                                for i in range(1, 8)}})
+    models = {"m": {"provider": provider, "model": "a-model-2025-01-01"}, "j": MODELS["j"]}
+    snap, reader = load(write_repo(tmp_path / "repo", cases, models=models))
     with LLMServer(latency=0.1) as server:
         run = run_evals(snap, reader, concurrency=4, env=live_env(server),
                         retry=RetryPolicy(max_retries=2, base_s=0.05))
         log = list(server.log)
-    assert run.metrics["passed"] == 8 and run.stats["retries"] == {"rate_limit": 1}
+    assert run.metrics["passed"] == 8 and run.stats["retries"] == {category: 1}
     refused = next(e for e in log if "answered" in e)["answered"]
     quiet = [e["t"] - refused for e in log if refused + 0.2 < e["t"] < refused + 1.0]
     assert quiet == []  # without the shared pause, three requests would arrive ~0.4 s after the 429
@@ -343,3 +350,16 @@ def test_the_check_run_says_the_limit_its_runs_met(github, tmp_path: Path, monke
     assert got is not None, run["output"]["summary"]
     assert said.search(ran.summary) is not None  # the job summary shows the same
     assert int(got[1]) == 14 + ran.report["head_run"]["stats"]["retries"].get("rate_limit", 0) + int(got[3])
+
+
+@pytest.mark.parametrize("status", [503, 529])
+def test_an_overloaded_provider_pauses_and_slows_the_run_as_a_429_does(status: int) -> None:
+    p, clock = pacer(8)
+    sent = [take(p) for _ in range(8)]
+    clock.t += 1
+    p.done(sent[0], status, {"retry-after": "2"})
+    assert p.state.take(clock.t) == pytest.approx(2.0) and p.state.limit == 4
+    got = p.summary()
+    assert got is not None and got["overloaded"] == 1 and got["throttled"] == 0 and got["paused_s"] == 2.0
+    p.done(sent[1], 500, {"retry-after": "2"})  # a server error is not a sign of load: no pause, no cut
+    assert p.state.limit == 4 and p.summary()["overloaded"] == 1  # type: ignore[index]

@@ -17,6 +17,7 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
+  A provider that says it is overloaded (503, Anthropic's 529) is answered as a 429: cut and pause.
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
 next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
@@ -42,6 +43,7 @@ NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and s
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
 _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
+OVERLOADED = (503, 529)  # service unavailable, Anthropic's overloaded_error: back off as from a 429
 
 
 class PaceState:
@@ -176,6 +178,7 @@ class Pacer:
         self.wall = wall
         self.cost: float | None = None  # tokens per request (a moving average), once an answer said
         self.throttled = 0  # 429s
+        self.overloaded = 0  # 503s and 529s
         self.paused_s = 0.0
         self.limited_since: float | None = None  # the first sign of a limit (a 429 or a low budget)
         self.ok_since_limited = 0
@@ -218,8 +221,11 @@ class Pacer:
             r = read_headers(headers, self.wall()) if told else None
             if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
                 self._reading = r
-            if status == 429:
-                self.throttled += 1
+            if status == 429 or status in OVERLOADED:
+                if status == 429:
+                    self.throttled += 1
+                else:
+                    self.overloaded += 1
                 self._limited(now)
                 if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
@@ -282,6 +288,7 @@ class Pacer:
             "limit": round(self.state.limit, 1),
             "requests_per_min": round(self.ok_since_limited / span * 60) if span > 0 else None,
             "throttled": self.throttled,
+            **({"overloaded": self.overloaded} if self.overloaded else {}),
             "paused_s": round(self.paused_s, 3),
         }
         r = self._reading
@@ -306,6 +313,7 @@ def combine(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "limit": round(sum(s.get("limit") or 0 for s in summaries), 1),
             "requests_per_min": sum(rpm) if rpm else None,
             "throttled": sum(s.get("throttled") or 0 for s in summaries),
+            **({"overloaded": n} if (n := sum(s.get("overloaded") or 0 for s in summaries)) else {}),
             "paused_s": max(s.get("paused_s") or 0.0 for s in summaries),
             **({"provider_limits": told} if told else {}),
             "shards": sum(s.get("shards") or 1 for s in summaries)}
