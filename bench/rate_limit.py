@@ -94,7 +94,8 @@ def scenario(label: str, args: argparse.Namespace, limit_flags: list[str], pacin
     print(f"{label:<24}{wall:>7.1f}{share:>12.2f}{retry:>9.1%}{admitted:>10}{refused:>9}"
           f"{run.metrics['passed']:>8}{found.get('concurrency', '-'):>8}{load:>7.1f}")
     print(f"  {len(used)} steady windows of {args.window:g} s, {unit} per window: "
-          + ", ".join(str(u) for u in used) + f" (limit {limit})")
+          + ", ".join(str(u) for u in used) + f" (limit {limit}); refused per window from the first: "
+          + ", ".join(str(rej.get(w, 0)) for w in range(last + 1)))
     if not pacing:
         return True
     ok = share >= THROUGHPUT_TARGET and retry < RETRY_TARGET and run.metrics["passed"] == args.cases

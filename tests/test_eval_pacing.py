@@ -18,7 +18,7 @@ from check_support import Harness, greet_prompt, write_system
 from eval_support import MODELS, live_env, load, write_repo
 
 from gating.commands.cli import main
-from gating.evals.pacing import Pacer, PaceState, describe, parse_reset, read_headers
+from gating.evals.pacing import INITIAL_SLOTS, Pacer, PaceState, describe, parse_reset, read_headers
 from gating.evals.providers import RetryPolicy
 from gating.evals.runner import run_evals
 from gating.git.repository import commit_all, init_repo
@@ -36,9 +36,10 @@ class Clock:
         return self.t
 
 
-def pacer(cap: int = 8) -> tuple[Pacer, Clock]:
+def pacer(cap: int = 8, initial: int | None = None) -> tuple[Pacer, Clock]:
+    """A pacer on a hand-moved clock, starting at `initial` slots (default: all of them)."""
     clock = Clock()
-    return Pacer(cap, clock=clock, wall=lambda: WALL), clock
+    return Pacer(cap, clock=clock, wall=lambda: WALL, initial=initial or cap), clock
 
 
 def take(p: Pacer) -> float:
@@ -363,3 +364,45 @@ def test_an_overloaded_provider_pauses_and_slows_the_run_as_a_429_does(status: i
     assert got is not None and got["overloaded"] == 1 and got["throttled"] == 0 and got["paused_s"] == 2.0
     p.done(sent[1], 500, {"retry-after": "2"})  # a server error is not a sign of load: no pause, no cut
     assert p.state.limit == 4 and p.summary()["overloaded"] == 1  # type: ignore[index]
+
+
+PLENTY = {"x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests": "990",
+          "x-ratelimit-reset-requests": "600ms"}
+
+
+def test_a_run_starts_with_a_few_slots_and_grows_fast_only_while_the_provider_says_there_is_room() -> None:
+    # a provider's first burst is served from its full bucket, so a limit shows only once the run is past
+    # it: at full concurrency by then, a whole round of requests would be refused at once
+    assert Pacer(64).state.limit == INITIAL_SLOTS and Pacer(2).state.limit == 2
+    p, _ = pacer(64, initial=4)
+    for _ in range(4):
+        p.done(take(p), 200, {})
+    assert 4.9 < p.state.limit < 5.1  # no headers: a slot a round, as after a 429
+    p, _ = pacer(64, initial=4)
+    for _ in range(4):
+        p.done(take(p), 200, PLENTY)
+    assert p.state.limit == 8  # the headers say there is room: a slot an answer, twice the slots a round
+
+
+def test_after_a_pause_the_waiting_requests_restart_one_by_one_at_the_rate_answers_came() -> None:
+    p, clock = pacer(8)
+    for _ in range(10):  # ten answers 50 ms apart: the provider gives about 20 a second
+        p.done(take(p), 200, {})
+        clock.t += 0.05
+    sent = [take(p) for _ in range(8)]
+    clock.t += 0.01
+    p.done(sent[0], 429, {"retry-after": "1"})
+    for s in sent[1:]:
+        p.done(s, 429, {})
+    assert p.state.limit == 4  # cut once
+    clock.t += 1.0  # the pause is over: one may go, the next 50 ms later, not all four slots at once
+    assert p.state.take(clock.t) == 0.0
+    assert p.state.take(clock.t) == pytest.approx(0.05, rel=0.02)
+    clock.t += 0.05
+    assert p.state.take(clock.t) == 0.0
+    for _ in range(2):
+        p.state.release()
+    for _ in range(8):  # once that many have restarted, nothing holds them back
+        clock.t += 0.05
+        p.done(take(p), 200, {})
+    assert p.state.interval == 0.0

@@ -6,8 +6,12 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
 - AIMD on the concurrency limit (as TCP's congestion window): each success adds 1/limit (about one
   slot per round of requests; a tenth of that from 80% of the limit where the last 429 came, so it
   probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
-  cut do not cut again, since they report the same congestion. It starts at, and never exceeds,
-  `evals.concurrency`; it never goes below one.
+  cut do not cut again, since they report the same congestion. It never exceeds `evals.concurrency`
+  and never goes below one. It starts at INITIAL_SLOTS: a provider serves the first burst from its
+  full bucket, so its limit shows only once the run is past it, and every request then in flight is
+  refused; the fewer, the better. Until a first sign of the limit, each success adds a whole slot
+  (twice the slots a round) while the rate-limit headers say the budgets have room; without them,
+  a slot a round.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
   falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
@@ -18,6 +22,9 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
   A provider that says it is overloaded (503, Anthropic's 529) is answered as a 429: cut and pause.
+  When the pause ends, the requests that waited restart one by one, spaced at the rate answers came
+  before it (the refill rate, when the run was at the limit), not all at once: the pause refilled
+  the budget for about one request, and a crowd restarting together would be refused again.
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
 next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
@@ -30,6 +37,7 @@ import asyncio
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +49,8 @@ CUT_ON_429 = 0.5
 PROBE = 0.8  # from this share of the limit where the last 429 came, the limit grows ten times slower
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
+INITIAL_SLOTS = 4  # the concurrency limit a run starts at (at most evals.concurrency)
+RATE_SAMPLE = 32  # answers the rate of answers is measured over (the spacing after a pause)
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
 _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 OVERLOADED = (503, 529)  # service unavailable, Anthropic's overloaded_error: back off as from a 429
@@ -92,9 +102,10 @@ class PaceState:
     def shrink(self, to: float) -> None:
         self.limit = max(1.0, min(self.limit, to))
 
-    def grow(self, cap: float) -> None:
-        """About one slot per round of answers; a tenth of that near the limit where the last 429 came."""
-        step = 1.0 / self.limit
+    def grow(self, cap: float, fast: bool = False) -> None:
+        """About one slot per round of answers (`fast`: one an answer); a tenth of that near the limit
+        where the last 429 came."""
+        step = 1.0 if fast else 1.0 / self.limit
         if self.limit >= PROBE * self.ceiling:
             step *= 0.1
         self.limit = min(float(cap), self.limit + step)
@@ -171,9 +182,10 @@ class Pacer:
     the tokens it used when known."""
 
     def __init__(self, max_concurrency: int, state: PaceState | None = None,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 initial: int = INITIAL_SLOTS) -> None:
         self.cap = max(1, max_concurrency)
-        self.state = state or PaceState(self.cap)
+        self.state = state or PaceState(min(self.cap, max(1, initial)))
         self.clock = clock
         self.wall = wall
         self.cost: float | None = None  # tokens per request (a moving average), once an answer said
@@ -187,6 +199,9 @@ class Pacer:
         self._starts = 0
         self._reading: Reading | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._answers: deque[float] = deque(maxlen=RATE_SAMPLE)  # when the last successes came
+        self._stagger = 0.0  # the spacing of the restarts after a pause ...
+        self._stagger_until = -math.inf  # ... until then
 
     async def acquire(self) -> float:
         while True:
@@ -227,24 +242,38 @@ class Pacer:
                 else:
                     self.overloaded += 1
                 self._limited(now)
+                st.cut(sent, CUT_ON_429, now)
                 if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
                     st.pause(now + r.retry_after)
-                st.cut(sent, CUT_ON_429, now)
+                    self._restart_gradually(st.not_before)
             elif status < 400:
                 self._success(now, r)
         finally:
             self._wake()
 
+    def _restart_gradually(self, until: float) -> None:
+        """Space the restarts after a pause at the rate answers came before it, for a round of them."""
+        n = len(self._answers)
+        span = self._answers[-1] - self._answers[0] if n > 1 else 0.0
+        if span <= 0:
+            return
+        self._stagger = span / (n - 1)
+        self._stagger_until = until + self._stagger * max(1, int(self.state.limit))
+        self.state.space(max(self.state.interval, self._stagger))
+
     def _success(self, now: float, r: Reading | None) -> None:
         st = self.state
         slots = max(1, int(st.limit))
         near = False
-        interval = 0.0
+        told = False  # a budget's headers said how much remains
+        interval = self._stagger if now < self._stagger_until else 0.0
+        self._answers.append(now)
         if r is not None:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
                     continue
+                told = True
                 # keep a request per slot in the budget (at most half of it) for those that may be on
                 # their way: the answer read here was counted before they arrived
                 target = min(slots * cost, b.limit / NEAR if b.limit else math.inf)
@@ -262,7 +291,7 @@ class Pacer:
             self._limited(now)
             st.shrink(NEAR * (st.inflight + 1))
         else:
-            st.grow(self.cap)
+            st.grow(self.cap, fast=told and self.limited_since is None)  # slow start, till a first sign of the limit
         if self.limited_since is not None:
             self.ok_since_limited += 1
             self.last_done = now
