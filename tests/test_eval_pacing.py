@@ -370,18 +370,28 @@ PLENTY = {"x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests"
           "x-ratelimit-reset-requests": "600ms"}
 
 
-def test_a_run_starts_with_a_few_slots_and_grows_fast_only_while_the_provider_says_there_is_room() -> None:
-    # a provider's first burst is served from its full bucket, so a limit shows only once the run is past
-    # it: at full concurrency by then, a whole round of requests would be refused at once
+def test_a_run_starts_with_a_few_slots_and_doubles_them_a_round_till_a_first_sign_of_the_limit() -> None:
+    # a provider serves the first burst from its full bucket, so its limit shows only once the run is past
+    # it, and every request then on its way is refused: the fewer slots then, and the later sent, the better
     assert Pacer(64).state.limit == INITIAL_SLOTS and Pacer(2).state.limit == 2
-    p, _ = pacer(64, initial=4)
+    for headers in ({}, PLENTY):
+        p, clock = pacer(64, initial=4)
+        sent = [take(p) for _ in range(4)]
+        clock.t += 0.1
+        for s in sent:
+            p.done(s, 200, headers)
+        assert p.state.limit == 8  # a slot an answer
+        if headers:  # the provider says what remains: nothing to guess
+            assert p.state.interval == 0.0
+        else:  # no word on the budgets: the next round's starts are spread over half a round trip
+            assert p.state.interval == pytest.approx(0.5 * 0.1 / 7)
+    p.state.interval = 0.0
+    clock.t += 1
+    p.done(take(p), 429, {})
+    assert p.state.limit == 4
     for _ in range(4):
         p.done(take(p), 200, {})
-    assert 4.9 < p.state.limit < 5.1  # no headers: a slot a round, as after a 429
-    p, _ = pacer(64, initial=4)
-    for _ in range(4):
-        p.done(take(p), 200, PLENTY)
-    assert p.state.limit == 8  # the headers say there is room: a slot an answer, twice the slots a round
+    assert 4.9 < p.state.limit < 5.1 and p.state.interval == 0.0  # past it, a slot a round, unspread
 
 
 def test_after_a_pause_the_waiting_requests_restart_one_by_one_at_the_rate_answers_came() -> None:

@@ -7,11 +7,12 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   slot per round of requests; a tenth of that from 80% of the limit where the last 429 came, so it
   probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
   cut do not cut again, since they report the same congestion. It never exceeds `evals.concurrency`
-  and never goes below one. It starts at INITIAL_SLOTS: a provider serves the first burst from its
-  full bucket, so its limit shows only once the run is past it, and every request then in flight is
-  refused; the fewer, the better. Until a first sign of the limit, each success adds a whole slot
-  (twice the slots a round) while the rate-limit headers say the budgets have room; without them,
-  a slot a round.
+  and never goes below one. Till a first sign of the limit it starts at INITIAL_SLOTS and each
+  success adds a whole slot (twice the slots a round: slow start). A provider serves the first burst
+  from its full bucket, so its limit shows only once the run is past it, and every request then on
+  its way is refused; without rate-limit headers to say so beforehand, a round's starts are spread
+  over half its round trip, so the first refusal comes back, and pauses the run, before the rest of
+  the round is sent.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
   falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
@@ -50,6 +51,7 @@ PROBE = 0.8  # from this share of the limit where the last 429 came, the limit g
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
 INITIAL_SLOTS = 4  # the concurrency limit a run starts at (at most evals.concurrency)
+SPREAD = 0.5  # before a limit shows, starts are at least this share of a round trip / the limit apart
 RATE_SAMPLE = 32  # answers the rate of answers is measured over (the spacing after a pause)
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
 _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
@@ -202,6 +204,7 @@ class Pacer:
         self._answers: deque[float] = deque(maxlen=RATE_SAMPLE)  # when the last successes came
         self._stagger = 0.0  # the spacing of the restarts after a pause ...
         self._stagger_until = -math.inf  # ... until then
+        self._rtt: float | None = None  # seconds from start to answer (a moving average)
 
     async def acquire(self) -> float:
         while True:
@@ -248,6 +251,8 @@ class Pacer:
                     st.pause(now + r.retry_after)
                     self._restart_gradually(st.not_before)
             elif status < 400:
+                rtt = now - sent
+                self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
                 self._success(now, r)
         finally:
             self._wake()
@@ -266,14 +271,16 @@ class Pacer:
         st = self.state
         slots = max(1, int(st.limit))
         near = False
-        told = False  # a budget's headers said how much remains
         interval = self._stagger if now < self._stagger_until else 0.0
+        if self.limited_since is None and self._rtt and r is None:
+            # no word on the budgets: spread a round's starts over its round trip, so the one that finds
+            # the bucket empty comes back before the rest of the round is sent
+            interval = max(interval, SPREAD * self._rtt / max(1.0, st.limit))
         self._answers.append(now)
         if r is not None:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
                     continue
-                told = True
                 # keep a request per slot in the budget (at most half of it) for those that may be on
                 # their way: the answer read here was counted before they arrived
                 target = min(slots * cost, b.limit / NEAR if b.limit else math.inf)
@@ -291,7 +298,7 @@ class Pacer:
             self._limited(now)
             st.shrink(NEAR * (st.inflight + 1))
         else:
-            st.grow(self.cap, fast=told and self.limited_since is None)  # slow start, till a first sign of the limit
+            st.grow(self.cap, fast=self.limited_since is None)  # slow start, till a first sign of the limit
         if self.limited_since is not None:
             self.ok_since_limited += 1
             self.last_done = now
