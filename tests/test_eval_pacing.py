@@ -416,3 +416,18 @@ def test_after_a_pause_the_waiting_requests_restart_one_by_one_at_the_rate_answe
         clock.t += 0.05
         p.done(take(p), 200, {})
     assert p.state.interval == 0.0
+
+
+def test_a_wait_under_a_second_spaces_the_restarts_at_least_that_far_apart() -> None:
+    # retry-after-ms says when one request fits: the refill time of a request, a better guess than the
+    # rate of the answers so far, which came from the bucket's first burst
+    p, clock = pacer(8)
+    for _ in range(10):  # 5 ms apart
+        p.done(take(p), 200, {})
+        clock.t += 0.005
+    sent = take(p)
+    clock.t += 0.01
+    p.done(sent, 429, {"retry-after-ms": "40", "retry-after": "1"})
+    clock.t += 0.04
+    assert p.state.take(clock.t) == 0.0
+    assert p.state.take(clock.t) == pytest.approx(0.04)

@@ -249,7 +249,7 @@ class Pacer:
                 if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
                     st.pause(now + r.retry_after)
-                    self._restart_gradually(st.not_before)
+                    self._restart_gradually(st.not_before, r.retry_after)
             elif status < 400:
                 rtt = now - sent
                 self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
@@ -257,13 +257,16 @@ class Pacer:
         finally:
             self._wake()
 
-    def _restart_gradually(self, until: float) -> None:
-        """Space the restarts after a pause at the rate answers came before it, for a round of them."""
+    def _restart_gradually(self, until: float, wait: float) -> None:
+        """Space the restarts after a pause at the rate answers came before it, for a round of them. A
+        wait under a second (`retry-after-ms`: what one request needs to fit) is the refill time of a
+        request: no shorter, since the rate of answers may still be that of the bucket's first burst."""
         n = len(self._answers)
         span = self._answers[-1] - self._answers[0] if n > 1 else 0.0
-        if span <= 0:
+        step = max(span / (n - 1) if span > 0 else 0.0, wait if wait < 1.0 else 0.0)
+        if step <= 0:
             return
-        self._stagger = span / (n - 1)
+        self._stagger = step
         self._stagger_until = until + self._stagger * max(1, int(self.state.limit))
         self.state.space(max(self.state.interval, self._stagger))
 
