@@ -412,6 +412,9 @@ def test_after_a_pause_the_waiting_requests_restart_one_by_one_at_the_rate_answe
     assert p.state.take(clock.t) == 0.0
     for _ in range(2):
         p.state.release()
+    clock.t += 0.05
+    p.done(take(p), 200, {})
+    assert p.state.limit == 2  # restarting one by one, one was in flight: the limit is twice that, not 4
     for _ in range(8):  # once that many have restarted, nothing holds them back
         clock.t += 0.05
         p.done(take(p), 200, {})

@@ -25,7 +25,8 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   A provider that says it is overloaded (503, Anthropic's 529) is answered as a 429: cut and pause.
   When the pause ends, the requests that waited restart one by one, spaced at the rate answers came
   before it (the refill rate, when the run was at the limit), not all at once: the pause refilled
-  the budget for about one request, and a crowd restarting together would be refused again.
+  the budget for about one request, and a crowd restarting together would be refused again; the limit
+  shrinks meanwhile to twice the requests in flight, so the run does not burst once they are all back.
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
 next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
@@ -297,7 +298,7 @@ class Pacer:
                     steady = cost / rate
                     interval = max(interval, min(MAX_SPACING * steady, steady * target / max(b.remaining, 1e-9)))
         st.space(interval)
-        if near:
+        if near or now < self._stagger_until:  # restarting one by one: as many as that keeps busy, with room
             self._limited(now)
             st.shrink(NEAR * (st.inflight + 1))
         else:
