@@ -5,7 +5,7 @@ limit (a 1 s window by default, so a run takes seconds rather than minutes; `--w
 per-minute shape), runs the cases through `run_evals` at a concurrency far above what the limit
 allows, and prints, from the server's own per-window counts: the throughput in the steady windows
 (every whole window but the first, where the full bucket allows a burst, and the last) as a share of
-the limit, the share of requests refused with 429, and the load average beside them.
+the limit, the share of requests refused with 429 (and how many in each window), and the load average beside them.
 
 Targets (issue 20): throughput within 10% of the limit (>= 0.90), retries under 5% of requests.
 
