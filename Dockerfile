@@ -12,8 +12,9 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gating/ gating/
-# gating with the `app` extra (Flask, gunicorn): wheels of it and of everything it needs
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[app]'
+# gating with the `app` extra (Flask, gunicorn) and `postgres` (psycopg, for a shared queue): wheels of it
+# and of everything it needs
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[app,postgres]'
 
 FROM python:3.11-slim
 # git: the audit trail's push backend speaks git's smart HTTP

@@ -1,9 +1,11 @@
-"""Benchmark: `gating audit verify` over a log of 10,000 entries (target: under 3 s).
+"""Benchmark: `gating audit verify` over a log of 10,000 entries (target: 2 s or less).
 
 Builds a local repository with 5,000 merge commits, each with a signed `merged` entry (carrying the
 full snapshot of the bundled example) and a `known_good` entry, one notes commit per entry as the App
 writes them; the history is loaded with one `git fast-import` so the build takes seconds. Then it runs
-the real CLI (`python -m gating audit verify`) in a fresh process and reports the best of a few runs.
+the real CLI (`python -m gating audit verify`) in a fresh process and reports the best of a few runs,
+each with the load average (1 minute) when it started: the machine may be shared, and a figure means
+little without it.
 
     .venv/bin/python bench/audit_verify.py [--entries 10000] [--runs 3] [--keep DIR]
 """
@@ -29,7 +31,7 @@ from gating.git.revision import WorkTree
 from gating.system.snapshot import build_snapshot
 from gating.testing.example import example_dir
 
-TARGET_S = 3.0
+TARGET_S = 2.0
 
 
 def build(root: Path, n_entries: int) -> tuple[Path, float]:
@@ -83,11 +85,14 @@ def main() -> int:
     print(f"built {args.entries} entries in {repo} in {time.perf_counter() - t0:.1f} s")
     cmd = [sys.executable, "-m", "gating", "-C", str(repo), "audit", "verify", "--no-fetch",
            "--key", str(tmp / "audit.pub")]
-    times, cpus = [], []
+    # bytecode is cached, as in an installed package (a shell may set PYTHONDONTWRITEBYTECODE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    times, cpus, loads = [], [], []
     for _ in range(args.runs):
+        loads.append(os.getloadavg()[0])
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         times.append(time.perf_counter() - t)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
@@ -95,12 +100,14 @@ def main() -> int:
             print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
             return 1
     best = min(times)
+    load = os.getloadavg()
     print(proc.stdout.strip())
     print(f"gating audit verify, {args.entries} entries: best {best:.2f} s of {args.runs} "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)}; CPU incl. git {min(cpus):.2f} s); "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; target {TARGET_S:.1f} s: "
-          f"{best / TARGET_S:.2f}x of budget -> {'PASS' if best < TARGET_S else 'FAIL'}")
-    return 0 if best < TARGET_S else 1
+          f"(runs: {', '.join(f'{t:.2f} s at load {avg:.2f}' for t, avg in zip(times, loads, strict=True))}; "
+          f"CPU incl. git {min(cpus):.2f} s); load average now {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+          f"{os.cpu_count()} cores; target {TARGET_S:.1f} s: "
+          f"{best / TARGET_S:.2f}x of budget -> {'PASS' if best <= TARGET_S else 'FAIL'}")
+    return 0 if best <= TARGET_S else 1
 
 
 if __name__ == "__main__":

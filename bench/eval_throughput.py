@@ -3,7 +3,7 @@
 Starts the server in its own process, then runs 2,000 cases through `run_evals` (each run in a fresh
 process, so CPU time and peak RSS belong to that run alone) at concurrency 16 and 64, and prints
 wall time / ideal (ideal = cases x latency / concurrency), requests per second, CPU seconds per case
-and peak RSS (plus the server's CPU per request and the machine's load average, since the wall
+and peak RSS per process (worker processes included; plus the server's CPU per request and the machine's load average, since the wall
 time of a run on a shared machine depends on both). A second run on the warm cache must send zero
 requests. `--compare-single` adds the
 same load through one httpx.AsyncClient (no sharding) to show why the transport is sharded.
@@ -63,8 +63,9 @@ def child(args: argparse.Namespace) -> int:
     env = {"OPENAI_API_KEY": "bench", "GATING_PROVIDER": "live"}
     cpu0, t0 = time.process_time(), time.perf_counter()
     run = run_evals(snap, reader, concurrency=args.concurrency, cache_dir=args.cache or None, env=env)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # worker processes (gating/evals/fanout.py), reaped
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0 + kids.ru_utime + kids.ru_stime
+    rss_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, kids.ru_maxrss) / 1024  # per process
     print(json.dumps({"wall": wall, "cpu": cpu, "rss_mb": rss_mb, "cases": len(run.cases),
                       "passed": run.metrics["passed"], "errors": run.metrics["errors"], "stats": run.stats}))
     return 0

@@ -164,7 +164,7 @@ def main() -> int:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     env = {**os.environ, "APP_ID": "1", "PRIVATE_KEY": key, "WEBHOOK_SECRET": "bench", "GATING_DB": str(db),
            "GATING_OTLP_TOKEN": TOKEN, "LOG_LEVEL": "WARNING", "GATING_JOB_THREADS": "1",
-           "GITHUB_API_URL": "http://127.0.0.1:9", "PYTHONPATH": str(ROOT)}
+           "GITHUB_API_URL": "http://127.0.0.1:9", "GATING_NO_AUDIT": "1", "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(gunicorn_argv(f"127.0.0.1:{port}", args.workers, args.threads), env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -4,10 +4,10 @@ A git repository with `--cases` cases; the head commit edits the prompt, so base
 every case, live against the local test LLM server (`--latency` per answer), each process at
 `--concurrency`. Runs `gating check` once unsharded, then `--shard I/N` for each I (one after the
 other: on GitHub they are parallel matrix jobs), then `--merge`. Prints each wall time, the
-matrix's critical path (slowest shard + merge) against the unsharded wall, the partial reports'
-size, and whether the merged verdict and every case outcome equal the unsharded ones (the answers
-are the same; live latencies are not, so the bytes are compared by the tests, on cassettes). Prints
-the machine's load average beside the figures.
+matrix's critical path (slowest shard + merge) against the unsharded wall, the merge's wall against
+the slowest shard's, the partial reports' size, and whether the merged verdict and every case outcome
+equal the unsharded ones (the answers are the same; live latencies are not, so the bytes are compared
+by the tests, on cassettes). Prints the machine's load average beside the figures.
 
     python bench/shard_merge.py [--cases 1000] [--shards 4] [--latency 0.1] [--concurrency 16]
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,12 +59,25 @@ def make_repo(root: Path, cases: int, base_url: str) -> tuple[str, str]:
     return base, git(root, "rev-parse", "HEAD")
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: the machine is shared, so every figure is printed beside them."""
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+CPU = [0.0]  # CPU seconds of the last timed run: a loaded machine stretches wall time, not the work done
+
+
 def timed(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GATING_"))}
+    # bytecode is cached as for an installed package (a runner's pip install compiles it)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GATING_", "PYTHONDONTWRITEBYTECODE"))}
     env |= {"OPENAI_API_KEY": "bench", "GATING_PROVIDER": "live", "GIT_CONFIG_GLOBAL": os.devnull}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([*GATING, "-C", str(cwd), *args], capture_output=True, text=True, env=env)
-    return time.perf_counter() - t0, proc
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU[0] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return wall, proc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.cases} cases on base and on head, {args.shards} shards, server latency "
                   f"{args.latency * 1000:.0f} ms, concurrency {args.concurrency} per process")
             whole_s, whole = timed([*common, "--no-post", "--notes", "off", "--json", f"{tmp}/whole.json"], repo)
-            print(f"{'unsharded':<22}{whole_s:>8.2f} s  rc {whole.returncode}  load {os.getloadavg()[0]:.1f}")
-            walls = []
+            print(f"{'unsharded':<22}{whole_s:>8.2f} s  cpu {CPU[0]:.2f} s  rc {whole.returncode}  load {os.getloadavg()[0]:.1f}")
+            walls, cpus = [], []
             for i in range(1, args.shards + 1):
                 out = f"{tmp}/shards/shard-{i}-of-{args.shards}.json"
                 s, proc = timed([*common, "--shard", f"{i}/{args.shards}", "--shard-out", out], repo)
@@ -95,14 +109,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(proc.stderr)
                     return 1
                 walls.append(s)
+                cpus.append(CPU[0])
                 size = Path(out).stat().st_size / 1024
-                print(f"{f'shard {i}/{args.shards}':<22}{s:>8.2f} s  {size:,.0f} KiB  load {os.getloadavg()[0]:.1f}")
+                print(f"{f'shard {i}/{args.shards}':<22}{s:>8.2f} s  cpu {CPU[0]:.2f} s  {size:,.0f} KiB  "
+                      f"load {os.getloadavg()[0]:.1f}")
             merge_s, merged = timed([*common, "--merge", f"{tmp}/shards", "--no-post", "--notes", "off",
                                      "--json", f"{tmp}/merged.json"], repo)
-            print(f"{'merge':<22}{merge_s:>8.2f} s  rc {merged.returncode}  load {os.getloadavg()[0]:.1f}")
+            merge_cpu = CPU[0]
+            print(f"{'merge':<22}{merge_s:>8.2f} s  cpu {merge_cpu:.2f} s  rc {merged.returncode}  "
+                  f"load {os.getloadavg()[0]:.1f}")
             path = max(walls) + merge_s
             print(f"matrix critical path (slowest shard + merge) {path:.2f} s = {path / whole_s:.2f} x the "
-                  f"unsharded {whole_s:.2f} s; shards sum {sum(walls):.2f} s")
+                  f"unsharded {whole_s:.2f} s; shards sum {sum(walls):.2f} s; load {load()}")
+            print(f"merge {merge_s:.2f} s = {merge_s / max(walls):.0%} of the slowest shard's {max(walls):.2f} s "
+                  f"(target <= 25%); its CPU {merge_cpu:.2f} s = {merge_cpu / max(cpus):.0%} of the busiest shard's; "
+                  f"load {load()}")
             a, b = (json.loads(Path(f"{tmp}/{n}.json").read_text()) for n in ("whole", "merged"))
 
             def outcome(doc: dict) -> list:

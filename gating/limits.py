@@ -28,6 +28,11 @@ if TYPE_CHECKING:  # ruamel is imported by the first YAML read (a quick start fo
 
 from gating.errors import FAILED, GatingError
 
+try:  # the App's install brings orjson: it reads large documents several times faster than the stdlib
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the Action's slim install: the stdlib alone
+    _orjson = None  # type: ignore[assignment]
+
 MiB = 1024 * 1024
 
 
@@ -142,28 +147,69 @@ def load_json(data: str | bytes, source: str, limits: Limits = DEFAULT, line: in
     check_budget(source)
     check_size(source, len(data) if isinstance(data, bytes) else len(data.encode("utf-8")), limits, line)
     try:
-        doc = json.loads(data)
+        doc = loads(data)
     except RecursionError:
         raise LimitError(source, f"refused: nested more than {limits.max_depth} levels deep "
                                  f"(limit max_depth={limits.max_depth})", line) from None
-    measure(doc, source, limits, line)
+    if not _within(data, limits):
+        measure(doc, source, limits, line)
     return doc
 
 
+_DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))  # a digit -> "1", else "0"
+_LONG_NUMBER = b"1" * 19
+_MANY_BRACKETS = 500  # GitHub's example webhook payloads have at most 176
+
+
+def loads(data: str | bytes) -> Any:
+    """`json.loads(data)`: the same value, or the same exception. orjson reads it when installed and the
+    two read the text alike; what orjson refuses (NaN, a lone surrogate, a byte order mark, UTF-16,
+    nesting past 1024, bad JSON) goes to the stdlib, which gives its own answer or error. So does a text
+    with a run of 19 digits (orjson reads an integer past 64 bits as a float) and one with more than
+    500 brackets: the stdlib stops at the interpreter's recursion limit (about 1000 levels less the
+    caller's stack), orjson only past 1024, and a document between the two must stay refused."""
+    if _orjson is not None:
+        try:
+            raw = data.encode("utf-8") if isinstance(data, str) else data
+            if raw.count(b"[") + raw.count(b"{") <= _MANY_BRACKETS and _LONG_NUMBER not in raw.translate(_DIGIT_MAP):
+                return _orjson.loads(raw)
+        except (UnicodeEncodeError, _orjson.JSONDecodeError):
+            pass
+    return json.loads(data)
+
+
+def _within(data: str | bytes, limits: Limits) -> bool:
+    """True when the text alone shows the document is within the limits, so it need not be walked:
+    every node starts at a character of its own (nodes <= length), and a container nested N deep
+    needs N opening brackets. Counting bytes is C-speed; walking is not (most documents pass here)."""
+    if len(data) > limits.max_nodes:
+        return False
+    if isinstance(data, bytes):
+        return data.count(b"[") + data.count(b"{") <= limits.max_depth
+    return data.count("[") + data.count("{") <= limits.max_depth
+
+
 def measure(doc: Any, source: str, limits: Limits = DEFAULT, line: int = 1) -> None:
-    """Depth and node count of parsed JSON-like data, without recursion."""
-    nodes, stack = 0, [(doc, 1)]
+    """Depth and node count of parsed JSON-like data, without recursion. Visits the nodes depth first,
+    last child first, so a document past both limits names the same one whichever way it is walked; a
+    container's children are walked from an iterator, not pushed one by one (notes hold thousands)."""
+    max_nodes, max_depth = limits.max_nodes, limits.max_depth
+    nodes, stack = 0, [(iter((doc,)), 1)]
     while stack:
-        node, depth = stack.pop()
-        nodes += 1
-        if nodes > limits.max_nodes:
-            raise LimitError(source, f"refused: more than {limits.max_nodes:,} nodes "
-                                     f"(limit max_nodes={limits.max_nodes:,})", line)
-        if isinstance(node, (dict, list)):
-            if depth > limits.max_depth:
-                raise LimitError(source, f"refused: nested more than {limits.max_depth} levels deep "
-                                         f"(limit max_depth={limits.max_depth})", line)
-            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+        children, depth = stack[-1]
+        for node in children:
+            nodes += 1
+            if nodes > max_nodes:
+                raise LimitError(source, f"refused: more than {max_nodes:,} nodes (limit max_nodes={max_nodes:,})",
+                                 line)
+            if isinstance(node, (dict, list)):
+                if depth > max_depth:
+                    raise LimitError(source, f"refused: nested more than {max_depth} levels deep "
+                                             f"(limit max_depth={max_depth})", line)
+                stack.append((reversed(node.values() if isinstance(node, dict) else node), depth + 1))
+                break
+        else:
+            stack.pop()
 
 
 def check_size(source: str, size: int, limits: Limits = DEFAULT, line: int = 1) -> None:

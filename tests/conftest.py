@@ -16,6 +16,9 @@ pytest_plugins = ["gating.testing.pytest_plugin"]
 
 os.environ.setdefault("GIT_CONFIG_GLOBAL", os.devnull)
 os.environ.setdefault("GIT_CONFIG_NOSYSTEM", "1")
+# The App refuses to start without an audit signing key; fixtures that do not sign pass none, and the
+# tests of that refusal unset this (tests/test_app_register.py).
+os.environ.setdefault("GATING_NO_AUDIT", "1")
 
 
 @pytest.fixture
@@ -60,3 +63,38 @@ def h(github, llm, tmp_path: Path, monkeypatch) -> Harness:
     """acme/tiny-bot on the emulator and a runner for `gating check` against it."""
     repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
     return Harness(github, repo, llm, tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the whole run (tests/postgres_support.py): GATING_TEST_POSTGRES_URL, or a
+    throw-away cluster of the local PostgreSQL."""
+    import postgres_support
+
+    if os.environ.get("GATING_TEST_POSTGRES_URL"):
+        yield os.environ["GATING_TEST_POSTGRES_URL"]
+        return
+    found = postgres_support.bindir()
+    if found is None:
+        postgres_support.missing()
+    cluster = postgres_support.Cluster(found).start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """The URL of a new, empty database of its own for one test."""
+    import postgres_support
+
+    return postgres_support.fresh_database(postgres_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def queue_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a job queue lives, once per engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "jobs.db")
+    return str(request.getfixturevalue("postgres_url"))

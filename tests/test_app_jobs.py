@@ -1,5 +1,6 @@
 """The durable job queue: de-duplication, leases, retries with backoff, failures kept visible,
-several processes claiming from one SQLite file, and a restart picking up where it stopped."""
+several processes claiming from one database, and a restart picking up where it stopped; each on
+both engines, the SQLite file and PostgreSQL (tests/postgres_support.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def queue(tmp_path: Path, clock: Clock) -> JobQueue:
-    return JobQueue(str(tmp_path / "jobs.db"), max_attempts=3, lease_seconds=30, retry_base=5, retry_max=60,
+def queue(queue_location: str, clock: Clock) -> JobQueue:
+    return JobQueue(queue_location, max_attempts=3, lease_seconds=30, retry_base=5, retry_max=60,
                     clock=clock)
 
 
@@ -39,14 +40,16 @@ def put(q: JobQueue, delivery: str = "d1", handlers=(("h", None),)) -> list[int]
     return q.enqueue(delivery, "pull_request", "opened", '{"n": 1}', list(handlers))
 
 
-def test_the_database_is_in_wal_mode(queue: JobQueue):
+def test_the_database_is_in_wal_mode(tmp_path: Path):
+    queue = JobQueue(str(tmp_path / "jobs.db"))
     assert sqlite3.connect(queue.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_a_redelivered_delivery_queues_nothing_new(queue: JobQueue):
-    assert put(queue) == [1]
+    (first,) = put(queue)
     assert put(queue) == []
-    assert put(queue, handlers=(("h", None), ("other", None))) == [2]  # a new handler for a known delivery
+    (other,) = put(queue, handlers=(("h", None), ("other", None)))  # a new handler for a known delivery
+    assert queue.get(other).handler == "other" and other > first
     assert queue.counts()["queued"] == 2
 
 
@@ -158,8 +161,8 @@ def test_jobs_are_not_coalesced_unless_the_handler_says_so(queue: JobQueue):
     assert queue.claim("w").delivery == "d2"
 
 
-def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
-    path = str(tmp_path / "jobs.db")
+def test_jobs_survive_a_restart(queue_location: str, clock: Clock):
+    path = queue_location
     q1 = JobQueue(path, clock=clock)
     put(q1)
     del q1
@@ -167,9 +170,9 @@ def test_jobs_survive_a_restart(tmp_path: Path, clock: Clock):
     assert q2.claim("w").delivery == "d1"
 
 
-def test_a_command_runs_once_whatever_delivery_brings_it_even_after_a_restart_and_a_purge(tmp_path: Path,
+def test_a_command_runs_once_whatever_delivery_brings_it_even_after_a_restart_and_a_purge(queue_location: str,
                                                                                            clock: Clock):
-    path = str(tmp_path / "jobs.db")
+    path = queue_location
     q1 = JobQueue(path, clock=clock, keep_done_seconds=1)
     put(q1, "d1")
     first = q1.claim("w")
@@ -197,8 +200,8 @@ def _claim_all(path: str, name: str, out: str) -> None:
     Path(out).write_text("\n".join(map(str, got)))
 
 
-def test_several_processes_never_run_one_job_twice(tmp_path: Path):
-    path = str(tmp_path / "jobs.db")
+def test_several_processes_never_run_one_job_twice(tmp_path: Path, queue_location: str):
+    path = queue_location
     q = JobQueue(path)
     for i in range(300):
         q.enqueue(f"d{i}", "e", None, "{}", [("h", None)])
@@ -216,8 +219,8 @@ def test_several_processes_never_run_one_job_twice(tmp_path: Path):
     assert q.counts()["done"] == 300
 
 
-def test_worker_threads_run_retry_and_fail_jobs(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"), max_attempts=2, retry_base=0.01, retry_max=0.01)
+def test_worker_threads_run_retry_and_fail_jobs(queue_location: str):
+    q = JobQueue(queue_location, max_attempts=2, retry_base=0.01, retry_max=0.01)
     seen: list[tuple[str, int]] = []
     done = threading.Event()
 
@@ -254,8 +257,8 @@ def _wait_until(predicate, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_jobs_wait_for_a_lull_in_requests(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"))
+def test_jobs_wait_for_a_lull_in_requests(queue_location: str):
+    q = JobQueue(queue_location)
     started: list[float] = []
     w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=10)
     w.request_started()  # a delivery is being acknowledged
@@ -271,8 +274,8 @@ def test_jobs_wait_for_a_lull_in_requests(tmp_path: Path):
     assert started[0] - finished >= Worker.QUIET
 
 
-def test_jobs_wait_for_requests_no_longer_than_yield_seconds(tmp_path: Path):
-    q = JobQueue(str(tmp_path / "jobs.db"))
+def test_jobs_wait_for_requests_no_longer_than_yield_seconds(queue_location: str):
+    q = JobQueue(queue_location)
     started: list[float] = []
     w = Worker(q, lambda job: started.append(time.monotonic()), threads=1, poll=0.05, yield_seconds=0.3)
     w.request_started()  # and never finished: endless load
@@ -338,10 +341,10 @@ def test_a_job_whose_result_cannot_be_written_runs_again_and_its_thread_keeps_wo
     assert sorted(seen) == [("first", 1), ("first", 2), ("second", 1)]
 
 
-def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job_leased(tmp_path: Path):
+def test_a_restarted_process_with_the_same_host_and_pid_does_not_keep_a_dead_job_leased(queue_location: str):
     """After a container restart, the host name and a worker's pid are often the same as before the
     crash: the new process's heartbeats must not keep alive the lease of the job the old one died in."""
-    q = JobQueue(str(tmp_path / "jobs.db"), lease_seconds=0.3)
+    q = JobQueue(queue_location, lease_seconds=0.3)
     release = threading.Event()
     started: list[str] = []
 
@@ -383,3 +386,87 @@ def test_gating_app_jobs_says_a_job_that_killed_every_worker_will_fail(tmp_path:
     assert out[1].split()[:3] == ["1", "running", "5"]
     assert out[1].endswith("(its worker stopped on all 5 attempts: the App marks it failed)")
     assert out[2] == "queue: 0 queued, 1 running (1 cut off), 0 failed, 0 done"
+
+
+def test_claims_at_the_same_moment_take_different_jobs_and_never_two_of_one_key(queue_location: str):
+    """Eight claimers (each with its own connection, as replicas have) race for the same jobs, round
+    after round: each job goes to one of them, and of jobs sharing a key only one runs at a time."""
+    queues = [JobQueue(queue_location, lease_seconds=600) for _ in range(8)]
+    for i in range(12):  # the key's jobs first: every claimer's first candidate is one of them
+        queues[0].enqueue(f"pull-{i}", "e", None, "{}", [("h", "acme/x#1")])
+    for i in range(24):
+        queues[0].enqueue(f"free-{i}", "e", None, "{}", [("h", None)])
+    got: list[list] = [[] for _ in queues]
+    for _ in range(3):
+        barrier = threading.Barrier(len(queues))
+
+        def claim(n: int, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            job = queues[n].claim(f"w{n}")
+            if job is not None:
+                got[n].append(job)
+
+        threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(queues))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        running = queues[0].list("running", limit=100)
+        assert len([j for j in running if j.key == "acme/x#1"]) == 1, [j.delivery for j in running]
+    claimed = [j.id for jobs in got for j in jobs]
+    assert len(claimed) == len(set(claimed)) == 3 * len(queues)  # no claimer went without, none took one twice
+    assert [j.delivery for jobs in got for j in jobs if j.key] == ["pull-0"]
+
+
+def test_the_apps_other_records_keep_their_rules_on_either_engine(queue_location: str):
+    """Overrides (once per comment, voided by an edit, outdated by a push), the monitor's watches and
+    incidents: the same answers from SQLite and PostgreSQL, GitHub's 64-bit comment ids included."""
+    from gating.server import monitoring
+    from gating.server.overrides import OverrideStore, Seen
+
+    q = JobQueue(queue_location)
+    put(q, "d1")
+    job = q.claim("w")
+    store = OverrideStore(q)
+    seen = Seen("Acme/X", 7, 2_900_000_001, "mona", "hotfix", "2026-12-02T10:00:00Z", "https://x/c")
+    assert store.record_created(seen, "write", "a" * 40, job)
+    assert not store.record_created(seen, "write", "a" * 40, job.__class__(**{**job.__dict__, "delivery": "d2"}))
+    store.record_push("acme/x", 7, "b" * 40, job)
+    store.record_push("acme/x", 7, "b" * 40, job)
+    (act,) = store.acts("acme/x", 7)
+    assert (act.login, act.void, act.pushed_after) == ("mona", "", True)
+    assert store.void(seen, "the comment was edited", "", job) and not store.void(seen, "again", "", job)
+    assert store.acts("acme/x", 7)[0].void == "the comment was edited"
+
+    monitoring.watch(q, "acme/x", "production", "c" * 40, 123, {"id": 1}, 1000.5, 10)
+    monitoring.watch(q, "acme/x", "production", "c" * 40, 123, {"id": 1}, 2000.0, 10)  # redelivered: no change
+    (w,) = monitoring.watches(q, "acme/x")
+    assert (w.state, w.deployed_at, w.bake_until) == ("baking", 1000.5, 1600.5)
+    monitoring.update(q, w, "known_good", {"ok": True}, 1700.25)
+    assert monitoring.watches(q)[0].status == {"ok": True}
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1800.125, True) == 1800.125
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 1900.0, True) == 1800.125
+    assert monitoring.incident_since(q, "acme/x", "c" * 40, "errors", 2000.0, False) is None
+
+
+def test_an_enqueue_held_up_past_its_wait_raises_instead_of_hanging(queue_location: str):
+    """Another connection is inserting the same delivery and has not committed: the acknowledgement
+    gives up after ENQUEUE_WAIT_SECONDS with the engine's error (the webhook answers 500, GitHub retries)."""
+    q = JobQueue(queue_location)
+    q.ENQUEUE_WAIT_SECONDS = 0.3
+    if queue_location.startswith("postgresql://"):
+        import psycopg
+
+        other = psycopg.connect(queue_location)
+        other.execute("INSERT INTO jobs (delivery, handler, event, payload, run_after, created_at, updated_at) "
+                      "VALUES ('d1', 'h', 'e', '{}', 0, 0, 0)")
+    else:
+        other = sqlite3.connect(queue_location, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(q.errors):
+            put(q)
+    finally:
+        other.rollback()
+        other.close()
+    assert put(q) != []  # the other insert was rolled back: this delivery is new after all

@@ -152,14 +152,49 @@ def test_serve_check_refuses_a_key_github_does_not_accept(app_env, monkeypatch, 
 
 def test_serve_check_refuses_a_missing_audit_key(app_env, monkeypatch, capsys):
     monkeypatch.delenv("GATING_AUDIT_KEY_PATH")
+    monkeypatch.delenv("GATING_NO_AUDIT", raising=False)
     assert main(["app", "serve", "--check"]) == 2
     err = capsys.readouterr().err
     assert "no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY" in err
     assert "gating.server.handlers.merge_audit" in err
 
 
+def test_serve_refuses_to_start_without_an_audit_key(app_env, monkeypatch, capsys):
+    """Merges must not go unaudited by omission: no key and no explicit opt-out is no App."""
+    execs: list[list[str]] = []
+    monkeypatch.setattr("os.execv", lambda _exe, argv: execs.append(argv))
+    monkeypatch.delenv("GATING_AUDIT_KEY_PATH")
+    monkeypatch.delenv("GATING_NO_AUDIT", raising=False)
+    assert main(["app", "serve"]) == 2
+    err = capsys.readouterr().err
+    assert "gating: error: the App cannot start: no audit signing key: set GATING_AUDIT_KEY_PATH or " \
+           "GATING_AUDIT_KEY (`gating keygen`); gating.server.handlers.merge_audit, " in err
+    assert "To run without an audit trail, set GATING_NO_AUDIT=1 (`gating app serve --no-audit`)" in err
+    assert execs == []
+
+
+def test_create_app_refuses_to_start_without_an_audit_key(app_env, monkeypatch):
+    from gating.server import create_app
+    from gating.server.settings import SettingsError
+
+    monkeypatch.delenv("GATING_AUDIT_KEY_PATH")
+    monkeypatch.delenv("GATING_NO_AUDIT", raising=False)
+    with pytest.raises(SettingsError, match="no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY"):
+        create_app()
+    with pytest.raises(SettingsError, match="GATING_NO_AUDIT: expected bool, got 'perhaps'"):
+        create_app({"GATING_NO_AUDIT": "perhaps"})
+
+
+def test_serve_starts_without_an_audit_key_when_told_to(app_env, monkeypatch, capsys):
+    monkeypatch.delenv("GATING_AUDIT_KEY_PATH")
+    monkeypatch.delenv("GATING_NO_AUDIT", raising=False)
+    assert main(["app", "serve", "--no-audit", "--check"]) == 0
+    assert "GATING_NO_AUDIT=True" in capsys.readouterr().out.splitlines()
+
+
 def test_serve_check_passes_without_an_audit_key_when_no_handler_signs(app_env, monkeypatch, capsys):
     monkeypatch.delenv("GATING_AUDIT_KEY_PATH")
+    monkeypatch.delenv("GATING_NO_AUDIT", raising=False)
     monkeypatch.setenv("GATING_HANDLERS", "gating.server.handlers.approvals")
     assert main(["app", "serve", "--check"]) == 0
 

@@ -16,12 +16,13 @@ def registry() -> Registry:
     return reg
 
 
-def test_two_processes_queue_one_job_per_period(tmp_path: Path) -> None:
-    queue = JobQueue(str(tmp_path / "jobs.db"))
+def test_two_processes_queue_one_job_per_period(queue_location: str) -> None:
+    """Two processes, or two App replicas sharing a PostgreSQL queue: each opens the queue itself."""
+    queue = JobQueue(queue_location)
     settings = SimpleNamespace(tidy_seconds=60.0)
     now = [6010.0]
     a = Scheduler(queue, registry(), settings, wake=lambda: None, clock=lambda: now[0])
-    b = Scheduler(queue, registry(), settings, wake=lambda: None, clock=lambda: now[0])
+    b = Scheduler(JobQueue(queue_location), registry(), settings, wake=lambda: None, clock=lambda: now[0])
     assert a.tick() == [] and b.tick() == []  # the period 6000..6060 began before they started
     now[0] = 6061.0
     first = a.tick()

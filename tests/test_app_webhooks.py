@@ -105,6 +105,8 @@ def test_oversized_body_is_refused_before_it_is_read(client):
                  "position 0: invalid start byte", id="not-utf8"),
     pytest.param(b"[" * 2000 + b"]" * 2000, "body is not a JSON webhook payload: nested too deeply",
                  id="nested-too-deeply"),
+    pytest.param(json.dumps(PR).encode()[:-1] + b', "deep": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+                 "body is not a JSON webhook payload: nested too deeply", id="nested-past-the-stdlib-not-orjson"),
 ])
 def test_signed_but_malformed_json_is_refused(client, body, message):
     r = post(client, *signed(body, "pull_request"))
@@ -393,3 +395,38 @@ def test_a_locked_queue_is_answered_before_github_gives_up_and_nothing_is_record
     assert app.extensions["gating"].queue.list() == []
     r = post(client, body, headers)
     assert (r.status_code, r.json["status"]) == (202, "queued")
+
+
+@pytest.mark.parametrize(("event", "payload"), [
+    ("schedule", {"action": "audit_reconcile", "period": 1, "every_seconds": 1.0}),
+    ("schedule", {"action": "drill", "period": 1, "every_seconds": 1.0}),
+    ("canary", {"action": "failed", "repository": "acme/bot"}),
+    ("alertmanager", {"action": "firing", "key": "k"}),
+])
+def test_a_signed_delivery_of_an_internal_job_kind_is_refused(tmp_path: Path, event: str, payload: dict):
+    """Timed jobs, canary failures and alerts are queued by the App itself; a delivery that names
+    their event is not GitHub's, signed or not."""
+    app = create_app(app_settings(tmp_path))
+    try:
+        body, headers = signed(payload, event)
+        r = post(app.test_client(), body, headers)
+        assert r.status_code == 400
+        assert r.json == {"error": f"X-GitHub-Event {event!r} is not a GitHub event: the App queues these "
+                                   "jobs itself, never from a webhook"}
+        assert app.extensions["gating"].queue.counts()["queued"] == 0
+    finally:
+        app.extensions["gating"].worker.stop()
+
+
+def test_a_payload_is_read_as_the_stdlib_reads_it_whichever_parser_runs(app, client, runs):
+    """orjson parses payloads when installed; what it would read differently is read by the stdlib: an
+    integer past 64 bits stays an integer in the job's key, NaN is a number, a byte order mark is bad JSON."""
+    body = json.dumps({**PR, "number": 123456789012345678901234, "score": float("nan")}).encode()
+    r = post(client, *signed(body, "pull_request", delivery="big-1"))
+    assert (r.status_code, r.json) == (202, {"status": "queued", "jobs": [1]})
+    assert app.extensions["gating"].queue.wait_idle(5)
+    (job,) = app.extensions["gating"].queue.list()
+    assert job.key == "acme/bot#123456789012345678901234"
+    r = post(client, *signed(b"\xef\xbb\xbf" + json.dumps(PR).encode(), "pull_request", delivery="bom-1"))
+    assert (r.status_code, r.json) == (400, {"error": "body is not a JSON webhook payload: Unexpected UTF-8 BOM "
+                                                      "(decode using utf-8-sig): line 1 column 1 (char 0)"})

@@ -520,3 +520,13 @@ def test_monitor_changes_are_policy_changes_and_loosening_is_high_risk(example_r
     base, head = change(example_repo, "monitor", lambda r: edit(r / "gating.yml", old, new))
     assert summaries(example_repo, base, head) == [("policy", risk, summary)]
     assert all(p.startswith("monitor.") for p in compute(example_repo, base, head).paths())
+
+
+def test_leaves_of_equal_settings_are_none_and_a_changed_type_is_still_a_change() -> None:
+    from gating.diff.changes import leaves
+
+    same = {"model": "m", "params": {"temperature": 0, "stop": ["a", "b"]}, "pinned": True}
+    assert leaves(same, {**same}) == []
+    got = leaves({"t": 1, "u": [1, 2], "v": True, "w": {"x": 0}}, {"t": 1.0, "u": [1, True], "v": 1, "w": {"x": 0}})
+    assert [(path, kind) for path, kind, _, _ in got] == [(["t"], "changed"), (["u", 1], "changed"), (["v"], "changed")]
+    assert leaves({"a": [1, 2]}, {"a": [2, 1]}, ignore_order=True) == []

@@ -149,6 +149,19 @@ def test_a_prompt_file_outside_the_repository_is_refused(tmp_path: Path, live: L
     assert live.requests == 0
 
 
+def test_a_prompt_file_behind_a_directory_link_out_of_the_repository_is_refused(
+        tmp_path: Path, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
+    g = make_repo(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "p.md").write_text("secret {{ q }}\n")
+    (g.root / "linked").symlink_to(tmp_path / "elsewhere")
+    assert main(["-C", str(g.root), "eval", "--compare", "p=linked/p.md"]) == 2
+    err = capsys.readouterr().err
+    assert "candidate 'p=linked/p.md': 'linked/p.md' goes through the symbolic link 'linked': gating reads only " \
+           "files inside the working tree" in err, err
+    assert live.requests == 0
+
+
 def test_a_model_candidate_needs_a_prompt_target(tmp_path: Path, live: LLMServer, capsys: pytest.CaptureFixture) -> None:
     g = make_repo(tmp_path, {"target": {"type": "command", "run": "python3 app.py", "code": []}})
     assert main(["-C", str(g.root), "eval", "--compare", "small"]) == 2

@@ -434,3 +434,20 @@ def test_a_wait_under_a_second_spaces_the_restarts_at_least_that_far_apart() -> 
     clock.t += 0.04
     assert p.state.take(clock.t) == 0.0
     assert p.state.take(clock.t) == pytest.approx(0.04)
+
+
+def test_worker_processes_pace_their_shares_under_one_limit(tmp_path: Path) -> None:
+    # two processes, each pacing half the concurrency against the provider's one budget: the server
+    # still refuses under 5% of requests, and the run reports one limit found by both
+    models = {"m": {"provider": "openai", "model": "a-model-2025-01-01"}, "j": MODELS["j"]}
+    snap, reader = load(write_repo(tmp_path / "repo", _cases(240), models=models))
+    lim = RateLimits(requests=60, window_s=1.0)
+    with LLMServer(latency=0.05, limits=lim) as server:
+        run = run_evals(snap, reader, concurrency=32, env=live_env(server), workers=2,
+                        retry=RetryPolicy(max_retries=8, base_s=0.05, max_delay_s=0.5))
+    assert run.metrics["passed"] == 240
+    refused, admitted = sum(lim.rejected.values()), sum(lim.accepted.values())
+    assert admitted == 240 and refused < 0.05 * (admitted + refused)
+    found = run.stats["rate_limit"]
+    assert found["processes"] == 2 and found["provider_limits"] == {"requests": 60}
+    assert found["throttled"] == refused and 1 <= found["concurrency"] <= 32

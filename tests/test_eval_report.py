@@ -141,3 +141,24 @@ def test_markdown_has_pass_rates_by_tag_base_and_head_with_deltas() -> None:
 def test_no_tags_no_tag_section() -> None:
     base = run([case("c1", True)], "1" * 40)
     assert "by tag" not in render_eval_markdown(compare(base, run([case("c1", True)], "2" * 40), CFG))
+
+
+def test_a_comparison_read_back_from_its_json_renders_the_same_latency_table() -> None:
+    from gating.evals.records import Comparison
+
+    def timed(cid: str, stages: dict[str, float]) -> CaseResult:
+        c = case(cid, True)
+        c.latency_ms = stages
+        return c
+
+    # stages that sort differently by name than the table lists them ("total" first), and a stage
+    # only the base has (a judge the head no longer calls)
+    base = run([timed(f"c{i}", {"total": 900.0 + i, "llm": 500.0, "judge": 380.0, "retrieval": 20.0})
+                for i in range(3)], "b" * 40)
+    head = run([timed(f"c{i}", {"total": 520.0 + i, "llm": 500.0, "retrieval": 20.0}) for i in range(3)], "c" * 40)
+    cmp = compare(base, head, CFG)
+    read_back = Comparison.from_dict(json.loads(eval_to_json(cmp)))
+    shown = render_eval_markdown(cmp)
+    assert render_eval_markdown(read_back) == shown
+    table = shown.split("#### Latency (ms)")[1].split("\n\n")[1].splitlines()[2:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in table] == ["total", "judge", "llm", "retrieval"]

@@ -149,3 +149,36 @@ def test_hostile_yaml_shapes_are_refused_with_their_line(doc: str, message: str)
 def test_size_is_checked_before_parsing() -> None:
     with pytest.raises(limits.LimitError, match=r"f.json:1: refused: 1,048,577 bytes is more than 1,048,576"):
         limits.load_json(b" " * (limits.MiB + 1), "f.json", limits.LINE)
+
+
+def _measure_one_by_one(doc: object, lim: limits.Limits) -> str:
+    """The walk measure() did before it walked children from iterators: the message it refused with."""
+    nodes, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > lim.max_nodes:
+            return f"refused: more than {lim.max_nodes:,} nodes (limit max_nodes={lim.max_nodes:,})"
+        if isinstance(node, (dict, list)):
+            if depth > lim.max_depth:
+                return f"refused: nested more than {lim.max_depth} levels deep (limit max_depth={lim.max_depth})"
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return "ok"
+
+
+@pytest.mark.parametrize("max_nodes", [1, 2, 5, 9, 14, 30, 10_000])
+@pytest.mark.parametrize("max_depth", [1, 2, 3, 4, 100])
+def test_json_past_both_limits_is_refused_for_the_same_one_as_before(max_nodes: int, max_depth: int) -> None:
+    from dataclasses import replace
+
+    lim = replace(limits.DEFAULT, max_nodes=max_nodes, max_depth=max_depth)
+    docs = [[1, [2, [3, [4]]], 5], {"a": [1, 2, {"b": [[[]]]}], "c": 3, "d": {"e": {"f": 1}}}, [[[[[]]]], 1, 2, 3, 4, 5],
+            [1, 2, 3, 4, 5, 6, 7, 8, [[[[9]]]]], {"cases": [{"id": str(i), "scores": {"x": 1.0}} for i in range(5)]}, 7, []]
+    for doc in docs:
+        want = _measure_one_by_one(doc, lim)
+        try:
+            limits.measure(doc, "f.json", lim)
+            got = "ok"
+        except limits.LimitError as e:
+            got = e.message
+        assert got == want, doc

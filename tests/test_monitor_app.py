@@ -254,3 +254,61 @@ def test_spans_from_the_opentelemetry_sdk_drive_the_rules_through_the_apps_own_s
                 "error rate over 15m is 10.00%, > 2.00% (300 requests)"
         finally:
             monitoring.clock = real_clock
+
+
+def test_span_costs_use_the_price_table_of_the_default_branch(github, github_repo, tmp_path: Path):
+    """`evals.prices` on the default branch prices production telemetry as it prices eval runs: the
+    repository's table over the built-in one, for a model the built-in table prices and one it does not."""
+    from monitor_support import MODEL, request_trace, tracer
+    from monitor_support import TOKEN as OTLP_TOKEN
+
+    from gating.monitor.rollup import WHOLE_SYSTEM, total
+
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=MONITOR_HANDLERS, GATING_MONITOR_SECONDS=0,
+                          GATING_OTLP_TOKEN=OTLP_TOKEN)
+    manifest = MANIFEST.replace("evals:\n", "evals:\n  prices: evals/prices.json\n", 1)
+    github_repo.commit_files("main", {"gating.yml": manifest, "evals/prices.json": json.dumps(
+        {"openai": {MODEL: {"input": 1_000_000, "output": 0},
+                    "text-embedding-3-small": {"input": 500_000, "output": 0}}})}, "Our negotiated prices")
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(manifest)
+        m1 = w.shas["M1"]
+        start = minutes_of(w, m1)
+        with tracer(url, **{"service.version": m1}) as tr:
+            request_trace(tr, (start + 1) * 60_000_000_000, llm_ms=800.0, tokens=(100, 50))
+        store = app.extensions["gating"].rollups
+
+        def spent(stage: str) -> float:
+            return total(store.rollups(REPO, since=0, until=2**40, system=m1, component=WHOLE_SYSTEM,
+                                        stage=stage)).cost
+
+        assert spent("llm") == 100.0  # 100 input tokens at $1 each, output free
+        assert spent("embedding") == 10.0  # 20 tokens at $0.50: a model the built-in table has no price for
+
+
+def test_a_price_table_the_app_cannot_read_keeps_the_default_prices_and_says_why(github, github_repo, tmp_path: Path,
+                                                                                  caplog):
+    from monitor_support import MODEL, request_trace, tracer
+    from monitor_support import TOKEN as OTLP_TOKEN
+
+    from gating.evals.metrics import cost_usd, default_prices
+    from gating.monitor.rollup import WHOLE_SYSTEM, total
+
+    app, key = make_world(github, github_repo, tmp_path, GATING_HANDLERS=MONITOR_HANDLERS, GATING_MONITOR_SECONDS=0,
+                          GATING_OTLP_TOKEN=OTLP_TOKEN)
+    manifest = MANIFEST.replace("evals:\n", "evals:\n  prices: evals/missing.json\n", 1)
+    github_repo.commit_files("main", {"gating.yml": manifest}, "A price table that is not there")
+    with serve_in_thread(app) as url:
+        github.webhook_url = url + "/webhooks"
+        w = World(github, github_repo, app, key, tmp_path)
+        w.good_then_bad(manifest)
+        m1 = w.shas["M1"]
+        with tracer(url, **{"service.version": m1}) as tr:
+            request_trace(tr, (minutes_of(w, m1) + 1) * 60_000_000_000, llm_ms=800.0, tokens=(100, 50))
+        store = app.extensions["gating"].rollups
+        llm = total(store.rollups(REPO, since=0, until=2**40, system=m1, component=WHOLE_SYSTEM, stage="llm"))
+        assert llm.cost == cost_usd("openai", MODEL, 100, 50, default_prices())
+    assert "acme/support-bot: telemetry keeps its earlier prices: gating.yml: evals.prices names " \
+           "'evals/missing.json', which does not exist at " in caplog.text

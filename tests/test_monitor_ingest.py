@@ -249,8 +249,8 @@ def _merge_many(path: str, n: int) -> None:
         store.write([r])
 
 
-def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_count(tmp_path):
-    path = str(tmp_path / "jobs.db")
+def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_count(queue_location):
+    path = queue_location  # a SQLite file, or the PostgreSQL database App replicas share
     RollupStore(path)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_merge_many, args=(path, 150)) for _ in range(3)]
@@ -264,6 +264,30 @@ def test_writers_in_several_processes_merge_into_one_minute_without_losing_a_cou
     assert (row.requests, row.errors, row.input_tokens, row.feedback) == (600, {"timeout": 600}, 1800,
                                                                            {"positive": 600})
     assert row.cost == pytest.approx(300.0) and row.latency.count == 600
+
+
+def test_both_engines_merge_errors_feedback_and_latency_alike(tmp_path, postgres_url):
+    """The merge functions SQLite runs in Python and PostgreSQL in SQL give the same minute."""
+    batches = []
+    for i in range(6):
+        r = Rollup(REPO, SHA, "answer", "llm", 1000, requests=i + 1, errors={"timeout": i} if i % 2 else {},
+                   input_tokens=i, output_tokens=2 * i, cost=0.25 * i, feedback={"positive": 1, f"tag{i % 3}": 2})
+        for ms in (0.0, 3.0 + i, 250.0 * i):
+            r.latency.add(ms)
+        batches.append(r)
+    got = []
+    for location in (str(tmp_path / "jobs.db"), postgres_url):
+        store = RollupStore(location)
+        for r in batches:
+            store.write([r], [(f"{len(got):02d}" * 16, REPO, SHA, "answer", 1000)])
+        (row,) = store.rollups(REPO, since=1000, until=1001)
+        got.append(row)
+        assert store.trace(f"{len(got) - 1:02d}" * 16) == (REPO, SHA, "answer")
+    sqlite_row, postgres_row = got
+    assert postgres_row == sqlite_row
+    assert postgres_row.errors == {"timeout": 9} and postgres_row.feedback == {"positive": 6, "tag0": 4, "tag1": 4,
+                                                                                "tag2": 4}
+    assert postgres_row.latency.count == 18
 
 
 def test_genai_metrics_in_delta_temporality_are_read_and_cumulative_ones_refused(tmp_path):
@@ -340,3 +364,20 @@ def test_json_ids_are_hex_in_and_a_protobuf_body_of_the_same_spans_reads_the_sam
         assert r.status_code == 200 and r.content == b""
         assert window(s.store, system=SHA, stage="request").requests == 2
         assert s.store.trace(TRACE) == (REPO, SHA, WHOLE_SYSTEM)
+
+
+@pytest.mark.parametrize(("length", "status", "message"), [
+    ("many", 400, "Content-Length 'many' is not a number"),
+    ("5000", 413, "body of 5000 bytes is over the limit of 4096 (GATING_OTLP_MAX_BODY_BYTES)"),
+])
+def test_a_body_is_refused_in_the_words_the_webhooks_use_naming_the_setting_only_for_its_size(
+        tmp_path, length, status, message):
+    from app_support import app_settings
+
+    app = create_app(app_settings(tmp_path, GATING_OTLP_TOKEN=TOKEN, GATING_JOB_THREADS=0,
+                                  GATING_OTLP_MAX_BODY_BYTES=4096, GATING_MAX_BODY_BYTES=4096))
+    for path in ("/v1/traces", "/webhooks"):
+        r = app.test_client().post(path, data=b"{}", headers=JSON, environ_overrides={"CONTENT_LENGTH": length})
+        assert r.status_code == status
+        said = r.json["message"] if path == "/v1/traces" else r.json["error"]
+        assert said == (message if path == "/v1/traces" else message.replace(" (GATING_OTLP_MAX_BODY_BYTES)", ""))

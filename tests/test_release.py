@@ -25,7 +25,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 USES = re.compile(r"uses:\s*([\w.-]+/[\w.-]+)@([\w.-]+)")
 # The App's web server and the emulator's validation (extras `app` and `test`): not imported by
 # `gating check`, so neither a dependency nor in the Action's lock.
-APP_ONLY = {"flask", "gunicorn", "openapi-core"}
+APP_ONLY = {"flask", "gunicorn", "openapi-core", "orjson"}
 
 
 def _load_bench():

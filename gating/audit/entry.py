@@ -255,6 +255,10 @@ class Entry:
 def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise EntryError(f"{what} is not a string")
+    try:  # strict mode takes only what validate=True takes, at C speed; anything else is judged below
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        pass
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

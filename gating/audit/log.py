@@ -223,11 +223,13 @@ def append_entry(
 
 
 def history(store: LocalNotes, tip: str, notes: Mapping[str, bytes] | None = None,
-            raw: list[tuple[str, list[str], list[tuple[str, str, str]]]] | None = None) -> list[NotesCommit]:
+            raw: list[tuple[str, list[str], list[tuple[str, str, str]]]] | None = None,
+            ids: Mapping[str, str] | None = None) -> list[NotesCommit]:
     """Every notes commit of a local notes ref, oldest first, with how each note changed.
 
     A step whose blobs are the first j and j+1 lines of the tip's note (compared by blob id, as git
     hashes them) is an append of line j+1, known without reading it; only other steps are read.
+    `ids` (object -> blob id of its note at the tip, as the tree says) spares hashing whole notes.
     """
     raw = store.git.raw_history(tip) if raw is None else raw
     notes = store.all_notes(tip) if notes is None else notes
@@ -239,6 +241,9 @@ def history(store: LocalNotes, tip: str, notes: Mapping[str, bytes] | None = Non
         end, view = 0, memoryview(data)
         for j, line in enumerate(lines[obj], 1):
             end += len(line) + 1
+            if end == len(data) and ids and obj in ids:  # the whole note: git named it already
+                prefixes[ids[obj]] = (obj, j)
+                continue
             h = algo(b"blob %d\0" % end)
             h.update(view[:end])
             prefixes[h.hexdigest()] = (obj, j)
@@ -277,9 +282,11 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
         return Report(entries=[], findings=[])
     with ThreadPoolExecutor(max_workers=1) as pool:  # `git log` runs while the tip's notes are read
         raw = pool.submit(store.git.raw_history, tip)
-        notes = store.all_notes(tip)
-        steps = history(store, tip, notes, raw.result())
-    foreign = [e for e in store.git.ls_tree(tip) if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
+        tree = store.git.ls_tree(tip)
+        notes = store.all_notes(tip, tree)
+        ids = {e.path.replace("/", ""): e.sha for e in tree if e.type == "blob"}
+        steps = history(store, tip, notes, raw.result(), ids)
+    foreign = [e for e in tree if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
     report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, steps)
     report.findings[:0] = [Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
                                          f"by the full sha of a commit (this is a {e.type})") for e in foreign]

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gating.evals.cache import cache_location, parse_cassette
-from gating.evals.llm import resolve_mode
 from gating.evals.records import RunResult
 from gating.git.repository import Git
-from gating.system.evidence import configured_mode, family, mismatch
+from gating.system.evidence import configured_mode, family, mismatch, resolve_mode
 from gating.system.snapshot import Snapshot
 
 

@@ -36,7 +36,6 @@ from gating.evals.judging import Judging, judging_for, self_judging
 from gating.evals.metrics import compute_metrics
 from gating.evals.pacing import describe
 from gating.evals.records import Comparison, RunResult, carry_over
-from gating.evals.runner import run_evals
 from gating.git.repository import Git, GitError
 from gating.git.revision import GitRevision
 from gating.git.snapshot_store import DiskSnapshotCache
@@ -148,7 +147,8 @@ def resolve_base(g: Git, base_tip: str | None, head: str, remote: str | None) ->
 @dataclass
 class Evaluation:
     result: CheckResult
-    notes: dict[str, bytes] = field(default_factory=dict)  # commit -> note to store
+    notes: dict[str, bytes] = field(default_factory=dict)  # commit -> note to store (b"": not built, notes are off)
+    runs: dict[str, RunResult] = field(default_factory=dict)  # commit -> the run its note holds (not parsed back)
 
 
 class Evaluator:
@@ -161,12 +161,15 @@ class Evaluator:
         self.messages: list[str] = [warning] if warning else []
         self.evidence: check_evidence.EvidencePlan | None = None
         self.elapsed_before = 0.0  # seconds this evaluation spent elsewhere (a sharded run: its slowest shard)
+        self.build_notes = True  # False when no note will be stored: a note holds every case, so it is not made
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
 
     def run(self, snap: Snapshot, rev: str, only: set[str] | None, judging: Judging | None = None,
             role: str = "head") -> RunResult:
+        from gating.evals.runner import run_evals  # here: a merge calls no model, skips the imports
+
         ev = self.evidence
         shown = self.settings.progress(f"{role} {rev[:7]}") if self.settings.progress else None
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
@@ -222,6 +225,7 @@ class Evaluator:
                                             self.env, s.replay)
         self.planned(cs, ([(base_snap, own)] if base_snap is not None and own is not None else []) + [(head_snap, judging)])
         notes: dict[str, bytes] = {}
+        runs: dict[str, RunResult] = {}
         base_run: RunResult | None = None
         if s.baseline == "none":
             baseline = "none (thresholds only)"
@@ -238,7 +242,8 @@ class Evaluator:
                     why = f"its eval note was made in {stored.config.get('mode')} mode, this run is {self.evidence.mode}"
                 baseline = f"re-ran base `{base[:7]}` ({why})"
                 if check_notes.read_run(self.g, base) is None:
-                    notes[base] = check_notes.note_document(base_run, verdict=None, role="base")
+                    notes[base] = self._note(base_run, verdict=None, role="base")
+                    runs[base] = base_run
         head_run, head_source, ran = self._head(cs, head_snap, head, base_run, judging)
         cmp = compare(base_run, head_run, judging.evals)
         verdict, conclusion, reasons = decide(cmp, cs, s.fail_on)
@@ -247,14 +252,18 @@ class Evaluator:
             verdict, conclusion = judged, conclude(judged, True, s.fail_on)
         if ran:
             self.evidence.after(head_run)
-            notes[head] = check_notes.note_document(head_run, verdict=verdict, role="head", base=base,
-                                                    comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
-                                                                "base_rev": cmp.base_rev})
+            notes[head] = self._note(head_run, verdict=verdict, role="head", base=base,
+                                     comparison={"verdict": cmp.verdict, "reasons": cmp.reasons,
+                                                 "base_rev": cmp.base_rev})
+            runs[head] = head_run
         result = CheckResult(verdict, conclusion, reasons, head, base, s.fail_on, changes=cs, comparison=cmp,
                              head_run=head_run, base_run=base_run, baseline=baseline, head_source=head_source,
                              messages=[*self.messages, *out.judging_messages(judging, cs.after_merge),
                                        *self.evidence.messages])
-        return Evaluation(result, notes)
+        return Evaluation(result, notes, runs)
+
+    def _note(self, run: RunResult, **kw: Any) -> bytes:
+        return check_notes.note_document(run, **kw) if self.build_notes else b""
 
     def _prices_reader(self, snap: Snapshot, rev: str) -> GitRevision | None:
         """The revision that holds the evals' price table, if they name one (the judging side's)."""
@@ -342,6 +351,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
             check_notes.fetch_notes(g, remote, ctx.token)
         base = resolve_base(g, ctx.base, head, remote)
         ev = _evaluator(ctx, settings, g, env)
+        ev.build_notes = settings.shard is None and notes_mode(ctx, settings) != "off"
         evaluation = ev.evaluate(base, head)
         result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
@@ -362,7 +372,8 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         from gating.check.sharded import finish_shard
 
         return finish_shard(ctx, settings, ev, evaluation.result, time.monotonic() - t0)
-    complete = {c: d for c, d in evaluation.notes.items() if not unevaluated(check_notes.parse_note(d))}
+    complete = {c: d for c, d in evaluation.notes.items()
+                if not unevaluated(evaluation.runs[c] if c in evaluation.runs else check_notes.parse_note(d))}
     notes = store_notes(g, ctx, settings, remote, complete)
     if notes.get("message"):
         result.messages.append(notes["message"])
@@ -394,12 +405,17 @@ def _read_only(ctx: CheckContext, settings: Settings, poster: Poster | None) -> 
     return ctx.read_only_reason
 
 
+def notes_mode(ctx: CheckContext, settings: Settings) -> str:
+    """push, local or off: what `--notes auto` means for this run."""
+    if settings.notes == "auto":
+        return "push" if ctx.in_actions and ctx.can_post and settings.post else "off"
+    return settings.notes
+
+
 def store_notes(g: Git, ctx: CheckContext, settings: Settings, remote: str | None,
                 notes: dict[str, bytes]) -> dict[str, Any]:
     """Write the eval notes locally and, when the token may write, push them."""
-    mode = settings.notes
-    if mode == "auto":
-        mode = "push" if ctx.in_actions and ctx.can_post and settings.post else "off"
+    mode = notes_mode(ctx, settings)
     if not notes or mode == "off":
         reason = "nothing to store" if not notes else ctx.read_only_reason or "notes are off for local runs"
         return {"written": False, "pushed": False, "commits": [], "reason": reason}

@@ -203,6 +203,7 @@ class MergeEvaluator(Evaluator):
             role: str = "head") -> RunResult:
         assert judging is not None
         want = None if only is None else sorted(only)
+        judged = judging.digest  # hashes every case: once, not once per shard
         problems = []
         for p in self.parts:
             r = p.runs.get(role)
@@ -212,8 +213,8 @@ class MergeEvaluator(Evaluator):
                 continue
             if r.get("snapshot") != snap.digest:
                 problems.append(f"{p.label}: its {role} run is of snapshot {r.get('snapshot')}, not {snap.digest}")
-            if r.get("judging") != judging.digest:
-                problems.append(f"{p.label}: its {role} run was judged by {r.get('judging')}, not {judging.digest}")
+            if r.get("judging") != judged:
+                problems.append(f"{p.label}: its {role} run was judged by {r.get('judging')}, not {judged}")
             if r.get("only") != want:
                 problems.append(f"{p.label}: its {role} run covered prompts {r.get('only')}, not {want}")
         self._raise(problems)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "key, the audit key, a writable queue), print the settings and each handler's permissions, exit")
     s.add_argument("--env-file", default=".env", help="variables to read first, if the file exists; the "
                    "environment wins (default .env, as `gating app register` writes it)")
+    s.add_argument("--no-audit", action="store_true", help="start without an audit signing key (GATING_NO_AUDIT=1): "
+                   "merges, deployments and rollbacks go unaudited; without it the App refuses to start keyless")
     s.set_defaults(func=serve)
 
     from gating.commands import app_register
@@ -99,7 +101,7 @@ def _queue(args: argparse.Namespace) -> Any:
     from gating.server import open_queue
 
     settings = _settings(args)
-    if not os.path.exists(settings.db_path):
+    if not settings.queue_url and not os.path.exists(settings.db_path):
         raise UsageError(f"no job queue at {settings.db_path} (set GATING_DB or pass --db)")
     return open_queue(settings)
 
@@ -110,6 +112,8 @@ def serve(args: argparse.Namespace) -> int:
 
     from gating.server.settings import SettingsError
 
+    if args.no_audit:  # in the environment, so the gunicorn workers it hands over to see it too
+        os.environ["GATING_NO_AUDIT"] = "1"
     settings = _settings(args)
     try:
         settings.check()

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -26,7 +27,10 @@ from gating.commands.cli import UsageError
 from gating.commands.common import owner_name, repo
 from gating.git import notes as git_notes
 from gating.git.repository import Git
-from gating.github import DEFAULT_API_URL, GitHubError, Repo, token_client
+from gating.github import DEFAULT_API_URL, GitHubError
+
+if TYPE_CHECKING:
+    from gating.github import Repo
 
 VERIFIED_REF = "refs/gating/audit-verified"
 PUBLISHED_KEY = ".gating/audit.pub"
@@ -103,6 +107,8 @@ def github_source(g: Git, args: argparse.Namespace, purpose: str) -> Source:
     api = args.api_url or os.environ.get("GITHUB_API_URL") or api
     if not name:
         return Source(None, f"no repository: pass --repo OWNER/NAME (the remote {args.remote!r} is not a GitHub URL)")
+    from gating.github import Repo, token_client  # PyGithub: only when the witnesses are read
+
     return Source(Repo(token_client(api or DEFAULT_API_URL, token), name))
 
 

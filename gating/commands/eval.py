@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rev", help=f"revision to evaluate without checking it out (default: {WORKTREE})")
     p.add_argument("--base", help="also evaluate this revision and compare (paired by case id)")
     p.add_argument("--concurrency", type=int, metavar="N", help="requests in flight (default: evals.concurrency or 16)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes that send the requests (default: GATING_EVAL_WORKERS, evals.workers, else one per "
+                        "core for large live runs)")
     p.add_argument("--repeat", type=int, metavar="N", help="run each case N times (majority pass, mean score)")
     p.add_argument("--timeout", type=float, metavar="S", help="per-request timeout in seconds (default 60)")
     p.add_argument("--only", metavar="PROMPT", action="append", help="only cases of this prompt (repeatable)")
@@ -85,7 +88,7 @@ def _cache_dir(args: argparse.Namespace, g: Git) -> Path | None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    for name in ("concurrency", "repeat"):
+    for name in ("concurrency", "repeat", "workers"):
         v = getattr(args, name, None)
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be at least 1, got {v}")
@@ -143,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     only = set(args.only) if args.only else None
     show = Reporter()
     common: dict[str, Any] = dict(only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
-                                  repeat=args.repeat, timeout_s=args.timeout)
+                                  repeat=args.repeat, timeout_s=args.timeout, workers=args.workers)
     t0 = time.monotonic()
     try:
         head_reader = reader(g, args.rev)

@@ -58,7 +58,7 @@ def run_compare(args: argparse.Namespace) -> int:
     def one(name: str, s: Snapshot) -> RunResult:
         return run_evals(s, rd, only_prompts=only, concurrency=args.concurrency, cache_dir=cache, env=os.environ,
                          repeat=args.repeat, timeout_s=args.timeout, record=args.record, mode=plan.mode,
-                         progress=show(name))
+                         workers=args.workers, progress=show(name))
 
     try:
         current, runs = run_candidates(snap, rd, cands, one)

@@ -63,7 +63,7 @@ def _yaml(data: Any, header: str = "") -> str:
 
 
 def rules(args: argparse.Namespace) -> int:
-    from gating.evals.runner import _prices
+    from gating.evals.metrics import price_table
     from gating.monitor.prometheus import alertmanager_config, on_alert_rule, prometheus_rules
     from gating.monitor.rules import parse_monitor
     from gating.rollback.plan import environments_of
@@ -78,7 +78,7 @@ def rules(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.config} has no monitor.rules to write")
     service = args.service or config.service
     systems = known_systems(g, args, environments_of(m.rollback)) if any(r.relative for r in config.rules) else []
-    prices = _prices(reader(g, None), m.evals or {}) if any(r.metric == "cost_per_day" for r in config.rules) else None
+    prices = price_table(reader(g, None), m.evals or {}) if any(r.metric == "cost_per_day" for r in config.rules) else None
     prom, skipped = prometheus_rules(config, args.repository, service, systems, prices)
     header = (f"# Prometheus rules from monitor: in {args.config} ({m.name}), by `gating monitor rules --prometheus`.\n"
               f"# Metric names assumed: see gating.monitor.prometheus (OpenTelemetry Collector spanmetrics, GenAI).\n"

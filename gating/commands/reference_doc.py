@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
 # Environment variables read outside the App's settings (those come from the Settings dataclass).
 CLI_ENV: dict[str, str] = {
     "GATING_PROVIDER": "`live`, `replay`, `record` or `auto` (default): overrides `evals.mode` for this run",
+    "GATING_EVAL_WORKERS": "processes that send an eval's requests (default `auto`: one per core for live runs "
+                           "of >= 200 cases at concurrency >= 32); overrides `evals.workers`, `--workers` overrides it",
     "GATING_CACHE_DIR": "where the response cache lives (default: inside the git directory)",
     "GATING_CASE_ID": "set for a `command` target: the id of the case being run",
     "GATING_PROGRESS_SECONDS": "seconds between plain progress lines when not on a terminal (default 10; 0: off)",

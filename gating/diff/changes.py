@@ -91,6 +91,8 @@ class ChangeSet:
 def leaves(a: Any, b: Any, ignore_order: bool = False) -> list[tuple[list[str | int], str, Any, Any]]:
     """(path, kind, before, after) for every changed leaf between two plain structures; with
     `ignore_order`, lists are compared as sets (an approval rule's lists are: order means nothing)."""
+    if _same(a, b):  # most of a system is unchanged: no need to load deepdiff for it
+        return []
     from deepdiff import DeepDiff  # here, not at the top: a command that diffs nothing starts quicker
 
     dd = DeepDiff(a, b, view="tree", verbose_level=2, threshold_to_diff_deeper=0, ignore_order=ignore_order)
@@ -110,6 +112,17 @@ def leaves(a: Any, b: Any, ignore_order: bool = False) -> list[tuple[list[str | 
             out.append((level.path(output_format="list"), kind, before, after))
     out.sort(key=lambda x: [str(p) for p in x[0]])
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal with the same types all the way down (deepdiff reports 1 -> 1.0 and 1 -> True as changes)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def dotted(*parts: Any) -> str:

@@ -21,12 +21,14 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gating import limits
 from gating.evals.dataset import DatasetError
-from gating.evals.providers import ChatRequest, Completion
 from gating.system.evidence import cassette_path
+
+if TYPE_CHECKING:  # at run time only where an answer is read back: a merge of shards never loads the HTTP clients
+    from gating.evals.providers import ChatRequest, Completion
 
 __all__ = ["ResponseCache", "cache_key", "cache_location", "cassette_path", "parse_cassette", "request_key",
            "write_cassette"]
@@ -126,6 +128,8 @@ class ResponseCache:
             return None
         if not isinstance(data, dict) or "text" not in data:
             return None
+        from gating.evals.providers import Completion
+
         return Completion.from_dict(data, "cache")
 
     def put(self, key: str, completion: Completion) -> None:

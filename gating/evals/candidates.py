@@ -22,6 +22,7 @@ from typing import Any, cast
 from gating.errors import GatingError
 from gating.evals.compare import DEFAULT_ALPHA, INFRA_ERRORS, compare
 from gating.evals.records import Comparison, RunResult
+from gating.git.revision import OutsideTree
 from gating.system.revision import RevisionReader
 from gating.system.schema import PROVIDERS
 from gating.system.snapshot import Snapshot
@@ -117,7 +118,10 @@ def apply(snap: Snapshot, reader: RevisionReader, cand: Candidate) -> Snapshot:
                 or variant.split("/")[0] == "..":
             raise CandidateError(f"{where}: {variant!r} is not a path inside the repository (a relative path like "
                                  "prompts/answer-v2.md)")
-        blob = reader.read_many([variant]).get(variant)
+        try:
+            blob = reader.read_many([variant]).get(variant)
+        except OutsideTree as e:  # through a directory that is a link out of the repository
+            raise CandidateError(f"{where}: {e}") from None
         if blob is None:
             raise CandidateError(f"{where}: {variant!r} is neither a prompt component nor a file at {reader.label}; "
                                  f"known prompts: {', '.join(sorted(m.prompts)) or 'none'}")

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from gating.evals.metrics import latency_table
+from gating.evals.metrics import latency_table, stage_order
 from gating.evals.records import (
     INFRA_ERRORS,
     CaseError,
@@ -335,7 +335,7 @@ def _latency(base: RunResult | None, head: RunResult) -> dict[str, dict[str, flo
     bt = latency_table(base.cases) if base else {}
     ht = latency_table(head.cases)
     out = {}
-    for stage in [*ht, *(s for s in bt if s not in ht)]:
+    for stage in stage_order([*ht, *bt]):
         out[stage] = {"base_p50": bt.get(stage, {}).get("p50"), "base_p95": bt.get(stage, {}).get("p95"),
                       "head_p50": ht.get(stage, {}).get("p50"), "head_p95": ht.get(stage, {}).get("p95")}
     return out

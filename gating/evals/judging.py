@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gating.evals.dataset import Case, Shared, load_datasets
+from gating.evals.metrics import price_file
 from gating.system.revision import RevisionReader
 from gating.system.snapshot import Snapshot
 
@@ -97,7 +98,7 @@ def python_sources(snap: Snapshot) -> dict[str, bytes]:
 
 def _prices(reader: RevisionReader | None, ev: Mapping[str, Any]) -> bytes | None:
     path = ev.get("prices")
-    return reader.read_many([path])[path] if path and reader is not None else None
+    return price_file(reader, path) if path and reader is not None else None
 
 
 def self_judging(snap: Snapshot, rev: str, reader: RevisionReader | None = None) -> Judging | None:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gating.errors import GatingError
 from gating.evals.cache import ResponseCache, cache_key, cassette_entry, request_key
 from gating.evals.providers import (
     ChatRequest,
@@ -29,23 +28,7 @@ from gating.evals.providers import (
     base_url_of,
     call_with_retries,
 )
-
-MODES = ("auto", "live", "replay", "record")
-
-
-def resolve_mode(env: Mapping[str, str], record: bool, configured: str = "live", replay: bool = False) -> str:
-    """The mode of a run: --record, then --replay, then GATING_PROVIDER, then `configured` (the judging
-    revision's `evals.mode`); GATING_PROVIDER=auto (or unset) defers to the setting."""
-    if record:
-        return "record"
-    if replay:
-        return "replay"
-    mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
-    if mode not in MODES:
-        raise GatingError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(MODES)}")
-    if mode == "auto":
-        return configured
-    return mode
+from gating.system.evidence import resolve_mode as resolve_mode  # where a check that calls no model reads it
 
 
 @dataclass
@@ -56,6 +39,18 @@ class Stats:
     replayed: int = 0
     retries: dict[str, int] = field(default_factory=dict)  # category -> count
     waited_s: float = 0.0  # total backoff sleep
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)  # each process's pacer summary, if limited
+
+    def add(self, other: Stats) -> None:
+        """Count another process's share of the same run in this one."""
+        self.requests += other.requests
+        self.live += other.live
+        self.cache_hits += other.cache_hits
+        self.replayed += other.replayed
+        for k, n in other.retries.items():
+            self.retries[k] = self.retries.get(k, 0) + n
+        self.waited_s += other.waited_s
+        self.rate_limits.extend(other.rate_limits)
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "live": self.live, "cache_hits": self.cache_hits,

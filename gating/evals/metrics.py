@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from gating import limits
+from gating.evals.dataset import DatasetError
 from gating.evals.records import ERROR_CATEGORIES, INFRA_ERRORS, CaseResult
 from gating.evals.stats import percentile
+from gating.git.revision import OutsideTree
+from gating.system.revision import RevisionReader
 
 PRICES_PATH = Path(__file__).with_name("prices.json")
 Prices = Mapping[str, Mapping[str, Mapping[str, float]]]
@@ -34,6 +38,34 @@ def merge_prices(base: Prices, extra: Mapping[str, Any] | None) -> dict[str, dic
             continue
         out.setdefault(provider, {}).update(models)
     return out
+
+
+def price_table(reader: RevisionReader, ev: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """The prices a revision's evals use: its `evals.prices` file over the default table, or the
+    default table alone. The App prices production telemetry with the default branch's table the
+    same way. Raises DatasetError naming the setting when the file is missing, outside the
+    repository or not a price table."""
+    path = ev.get("prices")
+    if not path:
+        return default_prices()
+    data = price_file(reader, path)
+    if data is None:
+        raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
+    try:
+        return merge_prices(default_prices(), limits.load_json(data, path))
+    except limits.LimitError as e:
+        raise DatasetError([str(e)]) from None
+    except ValueError as e:
+        raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
+
+
+def price_file(reader: RevisionReader, path: str) -> bytes | None:
+    """The bytes of the `evals.prices` file (None: no such file); a path leading out of the
+    repository is refused naming the setting."""
+    try:
+        return reader.read_many([path])[path]
+    except OutsideTree as e:
+        raise DatasetError([f"gating.yml: evals.prices: {e}"]) from None
 
 
 def cost_usd(provider: str | None, model: str | None, tokens_in: int | None, tokens_out: int | None,
@@ -101,10 +133,16 @@ def compute_metrics(cases: Sequence[CaseResult]) -> dict[str, Any]:
     return m
 
 
+def stage_order(stages: Iterable[str]) -> list[str]:
+    """Latency stages as tables list them: "total" first, then by name. JSON documents store them with
+    sorted keys, so a table rendered from one read back must order them by this, not by the dict."""
+    return sorted(set(stages), key=lambda s: (s != "total", s))
+
+
 def latency_table(cases: Sequence[CaseResult]) -> dict[str, dict[str, float | None]]:
     """stage -> {p50, p95} in ms, "total" first."""
     requests = [r for c in cases for r in c.request_latencies()]
-    stages = sorted({s for r in requests for s in r}, key=lambda s: (s != "total", s))
+    stages = stage_order(s for r in requests for s in r)
     return {
         s: {"p50": percentile([r[s] for r in requests if s in r], 50),
             "p95": percentile([r[s] for r in requests if s in r], 95)}

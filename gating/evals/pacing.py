@@ -186,8 +186,11 @@ class Pacer:
 
     def __init__(self, max_concurrency: int, state: PaceState | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 initial: int = INITIAL_SLOTS) -> None:
+                 initial: int = INITIAL_SLOTS, budget_share: float = 1.0) -> None:
         self.cap = max(1, max_concurrency)
+        # the part of the provider's budget this pacer may spend: a run in several processes paces each
+        # on its share, since every process reads the same remaining budget in the answers' headers
+        self.share = min(1.0, max(budget_share, 1e-3))
         self.state = state or PaceState(min(self.cap, max(1, initial)))
         self.clock = clock
         self.wall = wall
@@ -285,18 +288,19 @@ class Pacer:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
                     continue
+                remaining = b.remaining * self.share
                 # keep a request per slot in the budget (at most half of it) for those that may be on
                 # their way: the answer read here was counted before they arrived
-                target = min(slots * cost, b.limit / NEAR if b.limit else math.inf)
-                if b.remaining >= NEAR * target:
+                target = min(slots * cost, b.limit * self.share / NEAR if b.limit else math.inf)
+                if remaining >= NEAR * target:
                     continue
                 near = True
                 rate = b.refill_rate()
                 if rate:
                     # send at the refill rate when the budget is at its target, faster above it, slower
                     # below: the budget settles there, neither dry (429s) nor full (a limit left unused)
-                    steady = cost / rate
-                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(b.remaining, 1e-9)))
+                    steady = cost / (rate * self.share)
+                    interval = max(interval, min(MAX_SPACING * steady, steady * target / max(remaining, 1e-9)))
         st.space(interval)
         if near or now < self._stagger_until:  # restarting one by one: as many as that keeps busy, with room
             self._limited(now)
@@ -338,11 +342,12 @@ class Pacer:
         return out
 
 
-def combine(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The summaries of a sharded check's runs of one side, as one. The shards run side by side (an
-    Actions matrix) on one key against one limit, so together they ran at the sum of their concurrency
-    and request rates and drew the sum of the 429s; their pauses overlapped (the longest is kept); the
-    provider's limits are the key's. `shards` says how many met the limit."""
+def combine(summaries: Sequence[Mapping[str, Any]], unit: str = "shards") -> dict[str, Any]:
+    """The summaries of one side's runs that shared a key, as one: a sharded check's shards (an Actions
+    matrix) or a run's worker processes. They ran side by side against one limit, so together they ran
+    at the sum of their concurrency and request rates and drew the sum of the 429s; their pauses
+    overlapped (the longest is kept); the provider's limits are the key's. `unit` ("shards",
+    "processes") says how many met the limit."""
     if len(summaries) == 1:
         return dict(summaries[0])
     rpm = [s["requests_per_min"] for s in summaries if s.get("requests_per_min") is not None]
@@ -356,7 +361,12 @@ def combine(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             **({"overloaded": n} if (n := sum(s.get("overloaded") or 0 for s in summaries)) else {}),
             "paused_s": max(s.get("paused_s") or 0.0 for s in summaries),
             **({"provider_limits": told} if told else {}),
-            "shards": sum(s.get("shards") or 1 for s in summaries)}
+            unit: sum(s.get(unit) or 1 for s in summaries)}
+
+
+def combine_summaries(found: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """One summary for a run whose worker processes each paced their share of the concurrency."""
+    return combine(found, "processes") if found else None
 
 
 def describe(summary: Mapping[str, Any], retries: int, where: str = "") -> str:

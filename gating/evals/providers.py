@@ -1,8 +1,8 @@
 """The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages here,
 and the native dialects of Azure OpenAI, Gemini, Vertex AI, Bedrock and Ollama in gating/evals/dialects.
 
-Transport: a pool of small httpx.AsyncClient shards (SHARD_CONNECTIONS connections each), and each
-request goes to the least busy shard. One client's connection pool re-scans every connection (with
+Transport: a pool of small connection-pool shards (SHARD_CONNECTIONS connections each; httpcore on
+asyncio streams, or httpx.AsyncClients behind a proxy), and each request goes to the least busy shard. One client's connection pool re-scans every connection (with
 a socket poll per idle one) each time a request starts or ends, so its CPU cost per request grows
 with its size: at concurrency 64, 2,000 requests cost ~10 ms of CPU each through one client, ~1.8
 ms through 16-connection shards and ~1 ms through 4-connection shards (bench/eval_throughput.py
@@ -19,13 +19,16 @@ import re
 import ssl
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 
 from gating.errors import ServiceError
+from gating.evals.gate import RequestGate
 
 if TYPE_CHECKING:
     from gating.evals.dialects import Dialect
@@ -165,18 +168,40 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
 
 
 class ClientPool:
-    """httpx.AsyncClient shards of at most SHARD_CONNECTIONS connections; least-busy shard wins. With a
-    `pacer` (gating.evals.pacing), each request waits for its slot and reports its answer to it."""
+    """Connection-pool shards of at most SHARD_CONNECTIONS connections; least-busy shard wins.
 
-    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, pacer: Pacer | None = None):
+    Each shard is an httpcore pool on asyncio streams (gating/evals/transport.py): the HTTP/1.1 that
+    httpx speaks, without the per-request CPU of httpx's models and anyio (about half of it). When the
+    environment names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), the shards are httpx.AsyncClients,
+    which honour it. Either way failures surface as httpx exceptions and answers as httpx.Response.
+
+    Every request first passes `gate` (gating/evals/gate.py): the run-wide in-flight bound and
+    rate-limit pause, shared with the run's other worker processes when it has any. With a `pacer`
+    (gating.evals.pacing), each request first waits for its adaptive slot and reports its answer to it:
+    the pacer is per process (it adapts this process's share), the gate is per run."""
+
+    def __init__(self, concurrency: int, timeout_s: float = DEFAULT_TIMEOUT_S, gate: RequestGate | None = None,
+                 pacer: Pacer | None = None):
+        self.gate = gate if gate is not None else RequestGate(max(1, concurrency))
         self.pacer = pacer
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
-        limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
         self.timeout_s = timeout_s
         tls = ssl.create_default_context()  # one trust store for all shards (loading it costs ~30 ms each)
-        self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
-                        for _ in range(n)]
+        self.direct = not _proxied()
+        self.clients: list[Any]
+        if self.direct:
+            from gating.evals.transport import AsyncioBackend
+
+            backend = AsyncioBackend()
+            self.clients = [httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=SHARD_CONNECTIONS,
+                                                         max_keepalive_connections=SHARD_CONNECTIONS,
+                                                         network_backend=backend) for _ in range(n)]
+        else:
+            limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
+            self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
+                            for _ in range(n)]
         self.busy = [0] * n
+        self._urls: dict[str, httpcore.URL] = {}
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    timeout_s: float | None = None) -> httpx.Response:
@@ -192,16 +217,55 @@ class ClientPool:
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str],
                     timeout_s: float | None = None) -> httpx.Response:
+        await self.gate.acquire()
         i = self.busy.index(min(self.busy))
         self.busy[i] += 1
         try:
+            if self.direct:
+                return await self._post_direct(self.clients[i], url, body, headers, timeout_s or self.timeout_s)
             kw: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s)} if timeout_s else {}
-            return await self.clients[i].post(url, content=body, headers=headers, **kw)
+            resp: httpx.Response = await self.clients[i].post(url, content=body, headers=headers, **kw)
+            return resp
         finally:
             self.busy[i] -= 1
+            self.gate.release()
+
+    async def _post_direct(self, pool: httpcore.AsyncConnectionPool, url: str, body: bytes,
+                           headers: Mapping[str, str], timeout_s: float) -> httpx.Response:
+        target = self._urls.get(url)
+        if target is None:  # parsed (and percent-encoded) as httpx would, once per URL
+            u = httpx.URL(url)
+            target = self._urls[url] = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port,
+                                                    target=u.raw_path)
+        sent = [*_DEFAULT_HEADERS, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
+        t = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+        try:
+            got = await pool.request("POST", target, headers=sent, content=body, extensions={"timeout": t})
+        except httpcore.TimeoutException as e:
+            raise getattr(httpx, type(e).__name__, httpx.TimeoutException)(str(e)) from e
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as e:
+            raise getattr(httpx, type(e).__name__, httpx.TransportError)(str(e)) from e
+        resp = httpx.Response(got.status, headers=got.headers, content=got.content)
+        if got.status >= 300:  # an error names the URL it came from
+            resp.request = httpx.Request("POST", url)
+        return resp
+
+    def backoff(self, err: ProviderError, wait: float) -> None:
+        """A request will wait `wait` s before its retry: a rate limit's Retry-After holds every request back."""
+        if err.category == "rate_limit" and err.retry_after is not None:
+            self.gate.pause(wait)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+_DEFAULT_HEADERS = [(b"accept", b"*/*"), (b"user-agent", f"python-httpx/{httpx.__version__}".encode())]
+
+
+def _proxied() -> bool:
+    """Whether the environment sends HTTP through a proxy (which only the httpx clients honour)."""
+    found = urllib.request.getproxies()
+    return any(found.get(k) for k in ("http", "https", "all"))
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -488,4 +552,5 @@ async def call_with_retries(pool: ClientPool, req: ChatRequest, env: Mapping[str
                 raise
             if on_retry:
                 on_retry(err, wait)
+            pool.backoff(err, wait)
             await asyncio.sleep(wait)

@@ -7,7 +7,8 @@ document carries a schema string; a reader refuses a major version it does not k
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import copy
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from gating.errors import GatingError
@@ -38,10 +39,52 @@ def _check_schema(d: dict[str, Any], expected: str) -> None:
         raise SchemaError(f"unsupported schema version {got!r}; this version reads {expected!r}")
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The record's field names, in order (looked up once per class: to_dict runs once per case)."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _pick(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     """Keep only known fields, so documents from a newer minor version still load."""
-    names = {f.name for f in fields(cls)}
+    names = _names(cls)
     return {k: v for k, v in d.items() if k in names}
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(v: Any) -> Any:
+    """What `dataclasses.asdict` makes of a field's value, without its deep copy of every leaf: results
+    are stored for thousands of cases and serialised several times per check. Atoms (immutable) are
+    returned as they are, dicts and lists copied; anything else goes the way asdict takes it."""
+    t = type(v)
+    if t in _ATOMS:
+        return v
+    if t is dict:
+        return {k if type(k) in _ATOMS else _plain(k): x if type(x) in _ATOMS else _plain(x) for k, x in v.items()}
+    if t is list:
+        return [x if type(x) in _ATOMS else _plain(x) for x in v]
+    if is_dataclass(v) and not isinstance(v, type):
+        return asdict(v)
+    if isinstance(v, (list, tuple, dict)):  # subclasses and named tuples: asdict's own rules
+        return asdict(_Box(v))["v"]
+    return copy.deepcopy(v)
+
+
+@dataclass
+class _Box:
+    v: Any
+
+
+def _fields_dict(obj: Any, **given: Any) -> dict[str, Any]:
+    """asdict(obj), the same keys in the same order; `given` are fields the caller serialised itself."""
+    return {name: given[name] if name in given else _plain(getattr(obj, name)) for name in _names(type(obj))}
 
 
 @dataclass
@@ -54,7 +97,7 @@ class AssertionResult:
     weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AssertionResult:
@@ -99,9 +142,7 @@ class CaseResult:
         return 1.0 if self.passed else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["assertions"] = [a.to_dict() for a in self.assertions]
-        return d
+        return _fields_dict(self, assertions=[a.to_dict() for a in self.assertions])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CaseResult:
@@ -137,8 +178,7 @@ class RunResult:
         return sum(1 for c in self.cases if c.passed)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["cases"] = [c.to_dict() for c in self.cases]
+        d = _fields_dict(self, cases=[c.to_dict() for c in self.cases])
         return {"schema": self.schema, **{k: v for k, v in d.items() if k != "schema"}}
 
     @classmethod
@@ -164,7 +204,7 @@ class MetricRow:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricRow:
@@ -182,7 +222,7 @@ class FlippedCase:
     score_after: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlippedCase:
@@ -200,7 +240,7 @@ class CaseError:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _fields_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CaseError:
@@ -237,10 +277,8 @@ class Comparison:
     schema: str = COMPARISON_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["rows"] = [r.to_dict() for r in self.rows]
-        d["flipped"] = [f.to_dict() for f in self.flipped]
-        d["errored"] = [e.to_dict() for e in self.errored]
+        d = _fields_dict(self, rows=[r.to_dict() for r in self.rows], flipped=[f.to_dict() for f in self.flipped],
+                         errored=[e.to_dict() for e in self.errored])
         return {"schema": self.schema, **{k: v for k, v in d.items() if k != "schema"}}
 
     @classmethod

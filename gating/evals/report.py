@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from gating.evals.metrics import stage_order
+
 if TYPE_CHECKING:
     from gating.evals.calibrate import Calibration
     from gating.evals.records import Comparison, RunResult
@@ -108,7 +110,8 @@ def render_eval_markdown(cmp: Comparison, heading: str = "###", max_cases: int =
     if cmp.latency:
         lines += ["", f"{heading}# Latency (ms)", "", "| Stage | Base p50 | Base p95 | Head p50 | Head p95 |",
                   "|---|---|---|---|---|"]
-        for stage, v in cmp.latency.items():
+        for stage in stage_order(cmp.latency):  # the JSON's keys are sorted: not the table's order
+            v = cmp.latency[stage]
             b50, b95 = (_num(v["base_p50"], "latency"), _num(v["base_p95"], "latency")) if cmp.base_rev else ("", "")
             lines.append(f"| {stage} | {b50} | {b95} | {_num(v['head_p50'], 'latency')} "
                          f"| {_num(v['head_p95'], 'latency')} |")

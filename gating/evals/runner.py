@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import random
@@ -16,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gating import limits
 from gating.errors import GatingError
 from gating.evals.assertions import (
     MODEL_GRADED,
@@ -30,11 +30,13 @@ from gating.evals.assertions import (
 from gating.evals.cache import ResponseCache, cassette_path, parse_cassette, write_cassette
 from gating.evals.codedir import code_checkout
 from gating.evals.dataset import Case, DatasetError, dataset_digest
+from gating.evals.fanout import Engine, requested_workers, run_forked, worker_count
+from gating.evals.gate import RequestGate
 from gating.evals.judge import JudgeParseError, grade
 from gating.evals.judging import Judging, revision_cases
-from gating.evals.llm import LLM, resolve_mode
-from gating.evals.metrics import compute_metrics, cost_usd, default_prices, merge_prices
-from gating.evals.pacing import Pacer
+from gating.evals.llm import LLM, Stats, resolve_mode
+from gating.evals.metrics import compute_metrics, cost_usd, price_table
+from gating.evals.pacing import Pacer, combine_summaries
 from gating.evals.progress import Progress
 from gating.evals.providers import DEFAULT_TIMEOUT_S, ClientPool, ProviderError, RetryPolicy
 from gating.evals.pycheck import DEFAULT_TIMEOUT_S as PYTHON_TIMEOUT_S
@@ -54,6 +56,7 @@ from gating.system.schema import PROVIDER_SETTINGS
 from gating.system.snapshot import Snapshot
 
 DEFAULT_CONCURRENCY = 16
+log = logging.getLogger(__name__)
 
 
 def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None = None,
@@ -62,18 +65,20 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
               rev: str | None = None, repeat: int | None = None, timeout_s: float | None = None,
               retry: RetryPolicy | None = None, record_root: str | os.PathLike[str] | None = None,
               judging: Judging | None = None, mode: str | None = None,
-              trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
+              trusted_cassettes: Mapping[str, dict[str, Any]] | None = None,
+              workers: int | None = None) -> RunResult:
     """Evaluate one revision (judged by its own evals, or by `judging`: the base's, for a pull
     request). Raises DatasetError for a bad dataset, GatingError for bad settings.
 
     `mode` is the mode the judging revision chose (None: this revision's own settings decide);
     `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
-    request, so a revision cannot rewrite an answer the base recorded."""
+    request, so a revision cannot rewrite an answer the base recorded. `workers` forces the number of
+    processes (gating/evals/fanout.py; default: GATING_EVAL_WORKERS, evals.workers, else chosen)."""
     return asyncio.run(run_evals_async(
         snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
         env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
         timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging, mode=mode,
-        trusted_cassettes=trusted_cassettes))
+        trusted_cassettes=trusted_cassettes, workers=workers))
 
 
 def _now() -> str:
@@ -282,19 +287,23 @@ def _load_cassettes(reader: RevisionReader, datasets: list[str]) -> dict[str, di
     return merged
 
 
-def _prices(reader: RevisionReader, ev: Mapping[str, Any]) -> Any:
-    path = ev.get("prices")
-    if not path:
-        return default_prices()
-    data = reader.read_many([path])[path]
-    if data is None:
-        raise DatasetError([f"gating.yml: evals.prices names {path!r}, which does not exist at {reader.label}"])
+async def _run_here(engine: Engine, cases: list[Case], conc: int, progress: Progress | None,
+                    ) -> tuple[list[CaseResult], list[tuple[Stats, dict[str, dict[str, dict[str, Any]]]]]]:
+    """The run in this process alone: `conc` coroutines taking the cases in order."""
+    results: list[CaseResult | None] = [None] * len(cases)
+    work = iter(enumerate(cases))
+
+    async def worker() -> None:
+        for i, case in work:
+            results[i] = res = await engine.case(case)
+            if progress is not None:
+                progress.advance(res)
+
     try:
-        return merge_prices(default_prices(), limits.load_json(data, path))
-    except limits.LimitError as e:
-        raise DatasetError([str(e)]) from None
-    except ValueError as e:
-        raise DatasetError([f"{path}:1: price table is not valid JSON: {e}"]) from None
+        await asyncio.gather(*(worker() for _ in range(min(conc, len(cases)) or 1)))
+    finally:
+        ends = [await engine.finish()]
+    return [r for r in results if r is not None], ends
 
 
 async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[str] | None,
@@ -302,7 +311,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                           progress: Progress | None, rev: str | None, repeat: int | None, timeout_s: float | None,
                           retry: RetryPolicy | None, record_root: Any, judging: Judging | None = None,
                           mode: str | None = None,
-                          trusted_cassettes: Mapping[str, dict[str, Any]] | None = None) -> RunResult:
+                          trusted_cassettes: Mapping[str, dict[str, Any]] | None = None,
+                          workers: int | None = None) -> RunResult:
     started = _now()
     m = snapshot.manifest
     ev = judging.evals if judging else m.evals
@@ -333,27 +343,19 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
         if root is None:
             raise GatingError("recording writes cassettes into a working tree; run it without --rev")
     needs_pool = mode in ("live", "record") or target_cfg["type"] == "http"
-    pacer = Pacer(conc) if ev.get("pacing", True) else None  # adapts to the provider's rate limits
-    pool = ClientPool(conc, tmo, pacer) if needs_pool else None
     cache = ResponseCache(cache_dir) if cache_dir is not None and ev.get("cache", True) else None
-    policy = retry or RetryPolicy(rng=random.Random())
-    llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
     library = PromptLibrary(m.prompts, m.models, snapshot.contents)
     workdir = None
-    if target_cfg["type"] == "prompt":
-        target: Any = PromptTarget(library, llm)
-    elif target_cfg["type"] == "command":
+    cwd = None
+    if target_cfg["type"] == "command":
         if not target_cfg.get("run"):
             raise DatasetError([f"{m.source}:1: evals.target of type command needs `run`"])
         cwd = getattr(reader, "root", None)
         if cwd is None:  # read from git: run this revision's declared code, not the checkout's
             workdir = code_checkout(snapshot)
             cwd = workdir.name if workdir is not None else None
-        target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
-    else:
-        if not target_cfg.get("url") or pool is None:
-            raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
-        target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
+    elif target_cfg["type"] != "prompt" and (not target_cfg.get("url") or not needs_pool):
+        raise DatasetError([f"{m.source}:1: evals.target of type http needs `url`"])
     python = dict(judging.python) if judging else {p: snapshot.contents[p] for p in snapshot.data.get("python") or {}}
     refs = python_refs(selected, ev.get("transform"))
     if not judging:  # the judging side's own cases were checked when it was loaded; added ones fail alone
@@ -365,40 +367,66 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                for c in selected if any(base_type(a["type"]) == SIMILAR for a in c.asserts)]
         if bad and not judging:
             raise DatasetError(bad)
-    checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
-    run = _Run(target, llm, _prices((judging.reader or reader) if judging else reader, ev), judge_model, n_repeat,
-               checks, ev.get("transform"), embed_model)
-    results: list[CaseResult | None] = [None] * len(selected)
-    work = iter(enumerate(selected))
+    prices = price_table((judging.reader or reader) if judging else reader, ev)
 
-    async def worker() -> None:
-        for i, case in work:
-            results[i] = res = await run.case(case)
-            if progress is not None:
-                progress.advance(res)
+    def engine(gate: RequestGate | None, share: int) -> Engine:
+        """One process's pool, model access, target and Python checks (each worker process builds its own)."""
+        pacer = (Pacer(share, budget_share=share / conc)  # adapts to rate limits, on this process's share
+                 if needs_pool and ev.get("pacing", True) else None)
+        pool = ClientPool(share, tmo, gate, pacer) if needs_pool else None
+        policy = retry or RetryPolicy(rng=random.Random())
+        llm = LLM(mode, env, pool if mode in ("live", "record") else None, policy, cache, cassettes, tmo)
+        if target_cfg["type"] == "prompt":
+            target: Any = PromptTarget(library, llm)
+        elif target_cfg["type"] == "command":
+            target = CommandTarget(target_cfg["run"], str(cwd) if cwd else None, env, tmo, library)
+        else:
+            assert pool is not None  # an http target without a pool stopped above
+            target = HttpTarget(target_cfg["url"], target_cfg.get("headers") or {}, env, pool, policy, tmo, library)
+        checks = PythonChecks(python, float(ev.get("python_timeout_s") or PYTHON_TIMEOUT_S), None) if refs else None
+        run = _Run(target, llm, prices, judge_model, n_repeat, checks, ev.get("transform"), embed_model)
 
+        async def finish() -> tuple[Stats, dict[str, dict[str, dict[str, Any]]]]:
+            try:
+                if pool is not None:
+                    await pool.aclose()
+            finally:
+                if checks is not None:
+                    await checks.aclose()
+            if pacer is not None and (found := pacer.summary()):
+                llm.stats.rate_limits.append(found)
+            return llm.stats, llm.recorded
+
+        return Engine(run.case, finish)
+
+    n_workers = worker_count(requested_workers(workers, env, ev.get("workers")), cases=len(selected),
+                             concurrency=conc, mode=mode, target=target_cfg["type"])
+    stats, recorded = Stats(), dict[str, dict[str, dict[str, Any]]]()
     try:
         if progress is not None:
             progress.begin(len(selected))
-        await asyncio.gather(*(worker() for _ in range(min(conc, len(selected)) or 1)))
+        if n_workers > 1:
+            log.info("evaluating %d cases in %d processes", len(selected), n_workers)
+            done, ends = await run_forked(engine, selected, conc, n_workers, progress)
+        else:
+            done, ends = await _run_here(engine(None, conc), selected, conc, progress)
+        for got, rec in ends:
+            stats.add(got)
+            for ds, entries in rec.items():
+                recorded.setdefault(ds, {}).update(entries)
     finally:
         if progress is not None:
             progress.end()
-        if pool is not None:
-            await pool.aclose()
         if cache is not None:
             cache.close()
         if workdir is not None:
             workdir.cleanup()
-        if checks is not None:
-            await checks.aclose()
     written = {}
     if mode == "record":
         assert root is not None  # a record run without a working tree stopped above
-        for ds, entries in llm.recorded.items():
+        for ds, entries in recorded.items():
             if ds:
                 written[cassette_path(ds)] = write_cassette(Path(root) / cassette_path(ds), entries)
-    done = [r for r in results if r is not None]
     return RunResult(
         rev=rev or getattr(reader, "commit", None) or reader.label, snapshot_digest=snapshot.digest,
         dataset_digest=dataset_digest(digests), cases=done, metrics=compute_metrics(done), started_at=started,
@@ -407,7 +435,7 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
                 "timeout_s": tmo, "cache": cache is not None,
                 "only_prompts": None if only_prompts is None else sorted(only_prompts),
                 **({"judged_by": judging.to_dict()} if judging else {})},
-        stats={**llm.stats.to_dict(), "cassettes_written": written, "recordings_kept": kept,
-               **({"rate_limit": found} if pacer and (found := pacer.summary()) else {})},
+        stats={**stats.to_dict(), "cassettes_written": written, "recordings_kept": kept,
+               **({"rate_limit": found} if (found := combine_summaries(stats.rate_limits)) else {})},
     )
 

@@ -289,6 +289,7 @@ class HttpTarget:
                 wait = self.policy.delay(attempt, e)
                 if wait is None:
                     raise
+                self.pool.backoff(e, wait)
                 await asyncio.sleep(wait)
                 continue
             got = parse_target_reply(resp.content, "endpoint")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gating.git.repository import Git, init_repo
+from gating.git.repository import Git, TreeEntry, init_repo
 
 AUDIT_REF = "refs/notes/gating/audit"
 EVALS_REF = "refs/notes/gating/evals"
@@ -66,10 +66,12 @@ class LocalNotes:
         finally:
             batch.close()
 
-    def all_notes(self, tip: str) -> dict[str, bytes]:
+    def all_notes(self, tip: str, tree: list[TreeEntry] | None = None) -> dict[str, bytes]:
         """Every blob under the notes tree by the object it is named for (a submodule entry, which
-        has no blob, is not read: `verify` names it with the other entries that are not notes)."""
-        paths = {e.path.replace("/", ""): e.sha for e in self.git.ls_tree(tip) if e.type == "blob"}
+        has no blob, is not read: `verify` names it with the other entries that are not notes).
+        `tree`: the tip's `ls_tree`, when the caller has read it already."""
+        paths = {e.path.replace("/", ""): e.sha for e in (self.git.ls_tree(tip) if tree is None else tree)
+                 if e.type == "blob"}
         data = self.blobs(paths.values())
         return {obj: data[sha] for obj, sha in paths.items()}
 

@@ -6,12 +6,38 @@ Both implement gating.system.revision.RevisionReader.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from gating.errors import GatingError
 from gating.git.repository import CatFileBatch, Git
 
 SYMLINK_MODE = "120000"
+
+
+class OutsideTree(GatingError):
+    """A path that would read a file from outside the revision: a manifest or a dataset naming
+    `../../etc/passwd`, or a directory that is a symbolic link out of the repository."""
+
+    def __init__(self, path: str, reason: str, where: str):
+        self.path = path
+        super().__init__(f"{path!r} {reason}: gating reads only files inside the {where}")
+
+
+def _outside(path: str) -> str | None:
+    """Why `path` is not a path inside a revision, or None."""
+    if path.startswith("/") or os.path.isabs(path):
+        return "is an absolute path"
+    if ".." in path.replace("\\", "/").split("/"):
+        return "has a '..' component"
+    return None
+
+
+def _refuse_outside(paths: list[str], where: str) -> None:
+    for p in paths:
+        if (reason := _outside(p)) is not None:
+            raise OutsideTree(p, reason, where)
 
 
 class GitRevision:
@@ -61,6 +87,8 @@ class GitRevision:
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         paths = list(paths)
+        # `REV:../x` is relative to git's working directory, not the tree: never a file of this commit.
+        _refuse_outside(paths, f"commit {self.label}")
         if self._batch is None or not self._batch.alive:
             self._batch = self.git.batch()
         # Ask by blob id where known: `commit:path` makes git walk the tree once per file.
@@ -84,6 +112,12 @@ class GitRevision:
         if self._batch is not None:
             self._batch.close()
             self._batch = None
+
+
+def _ancestors(parent: str) -> list[str]:
+    """`a/b/c` -> `a`, `a/b`, `a/b/c`."""
+    parts = parent.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 class WorkTree:
@@ -130,11 +164,31 @@ class WorkTree:
 
     def links(self, paths: Iterable[str]) -> dict[str, str]:
         """path -> link text of those paths that are symbolic links on disk."""
+        paths = self._inside(paths)
         return {p: os.readlink(self.root / p) for p in paths if (self.root / p).is_symlink()}
+
+    def _inside(self, paths: Iterable[str]) -> list[str]:
+        """The paths, each checked to name a file inside the tree as git would: no `..`, not absolute,
+        and no directory on the way that is a symbolic link (git stores the link, never the files
+        behind it, and the link may lead anywhere on the machine)."""
+        paths = list(paths)
+        _refuse_outside(paths, f"{self.label} {self.root}")
+        real_root = os.path.realpath(self.root)
+        seen: set[str] = set()
+        for p in paths:
+            parent = posixpath.dirname(p)
+            if not parent or parent in seen:
+                continue
+            if os.path.realpath(self.root / parent) != os.path.join(real_root, *parent.split("/")):
+                link = next((d for d in _ancestors(parent) if (self.root / d).is_symlink()), None)
+                reason = f"goes through the symbolic link {link!r}" if link else "resolves elsewhere on disk"
+                raise OutsideTree(p, reason, f"{self.label} {self.root}")
+            seen.add(parent)
+        return paths
 
     def read_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
         out: dict[str, bytes | None] = {}
-        for p in paths:
+        for p in self._inside(paths):
             fp = self.root / p
             if fp.is_symlink():
                 # As git stores it: the link's target path, never the file it points at.

@@ -15,8 +15,9 @@ What a span means:
   request's count, errors and latency. Spans with no stage count nowhere (they are still accepted).
 - **Tokens and cost** stay in the stage where they were spent (llm, embedding), so a window's tokens
   are the sum over its stages and a request roll-up never counts them again. Cost comes from the
-  price table evals use (gating/evals/prices.json), by provider and model; a model without a price
-  adds nothing (the price table's rule: unknown, never a guessed zero).
+  price table the repository's evals use (`evals.prices` over gating/evals/prices.json; the App
+  passes each repository's in), by provider and model; a model without a price adds nothing (the
+  price table's rule: unknown, never a guessed zero).
 - **Errors.** A span with status ERROR or an `error.type`, or whose finish reasons include
   content_filter, counts as an error of one category (rate_limit, content_filter, timeout, parse,
   other), read from `error.type`, the status message and recorded exception types.
@@ -35,13 +36,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from gating.errors import GatingError
-from gating.evals.metrics import cost_usd, default_prices
+from gating.evals.metrics import Prices, cost_usd, default_prices
 from gating.monitor.rollup import FEEDBACK_KINDS, STAGES, WHOLE_SYSTEM, Rollup
 
 MAX_FUTURE_SECONDS = 300  # clock skew allowed; later spans would plant figures in windows not yet begun
@@ -205,30 +206,43 @@ def _finish_filtered(attrs: Mapping[str, Any]) -> bool:
 # -- prices ----------------------------------------------------------------------------------------------
 
 
+class PriceBook:
+    """A price table (gating.evals.metrics: the default one, or a repository's `evals.prices` over
+    it) and the (provider, model) each span's names resolve to in it."""
+
+    def __init__(self, table: Prices):
+        self.table = table
+        self._by_model: dict[str, tuple[str, str]] = {}  # for a span whose provider is not the table's
+        for provider, models in table.items():
+            for model in models:
+                self._by_model.setdefault(model, (provider, model))
+        self._priced: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def cost(self, attrs: Mapping[str, Any], tokens_in: int, tokens_out: int) -> float:
+        model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
+        if not isinstance(model, str) or not (tokens_in or tokens_out):
+            return 0.0
+        provider, model = self.priced(str(attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or ""),
+                                      model)
+        return cost_usd(provider, model, tokens_in, tokens_out, self.table) or 0.0
+
+    def priced(self, provider: str, model: str) -> tuple[str, str]:
+        """The table's (provider, model) for a span's: its own, else the first provider pricing the model."""
+        key = (provider, model)
+        if key not in self._priced:
+            if len(self._priced) > 1024:  # span attributes are the sender's: bound what they can grow
+                self._priced.clear()
+            own = model in self.table.get(provider, {})
+            self._priced[key] = key if own else self._by_model.get(model, key)
+        return self._priced[key]
+
+
 @lru_cache(maxsize=1)
-def _by_model() -> dict[str, tuple[str, str]]:
-    """model -> (provider, model) for a span whose provider name is not the price table's."""
-    out: dict[str, tuple[str, str]] = {}
-    for provider, models in default_prices().items():
-        for model in models:
-            out.setdefault(model, (provider, model))
-    return out
+def default_book() -> PriceBook:
+    return PriceBook(default_prices())
 
 
-def cost(attrs: Mapping[str, Any], tokens_in: int, tokens_out: int) -> float:
-    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")
-    if not isinstance(model, str) or not (tokens_in or tokens_out):
-        return 0.0
-    provider, model = _priced(str(attrs.get("gen_ai.provider.name") or attrs.get("gen_ai.system") or ""), model)
-    return cost_usd(provider, model, tokens_in, tokens_out, default_prices()) or 0.0
-
-
-@lru_cache(maxsize=1024)
-def _priced(provider: str, model: str) -> tuple[str, str]:
-    """The price table's (provider, model) for a span's: its own, else the first provider pricing the model."""
-    if model in default_prices().get(provider, {}):
-        return provider, model
-    return _by_model().get(model, (provider, model))
+PriceLookup = Callable[[str], PriceBook]  # repository -> the prices its spans cost at
 
 
 def _int(v: Any) -> int:
@@ -238,8 +252,10 @@ def _int(v: Any) -> int:
 # -- traces ----------------------------------------------------------------------------------------------
 
 
-def read_traces(request: Any, *, bound_repo: str | None, now: float, oldest_minute: int) -> Ingest:
-    """An ExportTraceServiceRequest as roll-ups; nothing is written here."""
+def read_traces(request: Any, *, bound_repo: str | None, now: float, oldest_minute: int,
+                prices: PriceLookup | None = None) -> Ingest:
+    """An ExportTraceServiceRequest as roll-ups; nothing is written here. `prices` gives each
+    repository's price table (default: the built-in one)."""
     out = Ingest()
     for rs in request.resource_spans:
         spans = [s for ss in rs.scope_spans for s in ss.spans]
@@ -248,9 +264,10 @@ def read_traces(request: Any, *, bound_repo: str | None, now: float, oldest_minu
         except Rejected as e:
             out.rejected[str(e)] += len(spans)
             continue
+        book = prices(repo) if prices is not None else default_book()
         for span in spans:
             try:
-                _add_span(out, repo, system, span, now, oldest_minute)
+                _add_span(out, repo, system, span, now, oldest_minute, book)
             except Rejected as e:
                 out.rejected[str(e)] += 1
             else:
@@ -268,7 +285,8 @@ def _minute(nanos: int, now: float, oldest_minute: int, what: str) -> int:
     return minute
 
 
-def _add_span(out: Ingest, repo: str, system: str, span: Any, now: float, oldest_minute: int) -> None:
+def _add_span(out: Ingest, repo: str, system: str, span: Any, now: float, oldest_minute: int,
+              book: PriceBook) -> None:
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if not end or end < start:
         raise Rejected("span with no end time or one before its start")
@@ -288,7 +306,7 @@ def _add_span(out: Ingest, repo: str, system: str, span: Any, now: float, oldest
     elif _finish_filtered(attrs):
         error = "content_filter"
     tin, tout = _int(attrs.get("gen_ai.usage.input_tokens")), _int(attrs.get("gen_ai.usage.output_tokens"))
-    spent = cost(attrs, tin, tout)
+    spent = book.cost(attrs, tin, tout)
     for st in stages:
         for r in out.both(repo, system, component, st, minute):
             r.requests += 1
@@ -331,9 +349,10 @@ def add_feedback(out: Ingest, repo: str, system: str, component: str, kind: str,
 # -- metrics ---------------------------------------------------------------------------------------------
 
 
-def read_metrics(request: Any, *, bound_repo: str | None, now: float, oldest_minute: int) -> Ingest:
+def read_metrics(request: Any, *, bound_repo: str | None, now: float, oldest_minute: int,
+                 prices: PriceLookup | None = None) -> Ingest:
     """An ExportMetricsServiceRequest's GenAI histograms as roll-ups; other metrics are accepted and
-    ignored. `accepted`/`rejected` count data points."""
+    ignored. `accepted`/`rejected` count data points; `prices` as for read_traces."""
     out = Ingest()
     for rm in request.resource_metrics:
         metrics = [m for sm in rm.scope_metrics for m in sm.metrics]
@@ -343,6 +362,7 @@ def read_metrics(request: Any, *, bound_repo: str | None, now: float, oldest_min
             out.rejected[str(e)] += sum(len(getattr(m, m.WhichOneof("data")).data_points)
                                         for m in metrics if m.WhichOneof("data"))
             continue
+        book = prices(repo) if prices is not None else default_book()
         for m in metrics:
             kind = m.WhichOneof("data")
             if kind is None:
@@ -360,7 +380,7 @@ def read_metrics(request: Any, *, bound_repo: str | None, now: float, oldest_min
                 continue
             for p in points:
                 try:
-                    _add_point(out, repo, system, m.name, p, now, oldest_minute)
+                    _add_point(out, repo, system, m.name, p, now, oldest_minute, book)
                 except Rejected as e:
                     out.rejected[str(e)] += 1
                 else:
@@ -368,7 +388,8 @@ def read_metrics(request: Any, *, bound_repo: str | None, now: float, oldest_min
     return out
 
 
-def _add_point(out: Ingest, repo: str, system: str, name: str, p: Any, now: float, oldest_minute: int) -> None:
+def _add_point(out: Ingest, repo: str, system: str, name: str, p: Any, now: float, oldest_minute: int,
+               book: PriceBook) -> None:
     if not p.time_unix_nano:
         raise Rejected(f"{name} data point with no time")
     minute = _minute(p.time_unix_nano, now, oldest_minute, f"{name} data point")
@@ -382,7 +403,7 @@ def _add_point(out: Ingest, repo: str, system: str, name: str, p: Any, now: floa
         tin, tout = (tokens, 0) if kind == "input" else (0, tokens) if kind == "output" else (0, 0)
         if not (tin or tout):
             raise Rejected(f"{TOKENS_METRIC} data point without gen_ai.token.type input or output")
-        spent = cost(attrs, tin, tout)
+        spent = book.cost(attrs, tin, tout)
         for r in rollups:
             r.input_tokens += tin
             r.output_tokens += tout

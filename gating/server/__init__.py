@@ -7,7 +7,6 @@ is imported inside it, so `gating app jobs` can read the queue without loading a
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from gating.errors import USAGE, GatingError
 from gating.github import BlobCache, GitHubApp, GitHubError, RateLimited
 from gating.monitor.rollup import MemoryRollups, RollupSource
+from gating.server.database import errors_of, shown
 from gating.server.handlers import JobContext, Registry, blueprints, load_registry
 from gating.server.jobs import Job, JobQueue, PermanentError, RetryLater, Worker
 from gating.server.schedule import Scheduler
@@ -62,7 +62,7 @@ class AppState:
 
 
 def open_queue(settings: Settings) -> JobQueue:
-    return JobQueue(settings.db_path, max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds,
+    return JobQueue(settings.queue_location, max_attempts=settings.max_attempts, lease_seconds=settings.lease_seconds,
                     retry_base=settings.retry_base_seconds, retry_max=settings.retry_max_seconds,
                     keep_done_seconds=settings.keep_done_days * 86400,
                     checkpoint_on_commit=settings.job_threads <= 0)  # else the Worker's thread checkpoints
@@ -80,19 +80,25 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None, registry: R
         settings = Settings.load(settings)
     settings.check()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.no_audit and not (settings.audit_key_path or settings.audit_key_pem) and settings.signing_handlers():
+        logging.getLogger("gating.app").warning("GATING_NO_AUDIT: no audit signing key; merges, deployments and "
+                                                "rollbacks go unaudited")
     logging.getLogger("urllib3").setLevel(logging.WARNING)  # gating.github logs each call at DEBUG already
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     github = GitHubApp(settings.app_id, settings.key(), settings.github_api_url)
     try:
         queue = open_queue(settings)
-    except sqlite3.Error as e:
-        raise SettingsError([f"GATING_DB: cannot open the job queue {settings.db_path}: {e}"]) from None
+    except errors_of(settings.queue_location) as e:  # the file or the server cannot be reached, or refuses
+        name = "GATING_QUEUE_URL" if settings.queue_url else "GATING_DB"
+        raise SettingsError([f"{name}: cannot open the job queue {shown(settings.queue_location)}: {e}"]) from None
     state = AppState(settings, queue, registry or load_registry(settings.handler_modules), github)
     try:
-        state.rollups = RollupStore(settings.db_path, checkpoint_on_commit=settings.job_threads <= 0)
-    except sqlite3.Error as e:
-        raise SettingsError([f"GATING_DB: cannot open the monitor's roll-ups in {settings.db_path}: {e}"]) from None
+        state.rollups = RollupStore(settings.queue_location, checkpoint_on_commit=settings.job_threads <= 0)
+    except errors_of(settings.queue_location) as e:
+        name = "GATING_QUEUE_URL" if settings.queue_url else "GATING_DB"
+        raise SettingsError([f"{name}: cannot open the monitor's roll-ups in {shown(settings.queue_location)}: "
+                             f"{e}"]) from None
     state.worker = Worker(state.queue, state.run_job, settings.job_threads, settings.poll_seconds,
                           coalesce=state.coalesces, job_seconds=settings.job_seconds,
                           job_max_memory_mb=settings.job_max_memory_mb)

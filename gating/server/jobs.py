@@ -1,43 +1,41 @@
-"""Durable background work: an embedded SQLite queue (WAL) shared by every worker process.
+"""Durable background work: a queue in the App's database (gating.server.database), shared by every
+worker process: an embedded SQLite file (WAL) by default, or PostgreSQL shared by App replicas.
 
 A webhook is acknowledged as soon as its job row is committed; worker threads claim jobs with
-a lease, so two gunicorn workers never run one job at once, and a job whose worker died (its lease
-ran out) is picked up again. Failures retry with exponential backoff; a job that keeps failing stays
-visible as `failed` until someone retries it. Jobs with the same `key` (one pull request) run one at
-a time, in order. The same database keeps what must outlive finished jobs: the acts a command may
-cause only once (`first_run`) and the overrides the App saw created (app.overrides).
+a lease, so two gunicorn workers (or two hosts) never run one job at once, and a job whose worker
+died (its lease ran out) is picked up again. Failures retry with exponential backoff; a job that keeps
+failing stays visible as `failed` until someone retries it. Jobs with the same `key` (one pull
+request) run one at a time, in order. The same database keeps what must outlive finished jobs: the
+acts a command may cause only once (`first_run`) and the overrides the App saw created (app.overrides).
 
-Every write is one SQL statement in its own transaction. SQLite then holds its write lock only
-inside that one call, which runs without the GIL; with BEGIN ... COMMIT it would also hold it while
-the thread waits for the GIL between statements, and a busy process would stretch every other
-writer's wait. A claim reads the next due job, then takes it with an UPDATE that checks it is still
-due; if another worker was faster, it reads again.
+Every write is one SQL statement in its own transaction; a claim reads the next due job, then takes
+it with an UPDATE that checks it is still due (`Database.take`: how each engine keeps that atomic).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import random
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from gating import limits
 from gating.errors import GatingError
+from gating.server.database import Database, SqliteDatabase, Written, _retry, open_database
+
+__all__ = ["Job", "JobQueue", "PermanentError", "RetryLater", "Worker", "_retry"]
 
 log = logging.getLogger("gating.app.jobs")
 
 STATUSES = ("queued", "running", "done", "failed")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
-  id INTEGER PRIMARY KEY,
+  id {id},
   delivery TEXT NOT NULL,
   handler TEXT NOT NULL,
   event TEXT NOT NULL,
@@ -46,14 +44,14 @@ CREATE TABLE IF NOT EXISTS jobs (
   payload TEXT NOT NULL,
   status TEXT NOT NULL DEFAULT 'queued',
   attempts INTEGER NOT NULL DEFAULT 0,
-  run_after REAL NOT NULL,
-  lease_until REAL,
+  run_after DOUBLE PRECISION NOT NULL,
+  lease_until DOUBLE PRECISION,
   owner TEXT,
   last_error TEXT,
-  error_at REAL,
-  coalesced_into INTEGER,
-  created_at REAL NOT NULL,
-  updated_at REAL NOT NULL,
+  error_at DOUBLE PRECISION,
+  coalesced_into BIGINT,
+  created_at DOUBLE PRECISION NOT NULL,
+  updated_at DOUBLE PRECISION NOT NULL,
   UNIQUE (delivery, handler)
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (status, run_after);
@@ -62,19 +60,19 @@ CREATE INDEX IF NOT EXISTS jobs_error ON jobs (error_at);
 CREATE TABLE IF NOT EXISTS once (
   what TEXT PRIMARY KEY,
   job TEXT NOT NULL,
-  at REAL NOT NULL
+  at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS overrides (
   repo TEXT NOT NULL,
   number INTEGER NOT NULL,
-  comment_id INTEGER NOT NULL,
+  comment_id BIGINT NOT NULL,
   login TEXT NOT NULL,
   reason TEXT NOT NULL,
   permission TEXT NOT NULL,
   head_sha TEXT NOT NULL,
   created_at TEXT NOT NULL,
   url TEXT NOT NULL,
-  received REAL NOT NULL,
+  received DOUBLE PRECISION NOT NULL,
   job TEXT NOT NULL,
   void TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (repo, comment_id)
@@ -84,7 +82,7 @@ CREATE TABLE IF NOT EXISTS pushes (
   repo TEXT NOT NULL,
   number INTEGER NOT NULL,
   head_sha TEXT NOT NULL,
-  received REAL NOT NULL,
+  received DOUBLE PRECISION NOT NULL,
   PRIMARY KEY (repo, number, head_sha)
 );
 """
@@ -141,14 +139,20 @@ _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, r
 _DUE = ("((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ? AND attempts < ?)) "
         "AND (key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' AND lease_until >= ? "
         "AND key IS NOT NULL))")
+# Taken in order: no job of its key is due before it. The claim picks the first due job, so this holds
+# unless a concurrent claimer (PostgreSQL's SKIP LOCKED passes over a row another one holds) picked a
+# later job of the key. Parameters: now, now, max_attempts.
+_FIRST_OF_KEY = ("(key IS NULL OR NOT EXISTS (SELECT 1 FROM jobs e WHERE e.key = jobs.key AND e.id != jobs.id AND "
+                 "((e.status = 'queued' AND e.run_after <= ?) OR (e.status = 'running' AND e.lease_until < ? "
+                 "AND e.attempts < ?)) AND (e.run_after < jobs.run_after OR (e.run_after = jobs.run_after "
+                 "AND e.id < jobs.id))))")
 
 
 class JobQueue:
-    """The queue in one SQLite file; each thread (and each forked process) gets its own connection."""
+    """The queue in the App's database: a SQLite file (the default) or a `postgresql://` URL."""
 
-    # When a Worker checkpoints, a commit still does past this many pages (~200 MB of WAL: more than a
-    # burst of deliveries adds between two checkpoints), and the WAL file is cut back to 64 MB after.
-    SAFETY_CHECKPOINT_PAGES = 50000
+    # See SqliteDatabase.SAFETY_CHECKPOINT_PAGES (the roll-up store opens its connections likewise).
+    SAFETY_CHECKPOINT_PAGES = SqliteDatabase.SAFETY_CHECKPOINT_PAGES
     # How long an acknowledgement waits for another connection's write lock. GitHub gives up on a
     # delivery after 10 s: past that, a refusal it can show beats a commit it never hears of.
     ENQUEUE_WAIT_SECONDS = 5.0
@@ -157,70 +161,37 @@ class JobQueue:
     def __init__(self, path: str, *, max_attempts: int = 5, lease_seconds: float = 60.0,
                  retry_base: float = 5.0, retry_max: float = 600.0, keep_done_seconds: float = 7 * 86400,
                  clock: Callable[[], float] = time.time, checkpoint_on_commit: bool = True):
-        self.path = path
-        self.checkpoint_on_commit = checkpoint_on_commit
+        self.db: Database = open_database(path, checkpoint_on_commit=checkpoint_on_commit)
+        self.path = self.db.location
+        self.errors = self.db.errors  # what a call raises when the database is busy past its wait, or gone
         self.max_attempts, self.lease_seconds = max_attempts, lease_seconds
         self.retry_base, self.retry_max, self.keep_done_seconds = retry_base, retry_max, keep_done_seconds
         self.clock = clock
-        self._local = threading.local()
         self._completed = 0
-        for stmt in _SCHEMA.split(";"):
-            if stmt.strip():
-                self._write(stmt)
+        self.db.create(_SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            # timeout=0: SQLite's own busy handler sleeps 1, 2, 5, 10... ms; _retry waits far less.
-            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            _retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
-            # NORMAL: a commit is in the WAL (the OS's page cache) when it returns, so it survives a killed
-            # process; only a power cut can lose the last commits. FULL would fsync every acknowledgement.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # A checkpoint (copying the WAL into the database file, with an fsync) takes milliseconds. By
-            # default SQLite runs one in whichever commit passes 1000 pages: a request's. A process with
-            # a Worker leaves them to its background thread (Worker.CHECKPOINT_SECONDS) instead.
-            if not self.checkpoint_on_commit:
-                conn.execute(f"PRAGMA wal_autocheckpoint={self.SAFETY_CHECKPOINT_PAGES}")
-                conn.execute(f"PRAGMA journal_size_limit={64 << 20}")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
-    def _write(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> sqlite3.Cursor:
-        """Run one statement as its own transaction (autocommit), without RETURNING: SQLite then holds
-        the write lock only inside this one call, which does not need the GIL. No lock of our own:
-        a thread holding one while it waits for the GIL would hold up every other writer."""
-        conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args), self.WRITE_WAIT_SECONDS if wait is None else wait)
-
-    def _write_returning(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> list[tuple[Any, ...]]:
-        conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args).fetchall(), self.WRITE_WAIT_SECONDS if wait is None else wait)
+    def _write(self, sql: str, args: Sequence[Any] = (), wait: float | None = None) -> Written:
+        return self.db.write(sql, args, self.WRITE_WAIT_SECONDS if wait is None else wait)
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = self._conn()
-        return _retry(lambda: conn.execute(sql, args).fetchall())
+        return self.db.read(sql, args)
 
     # -- producing ---------------------------------------------------------------------------------
 
     def enqueue(self, delivery: str, event: str, action: str | None, payload_text: str,
                 handlers: Sequence[tuple[str, str | None]]) -> list[int]:
         """One job per (handler, key), all in one transaction; returns the new ids, or [] when the
-        delivery was seen before. When this returns the rows are committed to the WAL: a process
-        killed after it loses nothing. Raises sqlite3.OperationalError when the write lock stays
-        taken for ENQUEUE_WAIT_SECONDS."""
+        delivery was seen before. When this returns the rows are committed: a process killed after it
+        loses nothing. Raises one of `errors` when the database stays busy for ENQUEUE_WAIT_SECONDS."""
         if not handlers:
             return []
         now = self.clock()
         values = [v for handler, key in handlers
                   for v in (delivery, handler, event, action, key, payload_text, now, now, now)]
-        sql = ("INSERT OR IGNORE INTO jobs (delivery, handler, event, action, key, payload, run_after, created_at, "
-               "updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(handlers)))
-        if len(handlers) == 1:  # the usual case: without RETURNING the statement is done in one call
-            cur = self._write(sql, values, self.ENQUEUE_WAIT_SECONDS)
-            return [int(cur.lastrowid or 0)] if cur.rowcount == 1 else []
-        return sorted(int(r[0]) for r in self._write_returning(sql + " RETURNING id", values,
-                                                               self.ENQUEUE_WAIT_SECONDS))
+        sql = ("INSERT INTO jobs (delivery, handler, event, action, key, payload, run_after, created_at, "
+               "updated_at) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(handlers)) +
+               " ON CONFLICT DO NOTHING")
+        return self.db.insert(sql, values, len(handlers), self.ENQUEUE_WAIT_SECONDS)
 
     def first_run(self, what: str, job: Job) -> bool:
         """Whether `job` is the one that acts on `what` (say, the comment a command came in): the first
@@ -228,11 +199,16 @@ class JobQueue:
         is another job and gets False, however late it comes: unlike finished jobs, these rows are
         never deleted."""
         me = f"{job.delivery} {job.handler}"
-        self._write("INSERT OR IGNORE INTO once (what, job, at) VALUES (?, ?, ?)", (what, me, self.clock()))
+        self._write("INSERT INTO once (what, job, at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (what, me, self.clock()))
         return bool(self._read("SELECT job FROM once WHERE what = ?", (what,))[0][0] == me)
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        """One write to the App's other records in this database (app.overrides), as its own transaction."""
+    def create(self, schema: str) -> None:
+        """Create the App's other tables in this database (`;`-separated `CREATE ... IF NOT EXISTS`)."""
+        self.db.create(schema)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Written:
+        """One write to the App's other records in this database (app.overrides), as its own transaction,
+        in the SQL both engines run (gating.server.database)."""
         return self._write(sql, args)
 
     def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -250,18 +226,14 @@ class JobQueue:
                         "'worker stopped while running it (' || attempts || ' attempts)', error_at = ?, "
                         "updated_at = ? WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
                         (now, now, now, self.max_attempts))
-        for _ in range(100):  # another thread or process may take the candidate first: pick again
-            rows = self._read(f"SELECT id FROM jobs WHERE {_DUE} ORDER BY run_after, id LIMIT 1",
-                              (now, now, self.max_attempts, now))
-            if not rows:
-                return None  # nothing due: no write lock taken
-            job_id = rows[0][0]
-            cur = self._write("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
-                              f"updated_at = ? WHERE id = ? AND {_DUE}",
-                              (owner, now + self.lease_seconds, now, job_id, now, now, self.max_attempts, now))
-            if cur.rowcount == 1:
-                break
-        else:
+        job_id = self.db.take(f"SELECT id, key FROM jobs WHERE {_DUE} ORDER BY run_after, id LIMIT 1",
+                              (now, now, self.max_attempts, now),
+                              "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
+                              f"updated_at = ? WHERE id = ? AND {_DUE} AND {_FIRST_OF_KEY}",
+                              lambda i: (owner, now + self.lease_seconds, now, i, now, now, self.max_attempts, now,
+                                         now, now, self.max_attempts),
+                              self.WRITE_WAIT_SECONDS)
+        if job_id is None:
             return None
         job = Job(*self._read(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,))[0])
         if job.key is not None and coalesce is not None and coalesce(job):
@@ -305,10 +277,7 @@ class JobQueue:
         return status
 
     def checkpoint(self) -> None:
-        """Copy committed WAL pages into the database file. PASSIVE: it waits for no reader or writer,
-        so it runs while requests commit, and the GIL is released while it copies."""
-        with contextlib.suppress(sqlite3.OperationalError):
-            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.db.checkpoint()
 
     # -- looking and fixing ------------------------------------------------------------------------
 
@@ -351,25 +320,6 @@ class JobQueue:
                 return True
             time.sleep(interval)
         return False
-
-
-_T = TypeVar("_T")
-
-
-def _retry(fn: Callable[[], _T], timeout: float = 30.0) -> _T:
-    """Run `fn`, waiting out another writer's lock in short, jittered steps (0.1 ms to 5 ms): a write
-    holds it for a fraction of a millisecond."""
-    deadline = time.monotonic() + timeout
-    delay = 0.0001
-    while True:
-        try:
-            return fn()
-        except sqlite3.OperationalError as e:
-            msg = str(e)
-            if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, 0.005)
 
 
 class Worker:
@@ -469,7 +419,7 @@ class Worker:
                     with self._busy_lock:
                         owners = list(self._busy)
                     self.queue.heartbeat(owners)
-            except sqlite3.Error:
+            except self.queue.errors:
                 log.exception("heartbeat or checkpoint failed")
 
     def _loop(self, owner: str) -> None:
@@ -477,7 +427,7 @@ class Worker:
             self._yield_to_requests()
             try:
                 job = self.queue.claim(owner, self.coalesce)
-            except sqlite3.Error:
+            except self.queue.errors:
                 log.exception("claiming a job failed")
                 self._stop.wait(self.poll)
                 continue
@@ -488,7 +438,7 @@ class Worker:
                 self._busy.add(owner)
             try:
                 self.run_one(job, owner)
-            except sqlite3.Error:  # its result was not recorded: it runs again when its lease runs out
+            except self.queue.errors:  # its result was not recorded: it runs again when its lease runs out
                 log.exception("job %d (%s): recording its result failed", job.id, job.handler)
             finally:
                 with self._busy_lock:

@@ -10,10 +10,15 @@ The latest evaluation is stored on the row, so GET /monitor/status answers witho
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from gating.evals.dataset import DatasetError
+from gating.evals.metrics import price_table
+from gating.github import ApiRevision, BlobCache, Repo
+from gating.monitor.otlp import PriceBook, default_book
 from gating.monitor.rules import MonitorConfig, parse_monitor
 from gating.server.jobs import JobQueue
 from gating.server.rollbacks import Config
@@ -27,28 +32,30 @@ _TABLES = (
       repo TEXT NOT NULL,
       environment TEXT NOT NULL,
       commit_sha TEXT NOT NULL,
-      installation INTEGER NOT NULL,
+      installation BIGINT NOT NULL,
       deployment TEXT NOT NULL,
-      deployed_at REAL NOT NULL,
-      bake_until REAL NOT NULL,
+      deployed_at DOUBLE PRECISION NOT NULL,
+      bake_until DOUBLE PRECISION NOT NULL,
       state TEXT NOT NULL,
       status TEXT NOT NULL DEFAULT '{}',
-      evaluated_at REAL,
+      evaluated_at DOUBLE PRECISION,
       PRIMARY KEY (repo, environment))""",
     """CREATE TABLE IF NOT EXISTS monitor_incidents (
       repo TEXT NOT NULL,
       commit_sha TEXT NOT NULL,
       rule TEXT NOT NULL,
-      since REAL NOT NULL,
+      since DOUBLE PRECISION NOT NULL,
       PRIMARY KEY (repo, commit_sha, rule))""",
+    """CREATE TABLE IF NOT EXISTS monitor_prices (
+      repo TEXT PRIMARY KEY,
+      prices TEXT NOT NULL)""",
 )
 _ready: set[str] = set()
 
 
 def _tables(queue: JobQueue) -> JobQueue:
     if queue.path not in _ready:
-        for sql in _TABLES:
-            queue.execute(sql)
+        queue.create(";".join(_TABLES))
         _ready.add(queue.path)
     return queue
 
@@ -123,7 +130,38 @@ def incident_since(queue: JobQueue, repo: str, commit: str, rule: str, now: floa
     if not firing:
         queue.execute("DELETE FROM monitor_incidents WHERE repo = ? AND commit_sha = ? AND rule = ?", (repo, commit, rule))
         return None
-    queue.execute("INSERT OR IGNORE INTO monitor_incidents (repo, commit_sha, rule, since) VALUES (?, ?, ?, ?)",
+    queue.execute("INSERT INTO monitor_incidents (repo, commit_sha, rule, since) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT DO NOTHING",
                   (repo, commit, rule, now))
     return float(queue.query("SELECT since FROM monitor_incidents WHERE repo = ? AND commit_sha = ? AND rule = ?",
                              (repo, commit, rule))[0][0])
+
+
+# -- the prices telemetry costs at -------------------------------------------------------------------
+
+_books: dict[tuple[str, str], tuple[str, PriceBook]] = {}  # (database, repo) -> (stored table, its book)
+
+
+def record_prices(queue: JobQueue, repo: Repo, blobs: BlobCache, cfg: Config, log: logging.Logger) -> None:
+    """Keep the default branch's price table (`evals.prices` over the defaults, as its evals price a run)
+    for the telemetry of `repo`; a table that cannot be read keeps the one kept before, and says why."""
+    try:
+        table = price_table(ApiRevision(repo, cfg.tip, blobs), {"prices": cfg.prices})
+    except DatasetError as e:
+        log.warning("%s: telemetry keeps its earlier prices: %s", repo.full_name, "; ".join(e.problems))
+        return
+    _tables(queue).execute("INSERT INTO monitor_prices (repo, prices) VALUES (?, ?) ON CONFLICT (repo) DO UPDATE "
+                           "SET prices = excluded.prices", (repo.full_name, json.dumps(table, sort_keys=True)))
+
+
+def price_book(queue: JobQueue, repo: str) -> PriceBook:
+    """The prices `repo`'s telemetry costs at: as record_prices last kept them, else the defaults."""
+    rows = _tables(queue).query("SELECT prices FROM monitor_prices WHERE repo = ?", (repo,))
+    if not rows:
+        return default_book()
+    text = rows[0][0]
+    kept = _books.get((queue.path, repo))
+    if kept is None or kept[0] != text:
+        kept = (text, PriceBook(json.loads(text)))
+        _books[(queue.path, repo)] = kept
+    return kept[1]

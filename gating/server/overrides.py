@@ -48,8 +48,8 @@ class OverrideStore:
         before (by another delivery of it, or by an edit that came first): nothing new happens."""
         me = f"{job.delivery} {job.handler}"
         self.queue.execute(
-            "INSERT OR IGNORE INTO overrides (repo, number, comment_id, login, reason, permission, head_sha, "
-            "created_at, url, received, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO overrides (repo, number, comment_id, login, reason, permission, head_sha, "
+            "created_at, url, received, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (seen.repo.lower(), seen.number, seen.comment_id, seen.login, seen.reason, permission, head_sha,
              seen.created_at, seen.url, job.created_at, me))
         rows = self.queue.query("SELECT job FROM overrides WHERE repo = ? AND comment_id = ?",
@@ -65,15 +65,16 @@ class OverrideStore:
                               (why, *key)).rowcount:
             return True
         return bool(self.queue.execute(
-            "INSERT OR IGNORE INTO overrides (repo, number, comment_id, login, reason, permission, head_sha, "
-            "created_at, url, received, job, void) VALUES (?, ?, ?, ?, ?, '', '', ?, ?, ?, ?, ?)",
+            "INSERT INTO overrides (repo, number, comment_id, login, reason, permission, head_sha, "
+            "created_at, url, received, job, void) VALUES (?, ?, ?, ?, ?, '', '', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (key[0], seen.number, seen.comment_id, seen.login, seen.reason, seen.created_at, seen.url,
              job.created_at, f"{job.delivery} {job.handler}", written_in)).rowcount)
 
     def record_push(self, repo: str, number: int, head_sha: str, job: Job) -> None:
         """A push reached the App: overrides received before it no longer count (unless a rule keeps
         them). The same head pushed again is noted once, so a redelivery voids nothing new."""
-        self.queue.execute("INSERT OR IGNORE INTO pushes (repo, number, head_sha, received) VALUES (?, ?, ?, ?)",
+        self.queue.execute("INSERT INTO pushes (repo, number, head_sha, received) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT DO NOTHING",
                            (repo.lower(), number, head_sha, job.created_at))
 
     def acts(self, repo: str, number: int) -> list[OverrideAct]:
@@ -89,7 +90,7 @@ class OverrideStore:
 
 def store(ctx: JobContext) -> OverrideStore:
     """The store in the running App's database (a handler run outside the App opens the same file)."""
-    return OverrideStore(ctx.queue if ctx.queue is not None else JobQueue(ctx.settings.db_path))
+    return OverrideStore(ctx.queue if ctx.queue is not None else JobQueue(ctx.settings.queue_location))
 
 
 def source(ctx: JobContext, repo: str) -> Callable[[int], list[OverrideAct]]:

@@ -14,10 +14,6 @@ from dataclasses import dataclass, field
 from gating.github import GitHubApp, GitHubError
 from gating.server.settings import Settings
 
-# Handlers that sign audit entries: without the audit key their first job fails.
-AUDIT_HANDLERS = ("gating.server.handlers.merge_audit", "gating.server.handlers.deployments", "gating.server.handlers.rollback_command",
-                  "gating.server.handlers.alerts", "gating.server.handlers.monitor",
-                  "gating.server.handlers.canary", "gating.server.handlers.drills")
 R, W = "read", "write"
 # What each handler does, and the permission each part needs (as the App's settings page names it).
 NEEDS: dict[str, list[tuple[str, str, str]]] = {
@@ -60,8 +56,8 @@ def audit_key_problem(settings: Settings) -> str | None:
     """A missing or unreadable audit key, when a handler that signs is on."""
     from gating.audit.keys import KeyError_
 
-    signing = [h for h in settings.handler_modules if h in AUDIT_HANDLERS]
-    if not signing:
+    signing = settings.signing_handlers()
+    if not signing or (settings.no_audit and not (settings.audit_key_path or settings.audit_key_pem)):
         return None
     try:
         settings.audit_key()
@@ -86,6 +82,20 @@ def db_problem(db_path: str) -> str | None:
     return None
 
 
+def queue_problem(settings: Settings) -> str | None:
+    """A shared queue (GATING_QUEUE_URL) must be reachable, and take the App's tables."""
+    if not settings.queue_url:
+        return None
+    from gating.server.database import errors_of, shown
+    from gating.server.jobs import JobQueue
+
+    try:
+        JobQueue(settings.queue_url).counts()
+    except errors_of(settings.queue_url) as e:
+        return f"GATING_QUEUE_URL: cannot use the job queue {shown(settings.queue_url)}: {e}"
+    return None
+
+
 def capabilities(handlers: tuple[str, ...], permissions: dict[str, str]) -> list[str]:
     """Per handler: what it can do with these permissions, and what it cannot (and the permission)."""
     out = []
@@ -104,7 +114,7 @@ def capabilities(handlers: tuple[str, ...], permissions: dict[str, str]) -> list
 def check(settings: Settings, github: GitHubApp | None = None) -> Report:
     """Every check, each problem named; `github` defaults to the App as the settings describe it."""
     report = Report()
-    for p in (audit_key_problem(settings), db_problem(settings.db_path)):
+    for p in (audit_key_problem(settings), db_problem(settings.db_path), queue_problem(settings)):
         if p:
             report.problems.append(p)
     github = github or GitHubApp(settings.app_id, settings.key(), settings.github_api_url)

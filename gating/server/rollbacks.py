@@ -83,6 +83,7 @@ class Config:
     monitor: Mapping[str, Any] = field(default_factory=dict)  # monitor.* (gating.monitor.rules reads it)
     name: str = ""  # the manifest's name: the telemetry's default service.name
     deploy: Mapping[str, Any] = field(default_factory=dict)  # deploy.* (gating.deploy.gate reads it)
+    prices: str = ""  # evals.prices: the price table telemetry is costed at (gating.server.monitoring)
 
 
 def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH) -> Config:
@@ -100,7 +101,7 @@ def load_config(repo: Repo, blobs: BlobCache, manifest_path: str = MANIFEST_PATH
     except ManifestError:
         m = None  # a broken manifest on the branch: the defaults (write, pull_request) apply
     return Config(branch, tip, (m.rollback if m else {}) or {}, (m.monitor if m else {}) or {}, m.name if m else "",
-                  (m.deploy if m else {}) or {})
+                  (m.deploy if m else {}) or {}, str(m.evals.get("prices") or "") if m else "")
 
 
 def execute(repo: Repo, audit: Audit, target: str, req: Request, now: datetime, blobs: BlobCache,

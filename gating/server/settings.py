@@ -8,6 +8,7 @@ to `load` (tests, `create_app({...})`) wins over the environment.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gating.errors import GatingError, count
 from gating.github import DEFAULT_API_URL, PrivateKeyError, load_private_key
+from gating.server.database import POSTGRES_SCHEMES
 
 HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
     "approvals", "merge_audit", "deployments", "rollback_command", "alerts", "reevaluate", "rollups", "monitor",
@@ -26,6 +28,12 @@ HANDLER_MODULES = tuple(f"gating.server.handlers.{name}" for name in (
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 AUDIT_BACKENDS = ("api", "push")
+# Handlers that sign audit entries: without the audit key their first job fails.
+AUDIT_HANDLERS = ("gating.server.handlers.merge_audit", "gating.server.handlers.deployments",
+                  "gating.server.handlers.rollback_command", "gating.server.handlers.alerts",
+                  "gating.server.handlers.monitor", "gating.server.handlers.canary", "gating.server.handlers.drills")
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
+            "": False}
 
 
 class SettingsError(GatingError):
@@ -56,6 +64,11 @@ class Settings:
                                DEFAULT_API_URL)
     log_level: str = _env("LOG_LEVEL", "logging level", "INFO")
     db_path: str = _env("GATING_DB", "SQLite file of the job queue (shared by all workers)", "gating-app.sqlite3")
+    queue_url: str = _env("GATING_QUEUE_URL", "postgresql://USER:PASSWORD@HOST/DB: keep the job queue (and "
+                          "de-duplication, leases, the scheduler, overrides, the monitor's watches and roll-ups) in "
+                          "PostgreSQL, shared by App replicas on several hosts (unset: in the SQLite file GATING_DB)",
+                          "",
+                          repr=False)
     max_body_bytes: int = _env("GATING_MAX_BODY_BYTES", "largest webhook body accepted (413 above)",
                                25 * 1024 * 1024)
     job_threads: int = _env("GATING_JOB_THREADS", "job worker threads per process (0: only enqueue)", 2)
@@ -79,6 +92,9 @@ class Settings:
                                       "(`gating keygen`; mode 0600)")
     audit_key_pem: str | None = _env("GATING_AUDIT_KEY", "the audit signing key itself (PEM, `\\n`-escaped "
                                      "or base64)", repr=False)
+    no_audit: bool = _env("GATING_NO_AUDIT", "1: start without an audit signing key (`gating app serve --no-audit`); "
+                          "merges, deployments and rollbacks then go unaudited, their audit jobs failing and "
+                          "saying so. Unset, the App refuses to start without a key", False)
     audit_backend: str = _env("GATING_AUDIT_BACKEND", "api (Git Database API) or push (git push of the "
                               "notes ref, for hosts whose API refuses refs/notes/)", "api")
     audit_push_dir: str = _env("GATING_AUDIT_PUSH_DIR", "where the push backend keeps its notes mirrors",
@@ -159,14 +175,22 @@ class Settings:
             problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.audit_backend not in AUDIT_BACKENDS:
             problems.append(f"GATING_AUDIT_BACKEND must be {' or '.join(AUDIT_BACKENDS)}, got {self.audit_backend!r}")
-        if self.audit_key_path or self.audit_key_pem:  # unset is allowed: audit jobs fail and say so
+        if self.audit_key_path or self.audit_key_pem:
             from gating.audit.keys import KeyError_
 
             try:
                 self.audit_key()
             except KeyError_ as e:
                 problems.append(f"GATING_AUDIT_KEY_PATH: {e}" if self.audit_key_path else str(e))
+        elif not self.no_audit and (signing := self.signing_handlers()):  # merges would go unaudited
+            problems.append("no audit signing key: set GATING_AUDIT_KEY_PATH or GATING_AUDIT_KEY (`gating keygen`); "
+                            f"{', '.join(signing)} sign audit entries. To run without an audit trail, set "
+                            "GATING_NO_AUDIT=1 (`gating app serve --no-audit`) or leave them out of GATING_HANDLERS")
         problems += self._handler_problems()
+        if self.queue_url and not self.queue_url.startswith(POSTGRES_SCHEMES):
+            problems.append("GATING_QUEUE_URL must be a postgresql:// URL (unset: the SQLite file GATING_DB)")
+        elif self.queue_url and importlib.util.find_spec("psycopg") is None:
+            problems.append("GATING_QUEUE_URL needs psycopg, which is not installed: pip install 'gating[postgres]'")
         folder = os.path.dirname(os.path.abspath(self.db_path))
         if not os.path.isdir(folder):
             problems.append(f"GATING_DB: cannot open the job queue {self.db_path}: the folder {folder} does not exist")
@@ -188,6 +212,10 @@ class Settings:
         if problems:
             raise SettingsError(problems)
 
+    def signing_handlers(self) -> list[str]:
+        """The handler modules on that sign audit entries."""
+        return [h for h in self.handler_modules if h in AUDIT_HANDLERS]
+
     def _handler_problems(self) -> list[str]:
         """A handler module that cannot be imported, or is not one, stops the App here rather than
         in every worker process gunicorn starts."""
@@ -203,6 +231,11 @@ class Settings:
             if not callable(getattr(module, "register", None)):
                 problems.append(f"GATING_HANDLERS: the handler module {name!r} has no register(registry) function")
         return problems
+
+    @property
+    def queue_location(self) -> str:
+        """Where the job queue lives: the PostgreSQL URL, or else the SQLite file."""
+        return self.queue_url or self.db_path
 
     def key(self) -> str:
         return load_private_key(self.private_key_path, self.private_key)
@@ -253,6 +286,12 @@ def _convert(typ: Any, v: Any) -> Any:
         return int(v)
     if t == "float":
         return float(v)
+    if t == "bool":
+        if isinstance(v, bool):
+            return v
+        if str(v).lower() not in BOOLEANS:
+            raise ValueError(v)
+        return BOOLEANS[str(v).lower()]
     if t.startswith("tuple"):
         items = v.split(",") if isinstance(v, str) else list(v)
         return tuple(i.strip() for i in items if i.strip())

@@ -19,7 +19,6 @@ import base64
 import hmac
 import json
 import logging
-import sqlite3
 import time
 import zlib
 from typing import Any
@@ -36,12 +35,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from gating.errors import FAILED, USAGE, GatingError
 from gating.monitor import otlp
 from gating.monitor.rollup import FEEDBACK_KINDS, WHOLE_SYSTEM
+from gating.server import monitoring
+from gating.server.intake import Refused, read_body
 from gating.server.rollup_store import RollupStore
 from gating.server.settings import otlp_tokens
-from gating.server.webhooks import _read_body, _Refused
 
 log = logging.getLogger("gating.app.telemetry")
 bp = Blueprint("gating_telemetry", __name__)
@@ -51,14 +50,6 @@ PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 415: 3, 503: 14}
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
 _ID_BYTES = {"traceId": 16, "trace_id": 16}  # span ids: 8
-
-
-class Refusal(GatingError):
-    """An export refused with OTLP's answer: the HTTP status and a google.rpc.Status message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message, exit_code=USAGE if status < 500 else FAILED)
-        self.status = status
 
 
 # -- encodings ---------------------------------------------------------------------------------------------
@@ -87,7 +78,7 @@ def status_body(encoding: str | None, status: int, message: str) -> tuple[bytes,
     return json.dumps({"code": code, "message": message}).encode(), JSON
 
 
-def _refusal(encoding: str | None, e: Refusal) -> Response:
+def _refusal(encoding: str | None, e: Refused) -> Response:
     body, ctype = status_body(encoding, e.status, e.message)
     resp = Response(body, e.status, content_type=ctype)
     if e.status == 503:
@@ -104,9 +95,9 @@ def _hex_ids_to_base64(node: Any) -> None:
                 try:
                     raw = bytes.fromhex(v)
                 except ValueError:
-                    raise Refusal(400, f"{k} {v[:40]!r} is not hex") from None
+                    raise Refused(400, f"{k} {v[:40]!r} is not hex") from None
                 if raw and len(raw) != size:
-                    raise Refusal(400, f"{k} {v[:40]!r} is not {size} bytes of hex")
+                    raise Refused(400, f"{k} {v[:40]!r} is not {size} bytes of hex")
                 node[k] = base64.b64encode(raw).decode()
             else:
                 _hex_ids_to_base64(v)
@@ -117,26 +108,26 @@ def _hex_ids_to_base64(node: Any) -> None:
 
 def decode(body: bytes, encoding: str, message: Message) -> None:
     """Parse the body into `message` (OTLP/JSON: hex ids, int64 as strings or numbers, unknown
-    fields ignored); raises Refusal(400) saying what is wrong."""
+    fields ignored); raises Refused(400) saying what is wrong."""
     if encoding == PROTOBUF:
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError) as e:
-            raise Refusal(400, f"body is not a protobuf {message.DESCRIPTOR.name}: {e}") from None
+            raise Refused(400, f"body is not a protobuf {message.DESCRIPTOR.name}: {e}") from None
         return
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise Refusal(400, f"body is not JSON: {e}") from None
+        raise Refused(400, f"body is not JSON: {e}") from None
     except RecursionError:
-        raise Refusal(400, "body is not JSON: nested too deeply") from None
+        raise Refused(400, "body is not JSON: nested too deeply") from None
     if not isinstance(doc, dict):
-        raise Refusal(400, f"body must be a JSON object (an OTLP {message.DESCRIPTOR.name})")
+        raise Refused(400, f"body must be a JSON object (an OTLP {message.DESCRIPTOR.name})")
     _hex_ids_to_base64(doc)
     try:
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as e:
-        raise Refusal(400, f"body is not an OTLP/JSON {message.DESCRIPTOR.name}: {e}") from None
+        raise Refused(400, f"body is not an OTLP/JSON {message.DESCRIPTOR.name}: {e}") from None
 
 
 def encode(message: Message, encoding: str) -> Response:
@@ -149,10 +140,10 @@ def encode(message: Message, encoding: str) -> Response:
 
 
 def authorize(configured: str, header: str) -> str | None:
-    """The repository the caller's token is bound to (None: any); raises Refusal when it is refused."""
+    """The repository the caller's token is bound to (None: any); raises Refused when it is refused."""
     tokens = otlp_tokens(configured)
     if not tokens:
-        raise Refusal(403, "telemetry is not accepted: the App has no GATING_OTLP_TOKEN")
+        raise Refused(403, "telemetry is not accepted: the App has no GATING_OTLP_TOKEN")
     scheme, _, given = header.partition(" ")
     given_b = given.strip().encode("utf-8", "replace")
     found: tuple[str | None, str] | None = None
@@ -160,36 +151,38 @@ def authorize(configured: str, header: str) -> str | None:
         if hmac.compare_digest(given_b, token.encode("utf-8")) and found is None:
             found = (repo, token)
     if scheme.lower() != "bearer" or found is None:
-        raise Refusal(401, "missing or wrong bearer token (Authorization: Bearer <GATING_OTLP_TOKEN>)")
+        raise Refused(401, "missing or wrong bearer token (Authorization: Bearer <GATING_OTLP_TOKEN>)")
     return found[0]
 
 
 def _body(limit: int) -> bytes:
     try:
-        body = _read_body(request.environ, limit)
-    except _Refused as e:
-        raise Refusal(e.status, f"{e.message} (GATING_OTLP_MAX_BODY_BYTES)") from None
+        body = read_body(request.environ, limit)
+    except Refused as e:
+        if e.status != 413:
+            raise
+        raise Refused(413, f"{e.message} (GATING_OTLP_MAX_BODY_BYTES)") from None
     coding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
     if coding == "identity":
         return body
     if coding != "gzip":
-        raise Refusal(415, f"Content-Encoding {coding!r} is not supported; send gzip or none")
+        raise Refused(415, f"Content-Encoding {coding!r} is not supported; send gzip or none")
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = d.decompress(body, limit + 1)
     except zlib.error as e:
-        raise Refusal(400, f"body is not valid gzip: {e}") from None
+        raise Refused(400, f"body is not valid gzip: {e}") from None
     if len(out) > limit:
-        raise Refusal(413, f"body is over the limit of {limit} bytes once decompressed (GATING_OTLP_MAX_BODY_BYTES)")
+        raise Refused(413, f"body is over the limit of {limit} bytes once decompressed (GATING_OTLP_MAX_BODY_BYTES)")
     if not d.eof:
-        raise Refusal(400, "body is not valid gzip: it ends early")
+        raise Refused(400, "body is not valid gzip: it ends early")
     return out
 
 
 def _store() -> RollupStore:
     store = current_app.extensions["gating"].rollups
     if not isinstance(store, RollupStore):
-        raise Refusal(503, "the App has no roll-up store")
+        raise Refused(503, "the App has no roll-up store")
     return store
 
 
@@ -200,9 +193,9 @@ def _oldest_minute(now: float) -> int:
 def _write(store: RollupStore, ingest: otlp.Ingest) -> None:
     try:
         store.write(ingest.rollups.values(), ingest.traces)
-    except sqlite3.Error as e:  # busy past the wait, disk full: not acknowledged, the exporter retries
+    except store.errors as e:  # busy past the wait, disk full: not acknowledged, the exporter retries
         log.error("telemetry not stored: %s", e)
-        raise Refusal(503, f"the telemetry could not be stored; it was not accepted: {e}") from None
+        raise Refused(503, f"the telemetry could not be stored; it was not accepted: {e}") from None
 
 
 # -- the endpoints -------------------------------------------------------------------------------------------
@@ -215,13 +208,15 @@ def _export(request_type: type[Message], response_type: type[Message], read: Any
         settings = current_app.extensions["gating"].settings
         bound = authorize(settings.otlp_token, request.headers.get("Authorization", ""))
         if encoding is None:
-            raise Refusal(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {request.mimetype or 'none'!r}")
+            raise Refused(415, f"Content-Type must be {PROTOBUF} or {JSON}, not {request.mimetype or 'none'!r}")
         msg = request_type()
         decode(_body(settings.otlp_max_body_bytes), encoding, msg)
         now = time.time()
-        ingest = read(msg, bound_repo=bound, now=now, oldest_minute=_oldest_minute(now))
+        queue = current_app.extensions["gating"].queue
+        ingest = read(msg, bound_repo=bound, now=now, oldest_minute=_oldest_minute(now),
+                      prices=lambda repo: monitoring.price_book(queue, repo))
         _write(_store(), ingest)
-    except Refusal as e:
+    except Refused as e:
         if e.status >= 500:
             log.warning("%s refused: %s", request.path, e.message)
         return _refusal(encoding, e)
@@ -254,14 +249,14 @@ def feedback() -> Response:
         settings = current_app.extensions["gating"].settings
         bound = authorize(settings.otlp_token, request.headers.get("Authorization", ""))
         if _encoding() != JSON:
-            raise Refusal(415, f"Content-Type must be {JSON}, not {request.mimetype or 'none'!r}")
+            raise Refused(415, f"Content-Type must be {JSON}, not {request.mimetype or 'none'!r}")
         doc = _feedback_doc(_body(settings.otlp_max_body_bytes))
         store = _store()
         repo, system, component = _feedback_target(store, doc, bound)
         ingest = otlp.Ingest()
         otlp.add_feedback(ingest, repo, system, component, doc["kind"], int(time.time() // 60))
         _write(store, ingest)
-    except Refusal as e:
+    except Refused as e:
         return _refusal(JSON, e)
     return Response(json.dumps({"status": "recorded", "repository": repo, "system": system,
                                 "component": component, "kind": doc["kind"]}), 200, content_type=JSON)
@@ -271,14 +266,14 @@ def _feedback_doc(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise Refusal(400, f"body is not JSON: {e}") from None
+        raise Refused(400, f"body is not JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise Refusal(400, "body must be a JSON object: {\"trace_id\": ..., \"kind\": ...}")
+        raise Refused(400, "body must be a JSON object: {\"trace_id\": ..., \"kind\": ...}")
     if doc.get("kind") not in FEEDBACK_KINDS:
-        raise Refusal(400, f"kind must be one of {', '.join(FEEDBACK_KINDS)}, not {str(doc.get('kind'))[:40]!r}")
+        raise Refused(400, f"kind must be one of {', '.join(FEEDBACK_KINDS)}, not {str(doc.get('kind'))[:40]!r}")
     for key in ("trace_id", "repository", "system", "component"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
-            raise Refusal(400, f"{key} must be a string")
+            raise Refused(400, f"{key} must be a string")
     return doc
 
 
@@ -289,24 +284,24 @@ def _feedback_target(store: RollupStore, doc: dict[str, Any], bound: str | None)
             if len(bytes.fromhex(trace_id)) != 16:
                 raise ValueError
         except ValueError:
-            raise Refusal(400, f"trace_id must be 32 hex digits, got {trace_id[:40]!r}") from None
+            raise Refused(400, f"trace_id must be 32 hex digits, got {trace_id[:40]!r}") from None
         found = store.trace(trace_id)
         if found is None:
-            raise Refusal(404, f"trace {trace_id} is unknown: its root span has not arrived (yet) or is older than "
+            raise Refused(404, f"trace {trace_id} is unknown: its root span has not arrived (yet) or is older than "
                                "GATING_MONITOR_RETENTION_DAYS; retry later, or name system and component instead")
         repo, system, component = found
         if bound and repo.lower() != bound.lower():
-            raise Refusal(403, f"trace {trace_id} belongs to {repo}, not to this token's repository {bound}")
+            raise Refused(403, f"trace {trace_id} belongs to {repo}, not to this token's repository {bound}")
         try:
             return repo, system, otlp.component_of({"gating.component": doc.get("component")}) or component
         except otlp.Rejected as e:
-            raise Refusal(400, str(e)) from None
+            raise Refused(400, str(e)) from None
     if not doc.get("system"):
-        raise Refusal(400, "name the request: trace_id, or system (and component)")
+        raise Refused(400, "name the request: trace_id, or system (and component)")
     try:
         repo, system = otlp.attribution({"gating.repository": doc.get("repository"), "gating.snapshot": doc["system"]},
                                         bound)
         component = otlp.component_of({"gating.component": doc.get("component")})
     except otlp.Rejected as e:
-        raise Refusal(403 if "not the repository" in str(e) else 400, str(e)) from None
+        raise Refused(403 if "not the repository" in str(e) else 400, str(e)) from None
     return repo, system, component or WHOLE_SYSTEM

@@ -14,12 +14,10 @@ answers with the same `respond`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +26,10 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from gating import limits
 from gating.errors import USAGE, GatingError
+from gating.server.intake import Refused as _Refused
+from gating.server.intake import read_body as _read_body
 
 if TYPE_CHECKING:
     from gating.server import AppState
@@ -41,7 +42,7 @@ Headers = list[tuple[str, str]]
 
 def signature(secret: str | bytes, body: bytes) -> str:
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(key, body, "sha256").hex()
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
@@ -69,48 +70,13 @@ def _parse(body: bytes, content_type: str) -> tuple[Any, str]:
             raise ValueError("the form has no payload field")
         text = fields["payload"][0]
     try:
-        return json.loads(text), text
+        return limits.loads(text), text
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
 
 def _an(word: str) -> str:
     return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
-
-
-class _Refused(GatingError):
-    """A delivery refused before it is parsed; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def _read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The raw body: exactly Content-Length bytes, or a chunked body read to its end; 413 past `limit`."""
-    stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH")
-    if length_header:
-        try:
-            length = int(length_header)
-        except ValueError:
-            raise _Refused(400, f"Content-Length {length_header!r} is not a number") from None
-        if length > limit:
-            raise _Refused(413, f"body of {length} bytes is over the limit of {limit}")
-        body = stream.read(length) if length > 0 else b""
-        while len(body) < length and (more := stream.read(length - len(body))):
-            body += more
-        if len(body) < length:
-            raise _Refused(400, f"body ended after {len(body)} of {length} bytes")
-        return body
-    if not environ.get("wsgi.input_terminated"):
-        return b""  # no length and a server that does not delimit the stream: nothing is safe to read
-    buf = bytearray()
-    while chunk := stream.read(65536):
-        buf += chunk
-        if len(buf) > limit:
-            raise _Refused(413, f"body is over the limit of {limit} bytes")
-    return bytes(buf)
 
 
 def handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -135,6 +101,9 @@ def _handle(state: AppState, environ: dict[str, Any]) -> tuple[int, dict[str, An
     delivery = environ.get("HTTP_X_GITHUB_DELIVERY")
     if not event or not delivery:
         return 400, {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}
+    if event in state.registry.internal:  # timed jobs, alerts, canary failures: queued by the App alone
+        return 400, {"error": f"X-GitHub-Event {event!r} is not a GitHub event: the App queues these jobs itself, "
+                              "never from a webhook"}
     try:
         payload, text = _parse(body, environ.get("CONTENT_TYPE") or "")
     except (ValueError, KeyError, UnicodeDecodeError) as e:
@@ -214,7 +183,7 @@ def healthz() -> tuple[Response, int]:
     try:
         counts = state.queue.counts()
         last_error = state.queue.last_error()
-    except sqlite3.Error as e:
+    except state.queue.errors as e:
         return jsonify({"status": "error", "error": f"job queue unavailable: {e}"}), 503
     return jsonify({
         "status": "ok",

@@ -13,10 +13,12 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gating.errors import GatingError
 from gating.system.manifest import FileRef
 
 MODES = ("live", "replay")  # the values of `evals.mode`
 DEFAULT_MODE = "live"
+RUN_MODES = ("auto", "live", "replay", "record")  # the values of GATING_PROVIDER
 
 
 def cassette_path(dataset_path: str) -> str:
@@ -33,6 +35,21 @@ def cassette_refs(refs: Iterable[FileRef], listing: Iterable[str]) -> list[FileR
         return []
     present = set(wanted).intersection(listing)
     return [FileRef(path, "cassette", "cassettes", key) for path, key in sorted(wanted.items()) if path in present]
+
+
+def resolve_mode(env: Mapping[str, str], record: bool, configured: str = "live", replay: bool = False) -> str:
+    """The mode of a run: --record, then --replay, then GATING_PROVIDER, then `configured` (the judging
+    revision's `evals.mode`); GATING_PROVIDER=auto (or unset) defers to the setting."""
+    if record:
+        return "record"
+    if replay:
+        return "replay"
+    mode = (env.get("GATING_PROVIDER") or "auto").strip().lower()
+    if mode not in RUN_MODES:
+        raise GatingError(f"GATING_PROVIDER={mode!r} is not one of: {', '.join(RUN_MODES)}")
+    if mode == "auto":
+        return configured
+    return mode
 
 
 def configured_mode(evals: Mapping[str, Any] | None) -> str:

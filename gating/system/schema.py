@@ -159,6 +159,7 @@ EVALS_SCHEMA: dict[str, Any] = {
             },
         },
         "concurrency": {"type": "integer", "minimum": 1},
+        "workers": {"type": "integer", "minimum": 1},
         "pacing": {"type": "boolean"},  # adapt the concurrency to the provider's rate limits (default true)
         "repeat": {"type": "integer", "minimum": 1},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0},

@@ -119,6 +119,8 @@ class LLMServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: int = 0
+    inflight: int = 0  # requests being answered now
+    max_inflight: int = 0  # the most answered at once: what a client's concurrency bound is checked by
     log: list[dict[str, Any]] = field(default_factory=list)
     keep_log: bool = True
     api_key: str | None = None  # when set, a request without this key is answered 401
@@ -224,7 +226,12 @@ class LLMServer:
                     k, _, v = h.decode("latin-1").partition(":")
                     headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-                status, extra, payload = await self._respond(method, path, body, headers)
+                self.inflight += 1
+                self.max_inflight = max(self.max_inflight, self.inflight)
+                try:
+                    status, extra, payload = await self._respond(method, path, body, headers)
+                finally:
+                    self.inflight -= 1
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
                         "content-type: application/json", f"content-length: {len(payload)}"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
@@ -244,7 +251,8 @@ class LLMServer:
         if native is not None:
             return await self._native(native, method, path, raw_query, raw, headers)
         if method == "GET" and path == "/stats":
-            doc: dict[str, Any] = {"requests": self.requests, "cpu_s": time.process_time()}
+            doc: dict[str, Any] = {"requests": self.requests, "cpu_s": time.process_time(),
+                                   "max_inflight": self.max_inflight}
             if self.limits is not None:  # what the server admitted and refused, per window
                 lim = self.limits
                 doc["rate_limits"] = {"requests": lim.requests, "tokens": lim.tokens, "window_s": lim.window_s,

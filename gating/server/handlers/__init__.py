@@ -93,6 +93,7 @@ class Registry:
     def __init__(self) -> None:
         self.handlers: list[Handler] = []
         self.schedules: list[Schedule] = []
+        self.internal: set[str] = {SCHEDULE}  # events the App queues itself: a webhook naming one is forged
 
     def every(self, name: str, seconds: Callable[[Any], float]) -> Callable[[HandlerFunc], HandlerFunc]:
         """A job queued once per period of `seconds(settings)` (see app.schedule), with no webhook."""
@@ -104,7 +105,11 @@ class Registry:
 
     def on(self, event: str, *actions: str, key: Callable[[Payload], str | None] | None = None,
            when: Callable[[Payload], bool] | None = None, name: str | None = None,
-           coalesce: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+           coalesce: bool = False, internal: bool = False) -> Callable[[HandlerFunc], HandlerFunc]:
+        """`internal`: the event is the App's own (queued by one of its endpoints), never GitHub's."""
+        if internal:
+            self.internal.add(event)
+
         def add(func: HandlerFunc) -> HandlerFunc:
             hname = name or f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
             if self.get(event, hname):
@@ -124,7 +129,7 @@ class Registry:
         """event -> actions handled (for the App manifest and the docs)."""
         out: dict[str, set[str]] = {}
         for h in self.handlers:
-            if h.event != SCHEDULE:
+            if h.event not in self.internal:
                 out.setdefault(h.event, set()).update(h.actions or {"*"})
         return {e: sorted(a) for e, a in sorted(out.items())}
 

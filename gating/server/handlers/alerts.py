@@ -45,7 +45,7 @@ class PayloadError(GatingError):
 
 
 def register(registry: Registry) -> None:
-    registry.on(ALERT_EVENT, "firing", key=lambda p: p.get("key"))(on_alert)
+    registry.on(ALERT_EVENT, "firing", internal=True, key=lambda p: p.get("key"))(on_alert)
     # the deployments handler's key: queued after it for the same delivery, this job finds its entry
     registry.on("deployment_status", "created", key=_audit_key, when=_failed)(on_deployment_failure)
 

@@ -70,7 +70,7 @@ class QuestionError(CanaryError):
 
 
 def register(registry: Registry) -> None:
-    registry.on(CANARY_EVENT, "failed", key=lambda p: f"{p.get('repository')}#canary")(record_failure)
+    registry.on(CANARY_EVENT, "failed", internal=True, key=lambda p: f"{p.get('repository')}#canary")(record_failure)
 
 
 # -- the question --------------------------------------------------------------------------------------

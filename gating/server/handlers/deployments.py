@@ -75,6 +75,7 @@ def on_deployment_status(ctx: JobContext) -> None:
     if baking and ctx.queue is not None:
         monitoring.watch(ctx.queue, repo.full_name, env, facts.commit, int(p["installation"]["id"]),
                          dict(facts.deployment or {}), now.timestamp(), monitoring.config_of(cfg).bake_minutes)
+        monitoring.record_prices(ctx.queue, repo, ctx.blobs, cfg, ctx.log)
     ctx.log.info("%s: %s entry seq %d on %s (%s)", repo.full_name, facts.event, res.entry.seq,
                  facts.commit[:12], "written" if res.created else "already there")
     witness(repo, res.entry, key, int(ctx.settings.app_id), ctx.log)

@@ -90,6 +90,7 @@ def check(ctx: JobContext, w: monitoring.Watch, now: datetime) -> None:
     assert ctx.queue is not None
     repo = Repo(ctx.github.installation(w.installation), w.repo)
     cfg = load_config(repo, ctx.blobs, ctx.settings.manifest_path)
+    monitoring.record_prices(ctx.queue, repo, ctx.blobs, cfg, ctx.log)  # the branch's prices may have changed
     config = monitoring.config_of(cfg)
     envs = environments_of(cfg.rollback)
     audit = app_audit(replace(ctx, payload={"installation": {"id": w.installation}}), repo)

@@ -65,7 +65,7 @@ def on_comment(ctx: JobContext, now: Callable[[], datetime] = lambda: datetime.n
     cmd = parse_command(comment.get("body") or "")
     if cmd is None or is_bot(comment.get("user")):
         return
-    queue = ctx.queue if ctx.queue is not None else JobQueue(ctx.settings.db_path)
+    queue = ctx.queue if ctx.queue is not None else JobQueue(ctx.settings.queue_location)
     if not queue.first_run(f"rollback comment {cid}", ctx.job):  # comment ids are unique across GitHub
         ctx.log.info("comment %d: its /rollback was handled by an earlier delivery; nothing new", cid)
         return

@@ -16,7 +16,7 @@ def register(registry: Registry) -> None:
 
 
 def prune(ctx: JobContext) -> None:
-    store = ctx.rollups if isinstance(ctx.rollups, RollupStore) else RollupStore(ctx.settings.db_path)
+    store = ctx.rollups if isinstance(ctx.rollups, RollupStore) else RollupStore(ctx.settings.queue_location)
     before = int((time.time() - ctx.settings.monitor_retention_days * 86400) // 60)
     n = store.prune(before)
     ctx.log.info("monitor retention: %d minute roll-up%s older than %.4g days dropped", n, "" if n == 1 else "s",
