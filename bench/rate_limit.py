@@ -5,7 +5,7 @@ limit (a 1 s window by default, so a run takes seconds rather than minutes; `--w
 per-minute shape), runs the cases through `run_evals` at a concurrency far above what the limit
 allows, and prints, from the server's own per-window counts: the throughput in the steady windows
 (every whole window but the first, where the full bucket allows a burst, and the last) as a share of
-the limit, the share of requests refused with 429, and the load average beside them.
+the limit, the share of requests refused with 429 (and how many in each window), and the load average beside them.
 
 Targets (issue 20): throughput within 10% of the limit (>= 0.90), retries under 5% of requests.
 
@@ -94,7 +94,8 @@ def scenario(label: str, args: argparse.Namespace, limit_flags: list[str], pacin
     print(f"{label:<24}{wall:>7.1f}{share:>12.2f}{retry:>9.1%}{admitted:>10}{refused:>9}"
           f"{run.metrics['passed']:>8}{found.get('concurrency', '-'):>8}{load:>7.1f}")
     print(f"  {len(used)} steady windows of {args.window:g} s, {unit} per window: "
-          + ", ".join(str(u) for u in used) + f" (limit {limit})")
+          + ", ".join(str(u) for u in used) + f" (limit {limit}); refused per window from the first: "
+          + ", ".join(str(rej.get(w, 0)) for w in range(last + 1)))
     if not pacing:
         return True
     ok = share >= THROUGHPUT_TARGET and retry < RETRY_TARGET and run.metrics["passed"] == args.cases

@@ -195,7 +195,7 @@ def main() -> int:
     gh.start()
     world = parent.recv()
     port = _free_port()
-    env = {**os.environ, "APP_ID": str(world["app_id"]), "PRIVATE_KEY": world["key"], "WEBHOOK_SECRET": world["secret"],
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "APP_ID": str(world["app_id"]), "PRIVATE_KEY": world["key"], "WEBHOOK_SECRET": world["secret"],
            "GITHUB_API_URL": world["api_url"], "GATING_DB": str(tmp / "jobs.db"), "LOG_LEVEL": "WARNING",
            "GATING_JOB_THREADS": str(args.job_threads), "GATING_POLL_SECONDS": "0.2", "GATING_NO_AUDIT": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import types
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from gating.git.notes import EVALS_REF
 from gating.git.repository import Git
 from gating.git.revision import WorkTree
 from gating.system.snapshot import build_snapshot
+from gating.testing.llm_ratelimit import RateLimits
 from gating.testing.llm_server import LLMServer
 
 REPLAY_YML = GATING_YML.replace("  target: {type: prompt}\n", "  target: {type: prompt}\n  mode: replay\n")
@@ -445,3 +447,37 @@ def test_expected_cost_counts_the_prompt_the_variables_repeats_and_judge_calls(t
     assert estimate(graded, snap, 1) == 2 * size
     longer = Case("c", "answer", {"n": 1, "q": "x" * 100}, asserts=plain.asserts)
     assert estimate(longer, snap, 1) > size
+
+
+def test_rate_limits_the_shards_met_are_added_up_as_one_key_met_them():
+    # the matrix jobs run side by side on one key: together they ran at the sum of their concurrency and
+    # request rates and were refused the sum of their 429s; the pauses overlapped (the longest is kept)
+    a = {"requests": 9, "retries": {"rate_limit": 2},
+         "rate_limit": {"concurrency": 3.5, "limit": 4.0, "requests_per_min": 240, "throttled": 2,
+                        "paused_s": 1.0, "provider_limits": {"requests": 5}}}
+    b = {"requests": 7, "retries": {"rate_limit": 1},
+         "rate_limit": {"concurrency": 2.0, "limit": 2.5, "requests_per_min": None, "throttled": 1,
+                        "paused_s": 2.25, "provider_limits": {"requests": 5}}}
+    c = {"requests": 3, "retries": {}}  # met no limit
+    merged = merge_stats([c, a, b])
+    assert merged["rate_limit"] == {"concurrency": 5.5, "limit": 6.5, "requests_per_min": 240, "throttled": 3,
+                                    "paused_s": 2.25, "provider_limits": {"requests": 5}, "shards": 2}
+    assert merge_stats([c, a])["rate_limit"] == a["rate_limit"]  # one shard's figures are its own
+    assert "rate_limit" not in merge_stats([c, c])
+
+
+def test_a_sharded_check_under_a_rate_limit_says_so_per_shard_and_added_up(github, tmp_path: Path, monkeypatch):
+    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+    with LLMServer(latency=0.02, limits=RateLimits(requests=3, window_s=1.0)) as llm:
+        sh = Sharded(Harness(github, repo, llm, tmp_path, monkeypatch))
+        pr = sh.h.open_pr("greet", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer")
+        into = tmp_path / "limited"
+        jobs = sh.shards(pr, 2, into)
+        merged = sh.merge(pr, into, "--notes", "off")
+    said = r"settled at ~[\d.]+ concurrent(, [\d,]+ requests/min)?; retries \d+ \(the provider's limits: 3 requests per window\)"
+    for job in jobs:  # the base's 12 cases, 6 a shard, meet the 3 a second
+        assert job.rc == 0 and re.search("rate limited on base: " + said, job.file("step-summary.md")), job.file("step-summary.md")
+    [run] = sh.h.check_runs(pr["head"]["sha"])
+    assert re.search(r"LLM requests: \d+ \(cache hits 0, replayed 0\) · rate limited on base \(2 shards together\): "
+                     + said, run["output"]["summary"]), run["output"]["summary"]
+    assert re.search(r"rate limited on base \(2 shards together\): " + said, merged.file("step-summary.md"))

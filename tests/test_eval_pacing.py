@@ -14,10 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from check_support import Harness, greet_prompt, write_system
 from eval_support import MODELS, live_env, load, write_repo
 
 from gating.commands.cli import main
-from gating.evals.pacing import Pacer, PaceState, describe, parse_reset, read_headers
+from gating.evals.pacing import INITIAL_SLOTS, Pacer, PaceState, describe, parse_reset, read_headers
 from gating.evals.providers import RetryPolicy
 from gating.evals.runner import run_evals
 from gating.git.repository import commit_all, init_repo
@@ -35,9 +36,10 @@ class Clock:
         return self.t
 
 
-def pacer(cap: int = 8) -> tuple[Pacer, Clock]:
+def pacer(cap: int = 8, initial: int | None = None) -> tuple[Pacer, Clock]:
+    """A pacer on a hand-moved clock, starting at `initial` slots (default: all of them)."""
     clock = Clock()
-    return Pacer(cap, clock=clock, wall=lambda: WALL), clock
+    return Pacer(cap, clock=clock, wall=lambda: WALL, initial=initial or cap), clock
 
 
 def take(p: Pacer) -> float:
@@ -288,17 +290,24 @@ def test_pacing_off_hammers_the_limit(tmp_path: Path) -> None:
     assert "rate_limit" not in run.stats
 
 
-def test_a_retry_after_pauses_the_requests_in_flight_elsewhere(tmp_path: Path) -> None:
+@pytest.mark.parametrize("status, provider, category", [
+    ("429", "openai", "rate_limit"),
+    ("503", "openai", "provider"),  # service unavailable
+    ("529", "anthropic", "provider"),  # Anthropic's overloaded_error
+])
+def test_a_retry_after_pauses_the_requests_in_flight_elsewhere(tmp_path: Path, status: str, provider: str,
+                                                               category: str) -> None:
     # c000 is refused with Retry-After: 1 while c001-c003 are still being answered (slow); their
     # workers' next requests wait for the pause too, so the server sees nothing for a second
-    cases = _cases(8, {0: "[[fault:429 retry_after=1 times=1]] ", **{i: "[[fault:slow delay=0.4]] "
-                                                                          for i in range(1, 8)}})
-    snap, reader = load(write_repo(tmp_path / "repo", cases))
+    cases = _cases(8, {0: f"[[fault:{status} retry_after=1 times=1]] ", **{i: "[[fault:slow delay=0.4]] "
+                                                                                for i in range(1, 8)}})
+    models = {"m": {"provider": provider, "model": "a-model-2025-01-01"}, "j": MODELS["j"]}
+    snap, reader = load(write_repo(tmp_path / "repo", cases, models=models))
     with LLMServer(latency=0.1) as server:
         run = run_evals(snap, reader, concurrency=4, env=live_env(server),
                         retry=RetryPolicy(max_retries=2, base_s=0.05))
         log = list(server.log)
-    assert run.metrics["passed"] == 8 and run.stats["retries"] == {"rate_limit": 1}
+    assert run.metrics["passed"] == 8 and run.stats["retries"] == {category: 1}
     refused = next(e for e in log if "answered" in e)["answered"]
     quiet = [e["t"] - refused for e in log if refused + 0.2 < e["t"] < refused + 1.0]
     assert quiet == []  # without the shared pause, three requests would arrive ~0.4 s after the 429
@@ -325,6 +334,106 @@ def test_a_retry_after_too_long_to_take_pauses_nobody() -> None:
     p, clock = pacer(4)
     p.done(take(p), 429, {"retry-after": "3600"})  # that request gives up; the others need not wait an hour
     assert p.state.take(clock.t) == 0.0
+
+
+def test_the_check_run_says_the_limit_its_runs_met(github, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = github.create_repo("acme/tiny-bot", source_dir=write_system(tmp_path / "src"))
+    with LLMServer(latency=0.02, limits=RateLimits(requests=4, window_s=1.0)) as server:
+        h = Harness(github, repo, server, tmp_path, monkeypatch)
+        pr = h.open_pr("warm", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
+        ran = h.run(pr)  # the base has no eval note: its 12 cases run, and meet the 4 a second
+    assert ran.rc == 0, ran.stderr
+    [run] = h.check_runs(pr["head"]["sha"])
+    said = re.compile(r"LLM requests: (\d+) \(cache hits 0, replayed 0\) · rate limited on base: settled at "
+                      r"~[\d.]+ concurrent(, [\d,]+ requests/min)?; retries (\d+) \(the provider's limits: 4 "
+                      r"requests per window\)")
+    got = said.search(run["output"]["summary"])
+    assert got is not None, run["output"]["summary"]
+    assert said.search(ran.summary) is not None  # the job summary shows the same
+    assert int(got[1]) == 14 + ran.report["head_run"]["stats"]["retries"].get("rate_limit", 0) + int(got[3])
+
+
+@pytest.mark.parametrize("status", [503, 529])
+def test_an_overloaded_provider_pauses_and_slows_the_run_as_a_429_does(status: int) -> None:
+    p, clock = pacer(8)
+    sent = [take(p) for _ in range(8)]
+    clock.t += 1
+    p.done(sent[0], status, {"retry-after": "2"})
+    assert p.state.take(clock.t) == pytest.approx(2.0) and p.state.limit == 4
+    got = p.summary()
+    assert got is not None and got["overloaded"] == 1 and got["throttled"] == 0 and got["paused_s"] == 2.0
+    p.done(sent[1], 500, {"retry-after": "2"})  # a server error is not a sign of load: no pause, no cut
+    assert p.state.limit == 4 and p.summary()["overloaded"] == 1  # type: ignore[index]
+
+
+PLENTY = {"x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests": "990",
+          "x-ratelimit-reset-requests": "600ms"}
+
+
+def test_a_run_starts_with_a_few_slots_and_doubles_them_a_round_till_a_first_sign_of_the_limit() -> None:
+    # a provider serves the first burst from its full bucket, so its limit shows only once the run is past
+    # it, and every request then on its way is refused: the fewer slots then, and the later sent, the better
+    assert Pacer(64).state.limit == INITIAL_SLOTS and Pacer(2).state.limit == 2
+    for headers in ({}, PLENTY):
+        p, clock = pacer(64, initial=4)
+        sent = [take(p) for _ in range(4)]
+        clock.t += 0.1
+        for s in sent:
+            p.done(s, 200, headers)
+        assert p.state.limit == 8  # a slot an answer
+        if headers:  # the provider says what remains: nothing to guess
+            assert p.state.interval == 0.0
+        else:  # no word on the budgets: the next round's starts are spread over half a round trip
+            assert p.state.interval == pytest.approx(0.5 * 0.1 / 7)
+    p.state.interval = 0.0
+    clock.t += 1
+    p.done(take(p), 429, {})
+    assert p.state.limit == 4
+    for _ in range(4):
+        p.done(take(p), 200, {})
+    assert 4.9 < p.state.limit < 5.1 and p.state.interval == 0.0  # past it, a slot a round, unspread
+
+
+def test_after_a_pause_the_waiting_requests_restart_one_by_one_at_the_rate_answers_came() -> None:
+    p, clock = pacer(8)
+    for _ in range(10):  # ten answers 50 ms apart: the provider gives about 20 a second
+        p.done(take(p), 200, {})
+        clock.t += 0.05
+    sent = [take(p) for _ in range(8)]
+    clock.t += 0.01
+    p.done(sent[0], 429, {"retry-after": "1"})
+    for s in sent[1:]:
+        p.done(s, 429, {})
+    assert p.state.limit == 4  # cut once
+    clock.t += 1.0  # the pause is over: one may go, the next 50 ms later, not all four slots at once
+    assert p.state.take(clock.t) == 0.0
+    assert p.state.take(clock.t) == pytest.approx(0.05, rel=0.02)
+    clock.t += 0.05
+    assert p.state.take(clock.t) == 0.0
+    for _ in range(2):
+        p.state.release()
+    clock.t += 0.05
+    p.done(take(p), 200, {})
+    assert p.state.limit == 2  # restarting one by one, one was in flight: the limit is twice that, not 4
+    for _ in range(8):  # once that many have restarted, nothing holds them back
+        clock.t += 0.05
+        p.done(take(p), 200, {})
+    assert p.state.interval == 0.0
+
+
+def test_a_wait_under_a_second_spaces_the_restarts_at_least_that_far_apart() -> None:
+    # retry-after-ms says when one request fits: the refill time of a request, a better guess than the
+    # rate of the answers so far, which came from the bucket's first burst
+    p, clock = pacer(8)
+    for _ in range(10):  # 5 ms apart
+        p.done(take(p), 200, {})
+        clock.t += 0.005
+    sent = take(p)
+    clock.t += 0.01
+    p.done(sent, 429, {"retry-after-ms": "40", "retry-after": "1"})
+    clock.t += 0.04
+    assert p.state.take(clock.t) == 0.0
+    assert p.state.take(clock.t) == pytest.approx(0.04)
 
 
 def test_worker_processes_pace_their_shares_under_one_limit(tmp_path: Path) -> None:

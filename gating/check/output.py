@@ -50,6 +50,7 @@ class CheckResult:
     llm_requests: int = 0  # requests sent to providers by this check (retries included)
     cache_hits: int = 0
     replayed: int = 0
+    rate_limits: list[str] = field(default_factory=list)  # `rate limited on head: settled at ...`, a line a run
     messages: list[str] = field(default_factory=list)  # warnings for the reader (a note not pushed, ...)
     error: str | None = None  # the crash, when verdict is error
     elapsed_s: float = 0.0
@@ -121,6 +122,7 @@ def provenance(r: CheckResult) -> str:
         parts.append(f"head: {r.head_source}")
     if r.verdict != "unchanged":
         parts.append(f"LLM requests: {r.llm_requests} (cache hits {r.cache_hits}, replayed {r.replayed})")
+        parts += r.rate_limits
     parts.append(f"{r.elapsed_s:.1f} s")
     return "<sub>" + " · ".join(parts) + "</sub>"
 

@@ -34,6 +34,7 @@ from gating.diff.semantic import diff_revisions
 from gating.evals.compare import compare, unevaluated
 from gating.evals.judging import Judging, judging_for, self_judging
 from gating.evals.metrics import compute_metrics
+from gating.evals.pacing import describe
 from gating.evals.records import Comparison, RunResult, carry_over
 from gating.git.repository import Git, GitError
 from gating.git.revision import GitRevision
@@ -154,6 +155,7 @@ class Evaluator:
     def __init__(self, g: Git, settings: Settings, env: Mapping[str, str]):
         self.g, self.settings, self.env = g, settings, env
         self.requests = self.cache_hits = self.replayed = 0
+        self.rate_limits: list[str] = []  # what the runs found out about the provider's rate limit, a line each
         cache, warning = check_evidence.response_cache(settings.cache_dir, env, g)
         self.cache_dir: str | None = str(cache) if cache else None
         self.messages: list[str] = [warning] if warning else []
@@ -173,12 +175,15 @@ class Evaluator:
         res = run_evals(snap, GitRevision(self.g, rev), only_prompts=only, concurrency=self.settings.concurrency,
                         cache_dir=self.cache_dir, env=self.env, rev=rev, judging=judging, progress=shown,
                         mode=ev.mode if ev else None, trusted_cassettes=ev.trusted if ev else None)
-        return self.count(res)
+        return self.count(res, role)
 
-    def count(self, res: RunResult) -> RunResult:
+    def count(self, res: RunResult, role: str = "head") -> RunResult:
         self.requests += int(res.stats.get("requests", 0))
         self.cache_hits += int(res.stats.get("cache_hits", 0))
         self.replayed += int(res.stats.get("replayed", 0))
+        if res.stats.get("rate_limit"):
+            retries = sum((res.stats.get("retries") or {}).values())
+            self.rate_limits.append(describe(res.stats["rate_limit"], retries, f" on {role}"))
         return res
 
     def planned(self, cs: ChangeSet, sides: list[tuple[Snapshot, Judging]]) -> None:
@@ -350,6 +355,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         evaluation = ev.evaluate(base, head)
         result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
+        result.rate_limits = ev.rate_limits
     except BaseException as e:
         result = _crash(head, base, settings.fail_on, e)
         result.elapsed_s = (ev.elapsed_before if ev else 0.0) + time.monotonic() - t0

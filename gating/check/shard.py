@@ -33,6 +33,7 @@ from gating.evals.assertions import MODEL_GRADED, base_type
 from gating.evals.dataset import Case
 from gating.evals.judging import Judging
 from gating.evals.metrics import compute_metrics
+from gating.evals.pacing import combine
 from gating.evals.records import RunResult
 from gating.system.snapshot import Snapshot
 
@@ -111,13 +112,17 @@ def assign(cost: Mapping[str, int], n: int) -> dict[str, int]:
 
 
 def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counters summed; retries summed per category; the backoff slept summed; anything else (the
-    recordings the base kept, counted over the cassettes rather than the cases) is the same in every
-    shard and kept once."""
+    """Counters summed; retries summed per category; the backoff slept summed; the rate limits the
+    shards met added up (pacing.combine); anything else (the recordings the base kept, counted over
+    the cassettes rather than the cases) is the same in every shard and kept once."""
     merged: dict[str, Any] = {}
+    limited: list[Mapping[str, Any]] = []  # what each shard found out about the provider's rate limit
     for s in stats:
         for k, v in s.items():
-            if k in SUMMED and isinstance(v, (int, float)):
+            if k == "rate_limit" and isinstance(v, Mapping):
+                limited.append(v)
+                merged.setdefault(k, v)
+            elif k in SUMMED and isinstance(v, (int, float)):
                 merged[k] = merged.get(k, 0) + v
             elif k == "waited_s" and isinstance(v, (int, float)):
                 merged[k] = round(merged.get(k, 0.0) + v, 3)
@@ -129,6 +134,8 @@ def merge_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 merged.setdefault(k, v)
     if isinstance(merged.get("retries"), dict):
         merged["retries"] = dict(sorted(merged["retries"].items()))
+    if limited:
+        merged["rate_limit"] = combine(limited)
     return merged
 
 

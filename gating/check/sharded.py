@@ -119,7 +119,8 @@ def finish_shard(ctx: CheckContext, settings: Settings, ev: Evaluator, result: o
     ran = {role: len(r["run"]["cases"]) for role, r in ev.runs.items()}
     line = shard_line(i, n, ran.get("base", 0), ran.get("head", 0), path)
     if ctx.step_summary:
-        out.append_to(ctx.step_summary, f"## gating / eval: shard {i}/{n}\n\n{line}\n")
+        limited = "".join(f"\n{x}\n" for x in ev.rate_limits)
+        out.append_to(ctx.step_summary, f"## gating / eval: shard {i}/{n}\n\n{line}\n{limited}")
     if ctx.output_file:
         out.append_to(ctx.output_file, out.step_outputs("", "", {"shard-report": path}))  # no verdict: the merge's
     partial = out.CheckResult("partial", "", [line], result.head_sha, result.base_sha, settings.fail_on,
@@ -235,4 +236,4 @@ class MergeEvaluator(Evaluator):
                                     f"({getattr(got, what)!r} vs {getattr(first, what)!r})")
         self._raise(problems)
         self.used.add(role)
-        return self.count(merge_runs([r for _, r in runs], order))
+        return self.count(merge_runs([r for _, r in runs], order), role)

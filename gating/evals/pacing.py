@@ -6,8 +6,13 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
 - AIMD on the concurrency limit (as TCP's congestion window): each success adds 1/limit (about one
   slot per round of requests; a tenth of that from 80% of the limit where the last 429 came, so it
   probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
-  cut do not cut again, since they report the same congestion. It starts at, and never exceeds,
-  `evals.concurrency`; it never goes below one.
+  cut do not cut again, since they report the same congestion. It never exceeds `evals.concurrency`
+  and never goes below one. Till a first sign of the limit it starts at INITIAL_SLOTS and each
+  success adds a whole slot (twice the slots a round: slow start). A provider serves the first burst
+  from its full bucket, so its limit shows only once the run is past it, and every request then on
+  its way is refused; without rate-limit headers to say so beforehand, a round's starts are spread
+  over half its round trip, so the first refusal comes back, and pauses the run, before the rest of
+  the round is sent.
 - Ahead of the limit, from the rate-limit headers (OpenAI's `x-ratelimit-remaining-requests`,
   `-tokens` and their `-reset`; Anthropic's `anthropic-ratelimit-*`): when what remains of a budget
   falls below two requests per slot, starts are spaced around the budget's refill rate ((limit -
@@ -17,6 +22,11 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
+  A provider that says it is overloaded (503, Anthropic's 529) is answered as a 429: cut and pause.
+  When the pause ends, the requests that waited restart one by one, spaced at the rate answers came
+  before it (the refill rate, when the run was at the limit), not all at once: the pause refilled
+  the budget for about one request, and a crowd restarting together would be refused again; the limit
+  shrinks meanwhile to twice the requests in flight, so the run does not burst once they are all back.
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
 next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
@@ -29,7 +39,8 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,8 +51,12 @@ CUT_ON_429 = 0.5
 PROBE = 0.8  # from this share of the limit where the last 429 came, the limit grows ten times slower
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
+INITIAL_SLOTS = 4  # the concurrency limit a run starts at (at most evals.concurrency)
+SPREAD = 0.5  # before a limit shows, starts are at least this share of a round trip / the limit apart
+RATE_SAMPLE = 32  # answers the rate of answers is measured over (the spacing after a pause)
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
 _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
+OVERLOADED = (503, 529)  # service unavailable, Anthropic's overloaded_error: back off as from a 429
 
 
 class PaceState:
@@ -90,9 +105,10 @@ class PaceState:
     def shrink(self, to: float) -> None:
         self.limit = max(1.0, min(self.limit, to))
 
-    def grow(self, cap: float) -> None:
-        """About one slot per round of answers; a tenth of that near the limit where the last 429 came."""
-        step = 1.0 / self.limit
+    def grow(self, cap: float, fast: bool = False) -> None:
+        """About one slot per round of answers (`fast`: one an answer); a tenth of that near the limit
+        where the last 429 came."""
+        step = 1.0 if fast else 1.0 / self.limit
         if self.limit >= PROBE * self.ceiling:
             step *= 0.1
         self.limit = min(float(cap), self.limit + step)
@@ -170,16 +186,17 @@ class Pacer:
 
     def __init__(self, max_concurrency: int, state: PaceState | None = None,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 budget_share: float = 1.0) -> None:
+                 initial: int = INITIAL_SLOTS, budget_share: float = 1.0) -> None:
         self.cap = max(1, max_concurrency)
         # the part of the provider's budget this pacer may spend: a run in several processes paces each
         # on its share, since every process reads the same remaining budget in the answers' headers
         self.share = min(1.0, max(budget_share, 1e-3))
-        self.state = state or PaceState(self.cap)
+        self.state = state or PaceState(min(self.cap, max(1, initial)))
         self.clock = clock
         self.wall = wall
         self.cost: float | None = None  # tokens per request (a moving average), once an answer said
         self.throttled = 0  # 429s
+        self.overloaded = 0  # 503s and 529s
         self.paused_s = 0.0
         self.limited_since: float | None = None  # the first sign of a limit (a 429 or a low budget)
         self.ok_since_limited = 0
@@ -188,6 +205,10 @@ class Pacer:
         self._starts = 0
         self._reading: Reading | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._answers: deque[float] = deque(maxlen=RATE_SAMPLE)  # when the last successes came
+        self._stagger = 0.0  # the spacing of the restarts after a pause ...
+        self._stagger_until = -math.inf  # ... until then
+        self._rtt: float | None = None  # seconds from start to answer (a moving average)
 
     async def acquire(self) -> float:
         while True:
@@ -222,23 +243,47 @@ class Pacer:
             r = read_headers(headers, self.wall()) if told else None
             if r is not None and (r.requests.remaining is not None or r.tokens.remaining is not None):
                 self._reading = r
-            if status == 429:
-                self.throttled += 1
+            if status == 429 or status in OVERLOADED:
+                if status == 429:
+                    self.throttled += 1
+                else:
+                    self.overloaded += 1
                 self._limited(now)
+                st.cut(sent, CUT_ON_429, now)
                 if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
                     st.pause(now + r.retry_after)
-                st.cut(sent, CUT_ON_429, now)
+                    self._restart_gradually(st.not_before, r.retry_after)
             elif status < 400:
+                rtt = now - sent
+                self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
                 self._success(now, r)
         finally:
             self._wake()
+
+    def _restart_gradually(self, until: float, wait: float) -> None:
+        """Space the restarts after a pause at the rate answers came before it, for a round of them. A
+        wait under a second (`retry-after-ms`: what one request needs to fit) is the refill time of a
+        request: no shorter, since the rate of answers may still be that of the bucket's first burst."""
+        n = len(self._answers)
+        span = self._answers[-1] - self._answers[0] if n > 1 else 0.0
+        step = max(span / (n - 1) if span > 0 else 0.0, wait if wait < 1.0 else 0.0)
+        if step <= 0:
+            return
+        self._stagger = step
+        self._stagger_until = until + self._stagger * max(1, int(self.state.limit))
+        self.state.space(max(self.state.interval, self._stagger))
 
     def _success(self, now: float, r: Reading | None) -> None:
         st = self.state
         slots = max(1, int(st.limit))
         near = False
-        interval = 0.0
+        interval = self._stagger if now < self._stagger_until else 0.0
+        if self.limited_since is None and self._rtt and r is None:
+            # no word on the budgets: spread a round's starts over its round trip, so the one that finds
+            # the bucket empty comes back before the rest of the round is sent
+            interval = max(interval, SPREAD * self._rtt / max(1.0, st.limit))
+        self._answers.append(now)
         if r is not None:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
@@ -257,11 +302,11 @@ class Pacer:
                     steady = cost / (rate * self.share)
                     interval = max(interval, min(MAX_SPACING * steady, steady * target / max(remaining, 1e-9)))
         st.space(interval)
-        if near:
+        if near or now < self._stagger_until:  # restarting one by one: as many as that keeps busy, with room
             self._limited(now)
             st.shrink(NEAR * (st.inflight + 1))
         else:
-            st.grow(self.cap)
+            st.grow(self.cap, fast=self.limited_since is None)  # slow start, till a first sign of the limit
         if self.limited_since is not None:
             self.ok_since_limited += 1
             self.last_done = now
@@ -287,6 +332,7 @@ class Pacer:
             "limit": round(self.state.limit, 1),
             "requests_per_min": round(self.ok_since_limited / span * 60) if span > 0 else None,
             "throttled": self.throttled,
+            **({"overloaded": self.overloaded} if self.overloaded else {}),
             "paused_s": round(self.paused_s, 3),
         }
         r = self._reading
@@ -296,28 +342,41 @@ class Pacer:
         return out
 
 
-def combine_summaries(found: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """One summary for a run whose worker processes each paced their share of the concurrency."""
-    if len(found) <= 1:
-        return found[0] if found else None
-    rpms = [f.get("requests_per_min") for f in found]
+def combine(summaries: Sequence[Mapping[str, Any]], unit: str = "shards") -> dict[str, Any]:
+    """The summaries of one side's runs that shared a key, as one: a sharded check's shards (an Actions
+    matrix) or a run's worker processes. They ran side by side against one limit, so together they ran
+    at the sum of their concurrency and request rates and drew the sum of the 429s; their pauses
+    overlapped (the longest is kept); the provider's limits are the key's. `unit` ("shards",
+    "processes") says how many met the limit."""
+    if len(summaries) == 1:
+        return dict(summaries[0])
+    rpm = [s["requests_per_min"] for s in summaries if s.get("requests_per_min") is not None]
     told: dict[str, Any] = {}
-    for f in found:
-        told.update(f.get("provider_limits") or {})
-    return {"concurrency": round(sum(f["concurrency"] for f in found), 1),
-            "limit": round(sum(f["limit"] for f in found), 1),
-            "requests_per_min": None if None in rpms else sum(r for r in rpms if r is not None),
-            "throttled": sum(f["throttled"] for f in found),
-            "paused_s": max(f["paused_s"] for f in found),
+    for s in summaries:
+        told.update(s.get("provider_limits") or {})
+    return {"concurrency": round(sum(s.get("concurrency") or 0 for s in summaries), 1),
+            "limit": round(sum(s.get("limit") or 0 for s in summaries), 1),
+            "requests_per_min": sum(rpm) if rpm else None,
+            "throttled": sum(s.get("throttled") or 0 for s in summaries),
+            **({"overloaded": n} if (n := sum(s.get("overloaded") or 0 for s in summaries)) else {}),
+            "paused_s": max(s.get("paused_s") or 0.0 for s in summaries),
             **({"provider_limits": told} if told else {}),
-            "processes": len(found)}
+            unit: sum(s.get(unit) or 1 for s in summaries)}
 
 
-def describe(summary: Mapping[str, Any], retries: int) -> str:
-    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`."""
+def combine_summaries(found: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """One summary for a run whose worker processes each paced their share of the concurrency."""
+    return combine(found, "processes") if found else None
+
+
+def describe(summary: Mapping[str, Any], retries: int, where: str = "") -> str:
+    """One line for people: `rate limited: settled at ~N concurrent, R requests/min; retries X`
+    (`where`: ` on base`, say; a sharded run's line says how many shards met the limit)."""
     rpm = summary.get("requests_per_min")
     told = summary.get("provider_limits") or {}
     said = ", ".join(f"{v:,} {k}" for k, v in told.items())
-    return (f"rate limited: settled at ~{summary['concurrency']:g} concurrent"
+    shards = summary.get("shards") or 1
+    return (f"rate limited{where}" + (f" ({shards} shards together)" if shards > 1 else "")
+            + f": settled at ~{summary['concurrency']:g} concurrent"
             + (f", {rpm:,} requests/min" if rpm is not None else "")
             + f"; retries {retries}" + (f" (the provider's limits: {said} per window)" if said else ""))

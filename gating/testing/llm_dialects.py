@@ -217,7 +217,7 @@ def answer_body(api: str, model: str, text: str, tin: int, tout: int, filtered: 
 
 
 def fault_reply(api: str, kind: str, retry_after: float | None) -> Reply | None:
-    """The dialect's rate limit (429), server error (500) or truncated body."""
+    """The dialect's rate limit (429), server error (500), overload (503, 529) or truncated body."""
     if kind == "429":
         hdr = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
         if api == "azure":
@@ -240,6 +240,16 @@ def fault_reply(api: str, kind: str, retry_after: float | None) -> Reply | None:
         if api == "bedrock":
             return bedrock_error(500, "InternalServerException", "The server encountered an internal error.")
         return 500, {}, _j({"error": "an internal error occurred"})
+    if kind in ("503", "529"):  # overloaded: the service's load, not the caller's quota
+        hdr = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+        if api in ("gemini", "vertex"):
+            code, _, body = google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+            return code, hdr, body
+        if api == "bedrock":
+            code, h, body = bedrock_error(503, "ServiceUnavailableException", "Too many connections, please wait "
+                                          "before trying your request again.")
+            return code, {**h, **hdr}, body
+        return int(kind), hdr, _j({"error": "the service is overloaded"})
     if kind == "malformed":
         return 200, {}, b'{"candidates": [{"content": {"parts": [{"text": "trunc'
     return None

@@ -8,6 +8,8 @@ Faults are injected by directives in the messages, so a dataset can provoke them
 
     [[fault:429 retry_after=0.3 times=2]]   429 with Retry-After for the first 2 requests of this prompt
     [[fault:500 times=1]]                   500 once, then normal answers
+    [[fault:503 retry_after=1]]             503 (service unavailable), with Retry-After when given
+    [[fault:529 retry_after=1]]             529 (Anthropic's overloaded_error), with Retry-After when given
     [[fault:slow delay=2]]                  answer after 2 s (for client timeouts)
     [[fault:malformed]]                     200 with a truncated JSON body
     [[fault:content_filter]]                the provider's content-filter refusal
@@ -48,7 +50,8 @@ Answer = Callable[[str, dict[str, Any]], "str | None"]  # (api, request body) ->
 
 _DIRECTIVE = re.compile(r"\[\[(answer|fault):\s*(.*?)\]\]", re.S)
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            429: "Too Many Requests", 500: "Internal Server Error"}
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+            529: "Overloaded"}
 PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
 AWS_KEY_ID, AWS_SECRET = "AKIDLOCALTEST", "local-test-secret"  # the SigV4 credentials env() hands out
 _REFUSALS = {401: "Incorrect API key provided", 403: "You are not allowed to use this model",
@@ -57,7 +60,7 @@ _REFUSALS = {401: "Incorrect API key provided", 403: "You are not allowed to use
 
 @dataclass
 class Fault:
-    kind: str  # 429 | 500 | slow | malformed | content_filter
+    kind: str  # 429 | 500 | 503 | 529 | slow | malformed | content_filter
     retry_after: float | None = None
     delay: float = 0.0
     times: int | None = None
@@ -286,6 +289,11 @@ class LLMServer:
                 return 429, hdr, json.dumps({"error": {"type": "rate_limit_error", "message": "slow down"}}).encode()
             if fault.kind == "500":
                 return 500, {}, json.dumps({"error": {"type": "server_error", "message": "boom"}}).encode()
+            if fault.kind in ("503", "529"):
+                hdr = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+                entry["answered"] = time.monotonic()
+                return int(fault.kind), hdr, json.dumps({"type": "error", "error": {
+                    "type": "overloaded_error", "message": "Overloaded"}}).encode()
             if fault.kind == "slow":
                 await asyncio.sleep(fault.delay)
             if fault.kind == "malformed":
