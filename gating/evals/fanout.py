@@ -143,17 +143,19 @@ def _child(make: Make, gate: RequestGate, share: int, cases: Sequence[Any], clai
             batch.clear()
             last[0] = time.monotonic()
 
-    async def main() -> tuple[Any, Any]:
+    ended: list[tuple[Any, Any]] = []
+
+    async def main() -> None:  # (stats, recorded) beside the task: asyncio.run formats its result (runner.run_evals)
         engine = make(gate, share)
         try:
             await _work(engine, cases, claims, share, done)
         finally:
-            got = await engine.finish()
-        return got
+            ended.append(await engine.finish())
 
     code = 1
     try:
-        stats, recorded = asyncio.run(main())
+        asyncio.run(main())
+        stats, recorded = ended[0]
         conn.send(("cases", batch))
         conn.send(("end", (stats, recorded)))
         code = 0

@@ -25,7 +25,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpcore
-import httpx
+
+if "httpx" not in sys.modules:
+    # httpx's package imports its command-line client (rich, click, pygments: ~50 ms of start-up) when
+    # those are installed; gating never calls it, so that import fails once here and httpx keeps the
+    # stub it defines for a missing CLI. The marker is removed at once, so an explicit import still works.
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
+    try:
+        import httpx
+    finally:
+        if sys.modules.get("httpx._main", 0) is None:
+            del sys.modules["httpx._main"]
+else:
+    import httpx
 
 from gating.errors import ServiceError
 from gating.evals.gate import RequestGate
@@ -186,22 +198,29 @@ class ClientPool:
         self.pacer = pacer
         n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         self.timeout_s = timeout_s
-        tls = ssl.create_default_context()  # one trust store for all shards (loading it costs ~30 ms each)
         self.direct = not _proxied()
         self.clients: list[Any]
+        self._tls: ssl.SSLContext | None = None
         if self.direct:
-            from gating.evals.transport import AsyncioBackend
+            from gating.evals.transport import AsyncioBackend, LazyTLSPool
 
             backend = AsyncioBackend()
-            self.clients = [httpcore.AsyncConnectionPool(ssl_context=tls, max_connections=SHARD_CONNECTIONS,
-                                                         max_keepalive_connections=SHARD_CONNECTIONS,
-                                                         network_backend=backend) for _ in range(n)]
+            self.clients = [LazyTLSPool(self.tls, max_connections=SHARD_CONNECTIONS,
+                                        max_keepalive_connections=SHARD_CONNECTIONS, network_backend=backend)
+                            for _ in range(n)]
         else:
+            tls = self.tls()
             limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
             self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
                             for _ in range(n)]
         self.busy = [0] * n
         self._urls: dict[str, httpcore.URL] = {}
+
+    def tls(self) -> ssl.SSLContext:
+        """One trust store for all shards (loading it costs ~30 ms each), loaded when first needed."""
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str],
                    timeout_s: float | None = None) -> httpx.Response:

@@ -74,11 +74,20 @@ def run_evals(snapshot: Snapshot, reader: RevisionReader, *, only_prompts: set[s
     `trusted_cassettes` are recordings (the base's) served in place of this revision's for the same
     request, so a revision cannot rewrite an answer the base recorded. `workers` forces the number of
     processes (gating/evals/fanout.py; default: GATING_EVAL_WORKERS, evals.workers, else chosen)."""
-    return asyncio.run(run_evals_async(
-        snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
-        env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
-        timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging, mode=mode,
-        trusted_cassettes=trusted_cassettes, workers=workers))
+    got: list[RunResult] = []
+
+    async def main() -> None:
+        # The result is handed out beside the task, not as its result: asyncio.run (3.11) formats the
+        # finished task's repr, result included, twice while restoring the SIGINT handler, which for
+        # thousands of cases costs tens of milliseconds.
+        got.append(await run_evals_async(
+            snapshot, reader, only_prompts=only_prompts, concurrency=concurrency, cache_dir=cache_dir,
+            env=os.environ if env is None else env, record=record, progress=progress, rev=rev, repeat=repeat,
+            timeout_s=timeout_s, retry=retry, record_root=record_root, judging=judging, mode=mode,
+            trusted_cassettes=trusted_cassettes, workers=workers))
+
+    asyncio.run(main())
+    return got[0]
 
 
 def _now() -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpcore
@@ -133,3 +133,18 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+class LazyTLSPool(httpcore.AsyncConnectionPool):
+    """A connection pool that takes its TLS context at its first https connection: loading the trust
+    store costs tens of milliseconds of CPU in every process that builds a pool, and a run against
+    plain-http endpoints (a local server, a gateway on loopback) never needs it."""
+
+    def __init__(self, tls: Callable[[], ssl.SSLContext], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._tls = tls
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        if self._ssl_context is None and origin.scheme == b"https":
+            self._ssl_context = self._tls()
+        return super().create_connection(origin)
