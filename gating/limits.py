@@ -145,13 +145,17 @@ def load_json(data: str | bytes, source: str, limits: Limits = DEFAULT, line: in
     """`json.loads` with limits; raises LimitError, or ValueError (json.JSONDecodeError) on bad JSON.
     `line` is where the text starts in its file (one line of a JSONL file)."""
     check_budget(source)
-    check_size(source, len(data) if isinstance(data, bytes) else len(data.encode("utf-8")), limits, line)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    check_size(source, len(raw), limits, line)
+    brackets = raw.count(b"[") + raw.count(b"{")  # read once: for the parser's choice and the limits
     try:
-        doc = loads(data)
+        doc = _loads(data, raw, brackets)
     except RecursionError:
         raise LimitError(source, f"refused: nested more than {limits.max_depth} levels deep "
                                  f"(limit max_depth={limits.max_depth})", line) from None
-    if not _within(data, limits):
+    # the text alone shows most documents are within the limits, so they need not be walked: every
+    # node starts at a character of its own (nodes <= length), and N levels of nesting need N brackets
+    if len(data) > limits.max_nodes or brackets > limits.max_depth:
         measure(doc, source, limits, line)
     return doc
 
@@ -168,25 +172,23 @@ def loads(data: str | bytes) -> Any:
     with a run of 19 digits (orjson reads an integer past 64 bits as a float) and one with more than
     500 brackets: the stdlib stops at the interpreter's recursion limit (about 1000 levels less the
     caller's stack), orjson only past 1024, and a document between the two must stay refused."""
-    if _orjson is not None:
+    if _orjson is None:
+        return json.loads(data)
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+    except UnicodeEncodeError:
+        return json.loads(data)
+    return _loads(data, raw, raw.count(b"[") + raw.count(b"{"))
+
+
+def _loads(data: str | bytes, raw: bytes, brackets: int) -> Any:
+    """`loads` given the text's UTF-8 bytes and its count of opening brackets."""
+    if _orjson is not None and brackets <= _MANY_BRACKETS and _LONG_NUMBER not in raw.translate(_DIGIT_MAP):
         try:
-            raw = data.encode("utf-8") if isinstance(data, str) else data
-            if raw.count(b"[") + raw.count(b"{") <= _MANY_BRACKETS and _LONG_NUMBER not in raw.translate(_DIGIT_MAP):
-                return _orjson.loads(raw)
-        except (UnicodeEncodeError, _orjson.JSONDecodeError):
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
             pass
     return json.loads(data)
-
-
-def _within(data: str | bytes, limits: Limits) -> bool:
-    """True when the text alone shows the document is within the limits, so it need not be walked:
-    every node starts at a character of its own (nodes <= length), and a container nested N deep
-    needs N opening brackets. Counting bytes is C-speed; walking is not (most documents pass here)."""
-    if len(data) > limits.max_nodes:
-        return False
-    if isinstance(data, bytes):
-        return data.count(b"[") + data.count(b"{") <= limits.max_depth
-    return data.count("[") + data.count("{") <= limits.max_depth
 
 
 def measure(doc: Any, source: str, limits: Limits = DEFAULT, line: int = 1) -> None:
