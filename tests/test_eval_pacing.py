@@ -18,7 +18,17 @@ from check_support import Harness, greet_prompt, write_system
 from eval_support import MODELS, live_env, load, write_repo
 
 from gating.commands.cli import main
-from gating.evals.pacing import INITIAL_SLOTS, Pacer, PaceState, describe, parse_reset, read_headers
+from gating.evals.pacing import (
+    INITIAL_SLOTS,
+    RATE_CUT,
+    RATE_MIN_ANSWERS,
+    RATE_PROBE,
+    Pacer,
+    PaceState,
+    describe,
+    parse_reset,
+    read_headers,
+)
 from gating.evals.providers import RetryPolicy
 from gating.evals.runner import run_evals
 from gating.git.repository import commit_all, init_repo
@@ -451,3 +461,54 @@ def test_worker_processes_pace_their_shares_under_one_limit(tmp_path: Path) -> N
     found = run.stats["rate_limit"]
     assert found["processes"] == 2 and found["provider_limits"] == {"requests": 60}
     assert found["throttled"] == refused and 1 <= found["concurrency"] <= 32
+
+
+def test_without_budget_headers_the_second_429_sets_a_start_rate_under_what_was_admitted() -> None:
+    # a provider that sends only Retry-After: the first 429 ends the full bucket's burst; between it and
+    # the next, 40 answers came in 2.5 s (1 s of them paused): 40 / 1.5 s admitted, and it refused more
+    p, clock = pacer(16)
+    for _ in range(20):
+        p.done(clock.t, 200, {})
+        clock.t += 0.01
+    p.done(clock.t, 429, {"retry-after": "1"})
+    assert p.rate is None  # the burst's rate says nothing of the limit
+    clock.t += 1
+    for _ in range(40):
+        clock.t += 0.0375
+        p.done(clock.t - 0.03, 200, {})
+    p.done(clock.t, 429, {})
+    second = clock.t
+    assert p.rate == pytest.approx(RATE_CUT * 40 / 1.5, rel=0.01)
+    # from then on starts are spaced at the rate, which grows by RATE_PROBE of itself a second
+    start = p.rate
+    clock.t += 1
+    p.done(clock.t - 0.03, 200, {})
+    assert p.state.interval == pytest.approx(1 / start)
+    assert p.rate == pytest.approx(start + RATE_PROBE)
+    # after a lull one start catches up, the next waits its turn
+    assert [p.state.take(clock.t) for _ in range(3)] == [0.0, 0.0, pytest.approx(1 / start)]
+    # a third 429 (a new round) cuts from the lower of the rate and what was admitted, once a round
+    before = clock.t
+    clock.t += 0.1
+    for _ in range(RATE_MIN_ANSWERS):
+        clock.t += 0.001
+        p.done(clock.t, 200, {})
+    rate, admitted = p.rate, (1 + RATE_MIN_ANSWERS) / (clock.t - second)
+    assert admitted < rate  # the provider let fewer through than the pacer started
+    p.done(clock.t, 429, {})
+    assert p.rate == pytest.approx(RATE_CUT * admitted)
+    p.done(before, 429, {})  # sent before that cut: the same congestion
+    assert p.rate == pytest.approx(RATE_CUT * admitted)
+    assert p.summary()["throttled"] == 4
+
+
+def test_with_budget_headers_the_pacer_never_paces_by_its_own_rate() -> None:
+    # the headers say what remains: the budget sets the spacing, not a rate guessed from 429s
+    p, clock = pacer(16)
+    for _ in range(3):
+        for _ in range(20):
+            clock.t += 0.01
+            p.done(clock.t - 0.005, 200, PLENTY)
+        clock.t += 0.1
+        p.done(clock.t, 429, {"retry-after": "0.1"})
+    assert p.rate is None and p.throttled == 3

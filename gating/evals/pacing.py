@@ -20,6 +20,14 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   their way), faster above, slower below. The budget settles there: never dry (which means 429s),
   never full (which means a limit left unused). The limit, instead of growing, shrinks to twice the
   requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
+- Without rate-limit headers (providers and gateways that say only Retry-After), from the second 429
+  on: starts are spaced at a rate, RATE_CUT of what the provider admitted between the last two 429s
+  (paused time left out), which grows by RATE_PROBE of itself a second, RATE_PROBE_NEAR once past the
+  rate where the last 429 came; the concurrency limit follows as twice what that rate keeps in flight.
+  A concurrency limit meets a per-minute limit badly: the rate it makes moves with latency, and AIMD
+  probes into a 429 every round, where a rate probed slowly settles under the limit (bench/rate_limit.py
+  --no-headers: 1,500 cases, 2-4% refused, all but a few in the first burst, where the full bucket hides
+  the limit and every request then on its way is refused; 0.98 of the limit).
 - A Retry-After pauses every request of the run, not only the one that got it: the others would be
   refused too. (One over MAX_PAUSE_S pauses nobody: the request that got it fails, as it would alone.)
   A provider that says it is overloaded (503, Anthropic's 529) is answered as a 429: cut and pause.
@@ -29,7 +37,8 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   shrinks meanwhile to twice the requests in flight, so the run does not burst once they are all back.
 
 The state all of this changes is one small PaceState (the limit, the requests in flight, the earliest
-next start, the spacing, the last cut), reached only through its methods, so the engine can put it in
+next start, the spacing, the last cut), reached only through its methods (the rate is the pacer's own:
+each process measures what its share was admitted), so the engine can put it in
 memory shared by several worker processes without touching the controller.
 """
 
@@ -54,6 +63,10 @@ MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps
 INITIAL_SLOTS = 4  # the concurrency limit a run starts at (at most evals.concurrency)
 SPREAD = 0.5  # before a limit shows, starts are at least this share of a round trip / the limit apart
 RATE_SAMPLE = 32  # answers the rate of answers is measured over (the spacing after a pause)
+RATE_CUT = 0.9  # without budget headers, a 429 sets the start rate this far under the rate admitted
+RATE_PROBE = 0.02  # ... which then grows by this share a second while no 429 comes
+RATE_PROBE_NEAR = 0.005  # ... and by this share past the rate where the last 429 came
+RATE_MIN_ANSWERS = 8  # successes between two 429s before their rate says what the provider admits
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
 _HEADERS = ("x-ratelimit-", "anthropic-ratelimit-", "retry-after")
 OVERLOADED = (503, 529)  # service unavailable, Anthropic's overloaded_error: back off as from a 429
@@ -209,6 +222,12 @@ class Pacer:
         self._stagger = 0.0  # the spacing of the restarts after a pause ...
         self._stagger_until = -math.inf  # ... until then
         self._rtt: float | None = None  # seconds from start to answer (a moving average)
+        # without budget headers, once 429s have shown the limit twice: requests a second to start at
+        self.rate: float | None = None
+        self._rate_ceiling = math.inf  # the rate when the last 429 came
+        self._cut_at: float | None = None  # the last cut (or the first answer), and what was paused ...
+        self._cut_paused = 0.0
+        self._ok_since_cut = 0  # ... and the successes since
 
     async def acquire(self) -> float:
         while True:
@@ -249,7 +268,8 @@ class Pacer:
                 else:
                     self.overloaded += 1
                 self._limited(now)
-                st.cut(sent, CUT_ON_429, now)
+                if st.cut(sent, CUT_ON_429, now) and self._reading is None:
+                    self._cut_rate(now)
                 if r is not None and r.retry_after and r.retry_after <= MAX_PAUSE_S:
                     self.paused_s += max(0.0, now + r.retry_after - max(st.not_before, now))
                     st.pause(now + r.retry_after)
@@ -274,16 +294,44 @@ class Pacer:
         self._stagger_until = until + self._stagger * max(1, int(self.state.limit))
         self.state.space(max(self.state.interval, self._stagger))
 
+    def _cut_rate(self, now: float) -> None:
+        """No budget headers: start requests at a rate under what the provider admitted between this
+        429 and the last one (paused time left out), since it refused more. A concurrency limit meets a
+        per-minute limit badly (the rate it makes moves with latency, and each slot more is another
+        rtt's worth of requests a second), so it keeps probing into 429s; a rate probed slowly does not.
+        The first 429 ends the full bucket's burst, whose rate says nothing of the limit: from the second."""
+        if self._cut_at is not None:
+            span = now - self._cut_at - (self.paused_s - self._cut_paused)
+            if self._ok_since_cut >= RATE_MIN_ANSWERS and span > 0 and self.limited_since is not None \
+                    and self._cut_at >= self.limited_since:
+                admitted = self._ok_since_cut / span
+                self._rate_ceiling = self.rate if self.rate is not None else admitted
+                self.rate = RATE_CUT * min(admitted, self.rate if self.rate is not None else math.inf)
+        self._cut_at, self._cut_paused, self._ok_since_cut = now, self.paused_s, 0
+
     def _success(self, now: float, r: Reading | None) -> None:
         st = self.state
         slots = max(1, int(st.limit))
         near = False
         interval = self._stagger if now < self._stagger_until else 0.0
+        self._ok_since_cut += 1
+        self._answers.append(now)
+        if self._cut_at is None:
+            self._cut_at = now
+        if self.rate is not None and self._reading is None:
+            # pace at the rate, probing upward; as many slots as it keeps busy, with room
+            interval = max(interval, 1.0 / self.rate)
+            self.rate += RATE_PROBE_NEAR if self.rate >= self._rate_ceiling else RATE_PROBE
+            st.space(interval)
+            if self._rtt:
+                st.limit = min(float(self.cap), max(2.0, NEAR * self.rate * self._rtt))
+            self.ok_since_limited += 1
+            self.last_done = now
+            return
         if self.limited_since is None and self._rtt and r is None:
             # no word on the budgets: spread a round's starts over its round trip, so the one that finds
             # the bucket empty comes back before the rest of the round is sent
             interval = max(interval, SPREAD * self._rtt / max(1.0, st.limit))
-        self._answers.append(now)
         if r is not None:
             for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
                 if b.remaining is None or cost is None:
