@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--no-compare", action="store_true", help="skip the runs with pacing off")
     ap.add_argument("--no-headers", action="store_true",
-                    help="the server sends no rate-limit headers, only Retry-After on a 429 (AIMD alone)")
+                    help="the server sends no rate-limit headers, only Retry-After on a 429 (the pacer paces by its own rate)")
     args = ap.parse_args(argv)
     print(f"{args.cases} cases, concurrency {args.concurrency}, server latency {args.latency * 1000:.0f} ms, "
           f"window {args.window:g} s" + (", no rate-limit headers" if args.no_headers else ""))
