@@ -204,6 +204,25 @@ def test_cli_reads_an_app_database(tmp_path: Path, capsys):
     assert "the same system" in capsys.readouterr().err
 
 
+def test_cli_reads_the_shared_postgresql_database_of_app_replicas(postgres_url: str, tmp_path: Path, capsys):
+    # replicas on one PostgreSQL keep their roll-ups there: --db takes its URL as GATING_DB/GATING_QUEUE_URL do
+    from gating.commands.cli import main
+    from gating.server.rollup_store import RollupStore
+
+    canary, stable = "c" * 40, "b" * 40
+    RollupStore(postgres_url).write([*traffic(minutes=60, start=NOW - 60, seed=1, system=stable, error_rate=0.004),
+                                     *traffic(minutes=60, start=NOW - 60, seed=2, system=canary, error_rate=0.03)])
+    args = ["canary", "analyze", "--canary", canary, "--baseline", stable, "--repository", REPO, "--until", _iso(NOW)]
+    assert main([*args, "--db", postgres_url]) == 1
+    out = capsys.readouterr().out
+    assert f"{REPO}: canary cccccccccccc vs baseline bbbbbbbbbbbb" in out and ": FAIL" in out
+    # a server that is not there is named, without the password the URL may carry
+    gone = "postgresql://gating:s3cret@127.0.0.1:9/gating"
+    assert main([*args, "--db", gone]) == 2
+    err = capsys.readouterr().err
+    assert "--db postgresql://gating:***@127.0.0.1:9/gating: cannot read it:" in err and "s3cret" not in err
+
+
 def test_cli_matches_telemetry_naming_only_the_snapshot_through_the_local_clone(example_repo, tmp_path: Path,
                                                                                 capsys):
     from gating.commands.cli import main

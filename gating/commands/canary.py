@@ -2,8 +2,9 @@
 canary analysis the App serves to Argo Rollouts and Flagger, from the command line.
 
 With --app the App answers (GET /canary/analysis, bearer GATING_CANARY_TOKEN), so the figures are the
-ones a rollout tool sees; with --db the analysis reads the roll-ups of an App database file directly
-(a copy, or the App's own on the same host), which needs no token and records nothing. Either way each
+ones a rollout tool sees; with --db the analysis reads the roll-ups of an App database directly (its
+SQLite file, a copy, or the PostgreSQL URL replicas share, GATING_QUEUE_URL), which needs no token and
+records nothing. Either way each
 commit's telemetry is matched by its SHA and by the snapshot digest of the system at it (the App
 rebuilds it through the API; --db builds it in the local clone, -C), since spans may name their
 system only by `gating.snapshot`.
@@ -13,6 +14,7 @@ Exit code: 0 pass, 1 fail, 3 not enough traffic yet.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from datetime import UTC, datetime
@@ -36,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--repository", required=True, type=owner_name, metavar="OWNER/NAME")
     where = a.add_mutually_exclusive_group(required=True)
     where.add_argument("--app", metavar="URL", help="ask the App (GET /canary/analysis)")
-    where.add_argument("--db", metavar="PATH", help="read the roll-ups of an App database file (GATING_DB)")
+    where.add_argument("--db", metavar="PATH|URL", help="read the roll-ups of an App database: its SQLite file "
+                       "(GATING_DB) or the postgresql:// URL its replicas share (GATING_QUEUE_URL)")
     a.add_argument("--window", default="30m", help="how far back from now to compare (default 30m)")
     a.add_argument("--until", metavar="TIME", help="with --db: the window's end, ISO 8601 UTC (default now)")
     a.add_argument("--alpha", type=float, default=0.05, help="significance (default 0.05)")
@@ -65,9 +68,14 @@ def _from_db(args: argparse.Namespace) -> dict[str, Any]:
     from gating.monitor.canary import CanaryError, Policy, sides
     from gating.monitor.canary import analyze as run
     from gating.monitor.rules import MonitorError, minute_of, parse_duration
+    from gating.server.database import POSTGRES_SCHEMES, errors_of, shown
     from gating.server.rollup_store import RollupStore
 
-    if not Path(args.db).is_file():
+    if args.db.startswith(POSTGRES_SCHEMES):
+        if importlib.util.find_spec("psycopg") is None:
+            raise UsageError(f"--db {shown(args.db)}: reading PostgreSQL needs psycopg, which is not installed: "
+                             "pip install 'gating[postgres]'")
+    elif not Path(args.db).is_file():
         raise UsageError(f"--db {args.db}: no such file")
     try:
         minutes = parse_duration(args.window)
@@ -87,6 +95,8 @@ def _from_db(args: argparse.Namespace) -> dict[str, Any]:
                 Policy(args.alpha, args.power, args.min_effect), notes)
     except CanaryError as e:
         raise UsageError(str(e)) from None
+    except errors_of(args.db) as e:
+        raise UsageError(f"--db {shown(args.db)}: cannot read it: {e}") from None
     return a.to_dict()
 
 
