@@ -1,4 +1,4 @@
-"""`gating canary analyze --canary SHA --baseline SHA --repository o/r (--app URL | --db PATH)`: the
+"""`gating canary analyze --canary SHA --baseline SHA --repository o/r (--app URL | --db PATH|URL)`: the
 canary analysis the App serves to Argo Rollouts and Flagger, from the command line.
 
 With --app the App answers (GET /canary/analysis, bearer GATING_CANARY_TOKEN), so the figures are the
