@@ -77,6 +77,7 @@ OPERATIONS: list[tuple[str, str]] = [
     ("get", R + "/pulls/{pull_number}/reviews/{review_id}"),
     ("put", R + "/pulls/{pull_number}/reviews/{review_id}/dismissals"),
     ("put", R + "/pulls/{pull_number}/merge"),
+    ("get", R + "/issues"),
     ("post", R + "/issues"),
     ("get", R + "/issues/{issue_number}"),
     ("get", R + "/issues/{issue_number}/comments"),

@@ -83,3 +83,28 @@ def test_a_drill_whose_target_lost_a_file_fails_and_opens_an_issue(world: World)
     assert issue["title"].startswith("Rollback drill failed: rolling back to ")
     assert "prompts/answer.md" in issue["body"] and f"(seq {entry.seq})" in issue["body"]
     assert not g.run("for-each-ref", "refs/heads/gating/").strip()
+
+
+def test_a_drill_that_keeps_failing_comments_on_its_open_issue_and_opens_another_once_it_is_closed(world: World):
+    m1 = world.shas["M1"]
+    g = world.repo.git
+    blob = g.run("rev-parse", f"{m1}:prompts/answer.md")
+    obj = Path(g.run("rev-parse", "--git-path", f"objects/{blob[:2]}/{blob[2:]}"))
+    (obj if obj.is_absolute() else g.root / obj).unlink()
+    # a person's issue with the same words is not the App's: left alone
+    world.emu.create_issue(world.repo, "Rollback drill failed: copied", "alice",
+                           body="<!-- gating: rollback drill -->")
+    drill(world, period=2)
+    drill(world, period=3)  # the next week: still failing
+    first, second = drills(world)
+    assert first.predicate["health"]["verdict"] == second.predicate["health"]["verdict"] == "failed"
+    opened = [i for i in issues(world) if i["user"]["type"] == "Bot"]
+    assert len(opened) == 1 and len(issues(world)) == 2  # one issue for both failures
+    (again,) = [c for c in world.emu.list_comments(world.repo, opened[0]["number"])]
+    assert again["body"].startswith("The rollback drill failed again (")
+    assert "prompts/answer.md" in again["body"] and f"(seq {second.seq})" in again["body"]
+    assert world.emu.list_comments(world.repo, opened[0]["number"] - 1) == []  # alice's issue: no comment
+    # the team closes it (they think it is fixed); the next failure is news again
+    world.emu.repo_record(world.repo).issues[opened[0]["number"]].state = "closed"
+    drill(world, period=4)
+    assert len([i for i in issues(world) if i["user"]["type"] == "Bot"]) == 2

@@ -243,3 +243,27 @@ def test_the_rest_of_the_subset_through_pygithub(github: Emulator, github_repo: 
     assert "prompts/answer.md" in [e.path for e in tree.tree]
     assert repo.get_git_blob(repo.get_contents("gating.yml").sha).encoding == "base64"
     assert client.get_user("alice").login == "alice"
+
+
+def test_listing_a_repositorys_issues_filters_as_github_does(github: Emulator, github_repo: RepoHandle,
+                                                             pr: dict) -> None:
+    # GET /repos/{owner}/{repo}/issues: open ones by default, newest first, pull requests among them
+    # (marked by a `pull_request` key), filtered by state, creator and labels, paginated
+    repo = gh(github).get_repo("acme/support-bot")
+    by_app = repo.create_issue("Drill failed", body="why")
+    github.create_issue(github_repo, "Typo in the README", "alice")
+    closed = github.create_issue(github_repo, "Old bug", "alice")
+    github.repo_record(github_repo).issues[closed["number"]].state = "closed"
+    listed = [(i.number, i.title, i.pull_request is not None) for i in repo.get_issues()]
+    assert listed == [(by_app.number + 1, "Typo in the README", False), (by_app.number, "Drill failed", False),
+                      (pr["number"], "Tune answers", True)]
+    assert [i.title for i in repo.get_issues(state="closed")] == ["Old bug"]
+    assert len(list(repo.get_issues(state="all"))) == 4
+    mine = repo.get_issues(creator="gating-emulated[bot]")
+    assert [(i.title, i.user.type) for i in mine] == [("Drill failed", "Bot")]
+    assert [i.title for i in repo.get_issues(direction="asc")][0] == "Tune answers"
+    repo.get_issue(by_app.number).add_to_labels("drill")
+    assert [i.title for i in repo.get_issues(labels=["drill"])] == ["Drill failed"]
+    page = httpx.get(f"{github.api_url}/repos/acme/support-bot/issues", params={"per_page": 1, "state": "all"},
+                     headers={"Authorization": f"token {github.installation_token()}"})
+    assert page.status_code == 200 and len(page.json()) == 1 and 'rel="next"' in page.headers["link"]

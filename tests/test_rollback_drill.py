@@ -130,6 +130,15 @@ def test_a_failed_drill_opens_an_issue_on_github(world, github, github_repo, mon
     assert issue.body.startswith("A rollback drill run with `gating rollback --drill` failed: rolling back to "
                                  "`last-good` would not restore the recorded LLM system.")
     assert "prompts/answer.md" in issue.body and f"(seq {entry.seq})" in issue.body
+    # run again (a nightly job, say) while that issue is open: a comment on it, not a second issue
+    assert run(world, "--drill", "--sign", signed(world), "--repo", github_repo.full_name,
+               "--api-url", github.api_url) == 1
+    err = capsys.readouterr().err
+    assert len([i for i in github.repo_record(github_repo).issues.values() if not i.is_pull]) == 1
+    assert err.splitlines()[-1] == (f"the drill's issue is still open: commented on #{issue.number} in "
+                                    f"{github_repo.full_name}: {github.web_url}/{github_repo.full_name}/issues/{issue.number}")
+    (again,) = github.list_comments(github_repo, issue.number)
+    assert again["body"].startswith("A rollback drill run with `gating rollback --drill` failed again (")
 
 
 def test_a_failed_drill_says_when_it_could_not_open_an_issue(world, github, github_repo, monkeypatch,  # noqa: F811
@@ -142,7 +151,7 @@ def test_a_failed_drill_says_when_it_could_not_open_an_issue(world, github, gith
     monkeypatch.setenv("GITHUB_TOKEN", "revoked-token")
     assert run(world, "--drill", "--repo", github_repo.full_name, "--api-url", github.api_url) == 1
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith(f"no issue opened in {github_repo.full_name}: GitHub 401 (POST ")
+    assert err.splitlines()[-1].startswith(f"no issue opened in {github_repo.full_name}: GitHub 401 (GET ")
     assert err.splitlines()[-1].endswith("Bad credentials")
     assert run(world, "--drill", "--no-issue") == 1
     assert "issue" not in capsys.readouterr().err

@@ -253,9 +253,14 @@ def open_drill_issue(g: Git, args: argparse.Namespace, result: DrillResult, seq:
         return
     what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
     try:
-        issue = gh.open_issue(source.repo, f"{drills.ISSUE_TITLE}: rolling back to {what} would not restore it",
-                              drills.issue_body(result, seq, "A rollback drill run with `gating rollback --drill`"))
+        # whoever the token is (a person, github-actions[bot]): any open issue a drill opened is the one
+        issue, new = gh.report_issue(source.repo, drills.ISSUE_MARK,
+                                     f"{drills.ISSUE_TITLE}: rolling back to {what} would not restore it",
+                                     drills.issue_body(result, seq, "A rollback drill run with `gating rollback --drill`"),
+                                     f"A rollback drill run with `gating rollback --drill` failed again ({result.started}).",
+                                     bots_only=False)
     except GitHubError as e:
         print(f"no issue opened in {source.repo.full_name}: {e}", file=sys.stderr)
         return
-    print(f"opened issue #{issue.get('number')} in {source.repo.full_name}: {issue.get('html_url')}", file=sys.stderr)
+    said = "opened issue" if new else "the drill's issue is still open: commented on"
+    print(f"{said} #{issue.get('number')} in {source.repo.full_name}: {issue.get('html_url')}", file=sys.stderr)

@@ -66,3 +66,26 @@ def open_issue(repo: Repo, title: str, body: str) -> dict[str, Any]:
     """A new issue (a failed rollback drill); the title and body cut to GitHub's limits."""
     return cast(dict[str, Any], repo.client.request("POST", f"{repo.path}/issues",
                                                     json={"title": fit_title(title), "body": fit(body)}))
+
+
+def open_issue_marked(repo: Repo, mark: str, *, bots_only: bool = True, limit: int = 300) -> dict[str, Any] | None:
+    """The newest open issue with `mark` in its body, among the newest `limit` open ones; `bots_only`:
+    opened by an App (a bot), as the App's own are, since a person's issue is not a bot's whatever its words."""
+    for issue in repo.client.paginate(f"{repo.path}/issues", limit=limit, state="open"):
+        if issue.get("pull_request") or mark not in (issue.get("body") or ""):
+            continue
+        if not bots_only or (issue.get("user") or {}).get("type") == "Bot":
+            return cast(dict[str, Any], issue)
+    return None
+
+
+def report_issue(repo: Repo, mark: str, title: str, body: str, again: str, *,
+                 bots_only: bool = True) -> tuple[dict[str, Any], bool]:
+    """An issue for something that may keep happening (a drill failing every week): while the last one
+    is open, `again` and the body are a comment on it; closed (the team thought it fixed), a new
+    issue. Answers the issue and whether it is new."""
+    known = open_issue_marked(repo, mark, bots_only=bots_only)
+    if known is not None:
+        comment(repo, int(known["number"]), f"{again}\n\n{body}")
+        return known, False
+    return open_issue(repo, title, f"{body}\n{mark}\n"), True

@@ -28,6 +28,7 @@ from gating.system.snapshot import Snapshot, build_snapshot
 
 DRILL_PREFIX = "gating/drill-"
 ISSUE_TITLE = "Rollback drill failed"
+ISSUE_MARK = "<!-- gating: rollback drill -->"  # in the issue's body: while it is open, the next failure is a comment on it
 
 
 @dataclass

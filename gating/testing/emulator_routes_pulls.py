@@ -147,6 +147,26 @@ def merge_pull(ctx: Ctx) -> Reply:
 # -- issues ---------------------------------------------------------------------------------------
 
 
+@handles("issues/list-for-repo")
+def list_issues(ctx: Ctx) -> Reply:
+    """Issues and pull requests (marked by `pull_request`), open by default, newest first."""
+    r = ctx.require_repo()
+    state, creator = ctx.query.get("state", "open"), ctx.query.get("creator")
+    labels = {n.strip().lower() for n in ctx.query.get("labels", "").split(",") if n.strip()}
+    sort, direction = ctx.query.get("sort", "created"), ctx.query.get("direction", "desc")
+    if state not in ("open", "closed", "all") or sort not in ("created", "updated", "comments") \
+            or direction not in ("asc", "desc"):
+        raise ApiError(422, "Validation Failed")
+    items = [i for i in r.issues.values()
+             if (state == "all" or i.state == state) and (creator is None or i.user.lower() == creator.lower())
+             and labels <= {n.lower() for n in i.labels}]
+    comments = {i.number: sum(1 for c in r.comments.values() if c.number == i.number) for i in items}
+    key = {"created": lambda i: (i.created_at, i.number), "updated": lambda i: (i.updated_at, i.number),
+           "comments": lambda i: (comments[i.number], i.number)}[sort]
+    items.sort(key=key, reverse=direction == "desc")
+    return ctx.paginate([render.issue(ctx.emu, r, i) for i in items])
+
+
 @handles("issues/get")
 def get_issue(ctx: Ctx) -> Reply:
     return Reply(200, render.issue(ctx.emu, ctx.require_repo(), _issue(ctx)))

@@ -116,7 +116,10 @@ def record(ctx: JobContext, repo: Repo, audit: Audit, result: drills.DrillResult
     witness(repo, res.entry, audit.key, audit.app_id, ctx.log)
     ctx.log.info("%s: %s (audit seq %d)", repo.full_name, result.summary, res.entry.seq)
     if not result.ok:
+        # a drill that keeps failing (weekly, say) is one issue the team follows, not one a week
         what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
-        issue = gh.open_issue(repo, f"{drills.ISSUE_TITLE}: rolling back to {what} would not restore it",
-                              drills.issue_body(result, res.entry.seq))
-        ctx.log.warning("%s: rollback drill failed; opened #%s", repo.full_name, issue.get("number"))
+        issue, new = gh.report_issue(repo, drills.ISSUE_MARK, f"{drills.ISSUE_TITLE}: rolling back to {what} would not "
+                                     "restore it", drills.issue_body(result, res.entry.seq),
+                                     f"The rollback drill failed again ({result.started}).")
+        ctx.log.warning("%s: rollback drill failed; %s #%s", repo.full_name, "opened" if new else "commented on",
+                        issue.get("number"))
