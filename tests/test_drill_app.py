@@ -6,6 +6,7 @@ issue."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,11 @@ def test_a_drill_whose_target_lost_a_file_fails_and_opens_an_issue(world: World)
     assert not g.run("for-each-ref", "refs/heads/gating/").strip()
 
 
-def test_a_drill_that_keeps_failing_comments_on_its_open_issue_and_opens_another_once_it_is_closed(world: World):
+def test_a_drill_that_keeps_failing_comments_on_its_open_issue_and_opens_another_once_it_is_closed(
+        world: World, monkeypatch: pytest.MonkeyPatch):
+    from gating.server.handlers import drills as handler
+
+    monkeypatch.setattr(handler, "clock", lambda: 1_800_000_000.0)  # every drill in the same second: still one each
     m1 = world.shas["M1"]
     g = world.repo.git
     blob = g.run("rev-parse", f"{m1}:prompts/answer.md")
@@ -108,3 +113,5 @@ def test_a_drill_that_keeps_failing_comments_on_its_open_issue_and_opens_another
     world.emu.repo_record(world.repo).issues[opened[0]["number"]].state = "closed"
     drill(world, period=4)
     assert len([i for i in issues(world) if i["user"]["type"] == "Bot"]) == 2
+    started = datetime.fromtimestamp(1_800_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [e.key for e in drills(world)] == [f"drill:{m1}:at {started}, period {n}" for n in (2, 3, 4)]

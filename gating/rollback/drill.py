@@ -139,10 +139,12 @@ def replay_evals(snap: Snapshot, reader: RevisionReader) -> tuple[dict[str, Any]
     return summary, []
 
 
-def drill_facts(result: DrillResult, repository: str, actor: str, tip: str) -> EntryFacts:
-    """The signed record: on the drilled commit (the tip when none resolved), the result in `health`."""
+def drill_facts(result: DrillResult, repository: str, actor: str, tip: str, run: str = "") -> EntryFacts:
+    """The signed record: on the drilled commit (the tip when none resolved), the result in `health`.
+    `run` tells drills apart that started in the same second (the App's: its period), which would
+    otherwise be one entry: an append with the same discriminator is taken for a retry of the first."""
     return EntryFacts(event="drill", commit=result.commit or tip, repository=repository, actor=actor,
-                      discriminator=f"at {result.started}", health=result.to_dict(),
+                      discriminator=f"at {result.started}" + (f", {run}" if run else ""), health=result.to_dict(),
                       previous_known_good=result.commit)
 
 

@@ -112,7 +112,9 @@ def _gone(repo: Repo, entries: list, tip: str, envs: tuple[str, ...], e: GitHubE
 
 
 def record(ctx: JobContext, repo: Repo, audit: Audit, result: drills.DrillResult, tip: str, now: datetime) -> None:
-    res = audit_log.append_entry(audit.store, drills.drill_facts(result, repo.full_name, ACTOR, tip), audit.key, now)
+    period = ctx.payload.get("period")
+    facts = drills.drill_facts(result, repo.full_name, ACTOR, tip, f"period {period}" if period is not None else "")
+    res = audit_log.append_entry(audit.store, facts, audit.key, now)
     witness(repo, res.entry, audit.key, audit.app_id, ctx.log)
     ctx.log.info("%s: %s (audit seq %d)", repo.full_name, result.summary, res.entry.seq)
     if not result.ok:
