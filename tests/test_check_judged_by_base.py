@@ -96,12 +96,18 @@ def test_removing_the_evals_section_still_evaluates_the_head_with_the_base_evals
         in ran.stdout
 
 
-def test_a_second_run_reuses_the_head_note_judged_by_the_same_rules(h: Harness):
-    pr = h.open_pr("greet", {"prompts/greet.md": "Say hi to {{ name }}.\n[[answer: hello friend]]\n"}, "Hi")
-    first = h.run(pr, args=("--notes", "local"))
+def test_a_second_run_of_a_push_reuses_the_head_note_judged_by_the_same_rules(h: Harness):
+    # after merge (a push) a commit's note stands for it: the job re-run makes no model call; a pull
+    # request's head is evaluated each time (its note is no evidence for it: tests/test_check_run.py)
+    before = h.repo.head("main")
+    after = h.repo.commit_files("main", {"prompts/greet.md": "Say hi to {{ name }}.\n[[answer: hello friend]]\n"},
+                                "Hi")
+    payload = h.emu.webhook("push", repo=h.repo, ref="refs/heads/main", before=before, after=after).payload
+    first = h.run_event("push", payload, after, args=("--notes", "local"))
     assert first.rc == 0, first.stdout + first.stderr
-    again = h.run(pr, args=("--notes", "local"), clone=first.clone)
+    again = h.run_event("push", payload, after, args=("--notes", "local"), clone=first.clone)
     assert again.llm_requests == 0 and "eval note on head" in again.report["head_source"]
+    assert again.report["verdict"] == first.report["verdict"]
 
 
 def test_first_adoption_is_judged_by_the_head_and_says_why(github, llm, tmp_path: Path, monkeypatch):

@@ -125,17 +125,43 @@ def test_readme_only_pull_request_is_a_quick_success_without_llm_calls(h: Harnes
     assert h.repo.note(EVALS_REF, pr["head"]["sha"]) is None
 
 
-def test_second_run_of_the_same_pull_request_makes_no_llm_calls(h: Harness):
+def test_second_run_of_the_same_pull_request_evaluates_the_head_again_from_the_base_note(h: Harness):
+    # the base's note is the baseline; the head's own note is not evidence for its pull request (whoever
+    # can push the branch can push the notes ref), so each run evaluates the head's affected cases
     pr = h.open_pr("greet-warmly", {"prompts/greet.md": greet_prompt("hello and welcome")}, "Warmer greeting")
     first = h.run(pr)
     assert first.llm_requests == ALL_CASES + len(GREET_CASES)
-    again = h.run(pr, action="synchronize", clone=first.clone)  # same runner: cache and notes
+    again = h.run(pr, action="synchronize", clone=first.clone)  # same runner: the response cache answers
     assert again.llm_requests == 0 and again.rc == 0
-    fresh = h.run(pr, action="synchronize")  # a new runner: no cache, the notes alone
-    assert fresh.llm_requests == 0 and fresh.rc == 0
+    fresh = h.run(pr, action="synchronize")  # a new runner: no cache, the base's note alone
+    assert fresh.llm_requests == len(GREET_CASES) and fresh.rc == 0
     assert fresh.report["baseline"] == f"eval note on base `{pr['base']['sha'][:7]}`"
-    assert fresh.report["head_source"] == "eval note on head (this commit was evaluated before)"
+    assert fresh.report["head_source"] == "ran 2 affected cases (prompts: greet), carried 10 from base"
+    assert ("the eval note already on the head commit was not used: in a pull request it is not evidence (anyone "
+            "who can push the branch can push refs/notes/gating/evals), so the head was evaluated") in fresh.stdout
     assert [r["conclusion"] for r in h.check_runs(pr["head"]["sha"])] == ["success"] * 3
+
+
+def test_a_note_the_author_pushes_onto_the_head_cannot_pass_the_pull_request(h: Harness):
+    pr = h.open_pr("rude", {"prompts/greet.md": greet_prompt("go away")}, "Rude greeting")
+    first = h.run(pr)
+    assert first.rc == 1 and first.outputs["verdict"] == "inconclusive"  # two cases dropped: blocking
+    head = pr["head"]["sha"]
+    note = json.loads(h.repo.note(EVALS_REF, head))
+    for case in note["cases"]:  # every case "passed", every figure as good as the base's
+        case["passed"] = True
+        for a in case.get("asserts") or []:
+            a["passed"] = True
+    note["verdict"], note["metrics"] = "pass", json.loads(h.repo.note(EVALS_REF, pr["base"]["sha"]))["metrics"]
+    author = h.clone()
+    author.run("fetch", "origin", f"{EVALS_REF}:{EVALS_REF}")
+    author.run("notes", "--ref", EVALS_REF, "add", "-f", "-m", json.dumps(note), head)
+    author.run("push", "origin", f"+{EVALS_REF}:{EVALS_REF}")
+    assert json.loads(h.repo.note(EVALS_REF, head))["verdict"] == "pass"  # the forged note is on GitHub
+    again = h.run(pr, action="synchronize")
+    assert again.rc == 1 and again.outputs["verdict"] == "inconclusive" and again.llm_requests == len(GREET_CASES)
+    assert "eval note already on the head commit was not used" in again.stdout
+    assert h.check_runs(head)[-1]["conclusion"] == "failure"
 
 
 def test_rerun_baseline_uses_the_cache_for_zero_calls(h: Harness):
@@ -231,10 +257,11 @@ def test_the_given_token_fetches_and_pushes_the_notes_from_a_clone_without_crede
     assert "not pushed" not in ran.summary
     assert json.loads(h.repo.note(EVALS_REF, pr["head"]["sha"]))["verdict"] == "pass"
     assert_token_not_kept(ran, h.token)
-    # a new runner, no stored credentials either: the notes are fetched with the token, no model call
+    # a new runner, no stored credentials either: the notes are fetched with the token, and the base's
+    # is the baseline (the head is evaluated again: its own note is no evidence for its pull request)
     again = h.run(pr, action="synchronize", clone=credential_free_clone(h, "checkout-2"))
-    assert again.rc == 0 and again.llm_requests == 0
-    assert again.report["head_source"] == "eval note on head (this commit was evaluated before)"
+    assert again.rc == 0 and again.llm_requests == len(GREET_CASES)
+    assert again.report["baseline"] == f"eval note on base `{pr['base']['sha'][:7]}`"
 
 
 def test_the_given_token_outranks_a_read_only_header_the_checkout_persisted(h: Harness):

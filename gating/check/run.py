@@ -26,7 +26,7 @@ from typing import Any
 from gating.check import evidence as check_evidence
 from gating.check import notes as check_notes
 from gating.check import output as out
-from gating.check.context import CHECK_NAME, CheckContext, ContextError, Settings
+from gating.check.context import CHECK_NAME, PR_EVENTS, CheckContext, ContextError, Settings
 from gating.check.output import CheckResult
 from gating.check.post import CheckGitHub, Poster
 from gating.diff.changes import ChangeSet
@@ -162,6 +162,9 @@ class Evaluator:
         self.evidence: check_evidence.EvidencePlan | None = None
         self.elapsed_before = 0.0  # seconds this evaluation spent elsewhere (a sharded run: its slowest shard)
         self.build_notes = True  # False when no note will be stored: a note holds every case, so it is not made
+        # whether a note already on the head commit may stand for the head's run; not for a pull request:
+        # whoever can push its branch can push refs/notes/gating/evals too, and write the note a pass
+        self.trust_head_note = True
 
     def snapshot(self, rev: str) -> Snapshot:
         return build_snapshot(GitRevision(self.g, rev), self.settings.config, DiskSnapshotCache.for_repo(self.g))
@@ -288,7 +291,11 @@ class Evaluator:
             if (usable_note(stored, snap.digest, judging.digest) and self.evidence is not None
                     and self.evidence.note_ok(stored)):
                 assert stored is not None
-                return stored, "eval note on head (this commit was evaluated before)", False
+                if self.trust_head_note:
+                    return stored, "eval note on head (this commit was evaluated before)", False
+                self.messages.append(
+                    "the eval note already on the head commit was not used: in a pull request it is not evidence "
+                    "(anyone who can push the branch can push refs/notes/gating/evals), so the head was evaluated")
         only = cs.affected_prompts() if base_run is not None else None
         part = self.run(snap, head, only, judging)
         if only is None or base_run is None:
@@ -352,6 +359,7 @@ def run_check(ctx: CheckContext, settings: Settings, g: Git, env: Mapping[str, s
         base = resolve_base(g, ctx.base, head, remote)
         ev = _evaluator(ctx, settings, g, env)
         ev.build_notes = settings.shard is None and notes_mode(ctx, settings) != "off"
+        ev.trust_head_note = ctx.pull_number is None and ctx.event_name not in PR_EVENTS
         evaluation = ev.evaluate(base, head)
         result = relax(evaluation.result, settings.on_error)
         result.llm_requests, result.cache_hits, result.replayed = ev.requests, ev.cache_hits, ev.replayed
