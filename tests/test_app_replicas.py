@@ -178,3 +178,26 @@ def test_telemetry_one_replica_received_is_what_every_replicas_monitor_reads(tmp
     b.rollups.write([Rollup("acme/bot", "abc", "answer", "llm", 1000, requests=4)])
     assert [r.requests for r in b.rollups.rollups("acme/bot", since=1000, until=1001)] == [7]
     assert [r.requests for r in a.rollups.rollups("acme/bot", since=1000, until=1001)] == [7]
+
+
+def test_leases_are_timed_by_the_databases_clock_so_hosts_with_skewed_clocks_agree(postgres_url: str, monkeypatch):
+    # host b's clock runs 5 minutes ahead of a's: were leases timed by each host's clock, b would take a
+    # job a is running (its lease would look expired) and run it twice; by the server's clock neither
+    # host's skew counts, and a job whose lease really ran out is still picked up
+    import time as real_time
+
+    from gating.server import postgres
+
+    skew = {"a": 0.0, "b": 300.0}
+    host = {"now": "a"}
+    monkeypatch.setattr(postgres, "host_clock", lambda: real_time.time() + skew[host["now"]])
+    a, b = JobQueue(postgres_url, lease_seconds=60), JobQueue(postgres_url, lease_seconds=60)
+    a.enqueue("d-1", "push", None, "{}", [("h", None)])
+    job = a.claim("host-a/1")
+    assert job is not None
+    host["now"] = "b"
+    assert b.claim("host-b/1") is None  # a's lease is alive by the server's clock
+    assert abs(a.db.clock() - b.db.clock()) < 1.0  # both read the server's time, 300 s of skew apart
+    b.db.write("UPDATE jobs SET lease_until = lease_until - 120")  # a dies: its lease runs out
+    again = b.claim("host-b/1")
+    assert again is not None and again.id == job.id and again.attempts == 2

@@ -78,6 +78,10 @@ class Database(Protocol):
     def checkpoint(self) -> None:
         """Housekeeping a background thread may do off the requests' time (SQLite's WAL checkpoint)."""
 
+    def clock(self) -> float:
+        """Seconds since the epoch by the clock every process using the database shares (leases are
+        compared by all of them): the host's for a SQLite file, the server's for PostgreSQL."""
+
 
 def errors_of(location: str) -> tuple[type[Exception], ...]:
     """What the engine at `location` raises when it is busy past a wait, gone, or refuses."""
@@ -121,6 +125,8 @@ class SqliteDatabase:
     # burst of deliveries adds between two checkpoints), and the WAL file is cut back to 64 MB after.
     SAFETY_CHECKPOINT_PAGES = 50000
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    clock = staticmethod(time.time)  # one host: its own clock
 
     def __init__(self, path: str, *, checkpoint_on_commit: bool = True, functions: Sequence[SqlFunction] = ()):
         self.location = path

@@ -160,13 +160,13 @@ class JobQueue:
 
     def __init__(self, path: str, *, max_attempts: int = 5, lease_seconds: float = 60.0,
                  retry_base: float = 5.0, retry_max: float = 600.0, keep_done_seconds: float = 7 * 86400,
-                 clock: Callable[[], float] = time.time, checkpoint_on_commit: bool = True):
+                 clock: Callable[[], float] | None = None, checkpoint_on_commit: bool = True):
         self.db: Database = open_database(path, checkpoint_on_commit=checkpoint_on_commit)
         self.path = self.db.location
         self.errors = self.db.errors  # what a call raises when the database is busy past its wait, or gone
         self.max_attempts, self.lease_seconds = max_attempts, lease_seconds
         self.retry_base, self.retry_max, self.keep_done_seconds = retry_base, retry_max, keep_done_seconds
-        self.clock = clock
+        self.clock = clock or self.db.clock  # the database's: the one clock every host's leases agree on
         self._completed = 0
         self.db.create(_SCHEMA)
 

@@ -11,19 +11,28 @@ job, and a claimer that skipped the key's first job (locked by another) does not
 
 Each thread (and each forked process) has its own connection; one that broke (the server restarted,
 the network dropped) is opened again on the next call.
+
+Leases, retries and schedules are timed by the server's clock, not each host's (`clock`): a host whose
+clock runs ahead would otherwise find a live lease expired and run its job a second time. The offset
+of this host's clock from the server's is measured once a minute (a round trip's midpoint), so reading
+the time costs no query.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 
 from gating.server.database import SqlFunction, Written, shown
+
+host_clock = time.time  # this host's clock (tests skew it)
 
 # Held while creating tables: two replicas starting at once would otherwise race in the catalogue.
 _SCHEMA_LOCK = 0x67617469  # "gati"
@@ -53,11 +62,25 @@ class PostgresDatabase:
     STATEMENT_TIMEOUT_MS = 30000  # bounds any one statement, lock waits included
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
+    CLOCK_REFRESH_SECONDS = 60.0  # how often the host's offset from the server's clock is measured again
+
     def __init__(self, url: str, *, functions: Sequence[SqlFunction] = ()):
         self.url = url
         self.functions = tuple(functions)
         self.location = shown(url)
         self._local = threading.local()
+        self._offset = 0.0  # the server's clock minus this host's
+        self._clock_at = -math.inf  # when (by this host's clock) it was measured
+
+    def clock(self) -> float:
+        """Seconds since the epoch by the server's clock, which every host shares."""
+        now = host_clock()
+        if now - self._clock_at >= self.CLOCK_REFRESH_SECONDS:
+            (server,), = self.read("SELECT extract(epoch FROM clock_timestamp())::float8")
+            after = host_clock()
+            self._offset, self._clock_at = float(server) - (now + after) / 2, after
+            return float(server)
+        return now + self._offset
 
     def _conn(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)

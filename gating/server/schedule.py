@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 
 from gating.server.handlers import SCHEDULE, Registry
@@ -20,9 +19,11 @@ from gating.server.settings import Settings
 
 class Scheduler:
     def __init__(self, queue: JobQueue, registry: Registry, settings: Settings, wake: Callable[[], None],
-                 clock: Callable[[], float] = time.time):
-        self.queue, self.registry, self.settings, self.wake, self.clock = queue, registry, settings, wake, clock
-        self.started_at = clock()
+                 clock: Callable[[], float] | None = None):
+        # the queue's clock (the shared database's): replicas agree on when a period begins
+        self.queue, self.registry, self.settings, self.wake = queue, registry, settings, wake
+        self.clock = clock or queue.clock
+        self.started_at = self.clock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
