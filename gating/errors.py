@@ -46,6 +46,11 @@ class GatingError(Exception):
         self._message = value
 
 
+class InputError(GatingError):
+    """Input that does not read (a manifest, a dataset, a policy, a document past a limit): the same
+    input fails the same way, so a job that meets it fails at once instead of being retried."""
+
+
 class ServiceError(GatingError):
     """A service the run needs failed or refused: GitHub, a model provider. Not the user's input."""
 

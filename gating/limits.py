@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # ruamel is imported by the first YAML read (a quick start for the CLI)
     from ruamel.yaml import YAML
 
-from gating.errors import FAILED, GatingError
+from gating.errors import FAILED, InputError
 
 try:  # the App's install brings orjson: it reads large documents several times faster than the stdlib
     import orjson as _orjson
@@ -52,7 +52,7 @@ LINE = replace(DEFAULT, max_bytes=1 * MiB)  # one line of a JSONL file (a case, 
 NOTE = replace(DEFAULT, max_depth=2 * DEFAULT.max_depth)  # a git note embeds documents read with DEFAULT
 
 
-class LimitError(GatingError):
+class LimitError(InputError):
     """A document exceeds a limit: refused before it is built, naming the file and the limit."""
 
     def __init__(self, file: str, message: str, line: int = 1, column: int = 1):

@@ -248,6 +248,35 @@ def test_worker_threads_run_retry_and_fail_jobs(queue_location: str):
     assert q.get(3).last_error == "PermanentError: payload names no installation"
 
 
+def test_bad_input_fails_a_job_at_once_and_a_service_failure_is_retried(queue_location: str):
+    # a manifest that does not read reads no better a minute later: one attempt, the error kept as said;
+    # GitHub failing may pass, so that job is tried again
+    from gating.github import GitHubError
+    from gating.system.manifest import ManifestError
+
+    q = JobQueue(queue_location, max_attempts=3, retry_base=0.01, retry_max=0.01)
+    seen: list[tuple[str, int]] = []
+
+    def run(job):
+        seen.append((job.delivery, job.attempts))
+        if job.delivery == "manifest":
+            raise ManifestError(["gating.yml:4:10: components.models.bot: unknown provider 'nope'"])
+        if job.delivery == "github" and job.attempts == 1:
+            raise GitHubError(502, "Bad Gateway", "GET", "/repos/acme/bot")
+
+    w = Worker(q, run, threads=1, poll=0.05)
+    w.ensure_started()
+    for d in ("manifest", "github"):
+        q.enqueue(d, "e", None, "{}", [("h", None)])
+        w.wake()
+    assert q.wait_idle(5)
+    w.stop()
+    assert sorted(seen) == [("github", 1), ("github", 2), ("manifest", 1)]
+    jobs = {j.delivery: j for j in q.list()}
+    assert (jobs["manifest"].status, jobs["github"].status) == ("failed", "done")
+    assert jobs["manifest"].last_error == "ManifestError: gating.yml:4:10: components.models.bot: unknown provider 'nope'"
+
+
 def _wait_until(predicate, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -26,7 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
-from gating.errors import GatingError, count
+from gating.errors import InputError, count
 from gating.evals.assertions import MODEL_GRADED, check_spec
 
 CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description", "metadata", "transform",
@@ -34,7 +34,7 @@ CASE_KEYS = {"id", "prompt", "vars", "expected", "assert", "tags", "description"
 DEFAULT_KEYS = {"vars", "assert", "transform", "threshold"}  # evals.defaults
 
 
-class DatasetError(GatingError):
+class DatasetError(InputError):
     """The dataset cannot be used; `problems` are "file:line: message" strings."""
 
     def __init__(self, problems: list[str]):

@@ -11,7 +11,7 @@ import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from gating.errors import GatingError
+from gating.errors import InputError
 
 RUN_SCHEMA = "gating.eval.run/1"
 COMPARISON_SCHEMA = "gating.eval.comparison/1"
@@ -27,7 +27,7 @@ ERROR_CATEGORIES = ("rate_limit", "timeout", "content_filter", "parse", "transpo
 INFRA_ERRORS = ("setup", "transport", "internal", "provider", "timeout", "rate_limit")
 
 
-class SchemaError(GatingError):
+class SchemaError(InputError):
     """A stored document has a schema this version cannot read."""
 
 

@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from ruamel.yaml.error import YAMLError
 
 from gating import limits
-from gating.errors import GatingError
+from gating.errors import InputError
 from gating.evals.dataset import Case
 from gating.evals.llm import LLM
 from gating.evals.providers import ChatRequest, ClientPool, ProviderError, RetryPolicy, classify_status
@@ -58,7 +58,7 @@ class _Sandbox(SandboxedEnvironment):
 _ENV = _Sandbox(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
-class RenderError(GatingError):
+class RenderError(InputError):
     """A prompt could not be rendered for a case (category `render`)."""
 
 

@@ -10,13 +10,13 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from gating.errors import GatingError
+from gating.errors import InputError
 from gating.git.repository import CatFileBatch, Git
 
 SYMLINK_MODE = "120000"
 
 
-class OutsideTree(GatingError):
+class OutsideTree(InputError):
     """A path that would read a file from outside the revision: a manifest or a dataset naming
     `../../etc/passwd`, or a directory that is a symbolic link out of the repository."""
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gating.errors import GatingError, count
+from gating.errors import InputError, count
 from gating.system.schema import CATEGORIES, PERMISSIONS
 
 MAX_DEPTH = 4
@@ -17,7 +17,7 @@ OPTION_DEFAULTS = {"allow_author": False, "invalidate_on_push": False, "ignore_b
                    "invalidate_override_on_push": True}
 
 
-class PolicyError(GatingError):
+class PolicyError(InputError):
     """The approval rules cannot be used; `problems` lists every reason, with the allowed values."""
 
     def __init__(self, problems: Sequence[str]):

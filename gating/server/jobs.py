@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from gating import limits
-from gating.errors import GatingError
+from gating.errors import GatingError, InputError
 from gating.server.database import Database, SqliteDatabase, Written, _retry, open_database
 
 __all__ = ["Job", "JobQueue", "PermanentError", "RetryLater", "Worker", "_retry"]
@@ -455,7 +455,10 @@ class Worker:
         except RetryLater as e:
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after, counts=e.counts)
             log.warning("job %d (%s): %s; %s", job.id, job.handler, e, status)
-        except GatingError as e:  # expected (GitHub down, a bad file): its message says it all
+        except InputError as e:  # a manifest, dataset or policy that does not read: it will not read better later
+            self.queue.fail(job, owner, f"{type(e).__name__}: {e}", permanent=True)
+            log.warning("job %d (%s) failed for good on its input: %s", job.id, job.handler, e)
+        except GatingError as e:  # expected (GitHub down, a file git could not read): its message says it all
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
             log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status)
         except Exception as e:  # a bug: shown with its traceback, and it must not kill the worker thread

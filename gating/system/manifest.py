@@ -17,7 +17,7 @@ from functools import cache, cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
 from gating import limits
-from gating.errors import GatingError, count
+from gating.errors import InputError, count
 from gating.system.schema import MANIFEST_SCHEMA, PROVIDER_SETTINGS
 
 if TYPE_CHECKING:  # jsonschema and ruamel are imported when a manifest is parsed (a quick start for the CLI)
@@ -42,7 +42,7 @@ class Problem:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
-class ManifestError(GatingError):
+class ManifestError(InputError):
     """The manifest cannot be used; `problems` lists every reason found, each at its file:line:column."""
 
     def __init__(self, problems: Sequence[Problem]):
