@@ -182,8 +182,8 @@ def test_a_job_meeting_an_expected_failure_records_its_message_without_a_traceba
 
     with caplog.at_level(logging.WARNING, "gating.app.jobs"):
         Worker(queue, run, threads=0).run_one(queue.claim("w"), "w")
-    job = queue.get(1)
-    assert (job.status, job.last_error) == ("queued", "DatasetError: evals/cases.jsonl:3: invalid JSON")
+    job = queue.get(1)  # input that does not read will not read better later: failed at once, not retried
+    assert (job.status, job.last_error) == ("failed", "DatasetError: evals/cases.jsonl:3: invalid JSON")
     [record] = caplog.records
     assert "evals/cases.jsonl:3: invalid JSON" in record.getMessage() and record.exc_info is None
 
