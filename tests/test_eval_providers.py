@@ -185,22 +185,6 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(httpx.Headers({"retry-after": "soon"})) is None
 
 
-def test_pool_spreads_concurrent_requests_over_small_shards(llm: LLMServer) -> None:  # noqa: F811
-    pool = ClientPool(64, 5)
-    assert len(pool.clients) == 16
-
-    async def go() -> None:
-        try:
-            reqs = [ChatRequest("openai", "m", (("user", a(str(i))),)) for i in range(64)]
-            got = await asyncio.gather(*(call_live(pool, r, llm.env()) for r in reqs))
-            assert [g.text for g in got] == [str(i) for i in range(64)]
-        finally:
-            await pool.aclose()
-
-    llm.latency = 0.05
-    asyncio.run(go())
-
-
 # -- answers whose shape is unusual: real HTTP from a server that replies with a fixed body ---------
 
 SHAPED = {
