@@ -165,3 +165,20 @@ def test_https_is_verified_against_the_trust_store(tmp_path: Path, monkeypatch: 
         assert ask(server, [a(f"over tls {i}") for i in range(6)], concurrency=2, env=env) == \
             [f"over tls {i}" for i in range(6)]
         assert server.connections <= 3  # the refused handshake, then two kept alive
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    async def go(server: LLMServer) -> list[str]:
+        pool = ClientPool(2, 10)
+        env = server.env()
+        try:
+            first = await call_live(pool, ChatRequest("openai", "m", (("user", a("before")),)), env)
+            await asyncio.sleep(0.3)  # the server has closed the kept-alive connection by now
+            second = await call_live(pool, ChatRequest("openai", "m", (("user", a("after")),)), env)
+            return [first.text, second.text]
+        finally:
+            await pool.aclose()
+
+    with LLMServer(idle_timeout=0.1) as server:
+        assert asyncio.run(go(server)) == ["before", "after"]
+        assert server.connections == 2

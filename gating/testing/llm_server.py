@@ -133,6 +133,7 @@ class LLMServer:
     gzip: bool = False  # gzip an answer when the request accepts it, as the public APIs do
     chunked: bool = False  # send answers with chunked transfer encoding, in small chunks
     keep_alive: int | None = None  # answers per connection before the server closes it (None: no bound)
+    idle_timeout: float | None = None  # seconds a kept-alive connection may wait for a request before it is closed
     tls: ssl.SSLContext | None = None  # serve https with this server context
     _seen: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
@@ -223,7 +224,10 @@ class LLMServer:
         answered = 0
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except TimeoutError:  # closed without a word, as a provider's load balancer does
+                    break
                 if not line.strip():
                     break
                 method, path, _ = line.decode("latin-1").split(" ", 2)
