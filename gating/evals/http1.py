@@ -226,7 +226,7 @@ class Pool:
         deadline: float | None = None
         while True:
             if self._closed:
-                raise httpx.PoolTimeout("the connection pool is closed")
+                raise httpx.TransportError("the connection pool is closed: the run has ended")
             idle = self._idle.get(origin)
             while idle:
                 conn = idle.pop()
