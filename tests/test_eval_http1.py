@@ -101,7 +101,7 @@ def test_a_slow_answer_is_a_timeout_and_the_pool_goes_on(llm: LLMServer) -> None
             await pool.aclose()
 
     err, after = asyncio.run(go())
-    assert err == "timeout: no answer within 0.2 s (ReadTimeout)"
+    assert err == f"timeout: no answer from {llm.openai_base_url}/chat/completions within 0.2 s (ReadTimeout)"
     assert after == "after"
 
 

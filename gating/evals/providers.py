@@ -455,8 +455,8 @@ async def _post(pool: ClientPool, url: str, body: bytes, headers: Mapping[str, s
     try:
         return await pool.post(url, body, headers, timeout_s)
     except httpx.TimeoutException as e:
-        raise ProviderError("timeout", f"no answer within {timeout_s or pool.timeout_s:g} s ({type(e).__name__})",
-                            retryable=True) from None
+        raise ProviderError("timeout", f"no answer from {url} within {timeout_s or pool.timeout_s:g} s "
+                            f"({type(e).__name__})", retryable=True) from None
     except httpx.ConnectError as e:
         raise ProviderError("transport", f"cannot connect to {url}: is the server running, and is "
                             f"{setting} right? ({type(e).__name__}: {e})", retryable=True) from None
