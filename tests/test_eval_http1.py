@@ -173,7 +173,11 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
         env = server.env()
         try:
             first = await call_live(pool, ChatRequest("openai", "m", (("user", a("before")),)), env)
-            await asyncio.sleep(0.3)  # the server has closed the kept-alive connection by now
+            kept = [c for conns in pool.clients[0]._idle.values() for c in conns]
+            for _ in range(200):  # till the server has closed the kept-alive connection
+                if all(c.dead for c in kept):
+                    break
+                await asyncio.sleep(0.05)
             second = await call_live(pool, ChatRequest("openai", "m", (("user", a("after")),)), env)
             return [first.text, second.text]
         finally:
