@@ -5,10 +5,11 @@ process, so CPU time and peak RSS belong to that run alone) at concurrency 16 an
 wall time / ideal (ideal = cases x latency / concurrency), requests per second, CPU seconds per case
 and peak RSS per process (worker processes included; plus the server's CPU per request and the machine's load average, since the wall
 time of a run on a shared machine depends on both). A second run on the warm cache must send zero
-requests. `--compare-single` adds the
-same load through one httpx.AsyncClient (no sharding) to show why the transport is sharded.
+requests. `--compare-httpx` adds the
+same load through httpx.AsyncClient shards (the path a proxy takes) to show what the engine's own
+HTTP/1.1 pool (gating/evals/http1.py) saves.
 
-    python bench/eval_throughput.py [--cases 2000] [--latency 0.1] [--compare-single]
+    python bench/eval_throughput.py [--cases 2000] [--latency 0.1] [--compare-httpx]
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def child(args: argparse.Namespace) -> int:
     from gating.git.revision import WorkTree
     from gating.system.snapshot import build_snapshot
 
-    if args.single:
-        providers.SHARD_CONNECTIONS = 1_000_000  # one client holding every connection
-    elif args.shard:
+    if args.httpx:
+        providers._proxied = lambda: True  # the httpx clients, as behind a proxy (the environment names none)
+    if args.shard:
         providers.SHARD_CONNECTIONS = args.shard
     reader = WorkTree(args.repo)
     snap = build_snapshot(reader)
@@ -76,11 +77,11 @@ def server_stats(url: str) -> dict:
         return json.loads(r.read())
 
 
-def measure(repo: Path, url: str, conc: int, cache: str, single: bool = False) -> dict:
+def measure(repo: Path, url: str, conc: int, cache: str, use_httpx: bool = False) -> dict:
     before = server_stats(url)
     load0 = os.getloadavg()[0]
     cmd = [sys.executable, __file__, "--child", "--repo", str(repo), "--concurrency", str(conc), "--cache", cache]
-    out = subprocess.run(cmd + (["--single"] if single else []), capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd + (["--httpx"] if use_httpx else []), capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     after = server_stats(url)
     res["server_requests"] = after["requests"] - before["requests"]
@@ -93,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="eval runner throughput benchmark")
     ap.add_argument("--cases", type=int, default=2000)
     ap.add_argument("--latency", type=float, default=0.1)
-    ap.add_argument("--compare-single", action="store_true", help="also run through one unsharded httpx client")
+    ap.add_argument("--compare-httpx", action="store_true", help="also run through httpx clients (as behind a proxy)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)
     ap.add_argument("--concurrency", type=int, default=16, help=argparse.SUPPRESS)
     ap.add_argument("--cache", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--httpx", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -118,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'peak RSS MB':>13}{'requests':>10}{'server cpu ms/req':>19}{'load avg':>10}")
             runs = [(f"concurrency {c}", c, str(Path(tmp) / f"cache{c}"), False) for c in TARGETS]
             runs.append(("concurrency 64, warm cache", 64, str(Path(tmp) / "cache64"), False))
-            if args.compare_single:
-                runs.append(("concurrency 64, one client", 64, "", True))
-            for label, conc, cache, single in runs:
-                r = measure(repo, url, conc, cache, single)
+            if args.compare_httpx:
+                runs.append(("concurrency 64, httpx", 64, "", True))
+            for label, conc, cache, use_httpx in runs:
+                r = measure(repo, url, conc, cache, use_httpx)
                 ideal = args.cases * args.latency / conc
                 ratio = r["wall"] / ideal
                 rps = r["server_requests"] / r["wall"] if r["wall"] else 0.0
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  warm cache: {r['server_requests']} requests reached the server, "
                           f"{r['stats']['cache_hits']} cache hits -> {'ok' if good else 'FAILED'}")
                     ok &= good
-                elif not single:
+                elif not use_httpx:
                     target = TARGETS[conc]
                     verdict = "ok" if ratio <= target and r["rss_mb"] < RSS_LIMIT_MB else "MISSED"
                     print(f"  target: ratio <= {target}, peak RSS < {RSS_LIMIT_MB} MB -> {verdict}")

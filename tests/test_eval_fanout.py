@@ -199,7 +199,7 @@ def test_behind_a_proxy_the_pool_uses_httpx_which_honours_it(llm: LLMServer,  # 
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from gating.evals.providers import ChatRequest, ClientPool, call_live
 
-    assert ClientPool(4).direct  # no proxy: httpcore on asyncio streams
+    assert ClientPool(4).direct  # no proxy: the engine's own HTTP/1.1 pool
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     pool = ClientPool(4)

@@ -117,7 +117,8 @@ def test_timeout_is_classified(llm: LLMServer) -> None:  # noqa: F811
     t0 = time.monotonic()
     with pytest.raises(ProviderError) as e:
         call(llm, "[[fault:slow delay=2]]", timeout_s=0.2)
-    assert e.value.category == "timeout" and e.value.message.startswith("no answer within 0.2 s")
+    assert e.value.category == "timeout"
+    assert e.value.message.startswith(f"no answer from {llm.openai_base_url}/chat/completions within 0.2 s")
     assert time.monotonic() - t0 < 1.5  # gave up long before the 2 s answer
 
 
@@ -183,22 +184,6 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}),
                                now=1445412480.0) == 10.0
     assert retry_after_seconds(httpx.Headers({"retry-after": "soon"})) is None
-
-
-def test_pool_spreads_concurrent_requests_over_small_shards(llm: LLMServer) -> None:  # noqa: F811
-    pool = ClientPool(64, 5)
-    assert len(pool.clients) == 16
-
-    async def go() -> None:
-        try:
-            reqs = [ChatRequest("openai", "m", (("user", a(str(i))),)) for i in range(64)]
-            got = await asyncio.gather(*(call_live(pool, r, llm.env()) for r in reqs))
-            assert [g.text for g in got] == [str(i) for i in range(64)]
-        finally:
-            await pool.aclose()
-
-    llm.latency = 0.05
-    asyncio.run(go())
 
 
 # -- answers whose shape is unusual: real HTTP from a server that replies with a fixed body ---------

@@ -1,12 +1,11 @@
 """The one place that speaks to LLMs: OpenAI-compatible chat completions and Anthropic messages here,
 and the native dialects of Azure OpenAI, Gemini, Vertex AI, Bedrock and Ollama in gating/evals/dialects.
 
-Transport: a pool of small connection-pool shards (SHARD_CONNECTIONS connections each; httpcore on
-asyncio streams, or httpx.AsyncClients behind a proxy), and each request goes to the least busy shard. One client's connection pool re-scans every connection (with
-a socket poll per idle one) each time a request starts or ends, so its CPU cost per request grows
-with its size: at concurrency 64, 2,000 requests cost ~10 ms of CPU each through one client, ~1.8
-ms through 16-connection shards and ~1 ms through 4-connection shards (bench/eval_throughput.py
---compare-single). Every failure becomes a ProviderError with a category.
+Transport: without a proxy, one lean HTTP/1.1 pool on asyncio with h11 (gating/evals/http1.py), which
+costs less than half the CPU per request of httpx on httpcore; behind a proxy, httpx.AsyncClients in
+small shards (SHARD_CONNECTIONS connections each), the least busy first, since one httpcore pool
+re-scans every connection each time a request starts or ends. Every failure becomes a ProviderError
+with a category.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import httpcore
 
 if "httpx" not in sys.modules:
     # httpx's package imports its command-line client (rich, click, pygments: ~50 ms of start-up) when
@@ -180,12 +177,13 @@ def endpoint(provider: str, base_url: str | None, api_key_env: str | None,
 
 
 class ClientPool:
-    """Connection-pool shards of at most SHARD_CONNECTIONS connections; least-busy shard wins.
+    """The HTTP client of a run's process: keep-alive connections, at most `concurrency` of them.
 
-    Each shard is an httpcore pool on asyncio streams (gating/evals/transport.py): the HTTP/1.1 that
-    httpx speaks, without the per-request CPU of httpx's models and anyio (about half of it). When the
-    environment names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), the shards are httpx.AsyncClients,
-    which honour it. Either way failures surface as httpx exceptions and answers as httpx.Response.
+    Without a proxy it is one http1.Pool (asyncio and h11: the HTTP/1.1 that httpx speaks, without
+    the per-request CPU of httpcore's pool, its locks and httpx's request model). When the environment
+    names a proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), it is httpx.AsyncClients, which honour it, in
+    shards of SHARD_CONNECTIONS connections, least busy first. Either way failures surface as httpx
+    exceptions and answers as httpx.Response.
 
     Every request first passes `gate` (gating/evals/gate.py): the run-wide in-flight bound and
     rate-limit pause, shared with the run's other worker processes when it has any. With a `pacer`
@@ -202,19 +200,15 @@ class ClientPool:
         self.clients: list[Any]
         self._tls: ssl.SSLContext | None = None
         if self.direct:
-            from gating.evals.transport import AsyncioBackend, LazyTLSPool
+            from gating.evals.http1 import Pool
 
-            backend = AsyncioBackend()
-            self.clients = [LazyTLSPool(self.tls, max_connections=SHARD_CONNECTIONS,
-                                        max_keepalive_connections=SHARD_CONNECTIONS, network_backend=backend)
-                            for _ in range(n)]
+            self.clients = [Pool(concurrency, self.tls, _DEFAULT_HEADERS)]
         else:
             tls = self.tls()
             limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
             self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
                             for _ in range(n)]
-        self.busy = [0] * n
-        self._urls: dict[str, httpcore.URL] = {}
+        self.busy = [0] * len(self.clients)
 
     def tls(self) -> ssl.SSLContext:
         """One trust store for all shards (loading it costs ~30 ms each), loaded when first needed."""
@@ -237,37 +231,23 @@ class ClientPool:
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str],
                     timeout_s: float | None = None) -> httpx.Response:
         await self.gate.acquire()
-        i = self.busy.index(min(self.busy))
-        self.busy[i] += 1
         try:
             if self.direct:
-                return await self._post_direct(self.clients[i], url, body, headers, timeout_s or self.timeout_s)
-            kw: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s)} if timeout_s else {}
-            resp: httpx.Response = await self.clients[i].post(url, content=body, headers=headers, **kw)
-            return resp
+                sent = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+                resp: httpx.Response = await self.clients[0].post(url, body, sent, timeout_s or self.timeout_s)
+                if resp.status_code >= 300:  # an error names the URL it came from
+                    resp.request = httpx.Request("POST", url)
+                return resp
+            i = self.busy.index(min(self.busy))
+            self.busy[i] += 1
+            try:
+                kw: dict[str, Any] = {"timeout": httpx.Timeout(timeout_s)} if timeout_s else {}
+                resp = await self.clients[i].post(url, content=body, headers=headers, **kw)
+                return resp
+            finally:
+                self.busy[i] -= 1
         finally:
-            self.busy[i] -= 1
             self.gate.release()
-
-    async def _post_direct(self, pool: httpcore.AsyncConnectionPool, url: str, body: bytes,
-                           headers: Mapping[str, str], timeout_s: float) -> httpx.Response:
-        target = self._urls.get(url)
-        if target is None:  # parsed (and percent-encoded) as httpx would, once per URL
-            u = httpx.URL(url)
-            target = self._urls[url] = httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port,
-                                                    target=u.raw_path)
-        sent = [*_DEFAULT_HEADERS, *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
-        t = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
-        try:
-            got = await pool.request("POST", target, headers=sent, content=body, extensions={"timeout": t})
-        except httpcore.TimeoutException as e:
-            raise getattr(httpx, type(e).__name__, httpx.TimeoutException)(str(e)) from e
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as e:
-            raise getattr(httpx, type(e).__name__, httpx.TransportError)(str(e)) from e
-        resp = httpx.Response(got.status, headers=got.headers, content=got.content)
-        if got.status >= 300:  # an error names the URL it came from
-            resp.request = httpx.Request("POST", url)
-        return resp
 
     def backoff(self, err: ProviderError, wait: float) -> None:
         """A request will wait `wait` s before its retry: a rate limit's Retry-After holds every request back."""
@@ -475,8 +455,8 @@ async def _post(pool: ClientPool, url: str, body: bytes, headers: Mapping[str, s
     try:
         return await pool.post(url, body, headers, timeout_s)
     except httpx.TimeoutException as e:
-        raise ProviderError("timeout", f"no answer within {timeout_s or pool.timeout_s:g} s ({type(e).__name__})",
-                            retryable=True) from None
+        raise ProviderError("timeout", f"no answer from {url} within {timeout_s or pool.timeout_s:g} s "
+                            f"({type(e).__name__})", retryable=True) from None
     except httpx.ConnectError as e:
         raise ProviderError("transport", f"cannot connect to {url}: is the server running, and is "
                             f"{setting} right? ({type(e).__name__}: {e})", retryable=True) from None

@@ -416,6 +416,8 @@ async def run_evals_async(snapshot: Snapshot, reader: RevisionReader, *, only_pr
             progress.begin(len(selected))
         if n_workers > 1:
             log.info("evaluating %d cases in %d processes", len(selected), n_workers)
+            if needs_pool:  # each process builds its pool after the fork: load its HTTP client once, here
+                import gating.evals.http1  # noqa: F401
             done, ends = await run_forked(engine, selected, conc, n_workers, progress)
         else:
             done, ends = await _run_here(engine(None, conc), selected, conc, progress)

@@ -276,7 +276,8 @@ class HttpTarget:
                 try:
                     resp = await self.pool.post(self.url, body, self.headers, self.timeout_s)
                 except httpx.TimeoutException:
-                    raise ProviderError("timeout", f"no answer within {self.timeout_s:g} s", retryable=True) from None
+                    raise ProviderError("timeout", f"no answer from {self.url} within {self.timeout_s:g} s",
+                                        retryable=True) from None
                 except httpx.ConnectError as e:
                     raise ProviderError("transport", f"cannot connect to {self.url}: is the endpoint running, and is "
                                         f"evals.target.url right? ({type(e).__name__}: {e})", retryable=True) from None

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import hashlib
 import json
 import re
+import ssl
 import sys
 import threading
 import time
@@ -127,6 +129,12 @@ class LLMServer:
     refuse: int | None = None  # when set, every request is answered with this status and an error body
     aws_keys: dict[str, str] = field(default_factory=lambda: {AWS_KEY_ID: AWS_SECRET})  # SigV4: key id -> secret
     limits: RateLimits | None = None  # requests and tokens per window; None: unlimited
+    connections: int = 0  # connections accepted: what a client's connection reuse is checked by
+    gzip: bool = False  # gzip an answer when the request accepts it, as the public APIs do
+    chunked: bool = False  # send answers with chunked transfer encoding, in small chunks
+    keep_alive: int | None = None  # answers per connection before the server closes it (None: no bound)
+    idle_timeout: float | None = None  # seconds a kept-alive connection may wait for a request before it is closed
+    tls: ssl.SSLContext | None = None  # serve https with this server context
     _seen: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _server: asyncio.AbstractServer | None = None
@@ -134,7 +142,7 @@ class LLMServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
@@ -171,7 +179,7 @@ class LLMServer:
             self._loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self._loop)
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+                asyncio.start_server(self._handle, self.host, self.port, backlog=1024, ssl=self.tls)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
@@ -203,7 +211,7 @@ class LLMServer:
         self.stop()
 
     async def serve_forever(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         print(f"listening on {self.url}", flush=True)
         async with self._server:
@@ -212,9 +220,14 @@ class LLMServer:
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
         try:
             while True:
-                line = await reader.readline()
+                try:
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except TimeoutError:  # closed without a word, as a provider's load balancer does
+                    break
                 if not line.strip():
                     break
                 method, path, _ = line.decode("latin-1").split(" ", 2)
@@ -232,12 +245,29 @@ class LLMServer:
                     status, extra, payload = await self._respond(method, path, body, headers)
                 finally:
                     self.inflight -= 1
-                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                        "content-type: application/json", f"content-length: {len(payload)}"]
+                answered += 1
+                last = (headers.get("connection", "").lower() == "close"
+                        or (self.keep_alive is not None and answered >= self.keep_alive))
+                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "content-type: application/json"]
                 head += [f"{k}: {v}" for k, v in extra.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
-                await writer.drain()
-                if headers.get("connection", "").lower() == "close":
+                if self.gzip and "gzip" in headers.get("accept-encoding", ""):
+                    payload = gzip.compress(payload)
+                    head.append("content-encoding: gzip")
+                if last:
+                    head.append("connection: close")
+                if self.chunked:
+                    head.append("transfer-encoding: chunked")
+                    parts = [payload[i:i + 64] for i in range(0, len(payload), 64)] + [b""]
+                    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+                    for part in parts:  # one write each, so the client reads the chunks apart
+                        writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        await writer.drain()
+                        await asyncio.sleep(0)
+                else:
+                    head.append(f"content-length: {len(payload)}")
+                    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+                    await writer.drain()
+                if last:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             pass
