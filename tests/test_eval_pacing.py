@@ -21,8 +21,9 @@ from gating.commands.cli import main
 from gating.evals.pacing import (
     INITIAL_SLOTS,
     RATE_CUT,
+    RATE_FIRST,
     RATE_MIN_ANSWERS,
-    RATE_PROBE,
+    RATE_PROBE_FIRST,
     Pacer,
     PaceState,
     describe,
@@ -478,13 +479,14 @@ def test_without_budget_headers_the_second_429_sets_a_start_rate_under_what_was_
         p.done(clock.t - 0.03, 200, {})
     p.done(clock.t, 429, {})
     second = clock.t
-    assert p.rate == pytest.approx(RATE_CUT * 40 / 1.5, rel=0.01)
-    # from then on starts are spaced at the rate, which grows by RATE_PROBE of itself a second
+    assert p.rate == pytest.approx(RATE_FIRST * 40 / 1.5, rel=0.01)
+    # from then on starts are spaced at the rate, which grows by RATE_PROBE_FIRST of itself a second till
+    # a 429 comes at a rate of its own, RATE_PROBE after
     start = p.rate
     clock.t += 1
     p.done(clock.t - 0.03, 200, {})
     assert p.state.interval == pytest.approx(1 / start)
-    assert p.rate == pytest.approx(start + RATE_PROBE)
+    assert p.rate == pytest.approx(start + RATE_PROBE_FIRST)
     # after a lull one start catches up, the next waits its turn
     assert [p.state.take(clock.t) for _ in range(3)] == [0.0, 0.0, pytest.approx(1 / start)]
     # a third 429 (a new round) cuts from the lower of the rate and what was admitted, once a round

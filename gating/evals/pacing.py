@@ -21,9 +21,11 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   never full (which means a limit left unused). The limit, instead of growing, shrinks to twice the
   requests in flight: what the refill rate needs, with room, and a smaller reserve kept unused.
 - Without rate-limit headers (providers and gateways that say only Retry-After), from the second 429
-  on: starts are spaced at a rate, RATE_CUT of what the provider admitted between the last two 429s
-  (paused time left out), which grows by RATE_PROBE of itself a second, RATE_PROBE_NEAR once past the
-  rate where the last 429 came; the concurrency limit follows as twice what that rate keeps in flight.
+  on: starts are spaced at a rate, RATE_FIRST of what the provider admitted between the first two 429s
+  (paused time left out), growing by RATE_PROBE_FIRST of itself a second; each later 429 sets it to
+  RATE_CUT of the lower of it and what was admitted since the last, and it grows by RATE_PROBE, and
+  by RATE_PROBE_NEAR once past the rate where the last 429 came; the concurrency limit follows as
+  twice what the rate keeps in flight.
   A concurrency limit meets a per-minute limit badly: the rate it makes moves with latency, and AIMD
   probes into a 429 every round, where a rate probed slowly settles under the limit (bench/rate_limit.py
   --no-headers: 1,500 cases, 2-4% refused, all but a few in the first burst, where the full bucket hides
@@ -60,11 +62,13 @@ CUT_ON_429 = 0.5
 PROBE = 0.8  # from this share of the limit where the last 429 came, the limit grows ten times slower
 NEAR = 2.0  # a budget is near its end below NEAR requests per slot: pace, and stop growing the limit
 MAX_SPACING = 4.0  # a dry budget spaces requests at most this many refill steps apart
-INITIAL_SLOTS = 4  # the concurrency limit a run starts at (at most evals.concurrency)
+INITIAL_SLOTS = 16  # the concurrency limit a run starts at (at most evals.concurrency): 4 cost 2 rounds of latency
 SPREAD = 0.5  # before a limit shows, starts are at least this share of a round trip / the limit apart
 RATE_SAMPLE = 32  # answers the rate of answers is measured over (the spacing after a pause)
 RATE_CUT = 0.9  # without budget headers, a 429 sets the start rate this far under the rate admitted
+RATE_FIRST = 0.95  # ... the first time: that rate, measured across the restarts after the burst, is under the limit
 RATE_PROBE = 0.02  # ... which then grows by this share a second while no 429 comes
+RATE_PROBE_FIRST = 0.05  # ... this share till the first 429 at a rate of its own (the first is a guess from below)
 RATE_PROBE_NEAR = 0.005  # ... and by this share past the rate where the last 429 came
 RATE_MIN_ANSWERS = 8  # successes between two 429s before their rate says what the provider admits
 MAX_PAUSE_S = 120.0  # a longer Retry-After pauses nobody: the request gives up (RetryPolicy.max_retry_after_s)
@@ -305,8 +309,10 @@ class Pacer:
             if self._ok_since_cut >= RATE_MIN_ANSWERS and span > 0 and self.limited_since is not None \
                     and self._cut_at >= self.limited_since:
                 admitted = self._ok_since_cut / span
-                self._rate_ceiling = self.rate if self.rate is not None else admitted
-                self.rate = RATE_CUT * min(admitted, self.rate if self.rate is not None else math.inf)
+                if self.rate is None:  # what was admitted since the burst, restarts and all: at most the limit
+                    self.rate = RATE_FIRST * admitted
+                else:
+                    self._rate_ceiling, self.rate = self.rate, RATE_CUT * min(admitted, self.rate)
         self._cut_at, self._cut_paused, self._ok_since_cut = now, self.paused_s, 0
 
     def _success(self, now: float, r: Reading | None) -> None:
@@ -321,7 +327,8 @@ class Pacer:
         if self.rate is not None and self._reading is None:
             # pace at the rate, probing upward; as many slots as it keeps busy, with room
             interval = max(interval, 1.0 / self.rate)
-            self.rate += RATE_PROBE_NEAR if self.rate >= self._rate_ceiling else RATE_PROBE
+            self.rate += (RATE_PROBE_FIRST if self._rate_ceiling == math.inf else
+                          RATE_PROBE_NEAR if self.rate >= self._rate_ceiling else RATE_PROBE)
             st.space(interval)
             if self._rtt:
                 st.limit = min(float(self.cap), max(2.0, NEAR * self.rate * self._rtt))
