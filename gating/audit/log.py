@@ -285,9 +285,10 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
         tree = store.git.ls_tree(tip)
         notes = store.all_notes(tip, tree)
         ids = {e.path.replace("/", ""): e.sha for e in tree if e.type == "blob"}
-        steps = history(store, tip, notes, raw.result(), ids)
-    foreign = [e for e in tree if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
-    report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, steps)
+        foreign = [e for e in tree if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
+        # the history is read while the signatures are checked
+        report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys,
+                            lambda: history(store, tip, notes, raw.result(), ids))
     report.findings[:0] = [Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
                                          f"by the full sha of a commit (this is a {e.type})") for e in foreign]
     return report
