@@ -280,7 +280,7 @@ def parse_line(line: bytes, commit: str, keep: bool = True) -> Entry:
     pred = statement.get("predicate")
     if not isinstance(pred, dict) or type(pred.get("seq")) is not int or pred.get("event") not in EVENTS:
         raise EntryError("the predicate has no valid seq or event")
-    subject: list[dict[str, Any]] = statement.get("subject")  # a list of objects with a digest, once checked
+    subject = cast(list[dict[str, Any]], statement.get("subject"))  # a list of objects with a digest, once checked
     problem = _shape_problem(sigs, subject, pred)
     if problem:
         raise EntryError(problem)
