@@ -108,3 +108,24 @@ def test_history_with_the_trees_blob_ids_is_the_history_without_them(damaged) ->
     notes = store.all_notes(tip, tree)
     assert notes == store.all_notes(tip)
     assert history(store, tip, notes, None, ids) == history(store, tip)
+
+
+def test_notes_are_streamed_as_all_notes_reads_them(damaged) -> None:  # type: ignore[no-untyped-def]
+    work, _shas, _pub = damaged
+    store = LocalNotes(work)
+    tip = store.tip()
+    assert tip is not None
+    assert list(store.iter_notes(tip)) == list(store.all_notes(tip).items())
+
+
+def test_a_stream_left_before_its_end_stops_git(damaged) -> None:  # type: ignore[no-untyped-def]
+    """git would block writing what nobody reads (and the writer feeding it with it): leaving the
+    stream ends the process instead of waiting for it."""
+    work, shas, _pub = damaged
+    blob = work.ls_tree(LocalNotes(work).tip() or "")[0].sha
+    batch = work.batch()
+    stream = batch.stream([blob] * 20_000)  # far more than a pipe holds
+    assert next(stream)[0] == blob
+    proc = batch.proc
+    stream.close()
+    assert not batch.alive and proc.poll() is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,15 +113,18 @@ _DEFER = "defer"
 
 
 def verify_log(
-    notes: Mapping[str, bytes],
+    notes: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
     keys: Mapping[str, Ed25519PublicKey],
     history: Sequence[NotesCommit] | Callable[[], Sequence[NotesCommit]] | None = None,
+    keep: bool = False,
 ) -> Report:
     """Every signature, the key rotation chain, the seq/prev chain, each entry's place, and (given
     history) that notes only grew.
 
-    `notes` maps annotated commit -> note bytes at the tip; `keys` maps keyid -> trusted public key.
-    `history` may be a function that reads it: it is called while the signatures are being checked.
+    `notes` maps annotated commit -> note bytes at the tip (or yields those pairs as they are read:
+    the first signatures are checked while git reads the rest); `keys` maps keyid -> trusted public
+    key. `history` may be a function that reads it: it is called while the signatures are checked.
+    `keep`: the entries hold their parsed statements (for a caller that reads every one of them).
     Entries signed by a key that only the log's own key_rotated entries name are checked once all
     are read (gating.audit.rotation decides whether that chain is anchored in a trusted key).
     """
@@ -139,11 +142,11 @@ def verify_log(
     # step waited for the one before).
     with no_gc(), ThreadPoolExecutor(max_workers=2) as pool:
         batch: list[Entry] = []
-        for commit, data in notes.items():
+        for commit, data in notes.items() if isinstance(notes, Mapping) else notes:
             last: Entry | None = None
             for i, line in enumerate(split_lines(data), 1):
                 try:
-                    e = parse_line(line, commit, keep=False)
+                    e = parse_line(line, commit, keep)
                 except EntryError as ex:
                     findings.append(_finding(line, commit, i, str(ex)))
                     continue
