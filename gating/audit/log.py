@@ -17,6 +17,7 @@ same appends produce the same trees whichever backend wrote them.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -301,5 +302,8 @@ def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey], keep: bool =
     return report
 
 
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
 def _is_object_name(name: str) -> bool:
-    return len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
+    return _OBJECT_NAME.fullmatch(name) is not None
