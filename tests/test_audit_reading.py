@@ -108,3 +108,70 @@ def test_history_with_the_trees_blob_ids_is_the_history_without_them(damaged) ->
     notes = store.all_notes(tip, tree)
     assert notes == store.all_notes(tip)
     assert history(store, tip, notes, None, ids) == history(store, tip)
+
+
+def test_notes_are_streamed_as_all_notes_reads_them(damaged) -> None:  # type: ignore[no-untyped-def]
+    work, _shas, _pub = damaged
+    store = LocalNotes(work)
+    tip = store.tip()
+    assert tip is not None
+    assert list(store.iter_notes(tip)) == list(store.all_notes(tip).items())
+
+
+def test_a_stream_left_before_its_end_stops_git(damaged) -> None:  # type: ignore[no-untyped-def]
+    """git would block writing what nobody reads (and the writer feeding it with it): leaving the
+    stream ends the process instead of waiting for it."""
+    work, shas, _pub = damaged
+    blob = work.ls_tree(LocalNotes(work).tip() or "")[0].sha
+    batch = work.batch()
+    stream = batch.stream([blob] * 20_000)  # far more than a pipe holds
+    assert next(stream)[0] == blob
+    proc = batch.proc
+    stream.close()
+    assert not batch.alive and proc.poll() is not None
+
+
+def _variants(line: bytes) -> list[bytes]:
+    """A signed line and ways to change it that a reader must judge alike: escapes that decode to the
+    same base64, base64 that only the lenient decoder takes, spaces, a second signature, other keys."""
+    env = json.loads(line)
+    p, sig, kid = env["payload"], env["signatures"][0]["sig"], env["signatures"][0]["keyid"]
+    head = b'"payload":"'
+    swaps = [(head, b'"payload": "'), (head, b'"payload":"!'),
+             (head + p[:2].encode(), head + p[:1].encode() + b"\\u00" + p[1:2].encode().hex().encode()),
+             (head + p[:2].encode(), head + p[:1].encode() + b"\\/"),
+             (head + p.encode(), head + p.encode() + b"=="), (head + p.encode(), b'"payload":"'),
+             (head + p.encode(), head + p.encode().replace(b"=", b"") + b"A==="),
+             (kid.encode(), kid.upper().encode()), (sig.encode(), sig[:-2].encode()),
+             (b'"sig":"', b'"sig":"\\n'), (b"}]}", b'},{"keyid":"00","sig":"AA=="}]}'),
+             (b"}]}", b'}],"x":1}'), (b'"signatures":[', b'"signatures":[1,'),
+             (b"in-toto+json", b"in-toto+JSON"), (b'"keyid":"', b'"keyid":"\\u0061')]
+    out = [line, line + b" ", b" " + line, line[:-1]]
+    for old, new in swaps:
+        assert old in line, old
+        out.append(line.replace(old, new, 1))
+    assert len(set(out)) == len(out)
+    return out
+
+
+def test_a_signed_line_read_without_the_json_reader_reads_as_with_it(monkeypatch) -> None:
+    """parse_line reads an envelope in sign_statement's form without the JSON reader: every line,
+    changed or not, gives the same entry (or the same error) as the reader's path gives it."""
+    from gating.audit import entry as audit
+
+    c = "c" * 40
+    lines = [audit.make_line(EntryFacts("merged", c, "acme/support-bot", "alice", pull_request=1), NOW, 3,
+                             "sha256:" + "0" * 64, KEY)]
+    lines += _variants(lines[0])
+
+    def judged(line: bytes) -> object:
+        try:
+            e = audit.parse_line(line, c)
+        except EntryError as ex:
+            return str(ex)
+        return (e.commit, e.line, e.payload, e.seq, e.event, e.prev, e.subject_commit, e.signatures, e.statement)
+
+    fast = [judged(line) for line in lines]
+    assert sum(isinstance(j, tuple) for j in fast) >= 5 and sum(isinstance(j, str) for j in fast) >= 5
+    monkeypatch.setattr(audit, "_signed_envelope", lambda line, commit: None)
+    assert [judged(line) for line in lines] == fast

@@ -8,7 +8,6 @@ with a real clone (force-pushing the notes ref, committing another public key)."
 # ruff: noqa: F811  (the `world` fixture of test_audit_app is imported and used by name)
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -143,7 +142,7 @@ def resign_everything(world, tmp_path: Path, new_key) -> None:
     attacker.run("update-ref", "-d", AUDIT_REF)
     prev, notes_by_commit = None, {}
     for e in entries:
-        statement = json.loads(base64.b64decode(e.envelope["payload"]))
+        statement = json.loads(e.payload)
         statement["predicate"]["prev"] = prev
         line = sign_statement(statement, new_key)
         prev = sha256_line(line)

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, cast
 
 from cryptography.exceptions import InvalidSignature
@@ -201,29 +202,26 @@ def make_line(facts: EntryFacts, now: datetime, seq: int, prev: str | None, key:
 
 @dataclass(frozen=True)
 class Entry:
-    """A parsed entry (signature not checked): the line as stored and the Statement inside it."""
+    """A parsed entry (signature not checked): the line as stored, what the chain and the signature
+    check need (read once by parse_line), and the Statement inside it, parsed again when something
+    asks for it if parse_line did not keep it (a verify of thousands of entries keeps none)."""
 
     commit: str
     line: bytes
-    envelope: dict[str, Any] = field(repr=False)
     payload: bytes = field(repr=False)
-    statement: dict[str, Any] = field(repr=False)
+    seq: int
+    event: str
+    prev: str | None
+    subject_commit: str | None
+    signatures: tuple[tuple[str, str], ...] = field(repr=False)  # (keyid, base64 sig), as in the envelope
+
+    @cached_property
+    def statement(self) -> dict[str, Any]:
+        return cast(dict[str, Any], limits.load_json(self.payload, f"audit note on {self.commit}", limits.NOTE))
 
     @property
     def predicate(self) -> dict[str, Any]:
         return cast(dict[str, Any], self.statement["predicate"])
-
-    @property
-    def seq(self) -> int:
-        return cast(int, self.predicate["seq"])
-
-    @property
-    def prev(self) -> str | None:
-        return self.predicate.get("prev")
-
-    @property
-    def event(self) -> str:
-        return cast(str, self.predicate["event"])
 
     @property
     def key(self) -> str:
@@ -238,15 +236,8 @@ class Entry:
         return sha256_line(self.line)
 
     @property
-    def subject_commit(self) -> str | None:
-        for s in self.statement.get("subject", []):
-            if isinstance(s, dict) and "gitCommit" in s.get("digest", {}):
-                return cast(str, s["digest"]["gitCommit"])
-        return None
-
-    @property
     def keyids(self) -> list[str]:
-        return [s.get("keyid", "") for s in self.envelope.get("signatures", [])]
+        return [kid for kid, _sig in self.signatures]
 
     def label(self) -> str:
         return f"seq {self.seq} ({self.event}) on commit {self.commit[:12]}"
@@ -265,18 +256,24 @@ def _b64(value: Any, what: str) -> bytes:
         raise EntryError(f"{what} is not valid base64") from None
 
 
-def parse_line(line: bytes, commit: str) -> Entry:
-    """Decode an envelope line and its Statement; raises EntryError naming what is wrong."""
+def parse_line(line: bytes, commit: str, keep: bool = True) -> Entry:
+    """Decode an envelope line and its Statement; raises EntryError naming what is wrong. `keep`:
+    the entry holds the parsed Statement (else it is parsed again if asked for)."""
     try:
-        envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE)
+        fast = _signed_envelope(line, commit)
+        envelope = limits.load_json(line, f"audit note on {commit}", limits.NOTE) if fast is None else None
     except (ValueError, UnicodeDecodeError, limits.LimitError):
         raise EntryError("not JSON: not a DSSE envelope") from None
-    if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
-        raise EntryError(f"not a DSSE envelope with payloadType {PAYLOAD_TYPE}")
-    sigs = envelope.get("signatures")
-    if not isinstance(sigs, list) or not sigs or not all(isinstance(s, dict) for s in sigs):
-        raise EntryError("the envelope has no signatures")
-    payload = _b64(envelope.get("payload"), "payload")
+    sigs: list[dict[str, Any]] = []
+    if fast is not None:
+        payload, signatures = fast
+    else:
+        if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
+            raise EntryError(f"not a DSSE envelope with payloadType {PAYLOAD_TYPE}")
+        sigs = envelope.get("signatures")  # type: ignore[assignment]
+        if not isinstance(sigs, list) or not sigs or not all(isinstance(s, dict) for s in sigs):
+            raise EntryError("the envelope has no signatures")
+        payload = _b64(envelope.get("payload"), "payload")
     try:
         statement = limits.load_json(payload, f"audit note on {commit}", limits.NOTE)
     except (ValueError, UnicodeDecodeError, limits.LimitError):
@@ -288,10 +285,43 @@ def parse_line(line: bytes, commit: str) -> Entry:
     pred = statement.get("predicate")
     if not isinstance(pred, dict) or type(pred.get("seq")) is not int or pred.get("event") not in EVENTS:
         raise EntryError("the predicate has no valid seq or event")
-    problem = _shape_problem(sigs, statement.get("subject"), pred)
+    subject = cast(list[dict[str, Any]], statement.get("subject"))  # a list of objects with a digest, once checked
+    problem = _shape_problem(sigs, subject, pred)
     if problem:
         raise EntryError(problem)
-    return Entry(commit=commit, line=line, envelope=envelope, payload=payload, statement=statement)
+    if fast is None:
+        signatures = tuple((s["keyid"], s["sig"]) for s in sigs)
+    entry = Entry(commit, line, payload, pred["seq"], pred["event"], pred.get("prev"),
+                  next((s["digest"]["gitCommit"] for s in subject if "gitCommit" in s["digest"]), None), signatures)
+    if keep:
+        entry.__dict__["statement"] = statement  # what cached_property would hold
+    return entry
+
+
+# An envelope exactly as sign_statement writes it (canonical JSON, one signature): no escape can hide
+# in the characters these allow, so what they capture is what a JSON reader would read.
+_ENVELOPE_HEAD = b'{"payload":"'
+_ENVELOPE_TAIL = re.compile(rb'","payloadType":"application/vnd\.in-toto\+json","signatures":'
+                            rb'\[\{"keyid":"([0-9a-f]*)","sig":"([A-Za-z0-9+/=]*)"\}\]\}')
+
+
+def _signed_envelope(line: bytes, commit: str) -> tuple[bytes, tuple[tuple[str, str], ...]] | None:
+    """(payload, signatures) of a line in the form sign_statement writes, read without a JSON reader
+    (most of the line is the payload's base64: the reader would build it as a string only to hand it
+    to the decoder); None for any other line, which the JSON reader then judges. Raises LimitError
+    where load_json would (the job's budget)."""
+    limits.check_budget(f"audit note on {commit}")
+    if not line.startswith(_ENVELOPE_HEAD) or len(line) > limits.NOTE.max_bytes:
+        return None
+    end = line.find(b'"', len(_ENVELOPE_HEAD))
+    m = _ENVELOPE_TAIL.fullmatch(line, end) if end > 0 else None
+    if m is None:
+        return None
+    try:
+        payload = binascii.a2b_base64(memoryview(line)[len(_ENVELOPE_HEAD):end], strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None  # not in strict form: _b64 judges it as before
+    return payload, ((m.group(1).decode(), m.group(2).decode()),)
 
 
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -332,14 +362,13 @@ def signature_problem(entry: Entry, keys: Mapping[str, Ed25519PublicKey]) -> str
     """None when a trusted key signed the entry; otherwise why not."""
     msg = pae(PAYLOAD_TYPE, entry.payload)
     seen = []
-    for sig in entry.envelope["signatures"]:
-        kid = sig.get("keyid", "")
+    for kid, sig in entry.signatures:
         seen.append(kid)
         pub = keys.get(kid)
         if pub is None:
             continue
         try:
-            pub.verify(_b64(sig.get("sig"), "signature"), msg)
+            pub.verify(_b64(sig, "signature"), msg)
             return None
         except (InvalidSignature, EntryError):
             return "signature does not verify: the payload or the signature was changed"

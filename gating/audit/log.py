@@ -17,8 +17,9 @@ same appends produce the same trees whichever backend wrote them.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -275,23 +276,34 @@ def _is_append(prefixes: Mapping[str, tuple[str, int]], obj: str, old: str | Non
     return bool(before and after and before[0] == after[0] == obj and after[1] == before[1] + 1)
 
 
-def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey]) -> Report:
-    """`gating audit verify` on a local notes ref: entries, chain and history."""
+def verify(store: LocalNotes, keys: Mapping[str, Ed25519PublicKey], keep: bool = False) -> Report:
+    """`gating audit verify` on a local notes ref: entries, chain and history (`keep`: as verify_log's)."""
     tip = store.tip()
     if tip is None:
         return Report(entries=[], findings=[])
     with ThreadPoolExecutor(max_workers=1) as pool:  # `git log` runs while the tip's notes are read
         raw = pool.submit(store.git.raw_history, tip)
         tree = store.git.ls_tree(tip)
-        notes = store.all_notes(tip, tree)
         ids = {e.path.replace("/", ""): e.sha for e in tree if e.type == "blob"}
-        steps = history(store, tip, notes, raw.result(), ids)
-    foreign = [e for e in tree if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
-    report = verify_log({k: v for k, v in notes.items() if _is_object_name(k)}, keys, steps)
+        foreign = [e for e in tree if e.type != "blob" or not _is_object_name(e.path.replace("/", ""))]
+        notes: dict[str, bytes] = {}
+
+        def read() -> Iterator[tuple[str, bytes]]:
+            for obj, data in store.iter_notes(tip, tree):
+                notes[obj] = data
+                if _is_object_name(obj):
+                    yield obj, data
+
+        # entries are parsed (and their signatures checked) as git reads the notes, the history
+        # while the last signatures are checked
+        report = verify_log(read(), keys, lambda: history(store, tip, notes, raw.result(), ids), keep)
     report.findings[:0] = [Finding(f"{e.path} in the notes tree", f"is not a note: a note is a file named "
                                          f"by the full sha of a commit (this is a {e.type})") for e in foreign]
     return report
 
 
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
 def _is_object_name(name: str) -> bool:
-    return len(name) in (40, 64) and all(c in "0123456789abcdef" for c in name)
+    return _OBJECT_NAME.fullmatch(name) is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,14 +113,18 @@ _DEFER = "defer"
 
 
 def verify_log(
-    notes: Mapping[str, bytes],
+    notes: Mapping[str, bytes] | Iterable[tuple[str, bytes]],
     keys: Mapping[str, Ed25519PublicKey],
-    history: Sequence[NotesCommit] | None = None,
+    history: Sequence[NotesCommit] | Callable[[], Sequence[NotesCommit]] | None = None,
+    keep: bool = False,
 ) -> Report:
     """Every signature, the key rotation chain, the seq/prev chain, each entry's place, and (given
     history) that notes only grew.
 
-    `notes` maps annotated commit -> note bytes at the tip; `keys` maps keyid -> trusted public key.
+    `notes` maps annotated commit -> note bytes at the tip (or yields those pairs as they are read:
+    the first signatures are checked while git reads the rest); `keys` maps keyid -> trusted public
+    key. `history` may be a function that reads it: it is called while the signatures are checked.
+    `keep`: the entries hold their parsed statements (for a caller that reads every one of them).
     Entries signed by a key that only the log's own key_rotated entries name are checked once all
     are read (gating.audit.rotation decides whether that chain is anchored in a trusted key).
     """
@@ -133,14 +137,16 @@ def verify_log(
     def check(batch: list[Entry]) -> list[str | None]:
         return [signature_problem(e, keys) if set(e.keyids) & keys.keys() else _DEFER for e in batch]
 
-    # Ed25519 verification releases the GIL: it runs on worker threads while this one parses JSON.
+    # Ed25519 verification releases the GIL: it runs on worker threads while this one parses JSON,
+    # then reads the history and follows the chains (the findings keep the order they had when each
+    # step waited for the one before).
     with no_gc(), ThreadPoolExecutor(max_workers=2) as pool:
         batch: list[Entry] = []
-        for commit, data in notes.items():
+        for commit, data in notes.items() if isinstance(notes, Mapping) else notes:
             last: Entry | None = None
             for i, line in enumerate(split_lines(data), 1):
                 try:
-                    e = parse_line(line, commit)
+                    e = parse_line(line, commit, keep)
                 except EntryError as ex:
                     findings.append(_finding(line, commit, i, str(ex)))
                     continue
@@ -157,6 +163,11 @@ def verify_log(
                                             e.seq))
                 last = e
         checks.append((batch, pool.submit(check, batch)))
+        entries.sort(key=lambda e: e.seq)
+        chain = _chain_findings(entries)
+        steps = history() if callable(history) else history
+        grew = _history_findings(steps) if steps is not None else []
+        declared, bad_keys = declared_keys(entries)
         deferred = []
         for done, future in checks:
             for e, p in zip(done, future.result(), strict=True):
@@ -164,17 +175,14 @@ def verify_log(
                     deferred.append(e)
                 elif p:
                     findings.append(Finding(e.label(), p, e.seq))
-    entries.sort(key=lambda e: e.seq)
-    declared, bad_keys = declared_keys(entries)
     findings += bad_keys
     every = {**declared, **keys}
     findings += [Finding(e.label(), p, e.seq) for e in deferred if (p := signature_problem(e, every))]
     chain_keys, epochs = key_findings(entries, keys, {f.seq for f in findings if f.seq is not None})
     findings += chain_keys
-    findings += _chain_findings(entries)
-    if history is not None:
-        findings += _history_findings(history)
-    return Report(entries=entries, findings=_sorted(findings), notes_commits=len(history or ()), epochs=epochs)
+    findings += chain
+    findings += grew
+    return Report(entries=entries, findings=_sorted(findings), notes_commits=len(steps or ()), epochs=epochs)
 
 
 def _chain_findings(entries: Sequence[Entry]) -> list[Finding]:

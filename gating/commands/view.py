@@ -73,7 +73,7 @@ def local_source(g: Git, key_paths: list[str] | None = None, remote: str = "orig
             f"{api.removesuffix('/api/v3')}/{name}"
     return Source(
         name=name or g.root.resolve().name, audit=audit, evals=evals,
-        verify=lambda k: audit_log.verify(audit, k),
+        verify=lambda k: audit_log.verify(audit, k, keep=True),
         revision=lambda c: GitRevision(g, c),
         note=lambda c: g.notes_show(EVALS_REF, c),
         keys=keys, key_source=where, witnesses=witnesses, web_url=web,

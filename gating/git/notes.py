@@ -8,12 +8,12 @@ The log algorithm that uses them is gating/audit/log.py; the GitHub backend is g
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gating.git.repository import Git, TreeEntry, init_repo
+from gating.git.repository import Git, GitError, TreeEntry, init_repo
 
 AUDIT_REF = "refs/notes/gating/audit"
 EVALS_REF = "refs/notes/gating/evals"
@@ -70,10 +70,20 @@ class LocalNotes:
         """Every blob under the notes tree by the object it is named for (a submodule entry, which
         has no blob, is not read: `verify` names it with the other entries that are not notes).
         `tree`: the tip's `ls_tree`, when the caller has read it already."""
+        return dict(self.iter_notes(tip, tree))
+
+    def iter_notes(self, tip: str, tree: list[TreeEntry] | None = None) -> Iterator[tuple[str, bytes]]:
+        """`all_notes` one note at a time, in the same order, as git reads them."""
         paths = {e.path.replace("/", ""): e.sha for e in (self.git.ls_tree(tip) if tree is None else tree)
                  if e.type == "blob"}
-        data = self.blobs(paths.values())
-        return {obj: data[sha] for obj, sha in paths.items()}
+        batch = self.git.batch()
+        try:
+            for (obj, sha), (_spec, data) in zip(paths.items(), batch.stream(paths.values()), strict=True):
+                if data is None:
+                    raise GitError(["cat-file", "--batch"], -1, f"the note on {obj} (blob {sha}) cannot be read")
+                yield obj, data
+        finally:
+            batch.close()
 
     def _make_commit(self, tip: str | None, path: str, data: bytes, message: str, now: datetime) -> str:
         blob = self.git.hash_object(data)

@@ -10,10 +10,11 @@ import os
 import subprocess
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 from gating.errors import GatingError
 
@@ -375,7 +376,10 @@ class CatFileBatch:
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
         if proc.stdin and not proc.stdin.closed:
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:  # git was stopped before it read everything (`stream`)
+                pass
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
@@ -390,37 +394,51 @@ class CatFileBatch:
         return not self._closed
 
     def read(self, specs: Iterable[str]) -> dict[str, bytes | None]:
+        return dict(self.stream(specs))
+
+    def stream(self, specs: Iterable[str]) -> Iterator[tuple[str, bytes | None]]:
+        """(spec, blob or None) in the order asked, each as soon as git has written it: the caller
+        works on one while git reads the next. A stream left before its end stops the process."""
         specs = list(specs)
         for spec in specs:
             if "\n" in spec:
                 raise ValueError(f"object name contains a newline: {spec!r}")
         if not specs:
-            return {}
+            return
         assert self.proc.stdin and self.proc.stdout
         writer = threading.Thread(
-            target=self._write, args=(("".join(s + "\n" for s in specs)).encode("utf-8", "surrogateescape"),)
+            target=self._write,
+            args=(self.proc.stdin, ("".join(s + "\n" for s in specs)).encode("utf-8", "surrogateescape")),
         )
         writer.start()
-        out: dict[str, bytes | None] = {}
-        stdout = self.proc.stdout
-        for spec in specs:
-            header = stdout.readline().decode("utf-8", "surrogateescape").rstrip("\n")
-            if not header:
-                raise GitError(["cat-file", "--batch"], -1, "git cat-file ended early")
-            if header.endswith(" missing") or header.endswith(" ambiguous"):
-                out[spec] = None
-                continue
-            _sha, typ, size_s = header.rsplit(" ", 2)
-            body = stdout.read(int(size_s))
-            stdout.read(1)
-            out[spec] = body if typ == "blob" else None
-        writer.join()
-        return out
+        stdout, done = self.proc.stdout, False
+        try:
+            for spec in specs:
+                header = stdout.readline().decode("utf-8", "surrogateescape").rstrip("\n")
+                if not header:
+                    raise GitError(["cat-file", "--batch"], -1, "git cat-file ended early")
+                if header.endswith(" missing") or header.endswith(" ambiguous"):
+                    yield spec, None
+                    continue
+                _sha, typ, size_s = header.rsplit(" ", 2)
+                body = stdout.read(int(size_s))
+                stdout.read(1)
+                yield spec, body if typ == "blob" else None
+            done = True
+        finally:
+            if not done:  # git may be blocked writing what nobody will read, and the writer with it
+                self.proc.kill()
+            writer.join()
+            if not done:
+                self.close()
 
-    def _write(self, data: bytes) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
+    @staticmethod
+    def _write(stdin: IO[bytes], data: bytes) -> None:
+        try:
+            stdin.write(data)
+            stdin.flush()
+        except (BrokenPipeError, ValueError):  # the reader left early and stopped git (`stream`)
+            pass
 
 
 def init_repo(path: str | os.PathLike[str], bare: bool = False, branch: str = "main") -> Git:
