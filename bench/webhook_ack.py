@@ -184,7 +184,7 @@ def main() -> int:
     ap.add_argument("--prs", type=int, default=10, help="open pull requests the deliveries are about")
     ap.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn workers (default {WORKERS}, as serve)")
     ap.add_argument("--threads", type=int, default=THREADS,
-                    help=f"request threads per worker (default {THREADS}, as serve)")
+                    help=f"request threads per worker (default {THREADS}, as serve: the sync worker; more: gthread)")
     ap.add_argument("--job-threads", type=int, default=2, help="job threads per worker (default 2)")
     args = ap.parse_args()
 
@@ -206,8 +206,9 @@ def main() -> int:
     try:
         _wait_healthy(base)
         deliveries = world["deliveries"]
-        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn gthread "
-              f"{args.workers} workers x {args.threads} threads, {args.job_threads} job threads each, jobs: {args.jobs}")
+        kind = "sync (gating's AckWorker)" if args.threads <= 1 else f"gthread x {args.threads} threads"
+        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn {args.workers} workers "
+              f"{kind}, {args.job_threads} job threads each, jobs: {args.jobs}")
         requests = serialise(deliveries)
         for _ in range(WARMUP):  # every server thread opens its database connection before timing starts
             send_all(port, [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"] * args.c,

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, current_app
 from werkzeug.serving import make_server
 
+from gating.commands.app import THREADS, WORKERS, gunicorn_argv
 from gating.server.webhooks import signature
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def free_port() -> int:
 class Gunicorn:
     """`gunicorn gating.server.wsgi:app` in a subprocess, configured only through its environment."""
 
-    def __init__(self, env: dict[str, Any], workers: int = 2, threads: int = 4, log: Path | None = None):
+    def __init__(self, env: dict[str, Any], workers: int = WORKERS, threads: int = THREADS, log: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()},
@@ -102,8 +103,7 @@ class Gunicorn:
     def start(self, timeout: float = 20.0) -> Gunicorn:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "-b", f"127.0.0.1:{self.port}",
-             "-w", str(self.workers), "--threads", str(self.threads), "-k", "gthread", "--graceful-timeout", "2"],
+            [*gunicorn_argv(f"127.0.0.1:{self.port}", self.workers, self.threads), "--graceful-timeout", "2"],
             env=self.env, cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
