@@ -215,10 +215,12 @@ def main() -> int:
                      args.c)
         pids = _process_tree(server.pid)
         load = os.getloadavg()
-        cpu0, own0 = _cpu_seconds(pids), time.process_time()
+        (user0, sys0), own0 = _cpu_seconds(pids), time.process_time()
         lat, heads, t0 = send_all(port, requests, args.c)
         sent = time.perf_counter() - t0
-        cpu, own = _cpu_seconds(pids) - cpu0, time.process_time() - own0
+        (user, system), own = _cpu_seconds(pids), time.process_time() - own0
+        user, system = user - user0, system - sys0
+        cpu = user + system
         after = os.getloadavg()
         server_ms = [float((_header(h, b"server-timing") or b"app;dur=0").split(b"dur=")[1]) for h in heads]
         codes: dict[bytes, int] = {}
@@ -234,7 +236,8 @@ def main() -> int:
               f"{os.cpu_count()} cores)")
         print(f"  of which inside the App (Server-Timing): p50 {pct(server_ms, 50):.1f}  p99 {pct(server_ms, 99):.1f}"
               f"  max {max(server_ms):.1f}; the rest is waiting for a free worker thread and the CPU")
-        print(f"  CPU per delivery: gunicorn {cpu / len(lat) * 1e6:.0f} us (its job threads included), this client "
+        print(f"  CPU per delivery: gunicorn {cpu / len(lat) * 1e6:.0f} us (user {user / len(lat) * 1e6:.0f}, system "
+              f"{system / len(lat) * 1e6:.0f}; its job threads included), this client "
               f"{own / len(lat) * 1e6:.0f} us", flush=True)
         if args.job_threads > 0:
             failed = _wait_done(base)
@@ -263,14 +266,14 @@ def _process_tree(pid: int) -> list[int]:
     return [pid, *map(int, kids)]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc)."""
-    total = 0
+def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time of these processes so far (Linux /proc)."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
