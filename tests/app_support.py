@@ -90,19 +90,20 @@ def free_port() -> int:
 class Gunicorn:
     """`gunicorn gating.server.wsgi:app` in a subprocess, configured only through its environment."""
 
-    def __init__(self, env: dict[str, Any], workers: int = WORKERS, threads: int = THREADS, log: Path | None = None):
+    def __init__(self, env: dict[str, Any], workers: int = WORKERS, threads: int = THREADS, log: Path | None = None,
+                 args: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()},
                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-        self.workers, self.threads = workers, threads
+        self.workers, self.threads, self.args = workers, threads, args
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Gunicorn:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*gunicorn_argv(f"127.0.0.1:{self.port}", self.workers, self.threads), "--graceful-timeout", "2"],
+            [*gunicorn_argv(f"127.0.0.1:{self.port}", self.workers, self.threads), "--graceful-timeout", "2", *self.args],
             env=self.env, cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ served (bench/webhook_ack.py: the figures are in gating.commands.app.gunicorn_ar
 
 Two changes to gunicorn's sync worker. It has no bound on a client that stops sending: one would hold
 the process until gunicorn's master kills it (--timeout), cutting off the jobs that process runs.
-Here a connection that sends nothing for CLIENT_SECONDS is dropped instead (gunicorn logs it as a
+Here a connection that sends nothing for CLIENT_SECONDS (at most a third of --timeout) is dropped instead (gunicorn logs it as a
 socket error); GitHub sends a delivery at once and gives up on an answer after 10 s, and behind a
 buffering reverse proxy no client is slow. And a connection whose request was read whole is closed
 at once, not after a round trip to the client (`_nothing_unread`).
@@ -30,15 +30,23 @@ from gunicorn.workers.sync import SyncWorker
 class AckWorker(SyncWorker):
     """gunicorn's sync worker, with a stall timeout on each connection and no wait to close one."""
 
-    CLIENT_SECONDS = 10.0  # the longest a connection may send nothing while its request is read or answered
+    CLIENT_SECONDS = 10  # the longest a connection may send nothing while its request is read or answered
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Well within gunicorn's --timeout, past which its master kills a worker it has not heard from:
+        # after a stall gunicorn still waits up to 2 s for the client to close its end.
+        timeout = int(self.cfg.timeout or 0)
+        seconds = min(self.CLIENT_SECONDS, max(1, timeout // 3)) if timeout > 0 else self.CLIENT_SECONDS
+        self.stall = struct.pack("ll", seconds, 0)  # a struct timeval
 
     def accept(self, listener: socket.socket) -> None:
         client, addr = listener.accept()
         client.setblocking(True)
         # The kernel's timeouts, not socket.settimeout: that one polls the socket before every read and
         # write. A stalled read or write fails with EAGAIN, and gunicorn closes the connection.
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _STALL)
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _STALL)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.stall)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self.stall)
         util.close_on_exec(client)
         self.handle(listener, client, addr)
 
@@ -62,6 +70,3 @@ def _nothing_unread(client: socket.socket) -> bool:
         return True
     except OSError:
         return False
-
-
-_STALL = struct.pack("ll", int(AckWorker.CLIENT_SECONDS), 0)  # a struct timeval
