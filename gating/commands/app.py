@@ -26,11 +26,14 @@ def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> 
 
     One request at a time per process (gating.server.gunicorn_worker: gunicorn's sync worker, with a
     stall timeout per connection), two processes for two cores; `threads` > 1 runs gunicorn's
-    threaded worker (gthread) instead. The threaded worker hands each connection between threads
-    and makes requests wait for the GIL: bench/webhook_ack.py (1000 deliveries, 100 connections,
-    noop jobs, load average 5-6 from other work) measured 2 x 2 gthread at 770-790 acks/s, p99
-    380-460 ms, 900-1160 us of CPU per delivery; 2 sync workers at 1180-1310/s, p99 98-118 ms,
-    620-770 us; 3 sync workers at 940-1150/s with an unfair tail (p99 240-330 ms).
+    threaded worker (gthread) instead. gthread hands each connection from thread to thread, makes
+    requests wait for the GIL, and closes connections on its accepting thread, which waits there for
+    each client to close its end. bench/webhook_ack.py, 1000 deliveries over 100 connections, three
+    runs each, alternated, on 2 cores shared with other work (load average 5.6 to 17):
+    CPU per delivery 2 x 2 gthread 600-1150 us (median 720), 2 sync 450-780 us (median 605); the
+    App's own p99 (Server-Timing) 6-35 ms against 6-13 ms; p99/p50 of the acknowledgements 2.1-6.2
+    against 1.2-1.8 (3.4 at load 17): queued connections wait their turn in the kernel, not for the
+    GIL. Three sync workers on two cores: an unfair tail again (p99 240-330 ms, p50 70-80 ms).
     Keep-alive is off: GitHub sends each delivery on a new connection.
     """
     kind = ["--worker-class", ACK_WORKER] if threads <= 1 else ["--threads", str(threads), "--worker-class", "gthread"]
