@@ -29,11 +29,12 @@ def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> 
     threaded worker (gthread) instead. gthread hands each connection from thread to thread, makes
     requests wait for the GIL, and closes connections on its accepting thread, which waits there for
     each client to close its end. bench/webhook_ack.py, 1000 deliveries over 100 connections, three
-    runs each, alternated, on 2 cores shared with other work (load average 5.6 to 17):
-    CPU per delivery 2 x 2 gthread 600-1150 us (median 720), 2 sync 450-780 us (median 605); the
-    App's own p99 (Server-Timing) 6-35 ms against 6-13 ms; p99/p50 of the acknowledgements 2.1-6.2
-    against 1.2-1.8 (3.4 at load 17): queued connections wait their turn in the kernel, not for the
-    GIL. Three sync workers on two cores: an unfair tail again (p99 240-330 ms, p50 70-80 ms).
+    runs of each, alternated, on 2 cores shared with other work (load average 1.9-3.4): 2 sync workers
+    p99 35-37 ms at 3020-3390 acks/s with approvals jobs (p50 29-32), 40-59 ms with noop jobs, 450-570
+    us of CPU per delivery; 2 x 2 gthread p99 77-84 ms (p50 25-36) and 64-92 ms, 510-680 us. The App's
+    own p99 (Server-Timing) 1.3-4 ms against 6-8 ms: queued connections wait their turn in the
+    kernel, not for the GIL. Three sync workers on two cores made the tail unfair again (at load 5-6:
+    p99 240-330 ms, p50 70-80 ms).
     Keep-alive is off: GitHub sends each delivery on a new connection.
     """
     kind = ["--worker-class", ACK_WORKER] if threads <= 1 else ["--threads", str(threads), "--worker-class", "gthread"]
