@@ -184,7 +184,7 @@ def main() -> int:
     ap.add_argument("--prs", type=int, default=10, help="open pull requests the deliveries are about")
     ap.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn workers (default {WORKERS}, as serve)")
     ap.add_argument("--threads", type=int, default=THREADS,
-                    help=f"request threads per worker (default {THREADS}, as serve)")
+                    help=f"request threads per worker (default {THREADS}, as serve: the sync worker; more: gthread)")
     ap.add_argument("--job-threads", type=int, default=2, help="job threads per worker (default 2)")
     args = ap.parse_args()
 
@@ -206,18 +206,21 @@ def main() -> int:
     try:
         _wait_healthy(base)
         deliveries = world["deliveries"]
-        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn gthread "
-              f"{args.workers} workers x {args.threads} threads, {args.job_threads} job threads each, jobs: {args.jobs}")
+        kind = "sync (gating's AckWorker)" if args.threads <= 1 else f"gthread x {args.threads} threads"
+        print(f"{len(deliveries)} signed pull_request deliveries, {args.c} connections, gunicorn {args.workers} workers "
+              f"{kind}, {args.job_threads} job threads each, jobs: {args.jobs}")
         requests = serialise(deliveries)
         for _ in range(WARMUP):  # every server thread opens its database connection before timing starts
             send_all(port, [b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"] * args.c,
                      args.c)
         pids = _process_tree(server.pid)
         load = os.getloadavg()
-        cpu0, own0 = _cpu_seconds(pids), time.process_time()
+        (user0, sys0), own0 = _cpu_seconds(pids), time.process_time()
         lat, heads, t0 = send_all(port, requests, args.c)
         sent = time.perf_counter() - t0
-        cpu, own = _cpu_seconds(pids) - cpu0, time.process_time() - own0
+        (user, system), own = _cpu_seconds(pids), time.process_time() - own0
+        user, system = user - user0, system - sys0
+        cpu = user + system
         after = os.getloadavg()
         server_ms = [float((_header(h, b"server-timing") or b"app;dur=0").split(b"dur=")[1]) for h in heads]
         codes: dict[bytes, int] = {}
@@ -233,7 +236,8 @@ def main() -> int:
               f"{os.cpu_count()} cores)")
         print(f"  of which inside the App (Server-Timing): p50 {pct(server_ms, 50):.1f}  p99 {pct(server_ms, 99):.1f}"
               f"  max {max(server_ms):.1f}; the rest is waiting for a free worker thread and the CPU")
-        print(f"  CPU per delivery: gunicorn {cpu / len(lat) * 1e6:.0f} us (its job threads included), this client "
+        print(f"  CPU per delivery: gunicorn {cpu / len(lat) * 1e6:.0f} us (user {user / len(lat) * 1e6:.0f}, system "
+              f"{system / len(lat) * 1e6:.0f}; its job threads included), this client "
               f"{own / len(lat) * 1e6:.0f} us", flush=True)
         if args.job_threads > 0:
             failed = _wait_done(base)
@@ -262,14 +266,14 @@ def _process_tree(pid: int) -> list[int]:
     return [pid, *map(int, kids)]
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc)."""
-    total = 0
+def _cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time of these processes so far (Linux /proc)."""
+    user = system = 0
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+            user, system = user + int(fields[11]), system + int(fields[12])
+    return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:

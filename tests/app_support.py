@@ -14,7 +14,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Blueprint, current_app
 from werkzeug.serving import make_server
 
+from gating.commands.app import THREADS, WORKERS, gunicorn_argv
 from gating.server.webhooks import signature
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,20 +90,20 @@ def free_port() -> int:
 class Gunicorn:
     """`gunicorn gating.server.wsgi:app` in a subprocess, configured only through its environment."""
 
-    def __init__(self, env: dict[str, Any], workers: int = 2, threads: int = 4, log: Path | None = None):
+    def __init__(self, env: dict[str, Any], workers: int = WORKERS, threads: int = THREADS, log: Path | None = None,
+                 args: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **{k: str(v) for k, v in env.items()},
                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-        self.workers, self.threads = workers, threads
+        self.workers, self.threads, self.args = workers, threads, args
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> Gunicorn:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "-b", f"127.0.0.1:{self.port}",
-             "-w", str(self.workers), "--threads", str(self.threads), "-k", "gthread", "--graceful-timeout", "2"],
+            [*gunicorn_argv(f"127.0.0.1:{self.port}", self.workers, self.threads), "--graceful-timeout", "2", *self.args],
             env=self.env, cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

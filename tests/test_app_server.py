@@ -113,6 +113,26 @@ def test_a_job_cut_off_by_a_kill_is_completed_after_a_restart(tmp_path: Path):
     assert again[2] != first[2]  # a different process picked it up
 
 
+def test_a_client_that_stops_sending_is_dropped_and_the_worker_serves_on(tmp_path: Path):
+    """`gating app serve`'s worker serves one connection at a time: one that stalls mid-request is answered
+    408 and cut off (here after 2 s, a third of --timeout) before gunicorn's master would kill the worker for it."""
+    server = Gunicorn(env(tmp_path), workers=1, args=("--timeout", "6"), log=tmp_path / "gunicorn.log").start()
+    try:
+        pid = httpx.get(server.url + "/healthz").json()["worker"]["pid"]
+        with socket.create_connection(("127.0.0.1", server.port)) as stalled:
+            stalled.sendall(b"POST /webhooks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
+            stalled.settimeout(30)
+            answer = b""
+            while more := stalled.recv(65536):  # to the end of the connection
+                answer += more
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert answer.endswith(b'\r\n\r\n{"error":"the body stopped arriving before its end"}\n')
+        assert ping(server.url, "after-the-stall").json() == {"status": "queued", "jobs": [1]}
+        assert httpx.get(server.url + "/healthz").json()["worker"]["pid"] == pid  # the same worker, not a new one
+    finally:
+        server.stop()
+
+
 def test_several_workers_run_every_job_exactly_once(tmp_path: Path):
     server = Gunicorn(env(tmp_path), workers=3, threads=4, log=tmp_path / "gunicorn.log").start()
     try:

@@ -17,19 +17,29 @@ from typing import Any
 from gating.commands.cli import UsageError
 from gating.commands.extras import require
 
-WORKERS, THREADS = 2, 2
+WORKERS, THREADS = 2, 1
+ACK_WORKER = "gating.server.gunicorn_worker.AckWorker"
 
 
 def gunicorn_argv(bind: str, workers: int = WORKERS, threads: int = THREADS) -> list[str]:
     """The server `gating app serve` runs (bench/webhook_ack.py measures the same one).
 
-    Threads, so a slow client holds one thread and not a whole process. Only 2 per worker: a burst
-    of deliveries is bound by the CPU, not by threads, and every extra thread in a process makes
-    the others wait longer for the GIL (the benchmark's p99 was 38-51 ms with 4, 39-43 ms with 2,
-    worse with 8). Keep-alive is off: GitHub sends each delivery on a new connection.
+    One request at a time per process (gating.server.gunicorn_worker: gunicorn's sync worker, with a
+    stall timeout per connection), two processes for two cores; `threads` > 1 runs gunicorn's
+    threaded worker (gthread) instead. gthread hands each connection from thread to thread, makes
+    requests wait for the GIL, and closes connections on its accepting thread, which waits there for
+    each client to close its end. bench/webhook_ack.py, 1000 deliveries over 100 connections, three
+    runs of each, alternated, on 2 cores shared with other work (load average 1.9-3.4): 2 sync workers
+    p99 35-37 ms at 3020-3390 acks/s with approvals jobs (p50 29-32), 40-59 ms with noop jobs, 450-570
+    us of CPU per delivery; 2 x 2 gthread p99 77-84 ms (p50 25-36) and 64-92 ms, 510-680 us. The App's
+    own p99 (Server-Timing) 1.3-4 ms against 6-8 ms: queued connections wait their turn in the
+    kernel, not for the GIL. Three sync workers on two cores made the tail unfair again (at load 5-6:
+    p99 240-330 ms, p50 70-80 ms).
+    Keep-alive is off: GitHub sends each delivery on a new connection.
     """
+    kind = ["--worker-class", ACK_WORKER] if threads <= 1 else ["--threads", str(threads), "--worker-class", "gthread"]
     return [sys.executable, "-m", "gunicorn", "gating.server.wsgi:app", "--bind", bind, "--workers", str(workers),
-            "--threads", str(threads), "--worker-class", "gthread", "--keep-alive", "0", "--backlog", "2048"]
+            *kind, "--keep-alive", "0", "--backlog", "2048"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     default_bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '3000')}"
     s.add_argument("--bind", default=default_bind, help=f"address:port (default {default_bind}, from HOST and PORT)")
     s.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn worker processes (default {WORKERS})")
-    s.add_argument("--threads", type=int, default=THREADS, help=f"request threads per worker (default {THREADS})")
+    s.add_argument("--threads", type=int, default=THREADS, help=f"request threads per worker (default {THREADS}: "
+                   "one request at a time; more runs gunicorn's threaded worker)")
     s.add_argument("--check", action="store_true", help="check what the first event needs (GitHub accepts the "
                    "key, the audit key, a writable queue), print the settings and each handler's permissions, exit")
     s.add_argument("--env-file", default=".env", help="variables to read first, if the file exists; the "

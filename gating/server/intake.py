@@ -20,7 +20,15 @@ class Refused(GatingError):
 
 
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """The raw body: exactly Content-Length bytes, or a chunked body read to its end; 413 past `limit`."""
+    """The raw body: exactly Content-Length bytes, or a chunked body read to its end; 413 past `limit`;
+    408 when the client stops sending it (the server's socket timeout: gating.server.gunicorn_worker)."""
+    try:
+        return _read_body(environ, limit)
+    except (TimeoutError, BlockingIOError):
+        raise Refused(408, "the body stopped arriving before its end") from None
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     stream = environ["wsgi.input"]
     length_header = environ.get("CONTENT_LENGTH")
     if length_header:
