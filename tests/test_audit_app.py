@@ -142,6 +142,32 @@ def test_without_an_eval_note_the_merged_entry_takes_the_evidence_from_the_check
         "metrics": {"check_title": "Pass: all 1 thresholds met; 12 paired cases, no significant regression"}}
 
 
+def test_a_passing_note_on_a_head_whose_eval_check_failed_is_not_the_entrys_evidence(world):
+    # the Action's check run failed; a writer then pushes a note saying pass onto the head (anyone who may
+    # push refs/notes/gating/evals can): the entry, which the deployment gate reads, keeps the failure
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.actions_token(), head, "failure", "Fail: 3 cases regressed (a, b, c)")
+    world.repo.git.notes_add(EVALS_REF, head, json.dumps(EVAL_NOTE, sort_keys=True).encode() + b"\n")
+    world.emu.add_review(world.repo, n, "bob", "APPROVED")
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    (entry,) = world.entries(merge)
+    assert entry.predicate["evals"] == {
+        "verdict": "fail", "dataset_digest": None, "metrics": {"check_title": "Fail: 3 cases regressed (a, b, c)"},
+        "source": "gating / eval check run by github-actions (the eval note on the head said pass: not taken)"}
+
+
+def test_a_failing_note_is_kept_beside_a_passing_check_run(world):
+    # a note more severe than the check (a run with fail-on: never, say) gains a forger nothing: kept
+    n, head = unmerged_pull(world, "tune")
+    post_eval_check(world, world.emu.actions_token(), head, "success", "Fail (not blocking): 1 case regressed")
+    world.repo.git.notes_add(EVALS_REF, head, json.dumps({**EVAL_NOTE, "verdict": "fail"}).encode() + b"\n")
+    merge = world.emu.merge_pull(world.repo, n, "carol")
+    world.settle()
+    (entry,) = world.entries(merge)
+    assert (entry.predicate["evals"]["verdict"], entry.predicate["evals"]["source"]) == ("fail", "eval note")
+
+
 def test_the_check_run_of_github_actions_is_preferred_over_a_newer_one_from_another_app(world):
     n, head = unmerged_pull(world, "tune")
     post_eval_check(world, world.emu.actions_token(), head, "failure", "Fail: 3 cases regressed (a, b, c)")

@@ -77,16 +77,22 @@ def eval_check_run(runs: list[dict[str, Any]], app: str = EVAL_CHECK_APP) -> dic
 
 def eval_evidence(repo: Source, head: str, runs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """The eval note on the head commit, else the `gating / eval` check run's conclusion (`runs`: that
-    name's check runs on the head, when the caller read them already)."""
+    name's check runs on the head, when the caller read them already). A note saying pass where the
+    check run did not succeed is not taken: anyone who may push the notes ref can write one after the
+    run (and the deployment gate reads this verdict), while a note more severe than its check gains a
+    forger nothing and keeps its figures."""
+    run = eval_check_run(repo.check_runs(head, EVAL_CHECK) if runs is None else runs)
     data = audit_log.read_note(repo.notes(EVALS_REF), head)
+    doubted = False
     if data:
         try:
             doc = limits.load_json(data, f"eval note on {head}", limits.NOTE)
-            if isinstance(doc, dict) and "verdict" in doc:
-                return eval_summary(doc, "eval note")
         except (ValueError, limits.LimitError):
-            pass
-    run = eval_check_run(repo.check_runs(head, EVAL_CHECK) if runs is None else runs)
+            doc = None
+        if isinstance(doc, dict) and "verdict" in doc:
+            doubted = doc["verdict"] == "pass" and run is not None and run.get("conclusion") != "success"
+            if not doubted:
+                return eval_summary(doc, "eval note")
     if run is None:
         return None
     verdict = {"success": "pass", "failure": "fail", "neutral": "neutral"}.get(run.get("conclusion") or "",
@@ -94,7 +100,8 @@ def eval_evidence(repo: Source, head: str, runs: list[dict[str, Any]] | None = N
     slug = (run.get("app") or {}).get("slug")
     return eval_summary({"verdict": verdict, "dataset_digest": None,
                          "metrics": {"check_title": (run.get("output") or {}).get("title")}},
-                        f"{EVAL_CHECK} check run" + (f" by {slug}" if slug else ""))
+                        f"{EVAL_CHECK} check run" + (f" by {slug}" if slug else "")
+                        + (" (the eval note on the head said pass: not taken)" if doubted else ""))
 
 
 def approval_check_run(runs: list[dict[str, Any]], app_id: int | str | None) -> dict[str, Any] | None:
