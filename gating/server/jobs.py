@@ -139,6 +139,12 @@ _COLS = "id, delivery, handler, event, action, key, payload, status, attempts, r
 _DUE = ("((status = 'queued' AND run_after <= ?) OR (status = 'running' AND lease_until < ? AND attempts < ?)) "
         "AND (key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' AND lease_until >= ? "
         "AND key IS NOT NULL))")
+# The two halves of _DUE, each a walk of the (status, run_after) index. Parameters: now, max_attempts,
+# now; and now, now.
+_KEY_FREE = ("(key IS NULL OR key NOT IN (SELECT key FROM jobs WHERE status = 'running' AND lease_until >= ? "
+             "AND key IS NOT NULL))")
+_EXPIRED = f"status = 'running' AND lease_until < ? AND attempts < ? AND {_KEY_FREE}"
+_QUEUED = f"status = 'queued' AND run_after <= ? AND {_KEY_FREE}"
 # Taken in order: no job of its key is due before it. The claim picks the first due job, so this holds
 # unless a concurrent claimer (PostgreSQL's SKIP LOCKED passes over a row another one holds) picked a
 # later job of the key. Parameters: now, now, max_attempts.
@@ -226,13 +232,18 @@ class JobQueue:
                         "'worker stopped while running it (' || attempts || ' attempts)', error_at = ?, "
                         "updated_at = ? WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
                         (now, now, now, self.max_attempts))
-        job_id = self.db.take(f"SELECT id, key FROM jobs WHERE {_DUE} ORDER BY run_after, id LIMIT 1",
-                              (now, now, self.max_attempts, now),
-                              "UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
-                              f"updated_at = ? WHERE id = ? AND {_DUE} AND {_FIRST_OF_KEY}",
-                              lambda i: (owner, now + self.lease_seconds, now, i, now, now, self.max_attempts, now,
-                                         now, now, self.max_attempts),
-                              self.WRITE_WAIT_SECONDS)
+        update = ("UPDATE jobs SET status = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, "
+                  f"updated_at = ? WHERE id = ? AND {_DUE} AND {_FIRST_OF_KEY}")
+        args = lambda i: (owner, now + self.lease_seconds, now, i, now, now, self.max_attempts, now,  # noqa: E731
+                          now, now, self.max_attempts)
+        # A dead worker's job first, then the first queued one: each pick walks the (status, run_after)
+        # index and stops at its first free row, where one pick with an OR over both statuses sorted
+        # every due job on every claim (8.7 ms a claim with 40,000 queued, against 0.25 ms with 1,000).
+        job_id = self.db.take(f"SELECT id, key FROM jobs WHERE {_EXPIRED} ORDER BY run_after, id LIMIT 1",
+                              (now, self.max_attempts, now), update, args, self.WRITE_WAIT_SECONDS)
+        if job_id is None:
+            job_id = self.db.take(f"SELECT id, key FROM jobs WHERE {_QUEUED} ORDER BY run_after, id LIMIT 1",
+                                  (now, now), update, args, self.WRITE_WAIT_SECONDS)
         if job_id is None:
             return None
         job = Job(*self._read(f"SELECT {_COLS} FROM jobs WHERE id = ?", (job_id,))[0])
