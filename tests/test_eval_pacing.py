@@ -385,17 +385,16 @@ def test_a_run_starts_with_a_few_slots_and_doubles_them_a_round_till_a_first_sig
     # a provider serves the first burst from its full bucket, so its limit shows only once the run is past
     # it, and every request then on its way is refused: the fewer slots then, and the later sent, the better
     assert Pacer(64).state.limit == INITIAL_SLOTS and Pacer(2).state.limit == 2
-    for headers in ({}, PLENTY):
+    for headers in (PLENTY, {}):
         p, clock = pacer(64, initial=4)
         sent = [take(p) for _ in range(4)]
         clock.t += 0.1
         for s in sent:
             p.done(s, 200, headers)
-        assert p.state.limit == 8  # a slot an answer
-        if headers:  # the provider says what remains: nothing to guess
-            assert p.state.interval == 0.0
-        else:  # no word on the budgets: the next round's starts are spread over half a round trip
-            assert p.state.interval == pytest.approx(0.5 * 0.1 / 7)
+        if headers:  # the provider says what remains, 990 requests, room for a round at all 64: nothing to guess
+            assert p.state.limit == 64 and p.state.interval == 0.0
+        else:  # no word on the budgets: a slot an answer, the next round's starts spread over half a round trip
+            assert p.state.limit == 8 and p.state.interval == pytest.approx(0.5 * 0.1 / 7)
     p.state.interval = 0.0
     clock.t += 1
     p.done(take(p), 429, {})
@@ -514,3 +513,18 @@ def test_with_budget_headers_the_pacer_never_paces_by_its_own_rate() -> None:
         clock.t += 0.1
         p.done(clock.t, 429, {"retry-after": "0.1"})
     assert p.rate is None and p.throttled == 3
+
+
+def test_headers_with_room_for_a_round_at_full_concurrency_skip_the_slow_start_and_too_little_does_not() -> None:
+    low = {"x-ratelimit-limit-requests": "1000", "x-ratelimit-remaining-requests": "100",  # < 2 rounds of 64
+           "x-ratelimit-reset-requests": "6s"}
+    tokens_unknown = {**PLENTY, "x-ratelimit-limit-tokens": "100000", "x-ratelimit-remaining-tokens": "99000",
+                      "x-ratelimit-reset-tokens": "1s"}
+    for headers, tokens, expected in ((low, None, 5), (tokens_unknown, None, 5), (tokens_unknown, 500, 64),
+                                      (tokens_unknown, 1000, 5)):
+        p, clock = pacer(64, initial=4)
+        if tokens is not None:
+            p.tokens(tokens)  # a request's tokens, as the last answer said: 64 x 2 x 500 fits in 99,000; x 1000 not
+        clock.t += 0.1
+        p.done(take(p), 200, headers)
+        assert p.state.limit == expected, (headers, tokens)

@@ -8,7 +8,9 @@ gives it back with the status and headers of its answer. The Pacer adapts in thr
   probes there slowly), each 429 halves it, once per round: answers to requests sent before the last
   cut do not cut again, since they report the same congestion. It never exceeds `evals.concurrency`
   and never goes below one. Till a first sign of the limit it starts at INITIAL_SLOTS and each
-  success adds a whole slot (twice the slots a round: slow start). A provider serves the first burst
+  success adds a whole slot (twice the slots a round: slow start), unless the answer's rate-limit
+  headers say the budgets hold NEAR rounds at full concurrency: then the limit is the cap at once
+  (OpenAI and Anthropic send them on every answer). A provider serves the first burst
   from its full bucket, so its limit shows only once the run is past it, and every request then on
   its way is refused; without rate-limit headers to say so beforehand, a round's starts are spread
   over half its round trip, so the first refusal comes back, and pauses the run, before the rest of
@@ -360,11 +362,25 @@ class Pacer:
         if near or now < self._stagger_until:  # restarting one by one: as many as that keeps busy, with room
             self._limited(now)
             st.shrink(NEAR * (st.inflight + 1))
+        elif self.limited_since is None and r is not None and self._room_for_a_full_round(r):
+            st.limit = float(self.cap)  # the provider says a round at full concurrency fits: no slow start
         else:
             st.grow(self.cap, fast=self.limited_since is None)  # slow start, till a first sign of the limit
         if self.limited_since is not None:
             self.ok_since_limited += 1
             self.last_done = now
+
+    def _room_for_a_full_round(self, r: Reading) -> bool:
+        """Every budget the answer told of holds NEAR rounds at the concurrency cap (a token budget only
+        once a request's tokens are known)."""
+        told = False
+        for b, cost in ((r.requests, 1.0), (r.tokens, self.cost)):
+            if b.remaining is None:
+                continue
+            if cost is None or b.remaining * self.share < NEAR * self.cap * cost:
+                return False
+            told = True
+        return told
 
     def _limited(self, now: float) -> None:
         if self.limited_since is None:
