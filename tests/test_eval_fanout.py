@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eval_support import a, fast_retries, live_env, llm, load, write_repo  # noqa: F401
+from eval_support import a, fast_retries, live_env, llm, load, self_signed, write_repo  # noqa: F401
 
 from gating.errors import GatingError
 from gating.evals import fanout
@@ -270,30 +270,6 @@ def test_worker_processes_fill_and_read_one_response_cache(tmp_path: Path, llm: 
     assert len(list(cache.glob("seg-*.jsonl"))) == 3  # one segment per writing process
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    crt, pem = tmp / "cert.pem", tmp / "key.pem"
-    crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    return crt, pem
-
-
 def test_the_pool_speaks_https_and_checks_the_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ssl
 
@@ -301,7 +277,7 @@ def test_the_pool_speaks_https_and_checks_the_certificate(tmp_path: Path, monkey
 
     from gating.evals.providers import ClientPool
 
-    crt, pem = _self_signed(tmp_path)
+    crt, pem = self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(crt, pem)
     body = b'{"ok": true}'
