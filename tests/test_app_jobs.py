@@ -504,11 +504,10 @@ def test_an_enqueue_held_up_past_its_wait_raises_instead_of_hanging(queue_locati
 def test_a_claim_walks_the_due_index_instead_of_sorting_the_queue(tmp_path: Path):
     # with a backlog every claim sorted every due job (8.7 ms a claim at 40,000 queued); each pick now
     # stops at its first free row of the (status, run_after) index, so SQLite plans no sort
-    from gating.server.jobs import _EXPIRED, _QUEUED
+    from gating.server.jobs import _PICK_EXPIRED, _PICK_QUEUED
 
     q = JobQueue(str(tmp_path / "jobs.db"))
-    for where, args in ((_EXPIRED, (0.0, 5, 0.0)), (_QUEUED, (0.0, 0.0))):
-        plan = q.db.read(f"EXPLAIN QUERY PLAN SELECT id, key FROM jobs WHERE {where} ORDER BY run_after, id LIMIT 1",
-                         args)
+    for pick, args in ((_PICK_EXPIRED, (0.0, 5, 0.0, 0.0, 0.0, 5)), (_PICK_QUEUED, (0.0, 0.0))):
+        plan = q.db.read(f"EXPLAIN QUERY PLAN {pick}", args)
         steps = " | ".join(str(row[-1]) for row in plan)
         assert "USING INDEX jobs_due (status=?" in steps and "TEMP B-TREE" not in steps, steps
