@@ -14,7 +14,6 @@ Exit code: 0 pass, 1 fail, 3 not enough traffic yet.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from typing import Any
 
 from gating.commands.cli import UsageError
 from gating.commands.common import app_get, owner_name
+from gating.commands.extras import require
 
 NOT_ENOUGH = 3  # not enough traffic yet: neither pass nor fail
 EXIT = {"pass": 0, "fail": 1}
@@ -72,9 +72,7 @@ def _from_db(args: argparse.Namespace) -> dict[str, Any]:
     from gating.server.rollup_store import RollupStore
 
     if args.db.startswith(POSTGRES_SCHEMES):
-        if importlib.util.find_spec("psycopg") is None:
-            raise UsageError(f"--db {shown(args.db)}: reading PostgreSQL needs psycopg, which is not installed: "
-                             "pip install 'gating[postgres]'")
+        require("postgres", f"gating canary analyze --db {shown(args.db)}")
     elif not Path(args.db).is_file():
         raise UsageError(f"--db {args.db}: no such file")
     try:

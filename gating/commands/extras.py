@@ -15,6 +15,7 @@ from gating.commands.cli import UsageError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "app": ("flask", "gunicorn"),  # the App: Flask under gunicorn
     "test": ("flask", "openapi_core"),  # the GitHub emulator: werkzeug (Flask's) and openapi-core's validation
+    "postgres": ("psycopg",),  # the App's database shared by replicas (GATING_QUEUE_URL)
 }
 
 
