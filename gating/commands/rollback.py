@@ -251,11 +251,9 @@ def open_drill_issue(g: Git, args: argparse.Namespace, result: DrillResult, seq:
     if source.repo is None:
         print(f"no issue opened: {source.why}", file=sys.stderr)
         return
-    what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
     try:
         # whoever the token is (a person, github-actions[bot]): any open issue a drill opened is the one
-        issue, new = gh.report_issue(source.repo, drills.ISSUE_MARK,
-                                     f"{drills.ISSUE_TITLE}: rolling back to {what} would not restore it",
+        issue, new = gh.report_issue(source.repo, drills.ISSUE_MARK, drills.issue_title(result),
                                      drills.issue_body(result, seq, "A rollback drill run with `gating rollback --drill`"),
                                      f"A rollback drill run with `gating rollback --drill` failed again ({result.started}).",
                                      bots_only=False)

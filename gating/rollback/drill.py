@@ -148,6 +148,12 @@ def drill_facts(result: DrillResult, repository: str, actor: str, tip: str, run:
                       previous_known_good=result.commit)
 
 
+def issue_title(result: DrillResult) -> str:
+    """The title of the issue a failed drill opens (the App's and the CLI's alike)."""
+    what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
+    return f"{ISSUE_TITLE}: rolling back to {what} would not restore it"
+
+
 def issue_body(result: DrillResult, entry_seq: int | None = None, ran: str = "A scheduled rollback drill") -> str:
     """The issue a failed drill opens; `ran` says which drill (the App's schedule, or who ran the CLI)."""
     lines = [f"{ran} failed: rolling back to `{result.target}` would not restore the "

@@ -119,9 +119,8 @@ def record(ctx: JobContext, repo: Repo, audit: Audit, result: drills.DrillResult
     ctx.log.info("%s: %s (audit seq %d)", repo.full_name, result.summary, res.entry.seq)
     if not result.ok:
         # a drill that keeps failing (weekly, say) is one issue the team follows, not one a week
-        what = f"{result.commit[:7]} ({result.target})" if result.commit else result.target
-        issue, new = gh.report_issue(repo, drills.ISSUE_MARK, f"{drills.ISSUE_TITLE}: rolling back to {what} would not "
-                                     "restore it", drills.issue_body(result, res.entry.seq),
+        issue, new = gh.report_issue(repo, drills.ISSUE_MARK, drills.issue_title(result),
+                                     drills.issue_body(result, res.entry.seq),
                                      f"The rollback drill failed again ({result.started}).")
         ctx.log.warning("%s: rollback drill failed; %s #%s", repo.full_name, "opened" if new else "commented on",
                         issue.get("number"))
