@@ -461,15 +461,12 @@ class Worker:
         try:
             with limits.budget(self.job_seconds, self.job_max_memory_mb):  # see gating.limits.check_budget
                 self.run(job)
-        except PermanentError as e:
+        except (PermanentError, InputError) as e:  # retrying cannot help: input that does not read reads no better later
             self.queue.fail(job, owner, f"{type(e).__name__}: {e}", permanent=True)
             log.warning("job %d (%s) failed for good: %s", job.id, job.handler, e)
         except RetryLater as e:
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}", after=e.after, counts=e.counts)
             log.warning("job %d (%s): %s; %s", job.id, job.handler, e, status)
-        except InputError as e:  # a manifest, dataset or policy that does not read: it will not read better later
-            self.queue.fail(job, owner, f"{type(e).__name__}: {e}", permanent=True)
-            log.warning("job %d (%s) failed for good on its input: %s", job.id, job.handler, e)
         except GatingError as e:  # expected (GitHub down, a file git could not read): its message says it all
             status = self.queue.fail(job, owner, f"{type(e).__name__}: {e}")
             log.warning("job %d (%s) attempt %d failed: %s; %s", job.id, job.handler, job.attempts, e, status)
