@@ -194,7 +194,6 @@ class ClientPool:
                  pacer: Pacer | None = None):
         self.gate = gate if gate is not None else RequestGate(max(1, concurrency))
         self.pacer = pacer
-        n = max(1, -(-concurrency // SHARD_CONNECTIONS))
         self.timeout_s = timeout_s
         self.direct = not _proxied()
         self.clients: list[Any]
@@ -207,7 +206,7 @@ class ClientPool:
             tls = self.tls()
             limits = httpx.Limits(max_connections=SHARD_CONNECTIONS, max_keepalive_connections=SHARD_CONNECTIONS)
             self.clients = [httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout_s), verify=tls)
-                            for _ in range(n)]
+                            for _ in range(max(1, -(-concurrency // SHARD_CONNECTIONS)))]
         self.busy = [0] * len(self.clients)
 
     def tls(self) -> ssl.SSLContext:
